@@ -1,0 +1,274 @@
+//! Command-line definitions and printing. `main.rs` only parses and calls [`Cli::run`].
+
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+use ipnet::IpNet;
+
+use crate::{
+    clock::{self, Expiry},
+    datapath::{self, AttachMode, Datapath, DatapathOptions, JailPorts, Maps, Protocol},
+};
+
+/// Bans brute-forcing clients at packet level: failures in a log become XDP drops.
+#[derive(Debug, Parser)]
+#[command(name = "ban-agent", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Work on the kernel datapath directly, without a running daemon.
+    #[command(subcommand)]
+    Datapath(DatapathCommand),
+}
+
+#[derive(Debug, clap::Args)]
+struct PinDir {
+    /// Directory on bpffs where the maps and links are pinned.
+    #[arg(long, default_value = ban_common::PIN_DIR, value_name = "DIR")]
+    pin_dir: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+enum DatapathCommand {
+    /// Load the XDP program, attach it to interfaces and pin everything, then exit: the
+    /// filter stays in force. Run again to upgrade the program in place; bans are kept.
+    #[command(
+        after_help = "Example:\n  ban-agent datapath attach --interface eth0 --protect 0:tcp:8000"
+    )]
+    Attach {
+        /// Interface to attach to (repeat for several).
+        #[arg(long = "interface", short = 'i', required = true, value_name = "NAME")]
+        interfaces: Vec<String>,
+        /// XDP mode.
+        #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
+        mode: AttachMode,
+        /// What a jail protects, as JAIL:PROTOCOL:PORTS, PROTOCOL being tcp, udp or all
+        /// and PORTS a comma-separated list or `all` (repeat for several jails).
+        #[arg(long = "protect", value_name = "JAIL:PROTO:PORTS", value_parser = parse_protect)]
+        protect: Vec<JailPorts>,
+        #[command(flatten)]
+        pin: PinDir,
+    },
+    /// Ban an address or a CIDR in a jail.
+    #[command(after_help = "Example:\n  ban-agent datapath ban --jail 0 192.0.2.7 --for 1h")]
+    Ban {
+        /// Jail index.
+        #[arg(long)]
+        jail: u32,
+        /// Address or CIDR.
+        target: String,
+        /// How long; permanent when omitted.
+        #[arg(long = "for", value_parser = humantime::parse_duration, value_name = "DURATION")]
+        duration: Option<Duration>,
+        #[command(flatten)]
+        pin: PinDir,
+    },
+    /// Lift the ban of an address or a CIDR in a jail.
+    #[command(after_help = "Example:\n  ban-agent datapath unban --jail 0 192.0.2.7")]
+    Unban {
+        /// Jail index.
+        #[arg(long)]
+        jail: u32,
+        /// Address or CIDR, as it was banned.
+        target: String,
+        #[command(flatten)]
+        pin: PinDir,
+    },
+    /// List the bans in the kernel maps with the time each has left.
+    List {
+        #[command(flatten)]
+        pin: PinDir,
+    },
+    /// Packets and bytes dropped and passed per jail.
+    Counters {
+        #[command(flatten)]
+        pin: PinDir,
+    },
+    /// Detach XDP from every interface and remove every pin: lifts all bans.
+    Detach {
+        #[command(flatten)]
+        pin: PinDir,
+    },
+}
+
+impl Cli {
+    /// Runs the command.
+    pub fn run(self) -> anyhow::Result<()> {
+        match self.command {
+            Command::Datapath(command) => run_datapath(command),
+        }
+    }
+}
+
+/// Logs to stderr; level from `RUST_LOG`, default `info`.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _already_set = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn run_datapath(command: DatapathCommand) -> anyhow::Result<()> {
+    match command {
+        DatapathCommand::Attach {
+            interfaces,
+            mode,
+            protect,
+            pin,
+        } => {
+            let mut datapath = Datapath::open(DatapathOptions {
+                pin_dir: pin.pin_dir,
+                ..DatapathOptions::default()
+            })?;
+            datapath.maps().set_jails(&protect)?;
+            for interface in &interfaces {
+                let attached = datapath.attach(interface, mode)?;
+                println!("{interface}: {attached:?}");
+            }
+            Ok(())
+        }
+        DatapathCommand::Ban {
+            jail,
+            target,
+            duration,
+            pin,
+        } => {
+            let target = parse_target(&target)?;
+            let expiry = match duration {
+                Some(duration) => Expiry::after(clock::boot_ns(), duration),
+                None => Expiry::Never,
+            };
+            Maps::open_pinned(&pin.pin_dir)?.ban(jail, target, expiry)?;
+            Ok(())
+        }
+        DatapathCommand::Unban { jail, target, pin } => {
+            let target = parse_target(&target)?;
+            if !Maps::open_pinned(&pin.pin_dir)?.unban(jail, target)? {
+                bail!("{target} is not banned in jail {jail}");
+            }
+            Ok(())
+        }
+        DatapathCommand::List { pin } => {
+            let now = clock::boot_ns();
+            for ban in Maps::open_pinned(&pin.pin_dir)?.list()? {
+                let left = match ban.expiry.remaining(now) {
+                    None => "permanent".to_owned(),
+                    Some(Duration::ZERO) => "expired".to_owned(),
+                    Some(left) => humantime::format_duration(round_secs(left)).to_string(),
+                };
+                println!("jail {:<3} {:<43} {left}", ban.jail, ban.target);
+            }
+            Ok(())
+        }
+        DatapathCommand::Counters { pin } => {
+            println!(
+                "{:<5} {:>14} {:>16} {:>14} {:>16}",
+                "jail", "dropped_pkts", "dropped_bytes", "passed_pkts", "passed_bytes"
+            );
+            for (jail, c) in Maps::open_pinned(&pin.pin_dir)?.counters()? {
+                println!(
+                    "{jail:<5} {:>14} {:>16} {:>14} {:>16}",
+                    c.dropped_packets, c.dropped_bytes, c.passed_packets, c.passed_bytes
+                );
+            }
+            Ok(())
+        }
+        DatapathCommand::Detach { pin } => {
+            datapath::detach(&pin.pin_dir)?;
+            Ok(())
+        }
+    }
+}
+
+fn round_secs(duration: Duration) -> Duration {
+    Duration::from_secs(duration.as_secs())
+}
+
+/// An address (a host route) or a CIDR.
+fn parse_target(text: &str) -> anyhow::Result<IpNet> {
+    if let Ok(addr) = text.parse::<std::net::IpAddr>() {
+        return Ok(IpNet::from(addr));
+    }
+    text.parse::<IpNet>().with_context(|| {
+        format!("{text:?} is neither an IP address nor a CIDR (e.g. 192.0.2.7, 2001:db8::/64)")
+    })
+}
+
+fn parse_protect(text: &str) -> Result<JailPorts, String> {
+    let usage = || format!("{text:?}: expected JAIL:PROTOCOL:PORTS, e.g. 0:tcp:8000 or 1:all:all");
+    let mut parts = text.splitn(3, ':');
+    let (Some(jail), Some(protocol), Some(ports)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Err(usage());
+    };
+    let jail = jail.parse().map_err(|_| usage())?;
+    let protocol = match protocol {
+        "tcp" => Protocol::Tcp,
+        "udp" => Protocol::Udp,
+        "all" => Protocol::All,
+        _ => return Err(format!("{text:?}: protocol must be tcp, udp or all")),
+    };
+    let ports = if ports == "all" {
+        None
+    } else {
+        let list = ports
+            .split(',')
+            .map(|port| port.trim().parse::<u16>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| format!("{text:?}: ports must be numbers 0-65535 or `all`"))?;
+        Some(list)
+    };
+    Ok(JailPorts {
+        jail,
+        ports,
+        protocol,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protect_specs_parse() {
+        assert_eq!(
+            parse_protect("0:tcp:8000,8443"),
+            Ok(JailPorts {
+                jail: 0,
+                ports: Some(vec![8000, 8443]),
+                protocol: Protocol::Tcp
+            })
+        );
+        assert_eq!(
+            parse_protect("3:all:all"),
+            Ok(JailPorts {
+                jail: 3,
+                ports: None,
+                protocol: Protocol::All
+            })
+        );
+        assert!(parse_protect("0:sctp:1").is_err());
+        assert!(parse_protect("0:tcp:70000").is_err());
+        assert!(parse_protect("x").is_err());
+    }
+
+    #[test]
+    fn targets_are_addresses_or_cidrs() {
+        assert_eq!(
+            parse_target("192.0.2.7").expect("address").to_string(),
+            "192.0.2.7/32"
+        );
+        assert_eq!(
+            parse_target("2001:db8::/64").expect("CIDR").to_string(),
+            "2001:db8::/64"
+        );
+        assert!(parse_target("example.com").is_err());
+    }
+}

@@ -1,0 +1,250 @@
+//! Bans in the kernel maps: add, lift, list, and sweep the expired ones.
+//!
+//! A single address goes into the exact hash map of its family; a wider prefix into the
+//! family's LPM trie, and the jail's bit in `DatapathConfig::prefix_v4/v6` tells the
+//! program to search the trie at all.
+
+use std::net::IpAddr;
+
+use aya::maps::{MapError, lpm_trie::Key};
+use ban_common::{Ban, BanKeyV4, BanKeyV6, PREFIX_JAIL_BITS, PrefixV4, PrefixV6, maps};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+
+use super::{DatapathError, Maps, jail_bit};
+use crate::clock::Expiry;
+
+/// What a ban covers: one address, or a whole network.
+pub type Target = IpNet;
+
+/// One ban as the kernel holds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BanRecord {
+    pub jail: u32,
+    /// A host route (/32, /128) for a single address.
+    pub target: Target,
+    pub expiry: Expiry,
+}
+
+impl Maps {
+    /// Bans `target` in `jail` until `expiry`; banning again replaces the expiry.
+    pub fn ban(&mut self, jail: u32, target: Target, expiry: Expiry) -> Result<(), DatapathError> {
+        jail_bit(jail)?;
+        let ban = Ban {
+            expires_at_ns: expiry.to_kernel(),
+        };
+        let target = target.trunc();
+        let result = match target {
+            IpNet::V4(net) if net.prefix_len() == 32 => {
+                let key = BanKeyV4 {
+                    jail,
+                    addr: net.addr().octets(),
+                };
+                self.ban_v4
+                    .insert(&key, &ban, 0)
+                    .map_err(|e| full_or(e, maps::BAN_V4, self.capacity.ban_v4))
+            }
+            IpNet::V6(net) if net.prefix_len() == 128 => {
+                let key = BanKeyV6 {
+                    jail,
+                    addr: net.addr().octets(),
+                };
+                self.ban_v6
+                    .insert(&key, &ban, 0)
+                    .map_err(|e| full_or(e, maps::BAN_V6, self.capacity.ban_v6))
+            }
+            IpNet::V4(net) => {
+                let key = prefix_key_v4(jail, net);
+                self.prefix_v4
+                    .insert(&key, &ban, 0)
+                    .map_err(|e| full_or(e, maps::PREFIX_V4, self.capacity.prefix_v4))
+            }
+            IpNet::V6(net) => {
+                let key = prefix_key_v6(jail, net);
+                self.prefix_v6
+                    .insert(&key, &ban, 0)
+                    .map_err(|e| full_or(e, maps::PREFIX_V6, self.capacity.prefix_v6))
+            }
+        };
+        result?;
+        if !is_host(target) {
+            self.refresh_prefix_flags()?;
+        }
+        Ok(())
+    }
+
+    /// Lifts the ban of `target` in `jail`; `false` if there was none.
+    pub fn unban(&mut self, jail: u32, target: Target) -> Result<bool, DatapathError> {
+        jail_bit(jail)?;
+        let target = target.trunc();
+        let removed = match target {
+            IpNet::V4(net) if net.prefix_len() == 32 => absent_is_false(
+                self.ban_v4.remove(&BanKeyV4 {
+                    jail,
+                    addr: net.addr().octets(),
+                }),
+                maps::BAN_V4,
+            ),
+            IpNet::V6(net) if net.prefix_len() == 128 => absent_is_false(
+                self.ban_v6.remove(&BanKeyV6 {
+                    jail,
+                    addr: net.addr().octets(),
+                }),
+                maps::BAN_V6,
+            ),
+            IpNet::V4(net) => absent_is_false(
+                self.prefix_v4.remove(&prefix_key_v4(jail, net)),
+                maps::PREFIX_V4,
+            ),
+            IpNet::V6(net) => absent_is_false(
+                self.prefix_v6.remove(&prefix_key_v6(jail, net)),
+                maps::PREFIX_V6,
+            ),
+        }?;
+        if removed && !is_host(target) {
+            self.refresh_prefix_flags()?;
+        }
+        Ok(removed)
+    }
+
+    /// Every ban in the maps, expired ones included (the kernel ignores those).
+    pub fn list(&self) -> Result<Vec<BanRecord>, DatapathError> {
+        let mut out = Vec::new();
+        let record = |jail, target, ban: Ban| BanRecord {
+            jail,
+            target,
+            expiry: Expiry::from_kernel(ban.expires_at_ns),
+        };
+        for entry in self.ban_v4.iter() {
+            let (key, ban) = entry.map_err(|e| DatapathError::map("list", maps::BAN_V4, e))?;
+            out.push(record(key.jail, host(IpAddr::from(key.addr)), ban));
+        }
+        for entry in self.ban_v6.iter() {
+            let (key, ban) = entry.map_err(|e| DatapathError::map("list", maps::BAN_V6, e))?;
+            out.push(record(key.jail, host(IpAddr::from(key.addr)), ban));
+        }
+        for entry in self.prefix_v4.iter() {
+            let (key, ban) = entry.map_err(|e| DatapathError::map("list", maps::PREFIX_V4, e))?;
+            let data = key.data();
+            let len = key.prefix_len().saturating_sub(PREFIX_JAIL_BITS) as u8;
+            let net = Ipv4Net::new(data.addr.into(), len).unwrap_or_default();
+            out.push(record(data.jail, IpNet::V4(net), ban));
+        }
+        for entry in self.prefix_v6.iter() {
+            let (key, ban) = entry.map_err(|e| DatapathError::map("list", maps::PREFIX_V6, e))?;
+            let data = key.data();
+            let len = key.prefix_len().saturating_sub(PREFIX_JAIL_BITS) as u8;
+            let net = Ipv6Net::new(data.addr.into(), len).unwrap_or_default();
+            out.push(record(data.jail, IpNet::V6(net), ban));
+        }
+        Ok(out)
+    }
+
+    /// Removes the bans that expired by boot-clock time `now_ns` and returns them. The
+    /// kernel already lets their packets through; this frees their slots.
+    pub fn remove_expired(&mut self, now_ns: u64) -> Result<Vec<BanRecord>, DatapathError> {
+        let expired: Vec<BanRecord> = self
+            .list()?
+            .into_iter()
+            .filter(|ban| ban.expiry.expired(now_ns))
+            .collect();
+        for ban in &expired {
+            self.unban(ban.jail, ban.target)?;
+        }
+        Ok(expired)
+    }
+
+    /// Sets each jail's "has prefix bans" bit from what the tries hold.
+    fn refresh_prefix_flags(&mut self) -> Result<(), DatapathError> {
+        let mut config = self.config()?;
+        config.prefix_v4 = 0;
+        config.prefix_v6 = 0;
+        for key in self.prefix_v4.keys() {
+            let key = key.map_err(|e| DatapathError::map("list", maps::PREFIX_V4, e))?;
+            config.prefix_v4 |= jail_bit(key.data().jail)?;
+        }
+        for key in self.prefix_v6.keys() {
+            let key = key.map_err(|e| DatapathError::map("list", maps::PREFIX_V6, e))?;
+            config.prefix_v6 |= jail_bit(key.data().jail)?;
+        }
+        self.write_config(&config)
+    }
+}
+
+fn host(addr: IpAddr) -> IpNet {
+    IpNet::from(addr)
+}
+
+fn is_host(target: IpNet) -> bool {
+    target.prefix_len() == target.max_prefix_len()
+}
+
+fn prefix_key_v4(jail: u32, net: Ipv4Net) -> Key<PrefixV4> {
+    Key::new(
+        PREFIX_JAIL_BITS + u32::from(net.prefix_len()),
+        PrefixV4 {
+            jail,
+            addr: net.network().octets(),
+        },
+    )
+}
+
+fn prefix_key_v6(jail: u32, net: Ipv6Net) -> Key<PrefixV6> {
+    Key::new(
+        PREFIX_JAIL_BITS + u32::from(net.prefix_len()),
+        PrefixV6 {
+            jail,
+            addr: net.network().octets(),
+            reserved: 0,
+        },
+    )
+}
+
+/// A full hash map answers E2BIG, a full trie ENOSPC: both become [`DatapathError::MapFull`].
+fn full_or(error: MapError, map: &'static str, capacity: u32) -> DatapathError {
+    if let MapError::SyscallError(syscall) = &error
+        && matches!(
+            syscall.io_error.raw_os_error(),
+            Some(libc::E2BIG | libc::ENOSPC)
+        )
+    {
+        return DatapathError::MapFull { map, capacity };
+    }
+    DatapathError::map("add a ban", map, error)
+}
+
+fn absent_is_false(result: Result<(), MapError>, map: &'static str) -> Result<bool, DatapathError> {
+    match result {
+        Ok(()) => Ok(true),
+        Err(MapError::KeyNotFound) => Ok(false),
+        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
+            Ok(false)
+        }
+        Err(e) => Err(DatapathError::map("lift a ban", map, e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_keys_count_the_jail_bits_and_zero_host_bits() {
+        let net: Ipv4Net = "198.51.100.77/24".parse().expect("valid CIDR");
+        let key = prefix_key_v4(3, net);
+        assert_eq!(key.prefix_len(), 32 + 24);
+        assert_eq!(key.data().addr, [198, 51, 100, 0]);
+        assert_eq!(key.data().jail, 3);
+
+        let net: Ipv6Net = "2001:db8:1:2:3::1/64".parse().expect("valid CIDR");
+        let key = prefix_key_v6(1, net);
+        assert_eq!(key.prefix_len(), 32 + 64);
+        assert_eq!(&key.data().addr[8..], &[0; 8]);
+    }
+
+    #[test]
+    fn host_routes_are_exact_bans() {
+        assert!(is_host(host("192.0.2.1".parse().expect("address"))));
+        assert!(is_host(host("2001:db8::1".parse().expect("address"))));
+        assert!(!is_host("192.0.2.0/24".parse().expect("CIDR")));
+    }
+}

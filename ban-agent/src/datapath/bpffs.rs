@@ -1,0 +1,63 @@
+//! Makes sure the pin directory exists on a bpffs mount, mounting bpffs at `/sys/fs/bpf`
+//! when a fresh machine has none there.
+
+use std::{ffi::CString, fs, io, os::unix::ffi::OsStrExt as _, path::Path};
+
+use super::DatapathError;
+
+const BPFFS_ROOT: &str = "/sys/fs/bpf";
+/// `BPF_FS_MAGIC` from `linux/magic.h`.
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+pub(super) fn prepare_pin_dir(pin_dir: &Path) -> Result<(), DatapathError> {
+    let parent = pin_dir.parent().unwrap_or(Path::new("/"));
+    if !is_bpffs(parent) && parent.starts_with(BPFFS_ROOT) {
+        mount_bpffs(Path::new(BPFFS_ROOT))?;
+    }
+    if !is_bpffs(parent) {
+        return Err(DatapathError::NotBpffs {
+            path: pin_dir.to_owned(),
+        });
+    }
+    fs::create_dir_all(pin_dir).map_err(|source| DatapathError::Io {
+        op: "create directory",
+        path: pin_dir.to_owned(),
+        source,
+    })
+}
+
+fn is_bpffs(path: &Path) -> bool {
+    let Ok(c_path) = CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: statfs is plain old data; zeroed is a valid initial value.
+    let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid NUL-terminated path and a writable statfs.
+    let rc = unsafe { libc::statfs(c_path.as_ptr(), &mut stat) };
+    rc == 0 && stat.f_type as i64 == BPF_FS_MAGIC
+}
+
+fn mount_bpffs(target: &Path) -> Result<(), DatapathError> {
+    let error = |source| DatapathError::MountBpffs {
+        path: target.to_owned(),
+        source,
+    };
+    fs::create_dir_all(target).map_err(error)?;
+    let c_target = CString::new(target.as_os_str().as_bytes())
+        .map_err(|e| error(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
+    // SAFETY: valid NUL-terminated strings; no data argument.
+    let rc = unsafe {
+        libc::mount(
+            c"bpf".as_ptr(),
+            c_target.as_ptr(),
+            c"bpf".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(error(io::Error::last_os_error()));
+    }
+    tracing::info!(path = %target.display(), "mounted bpffs");
+    Ok(())
+}

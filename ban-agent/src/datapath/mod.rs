@@ -1,0 +1,515 @@
+//! The kernel half, seen from user space: load the XDP program, attach it, pin it, and read
+//! and write its maps. The only module that talks to BPF.
+//!
+//! Everything is pinned under one directory (default [`ban_common::PIN_DIR`]): the maps by
+//! name, and one XDP link per interface (`link_<interface>`). A second [`Datapath::open`]
+//! finds the first's maps and reuses them, and [`Datapath::attach`] swaps the new program
+//! into the pinned link atomically, so a restart never lifts a ban nor leaves a window
+//! without protection. Dropping a `Datapath` leaves everything in place; only
+//! [`detach`] removes it.
+
+mod bans;
+mod bpffs;
+mod error;
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray},
+    programs::{
+        Xdp, XdpMode,
+        links::{FdLink, LinkError, PinnedLink},
+        xdp::XdpLink,
+    },
+};
+use ban_common::{
+    Ban, BanKeyV4, BanKeyV6, DatapathConfig, JAIL_PORTS_LEN, JailCounters, MAX_JAILS, PROGRAM_NAME,
+    PrefixV4, PrefixV6, maps, port_slot, proto,
+};
+pub use bans::{BanRecord, Target};
+pub use error::DatapathError;
+use tracing::{info, warn};
+
+/// The XDP object built by `build.rs` from `ban-ebpf`.
+static PROGRAM: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ban-ebpf"));
+
+/// How [`Datapath::open`] loads the program.
+#[derive(Clone, Debug)]
+pub struct DatapathOptions {
+    /// Where maps and links are pinned; must be on bpffs.
+    pub pin_dir: PathBuf,
+    /// Capacity of the exact IPv4 ban map.
+    pub max_bans_v4: u32,
+    /// Capacity of the exact IPv6 ban map.
+    pub max_bans_v6: u32,
+    /// Capacity of each prefix-ban trie.
+    pub max_prefix_bans: u32,
+    /// Level up to which the program's `aya-log` events are compiled in; anything below
+    /// is removed by the verifier as dead code, so it costs nothing.
+    pub log_level: aya_log::Level,
+}
+
+impl Default for DatapathOptions {
+    fn default() -> Self {
+        Self {
+            pin_dir: PathBuf::from(ban_common::PIN_DIR),
+            max_bans_v4: ban_common::DEFAULT_MAX_BANS_V4,
+            max_bans_v6: ban_common::DEFAULT_MAX_BANS_V6,
+            max_prefix_bans: ban_common::DEFAULT_MAX_PREFIX_BANS,
+            log_level: aya_log::Level::Info,
+        }
+    }
+}
+
+/// How to attach XDP to an interface.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum AttachMode {
+    /// Native (driver) mode, falling back to generic with a warning.
+    #[default]
+    Auto,
+    /// Native mode only: fail if the driver has no XDP support.
+    Native,
+    /// Generic (skb) mode: works everywhere, drops later in the stack.
+    Generic,
+}
+
+/// What [`Datapath::attach`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attached {
+    /// A new link, in this mode.
+    New(&'static str),
+    /// The link pinned by an earlier run now runs this program (same mode as before).
+    Replaced,
+}
+
+/// Which ports of which transport a jail protects.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JailPorts {
+    /// Jail index, `0..MAX_JAILS`.
+    pub jail: u32,
+    /// `None` for all ports (and, with [`Protocol::All`], all protocols).
+    pub ports: Option<Vec<u16>>,
+    /// Transport the ports belong to.
+    pub protocol: Protocol,
+}
+
+/// Transport a jail protects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+    /// TCP and UDP ports; with all ports, every protocol.
+    All,
+}
+
+/// The loaded program, with its maps.
+pub struct Datapath {
+    ebpf: Ebpf,
+    maps: Maps,
+    _logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+}
+
+/// The pinned maps: everything needed to ban, unban, list and count, with or without the
+/// program loaded in this process ([`Maps::open_pinned`] serves tools and tests).
+pub struct Maps {
+    pin_dir: PathBuf,
+    ban_v4: HashMap<MapData, BanKeyV4, Ban>,
+    ban_v6: HashMap<MapData, BanKeyV6, Ban>,
+    prefix_v4: LpmTrie<MapData, PrefixV4, Ban>,
+    prefix_v6: LpmTrie<MapData, PrefixV6, Ban>,
+    jail_ports: Array<MapData, u64>,
+    config: Array<MapData, DatapathConfig>,
+    counters: PerCpuArray<MapData, JailCounters>,
+    capacity: Capacity,
+}
+
+/// Capacities of the ban maps, for "map full" messages.
+#[derive(Clone, Copy, Debug)]
+struct Capacity {
+    ban_v4: u32,
+    ban_v6: u32,
+    prefix_v4: u32,
+    prefix_v6: u32,
+}
+
+impl Datapath {
+    /// Loads the program, reusing the maps pinned in `options.pin_dir` if an earlier run left
+    /// them (their bans stay in force), pinning new ones otherwise. Attaches nothing.
+    pub fn open(options: DatapathOptions) -> Result<Self, DatapathError> {
+        let pin_dir = options.pin_dir.clone();
+        bpffs::prepare_pin_dir(&pin_dir)?;
+        let mut ebpf = EbpfLoader::new()
+            .default_map_pin_directory(&pin_dir)
+            .map_max_entries(maps::BAN_V4, options.max_bans_v4)
+            .map_max_entries(maps::BAN_V6, options.max_bans_v6)
+            .map_max_entries(maps::PREFIX_V4, options.max_prefix_bans)
+            .map_max_entries(maps::PREFIX_V6, options.max_prefix_bans)
+            .override_global(aya_log::LEVEL, &(options.log_level as u8), false)
+            .load(PROGRAM)
+            .map_err(|source| load_error(source, &pin_dir))?;
+        let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
+            Ok(logger) => Some(logger),
+            Err(e) => {
+                warn!("kernel debug events are unavailable: {e}");
+                None
+            }
+        };
+        let program: &mut Xdp = program_mut(&mut ebpf)?;
+        program
+            .load()
+            .map_err(|e| DatapathError::program("load", e))?;
+        let mut take = |name| {
+            ebpf.take_map(name)
+                .ok_or(DatapathError::MissingMap { name })
+        };
+        let maps = Maps::from_parts(
+            pin_dir,
+            [
+                take(maps::BAN_V4)?,
+                take(maps::BAN_V6)?,
+                take(maps::PREFIX_V4)?,
+                take(maps::PREFIX_V6)?,
+                take(maps::JAIL_PORTS)?,
+                take(maps::CONFIG)?,
+                take(maps::COUNTERS)?,
+            ],
+        )?;
+        Ok(Self {
+            ebpf,
+            maps,
+            _logger: logger,
+        })
+    }
+
+    /// The maps, to ban, unban, list and count.
+    pub fn maps(&mut self) -> &mut Maps {
+        &mut self.maps
+    }
+
+    /// Attaches the program to `interface` (a name in the caller's network namespace) and
+    /// pins the link. If an earlier run pinned a link for it, the new program replaces the
+    /// old one in that link atomically: no packet goes unfiltered in between.
+    pub fn attach(&mut self, interface: &str, mode: AttachMode) -> Result<Attached, DatapathError> {
+        let pin = link_pin(&self.maps.pin_dir, interface);
+        let program = program_mut(&mut self.ebpf)?;
+        if pin.exists() {
+            match replace_in_pinned_link(program, &pin) {
+                Ok(()) => return Ok(Attached::Replaced),
+                Err(detail) => {
+                    // The interface went away (the link is defunct) or the pin is not ours.
+                    warn!(
+                        "the pinned link {} is unusable ({detail}); attaching anew",
+                        pin.display()
+                    );
+                    remove_file(&pin)?;
+                }
+            }
+        }
+        let (id, mode_name) = attach_with_mode(program, interface, mode)?;
+        let link = program
+            .take_link(id)
+            .map_err(|e| DatapathError::program("take the link of", e))?;
+        let link = FdLink::try_from(link).map_err(|e| DatapathError::Link {
+            op: "create",
+            path: pin.clone(),
+            detail: format!("{e}: this kernel has no bpf_link for XDP (Linux >= 5.9 needed)"),
+        })?;
+        link.pin(&pin).map_err(|e| DatapathError::Link {
+            op: "pin",
+            path: pin.clone(),
+            detail: e.to_string(),
+        })?;
+        info!(interface, mode = mode_name, "XDP attached");
+        Ok(Attached::New(mode_name))
+    }
+
+    /// The program, for running it on test packets (`BPF_PROG_TEST_RUN`).
+    pub fn program(&mut self) -> Result<&mut Xdp, DatapathError> {
+        program_mut(&mut self.ebpf)
+    }
+}
+
+impl Maps {
+    /// Opens the maps an agent pinned in `pin_dir`, without loading the program.
+    pub fn open_pinned(pin_dir: &Path) -> Result<Self, DatapathError> {
+        let mut parts = Vec::with_capacity(maps::ALL.len());
+        for name in maps::ALL {
+            let path = pin_dir.join(name);
+            let data = MapData::from_pin(&path).map_err(|e| match e {
+                MapError::SyscallError(ref s)
+                    if s.io_error.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    DatapathError::NotPinned { path: path.clone() }
+                }
+                e => DatapathError::map("open the pin of", name, e),
+            })?;
+            parts.push(
+                aya::maps::Map::from_map_data(data)
+                    .map_err(|e| DatapathError::map("open", name, e))?,
+            );
+        }
+        let parts: [aya::maps::Map; 7] = parts
+            .try_into()
+            .map_err(|_| DatapathError::MissingMap { name: "?" })?;
+        Self::from_parts(pin_dir.to_owned(), parts)
+    }
+
+    /// The directory holding the pins.
+    pub fn pin_dir(&self) -> &Path {
+        &self.pin_dir
+    }
+
+    /// `parts` in the order of [`ban_common::maps::ALL`].
+    fn from_parts(pin_dir: PathBuf, parts: [aya::maps::Map; 7]) -> Result<Self, DatapathError> {
+        let [
+            ban_v4,
+            ban_v6,
+            prefix_v4,
+            prefix_v6,
+            jail_ports,
+            config,
+            counters,
+        ] = parts;
+        let capacity = Capacity {
+            ban_v4: max_entries(&ban_v4, maps::BAN_V4)?,
+            ban_v6: max_entries(&ban_v6, maps::BAN_V6)?,
+            prefix_v4: max_entries(&prefix_v4, maps::PREFIX_V4)?,
+            prefix_v6: max_entries(&prefix_v6, maps::PREFIX_V6)?,
+        };
+        Ok(Self {
+            pin_dir,
+            ban_v4: typed(ban_v4, maps::BAN_V4)?,
+            ban_v6: typed(ban_v6, maps::BAN_V6)?,
+            prefix_v4: typed(prefix_v4, maps::PREFIX_V4)?,
+            prefix_v6: typed(prefix_v6, maps::PREFIX_V6)?,
+            jail_ports: typed(jail_ports, maps::JAIL_PORTS)?,
+            config: typed(config, maps::CONFIG)?,
+            counters: typed(counters, maps::COUNTERS)?,
+            capacity,
+        })
+    }
+
+    /// Declares which ports every jail protects; jails not listed protect nothing (their
+    /// bans stay in the maps but match no packet). Writes only the slots that change.
+    pub fn set_jails(&mut self, jails: &[JailPorts]) -> Result<(), DatapathError> {
+        let mut wanted = vec![0u64; JAIL_PORTS_LEN as usize];
+        let mut config = self.config()?;
+        config.all_ports = [0; proto::COUNT as usize];
+        for spec in jails {
+            let bit = jail_bit(spec.jail)?;
+            let classes: &[u32] = match spec.protocol {
+                Protocol::Tcp => &[proto::TCP],
+                Protocol::Udp => &[proto::UDP],
+                Protocol::All => &[proto::TCP, proto::UDP],
+            };
+            match &spec.ports {
+                None => {
+                    for &class in classes {
+                        config.all_ports[class as usize] |= bit;
+                    }
+                    if spec.protocol == Protocol::All {
+                        config.all_ports[proto::OTHER as usize] |= bit;
+                    }
+                }
+                Some(ports) => {
+                    for &class in classes {
+                        for &port in ports {
+                            wanted[port_slot(class, port) as usize] |= bit;
+                        }
+                    }
+                }
+            }
+        }
+        for (slot, &mask) in (0u32..).zip(wanted.iter()) {
+            let current = self
+                .jail_ports
+                .get(&slot, 0)
+                .map_err(|e| DatapathError::map("read", maps::JAIL_PORTS, e))?;
+            if current != mask {
+                self.jail_ports
+                    .set(slot, &mask, 0)
+                    .map_err(|e| DatapathError::map("write", maps::JAIL_PORTS, e))?;
+            }
+        }
+        self.write_config(&config)
+    }
+
+    /// Packets and bytes dropped and passed per jail, summed over CPUs; jails with no
+    /// traffic are left out.
+    pub fn counters(&self) -> Result<Vec<(u32, JailCounters)>, DatapathError> {
+        let mut out = Vec::new();
+        for jail in 0..MAX_JAILS {
+            let per_cpu = self
+                .counters
+                .get(&jail, 0)
+                .map_err(|e| DatapathError::map("read", maps::COUNTERS, e))?;
+            let total = per_cpu
+                .iter()
+                .fold(JailCounters::default(), |sum, c| sum.add(*c));
+            if total != JailCounters::default() {
+                out.push((jail, total));
+            }
+        }
+        Ok(out)
+    }
+
+    fn config(&self) -> Result<DatapathConfig, DatapathError> {
+        self.config
+            .get(&0, 0)
+            .map_err(|e| DatapathError::map("read", maps::CONFIG, e))
+    }
+
+    fn write_config(&mut self, config: &DatapathConfig) -> Result<(), DatapathError> {
+        self.config
+            .set(0, config, 0)
+            .map_err(|e| DatapathError::map("write", maps::CONFIG, e))
+    }
+}
+
+/// Detaches XDP from every interface and removes every pin under `pin_dir`: all bans are
+/// lifted. Works from any process, with or without a running agent.
+pub fn detach(pin_dir: &Path) -> Result<(), DatapathError> {
+    let entries = match fs::read_dir(pin_dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => {
+            return Err(DatapathError::Io {
+                op: "read directory",
+                path: pin_dir.to_owned(),
+                source,
+            });
+        }
+    };
+    for entry in entries {
+        let entry = entry.map_err(|source| DatapathError::Io {
+            op: "read directory",
+            path: pin_dir.to_owned(),
+            source,
+        })?;
+        let path = entry.path();
+        let is_link = entry.file_name().to_string_lossy().starts_with("link_");
+        if is_link && let Ok(link) = PinnedLink::from_pin(&path) {
+            // Unpinning drops the last reference: the kernel detaches the program.
+            let _detached = link.unpin().map_err(|source| DatapathError::Io {
+                op: "unpin",
+                path: path.clone(),
+                source,
+            })?;
+            info!(pin = %path.display(), "XDP detached");
+        } else {
+            remove_file(&path)?;
+        }
+    }
+    fs::remove_dir(pin_dir).map_err(|source| DatapathError::Io {
+        op: "remove directory",
+        path: pin_dir.to_owned(),
+        source,
+    })
+}
+
+fn link_pin(pin_dir: &Path, interface: &str) -> PathBuf {
+    // Interface names cannot contain '/', but a caller's typo must not escape the directory.
+    pin_dir.join(format!("link_{}", interface.replace('/', "_")))
+}
+
+fn replace_in_pinned_link(program: &mut Xdp, pin: &Path) -> Result<(), String> {
+    let pinned = PinnedLink::from_pin(pin).map_err(|e| e.to_string())?;
+    let link = XdpLink::try_from(FdLink::from(pinned)).map_err(|e: LinkError| e.to_string())?;
+    let id = program.attach_to_link(link).map_err(|e| e.to_string())?;
+    // Keep the link out of the program's ownership so that dropping the program closes
+    // only our descriptor; the pin keeps the link, and so the filter, alive.
+    let link = program.take_link(id).map_err(|e| e.to_string())?;
+    drop(FdLink::try_from(link).map_err(|e| e.to_string())?);
+    Ok(())
+}
+
+fn attach_with_mode(
+    program: &mut Xdp,
+    interface: &str,
+    mode: AttachMode,
+) -> Result<(aya::programs::xdp::XdpLinkId, &'static str), DatapathError> {
+    let name = std::ffi::CString::new(interface).map_err(|_| DatapathError::InterfaceName {
+        interface: interface.to_owned(),
+    })?;
+    let try_attach = |program: &mut Xdp, xdp_mode, mode_name: &'static str| {
+        program
+            .attach(name.as_c_str(), xdp_mode)
+            .map(|id| (id, mode_name))
+            .map_err(|e| DatapathError::Attach {
+                interface: interface.to_owned(),
+                mode: mode_name,
+                source: Box::new(e),
+            })
+    };
+    match mode {
+        AttachMode::Native => try_attach(program, XdpMode::Driver, "native"),
+        AttachMode::Generic => try_attach(program, XdpMode::Skb, "generic"),
+        AttachMode::Auto => try_attach(program, XdpMode::Driver, "native").or_else(|e| {
+            warn!("{e}; falling back to generic mode, which drops later and costs more CPU");
+            try_attach(program, XdpMode::Skb, "generic")
+        }),
+    }
+}
+
+fn program_mut(ebpf: &mut Ebpf) -> Result<&mut Xdp, DatapathError> {
+    ebpf.program_mut(PROGRAM_NAME)
+        .ok_or(DatapathError::MissingMap { name: PROGRAM_NAME })?
+        .try_into()
+        .map_err(|e| DatapathError::program("find", e))
+}
+
+fn typed<T>(map: aya::maps::Map, name: &'static str) -> Result<T, DatapathError>
+where
+    T: TryFrom<aya::maps::Map, Error = MapError>,
+{
+    T::try_from(map).map_err(|e| DatapathError::map("open", name, e))
+}
+
+fn max_entries(map: &aya::maps::Map, name: &'static str) -> Result<u32, DatapathError> {
+    use aya::maps::Map;
+    let data = match map {
+        Map::HashMap(data) | Map::LpmTrie(data) => data,
+        _ => return Err(DatapathError::MissingMap { name }),
+    };
+    data.info()
+        .map(|info| info.max_entries())
+        .map_err(|e| DatapathError::map("inspect", name, e))
+}
+
+fn load_error(source: aya::EbpfError, pin_dir: &Path) -> DatapathError {
+    if let aya::EbpfError::MapError(MapError::IncompatiblePinnedMap {
+        name,
+        property,
+        expected,
+        actual,
+    }) = &source
+    {
+        return DatapathError::IncompatiblePin {
+            path: pin_dir.join(name),
+            pin_dir: pin_dir.to_owned(),
+            detail: format!("{property} is {actual}, this version needs {expected}"),
+        };
+    }
+    DatapathError::Load {
+        source: Box::new(source),
+    }
+}
+
+fn jail_bit(jail: u32) -> Result<u64, DatapathError> {
+    if jail >= MAX_JAILS {
+        return Err(DatapathError::JailOutOfRange { jail });
+    }
+    Ok(1u64 << jail)
+}
+
+fn remove_file(path: &Path) -> Result<(), DatapathError> {
+    fs::remove_file(path).map_err(|source| DatapathError::Io {
+        op: "remove",
+        path: path.to_owned(),
+        source,
+    })
+}

@@ -1,0 +1,9 @@
+//! ban-agent: bans brute-forcing clients at packet level.
+//!
+//! The agent follows logs, counts failures per address and writes bans into BPF maps; the
+//! XDP program `ban-ebpf` drops banned sources in the kernel. See `shared/ARCHITECTURE.md`
+//! in the steering repository for the plan, and `README.md` for use.
+
+pub mod cli;
+pub mod clock;
+pub mod datapath;

@@ -1,0 +1,15 @@
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+fn main() -> ExitCode {
+    let cli = ban_agent::cli::Cli::parse();
+    ban_agent::cli::init_logging();
+    match cli.run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("ban-agent: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
