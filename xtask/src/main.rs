@@ -1,1 +1,144 @@
-fn main() {}
+//! Developer tasks that a build script should not do: set the machine up, build, test,
+//! benchmark. Every command runs `setup` first when something is missing.
+
+mod setup;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "ban-agent's developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install the eBPF nightly, bpf-linker and the system packages the tests use.
+    Setup,
+    /// Build the agent (with its embedded XDP program) in release mode.
+    Build,
+    /// Check formatting and lints, then run every test; privileged tests need root.
+    Test,
+    /// Run benchmarks and write CSV under docs/benchmarks/ (needs root).
+    Bench {
+        /// Which benchmark; all when omitted.
+        #[arg(value_enum)]
+        which: Option<Bench>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Bench {
+    /// Nanoseconds per packet through BPF_PROG_TEST_RUN, 0 to 1M bans.
+    Xdp,
+}
+
+/// Paths and pins of this checkout.
+pub struct Workspace {
+    root: PathBuf,
+    tools: PathBuf,
+    nightly: String,
+}
+
+impl Workspace {
+    fn find() -> anyhow::Result<Self> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .context("xtask has no parent directory")?
+            .to_owned();
+        let manifest = root.join("Cargo.toml");
+        let text = std::fs::read_to_string(&manifest)
+            .with_context(|| format!("cannot read {}", manifest.display()))?;
+        let value: toml::Table = text
+            .parse()
+            .with_context(|| format!("{} is not valid TOML", manifest.display()))?;
+        let nightly = value
+            .get("workspace")
+            .and_then(|w| w.get("metadata"))
+            .and_then(|m| m.get("ebpf"))
+            .and_then(|e| e.get("toolchain"))
+            .and_then(|t| t.as_str())
+            .with_context(|| {
+                format!(
+                    "{}: [workspace.metadata.ebpf] toolchain is missing",
+                    manifest.display()
+                )
+            })?
+            .to_owned();
+        let tools = std::env::var_os("BAN_AGENT_TOOLS")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join(".tools"));
+        Ok(Self {
+            root,
+            tools,
+            nightly,
+        })
+    }
+
+    fn cargo(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+        cmd.args(args)
+            .current_dir(&self.root)
+            .env("BAN_AGENT_TOOLS", &self.tools);
+        cmd
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let ws = Workspace::find()?;
+    match cli.command {
+        Task::Setup => setup::setup(&ws),
+        Task::Build => {
+            ensure_setup(&ws)?;
+            run(&mut ws.cargo(&["build", "--release", "--package", "ban-agent"]))
+        }
+        Task::Test => {
+            ensure_setup(&ws)?;
+            run(&mut ws.cargo(&["fmt", "--all", "--check"]))?;
+            run(&mut ws.cargo(&["clippy", "--all-targets", "--", "-D", "warnings"]))?;
+            run(&mut ws.cargo(&["test"]))
+        }
+        Task::Bench { which } => {
+            ensure_setup(&ws)?;
+            if !is_root() {
+                bail!("benchmarks load XDP programs: run as root");
+            }
+            match which {
+                None | Some(Bench::Xdp) => {
+                    run(&mut ws.cargo(&["bench", "--package", "ban-agent", "--bench", "xdp"]))
+                }
+            }
+        }
+    }
+}
+
+fn ensure_setup(ws: &Workspace) -> anyhow::Result<()> {
+    if setup::is_complete(ws) {
+        return Ok(());
+    }
+    setup::setup(ws)
+}
+
+/// Runs a command, failing with its command line when it fails.
+pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}

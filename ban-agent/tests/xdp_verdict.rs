@@ -1,0 +1,481 @@
+//! The XDP verdict on crafted packets through `BPF_PROG_TEST_RUN`: banned and not banned,
+//! each protocol, VLAN tags, IPv4 options, IPv6 extension headers, fragments, truncation at
+//! every length, expiry, prefixes and counters. Needs root; see `common::privileged`.
+
+mod common;
+
+use std::time::Duration;
+
+use aya::programs::{TestRun as _, TestRunOptions};
+use ban_agent::{
+    clock::{Expiry, boot_ns},
+    datapath::{Datapath, DatapathOptions, JailPorts, Protocol},
+};
+use common::{
+    Pins,
+    packet::{Ext, Frame, Ip, L4},
+};
+
+const PASS: u32 = 2; // XDP_PASS
+const DROP: u32 = 1; // XDP_DROP
+
+const PROTECTED: u16 = 8000;
+const UDP_PROTECTED: u16 = 5353;
+
+const BANNED: [u8; 4] = [192, 0, 2, 10];
+const CLEAN: [u8; 4] = [192, 0, 2, 20];
+const ALL_PORTS_BANNED: [u8; 4] = [192, 0, 2, 30];
+const EXPIRED: [u8; 4] = [192, 0, 2, 40];
+const UDP_BANNED: [u8; 4] = [192, 0, 2, 50];
+const IN_PREFIX: [u8; 4] = [198, 51, 100, 77];
+const OUTSIDE_PREFIX: [u8; 4] = [198, 51, 101, 1];
+
+const BANNED6: [u8; 16] = v6(0xa);
+const CLEAN6: [u8; 16] = v6(0xb);
+const ALL_PORTS_BANNED6: [u8; 16] = v6(0xd);
+const IN_PREFIX6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5];
+
+const fn v6(last: u8) -> [u8; 16] {
+    [
+        0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, last,
+    ]
+}
+
+/// Jail 0 protects TCP 8000, jail 1 everything, jail 2 UDP 5353; bans as the names say.
+fn fixture(pins: &Pins) -> Datapath {
+    let mut dp = Datapath::open(DatapathOptions {
+        pin_dir: pins.dir.clone(),
+        ..DatapathOptions::default()
+    })
+    .expect("load the XDP program");
+    let maps = dp.maps();
+    maps.set_jails(&[
+        JailPorts {
+            jail: 0,
+            ports: Some(vec![PROTECTED]),
+            protocol: Protocol::Tcp,
+        },
+        JailPorts {
+            jail: 1,
+            ports: None,
+            protocol: Protocol::All,
+        },
+        JailPorts {
+            jail: 2,
+            ports: Some(vec![UDP_PROTECTED]),
+            protocol: Protocol::Udp,
+        },
+    ])
+    .expect("configure jails");
+    let hour = Expiry::after(boot_ns(), Duration::from_secs(3600));
+    let ban = |maps: &mut ban_agent::datapath::Maps, jail, target: &str, expiry| {
+        maps.ban(jail, target.parse().expect("CIDR"), expiry)
+            .expect("ban");
+    };
+    ban(maps, 0, "192.0.2.10/32", hour);
+    ban(maps, 1, "192.0.2.30/32", Expiry::Never);
+    ban(maps, 0, "192.0.2.40/32", Expiry::At(boot_ns() - 1));
+    ban(maps, 2, "192.0.2.50/32", hour);
+    ban(maps, 0, "198.51.100.0/24", hour);
+    ban(maps, 0, "2001:db8::a/128", hour);
+    ban(maps, 1, "2001:db8::d/128", hour);
+    ban(maps, 0, "2001:db8:1::/64", hour);
+    dp
+}
+
+/// The verdict for one frame; `None` when the kernel refuses to run a frame that short.
+fn run(dp: &mut Datapath, bytes: &[u8]) -> Option<u32> {
+    let program = dp.program().expect("program");
+    let result = program.test_run(TestRunOptions {
+        data_in: Some(bytes),
+        ..TestRunOptions::new()
+    });
+    match result {
+        Ok(result) => {
+            assert!(
+                result.return_value == PASS || result.return_value == DROP,
+                "verdict {} for {bytes:02x?}",
+                result.return_value
+            );
+            Some(result.return_value)
+        }
+        Err(e) if bytes.len() < 14 => {
+            let _refused = e;
+            None
+        }
+        Err(e) => panic!("BPF_PROG_TEST_RUN on {} bytes: {e}", bytes.len()),
+    }
+}
+
+fn verdict(dp: &mut Datapath, frame: &Frame) -> u32 {
+    run(dp, &frame.bytes()).expect("a full frame runs")
+}
+
+#[test]
+fn ipv4_bans_apply_to_their_jails_ports_only() {
+    let Some(_serial) = common::privileged("ipv4_bans_apply_to_their_jails_ports_only") else {
+        return;
+    };
+    let pins = Pins::new("v4");
+    let mut dp = fixture(&pins);
+    assert_eq!(
+        verdict(&mut dp, &Frame::v4(BANNED, L4::Tcp(PROTECTED))),
+        DROP
+    );
+    assert_eq!(
+        verdict(&mut dp, &Frame::v4(CLEAN, L4::Tcp(PROTECTED))),
+        PASS
+    );
+    assert_eq!(
+        verdict(&mut dp, &Frame::v4(BANNED, L4::Tcp(PROTECTED + 1))),
+        PASS
+    );
+    assert_eq!(
+        verdict(&mut dp, &Frame::v4(BANNED, L4::Udp(PROTECTED))),
+        PASS
+    );
+    assert_eq!(verdict(&mut dp, &Frame::v4(BANNED, L4::Icmp)), PASS);
+    // Prefix ban.
+    assert_eq!(
+        verdict(&mut dp, &Frame::v4(IN_PREFIX, L4::Tcp(PROTECTED))),
+        DROP
+    );
+    assert_eq!(
+        verdict(&mut dp, &Frame::v4(OUTSIDE_PREFIX, L4::Tcp(PROTECTED))),
+        PASS
+    );
+    // All ports, all protocols.
+    for l4 in [L4::Tcp(22), L4::Tcp(PROTECTED), L4::Udp(53), L4::Icmp] {
+        assert_eq!(
+            verdict(&mut dp, &Frame::v4(ALL_PORTS_BANNED, l4)),
+            DROP,
+            "{l4:?}"
+        );
+    }
+    // UDP jail.
+    assert_eq!(
+        verdict(&mut dp, &Frame::v4(UDP_BANNED, L4::Udp(UDP_PROTECTED))),
+        DROP
+    );
+    assert_eq!(
+        verdict(&mut dp, &Frame::v4(UDP_BANNED, L4::Tcp(UDP_PROTECTED))),
+        PASS
+    );
+}
+
+#[test]
+fn an_expired_ban_stops_dropping_and_unban_lifts_at_once() {
+    let Some(_serial) = common::privileged("an_expired_ban_stops_dropping_and_unban_lifts_at_once")
+    else {
+        return;
+    };
+    let pins = Pins::new("expiry");
+    let mut dp = fixture(&pins);
+    assert_eq!(
+        verdict(&mut dp, &Frame::v4(EXPIRED, L4::Tcp(PROTECTED))),
+        PASS
+    );
+
+    let soon = Expiry::after(boot_ns(), Duration::from_millis(300));
+    let target = "192.0.2.20/32".parse().expect("CIDR");
+    dp.maps().ban(0, target, soon).expect("ban");
+    assert_eq!(
+        verdict(&mut dp, &Frame::v4(CLEAN, L4::Tcp(PROTECTED))),
+        DROP
+    );
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(
+        verdict(&mut dp, &Frame::v4(CLEAN, L4::Tcp(PROTECTED))),
+        PASS
+    );
+
+    dp.maps().ban(0, target, Expiry::Never).expect("ban");
+    assert_eq!(
+        verdict(&mut dp, &Frame::v4(CLEAN, L4::Tcp(PROTECTED))),
+        DROP
+    );
+    assert!(dp.maps().unban(0, target).expect("unban"));
+    assert!(!dp.maps().unban(0, target).expect("unban twice"));
+    assert_eq!(
+        verdict(&mut dp, &Frame::v4(CLEAN, L4::Tcp(PROTECTED))),
+        PASS
+    );
+
+    let expired = dp.maps().remove_expired(boot_ns()).expect("sweep");
+    assert_eq!(expired.len(), 1, "{expired:?}");
+    assert_eq!(expired[0].target.to_string(), "192.0.2.40/32");
+}
+
+#[test]
+fn vlan_tags_and_ipv4_options_are_walked() {
+    let Some(_serial) = common::privileged("vlan_tags_and_ipv4_options_are_walked") else {
+        return;
+    };
+    let pins = Pins::new("vlan");
+    let mut dp = fixture(&pins);
+    for vlans in [vec![0x8100], vec![0x88a8, 0x8100]] {
+        for options in [0, 4, 40] {
+            for (src, expected) in [(BANNED, DROP), (CLEAN, PASS)] {
+                let frame = Frame {
+                    vlans: vlans.clone(),
+                    ip: Ip::V4 {
+                        src,
+                        options,
+                        fragment_offset: 0,
+                    },
+                    l4: L4::Tcp(PROTECTED),
+                };
+                assert_eq!(verdict(&mut dp, &frame), expected, "{frame:?}");
+            }
+        }
+    }
+    // A third tag is deeper than the parser goes: not parsed, so passed.
+    let frame = Frame {
+        vlans: vec![0x88a8, 0x8100, 0x8100],
+        ..Frame::v4(BANNED, L4::Tcp(PROTECTED))
+    };
+    assert_eq!(verdict(&mut dp, &frame), PASS);
+}
+
+#[test]
+fn fragments_drop_only_for_all_ports_jails() {
+    let Some(_serial) = common::privileged("fragments_drop_only_for_all_ports_jails") else {
+        return;
+    };
+    let pins = Pins::new("frag");
+    let mut dp = fixture(&pins);
+    let fragment = |src, fragment_offset| Frame {
+        vlans: vec![],
+        ip: Ip::V4 {
+            src,
+            options: 0,
+            fragment_offset,
+        },
+        l4: L4::Tcp(PROTECTED),
+    };
+    // The first fragment carries the port.
+    assert_eq!(verdict(&mut dp, &fragment(BANNED, 0)), DROP);
+    // Later fragments have no port: only an all-ports jail can claim them.
+    assert_eq!(verdict(&mut dp, &fragment(BANNED, 185)), PASS);
+    assert_eq!(verdict(&mut dp, &fragment(ALL_PORTS_BANNED, 185)), DROP);
+    assert_eq!(verdict(&mut dp, &fragment(CLEAN, 185)), PASS);
+
+    let v6_fragment = |src, offset| Frame {
+        vlans: vec![],
+        ip: Ip::V6 {
+            src,
+            ext: vec![Ext::Fragment(offset)],
+        },
+        l4: L4::Tcp(PROTECTED),
+    };
+    assert_eq!(verdict(&mut dp, &v6_fragment(BANNED6, 0)), DROP);
+    assert_eq!(verdict(&mut dp, &v6_fragment(BANNED6, 100)), PASS);
+    assert_eq!(verdict(&mut dp, &v6_fragment(ALL_PORTS_BANNED6, 100)), DROP);
+}
+
+#[test]
+fn ipv6_bans_and_extension_headers() {
+    let Some(_serial) = common::privileged("ipv6_bans_and_extension_headers") else {
+        return;
+    };
+    let pins = Pins::new("v6");
+    let mut dp = fixture(&pins);
+    assert_eq!(
+        verdict(&mut dp, &Frame::v6(BANNED6, L4::Tcp(PROTECTED))),
+        DROP
+    );
+    assert_eq!(
+        verdict(&mut dp, &Frame::v6(CLEAN6, L4::Tcp(PROTECTED))),
+        PASS
+    );
+    assert_eq!(verdict(&mut dp, &Frame::v6(BANNED6, L4::Tcp(22))), PASS);
+    assert_eq!(
+        verdict(&mut dp, &Frame::v6(IN_PREFIX6, L4::Tcp(PROTECTED))),
+        DROP
+    );
+    assert_eq!(
+        verdict(&mut dp, &Frame::v6(ALL_PORTS_BANNED6, L4::Icmp)),
+        DROP
+    );
+    assert_eq!(
+        verdict(&mut dp, &Frame::v6(ALL_PORTS_BANNED6, L4::Udp(53))),
+        DROP
+    );
+
+    let chains: [Vec<Ext>; 4] = [
+        vec![Ext::HopByHop(0)],
+        vec![Ext::HopByHop(1), Ext::DestOpts(0), Ext::Routing(2)],
+        vec![
+            Ext::HopByHop(0),
+            Ext::DestOpts(3),
+            Ext::Routing(0),
+            Ext::Fragment(0),
+            Ext::Ah(1),
+            Ext::DestOpts(0),
+        ],
+        // Large: 2 KiB of hop-by-hop options.
+        vec![Ext::HopByHop(255)],
+    ];
+    for ext in chains {
+        for (src, expected) in [(BANNED6, DROP), (CLEAN6, PASS)] {
+            let frame = Frame {
+                vlans: vec![0x8100],
+                ip: Ip::V6 {
+                    src,
+                    ext: ext.clone(),
+                },
+                l4: L4::Tcp(PROTECTED),
+            };
+            assert_eq!(verdict(&mut dp, &frame), expected, "{ext:?}");
+        }
+    }
+    // More extension headers than a valid packet has: the port is not looked for, so only
+    // all-ports jails apply.
+    let too_many = vec![Ext::DestOpts(0); 9];
+    for (src, expected) in [(BANNED6, PASS), (ALL_PORTS_BANNED6, DROP)] {
+        let frame = Frame {
+            vlans: vec![],
+            ip: Ip::V6 {
+                src,
+                ext: too_many.clone(),
+            },
+            l4: L4::Tcp(PROTECTED),
+        };
+        assert_eq!(verdict(&mut dp, &frame), expected);
+    }
+}
+
+/// Cuts frames at every length. An unbanned source passes whatever is missing; a banned one
+/// is dropped exactly when the frame still holds the destination port.
+#[test]
+fn truncated_frames_at_every_length() {
+    let Some(_serial) = common::privileged("truncated_frames_at_every_length") else {
+        return;
+    };
+    let pins = Pins::new("trunc");
+    let mut dp = fixture(&pins);
+    let frames = [
+        (
+            Frame {
+                vlans: vec![0x88a8, 0x8100],
+                ip: Ip::V4 {
+                    src: BANNED,
+                    options: 8,
+                    fragment_offset: 0,
+                },
+                l4: L4::Tcp(PROTECTED),
+            },
+            CLEAN.to_vec(),
+        ),
+        (
+            Frame {
+                vlans: vec![0x8100],
+                ip: Ip::V6 {
+                    src: BANNED6,
+                    ext: vec![Ext::HopByHop(0), Ext::Fragment(0), Ext::DestOpts(1)],
+                },
+                l4: L4::Udp(PROTECTED),
+            },
+            CLEAN6.to_vec(),
+        ),
+        (Frame::v4(BANNED, L4::Tcp(PROTECTED)), CLEAN.to_vec()),
+    ];
+    // The UDP frame's jail: make 8000/udp protected by jail 0 too.
+    dp.maps()
+        .set_jails(&[JailPorts {
+            jail: 0,
+            ports: Some(vec![PROTECTED]),
+            protocol: Protocol::All,
+        }])
+        .expect("jails");
+    for (banned_frame, clean_src) in frames {
+        let banned = banned_frame.bytes();
+        let mut clean_frame = banned_frame.clone();
+        match &mut clean_frame.ip {
+            Ip::V4 { src, .. } => src.copy_from_slice(&clean_src),
+            Ip::V6 { src, .. } => src.copy_from_slice(&clean_src),
+        }
+        let clean = clean_frame.bytes();
+        // The destination port ends 4 bytes into the L4 header.
+        let l4_len = match banned_frame.l4 {
+            L4::Tcp(_) => 20,
+            L4::Udp(_) | L4::Icmp => 8,
+        };
+        let port_end = banned.len() - l4_len + 4;
+        for len in 0..=banned.len() {
+            if let Some(v) = run(&mut dp, &clean[..len]) {
+                assert_eq!(v, PASS, "unbanned source dropped at {len} bytes");
+            }
+            if let Some(v) = run(&mut dp, &banned[..len]) {
+                let expected = if len >= port_end { DROP } else { PASS };
+                assert_eq!(
+                    v,
+                    expected,
+                    "banned source at {len} of {} bytes",
+                    banned.len()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn counters_count_drops_and_passes_per_jail() {
+    let Some(_serial) = common::privileged("counters_count_drops_and_passes_per_jail") else {
+        return;
+    };
+    let pins = Pins::new("count");
+    let mut dp = fixture(&pins);
+    let dropped = Frame::v4(BANNED, L4::Tcp(PROTECTED)).bytes();
+    let passed = Frame::v4(CLEAN, L4::Tcp(PROTECTED)).bytes();
+    for _ in 0..3 {
+        run(&mut dp, &dropped);
+    }
+    run(&mut dp, &passed);
+    let counters = dp.maps().counters().expect("counters");
+    let jail0 = counters
+        .iter()
+        .find(|(jail, _)| *jail == 0)
+        .map(|(_, c)| *c)
+        .expect("jail 0 counted");
+    assert_eq!(jail0.dropped_packets, 3);
+    assert_eq!(jail0.dropped_bytes, 3 * dropped.len() as u64);
+    assert_eq!(jail0.passed_packets, 1);
+    assert_eq!(jail0.passed_bytes, passed.len() as u64);
+    // Jail 1 protects every port, so it saw the passed packet too; jail 2 saw nothing.
+    assert!(
+        counters
+            .iter()
+            .any(|(jail, c)| *jail == 1 && c.passed_packets == 1)
+    );
+    assert!(!counters.iter().any(|(jail, _)| *jail == 2));
+}
+
+#[test]
+fn a_full_map_is_an_error_not_a_panic() {
+    let Some(_serial) = common::privileged("a_full_map_is_an_error_not_a_panic") else {
+        return;
+    };
+    let pins = Pins::new("full");
+    let mut dp = Datapath::open(DatapathOptions {
+        pin_dir: pins.dir.clone(),
+        max_bans_v4: 4,
+        ..DatapathOptions::default()
+    })
+    .expect("load");
+    for i in 0..4u8 {
+        let target = format!("192.0.2.{i}/32").parse().expect("CIDR");
+        dp.maps()
+            .ban(0, target, Expiry::Never)
+            .expect("ban within capacity");
+    }
+    let error = dp
+        .maps()
+        .ban(0, "192.0.2.99/32".parse().expect("CIDR"), Expiry::Never)
+        .expect_err("a fifth ban does not fit");
+    let message = error.to_string();
+    assert!(
+        message.contains("full") && message.contains("4 entries"),
+        "{message}"
+    );
+}

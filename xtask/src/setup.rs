@@ -1,0 +1,198 @@
+//! `cargo xtask setup`: everything the build and the tests need on a fresh machine,
+//! installed idempotently: the pinned eBPF nightly with rust-src, bpf-linker built against
+//! that nightly's own libLLVM, and the system packages the tests use.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::{Workspace, run};
+
+/// bpf-linker release built by setup; bump together with the nightly.
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+/// Debian packages the tests and benchmarks call, keyed by the command that proves them.
+const PACKAGES: [(&str, &str); 4] = [
+    ("bpftool", "bpftool"),
+    ("ip", "iproute2"),
+    ("nsenter", "util-linux"),
+    ("python3", "python3"),
+];
+
+pub fn setup(ws: &Workspace) -> anyhow::Result<()> {
+    install_nightly(ws)?;
+    install_bpf_linker(ws)?;
+    install_packages()?;
+    Ok(())
+}
+
+/// True when nothing needs installing; other commands call [`setup`] otherwise.
+pub fn is_complete(ws: &Workspace) -> bool {
+    nightly_installed(ws) && linker_stamp_matches(ws) && missing_packages().is_empty()
+}
+
+fn nightly_installed(ws: &Workspace) -> bool {
+    Command::new("rustup")
+        .args(["run", &ws.nightly, "rustc", "--print", "sysroot"])
+        .env("RUSTUP_AUTO_INSTALL", "0")
+        .output()
+        .map(|out| out.status.success())
+        .unwrap_or(false)
+        && sysroot(ws)
+            .map(|root| root.join("lib/rustlib/src/rust/library/core").is_dir())
+            .unwrap_or(false)
+}
+
+fn install_nightly(ws: &Workspace) -> anyhow::Result<()> {
+    if nightly_installed(ws) {
+        return Ok(());
+    }
+    eprintln!("setup: installing {} with rust-src", ws.nightly);
+    run(Command::new("rustup").args([
+        "toolchain",
+        "install",
+        &ws.nightly,
+        "--profile",
+        "minimal",
+        "--component",
+        "rust-src",
+    ]))
+}
+
+fn sysroot(ws: &Workspace) -> anyhow::Result<PathBuf> {
+    let out = Command::new("rustup")
+        .args(["run", &ws.nightly, "rustc", "--print", "sysroot"])
+        .env("RUSTUP_AUTO_INSTALL", "0")
+        .output()
+        .context("cannot run rustup")?;
+    if !out.status.success() {
+        bail!("{} is not installed", ws.nightly);
+    }
+    Ok(PathBuf::from(String::from_utf8(out.stdout)?.trim()))
+}
+
+fn stamp(ws: &Workspace) -> String {
+    format!("bpf-linker {BPF_LINKER_VERSION} for {}\n", ws.nightly)
+}
+
+fn linker_stamp_matches(ws: &Workspace) -> bool {
+    ws.tools.join("bin/bpf-linker").exists()
+        && fs::read_to_string(ws.tools.join("bpf-linker.stamp")).ok() == Some(stamp(ws))
+}
+
+/// Builds bpf-linker against the nightly's own libLLVM, so the linker and rustc agree on
+/// the LLVM bitcode they exchange. No prebuilt binary is downloaded.
+fn install_bpf_linker(ws: &Workspace) -> anyhow::Result<()> {
+    if linker_stamp_matches(ws) {
+        return Ok(());
+    }
+    let sysroot = sysroot(ws)?;
+    let lib = sysroot.join("lib");
+    let libllvm = find_libllvm(&lib)?;
+    let major = llvm_major(ws)?;
+    let prefix = ws.tools.join(format!("llvm-{}", ws.nightly));
+    fs::create_dir_all(prefix.join("lib"))?;
+    let link = prefix.join("lib/libLLVM.so");
+    let _absent = fs::remove_file(&link);
+    std::os::unix::fs::symlink(&libllvm, &link)
+        .with_context(|| format!("cannot link {} to {}", link.display(), libllvm.display()))?;
+    eprintln!(
+        "setup: building bpf-linker {BPF_LINKER_VERSION} against {} (LLVM {major})",
+        libllvm.display()
+    );
+    run(Command::new("cargo")
+        .args([
+            "install",
+            "bpf-linker",
+            "--version",
+            BPF_LINKER_VERSION,
+            "--locked",
+            "--force",
+            "--no-default-features",
+            "--features",
+            &format!("llvm-{major}"),
+            "--root",
+        ])
+        .arg(&ws.tools)
+        .env("LLVM_PREFIX", &prefix)
+        // Find the nightly's libLLVM at run time without LD_LIBRARY_PATH.
+        .env(
+            "RUSTFLAGS",
+            format!("-C link-arg=-Wl,-rpath,{}", lib.display()),
+        )
+        .current_dir(&ws.root))?;
+    fs::write(ws.tools.join("bpf-linker.stamp"), stamp(ws))?;
+    Ok(())
+}
+
+/// The nightly's shared libLLVM: `libLLVM.so.<version>`, the ELF file itself, not the
+/// `libLLVM-<major>-rust-*.so` beside it, which is a linker script pointing at it.
+fn find_libllvm(lib: &Path) -> anyhow::Result<PathBuf> {
+    for entry in fs::read_dir(lib).with_context(|| format!("cannot read {}", lib.display()))? {
+        let path = entry?.path();
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        if name.is_some_and(|n| n.starts_with("libLLVM.so.")) {
+            return Ok(path);
+        }
+    }
+    bail!(
+        "no libLLVM.so.* in {}: this nightly links LLVM statically, so bpf-linker cannot \
+         share it; pin a nightly that ships libLLVM",
+        lib.display()
+    )
+}
+
+fn llvm_major(ws: &Workspace) -> anyhow::Result<u32> {
+    let out = Command::new("rustup")
+        .args(["run", &ws.nightly, "rustc", "-vV"])
+        .output()?;
+    let text = String::from_utf8(out.stdout)?;
+    let version = text
+        .lines()
+        .find_map(|line| line.strip_prefix("LLVM version: "))
+        .context("rustc -vV printed no LLVM version")?;
+    Ok(version
+        .split('.')
+        .next()
+        .and_then(|major| major.parse().ok())
+        .context("unreadable LLVM version")?)
+}
+
+fn missing_packages() -> Vec<&'static str> {
+    PACKAGES
+        .iter()
+        .filter(|(command, _)| !on_path(command))
+        .map(|(_, package)| *package)
+        .collect()
+}
+
+fn on_path(command: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).any(|dir| dir.join(command).is_file()))
+        .unwrap_or(false)
+        || Path::new("/usr/sbin").join(command).is_file()
+        || Path::new("/sbin").join(command).is_file()
+}
+
+fn install_packages() -> anyhow::Result<()> {
+    let missing = missing_packages();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !crate::is_root() {
+        bail!(
+            "missing packages {missing:?}: install them (apt-get install {}) or run as root",
+            missing.join(" ")
+        );
+    }
+    eprintln!("setup: apt-get install {}", missing.join(" "));
+    run(Command::new("apt-get").arg("update").arg("-q"))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}
