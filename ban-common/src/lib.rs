@@ -35,17 +35,14 @@ pub mod maps {
     pub const PREFIX_V4: &str = "ban_prefix_v4";
     /// IPv6 prefix bans (any CIDR): LPM trie of [`crate::PrefixV6`] → [`crate::Ban`].
     pub const PREFIX_V6: &str = "ban_prefix_v6";
-    /// Which jails protect a port: array indexed by [`crate::port_slot`], value a jail mask.
+    /// Which jails protect a destination: array of [`crate::PortJails`] indexed by
+    /// [`crate::port_slot`] or [`crate::unknown_port_slot`].
     pub const JAIL_PORTS: &str = "jail_ports";
-    /// One [`crate::DatapathConfig`] at index 0.
-    pub const CONFIG: &str = "datapath_config";
     /// Per-CPU [`crate::JailCounters`], indexed by jail.
     pub const COUNTERS: &str = "jail_counters";
 
     /// Every pinned map, for cleanup and inspection.
-    pub const ALL: [&str; 7] = [
-        BAN_V4, BAN_V6, PREFIX_V4, PREFIX_V6, JAIL_PORTS, CONFIG, COUNTERS,
-    ];
+    pub const ALL: [&str; 6] = [BAN_V4, BAN_V6, PREFIX_V4, PREFIX_V6, JAIL_PORTS, COUNTERS];
 }
 
 /// Default capacities of the ban maps (entries). They are allocated on demand
@@ -56,8 +53,7 @@ pub const DEFAULT_MAX_BANS_V6: u32 = 1 << 20;
 /// Capacity of each prefix trie.
 pub const DEFAULT_MAX_PREFIX_BANS: u32 = 1 << 16;
 
-/// Transport classes a jail can protect. The index is the first half of [`port_slot`] and
-/// the index into [`DatapathConfig::all_ports`].
+/// Transport classes a jail can protect: the first half of [`port_slot`].
 pub mod proto {
     /// TCP.
     pub const TCP: u32 = 0;
@@ -70,14 +66,23 @@ pub mod proto {
     pub const COUNT: u32 = 3;
 }
 
-/// Number of entries of the `jail_ports` array: one per TCP port and one per UDP port.
-pub const JAIL_PORTS_LEN: u32 = 2 * 65536;
+/// Number of entries of the `jail_ports` array: one per TCP port, one per UDP port, and
+/// one per transport class for packets whose port is unknown.
+pub const JAIL_PORTS_LEN: u32 = 2 * 65536 + proto::COUNT;
 
 /// Index into the `jail_ports` array for a transport class ([`proto::TCP`] or
 /// [`proto::UDP`]) and a destination port.
 #[inline(always)]
 pub const fn port_slot(proto: u32, port: u16) -> u32 {
     proto * 65536 + port as u32
+}
+
+/// Index into the `jail_ports` array for a packet of this transport class whose port is
+/// unknown: non-first fragments, packets truncated before the port, and protocols without
+/// ports ([`proto::OTHER`]). Only jails that protect all ports are listed there.
+#[inline(always)]
+pub const fn unknown_port_slot(proto: u32) -> u32 {
+    2 * 65536 + proto
 }
 
 /// Key of the exact IPv4 ban map: one ban of one address in one jail.
@@ -147,19 +152,21 @@ impl Ban {
     }
 }
 
-/// Datapath-wide settings, one entry at index 0 of the `datapath_config` array.
+/// Value of one `jail_ports` slot: everything the program needs to judge a packet to that
+/// destination, so that it is found with a single array lookup.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct DatapathConfig {
-    /// Per transport class ([`proto`]), the jails that protect every port. Applied on top of
-    /// `jail_ports`, and alone to packets whose port is unknown: non-first fragments and
-    /// packets truncated before the port.
-    pub all_ports: [u64; proto::COUNT as usize],
-    /// Jails that hold at least one IPv4 prefix ban. The trie is only searched for these,
-    /// so legitimate traffic pays nothing for an empty trie.
-    pub prefix_v4: u64,
-    /// Jails that hold at least one IPv6 prefix ban.
-    pub prefix_v6: u64,
+pub struct PortJails {
+    /// Jails that protect this destination (jails that protect all ports included).
+    pub jails: u64,
+    /// Those of `jails` that hold at least one prefix ban: the tries are searched only for
+    /// these, so legitimate traffic pays nothing for empty tries.
+    pub prefix_jails: u64,
+    /// The lowest jail in `jails`; when it is the only one, the program looks it up
+    /// directly instead of walking the mask.
+    pub first_jail: u32,
+    /// Number of jails in `jails`.
+    pub jail_count: u32,
 }
 
 /// Traffic counters of one jail on one CPU. "Passed" counts packets to a port the jail
@@ -198,7 +205,7 @@ mod pod {
     unsafe impl aya::Pod for super::PrefixV4 {}
     unsafe impl aya::Pod for super::PrefixV6 {}
     unsafe impl aya::Pod for super::Ban {}
-    unsafe impl aya::Pod for super::DatapathConfig {}
+    unsafe impl aya::Pod for super::PortJails {}
     unsafe impl aya::Pod for super::JailCounters {}
 }
 
@@ -209,7 +216,7 @@ const _: () = {
     assert!(core::mem::size_of::<PrefixV4>() == 8);
     assert!(core::mem::size_of::<PrefixV6>() == 24);
     assert!(core::mem::size_of::<Ban>() == 8);
-    assert!(core::mem::size_of::<DatapathConfig>() == 40);
+    assert!(core::mem::size_of::<PortJails>() == 24);
     assert!(core::mem::size_of::<JailCounters>() == 32);
 };
 
@@ -222,7 +229,11 @@ mod tests {
         assert_eq!(port_slot(proto::TCP, 0), 0);
         assert_eq!(port_slot(proto::TCP, u16::MAX), 65535);
         assert_eq!(port_slot(proto::UDP, 0), 65536);
-        assert_eq!(port_slot(proto::UDP, u16::MAX), JAIL_PORTS_LEN - 1);
+        assert_eq!(
+            port_slot(proto::UDP, u16::MAX),
+            unknown_port_slot(proto::TCP) - 1
+        );
+        assert_eq!(unknown_port_slot(proto::OTHER), JAIL_PORTS_LEN - 1);
     }
 
     #[test]

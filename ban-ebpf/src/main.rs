@@ -1,5 +1,6 @@
-//! The verdict, top to bottom: parse the packet, find the jails that protect its port,
-//! look its source up in those jails' bans, drop it if a live ban matches, count.
+//! The verdict, top to bottom: parse the packet, find the jails that protect its
+//! destination (one array lookup), look its source up in those jails' bans, drop it if a
+//! live ban matches, count.
 //!
 //! The clock is read only once a ban has matched: legitimate traffic never pays for it.
 #![no_std]
@@ -17,8 +18,8 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 use ban_common::{
     Ban, BanKeyV4, BanKeyV6, DEFAULT_MAX_BANS_V4, DEFAULT_MAX_BANS_V6, DEFAULT_MAX_PREFIX_BANS,
-    DatapathConfig, JAIL_PORTS_LEN, JailCounters, MAX_JAILS, PREFIX_JAIL_BITS, PrefixV4, PrefixV6,
-    proto,
+    JAIL_PORTS_LEN, JailCounters, MAX_JAILS, PREFIX_JAIL_BITS, PortJails, PrefixV4, PrefixV6,
+    port_slot, proto, unknown_port_slot,
 };
 use parse::{Cursor, Packet, Source};
 
@@ -39,10 +40,7 @@ static PREFIX_V4: LpmTrie<PrefixV4, Ban, { DEFAULT_MAX_PREFIX_BANS as usize }> =
 static PREFIX_V6: LpmTrie<PrefixV6, Ban, { DEFAULT_MAX_PREFIX_BANS as usize }> = LpmTrie::new();
 
 #[btf_map(name = "jail_ports", pin_by_name)]
-static JAIL_PORTS: Array<u64, { JAIL_PORTS_LEN as usize }> = Array::new();
-
-#[btf_map(name = "datapath_config", pin_by_name)]
-static CONFIG: Array<DatapathConfig, 1> = Array::new();
+static JAIL_PORTS: Array<PortJails, { JAIL_PORTS_LEN as usize }> = Array::new();
 
 #[btf_map(name = "jail_counters", pin_by_name)]
 static COUNTERS: PerCpuArray<JailCounters, { MAX_JAILS as usize }> = PerCpuArray::new();
@@ -53,21 +51,20 @@ pub fn ban_xdp(ctx: XdpContext) -> u32 {
     let Some(packet) = parse::parse(&cursor) else {
         return xdp_action::XDP_PASS;
     };
-    let bytes = (ctx.data_end() - ctx.data()) as u64;
-    let port = match packet.port {
-        Some(port) => u32::from(port),
-        None => UNKNOWN_PORT,
+    let slot = match packet.port {
+        Some(port) if packet.proto != proto::OTHER => port_slot(packet.proto, port),
+        _ => unknown_port_slot(packet.proto),
     };
+    let Some(dest) = JAIL_PORTS.get(slot) else {
+        return xdp_action::XDP_PASS;
+    };
+    if dest.jails == 0 {
+        return xdp_action::XDP_PASS;
+    }
+    let bytes = (ctx.data_end() - ctx.data()) as u64;
     let jail = match packet.source {
-        Source::V4(addr) => verdict(V4(u32::from_ne_bytes(addr)), packet.proto, port, bytes),
-        Source::V6(addr) => {
-            let (high, low) = addr.split_at(8);
-            let addr = V6 {
-                high: to_u64(high),
-                low: to_u64(low),
-            };
-            verdict(addr, packet.proto, port, bytes)
-        }
+        Source::V4(addr) => judge(V4(u32::from_ne_bytes(addr)), dest, bytes),
+        Source::V6(addr) => judge(V6(addr), dest, bytes),
     };
     if jail == NOT_BANNED {
         return xdp_action::XDP_PASS;
@@ -76,48 +73,64 @@ pub fn ban_xdp(ctx: XdpContext) -> u32 {
     xdp_action::XDP_DROP
 }
 
-/// `port` argument of [`verdict`] when the packet's port is unknown.
-const UNKNOWN_PORT: u32 = 0x1_0000;
 /// Verdict meaning "let it through".
 const NOT_BANNED: u32 = u32::MAX;
 
 /// The jail that drops the packet, or [`NOT_BANNED`]; counts either way.
 ///
-/// A separate BPF function (one per address family) that takes only numbers: the verifier
-/// checks its jail loop once, however many parse paths lead to it, instead of once per path.
-#[inline(never)]
-fn verdict<A: Address>(addr: A, class: u32, port: u32, bytes: u64) -> u32 {
-    let Some(config) = CONFIG.get(0) else {
-        return NOT_BANNED;
-    };
-    let jails = protecting_jails(config, class, port);
-    if jails == 0 {
-        return NOT_BANNED;
+/// Most destinations are protected by one jail: it is looked up directly. Several jails
+/// are walked by [`walk_jails`].
+#[inline(always)]
+fn judge<A: Address>(addr: A, dest: &PortJails, bytes: u64) -> u32 {
+    if dest.jail_count != 1 {
+        let jail = walk_jails(addr, dest.jails, dest.prefix_jails);
+        if jail == NOT_BANNED {
+            count_each_passed(dest.jails, bytes);
+        } else {
+            count(jail, bytes, true);
+        }
+        return jail;
     }
-    let prefix_jails = A::prefix_jails(config);
+    let jail = dest.first_jail;
+    let mut now = Clock::Unread;
+    if banned(&addr, jail, dest.prefix_jails, &mut now) {
+        count(jail, bytes, true);
+        jail
+    } else {
+        count(jail, bytes, false);
+        NOT_BANNED
+    }
+}
+
+/// Whether `jail` holds a live ban of `addr`, exact or by prefix.
+#[inline(always)]
+fn banned<A: Address>(addr: &A, jail: u32, prefix_jails: u64, now: &mut Clock) -> bool {
+    addr.exact_ban(jail).is_some_and(|ban| now.active(ban))
+        || (prefix_jails & (1u64 << (jail & 63)) != 0
+            && addr.prefix_ban(jail).is_some_and(|ban| now.active(ban)))
+}
+
+/// The first jail of `jails` that bans `addr`, or [`NOT_BANNED`].
+///
+/// A separate BPF function that takes only numbers: the verifier checks its loop once,
+/// however many parse paths lead to it, instead of once per path.
+#[inline(never)]
+fn walk_jails<A: Address>(addr: A, jails: u64, prefix_jails: u64) -> u32 {
     let mut now = Clock::Unread;
     let mut rest = jails;
     let mut jail = 0u32;
     while jail < MAX_JAILS && rest != 0 {
-        if rest & 1 != 0
-            && (addr.exact_ban(jail).is_some_and(|ban| now.active(ban))
-                || (prefix_jails & (1u64 << jail) != 0
-                    && addr.prefix_ban(jail).is_some_and(|ban| now.active(ban))))
-        {
-            count(jail, bytes, true);
+        if rest & 1 != 0 && banned(&addr, jail, prefix_jails, &mut now) {
             return jail;
         }
         rest >>= 1;
         jail += 1;
     }
-    count_passed(jails, bytes);
     NOT_BANNED
 }
 
 /// An address family's view of the ban maps.
 trait Address {
-    /// Jails with prefix bans of this family.
-    fn prefix_jails(config: &DatapathConfig) -> u64;
     /// The exact ban of this address in `jail`.
     fn exact_ban(&self, jail: u32) -> Option<&Ban>;
     /// The longest prefix ban covering this address in `jail`.
@@ -128,29 +141,11 @@ trait Address {
 #[derive(Clone, Copy)]
 struct V4(u32);
 
-/// An IPv6 source, its 16 network-order bytes packed in two `u64`s.
+/// An IPv6 source, network order.
 #[derive(Clone, Copy)]
-struct V6 {
-    high: u64,
-    low: u64,
-}
-
-impl V6 {
-    #[inline(always)]
-    fn octets(&self) -> [u8; 16] {
-        let mut addr = [0u8; 16];
-        addr[..8].copy_from_slice(&self.high.to_ne_bytes());
-        addr[8..].copy_from_slice(&self.low.to_ne_bytes());
-        addr
-    }
-}
+struct V6([u8; 16]);
 
 impl Address for V4 {
-    #[inline(always)]
-    fn prefix_jails(config: &DatapathConfig) -> u64 {
-        config.prefix_v4
-    }
-
     #[inline(always)]
     fn exact_ban(&self, jail: u32) -> Option<&Ban> {
         let key = BanKeyV4 {
@@ -174,16 +169,8 @@ impl Address for V4 {
 
 impl Address for V6 {
     #[inline(always)]
-    fn prefix_jails(config: &DatapathConfig) -> u64 {
-        config.prefix_v6
-    }
-
-    #[inline(always)]
     fn exact_ban(&self, jail: u32) -> Option<&Ban> {
-        let key = BanKeyV6 {
-            jail,
-            addr: self.octets(),
-        };
+        let key = BanKeyV6 { jail, addr: self.0 };
         // SAFETY: as for IPv4.
         BAN_V6.get_ptr(&key).map(|ban| unsafe { &*ban })
     }
@@ -192,33 +179,11 @@ impl Address for V6 {
     fn prefix_ban(&self, jail: u32) -> Option<&Ban> {
         let key = PrefixV6 {
             jail,
-            addr: self.octets(),
+            addr: self.0,
             reserved: 0,
         };
         PREFIX_V6.get(&Key::new(PREFIX_JAIL_BITS + 128, key))
     }
-}
-
-#[inline(always)]
-fn to_u64(bytes: &[u8]) -> u64 {
-    let mut out = [0u8; 8];
-    out.copy_from_slice(bytes);
-    u64::from_ne_bytes(out)
-}
-
-/// Mask of the jails that protect a destination. A packet whose port is unknown
-/// (non-first fragment, truncated, no ports) is protected only by all-ports jails.
-#[inline(always)]
-fn protecting_jails(config: &DatapathConfig, class: u32, port: u32) -> u64 {
-    let all_ports = match class {
-        proto::TCP => config.all_ports[0],
-        proto::UDP => config.all_ports[1],
-        _ => return config.all_ports[2],
-    };
-    if port > u32::from(u16::MAX) {
-        return all_ports;
-    }
-    all_ports | JAIL_PORTS.get(class * 65536 + port).copied().unwrap_or(0)
 }
 
 /// The boot clock, read at most once per packet and only when a ban matched.
@@ -261,8 +226,10 @@ fn count(jail: u32, bytes: u64, dropped: bool) {
     }
 }
 
-#[inline(always)]
-fn count_passed(jails: u64, bytes: u64) {
+/// Counts a passed packet for every jail in `jails`; a separate BPF function for the same
+/// reason as [`walk_jails`].
+#[inline(never)]
+fn count_each_passed(jails: u64, bytes: u64) {
     let mut rest = jails;
     let mut jail = 0u32;
     while jail < MAX_JAILS && rest != 0 {

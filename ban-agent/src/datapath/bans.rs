@@ -153,20 +153,31 @@ impl Maps {
         Ok(expired)
     }
 
-    /// Sets each jail's "has prefix bans" bit from what the tries hold.
-    fn refresh_prefix_flags(&mut self) -> Result<(), DatapathError> {
-        let mut config = self.config()?;
-        config.prefix_v4 = 0;
-        config.prefix_v6 = 0;
+    /// Jails that hold at least one prefix ban, from what the tries hold.
+    pub(super) fn jails_with_prefix_bans(&self) -> Result<u64, DatapathError> {
+        let mut jails = 0;
         for key in self.prefix_v4.keys() {
             let key = key.map_err(|e| DatapathError::map("list", maps::PREFIX_V4, e))?;
-            config.prefix_v4 |= jail_bit(key.data().jail)?;
+            jails |= jail_bit(key.data().jail)?;
         }
         for key in self.prefix_v6.keys() {
             let key = key.map_err(|e| DatapathError::map("list", maps::PREFIX_V6, e))?;
-            config.prefix_v6 |= jail_bit(key.data().jail)?;
+            jails |= jail_bit(key.data().jail)?;
         }
-        self.write_config(&config)
+        Ok(jails)
+    }
+
+    /// Keeps the slots' "search the tries" bits in step with the tries. The bits change
+    /// only when a jail gets its first prefix ban or loses its last, so the slots are
+    /// rarely rewritten.
+    fn refresh_prefix_flags(&mut self) -> Result<(), DatapathError> {
+        let jails = self.jails_with_prefix_bans()?;
+        let changed = jails ^ self.prefix_jails;
+        if changed == 0 {
+            return Ok(());
+        }
+        self.prefix_jails = jails;
+        self.write_slots(|_, slot| slot.jails & changed != 0, |_, slot| slot.jails)
     }
 }
 

@@ -27,8 +27,8 @@ use aya::{
     },
 };
 use ban_common::{
-    Ban, BanKeyV4, BanKeyV6, DatapathConfig, JAIL_PORTS_LEN, JailCounters, MAX_JAILS, PROGRAM_NAME,
-    PrefixV4, PrefixV6, maps, port_slot, proto,
+    Ban, BanKeyV4, BanKeyV6, JAIL_PORTS_LEN, JailCounters, MAX_JAILS, PROGRAM_NAME, PortJails,
+    PrefixV4, PrefixV6, maps, port_slot, proto, unknown_port_slot,
 };
 pub use bans::{BanRecord, Target};
 pub use error::DatapathError;
@@ -121,10 +121,11 @@ pub struct Maps {
     ban_v6: HashMap<MapData, BanKeyV6, Ban>,
     prefix_v4: LpmTrie<MapData, PrefixV4, Ban>,
     prefix_v6: LpmTrie<MapData, PrefixV6, Ban>,
-    jail_ports: Array<MapData, u64>,
-    config: Array<MapData, DatapathConfig>,
+    jail_ports: Array<MapData, PortJails>,
     counters: PerCpuArray<MapData, JailCounters>,
     capacity: Capacity,
+    /// Jails holding at least one prefix ban, as written into the `jail_ports` slots.
+    prefix_jails: u64,
 }
 
 /// Capacities of the ban maps, for "map full" messages.
@@ -174,7 +175,6 @@ impl Datapath {
                 take(maps::PREFIX_V4)?,
                 take(maps::PREFIX_V6)?,
                 take(maps::JAIL_PORTS)?,
-                take(maps::CONFIG)?,
                 take(maps::COUNTERS)?,
             ],
         )?;
@@ -252,7 +252,7 @@ impl Maps {
                     .map_err(|e| DatapathError::map("open", name, e))?,
             );
         }
-        let parts: [aya::maps::Map; 7] = parts
+        let parts: [aya::maps::Map; 6] = parts
             .try_into()
             .map_err(|_| DatapathError::MissingMap { name: "?" })?;
         Self::from_parts(pin_dir.to_owned(), parts)
@@ -264,41 +264,33 @@ impl Maps {
     }
 
     /// `parts` in the order of [`ban_common::maps::ALL`].
-    fn from_parts(pin_dir: PathBuf, parts: [aya::maps::Map; 7]) -> Result<Self, DatapathError> {
-        let [
-            ban_v4,
-            ban_v6,
-            prefix_v4,
-            prefix_v6,
-            jail_ports,
-            config,
-            counters,
-        ] = parts;
+    fn from_parts(pin_dir: PathBuf, parts: [aya::maps::Map; 6]) -> Result<Self, DatapathError> {
+        let [ban_v4, ban_v6, prefix_v4, prefix_v6, jail_ports, counters] = parts;
         let capacity = Capacity {
             ban_v4: max_entries(&ban_v4, maps::BAN_V4)?,
             ban_v6: max_entries(&ban_v6, maps::BAN_V6)?,
             prefix_v4: max_entries(&prefix_v4, maps::PREFIX_V4)?,
             prefix_v6: max_entries(&prefix_v6, maps::PREFIX_V6)?,
         };
-        Ok(Self {
+        let mut maps = Self {
             pin_dir,
             ban_v4: typed(ban_v4, maps::BAN_V4)?,
             ban_v6: typed(ban_v6, maps::BAN_V6)?,
             prefix_v4: typed(prefix_v4, maps::PREFIX_V4)?,
             prefix_v6: typed(prefix_v6, maps::PREFIX_V6)?,
             jail_ports: typed(jail_ports, maps::JAIL_PORTS)?,
-            config: typed(config, maps::CONFIG)?,
             counters: typed(counters, maps::COUNTERS)?,
             capacity,
-        })
+            prefix_jails: 0,
+        };
+        maps.prefix_jails = maps.jails_with_prefix_bans()?;
+        Ok(maps)
     }
 
     /// Declares which ports every jail protects; jails not listed protect nothing (their
     /// bans stay in the maps but match no packet). Writes only the slots that change.
     pub fn set_jails(&mut self, jails: &[JailPorts]) -> Result<(), DatapathError> {
         let mut wanted = vec![0u64; JAIL_PORTS_LEN as usize];
-        let mut config = self.config()?;
-        config.all_ports = [0; proto::COUNT as usize];
         for spec in jails {
             let bit = jail_bit(spec.jail)?;
             let classes: &[u32] = match spec.protocol {
@@ -306,36 +298,54 @@ impl Maps {
                 Protocol::Udp => &[proto::UDP],
                 Protocol::All => &[proto::TCP, proto::UDP],
             };
-            match &spec.ports {
-                None => {
-                    for &class in classes {
-                        config.all_ports[class as usize] |= bit;
+            for &class in classes {
+                let ports: Box<dyn Iterator<Item = u16>> = match &spec.ports {
+                    Some(ports) => Box::new(ports.iter().copied()),
+                    None => {
+                        wanted[unknown_port_slot(class) as usize] |= bit;
+                        Box::new(0..=u16::MAX)
                     }
-                    if spec.protocol == Protocol::All {
-                        config.all_ports[proto::OTHER as usize] |= bit;
-                    }
-                }
-                Some(ports) => {
-                    for &class in classes {
-                        for &port in ports {
-                            wanted[port_slot(class, port) as usize] |= bit;
-                        }
-                    }
+                };
+                for port in ports {
+                    wanted[port_slot(class, port) as usize] |= bit;
                 }
             }
+            if spec.ports.is_none() && spec.protocol == Protocol::All {
+                wanted[unknown_port_slot(proto::OTHER) as usize] |= bit;
+            }
         }
-        for (slot, &mask) in (0u32..).zip(wanted.iter()) {
+        self.write_slots(|_, _| true, |slot, _| wanted[slot as usize])
+    }
+
+    /// Rewrites the slots whose value changes: `select` picks the slots to look at,
+    /// `jails` gives each one's jail mask; the derived fields follow from it.
+    fn write_slots(
+        &mut self,
+        select: impl Fn(u32, &PortJails) -> bool,
+        jails: impl Fn(u32, &PortJails) -> u64,
+    ) -> Result<(), DatapathError> {
+        for slot in 0..JAIL_PORTS_LEN {
             let current = self
                 .jail_ports
                 .get(&slot, 0)
                 .map_err(|e| DatapathError::map("read", maps::JAIL_PORTS, e))?;
-            if current != mask {
+            if !select(slot, &current) {
+                continue;
+            }
+            let mask = jails(slot, &current);
+            let value = PortJails {
+                jails: mask,
+                prefix_jails: mask & self.prefix_jails,
+                first_jail: if mask == 0 { 0 } else { mask.trailing_zeros() },
+                jail_count: mask.count_ones(),
+            };
+            if current != value {
                 self.jail_ports
-                    .set(slot, &mask, 0)
+                    .set(slot, &value, 0)
                     .map_err(|e| DatapathError::map("write", maps::JAIL_PORTS, e))?;
             }
         }
-        self.write_config(&config)
+        Ok(())
     }
 
     /// Packets and bytes dropped and passed per jail, summed over CPUs; jails with no
@@ -355,18 +365,6 @@ impl Maps {
             }
         }
         Ok(out)
-    }
-
-    fn config(&self) -> Result<DatapathConfig, DatapathError> {
-        self.config
-            .get(&0, 0)
-            .map_err(|e| DatapathError::map("read", maps::CONFIG, e))
-    }
-
-    fn write_config(&mut self, config: &DatapathConfig) -> Result<(), DatapathError> {
-        self.config
-            .set(0, config, 0)
-            .map_err(|e| DatapathError::map("write", maps::CONFIG, e))
     }
 }
 
