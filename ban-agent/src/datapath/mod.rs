@@ -110,7 +110,7 @@ pub enum Protocol {
 pub struct Datapath {
     ebpf: Ebpf,
     maps: Maps,
-    _logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+    logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
 }
 
 /// The pinned maps: everything needed to ban, unban, list and count, with or without the
@@ -181,13 +181,27 @@ impl Datapath {
         Ok(Self {
             ebpf,
             maps,
-            _logger: logger,
+            logger: logger,
         })
     }
 
     /// The maps, to ban, unban, list and count.
     pub fn maps(&mut self) -> &mut Maps {
         &mut self.maps
+    }
+
+    /// Passes the program's pending debug events to the `log` facade (and so to the
+    /// agent's log). A daemon calls this when [`Datapath::kernel_log_fd`] is readable.
+    pub fn flush_kernel_log(&mut self) {
+        if let Some(logger) = &mut self.logger {
+            logger.flush();
+        }
+    }
+
+    /// The descriptor that becomes readable when the program has logged events.
+    pub fn kernel_log_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd as _;
+        self.logger.as_ref().map(|logger| logger.as_fd())
     }
 
     /// Attaches the program to `interface` (a name in the caller's network namespace) and
