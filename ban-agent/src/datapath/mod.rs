@@ -178,11 +178,7 @@ impl Datapath {
                 take(maps::COUNTERS)?,
             ],
         )?;
-        Ok(Self {
-            ebpf,
-            maps,
-            logger: logger,
-        })
+        Ok(Self { ebpf, maps, logger })
     }
 
     /// The maps, to ban, unban, list and count.
