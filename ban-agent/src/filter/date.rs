@@ -1,0 +1,248 @@
+//! The time of a log line, taken from the line itself.
+//!
+//! Recognised without configuration, at the start of the line:
+//! `2026-11-24 12:00:00,001` (Python logging's asctime), ISO 8601
+//! (`2026-11-24T12:00:00.001+01:00`, `...Z`); and anywhere, the common log format of
+//! nginx and Apache (`[24/Nov/2026:12:00:00 +0000]`). A time without a zone is local time,
+//! as Python's logging writes it, converted with the system time zone.
+
+use jiff::{civil, tz::TimeZone};
+
+/// Milliseconds since the Unix epoch.
+pub type UnixMs = i64;
+
+/// Which format a line's time was found in (for `test-filter`'s report).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DateFormat {
+    /// `YYYY-MM-DD HH:MM:SS[,mmm]` or ISO 8601, with or without a zone.
+    Iso,
+    /// `[DD/Mon/YYYY:HH:MM:SS +ZZZZ]`.
+    CommonLog,
+}
+
+impl DateFormat {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Iso => "YYYY-MM-DD HH:MM:SS[,fff][zone] (Python logging, ISO 8601)",
+            Self::CommonLog => "[DD/Mon/YYYY:HH:MM:SS +ZZZZ] (common log format)",
+        }
+    }
+}
+
+/// Reads times from lines; remembers the local zone's offset per hour, since consecutive
+/// lines of a log share it.
+pub struct DateReader {
+    zone: TimeZone,
+    /// (civil hour as `YYYYMMDDHH`, offset in seconds) of the last zone-less time.
+    cached: Option<(i64, i32)>,
+}
+
+impl Default for DateReader {
+    fn default() -> Self {
+        Self::new(TimeZone::system())
+    }
+}
+
+impl DateReader {
+    pub fn new(zone: TimeZone) -> Self {
+        Self { zone, cached: None }
+    }
+
+    /// The line's time, if it has one in a known format.
+    pub fn read(&mut self, line: &str) -> Option<(UnixMs, DateFormat)> {
+        let bytes = line.as_bytes();
+        if let Some(ms) = self.iso(bytes) {
+            return Some((ms, DateFormat::Iso));
+        }
+        let open = memchr(b'[', bytes)?;
+        common_log(&bytes[open + 1..]).map(|ms| (ms, DateFormat::CommonLog))
+    }
+
+    fn iso(&mut self, b: &[u8]) -> Option<UnixMs> {
+        if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || (b[10] != b' ' && b[10] != b'T') {
+            return None;
+        }
+        if b[13] != b':' || b[16] != b':' {
+            return None;
+        }
+        let year = digits(&b[0..4])?;
+        let (month, day) = (digits(&b[5..7])?, digits(&b[8..10])?);
+        let (hour, minute, second) = (
+            digits(&b[11..13])?,
+            digits(&b[14..16])?,
+            digits(&b[17..19])?,
+        );
+        let mut rest = &b[19..];
+        let mut millis = 0;
+        if let [b',' | b'.', tail @ ..] = rest {
+            let n = tail.iter().take_while(|c| c.is_ascii_digit()).count();
+            let frac = &tail[..n];
+            for (i, d) in frac.iter().take(3).enumerate() {
+                millis += i64::from(d - b'0') * [100, 10, 1][i];
+            }
+            rest = &tail[n..];
+        }
+        let zone_offset = zone(rest);
+        let seconds = civil_seconds(year, month, day, hour, minute, second)?;
+        let offset = match zone_offset {
+            Some(offset) => offset,
+            None => self.local_offset(year, month, day, hour, minute, second)?,
+        };
+        Some((seconds - i64::from(offset)) * 1000 + millis)
+    }
+
+    fn local_offset(
+        &mut self,
+        year: i64,
+        month: i64,
+        day: i64,
+        hour: i64,
+        minute: i64,
+        second: i64,
+    ) -> Option<i32> {
+        let key = ((year * 100 + month) * 100 + day) * 100 + hour;
+        if let Some((cached_key, offset)) = self.cached
+            && cached_key == key
+        {
+            return Some(offset);
+        }
+        let civil = civil::DateTime::new(
+            i16::try_from(year).ok()?,
+            i8::try_from(month).ok()?,
+            i8::try_from(day).ok()?,
+            i8::try_from(hour).ok()?,
+            i8::try_from(minute).ok()?,
+            i8::try_from(second).ok()?,
+            0,
+        )
+        .ok()?;
+        let zoned = civil.to_zoned(self.zone.clone()).ok()?;
+        let offset = zoned.offset().seconds();
+        self.cached = Some((key, offset));
+        Some(offset)
+    }
+}
+
+/// `Z`, `+hh:mm`, `+hhmm` or `+hh` right after the time; `None` when there is none.
+fn zone(rest: &[u8]) -> Option<i32> {
+    match rest {
+        [b'Z', ..] => Some(0),
+        [sign @ (b'+' | b'-'), tail @ ..] => {
+            let hours = digits(tail.get(0..2)?)?;
+            let tail = &tail[2..];
+            let minutes = match tail {
+                [b':', m1, m2, ..] => digits(&[*m1, *m2])?,
+                [m1, m2, ..] if m1.is_ascii_digit() => digits(&[*m1, *m2])?,
+                _ => 0,
+            };
+            let offset = i32::try_from(hours * 3600 + minutes * 60).ok()?;
+            Some(if *sign == b'-' { -offset } else { offset })
+        }
+        _ => None,
+    }
+}
+
+/// `DD/Mon/YYYY:HH:MM:SS +ZZZZ`, after the opening bracket.
+fn common_log(b: &[u8]) -> Option<UnixMs> {
+    if b.len() < 26 || b[2] != b'/' || b[6] != b'/' || b[11] != b':' || b[20] != b' ' {
+        return None;
+    }
+    let day = digits(&b[0..2])?;
+    let month = month_number(&b[3..6])?;
+    let year = digits(&b[7..11])?;
+    let (hour, minute, second) = (
+        digits(&b[12..14])?,
+        digits(&b[15..17])?,
+        digits(&b[18..20])?,
+    );
+    let offset = zone(&b[21..26])?;
+    let seconds = civil_seconds(year, month, day, hour, minute, second)?;
+    Some((seconds - i64::from(offset)) * 1000)
+}
+
+fn month_number(name: &[u8]) -> Option<i64> {
+    const MONTHS: [&[u8; 3]; 12] = [
+        b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
+        b"Dec",
+    ];
+    MONTHS
+        .iter()
+        .position(|m| m.as_slice() == name)
+        .map(|i| i as i64 + 1)
+}
+
+fn digits(b: &[u8]) -> Option<i64> {
+    b.iter().try_fold(0i64, |acc, c| {
+        c.is_ascii_digit().then(|| acc * 10 + i64::from(c - b'0'))
+    })
+}
+
+/// Seconds since the epoch of a civil time taken as UTC (days-from-civil, proleptic
+/// Gregorian). Hand-written because it runs for every line and must not allocate.
+fn civil_seconds(y: i64, m: i64, d: i64, hh: i64, mm: i64, ss: i64) -> Option<i64> {
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hh * 3600 + mm * 60 + ss)
+}
+
+fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
+    haystack.iter().position(|&b| b == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn utc() -> DateReader {
+        DateReader::new(TimeZone::UTC)
+    }
+
+    #[test]
+    fn python_logging_time_in_utc() {
+        let line = "2026-11-24 12:00:00,001 - fastapi-auth - INFO - 203.0.113.7 - ...";
+        let (ms, format) = utc().read(line).expect("a time");
+        assert_eq!(format, DateFormat::Iso);
+        assert_eq!(ms, 1_795_521_600_001);
+    }
+
+    #[test]
+    fn zone_less_time_uses_the_given_zone() {
+        let mut reader = DateReader::new(TimeZone::fixed(jiff::tz::offset(1)));
+        let (ms, _) = reader.read("2026-11-24 13:00:00,000 x").expect("a time");
+        assert_eq!(ms, 1_795_521_600_000, "13:00 at UTC+1 is 12:00 UTC");
+    }
+
+    #[test]
+    fn iso_zones_and_common_log_format() {
+        let mut r = utc();
+        assert_eq!(
+            r.read("2026-11-24T12:00:00Z x").map(|t| t.0),
+            Some(1_795_521_600_000)
+        );
+        assert_eq!(
+            r.read("2026-11-24T13:30:00+01:30 x").map(|t| t.0),
+            Some(1_795_521_600_000)
+        );
+        let clf = r#"203.0.113.7 - - [24/Nov/2026:12:00:00 +0000] "POST /login HTTP/1.1" 401"#;
+        assert_eq!(
+            r.read(clf),
+            Some((1_795_521_600_000, DateFormat::CommonLog))
+        );
+    }
+
+    #[test]
+    fn no_time_or_an_impossible_one() {
+        let mut r = utc();
+        assert_eq!(r.read("no time here"), None);
+        assert_eq!(r.read("2026-13-24 12:00:00 bad month"), None);
+        assert_eq!(r.read("2026-11-24 25:00:00 bad hour"), None);
+    }
+}

@@ -1,0 +1,178 @@
+//! Turns log lines into failures: failregex/ignoreregex with fail2ban's address tags,
+//! compiled so that a line is scanned once whatever the number of regexes, and the time
+//! of the line. Pure: `&str` in, [`Outcome`] out.
+
+pub mod date;
+mod tags;
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use regex::{Regex, RegexSet};
+pub use tags::Tag;
+use thiserror::Error;
+
+/// The shipped filter for the FastAPI auth log (see `filters/fastapi-auth.toml`).
+pub const FASTAPI_AUTH: &str = include_str!("../../../filters/fastapi-auth.toml");
+
+/// A filter as written in configuration.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterSpec {
+    /// Regexes that recognise a failure; each has exactly one address tag.
+    #[serde(default)]
+    pub failregex: Vec<String>,
+    /// Regexes that veto a failure matched by `failregex`.
+    #[serde(default)]
+    pub ignoreregex: Vec<String>,
+}
+
+/// What is wrong with a filter.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum FilterError {
+    #[error("failregex {index} ({regex:?}): {problem}")]
+    Tag {
+        index: usize,
+        regex: String,
+        problem: &'static str,
+    },
+    #[error("{kind} {index} ({regex:?}) is not a valid regex: {message}")]
+    Regex {
+        kind: &'static str,
+        index: usize,
+        regex: String,
+        message: String,
+    },
+    #[error("the filter has no failregex: it would never match")]
+    Empty,
+}
+
+/// What a line amounts to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// A failure of this address (a host route) or network (`<CIDR>`), by failregex `regex`.
+    Failure { target: IpNet, regex: usize },
+    /// A failregex matched, and so did an ignoreregex.
+    Ignored { regex: usize },
+    /// No failregex matched, or what it captured is not a valid address.
+    Missed,
+}
+
+/// A compiled filter.
+#[derive(Clone, Debug)]
+pub struct Filter {
+    set: RegexSet,
+    regexes: Vec<(Regex, Tag)>,
+    ignore: Option<RegexSet>,
+}
+
+impl Filter {
+    pub fn compile(spec: &FilterSpec) -> Result<Self, FilterError> {
+        if spec.failregex.is_empty() {
+            return Err(FilterError::Empty);
+        }
+        let mut expanded = Vec::with_capacity(spec.failregex.len());
+        let mut regexes = Vec::with_capacity(spec.failregex.len());
+        for (index, regex) in spec.failregex.iter().enumerate() {
+            let (pattern, tag) = tags::expand(regex).map_err(|problem| FilterError::Tag {
+                index,
+                regex: regex.clone(),
+                problem,
+            })?;
+            let compiled =
+                Regex::new(&pattern).map_err(|e| regex_error("failregex", index, regex, &e))?;
+            regexes.push((compiled, tag));
+            expanded.push(pattern);
+        }
+        let set =
+            RegexSet::new(&expanded).map_err(|e| regex_error("failregex", 0, &expanded[0], &e))?;
+        let ignore = if spec.ignoreregex.is_empty() {
+            None
+        } else {
+            for (index, regex) in spec.ignoreregex.iter().enumerate() {
+                Regex::new(regex).map_err(|e| regex_error("ignoreregex", index, regex, &e))?;
+            }
+            Some(
+                RegexSet::new(&spec.ignoreregex)
+                    .map_err(|e| regex_error("ignoreregex", 0, &spec.ignoreregex[0], &e))?,
+            )
+        };
+        Ok(Self {
+            set,
+            regexes,
+            ignore,
+        })
+    }
+
+    /// Number of failregexes.
+    pub fn len(&self) -> usize {
+        self.regexes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.regexes.is_empty()
+    }
+
+    /// Judges one line (without its line terminator).
+    pub fn check(&self, line: &str) -> Outcome {
+        // One scan decides whether any failregex matches; only then are captures taken.
+        let Some(regex) = self.first_match(line) else {
+            return Outcome::Missed;
+        };
+        let (compiled, tag) = &self.regexes[regex];
+        let Some(host) = compiled.captures(line).and_then(|c| c.name("host")) else {
+            return Outcome::Missed;
+        };
+        let Some(target) = parse_target(host.as_str(), *tag) else {
+            return Outcome::Missed;
+        };
+        if self.ignore.as_ref().is_some_and(|set| set.is_match(line)) {
+            return Outcome::Ignored { regex };
+        }
+        Outcome::Failure { target, regex }
+    }
+
+    fn first_match(&self, line: &str) -> Option<usize> {
+        if self.regexes.len() == 1 {
+            return self.set.is_match(line).then_some(0);
+        }
+        self.set.matches(line).into_iter().next()
+    }
+}
+
+fn regex_error(kind: &'static str, index: usize, regex: &str, error: &regex::Error) -> FilterError {
+    FilterError::Regex {
+        kind,
+        index,
+        regex: regex.to_owned(),
+        message: error.to_string(),
+    }
+}
+
+/// The captured text as an address of the tag's kind; `None` if it is not one.
+fn parse_target(text: &str, tag: Tag) -> Option<IpNet> {
+    match tag {
+        Tag::Cidr => text.parse::<IpNet>().ok().map(|net| net.trunc()),
+        _ => {
+            let addr: IpAddr = text.parse().ok()?;
+            let fits = match tag {
+                Tag::Ip4 => addr.is_ipv4(),
+                Tag::Ip6 => addr.is_ipv6(),
+                _ => true,
+            };
+            fits.then(|| IpNet::from(canonical(addr)))
+        }
+    }
+}
+
+/// An IPv4-mapped IPv6 address (`::ffff:192.0.2.7`, as dual-stack servers log IPv4
+/// clients) is the IPv4 address: that is what the packets carry.
+fn canonical(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests;
