@@ -1,0 +1,216 @@
+//! Per jail and per address (or per prefix): failures inside the sliding `findtime`
+//! window, and the decision to ban at the `maxretry`-th. Pure: times come in as arguments.
+//!
+//! Memory is bounded: at most `max_tracked` addresses are followed; past that the one that
+//! failed least recently is forgotten, so a flood of distinct addresses (IPv6 rotation)
+//! costs a fixed amount of memory.
+
+use std::{collections::VecDeque, net::IpAddr, num::NonZeroUsize, time::Duration};
+
+use hashlink::LruCache;
+use ipnet::IpNet;
+
+use crate::filter::date::UnixMs;
+
+/// How long a ban lasts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BanTime {
+    For(Duration),
+    Permanent,
+}
+
+/// fail2ban's `bantime.increment`: a repeat offender is banned for
+/// `bantime * factor * 2^min(previous bans, 20)`, at most `maxtime`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Increment {
+    pub factor: f64,
+    pub maxtime: Duration,
+    /// Count bans of the address in every jail, not only this one.
+    pub overall_jails: bool,
+}
+
+impl BanTime {
+    /// The length of a ban that follows `previous` bans of the same target.
+    pub fn after(self, previous: u32, increment: Option<&Increment>) -> BanTime {
+        let (BanTime::For(base), Some(inc)) = (self, increment) else {
+            return self;
+        };
+        let scale = inc.factor * f64::from(1u32 << previous.min(20));
+        let secs = (base.as_secs_f64() * scale).min(inc.maxtime.as_secs_f64());
+        BanTime::For(Duration::from_secs_f64(secs.max(0.0)))
+    }
+}
+
+/// A jail's counting rules.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rules {
+    pub maxretry: u32,
+    pub findtime: Duration,
+    /// Failures are counted per prefix of this length (32 = per address).
+    pub prefix_v4: u8,
+    /// Likewise for IPv6 (128 = per address; 64 bans a whole /64).
+    pub prefix_v6: u8,
+    /// Addresses followed at most.
+    pub max_tracked: usize,
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Self {
+            maxretry: 5,
+            findtime: Duration::from_secs(600),
+            prefix_v4: 32,
+            prefix_v6: 128,
+            max_tracked: 1_000_000,
+        }
+    }
+}
+
+/// The `maxretry`-th failure of `target` inside the window.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub target: IpNet,
+    /// Failures inside the window, this one included.
+    pub failures: u32,
+}
+
+/// What [`Tracker::record`] made of a failure.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Counted {
+    /// Counted; not (yet) a ban.
+    Counted,
+    /// Older than `findtime` when read: seen, not counted (replaying an old log bans no one).
+    Stale,
+    /// Counted, and it is the one that bans.
+    Ban(Decision),
+}
+
+/// Failures of one jail.
+pub struct Tracker {
+    rules: Rules,
+    failing: LruCache<IpNet, VecDeque<UnixMs>>,
+    total_failed: u64,
+    evicted: u64,
+}
+
+impl Tracker {
+    pub fn new(rules: Rules) -> Self {
+        let cap = NonZeroUsize::new(rules.max_tracked).map_or(1, NonZeroUsize::get);
+        Self {
+            failing: LruCache::new(cap),
+            rules,
+            total_failed: 0,
+            evicted: 0,
+        }
+    }
+
+    pub fn rules(&self) -> &Rules {
+        &self.rules
+    }
+
+    /// Counts a failure of `target` that happened at `at` and was read at `now`.
+    pub fn record(&mut self, target: IpNet, at: UnixMs, now: UnixMs) -> Counted {
+        self.total_failed += 1;
+        let window = i64::try_from(self.rules.findtime.as_millis()).unwrap_or(i64::MAX);
+        if at <= now.saturating_sub(window) {
+            return Counted::Stale;
+        }
+        let target = self.aggregate(target);
+        let maxretry = self.rules.maxretry.max(1) as usize;
+        if self.failing.len() == self.failing.capacity() && !self.failing.contains_key(&target) {
+            self.evicted += 1;
+        }
+        let times = self
+            .failing
+            .get_mut(&target)
+            .map(std::mem::take)
+            .unwrap_or_else(|| VecDeque::with_capacity(maxretry));
+        let times = self.push(times, at, window, maxretry);
+        if times.len() >= maxretry {
+            self.failing.remove(&target);
+            return Counted::Ban(Decision {
+                target,
+                failures: times.len() as u32,
+            });
+        }
+        self.failing.insert(target, times);
+        Counted::Counted
+    }
+
+    /// Adds `at` to the window ending at the newest failure; keeps at most `maxretry` times.
+    fn push(
+        &self,
+        mut times: VecDeque<UnixMs>,
+        at: UnixMs,
+        window: i64,
+        maxretry: usize,
+    ) -> VecDeque<UnixMs> {
+        let position = times.partition_point(|&t| t <= at);
+        times.insert(position, at);
+        let newest = times.back().copied().unwrap_or(at);
+        while times
+            .front()
+            .is_some_and(|&t| t <= newest.saturating_sub(window))
+        {
+            times.pop_front();
+        }
+        while times.len() > maxretry {
+            times.pop_front();
+        }
+        times
+    }
+
+    /// Forgets the failures of `target` (after an operator's ban or unban).
+    pub fn forget(&mut self, target: &IpNet) {
+        self.failing.remove(target);
+    }
+
+    /// Addresses with failures in the window at `now`.
+    pub fn currently_failing(&self, now: UnixMs) -> usize {
+        self.failures(now).count()
+    }
+
+    /// Each failing target with its failure times inside the window at `now`.
+    pub fn failures(&self, now: UnixMs) -> impl Iterator<Item = (&IpNet, Vec<UnixMs>)> {
+        let window = i64::try_from(self.rules.findtime.as_millis()).unwrap_or(i64::MAX);
+        self.failing.iter().filter_map(move |(target, times)| {
+            let live: Vec<UnixMs> = times
+                .iter()
+                .copied()
+                .filter(|&t| t > now.saturating_sub(window))
+                .collect();
+            (!live.is_empty()).then_some((target, live))
+        })
+    }
+
+    /// Failures seen since start, stale ones included.
+    pub fn total_failed(&self) -> u64 {
+        self.total_failed
+    }
+
+    /// Addresses forgotten because of the memory cap.
+    pub fn evicted(&self) -> u64 {
+        self.evicted
+    }
+
+    /// Addresses followed now (at most `max_tracked`).
+    pub fn tracked(&self) -> usize {
+        self.failing.len()
+    }
+
+    fn aggregate(&self, target: IpNet) -> IpNet {
+        let limit = match target.addr() {
+            IpAddr::V4(_) => self.rules.prefix_v4,
+            IpAddr::V6(_) => self.rules.prefix_v6,
+        };
+        if target.prefix_len() <= limit {
+            return target;
+        }
+        IpNet::new(target.addr(), limit)
+            .map(|net| net.trunc())
+            .unwrap_or(target)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,157 @@
+use proptest::prelude::*;
+
+use super::*;
+
+const MIN: i64 = 60_000;
+
+fn host(text: &str) -> IpNet {
+    IpNet::from(text.parse::<IpAddr>().expect("address"))
+}
+
+fn tracker(maxretry: u32) -> Tracker {
+    Tracker::new(Rules {
+        maxretry,
+        findtime: Duration::from_secs(600),
+        ..Rules::default()
+    })
+}
+
+#[test]
+fn the_maxretry_th_failure_in_the_window_bans() {
+    let mut t = tracker(3);
+    let a = host("192.0.2.7");
+    assert_eq!(t.record(a, 0, 0), Counted::Counted);
+    assert_eq!(t.record(a, MIN, MIN), Counted::Counted);
+    assert_eq!(
+        t.record(a, 2 * MIN, 2 * MIN),
+        Counted::Ban(Decision {
+            target: a,
+            failures: 3
+        })
+    );
+    // Banned: its failures are forgotten, counting starts again.
+    assert_eq!(t.record(a, 3 * MIN, 3 * MIN), Counted::Counted);
+    assert_eq!(t.currently_failing(3 * MIN), 1);
+}
+
+#[test]
+fn failures_older_than_findtime_slide_out() {
+    let mut t = tracker(3);
+    let a = host("2001:db8::7");
+    t.record(a, 0, 0);
+    t.record(a, 5 * MIN, 5 * MIN);
+    // The first failure is 11 minutes old: only two remain in the 10-minute window.
+    assert_eq!(t.record(a, 11 * MIN, 11 * MIN), Counted::Counted);
+    assert!(matches!(t.record(a, 12 * MIN, 12 * MIN), Counted::Ban(_)));
+}
+
+#[test]
+fn replaying_an_old_log_bans_no_one() {
+    let mut t = tracker(2);
+    let now = 1_000 * MIN;
+    let a = host("192.0.2.7");
+    for i in 0..100 {
+        assert_eq!(t.record(a, i * 1000, now), Counted::Stale);
+    }
+    assert_eq!(t.total_failed(), 100);
+    assert_eq!(t.currently_failing(now), 0);
+}
+
+#[test]
+fn prefixes_aggregate_addresses() {
+    let mut t = Tracker::new(Rules {
+        maxretry: 2,
+        prefix_v4: 24,
+        prefix_v6: 64,
+        ..Rules::default()
+    });
+    assert_eq!(t.record(host("198.51.100.1"), 0, 0), Counted::Counted);
+    assert_eq!(
+        t.record(host("198.51.100.200"), 1, 1),
+        Counted::Ban(Decision {
+            target: "198.51.100.0/24".parse().expect("CIDR"),
+            failures: 2
+        })
+    );
+    t.record(host("2001:db8:1:2::1"), 0, 0);
+    assert!(matches!(
+        t.record(host("2001:db8:1:2:ffff::9"), 1, 1),
+        Counted::Ban(Decision { target, .. }) if target.to_string() == "2001:db8:1:2::/64"
+    ));
+}
+
+#[test]
+fn the_cap_evicts_the_least_recently_failed() {
+    let mut t = Tracker::new(Rules {
+        maxretry: 3,
+        max_tracked: 2,
+        ..Rules::default()
+    });
+    let (a, b, c) = (host("192.0.2.1"), host("192.0.2.2"), host("192.0.2.3"));
+    t.record(a, 0, 0);
+    t.record(b, 1, 1);
+    t.record(b, 2, 2); // b failed more recently than a
+    t.record(c, 3, 3); // the cap is reached: a, the least recently failed, goes
+    assert_eq!((t.tracked(), t.evicted()), (2, 1));
+    // b kept its two failures: a third bans it.
+    assert!(matches!(t.record(b, 4, 4), Counted::Ban(_)));
+    // a starts from nothing: two more failures are not yet three.
+    t.record(a, 5, 5);
+    assert_eq!(t.record(a, 6, 6), Counted::Counted);
+}
+
+#[test]
+fn bantime_increment_follows_fail2ban() {
+    let base = BanTime::For(Duration::from_secs(600));
+    let inc = Increment {
+        factor: 1.0,
+        maxtime: Duration::from_secs(86_400),
+        overall_jails: false,
+    };
+    assert_eq!(
+        base.after(0, Some(&inc)),
+        BanTime::For(Duration::from_secs(600))
+    );
+    assert_eq!(
+        base.after(3, Some(&inc)),
+        BanTime::For(Duration::from_secs(4800))
+    );
+    assert_eq!(
+        base.after(30, Some(&inc)),
+        BanTime::For(Duration::from_secs(86_400))
+    );
+    assert_eq!(base.after(3, None), base);
+    assert_eq!(BanTime::Permanent.after(5, Some(&inc)), BanTime::Permanent);
+}
+
+proptest! {
+    /// However many distinct addresses fail, the tracker follows at most its cap.
+    #[test]
+    fn memory_stays_under_the_cap(addrs in prop::collection::vec(any::<u128>(), 1..2000), cap in 1usize..64) {
+        let mut t = Tracker::new(Rules { maxretry: 3, max_tracked: cap, ..Rules::default() });
+        for (i, raw) in addrs.iter().enumerate() {
+            let addr = IpNet::from(IpAddr::V6(std::net::Ipv6Addr::from(*raw)));
+            t.record(addr, i as i64, i as i64);
+            prop_assert!(t.tracked() <= cap);
+        }
+    }
+
+    /// A ban happens exactly when maxretry failures fall inside one window.
+    #[test]
+    fn bans_exactly_at_maxretry(gaps in prop::collection::vec(0i64..400_000, 1..30), maxretry in 1u32..6) {
+        let mut t = tracker(maxretry);
+        let a = host("192.0.2.7");
+        let mut now = 0;
+        let mut window: Vec<i64> = Vec::new();
+        for gap in gaps {
+            now += gap;
+            window.push(now);
+            window.retain(|&x| x > now - 600_000);
+            let banned = matches!(t.record(a, now, now), Counted::Ban(_));
+            prop_assert_eq!(banned, window.len() >= maxretry as usize);
+            if banned {
+                window.clear();
+            }
+        }
+    }
+}
