@@ -92,9 +92,15 @@ pub enum DatapathError {
     )]
     NotPinned { path: PathBuf },
 
-    /// A map the program must have is missing from the object.
-    #[error("map {name} missing from the XDP object: the agent and its program do not match")]
-    MissingMap { name: &'static str },
+    /// A map or program the agent needs is missing from the object, or of another type.
+    #[error(
+        "no {kind} named {name} in the XDP object: the agent and its program do not match; \
+         rebuild with `cargo xtask build`"
+    )]
+    MissingObject {
+        kind: &'static str,
+        name: &'static str,
+    },
 
     /// A ban map is full.
     #[error(

@@ -165,7 +165,7 @@ impl Datapath {
             .map_err(|e| DatapathError::program("load", e))?;
         let mut take = |name| {
             ebpf.take_map(name)
-                .ok_or(DatapathError::MissingMap { name })
+                .ok_or(DatapathError::MissingObject { kind: "map", name })
         };
         let maps = Maps::from_parts(
             pin_dir,
@@ -246,8 +246,7 @@ impl Datapath {
 impl Maps {
     /// Opens the maps an agent pinned in `pin_dir`, without loading the program.
     pub fn open_pinned(pin_dir: &Path) -> Result<Self, DatapathError> {
-        let mut parts = Vec::with_capacity(maps::ALL.len());
-        for name in maps::ALL {
+        let open = |name: &'static str| {
             let path = pin_dir.join(name);
             let data = MapData::from_pin(&path).map_err(|e| match e {
                 MapError::SyscallError(ref s)
@@ -257,14 +256,17 @@ impl Maps {
                 }
                 e => DatapathError::map("open the pin of", name, e),
             })?;
-            parts.push(
-                aya::maps::Map::from_map_data(data)
-                    .map_err(|e| DatapathError::map("open", name, e))?,
-            );
-        }
-        let parts: [aya::maps::Map; 6] = parts
-            .try_into()
-            .map_err(|_| DatapathError::MissingMap { name: "?" })?;
+            aya::maps::Map::from_map_data(data).map_err(|e| DatapathError::map("open", name, e))
+        };
+        let [ban_v4, ban_v6, prefix_v4, prefix_v6, jail_ports, counters] = maps::ALL;
+        let parts = [
+            open(ban_v4)?,
+            open(ban_v6)?,
+            open(prefix_v4)?,
+            open(prefix_v6)?,
+            open(jail_ports)?,
+            open(counters)?,
+        ];
         Self::from_parts(pin_dir.to_owned(), parts)
     }
 
@@ -465,7 +467,10 @@ fn attach_with_mode(
 
 fn program_mut(ebpf: &mut Ebpf) -> Result<&mut Xdp, DatapathError> {
     ebpf.program_mut(PROGRAM_NAME)
-        .ok_or(DatapathError::MissingMap { name: PROGRAM_NAME })?
+        .ok_or(DatapathError::MissingObject {
+            kind: "program",
+            name: PROGRAM_NAME,
+        })?
         .try_into()
         .map_err(|e| DatapathError::program("find", e))
 }
@@ -481,7 +486,12 @@ fn max_entries(map: &aya::maps::Map, name: &'static str) -> Result<u32, Datapath
     use aya::maps::Map;
     let data = match map {
         Map::HashMap(data) | Map::LpmTrie(data) => data,
-        _ => return Err(DatapathError::MissingMap { name }),
+        _ => {
+            return Err(DatapathError::MissingObject {
+                kind: "hash or trie map",
+                name,
+            });
+        }
     };
     data.info()
         .map(|info| info.max_entries())
