@@ -63,7 +63,7 @@ pub fn ban_xdp(ctx: XdpContext) -> u32 {
     }
     let bytes = (ctx.data_end() - ctx.data()) as u64;
     let jail = match packet.source {
-        Source::V4(addr) => judge(V4(u32::from_ne_bytes(addr)), dest, bytes),
+        Source::V4(addr) => judge(V4(addr), dest, bytes),
         Source::V6(addr) => judge(V6(addr), dest, bytes),
     };
     if jail == NOT_BANNED {
@@ -137,9 +137,9 @@ trait Address {
     fn prefix_ban(&self, jail: u32) -> Option<&Ban>;
 }
 
-/// An IPv4 source, its bytes in network order packed in a `u32`.
+/// An IPv4 source, network order.
 #[derive(Clone, Copy)]
-struct V4(u32);
+struct V4([u8; 4]);
 
 /// An IPv6 source, network order.
 #[derive(Clone, Copy)]
@@ -150,7 +150,7 @@ impl Address for V4 {
     fn exact_ban(&self, jail: u32) -> Option<&Ban> {
         let key = BanKeyV4 {
             jail,
-            addr: self.0.to_ne_bytes(),
+            addr: self.0,
         };
         // SAFETY: the kernel keeps a map value valid for the rest of this program run;
         // the agent replaces a ban's 8-byte value whole.
@@ -161,7 +161,7 @@ impl Address for V4 {
     fn prefix_ban(&self, jail: u32) -> Option<&Ban> {
         let key = PrefixV4 {
             jail,
-            addr: self.0.to_ne_bytes(),
+            addr: self.0,
         };
         PREFIX_V4.get(&Key::new(PREFIX_JAIL_BITS + 32, key))
     }
