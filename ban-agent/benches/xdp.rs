@@ -12,12 +12,18 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
+// The frames are the ones the verdict tests build.
+#[path = "../tests/common/packet.rs"]
+#[allow(dead_code, reason = "the benchmark needs only TCP frames")]
+mod packet;
+
 use aya::programs::{TestRun as _, TestRunOptions};
 use ban_agent::{
     clock::{Expiry, boot_ns},
     datapath::{self, Datapath, DatapathOptions, JailPorts, Protocol},
 };
 use ipnet::IpNet;
+use packet::{Frame, L4};
 
 const LEVELS: [u32; 4] = [0, 10_000, 100_000, 1_000_000];
 const REPEAT: u32 = 200_000;
@@ -70,10 +76,26 @@ fn measure(pin_dir: &std::path::Path) -> anyhow::Result<Vec<Row>> {
     dp.maps()
         .ban(0, IpNet::from(std::net::IpAddr::V6(BANNED_V6)), expiry)?;
     let packets = [
-        ("ipv4", "pass", frame_v4(CLEAN_V4)),
-        ("ipv4", "drop", frame_v4(BANNED_V4)),
-        ("ipv6", "pass", frame_v6(CLEAN_V6)),
-        ("ipv6", "drop", frame_v6(BANNED_V6)),
+        (
+            "ipv4",
+            "pass",
+            Frame::v4(CLEAN_V4.octets(), L4::Tcp(PORT)).bytes(),
+        ),
+        (
+            "ipv4",
+            "drop",
+            Frame::v4(BANNED_V4.octets(), L4::Tcp(PORT)).bytes(),
+        ),
+        (
+            "ipv6",
+            "pass",
+            Frame::v6(CLEAN_V6.octets(), L4::Tcp(PORT)).bytes(),
+        ),
+        (
+            "ipv6",
+            "drop",
+            Frame::v6(BANNED_V6.octets(), L4::Tcp(PORT)).bytes(),
+        ),
     ];
     let mut rows = Vec::new();
     let mut filled = 0u32;
@@ -125,39 +147,6 @@ fn median_ns(dp: &mut Datapath, bytes: &[u8], expected: u32) -> anyhow::Result<f
     }
     samples.sort_by(f64::total_cmp);
     Ok(samples[RUNS / 2])
-}
-
-fn frame_v4(src: Ipv4Addr) -> Vec<u8> {
-    let mut f = ethernet(0x0800);
-    f.extend_from_slice(&[0x45, 0, 0, 40, 0, 1, 0, 0, 64, 6, 0, 0]);
-    f.extend_from_slice(&src.octets());
-    f.extend_from_slice(&[192, 0, 2, 1]);
-    f.extend(tcp_syn());
-    f
-}
-
-fn frame_v6(src: Ipv6Addr) -> Vec<u8> {
-    let mut f = ethernet(0x86DD);
-    f.extend_from_slice(&[0x60, 0, 0, 0, 0, 20, 6, 64]);
-    f.extend_from_slice(&src.octets());
-    f.extend_from_slice(&Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1).octets());
-    f.extend(tcp_syn());
-    f
-}
-
-fn ethernet(ether_type: u16) -> Vec<u8> {
-    let mut f = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2];
-    f.extend_from_slice(&ether_type.to_be_bytes());
-    f
-}
-
-fn tcp_syn() -> Vec<u8> {
-    let mut t = vec![0u8; 20];
-    t[0..2].copy_from_slice(&40000u16.to_be_bytes());
-    t[2..4].copy_from_slice(&PORT.to_be_bytes());
-    t[12] = 5 << 4;
-    t[13] = 0x02;
-    t
 }
 
 fn write_report(rows: &[Row]) -> anyhow::Result<()> {

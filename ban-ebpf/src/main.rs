@@ -148,10 +148,7 @@ struct V6([u8; 16]);
 impl Address for V4 {
     #[inline(always)]
     fn exact_ban(&self, jail: u32) -> Option<&Ban> {
-        let key = BanKeyV4 {
-            jail,
-            addr: self.0,
-        };
+        let key = BanKeyV4 { jail, addr: self.0 };
         // SAFETY: the kernel keeps a map value valid for the rest of this program run;
         // the agent replaces a ban's 8-byte value whole.
         BAN_V4.get_ptr(&key).map(|ban| unsafe { &*ban })
@@ -159,10 +156,7 @@ impl Address for V4 {
 
     #[inline(always)]
     fn prefix_ban(&self, jail: u32) -> Option<&Ban> {
-        let key = PrefixV4 {
-            jail,
-            addr: self.0,
-        };
+        let key = PrefixV4 { jail, addr: self.0 };
         PREFIX_V4.get(&Key::new(PREFIX_JAIL_BITS + 32, key))
     }
 }
