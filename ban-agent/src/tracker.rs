@@ -111,7 +111,7 @@ impl Tracker {
     /// Counts a failure of `target` that happened at `at` and was read at `now`.
     pub fn record(&mut self, target: IpNet, at: UnixMs, now: UnixMs) -> Counted {
         self.total_failed += 1;
-        let window = i64::try_from(self.rules.findtime.as_millis()).unwrap_or(i64::MAX);
+        let window = self.window_ms();
         if at <= now.saturating_sub(window) {
             return Counted::Stale;
         }
@@ -120,14 +120,12 @@ impl Tracker {
         if self.failing.len() == self.failing.capacity() && !self.failing.contains_key(&target) {
             self.evicted += 1;
         }
-        let times = self
+        let mut times = self
             .failing
-            .get_mut(&target)
-            .map(std::mem::take)
+            .remove(&target)
             .unwrap_or_else(|| VecDeque::with_capacity(maxretry));
-        let times = self.push(times, at, window, maxretry);
+        push(&mut times, at, window, maxretry);
         if times.len() >= maxretry {
-            self.failing.remove(&target);
             return Counted::Ban(Decision {
                 target,
                 failures: times.len() as u32,
@@ -135,29 +133,6 @@ impl Tracker {
         }
         self.failing.insert(target, times);
         Counted::Counted
-    }
-
-    /// Adds `at` to the window ending at the newest failure; keeps at most `maxretry` times.
-    fn push(
-        &self,
-        mut times: VecDeque<UnixMs>,
-        at: UnixMs,
-        window: i64,
-        maxretry: usize,
-    ) -> VecDeque<UnixMs> {
-        let position = times.partition_point(|&t| t <= at);
-        times.insert(position, at);
-        let newest = times.back().copied().unwrap_or(at);
-        while times
-            .front()
-            .is_some_and(|&t| t <= newest.saturating_sub(window))
-        {
-            times.pop_front();
-        }
-        while times.len() > maxretry {
-            times.pop_front();
-        }
-        times
     }
 
     /// Forgets the failures of `target` (after an operator's ban or unban).
@@ -172,7 +147,7 @@ impl Tracker {
 
     /// Each failing target with its failure times inside the window at `now`.
     pub fn failures(&self, now: UnixMs) -> impl Iterator<Item = (&IpNet, Vec<UnixMs>)> {
-        let window = i64::try_from(self.rules.findtime.as_millis()).unwrap_or(i64::MAX);
+        let window = self.window_ms();
         self.failing.iter().filter_map(move |(target, times)| {
             let live: Vec<UnixMs> = times
                 .iter()
@@ -198,6 +173,10 @@ impl Tracker {
         self.failing.len()
     }
 
+    fn window_ms(&self) -> i64 {
+        i64::try_from(self.rules.findtime.as_millis()).unwrap_or(i64::MAX)
+    }
+
     fn aggregate(&self, target: IpNet) -> IpNet {
         let limit = match target.addr() {
             IpAddr::V4(_) => self.rules.prefix_v4,
@@ -209,6 +188,22 @@ impl Tracker {
         IpNet::new(target.addr(), limit)
             .map(|net| net.trunc())
             .unwrap_or(target)
+    }
+}
+
+/// Adds `at` to the window ending at the newest failure; keeps at most `maxretry` times.
+fn push(times: &mut VecDeque<UnixMs>, at: UnixMs, window: i64, maxretry: usize) {
+    let position = times.partition_point(|&t| t <= at);
+    times.insert(position, at);
+    let newest = times.back().copied().unwrap_or(at);
+    while times
+        .front()
+        .is_some_and(|&t| t <= newest.saturating_sub(window))
+    {
+        times.pop_front();
+    }
+    while times.len() > maxretry {
+        times.pop_front();
     }
 }
 
