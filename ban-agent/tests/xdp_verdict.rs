@@ -83,6 +83,25 @@ fn fixture(pins: &Pins) -> Datapath {
     dp
 }
 
+/// One privileged test's program, pins and turn. Fields drop in order: the program,
+/// then the pins (detached), then the serial lock.
+struct Setup {
+    dp: Datapath,
+    _pins: Pins,
+    _serial: std::sync::MutexGuard<'static, ()>,
+}
+
+/// The [`fixture`] for `test`, or `None` when the test is skipped (not root).
+fn setup(test: &str) -> Option<Setup> {
+    let serial = common::privileged(test)?;
+    let pins = Pins::new(test);
+    Some(Setup {
+        dp: fixture(&pins),
+        _pins: pins,
+        _serial: serial,
+    })
+}
+
 /// The verdict for one frame; `None` when the kernel refuses to run a frame that short.
 fn run(dp: &mut Datapath, bytes: &[u8]) -> Option<u32> {
     let program = dp.program().expect("program");
@@ -113,93 +132,63 @@ fn verdict(dp: &mut Datapath, frame: &Frame) -> u32 {
 
 #[test]
 fn ipv4_bans_apply_to_their_jails_ports_only() {
-    let Some(_serial) = common::privileged("ipv4_bans_apply_to_their_jails_ports_only") else {
+    let Some(mut test) = setup("ipv4_bans_apply_to_their_jails_ports_only") else {
         return;
     };
-    let pins = Pins::new("v4");
-    let mut dp = fixture(&pins);
+    let dp = &mut test.dp;
+    assert_eq!(verdict(dp, &Frame::v4(BANNED, L4::Tcp(PROTECTED))), DROP);
+    assert_eq!(verdict(dp, &Frame::v4(CLEAN, L4::Tcp(PROTECTED))), PASS);
     assert_eq!(
-        verdict(&mut dp, &Frame::v4(BANNED, L4::Tcp(PROTECTED))),
-        DROP
-    );
-    assert_eq!(
-        verdict(&mut dp, &Frame::v4(CLEAN, L4::Tcp(PROTECTED))),
+        verdict(dp, &Frame::v4(BANNED, L4::Tcp(PROTECTED + 1))),
         PASS
     );
-    assert_eq!(
-        verdict(&mut dp, &Frame::v4(BANNED, L4::Tcp(PROTECTED + 1))),
-        PASS
-    );
-    assert_eq!(
-        verdict(&mut dp, &Frame::v4(BANNED, L4::Udp(PROTECTED))),
-        PASS
-    );
-    assert_eq!(verdict(&mut dp, &Frame::v4(BANNED, L4::Icmp)), PASS);
+    assert_eq!(verdict(dp, &Frame::v4(BANNED, L4::Udp(PROTECTED))), PASS);
+    assert_eq!(verdict(dp, &Frame::v4(BANNED, L4::Icmp)), PASS);
     // Prefix ban.
+    assert_eq!(verdict(dp, &Frame::v4(IN_PREFIX, L4::Tcp(PROTECTED))), DROP);
     assert_eq!(
-        verdict(&mut dp, &Frame::v4(IN_PREFIX, L4::Tcp(PROTECTED))),
-        DROP
-    );
-    assert_eq!(
-        verdict(&mut dp, &Frame::v4(OUTSIDE_PREFIX, L4::Tcp(PROTECTED))),
+        verdict(dp, &Frame::v4(OUTSIDE_PREFIX, L4::Tcp(PROTECTED))),
         PASS
     );
     // All ports, all protocols.
     for l4 in [L4::Tcp(22), L4::Tcp(PROTECTED), L4::Udp(53), L4::Icmp] {
         assert_eq!(
-            verdict(&mut dp, &Frame::v4(ALL_PORTS_BANNED, l4)),
+            verdict(dp, &Frame::v4(ALL_PORTS_BANNED, l4)),
             DROP,
             "{l4:?}"
         );
     }
     // UDP jail.
     assert_eq!(
-        verdict(&mut dp, &Frame::v4(UDP_BANNED, L4::Udp(UDP_PROTECTED))),
+        verdict(dp, &Frame::v4(UDP_BANNED, L4::Udp(UDP_PROTECTED))),
         DROP
     );
     assert_eq!(
-        verdict(&mut dp, &Frame::v4(UDP_BANNED, L4::Tcp(UDP_PROTECTED))),
+        verdict(dp, &Frame::v4(UDP_BANNED, L4::Tcp(UDP_PROTECTED))),
         PASS
     );
 }
 
 #[test]
 fn an_expired_ban_stops_dropping_and_unban_lifts_at_once() {
-    let Some(_serial) = common::privileged("an_expired_ban_stops_dropping_and_unban_lifts_at_once")
-    else {
+    let Some(mut test) = setup("an_expired_ban_stops_dropping_and_unban_lifts_at_once") else {
         return;
     };
-    let pins = Pins::new("expiry");
-    let mut dp = fixture(&pins);
-    assert_eq!(
-        verdict(&mut dp, &Frame::v4(EXPIRED, L4::Tcp(PROTECTED))),
-        PASS
-    );
+    let dp = &mut test.dp;
+    assert_eq!(verdict(dp, &Frame::v4(EXPIRED, L4::Tcp(PROTECTED))), PASS);
 
     let soon = Expiry::after(boot_ns(), Duration::from_millis(300));
     let target = "192.0.2.20/32".parse().expect("CIDR");
     dp.maps().ban(0, target, soon).expect("ban");
-    assert_eq!(
-        verdict(&mut dp, &Frame::v4(CLEAN, L4::Tcp(PROTECTED))),
-        DROP
-    );
+    assert_eq!(verdict(dp, &Frame::v4(CLEAN, L4::Tcp(PROTECTED))), DROP);
     std::thread::sleep(Duration::from_millis(400));
-    assert_eq!(
-        verdict(&mut dp, &Frame::v4(CLEAN, L4::Tcp(PROTECTED))),
-        PASS
-    );
+    assert_eq!(verdict(dp, &Frame::v4(CLEAN, L4::Tcp(PROTECTED))), PASS);
 
     dp.maps().ban(0, target, Expiry::Never).expect("ban");
-    assert_eq!(
-        verdict(&mut dp, &Frame::v4(CLEAN, L4::Tcp(PROTECTED))),
-        DROP
-    );
+    assert_eq!(verdict(dp, &Frame::v4(CLEAN, L4::Tcp(PROTECTED))), DROP);
     assert!(dp.maps().unban(0, target).expect("unban"));
     assert!(!dp.maps().unban(0, target).expect("unban twice"));
-    assert_eq!(
-        verdict(&mut dp, &Frame::v4(CLEAN, L4::Tcp(PROTECTED))),
-        PASS
-    );
+    assert_eq!(verdict(dp, &Frame::v4(CLEAN, L4::Tcp(PROTECTED))), PASS);
 
     let expired = dp.maps().remove_expired(boot_ns()).expect("sweep");
     assert_eq!(expired.len(), 1, "{expired:?}");
@@ -208,11 +197,10 @@ fn an_expired_ban_stops_dropping_and_unban_lifts_at_once() {
 
 #[test]
 fn vlan_tags_and_ipv4_options_are_walked() {
-    let Some(_serial) = common::privileged("vlan_tags_and_ipv4_options_are_walked") else {
+    let Some(mut test) = setup("vlan_tags_and_ipv4_options_are_walked") else {
         return;
     };
-    let pins = Pins::new("vlan");
-    let mut dp = fixture(&pins);
+    let dp = &mut test.dp;
     for vlans in [vec![0x8100], vec![0x88a8, 0x8100]] {
         for options in [0, 4, 40] {
             for (src, expected) in [(BANNED, DROP), (CLEAN, PASS)] {
@@ -225,7 +213,7 @@ fn vlan_tags_and_ipv4_options_are_walked() {
                     },
                     l4: L4::Tcp(PROTECTED),
                 };
-                assert_eq!(verdict(&mut dp, &frame), expected, "{frame:?}");
+                assert_eq!(verdict(dp, &frame), expected, "{frame:?}");
             }
         }
     }
@@ -234,16 +222,15 @@ fn vlan_tags_and_ipv4_options_are_walked() {
         vlans: vec![0x88a8, 0x8100, 0x8100],
         ..Frame::v4(BANNED, L4::Tcp(PROTECTED))
     };
-    assert_eq!(verdict(&mut dp, &frame), PASS);
+    assert_eq!(verdict(dp, &frame), PASS);
 }
 
 #[test]
 fn fragments_drop_only_for_all_ports_jails() {
-    let Some(_serial) = common::privileged("fragments_drop_only_for_all_ports_jails") else {
+    let Some(mut test) = setup("fragments_drop_only_for_all_ports_jails") else {
         return;
     };
-    let pins = Pins::new("frag");
-    let mut dp = fixture(&pins);
+    let dp = &mut test.dp;
     let fragment = |src, fragment_offset| Frame {
         vlans: vec![],
         ip: Ip::V4 {
@@ -254,11 +241,11 @@ fn fragments_drop_only_for_all_ports_jails() {
         l4: L4::Tcp(PROTECTED),
     };
     // The first fragment carries the port.
-    assert_eq!(verdict(&mut dp, &fragment(BANNED, 0)), DROP);
+    assert_eq!(verdict(dp, &fragment(BANNED, 0)), DROP);
     // Later fragments have no port: only an all-ports jail can claim them.
-    assert_eq!(verdict(&mut dp, &fragment(BANNED, 185)), PASS);
-    assert_eq!(verdict(&mut dp, &fragment(ALL_PORTS_BANNED, 185)), DROP);
-    assert_eq!(verdict(&mut dp, &fragment(CLEAN, 185)), PASS);
+    assert_eq!(verdict(dp, &fragment(BANNED, 185)), PASS);
+    assert_eq!(verdict(dp, &fragment(ALL_PORTS_BANNED, 185)), DROP);
+    assert_eq!(verdict(dp, &fragment(CLEAN, 185)), PASS);
 
     let v6_fragment = |src, offset| Frame {
         vlans: vec![],
@@ -268,37 +255,27 @@ fn fragments_drop_only_for_all_ports_jails() {
         },
         l4: L4::Tcp(PROTECTED),
     };
-    assert_eq!(verdict(&mut dp, &v6_fragment(BANNED6, 0)), DROP);
-    assert_eq!(verdict(&mut dp, &v6_fragment(BANNED6, 100)), PASS);
-    assert_eq!(verdict(&mut dp, &v6_fragment(ALL_PORTS_BANNED6, 100)), DROP);
+    assert_eq!(verdict(dp, &v6_fragment(BANNED6, 0)), DROP);
+    assert_eq!(verdict(dp, &v6_fragment(BANNED6, 100)), PASS);
+    assert_eq!(verdict(dp, &v6_fragment(ALL_PORTS_BANNED6, 100)), DROP);
 }
 
 #[test]
 fn ipv6_bans_and_extension_headers() {
-    let Some(_serial) = common::privileged("ipv6_bans_and_extension_headers") else {
+    let Some(mut test) = setup("ipv6_bans_and_extension_headers") else {
         return;
     };
-    let pins = Pins::new("v6");
-    let mut dp = fixture(&pins);
+    let dp = &mut test.dp;
+    assert_eq!(verdict(dp, &Frame::v6(BANNED6, L4::Tcp(PROTECTED))), DROP);
+    assert_eq!(verdict(dp, &Frame::v6(CLEAN6, L4::Tcp(PROTECTED))), PASS);
+    assert_eq!(verdict(dp, &Frame::v6(BANNED6, L4::Tcp(22))), PASS);
     assert_eq!(
-        verdict(&mut dp, &Frame::v6(BANNED6, L4::Tcp(PROTECTED))),
+        verdict(dp, &Frame::v6(IN_PREFIX6, L4::Tcp(PROTECTED))),
         DROP
     );
+    assert_eq!(verdict(dp, &Frame::v6(ALL_PORTS_BANNED6, L4::Icmp)), DROP);
     assert_eq!(
-        verdict(&mut dp, &Frame::v6(CLEAN6, L4::Tcp(PROTECTED))),
-        PASS
-    );
-    assert_eq!(verdict(&mut dp, &Frame::v6(BANNED6, L4::Tcp(22))), PASS);
-    assert_eq!(
-        verdict(&mut dp, &Frame::v6(IN_PREFIX6, L4::Tcp(PROTECTED))),
-        DROP
-    );
-    assert_eq!(
-        verdict(&mut dp, &Frame::v6(ALL_PORTS_BANNED6, L4::Icmp)),
-        DROP
-    );
-    assert_eq!(
-        verdict(&mut dp, &Frame::v6(ALL_PORTS_BANNED6, L4::Udp(53))),
+        verdict(dp, &Frame::v6(ALL_PORTS_BANNED6, L4::Udp(53))),
         DROP
     );
 
@@ -326,7 +303,7 @@ fn ipv6_bans_and_extension_headers() {
                 },
                 l4: L4::Tcp(PROTECTED),
             };
-            assert_eq!(verdict(&mut dp, &frame), expected, "{ext:?}");
+            assert_eq!(verdict(dp, &frame), expected, "{ext:?}");
         }
     }
     // More extension headers than a valid packet has: the port is not looked for, so only
@@ -341,7 +318,7 @@ fn ipv6_bans_and_extension_headers() {
             },
             l4: L4::Tcp(PROTECTED),
         };
-        assert_eq!(verdict(&mut dp, &frame), expected);
+        assert_eq!(verdict(dp, &frame), expected);
     }
 }
 
@@ -349,11 +326,10 @@ fn ipv6_bans_and_extension_headers() {
 /// is dropped exactly when the frame still holds the destination port.
 #[test]
 fn truncated_frames_at_every_length() {
-    let Some(_serial) = common::privileged("truncated_frames_at_every_length") else {
+    let Some(mut test) = setup("truncated_frames_at_every_length") else {
         return;
     };
-    let pins = Pins::new("trunc");
-    let mut dp = fixture(&pins);
+    let dp = &mut test.dp;
     let frames = [
         (
             Frame {
@@ -403,10 +379,10 @@ fn truncated_frames_at_every_length() {
         };
         let port_end = banned.len() - l4_len + 4;
         for len in 0..=banned.len() {
-            if let Some(v) = run(&mut dp, &clean[..len]) {
+            if let Some(v) = run(dp, &clean[..len]) {
                 assert_eq!(v, PASS, "unbanned source dropped at {len} bytes");
             }
-            if let Some(v) = run(&mut dp, &banned[..len]) {
+            if let Some(v) = run(dp, &banned[..len]) {
                 let expected = if len >= port_end { DROP } else { PASS };
                 assert_eq!(
                     v,
@@ -421,17 +397,16 @@ fn truncated_frames_at_every_length() {
 
 #[test]
 fn counters_count_drops_and_passes_per_jail() {
-    let Some(_serial) = common::privileged("counters_count_drops_and_passes_per_jail") else {
+    let Some(mut test) = setup("counters_count_drops_and_passes_per_jail") else {
         return;
     };
-    let pins = Pins::new("count");
-    let mut dp = fixture(&pins);
+    let dp = &mut test.dp;
     let dropped = Frame::v4(BANNED, L4::Tcp(PROTECTED)).bytes();
     let passed = Frame::v4(CLEAN, L4::Tcp(PROTECTED)).bytes();
     for _ in 0..3 {
-        run(&mut dp, &dropped);
+        run(dp, &dropped);
     }
-    run(&mut dp, &passed);
+    run(dp, &passed);
     let counters = dp.maps().counters().expect("counters");
     let jail0 = counters
         .iter()
