@@ -1,7 +1,7 @@
 //! Turns log lines into failures: failregex/ignoreregex with fail2ban's address tags,
 //! compiled so that a line is scanned once whatever the number of regexes (a literal
-//! prefilter, then a regex set), and the time
-//! of the line. Pure: `&str` in, [`Outcome`] out.
+//! prefilter, then a regex set), and the time of the line. Pure: `&str` in, [`Outcome`]
+//! out.
 
 pub mod date;
 mod prefilter;
