@@ -6,6 +6,8 @@
 
 pub mod cli;
 pub mod clock;
+pub mod config;
 pub mod datapath;
 pub mod filter;
+pub mod ignore;
 pub mod tracker;

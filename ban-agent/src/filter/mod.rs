@@ -18,6 +18,17 @@ use thiserror::Error;
 /// The shipped filter for the FastAPI auth log (see `filters/fastapi-auth.toml`).
 pub const FASTAPI_AUTH: &str = include_str!("../../../filters/fastapi-auth.toml");
 
+/// Filters built into the binary, by the name `filter = "NAME"` uses.
+pub const BUILTIN: [(&str, &str); 1] = [("fastapi-auth", FASTAPI_AUTH)];
+
+/// The text of the built-in filter `name`.
+pub fn builtin(name: &str) -> Option<&'static str> {
+    BUILTIN
+        .iter()
+        .find(|(builtin, _)| *builtin == name)
+        .map(|(_, text)| *text)
+}
+
 /// A filter as written in configuration.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields)]

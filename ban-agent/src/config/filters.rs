@@ -1,0 +1,136 @@
+//! Which filter a jail uses: a built-in, a file (in `filter_dir` or by path) or inline
+//! regexes; compiled here so that a bad regex is reported where it is written.
+
+use std::path::Path;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{
+    ConfigError, Global,
+    error::Source,
+    raw::{JailCtx, Setting},
+};
+use crate::filter::{self, Filter, FilterError, FilterSpec};
+
+/// A filter file: the same two lists as an inline filter.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawFilter {
+    #[serde(default)]
+    pub failregex: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub ignoreregex: Vec<Spanned<String>>,
+}
+
+impl JailCtx<'_> {
+    pub(super) fn filter(&self, global: &Global) -> Result<(Filter, String), ConfigError> {
+        let named = self.pick("filter", |j| j.filter.as_ref());
+        let inline = self.pick("failregex", |j| j.failregex.as_ref());
+        match (named, inline) {
+            (Some(named), Some(inline)) => Err(self.error(
+                named.value.span(),
+                &named.key,
+                format!(
+                    "both a named filter and `{}`: keep one; a named filter's regexes are in \
+                     its file",
+                    inline.key
+                ),
+            )),
+            (Some(named), None) => self.named_filter(&named, global),
+            (None, Some(inline)) => {
+                let ignore = self.pick("ignoreregex", |j| j.ignoreregex.as_ref());
+                let ignore = ignore.map_or(&[][..], |s| s.value.as_slice());
+                let raw = RawFilter {
+                    failregex: inline.value.clone(),
+                    ignoreregex: ignore.to_vec(),
+                };
+                let key_prefix = inline.key.trim_end_matches("failregex").to_owned();
+                compile(self.source, &raw, &key_prefix).map(|f| (f, "inline".to_owned()))
+            }
+            (None, None) => Err(self.error(
+                self.span.clone(),
+                &format!("jail.{}", self.name),
+                "no filter: expected `filter = \"NAME\"` (a built-in such as \"fastapi-auth\" \
+                 or a file) or `failregex = [...]`",
+            )),
+        }
+    }
+
+    fn named_filter(
+        &self,
+        named: &Setting<Spanned<String>>,
+        global: &Global,
+    ) -> Result<(Filter, String), ConfigError> {
+        let name = named.value.get_ref();
+        let as_path = name.contains('/') || name.ends_with(".toml");
+        let file = if as_path {
+            let base = self.source.path.parent().unwrap_or(Path::new("."));
+            base.join(name)
+        } else {
+            global.filter_dir.join(format!("{name}.toml"))
+        };
+        if file.exists() || as_path {
+            let text = std::fs::read_to_string(&file).map_err(|e| {
+                self.error(
+                    named.value.span(),
+                    &named.key,
+                    format!("cannot read filter file {}: {e}", file.display()),
+                )
+            })?;
+            let source = Source {
+                path: file.clone(),
+                text: &text,
+            };
+            let raw: RawFilter = toml::from_str(&text).map_err(|e| source.toml_error(&e))?;
+            let filter = compile(&source, &raw, "")?;
+            return Ok((filter, file.display().to_string()));
+        }
+        let Some(text) = filter::builtin(name) else {
+            return Err(self.error(
+                named.value.span(),
+                &named.key,
+                format!(
+                    "no filter {name:?}: neither {} exists nor is it built in (built-in: {})",
+                    file.display(),
+                    filter::BUILTIN.map(|(n, _)| n).join(", ")
+                ),
+            ));
+        };
+        let source = Source {
+            path: format!("(built-in filter {name})").into(),
+            text,
+        };
+        let raw: RawFilter = toml::from_str(text).map_err(|e| source.toml_error(&e))?;
+        Ok((compile(&source, &raw, "")?, format!("built-in {name}")))
+    }
+}
+
+/// Compiles a filter's regexes, locating an error at the regex that caused it.
+fn compile(source: &Source, raw: &RawFilter, key_prefix: &str) -> Result<Filter, ConfigError> {
+    let spec = FilterSpec {
+        failregex: raw.failregex.iter().map(|r| r.get_ref().clone()).collect(),
+        ignoreregex: raw
+            .ignoreregex
+            .iter()
+            .map(|r| r.get_ref().clone())
+            .collect(),
+    };
+    Filter::compile(&spec).map_err(|error| {
+        let (list, index) = match &error {
+            FilterError::Tag { index, .. } => (&raw.failregex, *index),
+            FilterError::Regex { kind, index, .. } if *kind == "ignoreregex" => {
+                (&raw.ignoreregex, *index)
+            }
+            FilterError::Regex { index, .. } => (&raw.failregex, *index),
+            FilterError::Empty => (&raw.failregex, 0),
+        };
+        let kind = if std::ptr::eq(list, &raw.ignoreregex) {
+            "ignoreregex"
+        } else {
+            "failregex"
+        };
+        let span = list.get(index).map_or(0..0, Spanned::span);
+        source.error(span, &format!("{key_prefix}{kind}"), error.to_string())
+    })
+}

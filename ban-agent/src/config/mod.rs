@@ -1,0 +1,173 @@
+//! The configuration file: TOML in, a validated [`Config`] out, or an error that names the
+//! file, the line and column, the key and what was expected.
+//!
+//! ```toml
+//! state_dir = "/var/lib/ban-agent"
+//! interfaces = ["eth0"]
+//!
+//! [defaults]                 # inherited by every jail
+//! ignoreip = ["192.0.2.0/24"]
+//!
+//! [jail.fastapi-auth]
+//! logpath = "/var/log/app/auth.log"
+//! filter = "fastapi-auth"    # or inline: failregex = [...], ignoreregex = [...]
+//! ports = [80, 443]
+//! maxretry = 5
+//! findtime = "10m"
+//! bantime = "1h"             # or "permanent" / -1
+//! ```
+//!
+//! Reading files is limited to the configuration itself and named filter files; globs in
+//! `logpath` are checked here and expanded by the follower.
+
+mod error;
+mod filters;
+mod raw;
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use ipnet::IpNet;
+
+pub use error::ConfigError;
+
+use crate::{
+    datapath::Protocol,
+    filter::Filter,
+    tracker::{BanTime, Increment, Rules},
+};
+
+/// Where a configuration usually lives.
+pub const DEFAULT_PATH: &str = "/etc/ban-agent/ban-agent.toml";
+
+/// The whole configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The file it was read from.
+    pub path: PathBuf,
+    pub global: Global,
+    /// Jails by name (enabled or not), in name order.
+    pub jails: Vec<Jail>,
+}
+
+/// Settings of the agent as a whole.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Global {
+    /// Never ban this host's own addresses.
+    pub ignoreself: bool,
+    /// Bans, ban history and log positions.
+    pub state_dir: PathBuf,
+    /// Where the BPF maps and links are pinned.
+    pub pin_dir: PathBuf,
+    /// Interfaces the XDP program is attached to.
+    pub interfaces: Vec<String>,
+    /// Address of the Prometheus endpoint; none when absent.
+    pub metrics: Option<SocketAddr>,
+    /// Where `filter = "NAME"` looks for `NAME.toml` before the built-in filters.
+    pub filter_dir: PathBuf,
+}
+
+/// One jail: which logs, which filter, how many failures, which ban.
+#[derive(Clone, Debug)]
+pub struct Jail {
+    pub name: String,
+    pub enabled: bool,
+    /// Files or glob patterns, absolute (relative ones are taken from the config's folder).
+    pub logpath: Vec<PathBuf>,
+    pub filter: Filter,
+    /// Where the filter came from, for messages: `built-in fastapi-auth`, a path, `inline`.
+    pub filter_origin: String,
+    pub rules: Rules,
+    pub bantime: BanTime,
+    pub increment: Option<Increment>,
+    pub ports: Ports,
+    pub protocol: Protocol,
+    pub ignoreip: Vec<IpNet>,
+    pub datepattern: DatePattern,
+    pub start: Start,
+}
+
+/// The destination ports a jail protects.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ports {
+    All,
+    /// Sorted, without duplicates, never empty.
+    List(Vec<u16>),
+}
+
+/// How the time of a line is found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DatePattern {
+    /// The common formats (see `filter::date`).
+    Auto,
+    /// The time a line is read.
+    None,
+    /// A strftime format (`%Y-%m-%d %H:%M:%S,%f`), at the start of the line or right
+    /// after its first `[`.
+    Format(String),
+}
+
+/// Where following a log starts the first time it is seen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Start {
+    /// At its end: only new lines count.
+    Tail,
+    /// At its start.
+    Head,
+}
+
+impl Config {
+    /// Reads and validates the configuration at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Validates configuration text; `path` locates errors and relative paths.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        raw::parse(path, text)
+    }
+
+    /// The jail called `name`.
+    pub fn jail(&self, name: &str) -> Option<&Jail> {
+        self.jails.iter().find(|jail| jail.name == name)
+    }
+
+    /// Jails that run.
+    pub fn enabled(&self) -> impl Iterator<Item = &Jail> {
+        self.jails.iter().filter(|jail| jail.enabled)
+    }
+}
+
+impl Default for Global {
+    fn default() -> Self {
+        Self {
+            ignoreself: true,
+            state_dir: PathBuf::from("/var/lib/ban-agent"),
+            pin_dir: PathBuf::from(ban_common::PIN_DIR),
+            interfaces: Vec::new(),
+            metrics: None,
+            filter_dir: PathBuf::from("/etc/ban-agent/filter.d"),
+        }
+    }
+}
+
+/// A jail's defaults where neither it nor `[defaults]` says otherwise.
+pub mod defaults {
+    use super::Duration;
+
+    pub const MAXRETRY: u32 = 5;
+    pub const FINDTIME: Duration = Duration::from_secs(600);
+    pub const BANTIME: Duration = Duration::from_secs(600);
+    pub const INCREMENT_FACTOR: f64 = 1.0;
+    pub const INCREMENT_MAXTIME: Duration = Duration::from_secs(7 * 24 * 3600);
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,530 @@
+//! The file as written (serde, with spans) and its validation into [`Config`].
+//!
+//! Values that take several shapes (durations, ports, `ignoreip`) are read as TOML values
+//! and checked here, so that each error says what was expected in words, not serde's.
+
+use std::{collections::BTreeMap, net::IpAddr, ops::Range, path::Path, time::Duration};
+
+use ipnet::IpNet;
+use serde::Deserialize;
+use toml::{Spanned, Value};
+
+use super::{
+    Config, ConfigError, DatePattern, Global, Jail, Ports, Start, defaults, error::Source,
+};
+use crate::{
+    datapath::Protocol,
+    tracker::{BanTime, Increment, Rules},
+};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    ignoreself: Option<bool>,
+    state_dir: Option<String>,
+    pin_dir: Option<String>,
+    interfaces: Option<Vec<Spanned<String>>>,
+    metrics: Option<Spanned<String>>,
+    filter_dir: Option<String>,
+    #[serde(default)]
+    defaults: RawJail,
+    #[serde(default)]
+    jail: BTreeMap<String, Spanned<RawJail>>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawJail {
+    pub(super) enabled: Option<bool>,
+    pub(super) logpath: Option<Spanned<Value>>,
+    pub(super) filter: Option<Spanned<String>>,
+    pub(super) failregex: Option<Vec<Spanned<String>>>,
+    pub(super) ignoreregex: Option<Vec<Spanned<String>>>,
+    pub(super) maxretry: Option<Spanned<i64>>,
+    pub(super) findtime: Option<Spanned<Value>>,
+    pub(super) bantime: Option<Spanned<Value>>,
+    pub(super) ports: Option<Spanned<Value>>,
+    pub(super) protocol: Option<Spanned<String>>,
+    pub(super) ignoreip: Option<Spanned<Value>>,
+    pub(super) ban_prefix_v4: Option<Spanned<i64>>,
+    pub(super) ban_prefix_v6: Option<Spanned<i64>>,
+    pub(super) bantime_increment: Option<Spanned<RawIncrement>>,
+    pub(super) datepattern: Option<Spanned<String>>,
+    pub(super) start: Option<Spanned<String>>,
+    pub(super) max_tracked: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawIncrement {
+    enabled: Option<bool>,
+    factor: Option<Spanned<f64>>,
+    maxtime: Option<Spanned<Value>>,
+    overall_jails: Option<bool>,
+}
+
+pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+    let source = Source {
+        path: path.to_owned(),
+        text,
+    };
+    let raw: RawConfig = toml::from_str(text).map_err(|e| source.toml_error(&e))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let global = global(&source, &raw, base)?;
+    if raw.jail.len() > ban_common::MAX_JAILS as usize {
+        return Err(source.error(
+            0..0,
+            "jail",
+            format!(
+                "{} jails, at most {} are supported; merge jails that watch the same log",
+                raw.jail.len(),
+                ban_common::MAX_JAILS
+            ),
+        ));
+    }
+    let mut jails = Vec::with_capacity(raw.jail.len());
+    for (name, table) in &raw.jail {
+        let ctx = JailCtx {
+            source: &source,
+            name,
+            span: table.span(),
+            jail: table.get_ref(),
+            defaults: &raw.defaults,
+        };
+        jails.push(ctx.jail(&global, base)?);
+    }
+    Ok(Config {
+        path: path.to_owned(),
+        global,
+        jails,
+    })
+}
+
+fn global(source: &Source, raw: &RawConfig, base: &Path) -> Result<Global, ConfigError> {
+    let mut global = Global::default();
+    if let Some(ignoreself) = raw.ignoreself {
+        global.ignoreself = ignoreself;
+    }
+    if let Some(dir) = &raw.state_dir {
+        global.state_dir = base.join(dir);
+    }
+    if let Some(dir) = &raw.pin_dir {
+        global.pin_dir = base.join(dir);
+    }
+    if let Some(dir) = &raw.filter_dir {
+        global.filter_dir = base.join(dir);
+    }
+    for name in raw.interfaces.iter().flatten() {
+        let valid = !name.get_ref().is_empty()
+            && name.get_ref().len() < libc::IFNAMSIZ
+            && !name.get_ref().contains(['/', ' ', ':']);
+        if !valid {
+            return Err(source.error(
+                name.span(),
+                "interfaces",
+                format!(
+                    "{:?} is not an interface name: expected a name such as \"eth0\" of at \
+                     most {} characters, as `ip link` shows",
+                    name.get_ref(),
+                    libc::IFNAMSIZ - 1
+                ),
+            ));
+        }
+        global.interfaces.push(name.get_ref().clone());
+    }
+    if let Some(metrics) = &raw.metrics {
+        global.metrics = Some(metrics.get_ref().parse().map_err(|_| {
+            source.error(
+                metrics.span(),
+                "metrics",
+                format!(
+                    "{:?} is not an address and port: expected e.g. \"127.0.0.1:9464\" or \
+                     \"[::1]:9464\"",
+                    metrics.get_ref()
+                ),
+            )
+        })?);
+    }
+    Ok(global)
+}
+
+/// One `[jail.NAME]` table with `[defaults]` behind it.
+pub(super) struct JailCtx<'a> {
+    pub(super) source: &'a Source<'a>,
+    pub(super) name: &'a str,
+    pub(super) span: Range<usize>,
+    pub(super) jail: &'a RawJail,
+    pub(super) defaults: &'a RawJail,
+}
+
+/// A value set in the jail or inherited from `[defaults]`, with the key it was written at.
+pub(super) struct Setting<'a, T> {
+    pub(super) value: &'a T,
+    pub(super) key: String,
+}
+
+impl<'a> JailCtx<'a> {
+    pub(super) fn pick<T>(
+        &self,
+        field: &str,
+        get: impl Fn(&'a RawJail) -> Option<&'a T>,
+    ) -> Option<Setting<'a, T>> {
+        if let Some(value) = get(self.jail) {
+            return Some(Setting {
+                value,
+                key: format!("jail.{}.{field}", self.name),
+            });
+        }
+        get(self.defaults).map(|value| Setting {
+            value,
+            key: format!("defaults.{field}"),
+        })
+    }
+
+    pub(super) fn error(
+        &self,
+        span: Range<usize>,
+        key: &str,
+        message: impl Into<String>,
+    ) -> ConfigError {
+        self.source.error(span, key, message)
+    }
+
+    fn jail(&self, global: &Global, base: &Path) -> Result<Jail, ConfigError> {
+        let enabled = self
+            .pick("enabled", |j| j.enabled.as_ref())
+            .is_none_or(|s| *s.value);
+        let (filter, filter_origin) = self.filter(global)?;
+        let bantime = match self.pick("bantime", |j| j.bantime.as_ref()) {
+            Some(s) => self.duration(&s, true)?,
+            None => BanTime::For(defaults::BANTIME),
+        };
+        Ok(Jail {
+            name: self.name.to_owned(),
+            enabled,
+            logpath: self.logpath(base, enabled)?,
+            filter,
+            filter_origin,
+            rules: self.rules()?,
+            bantime,
+            increment: self.increment()?,
+            ports: self.ports()?,
+            protocol: self.protocol()?,
+            ignoreip: self.ignoreip()?,
+            datepattern: self.datepattern(),
+            start: self.start()?,
+        })
+    }
+
+    fn logpath(&self, base: &Path, enabled: bool) -> Result<Vec<std::path::PathBuf>, ConfigError> {
+        let Some(setting) = self.pick("logpath", |j| j.logpath.as_ref()) else {
+            if enabled {
+                return Err(self.error(
+                    self.span.clone(),
+                    &format!("jail.{}", self.name),
+                    "no `logpath`: expected the log file(s) this jail reads, e.g. \
+                     logpath = \"/var/log/app/auth.log\"",
+                ));
+            }
+            return Ok(Vec::new());
+        };
+        let expected = "expected a file or glob pattern, or a list of them, e.g. \
+                        \"/var/log/app/*.log\"";
+        let mut paths = Vec::new();
+        for (text, span) in strings(setting.value) {
+            let text = text.ok_or_else(|| self.error(span.clone(), &setting.key, expected))?;
+            let path = base.join(text);
+            let pattern = path.to_string_lossy();
+            glob::Pattern::new(&pattern).map_err(|e| {
+                self.error(
+                    span.clone(),
+                    &setting.key,
+                    format!("{text:?} is not a valid glob: {e}"),
+                )
+            })?;
+            paths.push(path);
+        }
+        if paths.is_empty() {
+            return Err(self.error(
+                setting.value.span(),
+                &setting.key,
+                format!("empty: {expected}"),
+            ));
+        }
+        Ok(paths)
+    }
+
+    fn rules(&self) -> Result<Rules, ConfigError> {
+        let mut rules = Rules {
+            maxretry: defaults::MAXRETRY,
+            findtime: defaults::FINDTIME,
+            ..Rules::default()
+        };
+        if let Some(s) = self.pick("maxretry", |j| j.maxretry.as_ref()) {
+            rules.maxretry = self.integer(&s, 1, i64::from(u32::MAX), "failures")?;
+        }
+        if let Some(s) = self.pick("findtime", |j| j.findtime.as_ref()) {
+            rules.findtime = self.finite_duration(&s)?;
+        }
+        if let Some(s) = self.pick("ban_prefix_v4", |j| j.ban_prefix_v4.as_ref()) {
+            rules.prefix_v4 = self.integer(&s, 8, 32, "prefix length")?;
+        }
+        if let Some(s) = self.pick("ban_prefix_v6", |j| j.ban_prefix_v6.as_ref()) {
+            rules.prefix_v6 = self.integer(&s, 16, 128, "prefix length")?;
+        }
+        if let Some(s) = self.pick("max_tracked", |j| j.max_tracked.as_ref()) {
+            rules.max_tracked = self.integer(&s, 1, 1 << 30, "addresses")?;
+        }
+        Ok(rules)
+    }
+
+    fn integer<T: TryFrom<i64>>(
+        &self,
+        s: &Setting<Spanned<i64>>,
+        min: i64,
+        max: i64,
+        what: &str,
+    ) -> Result<T, ConfigError> {
+        let value = *s.value.get_ref();
+        let out_of_range = || {
+            self.error(
+                s.value.span(),
+                &s.key,
+                format!("{value} is out of range: expected {what} from {min} to {max}"),
+            )
+        };
+        if !(min..=max).contains(&value) {
+            return Err(out_of_range());
+        }
+        T::try_from(value).map_err(|_| out_of_range())
+    }
+
+    /// `10m`, `1h 30m`, a number of seconds, and, where allowed, `permanent` / `-1`.
+    fn duration(
+        &self,
+        s: &Setting<Spanned<Value>>,
+        permanent: bool,
+    ) -> Result<BanTime, ConfigError> {
+        let expected = if permanent {
+            "expected a duration such as \"10m\", \"1h\", \"2d\" or a number of seconds, or \
+             \"permanent\" (or -1) for a ban that never ends"
+        } else {
+            "expected a duration such as \"10m\", \"1h\", \"2d\" or a number of seconds"
+        };
+        let fail = |what: String| self.error(s.value.span(), &s.key, format!("{what}: {expected}"));
+        let duration = match s.value.get_ref() {
+            Value::Integer(-1) if permanent => return Ok(BanTime::Permanent),
+            Value::Integer(n) if *n > 0 => Duration::from_secs(n.unsigned_abs()),
+            Value::String(text) => match text.trim() {
+                "-1" | "permanent" | "never" if permanent => return Ok(BanTime::Permanent),
+                trimmed => match trimmed.parse::<u64>() {
+                    Ok(secs) => Duration::from_secs(secs),
+                    Err(_) => humantime::parse_duration(trimmed)
+                        .map_err(|e| fail(format!("{text:?} is not a duration ({e})")))?,
+                },
+            },
+            other => return Err(fail(format!("{other}"))),
+        };
+        if duration.is_zero() {
+            return Err(fail("zero".to_owned()));
+        }
+        Ok(BanTime::For(duration))
+    }
+
+    fn finite_duration(&self, s: &Setting<Spanned<Value>>) -> Result<Duration, ConfigError> {
+        match self.duration(s, false)? {
+            BanTime::For(duration) => Ok(duration),
+            BanTime::Permanent => Err(self.error(s.value.span(), &s.key, "cannot be permanent")),
+        }
+    }
+
+    fn increment(&self) -> Result<Option<Increment>, ConfigError> {
+        let Some(s) = self.pick("bantime_increment", |j| j.bantime_increment.as_ref()) else {
+            return Ok(None);
+        };
+        let raw = s.value.get_ref();
+        if raw.enabled == Some(false) {
+            return Ok(None);
+        }
+        let factor =
+            raw.factor
+                .as_ref()
+                .map_or(Ok(defaults::INCREMENT_FACTOR), |f| {
+                    let value = *f.get_ref();
+                    if value.is_finite() && value > 0.0 {
+                        Ok(value)
+                    } else {
+                        Err(self.error(
+                    f.span(),
+                    &format!("{}.factor", s.key),
+                    format!("{value} is not a factor: expected a positive number such as 1 or 2.5"),
+                ))
+                    }
+                })?;
+        let maxtime = match &raw.maxtime {
+            None => defaults::INCREMENT_MAXTIME,
+            Some(value) => {
+                let setting = Setting {
+                    value,
+                    key: format!("{}.maxtime", s.key),
+                };
+                self.finite_duration(&setting)?
+            }
+        };
+        Ok(Some(Increment {
+            factor,
+            maxtime,
+            overall_jails: raw.overall_jails.unwrap_or(false),
+        }))
+    }
+
+    fn ports(&self) -> Result<Ports, ConfigError> {
+        let Some(s) = self.pick("ports", |j| j.ports.as_ref()) else {
+            return Ok(Ports::All);
+        };
+        let expected = "expected \"all\", a port, a range such as \"8000-8010\", or a list of \
+                        them, e.g. [80, 443, \"8000-8010\"] (service names such as \"http\" \
+                        are not looked up: write 80)";
+        if let Value::String(text) = s.value.get_ref()
+            && text.trim() == "all"
+        {
+            return Ok(Ports::All);
+        }
+        let mut ports = Vec::new();
+        for item in port_items(s.value.get_ref()) {
+            let range = item.ok_or_else(|| self.error(s.value.span(), &s.key, expected))?;
+            let range = range.map_err(|text| {
+                self.error(
+                    s.value.span(),
+                    &s.key,
+                    format!("{text:?} is not a port: {expected}"),
+                )
+            })?;
+            ports.extend(range);
+        }
+        ports.sort_unstable();
+        ports.dedup();
+        if ports.is_empty() {
+            return Err(self.error(s.value.span(), &s.key, format!("no port: {expected}")));
+        }
+        Ok(Ports::List(ports))
+    }
+
+    fn protocol(&self) -> Result<Protocol, ConfigError> {
+        let Some(s) = self.pick("protocol", |j| j.protocol.as_ref()) else {
+            return Ok(Protocol::Tcp);
+        };
+        match s.value.get_ref().as_str() {
+            "tcp" => Ok(Protocol::Tcp),
+            "udp" => Ok(Protocol::Udp),
+            "all" => Ok(Protocol::All),
+            other => Err(self.error(
+                s.value.span(),
+                &s.key,
+                format!("{other:?}: expected \"tcp\", \"udp\" or \"all\""),
+            )),
+        }
+    }
+
+    fn ignoreip(&self) -> Result<Vec<IpNet>, ConfigError> {
+        let Some(s) = self.pick("ignoreip", |j| j.ignoreip.as_ref()) else {
+            return Ok(Vec::new());
+        };
+        let expected = "expected addresses or networks, e.g. [\"192.0.2.7\", \"2001:db8::/32\"]";
+        let mut nets = Vec::new();
+        for (text, span) in strings(s.value) {
+            let text = text.ok_or_else(|| self.error(span.clone(), &s.key, expected))?;
+            for word in text.split([' ', ',', '\t']).filter(|w| !w.is_empty()) {
+                let net = word
+                    .parse::<IpNet>()
+                    .map(|n| n.trunc())
+                    .or_else(|_| word.parse::<IpAddr>().map(IpNet::from))
+                    .map_err(|_| {
+                        self.error(
+                            span.clone(),
+                            &s.key,
+                            format!("{word:?} is not an address or network: {expected}"),
+                        )
+                    })?;
+                nets.push(net);
+            }
+        }
+        Ok(nets)
+    }
+
+    fn datepattern(&self) -> DatePattern {
+        match self.pick("datepattern", |j| j.datepattern.as_ref()) {
+            None => DatePattern::Auto,
+            Some(s) => match s.value.get_ref().as_str() {
+                "auto" | "" => DatePattern::Auto,
+                "none" => DatePattern::None,
+                format => DatePattern::Format(format.to_owned()),
+            },
+        }
+    }
+
+    fn start(&self) -> Result<Start, ConfigError> {
+        let Some(s) = self.pick("start", |j| j.start.as_ref()) else {
+            return Ok(Start::Tail);
+        };
+        match s.value.get_ref().as_str() {
+            "tail" | "end" => Ok(Start::Tail),
+            "head" | "beginning" => Ok(Start::Head),
+            other => Err(self.error(
+                s.value.span(),
+                &s.key,
+                format!(
+                    "{other:?}: expected \"tail\" (new lines only) or \"head\" (the whole file)"
+                ),
+            )),
+        }
+    }
+}
+
+/// The strings of a value that is a string or a list of strings, each with its span;
+/// `None` for an item of another type.
+fn strings(value: &Spanned<Value>) -> Vec<(Option<&str>, Range<usize>)> {
+    match value.get_ref() {
+        Value::String(text) => vec![(Some(text.as_str()), value.span())],
+        Value::Array(items) => items
+            .iter()
+            .map(|item| (item.as_str(), value.span()))
+            .collect(),
+        _ => vec![(None, value.span())],
+    }
+}
+
+/// Port items of `ports`: `None` for a value of the wrong type, `Err(text)` for a string
+/// that is no port or range.
+fn port_items(value: &Value) -> Vec<Option<Result<std::ops::RangeInclusive<u16>, String>>> {
+    let one = |item: &Value| match item {
+        Value::Integer(n) => Some(
+            u16::try_from(*n)
+                .ok()
+                .filter(|p| *p > 0)
+                .map(|p| p..=p)
+                .ok_or_else(|| n.to_string()),
+        ),
+        Value::String(text) => Some(port_range(text).ok_or_else(|| text.clone())),
+        _ => None,
+    };
+    match value {
+        Value::Array(items) => items.iter().map(one).collect(),
+        Value::String(text) => text
+            .split(',')
+            .map(|part| one(&Value::String(part.trim().to_owned())))
+            .collect(),
+        other => vec![one(other)],
+    }
+}
+
+fn port_range(text: &str) -> Option<std::ops::RangeInclusive<u16>> {
+    let port = |t: &str| t.trim().parse::<u16>().ok().filter(|p| *p > 0);
+    match text.split_once(['-', ':']) {
+        Some((low, high)) => {
+            let (low, high) = (port(low)?, port(high)?);
+            (low <= high).then_some(low..=high)
+        }
+        None => port(text).map(|p| p..=p),
+    }
+}

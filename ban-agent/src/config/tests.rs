@@ -1,0 +1,390 @@
+use super::*;
+
+const MINIMAL: &str = r#"
+[jail.auth]
+logpath = "/var/log/app/auth.log"
+filter = "fastapi-auth"
+"#;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(Path::new("/etc/ban-agent/ban-agent.toml"), text)
+}
+
+/// The error of `text`, as (line, column, key, message).
+fn error(text: &str) -> (usize, usize, String, String) {
+    match parse(text) {
+        Err(ConfigError::Invalid {
+            line,
+            column,
+            key,
+            message,
+            ..
+        }) => (line, column, key, message),
+        Err(other) => panic!("unexpected error {other}"),
+        Ok(_) => panic!("accepted:\n{text}"),
+    }
+}
+
+#[track_caller]
+fn assert_error(text: &str, line: usize, key: &str, expected: &str) {
+    let (at_line, column, at_key, message) = error(text);
+    assert_eq!((at_line, at_key.as_str()), (line, key), "{message}");
+    assert!(column >= 1);
+    assert!(
+        message.contains(expected),
+        "{message:?} should contain {expected:?}"
+    );
+}
+
+#[test]
+fn a_minimal_jail_gets_the_defaults() {
+    let config = parse(MINIMAL).expect("valid");
+    assert_eq!(config.global, Global::default());
+    let jail = config.jail("auth").expect("jail");
+    assert!(jail.enabled);
+    assert_eq!(jail.logpath, [PathBuf::from("/var/log/app/auth.log")]);
+    assert_eq!(jail.filter_origin, "built-in fastapi-auth");
+    assert_eq!(jail.rules.maxretry, 5);
+    assert_eq!(jail.rules.findtime, Duration::from_secs(600));
+    assert_eq!((jail.rules.prefix_v4, jail.rules.prefix_v6), (32, 128));
+    assert_eq!(jail.bantime, BanTime::For(Duration::from_secs(600)));
+    assert_eq!(jail.ports, Ports::All);
+    assert_eq!(jail.protocol, Protocol::Tcp);
+    assert_eq!(jail.increment, None);
+    assert_eq!(jail.datepattern, DatePattern::Auto);
+    assert_eq!(jail.start, Start::Tail);
+}
+
+#[test]
+fn every_setting_is_read() {
+    let config = parse(
+        r#"
+ignoreself = false
+state_dir = "/srv/state"
+pin_dir = "/sys/fs/bpf/other"
+interfaces = ["eth0", "veth1"]
+metrics = "[::1]:9464"
+filter_dir = "filters"
+
+[defaults]
+ignoreip = ["192.0.2.0/24", "2001:db8::1"]
+maxretry = 3
+
+[jail.web]
+logpath = ["logs/*.log", "/var/log/b.log"]
+failregex = ['^fail from <HOST>$']
+ignoreregex = ['test']
+findtime = 120
+bantime = "1h 30m"
+ports = [80, 443, "8000-8002", 443]
+protocol = "all"
+ban_prefix_v4 = 24
+ban_prefix_v6 = 64
+datepattern = "%Y-%m-%d %H:%M:%S"
+start = "head"
+max_tracked = 1000
+
+[jail.web.bantime_increment]
+factor = 2
+maxtime = "1d"
+overall_jails = true
+
+[jail.forever]
+enabled = false
+filter = "fastapi-auth"
+bantime = "permanent"
+ports = "8080, 9000-9001"
+
+[jail.forever2]
+enabled = false
+filter = "fastapi-auth"
+bantime = -1
+"#,
+    )
+    .expect("valid");
+    let g = &config.global;
+    assert!(!g.ignoreself);
+    assert_eq!(g.state_dir, PathBuf::from("/srv/state"));
+    assert_eq!(g.pin_dir, PathBuf::from("/sys/fs/bpf/other"));
+    assert_eq!(g.interfaces, ["eth0", "veth1"]);
+    assert_eq!(g.metrics, Some("[::1]:9464".parse().expect("addr")));
+    assert_eq!(g.filter_dir, PathBuf::from("/etc/ban-agent/filters"));
+    let web = config.jail("web").expect("web");
+    assert_eq!(
+        web.logpath,
+        [
+            PathBuf::from("/etc/ban-agent/logs/*.log"),
+            PathBuf::from("/var/log/b.log")
+        ]
+    );
+    assert_eq!(
+        (web.filter.len(), web.filter_origin.as_str()),
+        (1, "inline")
+    );
+    assert_eq!(web.rules.maxretry, 3, "inherited from [defaults]");
+    assert_eq!(web.rules.findtime, Duration::from_secs(120));
+    assert_eq!(web.rules.max_tracked, 1000);
+    assert_eq!((web.rules.prefix_v4, web.rules.prefix_v6), (24, 64));
+    assert_eq!(web.bantime, BanTime::For(Duration::from_secs(5400)));
+    assert_eq!(web.ports, Ports::List(vec![80, 443, 8000, 8001, 8002]));
+    assert_eq!(web.protocol, Protocol::All);
+    assert_eq!(
+        web.ignoreip,
+        [
+            "192.0.2.0/24".parse::<IpNet>().expect("net"),
+            "2001:db8::1/128".parse().expect("net")
+        ]
+    );
+    assert_eq!(
+        web.datepattern,
+        DatePattern::Format("%Y-%m-%d %H:%M:%S".into())
+    );
+    assert_eq!(web.start, Start::Head);
+    assert_eq!(
+        web.increment,
+        Some(Increment {
+            factor: 2.0,
+            maxtime: Duration::from_secs(86_400),
+            overall_jails: true
+        })
+    );
+    let forever = config.jail("forever").expect("forever");
+    assert!(!forever.enabled);
+    assert_eq!(forever.bantime, BanTime::Permanent);
+    assert_eq!(forever.ports, Ports::List(vec![8080, 9000, 9001]));
+    assert_eq!(
+        config.jail("forever2").expect("forever2").bantime,
+        BanTime::Permanent
+    );
+    assert_eq!(
+        config
+            .enabled()
+            .map(|j| j.name.as_str())
+            .collect::<Vec<_>>(),
+        ["web"]
+    );
+}
+
+#[test]
+fn syntax_errors_are_located() {
+    assert_error(
+        "[jail.a]\nlogpath = \"/x\"\nmaxretry = = 3\n",
+        3,
+        "jail.a.maxretry",
+        "",
+    );
+    assert_error("[jail.a\n", 1, "jail.a", "unclosed table");
+}
+
+#[test]
+fn wrong_types_and_unknown_keys_name_the_key() {
+    let text = format!("{MINIMAL}maxretry = \"five\"\n");
+    assert_error(&text, 5, "jail.auth.maxretry", "expected i64");
+    let text = format!("{MINIMAL}bantim = \"1h\"\n");
+    assert_error(&text, 5, "jail.auth.bantim", "unknown field `bantim`");
+    assert_error("statedir = \"/x\"\n", 1, "statedir", "unknown field");
+}
+
+#[test]
+fn out_of_range_numbers_say_the_range() {
+    let cases = [
+        ("maxretry = 0", "jail.auth.maxretry", "from 1 to"),
+        (
+            "ban_prefix_v4 = 33",
+            "jail.auth.ban_prefix_v4",
+            "from 8 to 32",
+        ),
+        (
+            "ban_prefix_v6 = 8",
+            "jail.auth.ban_prefix_v6",
+            "from 16 to 128",
+        ),
+        ("max_tracked = -1", "jail.auth.max_tracked", "from 1 to"),
+    ];
+    for (line, key, expected) in cases {
+        assert_error(&format!("{MINIMAL}{line}\n"), 5, key, expected);
+    }
+}
+
+#[test]
+fn durations_are_human_or_seconds_and_only_bantime_is_permanent() {
+    let cases = [
+        (
+            "findtime = \"10 parsecs\"",
+            "jail.auth.findtime",
+            "is not a duration",
+        ),
+        ("findtime = 0", "jail.auth.findtime", "expected a duration"),
+        (
+            "findtime = \"permanent\"",
+            "jail.auth.findtime",
+            "not a duration",
+        ),
+        ("findtime = -1", "jail.auth.findtime", "expected a duration"),
+        (
+            "bantime = true",
+            "jail.auth.bantime",
+            "\"permanent\" (or -1)",
+        ),
+        ("bantime = -2", "jail.auth.bantime", "expected a duration"),
+    ];
+    for (line, key, expected) in cases {
+        assert_error(&format!("{MINIMAL}{line}\n"), 5, key, expected);
+    }
+    let config = parse(&format!("{MINIMAL}findtime = \"90s\"\nbantime = \"2d\"\n")).expect("ok");
+    let jail = config.jail("auth").expect("auth");
+    assert_eq!(jail.rules.findtime, Duration::from_secs(90));
+    assert_eq!(jail.bantime, BanTime::For(Duration::from_secs(172_800)));
+}
+
+#[test]
+fn ports_protocol_and_addresses_are_checked() {
+    let cases = [
+        ("ports = [0]", "jail.auth.ports", "\"0\" is not a port"),
+        ("ports = [70000]", "jail.auth.ports", "is not a port"),
+        ("ports = \"http\"", "jail.auth.ports", "service names"),
+        ("ports = \"10-5\"", "jail.auth.ports", "is not a port"),
+        ("ports = [true]", "jail.auth.ports", "expected \"all\""),
+        ("ports = []", "jail.auth.ports", "no port"),
+        (
+            "protocol = \"sctp\"",
+            "jail.auth.protocol",
+            "\"tcp\", \"udp\" or \"all\"",
+        ),
+        (
+            "ignoreip = [\"192.0.2.300\"]",
+            "jail.auth.ignoreip",
+            "\"192.0.2.300\"",
+        ),
+        ("ignoreip = [1]", "jail.auth.ignoreip", "expected addresses"),
+        ("start = \"middle\"", "jail.auth.start", "\"head\""),
+    ];
+    for (line, key, expected) in cases {
+        assert_error(&format!("{MINIMAL}{line}\n"), 5, key, expected);
+    }
+    assert_error("metrics = \"localhost\"\n", 1, "metrics", "127.0.0.1:9464");
+    assert_error(
+        "interfaces = [\"a/b\"]\n",
+        1,
+        "interfaces",
+        "not an interface",
+    );
+}
+
+#[test]
+fn a_jail_needs_a_log_and_one_filter() {
+    assert_error(
+        "[jail.x]\nfilter = \"fastapi-auth\"\n",
+        1,
+        "jail.x",
+        "no `logpath`",
+    );
+    assert_error("[jail.x]\nlogpath = \"/l\"\n", 1, "jail.x", "no filter");
+    assert_error(
+        "[jail.x]\nlogpath = \"/l\"\nfilter = \"fastapi-auth\"\nfailregex = ['<HOST>']\n",
+        3,
+        "jail.x.filter",
+        "keep one",
+    );
+    assert_error(
+        "[jail.x]\nlogpath = \"/l\"\nfilter = \"nope\"\n",
+        3,
+        "jail.x.filter",
+        "built-in: fastapi-auth",
+    );
+    assert_error(
+        "[jail.x]\nlogpath = []\nfilter = \"fastapi-auth\"\n",
+        2,
+        "jail.x.logpath",
+        "empty",
+    );
+    assert_error(
+        "[jail.x]\nlogpath = \"/var/log/[a\"\nfilter = \"fastapi-auth\"\n",
+        2,
+        "jail.x.logpath",
+        "not a valid glob",
+    );
+    // A disabled jail may be left unfinished.
+    assert!(parse("[jail.x]\nenabled = false\nfilter = \"fastapi-auth\"\n").is_ok());
+}
+
+#[test]
+fn regex_errors_point_at_the_regex() {
+    let text = "[jail.x]\nlogpath = \"/l\"\nfailregex = [\n  '^ok <HOST>$',\n  'no tag here',\n]\n";
+    assert_error(text, 5, "jail.x.failregex", "no address tag");
+    let (line, column, _, _) = error(text);
+    assert_eq!((line, column), (5, 3), "the second regex");
+    let text = "[jail.x]\nlogpath = \"/l\"\nfailregex = ['<HOST> (']\n";
+    assert_error(text, 3, "jail.x.failregex", "unclosed group");
+    let text = "[jail.x]\nlogpath = \"/l\"\nfailregex = ['<HOST>']\nignoreregex = ['[z-a]']\n";
+    assert_error(
+        text,
+        4,
+        "jail.x.ignoreregex",
+        "invalid character class range",
+    );
+    let text = "[defaults]\nfailregex = ['<HOST> <IP4>']\n[jail.x]\nlogpath = \"/l\"\n";
+    assert_error(text, 2, "defaults.failregex", "more than one address tag");
+}
+
+#[test]
+fn filter_files_are_found_and_their_errors_located() {
+    let dir = std::env::temp_dir().join(format!("ban-agent-config-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("filter.d")).expect("mkdir");
+    std::fs::write(
+        dir.join("filter.d/mine.toml"),
+        "failregex = ['^bad <HOST>$']\n",
+    )
+    .expect("write");
+    std::fs::write(
+        dir.join("filter.d/broken.toml"),
+        "# a comment\nfailregex = [\n  '^bad (<HOST>$',\n]\n",
+    )
+    .expect("write");
+    let config_path = dir.join("ban-agent.toml");
+    let config = Config::parse(
+        &config_path,
+        "filter_dir = \"filter.d\"\n[jail.a]\nlogpath = \"/l\"\nfilter = \"mine\"\n\
+         [jail.b]\nlogpath = \"/l\"\nfilter = \"filter.d/mine.toml\"\n",
+    )
+    .expect("valid");
+    let expected = dir.join("filter.d/mine.toml").display().to_string();
+    assert_eq!(config.jail("a").expect("a").filter_origin, expected);
+    assert_eq!(config.jail("b").expect("b").filter_origin, expected);
+    let error = Config::parse(
+        &config_path,
+        "filter_dir = \"filter.d\"\n[jail.a]\nlogpath = \"/l\"\nfilter = \"broken\"\n",
+    )
+    .expect_err("broken filter");
+    let shown = error.to_string();
+    assert!(
+        shown.starts_with(&format!(
+            "{}:3:3: `failregex`",
+            dir.join("filter.d/broken.toml").display()
+        )),
+        "{shown}"
+    );
+    assert!(shown.contains("unclosed group"), "{shown}");
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
+
+#[test]
+fn a_missing_file_says_which() {
+    let error = Config::load(Path::new("/nonexistent/ban-agent.toml")).expect_err("missing");
+    let shown = error.to_string();
+    assert!(shown.contains("/nonexistent/ban-agent.toml"), "{shown}");
+    assert!(shown.contains("No such file"), "{shown}");
+}
+
+#[test]
+fn too_many_jails_are_refused() {
+    let mut text = String::new();
+    for i in 0..=ban_common::MAX_JAILS {
+        text.push_str(&format!(
+            "[jail.j{i}]\nlogpath = \"/l\"\nfilter = \"fastapi-auth\"\n"
+        ));
+    }
+    let (_, _, key, message) = error(&text);
+    assert_eq!(key, "jail");
+    assert!(message.contains("at most 64"), "{message}");
+}
