@@ -10,4 +10,5 @@ pub mod config;
 pub mod datapath;
 pub mod filter;
 pub mod ignore;
+pub mod tail;
 pub mod tracker;

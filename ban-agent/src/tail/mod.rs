@@ -1,0 +1,367 @@
+//! Follows log files and yields their complete lines, whatever logrotate does to them.
+//!
+//! A [`Follower`] owns one path. Each [`Follower::poll`] reads what was appended since the
+//! last one and then looks at the path again:
+//! - a different file there (rotation by rename + create, or delete + re-create): the old
+//!   file is read to its end first, then the new one from its start;
+//! - the same file, shorter than what was read, or with another first line (copytruncate):
+//!   read again from the start;
+//! - nothing there (deleted, or not created yet): keep reading the open file, if any, and
+//!   pick the path up when it appears.
+//!
+//! Only lines ending in `\n` are yielded (a trailing `\r` is dropped); a line longer than
+//! `max_line` is skipped and counted, and never held in memory whole. Invalid UTF-8 is
+//! replaced (lossy) and counted. [`Follower::checkpoint`] gives the position after the
+//! last complete line and a fingerprint of the file's first line, so that a restart
+//! resumes exactly there when it is the same file, and reads a new file from its start.
+//!
+//! When to poll is the business of [`watch`]: inotify through `notify`, with a polling
+//! fallback.
+
+mod watch;
+
+use std::{
+    fs::File,
+    io::{self, Read, Seek, SeekFrom},
+    os::unix::fs::{FileExt, MetadataExt},
+    path::{Path, PathBuf},
+};
+
+pub use watch::{Wakeups, WatchMode, watch};
+
+use crate::config::Start;
+
+/// Lines longer than this are skipped unless configured otherwise.
+pub const DEFAULT_MAX_LINE: usize = 64 * 1024;
+
+/// Bytes read at a time.
+const CHUNK: usize = 256 * 1024;
+
+/// How the first line is fingerprinted: at most this many bytes of it.
+const FINGERPRINT_BYTES: usize = 4096;
+
+/// Where to resume a file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Checkpoint {
+    /// Byte offset after the last complete line read.
+    pub offset: u64,
+    /// Hash of the file's first line; `None` while it has no complete line.
+    pub fingerprint: Option<u64>,
+}
+
+/// What a follower has seen.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TailStats {
+    pub lines: u64,
+    pub invalid_utf8: u64,
+    pub too_long: u64,
+    /// A new file took the path (rotation, re-creation).
+    pub rotations: u64,
+    /// The file was truncated (copytruncate).
+    pub truncations: u64,
+}
+
+/// Follows one path.
+pub struct Follower {
+    path: PathBuf,
+    start: Start,
+    max_line: usize,
+    /// A checkpoint not yet applied: used when the path is first opened.
+    resume: Option<Checkpoint>,
+    /// Whether the path was polled before: a file found later is new, read from its start.
+    seen: bool,
+    open: Option<OpenFile>,
+    /// Bytes of an incomplete line (never more than `max_line`).
+    carry: Vec<u8>,
+    /// Inside a line that is too long: drop bytes until its end.
+    skipping: bool,
+    chunk: Vec<u8>,
+    stats: TailStats,
+}
+
+struct OpenFile {
+    file: File,
+    dev: u64,
+    ino: u64,
+    /// Read position.
+    offset: u64,
+    /// Position after the last complete (or skipped) line.
+    committed: u64,
+    fingerprint: Option<u64>,
+}
+
+impl Follower {
+    pub fn new(path: PathBuf, start: Start, max_line: usize, resume: Option<Checkpoint>) -> Self {
+        Self {
+            path,
+            start,
+            max_line: max_line.max(1),
+            resume,
+            seen: false,
+            open: None,
+            carry: Vec::new(),
+            skipping: false,
+            chunk: vec![0; CHUNK],
+            stats: TailStats::default(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn stats(&self) -> TailStats {
+        self.stats
+    }
+
+    /// Where to resume: after the last complete line of the file open now.
+    pub fn checkpoint(&self) -> Option<Checkpoint> {
+        match &self.open {
+            Some(open) => Some(Checkpoint {
+                offset: open.committed,
+                fingerprint: open.fingerprint,
+            }),
+            None => self.resume,
+        }
+    }
+
+    /// Reads every complete line appended since the last call and hands each to `sink`;
+    /// follows rotation and truncation. Returns the number of lines.
+    pub fn poll(&mut self, sink: &mut dyn FnMut(&str)) -> io::Result<u64> {
+        let before = self.stats.lines;
+        // Bounded: each pass either reads the current file or switches to a new one.
+        for _ in 0..4 {
+            if self.open.is_none() && !self.open_path()? {
+                break;
+            }
+            self.check_truncated()?;
+            self.read_to_end(sink)?;
+            if let Some(open) = self.open.as_mut()
+                && open.fingerprint.is_none()
+                && open.committed > 0
+            {
+                // The first line was completed while being read.
+                open.fingerprint = fingerprint(&open.file)?;
+            }
+            if !self.check_replaced()? {
+                break;
+            }
+        }
+        self.seen = true;
+        Ok(self.stats.lines - before)
+    }
+
+    /// Opens the file at the path, positioned per checkpoint or start mode; `false` when
+    /// there is none.
+    fn open_path(&mut self) -> io::Result<bool> {
+        let mut file = match File::open(&self.path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let meta = file.metadata()?;
+        let fingerprint = fingerprint(&file)?;
+        let len = meta.len();
+        let offset = match self.resume.take() {
+            Some(cp) if cp.fingerprint == fingerprint && cp.offset <= len => cp.offset,
+            // Another file than the checkpoint's: all of it is new.
+            Some(_) => 0,
+            None if !self.seen && self.start == Start::Tail => len,
+            None => 0,
+        };
+        // Starting at the end of a file whose last line is still being written: that line
+        // is not complete, and its rest must not pass for a line.
+        self.skipping = offset > 0 && offset == len && !ends_with_newline(&file, len)?;
+        file.seek(SeekFrom::Start(offset))?;
+        self.carry.clear();
+        self.open = Some(OpenFile {
+            file,
+            dev: meta.dev(),
+            ino: meta.ino(),
+            offset,
+            committed: offset,
+            fingerprint,
+        });
+        Ok(true)
+    }
+
+    fn read_to_end(&mut self, sink: &mut dyn FnMut(&str)) -> io::Result<()> {
+        loop {
+            let Some(open) = self.open.as_mut() else {
+                return Ok(());
+            };
+            let n = match open.file.read(&mut self.chunk) {
+                Ok(0) => return Ok(()),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            open.offset += n as u64;
+            let chunk = std::mem::take(&mut self.chunk);
+            self.split(&chunk[..n], sink);
+            self.chunk = chunk;
+        }
+    }
+
+    /// Cuts a chunk into lines, carrying an incomplete last one to the next chunk.
+    fn split(&mut self, mut bytes: &[u8], sink: &mut dyn FnMut(&str)) {
+        let Some(open) = self.open.as_mut() else {
+            return;
+        };
+        let chunk_start = open.offset - bytes.len() as u64;
+        let mut consumed = 0u64;
+        while let Some(end) = memchr::memchr(b'\n', bytes) {
+            let line = &bytes[..end];
+            consumed += end as u64 + 1;
+            if self.skipping {
+                self.skipping = false;
+            } else if self.carry.is_empty() {
+                emit(line, self.max_line, &mut self.stats, sink);
+            } else if self.carry.len() + line.len() > self.max_line {
+                self.carry.clear();
+                self.stats.too_long += 1;
+            } else {
+                let mut whole = std::mem::take(&mut self.carry);
+                whole.extend_from_slice(line);
+                emit(&whole, self.max_line, &mut self.stats, sink);
+                whole.clear();
+                self.carry = whole;
+            }
+            bytes = &bytes[end + 1..];
+        }
+        if let Some(open) = self.open.as_mut() {
+            open.committed = chunk_start + consumed;
+        }
+        if self.skipping || bytes.is_empty() {
+            return;
+        }
+        if self.carry.len() + bytes.len() > self.max_line {
+            self.carry.clear();
+            self.skipping = true;
+            self.stats.too_long += 1;
+        } else {
+            self.carry.extend_from_slice(bytes);
+        }
+    }
+
+    /// Before reading: was the open file truncated (copytruncate)? Seen as a length below
+    /// the read position, or, when it has grown again since, as another first line.
+    fn check_truncated(&mut self) -> io::Result<()> {
+        let Some(open) = self.open.as_mut() else {
+            return Ok(());
+        };
+        let len = open.file.metadata()?.len();
+        let first_line_changed =
+            open.fingerprint.is_some() && fingerprint(&open.file)? != open.fingerprint;
+        if len < open.offset || first_line_changed {
+            self.stats.truncations += 1;
+            open.file.seek(SeekFrom::Start(0))?;
+            open.offset = 0;
+            open.committed = 0;
+            self.carry.clear();
+            self.skipping = false;
+        }
+        if open.fingerprint.is_none() || open.offset == 0 {
+            open.fingerprint = fingerprint(&open.file)?;
+        }
+        Ok(())
+    }
+
+    /// After reading to the end: is another file at the path now? `true` when the
+    /// follower let go of the old one and should read again.
+    fn check_replaced(&mut self) -> io::Result<bool> {
+        let Some(open) = self.open.as_ref() else {
+            return Ok(false);
+        };
+        let meta = match std::fs::metadata(&self.path) {
+            Ok(meta) => meta,
+            // Renamed or deleted: the writer may still append to the open file.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        if (meta.dev(), meta.ino()) == (open.dev, open.ino) {
+            return Ok(false);
+        }
+        self.stats.rotations += 1;
+        self.open = None;
+        self.carry.clear();
+        self.skipping = false;
+        Ok(true)
+    }
+}
+
+/// Hands one complete line to the sink, or counts why not.
+fn emit(line: &[u8], max_line: usize, stats: &mut TailStats, sink: &mut dyn FnMut(&str)) {
+    if line.len() > max_line {
+        stats.too_long += 1;
+        return;
+    }
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    stats.lines += 1;
+    match std::str::from_utf8(line) {
+        Ok(text) => sink(text),
+        Err(_) => {
+            stats.invalid_utf8 += 1;
+            sink(&String::from_utf8_lossy(line));
+        }
+    }
+}
+
+/// FNV-1a of the file's first complete line (at most [`FINGERPRINT_BYTES`] of it).
+/// Hand-written because the value is stored in checkpoints and must not change between
+/// Rust versions, as std's hasher may.
+fn fingerprint(file: &File) -> io::Result<Option<u64>> {
+    let mut head = vec![0; FINGERPRINT_BYTES];
+    let n = read_at_most(file, &mut head, 0)?;
+    let head = &head[..n];
+    let line = match memchr::memchr(b'\n', head) {
+        Some(end) => &head[..end],
+        None if n == FINGERPRINT_BYTES => head,
+        None => return Ok(None),
+    };
+    let hash = line.iter().fold(0xcbf2_9ce4_8422_2325_u64, |hash, &b| {
+        (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    Ok(Some(hash))
+}
+
+fn ends_with_newline(file: &File, len: u64) -> io::Result<bool> {
+    let mut last = [0u8];
+    let n = read_at_most(file, &mut last, len.saturating_sub(1))?;
+    Ok(n == 1 && last[0] == b'\n')
+}
+
+fn read_at_most(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read_at(&mut buf[filled..], offset + filled as u64) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// The files `logpath` patterns name now: a pattern without glob characters is taken as
+/// is (it may not exist yet); a glob gives the files that match it.
+pub fn expand(patterns: &[PathBuf]) -> Vec<PathBuf> {
+    let mut paths = Vec::new();
+    for pattern in patterns {
+        let text = pattern.to_string_lossy();
+        if !text.contains(['*', '?', '[']) {
+            paths.push(pattern.clone());
+            continue;
+        }
+        if let Ok(matches) = glob::glob(&text) {
+            paths.extend(matches.filter_map(Result::ok).filter(|p| p.is_file()));
+        }
+    }
+    paths.sort();
+    paths.dedup();
+    paths
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,312 @@
+//! Real files in a temporary folder, changed the way writers and logrotate change them.
+
+use std::{fs::OpenOptions, io::Write, time::Duration};
+
+use proptest::prelude::*;
+
+use super::*;
+
+struct Log {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+impl Log {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("auth.log");
+        Self { _dir: dir, path }
+    }
+
+    fn append(&self, bytes: &[u8]) {
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .expect("open for append");
+        file.write_all(bytes).expect("append");
+    }
+
+    fn sibling(&self, name: &str) -> PathBuf {
+        self.path.with_file_name(name)
+    }
+
+    fn follower(&self, start: Start) -> Follower {
+        Follower::new(self.path.clone(), start, DEFAULT_MAX_LINE, None)
+    }
+}
+
+fn poll(follower: &mut Follower) -> Vec<String> {
+    let mut lines = Vec::new();
+    follower
+        .poll(&mut |line| lines.push(line.to_owned()))
+        .expect("poll");
+    lines
+}
+
+#[test]
+fn head_reads_everything_and_only_complete_lines() {
+    let log = Log::new();
+    log.append(b"one\ntwo\nthr");
+    let mut f = log.follower(Start::Head);
+    assert_eq!(poll(&mut f), ["one", "two"]);
+    log.append(b"ee");
+    assert!(poll(&mut f).is_empty(), "a line written in pieces waits");
+    log.append(b"\nfour\r\n");
+    assert_eq!(poll(&mut f), ["three", "four"], "CRLF ends a line too");
+    assert_eq!(f.stats().lines, 4);
+}
+
+#[test]
+fn tail_starts_at_the_end_even_mid_line() {
+    let log = Log::new();
+    log.append(b"old\nhalf a li");
+    let mut f = log.follower(Start::Tail);
+    assert!(poll(&mut f).is_empty());
+    log.append(b"ne\nnew\n");
+    assert_eq!(
+        poll(&mut f),
+        ["new"],
+        "the rest of a line begun before is no line"
+    );
+}
+
+#[test]
+fn a_file_that_appears_later_is_read_from_its_start() {
+    let log = Log::new();
+    let mut f = log.follower(Start::Tail);
+    assert!(poll(&mut f).is_empty());
+    assert_eq!(f.checkpoint(), None);
+    log.append(b"first\nsecond\n");
+    assert_eq!(poll(&mut f), ["first", "second"]);
+}
+
+#[test]
+fn invalid_utf8_is_replaced_and_counted() {
+    let log = Log::new();
+    log.append(b"ok\nbad \xff\xfe byte\n");
+    let mut f = log.follower(Start::Head);
+    assert_eq!(poll(&mut f), ["ok", "bad \u{fffd}\u{fffd} byte"]);
+    assert_eq!(f.stats().invalid_utf8, 1);
+}
+
+#[test]
+fn too_long_lines_are_skipped_with_bounded_memory() {
+    let log = Log::new();
+    let mut f = Follower::new(log.path.clone(), Start::Head, 16, None);
+    log.append(b"short\n");
+    log.append(&[b'x'; 40]);
+    log.append(b"\nafter\n");
+    assert_eq!(poll(&mut f), ["short", "after"]);
+    // Written in pieces across polls: never more than 16 bytes are held.
+    log.append(&[b'y'; 10]);
+    assert!(poll(&mut f).is_empty());
+    log.append(&[b'y'; 10]);
+    assert!(poll(&mut f).is_empty());
+    assert!(f.carry.len() <= 16);
+    log.append(&[b'y'; 1000]);
+    assert!(poll(&mut f).is_empty());
+    assert!(f.carry.capacity() <= 64);
+    log.append(b"yyy\nlast\n");
+    assert_eq!(poll(&mut f), ["last"]);
+    assert_eq!(f.stats().too_long, 2);
+    assert_eq!(f.stats().lines, 3);
+}
+
+#[test]
+fn rotation_by_rename_and_create() {
+    let log = Log::new();
+    log.append(b"a\n");
+    let mut f = log.follower(Start::Head);
+    assert_eq!(poll(&mut f), ["a"]);
+    std::fs::rename(&log.path, log.sibling("auth.log.1")).expect("rename");
+    // The writer has not reopened yet: it still appends to the renamed file.
+    let mut old = OpenOptions::new()
+        .append(true)
+        .open(log.sibling("auth.log.1"))
+        .expect("open old");
+    old.write_all(b"b\n").expect("write old");
+    assert_eq!(poll(&mut f), ["b"], "the renamed file is still followed");
+    old.write_all(b"c\n").expect("write old");
+    log.append(b"d\ne\n");
+    assert_eq!(
+        poll(&mut f),
+        ["c", "d", "e"],
+        "old file to its end, then the new one"
+    );
+    assert_eq!(f.stats().rotations, 1);
+}
+
+#[test]
+fn copytruncate_is_read_again_from_the_start() {
+    let log = Log::new();
+    log.append(b"line one\nline two\n");
+    let mut f = log.follower(Start::Head);
+    assert_eq!(poll(&mut f).len(), 2);
+    std::fs::copy(&log.path, log.sibling("auth.log.1")).expect("copy");
+    OpenOptions::new()
+        .write(true)
+        .open(&log.path)
+        .expect("open")
+        .set_len(0)
+        .expect("truncate");
+    log.append(b"x\n");
+    assert_eq!(poll(&mut f), ["x"]);
+    assert_eq!(f.stats().truncations, 1);
+}
+
+#[test]
+fn truncated_and_refilled_past_the_old_offset_is_noticed() {
+    let log = Log::new();
+    log.append(b"12:00 first\n");
+    let mut f = log.follower(Start::Head);
+    assert_eq!(poll(&mut f), ["12:00 first"]);
+    OpenOptions::new()
+        .write(true)
+        .open(&log.path)
+        .expect("open")
+        .set_len(0)
+        .expect("truncate");
+    log.append(b"12:05 new first line\n12:06 second\n");
+    assert_eq!(
+        poll(&mut f),
+        ["12:05 new first line", "12:06 second"],
+        "the first line changed: nothing of the new content is skipped"
+    );
+}
+
+#[test]
+fn deleted_and_recreated() {
+    let log = Log::new();
+    log.append(b"a\n");
+    let mut f = log.follower(Start::Head);
+    assert_eq!(poll(&mut f), ["a"]);
+    std::fs::remove_file(&log.path).expect("remove");
+    assert!(poll(&mut f).is_empty());
+    log.append(b"b\n");
+    assert_eq!(poll(&mut f), ["b"]);
+    assert_eq!(f.stats().rotations, 1);
+}
+
+#[test]
+fn a_checkpoint_resumes_exactly() {
+    let log = Log::new();
+    log.append(b"1\n2\npart");
+    let mut f = log.follower(Start::Head);
+    assert_eq!(poll(&mut f), ["1", "2"]);
+    let checkpoint = f.checkpoint().expect("checkpoint");
+    assert_eq!(checkpoint.offset, 4, "before the incomplete line");
+    drop(f);
+    log.append(b"ial\n3\n");
+    let mut again = Follower::new(
+        log.path.clone(),
+        Start::Tail,
+        DEFAULT_MAX_LINE,
+        Some(checkpoint),
+    );
+    assert_eq!(
+        poll(&mut again),
+        ["partial", "3"],
+        "nothing missed, nothing twice"
+    );
+}
+
+#[test]
+fn a_checkpoint_of_another_file_reads_the_new_one_whole() {
+    let log = Log::new();
+    log.append(b"old 1\nold 2\n");
+    let mut f = log.follower(Start::Head);
+    poll(&mut f);
+    let checkpoint = f.checkpoint().expect("checkpoint");
+    drop(f);
+    // Rotated while the agent was down.
+    std::fs::rename(&log.path, log.sibling("auth.log.1")).expect("rename");
+    log.append(b"new 1\nnew 2\nnew 3\n");
+    let mut again = Follower::new(
+        log.path.clone(),
+        Start::Tail,
+        DEFAULT_MAX_LINE,
+        Some(checkpoint),
+    );
+    assert_eq!(poll(&mut again), ["new 1", "new 2", "new 3"]);
+}
+
+#[test]
+fn globs_expand_to_existing_files_and_plain_paths_stay() {
+    let log = Log::new();
+    log.append(b"x\n");
+    std::fs::write(log.sibling("other.log"), b"").expect("write");
+    std::fs::write(log.sibling("notes.txt"), b"").expect("write");
+    let dir = log.path.parent().expect("dir");
+    let found = expand(&[dir.join("*.log"), dir.join("later.log")]);
+    assert_eq!(
+        found,
+        [
+            dir.join("auth.log"),
+            dir.join("later.log"),
+            dir.join("other.log")
+        ]
+    );
+}
+
+#[tokio::test]
+async fn inotify_wakes_on_a_write_and_polling_without_it() {
+    let log = Log::new();
+    log.append(b"x\n");
+    let slow = Duration::from_secs(3600);
+    let wakeups = watch(
+        std::slice::from_ref(&log.path),
+        WatchMode::Inotify { interval: slow },
+    );
+    assert!(wakeups.uses_inotify(), "{:?}", wakeups.unwatched());
+    let writer = tokio::spawn({
+        let path = log.path.clone();
+        async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            std::fs::write(path, b"x\ny\n").expect("write");
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(10), wakeups.wait())
+        .await
+        .expect("inotify woke the loop before the hour-long poll");
+    writer.await.expect("writer");
+
+    let polled = watch(
+        std::slice::from_ref(&log.path),
+        WatchMode::Poll {
+            interval: Duration::from_millis(20),
+        },
+    );
+    assert!(!polled.uses_inotify());
+    tokio::time::timeout(Duration::from_secs(10), polled.wait())
+        .await
+        .expect("the polling interval wakes the loop");
+}
+
+proptest! {
+    /// However the bytes are cut into writes and polls, the lines that come out are the
+    /// complete lines that went in, in order, each once.
+    #[test]
+    fn pieces_make_whole_lines(
+        lines in prop::collection::vec("[a-z \r]{0,20}", 0..30),
+        cuts in prop::collection::vec(0usize..64, 0..20),
+    ) {
+        let log = Log::new();
+        std::fs::write(&log.path, b"").expect("create");
+        let mut f = Follower::new(log.path.clone(), Start::Head, DEFAULT_MAX_LINE, None);
+        let text: Vec<u8> = lines.iter().flat_map(|l| format!("{l}\n").into_bytes()).collect();
+        let mut seen = Vec::new();
+        let mut at = 0usize;
+        for cut in cuts.iter().chain(std::iter::once(&usize::MAX)) {
+            let end = at.saturating_add(*cut).min(text.len());
+            log.append(&text[at..end]);
+            at = end;
+            f.poll(&mut |line| seen.push(line.to_owned())).expect("poll");
+        }
+        let expected: Vec<String> = lines
+            .iter()
+            .map(|l| l.strip_suffix('\r').unwrap_or(l).to_owned())
+            .collect();
+        prop_assert_eq!(seen, expected);
+    }
+}
