@@ -8,6 +8,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod datapath;
+pub mod detect;
 pub mod filter;
 pub mod ignore;
 pub mod tail;

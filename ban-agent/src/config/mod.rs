@@ -34,6 +34,7 @@ use ipnet::IpNet;
 
 pub use error::ConfigError;
 
+pub use crate::filter::date::DatePattern;
 use crate::{
     datapath::Protocol,
     filter::Filter,
@@ -96,18 +97,6 @@ pub enum Ports {
     All,
     /// Sorted, without duplicates, never empty.
     List(Vec<u16>),
-}
-
-/// How the time of a line is found.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum DatePattern {
-    /// The common formats (see `filter::date`).
-    Auto,
-    /// The time a line is read.
-    None,
-    /// A strftime format (`%Y-%m-%d %H:%M:%S,%f`), at the start of the line or right
-    /// after its first `[`.
-    Format(String),
 }
 
 /// Where following a log starts the first time it is seen.

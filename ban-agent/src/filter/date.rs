@@ -6,18 +6,32 @@
 //! nginx and Apache (`[24/Nov/2026:12:00:00 +0000]`). A time without a zone is local time,
 //! as Python's logging writes it, converted with the system time zone.
 
-use jiff::{civil, tz::TimeZone};
+use jiff::{civil, fmt::strtime::BrokenDownTime, tz::TimeZone};
 
 /// Milliseconds since the Unix epoch.
 pub type UnixMs = i64;
 
+/// How the time of a line is found (a jail's `datepattern`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DatePattern {
+    /// The common formats above.
+    Auto,
+    /// None: the time a line is read.
+    None,
+    /// A strftime format (`%Y-%m-%d %H:%M:%S,%f`), at the start of the line or right
+    /// after its first `[`.
+    Format(String),
+}
+
 /// Which format a line's time was found in (for `test-filter`'s report).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum DateFormat {
     /// `YYYY-MM-DD HH:MM:SS[,mmm]` or ISO 8601, with or without a zone.
     Iso,
     /// `[DD/Mon/YYYY:HH:MM:SS +ZZZZ]`.
     CommonLog,
+    /// The jail's `datepattern`.
+    Pattern,
 }
 
 impl DateFormat {
@@ -25,6 +39,7 @@ impl DateFormat {
         match self {
             Self::Iso => "YYYY-MM-DD HH:MM:SS[,fff][zone] (Python logging, ISO 8601)",
             Self::CommonLog => "[DD/Mon/YYYY:HH:MM:SS +ZZZZ] (common log format)",
+            Self::Pattern => "the jail's datepattern",
         }
     }
 }
@@ -32,6 +47,7 @@ impl DateFormat {
 /// Reads times from lines; remembers the local zone's offset per hour, since consecutive
 /// lines of a log share it.
 pub struct DateReader {
+    pattern: DatePattern,
     zone: TimeZone,
     /// (civil hour as `YYYYMMDDHH`, offset in seconds) of the last zone-less time.
     cached: Option<(i64, i32)>,
@@ -45,17 +61,54 @@ impl Default for DateReader {
 
 impl DateReader {
     pub fn new(zone: TimeZone) -> Self {
-        Self { zone, cached: None }
+        Self::with_pattern(DatePattern::Auto, zone)
+    }
+
+    pub fn with_pattern(pattern: DatePattern, zone: TimeZone) -> Self {
+        Self {
+            pattern,
+            zone,
+            cached: None,
+        }
     }
 
     /// The line's time, if it has one in a known format.
     pub fn read(&mut self, line: &str) -> Option<(UnixMs, DateFormat)> {
+        match &self.pattern {
+            DatePattern::Auto => {}
+            DatePattern::None => return None,
+            DatePattern::Format(format) => {
+                return self
+                    .formatted(format, line)
+                    .map(|ms| (ms, DateFormat::Pattern));
+            }
+        }
         let bytes = line.as_bytes();
         if let Some(ms) = self.iso(bytes) {
             return Some((ms, DateFormat::Iso));
         }
         let open = memchr(b'[', bytes)?;
         common_log(&bytes[open + 1..]).map(|ms| (ms, DateFormat::CommonLog))
+    }
+
+    /// `format` at the start of the line, else right after its first `[`.
+    fn formatted(&self, format: &str, line: &str) -> Option<UnixMs> {
+        let at_start = BrokenDownTime::parse_prefix(format, line).ok();
+        let (time, _) = at_start.or_else(|| {
+            let (_, rest) = line.split_once('[')?;
+            BrokenDownTime::parse_prefix(format, rest).ok()
+        })?;
+        // An offset (`%z`) or an epoch (`%s`) fixes the instant; else it is local time.
+        let timestamp = match time.to_timestamp() {
+            Ok(timestamp) => timestamp,
+            Err(_) => time
+                .to_datetime()
+                .ok()?
+                .to_zoned(self.zone.clone())
+                .ok()?
+                .timestamp(),
+        };
+        Some(timestamp.as_millisecond())
     }
 
     fn iso(&mut self, b: &[u8]) -> Option<UnixMs> {
@@ -236,6 +289,29 @@ mod tests {
             r.read(clf),
             Some((1_795_521_600_000, DateFormat::CommonLog))
         );
+    }
+
+    #[test]
+    fn a_datepattern_at_the_start_or_after_a_bracket() {
+        let pattern = |p: &str| DatePattern::Format(p.to_owned());
+        let mut r = DateReader::with_pattern(pattern("%d.%m.%Y %H:%M:%S"), TimeZone::UTC);
+        assert_eq!(
+            r.read("24.11.2026 12:00:00 login failed"),
+            Some((1_795_521_600_000, DateFormat::Pattern))
+        );
+        let mut r = DateReader::with_pattern(pattern("%s"), TimeZone::UTC);
+        assert_eq!(
+            r.read("host [1795521600] x").map(|t| t.0),
+            Some(1_795_521_600_000)
+        );
+        let mut r = DateReader::with_pattern(pattern("%Y-%m-%d %H:%M:%S%.f%z"), TimeZone::UTC);
+        assert_eq!(
+            r.read("2026-11-24 13:00:00.5+0100 x").map(|t| t.0),
+            Some(1_795_521_600_500)
+        );
+        assert_eq!(r.read("no time"), None);
+        let mut none = DateReader::with_pattern(DatePattern::None, TimeZone::UTC);
+        assert_eq!(none.read("2026-11-24 12:00:00,001 x"), None);
     }
 
     #[test]

@@ -18,6 +18,7 @@
 //! When to poll is the business of [`watch`]: inotify through `notify`, with a polling
 //! fallback.
 
+mod lines;
 mod watch;
 
 use std::{
@@ -27,6 +28,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
+pub use lines::{Lines, read_stream};
 pub use watch::{Wakeups, WatchMode, watch};
 
 use crate::config::Start;
@@ -65,18 +67,15 @@ pub struct TailStats {
 pub struct Follower {
     path: PathBuf,
     start: Start,
-    max_line: usize,
     /// A checkpoint not yet applied: used when the path is first opened.
     resume: Option<Checkpoint>,
     /// Whether the path was polled before: a file found later is new, read from its start.
     seen: bool,
     open: Option<OpenFile>,
-    /// Bytes of an incomplete line (never more than `max_line`).
-    carry: Vec<u8>,
-    /// Inside a line that is too long: drop bytes until its end.
-    skipping: bool,
+    lines: Lines,
     chunk: Vec<u8>,
-    stats: TailStats,
+    rotations: u64,
+    truncations: u64,
 }
 
 struct OpenFile {
@@ -95,14 +94,13 @@ impl Follower {
         Self {
             path,
             start,
-            max_line: max_line.max(1),
             resume,
             seen: false,
             open: None,
-            carry: Vec::new(),
-            skipping: false,
+            lines: Lines::new(max_line),
             chunk: vec![0; CHUNK],
-            stats: TailStats::default(),
+            rotations: 0,
+            truncations: 0,
         }
     }
 
@@ -111,7 +109,11 @@ impl Follower {
     }
 
     pub fn stats(&self) -> TailStats {
-        self.stats
+        TailStats {
+            rotations: self.rotations,
+            truncations: self.truncations,
+            ..self.lines.stats()
+        }
     }
 
     /// Where to resume: after the last complete line of the file open now.
@@ -128,7 +130,7 @@ impl Follower {
     /// Reads every complete line appended since the last call and hands each to `sink`;
     /// follows rotation and truncation. Returns the number of lines.
     pub fn poll(&mut self, sink: &mut dyn FnMut(&str)) -> io::Result<u64> {
-        let before = self.stats.lines;
+        let before = self.lines.stats().lines;
         // Bounded: each pass either reads the current file or switches to a new one.
         for _ in 0..4 {
             if self.open.is_none() && !self.open_path()? {
@@ -148,7 +150,7 @@ impl Follower {
             }
         }
         self.seen = true;
-        Ok(self.stats.lines - before)
+        Ok(self.lines.stats().lines - before)
     }
 
     /// Opens the file at the path, positioned per checkpoint or start mode; `false` when
@@ -171,9 +173,9 @@ impl Follower {
         };
         // Starting at the end of a file whose last line is still being written: that line
         // is not complete, and its rest must not pass for a line.
-        self.skipping = offset > 0 && offset == len && !ends_with_newline(&file, len)?;
+        self.lines
+            .restart(offset > 0 && offset == len && !ends_with_newline(&file, len)?);
         file.seek(SeekFrom::Start(offset))?;
-        self.carry.clear();
         self.open = Some(OpenFile {
             file,
             dev: meta.dev(),
@@ -197,50 +199,8 @@ impl Follower {
                 Err(e) => return Err(e),
             };
             open.offset += n as u64;
-            let chunk = std::mem::take(&mut self.chunk);
-            self.split(&chunk[..n], sink);
-            self.chunk = chunk;
-        }
-    }
-
-    /// Cuts a chunk into lines, carrying an incomplete last one to the next chunk.
-    fn split(&mut self, mut bytes: &[u8], sink: &mut dyn FnMut(&str)) {
-        let Some(open) = self.open.as_mut() else {
-            return;
-        };
-        let chunk_start = open.offset - bytes.len() as u64;
-        let mut consumed = 0u64;
-        while let Some(end) = memchr::memchr(b'\n', bytes) {
-            let line = &bytes[..end];
-            consumed += end as u64 + 1;
-            if self.skipping {
-                self.skipping = false;
-            } else if self.carry.is_empty() {
-                emit(line, self.max_line, &mut self.stats, sink);
-            } else if self.carry.len() + line.len() > self.max_line {
-                self.carry.clear();
-                self.stats.too_long += 1;
-            } else {
-                let mut whole = std::mem::take(&mut self.carry);
-                whole.extend_from_slice(line);
-                emit(&whole, self.max_line, &mut self.stats, sink);
-                whole.clear();
-                self.carry = whole;
-            }
-            bytes = &bytes[end + 1..];
-        }
-        if let Some(open) = self.open.as_mut() {
-            open.committed = chunk_start + consumed;
-        }
-        if self.skipping || bytes.is_empty() {
-            return;
-        }
-        if self.carry.len() + bytes.len() > self.max_line {
-            self.carry.clear();
-            self.skipping = true;
-            self.stats.too_long += 1;
-        } else {
-            self.carry.extend_from_slice(bytes);
+            let complete = self.lines.feed(&self.chunk[..n], sink);
+            open.committed = open.offset - (n - complete) as u64;
         }
     }
 
@@ -254,12 +214,11 @@ impl Follower {
         let first_line_changed =
             open.fingerprint.is_some() && fingerprint(&open.file)? != open.fingerprint;
         if len < open.offset || first_line_changed {
-            self.stats.truncations += 1;
+            self.truncations += 1;
             open.file.seek(SeekFrom::Start(0))?;
             open.offset = 0;
             open.committed = 0;
-            self.carry.clear();
-            self.skipping = false;
+            self.lines.restart(false);
         }
         if open.fingerprint.is_none() || open.offset == 0 {
             open.fingerprint = fingerprint(&open.file)?;
@@ -282,28 +241,10 @@ impl Follower {
         if (meta.dev(), meta.ino()) == (open.dev, open.ino) {
             return Ok(false);
         }
-        self.stats.rotations += 1;
+        self.rotations += 1;
         self.open = None;
-        self.carry.clear();
-        self.skipping = false;
+        self.lines.restart(false);
         Ok(true)
-    }
-}
-
-/// Hands one complete line to the sink, or counts why not.
-fn emit(line: &[u8], max_line: usize, stats: &mut TailStats, sink: &mut dyn FnMut(&str)) {
-    if line.len() > max_line {
-        stats.too_long += 1;
-        return;
-    }
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    stats.lines += 1;
-    match std::str::from_utf8(line) {
-        Ok(text) => sink(text),
-        Err(_) => {
-            stats.invalid_utf8 += 1;
-            sink(&String::from_utf8_lossy(line));
-        }
     }
 }
 

@@ -103,10 +103,10 @@ fn too_long_lines_are_skipped_with_bounded_memory() {
     assert!(poll(&mut f).is_empty());
     log.append(&[b'y'; 10]);
     assert!(poll(&mut f).is_empty());
-    assert!(f.carry.len() <= 16);
+    assert!(f.lines.carry.len() <= 16);
     log.append(&[b'y'; 1000]);
     assert!(poll(&mut f).is_empty());
-    assert!(f.carry.capacity() <= 64);
+    assert!(f.lines.carry.capacity() <= 64);
     log.append(b"yyy\nlast\n");
     assert_eq!(poll(&mut f), ["last"]);
     assert_eq!(f.stats().too_long, 2);

@@ -1,0 +1,281 @@
+//! One jail's detection, line by line: filter, time of the line, who is spared, counting.
+//! Pure: the line and the time it was read come in, a [`Verdict`] goes out. The daemon,
+//! `test-filter` and the detection benchmark all run this same path.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use jiff::tz::TimeZone;
+
+use crate::{
+    config::Jail,
+    filter::{
+        Filter, Outcome,
+        date::{DateFormat, DatePattern, DateReader, UnixMs},
+    },
+    ignore::{IgnoreList, Spared},
+    tracker::{Counted, Decision, Rules, Tracker},
+};
+
+/// What a line amounts to for a jail.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// No failregex matched.
+    Missed,
+    /// A failregex and an ignoreregex matched.
+    Ignored { regex: usize },
+    /// A failure of an address that is never banned.
+    Spared { target: IpNet, why: Spared },
+    /// A failure older than `findtime` when read: seen, not counted.
+    Stale { target: IpNet },
+    /// A failure, counted.
+    Counted { target: IpNet, regex: usize },
+    /// The failure that reaches `maxretry`: ban `decision.target`.
+    Ban { decision: Decision, regex: usize },
+}
+
+/// Lines seen by a detector, by verdict.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DetectStats {
+    pub lines: u64,
+    pub missed: u64,
+    pub ignored: u64,
+    pub spared: u64,
+    pub stale: u64,
+    /// Failures counted (including those that banned).
+    pub counted: u64,
+    pub bans: u64,
+}
+
+impl DetectStats {
+    /// Lines a failregex matched and no ignoreregex vetoed.
+    pub fn failures(&self) -> u64 {
+        self.spared + self.stale + self.counted
+    }
+}
+
+/// One jail's detection state.
+pub struct Detector {
+    filter: Filter,
+    dates: DateReader,
+    ignore: IgnoreList,
+    tracker: Tracker,
+    stats: DetectStats,
+    /// The format the last line's time was read in, `None` when it had none.
+    last_format: Option<DateFormat>,
+}
+
+impl Detector {
+    pub fn new(filter: Filter, dates: DateReader, ignore: IgnoreList, rules: Rules) -> Self {
+        Self {
+            filter,
+            dates,
+            ignore,
+            tracker: Tracker::new(rules),
+            stats: DetectStats::default(),
+            last_format: None,
+        }
+    }
+
+    /// The detector of a configured jail; `own` are the host's addresses (`ignoreself`).
+    pub fn for_jail(jail: &Jail, own: Vec<IpAddr>, zone: TimeZone) -> Self {
+        Self::new(
+            jail.filter.clone(),
+            DateReader::with_pattern(jail.datepattern.clone(), zone),
+            IgnoreList::new(jail.ignoreip.clone(), own),
+            jail.rules.clone(),
+        )
+    }
+
+    /// Judges a line read at `now`. Its time is taken from the line when it has one.
+    pub fn line(&mut self, line: &str, now: UnixMs) -> Verdict {
+        self.stats.lines += 1;
+        self.last_format = None;
+        let (target, regex) = match self.filter.check(line) {
+            Outcome::Missed => {
+                self.stats.missed += 1;
+                return Verdict::Missed;
+            }
+            Outcome::Ignored { regex } => {
+                self.stats.ignored += 1;
+                return Verdict::Ignored { regex };
+            }
+            Outcome::Failure { target, regex } => (target, regex),
+        };
+        if let Some(why) = self.ignore.spares(&target) {
+            self.stats.spared += 1;
+            return Verdict::Spared { target, why };
+        }
+        let at = match self.dates.read(line) {
+            Some((at, format)) => {
+                self.last_format = Some(format);
+                at
+            }
+            None => now,
+        };
+        match self.tracker.record(target, at, now) {
+            Counted::Stale => {
+                self.stats.stale += 1;
+                Verdict::Stale { target }
+            }
+            Counted::Counted => {
+                self.stats.counted += 1;
+                Verdict::Counted { target, regex }
+            }
+            Counted::Ban(decision) => {
+                self.stats.counted += 1;
+                // A prefix ban may cover an address that a single failure did not.
+                if let Some(why) = self.ignore.spares(&decision.target) {
+                    self.stats.spared += 1;
+                    return Verdict::Spared {
+                        target: decision.target,
+                        why,
+                    };
+                }
+                self.stats.bans += 1;
+                Verdict::Ban { decision, regex }
+            }
+        }
+    }
+
+    /// The date format of the last line judged a failure, if its time came from it.
+    pub fn last_format(&self) -> Option<DateFormat> {
+        self.last_format
+    }
+
+    pub fn stats(&self) -> DetectStats {
+        self.stats
+    }
+
+    pub fn tracker(&self) -> &Tracker {
+        &self.tracker
+    }
+
+    pub fn tracker_mut(&mut self) -> &mut Tracker {
+        &mut self.tracker
+    }
+
+    pub fn filter(&self) -> &Filter {
+        &self.filter
+    }
+}
+
+/// A detector with the shipped FastAPI filter and no `ignoreip`, for tests and benchmarks.
+pub fn fastapi(rules: Rules, zone: TimeZone) -> Detector {
+    // A constant of this binary, checked by `filter::tests`: not input that can fail.
+    let spec = toml::from_str(crate::filter::FASTAPI_AUTH).expect("the shipped filter parses");
+    let filter = Filter::compile(&spec).expect("the shipped filter compiles");
+    Detector::new(
+        filter,
+        DateReader::with_pattern(DatePattern::Auto, zone),
+        IgnoreList::default(),
+        rules,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    const T0: UnixMs = 1_795_521_600_000; // 2026-11-24 12:00:00 UTC
+
+    fn line(second: u32, host: &str, path: &str, status: u16) -> String {
+        format!(
+            "2026-11-24 12:00:{second:02},000 - fastapi-auth - INFO - {host} - \"POST {path}\" \
+             {status} - 0.0100s"
+        )
+    }
+
+    fn detector(maxretry: u32) -> Detector {
+        let rules = Rules {
+            maxretry,
+            ..Rules::default()
+        };
+        fastapi(rules, TimeZone::UTC)
+    }
+
+    #[test]
+    fn the_maxretry_th_failure_bans_at_the_time_of_the_line() {
+        let mut d = detector(3);
+        let now = T0 + 60_000;
+        assert_eq!(
+            d.line(&line(1, "192.0.2.7", "/login", 200), now),
+            Verdict::Missed
+        );
+        for s in 1..3 {
+            assert!(matches!(
+                d.line(&line(s, "192.0.2.7", "/login", 401), now),
+                Verdict::Counted { .. }
+            ));
+        }
+        assert_eq!(d.last_format(), Some(DateFormat::Iso));
+        let verdict = d.line(&line(3, "192.0.2.7", "/register", 400), now);
+        let Verdict::Ban { decision, .. } = verdict else {
+            panic!("{verdict:?}");
+        };
+        assert_eq!(
+            decision.target,
+            "192.0.2.7/32".parse::<IpNet>().expect("net")
+        );
+        assert_eq!(d.stats().bans, 1);
+        assert_eq!(d.stats().failures(), 3);
+    }
+
+    #[test]
+    fn a_replayed_old_log_bans_no_one() {
+        let mut d = detector(2);
+        let an_hour_later = T0 + 3_600_000;
+        for s in 0..50 {
+            let verdict = d.line(&line(s, "192.0.2.7", "/login", 401), an_hour_later);
+            assert!(matches!(verdict, Verdict::Stale { .. }), "{verdict:?}");
+        }
+        assert_eq!(d.stats().stale, 50);
+        assert_eq!(d.stats().bans, 0);
+    }
+
+    #[test]
+    fn loopback_ignoreip_and_prefix_bans_covering_them_are_spared() {
+        let rules = Rules {
+            maxretry: 1,
+            prefix_v4: 24,
+            findtime: Duration::from_secs(600),
+            ..Rules::default()
+        };
+        let mut d = Detector::new(
+            fastapi(Rules::default(), TimeZone::UTC).filter().clone(),
+            DateReader::new(TimeZone::UTC),
+            IgnoreList::new(vec!["198.51.100.9/32".parse().expect("net")], vec![]),
+            rules,
+        );
+        assert!(matches!(
+            d.line(&line(1, "127.0.0.1", "/login", 401), T0),
+            Verdict::Spared {
+                why: Spared::Reserved,
+                ..
+            }
+        ));
+        assert!(matches!(
+            d.line(&line(1, "198.51.100.9", "/login", 401), T0),
+            Verdict::Spared {
+                why: Spared::IgnoreIp,
+                ..
+            }
+        ));
+        assert!(
+            matches!(
+                d.line(&line(1, "198.51.100.10", "/login", 401), T0),
+                Verdict::Spared {
+                    why: Spared::IgnoreIp,
+                    ..
+                }
+            ),
+            "its /24 holds an ignored address"
+        );
+        assert!(matches!(
+            d.line(&line(1, "192.0.2.10", "/login", 401), T0),
+            Verdict::Ban { .. }
+        ));
+    }
+}
