@@ -25,9 +25,13 @@ pub enum Verdict {
     /// A failregex and an ignoreregex matched.
     Ignored { regex: usize },
     /// A failure of an address that is never banned.
-    Spared { target: IpNet, why: Spared },
+    Spared {
+        target: IpNet,
+        why: Spared,
+        regex: usize,
+    },
     /// A failure older than `findtime` when read: seen, not counted.
-    Stale { target: IpNet },
+    Stale { target: IpNet, regex: usize },
     /// A failure, counted.
     Counted { target: IpNet, regex: usize },
     /// The failure that reaches `maxretry`: ban `decision.target`.
@@ -104,7 +108,7 @@ impl Detector {
         };
         if let Some(why) = self.ignore.spares(&target) {
             self.stats.spared += 1;
-            return Verdict::Spared { target, why };
+            return Verdict::Spared { target, why, regex };
         }
         let at = match self.dates.read(line) {
             Some((at, format)) => {
@@ -116,7 +120,7 @@ impl Detector {
         match self.tracker.record(target, at, now) {
             Counted::Stale => {
                 self.stats.stale += 1;
-                Verdict::Stale { target }
+                Verdict::Stale { target, regex }
             }
             Counted::Counted => {
                 self.stats.counted += 1;
@@ -130,6 +134,7 @@ impl Detector {
                     return Verdict::Spared {
                         target: decision.target,
                         why,
+                        regex,
                     };
                 }
                 self.stats.bans += 1;
@@ -141,6 +146,15 @@ impl Detector {
     /// The date format of the last line judged a failure, if its time came from it.
     pub fn last_format(&self) -> Option<DateFormat> {
         self.last_format
+    }
+
+    /// Judges a line as if read at the time written in it (`test-filter` replaying a
+    /// log); a line without a time is taken as read at `fallback`. Returns the verdict and
+    /// the format the time was found in.
+    pub fn replay(&mut self, line: &str, fallback: UnixMs) -> (Verdict, Option<DateFormat>) {
+        let time = self.dates.read(line);
+        let now = time.map_or(fallback, |(at, _)| at);
+        (self.line(line, now), time.map(|(_, format)| format))
     }
 
     pub fn stats(&self) -> DetectStats {

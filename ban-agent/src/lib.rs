@@ -11,5 +11,6 @@ pub mod datapath;
 pub mod detect;
 pub mod filter;
 pub mod ignore;
+pub mod sample;
 pub mod tail;
 pub mod tracker;

@@ -177,7 +177,8 @@ impl Tracker {
         i64::try_from(self.rules.findtime.as_millis()).unwrap_or(i64::MAX)
     }
 
-    fn aggregate(&self, target: IpNet) -> IpNet {
+    /// The address or prefix `target` is counted (and banned) as.
+    pub fn aggregate(&self, target: IpNet) -> IpNet {
         let limit = match target.addr() {
             IpAddr::V4(_) => self.rules.prefix_v4,
             IpAddr::V6(_) => self.rules.prefix_v6,

@@ -78,12 +78,7 @@ impl JailCtx<'_> {
                     format!("cannot read filter file {}: {e}", file.display()),
                 )
             })?;
-            let source = Source {
-                path: file.clone(),
-                text: &text,
-            };
-            let raw: RawFilter = toml::from_str(&text).map_err(|e| source.toml_error(&e))?;
-            let filter = compile(&source, &raw, "")?;
+            let filter = parse_filter(&file, &text)?;
             return Ok((filter, file.display().to_string()));
         }
         let Some(text) = filter::builtin(name) else {
@@ -97,13 +92,20 @@ impl JailCtx<'_> {
                 ),
             ));
         };
-        let source = Source {
-            path: format!("(built-in filter {name})").into(),
-            text,
-        };
-        let raw: RawFilter = toml::from_str(text).map_err(|e| source.toml_error(&e))?;
-        Ok((compile(&source, &raw, "")?, format!("built-in {name}")))
+        let filter = parse_filter(Path::new(&format!("(built-in filter {name})")), text)?;
+        Ok((filter, format!("built-in {name}")))
     }
+}
+
+/// Compiles the text of a filter file (`failregex = [...]`, `ignoreregex = [...]`);
+/// `path` locates errors.
+pub fn parse_filter(path: &Path, text: &str) -> Result<Filter, ConfigError> {
+    let source = Source {
+        path: path.to_owned(),
+        text,
+    };
+    let raw: RawFilter = toml::from_str(text).map_err(|e| source.toml_error(&e))?;
+    compile(&source, &raw, "")
 }
 
 /// Compiles a filter's regexes, locating an error at the regex that caused it.

@@ -75,6 +75,8 @@ pub enum Outcome {
 /// A compiled filter.
 #[derive(Clone, Debug)]
 pub struct Filter {
+    /// The failregexes as written.
+    patterns: Vec<String>,
     prefilter: Option<Prefilter>,
     set: RegexSet,
     regexes: Vec<(Regex, Tag)>,
@@ -113,11 +115,17 @@ impl Filter {
             )
         };
         Ok(Self {
+            patterns: spec.failregex.clone(),
             prefilter: Prefilter::new(&expanded),
             set,
             regexes,
             ignore,
         })
+    }
+
+    /// The failregexes as written, in order.
+    pub fn patterns(&self) -> &[String] {
+        &self.patterns
     }
 
     /// Number of failregexes.

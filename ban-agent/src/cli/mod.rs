@@ -6,6 +6,8 @@ use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 use ipnet::IpNet;
 
+mod test_filter;
+
 use crate::{
     clock::{self, Expiry},
     datapath::{self, AttachMode, Datapath, DatapathOptions, JailPorts, Maps, Protocol},
@@ -24,6 +26,10 @@ enum Command {
     /// Work on the kernel datapath directly, without a running daemon.
     #[command(subcommand)]
     Datapath(DatapathCommand),
+    /// Run a filter over a log, like fail2ban-regex: lines matched, ignored and missed,
+    /// hits per regex, date formats, the top addresses and who would be banned.
+    #[command(after_help = test_filter::EXAMPLES)]
+    TestFilter(test_filter::Args),
 }
 
 #[derive(Debug, clap::Args)]
@@ -101,6 +107,7 @@ impl Cli {
     pub fn run(self) -> anyhow::Result<()> {
         match self.command {
             Command::Datapath(command) => run_datapath(command),
+            Command::TestFilter(args) => test_filter::run(&args),
         }
     }
 }

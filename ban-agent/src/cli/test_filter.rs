@@ -1,0 +1,365 @@
+//! `ban-agent test-filter`: a filter run over a log, reported like fail2ban-regex.
+//!
+//! Each line is judged as if read at the time written in it, so the report says who the
+//! jail would have banned while the log was being written.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    fmt::Write as _,
+    io::Read,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::{Context as _, bail};
+use ipnet::IpNet;
+use jiff::tz::TimeZone;
+
+use crate::{
+    config::{self, Config},
+    detect::{DetectStats, Detector, Verdict},
+    filter::{self, Filter, FilterSpec, date::DateFormat},
+    ignore::{self, IgnoreList, Spared},
+    tail::{self, TailStats},
+    tracker::Rules,
+};
+
+pub const EXAMPLES: &str = "Examples:
+  ban-agent test-filter /var/log/app/auth.log --filter fastapi-auth
+  ban-agent test-filter /var/log/app/auth.log --jail fastapi-auth --config /etc/ban-agent/ban-agent.toml
+  tail -n 1000 auth.log | ban-agent test-filter - --regex '^.* - <HOST> - \"POST /login\" 401'
+  ban-agent test-filter auth.log --filter ./my-filter.toml --print-missed";
+
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["jail", "filter", "regex"])))]
+pub struct Args {
+    /// Log file to read, or `-` for standard input.
+    log: PathBuf,
+    /// Test this jail of the configuration: its filter, ignoreip, maxretry and findtime.
+    #[arg(long, value_name = "NAME")]
+    jail: Option<String>,
+    /// Configuration file for --jail.
+    #[arg(long, value_name = "FILE", default_value = config::DEFAULT_PATH)]
+    config: PathBuf,
+    /// A built-in filter (fastapi-auth) or a filter file (failregex/ignoreregex in TOML).
+    #[arg(long, value_name = "NAME|FILE")]
+    filter: Option<String>,
+    /// A failregex with one address tag (<HOST>, <ADDR>, <IP4>, <IP6>, <CIDR>); repeat
+    /// for several.
+    #[arg(long, value_name = "RE")]
+    regex: Vec<String>,
+    /// An ignoreregex, with --regex; repeat for several.
+    #[arg(long, value_name = "RE", requires = "regex")]
+    ignore_regex: Vec<String>,
+    /// Failures within --findtime that ban (default: the jail's, else 5).
+    #[arg(long)]
+    maxretry: Option<u32>,
+    /// Window in which --maxretry failures ban (default: the jail's, else 10m).
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    findtime: Option<Duration>,
+    /// How many addresses to list, most failures first.
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    top: usize,
+    /// Print the lines no failregex matched (at most --max-missed of them).
+    #[arg(long)]
+    print_missed: bool,
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    max_missed: usize,
+}
+
+/// What the run is testing.
+struct Subject {
+    detector: Detector,
+    description: String,
+    regexes: Vec<String>,
+}
+
+pub fn run(args: &Args) -> anyhow::Result<()> {
+    let subject = subject(args)?;
+    let mut report = Report::new(
+        subject.detector,
+        args.print_missed.then_some(args.max_missed),
+    );
+    let fallback = jiff::Timestamp::now().as_millisecond();
+    let mut sink = |line: &str| report.line(line, fallback);
+    let tail_stats = if args.log == Path::new("-") {
+        read(std::io::stdin().lock(), &mut sink).context("reading standard input")?
+    } else {
+        let file = std::fs::File::open(&args.log).with_context(|| {
+            format!(
+                "cannot open {}: check the path and its permissions",
+                args.log.display()
+            )
+        })?;
+        read(file, &mut sink).with_context(|| format!("reading {}", args.log.display()))?
+    };
+    let shown = report.render(
+        &subject.description,
+        &subject.regexes,
+        &tail_stats,
+        args.top,
+    );
+    print!("{shown}");
+    Ok(())
+}
+
+fn read(reader: impl Read, sink: &mut dyn FnMut(&str)) -> std::io::Result<TailStats> {
+    tail::read_stream(reader, tail::DEFAULT_MAX_LINE, sink)
+}
+
+fn subject(args: &Args) -> anyhow::Result<Subject> {
+    let zone = TimeZone::system();
+    let override_rules = |mut rules: Rules| {
+        rules.maxretry = args.maxretry.unwrap_or(rules.maxretry).max(1);
+        rules.findtime = args.findtime.unwrap_or(rules.findtime);
+        rules
+    };
+    if let Some(name) = &args.jail {
+        let config = Config::load(&args.config)?;
+        let Some(jail) = config.jail(name) else {
+            let names: Vec<&str> = config.jails.iter().map(|j| j.name.as_str()).collect();
+            bail!(
+                "{} has no jail {name:?}; its jails: {}",
+                args.config.display(),
+                names.join(", ")
+            );
+        };
+        let own = if config.global.ignoreself {
+            ignore::own_addresses().context("listing this host's addresses for ignoreself")?
+        } else {
+            Vec::new()
+        };
+        let mut jail = jail.clone();
+        jail.rules = override_rules(jail.rules);
+        return Ok(Subject {
+            regexes: jail.filter.patterns().to_vec(),
+            description: format!("jail {name} (filter {})", jail.filter_origin),
+            detector: Detector::for_jail(&jail, own, zone),
+        });
+    }
+    let (filter, description) = match &args.filter {
+        Some(name) => named_filter(name)?,
+        None => {
+            let spec = FilterSpec {
+                failregex: args.regex.clone(),
+                ignoreregex: args.ignore_regex.clone(),
+            };
+            let filter = Filter::compile(&spec).context("in --regex / --ignore-regex")?;
+            (filter, "--regex".to_owned())
+        }
+    };
+    Ok(Subject {
+        regexes: filter.patterns().to_vec(),
+        description: format!("filter {description}"),
+        detector: Detector::new(
+            filter,
+            filter::date::DateReader::new(zone),
+            IgnoreList::default(),
+            override_rules(Rules::default()),
+        ),
+    })
+}
+
+fn named_filter(name: &str) -> anyhow::Result<(Filter, String)> {
+    let path = Path::new(name);
+    if path.exists() {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read filter file {}", path.display()))?;
+        return Ok((
+            config::parse_filter(path, &text)?,
+            path.display().to_string(),
+        ));
+    }
+    let Some(text) = filter::builtin(name) else {
+        bail!(
+            "no filter {name:?}: no such file, and not built in (built-in: {})",
+            filter::BUILTIN.map(|(n, _)| n).join(", ")
+        );
+    };
+    let filter = config::parse_filter(Path::new(name), text)?;
+    Ok((filter, format!("built-in {name}")))
+}
+
+/// One address's failures in the log.
+#[derive(Default)]
+struct Failing {
+    failures: u64,
+    banned: bool,
+    spared: Option<Spared>,
+}
+
+/// What the run found.
+struct Report {
+    detector: Detector,
+    hits: Vec<u64>,
+    formats: BTreeMap<DateFormat, u64>,
+    no_time: u64,
+    targets: HashMap<IpNet, Failing>,
+    banned: u64,
+    missed: Option<(usize, Vec<String>)>,
+    missed_left_out: u64,
+}
+
+impl Report {
+    fn new(detector: Detector, max_missed: Option<usize>) -> Self {
+        Self {
+            hits: vec![0; detector.filter().len()],
+            detector,
+            formats: BTreeMap::new(),
+            no_time: 0,
+            targets: HashMap::new(),
+            banned: 0,
+            missed: max_missed.map(|max| (max, Vec::new())),
+            missed_left_out: 0,
+        }
+    }
+
+    fn line(&mut self, line: &str, fallback: i64) {
+        let (verdict, format) = self.detector.replay(line, fallback);
+        match format {
+            Some(format) => *self.formats.entry(format).or_default() += 1,
+            None => self.no_time += 1,
+        }
+        let (target, regex) = match verdict {
+            Verdict::Missed => {
+                if let Some((max, lines)) = &mut self.missed {
+                    if lines.len() < *max {
+                        lines.push(line.to_owned());
+                    } else {
+                        self.missed_left_out += 1;
+                    }
+                }
+                return;
+            }
+            Verdict::Ignored { .. } => return,
+            Verdict::Spared { target, why, regex } => {
+                let counted_as = self.detector.tracker().aggregate(target);
+                self.targets.entry(counted_as).or_default().spared = Some(why);
+                (target, regex)
+            }
+            Verdict::Stale { target, regex } | Verdict::Counted { target, regex } => {
+                (target, regex)
+            }
+            Verdict::Ban { decision, regex } => {
+                self.banned += 1;
+                self.targets.entry(decision.target).or_default().banned = true;
+                (decision.target, regex)
+            }
+        };
+        if let Some(hits) = self.hits.get_mut(regex) {
+            *hits += 1;
+        }
+        // Count under the address (or prefix) the jail counts by.
+        let counted_as = self.detector.tracker().aggregate(target);
+        self.targets.entry(counted_as).or_default().failures += 1;
+    }
+
+    fn render(
+        &self,
+        description: &str,
+        regexes: &[String],
+        read: &TailStats,
+        top: usize,
+    ) -> String {
+        let stats: DetectStats = self.detector.stats();
+        let rules = self.detector.tracker().rules();
+        let mut out = String::new();
+        let _ = writeln!(out, "Testing {description}");
+        let _ = writeln!(
+            out,
+            "Settings: maxretry {}, findtime {}, counted per /{} (IPv4) and /{} (IPv6)\n",
+            rules.maxretry,
+            humantime::format_duration(rules.findtime),
+            rules.prefix_v4,
+            rules.prefix_v6
+        );
+        let _ = writeln!(
+            out,
+            "Lines: {} read, {} matched, {} ignored, {} missed",
+            read.lines,
+            stats.failures(),
+            stats.ignored,
+            stats.missed
+        );
+        if read.invalid_utf8 + read.too_long > 0 {
+            let _ = writeln!(
+                out,
+                "       {} with invalid UTF-8 (read with replacement characters), {} longer than {} bytes (skipped)",
+                read.invalid_utf8,
+                read.too_long,
+                tail::DEFAULT_MAX_LINE
+            );
+        }
+        let _ = writeln!(out, "\nFailregex hits:");
+        for (i, (regex, hits)) in regexes.iter().zip(&self.hits).enumerate() {
+            let _ = writeln!(out, "  #{:<3} {hits:>10}  {regex}", i + 1);
+        }
+        let _ = writeln!(out, "\nDate formats:");
+        for (format, count) in &self.formats {
+            let _ = writeln!(out, "  {count:>10}  {}", format.describe());
+        }
+        let _ = writeln!(
+            out,
+            "  {:>10}  without a time (taken as read now)",
+            self.no_time
+        );
+        self.render_targets(&mut out, top);
+        if let Some((_, lines)) = &self.missed {
+            let _ = writeln!(out, "\nMissed lines:");
+            for line in lines {
+                let _ = writeln!(out, "  {line}");
+            }
+            if self.missed_left_out > 0 {
+                let _ = writeln!(
+                    out,
+                    "  ... and {} more (raise --max-missed)",
+                    self.missed_left_out
+                );
+            }
+        }
+        out
+    }
+
+    fn render_targets(&self, out: &mut String, top: usize) {
+        let mut ranked: Vec<(&IpNet, &Failing)> = self.targets.iter().collect();
+        ranked.sort_by(|a, b| b.1.failures.cmp(&a.1.failures).then(a.0.cmp(b.0)));
+        let _ = writeln!(out, "\nTop addresses ({} failing):", ranked.len());
+        for (target, failing) in ranked.iter().take(top) {
+            let verdict = match (failing.spared, failing.banned) {
+                (Some(why), _) => format!("spared ({})", describe(why)),
+                (None, true) => "would be banned".to_owned(),
+                (None, false) => "below maxretry".to_owned(),
+            };
+            let _ = writeln!(
+                out,
+                "  {:>10}  {:<43} {verdict}",
+                failing.failures,
+                show(target)
+            );
+        }
+        let would_ban = self.targets.values().filter(|f| f.banned).count();
+        let spared = self.targets.values().filter(|f| f.spared.is_some()).count();
+        let _ = writeln!(
+            out,
+            "\nWould ban: {would_ban} addresses ({} bans in all); spared: {spared}",
+            self.banned
+        );
+    }
+}
+
+/// An address without `/32` or `/128`; a prefix with its length.
+fn show(target: &IpNet) -> String {
+    if target.prefix_len() == target.max_prefix_len() {
+        target.addr().to_string()
+    } else {
+        target.to_string()
+    }
+}
+
+fn describe(why: Spared) -> &'static str {
+    match why {
+        Spared::Reserved => "loopback or unspecified",
+        Spared::OwnAddress => "this host's address",
+        Spared::IgnoreIp => "ignoreip",
+    }
+}

@@ -1,0 +1,204 @@
+//! Generates FastAPI auth logs as the app writes them, for the detection benchmark, the
+//! `test-filter` tests and demos: the mix of requests is fixed by a seed, and the numbers
+//! that matter (lines, failure lines, clients) are returned so they can be checked.
+
+use std::io::{self, Write};
+
+use jiff::{Timestamp, tz::TimeZone};
+
+use crate::filter::date::UnixMs;
+
+/// What to generate.
+#[derive(Clone, Debug)]
+pub struct SampleSpec {
+    pub lines: u64,
+    /// Share of lines that are failures (401 on /login, 400 on /register), in percent.
+    pub failure_percent: u64,
+    /// Share of clients that use IPv6, in percent.
+    pub ipv6_percent: u64,
+    /// Distinct client addresses.
+    pub clients: u64,
+    /// Clients that most failures come from (the brute-forcers), among `clients`.
+    pub attackers: u64,
+    /// Time of the last line; lines are `spacing_ms` apart before it.
+    pub end: UnixMs,
+    pub spacing_ms: i64,
+    pub seed: u64,
+}
+
+impl SampleSpec {
+    /// The benchmark's log: 1M lines, 15% failures, 2% IPv6 clients, 300k clients.
+    pub fn benchmark(end: UnixMs) -> Self {
+        Self {
+            lines: 1_000_000,
+            failure_percent: 15,
+            ipv6_percent: 2,
+            clients: 300_000,
+            attackers: 2_000,
+            end,
+            spacing_ms: 1,
+            seed: 0x00ba_da55,
+        }
+    }
+}
+
+/// What was generated.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SampleSummary {
+    pub lines: u64,
+    /// Lines the shipped filter must report as failures.
+    pub failures: u64,
+    pub ipv6_lines: u64,
+    pub bytes: u64,
+}
+
+/// Writes the log described by `spec` to `out`, with times in `zone` (as Python's
+/// logging writes local time without a zone).
+pub fn write_log(
+    spec: &SampleSpec,
+    zone: &TimeZone,
+    out: &mut impl Write,
+) -> io::Result<SampleSummary> {
+    let mut rng = SplitMix(spec.seed);
+    let mut summary = SampleSummary::default();
+    let first = spec.end - spec.spacing_ms * spec.lines.saturating_sub(1) as i64;
+    let mut line = String::with_capacity(160);
+    for i in 0..spec.lines {
+        let at = first + spec.spacing_ms * i as i64;
+        let failure = rng.below(100) < spec.failure_percent;
+        // Every client appears once first; after that, failures come mostly from the
+        // attackers and the rest from anyone.
+        let client = if i < spec.clients {
+            i
+        } else if failure && rng.below(2) == 0 {
+            rng.below(spec.attackers.max(1))
+        } else {
+            rng.below(spec.clients.max(1))
+        };
+        let ipv6 = client % 100 < spec.ipv6_percent;
+        let (method, path, status) = if failure {
+            if rng.below(3) < 2 {
+                ("POST", "/login", 401)
+            } else {
+                ("POST", "/register", 400)
+            }
+        } else {
+            [
+                ("POST", "/login", 200),
+                ("POST", "/register", 201),
+                ("POST", "/login", 422),
+                ("GET", "/items", 200),
+                ("GET", "/login", 200),
+                ("POST", "/register", 409),
+            ][rng.below(6) as usize]
+        };
+        line.clear();
+        format_line(
+            &mut line,
+            at,
+            zone,
+            client,
+            ipv6,
+            method,
+            path,
+            status,
+            rng.below(90_000),
+        );
+        out.write_all(line.as_bytes())?;
+        summary.lines += 1;
+        summary.failures += u64::from(failure);
+        summary.ipv6_lines += u64::from(ipv6);
+        summary.bytes += line.len() as u64;
+    }
+    out.flush()?;
+    Ok(summary)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn format_line(
+    line: &mut String,
+    at: UnixMs,
+    zone: &TimeZone,
+    client: u64,
+    ipv6: bool,
+    method: &str,
+    path: &str,
+    status: u16,
+    micros: u64,
+) {
+    use std::fmt::Write as _;
+    let time = Timestamp::from_millisecond(at)
+        .unwrap_or(Timestamp::UNIX_EPOCH)
+        .to_zoned(zone.clone());
+    let civil = time.datetime();
+    let _ = write!(
+        line,
+        "{} - fastapi-auth - INFO - ",
+        civil.strftime("%Y-%m-%d %H:%M:%S,%3f")
+    );
+    if ipv6 {
+        let _ = write!(line, "2001:db8:{:x}::{:x}", client >> 16, client & 0xffff);
+    } else {
+        // 10.0.0.0/8 holds the 300k clients; the log is never turned into traffic.
+        let _ = write!(
+            line,
+            "10.{}.{}.{}",
+            (client >> 16) & 0xff,
+            (client >> 8) & 0xff,
+            client & 0xff
+        );
+    }
+    let _ = writeln!(
+        line,
+        " - \"{method} {path}\" {status} - 0.{:04}s",
+        micros % 10_000
+    );
+}
+
+/// splitmix64: a fixed, documented sequence, so that a seed gives the same log whatever
+/// the version of any random-number crate.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{detect, tracker::Rules};
+
+    #[test]
+    fn the_shipped_filter_finds_exactly_the_failures_written() {
+        let spec = SampleSpec {
+            lines: 20_000,
+            clients: 5_000,
+            attackers: 50,
+            ..SampleSpec::benchmark(1_795_521_600_000)
+        };
+        let mut log = Vec::new();
+        let summary = write_log(&spec, &TimeZone::UTC, &mut log).expect("write");
+        assert_eq!(summary.lines, 20_000);
+        let share = summary.failures as f64 / summary.lines as f64;
+        assert!((0.14..0.16).contains(&share), "{share}");
+        let v6 = summary.ipv6_lines as f64 / summary.lines as f64;
+        assert!((0.01..0.03).contains(&v6), "{v6}");
+        let mut detector = detect::fastapi(Rules::default(), TimeZone::UTC);
+        let text = String::from_utf8(log).expect("utf-8");
+        for line in text.lines() {
+            detector.line(line, spec.end);
+        }
+        assert_eq!(detector.stats().failures(), summary.failures);
+        assert!(detector.stats().bans > 0, "the attackers get banned");
+    }
+}

@@ -1,0 +1,163 @@
+//! `ban-agent test-filter` as a user runs it: on a generated FastAPI log, on stdin, with a
+//! jail of a configuration, and with mistakes.
+
+use std::{
+    io::Write,
+    process::{Command, Output, Stdio},
+};
+
+use ban_agent::sample::{SampleSpec, write_log};
+use jiff::tz::TimeZone;
+
+fn ban_agent(args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ban-agent"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run ban-agent");
+    let mut pipe = child.stdin.take().expect("stdin");
+    if let Some(bytes) = stdin {
+        pipe.write_all(bytes).expect("write stdin");
+    }
+    drop(pipe);
+    child.wait_with_output().expect("wait")
+}
+
+fn stdout(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout.clone()).expect("utf-8")
+}
+
+/// The numbers of the `Lines:` row: read, matched, ignored, missed.
+fn lines_row(report: &str) -> [u64; 4] {
+    let row = report
+        .lines()
+        .find(|l| l.starts_with("Lines: "))
+        .unwrap_or_else(|| panic!("no Lines row in\n{report}"));
+    let numbers: Vec<u64> = row
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    numbers
+        .try_into()
+        .unwrap_or_else(|n| panic!("{n:?} in {row}"))
+}
+
+#[test]
+fn the_exact_number_of_failures_the_generator_wrote() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("auth.log");
+    let spec = SampleSpec {
+        lines: 100_000,
+        clients: 30_000,
+        attackers: 200,
+        ..SampleSpec::benchmark(jiff::Timestamp::now().as_millisecond())
+    };
+    let mut file = std::io::BufWriter::new(std::fs::File::create(&path).expect("create"));
+    let summary = write_log(&spec, &TimeZone::system(), &mut file).expect("write log");
+    drop(file);
+    let path_text = path.to_str().expect("utf-8 path");
+    let report = stdout(&ban_agent(
+        &["test-filter", path_text, "--filter", "fastapi-auth"],
+        None,
+    ));
+    let [read, matched, ignored, missed] = lines_row(&report);
+    assert_eq!(read, summary.lines, "{report}");
+    assert_eq!(matched, summary.failures, "{report}");
+    assert_eq!((ignored, missed), (0, summary.lines - summary.failures));
+    assert!(report.contains("Python logging"), "{report}");
+    assert!(report.contains("would be banned"), "{report}");
+}
+
+const SAMPLE: &str = "\
+2026-11-24 12:00:00,001 - fastapi-auth - INFO - 192.0.2.7 - \"POST /login\" 401 - 0.0087s
+2026-11-24 12:00:01,001 - fastapi-auth - INFO - 192.0.2.7 - \"POST /login\" 401 - 0.0087s
+2026-11-24 12:00:02,001 - fastapi-auth - INFO - 2001:db8::9 - \"POST /register\" 400 - 0.0087s
+2026-11-24 12:00:03,001 - fastapi-auth - INFO - 127.0.0.1 - \"POST /login\" 401 - 0.0087s
+2026-11-24 12:00:04,001 - fastapi-auth - INFO - 198.51.100.1 - \"POST /login\" 200 - 0.0087s
+";
+
+#[test]
+fn reads_stdin_and_lists_missed_lines_and_spared_addresses() {
+    let output = ban_agent(
+        &[
+            "test-filter",
+            "-",
+            "--filter",
+            "fastapi-auth",
+            "--maxretry",
+            "2",
+            "--print-missed",
+        ],
+        Some(SAMPLE.as_bytes()),
+    );
+    let report = stdout(&output);
+    assert_eq!(lines_row(&report), [5, 4, 0, 1], "{report}");
+    assert!(report.contains("  192.0.2.7   "), "{report}");
+    assert!(report.contains("would be banned"), "{report}");
+    assert!(
+        report.contains("spared (loopback or unspecified)"),
+        "{report}"
+    );
+    assert!(
+        report.contains("Missed lines:\n  2026-11-24 12:00:04,001"),
+        "{report}"
+    );
+}
+
+#[test]
+fn a_jail_of_a_configuration_with_its_ignoreip() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("ban-agent.toml");
+    std::fs::write(
+        &config,
+        "ignoreself = false\n[jail.auth]\nlogpath = \"/var/log/auth.log\"\n\
+         failregex = ['^\\S+ \\S+ - fastapi-auth - INFO - <HOST> - \"POST /login\" 401']\n\
+         ignoreip = [\"192.0.2.0/24\"]\n",
+    )
+    .expect("write config");
+    let config = config.to_str().expect("utf-8");
+    let report = stdout(&ban_agent(
+        &["test-filter", "-", "--jail", "auth", "--config", config],
+        Some(SAMPLE.as_bytes()),
+    ));
+    assert_eq!(lines_row(&report), [5, 3, 0, 2], "{report}");
+    assert!(report.contains("spared (ignoreip)"), "{report}");
+    assert!(report.contains("Would ban: 0 addresses"), "{report}");
+}
+
+#[test]
+fn mistakes_say_what_and_where() {
+    let output = ban_agent(&["test-filter", "-", "--regex", "no tag"], Some(b""));
+    assert!(!output.status.success());
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(error.contains("no address tag"), "{error}");
+
+    let output = ban_agent(
+        &[
+            "test-filter",
+            "/nonexistent.log",
+            "--filter",
+            "fastapi-auth",
+        ],
+        None,
+    );
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(error.contains("cannot open /nonexistent.log"), "{error}");
+
+    let output = ban_agent(&["test-filter", "-", "--filter", "nope"], Some(b""));
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(error.contains("built-in: fastapi-auth"), "{error}");
+
+    let output = ban_agent(&["test-filter", "-"], Some(b""));
+    assert!(
+        !output.status.success(),
+        "one of --jail, --filter, --regex is required"
+    );
+}
