@@ -10,7 +10,7 @@ use jiff::tz::TimeZone;
 use crate::{
     config::Jail,
     filter::{
-        Filter, Outcome,
+        Filter, Outcome, Scratch,
         date::{DateFormat, DatePattern, DateReader, UnixMs},
     },
     ignore::{IgnoreList, Spared},
@@ -61,6 +61,7 @@ impl DetectStats {
 /// One jail's detection state.
 pub struct Detector {
     filter: Filter,
+    scratch: Scratch,
     dates: DateReader,
     ignore: IgnoreList,
     tracker: Tracker,
@@ -72,6 +73,7 @@ pub struct Detector {
 impl Detector {
     pub fn new(filter: Filter, dates: DateReader, ignore: IgnoreList, rules: Rules) -> Self {
         Self {
+            scratch: filter.scratch(),
             filter,
             dates,
             ignore,
@@ -95,7 +97,7 @@ impl Detector {
     pub fn line(&mut self, line: &str, now: UnixMs) -> Verdict {
         self.stats.lines += 1;
         self.last_format = None;
-        let (target, regex) = match self.filter.check(line) {
+        let (target, regex) = match self.filter.check_with(&mut self.scratch, line) {
             Outcome::Missed => {
                 self.stats.missed += 1;
                 return Verdict::Missed;

@@ -5,7 +5,7 @@
 //! address inside `ignoreip`, and a prefix ban (`ban_prefix_v4 = 24`) that would cover an
 //! ignored address, are both refused.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
 
@@ -49,11 +49,15 @@ impl IgnoreList {
 }
 
 fn is_reserved(target: &IpNet) -> bool {
-    const RESERVED: [&str; 4] = ["127.0.0.0/8", "0.0.0.0/32", "::1/128", "::/128"];
-    RESERVED.iter().any(|text| {
-        text.parse::<IpNet>()
-            .is_ok_and(|net| net.contains(target) || target.contains(&net))
-    })
+    const RESERVED: [IpNet; 4] = [
+        IpNet::new_assert(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 0)), 8),
+        IpNet::new_assert(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 32),
+        IpNet::new_assert(IpAddr::V6(Ipv6Addr::LOCALHOST), 128),
+        IpNet::new_assert(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 128),
+    ];
+    RESERVED
+        .iter()
+        .any(|net| net.contains(target) || target.contains(net))
 }
 
 /// The addresses of this host's interfaces (for `ignoreself`).

@@ -117,22 +117,35 @@ impl Tracker {
         }
         let target = self.aggregate(target);
         let maxretry = self.rules.maxretry.max(1) as usize;
-        if self.failing.len() == self.failing.capacity() && !self.failing.contains_key(&target) {
-            self.evicted += 1;
+        // A known target is updated in place (and becomes the most recent); a new one is
+        // inserted only if it does not ban at once.
+        let failures = match self.failing.get_mut(&target) {
+            Some(times) => {
+                push(times, at, window, maxretry);
+                times.len()
+            }
+            None => {
+                let mut times = VecDeque::with_capacity(maxretry);
+                push(&mut times, at, window, maxretry);
+                let failures = times.len();
+                if failures < maxretry {
+                    if self.failing.len() == self.failing.capacity() {
+                        self.evicted += 1;
+                    }
+                    self.failing.insert(target, times);
+                }
+                failures
+            }
+        };
+        if failures < maxretry {
+            return Counted::Counted;
         }
-        let mut times = self
-            .failing
-            .remove(&target)
-            .unwrap_or_else(|| VecDeque::with_capacity(maxretry));
-        push(&mut times, at, window, maxretry);
-        if times.len() >= maxretry {
-            return Counted::Ban(Decision {
-                target,
-                failures: times.len() as u32,
-            });
-        }
-        self.failing.insert(target, times);
-        Counted::Counted
+        // Banned: its failures are forgotten, counting starts again.
+        self.failing.remove(&target);
+        Counted::Ban(Decision {
+            target,
+            failures: failures as u32,
+        })
     }
 
     /// Forgets the failures of `target` (after an operator's ban or unban).

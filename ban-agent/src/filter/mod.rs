@@ -72,11 +72,17 @@ pub enum Outcome {
     Missed,
 }
 
+/// Capture room for [`Filter::check_with`].
+#[derive(Clone, Debug)]
+pub struct Scratch(Vec<regex::CaptureLocations>);
+
 /// A compiled filter.
 #[derive(Clone, Debug)]
 pub struct Filter {
     /// The failregexes as written.
     patterns: Vec<String>,
+    /// Index of the `host` group in each compiled failregex.
+    host_groups: Vec<usize>,
     prefilter: Option<Prefilter>,
     set: RegexSet,
     regexes: Vec<(Regex, Tag)>,
@@ -114,8 +120,17 @@ impl Filter {
                     .map_err(|e| regex_error("ignoreregex", 0, &spec.ignoreregex[0], &e))?,
             )
         };
+        let host_groups = regexes
+            .iter()
+            .map(|(re, _)| {
+                re.capture_names()
+                    .position(|name| name == Some("host"))
+                    .unwrap_or(0)
+            })
+            .collect();
         Ok(Self {
             patterns: spec.failregex.clone(),
+            host_groups,
             prefilter: Prefilter::new(&expanded),
             set,
             regexes,
@@ -139,6 +154,22 @@ impl Filter {
 
     /// Judges one line (without its line terminator).
     pub fn check(&self, line: &str) -> Outcome {
+        self.check_with(&mut self.scratch(), line)
+    }
+
+    /// Room for the capture positions of each failregex, reused across lines by
+    /// [`Filter::check_with`] so that judging a line allocates nothing.
+    pub fn scratch(&self) -> Scratch {
+        Scratch(
+            self.regexes
+                .iter()
+                .map(|(re, _)| re.capture_locations())
+                .collect(),
+        )
+    }
+
+    /// [`Filter::check`] with reused capture room (made by this filter's `scratch`).
+    pub fn check_with(&self, scratch: &mut Scratch, line: &str) -> Outcome {
         // A literal scan rejects most lines; one regex-set scan decides whether any
         // failregex matches; only then are captures taken.
         if self.prefilter.as_ref().is_some_and(|p| !p.may_match(line)) {
@@ -148,10 +179,16 @@ impl Filter {
             return Outcome::Missed;
         };
         let (compiled, tag) = &self.regexes[regex];
-        let Some(host) = compiled.captures(line).and_then(|c| c.name("host")) else {
+        let Some(locations) = scratch.0.get_mut(regex) else {
             return Outcome::Missed;
         };
-        let Some(target) = parse_target(host.as_str(), *tag) else {
+        // The failregex may have groups of its own before the tag's.
+        let host_group = self.host_groups[regex];
+        let host = compiled
+            .captures_read(locations, line)
+            .and_then(|_| locations.get(host_group))
+            .map(|(start, end)| &line[start..end]);
+        let Some(target) = host.and_then(|host| parse_target(host, *tag)) else {
             return Outcome::Missed;
         };
         if self.ignore.as_ref().is_some_and(|set| set.is_match(line)) {
