@@ -1,6 +1,7 @@
 //! Developer tasks that a build script should not do: set the machine up, build, test,
 //! benchmark. Every command runs `setup` first when something is missing.
 
+mod bench;
 mod setup;
 
 use std::{
@@ -26,7 +27,7 @@ enum Task {
     Build,
     /// Check formatting and lints, then run every test; privileged tests need root.
     Test,
-    /// Run benchmarks and write CSV under docs/benchmarks/ (needs root).
+    /// Run benchmarks and write CSV under docs/benchmarks/ (xdp needs root).
     Bench {
         /// Which benchmark; all when omitted.
         #[arg(value_enum)]
@@ -36,8 +37,12 @@ enum Task {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Bench {
-    /// Nanoseconds per packet through BPF_PROG_TEST_RUN, 0 to 1M bans.
+    /// Nanoseconds per packet through BPF_PROG_TEST_RUN, 0 to 1M bans (root).
     Xdp,
+    /// Detection pipeline on a 1M-line log: lines/s and peak memory, vs. fail2ban-regex.
+    Detect,
+    /// The filter alone, per line (criterion).
+    Matcher,
 }
 
 /// Paths and pins of this checkout.
@@ -108,12 +113,14 @@ fn main() -> anyhow::Result<()> {
         }
         Task::Bench { which } => {
             ensure_setup(&ws)?;
-            if !is_root() {
-                bail!("benchmarks load XDP programs: run as root");
-            }
             match which {
-                None | Some(Bench::Xdp) => {
-                    run(&mut ws.cargo(&["bench", "--package", "ban-agent", "--bench", "xdp"]))
+                Some(Bench::Xdp) => bench::xdp(&ws),
+                Some(Bench::Detect) => bench::detect(&ws),
+                Some(Bench::Matcher) => bench::matcher(&ws),
+                None => {
+                    bench::detect(&ws)?;
+                    bench::matcher(&ws)?;
+                    bench::xdp(&ws)
                 }
             }
         }
