@@ -388,3 +388,16 @@ fn too_many_jails_are_refused() {
     assert_eq!(key, "jail");
     assert!(message.contains("at most 64"), "{message}");
 }
+
+#[test]
+fn the_documented_example_is_valid() {
+    let text = include_str!("../../../docs/ban-agent.example.toml");
+    let config = parse(text).expect("docs/ban-agent.example.toml is valid");
+    let auth = config.jail("fastapi-auth").expect("fastapi-auth");
+    assert_eq!(auth.ports, Ports::List(vec![80, 443]));
+    assert!(auth.increment.is_some());
+    let admin = config.jail("admin").expect("admin");
+    assert!(!admin.enabled);
+    assert_eq!(admin.rules.prefix_v4, 24);
+    assert_eq!(admin.bantime, BanTime::Permanent);
+}

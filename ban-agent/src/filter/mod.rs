@@ -44,13 +44,13 @@ pub struct FilterSpec {
 /// What is wrong with a filter.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum FilterError {
-    #[error("failregex {index} ({regex:?}): {problem}")]
+    #[error("failregex #{} ({regex:?}): {problem}", index + 1)]
     Tag {
         index: usize,
         regex: String,
         problem: &'static str,
     },
-    #[error("{kind} {index} ({regex:?}) is not a valid regex: {message}")]
+    #[error("{kind} #{} ({regex:?}) is not a valid regex: {message}", index + 1)]
     Regex {
         kind: &'static str,
         index: usize,
