@@ -240,6 +240,31 @@ mod tests {
     }
 
     #[test]
+    fn a_line_without_a_time_counts_at_the_time_it_is_read() {
+        let spec = crate::filter::FilterSpec {
+            failregex: vec!["^login failed from <HOST>$".to_owned()],
+            ignoreregex: vec![],
+        };
+        let filter = Filter::compile(&spec).expect("compiles");
+        let rules = Rules {
+            maxretry: 2,
+            ..Rules::default()
+        };
+        let mut d = Detector::new(
+            filter,
+            DateReader::new(TimeZone::UTC),
+            IgnoreList::default(),
+            rules,
+        );
+        let line = "login failed from 192.0.2.7";
+        assert!(matches!(d.line(line, T0), Verdict::Counted { .. }));
+        assert_eq!(d.last_format(), None);
+        let failures: Vec<_> = d.tracker().failures(T0).map(|(_, times)| times).collect();
+        assert_eq!(failures, [vec![T0]]);
+        assert!(matches!(d.line(line, T0 + 1000), Verdict::Ban { .. }));
+    }
+
+    #[test]
     fn a_replayed_old_log_bans_no_one() {
         let mut d = detector(2);
         let an_hour_later = T0 + 3_600_000;
