@@ -27,8 +27,27 @@ impl Log {
         file.write_all(bytes).expect("append");
     }
 
+    /// What logrotate's copytruncate does after copying.
+    fn truncate(&self) {
+        OpenOptions::new()
+            .write(true)
+            .open(&self.path)
+            .expect("open")
+            .set_len(0)
+            .expect("truncate");
+    }
+
     fn sibling(&self, name: &str) -> PathBuf {
         self.path.with_file_name(name)
+    }
+
+    /// A log holding `content`, and a follower from its start that has read it.
+    fn read_from_head(content: &[u8]) -> (Self, Follower, Vec<String>) {
+        let log = Self::new();
+        log.append(content);
+        let mut follower = log.follower(Start::Head);
+        let lines = poll(&mut follower);
+        (log, follower, lines)
     }
 
     fn follower(&self, start: Start) -> Follower {
@@ -46,10 +65,8 @@ fn poll(follower: &mut Follower) -> Vec<String> {
 
 #[test]
 fn head_reads_everything_and_only_complete_lines() {
-    let log = Log::new();
-    log.append(b"one\ntwo\nthr");
-    let mut f = log.follower(Start::Head);
-    assert_eq!(poll(&mut f), ["one", "two"]);
+    let (log, mut f, read) = Log::read_from_head(b"one\ntwo\nthr");
+    assert_eq!(read, ["one", "two"]);
     log.append(b"ee");
     assert!(poll(&mut f).is_empty(), "a line written in pieces waits");
     log.append(b"\nfour\r\n");
@@ -83,10 +100,8 @@ fn a_file_that_appears_later_is_read_from_its_start() {
 
 #[test]
 fn invalid_utf8_is_replaced_and_counted() {
-    let log = Log::new();
-    log.append(b"ok\nbad \xff\xfe byte\n");
-    let mut f = log.follower(Start::Head);
-    assert_eq!(poll(&mut f), ["ok", "bad \u{fffd}\u{fffd} byte"]);
+    let (log, mut f, read) = Log::read_from_head(b"ok\nbad \xff\xfe byte\n");
+    assert_eq!(read, ["ok", "bad \u{fffd}\u{fffd} byte"]);
     assert_eq!(f.stats().invalid_utf8, 1);
 }
 
@@ -115,10 +130,8 @@ fn too_long_lines_are_skipped_with_bounded_memory() {
 
 #[test]
 fn rotation_by_rename_and_create() {
-    let log = Log::new();
-    log.append(b"a\n");
-    let mut f = log.follower(Start::Head);
-    assert_eq!(poll(&mut f), ["a"]);
+    let (log, mut f, read) = Log::read_from_head(b"a\n");
+    assert_eq!(read, ["a"]);
     std::fs::rename(&log.path, log.sibling("auth.log.1")).expect("rename");
     // The writer has not reopened yet: it still appends to the renamed file.
     let mut old = OpenOptions::new()
@@ -139,17 +152,10 @@ fn rotation_by_rename_and_create() {
 
 #[test]
 fn copytruncate_is_read_again_from_the_start() {
-    let log = Log::new();
-    log.append(b"line one\nline two\n");
-    let mut f = log.follower(Start::Head);
-    assert_eq!(poll(&mut f).len(), 2);
+    let (log, mut f, read) = Log::read_from_head(b"line one\nline two\n");
+    assert_eq!(read.len(), 2);
     std::fs::copy(&log.path, log.sibling("auth.log.1")).expect("copy");
-    OpenOptions::new()
-        .write(true)
-        .open(&log.path)
-        .expect("open")
-        .set_len(0)
-        .expect("truncate");
+    log.truncate();
     log.append(b"x\n");
     assert_eq!(poll(&mut f), ["x"]);
     assert_eq!(f.stats().truncations, 1);
@@ -157,16 +163,9 @@ fn copytruncate_is_read_again_from_the_start() {
 
 #[test]
 fn truncated_and_refilled_past_the_old_offset_is_noticed() {
-    let log = Log::new();
-    log.append(b"12:00 first\n");
-    let mut f = log.follower(Start::Head);
-    assert_eq!(poll(&mut f), ["12:00 first"]);
-    OpenOptions::new()
-        .write(true)
-        .open(&log.path)
-        .expect("open")
-        .set_len(0)
-        .expect("truncate");
+    let (log, mut f, read) = Log::read_from_head(b"12:00 first\n");
+    assert_eq!(read, ["12:00 first"]);
+    log.truncate();
     log.append(b"12:05 new first line\n12:06 second\n");
     assert_eq!(
         poll(&mut f),
@@ -177,10 +176,8 @@ fn truncated_and_refilled_past_the_old_offset_is_noticed() {
 
 #[test]
 fn deleted_and_recreated() {
-    let log = Log::new();
-    log.append(b"a\n");
-    let mut f = log.follower(Start::Head);
-    assert_eq!(poll(&mut f), ["a"]);
+    let (log, mut f, read) = Log::read_from_head(b"a\n");
+    assert_eq!(read, ["a"]);
     std::fs::remove_file(&log.path).expect("remove");
     assert!(poll(&mut f).is_empty());
     log.append(b"b\n");
@@ -190,10 +187,8 @@ fn deleted_and_recreated() {
 
 #[test]
 fn a_checkpoint_resumes_exactly() {
-    let log = Log::new();
-    log.append(b"1\n2\npart");
-    let mut f = log.follower(Start::Head);
-    assert_eq!(poll(&mut f), ["1", "2"]);
+    let (log, mut f, read) = Log::read_from_head(b"1\n2\npart");
+    assert_eq!(read, ["1", "2"]);
     let checkpoint = f.checkpoint().expect("checkpoint");
     assert_eq!(checkpoint.offset, 4, "before the incomplete line");
     drop(f);
