@@ -100,7 +100,7 @@ fn a_file_that_appears_later_is_read_from_its_start() {
 
 #[test]
 fn invalid_utf8_is_replaced_and_counted() {
-    let (log, mut f, read) = Log::read_from_head(b"ok\nbad \xff\xfe byte\n");
+    let (_log, f, read) = Log::read_from_head(b"ok\nbad \xff\xfe byte\n");
     assert_eq!(read, ["ok", "bad \u{fffd}\u{fffd} byte"]);
     assert_eq!(f.stats().invalid_utf8, 1);
 }
