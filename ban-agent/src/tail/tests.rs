@@ -187,7 +187,7 @@ fn deleted_and_recreated() {
 
 #[test]
 fn a_checkpoint_resumes_exactly() {
-    let (log, mut f, read) = Log::read_from_head(b"1\n2\npart");
+    let (log, f, read) = Log::read_from_head(b"1\n2\npart");
     assert_eq!(read, ["1", "2"]);
     let checkpoint = f.checkpoint().expect("checkpoint");
     assert_eq!(checkpoint.offset, 4, "before the incomplete line");
