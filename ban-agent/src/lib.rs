@@ -12,5 +12,6 @@ pub mod detect;
 pub mod filter;
 pub mod ignore;
 pub mod sample;
+pub mod store;
 pub mod tail;
 pub mod tracker;
