@@ -1,0 +1,272 @@
+//! The control protocol: one JSON object per line over the Unix socket, each carrying the
+//! protocol version, so that a client and a daemon of different versions say so instead of
+//! misreading each other.
+
+use std::collections::BTreeMap;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+/// Bumped on any change that an older peer would misread.
+pub const VERSION: u32 = 1;
+
+/// Longest request or reply line accepted, in bytes.
+pub const MAX_LINE: usize = 1 << 20;
+
+/// What a client asks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    Ping,
+    /// All jails, or one in detail.
+    Status {
+        jail: Option<String>,
+    },
+    /// Ban in a jail; `seconds: None` uses the jail's bantime.
+    Ban {
+        jail: String,
+        target: IpNet,
+        seconds: Option<u64>,
+    },
+    /// Lift a ban in one jail or in all of them.
+    Unban {
+        target: IpNet,
+        jail: Option<String>,
+    },
+    /// Lift every ban.
+    UnbanAll,
+    /// Which jails ban `target` (every ban when `None`).
+    Banned {
+        target: Option<IpNet>,
+    },
+    Get {
+        jail: String,
+        key: JailKey,
+    },
+    AddIgnoreIp {
+        jail: String,
+        target: IpNet,
+    },
+    DelIgnoreIp {
+        jail: String,
+        target: IpNet,
+    },
+    Reload {
+        jail: Option<String>,
+    },
+    Stop {
+        detach: bool,
+    },
+    /// Packets and bytes dropped and passed per jail.
+    Stats,
+}
+
+/// A jail setting `get` reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum JailKey {
+    Maxretry,
+    Findtime,
+    Bantime,
+    Ignoreip,
+    Logpath,
+}
+
+/// A ban as reported.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BanInfo {
+    pub jail: String,
+    pub target: IpNet,
+    /// Seconds left; `None` for a permanent ban.
+    pub seconds_left: Option<u64>,
+}
+
+/// One jail's status, as `fail2ban-client status JAIL` shows it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JailStatus {
+    pub name: String,
+    pub currently_failed: u64,
+    pub total_failed: u64,
+    pub files: Vec<String>,
+    pub currently_banned: u64,
+    pub total_banned: u64,
+    pub banned: Vec<IpNet>,
+}
+
+/// Kernel counters of a jail.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JailStats {
+    pub dropped_packets: u64,
+    pub dropped_bytes: u64,
+    pub passed_packets: u64,
+    pub passed_bytes: u64,
+}
+
+/// What the daemon answers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "reply", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Reply {
+    Pong,
+    Done {
+        message: String,
+    },
+    Overview {
+        jails: Vec<String>,
+        currently_banned: u64,
+    },
+    Jail(JailStatus),
+    Bans {
+        bans: Vec<BanInfo>,
+    },
+    Value {
+        value: String,
+    },
+    Stats {
+        jails: BTreeMap<String, JailStats>,
+    },
+    /// The request failed; the message says why and what to do.
+    Error {
+        message: String,
+    },
+}
+
+#[derive(Serialize, Deserialize)]
+struct Envelope<T> {
+    version: u32,
+    #[serde(flatten)]
+    body: T,
+}
+
+/// Why a line could not be read as a message.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ProtocolError {
+    #[error(
+        "the other side speaks control protocol version {theirs}, this ban-agent speaks \
+         {VERSION}: run the ban-agent binary of the running daemon's version"
+    )]
+    Version { theirs: u32 },
+    #[error("malformed control message: {0}")]
+    Malformed(String),
+    #[error("control message longer than {MAX_LINE} bytes")]
+    TooLong,
+}
+
+/// One message as a line (with its `\n`).
+pub fn encode<T: Serialize>(body: &T) -> String {
+    let envelope = Envelope {
+        version: VERSION,
+        body,
+    };
+    // Serializing these plain types cannot fail: no maps with non-string keys, no I/O.
+    let mut line = serde_json::to_string(&envelope).unwrap_or_else(|e| {
+        format!(r#"{{"version":{VERSION},"reply":"error","message":"cannot encode: {e}"}}"#)
+    });
+    line.push('\n');
+    line
+}
+
+/// A message from a line, checked for its version first.
+pub fn decode<T: for<'de> Deserialize<'de>>(line: &str) -> Result<T, ProtocolError> {
+    if line.len() > MAX_LINE {
+        return Err(ProtocolError::TooLong);
+    }
+    #[derive(Deserialize)]
+    struct VersionOnly {
+        version: u32,
+    }
+    let version: VersionOnly =
+        serde_json::from_str(line).map_err(|e| ProtocolError::Malformed(e.to_string()))?;
+    if version.version != VERSION {
+        return Err(ProtocolError::Version {
+            theirs: version.version,
+        });
+    }
+    let envelope: Envelope<T> =
+        serde_json::from_str(line).map_err(|e| ProtocolError::Malformed(e.to_string()))?;
+    Ok(envelope.body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(text: &str) -> IpNet {
+        text.parse().expect("a network")
+    }
+
+    #[test]
+    fn every_request_goes_through_a_line_and_back() {
+        let requests = [
+            Request::Ping,
+            Request::Status { jail: None },
+            Request::Status {
+                jail: Some("auth".into()),
+            },
+            Request::Ban {
+                jail: "auth".into(),
+                target: net("192.0.2.7/32"),
+                seconds: Some(3600),
+            },
+            Request::Unban {
+                target: net("2001:db8::/64"),
+                jail: None,
+            },
+            Request::UnbanAll,
+            Request::Banned { target: None },
+            Request::Get {
+                jail: "auth".into(),
+                key: JailKey::Ignoreip,
+            },
+            Request::AddIgnoreIp {
+                jail: "auth".into(),
+                target: net("198.51.100.0/24"),
+            },
+            Request::Reload { jail: None },
+            Request::Stop { detach: true },
+            Request::Stats,
+        ];
+        for request in requests {
+            let line = encode(&request);
+            assert!(line.ends_with('\n') && !line[..line.len() - 1].contains('\n'));
+            assert_eq!(decode::<Request>(line.trim_end()), Ok(request));
+        }
+        let reply = Reply::Bans {
+            bans: vec![BanInfo {
+                jail: "auth".into(),
+                target: net("192.0.2.7/32"),
+                seconds_left: None,
+            }],
+        };
+        assert_eq!(decode::<Reply>(encode(&reply).trim_end()), Ok(reply));
+    }
+
+    #[test]
+    fn the_wire_format_is_plain_json() {
+        assert_eq!(
+            encode(&Request::Ban {
+                jail: "auth".into(),
+                target: net("192.0.2.7/32"),
+                seconds: None
+            }),
+            "{\"version\":1,\"command\":\"ban\",\"jail\":\"auth\",\"target\":\"192.0.2.7/32\",\"seconds\":null}\n"
+        );
+    }
+
+    #[test]
+    fn other_versions_and_garbage_are_refused_with_a_reason() {
+        assert_eq!(
+            decode::<Request>(r#"{"version":2,"command":"ping"}"#),
+            Err(ProtocolError::Version { theirs: 2 })
+        );
+        assert!(matches!(
+            decode::<Request>(r#"{"version":1,"command":"format_disk"}"#),
+            Err(ProtocolError::Malformed(_))
+        ));
+        assert!(matches!(
+            decode::<Request>("not json"),
+            Err(ProtocolError::Malformed(_))
+        ));
+        let long = "x".repeat(MAX_LINE + 1);
+        assert_eq!(decode::<Request>(&long), Err(ProtocolError::TooLong));
+    }
+}
