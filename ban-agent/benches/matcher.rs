@@ -6,7 +6,7 @@
 
 use std::hint::black_box;
 
-use ban_agent::filter::{FASTAPI_AUTH, Filter, FilterSpec};
+use ban_agent::filter::{Filter, FilterSpec, fastapi_auth};
 use criterion::{Criterion, criterion_group, criterion_main};
 
 const FAILURE: &str =
@@ -17,8 +17,7 @@ const FAILURE_V6: &str = r#"2026-11-24 12:00:00,001 - fastapi-auth - INFO - 2001
 const OTHER: &str = "2026-11-24 12:00:00,001 - uvicorn.access - INFO - 203.0.113.7:51234 - \"GET /items HTTP/1.1\" 200";
 
 fn fastapi(c: &mut Criterion) {
-    let spec: FilterSpec = toml::from_str(FASTAPI_AUTH).expect("the shipped filter parses");
-    let filter = Filter::compile(&spec).expect("the shipped filter compiles");
+    let filter = fastapi_auth();
     let mut scratch = filter.scratch();
     let mut group = c.benchmark_group("fastapi-auth");
     for (name, line) in [

@@ -178,11 +178,8 @@ impl Detector {
 
 /// A detector with the shipped FastAPI filter and no `ignoreip`, for tests and benchmarks.
 pub fn fastapi(rules: Rules, zone: TimeZone) -> Detector {
-    // A constant of this binary, checked by `filter::tests`: not input that can fail.
-    let spec = toml::from_str(crate::filter::FASTAPI_AUTH).expect("the shipped filter parses");
-    let filter = Filter::compile(&spec).expect("the shipped filter compiles");
     Detector::new(
-        filter,
+        crate::filter::fastapi_auth(),
         DateReader::with_pattern(DatePattern::Auto, zone),
         IgnoreList::default(),
         rules,

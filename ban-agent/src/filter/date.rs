@@ -87,7 +87,7 @@ impl DateReader {
         if let Some(ms) = self.iso(bytes) {
             return Some((ms, DateFormat::Iso));
         }
-        let open = memchr(b'[', bytes)?;
+        let open = memchr::memchr(b'[', bytes)?;
         common_log(&bytes[open + 1..]).map(|ms| (ms, DateFormat::CommonLog))
     }
 
@@ -244,10 +244,6 @@ fn civil_seconds(y: i64, m: i64, d: i64, hh: i64, mm: i64, ss: i64) -> Option<i6
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     let days = era * 146_097 + doe - 719_468;
     Some(days * 86_400 + hh * 3600 + mm * 60 + ss)
-}
-
-fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
-    haystack.iter().position(|&b| b == needle)
 }
 
 #[cfg(test)]

@@ -21,6 +21,13 @@ pub const FASTAPI_AUTH: &str = include_str!("../../../filters/fastapi-auth.toml"
 /// Filters built into the binary, by the name `filter = "NAME"` uses.
 pub const BUILTIN: [(&str, &str); 1] = [("fastapi-auth", FASTAPI_AUTH)];
 
+/// The shipped FastAPI filter, compiled.
+pub fn fastapi_auth() -> Filter {
+    // A constant of this binary, checked by `filter::tests`: not input that can fail.
+    let spec: FilterSpec = toml::from_str(FASTAPI_AUTH).expect("the shipped filter parses");
+    Filter::compile(&spec).expect("the shipped filter compiles")
+}
+
 /// The text of the built-in filter `name`.
 pub fn builtin(name: &str) -> Option<&'static str> {
     BUILTIN
@@ -81,12 +88,20 @@ pub struct Scratch(Vec<regex::CaptureLocations>);
 pub struct Filter {
     /// The failregexes as written.
     patterns: Vec<String>,
-    /// Index of the `host` group in each compiled failregex.
-    host_groups: Vec<usize>,
     prefilter: Option<Prefilter>,
-    set: RegexSet,
-    regexes: Vec<(Regex, Tag)>,
+    /// All failregexes in one automaton; only when there are several.
+    set: Option<RegexSet>,
+    regexes: Vec<Failregex>,
     ignore: Option<RegexSet>,
+}
+
+/// One compiled failregex.
+#[derive(Clone, Debug)]
+struct Failregex {
+    regex: Regex,
+    tag: Tag,
+    /// Index of the `host` group (the failregex may have groups of its own before it).
+    host_group: usize,
 }
 
 impl Filter {
@@ -104,11 +119,25 @@ impl Filter {
             })?;
             let compiled =
                 Regex::new(&pattern).map_err(|e| regex_error("failregex", index, regex, &e))?;
-            regexes.push((compiled, tag));
+            let host_group = compiled
+                .capture_names()
+                .position(|name| name == Some("host"))
+                .unwrap_or(0);
+            regexes.push(Failregex {
+                regex: compiled,
+                tag,
+                host_group,
+            });
             expanded.push(pattern);
         }
-        let set =
-            RegexSet::new(&expanded).map_err(|e| regex_error("failregex", 0, &expanded[0], &e))?;
+        let set = if expanded.len() > 1 {
+            Some(
+                RegexSet::new(&expanded)
+                    .map_err(|e| regex_error("failregex", 0, &expanded[0], &e))?,
+            )
+        } else {
+            None
+        };
         let ignore = if spec.ignoreregex.is_empty() {
             None
         } else {
@@ -120,17 +149,8 @@ impl Filter {
                     .map_err(|e| regex_error("ignoreregex", 0, &spec.ignoreregex[0], &e))?,
             )
         };
-        let host_groups = regexes
-            .iter()
-            .map(|(re, _)| {
-                re.capture_names()
-                    .position(|name| name == Some("host"))
-                    .unwrap_or(0)
-            })
-            .collect();
         Ok(Self {
             patterns: spec.failregex.clone(),
-            host_groups,
             prefilter: Prefilter::new(&expanded),
             set,
             regexes,
@@ -163,7 +183,7 @@ impl Filter {
         Scratch(
             self.regexes
                 .iter()
-                .map(|(re, _)| re.capture_locations())
+                .map(|failregex| failregex.regex.capture_locations())
                 .collect(),
         )
     }
@@ -178,17 +198,16 @@ impl Filter {
         let Some(regex) = self.first_match(line) else {
             return Outcome::Missed;
         };
-        let (compiled, tag) = &self.regexes[regex];
+        let failregex = &self.regexes[regex];
         let Some(locations) = scratch.0.get_mut(regex) else {
             return Outcome::Missed;
         };
-        // The failregex may have groups of its own before the tag's.
-        let host_group = self.host_groups[regex];
-        let host = compiled
+        let host = failregex
+            .regex
             .captures_read(locations, line)
-            .and_then(|_| locations.get(host_group))
+            .and_then(|_| locations.get(failregex.host_group))
             .map(|(start, end)| &line[start..end]);
-        let Some(target) = host.and_then(|host| parse_target(host, *tag)) else {
+        let Some(target) = host.and_then(|host| parse_target(host, failregex.tag)) else {
             return Outcome::Missed;
         };
         if self.ignore.as_ref().is_some_and(|set| set.is_match(line)) {
@@ -198,11 +217,11 @@ impl Filter {
     }
 
     fn first_match(&self, line: &str) -> Option<usize> {
-        if self.regexes.len() == 1 {
-            // The captures search that follows fails as fast as a set scan would.
-            return Some(0);
+        match &self.set {
+            Some(set) => set.matches(line).into_iter().next(),
+            // One failregex: the captures search that follows fails as fast as a set scan.
+            None => Some(0),
         }
-        self.set.matches(line).into_iter().next()
     }
 }
 
