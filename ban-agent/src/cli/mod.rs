@@ -216,12 +216,8 @@ fn parse_protect(text: &str) -> Result<JailPorts, String> {
         return Err(usage());
     };
     let jail = jail.parse().map_err(|_| usage())?;
-    let protocol = match protocol {
-        "tcp" => Protocol::Tcp,
-        "udp" => Protocol::Udp,
-        "all" => Protocol::All,
-        _ => return Err(format!("{text:?}: protocol must be tcp, udp or all")),
-    };
+    let protocol = <Protocol as clap::ValueEnum>::from_str(protocol, false)
+        .map_err(|_| format!("{text:?}: protocol must be tcp, udp or all"))?;
     let ports = if ports == "all" {
         None
     } else {

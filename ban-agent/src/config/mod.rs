@@ -148,12 +148,11 @@ impl Default for Global {
     }
 }
 
-/// A jail's defaults where neither it nor `[defaults]` says otherwise.
+/// A jail's defaults where neither it nor `[defaults]` says otherwise (`maxretry`,
+/// `findtime` and the prefixes are `tracker::Rules::default()`).
 pub mod defaults {
     use super::Duration;
 
-    pub const MAXRETRY: u32 = 5;
-    pub const FINDTIME: Duration = Duration::from_secs(600);
     pub const BANTIME: Duration = Duration::from_secs(600);
     pub const INCREMENT_FACTOR: f64 = 1.0;
     pub const INCREMENT_MAXTIME: Duration = Duration::from_secs(7 * 24 * 3600);

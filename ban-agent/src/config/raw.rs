@@ -230,8 +230,9 @@ impl<'a> JailCtx<'a> {
         };
         let expected = "expected a file or glob pattern, or a list of them, e.g. \
                         \"/var/log/app/*.log\"";
+        let span = setting.value.span();
         let mut paths = Vec::new();
-        for (text, span) in strings(setting.value) {
+        for text in strings(setting.value.get_ref()) {
             let text = text.ok_or_else(|| self.error(span.clone(), &setting.key, expected))?;
             let path = base.join(text);
             let pattern = path.to_string_lossy();
@@ -245,21 +246,13 @@ impl<'a> JailCtx<'a> {
             paths.push(path);
         }
         if paths.is_empty() {
-            return Err(self.error(
-                setting.value.span(),
-                &setting.key,
-                format!("empty: {expected}"),
-            ));
+            return Err(self.error(span, &setting.key, format!("empty: {expected}")));
         }
         Ok(paths)
     }
 
     fn rules(&self) -> Result<Rules, ConfigError> {
-        let mut rules = Rules {
-            maxretry: defaults::MAXRETRY,
-            findtime: defaults::FINDTIME,
-            ..Rules::default()
-        };
+        let mut rules = Rules::default();
         if let Some(s) = self.pick("maxretry", |j| j.maxretry.as_ref()) {
             rules.maxretry = self.integer(&s, 1, i64::from(u32::MAX), "failures")?;
         }
@@ -346,21 +339,20 @@ impl<'a> JailCtx<'a> {
         if raw.enabled == Some(false) {
             return Ok(None);
         }
-        let factor =
-            raw.factor
-                .as_ref()
-                .map_or(Ok(defaults::INCREMENT_FACTOR), |f| {
-                    let value = *f.get_ref();
-                    if value.is_finite() && value > 0.0 {
-                        Ok(value)
-                    } else {
-                        Err(self.error(
+        let factor = match &raw.factor {
+            None => defaults::INCREMENT_FACTOR,
+            Some(f) if f.get_ref().is_finite() && *f.get_ref() > 0.0 => *f.get_ref(),
+            Some(f) => {
+                return Err(self.error(
                     f.span(),
                     &format!("{}.factor", s.key),
-                    format!("{value} is not a factor: expected a positive number such as 1 or 2.5"),
-                ))
-                    }
-                })?;
+                    format!(
+                        "{} is not a factor: expected a positive number such as 1 or 2.5",
+                        f.get_ref()
+                    ),
+                ));
+            }
+        };
         let maxtime = match &raw.maxtime {
             None => defaults::INCREMENT_MAXTIME,
             Some(value) => {
@@ -414,16 +406,14 @@ impl<'a> JailCtx<'a> {
         let Some(s) = self.pick("protocol", |j| j.protocol.as_ref()) else {
             return Ok(Protocol::Tcp);
         };
-        match s.value.get_ref().as_str() {
-            "tcp" => Ok(Protocol::Tcp),
-            "udp" => Ok(Protocol::Udp),
-            "all" => Ok(Protocol::All),
-            other => Err(self.error(
+        let text = s.value.get_ref();
+        <Protocol as clap::ValueEnum>::from_str(text, false).map_err(|_| {
+            self.error(
                 s.value.span(),
                 &s.key,
-                format!("{other:?}: expected \"tcp\", \"udp\" or \"all\""),
-            )),
-        }
+                format!("{text:?}: expected \"tcp\", \"udp\" or \"all\""),
+            )
+        })
     }
 
     fn ignoreip(&self) -> Result<Vec<IpNet>, ConfigError> {
@@ -431,8 +421,9 @@ impl<'a> JailCtx<'a> {
             return Ok(Vec::new());
         };
         let expected = "expected addresses or networks, e.g. [\"192.0.2.7\", \"2001:db8::/32\"]";
+        let span = s.value.span();
         let mut nets = Vec::new();
-        for (text, span) in strings(s.value) {
+        for text in strings(s.value.get_ref()) {
             let text = text.ok_or_else(|| self.error(span.clone(), &s.key, expected))?;
             for word in text.split([' ', ',', '\t']).filter(|w| !w.is_empty()) {
                 let net = word
@@ -481,16 +472,13 @@ impl<'a> JailCtx<'a> {
     }
 }
 
-/// The strings of a value that is a string or a list of strings, each with its span;
-/// `None` for an item of another type.
-fn strings(value: &Spanned<Value>) -> Vec<(Option<&str>, Range<usize>)> {
-    match value.get_ref() {
-        Value::String(text) => vec![(Some(text.as_str()), value.span())],
-        Value::Array(items) => items
-            .iter()
-            .map(|item| (item.as_str(), value.span()))
-            .collect(),
-        _ => vec![(None, value.span())],
+/// The strings of a value that is a string or a list of strings; `None` for an item of
+/// another type. (TOML values carry no spans of their own: errors point at the value.)
+fn strings(value: &Value) -> Vec<Option<&str>> {
+    match value {
+        Value::String(text) => vec![Some(text.as_str())],
+        Value::Array(items) => items.iter().map(Value::as_str).collect(),
+        _ => vec![None],
     }
 }
 
