@@ -41,7 +41,8 @@ pub struct Args {
     /// Configuration file for --jail.
     #[arg(long, value_name = "FILE", default_value = config::DEFAULT_PATH)]
     config: PathBuf,
-    /// A built-in filter (fastapi-auth) or a filter file (failregex/ignoreregex in TOML).
+    /// A filter file (failregex/ignoreregex in TOML), NAME.toml in /etc/ban-agent/filter.d,
+    /// or a built-in filter (fastapi-auth).
     #[arg(long, value_name = "NAME|FILE")]
     filter: Option<String>,
     /// A failregex with one address tag (<HOST>, <ADDR>, <IP4>, <IP6>, <CIDR>); repeat
@@ -138,7 +139,11 @@ fn subject(args: &Args) -> anyhow::Result<Subject> {
         });
     }
     let (filter, description) = match &args.filter {
-        Some(name) => named_filter(name)?,
+        Some(name) => {
+            let (filter, origin) =
+                config::find_filter(name, Path::new("."), &config::Global::default().filter_dir)?;
+            (filter, origin)
+        }
         None => {
             let spec = FilterSpec {
                 failregex: args.regex.clone(),
@@ -158,26 +163,6 @@ fn subject(args: &Args) -> anyhow::Result<Subject> {
             override_rules(Rules::default()),
         ),
     })
-}
-
-fn named_filter(name: &str) -> anyhow::Result<(Filter, String)> {
-    let path = Path::new(name);
-    if path.exists() {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read filter file {}", path.display()))?;
-        return Ok((
-            config::parse_filter(path, &text)?,
-            path.display().to_string(),
-        ));
-    }
-    let Some(text) = filter::builtin(name) else {
-        bail!(
-            "no filter {name:?}: no such file, and not built in (built-in: {})",
-            filter::BUILTIN.map(|(n, _)| n).join(", ")
-        );
-    };
-    let filter = config::parse_filter(Path::new(name), text)?;
-    Ok((filter, format!("built-in {name}")))
 }
 
 /// One address's failures in the log.

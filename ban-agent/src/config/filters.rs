@@ -1,7 +1,7 @@
 //! Which filter a jail uses: a built-in, a file (in `filter_dir` or by path) or inline
 //! regexes; compiled here so that a bad regex is reported where it is written.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -62,39 +62,59 @@ impl JailCtx<'_> {
         named: &Setting<Spanned<String>>,
         global: &Global,
     ) -> Result<(Filter, String), ConfigError> {
-        let name = named.value.get_ref();
-        let as_path = name.contains('/') || name.ends_with(".toml");
-        let file = if as_path {
-            let base = self.source.path.parent().unwrap_or(Path::new("."));
-            base.join(name)
-        } else {
-            global.filter_dir.join(format!("{name}.toml"))
-        };
-        if file.exists() || as_path {
-            let text = std::fs::read_to_string(&file).map_err(|e| {
-                self.error(
-                    named.value.span(),
-                    &named.key,
-                    format!("cannot read filter file {}: {e}", file.display()),
-                )
-            })?;
-            let filter = parse_filter(&file, &text)?;
-            return Ok((filter, file.display().to_string()));
-        }
-        let Some(text) = filter::builtin(name) else {
-            return Err(self.error(
-                named.value.span(),
-                &named.key,
-                format!(
-                    "no filter {name:?}: neither {} exists nor is it built in (built-in: {})",
-                    file.display(),
-                    filter::BUILTIN.map(|(n, _)| n).join(", ")
-                ),
-            ));
-        };
-        let filter = parse_filter(Path::new(&format!("(built-in filter {name})")), text)?;
-        Ok((filter, format!("built-in {name}")))
+        let base = self.source.path.parent().unwrap_or(Path::new("."));
+        find_filter(named.value.get_ref(), base, &global.filter_dir).map_err(|error| match error {
+            FindFilterError::Invalid(error) => error,
+            other => self.error(named.value.span(), &named.key, other.to_string()),
+        })
     }
+}
+
+/// Why `filter = NAME` (or `test-filter --filter NAME`) names no usable filter.
+#[derive(Debug, thiserror::Error)]
+pub enum FindFilterError {
+    #[error("cannot read filter file {}: {source}", file.display())]
+    Unreadable {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("no filter {name:?}: neither {} exists nor is it built in (built-in: {})", tried.display(), filter::BUILTIN.map(|(n, _)| n).join(", "))]
+    Unknown { name: String, tried: PathBuf },
+    #[error(transparent)]
+    Invalid(#[from] ConfigError),
+}
+
+/// The filter `name` names: a file (a name with `/`, ending in `.toml`, or a file in
+/// `base`), else `filter_dir/NAME.toml`, else a built-in filter. Returns it with where it
+/// came from, for messages.
+pub fn find_filter(
+    name: &str,
+    base: &Path,
+    filter_dir: &Path,
+) -> Result<(Filter, String), FindFilterError> {
+    let as_path = name.contains('/') || name.ends_with(".toml") || base.join(name).is_file();
+    let file = if as_path {
+        base.join(name)
+    } else {
+        filter_dir.join(format!("{name}.toml"))
+    };
+    if file.exists() || as_path {
+        let text =
+            std::fs::read_to_string(&file).map_err(|source| FindFilterError::Unreadable {
+                file: file.clone(),
+                source,
+            })?;
+        let filter = parse_filter(&file, &text)?;
+        return Ok((filter, file.display().to_string()));
+    }
+    let Some(text) = filter::builtin(name) else {
+        return Err(FindFilterError::Unknown {
+            name: name.to_owned(),
+            tried: file,
+        });
+    };
+    let filter = parse_filter(Path::new(&format!("(built-in filter {name})")), text)?;
+    Ok((filter, format!("built-in {name}")))
 }
 
 /// Compiles the text of a filter file (`failregex = [...]`, `ignoreregex = [...]`);

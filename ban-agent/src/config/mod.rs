@@ -33,7 +33,7 @@ use std::{
 use ipnet::IpNet;
 
 pub use error::ConfigError;
-pub use filters::parse_filter;
+pub use filters::{FindFilterError, find_filter, parse_filter};
 
 pub use crate::filter::date::DatePattern;
 use crate::{
