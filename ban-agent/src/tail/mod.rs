@@ -211,8 +211,8 @@ impl Follower {
             return Ok(());
         };
         let len = open.file.metadata()?.len();
-        let first_line_changed =
-            open.fingerprint.is_some() && fingerprint(&open.file)? != open.fingerprint;
+        let current = fingerprint(&open.file)?;
+        let first_line_changed = open.fingerprint.is_some() && current != open.fingerprint;
         if len < open.offset || first_line_changed {
             self.truncations += 1;
             open.file.seek(SeekFrom::Start(0))?;
@@ -221,7 +221,7 @@ impl Follower {
             self.lines.restart(false);
         }
         if open.fingerprint.is_none() || open.offset == 0 {
-            open.fingerprint = fingerprint(&open.file)?;
+            open.fingerprint = current;
         }
         Ok(())
     }
@@ -252,7 +252,7 @@ impl Follower {
 /// Hand-written because the value is stored in checkpoints and must not change between
 /// Rust versions, as std's hasher may.
 fn fingerprint(file: &File) -> io::Result<Option<u64>> {
-    let mut head = vec![0; FINGERPRINT_BYTES];
+    let mut head = [0; FINGERPRINT_BYTES];
     let n = read_at_most(file, &mut head, 0)?;
     let head = &head[..n];
     let line = match memchr::memchr(b'\n', head) {
@@ -285,13 +285,18 @@ fn read_at_most(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     Ok(filled)
 }
 
+/// Whether a path (or one of its parts) has glob characters.
+fn is_glob(text: &str) -> bool {
+    text.contains(['*', '?', '['])
+}
+
 /// The files `logpath` patterns name now: a pattern without glob characters is taken as
 /// is (it may not exist yet); a glob gives the files that match it.
 pub fn expand(patterns: &[PathBuf]) -> Vec<PathBuf> {
     let mut paths = Vec::new();
     for pattern in patterns {
         let text = pattern.to_string_lossy();
-        if !text.contains(['*', '?', '[']) {
+        if !is_glob(&text) {
             paths.push(pattern.clone());
             continue;
         }

@@ -91,7 +91,7 @@ pub fn watch(paths: &[PathBuf], mode: WatchMode) -> Wakeups {
 fn folder_of(pattern: &Path) -> PathBuf {
     let mut folder = PathBuf::new();
     for part in pattern.components() {
-        if part.as_os_str().to_string_lossy().contains(['*', '?', '[']) {
+        if super::is_glob(&part.as_os_str().to_string_lossy()) {
             return folder;
         }
         folder.push(part);
