@@ -205,7 +205,7 @@ impl Report {
             Some(format) => *self.formats.entry(format).or_default() += 1,
             None => self.no_time += 1,
         }
-        let (target, regex) = match verdict {
+        let (target, regex, spared, banned) = match verdict {
             Verdict::Missed => {
                 if let Some((max, lines)) = &mut self.missed {
                     if lines.len() < *max {
@@ -217,26 +217,26 @@ impl Report {
                 return;
             }
             Verdict::Ignored { .. } => return,
-            Verdict::Spared { target, why, regex } => {
-                let counted_as = self.detector.tracker().aggregate(target);
-                self.targets.entry(counted_as).or_default().spared = Some(why);
-                (target, regex)
-            }
+            Verdict::Spared { target, why, regex } => (target, regex, Some(why), false),
             Verdict::Stale { target, regex } | Verdict::Counted { target, regex } => {
-                (target, regex)
+                (target, regex, None, false)
             }
-            Verdict::Ban { decision, regex } => {
-                self.banned += 1;
-                self.targets.entry(decision.target).or_default().banned = true;
-                (decision.target, regex)
-            }
+            Verdict::Ban { decision, regex } => (decision.target, regex, None, true),
         };
         if let Some(hits) = self.hits.get_mut(regex) {
             *hits += 1;
         }
         // Count under the address (or prefix) the jail counts by.
         let counted_as = self.detector.tracker().aggregate(target);
-        self.targets.entry(counted_as).or_default().failures += 1;
+        let failing = self.targets.entry(counted_as).or_default();
+        failing.failures += 1;
+        if spared.is_some() {
+            failing.spared = spared;
+        }
+        if banned {
+            failing.banned = true;
+            self.banned += 1;
+        }
     }
 
     fn render(
