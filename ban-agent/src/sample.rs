@@ -92,18 +92,17 @@ pub fn write_log(
                 ("POST", "/register", 409),
             ][rng.below(6) as usize]
         };
-        line.clear();
-        format_line(
-            &mut line,
+        let request = Request {
             at,
-            zone,
             client,
             ipv6,
             method,
             path,
             status,
-            rng.below(90_000),
-        );
+            micros: rng.below(90_000),
+        };
+        line.clear();
+        request.format(zone, &mut line);
         out.write_all(line.as_bytes())?;
         summary.lines += 1;
         summary.failures += u64::from(failure);
@@ -114,45 +113,56 @@ pub fn write_log(
     Ok(summary)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn format_line(
-    line: &mut String,
+/// One logged request.
+struct Request {
     at: UnixMs,
-    zone: &TimeZone,
     client: u64,
     ipv6: bool,
-    method: &str,
-    path: &str,
+    method: &'static str,
+    path: &'static str,
     status: u16,
     micros: u64,
-) {
-    use std::fmt::Write as _;
-    let time = Timestamp::from_millisecond(at)
-        .unwrap_or(Timestamp::UNIX_EPOCH)
-        .to_zoned(zone.clone());
-    let civil = time.datetime();
-    let _ = write!(
-        line,
-        "{} - fastapi-auth - INFO - ",
-        civil.strftime("%Y-%m-%d %H:%M:%S,%3f")
-    );
-    if ipv6 {
-        let _ = write!(line, "2001:db8:{:x}::{:x}", client >> 16, client & 0xffff);
-    } else {
-        // 10.0.0.0/8 holds the 300k clients; the log is never turned into traffic.
+}
+
+impl Request {
+    /// The line the app writes for it, with its `\n`.
+    fn format(&self, zone: &TimeZone, line: &mut String) {
+        use std::fmt::Write as _;
+        let time = Timestamp::from_millisecond(self.at)
+            .unwrap_or(Timestamp::UNIX_EPOCH)
+            .to_zoned(zone.clone());
+        let civil = time.datetime();
         let _ = write!(
             line,
-            "10.{}.{}.{}",
-            (client >> 16) & 0xff,
-            (client >> 8) & 0xff,
-            client & 0xff
+            "{} - fastapi-auth - INFO - ",
+            civil.strftime("%Y-%m-%d %H:%M:%S,%3f")
+        );
+        if self.ipv6 {
+            let _ = write!(
+                line,
+                "2001:db8:{:x}::{:x}",
+                self.client >> 16,
+                self.client & 0xffff
+            );
+        } else {
+            // 10.0.0.0/8 holds the 300k clients; the log is never turned into traffic.
+            let _ = write!(
+                line,
+                "10.{}.{}.{}",
+                (self.client >> 16) & 0xff,
+                (self.client >> 8) & 0xff,
+                self.client & 0xff
+            );
+        }
+        let _ = writeln!(
+            line,
+            " - \"{} {}\" {} - 0.{:04}s",
+            self.method,
+            self.path,
+            self.status,
+            self.micros % 10_000
         );
     }
-    let _ = writeln!(
-        line,
-        " - \"{method} {path}\" {status} - 0.{:04}s",
-        micros % 10_000
-    );
 }
 
 /// splitmix64: a fixed, documented sequence, so that a seed gives the same log whatever
