@@ -131,7 +131,7 @@ impl Store {
                     ..State::default()
                 });
             }
-            Err(source) => return Err(self.io("read", &self.path, source)),
+            Err(source) => return Err(io("read", &self.path, source)),
         };
         let state: State = serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
             path: self.path.clone(),
@@ -149,29 +149,29 @@ impl Store {
     /// Replaces the saved state atomically.
     pub fn save(&self, state: &State) -> Result<(), StoreError> {
         let dir = self.path.parent().unwrap_or(Path::new("."));
-        fs::create_dir_all(dir).map_err(|e| self.io("create", dir, e))?;
+        fs::create_dir_all(dir).map_err(|e| io("create", dir, e))?;
         let temporary = self.path.with_extension("json.tmp");
         let mut text = serde_json::to_vec_pretty(state).map_err(|e| StoreError::Corrupt {
             path: self.path.clone(),
             message: e.to_string(),
         })?;
         text.push(b'\n');
-        let mut file = File::create(&temporary).map_err(|e| self.io("create", &temporary, e))?;
+        let mut file = File::create(&temporary).map_err(|e| io("create", &temporary, e))?;
         file.write_all(&text)
             .and_then(|()| file.sync_all())
-            .map_err(|e| self.io("write", &temporary, e))?;
-        fs::rename(&temporary, &self.path).map_err(|e| self.io("replace", &self.path, e))?;
+            .map_err(|e| io("write", &temporary, e))?;
+        fs::rename(&temporary, &self.path).map_err(|e| io("replace", &self.path, e))?;
         File::open(dir)
             .and_then(|d| d.sync_all())
-            .map_err(|e| self.io("sync", dir, e))
+            .map_err(|e| io("sync", dir, e))
     }
+}
 
-    fn io(&self, op: &'static str, path: &Path, source: std::io::Error) -> StoreError {
-        StoreError::Io {
-            op,
-            path: path.to_owned(),
-            source,
-        }
+fn io(op: &'static str, path: &Path, source: std::io::Error) -> StoreError {
+    StoreError::Io {
+        op,
+        path: path.to_owned(),
+        source,
     }
 }
 

@@ -157,10 +157,8 @@ pub fn encode<T: Serialize>(body: &T) -> String {
         version: VERSION,
         body,
     };
-    // Serializing these plain types cannot fail: no maps with non-string keys, no I/O.
-    let mut line = serde_json::to_string(&envelope).unwrap_or_else(|e| {
-        format!(r#"{{"version":{VERSION},"reply":"error","message":"cannot encode: {e}"}}"#)
-    });
+    // These plain types have no maps with non-string keys and no I/O: encoding cannot fail.
+    let mut line = serde_json::to_string(&envelope).expect("control messages encode");
     line.push('\n');
     line
 }
