@@ -22,6 +22,9 @@ use ban_agent::{
     tracker::Rules,
 };
 use jiff::{Timestamp, tz::TimeZone};
+// The `Lines:` row reader the test-filter tests use.
+#[path = "../tests/common/report.rs"]
+mod report;
 
 /// Set in the child processes: the log to run the pipeline over.
 const CHILD_ENV: &str = "BAN_AGENT_DETECT_CHILD";
@@ -148,17 +151,8 @@ fn fail2ban_run(script: &Path, log: &Path, dir: &Path) -> anyhow::Result<Measure
     eprintln!("detect: running fail2ban-regex (about 10 s)");
     let (stdout, seconds, peak_kib) = measured(&mut cmd)?;
     // "Lines: 1000000 lines, 0 ignored, 150000 matched, 850000 missed"
-    let row = stdout
-        .lines()
-        .find(|l| l.starts_with("Lines: "))
+    let [lines, _ignored, matched, _missed] = report::lines_row(&stdout)
         .with_context(|| format!("no Lines row in fail2ban-regex output:\n{stdout}"))?;
-    let numbers: Vec<u64> = row
-        .split(|c: char| !c.is_ascii_digit())
-        .filter_map(|w| w.parse().ok())
-        .collect();
-    let [lines, _ignored, matched, _missed] = numbers[..] else {
-        bail!("unexpected fail2ban-regex row {row:?}");
-    };
     Ok(Measured {
         tool: "fail2ban-regex 1.0.2".to_owned(),
         lines,
@@ -213,17 +207,9 @@ fn check_test_filter(log: &Path, failures: u64) -> anyhow::Result<()> {
         .output()
         .context("run ban-agent test-filter")?;
     let report = String::from_utf8_lossy(&output.stdout);
-    let row = report
-        .lines()
-        .find(|l| l.starts_with("Lines: "))
-        .unwrap_or("");
-    let matched = row
-        .split(',')
-        .nth(1)
-        .and_then(|part| part.split_whitespace().next())
-        .and_then(|n| n.parse::<u64>().ok());
+    let matched = report::lines_row(&report).map(|[_read, matched, ..]| matched);
     if matched != Some(failures) {
-        bail!("test-filter reported {row:?}; the generator wrote {failures} failures");
+        bail!("test-filter reported {matched:?} matched; the generator wrote {failures} failures");
     }
     eprintln!("detect: test-filter reports {failures} matched, as written");
     Ok(())

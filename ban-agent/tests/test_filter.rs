@@ -7,6 +7,8 @@ use std::{
 };
 
 use ban_agent::sample::{SampleSpec, write_log};
+#[path = "common/report.rs"]
+mod report;
 use jiff::tz::TimeZone;
 
 fn ban_agent(args: &[&str], stdin: Option<&[u8]>) -> Output {
@@ -36,17 +38,7 @@ fn stdout(output: &Output) -> String {
 
 /// The numbers of the `Lines:` row: read, matched, ignored, missed.
 fn lines_row(report: &str) -> [u64; 4] {
-    let row = report
-        .lines()
-        .find(|l| l.starts_with("Lines: "))
-        .unwrap_or_else(|| panic!("no Lines row in\n{report}"));
-    let numbers: Vec<u64> = row
-        .split(|c: char| !c.is_ascii_digit())
-        .filter_map(|w| w.parse().ok())
-        .collect();
-    numbers
-        .try_into()
-        .unwrap_or_else(|n| panic!("{n:?} in {row}"))
+    report::lines_row(report).unwrap_or_else(|| panic!("no Lines row of four numbers in\n{report}"))
 }
 
 #[test]
