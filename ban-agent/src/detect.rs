@@ -174,6 +174,11 @@ impl Detector {
     pub fn filter(&self) -> &Filter {
         &self.filter
     }
+
+    /// Replaces who is spared (`ban-agent set JAIL addignoreip`).
+    pub fn set_ignore(&mut self, ignore: IgnoreList) {
+        self.ignore = ignore;
+    }
 }
 
 /// A detector with the shipped FastAPI filter and no `ignoreip`, for tests and benchmarks.

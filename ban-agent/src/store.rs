@@ -52,6 +52,10 @@ pub struct State {
     pub history: BTreeMap<String, BTreeMap<IpNet, u32>>,
     /// Where each log was read up to.
     pub positions: BTreeMap<PathBuf, Checkpoint>,
+    /// The kernel's jail index of each jail name: kept across restarts and reloads, since
+    /// the bans in the pinned maps are keyed by it.
+    #[serde(default)]
+    pub jail_ids: BTreeMap<String, u32>,
 }
 
 impl State {
@@ -80,6 +84,18 @@ impl State {
             .entry(target)
             .or_default();
         *count = count.saturating_add(1);
+    }
+
+    /// The jail index of `name`, assigning the lowest free one to a new jail; `None` when
+    /// all `MAX_JAILS` are taken.
+    pub fn jail_id(&mut self, name: &str) -> Option<u32> {
+        if let Some(&id) = self.jail_ids.get(name) {
+            return Some(id);
+        }
+        let taken: std::collections::BTreeSet<u32> = self.jail_ids.values().copied().collect();
+        let id = (0..ban_common::MAX_JAILS).find(|id| !taken.contains(id))?;
+        self.jail_ids.insert(name.to_owned(), id);
+        Some(id)
     }
 
     /// Drops the bans that are over at `now`.
@@ -258,5 +274,19 @@ mod tests {
         assert_eq!(state.previous_bans("web", &target, false), 2);
         assert_eq!(state.previous_bans("web", &target, true), 3);
         assert_eq!(state.previous_bans("web", &net("192.0.2.8/32"), true), 0);
+    }
+
+    #[test]
+    fn jail_ids_are_stable_and_reused_once_freed() {
+        let mut state = State::default();
+        assert_eq!(state.jail_id("a"), Some(0));
+        assert_eq!(state.jail_id("b"), Some(1));
+        assert_eq!(state.jail_id("a"), Some(0));
+        state.jail_ids.remove("a");
+        assert_eq!(state.jail_id("c"), Some(0));
+        for n in 0..ban_common::MAX_JAILS {
+            let _id = state.jail_id(&format!("j{n}"));
+        }
+        assert_eq!(state.jail_id("one-too-many"), None);
     }
 }

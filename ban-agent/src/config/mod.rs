@@ -45,6 +45,9 @@ use crate::{
 /// Where a configuration usually lives.
 pub const DEFAULT_PATH: &str = "/etc/ban-agent/ban-agent.toml";
 
+/// Where the daemon listens for control requests unless `socket` says otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/ban-agent.sock";
+
 /// The whole configuration.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -70,6 +73,11 @@ pub struct Global {
     pub metrics: Option<SocketAddr>,
     /// Where `filter = "NAME"` looks for `NAME.toml` before the built-in filters.
     pub filter_dir: PathBuf,
+    /// The daemon's control socket.
+    pub socket: PathBuf,
+    /// Log level (a `tracing` filter such as `info` or `ban_agent=debug`) when `RUST_LOG`
+    /// is not set.
+    pub log_level: Option<String>,
 }
 
 /// One jail: which logs, which filter, how many failures, which ban.
@@ -90,6 +98,22 @@ pub struct Jail {
     pub ignoreip: Vec<IpNet>,
     pub datepattern: DatePattern,
     pub start: Start,
+    /// Run when this jail bans.
+    pub on_ban: Option<Hook>,
+    /// Run when a ban of this jail ends (expiry, `unban`, jail removed).
+    pub on_unban: Option<Hook>,
+}
+
+/// What to do on a ban or an unban: a command, a webhook, or both.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hook {
+    /// Program and arguments; `<ip>`, `<jail>`, `<failures>` and `<bantime>` in the
+    /// arguments are replaced, and the same values are in the environment.
+    pub command: Option<Vec<String>>,
+    /// URL that receives the event as a JSON POST (http or https).
+    pub webhook: Option<String>,
+    /// How long the command or the POST may take before it is abandoned.
+    pub timeout: Duration,
 }
 
 /// The destination ports a jail protects.
@@ -144,6 +168,8 @@ impl Default for Global {
             interfaces: Vec::new(),
             metrics: None,
             filter_dir: PathBuf::from("/etc/ban-agent/filter.d"),
+            socket: PathBuf::from(DEFAULT_SOCKET),
+            log_level: None,
         }
     }
 }
@@ -156,6 +182,7 @@ pub mod defaults {
     pub const BANTIME: Duration = Duration::from_secs(600);
     pub const INCREMENT_FACTOR: f64 = 1.0;
     pub const INCREMENT_MAXTIME: Duration = Duration::from_secs(7 * 24 * 3600);
+    pub const HOOK_TIMEOUT: Duration = Duration::from_secs(10);
 }
 
 #[cfg(test)]

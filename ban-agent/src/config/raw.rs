@@ -10,7 +10,7 @@ use serde::Deserialize;
 use toml::{Spanned, Value};
 
 use super::{
-    Config, ConfigError, DatePattern, Global, Jail, Ports, Start, defaults, error::Source,
+    Config, ConfigError, DatePattern, Global, Hook, Jail, Ports, Start, defaults, error::Source,
 };
 use crate::{
     datapath::Protocol,
@@ -26,6 +26,8 @@ struct RawConfig {
     interfaces: Option<Vec<Spanned<String>>>,
     metrics: Option<Spanned<String>>,
     filter_dir: Option<String>,
+    socket: Option<String>,
+    log_level: Option<Spanned<String>>,
     #[serde(default)]
     defaults: RawJail,
     #[serde(default)]
@@ -52,6 +54,16 @@ pub(super) struct RawJail {
     pub(super) datepattern: Option<Spanned<String>>,
     pub(super) start: Option<Spanned<String>>,
     pub(super) max_tracked: Option<Spanned<i64>>,
+    pub(super) on_ban: Option<Spanned<RawHook>>,
+    pub(super) on_unban: Option<Spanned<RawHook>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHook {
+    command: Option<Spanned<Vec<String>>>,
+    webhook: Option<Spanned<String>>,
+    timeout: Option<Spanned<Value>>,
 }
 
 #[derive(Deserialize)]
@@ -113,6 +125,23 @@ fn global(source: &Source, raw: &RawConfig, base: &Path) -> Result<Global, Confi
     }
     if let Some(dir) = &raw.filter_dir {
         global.filter_dir = base.join(dir);
+    }
+    if let Some(socket) = &raw.socket {
+        global.socket = base.join(socket);
+    }
+    if let Some(level) = &raw.log_level {
+        tracing_subscriber::EnvFilter::try_new(level.get_ref()).map_err(|e| {
+            source.error(
+                level.span(),
+                "log_level",
+                format!(
+                    "{:?} is not a log level ({e}): expected \"error\", \"warn\", \"info\", \
+                     \"debug\" or \"trace\", or a filter such as \"ban_agent=debug\"",
+                    level.get_ref()
+                ),
+            )
+        })?;
+        global.log_level = Some(level.get_ref().clone());
     }
     for name in raw.interfaces.iter().flatten() {
         let valid = !name.get_ref().is_empty()
@@ -213,7 +242,70 @@ impl<'a> JailCtx<'a> {
             ignoreip: self.ignoreip()?,
             datepattern: self.datepattern(),
             start: self.start()?,
+            on_ban: self.hook("on_ban", |j| j.on_ban.as_ref())?,
+            on_unban: self.hook("on_unban", |j| j.on_unban.as_ref())?,
         })
+    }
+
+    fn hook(
+        &self,
+        field: &str,
+        get: impl Fn(&'a RawJail) -> Option<&'a Spanned<RawHook>>,
+    ) -> Result<Option<Hook>, ConfigError> {
+        let Some(s) = self.pick(field, get) else {
+            return Ok(None);
+        };
+        let raw = s.value.get_ref();
+        let command = match &raw.command {
+            Some(command) if command.get_ref().is_empty() => {
+                return Err(self.error(
+                    command.span(),
+                    &format!("{}.command", s.key),
+                    "empty: expected the program and its arguments, e.g. \
+                     [\"/usr/local/bin/notify-ban\", \"<ip>\", \"<jail>\"]",
+                ));
+            }
+            Some(command) => Some(command.get_ref().clone()),
+            None => None,
+        };
+        let webhook = match &raw.webhook {
+            Some(url)
+                if url.get_ref().starts_with("http://") || url.get_ref().starts_with("https://") =>
+            {
+                Some(url.get_ref().clone())
+            }
+            Some(url) => {
+                return Err(self.error(
+                    url.span(),
+                    &format!("{}.webhook", s.key),
+                    format!(
+                        "{:?} is not an http(s) URL: expected e.g. \
+                         \"https://hooks.example.com/ban-agent\"",
+                        url.get_ref()
+                    ),
+                ));
+            }
+            None => None,
+        };
+        if command.is_none() && webhook.is_none() {
+            return Err(self.error(
+                s.value.span(),
+                &s.key,
+                "neither `command` nor `webhook`: expected at least one of them",
+            ));
+        }
+        let timeout = match &raw.timeout {
+            None => defaults::HOOK_TIMEOUT,
+            Some(value) => self.finite_duration(&Setting {
+                value,
+                key: format!("{}.timeout", s.key),
+            })?,
+        };
+        Ok(Some(Hook {
+            command,
+            webhook,
+            timeout,
+        }))
     }
 
     fn logpath(&self, base: &Path, enabled: bool) -> Result<Vec<std::path::PathBuf>, ConfigError> {

@@ -22,11 +22,14 @@ pub enum Request {
     Status {
         jail: Option<String>,
     },
-    /// Ban in a jail; `seconds: None` uses the jail's bantime.
+    /// Ban in a jail for `seconds`, for ever when `permanent`, else for the jail's
+    /// bantime.
     Ban {
         jail: String,
         target: IpNet,
         seconds: Option<u64>,
+        #[serde(default)]
+        permanent: bool,
     },
     /// Lift a ban in one jail or in all of them.
     Unban {
@@ -79,6 +82,10 @@ pub struct BanInfo {
     pub target: IpNet,
     /// Seconds left; `None` for a permanent ban.
     pub seconds_left: Option<u64>,
+    /// Wall-clock end, Unix milliseconds; `None` for a permanent ban.
+    pub expires_at: Option<i64>,
+    /// Failures that led to it (0 for a ban by hand).
+    pub failures: u32,
 }
 
 /// One jail's status, as `fail2ban-client status JAIL` shows it.
@@ -204,6 +211,7 @@ mod tests {
                 jail: "auth".into(),
                 target: net("192.0.2.7/32"),
                 seconds: Some(3600),
+                permanent: false,
             },
             Request::Unban {
                 target: net("2001:db8::/64"),
@@ -233,6 +241,8 @@ mod tests {
                 jail: "auth".into(),
                 target: net("192.0.2.7/32"),
                 seconds_left: None,
+                expires_at: None,
+                failures: 0,
             }],
         };
         assert_eq!(decode::<Reply>(encode(&reply).trim_end()), Ok(reply));
@@ -244,9 +254,10 @@ mod tests {
             encode(&Request::Ban {
                 jail: "auth".into(),
                 target: net("192.0.2.7/32"),
-                seconds: None
+                seconds: None,
+                permanent: false,
             }),
-            "{\"version\":1,\"command\":\"ban\",\"jail\":\"auth\",\"target\":\"192.0.2.7/32\",\"seconds\":null}\n"
+            "{\"version\":1,\"command\":\"ban\",\"jail\":\"auth\",\"target\":\"192.0.2.7/32\",\"seconds\":null,\"permanent\":false}\n"
         );
     }
 

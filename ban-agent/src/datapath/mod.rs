@@ -270,6 +270,16 @@ impl Maps {
         Self::from_parts(pin_dir.to_owned(), parts)
     }
 
+    /// Capacity of each ban map, by map name.
+    pub fn capacities(&self) -> [(&'static str, u32); 4] {
+        [
+            (maps::BAN_V4, self.capacity.ban_v4),
+            (maps::BAN_V6, self.capacity.ban_v6),
+            (maps::PREFIX_V4, self.capacity.prefix_v4),
+            (maps::PREFIX_V6, self.capacity.prefix_v6),
+        ]
+    }
+
     /// The directory holding the pins.
     pub fn pin_dir(&self) -> &Path {
         &self.pin_dir

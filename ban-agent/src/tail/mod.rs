@@ -116,6 +116,13 @@ impl Follower {
         }
     }
 
+    /// Bytes in the file open now that were not read into complete lines yet.
+    pub fn lag(&self) -> Option<u64> {
+        let open = self.open.as_ref()?;
+        let len = open.file.metadata().ok()?.len();
+        Some(len.saturating_sub(open.committed))
+    }
+
     /// Where to resume: after the last complete line of the file open now.
     pub fn checkpoint(&self) -> Option<Checkpoint> {
         match &self.open {

@@ -1,0 +1,632 @@
+//! The agent's state and what changes it: jails with their detectors, the followed logs,
+//! the bans in force (mirrored in the kernel maps), and the saved state. No sockets, no
+//! timers and no clock of its own: the daemon calls in with the time, so every rule here
+//! is unit-tested against an in-memory kernel.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+    path::PathBuf,
+    sync::Arc,
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use ipnet::IpNet;
+use jiff::tz::TimeZone;
+use prometheus_client::metrics::counter::Counter;
+use tracing::{info, warn};
+
+use super::kernel::Kernel;
+use crate::{
+    clock::{self, Expiry},
+    config::{Config, Jail, Ports},
+    datapath::JailPorts,
+    detect::{Detector, Verdict},
+    events::{self, Event, Events, Kind},
+    filter::date::UnixMs,
+    ignore::IgnoreList,
+    metrics::{self, Metrics},
+    store::{SavedBan, State, Store},
+    tail::{self, Follower},
+    tracker::{BanTime, Decision},
+};
+
+/// Positions are saved at least this often even when no ban changed.
+const SAVE_POSITIONS_EVERY_MS: i64 = 10_000;
+
+/// The two clocks: wall for what is saved and shown, boot for the kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Now {
+    pub wall: UnixMs,
+    pub boot: u64,
+}
+
+impl Now {
+    pub fn read() -> Self {
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        Self {
+            wall,
+            boot: clock::boot_ns(),
+        }
+    }
+
+    /// The boot-clock expiry and the wall-clock end of a ban of `length` starting now.
+    fn ends(self, length: BanTime) -> (Expiry, Option<UnixMs>) {
+        match length {
+            BanTime::Permanent => (Expiry::Never, None),
+            BanTime::For(d) => (
+                Expiry::after(self.boot, d),
+                Some(self.wall.saturating_add(millis(d))),
+            ),
+        }
+    }
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// What the agent is given besides its configuration.
+pub struct Setup {
+    /// The host's addresses, never banned with `ignoreself`.
+    pub own: Vec<IpAddr>,
+    pub zone: TimeZone,
+    pub metrics: Arc<Metrics>,
+    /// Where hooks go; `None` runs none (tests).
+    pub events: Option<Events>,
+}
+
+/// A ban in force.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct ActiveBan {
+    pub expiry: Expiry,
+    pub expires_at: Option<UnixMs>,
+    pub banned_at: UnixMs,
+    pub failures: u32,
+}
+
+/// A running jail.
+pub(super) struct JailRun {
+    /// Its index in the kernel maps.
+    pub id: u32,
+    pub config: Jail,
+    pub detector: Detector,
+    /// Bans since the agent started (restored ones included).
+    pub total_banned: u64,
+    failures: Counter,
+}
+
+/// One followed file and the jails that read it.
+struct Log {
+    follower: Follower,
+    jails: Vec<String>,
+    lines: Counter,
+    last_error: Option<String>,
+}
+
+pub struct Agent {
+    pub(super) config: Config,
+    kernel: Box<dyn Kernel>,
+    store: Option<Store>,
+    /// History, positions and jail ids; its `bans` are rebuilt from `bans` on save.
+    pub(super) state: State,
+    pub(super) jails: BTreeMap<String, JailRun>,
+    pub(super) bans: BTreeMap<(String, IpNet), ActiveBan>,
+    /// Timed bans by boot-clock expiry, to lift them when they end.
+    expiries: BTreeSet<(u64, String, IpNet)>,
+    logs: BTreeMap<PathBuf, Log>,
+    pub(super) setup: Setup,
+    dirty: bool,
+    last_save: UnixMs,
+    /// Last kernel counters seen per jail id (dropped packets, bytes), for the metrics.
+    kernel_seen: BTreeMap<u32, (u64, u64)>,
+}
+
+impl Agent {
+    /// Builds the jails of `config`, restores the saved bans that have not ended and
+    /// reconciles them with the kernel maps, and opens the logs where they were left.
+    pub fn start(
+        config: Config,
+        kernel: Box<dyn Kernel>,
+        store: Option<Store>,
+        setup: Setup,
+        now: Now,
+    ) -> anyhow::Result<Self> {
+        let mut state = match &store {
+            Some(store) => store.load()?,
+            None => State {
+                version: crate::store::VERSION,
+                ..State::default()
+            },
+        };
+        let saved = std::mem::take(&mut state.bans);
+        let mut agent = Self {
+            config,
+            kernel,
+            store,
+            state,
+            jails: BTreeMap::new(),
+            bans: BTreeMap::new(),
+            expiries: BTreeSet::new(),
+            logs: BTreeMap::new(),
+            setup,
+            dirty: false,
+            last_save: now.wall,
+            kernel_seen: BTreeMap::new(),
+        };
+        let jails: Vec<Jail> = agent.config.enabled().cloned().collect();
+        for jail in jails {
+            agent.add_jail(jail)?;
+        }
+        // Ids of jails that are gone: their bans are lifted below, then the ids freed.
+        agent.state.jail_ids.retain(|name, _| agent.jails.contains_key(name));
+        agent.publish_ports()?;
+        agent.restore(saved, now)?;
+        agent.open_logs();
+        agent.dirty = true;
+        Ok(agent)
+    }
+
+    pub(super) fn add_jail(&mut self, jail: Jail) -> anyhow::Result<()> {
+        let id = self.state.jail_id(&jail.name).with_context(|| {
+            format!(
+                "jail {}: all {} kernel jail slots are taken",
+                jail.name,
+                ban_common::MAX_JAILS
+            )
+        })?;
+        let own = if self.config.global.ignoreself {
+            self.setup.own.clone()
+        } else {
+            Vec::new()
+        };
+        let detector = Detector::for_jail(&jail, own, self.setup.zone.clone());
+        let failures = self
+            .setup
+            .metrics
+            .failures
+            .get_or_create(&Metrics::jail(&jail.name))
+            .clone();
+        let run = JailRun {
+            id,
+            config: jail,
+            detector,
+            total_banned: 0,
+            failures,
+        };
+        self.jails.insert(run.config.name.clone(), run);
+        Ok(())
+    }
+
+    /// The ignore list of a jail after its `ignoreip` changed.
+    pub(super) fn ignore_list(&self, ignoreip: Vec<IpNet>) -> IgnoreList {
+        let own = if self.config.global.ignoreself {
+            self.setup.own.clone()
+        } else {
+            Vec::new()
+        };
+        IgnoreList::new(ignoreip, own)
+    }
+
+    /// Tells the kernel which ports each jail protects.
+    pub(super) fn publish_ports(&mut self) -> anyhow::Result<()> {
+        let specs: Vec<JailPorts> = self
+            .jails
+            .values()
+            .map(|run| JailPorts {
+                jail: run.id,
+                ports: match &run.config.ports {
+                    Ports::All => None,
+                    Ports::List(ports) => Some(ports.clone()),
+                },
+                protocol: run.config.protocol,
+            })
+            .collect();
+        self.kernel.set_jails(&specs)?;
+        Ok(())
+    }
+
+    /// Saved bans go back into the kernel if a reboot emptied it; bans the kernel holds
+    /// for a current jail are kept even if the state file missed them (a crash right
+    /// after the ban); bans of jails that are gone are lifted.
+    fn restore(&mut self, saved: Vec<SavedBan>, now: Now) -> anyhow::Result<()> {
+        let mut in_kernel: BTreeMap<(u32, IpNet), Expiry> = self
+            .kernel
+            .list()?
+            .into_iter()
+            .map(|ban| ((ban.jail, ban.target), ban.expiry))
+            .collect();
+        let mut restored = 0usize;
+        for ban in saved {
+            let Some(id) = self.jails.get(&ban.jail).map(|run| run.id) else {
+                continue;
+            };
+            let left = ban.remaining(now.wall);
+            if left.is_some_and(|left| left.is_zero()) {
+                continue;
+            }
+            let expiry = match in_kernel.remove(&(id, ban.target)) {
+                Some(expiry) if !expiry.expired(now.boot) => expiry,
+                _ => {
+                    let expiry = left.map_or(Expiry::Never, |left| Expiry::after(now.boot, left));
+                    self.kernel.ban(id, ban.target, expiry)?;
+                    expiry
+                }
+            };
+            self.insert(&ban.jail, ban.target, expiry, ban.expires_at, ban.banned_at, ban.failures);
+            restored += 1;
+        }
+        let ids: BTreeMap<u32, String> = self
+            .jails
+            .iter()
+            .map(|(name, run)| (run.id, name.clone()))
+            .collect();
+        let mut adopted = 0usize;
+        for ((id, target), expiry) in in_kernel {
+            match ids.get(&id) {
+                Some(jail) if !expiry.expired(now.boot) => {
+                    let expires_at = expiry.remaining(now.boot).map(|left| now.wall + millis(left));
+                    let jail = jail.clone();
+                    self.insert(&jail, target, expiry, expires_at, now.wall, 0);
+                    adopted += 1;
+                }
+                _ => {
+                    self.kernel.unban(id, target)?;
+                }
+            }
+        }
+        if restored + adopted > 0 {
+            info!(restored, adopted, "bans in force at start");
+        }
+        Ok(())
+    }
+
+    fn insert(
+        &mut self,
+        jail: &str,
+        target: IpNet,
+        expiry: Expiry,
+        expires_at: Option<UnixMs>,
+        banned_at: UnixMs,
+        failures: u32,
+    ) {
+        let ban = ActiveBan {
+            expiry,
+            expires_at,
+            banned_at,
+            failures,
+        };
+        if let Some(old) = self.bans.insert((jail.to_owned(), target), ban)
+            && let Expiry::At(at) = old.expiry
+        {
+            self.expiries.remove(&(at, jail.to_owned(), target));
+        }
+        if let Expiry::At(at) = expiry {
+            self.expiries.insert((at, jail.to_owned(), target));
+        }
+        if let Some(run) = self.jails.get_mut(jail) {
+            run.total_banned += 1;
+        }
+        self.dirty = true;
+    }
+
+    /// Opens every file the jails' `logpath` names now, resuming saved positions; files
+    /// already followed are kept as they are.
+    pub(super) fn open_logs(&mut self) {
+        let mut wanted: BTreeMap<PathBuf, Vec<String>> = BTreeMap::new();
+        for (name, run) in &self.jails {
+            for path in tail::expand(&run.config.logpath) {
+                wanted.entry(path).or_default().push(name.clone());
+            }
+        }
+        let (kept, gone): (BTreeMap<_, _>, BTreeMap<_, _>) = std::mem::take(&mut self.logs)
+            .into_iter()
+            .partition(|(path, _)| wanted.contains_key(path));
+        for (path, log) in gone {
+            if let Some(checkpoint) = log.follower.checkpoint() {
+                self.state.positions.insert(path, checkpoint);
+            }
+        }
+        self.logs = kept;
+        for (path, jails) in wanted {
+            if let Some(log) = self.logs.get_mut(&path) {
+                log.jails = jails;
+                continue;
+            }
+            let start = jails
+                .iter()
+                .filter_map(|name| self.jails.get(name))
+                .map(|run| run.config.start)
+                .max_by_key(|start| matches!(start, crate::config::Start::Head))
+                .unwrap_or(crate::config::Start::Tail);
+            let resume = self.state.positions.get(&path).copied();
+            let follower = Follower::new(path.clone(), start, tail::DEFAULT_MAX_LINE, resume);
+            let lines = self
+                .setup
+                .metrics
+                .lines_read
+                .get_or_create(&Metrics::file(&path))
+                .clone();
+            self.logs.insert(
+                path,
+                Log {
+                    follower,
+                    jails,
+                    lines,
+                    last_error: None,
+                },
+            );
+        }
+    }
+
+    /// The `logpath` patterns of every jail, for the watcher.
+    pub fn log_patterns(&self) -> Vec<PathBuf> {
+        let mut patterns: Vec<PathBuf> = self
+            .jails
+            .values()
+            .flat_map(|run| run.config.logpath.iter().cloned())
+            .collect();
+        patterns.sort();
+        patterns.dedup();
+        patterns
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Reads what was appended to every log, judges each line in each jail that reads it,
+    /// and bans at once. Returns the number of lines read.
+    pub fn poll(&mut self, now: Now) -> u64 {
+        let mut decisions: Vec<(String, Decision)> = Vec::new();
+        let mut read = 0;
+        let Self { logs, jails, .. } = self;
+        for (path, log) in logs.iter_mut() {
+            let names = &log.jails;
+            let result = log.follower.poll(&mut |line| {
+                for name in names {
+                    let Some(run) = jails.get_mut(name) else { continue };
+                    match run.detector.line(line, now.wall) {
+                        Verdict::Missed | Verdict::Ignored { .. } => {}
+                        Verdict::Ban { decision, .. } => {
+                            run.failures.inc();
+                            decisions.push((name.clone(), decision));
+                        }
+                        Verdict::Spared { .. } | Verdict::Stale { .. } | Verdict::Counted { .. } => {
+                            run.failures.inc();
+                        }
+                    }
+                }
+            });
+            match result {
+                Ok(lines) => {
+                    read += lines;
+                    log.lines.inc_by(lines);
+                    log.last_error = None;
+                }
+                Err(e) => {
+                    let message = e.to_string();
+                    if log.last_error.as_ref() != Some(&message) {
+                        warn!(file = %path.display(), "cannot read the log: {message}; check \
+                              that it is readable by the agent");
+                        log.last_error = Some(message);
+                    }
+                }
+            }
+        }
+        for (jail, decision) in decisions {
+            let Some(run) = self.jails.get(&jail) else { continue };
+            let overall = run.config.increment.is_some_and(|inc| inc.overall_jails);
+            let previous = self.state.previous_bans(&jail, &decision.target, overall);
+            let length = run.config.bantime.after(previous, run.config.increment.as_ref());
+            if let Err(e) = self.ban(&jail, decision.target, length, decision.failures, "failures", false, now) {
+                warn!(jail, ip = %events::show(&decision.target), "cannot ban: {e}");
+            }
+        }
+        read
+    }
+
+    /// Bans `target` in `jail` for `length`. A target already banned there keeps its ban,
+    /// unless `replace` (an operator's `ban`) sets the new length.
+    #[allow(clippy::too_many_arguments, reason = "one ban, described in full")]
+    pub(super) fn ban(
+        &mut self,
+        jail: &str,
+        target: IpNet,
+        length: BanTime,
+        failures: u32,
+        reason: &str,
+        replace: bool,
+        now: Now,
+    ) -> anyhow::Result<bool> {
+        let run = self.jails.get_mut(jail).with_context(|| format!("no jail {jail}"))?;
+        if !replace && self.bans.contains_key(&(jail.to_owned(), target)) {
+            return Ok(false);
+        }
+        let id = run.id;
+        run.detector.tracker_mut().forget(&target);
+        let hook = run.config.on_ban.clone();
+        let (expiry, expires_at) = now.ends(length);
+        self.kernel.ban(id, target, expiry)?;
+        self.insert(jail, target, expiry, expires_at, now.wall, failures);
+        self.state.count_ban(jail, target);
+        let bantime = match length {
+            BanTime::For(d) => Some(d.as_secs()),
+            BanTime::Permanent => None,
+        };
+        self.setup.metrics.bans.get_or_create(&Metrics::jail(jail)).inc();
+        info!(
+            jail,
+            ip = %events::show(&target),
+            failures,
+            bantime = %bantime.map_or_else(|| "permanent".to_owned(), |s| format!("{s}s")),
+            expires = %expires_at.map_or_else(|| "never".to_owned(), wall_text),
+            reason,
+            "ban"
+        );
+        let event = Event {
+            event: Kind::Ban,
+            jail: jail.to_owned(),
+            ip: events::show(&target),
+            failures,
+            bantime,
+            expires_at,
+            reason: reason.to_owned(),
+            at: now.wall,
+        };
+        self.emit(event, hook.as_ref());
+        Ok(true)
+    }
+
+    /// Lifts the ban of `target` in `jail`; `false` when there was none.
+    pub(super) fn lift(
+        &mut self,
+        jail: &str,
+        target: IpNet,
+        reason: &str,
+        now: Now,
+    ) -> anyhow::Result<bool> {
+        let Some(ban) = self.bans.remove(&(jail.to_owned(), target)) else {
+            return Ok(false);
+        };
+        if let Expiry::At(at) = ban.expiry {
+            self.expiries.remove(&(at, jail.to_owned(), target));
+        }
+        self.dirty = true;
+        let (id, hook) = match self.jails.get_mut(jail) {
+            Some(run) => {
+                run.detector.tracker_mut().forget(&target);
+                (Some(run.id), run.config.on_unban.clone())
+            }
+            None => (None, None),
+        };
+        let id = id.or_else(|| self.state.jail_ids.get(jail).copied());
+        if let Some(id) = id {
+            self.kernel.unban(id, target)?;
+        }
+        self.setup.metrics.unbans.get_or_create(&Metrics::jail(jail)).inc();
+        info!(jail, ip = %events::show(&target), failures = ban.failures, reason, "unban");
+        let event = Event {
+            event: Kind::Unban,
+            jail: jail.to_owned(),
+            ip: events::show(&target),
+            failures: ban.failures,
+            bantime: ban
+                .expires_at
+                .map(|end| u64::try_from((end - ban.banned_at) / 1000).unwrap_or(0)),
+            expires_at: ban.expires_at,
+            reason: reason.to_owned(),
+            at: now.wall,
+        };
+        self.emit(event, hook.as_ref());
+        Ok(true)
+    }
+
+    fn emit(&self, event: Event, hook: Option<&crate::config::Hook>) {
+        if let Some(events) = &self.setup.events {
+            events.emit(event, hook);
+        }
+    }
+
+    /// Once a second: lifts the bans that ended, picks up new files of glob patterns,
+    /// refreshes the metrics and saves what changed.
+    pub fn sweep(&mut self, now: Now) {
+        let ended: Vec<(String, IpNet)> = self
+            .expiries
+            .range(..(now.boot.saturating_add(1), String::new(), IpNet::default()))
+            .map(|(_, jail, target)| (jail.clone(), *target))
+            .collect();
+        for (jail, target) in ended {
+            if let Err(e) = self.lift(&jail, target, "expired", now) {
+                warn!(jail, ip = %events::show(&target), "cannot lift an expired ban: {e}");
+            }
+        }
+        self.open_logs();
+        self.refresh_metrics();
+        if self.dirty || now.wall - self.last_save >= SAVE_POSITIONS_EVERY_MS {
+            self.save(now);
+        }
+    }
+
+    /// Writes bans, history and positions to the state file (nothing in a dry run).
+    pub fn save(&mut self, now: Now) {
+        let Some(store) = &self.store else { return };
+        for (path, log) in &self.logs {
+            if let Some(checkpoint) = log.follower.checkpoint() {
+                self.state.positions.insert(path.clone(), checkpoint);
+            }
+        }
+        self.state.bans = self
+            .bans
+            .iter()
+            .map(|((jail, target), ban)| SavedBan {
+                jail: jail.clone(),
+                target: *target,
+                expires_at: ban.expires_at,
+                banned_at: ban.banned_at,
+                failures: ban.failures,
+            })
+            .collect();
+        let result = store.save(&self.state);
+        self.state.bans = Vec::new();
+        match result {
+            Ok(()) => {
+                self.dirty = false;
+                self.last_save = now.wall;
+            }
+            Err(e) => warn!("cannot save the state: {e}"),
+        }
+    }
+
+    fn refresh_metrics(&mut self) {
+        let m = &self.setup.metrics;
+        let mut per_jail: BTreeMap<&str, i64> = self.jails.keys().map(|j| (j.as_str(), 0)).collect();
+        let mut per_map = [0u64; 4];
+        for (jail, target) in self.bans.keys() {
+            *per_jail.entry(jail.as_str()).or_default() += 1;
+            let host = target.prefix_len() == target.max_prefix_len();
+            per_map[usize::from(target.addr().is_ipv6()) + if host { 0 } else { 2 }] += 1;
+        }
+        for (jail, count) in per_jail {
+            m.banned.get_or_create(&Metrics::jail(jail)).set(count);
+        }
+        for ((name, capacity), used) in self.kernel.capacities().into_iter().zip(per_map) {
+            let ratio = used as f64 / f64::from(capacity.max(1));
+            m.map_fill
+                .get_or_create(&metrics::MapLabel { map: name.to_owned() })
+                .set(ratio);
+        }
+        for (path, log) in &self.logs {
+            let lag = log.follower.lag().unwrap_or(0);
+            m.lag_bytes
+                .get_or_create(&Metrics::file(path))
+                .set(i64::try_from(lag).unwrap_or(i64::MAX));
+        }
+        let names: BTreeMap<u32, &str> = self.jails.iter().map(|(n, r)| (r.id, n.as_str())).collect();
+        if let Ok(counters) = self.kernel.counters() {
+            for (id, c) in counters {
+                let Some(name) = names.get(&id) else { continue };
+                let seen = self.kernel_seen.entry(id).or_default();
+                let label = Metrics::jail(name);
+                metrics::follow_counter(&m.dropped_packets.get_or_create(&label), &mut seen.0, c.dropped_packets);
+                metrics::follow_counter(&m.dropped_bytes.get_or_create(&label), &mut seen.1, c.dropped_bytes);
+            }
+        }
+    }
+
+    /// The kernel, for requests that read its counters.
+    pub(super) fn kernel(&mut self) -> &mut dyn Kernel {
+        self.kernel.as_mut()
+    }
+}
+
+/// A wall-clock time as an operator reads it (UTC, to the second).
+pub fn wall_text(ms: UnixMs) -> String {
+    jiff::Timestamp::from_millisecond(ms)
+        .map(|t| t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_else(|_| ms.to_string())
+}

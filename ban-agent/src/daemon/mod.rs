@@ -1,0 +1,219 @@
+//! `ban-agent run`: wires the agent to the world. Reads the configuration, opens the
+//! datapath and attaches it, serves the control socket and the metrics, follows the logs
+//! and keeps time. The decisions are the [`Agent`]'s.
+//!
+//! One loop owns the agent and waits for whichever comes first: a log changed, a control
+//! request, the one-second tick, a signal. So a failure line becomes a kernel ban in the
+//! same wake-up that read it.
+
+mod agent;
+mod kernel;
+mod requests;
+#[cfg(test)]
+mod tests;
+
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::Context as _;
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::mpsc,
+};
+use tracing::{info, warn};
+
+pub use agent::{Agent, Now, Setup, wall_text};
+pub use kernel::{Kernel, NoKernel};
+pub use requests::After;
+
+use crate::{
+    config::Config,
+    control::server::{self, Call},
+    datapath::{self, AttachMode, Datapath, DatapathOptions, Maps},
+    events::Events,
+    metrics::{self, Metrics},
+    tail::{self as watch, WatchMode},
+};
+
+/// How often the agent sweeps expired bans, refreshes metrics and saves its state; also
+/// the polling interval of logs that inotify cannot watch.
+const TICK: Duration = Duration::from_secs(1);
+
+/// `ban-agent run` options.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub config: PathBuf,
+    /// Detect and report; write nothing to the kernel nor to the state file.
+    pub dry_run: bool,
+    /// Overrides the configuration's `socket`.
+    pub socket: Option<PathBuf>,
+}
+
+/// Runs the daemon until SIGTERM, SIGINT or `ban-agent stop`.
+pub fn run(config: Config, options: &Options) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve(config, options))
+}
+
+async fn serve(config: Config, options: &Options) -> anyhow::Result<()> {
+    let socket = options
+        .socket
+        .clone()
+        .unwrap_or_else(|| config.global.socket.clone());
+    let listener = server::bind(&socket)?;
+    let result = serve_on(config, options, listener, &socket).await;
+    server::remove(&socket);
+    result
+}
+
+async fn serve_on(
+    config: Config,
+    options: &Options,
+    listener: tokio::net::UnixListener,
+    socket: &std::path::Path,
+) -> anyhow::Result<()> {
+    let metrics = Metrics::new();
+    let metrics_listener = match config.global.metrics {
+        Some(address) => Some(metrics::bind(address).await?),
+        None => None,
+    };
+    let kernel = open_kernel(&config, options.dry_run)?;
+    let store = (!options.dry_run).then(|| crate::store::Store::new(&config.global.state_dir));
+    let setup = Setup {
+        own: own_addresses(&config),
+        zone: jiff::tz::TimeZone::system(),
+        metrics: std::sync::Arc::clone(&metrics),
+        events: Some(Events::spawn(std::sync::Arc::clone(&metrics))),
+    };
+    let pin_dir = config.global.pin_dir.clone();
+    let mut agent = Agent::start(config, kernel, store, setup, Now::read())?;
+
+    let (calls, mut requests) = mpsc::channel::<Call>(64);
+    let control = tokio::spawn(server::serve(listener, calls));
+    let metrics_task = metrics_listener.map(|listener| {
+        info!(address = ?agent.config().global.metrics, "metrics at /metrics");
+        tokio::spawn(metrics::serve(listener, std::sync::Arc::clone(&metrics)))
+    });
+    let mut wakeups = watch_logs(&agent);
+    let mut tick = tokio::time::interval(TICK);
+    let mut hangup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    info!(
+        socket = %socket.display(),
+        jails = agent.config().enabled().count(),
+        dry_run = options.dry_run,
+        "ban-agent running"
+    );
+    agent.poll(Now::read());
+    let detach = loop {
+        tokio::select! {
+            () = wakeups.wait() => {
+                agent.poll(Now::read());
+            }
+            Some(call) = requests.recv() => {
+                agent.poll(Now::read());
+                let (reply, after) = agent.handle(call.request, Now::read());
+                let _gone = call.reply.send(reply);
+                match after {
+                    After::Continue => {}
+                    After::Reloaded => {
+                        reattach(&agent, options.dry_run);
+                        wakeups = watch_logs(&agent);
+                    }
+                    After::Stop { detach } => break detach,
+                }
+            }
+            _ = tick.tick() => agent.sweep(Now::read()),
+            _ = hangup.recv() => {
+                match agent.reload(None, Now::read()) {
+                    Ok(message) => info!("SIGHUP: {message}"),
+                    Err(e) => warn!("SIGHUP: the configuration was not reloaded: {e:#}"),
+                }
+                reattach(&agent, options.dry_run);
+                wakeups = watch_logs(&agent);
+            }
+            _ = terminate.recv() => break false,
+            _ = interrupt.recv() => break false,
+        }
+    };
+    agent.poll(Now::read());
+    agent.save(Now::read());
+    control.abort();
+    if let Some(task) = metrics_task {
+        task.abort();
+    }
+    drop(agent);
+    if detach && !options.dry_run {
+        datapath::detach(&pin_dir)?;
+        info!("stopped; XDP detached, bans lifted (saved: they return at the next start)");
+    } else {
+        info!("stopped; the XDP program stays attached and bans stay in force");
+    }
+    Ok(())
+}
+
+/// Loads the program, attaches it to the configured interfaces (replacing a program left
+/// attached by an earlier run without a gap) and returns its maps.
+fn open_kernel(config: &Config, dry_run: bool) -> anyhow::Result<Box<dyn Kernel>> {
+    if dry_run {
+        info!("dry run: bans are reported, not written to the kernel nor saved");
+        return Ok(Box::new(NoKernel));
+    }
+    attach(config)?;
+    let maps = Maps::open_pinned(&config.global.pin_dir)?;
+    Ok(Box::new(maps))
+}
+
+fn attach(config: &Config) -> anyhow::Result<()> {
+    let mut datapath = Datapath::open(DatapathOptions {
+        pin_dir: config.global.pin_dir.clone(),
+        ..DatapathOptions::default()
+    })?;
+    if config.global.interfaces.is_empty() {
+        warn!(
+            "no `interfaces` in {}: bans are kept in the maps but no packet is dropped",
+            config.path.display()
+        );
+    }
+    for interface in &config.global.interfaces {
+        datapath
+            .attach(interface, AttachMode::Auto)
+            .with_context(|| format!("interface {interface} (`interfaces` in {})", config.path.display()))?;
+    }
+    Ok(())
+}
+
+/// After a reload: attach to interfaces added to the configuration.
+fn reattach(agent: &Agent, dry_run: bool) {
+    if dry_run {
+        return;
+    }
+    if let Err(e) = attach(agent.config()) {
+        warn!("after the reload: {e:#}");
+    }
+}
+
+fn watch_logs(agent: &Agent) -> watch::Wakeups {
+    let wakeups = watch::watch(&agent.log_patterns(), WatchMode::Inotify { interval: TICK });
+    if !wakeups.unwatched().is_empty() {
+        warn!(
+            folders = ?wakeups.unwatched(),
+            "inotify cannot watch these folders: they are polled every {TICK:?}"
+        );
+    }
+    wakeups
+}
+
+fn own_addresses(config: &Config) -> Vec<std::net::IpAddr> {
+    if !config.global.ignoreself {
+        return Vec::new();
+    }
+    crate::ignore::own_addresses().unwrap_or_else(|e| {
+        warn!("cannot list this host's addresses for ignoreself: {e}");
+        Vec::new()
+    })
+}

@@ -1,0 +1,362 @@
+//! The answers to control requests: each verb of the CLI, as the agent carries it out.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use anyhow::{Context as _, bail};
+use ipnet::IpNet;
+
+use super::agent::{Agent, Now};
+use crate::{
+    config::{Config, Jail},
+    control::protocol::{BanInfo, JailKey, JailStats, JailStatus, Reply, Request},
+    events,
+    ignore::Spared,
+    tracker::BanTime,
+};
+
+/// What the daemon must do after answering.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum After {
+    Continue,
+    /// The configuration changed: re-attach interfaces, watch the new logs.
+    Reloaded,
+    Stop { detach: bool },
+}
+
+impl Agent {
+    /// Answers one request. Errors become [`Reply::Error`] with a message for the operator.
+    pub fn handle(&mut self, request: Request, now: Now) -> (Reply, After) {
+        let mut after = After::Continue;
+        let result = match request {
+            Request::Ping => Ok(Reply::Pong),
+            Request::Status { jail: None } => Ok(Reply::Overview {
+                jails: self.jails.keys().cloned().collect(),
+                currently_banned: self.bans.len() as u64,
+            }),
+            Request::Status { jail: Some(jail) } => self.status(&jail, now).map(Reply::Jail),
+            Request::Ban {
+                jail,
+                target,
+                seconds,
+                permanent,
+            } => self.operator_ban(&jail, target, seconds, permanent, now),
+            Request::Unban { target, jail } => self.operator_unban(target, jail.as_deref(), now),
+            Request::UnbanAll => self.unban_all(now),
+            Request::Banned { target } => Ok(Reply::Bans {
+                bans: self.banned(target, now),
+            }),
+            Request::Get { jail, key } => self.get(&jail, key),
+            Request::AddIgnoreIp { jail, target } => self.set_ignoreip(&jail, target, true),
+            Request::DelIgnoreIp { jail, target } => self.set_ignoreip(&jail, target, false),
+            Request::Reload { jail } => {
+                let result = self.reload(jail.as_deref(), now);
+                if result.is_ok() {
+                    after = After::Reloaded;
+                }
+                result.map(|message| Reply::Done { message })
+            }
+            Request::Stop { detach } => {
+                after = After::Stop { detach };
+                Ok(Reply::Done {
+                    message: if detach {
+                        "stopping; the XDP program is detached and every ban lifted (they are \
+                         restored at the next start)"
+                            .to_owned()
+                    } else {
+                        "stopping; the XDP program stays attached and bans stay in force"
+                            .to_owned()
+                    },
+                })
+            }
+            Request::Stats => self.stats(),
+        };
+        let reply = result.unwrap_or_else(|e| Reply::Error {
+            message: format!("{e:#}"),
+        });
+        (reply, after)
+    }
+
+    fn jail_named(&self, jail: &str) -> anyhow::Result<&super::agent::JailRun> {
+        self.jails.get(jail).with_context(|| {
+            let names: Vec<&str> = self.jails.keys().map(String::as_str).collect();
+            format!(
+                "no jail {jail:?}; the running jails are: {} (see `ban-agent status`)",
+                if names.is_empty() { "none".to_owned() } else { names.join(", ") }
+            )
+        })
+    }
+
+    fn status(&self, jail: &str, now: Now) -> anyhow::Result<JailStatus> {
+        let run = self.jail_named(jail)?;
+        let tracker = run.detector.tracker();
+        let banned: Vec<IpNet> = self
+            .bans
+            .keys()
+            .filter(|(name, _)| name == jail)
+            .map(|(_, target)| *target)
+            .collect();
+        Ok(JailStatus {
+            name: jail.to_owned(),
+            currently_failed: tracker.currently_failing(now.wall) as u64,
+            total_failed: tracker.total_failed(),
+            files: crate::tail::expand(&run.config.logpath)
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect(),
+            currently_banned: banned.len() as u64,
+            total_banned: run.total_banned,
+            banned,
+        })
+    }
+
+    fn operator_ban(
+        &mut self,
+        jail: &str,
+        target: IpNet,
+        seconds: Option<u64>,
+        permanent: bool,
+        now: Now,
+    ) -> anyhow::Result<Reply> {
+        let run = self.jail_named(jail)?;
+        let target = target.trunc();
+        let ignore = self.ignore_list(run.config.ignoreip.clone());
+        if let Some(why) = ignore.spares(&target) {
+            let why = match why {
+                Spared::Reserved => "loopback and unspecified addresses are never banned",
+                Spared::OwnAddress => "it is (or covers) one of this host's addresses (ignoreself)",
+                Spared::IgnoreIp => "it is in (or covers part of) the jail's ignoreip",
+            };
+            bail!("{} is not banned: {why}", events::show(&target));
+        }
+        let length = match (permanent, seconds) {
+            (true, _) => BanTime::Permanent,
+            (false, Some(secs)) => BanTime::For(Duration::from_secs(secs.max(1))),
+            (false, None) => run.config.bantime,
+        };
+        self.ban(jail, target, length, 0, "operator", true, now)?;
+        let how = match length {
+            BanTime::Permanent => "permanently".to_owned(),
+            BanTime::For(d) => format!("for {}", humantime::format_duration(d)),
+        };
+        Ok(Reply::Done {
+            message: format!("{} banned in {jail} {how}", events::show(&target)),
+        })
+    }
+
+    fn operator_unban(
+        &mut self,
+        target: IpNet,
+        jail: Option<&str>,
+        now: Now,
+    ) -> anyhow::Result<Reply> {
+        if let Some(jail) = jail {
+            self.jail_named(jail)?;
+        }
+        let target = target.trunc();
+        let jails: Vec<String> = self
+            .bans
+            .keys()
+            .filter(|(name, t)| *t == target && jail.is_none_or(|j| j == name))
+            .map(|(name, _)| name.clone())
+            .collect();
+        if jails.is_empty() {
+            let covering: Vec<String> = self
+                .bans
+                .keys()
+                .filter(|(name, t)| t.contains(&target) && jail.is_none_or(|j| j == name))
+                .map(|(name, t)| format!("{t} in {name}"))
+                .collect();
+            if covering.is_empty() {
+                bail!(
+                    "{} is not banned{}; `ban-agent banned` lists the bans",
+                    events::show(&target),
+                    jail.map(|j| format!(" in {j}")).unwrap_or_default()
+                );
+            }
+            bail!(
+                "{} is not banned by itself but inside {}: unban that network",
+                events::show(&target),
+                covering.join(", ")
+            );
+        }
+        for name in &jails {
+            self.lift(name, target, "operator", now)?;
+        }
+        Ok(Reply::Done {
+            message: format!("{} unbanned in {}", events::show(&target), jails.join(", ")),
+        })
+    }
+
+    fn unban_all(&mut self, now: Now) -> anyhow::Result<Reply> {
+        let all: Vec<(String, IpNet)> = self.bans.keys().cloned().collect();
+        for (jail, target) in &all {
+            self.lift(jail, *target, "operator", now)?;
+        }
+        Ok(Reply::Done {
+            message: format!("{} bans lifted", all.len()),
+        })
+    }
+
+    fn banned(&self, target: Option<IpNet>, now: Now) -> Vec<BanInfo> {
+        self.bans
+            .iter()
+            .filter(|((_, t), _)| target.is_none_or(|asked| t.contains(&asked) || asked.contains(t)))
+            .map(|((jail, t), ban)| BanInfo {
+                jail: jail.clone(),
+                target: *t,
+                seconds_left: ban.expiry.remaining(now.boot).map(|d| d.as_secs()),
+                expires_at: ban.expires_at,
+                failures: ban.failures,
+            })
+            .collect()
+    }
+
+    fn get(&self, jail: &str, key: JailKey) -> anyhow::Result<Reply> {
+        let config = &self.jail_named(jail)?.config;
+        let value = match key {
+            JailKey::Maxretry => config.rules.maxretry.to_string(),
+            JailKey::Findtime => humantime::format_duration(config.rules.findtime).to_string(),
+            JailKey::Bantime => match config.bantime {
+                BanTime::For(d) => humantime::format_duration(d).to_string(),
+                BanTime::Permanent => "permanent".to_owned(),
+            },
+            JailKey::Ignoreip => lines(config.ignoreip.iter().map(events::show)),
+            JailKey::Logpath => lines(config.logpath.iter().map(|p| p.display().to_string())),
+        };
+        Ok(Reply::Value { value })
+    }
+
+    fn set_ignoreip(&mut self, jail: &str, target: IpNet, add: bool) -> anyhow::Result<Reply> {
+        let mut ignoreip = self.jail_named(jail)?.config.ignoreip.clone();
+        let target = target.trunc();
+        let present = ignoreip.contains(&target);
+        let message = match (add, present) {
+            (true, true) => format!("{} is already in {jail}'s ignoreip", events::show(&target)),
+            (false, false) => bail!(
+                "{} is not in {jail}'s ignoreip: `ban-agent get {jail} ignoreip` lists it",
+                events::show(&target)
+            ),
+            (true, false) => {
+                ignoreip.push(target);
+                format!(
+                    "{} added to {jail}'s ignoreip until the next reload (add it to the \
+                     configuration to keep it); a ban in force is not lifted",
+                    events::show(&target)
+                )
+            }
+            (false, true) => {
+                ignoreip.retain(|net| *net != target);
+                format!(
+                    "{} removed from {jail}'s ignoreip until the next reload",
+                    events::show(&target)
+                )
+            }
+        };
+        let ignore = self.ignore_list(ignoreip.clone());
+        if let Some(run) = self.jails.get_mut(jail) {
+            run.config.ignoreip = ignoreip;
+            run.detector.set_ignore(ignore);
+        }
+        Ok(Reply::Done { message })
+    }
+
+    fn stats(&mut self) -> anyhow::Result<Reply> {
+        let names: BTreeMap<u32, String> =
+            self.jails.iter().map(|(name, run)| (run.id, name.clone())).collect();
+        let mut jails: BTreeMap<String, JailStats> =
+            names.values().map(|name| (name.clone(), JailStats::default())).collect();
+        for (id, c) in self.kernel().counters()? {
+            if let Some(name) = names.get(&id) {
+                jails.insert(
+                    name.clone(),
+                    JailStats {
+                        dropped_packets: c.dropped_packets,
+                        dropped_bytes: c.dropped_bytes,
+                        passed_packets: c.passed_packets,
+                        passed_bytes: c.passed_bytes,
+                    },
+                );
+            }
+        }
+        Ok(Reply::Stats { jails })
+    }
+
+    /// Re-reads the configuration file. Bans in force stay (with their expiry); a jail
+    /// that is gone or disabled has its bans lifted. With `only`, the other jails keep
+    /// running as they are and global settings are not applied.
+    pub fn reload(&mut self, only: Option<&str>, now: Now) -> anyhow::Result<String> {
+        let fresh = Config::load(&self.config.path)?;
+        let wanted: Vec<Jail> = match only {
+            Some(name) => {
+                if !self.jails.contains_key(name) && fresh.jail(name).is_none() {
+                    bail!("no jail {name:?} in {} nor running", self.config.path.display());
+                }
+                fresh.enabled().filter(|j| j.name == name).cloned().collect()
+            }
+            None => fresh.enabled().cloned().collect(),
+        };
+        let gone: Vec<String> = self
+            .jails
+            .keys()
+            .filter(|name| only.is_none_or(|o| o == *name))
+            .filter(|name| !wanted.iter().any(|j| &j.name == *name))
+            .cloned()
+            .collect();
+        for name in &gone {
+            let targets: Vec<IpNet> = self
+                .bans
+                .keys()
+                .filter(|(jail, _)| jail == name)
+                .map(|(_, t)| *t)
+                .collect();
+            for target in targets {
+                self.lift(name, target, "jail removed", now)?;
+            }
+            self.jails.remove(name);
+            self.state.jail_ids.remove(name);
+        }
+        let mut changed = Vec::new();
+        for jail in wanted {
+            let name = jail.name.clone();
+            let old = self.jails.remove(&name);
+            self.add_jail(jail)?;
+            if let (Some(old), Some(new)) = (old, self.jails.get_mut(&name)) {
+                new.total_banned = old.total_banned;
+                // Failures counted so far still count if the counting rules are the same.
+                if old.config.rules == new.config.rules {
+                    let mut old = old;
+                    std::mem::swap(old.detector.tracker_mut(), new.detector.tracker_mut());
+                }
+            }
+            changed.push(name);
+        }
+        if only.is_none() {
+            let jails = std::mem::take(&mut self.jails);
+            self.config = fresh;
+            self.jails = jails;
+        } else {
+            // Keep the running configuration, with the reloaded jail's new settings.
+            let path = self.config.path.clone();
+            self.config.jails.retain(|j| Some(j.name.as_str()) != only);
+            self.config.jails.extend(fresh.jails.into_iter().filter(|j| Some(j.name.as_str()) == only));
+            self.config.path = path;
+        }
+        self.publish_ports()?;
+        self.open_logs();
+        tracing::info!(reloaded = ?changed, removed = ?gone, "configuration reloaded");
+        Ok(format!(
+            "reloaded {}{}",
+            if changed.is_empty() { "no jail".to_owned() } else { changed.join(", ") },
+            if gone.is_empty() {
+                String::new()
+            } else {
+                format!("; removed {} (their bans lifted)", gone.join(", "))
+            }
+        ))
+    }
+}
+
+fn lines(items: impl Iterator<Item = String>) -> String {
+    items.collect::<Vec<_>>().join("\n")
+}
+

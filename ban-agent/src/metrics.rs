@@ -1,0 +1,237 @@
+//! Prometheus metrics: what the agent counts, and the `/metrics` endpoint that serves them.
+//!
+//! The agent updates the counters as it works and refreshes the gauges (kernel counters,
+//! follower lag, map fill) once a second; the endpoint only encodes, so a scrape never
+//! waits for the agent.
+
+use std::{net::SocketAddr, sync::Arc, sync::atomic::AtomicU64};
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::{TcpListener, TcpStream},
+};
+use tracing::{debug, warn};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JailLabel {
+    pub jail: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FileLabel {
+    pub file: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MapLabel {
+    pub map: String,
+}
+
+/// Every metric the agent exports.
+#[derive(Default)]
+pub struct Metrics {
+    registry: Registry,
+    pub lines_read: Family<FileLabel, Counter>,
+    pub failures: Family<JailLabel, Counter>,
+    pub bans: Family<JailLabel, Counter>,
+    pub unbans: Family<JailLabel, Counter>,
+    pub banned: Family<JailLabel, Gauge>,
+    pub dropped_packets: Family<JailLabel, Counter>,
+    pub dropped_bytes: Family<JailLabel, Counter>,
+    pub lag_bytes: Family<FileLabel, Gauge>,
+    pub map_fill: Family<MapLabel, Gauge<f64, AtomicU64>>,
+    pub hook_failures: Counter,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Self> {
+        let mut m = Self::default();
+        let r = &mut m.registry;
+        let prefixed = r.sub_registry_with_prefix("ban_agent");
+        prefixed.register(
+            "lines_read",
+            "Log lines read, per file",
+            m.lines_read.clone(),
+        );
+        prefixed.register(
+            "failures",
+            "Failures matched per jail (ignoreregex and ignoreip left out)",
+            m.failures.clone(),
+        );
+        prefixed.register("bans", "Bans made per jail", m.bans.clone());
+        prefixed.register(
+            "unbans",
+            "Bans lifted per jail (expired, unban, jail removed)",
+            m.unbans.clone(),
+        );
+        prefixed.register("banned", "Bans in force per jail", m.banned.clone());
+        prefixed.register(
+            "dropped_packets",
+            "Packets dropped by XDP per jail",
+            m.dropped_packets.clone(),
+        );
+        prefixed.register(
+            "dropped_bytes",
+            "Bytes of the packets dropped by XDP per jail",
+            m.dropped_bytes.clone(),
+        );
+        prefixed.register(
+            "follower_lag_bytes",
+            "Bytes written to a log and not read yet",
+            m.lag_bytes.clone(),
+        );
+        prefixed.register(
+            "map_fill_ratio",
+            "Entries in a ban map over its capacity",
+            m.map_fill.clone(),
+        );
+        prefixed.register(
+            "hook_failures",
+            "Ban and unban hooks that failed or timed out",
+            m.hook_failures.clone(),
+        );
+        Arc::new(m)
+    }
+
+    /// The metrics in the OpenMetrics text format.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _infallible = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+
+    pub fn jail(jail: &str) -> JailLabel {
+        JailLabel {
+            jail: jail.to_owned(),
+        }
+    }
+
+    pub fn file(path: &std::path::Path) -> FileLabel {
+        FileLabel {
+            file: path.display().to_string(),
+        }
+    }
+}
+
+/// Adds to `counter` what a kernel counter gained since `last` (a counter that went back,
+/// because the maps were recreated, counts from zero).
+pub fn follow_counter(counter: &Counter, last: &mut u64, now: u64) {
+    let gained = if now >= *last { now - *last } else { now };
+    counter.inc_by(gained);
+    *last = now;
+}
+
+/// Binds the metrics address; an error names it.
+pub async fn bind(address: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(address).await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot listen for metrics on {address}: {e}; change `metrics` in the \
+             configuration or free the port"
+        )
+    })
+}
+
+/// Answers `GET /metrics` on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let metrics = Arc::clone(&metrics);
+                tokio::spawn(async move {
+                    if let Err(e) = answer(stream, &metrics).await {
+                        debug!(%peer, "metrics request: {e}");
+                    }
+                });
+            }
+            Err(e) => {
+                warn!("metrics endpoint: cannot accept: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// One HTTP/1.x exchange. Written by hand rather than with hyper: one read-only endpoint,
+/// one request per connection, and the agent needs no other HTTP server.
+async fn answer(mut stream: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
+    const MAX_HEAD: usize = 8192;
+    let mut head = Vec::with_capacity(1024);
+    let mut buf = [0u8; 1024];
+    let read = async {
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_HEAD {
+            let n = stream.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            head.extend_from_slice(&buf[..n]);
+        }
+        Ok::<(), std::io::Error>(())
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(5), read)
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "request head"))??;
+    let request_line = head.split(|&b| b == b'\r').next().unwrap_or_default();
+    let mut words = request_line.split(|&b| b == b' ');
+    let (method, path) = (words.next(), words.next());
+    let (status, content_type, body) = match (method, path) {
+        (Some(b"GET"), Some(b"/metrics")) => (
+            "200 OK",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            metrics.encode(),
+        ),
+        (Some(b"GET"), _) => (
+            "404 Not Found",
+            "text/plain",
+            "ban-agent serves /metrics only\n".to_owned(),
+        ),
+        _ => (
+            "405 Method Not Allowed",
+            "text/plain",
+            "use GET /metrics\n".to_owned(),
+        ),
+    };
+    let response = format!(
+        "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n\
+         connection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(response.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_and_gauges_are_encoded_with_their_labels() {
+        let m = Metrics::new();
+        m.bans.get_or_create(&Metrics::jail("auth")).inc();
+        m.banned.get_or_create(&Metrics::jail("auth")).set(3);
+        let mut last = 0;
+        follow_counter(
+            &m.dropped_packets.get_or_create(&Metrics::jail("auth")),
+            &mut last,
+            10,
+        );
+        follow_counter(
+            &m.dropped_packets.get_or_create(&Metrics::jail("auth")),
+            &mut last,
+            4,
+        );
+        let text = m.encode();
+        assert!(text.contains("ban_agent_bans_total{jail=\"auth\"} 1"), "{text}");
+        assert!(text.contains("ban_agent_banned{jail=\"auth\"} 3"), "{text}");
+        assert!(
+            text.contains("ban_agent_dropped_packets_total{jail=\"auth\"} 14"),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"));
+    }
+}
