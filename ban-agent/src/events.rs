@@ -138,7 +138,10 @@ async fn run_command(command: &[String], event: &Event, timeout: Duration) -> Re
     };
     let mut child = tokio::process::Command::new(program)
         .args(args.iter().map(|a| substitute(a, event)))
-        .env("BAN_AGENT_EVENT", format!("{:?}", event.event).to_lowercase())
+        .env(
+            "BAN_AGENT_EVENT",
+            format!("{:?}", event.event).to_lowercase(),
+        )
         .env("BAN_AGENT_JAIL", &event.jail)
         .env("BAN_AGENT_IP", &event.ip)
         .env("BAN_AGENT_FAILURES", event.failures.to_string())
@@ -249,7 +252,11 @@ mod tests {
         let written = std::fs::read_to_string(&out).expect("the hook wrote");
         assert_eq!(written.trim(), "192.0.2.7 auth ban 600");
 
-        let failing = vec!["/bin/sh".into(), "-c".into(), "echo nope >&2; exit 3".into()];
+        let failing = vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "echo nope >&2; exit 3".into(),
+        ];
         let error = run_command(&failing, &event(), Duration::from_secs(5))
             .await
             .expect_err("fails");

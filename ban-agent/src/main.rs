@@ -4,7 +4,6 @@ use clap::Parser as _;
 
 fn main() -> ExitCode {
     let cli = ban_agent::cli::Cli::parse();
-    ban_agent::cli::init_logging();
     match cli.run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -226,7 +226,10 @@ mod tests {
             4,
         );
         let text = m.encode();
-        assert!(text.contains("ban_agent_bans_total{jail=\"auth\"} 1"), "{text}");
+        assert!(
+            text.contains("ban_agent_bans_total{jail=\"auth\"} 1"),
+            "{text}"
+        );
         assert!(text.contains("ban_agent_banned{jail=\"auth\"} 3"), "{text}");
         assert!(
             text.contains("ban_agent_dropped_packets_total{jail=\"auth\"} 14"),

@@ -148,6 +148,21 @@ impl Tracker {
         })
     }
 
+    /// Applies new rules (a reload), keeping the failures counted so far when they are
+    /// counted per the same prefixes; returns `false` (and forgets them) otherwise.
+    pub fn set_rules(&mut self, rules: Rules) -> bool {
+        let same_keys =
+            rules.prefix_v4 == self.rules.prefix_v4 && rules.prefix_v6 == self.rules.prefix_v6;
+        if !same_keys {
+            *self = Self::new(rules);
+            return false;
+        }
+        let cap = NonZeroUsize::new(rules.max_tracked).map_or(1, NonZeroUsize::get);
+        self.failing.set_capacity(cap);
+        self.rules = rules;
+        true
+    }
+
     /// Forgets the failures of `target` (after an operator's ban or unban).
     pub fn forget(&mut self, target: &IpNet) {
         self.failing.remove(target);

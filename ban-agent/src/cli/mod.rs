@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use ipnet::IpNet;
 
 mod test_filter;
+mod verbs;
 
 use crate::{
     clock::{self, Expiry},
@@ -19,10 +20,30 @@ use crate::{
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// The daemon's control socket (default: the configuration's `socket`, else
+    /// /run/ban-agent.sock).
+    #[arg(long, global = true, env = "BAN_AGENT_SOCKET", value_name = "PATH")]
+    socket: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the daemon: follow the jails' logs, ban in the kernel, serve the control socket.
+    /// SIGHUP reloads the configuration; SIGTERM stops and leaves bans in force.
+    #[command(
+        after_help = "Examples:\n  ban-agent run --config /etc/ban-agent/ban-agent.toml\n  ban-agent run --config ./ban-agent.toml --dry-run"
+    )]
+    Run {
+        /// The configuration file.
+        #[arg(long, short, default_value = crate::config::DEFAULT_PATH, value_name = "FILE")]
+        config: PathBuf,
+        /// Detect and report bans (log, status, hooks) without writing them to the kernel
+        /// or the state file; needs no BPF privileges.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    #[command(flatten)]
+    Verb(verbs::Verb),
     /// Work on the kernel datapath directly, without a running daemon.
     #[command(subcommand)]
     Datapath(DatapathCommand),
@@ -106,20 +127,49 @@ impl Cli {
     /// Runs the command.
     pub fn run(self) -> anyhow::Result<()> {
         match self.command {
-            Command::Datapath(command) => run_datapath(command),
-            Command::TestFilter(args) => test_filter::run(&args),
+            Command::Run { config, dry_run } => {
+                let loaded = crate::config::Config::load(&config)?;
+                init_logging(loaded.global.log_level.as_deref());
+                let options = crate::daemon::Options {
+                    config,
+                    dry_run,
+                    socket: self.socket,
+                };
+                crate::daemon::run(loaded, &options)
+            }
+            Command::Verb(verb) => {
+                init_logging(None);
+                verbs::run(verb, self.socket)
+            }
+            Command::Datapath(command) => {
+                init_logging(None);
+                run_datapath(command)
+            }
+            Command::TestFilter(args) => {
+                init_logging(None);
+                test_filter::run(&args)
+            }
         }
     }
 }
 
-/// Logs to stderr; level from `RUST_LOG`, default `info`.
-pub fn init_logging() {
+/// Logs to stderr; level from `RUST_LOG`, else `level` (the configuration's `log_level`),
+/// else `info`. Under systemd (`JOURNAL_STREAM` set) lines carry no timestamp nor colour:
+/// journald adds its own.
+pub fn init_logging(level: Option<&str>) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _already_set = tracing_subscriber::fmt()
+        .ok()
+        .or_else(|| level.and_then(|l| tracing_subscriber::EnvFilter::try_new(l).ok()))
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    let _already_set = if std::env::var_os("JOURNAL_STREAM").is_some() {
+        builder.without_time().with_ansi(false).try_init()
+    } else {
+        builder.try_init()
+    };
 }
 
 fn run_datapath(command: DatapathCommand) -> anyhow::Result<()> {

@@ -270,7 +270,8 @@ impl<'a> JailCtx<'a> {
         };
         let webhook = match &raw.webhook {
             Some(url)
-                if url.get_ref().starts_with("http://") || url.get_ref().starts_with("https://") =>
+                if url.get_ref().starts_with("http://")
+                    || url.get_ref().starts_with("https://") =>
             {
                 Some(url.get_ref().clone())
             }

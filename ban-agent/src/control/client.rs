@@ -37,7 +37,9 @@ pub enum ClientError {
     },
     #[error("the daemon's reply: {0}")]
     Protocol(#[from] ProtocolError),
-    #[error("the daemon closed the connection without a reply; see its log (journalctl -u ban-agent)")]
+    #[error(
+        "the daemon closed the connection without a reply; see its log (journalctl -u ban-agent)"
+    )]
     NoReply,
 }
 
@@ -49,9 +51,9 @@ pub fn call(socket: &Path, request: &Request) -> Result<Reply, ClientError> {
         source,
     };
     let stream = UnixStream::connect(socket).map_err(|e| match e.kind() {
-        ErrorKind::NotFound | ErrorKind::ConnectionRefused => ClientError::NotRunning {
-            path: path.clone(),
-        },
+        ErrorKind::NotFound | ErrorKind::ConnectionRefused => {
+            ClientError::NotRunning { path: path.clone() }
+        }
         ErrorKind::PermissionDenied => ClientError::PermissionDenied { path: path.clone() },
         _ => io(e),
     })?;

@@ -162,7 +162,10 @@ impl Agent {
             agent.add_jail(jail)?;
         }
         // Ids of jails that are gone: their bans are lifted below, then the ids freed.
-        agent.state.jail_ids.retain(|name, _| agent.jails.contains_key(name));
+        agent
+            .state
+            .jail_ids
+            .retain(|name, _| agent.jails.contains_key(name));
         agent.publish_ports()?;
         agent.restore(saved, now)?;
         agent.open_logs();
@@ -256,7 +259,14 @@ impl Agent {
                     expiry
                 }
             };
-            self.insert(&ban.jail, ban.target, expiry, ban.expires_at, ban.banned_at, ban.failures);
+            self.insert(
+                &ban.jail,
+                ban.target,
+                expiry,
+                ban.expires_at,
+                ban.banned_at,
+                ban.failures,
+            );
             restored += 1;
         }
         let ids: BTreeMap<u32, String> = self
@@ -268,7 +278,9 @@ impl Agent {
         for ((id, target), expiry) in in_kernel {
             match ids.get(&id) {
                 Some(jail) if !expiry.expired(now.boot) => {
-                    let expires_at = expiry.remaining(now.boot).map(|left| now.wall + millis(left));
+                    let expires_at = expiry
+                        .remaining(now.boot)
+                        .map(|left| now.wall + millis(left));
                     let jail = jail.clone();
                     self.insert(&jail, target, expiry, expires_at, now.wall, 0);
                     adopted += 1;
@@ -389,14 +401,18 @@ impl Agent {
             let names = &log.jails;
             let result = log.follower.poll(&mut |line| {
                 for name in names {
-                    let Some(run) = jails.get_mut(name) else { continue };
+                    let Some(run) = jails.get_mut(name) else {
+                        continue;
+                    };
                     match run.detector.line(line, now.wall) {
                         Verdict::Missed | Verdict::Ignored { .. } => {}
                         Verdict::Ban { decision, .. } => {
                             run.failures.inc();
                             decisions.push((name.clone(), decision));
                         }
-                        Verdict::Spared { .. } | Verdict::Stale { .. } | Verdict::Counted { .. } => {
+                        Verdict::Spared { .. }
+                        | Verdict::Stale { .. }
+                        | Verdict::Counted { .. } => {
                             run.failures.inc();
                         }
                     }
@@ -419,11 +435,24 @@ impl Agent {
             }
         }
         for (jail, decision) in decisions {
-            let Some(run) = self.jails.get(&jail) else { continue };
+            let Some(run) = self.jails.get(&jail) else {
+                continue;
+            };
             let overall = run.config.increment.is_some_and(|inc| inc.overall_jails);
             let previous = self.state.previous_bans(&jail, &decision.target, overall);
-            let length = run.config.bantime.after(previous, run.config.increment.as_ref());
-            if let Err(e) = self.ban(&jail, decision.target, length, decision.failures, "failures", false, now) {
+            let length = run
+                .config
+                .bantime
+                .after(previous, run.config.increment.as_ref());
+            if let Err(e) = self.ban(
+                &jail,
+                decision.target,
+                length,
+                decision.failures,
+                "failures",
+                false,
+                now,
+            ) {
                 warn!(jail, ip = %events::show(&decision.target), "cannot ban: {e}");
             }
         }
@@ -443,7 +472,10 @@ impl Agent {
         replace: bool,
         now: Now,
     ) -> anyhow::Result<bool> {
-        let run = self.jails.get_mut(jail).with_context(|| format!("no jail {jail}"))?;
+        let run = self
+            .jails
+            .get_mut(jail)
+            .with_context(|| format!("no jail {jail}"))?;
         if !replace && self.bans.contains_key(&(jail.to_owned(), target)) {
             return Ok(false);
         }
@@ -458,7 +490,11 @@ impl Agent {
             BanTime::For(d) => Some(d.as_secs()),
             BanTime::Permanent => None,
         };
-        self.setup.metrics.bans.get_or_create(&Metrics::jail(jail)).inc();
+        self.setup
+            .metrics
+            .bans
+            .get_or_create(&Metrics::jail(jail))
+            .inc();
         info!(
             jail,
             ip = %events::show(&target),
@@ -508,7 +544,11 @@ impl Agent {
         if let Some(id) = id {
             self.kernel.unban(id, target)?;
         }
-        self.setup.metrics.unbans.get_or_create(&Metrics::jail(jail)).inc();
+        self.setup
+            .metrics
+            .unbans
+            .get_or_create(&Metrics::jail(jail))
+            .inc();
         info!(jail, ip = %events::show(&target), failures = ban.failures, reason, "unban");
         let event = Event {
             event: Kind::Unban,
@@ -584,7 +624,8 @@ impl Agent {
 
     fn refresh_metrics(&mut self) {
         let m = &self.setup.metrics;
-        let mut per_jail: BTreeMap<&str, i64> = self.jails.keys().map(|j| (j.as_str(), 0)).collect();
+        let mut per_jail: BTreeMap<&str, i64> =
+            self.jails.keys().map(|j| (j.as_str(), 0)).collect();
         let mut per_map = [0u64; 4];
         for (jail, target) in self.bans.keys() {
             *per_jail.entry(jail.as_str()).or_default() += 1;
@@ -597,7 +638,9 @@ impl Agent {
         for ((name, capacity), used) in self.kernel.capacities().into_iter().zip(per_map) {
             let ratio = used as f64 / f64::from(capacity.max(1));
             m.map_fill
-                .get_or_create(&metrics::MapLabel { map: name.to_owned() })
+                .get_or_create(&metrics::MapLabel {
+                    map: name.to_owned(),
+                })
                 .set(ratio);
         }
         for (path, log) in &self.logs {
@@ -606,14 +649,23 @@ impl Agent {
                 .get_or_create(&Metrics::file(path))
                 .set(i64::try_from(lag).unwrap_or(i64::MAX));
         }
-        let names: BTreeMap<u32, &str> = self.jails.iter().map(|(n, r)| (r.id, n.as_str())).collect();
+        let names: BTreeMap<u32, &str> =
+            self.jails.iter().map(|(n, r)| (r.id, n.as_str())).collect();
         if let Ok(counters) = self.kernel.counters() {
             for (id, c) in counters {
                 let Some(name) = names.get(&id) else { continue };
                 let seen = self.kernel_seen.entry(id).or_default();
                 let label = Metrics::jail(name);
-                metrics::follow_counter(&m.dropped_packets.get_or_create(&label), &mut seen.0, c.dropped_packets);
-                metrics::follow_counter(&m.dropped_bytes.get_or_create(&label), &mut seen.1, c.dropped_bytes);
+                metrics::follow_counter(
+                    &m.dropped_packets.get_or_create(&label),
+                    &mut seen.0,
+                    c.dropped_packets,
+                );
+                metrics::follow_counter(
+                    &m.dropped_bytes.get_or_create(&label),
+                    &mut seen.1,
+                    c.dropped_bytes,
+                );
             }
         }
     }

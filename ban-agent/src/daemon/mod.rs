@@ -147,7 +147,9 @@ async fn serve_on(
         task.abort();
     }
     drop(agent);
-    if detach && !options.dry_run {
+    if options.dry_run {
+        info!("stopped (dry run: nothing was written)");
+    } else if detach {
         datapath::detach(&pin_dir)?;
         info!("stopped; XDP detached, bans lifted (saved: they return at the next start)");
     } else {
@@ -182,7 +184,12 @@ fn attach(config: &Config) -> anyhow::Result<()> {
     for interface in &config.global.interfaces {
         datapath
             .attach(interface, AttachMode::Auto)
-            .with_context(|| format!("interface {interface} (`interfaces` in {})", config.path.display()))?;
+            .with_context(|| {
+                format!(
+                    "interface {interface} (`interfaces` in {})",
+                    config.path.display()
+                )
+            })?;
     }
     Ok(())
 }

@@ -20,7 +20,9 @@ pub enum After {
     Continue,
     /// The configuration changed: re-attach interfaces, watch the new logs.
     Reloaded,
-    Stop { detach: bool },
+    Stop {
+        detach: bool,
+    },
 }
 
 impl Agent {
@@ -63,8 +65,7 @@ impl Agent {
                          restored at the next start)"
                             .to_owned()
                     } else {
-                        "stopping; the XDP program stays attached and bans stay in force"
-                            .to_owned()
+                        "stopping; the XDP program stays attached and bans stay in force".to_owned()
                     },
                 })
             }
@@ -81,7 +82,11 @@ impl Agent {
             let names: Vec<&str> = self.jails.keys().map(String::as_str).collect();
             format!(
                 "no jail {jail:?}; the running jails are: {} (see `ban-agent status`)",
-                if names.is_empty() { "none".to_owned() } else { names.join(", ") }
+                if names.is_empty() {
+                    "none".to_owned()
+                } else {
+                    names.join(", ")
+                }
             )
         })
     }
@@ -200,7 +205,9 @@ impl Agent {
     fn banned(&self, target: Option<IpNet>, now: Now) -> Vec<BanInfo> {
         self.bans
             .iter()
-            .filter(|((_, t), _)| target.is_none_or(|asked| t.contains(&asked) || asked.contains(t)))
+            .filter(|((_, t), _)| {
+                target.is_none_or(|asked| t.contains(&asked) || asked.contains(t))
+            })
             .map(|((jail, t), ban)| BanInfo {
                 jail: jail.clone(),
                 target: *t,
@@ -261,10 +268,15 @@ impl Agent {
     }
 
     fn stats(&mut self) -> anyhow::Result<Reply> {
-        let names: BTreeMap<u32, String> =
-            self.jails.iter().map(|(name, run)| (run.id, name.clone())).collect();
-        let mut jails: BTreeMap<String, JailStats> =
-            names.values().map(|name| (name.clone(), JailStats::default())).collect();
+        let names: BTreeMap<u32, String> = self
+            .jails
+            .iter()
+            .map(|(name, run)| (run.id, name.clone()))
+            .collect();
+        let mut jails: BTreeMap<String, JailStats> = names
+            .values()
+            .map(|name| (name.clone(), JailStats::default()))
+            .collect();
         for (id, c) in self.kernel().counters()? {
             if let Some(name) = names.get(&id) {
                 jails.insert(
@@ -289,9 +301,16 @@ impl Agent {
         let wanted: Vec<Jail> = match only {
             Some(name) => {
                 if !self.jails.contains_key(name) && fresh.jail(name).is_none() {
-                    bail!("no jail {name:?} in {} nor running", self.config.path.display());
+                    bail!(
+                        "no jail {name:?} in {} nor running",
+                        self.config.path.display()
+                    );
                 }
-                fresh.enabled().filter(|j| j.name == name).cloned().collect()
+                fresh
+                    .enabled()
+                    .filter(|j| j.name == name)
+                    .cloned()
+                    .collect()
             }
             None => fresh.enabled().cloned().collect(),
         };
@@ -322,11 +341,12 @@ impl Agent {
             self.add_jail(jail)?;
             if let (Some(old), Some(new)) = (old, self.jails.get_mut(&name)) {
                 new.total_banned = old.total_banned;
-                // Failures counted so far still count if the counting rules are the same.
-                if old.config.rules == new.config.rules {
-                    let mut old = old;
-                    std::mem::swap(old.detector.tracker_mut(), new.detector.tracker_mut());
-                }
+                // Failures counted so far still count under the new rules, unless they
+                // were counted per other prefixes.
+                let mut old = old;
+                std::mem::swap(old.detector.tracker_mut(), new.detector.tracker_mut());
+                let rules = new.config.rules.clone();
+                new.detector.tracker_mut().set_rules(rules);
             }
             changed.push(name);
         }
@@ -338,7 +358,12 @@ impl Agent {
             // Keep the running configuration, with the reloaded jail's new settings.
             let path = self.config.path.clone();
             self.config.jails.retain(|j| Some(j.name.as_str()) != only);
-            self.config.jails.extend(fresh.jails.into_iter().filter(|j| Some(j.name.as_str()) == only));
+            self.config.jails.extend(
+                fresh
+                    .jails
+                    .into_iter()
+                    .filter(|j| Some(j.name.as_str()) == only),
+            );
             self.config.path = path;
         }
         self.publish_ports()?;
@@ -346,7 +371,11 @@ impl Agent {
         tracing::info!(reloaded = ?changed, removed = ?gone, "configuration reloaded");
         Ok(format!(
             "reloaded {}{}",
-            if changed.is_empty() { "no jail".to_owned() } else { changed.join(", ") },
+            if changed.is_empty() {
+                "no jail".to_owned()
+            } else {
+                changed.join(", ")
+            },
             if gone.is_empty() {
                 String::new()
             } else {
@@ -359,4 +388,3 @@ impl Agent {
 fn lines(items: impl Iterator<Item = String>) -> String {
     items.collect::<Vec<_>>().join("\n")
 }
-

@@ -1,1 +1,367 @@
+//! The agent against an in-memory kernel: detection to ban, expiry, restart and reboot,
+//! reload, operator verbs.
 
+use std::{
+    collections::BTreeMap,
+    path::Path,
+    sync::{Arc, Mutex},
+};
+
+use ipnet::IpNet;
+
+use super::{Agent, Kernel, Now, Setup};
+use crate::{
+    clock::Expiry,
+    config::Config,
+    control::protocol::{Reply, Request},
+    datapath::{BanRecord, DatapathError, JailPorts},
+    metrics::Metrics,
+    store::Store,
+};
+
+type Bans = Arc<Mutex<BTreeMap<(u32, IpNet), Expiry>>>;
+
+#[derive(Default, Clone)]
+struct FakeKernel {
+    bans: Bans,
+    ports: Arc<Mutex<Vec<JailPorts>>>,
+}
+
+impl Kernel for FakeKernel {
+    fn ban(&mut self, jail: u32, target: IpNet, expiry: Expiry) -> Result<(), DatapathError> {
+        self.bans
+            .lock()
+            .expect("lock")
+            .insert((jail, target), expiry);
+        Ok(())
+    }
+    fn unban(&mut self, jail: u32, target: IpNet) -> Result<bool, DatapathError> {
+        Ok(self
+            .bans
+            .lock()
+            .expect("lock")
+            .remove(&(jail, target))
+            .is_some())
+    }
+    fn list(&self) -> Result<Vec<BanRecord>, DatapathError> {
+        Ok(self
+            .bans
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|(&(jail, target), &expiry)| BanRecord {
+                jail,
+                target,
+                expiry,
+            })
+            .collect())
+    }
+    fn set_jails(&mut self, jails: &[JailPorts]) -> Result<(), DatapathError> {
+        *self.ports.lock().expect("lock") = jails.to_vec();
+        Ok(())
+    }
+    fn counters(&self) -> Result<Vec<(u32, ban_common::JailCounters)>, DatapathError> {
+        Ok(Vec::new())
+    }
+    fn capacities(&self) -> Vec<(&'static str, u32)> {
+        vec![("ban_v4", 100)]
+    }
+}
+
+const T0: i64 = 1_795_521_600_000; // 2026-11-24 12:00:00 UTC
+
+fn now(seconds: i64) -> Now {
+    Now {
+        wall: T0 + seconds * 1000,
+        boot: 1_000_000_000_000 + u64::try_from(seconds).expect("positive") * 1_000_000_000,
+    }
+}
+
+fn config(dir: &Path, maxretry: u32, extra: &str) -> Config {
+    let text = format!(
+        "state_dir = \"state\"\nignoreself = false\n\
+         [jail.auth]\nlogpath = \"auth.log\"\nfilter = \"fastapi-auth\"\nmaxretry = {maxretry}\n\
+         bantime = \"10m\"\nports = [8000]\nstart = \"head\"\nignoreip = [\"198.51.100.0/24\"]\n{extra}"
+    );
+    let path = dir.join("ban-agent.toml");
+    std::fs::write(&path, &text).expect("write config");
+    Config::parse(&path, &text).expect("valid config")
+}
+
+fn failure(dir: &Path, host: &str, second: i64) {
+    use std::io::Write as _;
+    let at = jiff::Timestamp::from_millisecond(T0 + second * 1000).expect("time");
+    let line = format!(
+        "{} - fastapi-auth - INFO - {host} - \"POST /login\" 401 - 0.0100s\n",
+        at.strftime("%Y-%m-%d %H:%M:%S,000")
+    );
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("auth.log"))
+        .expect("open log");
+    file.write_all(line.as_bytes()).expect("append");
+}
+
+fn start(config: Config, kernel: &FakeKernel, at: Now) -> Agent {
+    let store = Some(Store::new(&config.global.state_dir));
+    let setup = Setup {
+        own: Vec::new(),
+        zone: jiff::tz::TimeZone::UTC,
+        metrics: Metrics::new(),
+        events: None,
+    };
+    Agent::start(config, Box::new(kernel.clone()), store, setup, at).expect("agent starts")
+}
+
+fn net(text: &str) -> IpNet {
+    text.parse().expect("a network")
+}
+
+fn ask(agent: &mut Agent, request: Request, at: Now) -> Reply {
+    agent.handle(request, at).0
+}
+
+#[test]
+fn the_maxretry_th_failure_is_in_the_kernel_after_one_poll_and_leaves_at_expiry() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kernel = FakeKernel::default();
+    let mut agent = start(config(dir.path(), 3, ""), &kernel, now(0));
+    for s in 1..=3 {
+        failure(dir.path(), "192.0.2.7", s);
+    }
+    assert_eq!(agent.poll(now(4)), 3);
+    let bans = kernel.bans.lock().expect("lock").clone();
+    assert_eq!(
+        bans.get(&(0, net("192.0.2.7/32"))),
+        Some(&Expiry::At(now(4).boot + 600 * 1_000_000_000)),
+        "banned for bantime from when the ban was decided"
+    );
+    assert_eq!(
+        kernel.ports.lock().expect("lock")[0].ports,
+        Some(vec![8000])
+    );
+    let Reply::Jail(status) = ask(
+        &mut agent,
+        Request::Status {
+            jail: Some("auth".into()),
+        },
+        now(5),
+    ) else {
+        panic!("a jail status");
+    };
+    assert_eq!((status.total_failed, status.currently_banned), (3, 1));
+    agent.sweep(now(4 + 599));
+    assert_eq!(kernel.bans.lock().expect("lock").len(), 1);
+    agent.sweep(now(4 + 600));
+    assert!(
+        kernel.bans.lock().expect("lock").is_empty(),
+        "lifted at expiry"
+    );
+}
+
+#[test]
+fn a_restart_keeps_bans_and_positions_and_a_reboot_restores_them_on_the_new_clock() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kernel = FakeKernel::default();
+    let mut agent = start(config(dir.path(), 2, ""), &kernel, now(0));
+    failure(dir.path(), "192.0.2.7", 1);
+    failure(dir.path(), "192.0.2.7", 2);
+    failure(dir.path(), "192.0.2.8", 3);
+    agent.poll(now(3));
+    agent.save(now(3));
+    drop(agent);
+
+    // Restart, kernel intact: the one failure of .8 read before is not read again.
+    failure(dir.path(), "192.0.2.8", 10);
+    let mut agent = start(config(dir.path(), 2, ""), &kernel, now(10));
+    assert_eq!(
+        agent.poll(now(10)),
+        1,
+        "resumed after the lines already read"
+    );
+    assert_eq!(
+        kernel.bans.lock().expect("lock").len(),
+        1,
+        "only .7: .8 failed once since"
+    );
+    agent.save(now(10));
+    drop(agent);
+
+    // Reboot: the kernel is empty and its clock starts again.
+    let rebooted = FakeKernel::default();
+    let after_reboot = Now {
+        wall: T0 + 100_000,
+        boot: 5_000_000_000,
+    };
+    let agent = start(config(dir.path(), 2, ""), &rebooted, after_reboot);
+    let bans = rebooted.bans.lock().expect("lock").clone();
+    // Banned at second 3 for 600 s: 503 s left at second 100.
+    assert_eq!(
+        bans.get(&(0, net("192.0.2.7/32"))),
+        Some(&Expiry::At(5_000_000_000 + 503 * 1_000_000_000))
+    );
+    drop(agent);
+
+    // Long after the end, nothing comes back.
+    let late = FakeKernel::default();
+    let _agent = start(config(dir.path(), 2, ""), &late, now(10_000));
+    assert!(late.bans.lock().expect("lock").is_empty());
+}
+
+#[test]
+fn reload_applies_a_new_maxretry_keeps_bans_and_lifts_those_of_a_removed_jail() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kernel = FakeKernel::default();
+    let web = "[jail.web]\nlogpath = \"web.log\"\nfilter = \"fastapi-auth\"\n";
+    let mut agent = start(config(dir.path(), 5, web), &kernel, now(0));
+    assert!(matches!(
+        ask(
+            &mut agent,
+            Request::Ban {
+                jail: "web".into(),
+                target: net("192.0.2.50/32"),
+                seconds: None,
+                permanent: true
+            },
+            now(0)
+        ),
+        Reply::Done { .. }
+    ));
+    failure(dir.path(), "192.0.2.7", 1);
+    failure(dir.path(), "192.0.2.7", 2);
+    agent.poll(now(2));
+    assert!(
+        kernel
+            .bans
+            .lock()
+            .expect("lock")
+            .get(&(0, net("192.0.2.7/32")))
+            .is_none()
+    );
+
+    config(dir.path(), 3, "");
+    assert!(matches!(
+        ask(&mut agent, Request::Reload { jail: None }, now(3)),
+        Reply::Done { .. }
+    ));
+    assert!(
+        kernel
+            .bans
+            .lock()
+            .expect("lock")
+            .get(&(1, net("192.0.2.50/32")))
+            .is_none(),
+        "jail web is gone, so is its ban"
+    );
+    assert!(matches!(
+        ask(&mut agent, Request::Get { jail: "auth".into(), key: crate::control::protocol::JailKey::Maxretry }, now(3)),
+        Reply::Value { value } if value == "3"
+    ));
+    failure(dir.path(), "192.0.2.7", 4);
+    agent.poll(now(4));
+    assert!(
+        kernel
+            .bans
+            .lock()
+            .expect("lock")
+            .contains_key(&(0, net("192.0.2.7/32"))),
+        "the third failure bans under the new maxretry"
+    );
+}
+
+#[test]
+fn operators_cannot_ban_what_is_spared_and_are_told_which_network_holds_an_address() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kernel = FakeKernel::default();
+    let mut agent = start(config(dir.path(), 5, ""), &kernel, now(0));
+    let refused = |reply: Reply| match reply {
+        Reply::Error { message } => message,
+        other => panic!("{other:?}"),
+    };
+    let message = refused(ask(
+        &mut agent,
+        Request::Ban {
+            jail: "auth".into(),
+            target: net("198.51.100.9/32"),
+            seconds: None,
+            permanent: false,
+        },
+        now(0),
+    ));
+    assert!(message.contains("ignoreip"), "{message}");
+    let message = refused(ask(
+        &mut agent,
+        Request::Ban {
+            jail: "nope".into(),
+            target: net("192.0.2.1/32"),
+            seconds: None,
+            permanent: false,
+        },
+        now(0),
+    ));
+    assert!(message.contains("running jails are: auth"), "{message}");
+    ask(
+        &mut agent,
+        Request::Ban {
+            jail: "auth".into(),
+            target: net("192.0.2.0/24"),
+            seconds: Some(60),
+            permanent: false,
+        },
+        now(0),
+    );
+    let message = refused(ask(
+        &mut agent,
+        Request::Unban {
+            target: net("192.0.2.7/32"),
+            jail: None,
+        },
+        now(1),
+    ));
+    assert!(message.contains("inside 192.0.2.0/24 in auth"), "{message}");
+    let Reply::Bans { bans } = ask(
+        &mut agent,
+        Request::Banned {
+            target: Some(net("192.0.2.7/32")),
+        },
+        now(1),
+    ) else {
+        panic!("bans");
+    };
+    assert_eq!((bans.len(), bans[0].seconds_left), (1, Some(59)));
+    assert!(matches!(
+        ask(&mut agent, Request::UnbanAll, now(2)),
+        Reply::Done { .. }
+    ));
+    assert!(kernel.bans.lock().expect("lock").is_empty());
+}
+
+#[test]
+fn addignoreip_spares_an_address_from_then_on() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kernel = FakeKernel::default();
+    let mut agent = start(config(dir.path(), 1, ""), &kernel, now(0));
+    ask(
+        &mut agent,
+        Request::AddIgnoreIp {
+            jail: "auth".into(),
+            target: net("192.0.2.7/32"),
+        },
+        now(0),
+    );
+    failure(dir.path(), "192.0.2.7", 1);
+    agent.poll(now(1));
+    assert!(kernel.bans.lock().expect("lock").is_empty());
+    ask(
+        &mut agent,
+        Request::DelIgnoreIp {
+            jail: "auth".into(),
+            target: net("192.0.2.7/32"),
+        },
+        now(2),
+    );
+    failure(dir.path(), "192.0.2.7", 2);
+    agent.poll(now(2));
+    assert_eq!(kernel.bans.lock().expect("lock").len(), 1);
+}

@@ -155,3 +155,23 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn new_rules_keep_failures_unless_the_prefixes_change() {
+    let addr: IpNet = "192.0.2.7/32".parse().expect("net");
+    let mut tracker = Tracker::new(Rules::default());
+    for t in 0..2 {
+        assert_eq!(tracker.record(addr, t, 10), Counted::Counted);
+    }
+    assert!(tracker.set_rules(Rules {
+        maxretry: 3,
+        ..Rules::default()
+    }));
+    assert!(matches!(tracker.record(addr, 2, 10), Counted::Ban(_)));
+    assert_eq!(tracker.record(addr, 3, 10), Counted::Counted);
+    assert!(!tracker.set_rules(Rules {
+        prefix_v4: 24,
+        ..Rules::default()
+    }));
+    assert_eq!(tracker.tracked(), 0);
+}

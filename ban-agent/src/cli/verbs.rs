@@ -1,0 +1,252 @@
+//! The daemon's verbs, as fail2ban-client has them: each sends one request over the
+//! control socket and prints the reply, for people or (`--json`) for scripts.
+
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::bail;
+use clap::{Subcommand, ValueEnum};
+
+use super::parse_target;
+use crate::{
+    config::DEFAULT_SOCKET,
+    control::{
+        client,
+        protocol::{BanInfo, JailKey, JailStatus, Reply, Request},
+    },
+    daemon::wall_text,
+    events::show,
+};
+
+#[derive(Debug, Subcommand)]
+pub enum Verb {
+    /// Jails and bans in force; with JAIL, that jail in detail (failures, files, bans).
+    #[command(after_help = "Examples:\n  ban-agent status\n  ban-agent status fastapi-auth --json")]
+    Status {
+        /// A jail's name.
+        jail: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ban an address or a network in a jail, for the jail's bantime unless --for says.
+    #[command(
+        after_help = "Examples:\n  ban-agent ban fastapi-auth 192.0.2.7\n  ban-agent ban fastapi-auth 2001:db8::/64 --for 2h\n  ban-agent ban fastapi-auth 198.51.100.9 --for permanent"
+    )]
+    Ban {
+        jail: String,
+        /// Address or CIDR.
+        target: String,
+        /// How long ("90s", "1h 30m", "2d"), or "permanent".
+        #[arg(long = "for", value_name = "DURATION")]
+        duration: Option<String>,
+    },
+    /// Lift a ban, in every jail that holds it or in one; --all lifts every ban.
+    #[command(
+        after_help = "Examples:\n  ban-agent unban 192.0.2.7\n  ban-agent unban 2001:db8::/64 --jail fastapi-auth\n  ban-agent unban --all"
+    )]
+    Unban {
+        /// Address or CIDR, as it was banned.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        target: Option<String>,
+        /// Only in this jail.
+        #[arg(long)]
+        jail: Option<String>,
+        /// Lift every ban of every jail.
+        #[arg(long, conflicts_with = "jail")]
+        all: bool,
+    },
+    /// Which jails ban an address (or every ban), and until when.
+    #[command(after_help = "Examples:\n  ban-agent banned\n  ban-agent banned 192.0.2.7")]
+    Banned {
+        /// Address or CIDR; bans that contain it or lie inside it are listed.
+        target: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Read a jail's setting as the daemon applies it.
+    #[command(
+        after_help = "Examples:\n  ban-agent get fastapi-auth maxretry\n  ban-agent get fastapi-auth ignoreip"
+    )]
+    Get {
+        jail: String,
+        #[arg(value_enum)]
+        key: JailKey,
+    },
+    /// Change a jail's ignoreip until the next reload.
+    #[command(after_help = "Example:\n  ban-agent set fastapi-auth addignoreip 198.51.100.0/24")]
+    Set {
+        jail: String,
+        #[arg(value_enum)]
+        action: SetAction,
+        /// Address or CIDR.
+        target: String,
+    },
+    /// Re-read the configuration (like SIGHUP) without lifting bans; jails removed from it
+    /// have their bans lifted. With JAIL, only that jail.
+    #[command(after_help = "Examples:\n  ban-agent reload\n  ban-agent reload fastapi-auth")]
+    Reload { jail: Option<String> },
+    /// Stop the daemon. Bans stay in force in the kernel unless --detach.
+    #[command(after_help = "Examples:\n  ban-agent stop\n  ban-agent stop --detach")]
+    Stop {
+        /// Also detach the XDP program and lift every ban (saved bans return at the next
+        /// start).
+        #[arg(long)]
+        detach: bool,
+    },
+    /// Check that the daemon answers.
+    #[command(after_help = "Example:\n  ban-agent ping")]
+    Ping,
+    /// Packets and bytes dropped (and passed) per jail, from the kernel counters.
+    #[command(after_help = "Examples:\n  ban-agent stats\n  ban-agent stats --json")]
+    Stats {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum SetAction {
+    Addignoreip,
+    Delignoreip,
+}
+
+/// Sends the verb's request to the daemon at `socket` and prints the reply.
+pub fn run(verb: Verb, socket: Option<PathBuf>) -> anyhow::Result<()> {
+    let socket = socket.unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET));
+    let json = matches!(
+        verb,
+        Verb::Status { json: true, .. }
+            | Verb::Banned { json: true, .. }
+            | Verb::Stats { json: true }
+    );
+    let request = request(verb)?;
+    let reply = client::call(&socket, &request)?;
+    if let Reply::Error { message } = &reply {
+        bail!("{message}");
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&reply)?);
+        return Ok(());
+    }
+    print(&reply);
+    Ok(())
+}
+
+fn request(verb: Verb) -> anyhow::Result<Request> {
+    Ok(match verb {
+        Verb::Status { jail, .. } => Request::Status { jail },
+        Verb::Ban {
+            jail,
+            target,
+            duration,
+        } => {
+            let (seconds, permanent) = match duration.as_deref().map(str::trim) {
+                None => (None, false),
+                Some("permanent" | "-1") => (None, true),
+                Some(text) => {
+                    let d: Duration = humantime::parse_duration(text).map_err(|e| {
+                        anyhow::anyhow!(
+                            "--for {text:?}: {e}; expected e.g. \"90s\", \"1h 30m\", \"2d\" or \
+                             \"permanent\""
+                        )
+                    })?;
+                    (Some(d.as_secs().max(1)), false)
+                }
+            };
+            Request::Ban {
+                jail,
+                target: parse_target(&target)?,
+                seconds,
+                permanent,
+            }
+        }
+        Verb::Unban { all: true, .. } => Request::UnbanAll,
+        Verb::Unban { target, jail, .. } => Request::Unban {
+            target: parse_target(target.as_deref().unwrap_or_default())?,
+            jail,
+        },
+        Verb::Banned { target, .. } => Request::Banned {
+            target: target.as_deref().map(parse_target).transpose()?,
+        },
+        Verb::Get { jail, key } => Request::Get { jail, key },
+        Verb::Set {
+            jail,
+            action,
+            target,
+        } => {
+            let target = parse_target(&target)?;
+            match action {
+                SetAction::Addignoreip => Request::AddIgnoreIp { jail, target },
+                SetAction::Delignoreip => Request::DelIgnoreIp { jail, target },
+            }
+        }
+        Verb::Reload { jail } => Request::Reload { jail },
+        Verb::Stop { detach } => Request::Stop { detach },
+        Verb::Ping => Request::Ping,
+        Verb::Stats { .. } => Request::Stats,
+    })
+}
+
+fn print(reply: &Reply) {
+    match reply {
+        Reply::Pong => println!("pong"),
+        Reply::Done { message } | Reply::Error { message } => println!("{message}"),
+        Reply::Value { value } => println!("{value}"),
+        Reply::Overview {
+            jails,
+            currently_banned,
+        } => {
+            println!("Status");
+            println!("|- Number of jail:\t{}", jails.len());
+            println!("|- Currently banned:\t{currently_banned}");
+            println!("`- Jail list:\t{}", jails.join(", "));
+        }
+        Reply::Jail(status) => print_jail(status),
+        Reply::Bans { bans } => print_bans(bans),
+        Reply::Stats { jails } => {
+            println!(
+                "{:<20} {:>14} {:>16} {:>14} {:>16}",
+                "jail", "dropped_pkts", "dropped_bytes", "passed_pkts", "passed_bytes"
+            );
+            for (jail, s) in jails {
+                println!(
+                    "{jail:<20} {:>14} {:>16} {:>14} {:>16}",
+                    s.dropped_packets, s.dropped_bytes, s.passed_packets, s.passed_bytes
+                );
+            }
+        }
+    }
+}
+
+fn print_jail(s: &JailStatus) {
+    let banned: Vec<String> = s.banned.iter().map(show).collect();
+    println!("Status for the jail: {}", s.name);
+    println!("|- Filter");
+    println!("|  |- Currently failed:\t{}", s.currently_failed);
+    println!("|  |- Total failed:\t{}", s.total_failed);
+    println!("|  `- File list:\t{}", s.files.join(" "));
+    println!("`- Actions");
+    println!("   |- Currently banned:\t{}", s.currently_banned);
+    println!("   |- Total banned:\t{}", s.total_banned);
+    println!("   `- Banned IP list:\t{}", banned.join(" "));
+}
+
+fn print_bans(bans: &[BanInfo]) {
+    if bans.is_empty() {
+        println!("no ban");
+        return;
+    }
+    for ban in bans {
+        let until = match (ban.expires_at, ban.seconds_left) {
+            (Some(end), Some(left)) => format!(
+                "until {} ({} left)",
+                wall_text(end),
+                humantime::format_duration(Duration::from_secs(left))
+            ),
+            _ => "permanent".to_owned(),
+        };
+        println!("{:<20} {:<43} {until}", ban.jail, show(&ban.target));
+    }
+}
