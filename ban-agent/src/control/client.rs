@@ -58,9 +58,13 @@ pub fn call(socket: &Path, request: &Request) -> Result<Reply, ClientError> {
         _ => io(e),
     })?;
     stream.set_read_timeout(Some(TIMEOUT)).map_err(io)?;
-    (&stream)
-        .write_all(protocol::encode(request).as_bytes())
-        .map_err(io)?;
+    // A daemon that refuses the caller replies and closes at once: the reply is still
+    // there to read even if the request could not be written whole.
+    if let Err(e) = (&stream).write_all(protocol::encode(request).as_bytes())
+        && e.kind() != ErrorKind::BrokenPipe
+    {
+        return Err(io(e));
+    }
     let mut line = String::new();
     let mut reader = BufReader::new(&stream).take(MAX_LINE as u64 + 1);
     reader.read_line(&mut line).map_err(io)?;

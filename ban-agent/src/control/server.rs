@@ -94,7 +94,14 @@ async fn connection(
 ) -> std::io::Result<()> {
     let uid = stream.peer_cred()?.uid();
     let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read);
+    let mut line = String::new();
     if uid != 0 && uid != owner {
+        // Read the request first, so that the client is not cut off while writing it.
+        let _request = (&mut lines)
+            .take(MAX_LINE as u64)
+            .read_line(&mut line)
+            .await;
         let reply = Reply::Error {
             message: format!(
                 "permission denied: user id {uid} may not control ban-agent; run the command \
@@ -104,8 +111,6 @@ async fn connection(
         warn!(uid, "control request refused: not root");
         return write.write_all(protocol::encode(&reply).as_bytes()).await;
     }
-    let mut lines = BufReader::new(read);
-    let mut line = String::new();
     loop {
         line.clear();
         let n = (&mut lines)

@@ -1,0 +1,579 @@
+//! The daemon as an operator runs it: `ban-agent run` in a test-made server namespace,
+//! driven through its real control socket by the real CLI, with an attacker namespace
+//! whose packets must be dropped once its failures reach maxretry.
+
+mod common;
+
+use std::{
+    io::{Read as _, Write as _},
+    net::{TcpListener, TcpStream},
+    os::unix::fs::PermissionsExt as _,
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use common::{
+    Netns, Pins,
+    net::{Server, connects},
+    veth,
+};
+
+const AGENT: &str = env!("CARGO_BIN_EXE_ban-agent");
+const ATTACKER: &str = "192.0.2.2";
+
+/// A server namespace (s0 = 192.0.2.1, XDP attached there) and an attacker (192.0.2.2).
+struct Scene {
+    server: Netns,
+    attacker: Netns,
+    pins: Pins,
+    dir: tempfile::TempDir,
+}
+
+impl Scene {
+    fn new(tag: &str) -> Self {
+        let server = Netns::new(&format!("{tag}s"));
+        let attacker = Netns::new(&format!("{tag}a"));
+        veth(
+            &server,
+            "s0",
+            &["192.0.2.1/24"],
+            &attacker,
+            "a0",
+            &["192.0.2.2/24"],
+        );
+        let dir = tempfile::tempdir().expect("temp dir");
+        // Other users must reach the socket's folder to be refused by the socket itself.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+        Self {
+            server,
+            attacker,
+            pins: Pins::new(tag),
+            dir,
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Writes the configuration: one jail on auth.log protecting TCP 8000.
+    fn configure(&self, maxretry: u32, extra: &str) {
+        let text = format!(
+            "socket = \"ctl.sock\"\nstate_dir = \"state\"\npin_dir = \"{}\"\n\
+             interfaces = [\"s0\"]\nmetrics = \"192.0.2.1:9464\"\nignoreself = true\n\
+             [jail.auth]\nlogpath = \"auth.log\"\nfilter = \"fastapi-auth\"\n\
+             maxretry = {maxretry}\nbantime = \"1h\"\nports = [8000]\n{extra}",
+            self.pins.dir.display()
+        );
+        std::fs::write(self.path("ban-agent.toml"), text).expect("write config");
+    }
+
+    fn start(&self, extra_args: &[&str]) -> Daemon {
+        let log = std::fs::File::create(self.path("daemon.log")).expect("daemon log");
+        let child = self
+            .server
+            .command(AGENT)
+            .args(["run", "--config"])
+            .arg(self.path("ban-agent.toml"))
+            .args(extra_args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start the daemon");
+        let daemon = Daemon {
+            child,
+            log: self.path("daemon.log"),
+        };
+        let socket = self.path("ctl.sock");
+        eventually(&daemon, "the daemon answers ping", || {
+            cli_output(&socket, &["ping"]).status.success()
+        });
+        daemon
+    }
+
+    fn cli(&self, args: &[&str]) -> String {
+        let out = cli_output(&self.path("ctl.sock"), args);
+        assert!(
+            out.status.success(),
+            "ban-agent {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        let text = self.cli(args);
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{args:?}: {e}: {text}"))
+    }
+
+    /// Appends failure lines of `host`, timed now.
+    fn fail(&self, host: &str, times: usize) {
+        let now = jiff::Zoned::now()
+            .strftime("%Y-%m-%d %H:%M:%S,%3f")
+            .to_string();
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path("auth.log"))
+            .expect("open the log");
+        for _ in 0..times {
+            writeln!(
+                file,
+                "{now} - fastapi-auth - INFO - {host} - \"POST /login\" 401 - 0.0100s"
+            )
+            .expect("append");
+        }
+    }
+
+    fn banned(&self) -> Vec<String> {
+        let status = self.json(&["status", "auth", "--json"]);
+        status["banned"]
+            .as_array()
+            .expect("banned list")
+            .iter()
+            .map(|v| v.as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+
+    fn kernel_bans(&self) -> Vec<String> {
+        match ban_agent::datapath::Maps::open_pinned(&self.pins.dir) {
+            Ok(maps) => maps
+                .list()
+                .expect("list the maps")
+                .iter()
+                .map(|ban| ban.target.to_string())
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+fn cli_output(socket: &Path, args: &[&str]) -> Output {
+    Command::new(AGENT)
+        .arg("--socket")
+        .arg(socket)
+        .args(args)
+        .output()
+        .expect("run the CLI")
+}
+
+/// The daemon process; killed on drop if the test did not stop it.
+struct Daemon {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits for the daemon to exit (after `stop` or a signal) and returns its log.
+    fn wait(mut self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match self.child.try_wait().expect("wait for the daemon") {
+                Some(status) => {
+                    assert!(
+                        status.success(),
+                        "daemon exited with {status}:\n{}",
+                        self.log()
+                    );
+                    return self.log();
+                }
+                None if Instant::now() > deadline => panic!("daemon did not stop:\n{}", self.log()),
+                None => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+
+    fn signal(&self, signal: &str) {
+        common::sh(Command::new("kill").args([signal, &self.child.id().to_string()]));
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _killed = self.child.kill();
+            let _reaped = self.child.wait();
+        }
+    }
+}
+
+/// Waits up to 5 s for `condition`, failing with the daemon's log.
+fn eventually(daemon: &Daemon, what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !condition() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out: {what}\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// One HTTP GET from inside `ns`.
+fn http_get(ns: &Netns, address: &str, path: &str) -> String {
+    ns.run(|| {
+        let mut stream = TcpStream::connect(address).expect("connect to the metrics");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        write!(stream, "GET {path} HTTP/1.1\r\nhost: test\r\n\r\n").expect("request");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).expect("response");
+        response
+    })
+}
+
+#[test]
+fn failures_ban_in_the_kernel_and_the_verbs_metrics_and_stats_agree() {
+    let Some(_serial) =
+        common::privileged("failures_ban_in_the_kernel_and_the_verbs_metrics_and_stats_agree")
+    else {
+        return;
+    };
+    let scene = Scene::new("dm1");
+    scene.configure(3, "");
+    let _web = Server::start(&scene.server, &[8000]);
+    let daemon = scene.start(&[]);
+    assert!(
+        connects(&scene.attacker, "192.0.2.1:8000"),
+        "before any failure"
+    );
+
+    scene.fail(ATTACKER, 2);
+    eventually(&daemon, "two failures counted", || {
+        scene.json(&["status", "auth", "--json"])["total_failed"] == 2
+    });
+    assert!(scene.banned().is_empty(), "below maxretry");
+    scene.fail(ATTACKER, 1);
+    eventually(&daemon, "the third failure bans", || {
+        scene.banned() == ["192.0.2.2/32"]
+    });
+    assert_eq!(scene.kernel_bans(), ["192.0.2.2/32"]);
+    assert!(
+        !connects(&scene.attacker, "192.0.2.1:8000"),
+        "banned, yet connected"
+    );
+    assert!(
+        daemon
+            .log()
+            .contains("ban jail=\"auth\" ip=192.0.2.2 failures=3"),
+        "{}",
+        daemon.log()
+    );
+
+    let overview = scene.cli(&["status"]);
+    assert!(
+        overview.contains("Jail list:\tauth") && overview.contains("Currently banned:\t1"),
+        "{overview}"
+    );
+    let banned = scene.cli(&["banned", ATTACKER]);
+    assert!(
+        banned.contains("auth") && banned.contains("left"),
+        "{banned}"
+    );
+    let stats = scene.json(&["stats", "--json"]);
+    assert!(
+        stats["jails"]["auth"]["dropped_packets"].as_u64() > Some(0),
+        "{stats}"
+    );
+
+    // Metrics are refreshed once a second.
+    std::thread::sleep(Duration::from_millis(1100));
+    let metrics = http_get(&scene.server, "192.0.2.1:9464", "/metrics");
+    for expected in [
+        "HTTP/1.1 200 OK",
+        "ban_agent_bans_total{jail=\"auth\"} 1",
+        "ban_agent_banned{jail=\"auth\"} 1",
+        "ban_agent_failures_total{jail=\"auth\"} 3",
+        "ban_agent_map_fill_ratio{map=\"ban_v4\"}",
+        "ban_agent_follower_lag_bytes",
+        "ban_agent_dropped_packets_total{jail=\"auth\"}",
+    ] {
+        assert!(metrics.contains(expected), "no {expected:?} in\n{metrics}");
+    }
+    assert!(http_get(&scene.server, "192.0.2.1:9464", "/").contains("404"));
+
+    let out = scene.cli(&["unban", ATTACKER]);
+    assert!(out.contains("192.0.2.2 unbanned in auth"), "{out}");
+    assert!(scene.kernel_bans().is_empty());
+    assert!(
+        connects(&scene.attacker, "192.0.2.1:8000"),
+        "unbanned, yet dropped"
+    );
+
+    let out = scene.cli(&["ban", "auth", "198.51.100.0/24", "--for", "30m"]);
+    assert!(out.contains("banned in auth for 30m"), "{out}");
+    assert_eq!(scene.cli(&["get", "auth", "maxretry"]).trim(), "3");
+    let refused = cli_output(&scene.path("ctl.sock"), &["ban", "auth", "192.0.2.1"]);
+    assert!(
+        !refused.status.success(),
+        "the host's own address was banned"
+    );
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("this host's addresses"));
+    let out = scene.cli(&["unban", "--all"]);
+    assert!(out.contains("1 bans lifted"), "{out}");
+    scene.cli(&["stop"]);
+    let log = daemon.wait();
+    assert!(log.contains("unban jail=\"auth\" ip=192.0.2.2"), "{log}");
+}
+
+#[test]
+fn a_restart_keeps_bans_and_log_positions_and_a_detached_restart_restores_them() {
+    let Some(_serial) = common::privileged(
+        "a_restart_keeps_bans_and_log_positions_and_a_detached_restart_restores_them",
+    ) else {
+        return;
+    };
+    let scene = Scene::new("dm2");
+    scene.configure(3, "start = \"head\"");
+    let daemon = scene.start(&[]);
+    scene.fail(ATTACKER, 3);
+    scene.fail("192.0.2.3", 2);
+    eventually(&daemon, "banned", || scene.banned() == ["192.0.2.2/32"]);
+    daemon.signal("-TERM");
+    let log = daemon.wait();
+    assert!(log.contains("bans stay in force"), "{log}");
+    assert_eq!(
+        scene.kernel_bans(),
+        ["192.0.2.2/32"],
+        "SIGTERM left the ban in the kernel"
+    );
+    let _web = Server::start(&scene.server, &[8000]);
+    assert!(
+        !connects(&scene.attacker, "192.0.2.1:8000"),
+        "dropped while the agent is down"
+    );
+
+    // Restarted: the ban is still listed, and the log is not read again from its head
+    // (.3's two old failures plus one new one would ban it).
+    scene.fail("192.0.2.3", 1);
+    let daemon = scene.start(&[]);
+    eventually(&daemon, "the new line read", || {
+        scene.json(&["status", "auth", "--json"])["total_failed"] == 1
+    });
+    assert_eq!(scene.banned(), ["192.0.2.2/32"]);
+
+    // Detached, as after a reboot: the kernel holds nothing until the agent starts again.
+    let out = scene.cli(&["stop", "--detach"]);
+    assert!(out.contains("detached"), "{out}");
+    daemon.wait();
+    assert!(!scene.pins.dir.exists(), "stop --detach removed the pins");
+    let daemon = scene.start(&[]);
+    assert_eq!(
+        scene.kernel_bans(),
+        ["192.0.2.2/32"],
+        "restored from the state file"
+    );
+    assert!(
+        !connects(&scene.attacker, "192.0.2.1:8000"),
+        "restored ban drops"
+    );
+    let banned = scene.json(&["banned", "--json"]);
+    let left = banned["bans"][0]["seconds_left"].as_u64().unwrap_or(0);
+    assert!(
+        (3500..=3600).contains(&left),
+        "the restored ban kept its expiry: {banned}"
+    );
+    scene.cli(&["stop"]);
+    daemon.wait();
+}
+
+#[test]
+fn reload_and_sighup_apply_a_changed_maxretry_without_lifting_bans() {
+    let Some(_serial) =
+        common::privileged("reload_and_sighup_apply_a_changed_maxretry_without_lifting_bans")
+    else {
+        return;
+    };
+    let scene = Scene::new("dm3");
+    scene.configure(5, "");
+    let daemon = scene.start(&[]);
+    scene.cli(&["ban", "auth", "192.0.2.50"]);
+    scene.fail(ATTACKER, 2);
+    eventually(&daemon, "two failures", || {
+        scene.json(&["status", "auth", "--json"])["total_failed"] == 2
+    });
+    scene.configure(3, "");
+    let out = scene.cli(&["reload"]);
+    assert!(out.contains("reloaded auth"), "{out}");
+    assert_eq!(scene.cli(&["get", "auth", "maxretry"]).trim(), "3");
+    scene.fail(ATTACKER, 1);
+    eventually(&daemon, "banned under maxretry 3", || {
+        scene.banned().len() == 2
+    });
+
+    scene.configure(2, "");
+    daemon.signal("-HUP");
+    eventually(&daemon, "SIGHUP applied", || {
+        scene.cli(&["get", "auth", "maxretry"]).trim() == "2"
+    });
+    assert_eq!(scene.kernel_bans().len(), 2, "a reload lifts no ban");
+
+    // The jail gone from the configuration: its bans go too.
+    std::fs::write(
+        scene.path("ban-agent.toml"),
+        format!(
+            "socket = \"ctl.sock\"\nstate_dir = \"state\"\npin_dir = \"{}\"\n",
+            scene.pins.dir.display()
+        ),
+    )
+    .expect("write config");
+    let out = scene.cli(&["reload"]);
+    assert!(out.contains("removed auth"), "{out}");
+    assert!(scene.kernel_bans().is_empty());
+    scene.cli(&["stop"]);
+    daemon.wait();
+}
+
+#[test]
+fn other_users_are_refused_and_a_dry_run_writes_nothing() {
+    let Some(_serial) = common::privileged("other_users_are_refused_and_a_dry_run_writes_nothing")
+    else {
+        return;
+    };
+    let scene = Scene::new("dm4");
+    scene.configure(1, "");
+    let daemon = scene.start(&["--dry-run"]);
+    let socket = scene.path("ctl.sock");
+    let mode = std::fs::metadata(&socket)
+        .expect("socket")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let as_nobody = |args: &[&str]| {
+        Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                AGENT,
+                "--socket",
+            ])
+            .arg(&socket)
+            .args(args)
+            .output()
+            .expect("run setpriv")
+    };
+    let out = as_nobody(&["ping"]);
+    assert!(!out.status.success());
+    let error = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        error.contains("permission denied") && error.contains("as root"),
+        "{error}"
+    );
+    // Even with the socket opened to everyone, the daemon checks who asks.
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+    let out = as_nobody(&["ban", "auth", "192.0.2.9"]);
+    let error = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && error.contains("may not control"),
+        "{error}"
+    );
+
+    scene.fail(ATTACKER, 1);
+    eventually(&daemon, "the dry run reports the ban", || {
+        scene.banned() == ["192.0.2.2/32"]
+    });
+    assert!(daemon.log().contains("ban jail=\"auth\" ip=192.0.2.2"));
+    scene.cli(&["stop"]);
+    daemon.wait();
+    assert!(!scene.pins.dir.exists(), "a dry run loaded BPF");
+    assert!(!scene.path("state").exists(), "a dry run saved state");
+
+    let out = cli_output(&socket, &["status"]);
+    let error = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        error.contains("not running") && error.contains("ban-agent run --config"),
+        "{error}"
+    );
+}
+
+#[test]
+fn hooks_run_the_command_and_post_the_webhook_on_ban_and_unban() {
+    let Some(_serial) =
+        common::privileged("hooks_run_the_command_and_post_the_webhook_on_ban_and_unban")
+    else {
+        return;
+    };
+    let scene = Scene::new("dm5");
+    let hooked = scene.path("hooked");
+    let hooks = format!(
+        "[jail.auth.on_ban]\ncommand = [\"/bin/sh\", \"-c\", \"echo ban $1 $BAN_AGENT_JAIL $BAN_AGENT_FAILURES >> {0}\", \"sh\", \"<ip>\"]\n\
+         webhook = \"http://192.0.2.1:8088/hook\"\n\
+         [jail.auth.on_unban]\ncommand = [\"/bin/sh\", \"-c\", \"echo unban $BAN_AGENT_IP >> {0}\"]\n",
+        hooked.display()
+    );
+    scene.configure(2, &hooks);
+    let (bodies, received) = mpsc::channel();
+    let listener = scene
+        .server
+        .run(|| TcpListener::bind("192.0.2.1:8088").expect("bind the webhook"));
+    listener.set_nonblocking(false).expect("blocking");
+    std::thread::spawn(move || {
+        // One request per connection; bounded: the test ends after two.
+        for stream in listener.incoming().take(2) {
+            let Ok(mut stream) = stream else { return };
+            let _timeout = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stream.read(&mut buf) {
+                request.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&request);
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let length = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    if body.len() >= length {
+                        let _sent = bodies.send(body.to_owned());
+                        break;
+                    }
+                }
+                if n == 0 {
+                    break;
+                }
+            }
+            let _answered =
+                stream.write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n");
+        }
+    });
+    let daemon = scene.start(&[]);
+    scene.fail(ATTACKER, 2);
+    let body = received
+        .recv_timeout(Duration::from_secs(5))
+        .unwrap_or_else(|_| panic!("no webhook\n{}", daemon.log()));
+    let event: serde_json::Value = serde_json::from_str(&body).expect("JSON body");
+    assert_eq!(event["event"], "ban");
+    assert_eq!(event["ip"], ATTACKER);
+    assert_eq!(event["jail"], "auth");
+    assert_eq!(event["failures"], 2);
+    assert_eq!(event["bantime"], 3600);
+    scene.cli(&["unban", ATTACKER]);
+    eventually(&daemon, "both commands ran", || {
+        std::fs::read_to_string(&hooked)
+            .unwrap_or_default()
+            .lines()
+            .count()
+            == 2
+    });
+    assert_eq!(
+        std::fs::read_to_string(&hooked).expect("hook output"),
+        "ban 192.0.2.2 auth 2\nunban 192.0.2.2\n"
+    );
+    scene.cli(&["stop"]);
+    daemon.wait();
+}
