@@ -72,10 +72,21 @@ impl Scene {
     }
 
     fn start(&self, extra_args: &[&str]) -> Daemon {
+        self.start_under(&[], extra_args)
+    }
+
+    /// Starts the daemon behind `wrapper` (a command that executes the rest of its line).
+    fn start_under(&self, wrapper: &[&str], extra_args: &[&str]) -> Daemon {
         let log = std::fs::File::create(self.path("daemon.log")).expect("daemon log");
-        let child = self
-            .server
-            .command(AGENT)
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = self.server.command(program);
+                command.args(args).arg(AGENT);
+                command
+            }
+            None => self.server.command(AGENT),
+        };
+        let child = command
             .args(["run", "--config"])
             .arg(self.path("ban-agent.toml"))
             .args(extra_args)
@@ -574,6 +585,47 @@ fn hooks_run_the_command_and_post_the_webhook_on_ban_and_unban() {
         std::fs::read_to_string(&hooked).expect("hook output"),
         "ban 192.0.2.2 auth 2\nunban 192.0.2.2\n"
     );
+    scene.cli(&["stop"]);
+    daemon.wait();
+}
+
+/// The capabilities the systemd unit leaves the daemon, in setpriv's spelling.
+fn unit_capabilities() -> String {
+    let unit = include_str!("../../dist/ban-agent.service");
+    let line = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+        .expect("the unit sets CapabilityBoundingSet");
+    let caps: Vec<String> = line
+        .split_whitespace()
+        .map(|cap| format!("+{}", cap.trim_start_matches("CAP_").to_lowercase()))
+        .collect();
+    format!("--bounding-set=-all,{}", caps.join(","))
+}
+
+#[test]
+fn the_unit_capabilities_are_enough_to_attach_ban_and_restart() {
+    let Some(_serial) =
+        common::privileged("the_unit_capabilities_are_enough_to_attach_ban_and_restart")
+    else {
+        return;
+    };
+    let scene = Scene::new("dm6");
+    scene.configure(2, "");
+    let caps = unit_capabilities();
+    let wrapper = ["setpriv", caps.as_str(), "--"];
+    let daemon = scene.start_under(&wrapper, &[]);
+    scene.fail(ATTACKER, 2);
+    eventually(&daemon, "banned with the unit's capabilities only", || {
+        scene.kernel_bans() == ["192.0.2.2/32"]
+    });
+    let _web = Server::start(&scene.server, &[8000]);
+    assert!(!connects(&scene.attacker, "192.0.2.1:8000"));
+    daemon.signal("-TERM");
+    daemon.wait();
+    // A restart reuses the pinned maps and swaps the program into the pinned link.
+    let daemon = scene.start_under(&wrapper, &[]);
+    assert_eq!(scene.banned(), ["192.0.2.2/32"]);
     scene.cli(&["stop"]);
     daemon.wait();
 }

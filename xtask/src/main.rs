@@ -2,6 +2,7 @@
 //! benchmark. Every command runs `setup` first when something is missing.
 
 mod bench;
+mod install;
 mod setup;
 
 use std::{
@@ -27,6 +28,8 @@ enum Task {
     Build,
     /// Check formatting and lints, then run every test; privileged tests need root.
     Test,
+    /// Install the binary, an example configuration and the systemd unit (root).
+    Install(install::Layout),
     /// Run benchmarks and write CSV under docs/benchmarks/ (xdp needs root).
     Bench {
         /// Which benchmark; all when omitted.
@@ -104,6 +107,10 @@ fn main() -> anyhow::Result<()> {
         Task::Build => {
             ensure_setup(&ws)?;
             run(&mut ws.cargo(&["build", "--release", "--package", "ban-agent"]))
+        }
+        Task::Install(layout) => {
+            ensure_setup(&ws)?;
+            install::install(&ws, &layout)
         }
         Task::Test => {
             ensure_setup(&ws)?;
