@@ -401,3 +401,47 @@ fn the_documented_example_is_valid() {
     assert_eq!(admin.rules.prefix_v4, 24);
     assert_eq!(admin.bantime, BanTime::Permanent);
 }
+
+#[test]
+fn hooks_socket_and_log_level_are_read_and_checked() {
+    let text = format!(
+        "socket = \"ctl.sock\"\nlog_level = \"ban_agent=debug\"\n{MINIMAL}\
+         [jail.auth.on_ban]\ncommand = [\"/bin/notify\", \"<ip>\"]\nwebhook = \"http://192.0.2.1/h\"\n\
+         timeout = \"3s\"\n"
+    );
+    let config = parse(&text).expect("valid");
+    assert_eq!(config.global.socket, Path::new("/etc/ban-agent/ctl.sock"));
+    assert_eq!(config.global.log_level.as_deref(), Some("ban_agent=debug"));
+    let hook = config.jails[0].on_ban.clone().expect("on_ban");
+    assert_eq!(
+        hook.command,
+        Some(vec!["/bin/notify".into(), "<ip>".into()])
+    );
+    assert_eq!(hook.timeout, Duration::from_secs(3));
+    assert_eq!(config.jails[0].on_unban, None);
+
+    assert_error(
+        &format!("{MINIMAL}[jail.auth.on_ban]\nwebhook = \"ftp://x\"\n"),
+        6,
+        "jail.auth.on_ban.webhook",
+        "not an http(s) URL",
+    );
+    assert_error(
+        &format!("{MINIMAL}[jail.auth.on_unban]\ncommand = []\n"),
+        6,
+        "jail.auth.on_unban.command",
+        "empty",
+    );
+    assert_error(
+        &format!("{MINIMAL}[jail.auth.on_ban]\ntimeout = \"3s\"\n"),
+        5,
+        "jail.auth.on_ban",
+        "neither `command` nor `webhook`",
+    );
+    assert_error(
+        &format!("log_level = \"ban_agent=loudest\"\n{MINIMAL}"),
+        1,
+        "log_level",
+        "not a log level",
+    );
+}

@@ -94,7 +94,9 @@ async fn serve_on(
     let (calls, mut requests) = mpsc::channel::<Call>(64);
     let control = tokio::spawn(server::serve(listener, calls));
     let metrics_task = metrics_listener.map(|listener| {
-        info!(address = ?agent.config().global.metrics, "metrics at /metrics");
+        if let Ok(address) = listener.local_addr() {
+            info!(%address, "metrics at /metrics");
+        }
         tokio::spawn(metrics::serve(listener, std::sync::Arc::clone(&metrics)))
     });
     let mut wakeups = watch_logs(&agent);
