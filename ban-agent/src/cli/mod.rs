@@ -20,8 +20,8 @@ use crate::{
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// The daemon's control socket (default: the configuration's `socket`, else
-    /// /run/ban-agent.sock).
+    /// The daemon's control socket: the verbs talk to it (default /run/ban-agent.sock);
+    /// `run` listens on it instead of the configuration's `socket`.
     #[arg(long, global = true, env = "BAN_AGENT_SOCKET", value_name = "PATH")]
     socket: Option<PathBuf>,
 }
