@@ -7,7 +7,6 @@
 
 use std::{process::Stdio, sync::Arc, time::Duration};
 
-use ipnet::IpNet;
 use serde::Serialize;
 use tokio::sync::{Semaphore, mpsc};
 use tracing::{debug, warn};
@@ -43,15 +42,6 @@ pub struct Event {
     pub reason: String,
     /// When it happened, Unix milliseconds.
     pub at: UnixMs,
-}
-
-/// A target as an operator writes it: an address alone, a network with its prefix.
-pub fn show(target: &IpNet) -> String {
-    if target.prefix_len() == target.max_prefix_len() {
-        target.addr().to_string()
-    } else {
-        target.to_string()
-    }
 }
 
 /// The sending end of the hook queue.

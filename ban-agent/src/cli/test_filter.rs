@@ -17,6 +17,7 @@ use jiff::tz::TimeZone;
 
 use crate::{
     config::{self, Config},
+    datapath::show,
     detect::{DetectStats, Detector, Verdict},
     filter::{self, Filter, FilterSpec, date::DateFormat},
     ignore::{self, IgnoreList, Spared},
@@ -329,15 +330,6 @@ impl Report {
             "\nWould ban: {would_ban} addresses ({} bans in all); spared: {spared}",
             self.banned
         );
-    }
-}
-
-/// An address without `/32` or `/128`; a prefix with its length.
-fn show(target: &IpNet) -> String {
-    if target.prefix_len() == target.max_prefix_len() {
-        target.addr().to_string()
-    } else {
-        target.to_string()
     }
 }
 

@@ -14,7 +14,7 @@ use crate::{
         protocol::{BanInfo, JailKey, JailStatus, Reply, Request},
     },
     daemon::wall_text,
-    events::show,
+    datapath::show,
 };
 
 #[derive(Debug, Subcommand)]

@@ -21,9 +21,9 @@ use super::kernel::Kernel;
 use crate::{
     clock::{self, Expiry},
     config::{Config, Jail, Ports},
-    datapath::JailPorts,
+    datapath::{self, JailPorts},
     detect::{Detector, Verdict},
-    events::{self, Event, Events, Kind},
+    events::{Event, Events, Kind},
     filter::date::UnixMs,
     ignore::IgnoreList,
     metrics::{self, Metrics},
@@ -453,7 +453,7 @@ impl Agent {
                 false,
                 now,
             ) {
-                warn!(jail, ip = %events::show(&decision.target), "cannot ban: {e}");
+                warn!(jail, ip = %datapath::show(&decision.target), "cannot ban: {e}");
             }
         }
         read
@@ -497,7 +497,7 @@ impl Agent {
             .inc();
         info!(
             jail,
-            ip = %events::show(&target),
+            ip = %datapath::show(&target),
             failures,
             bantime = %bantime.map_or_else(|| "permanent".to_owned(), |s| format!("{s}s")),
             expires = %expires_at.map_or_else(|| "never".to_owned(), wall_text),
@@ -507,7 +507,7 @@ impl Agent {
         let event = Event {
             event: Kind::Ban,
             jail: jail.to_owned(),
-            ip: events::show(&target),
+            ip: datapath::show(&target),
             failures,
             bantime,
             expires_at,
@@ -549,11 +549,11 @@ impl Agent {
             .unbans
             .get_or_create(&Metrics::jail(jail))
             .inc();
-        info!(jail, ip = %events::show(&target), failures = ban.failures, reason, "unban");
+        info!(jail, ip = %datapath::show(&target), failures = ban.failures, reason, "unban");
         let event = Event {
             event: Kind::Unban,
             jail: jail.to_owned(),
-            ip: events::show(&target),
+            ip: datapath::show(&target),
             failures: ban.failures,
             bantime: ban
                 .expires_at
@@ -582,7 +582,7 @@ impl Agent {
             .collect();
         for (jail, target) in ended {
             if let Err(e) = self.lift(&jail, target, "expired", now) {
-                warn!(jail, ip = %events::show(&target), "cannot lift an expired ban: {e}");
+                warn!(jail, ip = %datapath::show(&target), "cannot lift an expired ban: {e}");
             }
         }
         self.open_logs();
@@ -626,16 +626,16 @@ impl Agent {
         let m = &self.setup.metrics;
         let mut per_jail: BTreeMap<&str, i64> =
             self.jails.keys().map(|j| (j.as_str(), 0)).collect();
-        let mut per_map = [0u64; 4];
+        let mut per_map: BTreeMap<&str, u64> = BTreeMap::new();
         for (jail, target) in self.bans.keys() {
             *per_jail.entry(jail.as_str()).or_default() += 1;
-            let host = target.prefix_len() == target.max_prefix_len();
-            per_map[usize::from(target.addr().is_ipv6()) + if host { 0 } else { 2 }] += 1;
+            *per_map.entry(datapath::map_of(target)).or_default() += 1;
         }
         for (jail, count) in per_jail {
             m.banned.get_or_create(&Metrics::jail(jail)).set(count);
         }
-        for ((name, capacity), used) in self.kernel.capacities().into_iter().zip(per_map) {
+        for (name, capacity) in self.kernel.capacities() {
+            let used = per_map.get(name).copied().unwrap_or(0);
             let ratio = used as f64 / f64::from(capacity.max(1));
             m.map_fill
                 .get_or_create(&metrics::MapLabel {

@@ -9,7 +9,7 @@ use super::agent::{Agent, Now};
 use crate::{
     config::{Config, Jail},
     control::protocol::{BanInfo, JailKey, JailStats, JailStatus, Reply, Request},
-    events,
+    datapath,
     ignore::Spared,
     tracker::BanTime,
 };
@@ -131,7 +131,7 @@ impl Agent {
                 Spared::OwnAddress => "it is (or covers) one of this host's addresses (ignoreself)",
                 Spared::IgnoreIp => "it is in (or covers part of) the jail's ignoreip",
             };
-            bail!("{} is not banned: {why}", events::show(&target));
+            bail!("{} is not banned: {why}", datapath::show(&target));
         }
         let length = match (permanent, seconds) {
             (true, _) => BanTime::Permanent,
@@ -144,7 +144,7 @@ impl Agent {
             BanTime::For(d) => format!("for {}", humantime::format_duration(d)),
         };
         Ok(Reply::Done {
-            message: format!("{} banned in {jail} {how}", events::show(&target)),
+            message: format!("{} banned in {jail} {how}", datapath::show(&target)),
         })
     }
 
@@ -174,13 +174,13 @@ impl Agent {
             if covering.is_empty() {
                 bail!(
                     "{} is not banned{}; `ban-agent banned` lists the bans",
-                    events::show(&target),
+                    datapath::show(&target),
                     jail.map(|j| format!(" in {j}")).unwrap_or_default()
                 );
             }
             bail!(
                 "{} is not banned by itself but inside {}: unban that network",
-                events::show(&target),
+                datapath::show(&target),
                 covering.join(", ")
             );
         }
@@ -188,7 +188,11 @@ impl Agent {
             self.lift(name, target, "operator", now)?;
         }
         Ok(Reply::Done {
-            message: format!("{} unbanned in {}", events::show(&target), jails.join(", ")),
+            message: format!(
+                "{} unbanned in {}",
+                datapath::show(&target),
+                jails.join(", ")
+            ),
         })
     }
 
@@ -227,7 +231,7 @@ impl Agent {
                 BanTime::For(d) => humantime::format_duration(d).to_string(),
                 BanTime::Permanent => "permanent".to_owned(),
             },
-            JailKey::Ignoreip => lines(config.ignoreip.iter().map(events::show)),
+            JailKey::Ignoreip => lines(config.ignoreip.iter().map(datapath::show)),
             JailKey::Logpath => lines(config.logpath.iter().map(|p| p.display().to_string())),
         };
         Ok(Reply::Value { value })
@@ -238,24 +242,27 @@ impl Agent {
         let target = target.trunc();
         let present = ignoreip.contains(&target);
         let message = match (add, present) {
-            (true, true) => format!("{} is already in {jail}'s ignoreip", events::show(&target)),
+            (true, true) => format!(
+                "{} is already in {jail}'s ignoreip",
+                datapath::show(&target)
+            ),
             (false, false) => bail!(
                 "{} is not in {jail}'s ignoreip: `ban-agent get {jail} ignoreip` lists it",
-                events::show(&target)
+                datapath::show(&target)
             ),
             (true, false) => {
                 ignoreip.push(target);
                 format!(
                     "{} added to {jail}'s ignoreip until the next reload (add it to the \
                      configuration to keep it); a ban in force is not lifted",
-                    events::show(&target)
+                    datapath::show(&target)
                 )
             }
             (false, true) => {
                 ignoreip.retain(|net| *net != target);
                 format!(
                     "{} removed from {jail}'s ignoreip until the next reload",
-                    events::show(&target)
+                    datapath::show(&target)
                 )
             }
         };

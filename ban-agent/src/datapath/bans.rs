@@ -189,6 +189,25 @@ fn is_host(target: IpNet) -> bool {
     target.prefix_len() == target.max_prefix_len()
 }
 
+/// A target as an operator writes it: an address alone, a network with its prefix.
+pub fn show(target: &Target) -> String {
+    if is_host(*target) {
+        target.addr().to_string()
+    } else {
+        target.to_string()
+    }
+}
+
+/// The name of the map that holds a ban of `target`.
+pub fn map_of(target: &Target) -> &'static str {
+    match (target, is_host(*target)) {
+        (IpNet::V4(_), true) => maps::BAN_V4,
+        (IpNet::V6(_), true) => maps::BAN_V6,
+        (IpNet::V4(_), false) => maps::PREFIX_V4,
+        (IpNet::V6(_), false) => maps::PREFIX_V6,
+    }
+}
+
 fn prefix_key_v4(jail: u32, net: Ipv4Net) -> Key<PrefixV4> {
     Key::new(
         PREFIX_JAIL_BITS + u32::from(net.prefix_len()),

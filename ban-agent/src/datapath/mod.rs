@@ -30,7 +30,7 @@ use ban_common::{
     Ban, BanKeyV4, BanKeyV6, JAIL_PORTS_LEN, JailCounters, MAX_JAILS, PROGRAM_NAME, PortJails,
     PrefixV4, PrefixV6, maps, port_slot, proto, unknown_port_slot,
 };
-pub use bans::{BanRecord, Target};
+pub use bans::{BanRecord, Target, map_of, show};
 pub use error::DatapathError;
 use tracing::{info, warn};
 
