@@ -109,6 +109,17 @@ pub struct JailStats {
     pub passed_bytes: u64,
 }
 
+impl From<ban_common::JailCounters> for JailStats {
+    fn from(c: ban_common::JailCounters) -> Self {
+        Self {
+            dropped_packets: c.dropped_packets,
+            dropped_bytes: c.dropped_bytes,
+            passed_packets: c.passed_packets,
+            passed_bytes: c.passed_bytes,
+        }
+    }
+}
+
 /// What the daemon answers.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "reply", rename_all = "snake_case", deny_unknown_fields)]

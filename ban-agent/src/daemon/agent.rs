@@ -20,7 +20,7 @@ use tracing::{info, warn};
 use super::kernel::Kernel;
 use crate::{
     clock::{self, Expiry},
-    config::{Config, Jail, Ports},
+    config::{Config, Global, Jail, Ports},
     datapath::{self, JailPorts},
     detect::{Detector, Verdict},
     events::{Event, Events, Kind},
@@ -108,7 +108,10 @@ struct Log {
 }
 
 pub struct Agent {
-    pub(super) config: Config,
+    /// The configuration file, re-read by `reload`.
+    pub(super) path: PathBuf,
+    /// The global settings in force (jail settings live in `jails`).
+    pub(super) global: Global,
     kernel: Box<dyn Kernel>,
     store: Option<Store>,
     /// History, positions and jail ids; its `bans` are rebuilt from `bans` on save.
@@ -143,8 +146,14 @@ impl Agent {
             },
         };
         let saved = std::mem::take(&mut state.bans);
+        let Config {
+            path,
+            global,
+            jails,
+        } = config;
         let mut agent = Self {
-            config,
+            path,
+            global,
             kernel,
             store,
             state,
@@ -157,8 +166,7 @@ impl Agent {
             last_save: now.wall,
             kernel_seen: BTreeMap::new(),
         };
-        let jails: Vec<Jail> = agent.config.enabled().cloned().collect();
-        for jail in jails {
+        for jail in jails.into_iter().filter(|jail| jail.enabled) {
             agent.add_jail(jail)?;
         }
         // Ids of jails that are gone: their bans are lifted below, then the ids freed.
@@ -181,12 +189,7 @@ impl Agent {
                 ban_common::MAX_JAILS
             )
         })?;
-        let own = if self.config.global.ignoreself {
-            self.setup.own.clone()
-        } else {
-            Vec::new()
-        };
-        let detector = Detector::for_jail(&jail, own, self.setup.zone.clone());
+        let detector = Detector::for_jail(&jail, self.own(), self.setup.zone.clone());
         let failures = self
             .setup
             .metrics
@@ -206,12 +209,34 @@ impl Agent {
 
     /// The ignore list of a jail after its `ignoreip` changed.
     pub(super) fn ignore_list(&self, ignoreip: Vec<IpNet>) -> IgnoreList {
-        let own = if self.config.global.ignoreself {
+        IgnoreList::new(ignoreip, self.own())
+    }
+
+    /// The host's addresses a jail spares: all of them with `ignoreself`, else none.
+    fn own(&self) -> Vec<IpAddr> {
+        if self.global.ignoreself {
             self.setup.own.clone()
         } else {
             Vec::new()
-        };
-        IgnoreList::new(ignoreip, own)
+        }
+    }
+
+    /// The targets `jail` bans now.
+    pub(super) fn bans_of(&self, jail: &str) -> Vec<IpNet> {
+        self.bans
+            .keys()
+            .filter(|(name, _)| name == jail)
+            .map(|(_, target)| *target)
+            .collect()
+    }
+
+    /// The files `jail` follows now.
+    pub(super) fn files_of(&self, jail: &str) -> Vec<String> {
+        self.logs
+            .iter()
+            .filter(|(_, log)| log.jails.iter().any(|name| name == jail))
+            .map(|(path, _)| path.display().to_string())
+            .collect()
     }
 
     /// Tells the kernel which ports each jail protects.
@@ -386,9 +411,19 @@ impl Agent {
         patterns
     }
 
-    /// The configuration in force.
-    pub fn config(&self) -> &Config {
-        &self.config
+    /// The global settings in force.
+    pub fn global(&self) -> &Global {
+        &self.global
+    }
+
+    /// The configuration file.
+    pub fn config_path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// Jails that run.
+    pub fn jail_count(&self) -> usize {
+        self.jails.len()
     }
 
     /// Reads what was appended to every log, judges each line in each jail that reads it,
@@ -533,17 +568,15 @@ impl Agent {
             self.expiries.remove(&(at, jail.to_owned(), target));
         }
         self.dirty = true;
-        let (id, hook) = match self.jails.get_mut(jail) {
-            Some(run) => {
-                run.detector.tracker_mut().forget(&target);
-                (Some(run.id), run.config.on_unban.clone())
-            }
-            None => (None, None),
-        };
-        let id = id.or_else(|| self.state.jail_ids.get(jail).copied());
-        if let Some(id) = id {
-            self.kernel.unban(id, target)?;
-        }
+        // A ban in the table always belongs to a running jail: bans of a jail are lifted
+        // before it is removed.
+        let run = self
+            .jails
+            .get_mut(jail)
+            .with_context(|| format!("no jail {jail}"))?;
+        run.detector.tracker_mut().forget(&target);
+        let hook = run.config.on_unban.clone();
+        self.kernel.unban(run.id, target)?;
         self.setup
             .metrics
             .unbans

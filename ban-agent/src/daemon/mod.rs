@@ -12,7 +12,10 @@ mod requests;
 #[cfg(test)]
 mod tests;
 
-use std::{path::PathBuf, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use anyhow::Context as _;
 use tokio::{
@@ -26,7 +29,7 @@ pub use kernel::{Kernel, NoKernel};
 pub use requests::After;
 
 use crate::{
-    config::Config,
+    config::{Config, Global},
     control::server::{self, Call},
     datapath::{self, AttachMode, Datapath, DatapathOptions, Maps},
     events::Events,
@@ -83,7 +86,7 @@ async fn serve_on(
     let kernel = open_kernel(&config, options.dry_run)?;
     let store = (!options.dry_run).then(|| crate::store::Store::new(&config.global.state_dir));
     let setup = Setup {
-        own: own_addresses(&config),
+        own: own_addresses(),
         zone: jiff::tz::TimeZone::system(),
         metrics: std::sync::Arc::clone(&metrics),
         events: Some(Events::spawn(std::sync::Arc::clone(&metrics))),
@@ -106,7 +109,7 @@ async fn serve_on(
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     info!(
         socket = %socket.display(),
-        jails = agent.config().enabled().count(),
+        jails = agent.jail_count(),
         dry_run = options.dry_run,
         "ban-agent running"
     );
@@ -167,29 +170,29 @@ fn open_kernel(config: &Config, dry_run: bool) -> anyhow::Result<Box<dyn Kernel>
         info!("dry run: bans are reported, not written to the kernel nor saved");
         return Ok(Box::new(NoKernel));
     }
-    attach(config)?;
+    attach(&config.global, &config.path)?;
     let maps = Maps::open_pinned(&config.global.pin_dir)?;
     Ok(Box::new(maps))
 }
 
-fn attach(config: &Config) -> anyhow::Result<()> {
+fn attach(global: &Global, config: &Path) -> anyhow::Result<()> {
     let mut datapath = Datapath::open(DatapathOptions {
-        pin_dir: config.global.pin_dir.clone(),
+        pin_dir: global.pin_dir.clone(),
         ..DatapathOptions::default()
     })?;
-    if config.global.interfaces.is_empty() {
+    if global.interfaces.is_empty() {
         warn!(
             "no `interfaces` in {}: bans are kept in the maps but no packet is dropped",
-            config.path.display()
+            config.display()
         );
     }
-    for interface in &config.global.interfaces {
+    for interface in &global.interfaces {
         datapath
             .attach(interface, AttachMode::Auto)
             .with_context(|| {
                 format!(
                     "interface {interface} (`interfaces` in {})",
-                    config.path.display()
+                    config.display()
                 )
             })?;
     }
@@ -201,7 +204,7 @@ fn reattach(agent: &Agent, dry_run: bool) {
     if dry_run {
         return;
     }
-    if let Err(e) = attach(agent.config()) {
+    if let Err(e) = attach(agent.global(), agent.config_path()) {
         warn!("after the reload: {e:#}");
     }
 }
@@ -217,10 +220,9 @@ fn watch_logs(agent: &Agent) -> watch::Wakeups {
     wakeups
 }
 
-fn own_addresses(config: &Config) -> Vec<std::net::IpAddr> {
-    if !config.global.ignoreself {
-        return Vec::new();
-    }
+/// The host's addresses, read even without `ignoreself`: the agent applies that setting,
+/// and a reload may turn it on.
+fn own_addresses() -> Vec<std::net::IpAddr> {
     crate::ignore::own_addresses().unwrap_or_else(|e| {
         warn!("cannot list this host's addresses for ignoreself: {e}");
         Vec::new()

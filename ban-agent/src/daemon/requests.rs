@@ -94,20 +94,12 @@ impl Agent {
     fn status(&self, jail: &str, now: Now) -> anyhow::Result<JailStatus> {
         let run = self.jail_named(jail)?;
         let tracker = run.detector.tracker();
-        let banned: Vec<IpNet> = self
-            .bans
-            .keys()
-            .filter(|(name, _)| name == jail)
-            .map(|(_, target)| *target)
-            .collect();
+        let banned = self.bans_of(jail);
         Ok(JailStatus {
             name: jail.to_owned(),
             currently_failed: tracker.currently_failing(now.wall) as u64,
             total_failed: tracker.total_failed(),
-            files: crate::tail::expand(&run.config.logpath)
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect(),
+            files: self.files_of(jail),
             currently_banned: banned.len() as u64,
             total_banned: run.total_banned,
             banned,
@@ -286,15 +278,7 @@ impl Agent {
             .collect();
         for (id, c) in self.kernel().counters()? {
             if let Some(name) = names.get(&id) {
-                jails.insert(
-                    name.clone(),
-                    JailStats {
-                        dropped_packets: c.dropped_packets,
-                        dropped_bytes: c.dropped_bytes,
-                        passed_packets: c.passed_packets,
-                        passed_bytes: c.passed_bytes,
-                    },
-                );
+                jails.insert(name.clone(), JailStats::from(c));
             }
         }
         Ok(Reply::Stats { jails })
@@ -304,14 +288,11 @@ impl Agent {
     /// that is gone or disabled has its bans lifted. With `only`, the other jails keep
     /// running as they are and global settings are not applied.
     pub fn reload(&mut self, only: Option<&str>, now: Now) -> anyhow::Result<String> {
-        let fresh = Config::load(&self.config.path)?;
+        let fresh = Config::load(&self.path)?;
         let wanted: Vec<Jail> = match only {
             Some(name) => {
                 if !self.jails.contains_key(name) && fresh.jail(name).is_none() {
-                    bail!(
-                        "no jail {name:?} in {} nor running",
-                        self.config.path.display()
-                    );
+                    bail!("no jail {name:?} in {} nor running", self.path.display());
                 }
                 fresh
                     .enabled()
@@ -329,13 +310,7 @@ impl Agent {
             .cloned()
             .collect();
         for name in &gone {
-            let targets: Vec<IpNet> = self
-                .bans
-                .keys()
-                .filter(|(jail, _)| jail == name)
-                .map(|(_, t)| *t)
-                .collect();
-            for target in targets {
+            for target in self.bans_of(name) {
                 self.lift(name, target, "jail removed", now)?;
             }
             self.jails.remove(name);
@@ -346,11 +321,10 @@ impl Agent {
             let name = jail.name.clone();
             let old = self.jails.remove(&name);
             self.add_jail(jail)?;
-            if let (Some(old), Some(new)) = (old, self.jails.get_mut(&name)) {
+            if let (Some(mut old), Some(new)) = (old, self.jails.get_mut(&name)) {
                 new.total_banned = old.total_banned;
                 // Failures counted so far still count under the new rules, unless they
                 // were counted per other prefixes.
-                let mut old = old;
                 std::mem::swap(old.detector.tracker_mut(), new.detector.tracker_mut());
                 let rules = new.config.rules.clone();
                 new.detector.tracker_mut().set_rules(rules);
@@ -358,20 +332,7 @@ impl Agent {
             changed.push(name);
         }
         if only.is_none() {
-            let jails = std::mem::take(&mut self.jails);
-            self.config = fresh;
-            self.jails = jails;
-        } else {
-            // Keep the running configuration, with the reloaded jail's new settings.
-            let path = self.config.path.clone();
-            self.config.jails.retain(|j| Some(j.name.as_str()) != only);
-            self.config.jails.extend(
-                fresh
-                    .jails
-                    .into_iter()
-                    .filter(|j| Some(j.name.as_str()) == only),
-            );
-            self.config.path = path;
+            self.global = fresh.global;
         }
         self.publish_ports()?;
         self.open_logs();
