@@ -1,5 +1,6 @@
-//! The agent's state and what changes it: jails with their detectors, the followed logs,
-//! the bans in force (mirrored in the kernel maps), and the saved state. No sockets, no
+//! The agent's state and what changes it: jails with their detectors, the bans in force
+//! (mirrored in the kernel maps), and the saved state; following the logs is in
+//! `follow.rs`, taking bans back and saving them in `persist.rs`. No sockets, no
 //! timers and no clock of its own: the daemon calls in with the time, so every rule here
 //! is unit-tested against an in-memory kernel.
 
@@ -17,19 +18,18 @@ use jiff::tz::TimeZone;
 use prometheus_client::metrics::counter::Counter;
 use tracing::{info, warn};
 
-use super::kernel::Kernel;
+use super::{follow::Log, kernel::Kernel};
 use crate::{
     clock::{self, Expiry},
     config::{Config, Global, Jail, Ports},
     datapath::{self, JailPorts},
-    detect::{Detector, Verdict},
+    detect::Detector,
     events::{Event, Events, Kind},
     filter::date::UnixMs,
     ignore::IgnoreList,
     metrics::{self, Metrics},
-    store::{SavedBan, State, Store},
-    tail::{self, Follower},
-    tracker::{BanTime, Decision},
+    store::{State, Store},
+    tracker::BanTime,
 };
 
 /// Positions are saved at least this often even when no ban changed.
@@ -65,7 +65,7 @@ impl Now {
     }
 }
 
-fn millis(d: Duration) -> i64 {
+pub(super) fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
@@ -96,15 +96,7 @@ pub(super) struct JailRun {
     pub detector: Detector,
     /// Bans since the agent started (restored ones included).
     pub total_banned: u64,
-    failures: Counter,
-}
-
-/// One followed file and the jails that read it.
-struct Log {
-    follower: Follower,
-    jails: Vec<String>,
-    lines: Counter,
-    last_error: Option<String>,
+    pub(super) failures: Counter,
 }
 
 pub struct Agent {
@@ -112,20 +104,20 @@ pub struct Agent {
     pub(super) path: PathBuf,
     /// The global settings in force (jail settings live in `jails`).
     pub(super) global: Global,
-    kernel: Box<dyn Kernel>,
-    store: Option<Store>,
+    pub(super) kernel: Box<dyn Kernel>,
+    pub(super) store: Option<Store>,
     /// History, positions and jail ids; its `bans` are rebuilt from `bans` on save.
     pub(super) state: State,
     pub(super) jails: BTreeMap<String, JailRun>,
     pub(super) bans: BTreeMap<(String, IpNet), ActiveBan>,
     /// Timed bans by boot-clock expiry, to lift them when they end.
-    expiries: BTreeSet<(u64, String, IpNet)>,
-    logs: BTreeMap<PathBuf, Log>,
+    pub(super) expiries: BTreeSet<(u64, String, IpNet)>,
+    pub(super) logs: BTreeMap<PathBuf, Log>,
     pub(super) setup: Setup,
-    dirty: bool,
-    last_save: UnixMs,
+    pub(super) dirty: bool,
+    pub(super) last_save: UnixMs,
     /// Last kernel counters seen per jail id (dropped packets, bytes), for the metrics.
-    kernel_seen: BTreeMap<u32, (u64, u64)>,
+    pub(super) kernel_seen: BTreeMap<u32, (u64, u64)>,
 }
 
 impl Agent {
@@ -257,71 +249,7 @@ impl Agent {
         Ok(())
     }
 
-    /// Saved bans go back into the kernel if a reboot emptied it; bans the kernel holds
-    /// for a current jail are kept even if the state file missed them (a crash right
-    /// after the ban); bans of jails that are gone are lifted.
-    fn restore(&mut self, saved: Vec<SavedBan>, now: Now) -> anyhow::Result<()> {
-        let mut in_kernel: BTreeMap<(u32, IpNet), Expiry> = self
-            .kernel
-            .list()?
-            .into_iter()
-            .map(|ban| ((ban.jail, ban.target), ban.expiry))
-            .collect();
-        let mut restored = 0usize;
-        for ban in saved {
-            let Some(id) = self.jails.get(&ban.jail).map(|run| run.id) else {
-                continue;
-            };
-            let left = ban.remaining(now.wall);
-            if left.is_some_and(|left| left.is_zero()) {
-                continue;
-            }
-            let expiry = match in_kernel.remove(&(id, ban.target)) {
-                Some(expiry) if !expiry.expired(now.boot) => expiry,
-                _ => {
-                    let expiry = left.map_or(Expiry::Never, |left| Expiry::after(now.boot, left));
-                    self.kernel.ban(id, ban.target, expiry)?;
-                    expiry
-                }
-            };
-            self.insert(
-                &ban.jail,
-                ban.target,
-                expiry,
-                ban.expires_at,
-                ban.banned_at,
-                ban.failures,
-            );
-            restored += 1;
-        }
-        let ids: BTreeMap<u32, String> = self
-            .jails
-            .iter()
-            .map(|(name, run)| (run.id, name.clone()))
-            .collect();
-        let mut adopted = 0usize;
-        for ((id, target), expiry) in in_kernel {
-            match ids.get(&id) {
-                Some(jail) if !expiry.expired(now.boot) => {
-                    let expires_at = expiry
-                        .remaining(now.boot)
-                        .map(|left| now.wall + millis(left));
-                    let jail = jail.clone();
-                    self.insert(&jail, target, expiry, expires_at, now.wall, 0);
-                    adopted += 1;
-                }
-                _ => {
-                    self.kernel.unban(id, target)?;
-                }
-            }
-        }
-        if restored + adopted > 0 {
-            info!(restored, adopted, "bans in force at start");
-        }
-        Ok(())
-    }
-
-    fn insert(
+    pub(super) fn insert(
         &mut self,
         jail: &str,
         target: IpNet,
@@ -350,67 +278,6 @@ impl Agent {
         self.dirty = true;
     }
 
-    /// Opens every file the jails' `logpath` names now, resuming saved positions; files
-    /// already followed are kept as they are.
-    pub(super) fn open_logs(&mut self) {
-        let mut wanted: BTreeMap<PathBuf, Vec<String>> = BTreeMap::new();
-        for (name, run) in &self.jails {
-            for path in tail::expand(&run.config.logpath) {
-                wanted.entry(path).or_default().push(name.clone());
-            }
-        }
-        let (kept, gone): (BTreeMap<_, _>, BTreeMap<_, _>) = std::mem::take(&mut self.logs)
-            .into_iter()
-            .partition(|(path, _)| wanted.contains_key(path));
-        for (path, log) in gone {
-            if let Some(checkpoint) = log.follower.checkpoint() {
-                self.state.positions.insert(path, checkpoint);
-            }
-        }
-        self.logs = kept;
-        for (path, jails) in wanted {
-            if let Some(log) = self.logs.get_mut(&path) {
-                log.jails = jails;
-                continue;
-            }
-            let start = jails
-                .iter()
-                .filter_map(|name| self.jails.get(name))
-                .map(|run| run.config.start)
-                .max_by_key(|start| matches!(start, crate::config::Start::Head))
-                .unwrap_or(crate::config::Start::Tail);
-            let resume = self.state.positions.get(&path).copied();
-            let follower = Follower::new(path.clone(), start, tail::DEFAULT_MAX_LINE, resume);
-            let lines = self
-                .setup
-                .metrics
-                .lines_read
-                .get_or_create(&Metrics::file(&path))
-                .clone();
-            self.logs.insert(
-                path,
-                Log {
-                    follower,
-                    jails,
-                    lines,
-                    last_error: None,
-                },
-            );
-        }
-    }
-
-    /// The `logpath` patterns of every jail, for the watcher.
-    pub fn log_patterns(&self) -> Vec<PathBuf> {
-        let mut patterns: Vec<PathBuf> = self
-            .jails
-            .values()
-            .flat_map(|run| run.config.logpath.iter().cloned())
-            .collect();
-        patterns.sort();
-        patterns.dedup();
-        patterns
-    }
-
     /// The global settings in force.
     pub fn global(&self) -> &Global {
         &self.global
@@ -424,74 +291,6 @@ impl Agent {
     /// Jails that run.
     pub fn jail_count(&self) -> usize {
         self.jails.len()
-    }
-
-    /// Reads what was appended to every log, judges each line in each jail that reads it,
-    /// and bans at once. Returns the number of lines read.
-    pub fn poll(&mut self, now: Now) -> u64 {
-        let mut decisions: Vec<(String, Decision)> = Vec::new();
-        let mut read = 0;
-        let Self { logs, jails, .. } = self;
-        for (path, log) in logs.iter_mut() {
-            let names = &log.jails;
-            let result = log.follower.poll(&mut |line| {
-                for name in names {
-                    let Some(run) = jails.get_mut(name) else {
-                        continue;
-                    };
-                    match run.detector.line(line, now.wall) {
-                        Verdict::Missed | Verdict::Ignored { .. } => {}
-                        Verdict::Ban { decision, .. } => {
-                            run.failures.inc();
-                            decisions.push((name.clone(), decision));
-                        }
-                        Verdict::Spared { .. }
-                        | Verdict::Stale { .. }
-                        | Verdict::Counted { .. } => {
-                            run.failures.inc();
-                        }
-                    }
-                }
-            });
-            match result {
-                Ok(lines) => {
-                    read += lines;
-                    log.lines.inc_by(lines);
-                    log.last_error = None;
-                }
-                Err(e) => {
-                    let message = e.to_string();
-                    if log.last_error.as_ref() != Some(&message) {
-                        warn!(file = %path.display(), "cannot read the log: {message}; check \
-                              that it is readable by the agent");
-                        log.last_error = Some(message);
-                    }
-                }
-            }
-        }
-        for (jail, decision) in decisions {
-            let Some(run) = self.jails.get(&jail) else {
-                continue;
-            };
-            let overall = run.config.increment.is_some_and(|inc| inc.overall_jails);
-            let previous = self.state.previous_bans(&jail, &decision.target, overall);
-            let length = run
-                .config
-                .bantime
-                .after(previous, run.config.increment.as_ref());
-            if let Err(e) = self.ban(
-                &jail,
-                decision.target,
-                length,
-                decision.failures,
-                "failures",
-                false,
-                now,
-            ) {
-                warn!(jail, ip = %datapath::show(&decision.target), "cannot ban: {e}");
-            }
-        }
-        read
     }
 
     /// Bans `target` in `jail` for `length`. A target already banned there keeps its ban,
@@ -622,36 +421,6 @@ impl Agent {
         self.refresh_metrics();
         if self.dirty || now.wall - self.last_save >= SAVE_POSITIONS_EVERY_MS {
             self.save(now);
-        }
-    }
-
-    /// Writes bans, history and positions to the state file (nothing in a dry run).
-    pub fn save(&mut self, now: Now) {
-        let Some(store) = &self.store else { return };
-        for (path, log) in &self.logs {
-            if let Some(checkpoint) = log.follower.checkpoint() {
-                self.state.positions.insert(path.clone(), checkpoint);
-            }
-        }
-        self.state.bans = self
-            .bans
-            .iter()
-            .map(|((jail, target), ban)| SavedBan {
-                jail: jail.clone(),
-                target: *target,
-                expires_at: ban.expires_at,
-                banned_at: ban.banned_at,
-                failures: ban.failures,
-            })
-            .collect();
-        let result = store.save(&self.state);
-        self.state.bans = Vec::new();
-        match result {
-            Ok(()) => {
-                self.dirty = false;
-                self.last_save = now.wall;
-            }
-            Err(e) => warn!("cannot save the state: {e}"),
         }
     }
 

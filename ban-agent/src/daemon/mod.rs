@@ -7,7 +7,9 @@
 //! same wake-up that read it.
 
 mod agent;
+mod follow;
 mod kernel;
+mod persist;
 mod requests;
 #[cfg(test)]
 mod tests;

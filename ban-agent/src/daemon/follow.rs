@@ -1,0 +1,154 @@
+//! The agent's logs: which files each jail follows, and reading them into the detectors.
+
+use std::{collections::BTreeMap, path::PathBuf};
+
+use prometheus_client::metrics::counter::Counter;
+use tracing::warn;
+
+use super::agent::{Agent, Now};
+use crate::{
+    datapath,
+    detect::Verdict,
+    metrics::Metrics,
+    tail::{self, Follower},
+    tracker::Decision,
+};
+
+/// One followed file and the jails that read it.
+pub(super) struct Log {
+    pub(super) follower: Follower,
+    pub(super) jails: Vec<String>,
+    lines: Counter,
+    last_error: Option<String>,
+}
+
+impl Agent {
+    /// Opens every file the jails' `logpath` names now, resuming saved positions; files
+    /// already followed are kept as they are.
+    pub(super) fn open_logs(&mut self) {
+        let mut wanted: BTreeMap<PathBuf, Vec<String>> = BTreeMap::new();
+        for (name, run) in &self.jails {
+            for path in tail::expand(&run.config.logpath) {
+                wanted.entry(path).or_default().push(name.clone());
+            }
+        }
+        let (kept, gone): (BTreeMap<_, _>, BTreeMap<_, _>) = std::mem::take(&mut self.logs)
+            .into_iter()
+            .partition(|(path, _)| wanted.contains_key(path));
+        for (path, log) in gone {
+            if let Some(checkpoint) = log.follower.checkpoint() {
+                self.state.positions.insert(path, checkpoint);
+            }
+        }
+        self.logs = kept;
+        for (path, jails) in wanted {
+            if let Some(log) = self.logs.get_mut(&path) {
+                log.jails = jails;
+                continue;
+            }
+            let start = jails
+                .iter()
+                .filter_map(|name| self.jails.get(name))
+                .map(|run| run.config.start)
+                .max_by_key(|start| matches!(start, crate::config::Start::Head))
+                .unwrap_or(crate::config::Start::Tail);
+            let resume = self.state.positions.get(&path).copied();
+            let follower = Follower::new(path.clone(), start, tail::DEFAULT_MAX_LINE, resume);
+            let lines = self
+                .setup
+                .metrics
+                .lines_read
+                .get_or_create(&Metrics::file(&path))
+                .clone();
+            self.logs.insert(
+                path,
+                Log {
+                    follower,
+                    jails,
+                    lines,
+                    last_error: None,
+                },
+            );
+        }
+    }
+
+    /// The `logpath` patterns of every jail, for the watcher.
+    pub fn log_patterns(&self) -> Vec<PathBuf> {
+        let mut patterns: Vec<PathBuf> = self
+            .jails
+            .values()
+            .flat_map(|run| run.config.logpath.iter().cloned())
+            .collect();
+        patterns.sort();
+        patterns.dedup();
+        patterns
+    }
+
+    /// Reads what was appended to every log, judges each line in each jail that reads it,
+    /// and bans at once. Returns the number of lines read.
+    pub fn poll(&mut self, now: Now) -> u64 {
+        let mut decisions: Vec<(String, Decision)> = Vec::new();
+        let mut read = 0;
+        let Self { logs, jails, .. } = self;
+        for (path, log) in logs.iter_mut() {
+            let names = &log.jails;
+            let result = log.follower.poll(&mut |line| {
+                for name in names {
+                    let Some(run) = jails.get_mut(name) else {
+                        continue;
+                    };
+                    match run.detector.line(line, now.wall) {
+                        Verdict::Missed | Verdict::Ignored { .. } => {}
+                        Verdict::Ban { decision, .. } => {
+                            run.failures.inc();
+                            decisions.push((name.clone(), decision));
+                        }
+                        Verdict::Spared { .. }
+                        | Verdict::Stale { .. }
+                        | Verdict::Counted { .. } => {
+                            run.failures.inc();
+                        }
+                    }
+                }
+            });
+            match result {
+                Ok(lines) => {
+                    read += lines;
+                    log.lines.inc_by(lines);
+                    log.last_error = None;
+                }
+                Err(e) => {
+                    let message = e.to_string();
+                    if log.last_error.as_ref() != Some(&message) {
+                        warn!(file = %path.display(), "cannot read the log: {message}; check \
+                              that it is readable by the agent");
+                        log.last_error = Some(message);
+                    }
+                }
+            }
+        }
+        for (jail, decision) in decisions {
+            let Some(run) = self.jails.get(&jail) else {
+                continue;
+            };
+            let overall = run.config.increment.is_some_and(|inc| inc.overall_jails);
+            let previous = self.state.previous_bans(&jail, &decision.target, overall);
+            let length = run
+                .config
+                .bantime
+                .after(previous, run.config.increment.as_ref());
+            if let Err(e) = self.ban(
+                &jail,
+                decision.target,
+                length,
+                decision.failures,
+                "failures",
+                false,
+                now,
+            ) {
+                warn!(jail, ip = %datapath::show(&decision.target), "cannot ban: {e}");
+            }
+        }
+        read
+    }
+}
