@@ -19,3 +19,38 @@ pub mod sample;
 pub mod store;
 pub mod tail;
 pub mod tracker;
+
+/// An error and its causes on one line, leaving out a cause whose text the message already
+/// holds: the error types here quote their source in their own message, so `{:#}` would
+/// say it twice.
+pub fn error_text(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let part = cause.to_string();
+        if text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_cause_quoted_by_its_error_is_said_once() {
+        let io = std::io::Error::other("disk on fire");
+        let quoted = anyhow::Error::new(crate::store::StoreError::Io {
+            op: "write",
+            path: "/var/lib/ban-agent/state.json".into(),
+            source: io,
+        });
+        let text = super::error_text(&quoted);
+        assert_eq!(text.matches("disk on fire").count(), 1, "{text}");
+        let chained = anyhow::anyhow!("disk on fire").context("cannot save");
+        assert_eq!(super::error_text(&chained), "cannot save: disk on fire");
+    }
+}

@@ -7,25 +7,8 @@ fn main() -> ExitCode {
     match cli.run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("ban-agent: {}", message(&error));
+            eprintln!("ban-agent: {}", ban_agent::error_text(&error));
             ExitCode::FAILURE
         }
     }
-}
-
-/// The error and its causes, leaving out a cause whose text the message already holds
-/// (error types that quote their source in their own message).
-fn message(error: &anyhow::Error) -> String {
-    let mut text = String::new();
-    for cause in error.chain() {
-        let part = cause.to_string();
-        if text.contains(&part) {
-            continue;
-        }
-        if !text.is_empty() {
-            text.push_str(": ");
-        }
-        text.push_str(&part);
-    }
-    text
 }

@@ -138,7 +138,10 @@ async fn serve_on(
             _ = hangup.recv() => {
                 match agent.reload(None, Now::read()) {
                     Ok(message) => info!("SIGHUP: {message}"),
-                    Err(e) => warn!("SIGHUP: the configuration was not reloaded: {e:#}"),
+                    Err(e) => warn!(
+                        "SIGHUP: the configuration was not reloaded: {}",
+                        crate::error_text(&e)
+                    ),
                 }
                 reattach(&agent, options.dry_run);
                 wakeups = watch_logs(&agent);
@@ -207,7 +210,7 @@ fn reattach(agent: &Agent, dry_run: bool) {
         return;
     }
     if let Err(e) = attach(agent.global(), agent.config_path()) {
-        warn!("after the reload: {e:#}");
+        warn!("after the reload: {}", crate::error_text(&e));
     }
 }
 

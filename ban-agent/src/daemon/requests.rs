@@ -72,7 +72,7 @@ impl Agent {
             Request::Stats => self.stats(),
         };
         let reply = result.unwrap_or_else(|e| Reply::Error {
-            message: format!("{e:#}"),
+            message: crate::error_text(&e),
         });
         (reply, after)
     }
