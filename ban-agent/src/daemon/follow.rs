@@ -6,6 +6,7 @@ use prometheus_client::metrics::counter::Counter;
 use tracing::warn;
 
 use super::agent::{Agent, Now};
+use crate::config::Start;
 use crate::{
     datapath,
     detect::Verdict,
@@ -32,26 +33,25 @@ impl Agent {
                 wanted.entry(path).or_default().push(name.clone());
             }
         }
-        let (kept, gone): (BTreeMap<_, _>, BTreeMap<_, _>) = std::mem::take(&mut self.logs)
-            .into_iter()
-            .partition(|(path, _)| wanted.contains_key(path));
-        for (path, log) in gone {
-            if let Some(checkpoint) = log.follower.checkpoint() {
-                self.state.positions.insert(path, checkpoint);
+        let positions = &mut self.state.positions;
+        self.logs.retain(|path, log| {
+            let keep = wanted.contains_key(path);
+            if !keep && let Some(checkpoint) = log.follower.checkpoint() {
+                positions.insert(path.clone(), checkpoint);
             }
-        }
-        self.logs = kept;
+            keep
+        });
         for (path, jails) in wanted {
             if let Some(log) = self.logs.get_mut(&path) {
                 log.jails = jails;
                 continue;
             }
-            let start = jails
+            // A file read by several jails starts at its head if any of them asks so.
+            let head = jails
                 .iter()
                 .filter_map(|name| self.jails.get(name))
-                .map(|run| run.config.start)
-                .max_by_key(|start| matches!(start, crate::config::Start::Head))
-                .unwrap_or(crate::config::Start::Tail);
+                .any(|run| run.config.start == Start::Head);
+            let start = if head { Start::Head } else { Start::Tail };
             let resume = self.state.positions.get(&path).copied();
             let follower = Follower::new(path.clone(), start, tail::DEFAULT_MAX_LINE, resume);
             let lines = self

@@ -122,6 +122,8 @@ async fn serve_on(
                 agent.poll(Now::read());
             }
             Some(call) = requests.recv() => {
+                // Lines already written count before the answer, even if their inotify
+                // wake-up has not come yet: `status` right after a write sees them.
                 agent.poll(Now::read());
                 let (reply, after) = agent.handle(call.request, Now::read());
                 let _gone = call.reply.send(reply);
