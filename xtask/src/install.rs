@@ -48,7 +48,7 @@ pub fn install(ws: &Workspace, layout: &Layout) -> anyhow::Result<()> {
         .context("cannot read dist/ban-agent.service")?
         .replace("@BINDIR@", &bindir.display().to_string());
     let unit = staged(Path::new("/etc/systemd/system/ban-agent.service"));
-    write(&unit, &unit_text, 0o644)?;
+    write_bytes(&unit, unit_text.as_bytes(), 0o644)?;
 
     let systemd_runs = layout.root.is_none() && Path::new("/run/systemd/system").is_dir();
     if systemd_runs {
@@ -74,10 +74,6 @@ pub fn install(ws: &Workspace, layout: &Layout) -> anyhow::Result<()> {
 fn copy(from: &Path, to: &Path, mode: u32) -> anyhow::Result<()> {
     let bytes = fs::read(from).with_context(|| format!("cannot read {}", from.display()))?;
     write_bytes(to, &bytes, mode)
-}
-
-fn write(to: &Path, text: &str, mode: u32) -> anyhow::Result<()> {
-    write_bytes(to, text.as_bytes(), mode)
 }
 
 /// Writes through a temporary file and a rename, so that replacing a running binary

@@ -471,11 +471,6 @@ impl Agent {
             }
         }
     }
-
-    /// The kernel, for requests that read its counters.
-    pub(super) fn kernel(&mut self) -> &mut dyn Kernel {
-        self.kernel.as_mut()
-    }
 }
 
 /// A wall-clock time as an operator reads it (UTC, to the second).

@@ -266,7 +266,7 @@ impl Agent {
         Ok(Reply::Done { message })
     }
 
-    fn stats(&mut self) -> anyhow::Result<Reply> {
+    fn stats(&self) -> anyhow::Result<Reply> {
         let names: BTreeMap<u32, String> = self
             .jails
             .iter()
@@ -276,7 +276,7 @@ impl Agent {
             .values()
             .map(|name| (name.clone(), JailStats::default()))
             .collect();
-        for (id, c) in self.kernel().counters()? {
+        for (id, c) in self.kernel.counters()? {
             if let Some(name) = names.get(&id) {
                 jails.insert(name.clone(), JailStats::from(c));
             }
