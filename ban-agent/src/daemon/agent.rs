@@ -132,10 +132,8 @@ impl Agent {
     ) -> anyhow::Result<Self> {
         let mut state = match &store {
             Some(store) => store.load()?,
-            None => State {
-                version: crate::store::VERSION,
-                ..State::default()
-            },
+            // A dry run starts from nothing and never saves.
+            None => State::default(),
         };
         let saved = std::mem::take(&mut state.bans);
         let Config {
@@ -161,7 +159,8 @@ impl Agent {
         for jail in jails.into_iter().filter(|jail| jail.enabled) {
             agent.add_jail(jail)?;
         }
-        // Ids of jails that are gone: their bans are lifted below, then the ids freed.
+        // Jails that are gone lose their ids; `restore` lifts their bans from the kernel by
+        // the ids the maps hold.
         agent
             .state
             .jail_ids
