@@ -30,11 +30,9 @@ mod report;
 const CHILD_ENV: &str = "BAN_AGENT_DETECT_CHILD";
 const RUNS: usize = 5;
 
-/// The fail2ban filter equivalent to the shipped one (fail2ban cuts the date off first).
-const FAIL2BAN_FILTER: &str = r#"[Definition]
-failregex = ^ - fastapi-auth - [A-Z]+ - <HOST> - "[A-Z]+ (?:/login" 401|/register" 400) - \d+\.\d+s$
-datepattern = ^%%Y-%%m-%%d %%H:%%M:%%S,%%f
-"#;
+/// The fail2ban filter equivalent to the shipped one, as the example app ships it.
+const FAIL2BAN_FILTER: &str =
+    include_str!("../../examples/fastapi-auth/fail2ban/filter.d/fastapi-auth.conf");
 
 struct Measured {
     tool: String,

@@ -403,6 +403,20 @@ fn the_documented_example_is_valid() {
 }
 
 #[test]
+fn the_example_apps_configuration_says_what_its_readme_says() {
+    let text = include_str!("../../../examples/fastapi-auth/ban-agent.toml");
+    let config = parse(text).expect("examples/fastapi-auth/ban-agent.toml is valid");
+    let auth = config.jail("fastapi-auth").expect("fastapi-auth");
+    assert_eq!(auth.rules.maxretry, 5);
+    assert_eq!(auth.rules.findtime, Duration::from_secs(600));
+    assert_eq!(auth.bantime, BanTime::For(Duration::from_secs(3600)));
+    assert_eq!(auth.ports, Ports::List(vec![8000]));
+    let loopback: IpNet = "127.0.0.0/8".parse().expect("net");
+    let ipv6_loopback: IpNet = "::1/128".parse().expect("net");
+    assert_eq!(auth.ignoreip, [loopback, ipv6_loopback]);
+}
+
+#[test]
 fn hooks_socket_and_log_level_are_read_and_checked() {
     let text = format!(
         "socket = \"ctl.sock\"\nlog_level = \"ban_agent=debug\"\n{MINIMAL}\
