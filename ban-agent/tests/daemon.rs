@@ -8,19 +8,18 @@ use std::{
     io::{Read as _, Write as _},
     net::{TcpListener, TcpStream},
     os::unix::fs::PermissionsExt as _,
-    path::{Path, PathBuf},
-    process::{Child, Command, Output, Stdio},
+    path::PathBuf,
+    process::Command,
     sync::mpsc,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use common::{
     Netns, Pins,
+    agent::{AGENT, Daemon, cli_output, eventually},
     net::{Server, connects},
     veth,
 };
-
-const AGENT: &str = env!("CARGO_BIN_EXE_ban-agent");
 const ATTACKER: &str = "192.0.2.2";
 
 /// A server namespace (s0 = 192.0.2.1, XDP attached there) and an attacker (192.0.2.2).
@@ -77,33 +76,14 @@ impl Scene {
 
     /// Starts the daemon behind `wrapper` (a command that executes the rest of its line).
     fn start_under(&self, wrapper: &[&str], extra_args: &[&str]) -> Daemon {
-        let log = std::fs::File::create(self.path("daemon.log")).expect("daemon log");
-        let mut command = match wrapper.split_first() {
-            Some((program, args)) => {
-                let mut command = self.server.command(program);
-                command.args(args).arg(AGENT);
-                command
-            }
-            None => self.server.command(AGENT),
-        };
-        let child = command
-            .args(["run", "--config"])
-            .arg(self.path("ban-agent.toml"))
-            .args(extra_args)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start the daemon");
-        let daemon = Daemon {
-            child,
-            log: self.path("daemon.log"),
-        };
-        let socket = self.path("ctl.sock");
-        eventually(&daemon, "the daemon answers ping", || {
-            cli_output(&socket, &["ping"]).status.success()
-        });
-        daemon
+        Daemon::start(
+            &self.server,
+            wrapper,
+            &self.path("ban-agent.toml"),
+            extra_args,
+            &self.path("ctl.sock"),
+            &self.path("daemon.log"),
+        )
     }
 
     fn cli(&self, args: &[&str]) -> String {
@@ -161,72 +141,6 @@ impl Scene {
                 .collect(),
             Err(_) => Vec::new(),
         }
-    }
-}
-
-fn cli_output(socket: &Path, args: &[&str]) -> Output {
-    Command::new(AGENT)
-        .arg("--socket")
-        .arg(socket)
-        .args(args)
-        .output()
-        .expect("run the CLI")
-}
-
-/// The daemon process; killed on drop if the test did not stop it.
-struct Daemon {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits for the daemon to exit (after `stop` or a signal) and returns its log.
-    fn wait(mut self) -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            match self.child.try_wait().expect("wait for the daemon") {
-                Some(status) => {
-                    assert!(
-                        status.success(),
-                        "daemon exited with {status}:\n{}",
-                        self.log()
-                    );
-                    return self.log();
-                }
-                None if Instant::now() > deadline => panic!("daemon did not stop:\n{}", self.log()),
-                None => std::thread::sleep(Duration::from_millis(20)),
-            }
-        }
-    }
-
-    fn signal(&self, signal: &str) {
-        common::sh(Command::new("kill").args([signal, &self.child.id().to_string()]));
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _killed = self.child.kill();
-            let _reaped = self.child.wait();
-        }
-    }
-}
-
-/// Waits up to 5 s for `condition`, failing with the daemon's log.
-fn eventually(daemon: &Daemon, what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !condition() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out: {what}\n{}",
-            daemon.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -15,13 +15,42 @@ use crate::{Workspace, run};
 /// bpf-linker release built by setup; bump together with the nightly.
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
-/// Debian packages the tests and benchmarks call, keyed by the command that proves them.
-const PACKAGES: [(&str, &str); 4] = [
-    ("bpftool", "bpftool"),
-    ("ip", "iproute2"),
-    ("nsenter", "util-linux"),
-    ("python3", "python3"),
+/// Debian packages the tests, the demo and the benchmarks use, each with what proves it is
+/// there.
+const PACKAGES: [(Proof, &str); 6] = [
+    (Proof::Command("bpftool"), "bpftool"),
+    (Proof::Command("ip"), "iproute2"),
+    (Proof::Command("nsenter"), "util-linux"),
+    (Proof::Command("curl"), "curl"),
+    (Proof::Command("python3"), "python3"),
+    // The example app's virtual environment (examples/fastapi-auth/venv.sh).
+    (
+        Proof::Runs(&["python3", "-c", "import ensurepip"]),
+        "python3-venv",
+    ),
 ];
+
+enum Proof {
+    /// A command on the PATH (or in /usr/sbin, /sbin).
+    Command(&'static str),
+    /// A command line that succeeds.
+    Runs(&'static [&'static str]),
+}
+
+impl Proof {
+    fn holds(&self) -> bool {
+        match self {
+            Self::Command(command) => on_path(command),
+            Self::Runs([program, args @ ..]) => Command::new(program)
+                .args(args)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|status| status.success()),
+            Self::Runs([]) => true,
+        }
+    }
+}
 
 pub fn setup(ws: &Workspace) -> anyhow::Result<()> {
     install_nightly(ws)?;
@@ -165,7 +194,7 @@ fn llvm_major(ws: &Workspace) -> anyhow::Result<u32> {
 fn missing_packages() -> Vec<&'static str> {
     PACKAGES
         .iter()
-        .filter(|(command, _)| !on_path(command))
+        .filter(|(proof, _)| !proof.holds())
         .map(|(_, package)| *package)
         .collect()
 }

@@ -3,6 +3,7 @@
 //! is removed on drop, also when the test fails.
 #![allow(dead_code, reason = "each test binary uses a part of the helpers")]
 
+pub mod agent;
 pub mod net;
 pub mod packet;
 

@@ -1,0 +1,118 @@
+//! The agent as a process: `ban-agent run` started inside a test namespace, the CLI
+//! pointed at its socket, and waiting for what it should do.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use super::Netns;
+
+pub const AGENT: &str = env!("CARGO_BIN_EXE_ban-agent");
+
+/// The daemon process; killed on drop if the test did not stop it.
+pub struct Daemon {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `ban-agent run --config CONFIG ARGS...` in `ns`, behind `wrapper` (a command
+    /// that executes the rest of its line) if any, with its stderr in `log`, and waits
+    /// until it answers `ping` on `socket`.
+    pub fn start(
+        ns: &Netns,
+        wrapper: &[&str],
+        config: &Path,
+        args: &[&str],
+        socket: &Path,
+        log: &Path,
+    ) -> Self {
+        let file = std::fs::File::create(log).expect("daemon log");
+        let mut command = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut command = ns.command(program);
+                command.args(rest).arg(AGENT);
+                command
+            }
+            None => ns.command(AGENT),
+        };
+        let child = command
+            .args(["run", "--config"])
+            .arg(config)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("start the daemon");
+        let daemon = Self {
+            child,
+            log: log.to_owned(),
+        };
+        eventually(&daemon, "the daemon answers ping", || {
+            cli_output(socket, &["ping"]).status.success()
+        });
+        daemon
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits for the daemon to exit (after `stop` or a signal) and returns its log.
+    pub fn wait(mut self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match self.child.try_wait().expect("wait for the daemon") {
+                Some(status) => {
+                    assert!(
+                        status.success(),
+                        "daemon exited with {status}:\n{}",
+                        self.log()
+                    );
+                    return self.log();
+                }
+                None if Instant::now() > deadline => panic!("daemon did not stop:\n{}", self.log()),
+                None => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+
+    pub fn signal(&self, signal: &str) {
+        super::sh(Command::new("kill").args([signal, &self.child.id().to_string()]));
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _killed = self.child.kill();
+            let _reaped = self.child.wait();
+        }
+    }
+}
+
+/// `ban-agent --socket SOCKET args...`, as an operator types it.
+pub fn cli_output(socket: &Path, args: &[&str]) -> Output {
+    Command::new(AGENT)
+        .arg("--socket")
+        .arg(socket)
+        .args(args)
+        .output()
+        .expect("run the CLI")
+}
+
+/// Waits up to 5 s for `condition`, failing with the daemon's log.
+pub fn eventually(daemon: &Daemon, what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !condition() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out: {what}\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
