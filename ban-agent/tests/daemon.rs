@@ -6,7 +6,7 @@ mod common;
 
 use std::{
     io::{Read as _, Write as _},
-    net::{TcpListener, TcpStream},
+    net::TcpListener,
     os::unix::fs::PermissionsExt as _,
     path::PathBuf,
     process::Command,
@@ -17,7 +17,7 @@ use std::{
 use common::{
     Netns, Pins,
     agent::{AGENT, Daemon, cli_output, eventually},
-    net::{Server, connects},
+    net::{Server, connects, http},
     veth,
 };
 const ATTACKER: &str = "192.0.2.2";
@@ -144,20 +144,6 @@ impl Scene {
     }
 }
 
-/// One HTTP GET from inside `ns`.
-fn http_get(ns: &Netns, address: &str, path: &str) -> String {
-    ns.run(|| {
-        let mut stream = TcpStream::connect(address).expect("connect to the metrics");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .expect("timeout");
-        write!(stream, "GET {path} HTTP/1.1\r\nhost: test\r\n\r\n").expect("request");
-        let mut response = String::new();
-        stream.read_to_string(&mut response).expect("response");
-        response
-    })
-}
-
 #[test]
 fn failures_ban_in_the_kernel_and_the_verbs_metrics_and_stats_agree() {
     let Some(_serial) =
@@ -214,9 +200,10 @@ fn failures_ban_in_the_kernel_and_the_verbs_metrics_and_stats_agree() {
 
     // Metrics are refreshed once a second.
     std::thread::sleep(Duration::from_millis(1100));
-    let metrics = http_get(&scene.server, "192.0.2.1:9464", "/metrics");
+    let metrics = http(&scene.server, "192.0.2.1:9464", "GET", "/metrics", None);
+    assert_eq!(metrics.status, 200);
+    let metrics = metrics.body;
     for expected in [
-        "HTTP/1.1 200 OK",
         "ban_agent_bans_total{jail=\"auth\"} 1",
         "ban_agent_banned{jail=\"auth\"} 1",
         "ban_agent_failures_total{jail=\"auth\"} 3",
@@ -226,7 +213,10 @@ fn failures_ban_in_the_kernel_and_the_verbs_metrics_and_stats_agree() {
     ] {
         assert!(metrics.contains(expected), "no {expected:?} in\n{metrics}");
     }
-    assert!(http_get(&scene.server, "192.0.2.1:9464", "/").contains("404"));
+    assert_eq!(
+        http(&scene.server, "192.0.2.1:9464", "GET", "/", None).status,
+        404
+    );
 
     let out = scene.cli(&["unban", ATTACKER]);
     assert!(out.contains("192.0.2.2 unbanned in auth"), "{out}");

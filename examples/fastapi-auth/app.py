@@ -5,7 +5,8 @@ shipped `fastapi-auth` filter reads:
     2026-11-25 12:00:00,001 - fastapi-auth - INFO - 203.0.113.7 - "POST /login" 401 - 0.0087s
 
 Run it with `python app.py` (the venv made by venv.sh). Settings come from the environment:
-ACCESS_LOG (default /var/log/fastapi-auth/access.log), HOST (0.0.0.0), PORT (8000).
+ACCESS_LOG (default /var/log/fastapi-auth/access.log), HOST (default: every IPv4 and
+IPv6 address) and PORT (8000).
 """
 
 import logging
@@ -108,7 +109,9 @@ def main() -> None:
     setup_logging(ACCESS_LOG)
     uvicorn.run(
         app,
-        host=os.environ.get("HOST", "0.0.0.0"),
+        # "" is every address of both families; "::" would be IPv6 only (asyncio sets
+        # IPV6_V6ONLY).
+        host=os.environ.get("HOST", ""),
         port=int(os.environ.get("PORT", "8000")),
         # The logged address must be the packet's source: a forwarded header is the
         # client's to forge, and banning it would ban someone else.

@@ -1,6 +1,8 @@
-//! TCP in test namespaces: a server that accepts and closes, and a connect check.
+//! TCP in test namespaces: a server that accepts and closes, a connect check, and an HTTP
+//! client.
 
 use std::{
+    io::{Read as _, Write as _},
     net::{SocketAddr, TcpListener, TcpStream},
     process::Command,
     sync::{
@@ -8,7 +10,7 @@ use std::{
         atomic::{AtomicBool, Ordering},
     },
     thread::JoinHandle,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use super::{Netns, sh};
@@ -76,4 +78,48 @@ impl Drop for Server {
 pub fn connects(ns: &Netns, addr: &str) -> bool {
     let addr: SocketAddr = addr.parse().expect("socket address");
     ns.run(|| TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok())
+}
+
+/// An HTTP response as the client saw it.
+pub struct Response {
+    pub status: u16,
+    pub body: String,
+    /// When the whole response had arrived.
+    pub at: Instant,
+}
+
+/// One HTTP/1.1 request from inside `ns` to `to` (`192.0.2.1:8000`, `[2001:db8::1]:8000`),
+/// with `json` as its body when given.
+pub fn http(ns: &Netns, to: &str, method: &str, path: &str, json: Option<&str>) -> Response {
+    let addr: SocketAddr = to.parse().expect("socket address");
+    ns.run(|| {
+        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("{method} {path}: cannot connect to {to}: {e}"));
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let body = json.unwrap_or_default();
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nhost: {to}\r\nconnection: close\r\n\
+             content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .expect("send the request");
+        let mut response = String::new();
+        stream
+            .read_to_string(&mut response)
+            .unwrap_or_else(|e| panic!("{method} {path} to {to}: no response: {e}"));
+        let at = Instant::now();
+        let status = response
+            .split(' ')
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or_else(|| panic!("{method} {path} to {to}: not HTTP: {response:?}"));
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, body)| body.to_owned())
+            .unwrap_or_default();
+        Response { status, body, at }
+    })
 }
