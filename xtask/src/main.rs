@@ -2,7 +2,10 @@
 //! benchmark. Every command runs `setup` first when something is missing.
 
 mod bench;
+mod demo;
+mod example;
 mod install;
+mod run;
 mod setup;
 
 use std::{
@@ -26,6 +29,11 @@ enum Task {
     Setup,
     /// Build the agent (with its embedded XDP program) in release mode.
     Build,
+    /// Build and run the agent (root). With no configuration: the example app and its
+    /// configuration, on the interface of the default route.
+    Run(run::RunArgs),
+    /// A FastAPI app brute-forced and the attacker banned, narrated, in namespaces (root).
+    Demo,
     /// Check formatting and lints, then run every test; privileged tests need root.
     Test,
     /// Install the binary, an example configuration and the systemd unit (root).
@@ -111,6 +119,14 @@ fn main() -> anyhow::Result<()> {
         Task::Install(layout) => {
             ensure_setup(&ws)?;
             install::install(&ws, &layout)
+        }
+        Task::Run(args) => {
+            ensure_setup(&ws)?;
+            run::run_agent(&ws, &args)
+        }
+        Task::Demo => {
+            ensure_setup(&ws)?;
+            demo::demo(&ws)
         }
         Task::Test => {
             ensure_setup(&ws)?;

@@ -1,0 +1,433 @@
+//! `cargo xtask demo`: the end-to-end test's scene, narrated. Network namespaces made here
+//! (a bridge joining a server, an attacker and a client), the example app and ban-agent in
+//! the server, and the attack told step by step. Everything is removed at the end, also
+//! after Ctrl-C or a failure.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::{
+    Workspace,
+    example::{App, Config, JAIL},
+    run,
+};
+
+const SERVER: &str = "192.0.2.1";
+const ATTACKER: &str = "192.0.2.66";
+const CLIENT: &str = "192.0.2.10";
+const PIN_DIR: &str = "/sys/fs/bpf/ban-agent-demo";
+const BAD: &str = r#"{"username": "alice", "password": "guess"}"#;
+const GOOD: &str = r#"{"username": "alice", "password": "correct horse battery staple"}"#;
+
+pub fn demo(ws: &Workspace) -> anyhow::Result<()> {
+    if !crate::is_root() {
+        bail!(
+            "cargo xtask demo creates network namespaces and attaches XDP: run it as root \
+             (e.g. `sudo -E env PATH=\"$PATH\" cargo xtask demo`)"
+        );
+    }
+    run(&mut ws.cargo(&["build", "--release", "--package", "ban-agent"]))?;
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&interrupted);
+    ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed))
+        .context("cannot handle Ctrl-C")?;
+    let story = Story {
+        ws,
+        agent: ws.root.join("target/release/ban-agent"),
+        work: ws.root.join("target/xtask-demo"),
+        started: Instant::now(),
+        interrupted,
+    };
+    let scene = Scene::build()?;
+    let result = match story.tell() {
+        Err(_) if story.interrupted.load(Ordering::Relaxed) => {
+            println!("\ninterrupted");
+            Ok(())
+        }
+        told => told,
+    };
+    story.say("cleaning up: XDP detached, app stopped, namespaces deleted");
+    let _detached = Command::new(&story.agent)
+        .args(["datapath", "detach", "--pin-dir", PIN_DIR])
+        .output();
+    drop(scene);
+    result
+}
+
+/// The namespaces, deleted on drop (a run that was killed is cleaned by the next one).
+struct Scene {
+    names: [&'static str; 4],
+}
+
+impl Scene {
+    const LAN: &str = "ba-demo-lan";
+    const SERVER: &str = "ba-demo-server";
+    const ATTACKER: &str = "ba-demo-attacker";
+    const CLIENT: &str = "ba-demo-client";
+
+    fn build() -> anyhow::Result<Self> {
+        let scene = Self {
+            names: [Self::LAN, Self::SERVER, Self::ATTACKER, Self::CLIENT],
+        };
+        scene.remove();
+        let _stale = Command::new("rm").args(["-rf", PIN_DIR]).output();
+        for name in scene.names {
+            ip(&["netns", "add", name])?;
+            ip(&["-n", name, "link", "set", "lo", "up"])?;
+        }
+        ip(&["-n", Self::LAN, "link", "add", "br0", "type", "bridge"])?;
+        ip(&["-n", Self::LAN, "link", "set", "br0", "up"])?;
+        for (ns, port, addr) in [
+            (Self::SERVER, "to-server", SERVER),
+            (Self::ATTACKER, "to-attacker", ATTACKER),
+            (Self::CLIENT, "to-client", CLIENT),
+        ] {
+            ip(&[
+                "link",
+                "add",
+                "eth0",
+                "netns",
+                ns,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                port,
+                "netns",
+                Self::LAN,
+            ])?;
+            ip(&["-n", Self::LAN, "link", "set", port, "master", "br0", "up"])?;
+            ip(&[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{addr}/24"),
+                "dev",
+                "eth0",
+            ])?;
+            ip(&["-n", ns, "link", "set", "eth0", "up"])?;
+        }
+        Ok(scene)
+    }
+
+    fn remove(&self) {
+        for name in self.names {
+            let _gone = Command::new("ip").args(["netns", "del", name]).output();
+        }
+    }
+}
+
+impl Drop for Scene {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+fn ip(args: &[&str]) -> anyhow::Result<()> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .context("cannot run ip (iproute2)")?;
+    if !out.status.success() {
+        bail!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// `nsenter --net=/run/netns/NS --` (network only: bpffs stays visible to the agent).
+fn inside(ns: &str) -> Vec<String> {
+    vec![
+        "nsenter".into(),
+        format!("--net=/run/netns/{ns}"),
+        "--".into(),
+    ]
+}
+
+struct Story<'a> {
+    ws: &'a Workspace,
+    agent: PathBuf,
+    work: PathBuf,
+    started: Instant,
+    interrupted: Arc<AtomicBool>,
+}
+
+impl Story<'_> {
+    fn say(&self, text: &str) {
+        println!("[{:5.2}s] {text}", self.started.elapsed().as_secs_f64());
+    }
+
+    /// A pause for the reader, cut short by Ctrl-C (which then ends the story).
+    fn pause(&self, millis: u64) -> anyhow::Result<()> {
+        std::thread::sleep(Duration::from_millis(millis));
+        self.check()
+    }
+
+    /// Ends the story after Ctrl-C, which also reached the commands it runs: what they
+    /// did then says nothing about the scene.
+    fn check(&self) -> anyhow::Result<()> {
+        if self.interrupted.load(Ordering::Relaxed) {
+            bail!("interrupted");
+        }
+        Ok(())
+    }
+
+    fn tell(&self) -> anyhow::Result<()> {
+        println!(
+            "\nban-agent demo: a FastAPI login brute-forced, and the attacker dropped in XDP.\n\n\
+             Network namespaces made for the demo, joined by a bridge:\n  \
+             server    {SERVER}   the example app on :8000, and ban-agent with XDP on eth0\n  \
+             attacker  {ATTACKER}  guesses alice's password\n  \
+             client    {CLIENT}  knows it\n"
+        );
+        fs::create_dir_all(&self.work)
+            .with_context(|| format!("cannot create {}", self.work.display()))?;
+        let access_log = self.work.join("access.log");
+        let _truncated = fs::File::create(&access_log);
+        self.say("starting the example app (examples/fastapi-auth/app.py) in the server");
+        let _app = App::start(
+            self.ws,
+            &inside(Scene::SERVER),
+            &access_log,
+            &self.work.join("app.log"),
+            || {
+                self.curl(Scene::CLIENT, "GET", "/health", None)
+                    .is_ok_and(|code| code.is_some())
+            },
+        )?;
+        let agent = self.start_agent(&access_log)?;
+        self.pause(500)?;
+
+        self.login(Scene::CLIENT, "client  ", GOOD, "right password")?;
+        let mut fifth = Instant::now();
+        for guess in 1..=5 {
+            if guess > 1 {
+                self.pause(250)?;
+            }
+            self.login(Scene::ATTACKER, "attacker", BAD, &format!("guess {guess}"))?;
+            fifth = Instant::now();
+        }
+        let ban = self.wait_for_ban(&agent, fifth)?;
+        self.say(&format!("ban-agent: {ban}"));
+        self.pause(500)?;
+        self.show(&["status", JAIL])?;
+        self.pause(500)?;
+
+        self.say("attacker POST /login (guess 6) ...");
+        match self.curl(Scene::ATTACKER, "POST", "/login", Some(BAD))? {
+            None => self.say(
+                "attacker gets no answer in 2 s: its SYNs are dropped in XDP, before the TCP stack",
+            ),
+            Some(code) => bail!("the attacker was answered ({code}) after its ban"),
+        }
+        self.show(&["stats"])?;
+        self.say(&format!("$ bpftool map dump pinned {PIN_DIR}/ban_v4"));
+        let dump = output(
+            Command::new("bpftool")
+                .args(["map", "dump", "pinned"])
+                .arg(format!("{PIN_DIR}/ban_v4")),
+        )?;
+        print!("{}", indent(&dump));
+        self.pause(500)?;
+        self.login(Scene::CLIENT, "client  ", GOOD, "right password")?;
+        self.say("the client is untouched; only the attacker's packets to port 8000 are dropped");
+        self.pause(500)?;
+
+        self.show(&["unban", ATTACKER])?;
+        self.login(Scene::ATTACKER, "attacker", GOOD, "after unban")?;
+        println!(
+            "\nThat is the whole product. Run the same on this machine's interface with \
+             `cargo xtask run`; the test of this scene is ban-agent/tests/fastapi_e2e.rs.\n"
+        );
+        self.show(&["stop"])?;
+        agent.finish()
+    }
+
+    fn start_agent(&self, access_log: &Path) -> anyhow::Result<Agent> {
+        let mut config = Config::example(self.ws)?;
+        config.set("interfaces", vec![toml::Value::from("eth0")]);
+        config.set("pin_dir", PIN_DIR);
+        config.set("state_dir", self.work.join("state").display().to_string());
+        config.set("socket", self.socket().display().to_string());
+        config.set_jail("logpath", access_log.display().to_string())?;
+        let path = self.work.join("ban-agent.toml");
+        config.write(&path)?;
+        let _stale = fs::remove_dir_all(self.work.join("state"));
+        self.say(&format!(
+            "starting ban-agent run --config {} (jail {JAIL}: 5 failures in 10m ban for 1h, port 8000)",
+            path.display()
+        ));
+        let log = self.work.join("agent.log");
+        let file =
+            fs::File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
+        let child = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", Scene::SERVER))
+            .arg("--")
+            .arg(&self.agent)
+            .args(["run", "--config"])
+            .arg(&path)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .with_context(|| format!("cannot start {}", self.agent.display()))?;
+        let mut agent = Agent { child, log };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.cli(&["ping"]).is_ok_and(|out| out.status.success()) {
+            if agent.child.try_wait()?.is_some() || Instant::now() > deadline {
+                bail!("ban-agent did not start:\n{}", agent.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(agent)
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.work.join("ctl.sock")
+    }
+
+    fn cli(&self, args: &[&str]) -> anyhow::Result<Output> {
+        Command::new(&self.agent)
+            .arg("--socket")
+            .arg(self.socket())
+            .args(args)
+            .output()
+            .with_context(|| format!("cannot run {}", self.agent.display()))
+    }
+
+    /// `$ ban-agent ARGS` and its output, as an operator would see it.
+    fn show(&self, args: &[&str]) -> anyhow::Result<()> {
+        self.say(&format!("$ ban-agent {}", args.join(" ")));
+        let out = self.cli(args)?;
+        self.check()?;
+        if !out.status.success() {
+            bail!(
+                "ban-agent {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        print!("{}", indent(&String::from_utf8_lossy(&out.stdout)));
+        Ok(())
+    }
+
+    /// The HTTP status of one request from `ns` (curl), or None when nothing answered.
+    fn curl(
+        &self,
+        ns: &str,
+        method: &str,
+        path: &str,
+        json: Option<&str>,
+    ) -> anyhow::Result<Option<u16>> {
+        let mut command = Command::new("nsenter");
+        command
+            .arg(format!("--net=/run/netns/{ns}"))
+            .args(["--", "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}"])
+            .args(["--max-time", "2", "-X", method])
+            .args(["-H", "content-type: application/json"]);
+        if let Some(json) = json {
+            command.args(["-d", json]);
+        }
+        let out = command
+            .arg(format!("http://{SERVER}:8000{path}"))
+            .output()
+            .context("cannot run curl")?;
+        self.check()?;
+        let code: Option<u16> = String::from_utf8_lossy(&out.stdout).trim().parse().ok();
+        Ok(code.filter(|&code| out.status.success() && code != 0))
+    }
+
+    fn login(&self, ns: &str, who: &str, json: &str, what: &str) -> anyhow::Result<()> {
+        match self.curl(ns, "POST", "/login", Some(json))? {
+            Some(code) => {
+                self.say(&format!("{who} POST /login ({what}) -> {code}"));
+                Ok(())
+            }
+            None => bail!("{who} POST /login ({what}): no answer"),
+        }
+    }
+
+    /// The agent's "ban" log line, and how long after the fifth failure it appeared.
+    fn wait_for_ban(&self, agent: &Agent, fifth: Instant) -> anyhow::Result<String> {
+        loop {
+            if let Some(line) = agent.log().lines().find(|l| l.contains(" ban ")) {
+                let line = line.split_once(" ban ").map_or(line, |(_, rest)| rest);
+                return Ok(format!(
+                    "ban {line}\n         (in the kernel map within {:.1} ms of curl returning the fifth 401)",
+                    fifth.elapsed().as_secs_f64() * 1e3
+                ));
+            }
+            if fifth.elapsed() > Duration::from_secs(5) {
+                bail!("no ban within 5 s of the fifth failure:\n{}", agent.log());
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+/// The agent in the server namespace; killed on drop unless it finished.
+struct Agent {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Agent {
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits for the agent to exit after `stop`.
+    fn finish(mut self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.child.try_wait()?.is_none() {
+            if Instant::now() > deadline {
+                bail!("ban-agent did not stop:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _killed = self.child.kill();
+            let _reaped = self.child.wait();
+        }
+    }
+}
+
+fn output(command: &mut Command) -> anyhow::Result<String> {
+    let out = command
+        .output()
+        .with_context(|| format!("cannot run {command:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{command:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn indent(text: &str) -> String {
+    text.lines()
+        .map(|line| format!("         {line}\n"))
+        .collect()
+}
