@@ -16,7 +16,7 @@ use std::{
 
 use common::{
     Netns, Pins,
-    agent::{AGENT, Daemon, cli_output, eventually},
+    agent::{self, AGENT, Daemon, cli_output, eventually},
     net::{Server, connects, http},
     veth,
 };
@@ -87,19 +87,11 @@ impl Scene {
     }
 
     fn cli(&self, args: &[&str]) -> String {
-        let out = cli_output(&self.path("ctl.sock"), args);
-        assert!(
-            out.status.success(),
-            "ban-agent {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        agent::cli(&self.path("ctl.sock"), args)
     }
 
     fn json(&self, args: &[&str]) -> serde_json::Value {
-        let text = self.cli(args);
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{args:?}: {e}: {text}"))
+        agent::cli_json(&self.path("ctl.sock"), args)
     }
 
     /// Appends failure lines of `host`, timed now.

@@ -17,7 +17,7 @@ use std::{
 
 use common::{
     Netns, Pins,
-    agent::{Daemon, cli_output},
+    agent::{self, Daemon},
     net::{Server, connects, http},
     sh, veth,
 };
@@ -133,19 +133,11 @@ impl Scene {
     }
 
     fn cli(&self, args: &[&str]) -> String {
-        let out = cli_output(&self.path("ctl.sock"), args);
-        assert!(
-            out.status.success(),
-            "ban-agent {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        agent::cli(&self.path("ctl.sock"), args)
     }
 
     fn dropped_packets(&self) -> u64 {
-        let text = self.cli(&["stats", "--json"]);
-        let stats: serde_json::Value = serde_json::from_str(&text).expect("stats JSON");
+        let stats = agent::cli_json(&self.path("ctl.sock"), &["stats", "--json"]);
         stats["jails"]["fastapi-auth"]["dropped_packets"]
             .as_u64()
             .unwrap_or_else(|| panic!("no dropped_packets in {stats}"))

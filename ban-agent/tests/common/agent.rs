@@ -104,6 +104,24 @@ pub fn cli_output(socket: &Path, args: &[&str]) -> Output {
         .expect("run the CLI")
 }
 
+/// `ban-agent --socket SOCKET args...`'s output; panics with it when the verb fails.
+pub fn cli(socket: &Path, args: &[&str]) -> String {
+    let out = cli_output(socket, args);
+    assert!(
+        out.status.success(),
+        "ban-agent {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A verb's `--json` output.
+pub fn cli_json(socket: &Path, args: &[&str]) -> serde_json::Value {
+    let text = cli(socket, args);
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{args:?}: {e}: {text}"))
+}
+
 /// Waits up to 5 s for `condition`, failing with the daemon's log.
 pub fn eventually(daemon: &Daemon, what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(5);
