@@ -78,7 +78,7 @@ pub fn run_agent(ws: &Workspace, args: &RunArgs) -> anyhow::Result<()> {
         None
     };
     println!(
-        "ban-agent: {} on {}, configuration {}\n\
+        "ban-agent: starting{}, XDP on {}, configuration {}\n\
          In another terminal (as root):\n  \
          {agent} status {jail}\n  \
          curl -s -XPOST -H 'content-type: application/json' \
