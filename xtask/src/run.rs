@@ -25,9 +25,9 @@ pub struct RunArgs {
     /// example app started beside the agent].
     #[arg(long, short, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Attach to this interface instead of the configuration's [default with the example
-    /// configuration: the interface of the default route].
-    #[arg(long, value_name = "NAME")]
+    /// Attach the example configuration to this interface [default: the interface of the
+    /// default route]. With --config, edit its `interfaces` instead.
+    #[arg(long, value_name = "NAME", conflicts_with = "config")]
     interface: Option<String>,
     /// Do not start the example app (your own app writes the log).
     #[arg(long)]
@@ -44,21 +44,22 @@ pub fn run_agent(ws: &Workspace, args: &RunArgs) -> anyhow::Result<()> {
     run(&mut ws.cargo(&["build", "--release", "--package", "ban-agent"]))?;
     let agent = ws.root.join("target/release/ban-agent");
     let work = ws.root.join("target/xtask-run");
-    let (mut config, with_app) = match &args.config {
-        Some(path) => (Config::read(path)?, false),
-        None => (Config::example(ws)?, !args.no_app),
+    // The example is copied with its interface set; a configuration of yours runs as it is
+    // (its relative paths are relative to its own folder).
+    let (config, config_path, with_app) = match &args.config {
+        Some(path) => (Config::read(path)?, path.clone(), false),
+        None => {
+            let mut config = Config::example(ws)?;
+            let interface = match &args.interface {
+                Some(interface) => interface.clone(),
+                None => default_route_interface()?,
+            };
+            config.set("interfaces", vec![toml::Value::from(interface.as_str())]);
+            let path = work.join("ban-agent.toml");
+            config.write(&path)?;
+            (config, path, !args.no_app)
+        }
     };
-    let interface = match (&args.interface, &args.config) {
-        (Some(interface), _) => Some(interface.clone()),
-        (None, None) => Some(default_route_interface()?),
-        (None, Some(_)) => None,
-    };
-    if let Some(interface) = &interface {
-        config.set("interfaces", vec![toml::Value::from(interface.as_str())]);
-    }
-    let config_path = work.join("ban-agent.toml");
-    config.write(&config_path)?;
-
     let _app = if with_app {
         let access_log = config
             .jail_value("logpath")
@@ -78,7 +79,7 @@ pub fn run_agent(ws: &Workspace, args: &RunArgs) -> anyhow::Result<()> {
         None
     };
     println!(
-        "ban-agent: starting{}, XDP on {}, configuration {}\n\
+        "ban-agent: starting{}, configuration {}\n\
          In another terminal (as root):\n  \
          {agent} status {jail}\n  \
          curl -s -XPOST -H 'content-type: application/json' \
@@ -91,7 +92,6 @@ pub fn run_agent(ws: &Workspace, args: &RunArgs) -> anyhow::Result<()> {
         } else {
             "running"
         },
-        interface.as_deref().unwrap_or("the configured interfaces"),
         config_path.display(),
         agent = agent.display(),
         jail = example::JAIL,
