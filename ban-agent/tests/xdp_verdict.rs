@@ -186,7 +186,21 @@ fn an_expired_ban_stops_dropping_and_unban_lifts_at_once() {
 
     dp.maps().ban(0, target, Expiry::Never).expect("ban");
     assert_eq!(verdict(dp, &Frame::v4(CLEAN, L4::Tcp(PROTECTED))), DROP);
+    assert_eq!(
+        dp.maps().expiry(0, target).expect("look up"),
+        Some(Expiry::Never)
+    );
+    let network = "198.51.100.0/24".parse().expect("CIDR");
+    dp.maps().ban(0, network, soon).expect("ban a network");
+    assert_eq!(dp.maps().expiry(0, network).expect("look up"), Some(soon));
+    assert_eq!(
+        dp.maps().expiry(1, target).expect("look up"),
+        None,
+        "another jail"
+    );
+    assert!(dp.maps().unban(0, network).expect("unban the network"));
     assert!(dp.maps().unban(0, target).expect("unban"));
+    assert_eq!(dp.maps().expiry(0, target).expect("look up"), None);
     assert!(!dp.maps().unban(0, target).expect("unban twice"));
     assert_eq!(verdict(dp, &Frame::v4(CLEAN, L4::Tcp(PROTECTED))), PASS);
 

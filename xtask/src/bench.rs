@@ -2,7 +2,11 @@
 //! (root for XDP, fail2ban-regex as the detection peer) and writes their CSV files under
 //! `docs/benchmarks/`.
 
-use std::{fmt::Write as _, path::PathBuf, process::Command};
+use std::{
+    fmt::Write as _,
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 use anyhow::{Context as _, bail};
 
@@ -21,14 +25,24 @@ pub fn detect(ws: &Workspace) -> anyhow::Result<()> {
     let mut cmd = ws.cargo(&["bench", "--package", "ban-agent", "--bench", "detect"]);
     match fail2ban(ws) {
         Ok(peer) => {
-            cmd.env("BAN_AGENT_FAIL2BAN_REGEX", &peer.script);
-            if let Some(path) = &peer.pythonpath {
-                cmd.env("BAN_AGENT_FAIL2BAN_PYTHONPATH", path);
-            }
+            cmd.env("BAN_AGENT_FAIL2BAN_REGEX", &peer.regex)
+                .env("BAN_AGENT_FAIL2BAN_PYTHONPATH", &peer.pythonpath);
         }
         Err(error) => eprintln!("bench detect: no fail2ban-regex to compare with: {error:#}"),
     }
     run(&mut cmd)
+}
+
+/// Detection latency, ban-agent against fail2ban's server (root).
+pub fn latency(ws: &Workspace) -> anyhow::Result<()> {
+    if !is_root() {
+        bail!("the latency benchmark writes bans into BPF maps: run as root");
+    }
+    let peer = fail2ban(ws)?;
+    run(ws
+        .cargo(&["bench", "--package", "ban-agent", "--bench", "latency"])
+        .env("BAN_AGENT_FAIL2BAN_SERVER", &peer.server)
+        .env("BAN_AGENT_FAIL2BAN_PYTHONPATH", &peer.pythonpath))
 }
 
 /// The filter alone (criterion); the medians go to `docs/benchmarks/matcher.csv`.
@@ -64,54 +78,61 @@ pub fn matcher(ws: &Workspace) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// How to run fail2ban-regex.
+/// fail2ban's scripts and the PYTHONPATH they need.
 struct Fail2ban {
-    script: PathBuf,
-    pythonpath: Option<PathBuf>,
+    regex: PathBuf,
+    server: PathBuf,
+    pythonpath: PathBuf,
 }
 
-/// fail2ban-regex from the system when installed, else from the Debian package unpacked
-/// into the tools folder: unpacked, not installed, so that no fail2ban service starts on
-/// the machine (it is only a benchmark peer).
+/// fail2ban (and python3-pyinotify, for its inotify backend) from the distribution's
+/// packages, unpacked into the tools folder, not installed: no fail2ban service starts on
+/// the machine (it is only a benchmark peer), and every run uses the same version.
 fn fail2ban(ws: &Workspace) -> anyhow::Result<Fail2ban> {
-    let system = PathBuf::from("/usr/bin/fail2ban-regex");
-    if system.is_file() {
-        return Ok(Fail2ban {
-            script: system,
-            pythonpath: None,
-        });
-    }
     let root = ws.tools.join("fail2ban");
-    let script = root.join("usr/bin/fail2ban-regex");
     let pythonpath = root.join("usr/lib/python3/dist-packages");
-    if !script.is_file() {
-        let download = ws.tools.join("fail2ban-deb");
-        std::fs::create_dir_all(&download)
-            .with_context(|| format!("cannot create {}", download.display()))?;
-        let fetch = || {
-            Command::new("apt-get")
-                .args(["download", "-q", "fail2ban"])
-                .current_dir(&download)
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false)
-        };
-        if !fetch() {
-            // The package lists may be missing on a fresh machine.
-            run(Command::new("apt-get").args(["update", "-q"]))?;
-            if !fetch() {
-                bail!("apt-get download fail2ban failed in {}", download.display());
-            }
+    for (package, proof) in [
+        ("fail2ban", root.join("usr/bin/fail2ban-server")),
+        ("python3-pyinotify", pythonpath.join("pyinotify.py")),
+    ] {
+        if !proof.is_file() {
+            unpack(ws, package, &root)?;
         }
-        let deb = std::fs::read_dir(&download)?
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .find(|p| p.extension().is_some_and(|e| e == "deb"))
-            .with_context(|| format!("no .deb in {}", download.display()))?;
-        run(Command::new("dpkg").arg("-x").arg(&deb).arg(&root))?;
     }
     Ok(Fail2ban {
-        script,
-        pythonpath: Some(pythonpath),
+        regex: root.join("usr/bin/fail2ban-regex"),
+        server: root.join("usr/bin/fail2ban-server"),
+        pythonpath,
     })
+}
+
+/// `apt-get download PACKAGE` and `dpkg -x` it into `root`.
+fn unpack(ws: &Workspace, package: &str, root: &Path) -> anyhow::Result<()> {
+    let download = ws.tools.join(format!("{package}-deb"));
+    std::fs::create_dir_all(&download)
+        .with_context(|| format!("cannot create {}", download.display()))?;
+    let fetch = || {
+        Command::new("apt-get")
+            .args(["download", "-q", package])
+            .current_dir(&download)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    };
+    if !fetch() {
+        // The package lists may be missing on a fresh machine.
+        run(Command::new("apt-get").args(["update", "-q"]))?;
+        if !fetch() {
+            bail!(
+                "apt-get download {package} failed in {}",
+                download.display()
+            );
+        }
+    }
+    let deb = std::fs::read_dir(&download)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "deb"))
+        .with_context(|| format!("no .deb in {}", download.display()))?;
+    run(Command::new("dpkg").arg("-x").arg(&deb).arg(root))
 }

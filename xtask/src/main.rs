@@ -54,6 +54,8 @@ enum Bench {
     Detect,
     /// The filter alone, per line (criterion).
     Matcher,
+    /// Failure written -> ban effective, ban-agent vs. fail2ban's server (root).
+    Latency,
 }
 
 /// Paths and pins of this checkout.
@@ -140,9 +142,11 @@ fn main() -> anyhow::Result<()> {
                 Some(Bench::Xdp) => bench::xdp(&ws),
                 Some(Bench::Detect) => bench::detect(&ws),
                 Some(Bench::Matcher) => bench::matcher(&ws),
+                Some(Bench::Latency) => bench::latency(&ws),
                 None => {
                     bench::detect(&ws)?;
                     bench::matcher(&ws)?;
+                    bench::latency(&ws)?;
                     bench::xdp(&ws)
                 }
             }

@@ -106,6 +106,44 @@ impl Maps {
         Ok(removed)
     }
 
+    /// The expiry of the ban of exactly `target` in `jail`, if the maps hold one (expired
+    /// or not). One lookup, where [`Maps::list`] walks every ban.
+    pub fn expiry(&self, jail: u32, target: Target) -> Result<Option<Expiry>, DatapathError> {
+        let target = target.trunc();
+        let (result, map) = match target {
+            IpNet::V4(net) if net.prefix_len() == 32 => {
+                let key = BanKeyV4 {
+                    jail,
+                    addr: net.addr().octets(),
+                };
+                (self.ban_v4.get(&key, 0), maps::BAN_V4)
+            }
+            IpNet::V6(net) if net.prefix_len() == 128 => {
+                let key = BanKeyV6 {
+                    jail,
+                    addr: net.addr().octets(),
+                };
+                (self.ban_v6.get(&key, 0), maps::BAN_V6)
+            }
+            // The trie answers the longest match; only an exact one is this target's.
+            _ => {
+                let found = self
+                    .list()?
+                    .into_iter()
+                    .find(|ban| ban.jail == jail && ban.target == target);
+                return Ok(found.map(|ban| ban.expiry));
+            }
+        };
+        match result {
+            Ok(ban) => Ok(Some(Expiry::from_kernel(ban.expires_at_ns))),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
+                Ok(None)
+            }
+            Err(e) => Err(DatapathError::map("look up a ban", map, e)),
+        }
+    }
+
     /// Every ban in the maps, expired ones included (the kernel ignores those).
     pub fn list(&self) -> Result<Vec<BanRecord>, DatapathError> {
         let mut out = Vec::new();
