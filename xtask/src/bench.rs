@@ -45,6 +45,15 @@ pub fn latency(ws: &Workspace) -> anyhow::Result<()> {
         .env("BAN_AGENT_FAIL2BAN_PYTHONPATH", &peer.pythonpath))
 }
 
+/// Installing and restoring 1k to 100k bans, ban-agent vs. fail2ban's iptables and
+/// nftables actions (root).
+pub fn bans(ws: &Workspace) -> anyhow::Result<()> {
+    if !is_root() {
+        bail!("the bans benchmark writes BPF maps and firewall rules: run as root");
+    }
+    run(&mut ws.cargo(&["bench", "--package", "ban-agent", "--bench", "bans"]))
+}
+
 /// The filter alone (criterion); the medians go to `docs/benchmarks/matcher.csv`.
 pub fn matcher(ws: &Workspace) -> anyhow::Result<()> {
     run(&mut ws.cargo(&["bench", "--package", "ban-agent", "--bench", "matcher"]))?;

@@ -56,6 +56,8 @@ enum Bench {
     Matcher,
     /// Failure written -> ban effective, ban-agent vs. fail2ban's server (root).
     Latency,
+    /// Installing and restoring 1k-100k bans, vs. fail2ban's iptables and nftables actions (root).
+    Bans,
 }
 
 /// Paths and pins of this checkout.
@@ -143,10 +145,12 @@ fn main() -> anyhow::Result<()> {
                 Some(Bench::Detect) => bench::detect(&ws),
                 Some(Bench::Matcher) => bench::matcher(&ws),
                 Some(Bench::Latency) => bench::latency(&ws),
+                Some(Bench::Bans) => bench::bans(&ws),
                 None => {
                     bench::detect(&ws)?;
                     bench::matcher(&ws)?;
                     bench::latency(&ws)?;
+                    bench::bans(&ws)?;
                     bench::xdp(&ws)
                 }
             }

@@ -17,11 +17,14 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 
 /// Debian packages the tests, the demo and the benchmarks use, each with what proves it is
 /// there.
-const PACKAGES: [(Proof, &str); 6] = [
+const PACKAGES: [(Proof, &str); 8] = [
     (Proof::Command("bpftool"), "bpftool"),
     (Proof::Command("ip"), "iproute2"),
     (Proof::Command("nsenter"), "util-linux"),
     (Proof::Command("curl"), "curl"),
+    // Benchmark peers.
+    (Proof::Command("ip6tables"), "iptables"),
+    (Proof::Command("nft"), "nftables"),
     (Proof::Command("python3"), "python3"),
     // The example app's virtual environment (examples/fastapi-auth/venv.sh).
     (

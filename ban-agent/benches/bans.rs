@@ -1,0 +1,384 @@
+//! `cargo xtask bench bans` (root): how long installing 1k, 10k and 100k bans takes, and
+//! restoring them at start.
+//!
+//! - ban-agent: the release daemon, following a log to which one line per address is
+//!   appended at once (maxretry 1): the time until the last address is in the kernel map.
+//!   Restore: `stop --detach` (the pins go, as after a reboot), then a start, until the
+//!   last address is back in the map from the state file.
+//! - fail2ban's default action (iptables-multiport: one `ip6tables -I` per address) and
+//!   its nftables action (one `nft add element` per address into a set), each run as
+//!   fail2ban runs an action: `sh -c COMMAND` per ban, in a network namespace made here.
+//!   fail2ban restores at start by running the ban action again for every ban in its
+//!   database, so restore is measured as that, after a flush.
+//!
+//! Addresses are IPv6 from 2001:db8::/32; no packet is sent. A peer that has not finished
+//! within `CAP` is stopped and reported with how far it got, and not run at larger sizes. Writes
+//! `docs/benchmarks/bans.csv` and a table.
+
+use std::{
+    fmt::Write as _,
+    fs::{File, OpenOptions},
+    io::Write as _,
+    net::{IpAddr, Ipv6Addr},
+    os::fd::AsRawFd as _,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use ipnet::IpNet;
+
+const SIZES: [u32; 3] = [1_000, 10_000, 100_000];
+const RUNS: usize = 3;
+/// A measurement that takes longer is stopped: the figure is then a lower bound.
+const CAP: Duration = Duration::from_secs(60);
+const AGENT: &str = env!("CARGO_BIN_EXE_ban-agent");
+const NETNS: &str = "ba-bench-bans";
+
+fn address(i: u32) -> Ipv6Addr {
+    Ipv6Addr::new(0x2001, 0xdb8, 0xba, 0, 0, 0, (i >> 16) as u16, i as u16)
+}
+
+/// One measurement: how many of the bans were in place, in how long.
+#[derive(Clone, Copy)]
+struct Timed {
+    done: u32,
+    seconds: f64,
+}
+
+fn main() -> anyhow::Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("the bans benchmark writes BPF maps and firewall rules: run it as root");
+    }
+    let netns = Netns::enter(NETNS)?;
+    let mut rows: Vec<(&str, &str, u32, usize, Timed)> = Vec::new();
+    for &size in &SIZES {
+        for run in 1..=RUNS {
+            eprintln!("bans: {size} bans, run {run}/{RUNS}");
+            let (install, restore) = ban_agent(size)?;
+            rows.push(("ban-agent", "install", size, run, install));
+            rows.push(("ban-agent", "restore", size, run, restore));
+            for peer in [Peer::Iptables, Peer::Nftables] {
+                // A peer that hit the cap is not run again at that size or above.
+                let capped = rows
+                    .iter()
+                    .any(|r| r.0 == peer.name() && r.2 <= size && r.4.done < r.2);
+                if capped {
+                    continue;
+                }
+                let (install, restore) = peer.measure(size)?;
+                rows.push((peer.name(), "install", size, run, install));
+                rows.push((peer.name(), "restore", size, run, restore));
+            }
+        }
+    }
+    drop(netns);
+    report(&rows)
+}
+
+/// A network namespace made for the benchmark, entered by this thread (its children
+/// inherit it); deleted on drop.
+struct Netns(String);
+
+impl Netns {
+    fn enter(name: &str) -> anyhow::Result<Self> {
+        let _stale = Command::new("ip").args(["netns", "del", name]).output();
+        let status = Command::new("ip").args(["netns", "add", name]).status()?;
+        if !status.success() {
+            bail!("ip netns add {name} failed");
+        }
+        let path = format!("/run/netns/{name}");
+        let file = File::open(&path).with_context(|| format!("cannot open {path}"))?;
+        // SAFETY: a valid namespace fd; setns changes only this thread.
+        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            bail!("setns {path}: {}", std::io::Error::last_os_error());
+        }
+        Ok(Self(name.to_owned()))
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _gone = Command::new("ip").args(["netns", "del", &self.0]).output();
+    }
+}
+
+/// A child process killed on drop.
+struct Process(Child);
+
+impl Process {
+    /// Waits for the process to exit by itself (after `stop`), at most 30 s.
+    fn wait(mut self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.0.try_wait()?.is_none() {
+            if Instant::now() > deadline {
+                bail!("ban-agent did not stop within 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _killed = self.0.kill();
+        let _reaped = self.0.wait();
+    }
+}
+
+/// Polls every 10 ms until `done` says how many are in place reaches `size`, or the cap.
+fn time_until(
+    size: u32,
+    started: Instant,
+    mut done: impl FnMut() -> anyhow::Result<u32>,
+) -> anyhow::Result<Timed> {
+    loop {
+        let count = done()?;
+        if count >= size || started.elapsed() > CAP {
+            return Ok(Timed {
+                done: count,
+                seconds: started.elapsed().as_secs_f64(),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn ban_agent(size: u32) -> anyhow::Result<(Timed, Timed)> {
+    let dir = tempfile::tempdir()?;
+    let pins = PathBuf::from("/sys/fs/bpf/ban-agent-bench-bans");
+    let _stale = ban_agent::datapath::detach(&pins);
+    let log = dir.path().join("access.log");
+    File::create(&log)?;
+    let config = dir.path().join("ban-agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "socket = \"ctl.sock\"\nstate_dir = \"state\"\npin_dir = \"{}\"\n\
+             [jail.fastapi-auth]\nlogpath = \"{}\"\nfilter = \"fastapi-auth\"\n\
+             maxretry = 1\nbantime = \"1h\"\nports = [8000]\n",
+            pins.display(),
+            log.display()
+        ),
+    )?;
+    let daemon = start_agent(dir.path(), &config)?;
+    let maps = ban_agent::datapath::Maps::open_pinned(&pins)?;
+    let last = IpNet::from(IpAddr::V6(address(size - 1)));
+    let count = |maps: &ban_agent::datapath::Maps| -> anyhow::Result<u32> {
+        // Lines are read in order: the last address in place means all are; then count.
+        Ok(match maps.expiry(0, last)? {
+            Some(_) => maps.list()?.len() as u32,
+            None => 0,
+        })
+    };
+
+    let stamp = jiff::Zoned::now()
+        .strftime("%Y-%m-%d %H:%M:%S,%3f")
+        .to_string();
+    let mut lines = String::with_capacity(size as usize * 100);
+    for i in 0..size {
+        let _ = writeln!(
+            lines,
+            "{stamp} - fastapi-auth - INFO - {} - \"POST /login\" 401 - 0.0100s",
+            address(i)
+        );
+    }
+    let mut file = OpenOptions::new().append(true).open(&log)?;
+    let started = Instant::now();
+    file.write_all(lines.as_bytes())?;
+    let install = time_until(size, started, || count(&maps))?;
+    drop(maps);
+
+    // As after a reboot: the kernel holds nothing; the state file holds every ban.
+    cli(dir.path(), &["stop", "--detach"])?;
+    daemon.wait()?;
+    let started = Instant::now();
+    let _daemon = start_agent(dir.path(), &config)?;
+    let maps = ban_agent::datapath::Maps::open_pinned(&pins)?;
+    let restore = time_until(size, started, || count(&maps))?;
+    drop(maps);
+    let _removed = ban_agent::datapath::detach(&pins);
+    Ok((install, restore))
+}
+
+fn start_agent(dir: &Path, config: &Path) -> anyhow::Result<Process> {
+    let daemon = Process(
+        Command::new(AGENT)
+            .args(["run", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(File::create(dir.join("agent.log"))?)
+            .spawn()
+            .context("start ban-agent")?,
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while cli(dir, &["ping"]).is_err() {
+        if Instant::now() > deadline {
+            bail!(
+                "ban-agent did not answer within 30 s:\n{}",
+                std::fs::read_to_string(dir.join("agent.log")).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(daemon)
+}
+
+fn cli(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
+    let out = Command::new(AGENT)
+        .arg("--socket")
+        .arg(dir.join("ctl.sock"))
+        .args(args)
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "ban-agent {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+#[derive(Clone, Copy)]
+enum Peer {
+    Iptables,
+    Nftables,
+}
+
+impl Peer {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Iptables => "fail2ban iptables-multiport",
+            Self::Nftables => "fail2ban nftables",
+        }
+    }
+
+    /// The action's start, ban and flush commands, as fail2ban 1.0.2 renders
+    /// action.d/iptables-multiport.conf and action.d/nftables-multiport.conf for an IPv6
+    /// address, port 8000.
+    fn commands(self) -> (&'static [&'static str], &'static str, &'static str) {
+        match self {
+            Self::Iptables => (
+                &[
+                    "ip6tables -w -N f2b-bench",
+                    "ip6tables -w -A f2b-bench -j RETURN",
+                    "ip6tables -w -I INPUT -p tcp -m multiport --dports 8000 -j f2b-bench",
+                ],
+                "ip6tables -w -I f2b-bench 1 -s {ip} -j REJECT --reject-with icmp6-port-unreachable",
+                "ip6tables -w -F f2b-bench && ip6tables -w -A f2b-bench -j RETURN",
+            ),
+            Self::Nftables => (
+                &[
+                    "nft add table inet f2b-table",
+                    "nft -- add chain inet f2b-table f2b-chain { type filter hook input priority -1 \\; }",
+                    "nft add set inet f2b-table addr6-set-bench { type ipv6_addr \\; }",
+                    "nft add rule inet f2b-table f2b-chain meta l4proto tcp tcp dport { 8000 } ip6 saddr @addr6-set-bench reject",
+                ],
+                "nft add element inet f2b-table addr6-set-bench { {ip} }",
+                "nft flush set inet f2b-table addr6-set-bench",
+            ),
+        }
+    }
+
+    fn measure(self, size: u32) -> anyhow::Result<(Timed, Timed)> {
+        let (start, ban, flush) = self.commands();
+        // A clean firewall in the namespace.
+        sh("ip6tables -w -F && ip6tables -w -X; nft flush ruleset")?;
+        for command in start {
+            sh(command)?;
+        }
+        let install = self.ban_all(ban, size)?;
+        sh(flush)?;
+        let restore = self.ban_all(ban, size)?;
+        sh("ip6tables -w -F && ip6tables -w -X; nft flush ruleset")?;
+        Ok((install, restore))
+    }
+
+    /// Runs the ban action once per address, as fail2ban does, until done or the cap.
+    fn ban_all(self, ban: &str, size: u32) -> anyhow::Result<Timed> {
+        let started = Instant::now();
+        for i in 0..size {
+            if started.elapsed() > CAP {
+                return Ok(Timed {
+                    done: i,
+                    seconds: started.elapsed().as_secs_f64(),
+                });
+            }
+            sh(&ban.replace("{ip}", &address(i).to_string()))?;
+        }
+        Ok(Timed {
+            done: size,
+            seconds: started.elapsed().as_secs_f64(),
+        })
+    }
+}
+
+fn sh(command: &str) -> anyhow::Result<()> {
+    let out = Command::new("sh").arg("-c").arg(command).output()?;
+    if !out.status.success() {
+        bail!(
+            "`{command}` failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+fn report(rows: &[(&str, &str, u32, usize, Timed)]) -> anyhow::Result<()> {
+    let mut csv = String::from("tool,operation,bans,run,done,seconds\n");
+    for (tool, operation, size, run, timed) in rows {
+        let _ = writeln!(
+            csv,
+            "{tool},{operation},{size},{run},{},{:.4}",
+            timed.done, timed.seconds
+        );
+    }
+    let mut table = String::from(
+        "| tool | operation | bans | seconds | bans/s | vs. ban-agent |\n|---|---|---:|---:|---:|---:|\n",
+    );
+    let median = |tool: &str, operation: &str, size: u32| -> Option<Timed> {
+        let mut runs: Vec<Timed> = rows
+            .iter()
+            .filter(|r| r.0 == tool && r.1 == operation && r.2 == size)
+            .map(|r| r.4)
+            .collect();
+        runs.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
+        runs.get(runs.len() / 2).copied()
+    };
+    for &size in &SIZES {
+        for operation in ["install", "restore"] {
+            let ours = median("ban-agent", operation, size);
+            for tool in ["ban-agent", Peer::Iptables.name(), Peer::Nftables.name()] {
+                let Some(timed) = median(tool, operation, size) else {
+                    continue;
+                };
+                let rate = f64::from(timed.done) / timed.seconds;
+                let (seconds, ratio) = if timed.done < size {
+                    // Stopped at the cap: at its rate, the whole would have taken longer.
+                    (
+                        format!("> {:.0} ({} done)", timed.seconds, timed.done),
+                        String::from("—"),
+                    )
+                } else {
+                    let ratio = ours.map_or(f64::NAN, |ours| timed.seconds / ours.seconds);
+                    (format!("{:.3}", timed.seconds), format!("{ratio:.1}"))
+                };
+                let _ = writeln!(
+                    table,
+                    "| {tool} | {operation} | {size} | {seconds} | {rate:.0} | {ratio} |"
+                );
+            }
+        }
+    }
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/benchmarks/bans.csv");
+    std::fs::write(&path, csv).with_context(|| format!("cannot write {}", path.display()))?;
+    println!(
+        "Installing and restoring bans (median of {RUNS} runs; a peer stopped at {} s is run once):\n\n{table}\nwrote docs/benchmarks/bans.csv",
+        CAP.as_secs()
+    );
+    Ok(())
+}
