@@ -88,9 +88,9 @@ pub fn run_agent(ws: &Workspace, args: &RunArgs) -> anyhow::Result<()> {
          Ctrl-C stops the agent (bans stay in the kernel until they expire; \
          `{agent} datapath detach` removes XDP and every ban).\n",
         if with_app {
-            "with the example app"
+            " beside the example app"
         } else {
-            "running"
+            ""
         },
         config_path.display(),
         agent = agent.display(),
