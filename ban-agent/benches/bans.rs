@@ -20,21 +20,26 @@ use std::{
     fs::{File, OpenOptions},
     io::Write as _,
     net::{IpAddr, Ipv6Addr},
-    os::fd::AsRawFd as _,
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    path::Path,
+    process::Command,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail};
 use ipnet::IpNet;
+// The privileged tests' helpers: the daemon as a process, a namespace and a pin directory
+// of the benchmark's own.
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::{
+    Netns, Pins,
+    agent::{self, AGENT, Daemon},
+};
 
 const SIZES: [u32; 3] = [1_000, 10_000, 100_000];
 const RUNS: usize = 3;
 /// A measurement that takes longer is stopped: the figure is then a lower bound.
 const CAP: Duration = Duration::from_secs(60);
-const AGENT: &str = env!("CARGO_BIN_EXE_ban-agent");
-const NETNS: &str = "ba-bench-bans";
 
 fn address(i: u32) -> Ipv6Addr {
     Ipv6Addr::new(0x2001, 0xdb8, 0xba, 0, 0, 0, (i >> 16) as u16, i as u16)
@@ -52,8 +57,18 @@ fn main() -> anyhow::Result<()> {
     if unsafe { libc::geteuid() } != 0 {
         bail!("the bans benchmark writes BPF maps and firewall rules: run it as root");
     }
-    let netns = Netns::enter(NETNS)?;
-    let mut rows: Vec<(&str, &str, u32, usize, Timed)> = Vec::new();
+    // The firewall rules go into a namespace of the benchmark's, and so does everything
+    // started from here.
+    let netns = Netns::new("bench-bans");
+    let rows = netns.run(measure_all)?;
+    drop(netns);
+    report(&rows)
+}
+
+type Row = (&'static str, &'static str, u32, usize, Timed);
+
+fn measure_all() -> anyhow::Result<Vec<Row>> {
+    let mut rows: Vec<Row> = Vec::new();
     for &size in &SIZES {
         for run in 1..=RUNS {
             eprintln!("bans: {size} bans, run {run}/{RUNS}");
@@ -74,59 +89,7 @@ fn main() -> anyhow::Result<()> {
             }
         }
     }
-    drop(netns);
-    report(&rows)
-}
-
-/// A network namespace made for the benchmark, entered by this thread (its children
-/// inherit it); deleted on drop.
-struct Netns(String);
-
-impl Netns {
-    fn enter(name: &str) -> anyhow::Result<Self> {
-        let _stale = Command::new("ip").args(["netns", "del", name]).output();
-        let status = Command::new("ip").args(["netns", "add", name]).status()?;
-        if !status.success() {
-            bail!("ip netns add {name} failed");
-        }
-        let path = format!("/run/netns/{name}");
-        let file = File::open(&path).with_context(|| format!("cannot open {path}"))?;
-        // SAFETY: a valid namespace fd; setns changes only this thread.
-        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            bail!("setns {path}: {}", std::io::Error::last_os_error());
-        }
-        Ok(Self(name.to_owned()))
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _gone = Command::new("ip").args(["netns", "del", &self.0]).output();
-    }
-}
-
-/// A child process killed on drop.
-struct Process(Child);
-
-impl Process {
-    /// Waits for the process to exit by itself (after `stop`), at most 30 s.
-    fn wait(mut self) -> anyhow::Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.0.try_wait()?.is_none() {
-            if Instant::now() > deadline {
-                bail!("ban-agent did not stop within 30 s");
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _killed = self.0.kill();
-        let _reaped = self.0.wait();
-    }
+    Ok(rows)
 }
 
 /// Polls every 10 ms until `done` says how many are in place reaches `size`, or the cap.
@@ -149,23 +112,21 @@ fn time_until(
 
 fn ban_agent(size: u32) -> anyhow::Result<(Timed, Timed)> {
     let dir = tempfile::tempdir()?;
-    let pins = PathBuf::from("/sys/fs/bpf/ban-agent-bench-bans");
-    let _stale = ban_agent::datapath::detach(&pins);
+    let pins = Pins::new("bench-bans");
     let log = dir.path().join("access.log");
     File::create(&log)?;
-    let config = dir.path().join("ban-agent.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "socket = \"ctl.sock\"\nstate_dir = \"state\"\npin_dir = \"{}\"\n\
-             [jail.fastapi-auth]\nlogpath = \"{}\"\nfilter = \"fastapi-auth\"\n\
-             maxretry = 1\nbantime = \"1h\"\nports = [8000]\n",
-            pins.display(),
-            log.display()
-        ),
-    )?;
-    let daemon = start_agent(dir.path(), &config)?;
-    let maps = ban_agent::datapath::Maps::open_pinned(&pins)?;
+    let config = agent::one_jail_config(dir.path(), &pins.dir, &log, 1);
+    let socket = dir.path().join("ctl.sock");
+    let start = || {
+        let mut command = Command::new(AGENT);
+        command
+            .args(["run", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "warn");
+        Daemon::spawn(command, &socket, &dir.path().join("agent.log"))
+    };
+    let daemon = start();
+    let maps = ban_agent::datapath::Maps::open_pinned(&pins.dir)?;
     let last = IpNet::from(IpAddr::V6(address(size - 1)));
     let count = |maps: &ban_agent::datapath::Maps| -> anyhow::Result<u32> {
         // Lines are read in order: the last address in place means all are; then count.
@@ -193,54 +154,13 @@ fn ban_agent(size: u32) -> anyhow::Result<(Timed, Timed)> {
     drop(maps);
 
     // As after a reboot: the kernel holds nothing; the state file holds every ban.
-    cli(dir.path(), &["stop", "--detach"])?;
-    daemon.wait()?;
+    agent::cli(&socket, &["stop", "--detach"]);
+    daemon.wait();
     let started = Instant::now();
-    let _daemon = start_agent(dir.path(), &config)?;
-    let maps = ban_agent::datapath::Maps::open_pinned(&pins)?;
+    let _daemon = start();
+    let maps = ban_agent::datapath::Maps::open_pinned(&pins.dir)?;
     let restore = time_until(size, started, || count(&maps))?;
-    drop(maps);
-    let _removed = ban_agent::datapath::detach(&pins);
     Ok((install, restore))
-}
-
-fn start_agent(dir: &Path, config: &Path) -> anyhow::Result<Process> {
-    let daemon = Process(
-        Command::new(AGENT)
-            .args(["run", "--config"])
-            .arg(config)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(File::create(dir.join("agent.log"))?)
-            .spawn()
-            .context("start ban-agent")?,
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while cli(dir, &["ping"]).is_err() {
-        if Instant::now() > deadline {
-            bail!(
-                "ban-agent did not answer within 30 s:\n{}",
-                std::fs::read_to_string(dir.join("agent.log")).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    Ok(daemon)
-}
-
-fn cli(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
-    let out = Command::new(AGENT)
-        .arg("--socket")
-        .arg(dir.join("ctl.sock"))
-        .args(args)
-        .output()?;
-    if !out.status.success() {
-        bail!(
-            "ban-agent {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(())
 }
 
 #[derive(Clone, Copy)]

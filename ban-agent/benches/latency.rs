@@ -23,6 +23,13 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use ipnet::IpNet;
+// The privileged tests' helpers: the daemon as a process, a pin directory of its own.
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::{
+    Pins,
+    agent::{self, AGENT, Daemon},
+};
 
 const RUNS: usize = 3;
 /// Addresses banned per run.
@@ -31,7 +38,6 @@ const MAXRETRY: usize = 5;
 /// One line every 2 ms (500 lines/s): each failure is followed by a successful login of
 /// another client.
 const SPACING: Duration = Duration::from_millis(2);
-const AGENT: &str = env!("CARGO_BIN_EXE_ban-agent");
 const FAIL2BAN_FILTER: &str =
     include_str!("../../examples/fastapi-auth/fail2ban/filter.d/fastapi-auth.conf");
 
@@ -45,7 +51,7 @@ fn main() -> anyhow::Result<()> {
     for run in 1..=RUNS {
         let dir = tempfile::tempdir()?;
         eprintln!("latency: run {run}/{RUNS}: ban-agent");
-        runs.push(("ban-agent", run, ban_agent(dir.path(), run)?));
+        runs.push(("ban-agent", run, ban_agent(dir.path())?));
         match &peer {
             Some(server) => {
                 eprintln!("latency: run {run}/{RUNS}: fail2ban");
@@ -115,7 +121,7 @@ fn latencies(
     Ok(out)
 }
 
-/// A child process killed on drop.
+/// fail2ban's server, killed on drop.
 struct Process(Child);
 
 impl Drop for Process {
@@ -125,58 +131,18 @@ impl Drop for Process {
     }
 }
 
-/// The benchmark's pin directory: a stale one is removed first, this one on drop.
-struct Pins(PathBuf);
-
-impl Pins {
-    fn new(path: &str) -> Self {
-        let path = PathBuf::from(path);
-        let _stale = ban_agent::datapath::detach(&path);
-        Self(path)
-    }
-}
-
-impl Drop for Pins {
-    fn drop(&mut self) {
-        let _removed = ban_agent::datapath::detach(&self.0);
-    }
-}
-
-fn ban_agent(dir: &Path, run: usize) -> anyhow::Result<Vec<f64>> {
-    let pins = Pins::new("/sys/fs/bpf/ban-agent-bench-latency");
+fn ban_agent(dir: &Path) -> anyhow::Result<Vec<f64>> {
+    let pins = Pins::new("bench-latency");
     let log = dir.join("agent-access.log");
     File::create(&log)?;
-    let config = dir.join("ban-agent.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "socket = \"ctl.sock\"\nstate_dir = \"state-{run}\"\npin_dir = \"{}\"\n\
-             [jail.fastapi-auth]\nlogpath = \"{}\"\nfilter = \"fastapi-auth\"\n\
-             maxretry = {MAXRETRY}\nfindtime = \"10m\"\nbantime = \"1h\"\nports = [8000]\n",
-            pins.0.display(),
-            log.display()
-        ),
-    )?;
-    let _daemon = Process(
-        Command::new(AGENT)
-            .args(["run", "--config"])
-            .arg(&config)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(File::create(dir.join("agent.log"))?)
-            .spawn()
-            .context("start ban-agent")?,
-    );
-    let socket = dir.join("ctl.sock");
-    wait_until("ban-agent answers ping", || {
-        Command::new(AGENT)
-            .arg("--socket")
-            .arg(&socket)
-            .arg("ping")
-            .output()
-            .is_ok_and(|out| out.status.success())
-    })?;
-    let maps = ban_agent::datapath::Maps::open_pinned(&pins.0)?;
+    let config = agent::one_jail_config(dir, &pins.dir, &log, MAXRETRY as u32);
+    let mut command = Command::new(AGENT);
+    command
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "warn");
+    let _daemon = Daemon::spawn(command, &dir.join("ctl.sock"), &dir.join("agent.log"));
+    let maps = ban_agent::datapath::Maps::open_pinned(&pins.dir)?;
     // The poller notes when each address first shows in the map, every 100 µs, until
     // every attacker is there or it is told to give up.
     let give_up = Arc::new(AtomicBool::new(false));

@@ -15,6 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use ban_agent::clock::boot_ns;
 use common::{
     Netns, Pins,
     agent::{self, Daemon},
@@ -233,18 +234,6 @@ fn attack(
     fifth.elapsed()
 }
 
-/// Boot-clock nanoseconds, the clock of a ban's expiry in the map.
-fn boottime_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid timespec to fill.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
-    assert_eq!(rc, 0);
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
 /// The expiry `bpftool map dump` shows for `addr` (IPv4) in the pinned ban_v4 map.
 fn bpftool_expiry(pins: &Path, addr: [u8; 4]) -> Option<u64> {
     let out = sh(Command::new("bpftool")
@@ -295,7 +284,7 @@ fn a_brute_forced_fastapi_login_is_dropped_in_xdp_and_the_client_is_not() {
         ("/login", BAD_LOGIN, 401),
         &daemon,
     )];
-    let banned_at = boottime_ns();
+    let banned_at = boot_ns();
 
     // 4. status lists it; bpftool shows it with its expiry.
     let status = scene.cli(&["status", "fastapi-auth"]);
@@ -337,7 +326,7 @@ fn a_brute_forced_fastapi_login_is_dropped_in_xdp_and_the_client_is_not() {
     client_logs_in(&scene);
 
     // 5. The IPv4 ban expires in the kernel, without the agent's help.
-    let left = (banned_at + BANTIME_S * 1_000_000_000).saturating_sub(boottime_ns());
+    let left = (banned_at + BANTIME_S * 1_000_000_000).saturating_sub(boot_ns());
     std::thread::sleep(Duration::from_nanos(left) + Duration::from_millis(200));
     assert!(
         connects(&scene.attacker, &at(SERVER_V4, 8000)),

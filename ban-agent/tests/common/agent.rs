@@ -29,7 +29,6 @@ impl Daemon {
         socket: &Path,
         log: &Path,
     ) -> Self {
-        let file = std::fs::File::create(log).expect("daemon log");
         let mut command = match wrapper.split_first() {
             Some((program, rest)) => {
                 let mut command = ns.command(program);
@@ -38,11 +37,19 @@ impl Daemon {
             }
             None => ns.command(AGENT),
         };
-        let child = command
+        command
             .args(["run", "--config"])
             .arg(config)
             .args(args)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", "info");
+        Self::spawn(command, socket, log)
+    }
+
+    /// Spawns `command` (a `ban-agent run` command line), its stderr in `log`, and waits
+    /// until it answers `ping` on `socket`.
+    pub fn spawn(mut command: Command, socket: &Path, log: &Path) -> Self {
+        let file = std::fs::File::create(log).expect("daemon log");
+        let child = command
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()
@@ -92,6 +99,24 @@ impl Drop for Daemon {
             let _reaped = self.child.wait();
         }
     }
+}
+
+/// Writes `dir/ban-agent.toml`: socket `dir/ctl.sock`, state in `dir/state`, pins in
+/// `pins`, no interface, and one jail `fastapi-auth` on `log` (port 8000, bantime 1h) with
+/// `maxretry`. Returns its path.
+pub fn one_jail_config(dir: &Path, pins: &Path, log: &Path, maxretry: u32) -> PathBuf {
+    let path = dir.join("ban-agent.toml");
+    let text = format!(
+        "socket = \"{}\"\nstate_dir = \"{}\"\npin_dir = \"{}\"\n\
+         [jail.fastapi-auth]\nlogpath = \"{}\"\nfilter = \"fastapi-auth\"\n\
+         maxretry = {maxretry}\nfindtime = \"10m\"\nbantime = \"1h\"\nports = [8000]\n",
+        dir.join("ctl.sock").display(),
+        dir.join("state").display(),
+        pins.display(),
+        log.display()
+    );
+    std::fs::write(&path, text).expect("write the configuration");
+    path
 }
 
 /// `ban-agent --socket SOCKET args...`, as an operator types it.
