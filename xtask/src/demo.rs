@@ -135,27 +135,18 @@ impl Drop for Scene {
 }
 
 fn ip(args: &[&str]) -> anyhow::Result<()> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .context("cannot run ip (iproute2)")?;
-    if !out.status.success() {
-        bail!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
+    output(Command::new("ip").args(args)).map(drop)
 }
 
-/// `nsenter --net=/run/netns/NS --` (network only: bpffs stays visible to the agent).
-fn inside(ns: &str) -> Vec<String> {
-    vec![
-        "nsenter".into(),
-        format!("--net=/run/netns/{ns}"),
-        "--".into(),
-    ]
+/// `program` run inside namespace `ns` with nsenter (network only: bpffs stays visible
+/// to the agent, which `ip netns exec` would hide).
+fn inside(ns: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut command = Command::new("nsenter");
+    command
+        .arg(format!("--net=/run/netns/{ns}"))
+        .arg("--")
+        .arg(program);
+    command
 }
 
 struct Story<'a> {
@@ -201,7 +192,7 @@ impl Story<'_> {
         self.say("starting the example app (examples/fastapi-auth/app.py) in the server");
         let _app = App::start(
             self.ws,
-            &inside(Scene::SERVER),
+            |python| inside(Scene::SERVER, python),
             &access_log,
             &self.work.join("app.log"),
             || {
@@ -274,10 +265,7 @@ impl Story<'_> {
         let log = self.work.join("agent.log");
         let file =
             fs::File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
-        let child = Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{}", Scene::SERVER))
-            .arg("--")
-            .arg(&self.agent)
+        let child = inside(Scene::SERVER, &self.agent)
             .args(["run", "--config"])
             .arg(&path)
             .env("RUST_LOG", "info")
@@ -334,10 +322,9 @@ impl Story<'_> {
         path: &str,
         json: Option<&str>,
     ) -> anyhow::Result<Option<u16>> {
-        let mut command = Command::new("nsenter");
+        let mut command = inside(ns, "curl");
         command
-            .arg(format!("--net=/run/netns/{ns}"))
-            .args(["--", "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}"])
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
             .args(["--max-time", "2", "-X", method])
             .args(["-H", "content-type: application/json"]);
         if let Some(json) = json {
@@ -413,6 +400,7 @@ impl Drop for Agent {
     }
 }
 
+/// A command's standard output; its standard error in the error when it fails.
 fn output(command: &mut Command) -> anyhow::Result<String> {
     let out = command
         .output()

@@ -105,12 +105,12 @@ pub struct App {
 }
 
 impl App {
-    /// Starts `app.py` through `launcher` (empty, or a command such as nsenter that runs
-    /// the rest of its line), logging to `access_log`, its own output in `output`, and
-    /// waits until `probe` (an address reaching port 8000) connects.
+    /// Starts `app.py` with the venv's python, through `launch` (which makes the command
+    /// that runs the program it is given), logging to `access_log`, its own output in
+    /// `output`, and waits until `probe` (an address reaching port 8000) connects.
     pub fn start(
         ws: &Workspace,
-        launcher: &[String],
+        launch: impl FnOnce(&Path) -> Command,
         access_log: &Path,
         output: &Path,
         probe: impl Fn() -> bool,
@@ -118,14 +118,7 @@ impl App {
         let python = venv(ws)?.join("bin/python");
         let file = fs::File::create(output)
             .with_context(|| format!("cannot create {}", output.display()))?;
-        let mut command = match launcher.split_first() {
-            Some((program, rest)) => {
-                let mut command = Command::new(program);
-                command.args(rest).arg(&python);
-                command
-            }
-            None => Command::new(&python),
-        };
+        let mut command = launch(&python);
         let child = command
             .arg(dir(ws).join("app.py"))
             .env("ACCESS_LOG", access_log)

@@ -44,10 +44,11 @@ pub fn run_agent(ws: &Workspace, args: &RunArgs) -> anyhow::Result<()> {
     run(&mut ws.cargo(&["build", "--release", "--package", "ban-agent"]))?;
     let agent = ws.root.join("target/release/ban-agent");
     let work = ws.root.join("target/xtask-run");
-    // The example is copied with its interface set; a configuration of yours runs as it is
-    // (its relative paths are relative to its own folder).
-    let (config, config_path, with_app) = match &args.config {
-        Some(path) => (Config::read(path)?, path.clone(), false),
+    // The example is copied with its interface set, and the app writes the log its jail
+    // reads; a configuration of yours runs as it is (its relative paths are relative to
+    // its own folder).
+    let (config_path, app_log) = match &args.config {
+        Some(path) => (path.clone(), None),
         None => {
             let mut config = Config::example(ws)?;
             let interface = match &args.interface {
@@ -57,18 +58,27 @@ pub fn run_agent(ws: &Workspace, args: &RunArgs) -> anyhow::Result<()> {
             config.set("interfaces", vec![toml::Value::from(interface.as_str())]);
             let path = work.join("ban-agent.toml");
             config.write(&path)?;
-            (config, path, !args.no_app)
+            let app_log = if args.no_app {
+                None
+            } else {
+                let logpath = config.jail_value("logpath").and_then(toml::Value::as_str);
+                Some(
+                    logpath
+                        .context("the example's jail has no logpath")?
+                        .to_owned(),
+                )
+            };
+            (path, app_log)
         }
     };
-    let _app = if with_app {
-        let access_log = config
-            .jail_value("logpath")
-            .and_then(toml::Value::as_str)
-            .context("the example's jail has no logpath")?
-            .to_owned();
-        let app = App::start(ws, &[], access_log.as_ref(), &work.join("app.log"), || {
-            example::listening("127.0.0.1:8000")
-        })?;
+    let _app = if let Some(access_log) = &app_log {
+        let app = App::start(
+            ws,
+            |python| Command::new(python),
+            access_log.as_ref(),
+            &work.join("app.log"),
+            || example::listening("127.0.0.1:8000"),
+        )?;
         println!(
             "example app: listening on port 8000 (every address), logging to {access_log}; \
              its output is in {}",
@@ -87,7 +97,7 @@ pub fn run_agent(ws: &Workspace, args: &RunArgs) -> anyhow::Result<()> {
          (5 times from another machine bans it)\n\
          Ctrl-C stops the agent (bans stay in the kernel until they expire; \
          `{agent} datapath detach` removes XDP and every ban).\n",
-        if with_app {
+        if app_log.is_some() {
             " beside the example app"
         } else {
             ""

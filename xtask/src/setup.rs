@@ -28,7 +28,7 @@ const PACKAGES: [(Proof, &str); 8] = [
     (Proof::Command("python3"), "python3"),
     // The example app's virtual environment (examples/fastapi-auth/venv.sh).
     (
-        Proof::Runs(&["python3", "-c", "import ensurepip"]),
+        Proof::Runs("python3", &["-c", "import ensurepip"]),
         "python3-venv",
     ),
 ];
@@ -36,21 +36,20 @@ const PACKAGES: [(Proof, &str); 8] = [
 enum Proof {
     /// A command on the PATH (or in /usr/sbin, /sbin).
     Command(&'static str),
-    /// A command line that succeeds.
-    Runs(&'static [&'static str]),
+    /// A program that succeeds with these arguments.
+    Runs(&'static str, &'static [&'static str]),
 }
 
 impl Proof {
     fn holds(&self) -> bool {
         match self {
             Self::Command(command) => on_path(command),
-            Self::Runs([program, args @ ..]) => Command::new(program)
-                .args(args)
+            Self::Runs(program, args) => Command::new(program)
+                .args(*args)
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())
                 .status()
                 .is_ok_and(|status| status.success()),
-            Self::Runs([]) => true,
         }
     }
 }
