@@ -6,6 +6,7 @@
 pub mod agent;
 pub mod net;
 pub mod packet;
+pub mod report;
 
 use std::{
     fs::File,

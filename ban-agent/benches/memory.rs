@@ -1,0 +1,269 @@
+//! `cargo xtask bench memory` (root): the release daemon's resident memory idle, while it
+//! tracks 100k and 1M failing addresses (one failure each, below maxretry), and while it
+//! holds 1M bans (maxretry 1), with the kernel memory of its BPF maps beside it. The
+//! addresses are IPv6 from 2001:db8::/32, written as FastAPI failure lines to the log the
+//! daemon follows; no packet is sent. Median of `RUNS` runs (each a fresh daemon). Writes
+//! `docs/benchmarks/memory.csv`, `memory.md` and a table.
+
+use std::{
+    fmt::Write as _,
+    fs::{File, OpenOptions},
+    io::Write as _,
+    net::{IpAddr, Ipv6Addr},
+    path::Path,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use ban_agent::{
+    control::{
+        client,
+        protocol::{Reply, Request},
+    },
+    datapath::Maps,
+};
+use ipnet::IpNet;
+// The privileged tests' helpers: the daemon as a process, a pin directory of its own.
+#[path = "../tests/common/mod.rs"]
+mod common;
+mod shared;
+use common::{
+    Pins,
+    agent::{self, AGENT, Daemon},
+};
+
+const RUNS: usize = 3;
+/// How long the daemon gets to take in each batch of lines.
+const CAP: Duration = Duration::from_secs(120);
+
+fn address(i: u32) -> Ipv6Addr {
+    Ipv6Addr::new(0x2001, 0xdb8, 0xba, 0, 0, 0, (i >> 16) as u16, i as u16)
+}
+
+/// One state of the daemon and its memory then.
+struct Row {
+    state: &'static str,
+    run: usize,
+    rss_kib: u64,
+    /// Memory of the BPF maps (kernel, not in the resident set).
+    maps_kib: u64,
+}
+
+fn main() -> anyhow::Result<()> {
+    if std::env::args().any(|a| a == "--list") {
+        return Ok(());
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("the memory benchmark runs the daemon, which loads BPF maps: run it as root");
+    }
+    let mut rows = Vec::new();
+    for run in 1..=RUNS {
+        eprintln!("memory: run {run}/{RUNS}: idle, then 100k and 1M tracked addresses");
+        tracked(run, &mut rows)?;
+        eprintln!("memory: run {run}/{RUNS}: 1M bans");
+        bans(run, &mut rows)?;
+    }
+    report(&rows)
+}
+
+/// A daemon on an empty log, its pins, its socket.
+struct Agent {
+    daemon: Daemon,
+    pins: Pins,
+    socket: std::path::PathBuf,
+    log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Agent {
+    fn start(maxretry: u32) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let pins = Pins::new("bench-memory");
+        let log = dir.path().join("access.log");
+        File::create(&log)?;
+        let config = agent::one_jail_config(dir.path(), &pins.dir, &log, maxretry);
+        let socket = dir.path().join("ctl.sock");
+        let mut command = Command::new(AGENT);
+        command
+            .args(["run", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "warn");
+        let daemon = Daemon::spawn(command, &socket, &dir.path().join("agent.log"));
+        Ok(Self {
+            daemon,
+            pins,
+            socket,
+            log,
+            _dir: dir,
+        })
+    }
+
+    /// Appends one failure line for each address of `range`.
+    fn fail(&self, range: std::ops::Range<u32>) -> anyhow::Result<()> {
+        let stamp = jiff::Zoned::now()
+            .strftime("%Y-%m-%d %H:%M:%S,%3f")
+            .to_string();
+        let mut lines = String::with_capacity(range.len() * 100);
+        for i in range {
+            let _ = writeln!(
+                lines,
+                "{stamp} - fastapi-auth - INFO - {} - \"POST /login\" 401 - 0.0100s",
+                address(i)
+            );
+        }
+        OpenOptions::new()
+            .append(true)
+            .open(&self.log)?
+            .write_all(lines.as_bytes())
+            .context("append to the log")
+    }
+
+    /// Waits until `done` holds, or fails after `CAP` with the daemon's log.
+    fn until(
+        &self,
+        what: &str,
+        mut done: impl FnMut() -> anyhow::Result<bool>,
+    ) -> anyhow::Result<()> {
+        let started = Instant::now();
+        while !done()? {
+            if started.elapsed() > CAP {
+                bail!(
+                    "the daemon did not reach {what} in {CAP:?}:\n{}",
+                    self.daemon.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    fn failures_counted(&self) -> anyhow::Result<u64> {
+        let request = Request::Status {
+            jail: Some("fastapi-auth".to_owned()),
+        };
+        match client::call(&self.socket, &request)? {
+            Reply::Jail(status) => Ok(status.total_failed),
+            other => bail!("status: unexpected reply {other:?}"),
+        }
+    }
+
+    fn row(&self, state: &'static str, run: usize) -> anyhow::Result<Row> {
+        let (_, rss_kib, _) = shared::proc_usage(self.daemon.pid())?;
+        Ok(Row {
+            state,
+            run,
+            rss_kib,
+            maps_kib: maps_kib(&self.pins.dir)?,
+        })
+    }
+
+    fn stop(self) {
+        agent::cli(&self.socket, &["stop", "--detach"]);
+        self.daemon.wait();
+    }
+}
+
+fn tracked(run: usize, rows: &mut Vec<Row>) -> anyhow::Result<()> {
+    let agent = Agent::start(5)?;
+    // Let start-up allocations settle.
+    std::thread::sleep(Duration::from_secs(1));
+    rows.push(agent.row("idle", run)?);
+    for (state, from, to) in [
+        ("100k tracked addresses", 0, 100_000),
+        ("1M tracked addresses", 100_000, 1_000_000),
+    ] {
+        agent.fail(from..to)?;
+        agent.until(state, || Ok(agent.failures_counted()? >= u64::from(to)))?;
+        rows.push(agent.row(state, run)?);
+    }
+    agent.stop();
+    Ok(())
+}
+
+fn bans(run: usize, rows: &mut Vec<Row>) -> anyhow::Result<()> {
+    const BANS: u32 = 1_000_000;
+    let agent = Agent::start(1)?;
+    let maps = Maps::open_pinned(&agent.pins.dir)?;
+    agent.fail(0..BANS)?;
+    let last = IpNet::from(IpAddr::V6(address(BANS - 1)));
+    agent.until("1M bans", || Ok(maps.expiry(0, last)?.is_some()))?;
+    let count = maps.list()?.len();
+    if count != BANS as usize {
+        bail!("{count} bans in the map, expected {BANS}");
+    }
+    rows.push(agent.row("1M bans", run)?);
+    drop(maps);
+    agent.stop();
+    Ok(())
+}
+
+/// Kernel memory of the maps pinned under `pins` (`bpftool map show`'s memlock).
+fn maps_kib(pins: &Path) -> anyhow::Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(pins).with_context(|| format!("read {}", pins.display()))? {
+        let path = entry?.path();
+        if !path.is_file() {
+            continue;
+        }
+        let out = Command::new("bpftool")
+            .args(["--json", "map", "show", "pinned"])
+            .arg(&path)
+            .output()
+            .context("run bpftool")?;
+        // Links are pinned beside the maps; bpftool refuses them.
+        if !out.status.success() {
+            continue;
+        }
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        total += json["bytes_memlock"].as_u64().unwrap_or(0);
+    }
+    Ok(total / 1024)
+}
+
+fn report(rows: &[Row]) -> anyhow::Result<()> {
+    let mut csv = String::from("state,run,rss_mb,bpf_maps_mb\n");
+    for r in rows {
+        let _ = writeln!(
+            csv,
+            "{},{},{:.1},{:.1}",
+            r.state,
+            r.run,
+            r.rss_kib as f64 / 1024.0,
+            r.maps_kib as f64 / 1024.0
+        );
+    }
+    let mut table = String::from(
+        "| daemon state | resident MB | bytes per address | BPF maps MB (kernel) |\n|---|---:|---:|---:|\n",
+    );
+    let median = |state: &str, f: &dyn Fn(&Row) -> u64| {
+        shared::median(
+            rows.iter()
+                .filter(|r| r.state == state)
+                .map(|r| f(r) as f64)
+                .collect(),
+        )
+    };
+    let idle = median("idle", &|r| r.rss_kib);
+    for (state, addresses) in [
+        ("idle", 0.0),
+        ("100k tracked addresses", 1e5),
+        ("1M tracked addresses", 1e6),
+        ("1M bans", 1e6),
+    ] {
+        let rss = median(state, &|r| r.rss_kib);
+        let per = if addresses > 0.0 {
+            format!("{:.0}", (rss - idle) * 1024.0 / addresses)
+        } else {
+            String::from("—")
+        };
+        let _ = writeln!(
+            table,
+            "| {state} | {:.0} | {per} | {:.0} |",
+            rss / 1024.0,
+            median(state, &|r| r.maps_kib) / 1024.0
+        );
+    }
+    shared::publish("memory", &csv, &table)
+}

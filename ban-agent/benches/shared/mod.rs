@@ -1,0 +1,117 @@
+//! What every benchmark of this folder needs: medians, child processes measured for time,
+//! CPU and peak memory, and publishing a result as raw CSV and a Markdown table under
+//! `docs/benchmarks/`, which `cargo xtask bench` assembles into `docs/BENCHMARKS.md`.
+#![allow(dead_code, reason = "each benchmark uses a part of the helpers")]
+
+use std::{
+    path::PathBuf,
+    process::{Command, Stdio},
+    time::Instant,
+};
+
+use anyhow::{Context as _, bail};
+
+/// The median of `values` (the upper one of an even count); NaN when empty.
+pub fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// Writes `docs/benchmarks/NAME.csv` (raw, every run) and `docs/benchmarks/NAME.md` (the
+/// table the document shows), and prints the table.
+pub fn publish(name: &str, csv: &str, table: &str) -> anyhow::Result<()> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/benchmarks");
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    for (ext, text) in [("csv", csv), ("md", table)] {
+        let path = dir.join(format!("{name}.{ext}"));
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    println!("{table}\nwrote docs/benchmarks/{name}.csv and {name}.md");
+    Ok(())
+}
+
+/// How a child process ran to its end.
+pub struct Run {
+    pub stdout: String,
+    /// Wall-clock seconds from spawn to exit.
+    pub seconds: f64,
+    /// User plus system CPU seconds of the child (and of its own children).
+    pub cpu_seconds: f64,
+    /// Peak resident memory, KiB.
+    pub peak_kib: u64,
+}
+
+/// Runs `cmd` to its end, failing when it fails; its stdout, wall and CPU seconds and peak
+/// resident memory, from wait4's rusage (which std's `Child` does not expose).
+pub fn measured(cmd: &mut Command) -> anyhow::Result<Run> {
+    let start = Instant::now();
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
+    let mut stdout = String::new();
+    if let Some(mut pipe) = child.stdout.take() {
+        std::io::Read::read_to_string(&mut pipe, &mut stdout).context("read child output")?;
+    }
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is valid; wait4 fills it for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = i32::try_from(child.id()).context("pid")?;
+    // SAFETY: `pid` is our child, not yet waited for; the pointers are valid.
+    if unsafe { libc::wait4(pid, &mut status, 0, &mut usage) } != pid {
+        bail!("wait4 {cmd:?}: {}", std::io::Error::last_os_error());
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+        bail!("{cmd:?} failed (status {status})");
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Ok(Run {
+        stdout,
+        seconds,
+        cpu_seconds: secs(usage.ru_utime) + secs(usage.ru_stime),
+        peak_kib: u64::try_from(usage.ru_maxrss).unwrap_or(0),
+    })
+}
+
+/// This process's CPU seconds so far and its peak resident memory (KiB).
+pub fn self_usage() -> (f64, u64) {
+    // SAFETY: an all-zero rusage is valid and getrusage fills it.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointer; RUSAGE_SELF always exists.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    (
+        secs(usage.ru_utime) + secs(usage.ru_stime),
+        u64::try_from(usage.ru_maxrss).unwrap_or(0),
+    )
+}
+
+/// A process's CPU seconds (user + system) and current and peak resident memory (KiB),
+/// from `/proc/PID/stat` and `/proc/PID/status`.
+pub fn proc_usage(pid: u32) -> anyhow::Result<(f64, u64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("process {pid} is gone"))?;
+    // Fields after the command (which may hold spaces) in parentheses; utime and stime
+    // are the 14th and 15th fields of the line, in clock ticks.
+    let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
+    let (Some(utime), Some(stime)) = (ticks(11), ticks(12)) else {
+        bail!("unexpected /proc/{pid}/stat: {stat}");
+    };
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("process {pid} is gone"))?;
+    let kib = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    Ok(((utime + stime) / hz, kib("VmRSS:"), kib("VmHWM:")))
+}
