@@ -20,17 +20,17 @@ use std::{
     fs::{File, OpenOptions},
     io::Write as _,
     net::{IpAddr, Ipv6Addr},
-    path::Path,
     process::Command,
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 use ipnet::IpNet;
 // The privileged tests' helpers: the daemon as a process, a namespace and a pin directory
 // of the benchmark's own.
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod shared;
 use common::{
     Netns, Pins,
     agent::{self, AGENT, Daemon},
@@ -39,7 +39,7 @@ use common::{
 const SIZES: [u32; 3] = [1_000, 10_000, 100_000];
 const RUNS: usize = 3;
 /// A measurement that takes longer is stopped: the figure is then a lower bound.
-const CAP: Duration = Duration::from_secs(60);
+const CAP: Duration = Duration::from_secs(15);
 
 fn address(i: u32) -> Ipv6Addr {
     Ipv6Addr::new(0x2001, 0xdb8, 0xba, 0, 0, 0, (i >> 16) as u16, i as u16)
@@ -294,11 +294,5 @@ fn report(rows: &[(&str, &str, u32, usize, Timed)]) -> anyhow::Result<()> {
             }
         }
     }
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/benchmarks/bans.csv");
-    std::fs::write(&path, csv).with_context(|| format!("cannot write {}", path.display()))?;
-    println!(
-        "Installing and restoring bans (median of {RUNS} runs; a peer stopped at {} s is run once):\n\n{table}\nwrote docs/benchmarks/bans.csv",
-        CAP.as_secs()
-    );
-    Ok(())
+    shared::publish("bans", &csv, &table)
 }

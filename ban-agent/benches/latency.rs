@@ -26,6 +26,7 @@ use ipnet::IpNet;
 // The privileged tests' helpers: the daemon as a process, a pin directory of its own.
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod shared;
 use common::{
     Pins,
     agent::{self, AGENT, Daemon},
@@ -269,11 +270,6 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted.get(rank).copied().unwrap_or(f64::NAN)
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    percentile(&values, 0.5)
-}
-
 fn report(runs: &[(&str, usize, Vec<f64>)]) -> anyhow::Result<()> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/benchmarks");
     let mut per_run = String::from("tool,run,bans,p50_ms,p99_ms,max_ms\n");
@@ -303,7 +299,7 @@ fn report(runs: &[(&str, usize, Vec<f64>)]) -> anyhow::Result<()> {
     let summary = |tool: &str| -> Option<[f64; 3]> {
         let rows = stats.get(tool)?;
         Some(std::array::from_fn(|i| {
-            median(rows.iter().map(|r| r[i]).collect())
+            shared::median(rows.iter().map(|r| r[i]).collect())
         }))
     };
     let ours = summary("ban-agent").context("no ban-agent run")?;
@@ -322,13 +318,7 @@ fn report(runs: &[(&str, usize, Vec<f64>)]) -> anyhow::Result<()> {
             );
         }
     }
-    for (name, text) in [("latency.csv", &per_run), ("latency_samples.csv", &samples)] {
-        let path = dir.join(name);
-        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
-    }
-    println!(
-        "Detection latency, write of the {MAXRETRY}th failure -> ban effective, {ATTACKERS} \
-         bans per run, median of {RUNS} runs:\n\n{table}\nwrote docs/benchmarks/latency.csv, latency_samples.csv"
-    );
-    Ok(())
+    let path = dir.join("latency_samples.csv");
+    std::fs::write(&path, samples).with_context(|| format!("cannot write {}", path.display()))?;
+    shared::publish("latency", &per_run, &table)
 }

@@ -1,44 +1,71 @@
-//! `cargo xtask bench detect`: lines per second and peak memory of the whole detection
-//! pipeline (read the file, match, count, decide), single thread, on a generated 1M-line
-//! FastAPI auth log (15% failures, 2% IPv6 clients, 300k clients). Each measurement runs
-//! in a fresh process so that its peak memory is its own. fail2ban-regex, when xtask
-//! provides it (`BAN_AGENT_FAIL2BAN_REGEX`), runs on the same file in the same run and the
-//! ratios are taken against it. Also checks that `ban-agent test-filter` reports exactly
-//! the failures the generator wrote. Writes `docs/benchmarks/detect.csv` and a table.
+//! `cargo xtask bench throughput`: log throughput on a generated 1M-line FastAPI auth log
+//! (15% failures, 2% IPv6 clients, 300k clients), the same file through:
+//!
+//! - the detection pipeline alone (read, match, count, decide), one thread, in a child
+//!   process of its own so that its peak memory is its own;
+//! - `ban-agent test-filter`, as an operator runs it;
+//! - the running daemon (root only: it loads the XDP maps): the file is renamed onto the
+//!   log it follows, as a rotation does, and the time runs until the jail has counted
+//!   every failure of it (the last failure is within the file's last few lines);
+//! - fail2ban-regex with the equivalent filter, when xtask provides it
+//!   (`BAN_AGENT_FAIL2BAN_REGEX`); the ratios are taken against it.
+//!
+//! Lines per second, CPU seconds and peak resident memory of each, median of `RUNS`
+//! interleaved runs (peak: the highest). Every tool must find exactly the failures the
+//! generator wrote, or the benchmark fails. Writes `docs/benchmarks/throughput.csv`,
+//! `throughput.md` and a table.
 
 use std::{
     fmt::Write as _,
-    path::{Path, PathBuf},
-    process::{Command, Stdio},
-    time::Instant,
+    path::Path,
+    process::Command,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail};
 use ban_agent::{
     config::Start,
+    control::{
+        client,
+        protocol::{Reply, Request},
+    },
     detect,
     sample::{SampleSpec, write_log},
     tail::{DEFAULT_MAX_LINE, Follower},
     tracker::Rules,
 };
 use jiff::{Timestamp, tz::TimeZone};
-// The `Lines:` row reader the test-filter tests use.
-#[path = "../tests/common/report.rs"]
-mod report;
+// The privileged tests' helpers (the daemon as a process, a pin directory of its own) and
+// the `Lines:` row reader the test-filter tests use.
+#[path = "../tests/common/mod.rs"]
+mod common;
+mod shared;
+use common::{
+    Pins,
+    agent::{self, AGENT, Daemon},
+};
 
 /// Set in the child processes: the log to run the pipeline over.
 const CHILD_ENV: &str = "BAN_AGENT_DETECT_CHILD";
-const RUNS: usize = 5;
+const RUNS: usize = 3;
+const PIPELINE: &str = "ban-agent pipeline (one thread)";
+const TEST_FILTER: &str = "ban-agent test-filter";
+const DAEMON: &str = "ban-agent daemon";
+const FAIL2BAN: &str = "fail2ban-regex 1.0.2";
+/// The daemon gets this long to read the file.
+const DAEMON_CAP: Duration = Duration::from_secs(60);
 
 /// The fail2ban filter equivalent to the shipped one, as the example app ships it.
 const FAIL2BAN_FILTER: &str =
     include_str!("../../examples/fastapi-auth/fail2ban/filter.d/fastapi-auth.conf");
 
 struct Measured {
-    tool: String,
+    tool: &'static str,
+    run: usize,
     lines: u64,
     failures: u64,
     seconds: f64,
+    cpu_seconds: f64,
     peak_kib: u64,
 }
 
@@ -59,41 +86,48 @@ fn main() -> anyhow::Result<()> {
         &mut std::io::BufWriter::new(file),
     )?;
     eprintln!(
-        "detect: {} lines ({} MB), {} failures, {} IPv6 lines",
+        "throughput: {} lines ({} MB), {} failures, {} IPv6 lines",
         summary.lines,
         summary.bytes / 1_000_000,
         summary.failures,
         summary.ipv6_lines
     );
-
-    check_test_filter(&log, summary.failures)?;
-    let mut ours = Vec::new();
-    for _ in 0..RUNS {
-        let run = ban_agent_run(&log)?;
-        if run.failures != summary.failures {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        eprintln!("throughput: not root: the daemon (which loads BPF maps) is not measured");
+    }
+    let fail2ban = std::env::var_os("BAN_AGENT_FAIL2BAN_REGEX");
+    if fail2ban.is_none() {
+        eprintln!("throughput: BAN_AGENT_FAIL2BAN_REGEX unset: no fail2ban-regex comparison");
+    }
+    let mut runs = Vec::new();
+    for run in 1..=RUNS {
+        eprintln!("throughput: run {run}/{RUNS}");
+        runs.push(pipeline(&log, run)?);
+        runs.push(test_filter(&log, run)?);
+        if root {
+            runs.push(daemon(&log, summary.failures, run)?);
+        }
+        if let Some(script) = &fail2ban {
+            eprintln!("throughput: fail2ban-regex (about 10 s)");
+            runs.push(fail2ban_regex(Path::new(script), &log, dir.path(), run)?);
+        }
+    }
+    for m in &runs {
+        if m.failures != summary.failures {
             bail!(
-                "the pipeline found {} failures, the generator wrote {}",
-                run.failures,
+                "{} found {} failures, the generator wrote {}",
+                m.tool,
+                m.failures,
                 summary.failures
             );
         }
-        ours.push(run);
     }
-    ours.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
-    let peak = ours.iter().map(|m| m.peak_kib).max().unwrap_or(0);
-    let mut median = ours.swap_remove(RUNS / 2);
-    median.peak_kib = peak;
-    let peer = match std::env::var_os("BAN_AGENT_FAIL2BAN_REGEX") {
-        Some(script) => Some(fail2ban_run(Path::new(&script), &log, dir.path())?),
-        None => {
-            eprintln!("detect: BAN_AGENT_FAIL2BAN_REGEX unset: no fail2ban-regex comparison");
-            None
-        }
-    };
-    write_report(&median, peer.as_ref())
+    report(&runs)
 }
 
-/// The pipeline, in this (child) process; prints what it found and its own peak memory.
+/// The pipeline, in this (child) process; prints what it found and its own usage.
 fn child(log: &Path) -> anyhow::Result<()> {
     let start = Instant::now();
     let mut follower = Follower::new(log.to_owned(), Start::Head, DEFAULT_MAX_LINE, None);
@@ -104,38 +138,115 @@ fn child(log: &Path) -> anyhow::Result<()> {
     })?;
     let seconds = start.elapsed().as_secs_f64();
     let stats = detector.stats();
+    let (cpu, peak) = shared::self_usage();
     println!(
-        "{} {} {} {seconds} {}",
+        "{} {} {seconds} {cpu} {peak}",
         stats.lines,
-        stats.failures(),
-        stats.bans,
-        peak_kib_self()
+        stats.failures()
     );
     Ok(())
 }
 
-fn ban_agent_run(log: &Path) -> anyhow::Result<Measured> {
+fn pipeline(log: &Path, run: usize) -> anyhow::Result<Measured> {
     let exe = std::env::current_exe().context("own path")?;
-    let mut cmd = Command::new(exe);
-    cmd.env(CHILD_ENV, log);
-    let (stdout, _, _) = measured(&mut cmd)?;
-    let fields: Vec<&str> = stdout.split_whitespace().collect();
-    let field = |i: usize| -> anyhow::Result<f64> {
-        fields
-            .get(i)
-            .and_then(|f| f.parse().ok())
-            .with_context(|| format!("child output {stdout:?}"))
+    let out = shared::measured(Command::new(exe).env(CHILD_ENV, log))?.stdout;
+    let fields: Vec<f64> = out
+        .split_whitespace()
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let [lines, failures, seconds, cpu_seconds, peak] = fields[..] else {
+        bail!("unexpected child output {out:?}");
     };
     Ok(Measured {
-        tool: "ban-agent".to_owned(),
-        lines: field(0)? as u64,
-        failures: field(1)? as u64,
-        seconds: field(3)?,
-        peak_kib: field(4)? as u64,
+        tool: PIPELINE,
+        run,
+        lines: lines as u64,
+        failures: failures as u64,
+        seconds,
+        cpu_seconds,
+        peak_kib: peak as u64,
     })
 }
 
-fn fail2ban_run(script: &Path, log: &Path, dir: &Path) -> anyhow::Result<Measured> {
+fn test_filter(log: &Path, run: usize) -> anyhow::Result<Measured> {
+    let measured = shared::measured(
+        Command::new(AGENT)
+            .arg("test-filter")
+            .arg(log)
+            .args(["--filter", "fastapi-auth"]),
+    )?;
+    // "Lines: 1000000 read, 150204 matched, 0 ignored, 849796 missed"
+    let [lines, matched, ..] = common::report::lines_row(&measured.stdout)
+        .with_context(|| format!("no Lines row in test-filter's report:\n{}", measured.stdout))?;
+    Ok(Measured {
+        tool: TEST_FILTER,
+        run,
+        lines,
+        failures: matched,
+        seconds: measured.seconds,
+        cpu_seconds: measured.cpu_seconds,
+        peak_kib: measured.peak_kib,
+    })
+}
+
+/// The release daemon follows an empty log; the generated file is renamed onto it, and
+/// the time runs until the jail has counted `failures`.
+fn daemon(generated: &Path, failures: u64, run: usize) -> anyhow::Result<Measured> {
+    let dir = tempfile::tempdir_in(generated.parent().context("log directory")?)?;
+    let pins = Pins::new("bench-throughput");
+    let log = dir.path().join("access.log");
+    std::fs::File::create(&log)?;
+    let config = agent::one_jail_config(dir.path(), &pins.dir, &log, 5);
+    let socket = dir.path().join("ctl.sock");
+    let mut command = Command::new(AGENT);
+    command
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "warn");
+    let daemon = Daemon::spawn(command, &socket, &dir.path().join("agent.log"));
+    let counted = || -> anyhow::Result<u64> {
+        let request = Request::Status {
+            jail: Some("fastapi-auth".to_owned()),
+        };
+        match client::call(&socket, &request)? {
+            Reply::Jail(status) => Ok(status.total_failed),
+            other => bail!("status: unexpected reply {other:?}"),
+        }
+    };
+    let (cpu_before, _, _) = shared::proc_usage(daemon.pid())?;
+    // The daemon reads the file in place; the generated one is kept for the next tool.
+    let copy = dir.path().join("next.log");
+    std::fs::hard_link(generated, &copy)?;
+    let started = Instant::now();
+    std::fs::rename(&copy, &log)?;
+    let mut done = 0;
+    while done < failures && started.elapsed() < DAEMON_CAP {
+        std::thread::sleep(Duration::from_millis(2));
+        done = counted()?;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let (cpu_after, _, peak_kib) = shared::proc_usage(daemon.pid())?;
+    if done < failures {
+        bail!(
+            "the daemon counted {done} of {failures} failures in {DAEMON_CAP:?}:\n{}",
+            daemon.log()
+        );
+    }
+    let lines = std::fs::read(&log)?.iter().filter(|&&b| b == b'\n').count() as u64;
+    agent::cli(&socket, &["stop", "--detach"]);
+    daemon.wait();
+    Ok(Measured {
+        tool: DAEMON,
+        run,
+        lines,
+        failures: done,
+        seconds,
+        cpu_seconds: cpu_after - cpu_before,
+        peak_kib,
+    })
+}
+
+fn fail2ban_regex(script: &Path, log: &Path, dir: &Path, run: usize) -> anyhow::Result<Measured> {
     let filter = dir.join("fastapi-auth.conf");
     std::fs::write(&filter, FAIL2BAN_FILTER).context("write fail2ban filter")?;
     let mut cmd = Command::new("python3");
@@ -146,113 +257,77 @@ fn fail2ban_run(script: &Path, log: &Path, dir: &Path) -> anyhow::Result<Measure
     if let Some(path) = std::env::var_os("BAN_AGENT_FAIL2BAN_PYTHONPATH") {
         cmd.env("PYTHONPATH", path);
     }
-    eprintln!("detect: running fail2ban-regex (about 10 s)");
-    let (stdout, seconds, peak_kib) = measured(&mut cmd)?;
+    let measured = shared::measured(&mut cmd)?;
     // "Lines: 1000000 lines, 0 ignored, 150000 matched, 850000 missed"
-    let [lines, _ignored, matched, _missed] = report::lines_row(&stdout)
-        .with_context(|| format!("no Lines row in fail2ban-regex output:\n{stdout}"))?;
+    let [lines, _ignored, matched, _missed] = common::report::lines_row(&measured.stdout)
+        .with_context(|| {
+            format!(
+                "no Lines row in fail2ban-regex output:\n{}",
+                measured.stdout
+            )
+        })?;
     Ok(Measured {
-        tool: "fail2ban-regex 1.0.2".to_owned(),
+        tool: FAIL2BAN,
+        run,
         lines,
         failures: matched,
-        seconds,
-        peak_kib,
+        seconds: measured.seconds,
+        cpu_seconds: measured.cpu_seconds,
+        peak_kib: measured.peak_kib,
     })
 }
 
-/// Runs a command to its end; its stdout, wall seconds and peak resident memory (KiB,
-/// from wait4's rusage, which std's `Child` does not expose).
-fn measured(cmd: &mut Command) -> anyhow::Result<(String, f64, u64)> {
-    let start = Instant::now();
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .with_context(|| format!("cannot start {cmd:?}"))?;
-    let mut stdout = String::new();
-    if let Some(mut pipe) = child.stdout.take() {
-        std::io::Read::read_to_string(&mut pipe, &mut stdout).context("read child output")?;
-    }
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is valid; wait4 fills it for our own child.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let pid = i32::try_from(child.id()).context("pid")?;
-    // SAFETY: `pid` is our child, not yet waited for; the pointers are valid.
-    if unsafe { libc::wait4(pid, &mut status, 0, &mut usage) } != pid {
-        bail!("wait4 {cmd:?}: {}", std::io::Error::last_os_error());
-    }
-    let seconds = start.elapsed().as_secs_f64();
-    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
-        bail!("{cmd:?} failed (status {status})");
-    }
-    Ok((stdout, seconds, u64::try_from(usage.ru_maxrss).unwrap_or(0)))
-}
-
-fn peak_kib_self() -> u64 {
-    // SAFETY: an all-zero rusage is valid and getrusage fills it.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: valid pointer; RUSAGE_SELF always exists.
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
-    u64::try_from(usage.ru_maxrss).unwrap_or(0)
-}
-
-/// `ban-agent test-filter` on the benchmark log must report every failure written.
-fn check_test_filter(log: &Path, failures: u64) -> anyhow::Result<()> {
-    let output = Command::new(env!("CARGO_BIN_EXE_ban-agent"))
-        .arg("test-filter")
-        .arg(log)
-        .args(["--filter", "fastapi-auth"])
-        .output()
-        .context("run ban-agent test-filter")?;
-    let report = String::from_utf8_lossy(&output.stdout);
-    let matched = report::lines_row(&report).map(|[_read, matched, ..]| matched);
-    if matched != Some(failures) {
-        bail!("test-filter reported {matched:?} matched; the generator wrote {failures} failures");
-    }
-    eprintln!("detect: test-filter reports {failures} matched, as written");
-    Ok(())
-}
-
-fn write_report(ours: &Measured, peer: Option<&Measured>) -> anyhow::Result<()> {
-    let rate = |m: &Measured| m.lines as f64 / m.seconds;
-    let mut csv = String::from(
-        "tool,lines,failures_found,seconds,lines_per_second,peak_mb,speed_vs_fail2ban,memory_vs_fail2ban\n",
-    );
-    let mut table = String::from(
-        "| tool | lines/s | peak MB | failures found | speed vs. fail2ban | memory vs. fail2ban |\n|---|---:|---:|---:|---:|---:|\n",
-    );
-    for m in std::iter::once(ours).chain(peer) {
-        let (speed, memory) = match peer {
-            Some(p) => (
-                format!("{:.1}", rate(m) / rate(p)),
-                format!("{:.2}", m.peak_kib as f64 / p.peak_kib.max(1) as f64),
-            ),
-            None => (String::new(), String::new()),
-        };
+fn report(runs: &[Measured]) -> anyhow::Result<()> {
+    let mut csv = String::from("tool,run,lines,failures_found,seconds,cpu_seconds,peak_mb\n");
+    for m in runs {
         let _ = writeln!(
             csv,
-            "{},{},{},{:.3},{:.0},{:.1},{speed},{memory}",
+            "{},{},{},{},{:.3},{:.3},{:.1}",
             m.tool,
+            m.run,
             m.lines,
             m.failures,
             m.seconds,
-            rate(m),
+            m.cpu_seconds,
             m.peak_kib as f64 / 1024.0
+        );
+    }
+    // Per tool: median lines/s, median CPU seconds, highest peak.
+    let summary = |tool: &str| -> Option<(f64, f64, f64, u64)> {
+        let of: Vec<&Measured> = runs.iter().filter(|m| m.tool == tool).collect();
+        let first = of.first()?;
+        Some((
+            shared::median(of.iter().map(|m| m.lines as f64 / m.seconds).collect()),
+            shared::median(of.iter().map(|m| m.cpu_seconds).collect()),
+            of.iter().map(|m| m.peak_kib).max().unwrap_or(0) as f64 / 1024.0,
+            first.failures,
+        ))
+    };
+    let peer = summary(FAIL2BAN);
+    let mut table = String::from(
+        "| tool | lines/s | CPU s | peak MB | failures found | speed vs. fail2ban-regex | CPU vs. fail2ban-regex | memory vs. fail2ban-regex |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for tool in [PIPELINE, TEST_FILTER, DAEMON, FAIL2BAN] {
+        let Some((rate, cpu, peak, failures)) = summary(tool) else {
+            continue;
+        };
+        let ratios = peer.map_or_else(
+            || String::from("| | |"),
+            |(p_rate, p_cpu, p_peak, _)| {
+                format!(
+                    "{:.1} | {:.3} | {:.2}",
+                    rate / p_rate,
+                    cpu / p_cpu,
+                    peak / p_peak
+                )
+            },
         );
         let _ = writeln!(
             table,
-            "| {} | {:.2}M | {:.0} | {} | {speed} | {memory} |",
-            m.tool,
-            rate(m) / 1e6,
-            m.peak_kib as f64 / 1024.0,
-            m.failures
+            "| {tool} | {:.2}M | {cpu:.2} | {peak:.0} | {failures} | {ratios} |",
+            rate / 1e6
         );
     }
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/benchmarks");
-    std::fs::create_dir_all(&dir).context("create docs/benchmarks")?;
-    let path = dir.join("detect.csv");
-    std::fs::write(&path, csv).with_context(|| format!("cannot write {}", path.display()))?;
-    println!("{table}");
-    println!("wrote {}", path.display());
-    Ok(())
+    shared::publish("throughput", &csv, &table)
 }

@@ -16,6 +16,7 @@ use anyhow::{Context as _, bail};
 #[path = "../tests/common/packet.rs"]
 #[allow(dead_code, reason = "the benchmark needs only TCP frames")]
 mod packet;
+mod shared;
 
 use aya::programs::{TestRun as _, TestRunOptions};
 use ban_agent::{
@@ -150,12 +151,6 @@ fn median_ns(dp: &mut Datapath, bytes: &[u8], expected: u32) -> anyhow::Result<f
 }
 
 fn write_report(rows: &[Row]) -> anyhow::Result<()> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .context("no workspace root")?
-        .to_owned();
-    let dir = root.join("docs/benchmarks");
-    std::fs::create_dir_all(&dir)?;
     let empty = |family: &str, verdict: &str| {
         rows.iter()
             .find(|r| r.family == family && r.verdict == verdict && r.bans == 0)
@@ -178,12 +173,5 @@ fn write_report(rows: &[Row]) -> anyhow::Result<()> {
             r.family, r.bans, r.verdict, r.ns, ratio
         )?;
     }
-    let path = dir.join("xdp.csv");
-    std::fs::write(&path, csv).with_context(|| format!("cannot write {}", path.display()))?;
-    println!("{table}");
-    println!(
-        "median of {RUNS} runs of {REPEAT} repetitions each; written to {}",
-        path.display()
-    );
-    Ok(())
+    shared::publish("xdp", &csv, &table)
 }

@@ -20,15 +20,16 @@ pub fn xdp(ws: &Workspace) -> anyhow::Result<()> {
     run(&mut ws.cargo(&["bench", "--package", "ban-agent", "--bench", "xdp"]))
 }
 
-/// Lines per second and peak memory of detection, against fail2ban-regex.
-pub fn detect(ws: &Workspace) -> anyhow::Result<()> {
-    let mut cmd = ws.cargo(&["bench", "--package", "ban-agent", "--bench", "detect"]);
+/// Log throughput, CPU and peak memory: the pipeline, test-filter and the daemon (when
+/// root), against fail2ban-regex.
+pub fn throughput(ws: &Workspace) -> anyhow::Result<()> {
+    let mut cmd = ws.cargo(&["bench", "--package", "ban-agent", "--bench", "throughput"]);
     match fail2ban(ws) {
         Ok(peer) => {
             cmd.env("BAN_AGENT_FAIL2BAN_REGEX", &peer.regex)
                 .env("BAN_AGENT_FAIL2BAN_PYTHONPATH", &peer.pythonpath);
         }
-        Err(error) => eprintln!("bench detect: no fail2ban-regex to compare with: {error:#}"),
+        Err(error) => eprintln!("bench throughput: no fail2ban-regex to compare with: {error:#}"),
     }
     run(&mut cmd)
 }
@@ -52,6 +53,24 @@ pub fn bans(ws: &Workspace) -> anyhow::Result<()> {
         bail!("the bans benchmark writes BPF maps and firewall rules: run as root");
     }
     run(&mut ws.cargo(&["bench", "--package", "ban-agent", "--bench", "bans"]))
+}
+
+/// The packet path under a flood, XDP vs. iptables, nftables and ipset, 0 to 1M bans
+/// (root).
+pub fn packets(ws: &Workspace) -> anyhow::Result<()> {
+    if !is_root() {
+        bail!("the packets benchmark builds namespaces and loads XDP: run as root");
+    }
+    run(&mut ws.cargo(&["bench", "--package", "ban-agent", "--bench", "packets"]))
+}
+
+/// The daemon's resident memory idle, tracking 100k and 1M addresses, holding 1M bans
+/// (root).
+pub fn memory(ws: &Workspace) -> anyhow::Result<()> {
+    if !is_root() {
+        bail!("the memory benchmark runs the daemon, which loads BPF maps: run as root");
+    }
+    run(&mut ws.cargo(&["bench", "--package", "ban-agent", "--bench", "memory"]))
 }
 
 /// The filter alone (criterion); the medians go to `docs/benchmarks/matcher.csv`.
@@ -81,9 +100,11 @@ pub fn matcher(ws: &Workspace) -> anyhow::Result<()> {
         let _ = writeln!(csv, "{group},{bench},{median:.1}");
         let _ = writeln!(table, "| {group} | {bench} | {median:.1} |");
     }
-    let out = ws.root.join("docs/benchmarks/matcher.csv");
-    std::fs::write(&out, csv).with_context(|| format!("cannot write {}", out.display()))?;
-    println!("{table}\nwrote {}", out.display());
+    for (name, text) in [("matcher.csv", csv), ("matcher.md", table)] {
+        let out = ws.root.join("docs/benchmarks").join(name);
+        std::fs::write(&out, &text).with_context(|| format!("cannot write {}", out.display()))?;
+    }
+    println!("wrote docs/benchmarks/matcher.csv and matcher.md");
     Ok(())
 }
 

@@ -5,6 +5,7 @@ mod bench;
 mod demo;
 mod example;
 mod install;
+mod report;
 mod run;
 mod setup;
 
@@ -50,14 +51,20 @@ enum Task {
 enum Bench {
     /// Nanoseconds per packet through BPF_PROG_TEST_RUN, 0 to 1M bans (root).
     Xdp,
-    /// Detection pipeline on a 1M-line log: lines/s and peak memory, vs. fail2ban-regex.
-    Detect,
+    /// A 1M-line log through the pipeline, test-filter and the daemon: lines/s, CPU, peak memory, vs. fail2ban-regex.
+    Throughput,
     /// The filter alone, per line (criterion).
     Matcher,
     /// Failure written -> ban effective, ban-agent vs. fail2ban's server (root).
     Latency,
     /// Installing and restoring 1k-100k bans, vs. fail2ban's iptables and nftables actions (root).
     Bans,
+    /// Flood of banned packets and a legitimate client, 0-1M bans: XDP vs. iptables, nftables, ipset (root).
+    Packets,
+    /// The daemon's resident memory: idle, 100k and 1M tracked addresses, 1M bans (root).
+    Memory,
+    /// Only write docs/BENCHMARKS.md, its plots and the README's figures from the CSV files.
+    Report,
 }
 
 /// Paths and pins of this checkout.
@@ -140,20 +147,33 @@ fn main() -> anyhow::Result<()> {
         }
         Task::Bench { which } => {
             ensure_setup(&ws)?;
+            setup::install_packages(&setup::BENCH_PACKAGES)?;
             match which {
-                Some(Bench::Xdp) => bench::xdp(&ws),
-                Some(Bench::Detect) => bench::detect(&ws),
-                Some(Bench::Matcher) => bench::matcher(&ws),
-                Some(Bench::Latency) => bench::latency(&ws),
-                Some(Bench::Bans) => bench::bans(&ws),
+                Some(Bench::Xdp) => bench::xdp(&ws)?,
+                Some(Bench::Throughput) => bench::throughput(&ws)?,
+                Some(Bench::Matcher) => bench::matcher(&ws)?,
+                Some(Bench::Latency) => bench::latency(&ws)?,
+                Some(Bench::Bans) => bench::bans(&ws)?,
+                Some(Bench::Packets) => bench::packets(&ws)?,
+                Some(Bench::Memory) => bench::memory(&ws)?,
+                Some(Bench::Report) => {}
                 None => {
-                    bench::detect(&ws)?;
-                    bench::matcher(&ws)?;
+                    let started = std::time::Instant::now();
+                    bench::throughput(&ws)?;
                     bench::latency(&ws)?;
                     bench::bans(&ws)?;
-                    bench::xdp(&ws)
+                    bench::packets(&ws)?;
+                    bench::memory(&ws)?;
+                    bench::xdp(&ws)?;
+                    bench::matcher(&ws)?;
+                    println!(
+                        "every benchmark ran in {:.1} min",
+                        started.elapsed().as_secs_f64() / 60.0
+                    );
                 }
             }
+            // The document always shows the CSV files as they are now.
+            report::report(&ws)
         }
     }
 }

@@ -17,14 +17,11 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 
 /// Debian packages the tests, the demo and the benchmarks use, each with what proves it is
 /// there.
-const PACKAGES: [(Proof, &str); 8] = [
+const PACKAGES: [(Proof, &str); 6] = [
     (Proof::Command("bpftool"), "bpftool"),
     (Proof::Command("ip"), "iproute2"),
     (Proof::Command("nsenter"), "util-linux"),
     (Proof::Command("curl"), "curl"),
-    // Benchmark peers.
-    (Proof::Command("ip6tables"), "iptables"),
-    (Proof::Command("nft"), "nftables"),
     (Proof::Command("python3"), "python3"),
     // The example app's virtual environment (examples/fastapi-auth/venv.sh).
     (
@@ -33,11 +30,23 @@ const PACKAGES: [(Proof, &str); 8] = [
     ),
 ];
 
-enum Proof {
+/// What `cargo xtask bench` needs on top: the peers it compares with, the flood generator
+/// and the font of the plots. (fail2ban itself is unpacked, not installed: see bench.rs.)
+pub const BENCH_PACKAGES: [(Proof, &str); 5] = [
+    (Proof::Command("ip6tables"), "iptables"),
+    (Proof::Command("nft"), "nftables"),
+    (Proof::Command("ipset"), "ipset"),
+    (Proof::Command("trafgen"), "netsniff-ng"),
+    (Proof::File(crate::report::FONT), "fonts-dejavu-core"),
+];
+
+pub enum Proof {
     /// A command on the PATH (or in /usr/sbin, /sbin).
     Command(&'static str),
     /// A program that succeeds with these arguments.
     Runs(&'static str, &'static [&'static str]),
+    /// A file.
+    File(&'static str),
 }
 
 impl Proof {
@@ -50,6 +59,7 @@ impl Proof {
                 .stderr(std::process::Stdio::null())
                 .status()
                 .is_ok_and(|status| status.success()),
+            Self::File(path) => Path::new(path).is_file(),
         }
     }
 }
@@ -57,13 +67,13 @@ impl Proof {
 pub fn setup(ws: &Workspace) -> anyhow::Result<()> {
     install_nightly(ws)?;
     install_bpf_linker(ws)?;
-    install_packages()?;
+    install_packages(&PACKAGES)?;
     Ok(())
 }
 
 /// True when nothing needs installing; other commands call [`setup`] otherwise.
 pub fn is_complete(ws: &Workspace) -> bool {
-    nightly_installed(ws) && linker_stamp_matches(ws) && missing_packages().is_empty()
+    nightly_installed(ws) && linker_stamp_matches(ws) && missing_packages(&PACKAGES).is_empty()
 }
 
 fn nightly_installed(ws: &Workspace) -> bool {
@@ -193,8 +203,8 @@ fn llvm_major(ws: &Workspace) -> anyhow::Result<u32> {
         .context("unreadable LLVM version")
 }
 
-fn missing_packages() -> Vec<&'static str> {
-    PACKAGES
+fn missing_packages(packages: &[(Proof, &'static str)]) -> Vec<&'static str> {
+    packages
         .iter()
         .filter(|(proof, _)| !proof.holds())
         .map(|(_, package)| *package)
@@ -209,8 +219,9 @@ fn on_path(command: &str) -> bool {
         || Path::new("/sbin").join(command).is_file()
 }
 
-fn install_packages() -> anyhow::Result<()> {
-    let missing = missing_packages();
+/// `apt-get install`s the packages whose proof does not hold.
+pub fn install_packages(packages: &[(Proof, &'static str)]) -> anyhow::Result<()> {
+    let missing = missing_packages(packages);
     if missing.is_empty() {
         return Ok(());
     }

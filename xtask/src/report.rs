@@ -1,0 +1,551 @@
+//! `docs/BENCHMARKS.md`, assembled from `docs/benchmarks/template.md`, the tables and CSV
+//! files the benchmarks wrote beside it, the machine's description and PNG plots drawn
+//! from the CSV files; and the README's headline figures, taken from the same files.
+//! Runs after every `cargo xtask bench`, so the document always shows the CSV files.
+
+use std::{
+    collections::HashMap,
+    fmt::Write as _,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, bail};
+use plotters::{coord::ranged1d::SegmentValue, prelude::*};
+
+use crate::Workspace;
+
+/// The plots' font (package fonts-dejavu-core).
+pub const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
+const HEADLINE_START: &str = "<!-- benchmarks:headline (written by cargo xtask bench) -->";
+const HEADLINE_END: &str = "<!-- /benchmarks:headline -->";
+
+pub fn report(ws: &Workspace) -> anyhow::Result<()> {
+    let data = Data {
+        dir: ws.root.join("docs/benchmarks"),
+    };
+    let font = std::fs::read(FONT).with_context(|| {
+        format!("cannot read the plots' font {FONT}: apt-get install fonts-dejavu-core")
+    })?;
+    // plotters keeps the font for the life of the process.
+    plotters::style::register_font("sans-serif", FontStyle::Normal, font.leak())
+        .map_err(|_| anyhow::anyhow!("{FONT} is not a font plotters can read"))?;
+    let template_path = data.dir.join("template.md");
+    let template = std::fs::read_to_string(&template_path)
+        .with_context(|| format!("cannot read {}", template_path.display()))?;
+    let headline = headline(&data)?;
+    let mut out = String::new();
+    for line in template.lines() {
+        if let Some(name) = placeholder(line, "table") {
+            let path = data.dir.join(format!("{name}.md"));
+            match std::fs::read_to_string(&path) {
+                Ok(table) => out.push_str(&table),
+                Err(_) => {
+                    let _ = writeln!(out, "_Not measured yet: `cargo xtask bench {name}`._");
+                }
+            }
+        } else if let Some(name) = placeholder(line, "plot") {
+            if plot(&data, name)? {
+                let _ = writeln!(out, "![{name}](benchmarks/{name}.png)");
+            }
+        } else if line == "{{machine}}" {
+            out.push_str(&machine(ws));
+        } else if line == "{{headline}}" {
+            let _ = writeln!(out, "{headline}");
+        } else {
+            let _ = writeln!(out, "{line}");
+        }
+    }
+    let path = ws.root.join("docs/BENCHMARKS.md");
+    std::fs::write(&path, out).with_context(|| format!("cannot write {}", path.display()))?;
+    let readme_path = ws.root.join("README.md");
+    let readme = std::fs::read_to_string(&readme_path).context("cannot read README.md")?;
+    let (Some(start), Some(end)) = (readme.find(HEADLINE_START), readme.find(HEADLINE_END)) else {
+        bail!("README.md has no {HEADLINE_START} ... {HEADLINE_END} block to write the figures in");
+    };
+    let readme = format!(
+        "{}{HEADLINE_START}\n{headline}\n{}",
+        &readme[..start],
+        &readme[end..]
+    );
+    std::fs::write(&readme_path, readme).context("cannot write README.md")?;
+    println!("wrote docs/BENCHMARKS.md, its plots, and the README's headline");
+    Ok(())
+}
+
+/// `{{KIND NAME}}` on a line of its own.
+fn placeholder<'a>(line: &'a str, kind: &str) -> Option<&'a str> {
+    line.strip_prefix("{{")?
+        .strip_suffix("}}")?
+        .strip_prefix(kind)?
+        .strip_prefix(' ')
+}
+
+/// The CSV files under `docs/benchmarks/`.
+struct Data {
+    dir: PathBuf,
+}
+
+type Record = HashMap<String, String>;
+
+impl Data {
+    /// The rows of `NAME.csv`, or `None` when the benchmark has not run.
+    fn rows(&self, name: &str) -> anyhow::Result<Option<Vec<Record>>> {
+        let path = self.dir.join(format!("{name}.csv"));
+        if !path.is_file() {
+            return Ok(None);
+        }
+        let mut reader =
+            csv::Reader::from_path(&path).with_context(|| format!("read {}", path.display()))?;
+        let rows = reader
+            .deserialize()
+            .collect::<Result<Vec<Record>, _>>()
+            .with_context(|| format!("{} is not the CSV a benchmark writes", path.display()))?;
+        Ok(Some(rows))
+    }
+
+    /// The median of column `value` over the rows of `NAME.csv` that match `filter`.
+    fn median(&self, name: &str, filter: &[(&str, &str)], value: &str) -> anyhow::Result<f64> {
+        let rows = self
+            .rows(name)?
+            .with_context(|| format!("no docs/benchmarks/{name}.csv: run `cargo xtask bench`"))?;
+        let values: Vec<f64> = rows
+            .iter()
+            .filter(|r| {
+                filter
+                    .iter()
+                    .all(|(k, v)| r.get(*k).is_some_and(|x| x == v))
+            })
+            .filter_map(|r| number(r, value))
+            .collect();
+        if values.is_empty() {
+            bail!(
+                "docs/benchmarks/{name}.csv has no {value} for {filter:?}: run `cargo xtask bench`"
+            );
+        }
+        Ok(median(values))
+    }
+}
+
+fn number(record: &Record, key: &str) -> Option<f64> {
+    record.get(key).and_then(|v| v.parse().ok())
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// The README's and the document's first paragraph of figures.
+fn headline(data: &Data) -> anyhow::Result<String> {
+    let ours = [("tool", "ban-agent")];
+    let p50 = data.median("latency", &ours, "p50_ms")?;
+    let p99 = data.median("latency", &ours, "p99_ms")?;
+    let f2b_p50 = data.median("latency", &[("tool", "fail2ban")], "p50_ms")?;
+    let install = data.median(
+        "bans",
+        &[
+            ("tool", "ban-agent"),
+            ("operation", "install"),
+            ("bans", "100000"),
+        ],
+        "seconds",
+    )?;
+    let peer_rates: Vec<f64> = data
+        .rows("bans")?
+        .unwrap_or_default()
+        .iter()
+        .filter(|r| r.get("tool").is_some_and(|t| t.starts_with("fail2ban")))
+        .filter_map(|r| Some(number(r, "done")? / number(r, "seconds")?))
+        .collect();
+    let daemon = [("tool", "ban-agent daemon")];
+    let peer = [("tool", "fail2ban-regex 1.0.2")];
+    let rate = |filter: &[(&str, &str)]| -> anyhow::Result<f64> {
+        Ok(data.median("throughput", filter, "lines")?
+            / data.median("throughput", filter, "seconds")?)
+    };
+    let speed = rate(&daemon)? / rate(&peer)?;
+    let memory = data.median("throughput", &daemon, "peak_mb")?
+        / data.median("throughput", &peer, "peak_mb")?;
+    let xdp = [("tool", "ban-agent (XDP)")];
+    let drops = |tool: &[(&str, &str)]| {
+        data.median(
+            "packets",
+            &[tool[0], ("bans", "10000")],
+            "flood_drops_per_s",
+        )
+    };
+    let drop_ratio = drops(&xdp)? / drops(&[("tool", "iptables rule per address")])?;
+    let client = |bans: &str| data.median("packets", &[xdp[0], ("bans", bans)], "legit_mbit_s");
+    let keeps = client("1000000")? / client("0")?;
+    let rss = data.median("memory", &[("state", "1M tracked addresses")], "rss_mb")?;
+    Ok(format!(
+        "On the benchmarks ([docs/BENCHMARKS.md](docs/BENCHMARKS.md), `cargo xtask bench`, a \
+         2-core VM), ban-agent bans {p50:.2} ms (median; p99 {p99:.2} ms) after the failing \
+         line is written, where fail2ban's server runs its ban action after {f2b_p50:.0} ms; \
+         it puts 100,000 bans in place in {install:.2} s, where fail2ban's iptables and \
+         nftables actions manage about {:.0} a second; its daemon reads a FastAPI auth log \
+         {speed:.0} times as fast as `fail2ban-regex`, with {:.0}% of its memory, and follows \
+         1M failing addresses in {rss:.0} MB; under a flood from banned addresses with \
+         10,000 bans, XDP drops {drop_ratio:.0} times as many packets a second as iptables \
+         rules, and with 1M bans a legitimate client keeps {:.0}% of its throughput with none.",
+        median(peer_rates),
+        memory * 100.0,
+        keeps * 100.0
+    ))
+}
+
+/// The machine and the versions, for the document.
+fn machine(ws: &Workspace) -> String {
+    let first_line = |program: &str, args: &[&str]| -> String {
+        Command::new(program)
+            .args(args)
+            .current_dir(&ws.root)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| {
+                let text = String::from_utf8_lossy(&o.stdout).into_owned();
+                text.lines()
+                    .find(|l| !l.trim().is_empty())
+                    .map(str::to_owned)
+            })
+            .unwrap_or_else(|| String::from("not installed"))
+    };
+    let file_value = |path: &str, key: &str| -> String {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|text| {
+                text.lines().find_map(|l| l.strip_prefix(key)).map(|v| {
+                    v.trim_start_matches([':', '=', ' ', '\t'])
+                        .trim_matches('"')
+                        .to_owned()
+                })
+            })
+            .unwrap_or_else(|| String::from("unknown"))
+    };
+    let cpus = std::thread::available_parallelism().map_or(0, usize::from);
+    let fail2ban_version = file_value(
+        &ws.tools
+            .join("fail2ban/usr/lib/python3/dist-packages/fail2ban/version.py")
+            .display()
+            .to_string(),
+        "version",
+    );
+    let mut out = String::new();
+    for (what, value) in [
+        (
+            "CPU",
+            format!("{} × {cpus}", file_value("/proc/cpuinfo", "model name")),
+        ),
+        ("memory", file_value("/proc/meminfo", "MemTotal")),
+        ("kernel", first_line("uname", &["-r"])),
+        ("system", file_value("/etc/os-release", "PRETTY_NAME")),
+        ("rustc", first_line("rustc", &["--version"])),
+        ("fail2ban", fail2ban_version),
+        ("iptables", first_line("iptables", &["--version"])),
+        ("nftables", first_line("nft", &["--version"])),
+        ("ipset", first_line("ipset", &["--version"])),
+        ("trafgen", first_line("trafgen", &["--version"])),
+        ("bpftool", first_line("bpftool", &["--version"])),
+    ] {
+        let _ = writeln!(out, "- {what}: {value}");
+    }
+    out
+}
+
+/// Draws `docs/benchmarks/NAME.png` from the CSV files; `false` when its data is missing.
+fn plot(data: &Data, name: &str) -> anyhow::Result<bool> {
+    let path = data.dir.join(format!("{name}.png"));
+    let tools = |csv: &str, key: &str| -> anyhow::Result<Vec<String>> {
+        let mut seen: Vec<String> = Vec::new();
+        for row in data.rows(csv)?.unwrap_or_default() {
+            if let Some(tool) = row.get(key)
+                && !seen.contains(tool)
+            {
+                seen.push(tool.clone());
+            }
+        }
+        Ok(seen)
+    };
+    // One line per tool of `csv`, a point per x (missing where the tool was not run).
+    let series = |csv: &str,
+                  xs: &[&str],
+                  value: &dyn Fn(&str, &str) -> anyhow::Result<f64>|
+     -> anyhow::Result<Vec<(String, Vec<Option<f64>>)>> {
+        tools(csv, "tool")?
+            .into_iter()
+            .map(|tool| {
+                let points = xs.iter().map(|x| value(&tool, x).ok()).collect();
+                Ok((tool, points))
+            })
+            .collect()
+    };
+    match name {
+        "throughput" => {
+            let Some(_) = data.rows("throughput")? else {
+                return Ok(false);
+            };
+            let bars = tools("throughput", "tool")?
+                .into_iter()
+                .map(|tool| {
+                    let filter = [("tool", tool.as_str())];
+                    let rate = data.median("throughput", &filter, "lines")?
+                        / data.median("throughput", &filter, "seconds")?;
+                    Ok((tool, rate))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            bar_chart(
+                &path,
+                "Log throughput, 1M-line FastAPI log",
+                "lines per second (log)",
+                &bars,
+            )?;
+        }
+        "memory" => {
+            let Some(_) = data.rows("memory")? else {
+                return Ok(false);
+            };
+            let bars = tools("memory", "state")?
+                .into_iter()
+                .map(|state| {
+                    let rss = data.median("memory", &[("state", state.as_str())], "rss_mb")?;
+                    Ok((state, rss))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            bar_chart(
+                &path,
+                "ban-agent daemon, resident memory",
+                "MB (log)",
+                &bars,
+            )?;
+        }
+        "latency" => {
+            let Some(_) = data.rows("latency")? else {
+                return Ok(false);
+            };
+            let xs = ["p50_ms", "p99_ms", "max_ms"];
+            let lines = series("latency", &xs, &|tool, x| {
+                data.median("latency", &[("tool", tool)], x)
+            })?;
+            line_chart(
+                &path,
+                "Failure written -> ban effective",
+                "ms (log)",
+                &["p50", "p99", "max"],
+                &lines,
+            )?;
+        }
+        "bans" => {
+            let Some(_) = data.rows("bans")? else {
+                return Ok(false);
+            };
+            let xs = ["1000", "10000", "100000"];
+            let lines = series("bans", &xs, &|tool, x| {
+                let filter = [("tool", tool), ("operation", "install"), ("bans", x)];
+                let done = data.median("bans", &filter, "done")?;
+                let seconds = data.median("bans", &filter, "seconds")?;
+                Ok(done / seconds)
+            })?;
+            line_chart(
+                &path,
+                "Installing bans",
+                "bans per second (log)",
+                &["1k", "10k", "100k"],
+                &lines,
+            )?;
+        }
+        "packets-client" | "packets-drops" => {
+            let Some(_) = data.rows("packets")? else {
+                return Ok(false);
+            };
+            let (xs, labels, column, title, unit): (&[&str], &[&str], _, _, _) =
+                if name == "packets-client" {
+                    (
+                        &["0", "1000", "10000", "100000", "1000000"],
+                        &["0", "1k", "10k", "100k", "1M"],
+                        "legit_mbit_s",
+                        "Legitimate client's TCP throughput, no flood",
+                        "Mbit/s (log)",
+                    )
+                } else {
+                    (
+                        &["1000", "10000", "100000", "1000000"],
+                        &["1k", "10k", "100k", "1M"],
+                        "flood_drops_per_s",
+                        "Banned packets dropped per second under flood",
+                        "packets/s (log)",
+                    )
+                };
+            let lines = series("packets", xs, &|tool, x| {
+                data.median("packets", &[("tool", tool), ("bans", x)], column)
+            })?;
+            line_chart(&path, title, unit, labels, &lines)?;
+        }
+        "xdp" => {
+            let Some(rows) = data.rows("xdp")? else {
+                return Ok(false);
+            };
+            let mut levels: Vec<String> = Vec::new();
+            for row in &rows {
+                if let Some(bans) = row.get("bans")
+                    && !levels.contains(bans)
+                {
+                    levels.push(bans.clone());
+                }
+            }
+            let mut lines = Vec::new();
+            for family in ["ipv4", "ipv6"] {
+                for verdict in ["pass", "drop"] {
+                    let points = levels
+                        .iter()
+                        .map(|bans| {
+                            data.median(
+                                "xdp",
+                                &[("family", family), ("verdict", verdict), ("bans", bans)],
+                                "ns_per_packet",
+                            )
+                            .ok()
+                        })
+                        .collect();
+                    lines.push((format!("{family} {verdict}"), points));
+                }
+            }
+            let labels: Vec<&str> = levels.iter().map(String::as_str).collect();
+            line_chart(
+                &path,
+                "XDP verdict, ns per packet (BPF_PROG_TEST_RUN)",
+                "ns (log)",
+                &labels,
+                &lines,
+            )?;
+        }
+        other => bail!("docs/benchmarks/template.md asks for an unknown plot {other:?}"),
+    }
+    Ok(true)
+}
+
+const COLORS: [RGBColor; 6] = [
+    RGBColor(31, 119, 180),
+    RGBColor(214, 39, 40),
+    RGBColor(44, 160, 44),
+    RGBColor(255, 127, 14),
+    RGBColor(148, 103, 189),
+    RGBColor(127, 127, 127),
+];
+
+/// The log10 range that holds `values`, with some room.
+fn log_range(values: impl Iterator<Item = f64>) -> std::ops::Range<f64> {
+    let (lo, hi) = values
+        .filter(|v| *v > 0.0)
+        .fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    if lo > hi {
+        return 0.0..1.0;
+    }
+    (lo.log10().floor() - 0.1)..(hi.log10().ceil() + 0.1)
+}
+
+fn si(log: f64) -> String {
+    let v = 10f64.powf(log);
+    match v {
+        v if v >= 1e6 => format!("{:.3}M", v / 1e6),
+        v if v >= 1e3 => format!("{:.3}k", v / 1e3),
+        v => format!("{v:.3}"),
+    }
+    .replace(".000", "")
+}
+
+fn bar_chart(path: &Path, title: &str, y: &str, bars: &[(String, f64)]) -> anyhow::Result<()> {
+    let root = BitMapBackend::new(path, (960, 480)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let range = log_range(bars.iter().map(|b| b.1));
+    let base = range.start;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 22))
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(80)
+        .build_cartesian_2d((0..bars.len()).into_segmented(), range)?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .y_desc(y)
+        .y_label_formatter(&|v| si(*v))
+        .x_label_formatter(&|x| match x {
+            SegmentValue::CenterOf(i) => bars.get(*i).map_or(String::new(), |b| b.0.clone()),
+            _ => String::new(),
+        })
+        .draw()?;
+    for (i, (_, value)) in bars.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        let mut bar = Rectangle::new(
+            [
+                (SegmentValue::Exact(i), base),
+                (
+                    SegmentValue::Exact(i + 1),
+                    value.max(f64::MIN_POSITIVE).log10(),
+                ),
+            ],
+            color.filled(),
+        );
+        bar.set_margin(0, 0, 25, 25);
+        chart.draw_series(std::iter::once(bar))?;
+    }
+    root.present()?;
+    Ok(())
+}
+
+fn line_chart(
+    path: &Path,
+    title: &str,
+    y: &str,
+    labels: &[&str],
+    lines: &[(String, Vec<Option<f64>>)],
+) -> anyhow::Result<()> {
+    let root = BitMapBackend::new(path, (960, 480)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let range = log_range(lines.iter().flat_map(|l| l.1.iter().flatten().copied()));
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 22))
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(80)
+        .build_cartesian_2d((0..labels.len()).into_segmented(), range)?;
+    chart
+        .configure_mesh()
+        .y_desc(y)
+        .y_label_formatter(&|v| si(*v))
+        .x_label_formatter(&|x| match x {
+            SegmentValue::CenterOf(i) => labels.get(*i).map_or(String::new(), |l| (*l).to_owned()),
+            _ => String::new(),
+        })
+        .draw()?;
+    for (i, (name, values)) in lines.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        let points: Vec<(SegmentValue<usize>, f64)> = values
+            .iter()
+            .enumerate()
+            .filter_map(|(x, v)| {
+                v.filter(|v| *v > 0.0)
+                    .map(|v| (SegmentValue::CenterOf(x), v.log10()))
+            })
+            .collect();
+        chart
+            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
+            .label(name.as_str())
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2)));
+        chart.draw_series(
+            points
+                .into_iter()
+                .map(|p| Circle::new(p, 4, color.filled())),
+        )?;
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
