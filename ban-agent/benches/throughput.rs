@@ -11,7 +11,8 @@
 //!   (`BAN_AGENT_FAIL2BAN_REGEX`); the ratios are taken against it.
 //!
 //! Lines per second, CPU seconds and peak resident memory of each, median of `RUNS`
-//! interleaved runs (peak: the highest). Every tool must find exactly the failures the
+//! interleaved runs (peak: the highest). This process stays small: a child started with
+//! vfork, as std starts them, inherits its parent's peak in wait4's figure. Every tool must find exactly the failures the
 //! generator wrote, or the benchmark fails. Writes `docs/benchmarks/throughput.csv`,
 //! `throughput.md` and a table.
 
@@ -107,7 +108,7 @@ fn main() -> anyhow::Result<()> {
         runs.push(pipeline(&log, run)?);
         runs.push(test_filter(&log, run)?);
         if root {
-            runs.push(daemon(&log, summary.failures, run)?);
+            runs.push(daemon(&log, summary.lines, summary.failures, run)?);
         }
         if let Some(script) = &fail2ban {
             eprintln!("throughput: fail2ban-regex (about 10 s)");
@@ -189,9 +190,9 @@ fn test_filter(log: &Path, run: usize) -> anyhow::Result<Measured> {
     })
 }
 
-/// The release daemon follows an empty log; the generated file is renamed onto it, and
-/// the time runs until the jail has counted `failures`.
-fn daemon(generated: &Path, failures: u64, run: usize) -> anyhow::Result<Measured> {
+/// The release daemon follows an empty log; the generated file (`lines` long) is renamed
+/// onto it, and the time runs until the jail has counted `failures`.
+fn daemon(generated: &Path, lines: u64, failures: u64, run: usize) -> anyhow::Result<Measured> {
     let dir = tempfile::tempdir_in(generated.parent().context("log directory")?)?;
     let pins = Pins::new("bench-throughput");
     let log = dir.path().join("access.log");
@@ -232,7 +233,6 @@ fn daemon(generated: &Path, failures: u64, run: usize) -> anyhow::Result<Measure
             daemon.log()
         );
     }
-    let lines = std::fs::read(&log)?.iter().filter(|&&b| b == b'\n').count() as u64;
     agent::cli(&socket, &["stop", "--detach"]);
     daemon.wait();
     Ok(Measured {

@@ -33,7 +33,7 @@ pub fn report(ws: &Workspace) -> anyhow::Result<()> {
     let template_path = data.dir.join("template.md");
     let template = std::fs::read_to_string(&template_path)
         .with_context(|| format!("cannot read {}", template_path.display()))?;
-    let headline = headline(&data)?;
+    let headline_doc = headline(&data, None)?;
     let mut out = String::new();
     for line in template.lines() {
         if let Some(name) = placeholder(line, "table") {
@@ -51,7 +51,7 @@ pub fn report(ws: &Workspace) -> anyhow::Result<()> {
         } else if line == "{{machine}}" {
             out.push_str(&machine(ws));
         } else if line == "{{headline}}" {
-            let _ = writeln!(out, "{headline}");
+            let _ = writeln!(out, "{headline_doc}");
         } else {
             let _ = writeln!(out, "{line}");
         }
@@ -63,6 +63,7 @@ pub fn report(ws: &Workspace) -> anyhow::Result<()> {
     let (Some(start), Some(end)) = (readme.find(HEADLINE_START), readme.find(HEADLINE_END)) else {
         bail!("README.md has no {HEADLINE_START} ... {HEADLINE_END} block to write the figures in");
     };
+    let headline = headline(&data, Some("docs/BENCHMARKS.md"))?;
     let readme = format!(
         "{}{HEADLINE_START}\n{headline}\n{}",
         &readme[..start],
@@ -136,8 +137,9 @@ fn median(mut values: Vec<f64>) -> f64 {
     values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
-/// The README's and the document's first paragraph of figures.
-fn headline(data: &Data) -> anyhow::Result<String> {
+/// The README's (with a link to the document) and the document's first paragraph of
+/// figures.
+fn headline(data: &Data, link: Option<&str>) -> anyhow::Result<String> {
     let ours = [("tool", "ban-agent")];
     let p50 = data.median("latency", &ours, "p50_ms")?;
     let p99 = data.median("latency", &ours, "p99_ms")?;
@@ -179,16 +181,20 @@ fn headline(data: &Data) -> anyhow::Result<String> {
     let client = |bans: &str| data.median("packets", &[xdp[0], ("bans", bans)], "legit_mbit_s");
     let keeps = client("1000000")? / client("0")?;
     let rss = data.median("memory", &[("state", "1M tracked addresses")], "rss_mb")?;
+    let source = match link {
+        Some(link) => format!("On the [benchmarks]({link}) (`cargo xtask bench`, a 2-core VM)"),
+        None => String::from("On these benchmarks"),
+    };
     Ok(format!(
-        "On the benchmarks ([docs/BENCHMARKS.md](docs/BENCHMARKS.md), `cargo xtask bench`, a \
-         2-core VM), ban-agent bans {p50:.2} ms (median; p99 {p99:.2} ms) after the failing \
+        "{source}, ban-agent bans {p50:.2} ms (median; p99 {p99:.2} ms) after the failing \
          line is written, where fail2ban's server runs its ban action after {f2b_p50:.0} ms; \
          it puts 100,000 bans in place in {install:.2} s, where fail2ban's iptables and \
          nftables actions manage about {:.0} a second; its daemon reads a FastAPI auth log \
          {speed:.0} times as fast as `fail2ban-regex`, with {:.0}% of its memory, and follows \
          1M failing addresses in {rss:.0} MB; under a flood from banned addresses with \
          10,000 bans, XDP drops {drop_ratio:.0} times as many packets a second as iptables \
-         rules, and with 1M bans a legitimate client keeps {:.0}% of its throughput with none.",
+         rules, and a legitimate client's throughput with 1M bans is {:.0}% of its \
+         throughput with none.",
         median(peer_rates),
         memory * 100.0,
         keeps * 100.0
@@ -203,9 +209,10 @@ fn machine(ws: &Workspace) -> String {
             .current_dir(&ws.root)
             .output()
             .ok()
-            .filter(|o| o.status.success())
             .and_then(|o| {
-                let text = String::from_utf8_lossy(&o.stdout).into_owned();
+                // Some print their version on stderr, or exit 1 after printing it.
+                let text = String::from_utf8_lossy(&o.stdout).into_owned()
+                    + &String::from_utf8_lossy(&o.stderr);
                 text.lines()
                     .find(|l| !l.trim().is_empty())
                     .map(str::to_owned)
@@ -238,7 +245,10 @@ fn machine(ws: &Workspace) -> String {
             "CPU",
             format!("{} × {cpus}", file_value("/proc/cpuinfo", "model name")),
         ),
-        ("memory", file_value("/proc/meminfo", "MemTotal")),
+        (
+            "memory",
+            memory_gib(&file_value("/proc/meminfo", "MemTotal")),
+        ),
         ("kernel", first_line("uname", &["-r"])),
         ("system", file_value("/etc/os-release", "PRETTY_NAME")),
         ("rustc", first_line("rustc", &["--version"])),
@@ -252,6 +262,18 @@ fn machine(ws: &Workspace) -> String {
         let _ = writeln!(out, "- {what}: {value}");
     }
     out
+}
+
+/// `/proc/meminfo`'s "24684100 kB" as "23.5 GiB".
+fn memory_gib(total: &str) -> String {
+    total
+        .split_whitespace()
+        .next()
+        .and_then(|kib| kib.parse::<f64>().ok())
+        .map_or_else(
+            || total.to_owned(),
+            |kib| format!("{:.1} GiB", kib / 1024.0 / 1024.0),
+        )
 }
 
 /// Draws `docs/benchmarks/NAME.png` from the CSV files; `false` when its data is missing.
@@ -442,11 +464,15 @@ fn log_range(values: impl Iterator<Item = f64>) -> std::ops::Range<f64> {
     if lo > hi {
         return 0.0..1.0;
     }
-    (lo.log10().floor() - 0.1)..(hi.log10().ceil() + 0.1)
+    (lo.log10().floor() - 0.05)..(hi.log10().ceil() + 0.05)
 }
 
+/// A tick of a log10 axis: labelled at powers of ten only.
 fn si(log: f64) -> String {
-    let v = 10f64.powf(log);
+    if (log - log.round()).abs() > 1e-6 {
+        return String::new();
+    }
+    let v = 10f64.powf(log.round());
     match v {
         v if v >= 1e6 => format!("{:.3}M", v / 1e6),
         v if v >= 1e3 => format!("{:.3}k", v / 1e3),
@@ -465,7 +491,8 @@ fn bar_chart(path: &Path, title: &str, y: &str, bars: &[(String, f64)]) -> anyho
         .margin(15)
         .x_label_area_size(40)
         .y_label_area_size(80)
-        .build_cartesian_2d((0..bars.len()).into_segmented(), range)?;
+        // A segmented range 0..n has n + 1 segments.
+        .build_cartesian_2d((0..bars.len().saturating_sub(1)).into_segmented(), range)?;
     chart
         .configure_mesh()
         .disable_x_mesh()
@@ -510,7 +537,7 @@ fn line_chart(
         .margin(15)
         .x_label_area_size(40)
         .y_label_area_size(80)
-        .build_cartesian_2d((0..labels.len()).into_segmented(), range)?;
+        .build_cartesian_2d((0..labels.len().saturating_sub(1)).into_segmented(), range)?;
     chart
         .configure_mesh()
         .y_desc(y)
