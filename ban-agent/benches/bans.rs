@@ -31,10 +31,7 @@ use ipnet::IpNet;
 #[path = "../tests/common/mod.rs"]
 mod common;
 mod shared;
-use common::{
-    Netns, Pins,
-    agent::{self, AGENT, Daemon},
-};
+use common::{Netns, Pins, agent};
 
 const SIZES: [u32; 3] = [1_000, 10_000, 100_000];
 const RUNS: usize = 3;
@@ -117,15 +114,7 @@ fn ban_agent(size: u32) -> anyhow::Result<(Timed, Timed)> {
     File::create(&log)?;
     let config = agent::one_jail_config(dir.path(), &pins.dir, &log, 1);
     let socket = dir.path().join("ctl.sock");
-    let start = || {
-        let mut command = Command::new(AGENT);
-        command
-            .args(["run", "--config"])
-            .arg(&config)
-            .env("RUST_LOG", "warn");
-        Daemon::spawn(command, &socket, &dir.path().join("agent.log"))
-    };
-    let daemon = start();
+    let daemon = agent::start_quiet(&config);
     let maps = ban_agent::datapath::Maps::open_pinned(&pins.dir)?;
     let last = IpNet::from(IpAddr::V6(address(size - 1)));
     let count = |maps: &ban_agent::datapath::Maps| -> anyhow::Result<u32> {
@@ -157,7 +146,7 @@ fn ban_agent(size: u32) -> anyhow::Result<(Timed, Timed)> {
     agent::cli(&socket, &["stop", "--detach"]);
     daemon.wait();
     let started = Instant::now();
-    let _daemon = start();
+    let _daemon = agent::start_quiet(&config);
     let maps = ban_agent::datapath::Maps::open_pinned(&pins.dir)?;
     let restore = time_until(size, started, || count(&maps))?;
     Ok((install, restore))

@@ -27,10 +27,7 @@ use ipnet::IpNet;
 #[path = "../tests/common/mod.rs"]
 mod common;
 mod shared;
-use common::{
-    Pins,
-    agent::{self, AGENT, Daemon},
-};
+use common::{Pins, agent};
 
 const RUNS: usize = 3;
 /// Addresses banned per run.
@@ -137,12 +134,7 @@ fn ban_agent(dir: &Path) -> anyhow::Result<Vec<f64>> {
     let log = dir.join("agent-access.log");
     File::create(&log)?;
     let config = agent::one_jail_config(dir, &pins.dir, &log, MAXRETRY as u32);
-    let mut command = Command::new(AGENT);
-    command
-        .args(["run", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "warn");
-    let _daemon = Daemon::spawn(command, &dir.join("ctl.sock"), &dir.join("agent.log"));
+    let _daemon = agent::start_quiet(&config);
     let maps = ban_agent::datapath::Maps::open_pinned(&pins.dir)?;
     // The poller notes when each address first shows in the map, every 100 µs, until
     // every attacker is there or it is told to give up.

@@ -16,13 +16,7 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use ban_agent::{
-    control::{
-        client,
-        protocol::{Reply, Request},
-    },
-    datapath::Maps,
-};
+use ban_agent::datapath::Maps;
 use ipnet::IpNet;
 // The privileged tests' helpers: the daemon as a process, a pin directory of its own.
 #[path = "../tests/common/mod.rs"]
@@ -30,7 +24,7 @@ mod common;
 mod shared;
 use common::{
     Pins,
-    agent::{self, AGENT, Daemon},
+    agent::{self, Daemon},
 };
 
 const RUNS: usize = 3;
@@ -85,12 +79,7 @@ impl Agent {
         File::create(&log)?;
         let config = agent::one_jail_config(dir.path(), &pins.dir, &log, maxretry);
         let socket = dir.path().join("ctl.sock");
-        let mut command = Command::new(AGENT);
-        command
-            .args(["run", "--config"])
-            .arg(&config)
-            .env("RUST_LOG", "warn");
-        let daemon = Daemon::spawn(command, &socket, &dir.path().join("agent.log"));
+        let daemon = agent::start_quiet(&config);
         Ok(Self {
             daemon,
             pins,
@@ -139,16 +128,6 @@ impl Agent {
         Ok(())
     }
 
-    fn failures_counted(&self) -> anyhow::Result<u64> {
-        let request = Request::Status {
-            jail: Some("fastapi-auth".to_owned()),
-        };
-        match client::call(&self.socket, &request)? {
-            Reply::Jail(status) => Ok(status.total_failed),
-            other => bail!("status: unexpected reply {other:?}"),
-        }
-    }
-
     fn row(&self, state: &'static str, run: usize) -> anyhow::Result<Row> {
         let (_, rss_kib, _) = shared::proc_usage(self.daemon.pid())?;
         Ok(Row {
@@ -175,7 +154,9 @@ fn tracked(run: usize, rows: &mut Vec<Row>) -> anyhow::Result<()> {
         ("1M tracked addresses", 100_000, 1_000_000),
     ] {
         agent.fail(from..to)?;
-        agent.until(state, || Ok(agent.failures_counted()? >= u64::from(to)))?;
+        agent.until(state, || {
+            Ok(agent::failures_counted(&agent.socket) >= u64::from(to))
+        })?;
         rows.push(agent.row(state, run)?);
     }
     agent.stop();

@@ -26,10 +26,6 @@ use std::{
 use anyhow::{Context as _, bail};
 use ban_agent::{
     config::Start,
-    control::{
-        client,
-        protocol::{Reply, Request},
-    },
     detect,
     sample::{SampleSpec, write_log},
     tail::{DEFAULT_MAX_LINE, Follower},
@@ -43,7 +39,7 @@ mod common;
 mod shared;
 use common::{
     Pins,
-    agent::{self, AGENT, Daemon},
+    agent::{self, AGENT},
 };
 
 /// Set in the child processes: the log to run the pipeline over.
@@ -68,6 +64,27 @@ struct Measured {
     seconds: f64,
     cpu_seconds: f64,
     peak_kib: u64,
+}
+
+impl Measured {
+    /// A tool's process, which found `failures` in `lines`, as it ran.
+    fn of(
+        tool: &'static str,
+        run: usize,
+        lines: u64,
+        failures: u64,
+        process: &shared::Run,
+    ) -> Self {
+        Self {
+            tool,
+            run,
+            lines,
+            failures,
+            seconds: process.seconds,
+            cpu_seconds: process.cpu_seconds,
+            peak_kib: process.peak_kib,
+        }
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -179,15 +196,7 @@ fn test_filter(log: &Path, run: usize) -> anyhow::Result<Measured> {
     // "Lines: 1000000 read, 150204 matched, 0 ignored, 849796 missed"
     let [lines, matched, ..] = common::report::lines_row(&measured.stdout)
         .with_context(|| format!("no Lines row in test-filter's report:\n{}", measured.stdout))?;
-    Ok(Measured {
-        tool: TEST_FILTER,
-        run,
-        lines,
-        failures: matched,
-        seconds: measured.seconds,
-        cpu_seconds: measured.cpu_seconds,
-        peak_kib: measured.peak_kib,
-    })
+    Ok(Measured::of(TEST_FILTER, run, lines, matched, &measured))
 }
 
 /// The release daemon follows an empty log; the generated file (`lines` long) is renamed
@@ -199,21 +208,7 @@ fn daemon(generated: &Path, lines: u64, failures: u64, run: usize) -> anyhow::Re
     std::fs::File::create(&log)?;
     let config = agent::one_jail_config(dir.path(), &pins.dir, &log, 5);
     let socket = dir.path().join("ctl.sock");
-    let mut command = Command::new(AGENT);
-    command
-        .args(["run", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "warn");
-    let daemon = Daemon::spawn(command, &socket, &dir.path().join("agent.log"));
-    let counted = || -> anyhow::Result<u64> {
-        let request = Request::Status {
-            jail: Some("fastapi-auth".to_owned()),
-        };
-        match client::call(&socket, &request)? {
-            Reply::Jail(status) => Ok(status.total_failed),
-            other => bail!("status: unexpected reply {other:?}"),
-        }
-    };
+    let daemon = agent::start_quiet(&config);
     let (cpu_before, _, _) = shared::proc_usage(daemon.pid())?;
     // The daemon reads the file in place; the generated one is kept for the next tool.
     let copy = dir.path().join("next.log");
@@ -223,7 +218,7 @@ fn daemon(generated: &Path, lines: u64, failures: u64, run: usize) -> anyhow::Re
     let mut done = 0;
     while done < failures && started.elapsed() < DAEMON_CAP {
         std::thread::sleep(Duration::from_millis(2));
-        done = counted()?;
+        done = agent::failures_counted(&socket);
     }
     let seconds = started.elapsed().as_secs_f64();
     let (cpu_after, _, peak_kib) = shared::proc_usage(daemon.pid())?;
@@ -266,15 +261,7 @@ fn fail2ban_regex(script: &Path, log: &Path, dir: &Path, run: usize) -> anyhow::
                 measured.stdout
             )
         })?;
-    Ok(Measured {
-        tool: FAIL2BAN,
-        run,
-        lines,
-        failures: matched,
-        seconds: measured.seconds,
-        cpu_seconds: measured.cpu_seconds,
-        peak_kib: measured.peak_kib,
-    })
+    Ok(Measured::of(FAIL2BAN, run, lines, matched, &measured))
 }
 
 fn report(runs: &[Measured]) -> anyhow::Result<()> {

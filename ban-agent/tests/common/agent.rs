@@ -123,6 +123,34 @@ pub fn one_jail_config(dir: &Path, pins: &Path, log: &Path, maxretry: u32) -> Pa
     path
 }
 
+/// Starts the daemon on a [`one_jail_config`] (in this process's namespace, logging
+/// warnings only, as the benchmarks run it), its socket and log beside the configuration,
+/// and waits until it answers.
+pub fn start_quiet(config: &Path) -> Daemon {
+    let dir = config.parent().expect("the configuration's directory");
+    let mut command = Command::new(AGENT);
+    command
+        .args(["run", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "warn");
+    Daemon::spawn(command, &dir.join("ctl.sock"), &dir.join("agent.log"))
+}
+
+/// The failures the jail `fastapi-auth` has counted so far (`status`'s total).
+pub fn failures_counted(socket: &Path) -> u64 {
+    use ban_agent::control::{
+        client,
+        protocol::{Reply, Request},
+    };
+    let request = Request::Status {
+        jail: Some("fastapi-auth".to_owned()),
+    };
+    match client::call(socket, &request) {
+        Ok(Reply::Jail(status)) => status.total_failed,
+        other => panic!("status fastapi-auth: {other:?}"),
+    }
+}
+
 /// `ban-agent --socket SOCKET args...`, as an operator types it.
 pub fn cli_output(socket: &Path, args: &[&str]) -> Output {
     Command::new(AGENT)
