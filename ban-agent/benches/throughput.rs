@@ -300,7 +300,7 @@ fn report(runs: &[Measured]) -> anyhow::Result<()> {
             continue;
         };
         let ratios = peer.map_or_else(
-            || String::from("| | |"),
+            || String::from(" | | "),
             |(p_rate, p_cpu, p_peak, _)| {
                 format!(
                     "{:.1} | {:.3} | {:.2}",
