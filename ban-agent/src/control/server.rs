@@ -13,7 +13,8 @@ use thiserror::Error;
 use tokio::{
     io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader},
     net::{UnixListener, UnixStream},
-    sync::{mpsc, oneshot},
+    sync::{mpsc, oneshot, watch},
+    task::JoinSet,
 };
 use tracing::{debug, warn};
 
@@ -65,25 +66,45 @@ pub fn bind(path: &Path) -> Result<UnixListener, ServerError> {
     Ok(listener)
 }
 
-/// Serves connections until the task is dropped; requests go to `calls`.
-pub async fn serve(listener: UnixListener, calls: mpsc::Sender<Call>) {
+/// How long connections still open at shutdown get to write the replies already decided.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Serves connections, their requests going to `calls`, until `shutdown` changes; then
+/// stops accepting and lets open connections finish, for up to [`DRAIN`], so that the
+/// reply to `stop` reaches its client before the daemon exits.
+pub async fn serve(
+    listener: UnixListener,
+    calls: mpsc::Sender<Call>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     // SAFETY: geteuid has no preconditions.
     let owner = unsafe { libc::geteuid() };
+    let mut connections = JoinSet::new();
     loop {
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                let calls = calls.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = connection(stream, owner, calls).await {
-                        debug!("control connection: {e}");
-                    }
-                });
-            }
-            Err(e) => {
-                warn!("control socket: cannot accept: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let calls = calls.clone();
+                    connections.spawn(async move {
+                        if let Err(e) = connection(stream, owner, calls).await {
+                            debug!("control connection: {e}");
+                        }
+                    });
+                }
+                Err(e) => {
+                    warn!("control socket: cannot accept: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            },
+            // Finished connections are let go of as they end.
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            _ = shutdown.changed() => break,
         }
+    }
+    drop(listener);
+    let drained = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(DRAIN, drained).await.is_err() {
+        debug!("control connections still open at shutdown are closed");
     }
 }
 

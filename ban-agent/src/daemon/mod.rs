@@ -97,7 +97,8 @@ async fn serve_on(
     let mut agent = Agent::start(config, kernel, store, setup, Now::read())?;
 
     let (calls, mut requests) = mpsc::channel::<Call>(64);
-    let control = tokio::spawn(server::serve(listener, calls));
+    let (shutdown, stopping) = tokio::sync::watch::channel(false);
+    let control = tokio::spawn(server::serve(listener, calls, stopping));
     let metrics_task = metrics_listener.map(|listener| {
         if let Ok(address) = listener.local_addr() {
             info!(%address, "metrics at /metrics");
@@ -154,7 +155,12 @@ async fn serve_on(
     };
     agent.poll(Now::read());
     agent.save(Now::read());
-    control.abort();
+    // Replies already sent to their connections (the one to `stop` among them) are
+    // written before the runtime, and every task with it, ends.
+    // Requests still queued are answered "the daemon is stopping".
+    drop(requests);
+    let _sent = shutdown.send(true);
+    let _drained = control.await;
     if let Some(task) = metrics_task {
         task.abort();
     }
