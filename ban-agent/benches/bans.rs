@@ -17,7 +17,7 @@
 
 use std::{
     fmt::Write as _,
-    fs::{File, OpenOptions},
+    fs::OpenOptions,
     io::Write as _,
     net::{IpAddr, Ipv6Addr},
     process::Command,
@@ -31,7 +31,10 @@ use ipnet::IpNet;
 #[path = "../tests/common/mod.rs"]
 mod common;
 mod shared;
-use common::{Netns, Pins, agent};
+use common::{
+    Netns,
+    agent::{self, OneJail},
+};
 
 const SIZES: [u32; 3] = [1_000, 10_000, 100_000];
 const RUNS: usize = 3;
@@ -50,10 +53,7 @@ struct Timed {
 }
 
 fn main() -> anyhow::Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!("the bans benchmark writes BPF maps and firewall rules: run it as root");
-    }
+    shared::require_root("bans", "writes BPF maps and firewall rules")?;
     // The firewall rules go into a namespace of the benchmark's, and so does everything
     // started from here.
     let netns = Netns::new("bench-bans");
@@ -108,14 +108,9 @@ fn time_until(
 }
 
 fn ban_agent(size: u32) -> anyhow::Result<(Timed, Timed)> {
-    let dir = tempfile::tempdir()?;
-    let pins = Pins::new("bench-bans");
-    let log = dir.path().join("access.log");
-    File::create(&log)?;
-    let config = agent::one_jail_config(dir.path(), &pins.dir, &log, 1);
-    let socket = dir.path().join("ctl.sock");
-    let daemon = agent::start_quiet(&config);
-    let maps = ban_agent::datapath::Maps::open_pinned(&pins.dir)?;
+    let agent = OneJail::new("bench-bans", 1);
+    let daemon = agent.start();
+    let maps = ban_agent::datapath::Maps::open_pinned(&agent.pins.dir)?;
     let last = IpNet::from(IpAddr::V6(address(size - 1)));
     let count = |maps: &ban_agent::datapath::Maps| -> anyhow::Result<u32> {
         // Lines are read in order: the last address in place means all are; then count.
@@ -125,29 +120,22 @@ fn ban_agent(size: u32) -> anyhow::Result<(Timed, Timed)> {
         })
     };
 
-    let stamp = jiff::Zoned::now()
-        .strftime("%Y-%m-%d %H:%M:%S,%3f")
-        .to_string();
-    let mut lines = String::with_capacity(size as usize * 100);
-    for i in 0..size {
-        let _ = writeln!(
-            lines,
-            "{stamp} - fastapi-auth - INFO - {} - \"POST /login\" 401 - 0.0100s",
-            address(i)
-        );
-    }
-    let mut file = OpenOptions::new().append(true).open(&log)?;
+    let stamp = agent::now_stamp();
+    let lines: String = (0..size)
+        .map(|i| agent::login_line(&stamp, address(i), 401))
+        .collect();
+    let mut file = OpenOptions::new().append(true).open(&agent.log)?;
     let started = Instant::now();
     file.write_all(lines.as_bytes())?;
     let install = time_until(size, started, || count(&maps))?;
     drop(maps);
 
     // As after a reboot: the kernel holds nothing; the state file holds every ban.
-    agent::cli(&socket, &["stop", "--detach"]);
+    agent::cli(&agent.socket, &["stop", "--detach"]);
     daemon.wait();
     let started = Instant::now();
-    let _daemon = agent::start_quiet(&config);
-    let maps = ban_agent::datapath::Maps::open_pinned(&pins.dir)?;
+    let _daemon = agent.start();
+    let maps = ban_agent::datapath::Maps::open_pinned(&agent.pins.dir)?;
     let restore = time_until(size, started, || count(&maps))?;
     Ok((install, restore))
 }

@@ -27,7 +27,7 @@ use ipnet::IpNet;
 #[path = "../tests/common/mod.rs"]
 mod common;
 mod shared;
-use common::{Pins, agent};
+use common::agent::{self, OneJail};
 
 const RUNS: usize = 3;
 /// Addresses banned per run.
@@ -40,16 +40,13 @@ const FAIL2BAN_FILTER: &str =
     include_str!("../../examples/fastapi-auth/fail2ban/filter.d/fastapi-auth.conf");
 
 fn main() -> anyhow::Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!("the latency benchmark writes bans into BPF maps: run it as root");
-    }
+    shared::require_root("latency", "writes bans into BPF maps")?;
     let peer = std::env::var_os("BAN_AGENT_FAIL2BAN_SERVER").map(PathBuf::from);
     let mut runs: Vec<(&str, usize, Vec<f64>)> = Vec::new();
     for run in 1..=RUNS {
         let dir = tempfile::tempdir()?;
         eprintln!("latency: run {run}/{RUNS}: ban-agent");
-        runs.push(("ban-agent", run, ban_agent(dir.path())?));
+        runs.push(("ban-agent", run, ban_agent()?));
         match &peer {
             Some(server) => {
                 eprintln!("latency: run {run}/{RUNS}: fail2ban");
@@ -90,12 +87,8 @@ fn write_attack(log: &Path) -> anyhow::Result<HashMap<IpAddr, f64>> {
             ] {
                 std::thread::sleep(next.saturating_duration_since(std::time::Instant::now()));
                 next += SPACING;
-                let stamp = jiff::Zoned::now().strftime("%Y-%m-%d %H:%M:%S,%3f");
                 // One write per line, as Python's logging does.
-                file.write_all(
-                    format!("{stamp} - fastapi-auth - INFO - {host} - \"POST /login\" {status} - 0.0100s\n")
-                        .as_bytes(),
-                )?;
+                file.write_all(agent::login_line(&agent::now_stamp(), &host, status).as_bytes())?;
                 if status == 401 && failure == MAXRETRY {
                     written.insert(attacker(i), now());
                 }
@@ -129,13 +122,10 @@ impl Drop for Process {
     }
 }
 
-fn ban_agent(dir: &Path) -> anyhow::Result<Vec<f64>> {
-    let pins = Pins::new("bench-latency");
-    let log = dir.join("agent-access.log");
-    File::create(&log)?;
-    let config = agent::one_jail_config(dir, &pins.dir, &log, MAXRETRY as u32);
-    let _daemon = agent::start_quiet(&config);
-    let maps = ban_agent::datapath::Maps::open_pinned(&pins.dir)?;
+fn ban_agent() -> anyhow::Result<Vec<f64>> {
+    let agent = OneJail::new("bench-latency", MAXRETRY as u32);
+    let _daemon = agent.start();
+    let maps = ban_agent::datapath::Maps::open_pinned(&agent.pins.dir)?;
     // The poller notes when each address first shows in the map, every 100 µs, until
     // every attacker is there or it is told to give up.
     let give_up = Arc::new(AtomicBool::new(false));
@@ -167,7 +157,7 @@ fn ban_agent(dir: &Path) -> anyhow::Result<Vec<f64>> {
             Ok(seen)
         })
     };
-    let written = write_attack(&log)?;
+    let written = write_attack(&agent.log)?;
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while !poller.is_finished() && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));

@@ -7,7 +7,7 @@
 
 use std::{
     fmt::Write as _,
-    fs::{File, OpenOptions},
+    fs::OpenOptions,
     io::Write as _,
     net::{IpAddr, Ipv6Addr},
     path::Path,
@@ -22,10 +22,7 @@ use ipnet::IpNet;
 #[path = "../tests/common/mod.rs"]
 mod common;
 mod shared;
-use common::{
-    Pins,
-    agent::{self, Daemon},
-};
+use common::agent::{self, Daemon, OneJail};
 
 const RUNS: usize = 3;
 /// How long the daemon gets to take in each batch of lines.
@@ -48,10 +45,7 @@ fn main() -> anyhow::Result<()> {
     if std::env::args().any(|a| a == "--list") {
         return Ok(());
     }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!("the memory benchmark runs the daemon, which loads BPF maps: run it as root");
-    }
+    shared::require_root("memory", "runs the daemon, which loads BPF maps")?;
     let mut rows = Vec::new();
     for run in 1..=RUNS {
         eprintln!("memory: run {run}/{RUNS}: idle, then 100k and 1M tracked addresses");
@@ -62,49 +56,28 @@ fn main() -> anyhow::Result<()> {
     report(&rows)
 }
 
-/// A daemon on an empty log, its pins, its socket.
+/// A daemon on an empty log, with its surroundings.
 struct Agent {
+    jail: OneJail,
     daemon: Daemon,
-    pins: Pins,
-    socket: std::path::PathBuf,
-    log: std::path::PathBuf,
-    _dir: tempfile::TempDir,
 }
 
 impl Agent {
-    fn start(maxretry: u32) -> anyhow::Result<Self> {
-        let dir = tempfile::tempdir()?;
-        let pins = Pins::new("bench-memory");
-        let log = dir.path().join("access.log");
-        File::create(&log)?;
-        let config = agent::one_jail_config(dir.path(), &pins.dir, &log, maxretry);
-        let socket = dir.path().join("ctl.sock");
-        let daemon = agent::start_quiet(&config);
-        Ok(Self {
-            daemon,
-            pins,
-            socket,
-            log,
-            _dir: dir,
-        })
+    fn start(maxretry: u32) -> Self {
+        let jail = OneJail::new("bench-memory", maxretry);
+        let daemon = jail.start();
+        Self { jail, daemon }
     }
 
     /// Appends one failure line for each address of `range`.
     fn fail(&self, range: std::ops::Range<u32>) -> anyhow::Result<()> {
-        let stamp = jiff::Zoned::now()
-            .strftime("%Y-%m-%d %H:%M:%S,%3f")
-            .to_string();
-        let mut lines = String::with_capacity(range.len() * 100);
-        for i in range {
-            let _ = writeln!(
-                lines,
-                "{stamp} - fastapi-auth - INFO - {} - \"POST /login\" 401 - 0.0100s",
-                address(i)
-            );
-        }
+        let stamp = agent::now_stamp();
+        let lines: String = range
+            .map(|i| agent::login_line(&stamp, address(i), 401))
+            .collect();
         OpenOptions::new()
             .append(true)
-            .open(&self.log)?
+            .open(&self.jail.log)?
             .write_all(lines.as_bytes())
             .context("append to the log")
     }
@@ -134,18 +107,18 @@ impl Agent {
             state,
             run,
             rss_kib,
-            maps_kib: maps_kib(&self.pins.dir)?,
+            maps_kib: maps_kib(&self.jail.pins.dir)?,
         })
     }
 
     fn stop(self) {
-        agent::cli(&self.socket, &["stop", "--detach"]);
+        agent::cli(&self.jail.socket, &["stop", "--detach"]);
         self.daemon.wait();
     }
 }
 
 fn tracked(run: usize, rows: &mut Vec<Row>) -> anyhow::Result<()> {
-    let agent = Agent::start(5)?;
+    let agent = Agent::start(5);
     // Let start-up allocations settle.
     std::thread::sleep(Duration::from_secs(1));
     rows.push(agent.row("idle", run)?);
@@ -154,9 +127,7 @@ fn tracked(run: usize, rows: &mut Vec<Row>) -> anyhow::Result<()> {
         ("1M tracked addresses", 100_000, 1_000_000),
     ] {
         agent.fail(from..to)?;
-        agent.until(state, || {
-            Ok(agent::failures_counted(&agent.socket) >= u64::from(to))
-        })?;
+        agent.until(state, || Ok(agent.jail.failures_counted() >= u64::from(to)))?;
         rows.push(agent.row(state, run)?);
     }
     agent.stop();
@@ -165,8 +136,8 @@ fn tracked(run: usize, rows: &mut Vec<Row>) -> anyhow::Result<()> {
 
 fn bans(run: usize, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     const BANS: u32 = 1_000_000;
-    let agent = Agent::start(1)?;
-    let maps = Maps::open_pinned(&agent.pins.dir)?;
+    let agent = Agent::start(1);
+    let maps = Maps::open_pinned(&agent.jail.pins.dir)?;
     agent.fail(0..BANS)?;
     let last = IpNet::from(IpAddr::V6(address(BANS - 1)));
     agent.until("1M bans", || Ok(maps.expiry(0, last)?.is_some()))?;

@@ -37,10 +37,7 @@ use jiff::{Timestamp, tz::TimeZone};
 #[path = "../tests/common/mod.rs"]
 mod common;
 mod shared;
-use common::{
-    Pins,
-    agent::{self, AGENT},
-};
+use common::agent::{AGENT, OneJail};
 
 /// Set in the child processes: the log to run the pipeline over.
 const CHILD_ENV: &str = "BAN_AGENT_DETECT_CHILD";
@@ -202,23 +199,19 @@ fn test_filter(log: &Path, run: usize) -> anyhow::Result<Measured> {
 /// The release daemon follows an empty log; the generated file (`lines` long) is renamed
 /// onto it, and the time runs until the jail has counted `failures`.
 fn daemon(generated: &Path, lines: u64, failures: u64, run: usize) -> anyhow::Result<Measured> {
-    let dir = tempfile::tempdir_in(generated.parent().context("log directory")?)?;
-    let pins = Pins::new("bench-throughput");
-    let log = dir.path().join("access.log");
-    std::fs::File::create(&log)?;
-    let config = agent::one_jail_config(dir.path(), &pins.dir, &log, 5);
-    let socket = dir.path().join("ctl.sock");
-    let daemon = agent::start_quiet(&config);
+    let agent = OneJail::new("bench-throughput", 5);
+    let daemon = agent.start();
     let (cpu_before, _, _) = shared::proc_usage(daemon.pid())?;
-    // The daemon reads the file in place; the generated one is kept for the next tool.
-    let copy = dir.path().join("next.log");
+    // The daemon reads the file in place; the generated one is kept for the next tool
+    // (both directories are temporary ones, on the same file system).
+    let copy = agent.dir().join("next.log");
     std::fs::hard_link(generated, &copy)?;
     let started = Instant::now();
-    std::fs::rename(&copy, &log)?;
+    std::fs::rename(&copy, &agent.log)?;
     let mut done = 0;
     while done < failures && started.elapsed() < DAEMON_CAP {
         std::thread::sleep(Duration::from_millis(2));
-        done = agent::failures_counted(&socket);
+        done = agent.failures_counted();
     }
     let seconds = started.elapsed().as_secs_f64();
     let (cpu_after, _, peak_kib) = shared::proc_usage(daemon.pid())?;
@@ -228,7 +221,7 @@ fn daemon(generated: &Path, lines: u64, failures: u64, run: usize) -> anyhow::Re
             daemon.log()
         );
     }
-    agent::cli(&socket, &["stop", "--detach"]);
+    common::agent::cli(&agent.socket, &["stop", "--detach"]);
     daemon.wait();
     Ok(Measured {
         tool: DAEMON,

@@ -21,7 +21,7 @@ mod shared;
 use aya::programs::{TestRun as _, TestRunOptions};
 use ban_agent::{
     clock::{Expiry, boot_ns},
-    datapath::{self, Datapath, DatapathOptions, JailPorts, Protocol},
+    datapath::{self, Datapath},
 };
 use ipnet::IpNet;
 use packet::{Frame, L4};
@@ -47,10 +47,7 @@ fn main() -> anyhow::Result<()> {
     if std::env::args().skip(1).any(|a| a != "--bench") {
         bail!("usage: cargo xtask bench xdp");
     }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!("the XDP benchmark loads a BPF program: run it as root");
-    }
+    shared::require_root("xdp", "loads a BPF program")?;
     let pin_dir = PathBuf::from(format!(
         "/sys/fs/bpf/ban-agent-bench-{}",
         std::process::id()
@@ -62,15 +59,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn measure(pin_dir: &std::path::Path) -> anyhow::Result<Vec<Row>> {
-    let mut dp = Datapath::open(DatapathOptions {
-        pin_dir: pin_dir.to_owned(),
-        ..DatapathOptions::default()
-    })?;
-    dp.maps().set_jails(&[JailPorts {
-        jail: 0,
-        ports: Some(vec![PORT]),
-        protocol: Protocol::Tcp,
-    }])?;
+    let mut dp = shared::one_jail_datapath(pin_dir.to_owned(), PORT)?;
     let expiry = Expiry::after(boot_ns(), Duration::from_secs(3600));
     dp.maps()
         .ban(0, IpNet::from(std::net::IpAddr::V4(BANNED_V4)), expiry)?;

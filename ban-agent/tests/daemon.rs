@@ -96,20 +96,15 @@ impl Scene {
 
     /// Appends failure lines of `host`, timed now.
     fn fail(&self, host: &str, times: usize) {
-        let now = jiff::Zoned::now()
-            .strftime("%Y-%m-%d %H:%M:%S,%3f")
-            .to_string();
+        let now = agent::now_stamp();
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.path("auth.log"))
             .expect("open the log");
         for _ in 0..times {
-            writeln!(
-                file,
-                "{now} - fastapi-auth - INFO - {host} - \"POST /login\" 401 - 0.0100s"
-            )
-            .expect("append");
+            file.write_all(agent::login_line(&now, host, 401).as_bytes())
+                .expect("append");
         }
     }
 

@@ -10,6 +10,31 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
+use ban_agent::datapath::{Datapath, DatapathOptions, JailPorts, Protocol};
+
+/// Fails with "the NAME benchmark WHY: run it as root" unless this process is root.
+pub fn require_root(name: &str, why: &str) -> anyhow::Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("the {name} benchmark {why}: run it as root");
+    }
+    Ok(())
+}
+
+/// Loads the XDP program with its maps pinned in `pin_dir`, one jail (0) protecting TCP
+/// `port`, attached nowhere yet.
+pub fn one_jail_datapath(pin_dir: PathBuf, port: u16) -> anyhow::Result<Datapath> {
+    let mut datapath = Datapath::open(DatapathOptions {
+        pin_dir,
+        ..DatapathOptions::default()
+    })?;
+    datapath.maps().set_jails(&[JailPorts {
+        jail: 0,
+        ports: Some(vec![port]),
+        protocol: Protocol::Tcp,
+    }])?;
+    Ok(datapath)
+}
 
 /// The median of `values` (the upper one of an even count); NaN when empty.
 pub fn median(mut values: Vec<f64>) -> f64 {
@@ -66,11 +91,10 @@ pub fn measured(cmd: &mut Command) -> anyhow::Result<Run> {
     if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
         bail!("{cmd:?} failed (status {status})");
     }
-    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     Ok(Run {
         stdout,
         seconds,
-        cpu_seconds: secs(usage.ru_utime) + secs(usage.ru_stime),
+        cpu_seconds: timeval_seconds(usage.ru_utime) + timeval_seconds(usage.ru_stime),
         peak_kib: u64::try_from(usage.ru_maxrss).unwrap_or(0),
     })
 }
@@ -81,11 +105,14 @@ pub fn self_usage() -> (f64, u64) {
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: valid pointer; RUSAGE_SELF always exists.
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
-    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     (
-        secs(usage.ru_utime) + secs(usage.ru_stime),
+        timeval_seconds(usage.ru_utime) + timeval_seconds(usage.ru_stime),
         u64::try_from(usage.ru_maxrss).unwrap_or(0),
     )
+}
+
+fn timeval_seconds(t: libc::timeval) -> f64 {
+    t.tv_sec as f64 + t.tv_usec as f64 / 1e6
 }
 
 /// A process's CPU seconds (user + system) and current and peak resident memory (KiB),

@@ -105,50 +105,87 @@ impl Drop for Daemon {
     }
 }
 
-/// Writes `dir/ban-agent.toml`: socket `dir/ctl.sock`, state in `dir/state`, pins in
-/// `pins`, no interface, and one jail `fastapi-auth` on `log` (port 8000, bantime 1h) with
-/// `maxretry`. Returns its path.
-pub fn one_jail_config(dir: &Path, pins: &Path, log: &Path, maxretry: u32) -> PathBuf {
-    let path = dir.join("ban-agent.toml");
-    let text = format!(
-        "socket = \"{}\"\nstate_dir = \"{}\"\npin_dir = \"{}\"\n\
-         [jail.fastapi-auth]\nlogpath = \"{}\"\nfilter = \"fastapi-auth\"\n\
-         maxretry = {maxretry}\nfindtime = \"10m\"\nbantime = \"1h\"\nports = [8000]\n",
-        dir.join("ctl.sock").display(),
-        dir.join("state").display(),
-        pins.display(),
-        log.display()
-    );
-    std::fs::write(&path, text).expect("write the configuration");
-    path
+/// A daemon's surroundings of a benchmark's own: a temporary directory holding an empty
+/// log `access.log`, a configuration with one jail `fastapi-auth` on it (port 8000,
+/// findtime 10m, bantime 1h, `maxretry`, no interface), the state, the socket `ctl.sock`
+/// and the daemon's log `agent.log`; and a pin directory of its own.
+pub struct OneJail {
+    pub log: PathBuf,
+    pub socket: PathBuf,
+    pub pins: super::Pins,
+    config: PathBuf,
+    dir: tempfile::TempDir,
 }
 
-/// Starts the daemon on a [`one_jail_config`] (in this process's namespace, logging
-/// warnings only, as the benchmarks run it), its socket and log beside the configuration,
-/// and waits until it answers.
-pub fn start_quiet(config: &Path) -> Daemon {
-    let dir = config.parent().expect("the configuration's directory");
-    let mut command = Command::new(AGENT);
-    command
-        .args(["run", "--config"])
-        .arg(config)
-        .env("RUST_LOG", "warn");
-    Daemon::spawn(command, &dir.join("ctl.sock"), &dir.join("agent.log"))
-}
-
-/// The failures the jail `fastapi-auth` has counted so far (`status`'s total).
-pub fn failures_counted(socket: &Path) -> u64 {
-    use ban_agent::control::{
-        client,
-        protocol::{Reply, Request},
-    };
-    let request = Request::Status {
-        jail: Some("fastapi-auth".to_owned()),
-    };
-    match client::call(socket, &request) {
-        Ok(Reply::Jail(status)) => status.total_failed,
-        other => panic!("status fastapi-auth: {other:?}"),
+impl OneJail {
+    pub fn new(tag: &str, maxretry: u32) -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let pins = super::Pins::new(tag);
+        let log = dir.path().join("access.log");
+        std::fs::File::create(&log).expect("create the log");
+        let socket = dir.path().join("ctl.sock");
+        let config = dir.path().join("ban-agent.toml");
+        let text = format!(
+            "socket = \"{}\"\nstate_dir = \"{}\"\npin_dir = \"{}\"\n\
+             [jail.fastapi-auth]\nlogpath = \"{}\"\nfilter = \"fastapi-auth\"\n\
+             maxretry = {maxretry}\nfindtime = \"10m\"\nbantime = \"1h\"\nports = [8000]\n",
+            socket.display(),
+            dir.path().join("state").display(),
+            pins.dir.display(),
+            log.display()
+        );
+        std::fs::write(&config, text).expect("write the configuration");
+        Self {
+            log,
+            socket,
+            pins,
+            config,
+            dir,
+        }
     }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Starts the daemon (in this process's namespace, logging warnings only, as the
+    /// benchmarks run it) and waits until it answers.
+    pub fn start(&self) -> Daemon {
+        let mut command = Command::new(AGENT);
+        command
+            .args(["run", "--config"])
+            .arg(&self.config)
+            .env("RUST_LOG", "warn");
+        Daemon::spawn(command, &self.socket, &self.dir.path().join("agent.log"))
+    }
+
+    /// The failures the jail has counted so far (`status`'s total).
+    pub fn failures_counted(&self) -> u64 {
+        use ban_agent::control::{
+            client,
+            protocol::{Reply, Request},
+        };
+        let request = Request::Status {
+            jail: Some("fastapi-auth".to_owned()),
+        };
+        match client::call(&self.socket, &request) {
+            Ok(Reply::Jail(status)) => status.total_failed,
+            other => panic!("status fastapi-auth: {other:?}"),
+        }
+    }
+}
+
+/// The time stamp of a line written now, as the example app writes it.
+pub fn now_stamp() -> String {
+    jiff::Zoned::now()
+        .strftime("%Y-%m-%d %H:%M:%S,%3f")
+        .to_string()
+}
+
+/// The line the example app writes for a `POST /login` from `host` answered `status`,
+/// stamped `stamp` ([`now_stamp`]), with its `\n`.
+pub fn login_line(stamp: &str, host: impl std::fmt::Display, status: u16) -> String {
+    format!("{stamp} - fastapi-auth - INFO - {host} - \"POST /login\" {status} - 0.0100s\n")
 }
 
 /// `ban-agent --socket SOCKET args...`, as an operator types it.
