@@ -40,14 +40,18 @@ use std::{
 use anyhow::{Context as _, bail};
 use ban_agent::{
     clock::{Expiry, boot_ns},
-    datapath::{AttachMode, Datapath, DatapathOptions, JailPorts, Protocol},
+    datapath::{AttachMode, Datapath},
 };
 use ipnet::IpNet;
 // The privileged tests' namespaces, veth pairs and pin directories.
 #[path = "../tests/common/mod.rs"]
 mod common;
 mod shared;
-use common::{Netns, Pins, veth};
+use common::{
+    Netns, Pins,
+    packet::{Frame, L4},
+    veth,
+};
 
 const SIZES: [u32; 5] = [0, 1_000, 10_000, 100_000, 1_000_000];
 const RUNS: usize = 3;
@@ -63,8 +67,11 @@ const FLOOD_MAX_PACKETS: u64 = 10_000_000;
 /// 11 s to load, and every packet would walk them; 100k already shows the trend.
 const IPTABLES_MAX: u32 = 100_000;
 
-const SERVER_GEN: &str = "2001:db8:1::1";
-const GEN: &str = "2001:db8:1::2";
+/// The flood's link: the addresses of the frames `common::packet` builds.
+const SERVER_GEN: &str = "2001:db8::1";
+const GEN: &str = "2001:db8::2";
+const SERVER_GEN_MAC: &str = "02:00:00:00:00:01";
+const GEN_MAC: &str = "02:00:00:00:00:02";
 const SERVER_CLI: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 1);
 const CLIENT: &str = "2001:db8:2::2";
 
@@ -131,10 +138,7 @@ fn main() -> anyhow::Result<()> {
     if std::env::args().any(|a| a == "--list") {
         return Ok(());
     }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!("the packets benchmark builds namespaces and loads XDP: run it as root");
-    }
+    shared::require_root("packets", "builds namespaces and loads XDP")?;
     let cpus = std::thread::available_parallelism().map_or(1, usize::from);
     if cpus < 2 {
         bail!("the packets benchmark needs 2 CPUs: one floods, the other serves the client");
@@ -219,6 +223,8 @@ impl Scene {
             "s-gen",
             &[&format!("{SERVER_GEN}/64")],
         );
+        srv.ip(&["link", "set", "dev", "s-gen", "address", SERVER_GEN_MAC]);
+        flooder.ip(&["link", "set", "dev", "g-srv", "address", GEN_MAC]);
         veth(
             &cli,
             "c-srv",
@@ -232,15 +238,7 @@ impl Scene {
                 let pins = Pins::new(&format!("bench-packets-{}", tool.tag()));
                 let pin_dir = pins.dir.clone();
                 let datapath = srv.run(move || -> anyhow::Result<Datapath> {
-                    let mut dp = Datapath::open(DatapathOptions {
-                        pin_dir,
-                        ..DatapathOptions::default()
-                    })?;
-                    dp.maps().set_jails(&[JailPorts {
-                        jail: 0,
-                        ports: Some(vec![PORT]),
-                        protocol: Protocol::Tcp,
-                    }])?;
+                    let mut dp = shared::one_jail_datapath(pin_dir, PORT)?;
                     for interface in ["s-gen", "s-cli"] {
                         dp.attach(interface, AttachMode::Auto)?;
                     }
@@ -354,33 +352,12 @@ impl Scene {
 
     /// trafgen's configuration: one TCP SYN to the server's port per flood source.
     fn write_flood(&self, bans: u32) -> anyhow::Result<()> {
-        let mac = |ns: &Netns, interface: &str| -> anyhow::Result<Vec<u8>> {
-            let out = ns.ip(&["-j", "link", "show", "dev", interface]);
-            let json: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-            let text = json[0]["address"].as_str().context("no MAC address")?;
-            text.split(':')
-                .map(|b| u8::from_str_radix(b, 16).context("MAC address"))
-                .collect()
-        };
-        let head = [
-            mac(&self.srv, "s-gen")?,
-            mac(&self.flooder, "g-srv")?,
-            vec![0x86, 0xdd],
-        ];
-        let dst: Ipv6Addr = SERVER_GEN.parse()?;
         let mut conf = String::new();
         for k in 0..FLOOD_SOURCES {
             let source = banned((u64::from(k) * u64::from(bans) / u64::from(FLOOD_SOURCES)) as u32);
-            let mut frame: Vec<u8> = head.concat();
-            // IPv6: version 6, payload 20 bytes, next header TCP, hop limit 64.
-            frame.extend([0x60, 0, 0, 0, 0, 20, 6, 64]);
-            frame.extend(source.octets());
-            frame.extend(dst.octets());
-            // TCP: port 12345 to PORT, SYN, window 65535 (the checksum is not checked
-            // before the filters drop it).
-            frame.extend([0x30, 0x39]);
-            frame.extend(PORT.to_be_bytes());
-            frame.extend([0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0]);
+            // A SYN to the server's port from 02:00:00:00:00:02 to 02:00:00:00:00:01 and
+            // 2001:db8::1, the addresses `Scene::new` gives the link.
+            let frame = Frame::v6(source.octets(), L4::Tcp(PORT)).bytes();
             let bytes: Vec<String> = frame.iter().map(|b| format!("0x{b:02x}")).collect();
             let _ = writeln!(conf, "{{ {} }}", bytes.join(", "));
         }
