@@ -12,18 +12,27 @@ use anyhow::{Context as _, bail};
 
 use crate::{Workspace, is_root, run};
 
+/// `cargo bench --bench NAME`. A benchmark that loads BPF programs, builds namespaces or
+/// writes firewall rules says it needs root before anything is compiled.
+fn cargo_bench(ws: &Workspace, name: &str, needs_root: bool) -> anyhow::Result<Command> {
+    if needs_root && !is_root() {
+        bail!(
+            "the {name} benchmark loads BPF programs, builds namespaces or writes firewall \
+             rules: run it as root"
+        );
+    }
+    Ok(ws.cargo(&["bench", "--package", "ban-agent", "--bench", name]))
+}
+
 /// Nanoseconds per packet through BPF_PROG_TEST_RUN, 0 to 1M bans (root).
 pub fn xdp(ws: &Workspace) -> anyhow::Result<()> {
-    if !is_root() {
-        bail!("the xdp benchmark loads XDP programs: run as root");
-    }
-    run(&mut ws.cargo(&["bench", "--package", "ban-agent", "--bench", "xdp"]))
+    run(&mut cargo_bench(ws, "xdp", true)?)
 }
 
 /// Log throughput, CPU and peak memory: the pipeline, test-filter and the daemon (when
 /// root), against fail2ban-regex.
 pub fn throughput(ws: &Workspace) -> anyhow::Result<()> {
-    let mut cmd = ws.cargo(&["bench", "--package", "ban-agent", "--bench", "throughput"]);
+    let mut cmd = cargo_bench(ws, "throughput", false)?;
     match fail2ban(ws) {
         Ok(peer) => {
             cmd.env("BAN_AGENT_FAIL2BAN_REGEX", &peer.regex)
@@ -36,12 +45,9 @@ pub fn throughput(ws: &Workspace) -> anyhow::Result<()> {
 
 /// Detection latency, ban-agent against fail2ban's server (root).
 pub fn latency(ws: &Workspace) -> anyhow::Result<()> {
-    if !is_root() {
-        bail!("the latency benchmark writes bans into BPF maps: run as root");
-    }
+    let mut cmd = cargo_bench(ws, "latency", true)?;
     let peer = fail2ban(ws)?;
-    run(ws
-        .cargo(&["bench", "--package", "ban-agent", "--bench", "latency"])
+    run(cmd
         .env("BAN_AGENT_FAIL2BAN_SERVER", &peer.server)
         .env("BAN_AGENT_FAIL2BAN_PYTHONPATH", &peer.pythonpath))
 }
@@ -49,33 +55,24 @@ pub fn latency(ws: &Workspace) -> anyhow::Result<()> {
 /// Installing and restoring 1k to 100k bans, ban-agent vs. fail2ban's iptables and
 /// nftables actions (root).
 pub fn bans(ws: &Workspace) -> anyhow::Result<()> {
-    if !is_root() {
-        bail!("the bans benchmark writes BPF maps and firewall rules: run as root");
-    }
-    run(&mut ws.cargo(&["bench", "--package", "ban-agent", "--bench", "bans"]))
+    run(&mut cargo_bench(ws, "bans", true)?)
 }
 
 /// The packet path under a flood, XDP vs. iptables, nftables and ipset, 0 to 1M bans
 /// (root).
 pub fn packets(ws: &Workspace) -> anyhow::Result<()> {
-    if !is_root() {
-        bail!("the packets benchmark builds namespaces and loads XDP: run as root");
-    }
-    run(&mut ws.cargo(&["bench", "--package", "ban-agent", "--bench", "packets"]))
+    run(&mut cargo_bench(ws, "packets", true)?)
 }
 
 /// The daemon's resident memory idle, tracking 100k and 1M addresses, holding 1M bans
 /// (root).
 pub fn memory(ws: &Workspace) -> anyhow::Result<()> {
-    if !is_root() {
-        bail!("the memory benchmark runs the daemon, which loads BPF maps: run as root");
-    }
-    run(&mut ws.cargo(&["bench", "--package", "ban-agent", "--bench", "memory"]))
+    run(&mut cargo_bench(ws, "memory", true)?)
 }
 
 /// The filter alone (criterion); the medians go to `docs/benchmarks/matcher.csv`.
 pub fn matcher(ws: &Workspace) -> anyhow::Result<()> {
-    run(&mut ws.cargo(&["bench", "--package", "ban-agent", "--bench", "matcher"]))?;
+    run(&mut cargo_bench(ws, "matcher", false)?)?;
     let criterion = ws.root.join("target/criterion");
     let mut csv = String::from("group,benchmark,median_ns\n");
     let mut table = String::from("| group | benchmark | median ns |\n|---|---|---:|\n");

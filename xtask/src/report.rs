@@ -11,7 +11,14 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use plotters::{coord::ranged1d::SegmentValue, prelude::*};
+use plotters::{
+    coord::{
+        Shift,
+        ranged1d::{SegmentValue, SegmentedCoord},
+        types::{RangedCoordf64, RangedCoordusize},
+    },
+    prelude::*,
+};
 
 use crate::Workspace;
 
@@ -21,9 +28,7 @@ const HEADLINE_START: &str = "<!-- benchmarks:headline (written by cargo xtask b
 const HEADLINE_END: &str = "<!-- /benchmarks:headline -->";
 
 pub fn report(ws: &Workspace) -> anyhow::Result<()> {
-    let data = Data {
-        dir: ws.root.join("docs/benchmarks"),
-    };
+    let data = Data::load(ws.root.join("docs/benchmarks"))?;
     let font = std::fs::read(FONT).with_context(|| {
         format!("cannot read the plots' font {FONT}: apt-get install fonts-dejavu-core")
     })?;
@@ -82,33 +87,62 @@ fn placeholder<'a>(line: &'a str, kind: &str) -> Option<&'a str> {
         .strip_prefix(' ')
 }
 
-/// The CSV files under `docs/benchmarks/`.
+/// The CSV files under `docs/benchmarks/`, each read once.
 struct Data {
     dir: PathBuf,
+    files: HashMap<String, Vec<Record>>,
 }
 
 type Record = HashMap<String, String>;
 
 impl Data {
-    /// The rows of `NAME.csv`, or `None` when the benchmark has not run.
-    fn rows(&self, name: &str) -> anyhow::Result<Option<Vec<Record>>> {
-        let path = self.dir.join(format!("{name}.csv"));
-        if !path.is_file() {
-            return Ok(None);
+    fn load(dir: PathBuf) -> anyhow::Result<Self> {
+        let mut files = HashMap::new();
+        let entries = std::fs::read_dir(&dir).with_context(|| format!("read {}", dir.display()))?;
+        for entry in entries {
+            let path = entry?.path();
+            let Some(name) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".csv"))
+            else {
+                continue;
+            };
+            let rows = csv::Reader::from_path(&path)
+                .with_context(|| format!("read {}", path.display()))?
+                .deserialize()
+                .collect::<Result<Vec<Record>, _>>()
+                .with_context(|| format!("{} is not the CSV a benchmark writes", path.display()))?;
+            files.insert(name.to_owned(), rows);
         }
-        let mut reader =
-            csv::Reader::from_path(&path).with_context(|| format!("read {}", path.display()))?;
-        let rows = reader
-            .deserialize()
-            .collect::<Result<Vec<Record>, _>>()
-            .with_context(|| format!("{} is not the CSV a benchmark writes", path.display()))?;
-        Ok(Some(rows))
+        Ok(Self { dir, files })
+    }
+
+    /// The rows of `NAME.csv`, or `None` when the benchmark has not run.
+    fn rows(&self, name: &str) -> Option<&[Record]> {
+        self.files.get(name).map(Vec::as_slice)
+    }
+
+    /// The values of column `key` of `NAME.csv`, each once, in the order they come.
+    fn distinct(&self, name: &str, key: &str) -> Vec<String> {
+        let mut seen: Vec<String> = Vec::new();
+        for value in self
+            .rows(name)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|r| r.get(key))
+        {
+            if !seen.contains(value) {
+                seen.push(value.clone());
+            }
+        }
+        seen
     }
 
     /// The median of column `value` over the rows of `NAME.csv` that match `filter`.
     fn median(&self, name: &str, filter: &[(&str, &str)], value: &str) -> anyhow::Result<f64> {
         let rows = self
-            .rows(name)?
+            .rows(name)
             .with_context(|| format!("no docs/benchmarks/{name}.csv: run `cargo xtask bench`"))?;
         let values: Vec<f64> = rows
             .iter()
@@ -154,7 +188,7 @@ fn headline(data: &Data, link: Option<&str>) -> anyhow::Result<String> {
         "seconds",
     )?;
     let peer_rates: Vec<f64> = data
-        .rows("bans")?
+        .rows("bans")
         .unwrap_or_default()
         .iter()
         .filter(|r| r.get("tool").is_some_and(|t| t.starts_with("fail2ban")))
@@ -279,23 +313,28 @@ fn memory_gib(total: &str) -> String {
 /// Draws `docs/benchmarks/NAME.png` from the CSV files; `false` when its data is missing.
 fn plot(data: &Data, name: &str) -> anyhow::Result<bool> {
     let path = data.dir.join(format!("{name}.png"));
-    let tools = |csv: &str, key: &str| -> anyhow::Result<Vec<String>> {
-        let mut seen: Vec<String> = Vec::new();
-        for row in data.rows(csv)?.unwrap_or_default() {
-            if let Some(tool) = row.get(key)
-                && !seen.contains(tool)
-            {
-                seen.push(tool.clone());
-            }
-        }
-        Ok(seen)
-    };
+    const PLOTS: [&str; 7] = [
+        "throughput",
+        "memory",
+        "latency",
+        "bans",
+        "packets-client",
+        "packets-drops",
+        "xdp",
+    ];
+    if !PLOTS.contains(&name) {
+        bail!("docs/benchmarks/template.md asks for an unknown plot {name:?}");
+    }
+    let csv = name.strip_prefix("packets-").map_or(name, |_| "packets");
+    if data.rows(csv).is_none() {
+        return Ok(false);
+    }
     // One line per tool of `csv`, a point per x (missing where the tool was not run).
     let series = |csv: &str,
                   xs: &[&str],
                   value: &dyn Fn(&str, &str) -> anyhow::Result<f64>|
      -> anyhow::Result<Vec<(String, Vec<Option<f64>>)>> {
-        tools(csv, "tool")?
+        data.distinct(csv, "tool")
             .into_iter()
             .map(|tool| {
                 let points = xs.iter().map(|x| value(&tool, x).ok()).collect();
@@ -305,10 +344,8 @@ fn plot(data: &Data, name: &str) -> anyhow::Result<bool> {
     };
     match name {
         "throughput" => {
-            let Some(_) = data.rows("throughput")? else {
-                return Ok(false);
-            };
-            let bars = tools("throughput", "tool")?
+            let bars = data
+                .distinct("throughput", "tool")
                 .into_iter()
                 .map(|tool| {
                     let filter = [("tool", tool.as_str())];
@@ -325,10 +362,8 @@ fn plot(data: &Data, name: &str) -> anyhow::Result<bool> {
             )?;
         }
         "memory" => {
-            let Some(_) = data.rows("memory")? else {
-                return Ok(false);
-            };
-            let bars = tools("memory", "state")?
+            let bars = data
+                .distinct("memory", "state")
                 .into_iter()
                 .map(|state| {
                     let rss = data.median("memory", &[("state", state.as_str())], "rss_mb")?;
@@ -343,9 +378,6 @@ fn plot(data: &Data, name: &str) -> anyhow::Result<bool> {
             )?;
         }
         "latency" => {
-            let Some(_) = data.rows("latency")? else {
-                return Ok(false);
-            };
             let xs = ["p50_ms", "p99_ms", "max_ms"];
             let lines = series("latency", &xs, &|tool, x| {
                 data.median("latency", &[("tool", tool)], x)
@@ -359,9 +391,6 @@ fn plot(data: &Data, name: &str) -> anyhow::Result<bool> {
             )?;
         }
         "bans" => {
-            let Some(_) = data.rows("bans")? else {
-                return Ok(false);
-            };
             let xs = ["1000", "10000", "100000"];
             let lines = series("bans", &xs, &|tool, x| {
                 let filter = [("tool", tool), ("operation", "install"), ("bans", x)];
@@ -378,9 +407,6 @@ fn plot(data: &Data, name: &str) -> anyhow::Result<bool> {
             )?;
         }
         "packets-client" | "packets-drops" => {
-            let Some(_) = data.rows("packets")? else {
-                return Ok(false);
-            };
             let (xs, labels, column, title, unit): (&[&str], &[&str], _, _, _) =
                 if name == "packets-client" {
                     (
@@ -405,17 +431,7 @@ fn plot(data: &Data, name: &str) -> anyhow::Result<bool> {
             line_chart(&path, title, unit, labels, &lines)?;
         }
         "xdp" => {
-            let Some(rows) = data.rows("xdp")? else {
-                return Ok(false);
-            };
-            let mut levels: Vec<String> = Vec::new();
-            for row in &rows {
-                if let Some(bans) = row.get("bans")
-                    && !levels.contains(bans)
-                {
-                    levels.push(bans.clone());
-                }
-            }
+            let levels = data.distinct("xdp", "bans");
             let mut lines = Vec::new();
             for family in ["ipv4", "ipv6"] {
                 for verdict in ["pass", "drop"] {
@@ -442,7 +458,7 @@ fn plot(data: &Data, name: &str) -> anyhow::Result<bool> {
                 &lines,
             )?;
         }
-        other => bail!("docs/benchmarks/template.md asks for an unknown plot {other:?}"),
+        _ => unreachable!("checked against PLOTS"),
     }
     Ok(true)
 }
@@ -472,37 +488,57 @@ fn si(log: f64) -> String {
     if (log - log.round()).abs() > 1e-6 {
         return String::new();
     }
-    let v = 10f64.powf(log.round());
-    match v {
-        v if v >= 1e6 => format!("{:.3}M", v / 1e6),
-        v if v >= 1e3 => format!("{:.3}k", v / 1e3),
-        v => format!("{v:.3}"),
+    let power = log.round() as i32;
+    match power {
+        6.. => format!("{}M", 10u64.pow((power - 6) as u32)),
+        3.. => format!("{}k", 10u64.pow((power - 3) as u32)),
+        0.. => format!("{}", 10u64.pow(power as u32)),
+        _ => format!("{}", 10f64.powi(power)),
     }
-    .replace(".000", "")
 }
 
-fn bar_chart(path: &Path, title: &str, y: &str, bars: &[(String, f64)]) -> anyhow::Result<()> {
-    let root = BitMapBackend::new(path, (960, 480)).into_drawing_area();
+type Chart<'a, 'b> = ChartContext<
+    'a,
+    BitMapBackend<'b>,
+    Cartesian2d<SegmentedCoord<RangedCoordusize>, RangedCoordf64>,
+>;
+
+/// A titled chart on `root` with one category per label along x and `range` (log10)
+/// along y, its axes drawn.
+fn chart<'a, 'b>(
+    root: &'a DrawingArea<BitMapBackend<'b>, Shift>,
+    title: &str,
+    y: &str,
+    labels: &[String],
+    range: std::ops::Range<f64>,
+) -> anyhow::Result<Chart<'a, 'b>> {
     root.fill(&WHITE)?;
-    let range = log_range(bars.iter().map(|b| b.1));
-    let base = range.start;
-    let mut chart = ChartBuilder::on(&root)
+    let mut chart = ChartBuilder::on(root)
         .caption(title, ("sans-serif", 22))
         .margin(15)
         .x_label_area_size(40)
         .y_label_area_size(80)
         // A segmented range 0..n has n + 1 segments.
-        .build_cartesian_2d((0..bars.len().saturating_sub(1)).into_segmented(), range)?;
+        .build_cartesian_2d((0..labels.len().saturating_sub(1)).into_segmented(), range)?;
     chart
         .configure_mesh()
         .disable_x_mesh()
         .y_desc(y)
         .y_label_formatter(&|v| si(*v))
         .x_label_formatter(&|x| match x {
-            SegmentValue::CenterOf(i) => bars.get(*i).map_or(String::new(), |b| b.0.clone()),
+            SegmentValue::CenterOf(i) => labels.get(*i).cloned().unwrap_or_default(),
             _ => String::new(),
         })
         .draw()?;
+    Ok(chart)
+}
+
+fn bar_chart(path: &Path, title: &str, y: &str, bars: &[(String, f64)]) -> anyhow::Result<()> {
+    let root = BitMapBackend::new(path, (960, 480)).into_drawing_area();
+    let range = log_range(bars.iter().map(|b| b.1));
+    let base = range.start;
+    let labels: Vec<String> = bars.iter().map(|b| b.0.clone()).collect();
+    let mut chart = chart(&root, title, y, &labels, range)?;
     for (i, (_, value)) in bars.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
         let mut bar = Rectangle::new(
@@ -530,23 +566,9 @@ fn line_chart(
     lines: &[(String, Vec<Option<f64>>)],
 ) -> anyhow::Result<()> {
     let root = BitMapBackend::new(path, (960, 480)).into_drawing_area();
-    root.fill(&WHITE)?;
     let range = log_range(lines.iter().flat_map(|l| l.1.iter().flatten().copied()));
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 22))
-        .margin(15)
-        .x_label_area_size(40)
-        .y_label_area_size(80)
-        .build_cartesian_2d((0..labels.len().saturating_sub(1)).into_segmented(), range)?;
-    chart
-        .configure_mesh()
-        .y_desc(y)
-        .y_label_formatter(&|v| si(*v))
-        .x_label_formatter(&|x| match x {
-            SegmentValue::CenterOf(i) => labels.get(*i).map_or(String::new(), |l| (*l).to_owned()),
-            _ => String::new(),
-        })
-        .draw()?;
+    let labels: Vec<String> = labels.iter().map(|l| (*l).to_owned()).collect();
+    let mut chart = chart(&root, title, y, &labels, range)?;
     for (i, (name, values)) in lines.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
         let points: Vec<(SegmentValue<usize>, f64)> = values
@@ -571,7 +593,7 @@ fn line_chart(
         .configure_series_labels()
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperRight)
+        .position(SeriesLabelPosition::LowerRight)
         .draw()?;
     root.present()?;
     Ok(())
