@@ -4,6 +4,7 @@
 mod bench;
 mod demo;
 mod example;
+mod fuzz;
 mod install;
 mod report;
 mod run;
@@ -35,8 +36,12 @@ enum Task {
     Run(run::RunArgs),
     /// A FastAPI app brute-forced and the attacker banned, narrated, in namespaces (root).
     Demo,
-    /// Check formatting and lints, then run every test; privileged tests need root.
+    /// Check formatting and lints, run every test (privileged tests need root), then fuzz
+    /// each target for a minute.
     Test,
+    /// Fuzz the log filter, configuration, control protocol and state file (cargo-fuzz),
+    /// each target for a bounded time over its committed seeds.
+    Fuzz(fuzz::FuzzArgs),
     /// Install the binary, an example configuration and the systemd unit (root).
     Install(install::Layout),
     /// Run benchmarks and write CSV under docs/benchmarks/ (xdp needs root).
@@ -143,7 +148,12 @@ fn main() -> anyhow::Result<()> {
             ensure_setup(&ws)?;
             run(&mut ws.cargo(&["fmt", "--all", "--check"]))?;
             run(&mut ws.cargo(&["clippy", "--all-targets", "--", "-D", "warnings"]))?;
-            run(&mut ws.cargo(&["test"]))
+            run(&mut ws.cargo(&["test"]))?;
+            fuzz::fuzz(&ws, &fuzz::FuzzArgs::every_target(60))
+        }
+        Task::Fuzz(args) => {
+            ensure_setup(&ws)?;
+            fuzz::fuzz(&ws, &args)
         }
         Task::Bench { which } => {
             ensure_setup(&ws)?;

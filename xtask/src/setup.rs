@@ -1,6 +1,6 @@
 //! `cargo xtask setup`: everything the build and the tests need on a fresh machine,
 //! installed idempotently: the pinned eBPF nightly with rust-src, bpf-linker built against
-//! that nightly's own libLLVM, and the system packages the tests use.
+//! that nightly's own libLLVM, cargo-fuzz, and the system packages the tests use.
 
 use std::{
     fs,
@@ -14,6 +14,9 @@ use crate::{Workspace, run};
 
 /// bpf-linker release built by setup; bump together with the nightly.
 const BPF_LINKER_VERSION: &str = "0.13.0";
+
+/// cargo-fuzz release installed by setup, for `cargo xtask fuzz` (run with the nightly).
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
 /// Debian packages the tests, the demo and the benchmarks use, each with what proves it is
 /// there.
@@ -67,13 +70,17 @@ impl Proof {
 pub fn setup(ws: &Workspace) -> anyhow::Result<()> {
     install_nightly(ws)?;
     install_bpf_linker(ws)?;
+    install_cargo_fuzz(ws)?;
     install_packages(&PACKAGES)?;
     Ok(())
 }
 
 /// True when nothing needs installing; other commands call [`setup`] otherwise.
 pub fn is_complete(ws: &Workspace) -> bool {
-    nightly_installed(ws) && linker_stamp_matches(ws) && missing_packages(&PACKAGES).is_empty()
+    nightly_installed(ws)
+        && linker_stamp_matches(ws)
+        && cargo_fuzz_installed(ws)
+        && missing_packages(&PACKAGES).is_empty()
 }
 
 fn nightly_installed(ws: &Workspace) -> bool {
@@ -168,6 +175,37 @@ fn install_bpf_linker(ws: &Workspace) -> anyhow::Result<()> {
         .current_dir(&ws.root))?;
     fs::write(ws.tools.join("bpf-linker.stamp"), stamp(ws))?;
     Ok(())
+}
+
+/// Where `cargo xtask fuzz` finds cargo-fuzz.
+pub fn cargo_fuzz(ws: &Workspace) -> PathBuf {
+    ws.tools.join("bin/cargo-fuzz")
+}
+
+fn cargo_fuzz_installed(ws: &Workspace) -> bool {
+    Command::new(cargo_fuzz(ws))
+        .arg("--version")
+        .output()
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains(CARGO_FUZZ_VERSION))
+}
+
+fn install_cargo_fuzz(ws: &Workspace) -> anyhow::Result<()> {
+    if cargo_fuzz_installed(ws) {
+        return Ok(());
+    }
+    eprintln!("setup: installing cargo-fuzz {CARGO_FUZZ_VERSION}");
+    run(Command::new("cargo")
+        .args([
+            "install",
+            "cargo-fuzz",
+            "--version",
+            CARGO_FUZZ_VERSION,
+            "--locked",
+            "--force",
+            "--root",
+        ])
+        .arg(&ws.tools)
+        .current_dir(&ws.root))
 }
 
 /// The nightly's shared libLLVM: `libLLVM.so.<version>`, the ELF file itself, not the

@@ -1,0 +1,62 @@
+//! The state file (bans, history, log checkpoints, jail ids) on arbitrary bytes, as a
+//! broken disk or a hand edit leaves it: the agent starts from it or refuses it with an
+//! error, never a panic, and never restores a ban of an address it must spare.
+#![no_main]
+
+use ban_agent::{
+    config::Config,
+    control::protocol::{Reply, Request},
+    daemon::{Agent, NoKernel, Now, Setup},
+    metrics::Metrics,
+    store::Store,
+};
+use libfuzzer_sys::fuzz_target;
+
+const CONFIG: &str = r#"
+ignoreself = false
+state_dir = "state"
+[jail.auth]
+logpath = "auth.log"
+filter = "fastapi-auth"
+maxretry = 3
+ports = [8000]
+start = "head"
+"#;
+
+/// A fixed directory, so that the seed corpus can name the log in its checkpoints:
+/// `/tmp/ban-agent-fuzz-state/auth.log`.
+const DIR: &str = "/tmp/ban-agent-fuzz-state";
+
+fuzz_target!(|data: &[u8]| {
+    let dir = std::path::Path::new(DIR);
+    std::fs::create_dir_all(dir.join("state")).expect("state directory");
+    let path = dir.join("ban-agent.toml");
+    std::fs::write(&path, CONFIG).expect("write the configuration");
+    std::fs::write(dir.join("auth.log"), "a line\nand another\n").expect("write the log");
+    let config = Config::parse(&path, CONFIG).expect("the fuzz configuration parses");
+    std::fs::write(dir.join("state/state.json"), data).expect("write the state");
+    let store = Store::new(&config.global.state_dir);
+    let setup = Setup {
+        own: Vec::new(),
+        zone: jiff::tz::TimeZone::UTC,
+        metrics: Metrics::new(),
+        events: None,
+    };
+    let now = Now {
+        wall: 1_795_521_600_000,
+        boot: 1_000_000_000_000,
+    };
+    let Ok(mut agent) = Agent::start(config, Box::new(NoKernel), Some(store), setup, now) else {
+        return;
+    };
+    let _ = agent.poll(now);
+    if let (Reply::Bans { bans }, _) = agent.handle(Request::Banned { target: None }, now) {
+        for ban in bans {
+            let addr = ban.target.addr();
+            assert!(
+                !(addr.is_loopback() || addr.is_unspecified()),
+                "restored a ban of {addr}, which is never banned"
+            );
+        }
+    }
+});

@@ -1,0 +1,89 @@
+//! `cargo xtask fuzz`: the cargo-fuzz targets of `ban-agent/fuzz`, each for a bounded time
+//! over its committed seeds (`ban-agent/fuzz/seeds/TARGET`). `cargo xtask test` runs every
+//! target for a minute; longer runs are `cargo xtask fuzz --seconds 3600 [TARGET]`.
+//!
+//! What a run finds goes to `target/fuzz-corpus/TARGET` (kept between runs, never
+//! committed), not to the seeds: add an input to the seeds by hand when it is worth keeping. A crash leaves its input under
+//! `ban-agent/fuzz/artifacts/TARGET/` and fails the command.
+
+use std::process::Command;
+
+use anyhow::{Context as _, bail};
+
+use crate::{Workspace, run, setup};
+
+/// Every target, in the order they run.
+pub const TARGETS: [&str; 4] = [
+    "filter_line",
+    "config_toml",
+    "control_request",
+    "state_file",
+];
+
+/// libFuzzer's limits: an input over 64 KiB is not tried, 1 GiB of memory or 10 s on one
+/// input is a failure ("no unbounded memory"); new functions are not listed as found.
+const LIBFUZZER_LIMITS: [&str; 4] = [
+    "-max_len=65536",
+    "-rss_limit_mb=1024",
+    "-timeout=10",
+    "-print_funcs=0",
+];
+
+#[derive(clap::Args)]
+pub struct FuzzArgs {
+    /// One target (filter_line, config_toml, control_request, state_file); all when omitted.
+    target: Option<String>,
+    /// Seconds per target.
+    #[arg(long, default_value_t = 60)]
+    seconds: u32,
+}
+
+impl FuzzArgs {
+    pub fn every_target(seconds: u32) -> Self {
+        Self {
+            target: None,
+            seconds,
+        }
+    }
+}
+
+pub fn fuzz(ws: &Workspace, args: &FuzzArgs) -> anyhow::Result<()> {
+    let targets: Vec<&str> = match &args.target {
+        Some(target) if TARGETS.contains(&target.as_str()) => vec![target.as_str()],
+        Some(target) => bail!("no fuzz target {target:?}: the targets are {TARGETS:?}"),
+        None => TARGETS.to_vec(),
+    };
+    let fuzz_dir = ws.root.join("ban-agent/fuzz");
+    for target in targets {
+        let corpus = ws.root.join("target/fuzz-corpus").join(target);
+        std::fs::create_dir_all(&corpus)
+            .with_context(|| format!("cannot create {}", corpus.display()))?;
+        let seeds = fuzz_dir.join("seeds").join(target);
+        eprintln!(
+            "fuzz: {target} for {} s over {}",
+            args.seconds,
+            seeds.display()
+        );
+        // Debug assertions on: an arithmetic overflow is a crash, as it is in tests.
+        run(cargo_fuzz(ws)
+            .args(["run", "--release", "--debug-assertions", target])
+            .arg(&corpus)
+            .arg(&seeds)
+            .arg("--")
+            .arg(format!("-max_total_time={}", args.seconds))
+            .args(LIBFUZZER_LIMITS))?;
+    }
+    Ok(())
+}
+
+/// cargo-fuzz under the eBPF nightly (it needs `-Z` flags), run from `ban-agent/`.
+fn cargo_fuzz(ws: &Workspace) -> Command {
+    let mut cmd = Command::new("rustup");
+    cmd.args(["run", &ws.nightly])
+        .arg(setup::cargo_fuzz(ws))
+        .arg("fuzz")
+        .current_dir(ws.root.join("ban-agent"))
+        .env("BAN_AGENT_TOOLS", &ws.tools)
+        .env("RUSTUP_AUTO_INSTALL", "0");
+    cmd
+}
