@@ -20,6 +20,17 @@ pub enum Spared {
     IgnoreIp,
 }
 
+impl std::fmt::Display for Spared {
+    /// Why, as the end of "X is not banned: ...".
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Reserved => "loopback and unspecified addresses are never banned",
+            Self::OwnAddress => "it is (or covers) one of this host's addresses (ignoreself)",
+            Self::IgnoreIp => "it is in (or covers part of) the jail's ignoreip",
+        })
+    }
+}
+
 /// The networks a jail never bans.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct IgnoreList {

@@ -22,6 +22,31 @@ pub struct JailLabel {
     pub jail: String,
 }
 
+/// Why a ban decided from the log was not made.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum Refusal {
+    /// The jail's `max_bans_per_minute` was reached.
+    RateCap,
+    /// The ban map is full.
+    MapFull,
+}
+
+impl Refusal {
+    /// The `reason` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::RateCap => "rate_cap",
+            Self::MapFull => "map_full",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabel {
+    pub jail: String,
+    pub reason: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FileLabel {
     pub file: String,
@@ -40,6 +65,7 @@ pub struct Metrics {
     pub failures: Family<JailLabel, Counter>,
     pub bans: Family<JailLabel, Counter>,
     pub unbans: Family<JailLabel, Counter>,
+    pub bans_refused: Family<RefusalLabel, Counter>,
     pub banned: Family<JailLabel, Gauge>,
     pub dropped_packets: Family<JailLabel, Counter>,
     pub dropped_bytes: Family<JailLabel, Counter>,
@@ -68,6 +94,12 @@ impl Metrics {
             "unbans",
             "Bans lifted per jail (expired, unban, jail removed)",
             m.unbans.clone(),
+        );
+        prefixed.register(
+            "bans_refused",
+            "Bans decided from the log and not made, per jail and reason (rate_cap: \
+             max_bans_per_minute reached; map_full: the ban map is full)",
+            m.bans_refused.clone(),
         );
         prefixed.register("banned", "Bans in force per jail", m.banned.clone());
         prefixed.register(
@@ -109,6 +141,13 @@ impl Metrics {
     pub fn jail(jail: &str) -> JailLabel {
         JailLabel {
             jail: jail.to_owned(),
+        }
+    }
+
+    pub fn refusal(jail: &str, reason: Refusal) -> RefusalLabel {
+        RefusalLabel {
+            jail: jail.to_owned(),
+            reason: reason.label().to_owned(),
         }
     }
 

@@ -4,6 +4,9 @@
 //! Memory is bounded: at most `max_tracked` addresses are followed; past that the one that
 //! failed least recently is forgotten, so a flood of distinct addresses (IPv6 rotation)
 //! costs a fixed amount of memory.
+//!
+//! [`BanRate`] is the jail's sanity cap on bans per minute, against a filter that matches
+//! what it should not (every client of a busy site banned in a minute).
 
 use std::{collections::VecDeque, net::IpAddr, num::NonZeroUsize, time::Duration};
 
@@ -52,6 +55,8 @@ pub struct Rules {
     pub prefix_v6: u8,
     /// Addresses followed at most.
     pub max_tracked: usize,
+    /// Bans from the log in any 60 s at most; 0: no cap.
+    pub max_bans_per_minute: u32,
 }
 
 impl Default for Rules {
@@ -62,6 +67,7 @@ impl Default for Rules {
             prefix_v4: 32,
             prefix_v6: 128,
             max_tracked: 1_000_000,
+            max_bans_per_minute: 1000,
         }
     }
 }
@@ -217,6 +223,65 @@ impl Tracker {
         IpNet::new(target.addr(), limit)
             .map(|net| net.trunc())
             .unwrap_or(target)
+    }
+}
+
+/// What [`BanRate::admit`] says of one more ban.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admit {
+    /// Under the cap: ban.
+    Yes,
+    /// Over the cap: do not ban. `alert` is true for the first refusal of a minute, so
+    /// that the operator is told once a minute, not once a line.
+    HeldBack { alert: bool },
+}
+
+/// The bans of one jail in the last minute, against `max_bans_per_minute`.
+#[derive(Clone, Debug)]
+pub struct BanRate {
+    per_minute: u32,
+    /// Times of the admitted bans of the last minute (at most `per_minute`).
+    recent: VecDeque<UnixMs>,
+    last_alert: Option<UnixMs>,
+    held_back: u64,
+}
+
+impl BanRate {
+    const MINUTE_MS: i64 = 60_000;
+
+    pub fn new(per_minute: u32) -> Self {
+        Self {
+            per_minute,
+            recent: VecDeque::new(),
+            last_alert: None,
+            held_back: 0,
+        }
+    }
+
+    /// Whether one more ban at `now` is under the cap; an admitted ban is counted.
+    pub fn admit(&mut self, now: UnixMs) -> Admit {
+        if self.per_minute == 0 {
+            return Admit::Yes;
+        }
+        let since = now.saturating_sub(Self::MINUTE_MS);
+        while self.recent.front().is_some_and(|&t| t <= since) {
+            self.recent.pop_front();
+        }
+        if self.recent.len() < self.per_minute as usize {
+            self.recent.push_back(now);
+            return Admit::Yes;
+        }
+        self.held_back += 1;
+        let alert = self.last_alert.is_none_or(|t| t <= since);
+        if alert {
+            self.last_alert = Some(now);
+        }
+        Admit::HeldBack { alert }
+    }
+
+    /// Bans refused by the cap so far.
+    pub fn held_back(&self) -> u64 {
+        self.held_back
     }
 }
 

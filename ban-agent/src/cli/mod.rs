@@ -198,6 +198,13 @@ fn run_datapath(command: DatapathCommand) -> anyhow::Result<()> {
             pin,
         } => {
             let target = parse_target(&target)?;
+            // Below the daemon, but the same rail: never loopback, unspecified or this
+            // host's own addresses (there is no jail configuration here for ignoreip).
+            let own =
+                crate::ignore::own_addresses().context("cannot list this host's addresses")?;
+            if let Some(why) = crate::ignore::IgnoreList::new(Vec::new(), own).spares(&target) {
+                bail!("{} is not banned: {why}", datapath::show(&target));
+            }
             let expiry = match duration {
                 Some(duration) => Expiry::after(clock::boot_ns(), duration),
                 None => Expiry::Never,

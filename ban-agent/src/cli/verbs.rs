@@ -30,7 +30,7 @@ pub enum Verb {
     },
     /// Ban an address or a network in a jail, for the jail's bantime unless --for says.
     #[command(
-        after_help = "Examples:\n  ban-agent ban fastapi-auth 192.0.2.7\n  ban-agent ban fastapi-auth 2001:db8::/64 --for 2h\n  ban-agent ban fastapi-auth 198.51.100.9 --for permanent"
+        after_help = "Examples:\n  ban-agent ban fastapi-auth 192.0.2.7\n  ban-agent ban fastapi-auth 2001:db8::/64 --for 2h\n  ban-agent ban fastapi-auth 198.51.100.9 --for permanent\n  ban-agent ban fastapi-auth 198.51.100.9 --force   (inside ignoreip)\n\nLoopback, unspecified and the host's own addresses are never banned, --force or not."
     )]
     Ban {
         jail: String,
@@ -39,6 +39,9 @@ pub enum Verb {
         /// How long ("90s", "1h 30m", "2d"), or "permanent".
         #[arg(long = "for", value_name = "DURATION")]
         duration: Option<String>,
+        /// Ban even though the target is in the jail's ignoreip.
+        #[arg(long)]
+        force: bool,
     },
     /// Lift a ban, in every jail that holds it or in one; --all lifts every ban.
     #[command(
@@ -141,6 +144,7 @@ fn request(verb: Verb) -> anyhow::Result<Request> {
             jail,
             target,
             duration,
+            force,
         } => {
             let (seconds, permanent) = match duration.as_deref().map(str::trim) {
                 None => (None, false),
@@ -160,6 +164,7 @@ fn request(verb: Verb) -> anyhow::Result<Request> {
                 target: parse_target(&target)?,
                 seconds,
                 permanent,
+                force,
             }
         }
         Verb::Unban { all: true, .. } => Request::UnbanAll,

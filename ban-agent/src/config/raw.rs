@@ -54,6 +54,7 @@ pub(super) struct RawJail {
     pub(super) datepattern: Option<Spanned<String>>,
     pub(super) start: Option<Spanned<String>>,
     pub(super) max_tracked: Option<Spanned<i64>>,
+    pub(super) max_bans_per_minute: Option<Spanned<i64>>,
     pub(super) on_ban: Option<Spanned<RawHook>>,
     pub(super) on_unban: Option<Spanned<RawHook>>,
 }
@@ -360,6 +361,10 @@ impl<'a> JailCtx<'a> {
         }
         if let Some(s) = self.pick("max_tracked", |j| j.max_tracked.as_ref()) {
             rules.max_tracked = self.integer(&s, 1, 1 << 30, "addresses")?;
+        }
+        if let Some(s) = self.pick("max_bans_per_minute", |j| j.max_bans_per_minute.as_ref()) {
+            rules.max_bans_per_minute =
+                self.integer(&s, 0, i64::from(u32::MAX), "bans (0: no cap)")?;
         }
         Ok(rules)
     }

@@ -83,6 +83,7 @@ ban_prefix_v6 = 64
 datepattern = "%Y-%m-%d %H:%M:%S"
 start = "head"
 max_tracked = 1000
+max_bans_per_minute = 0
 
 [jail.web.bantime_increment]
 factor = 2
@@ -124,6 +125,7 @@ bantime = -1
     assert_eq!(web.rules.maxretry, 3, "inherited from [defaults]");
     assert_eq!(web.rules.findtime, Duration::from_secs(120));
     assert_eq!(web.rules.max_tracked, 1000);
+    assert_eq!(web.rules.max_bans_per_minute, 0, "0: no cap");
     assert_eq!((web.rules.prefix_v4, web.rules.prefix_v6), (24, 64));
     assert_eq!(web.bantime, BanTime::For(Duration::from_secs(5400)));
     assert_eq!(web.ports, Ports::List(vec![80, 443, 8000, 8001, 8002]));
@@ -200,6 +202,11 @@ fn out_of_range_numbers_say_the_range() {
             "from 16 to 128",
         ),
         ("max_tracked = -1", "jail.auth.max_tracked", "from 1 to"),
+        (
+            "max_bans_per_minute = -1",
+            "jail.auth.max_bans_per_minute",
+            "from 0 to",
+        ),
     ];
     for (line, key, expected) in cases {
         assert_error(&format!("{MINIMAL}{line}\n"), 5, key, expected);
@@ -458,4 +465,11 @@ fn hooks_socket_and_log_level_are_read_and_checked() {
         "log_level",
         "not a log level",
     );
+}
+
+#[test]
+fn bans_per_minute_are_capped_by_default() {
+    let config = Config::parse(Path::new("t.toml"), MINIMAL).expect("valid");
+    let auth = config.jail("auth").expect("jail");
+    assert_eq!(auth.rules.max_bans_per_minute, 1000);
 }

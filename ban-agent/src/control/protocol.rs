@@ -30,6 +30,10 @@ pub enum Request {
         seconds: Option<u64>,
         #[serde(default)]
         permanent: bool,
+        /// Ban even inside the jail's `ignoreip` (never loopback, unspecified or the
+        /// host's own addresses).
+        #[serde(default)]
+        force: bool,
     },
     /// Lift a ban in one jail or in all of them.
     Unban {
@@ -223,6 +227,7 @@ mod tests {
                 target: net("192.0.2.7/32"),
                 seconds: Some(3600),
                 permanent: false,
+                force: false,
             },
             Request::Unban {
                 target: net("2001:db8::/64"),
@@ -267,8 +272,9 @@ mod tests {
                 target: net("192.0.2.7/32"),
                 seconds: None,
                 permanent: false,
+                force: false,
             }),
-            "{\"version\":1,\"command\":\"ban\",\"jail\":\"auth\",\"target\":\"192.0.2.7/32\",\"seconds\":null,\"permanent\":false}\n"
+            "{\"version\":1,\"command\":\"ban\",\"jail\":\"auth\",\"target\":\"192.0.2.7/32\",\"seconds\":null,\"permanent\":false,\"force\":false}\n"
         );
     }
 

@@ -27,9 +27,9 @@ use crate::{
     events::{Event, Events, Kind},
     filter::date::UnixMs,
     ignore::IgnoreList,
-    metrics::{self, Metrics},
+    metrics::{self, Metrics, Refusal},
     store::{State, Store},
-    tracker::BanTime,
+    tracker::{BanRate, BanTime},
 };
 
 /// Positions are saved at least this often even when no ban changed.
@@ -97,6 +97,8 @@ pub(super) struct JailRun {
     /// Bans since the agent started (restored ones included).
     pub total_banned: u64,
     pub(super) failures: Counter,
+    /// The jail's `max_bans_per_minute`.
+    pub(super) rate: BanRate,
 }
 
 pub struct Agent {
@@ -189,6 +191,7 @@ impl Agent {
             .clone();
         let run = JailRun {
             id,
+            rate: BanRate::new(jail.rules.max_bans_per_minute),
             config: jail,
             detector,
             total_banned: 0,
@@ -290,6 +293,15 @@ impl Agent {
     /// Jails that run.
     pub fn jail_count(&self) -> usize {
         self.jails.len()
+    }
+
+    /// Counts a ban decided from the log and not made.
+    pub(super) fn refused(&self, jail: &str, why: Refusal) {
+        self.setup
+            .metrics
+            .bans_refused
+            .get_or_create(&Metrics::refusal(jail, why))
+            .inc();
     }
 
     /// Bans `target` in `jail` for `length`. A target already banned there keeps its ban,

@@ -3,16 +3,18 @@
 use std::{collections::BTreeMap, path::PathBuf};
 
 use prometheus_client::metrics::counter::Counter;
-use tracing::warn;
+use tracing::{error, warn};
 
 use super::agent::{Agent, Now};
 use crate::config::Start;
 use crate::{
     datapath,
+    datapath::DatapathError,
     detect::Verdict,
     metrics::Metrics,
+    metrics::Refusal,
     tail::{self, Follower},
-    tracker::Decision,
+    tracker::{Admit, Decision},
 };
 
 /// One followed file and the jails that read it.
@@ -128,9 +130,25 @@ impl Agent {
             }
         }
         for (jail, decision) in decisions {
-            let Some(run) = self.jails.get(&jail) else {
+            let Some(run) = self.jails.get_mut(&jail) else {
                 continue;
             };
+            if let Admit::HeldBack { alert } = run.rate.admit(now.wall) {
+                let cap = run.config.rules.max_bans_per_minute;
+                self.refused(&jail, Refusal::RateCap);
+                if alert {
+                    error!(
+                        jail,
+                        ip = %datapath::show(&decision.target),
+                        max_bans_per_minute = cap,
+                        "the jail reached max_bans_per_minute: further bans are held back \
+                         for the rest of the minute. Check with `ban-agent test-filter` that \
+                         its filter matches failures only; raise max_bans_per_minute if this \
+                         is a real attack"
+                    );
+                }
+                continue;
+            }
             let overall = run.config.increment.is_some_and(|inc| inc.overall_jails);
             let previous = self.state.previous_bans(&jail, &decision.target, overall);
             let length = run
@@ -146,6 +164,12 @@ impl Agent {
                 false,
                 now,
             ) {
+                let full = e
+                    .downcast_ref::<DatapathError>()
+                    .is_some_and(|e| matches!(e, DatapathError::MapFull { .. }));
+                if full {
+                    self.refused(&jail, Refusal::MapFull);
+                }
                 warn!(jail, ip = %datapath::show(&decision.target), "cannot ban: {e}");
             }
         }

@@ -41,7 +41,8 @@ impl Agent {
                 target,
                 seconds,
                 permanent,
-            } => self.operator_ban(&jail, target, seconds, permanent, now),
+                force,
+            } => self.operator_ban(&jail, target, seconds, permanent, force, now),
             Request::Unban { target, jail } => self.operator_unban(target, jail.as_deref(), now),
             Request::UnbanAll => self.unban_all(now),
             Request::Banned { target } => Ok(Reply::Bans {
@@ -112,18 +113,22 @@ impl Agent {
         target: IpNet,
         seconds: Option<u64>,
         permanent: bool,
+        force: bool,
         now: Now,
     ) -> anyhow::Result<Reply> {
         let run = self.jail_named(jail)?;
         let target = target.trunc();
         let ignore = self.ignore_list(run.config.ignoreip.clone());
-        if let Some(why) = ignore.spares(&target) {
-            let why = match why {
-                Spared::Reserved => "loopback and unspecified addresses are never banned",
-                Spared::OwnAddress => "it is (or covers) one of this host's addresses (ignoreself)",
-                Spared::IgnoreIp => "it is in (or covers part of) the jail's ignoreip",
-            };
-            bail!("{} is not banned: {why}", datapath::show(&target));
+        match ignore.spares(&target) {
+            None | Some(Spared::IgnoreIp) if force => {}
+            None => {}
+            Some(why) => {
+                let hint = match why {
+                    Spared::IgnoreIp => "; add --force to ban it all the same",
+                    Spared::Reserved | Spared::OwnAddress => "",
+                };
+                bail!("{} is not banned: {why}{hint}", datapath::show(&target));
+            }
         }
         let length = match (permanent, seconds) {
             (true, _) => BanTime::Permanent,

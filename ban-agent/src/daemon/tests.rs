@@ -25,14 +25,23 @@ type Bans = Arc<Mutex<BTreeMap<(u32, IpNet), Expiry>>>;
 struct FakeKernel {
     bans: Bans,
     ports: Arc<Mutex<Vec<JailPorts>>>,
+    /// Bans the map holds at most, as the real maps' capacity; none when `None`.
+    capacity: Option<usize>,
 }
 
 impl Kernel for FakeKernel {
     fn ban(&mut self, jail: u32, target: IpNet, expiry: Expiry) -> Result<(), DatapathError> {
-        self.bans
-            .lock()
-            .expect("lock")
-            .insert((jail, target), expiry);
+        let mut bans = self.bans.lock().expect("lock");
+        if self
+            .capacity
+            .is_some_and(|capacity| bans.len() >= capacity && !bans.contains_key(&(jail, target)))
+        {
+            return Err(DatapathError::MapFull {
+                map: "ban_v4",
+                capacity: 2,
+            });
+        }
+        bans.insert((jail, target), expiry);
         Ok(())
     }
     fn unban(&mut self, jail: u32, target: IpNet) -> Result<bool, DatapathError> {
@@ -222,7 +231,8 @@ fn reload_applies_a_new_maxretry_keeps_bans_and_lifts_those_of_a_removed_jail() 
                 jail: "web".into(),
                 target: net("192.0.2.50/32"),
                 seconds: None,
-                permanent: true
+                permanent: true,
+                force: false,
             },
             now(0)
         ),
@@ -286,10 +296,41 @@ fn operators_cannot_ban_what_is_spared_and_are_told_which_network_holds_an_addre
             target: net("198.51.100.9/32"),
             seconds: None,
             permanent: false,
+            force: false,
         },
         now(0),
     ));
     assert!(message.contains("ignoreip"), "{message}");
+    assert!(message.contains("--force"), "{message}");
+    // Without the `force` exception in operator_ban, this one is refused like the first.
+    let forced = ask(
+        &mut agent,
+        Request::Ban {
+            jail: "auth".into(),
+            target: net("198.51.100.9/32"),
+            seconds: Some(60),
+            permanent: false,
+            force: true,
+        },
+        now(0),
+    );
+    assert!(matches!(forced, Reply::Done { .. }), "{forced:?}");
+    // Loopback and unspecified stay refused, --force or not.
+    for reserved in ["127.0.0.1/32", "::1/128", "0.0.0.0/0", "::/0"] {
+        let message = refused(ask(
+            &mut agent,
+            Request::Ban {
+                jail: "auth".into(),
+                target: net(reserved),
+                seconds: None,
+                permanent: true,
+                force: true,
+            },
+            now(0),
+        ));
+        assert!(message.contains("never banned"), "{reserved}: {message}");
+    }
+    ask(&mut agent, Request::UnbanAll, now(0));
     let message = refused(ask(
         &mut agent,
         Request::Ban {
@@ -297,6 +338,7 @@ fn operators_cannot_ban_what_is_spared_and_are_told_which_network_holds_an_addre
             target: net("192.0.2.1/32"),
             seconds: None,
             permanent: false,
+            force: false,
         },
         now(0),
     ));
@@ -308,6 +350,7 @@ fn operators_cannot_ban_what_is_spared_and_are_told_which_network_holds_an_addre
             target: net("192.0.2.0/24"),
             seconds: Some(60),
             permanent: false,
+            force: false,
         },
         now(0),
     );
@@ -364,4 +407,73 @@ fn addignoreip_spares_an_address_from_then_on() {
     failure(dir.path(), "192.0.2.7", 2);
     agent.poll(now(2));
     assert_eq!(kernel.bans.lock().expect("lock").len(), 1);
+}
+
+fn metric_line(agent: &Agent, name: &str) -> String {
+    agent
+        .setup
+        .metrics
+        .encode()
+        .lines()
+        .find(|line| line.starts_with(name))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+// Safety rail: a filter gone wrong cannot ban the whole Internet in a minute. Without the
+// `rate.admit` check in `Agent::poll`, all five addresses are banned at once.
+#[test]
+fn a_jail_bans_at_most_max_bans_per_minute_and_counts_the_rest() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kernel = FakeKernel::default();
+    let mut agent = start(
+        config(dir.path(), 1, "max_bans_per_minute = 2\n"),
+        &kernel,
+        now(0),
+    );
+    for i in 1..=5 {
+        failure(dir.path(), &format!("192.0.2.{i}"), 1);
+    }
+    agent.poll(now(2));
+    assert_eq!(kernel.bans.lock().expect("lock").len(), 2);
+    assert_eq!(
+        metric_line(&agent, "ban_agent_bans_refused_total"),
+        "ban_agent_bans_refused_total{jail=\"auth\",reason=\"rate_cap\"} 3"
+    );
+    // A minute later a held-back address that fails again is banned.
+    failure(dir.path(), "192.0.2.3", 70);
+    agent.poll(now(70));
+    assert!(
+        kernel
+            .bans
+            .lock()
+            .expect("lock")
+            .contains_key(&(0, net("192.0.2.3/32")))
+    );
+}
+
+// The ban map full: the new ban is refused, the bans in force stay, and the refusal is
+// counted (`bans_refused_total{reason="map_full"}`) and logged. Without the MapFull branch
+// in `Agent::poll`, the metric line is missing.
+#[test]
+fn a_full_ban_map_refuses_new_bans_keeps_the_others_and_says_so() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kernel = FakeKernel {
+        capacity: Some(2),
+        ..FakeKernel::default()
+    };
+    let mut agent = start(config(dir.path(), 1, ""), &kernel, now(0));
+    for i in 1..=3 {
+        failure(dir.path(), &format!("192.0.2.{i}"), 1);
+    }
+    agent.poll(now(2));
+    let bans = kernel.bans.lock().expect("lock").clone();
+    assert_eq!(
+        bans.keys().map(|(_, target)| *target).collect::<Vec<_>>(),
+        [net("192.0.2.1/32"), net("192.0.2.2/32")]
+    );
+    assert_eq!(
+        metric_line(&agent, "ban_agent_bans_refused_total"),
+        "ban_agent_bans_refused_total{jail=\"auth\",reason=\"map_full\"} 1"
+    );
 }

@@ -175,3 +175,42 @@ fn new_rules_keep_failures_unless_the_prefixes_change() {
     }));
     assert_eq!(tracker.tracked(), 0);
 }
+
+// The sanity cap: without the `recent.len() < per_minute` check in `BanRate::admit`, every
+// ban is admitted and the first assertion below fails.
+#[test]
+fn bans_past_the_cap_in_any_minute_are_held_back_with_one_alert_a_minute() {
+    let mut rate = BanRate::new(3);
+    let admitted: Vec<Admit> = [0, 0, 0, 1000, 2000]
+        .into_iter()
+        .map(|at| rate.admit(at))
+        .collect();
+    assert_eq!(
+        admitted,
+        [
+            Admit::Yes,
+            Admit::Yes,
+            Admit::Yes,
+            Admit::HeldBack { alert: true },
+            Admit::HeldBack { alert: false },
+        ]
+    );
+    assert_eq!(rate.held_back(), 2);
+    // A minute after the first bans, their slots are free again.
+    assert_eq!(
+        [MIN, MIN + 1, MIN + 2, MIN + 3].map(|at| rate.admit(at)),
+        [
+            Admit::Yes,
+            Admit::Yes,
+            Admit::Yes,
+            Admit::HeldBack { alert: false }
+        ]
+    );
+    // The next alert comes a minute after the last one.
+    assert_eq!(rate.admit(MIN + 1000), Admit::HeldBack { alert: true });
+    let mut none = BanRate::new(0);
+    assert!(
+        (0..10_000).all(|at| none.admit(at) == Admit::Yes),
+        "0: no cap"
+    );
+}

@@ -107,7 +107,8 @@ impl Drop for Daemon {
 
 /// A daemon's surroundings of a benchmark's own: a temporary directory holding an empty
 /// log `access.log`, a configuration with one jail `fastapi-auth` on it (port 8000,
-/// findtime 10m, bantime 1h, `maxretry`, no interface), the state, the socket `ctl.sock`
+/// findtime 10m, bantime 1h, `maxretry`, no interface, no cap on bans per minute: the
+/// benchmarks ban a million addresses as fast as they can), the state, the socket `ctl.sock`
 /// and the daemon's log `agent.log`; and a pin directory of its own.
 pub struct OneJail {
     pub log: PathBuf,
@@ -128,7 +129,8 @@ impl OneJail {
         let text = format!(
             "socket = \"{}\"\nstate_dir = \"{}\"\npin_dir = \"{}\"\n\
              [jail.fastapi-auth]\nlogpath = \"{}\"\nfilter = \"fastapi-auth\"\n\
-             maxretry = {maxretry}\nfindtime = \"10m\"\nbantime = \"1h\"\nports = [8000]\n",
+             maxretry = {maxretry}\nfindtime = \"10m\"\nbantime = \"1h\"\nports = [8000]\n\
+             max_bans_per_minute = 0\n",
             socket.display(),
             dir.path().join("state").display(),
             pins.dir.display(),
