@@ -19,6 +19,7 @@ pub mod sample;
 pub mod store;
 pub mod tail;
 pub mod tracker;
+pub mod trust;
 
 /// An error and its causes on one line, leaving out a cause whose text the message already
 /// holds: the error types here quote their source in their own message, so `{:#}` would

@@ -119,6 +119,8 @@ pub enum StoreError {
         path.display()
     )]
     Corrupt { path: PathBuf, message: String },
+    #[error(transparent)]
+    Untrusted(#[from] crate::trust::TrustError),
 }
 
 /// The state file of a state directory.
@@ -137,8 +139,10 @@ impl Store {
         &self.path
     }
 
-    /// The saved state; an empty one when nothing was saved yet.
+    /// The saved state; an empty one when nothing was saved yet. The state directory and
+    /// file must be writable by root (or the agent's user) alone.
     pub fn load(&self) -> Result<State, StoreError> {
+        crate::trust::check_file(&self.path)?;
         let text = match fs::read_to_string(&self.path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -254,6 +258,20 @@ mod tests {
         .expect("write");
         let error = store.load().expect_err("other version").to_string();
         assert!(error.contains("version 99"), "{error}");
+    }
+
+    // Another user who could write the state could restore bans or positions of their
+    // choosing. Without the trust check in `Store::load`, this file loads.
+    #[test]
+    fn a_state_file_others_can_write_is_refused() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::new(dir.path());
+        store.save(&sample()).expect("save");
+        store.load().expect("a private state loads");
+        fs::set_permissions(store.path(), fs::Permissions::from_mode(0o646)).expect("chmod");
+        let error = store.load().expect_err("writable by others").to_string();
+        assert!(error.contains("writable by every user"), "{error}");
     }
 
     #[test]

@@ -400,6 +400,57 @@ fn other_users_are_refused_and_a_dry_run_writes_nothing() {
     );
 }
 
+// Privilege: members of `socket_group` (primary or supplementary group) may drive the
+// daemon, nobody else. Without the group in `Access::admits`, the first ping is refused;
+// without `SO_PEERGROUPS`, the supplementary member is; without the peer check, the
+// stranger gets in through the loosened socket mode.
+#[test]
+fn the_socket_group_may_control_the_daemon_and_other_groups_may_not() {
+    let Some(_serial) =
+        common::privileged("the_socket_group_may_control_the_daemon_and_other_groups_may_not")
+    else {
+        return;
+    };
+    const GROUP: &str = "4242";
+    let scene = Scene::new("dm7");
+    scene.configure(1, "");
+    let config = scene.path("ban-agent.toml");
+    let text = std::fs::read_to_string(&config).expect("read config");
+    std::fs::write(&config, format!("socket_group = {GROUP}\n{text}")).expect("write config");
+    let daemon = scene.start(&["--dry-run"]);
+    let socket = scene.path("ctl.sock");
+    let meta = std::fs::metadata(&socket).expect("socket");
+    use std::os::unix::fs::MetadataExt as _;
+    assert_eq!((meta.mode() & 0o777, meta.gid()), (0o660, 4242));
+    let ping_as = |ids: &[&str]| {
+        let out = Command::new("setpriv")
+            .args(ids)
+            .args([AGENT, "--socket"])
+            .arg(&socket)
+            .arg("ping")
+            .output()
+            .expect("run setpriv");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (primary, error) = ping_as(&["--reuid=4243", "--regid=4242", "--clear-groups"]);
+    assert!(primary, "a member by primary group: {error}");
+    let (supplementary, error) = ping_as(&["--reuid=4243", "--regid=4244", "--groups=4242"]);
+    assert!(supplementary, "a member by supplementary group: {error}");
+    // The socket's mode lets the group in; the peer check must still refuse a stranger
+    // who reaches it (here through a loosened mode).
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+    let (stranger, error) = ping_as(&["--reuid=4243", "--regid=4244", "--clear-groups"]);
+    assert!(
+        !stranger && error.contains("socket_group"),
+        "a stranger: {error}"
+    );
+    scene.cli(&["stop"]);
+    daemon.wait();
+}
+
 #[test]
 fn hooks_run_the_command_and_post_the_webhook_on_ban_and_unban() {
     let Some(_serial) =

@@ -11,6 +11,8 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Untrusted(#[from] crate::trust::TrustError),
     #[error("{}:{line}:{column}: `{key}`: {message}", path.display())]
     Invalid {
         path: PathBuf,

@@ -78,6 +78,8 @@ pub enum FindFilterError {
         file: PathBuf,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Untrusted(#[from] crate::trust::TrustError),
     #[error("no filter {name:?}: neither {} exists nor is it built in (built-in: {})", tried.display(), filter::BUILTIN.map(|(n, _)| n).join(", "))]
     Unknown { name: String, tried: PathBuf },
     #[error(transparent)]
@@ -99,6 +101,7 @@ pub fn find_filter(
         filter_dir.join(format!("{name}.toml"))
     };
     if file.exists() || as_path {
+        crate::trust::check_file(&file)?;
         let text =
             std::fs::read_to_string(&file).map_err(|source| FindFilterError::Unreadable {
                 file: file.clone(),

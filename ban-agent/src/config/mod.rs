@@ -75,6 +75,8 @@ pub struct Global {
     pub filter_dir: PathBuf,
     /// The daemon's control socket.
     pub socket: PathBuf,
+    /// A group whose members may use the control socket besides root.
+    pub socket_group: Option<u32>,
     /// Log level (a `tracing` filter such as `info` or `ban_agent=debug`) when `RUST_LOG`
     /// is not set.
     pub log_level: Option<String>,
@@ -134,8 +136,10 @@ pub enum Start {
 }
 
 impl Config {
-    /// Reads and validates the configuration at `path`.
+    /// Reads and validates the configuration at `path`, which only root (or the agent's
+    /// user) may write.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        crate::trust::check_file(path)?;
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
@@ -169,6 +173,7 @@ impl Default for Global {
             metrics: None,
             filter_dir: PathBuf::from("/etc/ban-agent/filter.d"),
             socket: PathBuf::from(DEFAULT_SOCKET),
+            socket_group: None,
             log_level: None,
         }
     }

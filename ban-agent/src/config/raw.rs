@@ -27,6 +27,7 @@ struct RawConfig {
     metrics: Option<Spanned<String>>,
     filter_dir: Option<String>,
     socket: Option<String>,
+    socket_group: Option<Spanned<Value>>,
     log_level: Option<Spanned<String>>,
     #[serde(default)]
     defaults: RawJail,
@@ -113,6 +114,26 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     })
 }
 
+/// `socket_group`: a group name from the group database, or a numeric id.
+fn socket_group(source: &Source, group: &Spanned<Value>) -> Result<u32, ConfigError> {
+    let found = match group.get_ref() {
+        Value::Integer(id) => u32::try_from(*id).ok(),
+        Value::String(name) => crate::trust::group_named(name),
+        _ => None,
+    };
+    found.ok_or_else(|| {
+        source.error(
+            group.span(),
+            "socket_group",
+            format!(
+                "{} is not a group of this host: expected a group name from /etc/group \
+                 (`getent group NAME` shows it) or a numeric group id",
+                group.get_ref()
+            ),
+        )
+    })
+}
+
 fn global(source: &Source, raw: &RawConfig, base: &Path) -> Result<Global, ConfigError> {
     let mut global = Global::default();
     if let Some(ignoreself) = raw.ignoreself {
@@ -129,6 +150,9 @@ fn global(source: &Source, raw: &RawConfig, base: &Path) -> Result<Global, Confi
     }
     if let Some(socket) = &raw.socket {
         global.socket = base.join(socket);
+    }
+    if let Some(group) = &raw.socket_group {
+        global.socket_group = Some(socket_group(source, group)?);
     }
     if let Some(level) = &raw.log_level {
         tracing_subscriber::EnvFilter::try_new(level.get_ref()).map_err(|e| {

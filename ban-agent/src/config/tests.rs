@@ -473,3 +473,39 @@ fn bans_per_minute_are_capped_by_default() {
     let auth = config.jail("auth").expect("jail");
     assert_eq!(auth.rules.max_bans_per_minute, 1000);
 }
+
+// Whoever can write the configuration decides whom the agent bans. Without the trust check
+// in `Config::load`, the group-and-world-writable file loads.
+#[test]
+fn a_configuration_others_can_write_is_refused() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("ban-agent.toml");
+    std::fs::write(&path, MINIMAL).expect("write");
+    Config::load(&path).expect("a private configuration loads");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+    let message = Config::load(&path)
+        .expect_err("writable by others")
+        .to_string();
+    assert!(
+        message.contains("refusing") && message.contains("chmod go-w"),
+        "{message}"
+    );
+}
+
+#[test]
+fn socket_group_is_a_group_name_or_id() {
+    let group = |value: &str| {
+        parse(&format!("socket_group = {value}\n{MINIMAL}")).map(|c| c.global.socket_group)
+    };
+    assert_eq!(group("\"root\"").expect("root's group"), Some(0));
+    assert_eq!(group("4242").expect("an id"), Some(4242));
+    assert_eq!(parse(MINIMAL).expect("valid").global.socket_group, None);
+    let message = group("\"no-such-group-here\"")
+        .expect_err("unknown")
+        .to_string();
+    assert!(
+        message.contains("`socket_group`") && message.contains("getent group"),
+        "{message}"
+    );
+}

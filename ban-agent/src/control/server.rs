@@ -1,7 +1,8 @@
 //! The daemon's end of the control socket: one JSON request per line, one reply per line.
 //!
-//! The socket is made mode 0600 (root's only), and every connection's peer is checked
-//! as well (`SO_PEERCRED`), so a socket whose mode was loosened still refuses other users.
+//! The socket is made mode 0600 (root's only), or 0660 with the configured `socket_group`,
+//! and every connection's peer is checked as well (`SO_PEERCRED`, and `SO_PEERGROUPS` for
+//! its supplementary groups), so a socket whose mode was loosened still refuses others.
 
 use std::{
     io::ErrorKind,
@@ -42,8 +43,29 @@ pub enum ServerError {
     },
 }
 
-/// Binds the control socket at `path`, replacing a stale one left by a dead daemon.
-pub fn bind(path: &Path) -> Result<UnixListener, ServerError> {
+/// Who may use the socket besides root: the daemon's own user, and members of a group.
+#[derive(Clone, Copy, Debug)]
+pub struct Access {
+    pub owner: libc::uid_t,
+    pub group: Option<libc::gid_t>,
+}
+
+impl Access {
+    /// The daemon's user, and `group` when the configuration names one.
+    pub fn new(group: Option<libc::gid_t>) -> Self {
+        // SAFETY: geteuid has no preconditions.
+        let owner = unsafe { libc::geteuid() };
+        Self { owner, group }
+    }
+
+    fn admits(&self, uid: libc::uid_t, groups: &[libc::gid_t]) -> bool {
+        uid == 0 || uid == self.owner || self.group.is_some_and(|group| groups.contains(&group))
+    }
+}
+
+/// Binds the control socket at `path`, replacing a stale one left by a dead daemon; the
+/// socket is root's alone, or its group's too with `access.group`.
+pub fn bind(path: &Path, access: Access) -> Result<UnixListener, ServerError> {
     let io = |op, source| ServerError::Io {
         op,
         path: path.to_owned(),
@@ -61,7 +83,15 @@ pub fn bind(path: &Path) -> Result<UnixListener, ServerError> {
         std::fs::create_dir_all(dir).map_err(|e| io("create the folder of", e))?;
     }
     let listener = UnixListener::bind(path).map_err(|e| io("bind", e))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+    let mode = match access.group {
+        Some(group) => {
+            std::os::unix::fs::chown(path, None, Some(group))
+                .map_err(|e| io("give socket_group", e))?;
+            0o660
+        }
+        None => 0o600,
+    };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .map_err(|e| io("restrict", e))?;
     Ok(listener)
 }
@@ -76,9 +106,8 @@ pub async fn serve(
     listener: UnixListener,
     calls: mpsc::Sender<Call>,
     mut shutdown: watch::Receiver<bool>,
+    access: Access,
 ) {
-    // SAFETY: geteuid has no preconditions.
-    let owner = unsafe { libc::geteuid() };
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
@@ -86,7 +115,7 @@ pub async fn serve(
                 Ok((stream, _)) => {
                     let calls = calls.clone();
                     connections.spawn(async move {
-                        if let Err(e) = connection(stream, owner, calls).await {
+                        if let Err(e) = connection(stream, access, calls).await {
                             debug!("control connection: {e}");
                         }
                     });
@@ -110,14 +139,17 @@ pub async fn serve(
 
 async fn connection(
     stream: UnixStream,
-    owner: libc::uid_t,
+    access: Access,
     calls: mpsc::Sender<Call>,
 ) -> std::io::Result<()> {
-    let uid = stream.peer_cred()?.uid();
+    let peer = stream.peer_cred()?;
+    let uid = peer.uid();
+    let mut groups = peer_groups(&stream)?;
+    groups.push(peer.gid());
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read);
     let mut line = String::new();
-    if uid != 0 && uid != owner {
+    if !access.admits(uid, &groups) {
         // Read the request first, so that the client is not cut off while writing it.
         let _request = (&mut lines)
             .take(MAX_LINE as u64)
@@ -126,7 +158,7 @@ async fn connection(
         let reply = Reply::Error {
             message: format!(
                 "permission denied: user id {uid} may not control ban-agent; run the command \
-                 as root (e.g. with sudo)"
+                 as root (e.g. with sudo), or as a member of the configuration's socket_group"
             ),
         };
         warn!(uid, "control request refused: not root");
@@ -163,6 +195,38 @@ async fn ask(calls: &mpsc::Sender<Call>, request: Request) -> Reply {
         return stopping();
     }
     answer.await.unwrap_or_else(|_| stopping())
+}
+
+/// The supplementary groups of the process at the other end (`SO_PEERGROUPS`, Linux 4.13),
+/// which `SO_PEERCRED` leaves out.
+fn peer_groups(stream: &UnixStream) -> std::io::Result<Vec<libc::gid_t>> {
+    use std::os::fd::AsRawFd as _;
+    // NGROUPS_MAX is 65536; a first call with room for 64 says how many there are.
+    let mut groups: Vec<libc::gid_t> = vec![0; 64];
+    loop {
+        let mut len = libc::socklen_t::try_from(std::mem::size_of_val(groups.as_slice()))
+            .map_err(|_| std::io::Error::other("too many groups"))?;
+        // SAFETY: a valid socket, and a buffer of `len` bytes the kernel writes into.
+        let rc = unsafe {
+            libc::getsockopt(
+                stream.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEERGROUPS,
+                groups.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        let count = len as usize / std::mem::size_of::<libc::gid_t>();
+        if rc == 0 {
+            groups.truncate(count);
+            return Ok(groups);
+        }
+        let error = std::io::Error::last_os_error();
+        if error.raw_os_error() != Some(libc::ERANGE) || count <= groups.len() {
+            return Err(error);
+        }
+        groups.resize(count, 0);
+    }
 }
 
 /// Removes the socket file if it is still ours (at shutdown).

@@ -68,8 +68,9 @@ async fn serve(config: Config, options: &Options) -> anyhow::Result<()> {
         .socket
         .clone()
         .unwrap_or_else(|| config.global.socket.clone());
-    let listener = server::bind(&socket)?;
-    let result = serve_on(config, options, listener, &socket).await;
+    let access = server::Access::new(config.global.socket_group);
+    let listener = server::bind(&socket, access)?;
+    let result = serve_on(config, options, listener, access, &socket).await;
     server::remove(&socket);
     result
 }
@@ -78,6 +79,7 @@ async fn serve_on(
     config: Config,
     options: &Options,
     listener: tokio::net::UnixListener,
+    access: server::Access,
     socket: &std::path::Path,
 ) -> anyhow::Result<()> {
     let metrics = Metrics::new();
@@ -98,7 +100,7 @@ async fn serve_on(
 
     let (calls, mut requests) = mpsc::channel::<Call>(64);
     let (shutdown, stopping) = tokio::sync::watch::channel(false);
-    let control = tokio::spawn(server::serve(listener, calls, stopping));
+    let control = tokio::spawn(server::serve(listener, calls, stopping, access));
     let metrics_task = metrics_listener.map(|listener| {
         if let Ok(address) = listener.local_addr() {
             info!(%address, "metrics at /metrics");
