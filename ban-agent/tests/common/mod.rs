@@ -7,6 +7,7 @@ pub mod agent;
 pub mod net;
 pub mod packet;
 pub mod report;
+pub mod xdp;
 
 use std::{
     fs::File,
