@@ -456,11 +456,12 @@ impl Agent {
                 })
                 .set(ratio);
         }
-        for (path, log) in &self.logs {
+        for (path, log) in &mut self.logs {
             let lag = log.follower.lag().unwrap_or(0);
             m.lag_bytes
                 .get_or_create(&Metrics::file(path))
                 .set(i64::try_from(lag).unwrap_or(i64::MAX));
+            log.judge_lag(path, lag);
         }
         let names: BTreeMap<u32, &str> =
             self.jails.iter().map(|(n, r)| (r.id, n.as_str())).collect();

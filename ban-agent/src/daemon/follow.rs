@@ -3,7 +3,7 @@
 use std::{collections::BTreeMap, path::PathBuf};
 
 use prometheus_client::metrics::counter::Counter;
-use tracing::{error, warn};
+use tracing::{error, info, warn};
 
 use super::agent::{Agent, Now};
 use crate::config::Start;
@@ -23,6 +23,32 @@ pub(super) struct Log {
     pub(super) jails: Vec<String>,
     lines: Counter,
     last_error: Option<String>,
+    /// Whether the log is [`LAG_ALERT_BYTES`] or more ahead of the agent (said once).
+    behind: bool,
+}
+
+/// Unread bytes of one log past which the agent says it is falling behind (a log written
+/// faster than it is read, or a stalled agent): about 300k lines of a web access log.
+pub(super) const LAG_ALERT_BYTES: u64 = 64 << 20;
+
+impl Log {
+    /// Says when the agent falls behind this log, and when it has caught up again (below
+    /// half the alert, so that a lag around the mark does not flap).
+    pub(super) fn judge_lag(&mut self, path: &std::path::Path, lag: u64) {
+        if !self.behind && lag >= LAG_ALERT_BYTES {
+            self.behind = true;
+            warn!(
+                file = %path.display(),
+                lag_mb = lag >> 20,
+                "falling behind this log: bans come late until the agent catches up; \
+                 ban_agent_follower_lag_bytes follows it. Check the CPU the agent gets, and \
+                 how fast `time ban-agent test-filter` reads a copy of this log"
+            );
+        } else if self.behind && lag < LAG_ALERT_BYTES / 2 {
+            self.behind = false;
+            info!(file = %path.display(), lag_mb = lag >> 20, "caught up with this log");
+        }
+    }
 }
 
 impl Agent {
@@ -69,9 +95,15 @@ impl Agent {
                     jails,
                     lines,
                     last_error: None,
+                    behind: false,
                 },
             );
         }
+    }
+
+    /// Whether a log has more to read than the last poll's budget allowed.
+    pub fn reading(&self) -> bool {
+        self.logs.values().any(|log| log.follower.more())
     }
 
     /// The `logpath` patterns of every jail, for the watcher.

@@ -124,6 +124,11 @@ async fn serve_on(
             () = wakeups.wait() => {
                 agent.poll(Now::read());
             }
+            // A log ahead of its reader is read on, a budget per poll, between requests,
+            // expiries and metrics: a fast writer delays bans, never the rest.
+            () = std::future::ready(()), if agent.reading() => {
+                agent.poll(Now::read());
+            }
             Some(call) = requests.recv() => {
                 // Lines already written count before the answer, even if their inotify
                 // wake-up has not come yet: `status` right after a write sees them.

@@ -477,3 +477,72 @@ fn a_full_ban_map_refuses_new_bans_keeps_the_others_and_says_so() {
         "ban_agent_bans_refused_total{jail=\"auth\",reason=\"map_full\"} 1"
     );
 }
+
+/// What the agent logs while `f` runs, as text.
+fn logged(f: impl FnOnce()) -> String {
+    #[derive(Clone, Default)]
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Sink {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("lock").extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let sink = Sink::default();
+    let writer = sink.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    tracing::subscriber::with_default(subscriber, f);
+    let bytes = sink.0.lock().expect("lock").clone();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+// A log written faster than the agent reads it: each poll reads one budget (16 MiB), the
+// lag is in the metric, and the agent says it is behind, once, and says when it has caught
+// up. Without `Log::judge_lag` the warning is missing; without the read budget in
+// `Follower::poll` the first poll reads everything and nothing is ever behind.
+#[test]
+fn an_agent_behind_its_log_reads_a_budget_at_a_time_and_says_so() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kernel = FakeKernel::default();
+    // Long lines (1 KiB) make the 80 MiB cheap to read in a debug build.
+    let mut line = b"2026-11-24 12:00:00,000 - other - INFO - ".to_vec();
+    line.resize(1023, b'x');
+    line.push(b'\n');
+    let mut log = std::io::BufWriter::new(
+        std::fs::File::create(dir.path().join("auth.log")).expect("create the log"),
+    );
+    let written = super::follow::LAG_ALERT_BYTES + crate::tail::DEFAULT_READ_BUDGET;
+    for _ in 0..written / line.len() as u64 {
+        log.write_all(&line).expect("write");
+    }
+    log.flush().expect("flush");
+    let mut agent = start(config(dir.path(), 5, ""), &kernel, now(0));
+    let behind = logged(|| {
+        agent.poll(now(1));
+        agent.sweep(now(1));
+        agent.sweep(now(2));
+    });
+    assert!(agent.reading(), "one poll reads one budget");
+    assert_eq!(behind.matches("falling behind").count(), 1, "{behind}");
+    let lag = metric_line(&agent, "ban_agent_follower_lag_bytes");
+    let bytes: u64 = lag
+        .rsplit(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(bytes >= super::follow::LAG_ALERT_BYTES, "{lag}");
+    let caught_up = logged(|| {
+        while agent.reading() {
+            agent.poll(now(3));
+        }
+        agent.sweep(now(3));
+    });
+    assert!(caught_up.contains("caught up"), "{caught_up}");
+}

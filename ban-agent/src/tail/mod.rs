@@ -76,7 +76,15 @@ pub struct Follower {
     chunk: Vec<u8>,
     rotations: u64,
     truncations: u64,
+    /// Bytes one poll reads at most, so that a log written faster than it is read cannot
+    /// hold the agent in one poll (expiries, requests and metrics wait for it).
+    budget: u64,
+    /// The last poll stopped at its budget, before the end of the file.
+    more: bool,
 }
+
+/// Bytes one [`Follower::poll`] reads at most by default: about 30 ms of the agent's work.
+pub const DEFAULT_READ_BUDGET: u64 = 16 << 20;
 
 struct OpenFile {
     file: File,
@@ -101,7 +109,20 @@ impl Follower {
             chunk: vec![0; CHUNK],
             rotations: 0,
             truncations: 0,
+            budget: DEFAULT_READ_BUDGET,
+            more: false,
         }
+    }
+
+    /// Reads at most `bytes` per poll (at least one chunk).
+    pub fn with_budget(mut self, bytes: u64) -> Self {
+        self.budget = bytes.max(CHUNK as u64);
+        self
+    }
+
+    /// Whether the last poll left bytes unread at its budget: poll again soon.
+    pub fn more(&self) -> bool {
+        self.more
     }
 
     pub fn path(&self) -> &Path {
@@ -138,13 +159,15 @@ impl Follower {
     /// follows rotation and truncation. Returns the number of lines.
     pub fn poll(&mut self, sink: &mut dyn FnMut(&str)) -> io::Result<u64> {
         let before = self.lines.stats().lines;
+        let mut budget = self.budget;
+        self.more = false;
         // Bounded: each pass either reads the current file or switches to a new one.
         for _ in 0..4 {
             if self.open.is_none() && !self.open_path()? {
                 break;
             }
             self.check_truncated()?;
-            self.read_to_end(sink)?;
+            self.more = !self.read_to_end(sink, &mut budget)?;
             if let Some(open) = self.open.as_mut()
                 && open.fingerprint.is_none()
                 && open.committed > 0
@@ -152,7 +175,7 @@ impl Follower {
                 // The first line was completed while being read.
                 open.fingerprint = fingerprint(&open.file)?;
             }
-            if !self.check_replaced()? {
+            if self.more || !self.check_replaced()? {
                 break;
             }
         }
@@ -161,14 +184,32 @@ impl Follower {
     }
 
     /// Opens the file at the path, positioned per checkpoint or start mode; `false` when
-    /// there is none.
+    /// there is none. Only a regular file is read (a symlink is followed to one): a FIFO
+    /// would block the agent at open, a device such as /dev/zero never ends, a folder has
+    /// no lines.
     fn open_path(&mut self) -> io::Result<bool> {
-        let mut file = match File::open(&self.path) {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        match std::fs::metadata(&self.path) {
+            Ok(meta) if !meta.is_file() => return Err(not_regular(&self.path, &meta)),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        }
+        // O_NONBLOCK: should the path become a FIFO between the check and the open, the
+        // open does not wait for a writer; on a regular file it changes nothing.
+        let mut file = match std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&self.path)
+        {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
             Err(e) => return Err(e),
         };
         let meta = file.metadata()?;
+        if !meta.is_file() {
+            return Err(not_regular(&self.path, &meta));
+        }
         let fingerprint = fingerprint(&file)?;
         let len = meta.len();
         let offset = match self.resume.take() {
@@ -194,18 +235,23 @@ impl Follower {
         Ok(true)
     }
 
-    fn read_to_end(&mut self, sink: &mut dyn FnMut(&str)) -> io::Result<()> {
+    /// Reads to the end of the file, or until `budget` is spent: `false` then.
+    fn read_to_end(&mut self, sink: &mut dyn FnMut(&str), budget: &mut u64) -> io::Result<bool> {
         loop {
             let Some(open) = self.open.as_mut() else {
-                return Ok(());
+                return Ok(true);
             };
+            if *budget == 0 {
+                return Ok(false);
+            }
             let n = match open.file.read(&mut self.chunk) {
-                Ok(0) => return Ok(()),
+                Ok(0) => return Ok(true),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             };
             open.offset += n as u64;
+            *budget = budget.saturating_sub(n as u64);
             let complete = self.lines.feed(&self.chunk[..n], sink);
             open.committed = open.offset - (n - complete) as u64;
         }
@@ -253,6 +299,30 @@ impl Follower {
         self.lines.restart(false);
         Ok(true)
     }
+}
+
+fn not_regular(path: &Path, meta: &std::fs::Metadata) -> io::Error {
+    use std::os::unix::fs::FileTypeExt as _;
+    let kind = meta.file_type();
+    let what = if kind.is_dir() {
+        "a folder"
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_char_device() || kind.is_block_device() {
+        "a device"
+    } else if kind.is_socket() {
+        "a socket"
+    } else {
+        "not a file"
+    };
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!(
+            "{} is {what}, not a regular file: only regular files are read as logs (it is \
+             read again once a file is there)",
+            path.display()
+        ),
+    )
 }
 
 /// FNV-1a of the file's first complete line (at most [`FINGERPRINT_BYTES`] of it).

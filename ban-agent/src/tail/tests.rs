@@ -185,6 +185,68 @@ fn deleted_and_recreated() {
     assert_eq!(f.stats().rotations, 1);
 }
 
+// Faults: the log replaced by a symlink to another file is a rotation: the new target is
+// read from its start, nothing of the old one twice.
+#[test]
+fn replaced_by_a_symlink_to_another_file_reads_that_file() {
+    let (log, mut f, read) = Log::read_from_head(b"a\n");
+    assert_eq!(read, ["a"]);
+    let other = log.sibling("other.log");
+    std::fs::write(&other, "x\ny\n").expect("write");
+    std::fs::remove_file(&log.path).expect("remove");
+    std::os::unix::fs::symlink(&other, &log.path).expect("symlink");
+    assert_eq!(poll(&mut f), ["x", "y"]);
+    assert_eq!(f.stats().rotations, 1);
+}
+
+// Faults: the log turned into a folder, a FIFO or a device. Without the regular-file check
+// in `open_path`, the FIFO blocks the test forever at open, /dev/zero is read for ever and
+// the folder fails with EISDIR on every poll; with it, each is an error that names what it
+// is, and a file put back is read.
+#[test]
+fn a_folder_fifo_or_device_at_the_path_is_refused_and_a_file_put_back_is_read() {
+    let (log, mut f, read) = Log::read_from_head(b"a\n");
+    assert_eq!(read, ["a"]);
+    std::fs::remove_file(&log.path).expect("remove");
+    std::fs::create_dir(&log.path).expect("mkdir");
+    let mut sink = |_: &str| {};
+    let error = f.poll(&mut sink).expect_err("a folder").to_string();
+    assert!(error.contains("is a folder, not a regular file"), "{error}");
+    std::fs::remove_dir(&log.path).expect("rmdir");
+    let fifo = std::ffi::CString::new(log.path.as_os_str().as_encoded_bytes()).expect("path");
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0, "mkfifo");
+    let error = f.poll(&mut sink).expect_err("a FIFO").to_string();
+    assert!(error.contains("is a FIFO"), "{error}");
+    std::fs::remove_file(&log.path).expect("remove the FIFO");
+    std::os::unix::fs::symlink("/dev/zero", &log.path).expect("symlink");
+    let error = f.poll(&mut sink).expect_err("a device").to_string();
+    assert!(error.contains("is a device"), "{error}");
+    std::fs::remove_file(&log.path).expect("remove the symlink");
+    log.append(b"b\n");
+    assert_eq!(poll(&mut f), ["b"]);
+}
+
+// A log longer than the read budget is read a budget per poll, every line once. Without
+// the budget in `read_to_end`, the first poll reads it all.
+#[test]
+fn a_poll_reads_at_most_its_budget_and_the_next_goes_on() {
+    let log = Log::new();
+    let line = format!("{}\n", "z".repeat(99));
+    log.append(line.repeat(20_000).as_bytes());
+    let mut f = log.follower(Start::Head).with_budget(CHUNK as u64);
+    let first = poll(&mut f);
+    assert!(f.more() && first.len() < 20_000, "{} lines", first.len());
+    let mut total = first.len();
+    let mut polls = 1;
+    while f.more() {
+        total += poll(&mut f).len();
+        polls += 1;
+    }
+    assert_eq!((total, f.lag()), (20_000, Some(0)));
+    assert!(polls >= 7, "2 MB in 256 KiB polls: {polls}");
+}
+
 #[test]
 fn a_checkpoint_resumes_exactly() {
     let (log, f, read) = Log::read_from_head(b"1\n2\npart");
