@@ -131,7 +131,9 @@ impl Tracker {
                 times.len()
             }
             None => {
-                let mut times = VecDeque::with_capacity(maxretry);
+                // Room for a few failures: `maxretry` may be huge (up to 2^32 - 1), and
+                // most addresses fail once or twice.
+                let mut times = VecDeque::with_capacity(maxretry.min(8));
                 push(&mut times, at, window, maxretry);
                 let failures = times.len();
                 if failures < maxretry {

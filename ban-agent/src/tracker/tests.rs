@@ -214,3 +214,81 @@ fn bans_past_the_cap_in_any_minute_are_held_back_with_one_alert_a_minute() {
         "0: no cap"
     );
 }
+
+// Floods: a million distinct attackers, IPv4 and IPv6 across /64s, cannot make the tracker
+// follow more than `max_tracked` addresses (the memory cap); without the LRU eviction in
+// `Tracker::record`, `tracked()` reaches a million.
+#[test]
+fn a_million_distinct_addresses_stay_within_the_memory_cap() {
+    const CAP: usize = 10_000;
+    const FLOOD: u32 = 1_000_000;
+    let rules = Rules {
+        maxretry: 5,
+        max_tracked: CAP,
+        prefix_v6: 64,
+        ..Rules::default()
+    };
+    let v4 = (0..FLOOD).map(|i| IpAddr::from((0x0a00_0000 + i).to_be_bytes()));
+    // Every address in a /64 of its own: 2001:db8:XXXX:XXXX::1.
+    let v6 = (0..FLOOD).map(|i| {
+        let mut bytes = [0u8; 16];
+        bytes[..4].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
+        bytes[4..8].copy_from_slice(&i.to_be_bytes());
+        bytes[15] = 1;
+        IpAddr::from(bytes)
+    });
+    for (family, flood) in [
+        ("IPv4", Box::new(v4) as Box<dyn Iterator<Item = IpAddr>>),
+        ("IPv6 across /64s", Box::new(v6)),
+    ] {
+        let mut t = Tracker::new(rules.clone());
+        for (i, addr) in flood.enumerate() {
+            let at = i as i64 / 1000;
+            assert_eq!(t.record(IpNet::from(addr), at, at), Counted::Counted);
+        }
+        assert_eq!(t.tracked(), CAP, "{family}");
+        assert_eq!(t.evicted(), u64::from(FLOOD) - CAP as u64, "{family}");
+    }
+}
+
+// Floods: rotating addresses within one /64 does not escape a ban with ban_prefix_v6 = 64:
+// the failures of the whole /64 add up. Without `aggregate` in `Tracker::record`, each
+// address counts alone and none reaches maxretry.
+#[test]
+fn rotation_within_a_64_is_counted_and_banned_as_the_64() {
+    let mut t = Tracker::new(Rules {
+        maxretry: 5,
+        prefix_v6: 64,
+        ..Rules::default()
+    });
+    let decisions: Vec<Counted> = (1..=5u16)
+        .map(|i| {
+            let addr = IpAddr::from([0x2001, 0xdb8, 7, 7, i, i, i, i]);
+            t.record(IpNet::from(addr), 0, 0)
+        })
+        .collect();
+    assert_eq!(
+        decisions.last(),
+        Some(&Counted::Ban(Decision {
+            target: "2001:db8:7:7::/64".parse().expect("net"),
+            failures: 5
+        }))
+    );
+    assert_eq!(t.tracked(), 0, "the banned /64 is forgotten");
+}
+
+// A huge maxretry (the configuration allows up to 2^32 - 1) does not reserve room for that
+// many failures per address: without the `min(8)` in `Tracker::record`, this aborts on
+// a 32 GiB allocation.
+#[test]
+fn a_huge_maxretry_reserves_no_huge_memory() {
+    let mut t = Tracker::new(Rules {
+        maxretry: u32::MAX,
+        ..Rules::default()
+    });
+    for i in 0..1000u32 {
+        let addr = IpAddr::from((0x0a00_0000 + i).to_be_bytes());
+        assert_eq!(t.record(IpNet::from(addr), 0, 0), Counted::Counted);
+    }
+    assert_eq!(t.tracked(), 1000);
+}
