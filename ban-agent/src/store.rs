@@ -177,9 +177,11 @@ impl Store {
         })?;
         text.push(b'\n');
         let mut file = File::create(&temporary).map_err(|e| io("create", &temporary, e))?;
-        file.write_all(&text)
-            .and_then(|()| file.sync_all())
-            .map_err(|e| io("write", &temporary, e))?;
+        if let Err(e) = file.write_all(&text).and_then(|()| file.sync_all()) {
+            // A full disk: the partial file would only hold on to the space.
+            let _partial = fs::remove_file(&temporary);
+            return Err(io("write", &temporary, e));
+        }
         fs::rename(&temporary, &self.path).map_err(|e| io("replace", &self.path, e))?;
         File::open(dir)
             .and_then(|d| d.sync_all())

@@ -118,6 +118,8 @@ pub struct Agent {
     pub(super) setup: Setup,
     pub(super) dirty: bool,
     pub(super) last_save: UnixMs,
+    /// The last error of saving the state, said once (a full disk fails every tick).
+    pub(super) save_error: Option<String>,
     /// Last kernel counters seen per jail id (dropped packets, bytes), for the metrics.
     pub(super) kernel_seen: BTreeMap<u32, (u64, u64)>,
 }
@@ -156,6 +158,7 @@ impl Agent {
             setup,
             dirty: false,
             last_save: now.wall,
+            save_error: None,
             kernel_seen: BTreeMap::new(),
         };
         for jail in jails.into_iter().filter(|jail| jail.enabled) {

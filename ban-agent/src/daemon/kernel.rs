@@ -17,6 +17,14 @@ pub trait Kernel: Send {
     fn counters(&self) -> Result<Vec<(u32, JailCounters)>, DatapathError>;
     /// Capacity of each ban map by name; empty when there are no maps.
     fn capacities(&self) -> Vec<(&'static str, u32)>;
+    /// Whether the maps are still pinned (always, when there are no pins).
+    fn pinned(&self) -> bool {
+        true
+    }
+    /// Pins the maps again after their pins went away.
+    fn repin(&self) -> Result<(), DatapathError> {
+        Ok(())
+    }
 }
 
 impl Kernel for Maps {
@@ -37,6 +45,12 @@ impl Kernel for Maps {
     }
     fn capacities(&self) -> Vec<(&'static str, u32)> {
         Maps::capacities(self).to_vec()
+    }
+    fn pinned(&self) -> bool {
+        Maps::pinned(self)
+    }
+    fn repin(&self) -> Result<(), DatapathError> {
+        Maps::repin(self)
     }
 }
 

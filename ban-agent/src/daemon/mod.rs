@@ -8,6 +8,7 @@
 
 mod agent;
 mod follow;
+mod guard;
 mod kernel;
 mod persist;
 mod requests;
@@ -107,6 +108,8 @@ async fn serve_on(
         }
         tokio::spawn(metrics::serve(listener, std::sync::Arc::clone(&metrics)))
     });
+    // The datapath is guarded only when there is one (not in a dry run).
+    let mut guard = (!options.dry_run).then(|| guard::Guard::new(&agent));
     let mut wakeups = watch_logs(&agent);
     let mut tick = tokio::time::interval(TICK);
     let mut hangup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
@@ -138,13 +141,24 @@ async fn serve_on(
                 match after {
                     After::Continue => {}
                     After::Reloaded => {
-                        reattach(&agent, options.dry_run);
+                        if let Some(guard) = &mut guard {
+                            reattach(&agent, "after the reload");
+                            guard.attached(&agent);
+                        }
                         wakeups = watch_logs(&agent);
                     }
                     After::Stop { detach } => break detach,
                 }
             }
-            _ = tick.tick() => agent.sweep(Now::read()),
+            _ = tick.tick() => {
+                agent.sweep(Now::read());
+                if let Some(guard) = &mut guard
+                    && guard.check(&agent)
+                {
+                    reattach(&agent, "an interface came back");
+                    guard.attached(&agent);
+                }
+            }
             _ = hangup.recv() => {
                 match agent.reload(None, Now::read()) {
                     Ok(message) => info!("SIGHUP: {message}"),
@@ -153,7 +167,10 @@ async fn serve_on(
                         crate::error_text(&e)
                     ),
                 }
-                reattach(&agent, options.dry_run);
+                if let Some(guard) = &mut guard {
+                    reattach(&agent, "after the reload");
+                    guard.attached(&agent);
+                }
                 wakeups = watch_logs(&agent);
             }
             _ = terminate.recv() => break false,
@@ -219,13 +236,11 @@ fn attach(global: &Global, config: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// After a reload: attach to interfaces added to the configuration.
-fn reattach(agent: &Agent, dry_run: bool) {
-    if dry_run {
-        return;
-    }
+/// Attaches to the configured interfaces again: after a reload (interfaces added), or
+/// when an interface came back. Interfaces already attached keep their link.
+fn reattach(agent: &Agent, when: &str) {
     if let Err(e) = attach(agent.global(), agent.config_path()) {
-        warn!("after the reload: {}", crate::error_text(&e));
+        warn!("{when}: {}", crate::error_text(&e));
     }
 }
 

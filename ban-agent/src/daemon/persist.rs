@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use ipnet::IpNet;
-use tracing::{info, warn};
+use tracing::{error, info};
 
 use super::agent::{Agent, Now, millis};
 use crate::{clock::Expiry, store::SavedBan};
@@ -61,6 +61,10 @@ impl Agent {
                         .map(|left| now.wall + millis(left));
                     let jail = jail.clone();
                     self.insert(&jail, target, expiry, expires_at, now.wall, 0);
+                    // The ban was made but not saved: it counts in the history (for
+                    // bantime increments) once, here; its log line, read again, finds it
+                    // in force and counts nothing.
+                    self.state.count_ban(&jail, target);
                     adopted += 1;
                 }
                 _ => {
@@ -99,8 +103,21 @@ impl Agent {
             Ok(()) => {
                 self.dirty = false;
                 self.last_save = now.wall;
+                if self.save_error.take().is_some() {
+                    info!(path = %store.path().display(), "the state is saved again");
+                }
             }
-            Err(e) => warn!("cannot save the state: {e}"),
+            Err(e) => {
+                // The bans stay in the kernel maps; only what a restart restores is late.
+                let message = e.to_string();
+                if self.save_error.as_ref() != Some(&message) {
+                    error!(
+                        "cannot save the state: {message}. Bans stay in force; a restart \
+                         would restore them as last saved. Saving is retried every second"
+                    );
+                    self.save_error = Some(message);
+                }
+            }
         }
     }
 }

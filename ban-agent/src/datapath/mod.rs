@@ -19,7 +19,7 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray},
+    maps::{Array, HashMap, IterableMap as _, LpmTrie, MapData, MapError, PerCpuArray},
     programs::{
         Xdp, XdpMode,
         links::{FdLink, LinkError, PinnedLink},
@@ -270,6 +270,41 @@ impl Maps {
         Self::from_parts(pin_dir.to_owned(), parts)
     }
 
+    /// Whether the maps are still pinned: `false` after bpffs was unmounted or the pins
+    /// removed (the maps live on while a program or a descriptor holds them).
+    pub fn pinned(&self) -> bool {
+        maps::ALL
+            .iter()
+            .all(|name| self.pin_dir.join(name).exists())
+    }
+
+    /// Pins the maps again from the descriptors this process holds, so that the next run
+    /// (and `bpftool`) finds them with their bans. The pin directory must be on bpffs again
+    /// (`/sys/fs/bpf` is mounted when missing).
+    pub fn repin(&self) -> Result<(), DatapathError> {
+        bpffs::prepare_pin_dir(&self.pin_dir)?;
+        let held: [(&str, &MapData); 6] = [
+            (maps::BAN_V4, self.ban_v4.map()),
+            (maps::BAN_V6, self.ban_v6.map()),
+            (maps::PREFIX_V4, self.prefix_v4.map()),
+            (maps::PREFIX_V6, self.prefix_v6.map()),
+            (maps::JAIL_PORTS, self.jail_ports.map()),
+            (maps::COUNTERS, self.counters.map()),
+        ];
+        for (name, data) in held {
+            let path = self.pin_dir.join(name);
+            if path.exists() {
+                continue;
+            }
+            data.pin(&path).map_err(|e| DatapathError::Link {
+                op: "pin again",
+                path: path.clone(),
+                detail: e.to_string(),
+            })?;
+        }
+        Ok(())
+    }
+
     /// Capacity of each ban map, by map name.
     pub fn capacities(&self) -> [(&'static str, u32); 4] {
         [
@@ -429,6 +464,50 @@ pub fn detach(pin_dir: &Path) -> Result<(), DatapathError> {
         path: pin_dir.to_owned(),
         source,
     })
+}
+
+/// The XDP links of the attached interfaces, held open by the daemon. A link lives while a
+/// pin or a descriptor holds it: held, the program stays attached when bpffs is unmounted
+/// or the pins are removed, and the links can be pinned again.
+pub struct HeldLinks {
+    links: Vec<(PathBuf, Option<FdLink>)>,
+}
+
+impl HeldLinks {
+    /// Opens the pinned link of each of `interfaces` that has one.
+    pub fn hold(pin_dir: &Path, interfaces: &[String]) -> Result<Self, DatapathError> {
+        let mut links = Vec::new();
+        for interface in interfaces {
+            let path = link_pin(pin_dir, interface);
+            if !path.exists() {
+                continue;
+            }
+            let link = PinnedLink::from_pin(&path).map_err(|e| DatapathError::Link {
+                op: "open",
+                path: path.clone(),
+                detail: e.to_string(),
+            })?;
+            links.push((path, Some(FdLink::from(link))));
+        }
+        Ok(Self { links })
+    }
+
+    /// Pins the held links whose pins are gone (after [`Maps::repin`]).
+    pub fn repin(&mut self) -> Result<(), DatapathError> {
+        for (path, slot) in &mut self.links {
+            if path.exists() {
+                continue;
+            }
+            let Some(link) = slot.take() else { continue };
+            let pinned = link.pin(&*path).map_err(|e| DatapathError::Link {
+                op: "pin again",
+                path: path.clone(),
+                detail: e.to_string(),
+            })?;
+            *slot = Some(FdLink::from(pinned));
+        }
+        Ok(())
+    }
 }
 
 fn link_pin(pin_dir: &Path, interface: &str) -> PathBuf {

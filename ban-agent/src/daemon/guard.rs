@@ -1,0 +1,120 @@
+//! Keeps the datapath in place while the daemon runs: the XDP links are held open (so
+//! that unmounting bpffs or removing the pins does not detach the program), pins that went
+//! away are made again, and an interface that is removed and comes back (or is recreated
+//! under the same name) is attached again.
+
+use std::collections::BTreeMap;
+
+use tracing::{error, info, warn};
+
+use super::agent::Agent;
+use crate::datapath::HeldLinks;
+
+pub struct Guard {
+    links: Option<HeldLinks>,
+    /// Interface index of each configured interface when last seen; `None`: absent.
+    interfaces: BTreeMap<String, Option<u32>>,
+    /// The last error of pinning again, said once.
+    pin_error: Option<String>,
+}
+
+impl Guard {
+    /// Holds the links of the interfaces the agent was attached to.
+    pub fn new(agent: &Agent) -> Self {
+        let mut guard = Self {
+            links: None,
+            interfaces: BTreeMap::new(),
+            pin_error: None,
+        };
+        guard.attached(agent);
+        guard
+    }
+
+    /// After an attach (start, reload, an interface back): holds the links anew and notes
+    /// the interfaces' indexes.
+    pub fn attached(&mut self, agent: &Agent) {
+        let global = agent.global();
+        self.links = match HeldLinks::hold(&global.pin_dir, &global.interfaces) {
+            Ok(links) => Some(links),
+            Err(e) => {
+                warn!("cannot hold the XDP links open: {e}; unmounting bpffs would detach them");
+                None
+            }
+        };
+        self.interfaces = global
+            .interfaces
+            .iter()
+            .map(|name| (name.clone(), interface_index(name)))
+            .collect();
+    }
+
+    /// Once a tick: pins again what lost its pins, and says whether an interface must be
+    /// attached again (it came back, or is another one under the same name).
+    pub fn check(&mut self, agent: &Agent) -> bool {
+        self.check_pins(agent);
+        let mut attach = false;
+        for (name, seen) in &mut self.interfaces {
+            let now = interface_index(name);
+            if now == *seen {
+                continue;
+            }
+            match now {
+                None => warn!(
+                    interface = name.as_str(),
+                    "the interface is gone: its packets are not filtered until it is back \
+                     (ban-agent attaches to it again then)"
+                ),
+                Some(index) => {
+                    info!(
+                        interface = name.as_str(),
+                        index, "the interface is (back) here"
+                    );
+                    attach = true;
+                }
+            }
+            *seen = now;
+        }
+        attach
+    }
+
+    fn check_pins(&mut self, agent: &Agent) {
+        if agent.kernel.pinned() {
+            return;
+        }
+        let pin_dir = &agent.global().pin_dir;
+        let repinned = agent.kernel.repin().and_then(|()| match &mut self.links {
+            Some(links) => links.repin(),
+            None => Ok(()),
+        });
+        match repinned {
+            Ok(()) => {
+                info!(
+                    pin_dir = %pin_dir.display(),
+                    "maps and links pinned again (bpffs was unmounted or the pins removed); \
+                     the program and the bans stayed in force"
+                );
+                self.pin_error = None;
+            }
+            Err(e) => {
+                let message = e.to_string();
+                if self.pin_error.as_ref() != Some(&message) {
+                    error!(
+                        pin_dir = %pin_dir.display(),
+                        "the pins are gone and cannot be made again: {message}. The program \
+                         and the bans stay in force while ban-agent runs; mount bpffs there \
+                         again (`mount -t bpf bpf DIR`) and they are pinned again"
+                    );
+                    self.pin_error = Some(message);
+                }
+            }
+        }
+    }
+}
+
+/// The index of interface `name` in this network namespace, `None` when there is none.
+fn interface_index(name: &str) -> Option<u32> {
+    let name = std::ffi::CString::new(name).ok()?;
+    // SAFETY: a valid NUL-terminated name.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    (index != 0).then_some(index)
+}

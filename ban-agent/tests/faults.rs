@@ -1,0 +1,356 @@
+//! Faults an operator's machine has, tried on the real daemon: `kill -9` while it saves
+//! its state, a full disk under the state, the protected interface going down, away and
+//! back, and bpffs unmounted under the pins. Each in namespaces (and mounts) of its own;
+//! needs root, see `common::privileged`.
+
+mod common;
+
+use std::{
+    io::Write as _,
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use ban_agent::store::Store;
+use common::{
+    Netns, Pins,
+    agent::{self, Daemon, eventually},
+    net::{Server, connects},
+    sh, veth,
+};
+
+const ATTACKER: &str = "192.0.2.2";
+
+/// A server namespace (s0 = 192.0.2.1) with an attacker (192.0.2.2) behind a veth, and a
+/// folder holding the configuration, the log, the state and the socket.
+struct Scene {
+    server: Netns,
+    attacker: Netns,
+    dir: tempfile::TempDir,
+    pin_dir: PathBuf,
+}
+
+impl Scene {
+    fn new(tag: &str, pin_dir: PathBuf) -> Self {
+        let server = Netns::new(&format!("{tag}s"));
+        let attacker = Netns::new(&format!("{tag}a"));
+        veth(
+            &server,
+            "s0",
+            &["192.0.2.1/24"],
+            &attacker,
+            "a0",
+            &["192.0.2.2/24"],
+        );
+        Self {
+            server,
+            attacker,
+            dir: tempfile::tempdir().expect("temp dir"),
+            pin_dir,
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// One jail on auth.log, maxretry 1, TCP 8000 on s0, no cap on bans per minute.
+    fn configure(&self) {
+        let text = format!(
+            "socket = \"ctl.sock\"\nstate_dir = \"state\"\npin_dir = \"{}\"\n\
+             interfaces = [\"s0\"]\nignoreself = true\n\
+             [jail.auth]\nlogpath = \"auth.log\"\nfilter = \"fastapi-auth\"\nmaxretry = 1\n\
+             bantime = \"1h\"\nports = [8000]\nstart = \"head\"\nmax_bans_per_minute = 0\n",
+            self.pin_dir.display()
+        );
+        std::fs::write(self.path("ban-agent.toml"), text).expect("write config");
+    }
+
+    fn start(&self) -> Daemon {
+        Daemon::start(
+            &self.server,
+            &[],
+            &self.path("ban-agent.toml"),
+            &[],
+            &self.path("ctl.sock"),
+            &self.path("daemon.log"),
+        )
+    }
+
+    /// Appends one failure of each host.
+    fn fail(&self, hosts: impl IntoIterator<Item = String>) {
+        let now = agent::now_stamp();
+        let mut text = String::new();
+        for host in hosts {
+            text.push_str(&agent::login_line(&now, &host, 401));
+        }
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path("auth.log"))
+            .and_then(|mut file| file.write_all(text.as_bytes()))
+            .expect("append to the log");
+    }
+
+    fn currently_banned(&self) -> u64 {
+        let status = agent::cli_json(&self.path("ctl.sock"), &["status", "auth", "--json"]);
+        status["currently_banned"]
+            .as_u64()
+            .expect("currently_banned")
+    }
+
+    fn kernel_bans(&self) -> Vec<String> {
+        ban_agent::datapath::Maps::open_pinned(&self.pin_dir)
+            .and_then(|maps| maps.list())
+            .map(|bans| bans.iter().map(|ban| ban.target.to_string()).collect())
+            .unwrap_or_default()
+    }
+
+    fn xdp_attached(&self) -> bool {
+        let out = Command::new("ip")
+            .args(["-n", &self.server.name, "-d", "link", "show", "s0"])
+            .output()
+            .expect("ip link show");
+        String::from_utf8_lossy(&out.stdout).contains("prog/xdp")
+    }
+}
+
+/// `2001:db8:N::1`, one address per index (log text only: no packet is sent to them).
+fn host(n: u32) -> String {
+    format!("2001:db8:{:x}:{:x}::1", n >> 16, n & 0xffff)
+}
+
+/// A small pseudo-random sequence, its seed printed so that a failure can be replayed.
+struct Lcg(u64);
+
+impl Lcg {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1);
+        (self.0 >> 33) % n
+    }
+}
+
+// Crash safety: the state is replaced atomically (temporary file, fsync, rename, fsync of
+// the folder), so `kill -9` at any moment leaves the old state or the new one, never a
+// torn file; every ban is back after the restart and no ban is counted twice (the ban
+// history says 1 for each address). Without the temporary file and rename in
+// `Store::save`, a kill during the write of the ~2 MB state leaves it torn and
+// `Store::load` fails.
+#[test]
+fn kill_9_while_saving_leaves_a_whole_state_and_every_ban_comes_back_once() {
+    let Some(_serial) = common::privileged("kill_9_while_saving") else {
+        return;
+    };
+    let pins = Pins::new("kill9");
+    let scene = Scene::new("fk", pins.dir.clone());
+    scene.configure();
+    // 10k bans make every save write about 2 MB, so that kills land during saves.
+    const FIRST: u32 = 10_000;
+    const ROUNDS: u32 = 6;
+    const PER_ROUND: u32 = 300;
+    scene.fail((0..FIRST).map(host));
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64);
+    eprintln!("kill -9 schedule seed: {seed}");
+    let mut random = Lcg(seed);
+    let store = Store::new(&scene.path("state"));
+    let mut written = FIRST;
+    for round in 0..ROUNDS {
+        let daemon = scene.start();
+        scene.fail((written..written + PER_ROUND).map(host));
+        written += PER_ROUND;
+        std::thread::sleep(Duration::from_millis(random.below(1500)));
+        daemon.signal("-KILL");
+        drop(daemon);
+        let state = store
+            .load()
+            .unwrap_or_else(|e| panic!("round {round} (seed {seed}): the state is torn: {e}"));
+        assert!(state.bans.len() <= written as usize);
+    }
+    let daemon = scene.start();
+    eventually(&daemon, "every ban is back", || {
+        scene.currently_banned() == u64::from(written)
+    });
+    agent::cli(&scene.path("ctl.sock"), &["stop"]);
+    daemon.wait();
+    let state = store.load().expect("the final state");
+    assert_eq!(state.bans.len(), written as usize);
+    let history = &state.history["auth"];
+    let twice: Vec<_> = history.iter().filter(|(_, count)| **count != 1).collect();
+    assert!(
+        history.len() == written as usize && twice.is_empty(),
+        "seed {seed}: {} addresses in the history, counted more than once: {twice:?}",
+        history.len()
+    );
+}
+
+/// A tmpfs of `size` mounted on `path`, unmounted on drop.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(path: &Path, size: &str) -> Self {
+        std::fs::create_dir_all(path).expect("mount point");
+        sh(Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path));
+        Self(path.to_owned())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _unmounted = Command::new("umount").arg("-l").arg(&self.0).output();
+    }
+}
+
+// A full disk under the state: bans still reach the kernel, the agent says once that it
+// cannot save (not every second), and saves as soon as there is room. Without the error
+// kept in `Agent::save`, the message repeats every tick; without the partial file removed
+// in `Store::save`, the room freed is not enough to save.
+#[test]
+fn a_full_state_disk_keeps_banning_says_so_once_and_saves_when_there_is_room() {
+    let Some(_serial) = common::privileged("a_full_state_disk") else {
+        return;
+    };
+    let pins = Pins::new("disk");
+    let scene = Scene::new("fd", pins.dir.clone());
+    scene.configure();
+    let state = scene.path("state");
+    let _tmpfs = Tmpfs::mount(&state, "256k");
+    let filler = state.join("filler");
+    let full = std::fs::write(&filler, vec![0u8; 512 * 1024]);
+    assert!(full.is_err(), "the tmpfs is full");
+    let daemon = scene.start();
+    scene.fail([ATTACKER.to_owned()]);
+    eventually(&daemon, "the ban is in the kernel", || {
+        scene.kernel_bans() == ["192.0.2.2/32"]
+    });
+    std::thread::sleep(Duration::from_millis(2500));
+    let log = daemon.log();
+    assert_eq!(log.matches("cannot save the state").count(), 1, "{log}");
+    assert!(log.contains("No space left"), "{log}");
+    std::fs::remove_file(&filler).expect("free the disk");
+    eventually(&daemon, "the state is saved", || {
+        Store::new(&state)
+            .load()
+            .is_ok_and(|saved| saved.bans.len() == 1)
+    });
+    assert!(daemon.log().contains("the state is saved again"));
+    agent::cli(&scene.path("ctl.sock"), &["stop"]);
+    daemon.wait();
+}
+
+// The protected interface down and up keeps its program (the attacker stays dropped);
+// removed, the agent says so; recreated under the same name, the agent attaches to it
+// again with the bans in force. Without `Guard::check`, the new interface has no program
+// and the attacker connects.
+#[test]
+fn an_interface_down_up_or_removed_and_recreated_stays_protected() {
+    let Some(_serial) = common::privileged("an_interface_down_up_or_removed") else {
+        return;
+    };
+    let pins = Pins::new("iface");
+    let scene = Scene::new("fi", pins.dir.clone());
+    scene.configure();
+    let _server = Server::start(&scene.server, &[8000]);
+    let daemon = scene.start();
+    assert!(connects(&scene.attacker, "192.0.2.1:8000"));
+    scene.fail([ATTACKER.to_owned()]);
+    eventually(&daemon, "the attacker is dropped", || {
+        !connects(&scene.attacker, "192.0.2.1:8000")
+    });
+    scene.server.ip(&["link", "set", "s0", "down"]);
+    scene.server.ip(&["link", "set", "s0", "up"]);
+    assert!(scene.xdp_attached(), "down and up keep the program");
+    assert!(!connects(&scene.attacker, "192.0.2.1:8000"));
+
+    scene.server.ip(&["link", "del", "s0"]);
+    eventually(&daemon, "the agent sees the interface gone", || {
+        daemon.log().contains("the interface is gone")
+    });
+    veth(
+        &scene.server,
+        "s0",
+        &["192.0.2.1/24"],
+        &scene.attacker,
+        "a0",
+        &["192.0.2.2/24"],
+    );
+    eventually(&daemon, "the new s0 has the program", || {
+        scene.xdp_attached()
+    });
+    assert!(
+        !connects(&scene.attacker, "192.0.2.1:8000"),
+        "the ban holds on the new interface"
+    );
+    agent::cli(&scene.path("ctl.sock"), &["stop"]);
+    daemon.wait();
+}
+
+/// A bpffs instance of the test's own on `path` (unmounting it destroys its pins, as
+/// unmounting /sys/fs/bpf would), unmounted on drop.
+struct Bpffs(PathBuf);
+
+impl Bpffs {
+    fn mount(path: &Path) {
+        std::fs::create_dir_all(path).expect("mount point");
+        sh(Command::new("mount").args(["-t", "bpf", "bpf"]).arg(path));
+    }
+}
+
+impl Drop for Bpffs {
+    fn drop(&mut self) {
+        let _detached = ban_agent::datapath::detach(&self.0.join("pins"));
+        let _unmounted = Command::new("umount").arg(&self.0).output();
+    }
+}
+
+// bpffs unmounted under the pins: the daemon holds the program's links and maps, so the
+// attacker stays dropped, and once bpffs is mounted there again the maps and links are
+// pinned again with their bans. Without `HeldLinks`, the unmount detaches the program and
+// the attacker connects; without `Guard::check_pins`, the pins never come back.
+#[test]
+fn bpffs_unmounted_under_the_pins_keeps_dropping_and_the_pins_come_back() {
+    let Some(_serial) = common::privileged("bpffs_unmounted") else {
+        return;
+    };
+    let bpf_dir = tempfile::tempdir().expect("temp dir");
+    let bpffs = bpf_dir.path().join("bpf");
+    Bpffs::mount(&bpffs);
+    let _bpffs = Bpffs(bpffs.clone());
+    let pin_dir = bpffs.join("pins");
+    let scene = Scene::new("fb", pin_dir.clone());
+    scene.configure();
+    let _server = Server::start(&scene.server, &[8000]);
+    let daemon = scene.start();
+    scene.fail([ATTACKER.to_owned()]);
+    eventually(&daemon, "the attacker is dropped", || {
+        !connects(&scene.attacker, "192.0.2.1:8000")
+    });
+    sh(Command::new("umount").arg(&bpffs));
+    assert!(!pin_dir.join("ban_v4").exists());
+    let deadline = Instant::now() + Duration::from_millis(2500);
+    while Instant::now() < deadline {
+        assert!(
+            !connects(&scene.attacker, "192.0.2.1:8000"),
+            "the attacker got through with bpffs unmounted:\n{}",
+            daemon.log()
+        );
+    }
+    assert!(
+        daemon.log().contains("the pins are gone"),
+        "{}",
+        daemon.log()
+    );
+    Bpffs::mount(&bpffs);
+    eventually(&daemon, "the pins are back", || {
+        pin_dir.join("link_s0").exists() && scene.kernel_bans() == ["192.0.2.2/32"]
+    });
+    agent::cli(&scene.path("ctl.sock"), &["stop"]);
+    daemon.wait();
+}
