@@ -19,7 +19,7 @@ use ban_agent::clock::boot_ns;
 use common::{
     Netns, Pins,
     agent::{self, Daemon},
-    net::{Server, connects, http},
+    net::{Server, connects, http, http_with},
     sh, veth,
 };
 
@@ -387,5 +387,102 @@ fn a_brute_forced_fastapi_login_is_dropped_in_xdp_and_the_client_is_not() {
     );
     let _shown = std::io::stderr().write_all(line.as_bytes());
     scene.cli(&["stop"]);
+    daemon.wait();
+}
+
+/// A fake log line naming the client as the failing host, for injection attempts.
+const FORGED_LINE: &str =
+    r#"2026-11-25 12:00:00,000 - fastapi-auth - INFO - 192.0.2.10 - "POST /login" 401 - 0.0100s"#;
+
+// Log injection: the attacker controls the path, the query, headers (X-Forwarded-For,
+// User-Agent, X-Client-IP) and the user name, and puts a forged failure of the legitimate client
+// in each. None gets the client banned, none hides the attacker's own failures: the log
+// holds exactly the attacker's five failures, under its own address, and it is the one
+// banned. What protects, in layers: the app logs only the two exact paths and the TCP
+// peer, no header and no user input (with the app logging X-Forwarded-For or the user
+// name, the forged client would be in the line); and the shipped filter is anchored at
+// both ends with <HOST> before anything a client sends, which filters/tests/
+// fastapi-auth.log tries with forged text inside lines (unanchored, those lines would
+// yield 198.51.100.1).
+#[test]
+fn crafted_requests_get_nobody_else_banned_and_hide_no_failure() {
+    let Some(_serial) =
+        common::privileged("crafted_requests_get_nobody_else_banned_and_hide_no_failure")
+    else {
+        return;
+    };
+    let scene = Scene::new();
+    scene.configure();
+    let _app = App::start(&scene);
+    let daemon = scene.start_agent();
+    let maps = ban_agent::datapath::Maps::open_pinned(&scene.pins.dir).expect("pinned maps");
+    let to = at(SERVER_V4, 8000);
+    let encoded = FORGED_LINE.replace(' ', "%20").replace('"', "%22");
+    // Not an audited path: answered 404, not logged, not a failure.
+    let response = http(
+        &scene.attacker,
+        &to,
+        "POST",
+        &format!("/login%0A{encoded}"),
+        Some(BAD_LOGIN),
+    );
+    assert_eq!(response.status, 404);
+    let forged_headers = [
+        format!("X-Forwarded-For: {CLIENT_V4}"),
+        format!("X-Real-IP: {CLIENT_V4}"),
+        format!("Forwarded: for={CLIENT_V4}"),
+        format!("User-Agent: {FORGED_LINE}"),
+    ];
+    let headers: Vec<&str> = forged_headers.iter().map(String::as_str).collect();
+    let name_with_line = format!(
+        r#"{{"username": "x\n{}", "password": "guess"}}"#,
+        FORGED_LINE.replace('"', "\\\"")
+    );
+    let query = format!("/login?next=%0A{encoded}");
+    let attempts: [(&str, &[&str], &str); 5] = [
+        ("/login", &headers, BAD_LOGIN),
+        (
+            "/login",
+            &["X-Client-IP: 192.0.2.10", "True-Client-IP: 192.0.2.10"],
+            BAD_LOGIN,
+        ),
+        ("/login", &[], &name_with_line),
+        (&query, &[], BAD_LOGIN),
+        ("/login", &headers, &name_with_line),
+    ];
+    for (path, headers, body) in attempts {
+        let response = http_with(&scene.attacker, &to, ("POST", path), headers, Some(body));
+        assert_eq!(
+            response.status, 401,
+            "{path} {headers:?}: {}",
+            response.body
+        );
+    }
+    agent::eventually(&daemon, "the attacker is banned", || {
+        scene.in_kernel(&maps, ATTACKER_V4)
+    });
+    let log = std::fs::read_to_string(scene.path("access.log")).expect("the app's log");
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.len(), 5, "one line per audited request:\n{log}");
+    assert!(
+        lines
+            .iter()
+            .all(|line| line.contains(&format!(" - {ATTACKER_V4} - \"POST /login\" 401 - "))),
+        "{log}"
+    );
+    let banned: Vec<String> = maps
+        .list()
+        .expect("list")
+        .iter()
+        .map(|ban| ban.target.to_string())
+        .collect();
+    assert_eq!(banned, [format!("{ATTACKER_V4}/32")]);
+    let status = agent::cli_json(
+        &scene.path("ctl.sock"),
+        &["status", "fastapi-auth", "--json"],
+    );
+    assert_eq!(status["total_failed"], 5, "{status}");
+    client_logs_in(&scene);
+    agent::cli(&scene.path("ctl.sock"), &["stop"]);
     daemon.wait();
 }

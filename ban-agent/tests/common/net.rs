@@ -91,6 +91,18 @@ pub struct Response {
 /// One HTTP/1.1 request from inside `ns` to `to` (`192.0.2.1:8000`, `[2001:db8::1]:8000`),
 /// with `json` as its body when given.
 pub fn http(ns: &Netns, to: &str, method: &str, path: &str, json: Option<&str>) -> Response {
+    http_with(ns, to, (method, path), &[], json)
+}
+
+/// [`http`] with more header lines (`Name: value`).
+pub fn http_with(
+    ns: &Netns,
+    to: &str,
+    (method, path): (&str, &str),
+    headers: &[&str],
+    json: Option<&str>,
+) -> Response {
+    let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
     let addr: SocketAddr = to.parse().expect("socket address");
     ns.run(|| {
         let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
@@ -102,7 +114,7 @@ pub fn http(ns: &Netns, to: &str, method: &str, path: &str, json: Option<&str>) 
         write!(
             stream,
             "{method} {path} HTTP/1.1\r\nhost: {to}\r\nconnection: close\r\n\
-             content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+             content-type: application/json\r\ncontent-length: {}\r\n{extra}\r\n{body}",
             body.len()
         )
         .expect("send the request");
