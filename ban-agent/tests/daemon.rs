@@ -531,18 +531,37 @@ fn hooks_run_the_command_and_post_the_webhook_on_ban_and_unban() {
     daemon.wait();
 }
 
-/// The capabilities the systemd unit leaves the daemon, in setpriv's spelling.
-fn unit_capabilities() -> String {
+/// The capabilities the systemd unit leaves the daemon (`CAP_BPF`...).
+fn unit_capability_names() -> Vec<&'static str> {
     let unit = include_str!("../../dist/ban-agent.service");
     let line = unit
         .lines()
         .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
         .expect("the unit sets CapabilityBoundingSet");
-    let caps: Vec<String> = line
-        .split_whitespace()
+    line.split_whitespace().collect()
+}
+
+/// setpriv's bounding set of these capabilities.
+fn bounding_set(caps: &[&str]) -> String {
+    let caps: Vec<String> = caps
+        .iter()
         .map(|cap| format!("+{}", cap.trim_start_matches("CAP_").to_lowercase()))
         .collect();
     format!("--bounding-set=-all,{}", caps.join(","))
+}
+
+/// The capabilities the systemd unit leaves the daemon, in setpriv's spelling.
+fn unit_capabilities() -> String {
+    bounding_set(&unit_capability_names())
+}
+
+/// Makes the jail's log another user's, readable by nobody else (mode 0600), as an app
+/// running under its own account writes it: reading it needs CAP_DAC_READ_SEARCH.
+fn give_log_to_another_user(scene: &Scene) {
+    scene.fail(ATTACKER, 0);
+    let log = scene.path("auth.log");
+    std::os::unix::fs::chown(&log, Some(4243), Some(4243)).expect("chown the log");
+    std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o600)).expect("chmod");
 }
 
 #[test]
@@ -554,6 +573,7 @@ fn the_unit_capabilities_are_enough_to_attach_ban_and_restart() {
     };
     let scene = Scene::new("dm6");
     scene.configure(2, "");
+    give_log_to_another_user(&scene);
     let caps = unit_capabilities();
     let wrapper = ["setpriv", caps.as_str(), "--"];
     let daemon = scene.start_under(&wrapper, &[]);
@@ -570,4 +590,60 @@ fn the_unit_capabilities_are_enough_to_attach_ban_and_restart() {
     assert_eq!(scene.banned(), ["192.0.2.2/32"]);
     scene.cli(&["stop"]);
     daemon.wait();
+}
+
+// Privilege: the unit's capabilities are the minimum. Without each one in turn the daemon
+// fails: it cannot load the program (CAP_BPF, CAP_PERFMON), attach it (CAP_NET_ADMIN),
+// or read another user's log (CAP_DAC_READ_SEARCH). A capability added to the unit that
+// the daemon does not need makes this test fail.
+#[test]
+fn every_unit_capability_is_needed() {
+    let Some(_serial) = common::privileged("every_unit_capability_is_needed") else {
+        return;
+    };
+    let scene = Scene::new("dm8");
+    scene.configure(1, "");
+    give_log_to_another_user(&scene);
+    let all = unit_capability_names();
+    for missing in &all {
+        let caps: Vec<&str> = all.iter().copied().filter(|cap| cap != missing).collect();
+        let log = scene.path(&format!("without-{missing}.log"));
+        let mut daemon = scene
+            .server
+            .command("setpriv")
+            .args([
+                bounding_set(&caps).as_str(),
+                "--",
+                agent::AGENT,
+                "run",
+                "--config",
+            ])
+            .arg(scene.path("ban-agent.toml"))
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("daemon log"))
+            .spawn()
+            .expect("start the daemon");
+        // It fails at start, or runs without doing its job: give it 3 s either way.
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        let exited = loop {
+            if let Some(status) = daemon.try_wait().expect("wait") {
+                break Some(status);
+            }
+            if std::time::Instant::now() > deadline {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        scene.fail(ATTACKER, 1);
+        std::thread::sleep(Duration::from_millis(1200));
+        let _killed = daemon.kill();
+        let _reaped = daemon.wait();
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let failed = exited.is_some_and(|status| !status.success())
+            || (text.contains("cannot read the log") && scene.kernel_bans().is_empty());
+        assert!(failed, "the daemon did its job without {missing}:\n{text}");
+        let _ = ban_agent::datapath::detach(&scene.pins.dir);
+        let _ = std::fs::remove_file(scene.path("ctl.sock"));
+    }
 }
