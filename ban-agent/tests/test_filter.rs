@@ -153,3 +153,29 @@ fn mistakes_say_what_and_where() {
         "one of --jail, --filter, --regex is required"
     );
 }
+
+// Safety rail below the daemon: `datapath ban` writes the maps directly, and still never
+// bans loopback, unspecified or this host's addresses. Without the check in the CLI, the
+// error is about the missing pins instead. Needs no root: the refusal comes first.
+#[test]
+fn datapath_ban_refuses_loopback_unspecified_and_own_addresses() {
+    for target in ["127.0.0.1", "::1", "0.0.0.0/0", "::/0"] {
+        let out = ban_agent(
+            &[
+                "datapath",
+                "ban",
+                "--jail",
+                "0",
+                target,
+                "--pin-dir",
+                "/nonexistent/ban-agent-pins",
+            ],
+            None,
+        );
+        let error = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && error.contains("never banned"),
+            "{target}: {error}"
+        );
+    }
+}
