@@ -155,11 +155,17 @@ fn mistakes_say_what_and_where() {
 }
 
 // Safety rail below the daemon: `datapath ban` writes the maps directly, and still never
-// bans loopback, unspecified or this host's addresses. Without the check in the CLI, the
+// bans loopback, unspecified or one of this host's addresses. Without the checks in the CLI, the
 // error is about the missing pins instead. Needs no root: the refusal comes first.
 #[test]
 fn datapath_ban_refuses_loopback_unspecified_and_own_addresses() {
-    for target in ["127.0.0.1", "::1", "0.0.0.0/0", "::/0"] {
+    let own = ban_agent::ignore::own_addresses()
+        .expect("this host's addresses")
+        .into_iter()
+        .find(|addr| !addr.is_loopback())
+        .map(|addr| addr.to_string());
+    let reserved = ["127.0.0.1", "::1", "0.0.0.0/0", "::/0", "0.0.0.0"];
+    for target in reserved.iter().copied().chain(own.as_deref()) {
         let out = ban_agent(
             &[
                 "datapath",
@@ -174,7 +180,7 @@ fn datapath_ban_refuses_loopback_unspecified_and_own_addresses() {
         );
         let error = String::from_utf8_lossy(&out.stderr);
         assert!(
-            !out.status.success() && error.contains("never banned"),
+            !out.status.success() && error.contains("is not banned"),
             "{target}: {error}"
         );
     }

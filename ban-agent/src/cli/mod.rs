@@ -198,12 +198,20 @@ fn run_datapath(command: DatapathCommand) -> anyhow::Result<()> {
             pin,
         } => {
             let target = parse_target(&target)?;
-            // Below the daemon, but the same rail: never loopback, unspecified or this
-            // host's own addresses (there is no jail configuration here for ignoreip).
+            // Below the daemon, but the same rail: never loopback, unspecified or one of
+            // this host's addresses. A prefix that merely holds one of them is allowed
+            // here, by hand (the host's own packets never arrive on the wire).
+            if let Some(why) = crate::ignore::IgnoreList::default().spares(&target) {
+                bail!("{} is not banned: {why}", datapath::show(&target));
+            }
             let own =
                 crate::ignore::own_addresses().context("cannot list this host's addresses")?;
-            if let Some(why) = crate::ignore::IgnoreList::new(Vec::new(), own).spares(&target) {
-                bail!("{} is not banned: {why}", datapath::show(&target));
+            let host = target.prefix_len() == target.max_prefix_len();
+            if host && own.contains(&target.addr()) {
+                bail!(
+                    "{} is not banned: it is one of this host's addresses",
+                    datapath::show(&target)
+                );
             }
             let expiry = match duration {
                 Some(duration) => Expiry::after(clock::boot_ns(), duration),
