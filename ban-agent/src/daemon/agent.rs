@@ -18,7 +18,7 @@ use jiff::tz::TimeZone;
 use prometheus_client::metrics::counter::Counter;
 use tracing::{info, warn};
 
-use super::{follow::Log, kernel::Kernel};
+use super::{follow::Log, kernel::Kernel, said::Said};
 use crate::{
     clock::{self, Expiry},
     config::{Config, Global, Jail, Ports},
@@ -119,7 +119,7 @@ pub struct Agent {
     pub(super) dirty: bool,
     pub(super) last_save: UnixMs,
     /// The last error of saving the state, said once (a full disk fails every tick).
-    pub(super) save_error: Option<String>,
+    pub(super) save_error: Said,
     /// Last kernel counters seen per jail id (dropped packets, bytes), for the metrics.
     pub(super) kernel_seen: BTreeMap<u32, (u64, u64)>,
 }
@@ -158,7 +158,7 @@ impl Agent {
             setup,
             dirty: false,
             last_save: now.wall,
-            save_error: None,
+            save_error: Said::default(),
             kernel_seen: BTreeMap::new(),
         };
         for jail in jails.into_iter().filter(|jail| jail.enabled) {

@@ -5,7 +5,10 @@ use std::{collections::BTreeMap, path::PathBuf};
 use prometheus_client::metrics::counter::Counter;
 use tracing::{error, info, warn};
 
-use super::agent::{Agent, Now};
+use super::{
+    agent::{Agent, Now},
+    said::Said,
+};
 use crate::config::Start;
 use crate::{
     datapath,
@@ -22,7 +25,8 @@ pub(super) struct Log {
     pub(super) follower: Follower,
     pub(super) jails: Vec<String>,
     lines: Counter,
-    last_error: Option<String>,
+    /// Why it cannot be read, said once.
+    error: Said,
     /// Whether the log is [`LAG_ALERT_BYTES`] or more ahead of the agent (said once).
     behind: bool,
 }
@@ -94,7 +98,7 @@ impl Agent {
                     follower,
                     jails,
                     lines,
-                    last_error: None,
+                    error: Said::default(),
                     behind: false,
                 },
             );
@@ -149,14 +153,13 @@ impl Agent {
                 Ok(lines) => {
                     read += lines;
                     log.lines.inc_by(lines);
-                    log.last_error = None;
+                    log.error.ended();
                 }
                 Err(e) => {
                     let message = e.to_string();
-                    if log.last_error.as_ref() != Some(&message) {
+                    if log.error.first(&message) {
                         warn!(file = %path.display(), "cannot read the log: {message}; check \
                               that it is readable by the agent");
-                        log.last_error = Some(message);
                     }
                 }
             }

@@ -7,15 +7,15 @@ use std::collections::BTreeMap;
 
 use tracing::{error, info, warn};
 
-use super::agent::Agent;
+use super::{agent::Agent, said::Said};
 use crate::datapath::HeldLinks;
 
 pub struct Guard {
     links: Option<HeldLinks>,
     /// Interface index of each configured interface when last seen; `None`: absent.
     interfaces: BTreeMap<String, Option<u32>>,
-    /// The last error of pinning again, said once.
-    pin_error: Option<String>,
+    /// Why the pins cannot be made again, said once.
+    pin_error: Said,
 }
 
 impl Guard {
@@ -24,15 +24,23 @@ impl Guard {
         let mut guard = Self {
             links: None,
             interfaces: BTreeMap::new(),
-            pin_error: None,
+            pin_error: Said::default(),
         };
         guard.attached(agent);
         guard
     }
 
-    /// After an attach (start, reload, an interface back): holds the links anew and notes
-    /// the interfaces' indexes.
-    pub fn attached(&mut self, agent: &Agent) {
+    /// Attaches to the configured interfaces again: after a reload (interfaces added), or
+    /// when an interface came back. Interfaces already attached keep their link.
+    pub fn reattach(&mut self, agent: &Agent, when: &str) {
+        if let Err(e) = super::attach(agent.global(), agent.config_path()) {
+            warn!("{when}: {}", crate::error_text(&e));
+        }
+        self.attached(agent);
+    }
+
+    /// After an attach: holds the links anew and notes the interfaces' indexes.
+    fn attached(&mut self, agent: &Agent) {
         let global = agent.global();
         self.links = match HeldLinks::hold(&global.pin_dir, &global.interfaces) {
             Ok(links) => Some(links),
@@ -93,18 +101,17 @@ impl Guard {
                     "maps and links pinned again (bpffs was unmounted or the pins removed); \
                      the program and the bans stayed in force"
                 );
-                self.pin_error = None;
+                self.pin_error.ended();
             }
             Err(e) => {
                 let message = e.to_string();
-                if self.pin_error.as_ref() != Some(&message) {
+                if self.pin_error.first(&message) {
                     error!(
                         pin_dir = %pin_dir.display(),
                         "the pins are gone and cannot be made again: {message}. The program \
                          and the bans stay in force while ban-agent runs; mount bpffs there \
                          again (`mount -t bpf bpf DIR`) and they are pinned again"
                     );
-                    self.pin_error = Some(message);
                 }
             }
         }

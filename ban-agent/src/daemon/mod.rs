@@ -12,6 +12,7 @@ mod guard;
 mod kernel;
 mod persist;
 mod requests;
+mod said;
 #[cfg(test)]
 mod tests;
 
@@ -142,8 +143,7 @@ async fn serve_on(
                     After::Continue => {}
                     After::Reloaded => {
                         if let Some(guard) = &mut guard {
-                            reattach(&agent, "after the reload");
-                            guard.attached(&agent);
+                            guard.reattach(&agent, "after the reload");
                         }
                         wakeups = watch_logs(&agent);
                     }
@@ -155,8 +155,7 @@ async fn serve_on(
                 if let Some(guard) = &mut guard
                     && guard.check(&agent)
                 {
-                    reattach(&agent, "an interface came back");
-                    guard.attached(&agent);
+                    guard.reattach(&agent, "an interface came back");
                 }
             }
             _ = hangup.recv() => {
@@ -168,8 +167,7 @@ async fn serve_on(
                     ),
                 }
                 if let Some(guard) = &mut guard {
-                    reattach(&agent, "after the reload");
-                    guard.attached(&agent);
+                    guard.reattach(&agent, "after the reload");
                 }
                 wakeups = watch_logs(&agent);
             }
@@ -234,14 +232,6 @@ fn attach(global: &Global, config: &Path) -> anyhow::Result<()> {
             })?;
     }
     Ok(())
-}
-
-/// Attaches to the configured interfaces again: after a reload (interfaces added), or
-/// when an interface came back. Interfaces already attached keep their link.
-fn reattach(agent: &Agent, when: &str) {
-    if let Err(e) = attach(agent.global(), agent.config_path()) {
-        warn!("{when}: {}", crate::error_text(&e));
-    }
 }
 
 fn watch_logs(agent: &Agent) -> watch::Wakeups {

@@ -103,19 +103,18 @@ impl Agent {
             Ok(()) => {
                 self.dirty = false;
                 self.last_save = now.wall;
-                if self.save_error.take().is_some() {
+                if self.save_error.ended() {
                     info!(path = %store.path().display(), "the state is saved again");
                 }
             }
             Err(e) => {
                 // The bans stay in the kernel maps; only what a restart restores is late.
                 let message = e.to_string();
-                if self.save_error.as_ref() != Some(&message) {
+                if self.save_error.first(&message) {
                     error!(
                         "cannot save the state: {message}. Bans stay in force; a restart \
                          would restore them as last saved. Saving is retried every second"
                     );
-                    self.save_error = Some(message);
                 }
             }
         }

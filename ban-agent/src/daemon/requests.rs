@@ -119,16 +119,14 @@ impl Agent {
         let run = self.jail_named(jail)?;
         let target = target.trunc();
         let ignore = self.ignore_list(run.config.ignoreip.clone());
-        match ignore.spares(&target) {
-            None | Some(Spared::IgnoreIp) if force => {}
-            None => {}
-            Some(why) => {
-                let hint = match why {
-                    Spared::IgnoreIp => "; add --force to ban it all the same",
-                    Spared::Reserved | Spared::OwnAddress => "",
-                };
-                bail!("{} is not banned: {why}{hint}", datapath::show(&target));
-            }
+        if let Some(why) = ignore.spares(&target)
+            && !(force && why == Spared::IgnoreIp)
+        {
+            let hint = match why {
+                Spared::IgnoreIp => "; add --force to ban it all the same",
+                Spared::Reserved | Spared::OwnAddress => "",
+            };
+            bail!("{} is not banned: {why}{hint}", datapath::show(&target));
         }
         let length = match (permanent, seconds) {
             (true, _) => BanTime::Permanent,

@@ -77,6 +77,10 @@ pub enum DatapathError {
     #[error("{interface:?} is not a valid interface name: see `ip -br link` for the names")]
     InterfaceName { interface: String },
 
+    /// A map or link this process holds could not be pinned again.
+    #[error("cannot pin {path} again: {detail}")]
+    Repin { path: PathBuf, detail: String },
+
     /// A pinned link could not be created, opened or removed.
     #[error("cannot {op} the XDP link pinned at {path}: {detail}")]
     Link {

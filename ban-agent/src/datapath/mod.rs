@@ -296,8 +296,7 @@ impl Maps {
             if path.exists() {
                 continue;
             }
-            data.pin(&path).map_err(|e| DatapathError::Link {
-                op: "pin again",
+            data.pin(&path).map_err(|e| DatapathError::Repin {
                 path: path.clone(),
                 detail: e.to_string(),
             })?;
@@ -499,8 +498,7 @@ impl HeldLinks {
                 continue;
             }
             let Some(link) = slot.take() else { continue };
-            let pinned = link.pin(&*path).map_err(|e| DatapathError::Link {
-                op: "pin again",
+            let pinned = link.pin(&*path).map_err(|e| DatapathError::Repin {
                 path: path.clone(),
                 detail: e.to_string(),
             })?;
