@@ -86,7 +86,8 @@ impl Guard {
     }
 
     fn check_pins(&mut self, agent: &Agent) {
-        if agent.kernel.pinned() {
+        let links_pinned = self.links.as_ref().is_none_or(HeldLinks::pinned);
+        if agent.kernel.pinned() && links_pinned {
             return;
         }
         let pin_dir = &agent.global().pin_dir;

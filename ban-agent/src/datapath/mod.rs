@@ -491,6 +491,11 @@ impl HeldLinks {
         Ok(Self { links })
     }
 
+    /// Whether every held link is still pinned.
+    pub fn pinned(&self) -> bool {
+        self.links.iter().all(|(path, _)| path.exists())
+    }
+
     /// Pins the held links whose pins are gone (after [`Maps::repin`]).
     pub fn repin(&mut self) -> Result<(), DatapathError> {
         for (path, slot) in &mut self.links {
