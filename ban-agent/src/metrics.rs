@@ -57,6 +57,12 @@ pub struct MapLabel {
     pub map: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HookLabel {
+    pub interface: String,
+    pub hook: String,
+}
+
 /// Every metric the agent exports.
 #[derive(Default)]
 pub struct Metrics {
@@ -72,6 +78,7 @@ pub struct Metrics {
     pub lag_bytes: Family<FileLabel, Gauge>,
     pub map_fill: Family<MapLabel, Gauge<f64, AtomicU64>>,
     pub hook_failures: Counter,
+    pub interface_hook: Family<HookLabel, Gauge>,
 }
 
 impl Metrics {
@@ -126,6 +133,11 @@ impl Metrics {
             "hook_failures",
             "Ban and unban hooks that failed or timed out",
             m.hook_failures.clone(),
+        );
+        prefixed.register(
+            "interface_hook",
+            "1 for the hook (xdp, tc, xdp-generic) the datapath runs in on each interface",
+            m.interface_hook.clone(),
         );
         Arc::new(m)
     }

@@ -20,8 +20,26 @@ pub const MAX_JAILS: u32 = 64;
 /// Where the agent pins its maps and links (one directory on a bpffs mount).
 pub const PIN_DIR: &str = "/sys/fs/bpf/ban-agent";
 
-/// Name of the XDP program in the object file.
-pub const PROGRAM_NAME: &str = "ban_xdp";
+/// Programs in the object file: one verdict (parse, look up, decide, count), three entry
+/// points that only adapt the context and the return codes.
+pub mod programs {
+    /// XDP, declaring multi-buffer (`xdp.frags`) support: jumbo frames on native drivers.
+    pub const XDP: &str = "ban_xdp";
+    /// The same XDP program without frags, for kernels before 5.18 that refuse the flag.
+    pub const XDP_LINEAR: &str = "ban_xdp_linear";
+    /// tc ingress (`sched_cls`, direct action): where native XDP would cost offloads.
+    pub const TC: &str = "ban_tc";
+}
+
+/// Name of the XDP program in the object file (kept for tools that name it).
+pub const PROGRAM_NAME: &str = programs::XDP;
+
+/// tc return code of a packet the program lets through: `TC_ACT_UNSPEC`, so that the next
+/// program of the TCX chain (or filter of the clsact qdisc) still sees it; at the end of
+/// the chain it is passed.
+pub const TC_PASS: i32 = -1;
+/// tc return code of a dropped packet: `TC_ACT_SHOT`.
+pub const TC_DROP: i32 = 2;
 
 /// Map names. They are also the file names of the pins under [`PIN_DIR`], and at most
 /// 15 bytes long, the kernel's limit for object names.
@@ -171,12 +189,15 @@ pub struct PortJails {
 
 /// Traffic counters of one jail on one CPU. "Passed" counts packets to a port the jail
 /// protects from sources it does not ban; traffic to unprotected ports is not counted.
+/// The tc hook sees GRO aggregates: it counts each as the segments it carries, so both
+/// hooks count wire packets.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct JailCounters {
     /// Packets dropped because their source is banned.
     pub dropped_packets: u64,
-    /// Bytes of those packets (from the Ethernet header on).
+    /// Bytes of those packets (from the Ethernet header on, every buffer of a multi-buffer
+    /// frame included).
     pub dropped_bytes: u64,
     /// Packets to a protected port that were let through.
     pub passed_packets: u64,

@@ -1,244 +1,148 @@
-//! The verdict, top to bottom: parse the packet, find the jails that protect its
-//! destination (one array lookup), look its source up in those jails' bans, drop it if a
-//! live ban matches, count.
+//! The entry points, one per hook, each a thin adapter around one verdict: parse the
+//! packet ([`parse`]), judge it ([`verdict::judge_packet`]: find the jails that protect its
+//! destination, look its source up in their bans, decide, count), return the hook's code.
+//!
+//! - `ban_xdp`: XDP, declaring multi-buffer support (`xdp.frags`), for native drivers.
+//! - `ban_xdp_linear`: the same without frags, for kernels before 5.18.
+//! - `ban_tc`: tc ingress (TCX link or clsact filter), where native XDP would cost the
+//!   interface its offloads; it sees GRO aggregates, once each, and copies nothing.
 //!
 //! The clock is read only once a ban has matched: legitimate traffic never pays for it.
 #![no_std]
 #![no_main]
 
 mod parse;
+mod verdict;
 
 use aya_ebpf::{
-    bindings::{BPF_F_NO_PREALLOC, xdp_action},
-    btf_maps::{Array, HashMap, LpmTrie, PerCpuArray, lpm_trie::Key},
-    helpers::bpf_ktime_get_boot_ns,
-    macros::{btf_map, xdp},
-    programs::XdpContext,
+    EbpfContext as _,
+    bindings::{__sk_buff, xdp_action},
+    helpers::{bpf_skb_load_bytes, bpf_xdp_get_buff_len, bpf_xdp_load_bytes},
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
 };
 use aya_log_ebpf::debug;
-use ban_common::{
-    Ban, BanKeyV4, BanKeyV6, DEFAULT_MAX_BANS_V4, DEFAULT_MAX_BANS_V6, DEFAULT_MAX_PREFIX_BANS,
-    JAIL_PORTS_LEN, JailCounters, MAX_JAILS, PREFIX_JAIL_BITS, PortJails, PrefixV4, PrefixV6,
-    port_slot, proto, unknown_port_slot,
-};
-use parse::{Cursor, Packet, Source};
+use ban_common::{TC_DROP, TC_PASS};
+use parse::{Bytes, Cursor, Packet, Source};
+use verdict::Size;
 
-const NO_PREALLOC: usize = BPF_F_NO_PREALLOC as usize;
-
-#[btf_map(name = "ban_v4", pin_by_name)]
-static BAN_V4: HashMap<BanKeyV4, Ban, { DEFAULT_MAX_BANS_V4 as usize }, NO_PREALLOC> =
-    HashMap::new();
-
-#[btf_map(name = "ban_v6", pin_by_name)]
-static BAN_V6: HashMap<BanKeyV6, Ban, { DEFAULT_MAX_BANS_V6 as usize }, NO_PREALLOC> =
-    HashMap::new();
-
-#[btf_map(name = "ban_prefix_v4", pin_by_name)]
-static PREFIX_V4: LpmTrie<PrefixV4, Ban, { DEFAULT_MAX_PREFIX_BANS as usize }> = LpmTrie::new();
-
-#[btf_map(name = "ban_prefix_v6", pin_by_name)]
-static PREFIX_V6: LpmTrie<PrefixV6, Ban, { DEFAULT_MAX_PREFIX_BANS as usize }> = LpmTrie::new();
-
-#[btf_map(name = "jail_ports", pin_by_name)]
-static JAIL_PORTS: Array<PortJails, { JAIL_PORTS_LEN as usize }> = Array::new();
-
-#[btf_map(name = "jail_counters", pin_by_name)]
-static COUNTERS: PerCpuArray<JailCounters, { MAX_JAILS as usize }> = PerCpuArray::new();
-
-#[xdp]
+#[xdp(frags)]
 pub fn ban_xdp(ctx: XdpContext) -> u32 {
-    let cursor = Cursor::new(ctx.data(), ctx.data_end());
+    let rest = XdpFrags(&ctx);
+    let cursor = Cursor::new(ctx.data(), ctx.data_end(), &rest);
     let Some(packet) = parse::parse(&cursor) else {
         return xdp_action::XDP_PASS;
     };
-    let slot = match packet.port {
-        Some(port) if packet.proto != proto::OTHER => port_slot(packet.proto, port),
-        _ => unknown_port_slot(packet.proto),
+    let size = || Size {
+        // SAFETY: the context of this program run.
+        bytes: unsafe { bpf_xdp_get_buff_len(ctx.ctx) },
+        packets: 1,
     };
-    let Some(dest) = JAIL_PORTS.get(slot) else {
-        return xdp_action::XDP_PASS;
-    };
-    if dest.jails == 0 {
-        return xdp_action::XDP_PASS;
-    }
-    let bytes = (ctx.data_end() - ctx.data()) as u64;
-    let jail = match packet.source {
-        Source::V4(addr) => judge(V4(addr), dest, bytes),
-        Source::V6(addr) => judge(V6(addr), dest, bytes),
-    };
-    if jail == NOT_BANNED {
-        return xdp_action::XDP_PASS;
-    }
-    log_drop(&ctx, &packet, jail);
-    xdp_action::XDP_DROP
-}
-
-/// Verdict meaning "let it through".
-const NOT_BANNED: u32 = u32::MAX;
-
-/// The jail that drops the packet, or [`NOT_BANNED`]; counts either way.
-///
-/// Most destinations are protected by one jail: it is looked up directly. Several jails
-/// are walked by [`walk_jails`].
-#[inline(always)]
-fn judge<A: Address>(addr: A, dest: &PortJails, bytes: u64) -> u32 {
-    if dest.jail_count != 1 {
-        let jail = walk_jails(addr, dest.jails, dest.prefix_jails);
-        if jail == NOT_BANNED {
-            count_each_passed(dest.jails, bytes);
-        } else {
-            count(jail, bytes, true);
+    match verdict::judge_packet(&packet, size) {
+        None => xdp_action::XDP_PASS,
+        Some(jail) => {
+            log_drop(&ctx, &packet, jail);
+            xdp_action::XDP_DROP
         }
-        return jail;
-    }
-    let jail = dest.first_jail;
-    let mut now = Clock::Unread;
-    if banned(&addr, jail, dest.prefix_jails, &mut now) {
-        count(jail, bytes, true);
-        jail
-    } else {
-        count(jail, bytes, false);
-        NOT_BANNED
     }
 }
 
-/// Whether `jail` holds a live ban of `addr`, exact or by prefix.
-#[inline(always)]
-fn banned<A: Address>(addr: &A, jail: u32, prefix_jails: u64, now: &mut Clock) -> bool {
-    addr.exact_ban(jail).is_some_and(|ban| now.active(ban))
-        || (prefix_jails & (1u64 << (jail & 63)) != 0
-            && addr.prefix_ban(jail).is_some_and(|ban| now.active(ban)))
-}
-
-/// The first jail of `jails` that bans `addr`, or [`NOT_BANNED`].
-///
-/// A separate BPF function that takes only numbers: the verifier checks its loop once,
-/// however many parse paths lead to it, instead of once per path.
-#[inline(never)]
-fn walk_jails<A: Address>(addr: A, jails: u64, prefix_jails: u64) -> u32 {
-    let mut now = Clock::Unread;
-    let mut rest = jails;
-    let mut jail = 0u32;
-    while jail < MAX_JAILS && rest != 0 {
-        if rest & 1 != 0 && banned(&addr, jail, prefix_jails, &mut now) {
-            return jail;
+#[xdp]
+pub fn ban_xdp_linear(ctx: XdpContext) -> u32 {
+    let cursor = Cursor::new(ctx.data(), ctx.data_end(), &Linear);
+    let Some(packet) = parse::parse(&cursor) else {
+        return xdp_action::XDP_PASS;
+    };
+    let size = || Size {
+        bytes: (ctx.data_end() - ctx.data()) as u64,
+        packets: 1,
+    };
+    match verdict::judge_packet(&packet, size) {
+        None => xdp_action::XDP_PASS,
+        Some(jail) => {
+            log_drop(&ctx, &packet, jail);
+            xdp_action::XDP_DROP
         }
-        rest >>= 1;
-        jail += 1;
-    }
-    NOT_BANNED
-}
-
-/// An address family's view of the ban maps.
-trait Address {
-    /// The exact ban of this address in `jail`.
-    fn exact_ban(&self, jail: u32) -> Option<&Ban>;
-    /// The longest prefix ban covering this address in `jail`.
-    fn prefix_ban(&self, jail: u32) -> Option<&Ban>;
-}
-
-/// An IPv4 source, network order.
-#[derive(Clone, Copy)]
-struct V4([u8; 4]);
-
-/// An IPv6 source, network order.
-#[derive(Clone, Copy)]
-struct V6([u8; 16]);
-
-impl Address for V4 {
-    #[inline(always)]
-    fn exact_ban(&self, jail: u32) -> Option<&Ban> {
-        let key = BanKeyV4 { jail, addr: self.0 };
-        // SAFETY: the kernel keeps a map value valid for the rest of this program run;
-        // the agent replaces a ban's 8-byte value whole.
-        BAN_V4.get_ptr(&key).map(|ban| unsafe { &*ban })
-    }
-
-    #[inline(always)]
-    fn prefix_ban(&self, jail: u32) -> Option<&Ban> {
-        let key = PrefixV4 { jail, addr: self.0 };
-        PREFIX_V4.get(&Key::new(PREFIX_JAIL_BITS + 32, key))
     }
 }
 
-impl Address for V6 {
-    #[inline(always)]
-    fn exact_ban(&self, jail: u32) -> Option<&Ban> {
-        let key = BanKeyV6 { jail, addr: self.0 };
-        // SAFETY: as for IPv4.
-        BAN_V6.get_ptr(&key).map(|ban| unsafe { &*ban })
+#[classifier]
+pub fn ban_tc(ctx: TcContext) -> i32 {
+    let rest = SkbPaged(&ctx);
+    let cursor = Cursor::new(ctx.data(), ctx.data_end(), &rest);
+    let Some(packet) = parse::parse(&cursor) else {
+        return TC_PASS;
+    };
+    let size = || {
+        let skb = ctx.as_ptr().cast::<__sk_buff>();
+        // SAFETY: the context of this program run; gso_segs is readable from tc.
+        let segments = unsafe { (*skb).gso_segs };
+        Size {
+            bytes: u64::from(ctx.len()),
+            packets: u64::from(segments.max(1)),
+        }
+    };
+    match verdict::judge_packet(&packet, size) {
+        None => TC_PASS,
+        Some(jail) => {
+            log_drop(&ctx, &packet, jail);
+            TC_DROP
+        }
     }
+}
 
+/// The later buffers of a multi-buffer XDP frame.
+struct XdpFrags<'a>(&'a XdpContext);
+
+impl Bytes for XdpFrags<'_> {
     #[inline(always)]
-    fn prefix_ban(&self, jail: u32) -> Option<&Ban> {
-        let key = PrefixV6 {
-            jail,
-            addr: self.0,
-            reserved: 0,
+    fn load(&self, offset: usize, dst: &mut [u8]) -> bool {
+        // SAFETY: `dst` is valid for `dst.len()` bytes; the helper checks the range.
+        let loaded = unsafe {
+            bpf_xdp_load_bytes(
+                self.0.ctx,
+                offset as u32,
+                dst.as_mut_ptr().cast(),
+                dst.len() as u32,
+            )
         };
-        PREFIX_V6.get(&Key::new(PREFIX_JAIL_BITS + 128, key))
+        loaded == 0
     }
 }
 
-/// The boot clock, read at most once per packet and only when a ban matched.
-enum Clock {
-    Unread,
-    Read(u64),
-}
+/// A single-buffer XDP frame: nothing beyond the direct part.
+struct Linear;
 
-impl Clock {
+impl Bytes for Linear {
     #[inline(always)]
-    fn active(&mut self, ban: &Ban) -> bool {
-        if ban.expires_at_ns == ban_common::PERMANENT {
-            return true;
-        }
-        let now = match *self {
-            Clock::Read(now) => now,
-            Clock::Unread => {
-                // SAFETY: a helper without arguments or side effects.
-                let now = unsafe { bpf_ktime_get_boot_ns() };
-                *self = Clock::Read(now);
-                now
-            }
+    fn load(&self, _offset: usize, _dst: &mut [u8]) -> bool {
+        false
+    }
+}
+
+/// The paged part of an skb (a GRO aggregate's headers can sit past the linear head).
+struct SkbPaged<'a>(&'a TcContext);
+
+impl Bytes for SkbPaged<'_> {
+    #[inline(always)]
+    fn load(&self, offset: usize, dst: &mut [u8]) -> bool {
+        // SAFETY: as for XDP; the helper checks the range against the skb.
+        let loaded = unsafe {
+            bpf_skb_load_bytes(
+                self.0.as_ptr(),
+                offset as u32,
+                dst.as_mut_ptr().cast(),
+                dst.len() as u32,
+            )
         };
-        ban.active_at(now)
-    }
-}
-
-#[inline(always)]
-fn count(jail: u32, bytes: u64, dropped: bool) {
-    if let Some(counters) = COUNTERS.get_ptr_mut(jail) {
-        // SAFETY: the per-CPU slot belongs to this CPU, and XDP does not preempt itself.
-        let counters = unsafe { &mut *counters };
-        if dropped {
-            counters.dropped_packets += 1;
-            counters.dropped_bytes += bytes;
-        } else {
-            counters.passed_packets += 1;
-            counters.passed_bytes += bytes;
-        }
-    }
-}
-
-/// Counts a passed packet for every jail in `jails`; a separate BPF function for the same
-/// reason as [`walk_jails`].
-#[inline(never)]
-fn count_each_passed(jails: u64, bytes: u64) {
-    let mut rest = jails;
-    let mut jail = 0u32;
-    while jail < MAX_JAILS && rest != 0 {
-        if rest & 1 != 0 {
-            count(jail, bytes, false);
-        }
-        rest >>= 1;
-        jail += 1;
+        loaded == 0
     }
 }
 
 /// A debug event per drop. At the default log level the agent sets `AYA_LOG_LEVEL` below
 /// debug at load time, and the verifier removes this code as dead.
 #[inline(always)]
-fn log_drop(ctx: &XdpContext, packet: &Packet, jail: u32) {
+fn log_drop<C: aya_ebpf::EbpfContext>(ctx: &C, packet: &Packet, jail: u32) {
     match packet.source {
         Source::V4(addr) => {
             debug!(ctx, "drop {:i} jail {}", u32::from_be_bytes(addr), jail)

@@ -55,6 +55,7 @@ pub struct Packet {
 
 /// The first four bytes of TCP and UDP headers alike.
 #[repr(C)]
+#[derive(Clone, Copy)]
 struct Ports {
     _source: [u8; 2],
     dest: [u8; 2],
@@ -62,6 +63,7 @@ struct Ports {
 
 /// Two bytes every walkable IPv6 extension header starts with.
 #[repr(C)]
+#[derive(Clone, Copy)]
 struct ExtHeader {
     next_header: u8,
     len: u8,
@@ -69,6 +71,7 @@ struct ExtHeader {
 
 /// IPv6 fragment header (RFC 8200 §4.5).
 #[repr(C)]
+#[derive(Clone, Copy)]
 struct FragmentHeader {
     next_header: u8,
     _reserved: u8,
@@ -76,46 +79,70 @@ struct FragmentHeader {
     _id: [u8; 4],
 }
 
-/// A read-only view of `[start, end)` with checked, typed reads.
-pub struct Cursor {
-    start: usize,
-    end: usize,
+/// Where the bytes past the directly readable part come from: the hook's load-bytes
+/// helper (`bpf_xdp_load_bytes` for the later buffers of a multi-buffer XDP frame,
+/// `bpf_skb_load_bytes` for the paged part of an skb).
+pub trait Bytes {
+    /// Copies `dst.len()` bytes at `offset` from the packet start; `false` when the packet
+    /// is shorter.
+    fn load(&self, offset: usize, dst: &mut [u8]) -> bool;
 }
 
-impl Cursor {
+/// A packet seen as `[start, end)` (the part the program may read directly) and the rest
+/// through [`Bytes`], with checked, typed reads.
+pub struct Cursor<'a, B: Bytes> {
+    start: usize,
+    end: usize,
+    rest: &'a B,
+}
+
+impl<'a, B: Bytes> Cursor<'a, B> {
     #[inline(always)]
-    pub fn new(start: usize, end: usize) -> Self {
-        Self { start, end }
+    pub fn new(start: usize, end: usize, rest: &'a B) -> Self {
+        Self { start, end, rest }
     }
 
-    /// A `T` at `offset`, if the packet holds all of it.
+    /// A `T` at `offset`, if the packet holds all of it: read in place when it lies in the
+    /// direct part (always, for headers of ordinary frames), copied by the helper otherwise.
     #[inline(always)]
-    fn read<T>(&self, offset: usize) -> Option<&T> {
+    fn read<T: Copy>(&self, offset: usize) -> Option<T> {
         if offset > MAX_OFFSET {
             return None;
         }
         let at = self.start + offset;
-        if at + core::mem::size_of::<T>() > self.end {
+        if at + core::mem::size_of::<T>() <= self.end {
+            // SAFETY: [at, at + size_of::<T>()) lies inside the packet (checked above), and
+            // every T read here is a #[repr(C)] struct of bytes, valid for any bit pattern
+            // and of alignment 1 or read by the BPF target's unaligned-tolerant loads.
+            return Some(unsafe { *(at as *const T) });
+        }
+        let mut value = core::mem::MaybeUninit::<T>::uninit();
+        // SAFETY: the slice covers exactly the bytes of `value`, which outlives it.
+        let bytes = unsafe {
+            core::slice::from_raw_parts_mut(
+                value.as_mut_ptr().cast::<u8>(),
+                core::mem::size_of::<T>(),
+            )
+        };
+        if !self.rest.load(offset, bytes) {
             return None;
         }
-        // SAFETY: [at, at + size_of::<T>()) lies inside the packet (checked above), and
-        // every T read here is a #[repr(C)] struct of bytes, valid for any bit pattern
-        // and of alignment 1 or read by the BPF target's unaligned-tolerant loads.
-        Some(unsafe { &*(at as *const T) })
+        // SAFETY: every byte was written by the helper, and any bit pattern is a valid T.
+        Some(unsafe { value.assume_init() })
     }
 }
 
 /// Parses a frame; `None` when it is not IP or is cut before the source address.
 #[inline(always)]
-pub fn parse(cursor: &Cursor) -> Option<Packet> {
-    let eth: &EthHdr = cursor.read(0)?;
+pub fn parse<B: Bytes>(cursor: &Cursor<B>) -> Option<Packet> {
+    let eth: EthHdr = cursor.read(0)?;
     let mut ether_type = u16::from_be(eth.ether_type);
     let mut offset = EthHdr::LEN;
     for _ in 0..MAX_VLAN_TAGS {
         if ether_type != ETH_P_8021Q && ether_type != ETH_P_8021AD {
             break;
         }
-        let vlan: &VlanHdr = cursor.read(offset)?;
+        let vlan: VlanHdr = cursor.read(offset)?;
         ether_type = u16::from_be(vlan.ether_type);
         offset += VlanHdr::LEN;
     }
@@ -127,8 +154,8 @@ pub fn parse(cursor: &Cursor) -> Option<Packet> {
 }
 
 #[inline(always)]
-fn parse_ipv4(cursor: &Cursor, offset: usize) -> Option<Packet> {
-    let ip: &Ipv4Hdr = cursor.read(offset)?;
+fn parse_ipv4<B: Bytes>(cursor: &Cursor<B>, offset: usize) -> Option<Packet> {
+    let ip: Ipv4Hdr = cursor.read(offset)?;
     let source = Source::V4(ip.src_addr);
     let header_len = usize::from(ip.vihl & 0x0f) * 4;
     let fragment_offset = u16::from_be_bytes(ip.frags) & 0x1fff;
@@ -148,8 +175,8 @@ fn parse_ipv4(cursor: &Cursor, offset: usize) -> Option<Packet> {
 }
 
 #[inline(always)]
-fn parse_ipv6(cursor: &Cursor, offset: usize) -> Option<Packet> {
-    let ip: &Ipv6Hdr = cursor.read(offset)?;
+fn parse_ipv6<B: Bytes>(cursor: &Cursor<B>, offset: usize) -> Option<Packet> {
+    let ip: Ipv6Hdr = cursor.read(offset)?;
     let source = Source::V6(ip.src_addr);
     let mut next_header = ip.next_hdr;
     let mut offset = offset + Ipv6Hdr::LEN;
@@ -204,7 +231,7 @@ fn unknown_port(source: Source, next_header: u8) -> Packet {
 
 /// Transport class and destination port of the L4 header at `offset`.
 #[inline(always)]
-fn transport(cursor: &Cursor, ip_proto: u8, offset: usize) -> (u32, Option<u16>) {
+fn transport<B: Bytes>(cursor: &Cursor<B>, ip_proto: u8, offset: usize) -> (u32, Option<u16>) {
     let class = transport_class(ip_proto);
     if class == proto::OTHER {
         return (class, None);

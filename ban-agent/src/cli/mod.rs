@@ -187,7 +187,7 @@ fn run_datapath(command: DatapathCommand) -> anyhow::Result<()> {
             datapath.maps().set_jails(&protect)?;
             for interface in &interfaces {
                 let attached = datapath.attach(interface, mode)?;
-                println!("{interface}: {attached:?}");
+                println!("{interface}: {attached}");
             }
             Ok(())
         }

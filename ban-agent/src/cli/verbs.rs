@@ -202,15 +202,20 @@ fn print(reply: &Reply) {
         Reply::Overview {
             jails,
             currently_banned,
+            interfaces,
         } => {
             println!("Status");
             println!("|- Number of jail:\t{}", jails.len());
             println!("|- Currently banned:\t{currently_banned}");
-            println!("`- Jail list:\t{}", jails.join(", "));
+            println!("|- Jail list:\t{}", jails.join(", "));
+            print_hooks(interfaces);
         }
         Reply::Jail(status) => print_jail(status),
         Reply::Bans { bans } => print_bans(bans),
-        Reply::Stats { jails } => {
+        Reply::Stats { jails, interfaces } => {
+            for hook in interfaces {
+                println!("{}: {} ({})", hook.interface, hook.hook, hook.why);
+            }
             println!(
                 "{:<20} {:>14} {:>16} {:>14} {:>16}",
                 "jail", "dropped_pkts", "dropped_bytes", "passed_pkts", "passed_bytes"
@@ -253,5 +258,21 @@ fn print_bans(bans: &[BanInfo]) {
             _ => "permanent".to_owned(),
         };
         println!("{:<20} {:<43} {until}", ban.jail, show(&ban.target));
+    }
+}
+
+/// The datapath's hook per interface, as the last branch of `status`.
+fn print_hooks(interfaces: &[crate::control::protocol::InterfaceHook]) {
+    if interfaces.is_empty() {
+        println!("`- Datapath:\tnot attached (dry run, or no `interfaces`)");
+        return;
+    }
+    println!("`- Datapath:");
+    for (i, hook) in interfaces.iter().enumerate() {
+        let branch = if i + 1 == interfaces.len() { "`-" } else { "|-" };
+        println!(
+            "   {branch} {}:\t{} ({})",
+            hook.interface, hook.hook, hook.why
+        );
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! ```toml
 //! state_dir = "/var/lib/ban-agent"
-//! interfaces = ["eth0"]
+//! interfaces = ["eth0"]      # or { name = "eth0", mode = "tc" }
+//! mode = "auto"              # auto | xdp | tc | xdp-generic
 //!
 //! [defaults]                 # inherited by every jail
 //! ignoreip = ["192.0.2.0/24"]
@@ -25,6 +26,7 @@ mod filters;
 mod raw;
 
 use std::{
+    collections::BTreeMap,
     net::SocketAddr,
     path::{Path, PathBuf},
     time::Duration,
@@ -37,7 +39,7 @@ pub use filters::{FindFilterError, find_filter, parse_filter};
 
 pub use crate::filter::date::DatePattern;
 use crate::{
-    datapath::Protocol,
+    datapath::{AttachMode, Protocol},
     filter::Filter,
     tracker::{BanTime, Increment, Rules},
 };
@@ -67,8 +69,12 @@ pub struct Global {
     pub state_dir: PathBuf,
     /// Where the BPF maps and links are pinned.
     pub pin_dir: PathBuf,
-    /// Interfaces the XDP program is attached to.
+    /// Interfaces the datapath is attached to.
     pub interfaces: Vec<String>,
+    /// How interfaces are hooked unless `interface_modes` says otherwise (`mode`).
+    pub mode: AttachMode,
+    /// Interfaces with a mode of their own (`{ name = "eth1", mode = "xdp" }`).
+    pub interface_modes: BTreeMap<String, AttachMode>,
     /// Address of the Prometheus endpoint; none when absent.
     pub metrics: Option<SocketAddr>,
     /// Where `filter = "NAME"` looks for `NAME.toml` before the built-in filters.
@@ -163,6 +169,16 @@ impl Config {
     }
 }
 
+impl Global {
+    /// How `interface` is hooked.
+    pub fn mode_of(&self, interface: &str) -> AttachMode {
+        self.interface_modes
+            .get(interface)
+            .copied()
+            .unwrap_or(self.mode)
+    }
+}
+
 impl Default for Global {
     fn default() -> Self {
         Self {
@@ -170,6 +186,8 @@ impl Default for Global {
             state_dir: PathBuf::from("/var/lib/ban-agent"),
             pin_dir: PathBuf::from(ban_common::PIN_DIR),
             interfaces: Vec::new(),
+            mode: AttachMode::Auto,
+            interface_modes: BTreeMap::new(),
             metrics: None,
             filter_dir: PathBuf::from("/etc/ban-agent/filter.d"),
             socket: PathBuf::from(DEFAULT_SOCKET),

@@ -13,7 +13,7 @@ use super::{
     Config, ConfigError, DatePattern, Global, Hook, Jail, Ports, Start, defaults, error::Source,
 };
 use crate::{
-    datapath::Protocol,
+    datapath::{AttachMode, Protocol},
     tracker::{BanTime, Increment, Rules},
 };
 
@@ -23,7 +23,8 @@ struct RawConfig {
     ignoreself: Option<bool>,
     state_dir: Option<String>,
     pin_dir: Option<String>,
-    interfaces: Option<Vec<Spanned<String>>>,
+    interfaces: Option<Vec<Spanned<Value>>>,
+    mode: Option<Spanned<String>>,
     metrics: Option<Spanned<String>>,
     filter_dir: Option<String>,
     socket: Option<String>,
@@ -114,6 +115,69 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     })
 }
 
+/// One entry of `interfaces`: `"eth0"`, or `{ name = "eth0", mode = "tc" }`.
+fn interface(
+    source: &Source,
+    entry: &Spanned<Value>,
+) -> Result<(String, Option<AttachMode>), ConfigError> {
+    let shape = || {
+        source.error(
+            entry.span(),
+            "interfaces",
+            "expected an interface name such as \"eth0\", or a table such as \
+             { name = \"eth0\", mode = \"tc\" }",
+        )
+    };
+    let (name, mode) = match entry.get_ref() {
+        Value::String(name) => (name.clone(), None),
+        Value::Table(table) => {
+            if let Some(key) = table.keys().find(|key| *key != "name" && *key != "mode") {
+                return Err(source.error(
+                    entry.span(),
+                    "interfaces",
+                    format!("unknown key {key:?} in an interface: expected `name` and `mode`"),
+                ));
+            }
+            let name = table.get("name").and_then(Value::as_str).ok_or_else(shape)?;
+            let mode = match table.get("mode") {
+                None => None,
+                Some(Value::String(mode)) => Some(AttachMode::parse(mode).ok_or_else(|| {
+                    mode_error(source, entry.span(), "interfaces", mode)
+                })?),
+                Some(other) => {
+                    return Err(mode_error(source, entry.span(), "interfaces", &other.to_string()));
+                }
+            };
+            (name.to_owned(), mode)
+        }
+        _ => return Err(shape()),
+    };
+    let valid = !name.is_empty() && name.len() < libc::IFNAMSIZ && !name.contains(['/', ' ', ':']);
+    if !valid {
+        return Err(source.error(
+            entry.span(),
+            "interfaces",
+            format!(
+                "{name:?} is not an interface name: expected a name such as \"eth0\" of at \
+                 most {} characters, as `ip link` shows",
+                libc::IFNAMSIZ - 1
+            ),
+        ));
+    }
+    Ok((name, mode))
+}
+
+fn mode_error(source: &Source, span: Range<usize>, key: &str, mode: &str) -> ConfigError {
+    source.error(
+        span,
+        key,
+        format!(
+            "{mode:?} is not a mode: expected \"auto\" (native XDP where the driver keeps \
+             its offloads, tc elsewhere), \"xdp\", \"tc\" or \"xdp-generic\""
+        ),
+    )
+}
+
 /// `socket_group`: a group name from the group database, or a numeric id.
 fn socket_group(source: &Source, group: &Spanned<Value>) -> Result<u32, ConfigError> {
     let found = match group.get_ref() {
@@ -168,23 +232,23 @@ fn global(source: &Source, raw: &RawConfig, base: &Path) -> Result<Global, Confi
         })?;
         global.log_level = Some(level.get_ref().clone());
     }
-    for name in raw.interfaces.iter().flatten() {
-        let valid = !name.get_ref().is_empty()
-            && name.get_ref().len() < libc::IFNAMSIZ
-            && !name.get_ref().contains(['/', ' ', ':']);
-        if !valid {
+    if let Some(mode) = &raw.mode {
+        global.mode = AttachMode::parse(mode.get_ref())
+            .ok_or_else(|| mode_error(source, mode.span(), "mode", mode.get_ref()))?;
+    }
+    for entry in raw.interfaces.iter().flatten() {
+        let (name, mode) = interface(source, entry)?;
+        if global.interfaces.contains(&name) {
             return Err(source.error(
-                name.span(),
+                entry.span(),
                 "interfaces",
-                format!(
-                    "{:?} is not an interface name: expected a name such as \"eth0\" of at \
-                     most {} characters, as `ip link` shows",
-                    name.get_ref(),
-                    libc::IFNAMSIZ - 1
-                ),
+                format!("{name:?} is listed twice: list each interface once"),
             ));
         }
-        global.interfaces.push(name.get_ref().clone());
+        if let Some(mode) = mode {
+            global.interface_modes.insert(name.clone(), mode);
+        }
+        global.interfaces.push(name);
     }
     if let Some(metrics) = &raw.metrics {
         global.metrics = Some(metrics.get_ref().parse().map_err(|_| {

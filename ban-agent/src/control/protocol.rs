@@ -124,6 +124,15 @@ impl From<ban_common::JailCounters> for JailStats {
     }
 }
 
+/// The hook the datapath runs in on one interface, and why it was chosen.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InterfaceHook {
+    pub interface: String,
+    /// `xdp`, `tc` or `xdp-generic`.
+    pub hook: String,
+    pub why: String,
+}
+
 /// What the daemon answers.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "reply", rename_all = "snake_case", deny_unknown_fields)]
@@ -135,6 +144,9 @@ pub enum Reply {
     Overview {
         jails: Vec<String>,
         currently_banned: u64,
+        /// Empty in a dry run, which attaches nothing.
+        #[serde(default)]
+        interfaces: Vec<InterfaceHook>,
     },
     Jail(JailStatus),
     Bans {
@@ -145,6 +157,8 @@ pub enum Reply {
     },
     Stats {
         jails: BTreeMap<String, JailStats>,
+        #[serde(default)]
+        interfaces: Vec<InterfaceHook>,
     },
     /// The request failed; the message says why and what to do.
     Error {

@@ -22,6 +22,7 @@ use super::{follow::Log, kernel::Kernel, said::Said};
 use crate::{
     clock::{self, Expiry},
     config::{Config, Global, Jail, Ports},
+    control::protocol::InterfaceHook,
     datapath::{self, JailPorts},
     detect::Detector,
     events::{Event, Events, Kind},
@@ -122,6 +123,8 @@ pub struct Agent {
     pub(super) save_error: Said,
     /// Last kernel counters seen per jail id (dropped packets, bytes), for the metrics.
     pub(super) kernel_seen: BTreeMap<u32, (u64, u64)>,
+    /// The hook of each attached interface, for `status`, `stats` and the metrics.
+    pub(super) hooks: Vec<InterfaceHook>,
 }
 
 impl Agent {
@@ -160,6 +163,7 @@ impl Agent {
             last_save: now.wall,
             save_error: Said::default(),
             kernel_seen: BTreeMap::new(),
+            hooks: Vec::new(),
         };
         for jail in jails.into_iter().filter(|jail| jail.enabled) {
             agent.add_jail(jail)?;
@@ -436,6 +440,22 @@ impl Agent {
         if self.dirty || now.wall - self.last_save >= SAVE_POSITIONS_EVERY_MS {
             self.save(now);
         }
+    }
+
+    /// The hooks the datapath now runs in, after an attach; `status`, `stats` and
+    /// `ban_agent_interface_hook` show them.
+    pub fn set_hooks(&mut self, hooks: Vec<InterfaceHook>) {
+        let m = &self.setup.metrics;
+        m.interface_hook.clear();
+        for hook in &hooks {
+            m.interface_hook
+                .get_or_create(&metrics::HookLabel {
+                    interface: hook.interface.clone(),
+                    hook: hook.hook.clone(),
+                })
+                .set(1);
+        }
+        self.hooks = hooks;
     }
 
     fn refresh_metrics(&mut self) {

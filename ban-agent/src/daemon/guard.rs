@@ -32,9 +32,10 @@ impl Guard {
 
     /// Attaches to the configured interfaces again: after a reload (interfaces added), or
     /// when an interface came back. Interfaces already attached keep their link.
-    pub fn reattach(&mut self, agent: &Agent, when: &str) {
-        if let Err(e) = super::attach(agent.global(), agent.config_path()) {
-            warn!("{when}: {}", crate::error_text(&e));
+    pub fn reattach(&mut self, agent: &mut Agent, when: &str) {
+        match super::attach(agent.global(), agent.config_path()) {
+            Ok(hooks) => agent.set_hooks(hooks),
+            Err(e) => warn!("{when}: {}", crate::error_text(&e)),
         }
         self.attached(agent);
     }
@@ -45,7 +46,7 @@ impl Guard {
         self.links = match HeldLinks::hold(&global.pin_dir, &global.interfaces) {
             Ok(links) => Some(links),
             Err(e) => {
-                warn!("cannot hold the XDP links open: {e}; unmounting bpffs would detach them");
+                warn!("cannot hold the links open: {e}; unmounting bpffs would detach them");
                 None
             }
         };

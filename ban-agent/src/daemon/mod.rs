@@ -34,8 +34,11 @@ pub use requests::After;
 
 use crate::{
     config::{Config, Global},
-    control::server::{self, Call},
-    datapath::{self, AttachMode, Datapath, DatapathOptions, Maps},
+    control::{
+        protocol::InterfaceHook,
+        server::{self, Call},
+    },
+    datapath::{self, Datapath, DatapathOptions, Maps},
     events::Events,
     metrics::{self, Metrics},
     tail::{self as watch, WatchMode},
@@ -89,7 +92,7 @@ async fn serve_on(
         Some(address) => Some(metrics::bind(address).await?),
         None => None,
     };
-    let kernel = open_kernel(&config, options.dry_run)?;
+    let (kernel, hooks) = open_kernel(&config, options.dry_run)?;
     let store = (!options.dry_run).then(|| crate::store::Store::new(&config.global.state_dir));
     let setup = Setup {
         own: own_addresses(),
@@ -99,6 +102,7 @@ async fn serve_on(
     };
     let pin_dir = config.global.pin_dir.clone();
     let mut agent = Agent::start(config, kernel, store, setup, Now::read())?;
+    agent.set_hooks(hooks);
 
     let (calls, mut requests) = mpsc::channel::<Call>(64);
     let (shutdown, stopping) = tokio::sync::watch::channel(false);
@@ -143,7 +147,7 @@ async fn serve_on(
                     After::Continue => {}
                     After::Reloaded => {
                         if let Some(guard) = &mut guard {
-                            guard.reattach(&agent, "after the reload");
+                            guard.reattach(&mut agent, "after the reload");
                         }
                         wakeups = watch_logs(&agent);
                     }
@@ -155,7 +159,7 @@ async fn serve_on(
                 if let Some(guard) = &mut guard
                     && guard.check(&agent)
                 {
-                    guard.reattach(&agent, "an interface came back");
+                    guard.reattach(&mut agent, "an interface came back");
                 }
             }
             _ = hangup.recv() => {
@@ -167,7 +171,7 @@ async fn serve_on(
                     ),
                 }
                 if let Some(guard) = &mut guard {
-                    guard.reattach(&agent, "after the reload");
+                    guard.reattach(&mut agent, "after the reload");
                 }
                 wakeups = watch_logs(&agent);
             }
@@ -191,26 +195,30 @@ async fn serve_on(
         info!("stopped (dry run: nothing was written)");
     } else if detach {
         datapath::detach(&pin_dir)?;
-        info!("stopped; XDP detached, bans lifted (saved: they return at the next start)");
+        info!("stopped; datapath detached, bans lifted (saved: they return at the next start)");
     } else {
-        info!("stopped; the XDP program stays attached and bans stay in force");
+        info!("stopped; the datapath stays attached and bans stay in force");
     }
     Ok(())
 }
 
-/// Loads the program, attaches it to the configured interfaces (replacing a program left
-/// attached by an earlier run without a gap) and returns its maps.
-fn open_kernel(config: &Config, dry_run: bool) -> anyhow::Result<Box<dyn Kernel>> {
+/// Loads the programs, attaches them to the configured interfaces (replacing a program
+/// left attached by an earlier run without a gap) and returns the maps and the hooks.
+fn open_kernel(
+    config: &Config,
+    dry_run: bool,
+) -> anyhow::Result<(Box<dyn Kernel>, Vec<InterfaceHook>)> {
     if dry_run {
         info!("dry run: bans are reported, not written to the kernel nor saved");
-        return Ok(Box::new(NoKernel));
+        return Ok((Box::new(NoKernel), Vec::new()));
     }
-    attach(&config.global, &config.path)?;
+    let hooks = attach(&config.global, &config.path)?;
     let maps = Maps::open_pinned(&config.global.pin_dir)?;
-    Ok(Box::new(maps))
+    Ok((Box::new(maps), hooks))
 }
 
-fn attach(global: &Global, config: &Path) -> anyhow::Result<()> {
+/// Attaches every configured interface in its mode; the log says which hook and why.
+fn attach(global: &Global, config: &Path) -> anyhow::Result<Vec<InterfaceHook>> {
     let mut datapath = Datapath::open(DatapathOptions {
         pin_dir: global.pin_dir.clone(),
         ..DatapathOptions::default()
@@ -221,17 +229,23 @@ fn attach(global: &Global, config: &Path) -> anyhow::Result<()> {
             config.display()
         );
     }
+    let mut hooks = Vec::new();
     for interface in &global.interfaces {
-        datapath
-            .attach(interface, AttachMode::Auto)
+        let attached = datapath
+            .attach(interface, global.mode_of(interface))
             .with_context(|| {
                 format!(
                     "interface {interface} (`interfaces` in {})",
                     config.display()
                 )
             })?;
+        hooks.push(InterfaceHook {
+            interface: interface.clone(),
+            hook: attached.hook.name().to_owned(),
+            why: attached.why,
+        });
     }
-    Ok(())
+    Ok(hooks)
 }
 
 fn watch_logs(agent: &Agent) -> watch::Wakeups {

@@ -34,6 +34,7 @@ impl Agent {
             Request::Status { jail: None } => Ok(Reply::Overview {
                 jails: self.jails.keys().cloned().collect(),
                 currently_banned: self.bans.len() as u64,
+                interfaces: self.hooks.clone(),
             }),
             Request::Status { jail: Some(jail) } => self.status(&jail, now).map(Reply::Jail),
             Request::Ban {
@@ -66,7 +67,7 @@ impl Agent {
                          restored at the next start)"
                             .to_owned()
                     } else {
-                        "stopping; the XDP program stays attached and bans stay in force".to_owned()
+                        "stopping; the datapath stays attached and bans stay in force".to_owned()
                     },
                 })
             }
@@ -284,7 +285,10 @@ impl Agent {
                 jails.insert(name.clone(), JailStats::from(c));
             }
         }
-        Ok(Reply::Stats { jails })
+        Ok(Reply::Stats {
+            jails,
+            interfaces: self.hooks.clone(),
+        })
     }
 
     /// Re-reads the configuration file. Bans in force stay (with their expiry); a jail

@@ -65,13 +65,24 @@ pub enum DatapathError {
     },
 
     /// Attaching to an interface failed.
-    #[error("cannot attach XDP to interface {interface} in {mode} mode: {source}")]
+    #[error(
+        "cannot attach the {hook} hook to interface {interface}: {}; `mode = \"auto\"` picks \
+         the hook this interface takes (tc where native XDP is refused)",
+        chain(source.as_ref())
+    )]
     Attach {
         interface: String,
-        mode: &'static str,
+        hook: &'static str,
         #[source]
         source: Box<aya::programs::ProgramError>,
     },
+
+    /// The interface does not exist in this network namespace.
+    #[error(
+        "there is no interface {interface} in this network namespace: see `ip -br link` for \
+         the names (in another namespace, run the agent there with `nsenter --net=...`)"
+    )]
+    NoInterface { interface: String },
 
     /// An interface name with a NUL byte.
     #[error("{interface:?} is not a valid interface name: see `ip -br link` for the names")]
@@ -126,6 +137,22 @@ pub enum DatapathError {
     /// A jail index outside `0..MAX_JAILS`.
     #[error("jail index {jail} is out of range: at most {max} jails are supported", max = ban_common::MAX_JAILS)]
     JailOutOfRange { jail: u32 },
+}
+
+/// An error and its causes, joined: aya's errors keep the kernel's words (errno, and the
+/// netlink extended ack) in their sources.
+pub fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let words = cause.to_string();
+        if !text.contains(&words) {
+            text.push_str(": ");
+            text.push_str(&words);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 impl DatapathError {

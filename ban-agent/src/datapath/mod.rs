@@ -1,16 +1,19 @@
-//! The kernel half, seen from user space: load the XDP program, attach it, pin it, and read
-//! and write its maps. The only module that talks to BPF.
+//! The kernel half, seen from user space: load the programs (XDP and tc, one verdict),
+//! attach one of them to each interface, pin it, and read and write the maps. The only
+//! module that talks to BPF; which hook an interface gets is decided in [`hooks`].
 //!
 //! Everything is pinned under one directory (default [`ban_common::PIN_DIR`]): the maps by
-//! name, and one XDP link per interface (`link_<interface>`). A second [`Datapath::open`]
-//! finds the first's maps and reuses them, and [`Datapath::attach`] swaps the new program
-//! into the pinned link atomically, so a restart never lifts a ban nor leaves a window
-//! without protection. Dropping a `Datapath` leaves everything in place; only
-//! [`detach`] removes it.
+//! name, and one link per interface (`link_<interface>` for XDP, `tc_<interface>` for tc).
+//! A second [`Datapath::open`] finds the first's maps and reuses them, and
+//! [`Datapath::attach`] swaps the new program into the pinned link atomically, so a
+//! restart never lifts a ban nor leaves a window without protection. Dropping a
+//! `Datapath` leaves everything in place; only [`detach`] removes it.
 
 mod bans;
 mod bpffs;
 mod error;
+pub mod ethtool;
+mod hooks;
 
 use std::{
     fs,
@@ -21,20 +24,20 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, IterableMap as _, LpmTrie, MapData, MapError, PerCpuArray},
     programs::{
-        Xdp, XdpMode,
-        links::{FdLink, LinkError, PinnedLink},
-        xdp::XdpLink,
+        SchedClassifier, Xdp,
+        links::{FdLink, PinnedLink},
     },
 };
 use ban_common::{
-    Ban, BanKeyV4, BanKeyV6, JAIL_PORTS_LEN, JailCounters, MAX_JAILS, PROGRAM_NAME, PortJails,
-    PrefixV4, PrefixV6, maps, port_slot, proto, unknown_port_slot,
+    Ban, BanKeyV4, BanKeyV6, JAIL_PORTS_LEN, JailCounters, MAX_JAILS, PortJails, PrefixV4,
+    PrefixV6, maps, port_slot, programs, proto, unknown_port_slot,
 };
 pub use bans::{BanRecord, Target, map_of, show};
-pub use error::DatapathError;
+pub use error::{DatapathError, chain as error_chain};
+pub use hooks::{AttachMode, Attached, Hook};
 use tracing::{info, warn};
 
-/// The XDP object built by `build.rs` from `ban-ebpf`.
+/// The eBPF object built by `build.rs` from `ban-ebpf`.
 static PROGRAM: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ban-ebpf"));
 
 /// How [`Datapath::open`] loads the program.
@@ -51,6 +54,9 @@ pub struct DatapathOptions {
     /// Level up to which the program's `aya-log` events are compiled in; anything below
     /// is removed by the verifier as dead code, so it costs nothing.
     pub log_level: aya_log::Level,
+    /// Load the single-buffer XDP twin, as on a kernel before 5.18 that refuses
+    /// `xdp.frags` (for tests and benchmarks; the loader falls back to it by itself).
+    pub xdp_linear: bool,
 }
 
 impl Default for DatapathOptions {
@@ -61,29 +67,9 @@ impl Default for DatapathOptions {
             max_bans_v6: ban_common::DEFAULT_MAX_BANS_V6,
             max_prefix_bans: ban_common::DEFAULT_MAX_PREFIX_BANS,
             log_level: aya_log::Level::Info,
+            xdp_linear: false,
         }
     }
-}
-
-/// How to attach XDP to an interface.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum AttachMode {
-    /// Native (driver) mode, falling back to generic with a warning.
-    #[default]
-    Auto,
-    /// Native mode only: fail if the driver has no XDP support.
-    Native,
-    /// Generic (skb) mode: works everywhere, drops later in the stack.
-    Generic,
-}
-
-/// What [`Datapath::attach`] did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Attached {
-    /// A new link, in this mode.
-    New(&'static str),
-    /// The link pinned by an earlier run now runs this program (same mode as before).
-    Replaced,
 }
 
 /// Which ports of which transport a jail protects.
@@ -109,6 +95,8 @@ pub enum Protocol {
 /// The loaded program, with its maps.
 pub struct Datapath {
     ebpf: Ebpf,
+    /// The XDP program loaded: [`programs::XDP`] or its single-buffer twin.
+    xdp_name: &'static str,
     maps: Maps,
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
 }
@@ -159,8 +147,8 @@ impl Datapath {
                 None
             }
         };
-        let program: &mut Xdp = program_mut(&mut ebpf)?;
-        program
+        let xdp_name = load_xdp(&mut ebpf, options.xdp_linear)?;
+        program_mut::<SchedClassifier>(&mut ebpf, programs::TC)?
             .load()
             .map_err(|e| DatapathError::program("load", e))?;
         let mut take = |name| {
@@ -178,7 +166,12 @@ impl Datapath {
                 take(maps::COUNTERS)?,
             ],
         )?;
-        Ok(Self { ebpf, maps, logger })
+        Ok(Self {
+            ebpf,
+            xdp_name,
+            maps,
+            logger,
+        })
     }
 
     /// The maps, to ban, unban, list and count.
@@ -200,46 +193,64 @@ impl Datapath {
         self.logger.as_ref().map(|logger| logger.as_fd())
     }
 
-    /// Attaches the program to `interface` (a name in the caller's network namespace) and
-    /// pins the link. If an earlier run pinned a link for it, the new program replaces the
-    /// old one in that link atomically: no packet goes unfiltered in between.
+    /// Attaches the verdict to `interface` (a name in the caller's network namespace) in
+    /// the hook `mode` asks for, and pins the link. If an earlier run pinned a link for it,
+    /// the new program replaces the old one in that link atomically: no packet goes
+    /// unfiltered in between. The log line says which hook and why.
     pub fn attach(&mut self, interface: &str, mode: AttachMode) -> Result<Attached, DatapathError> {
-        let pin = link_pin(&self.maps.pin_dir, interface);
-        let program = program_mut(&mut self.ebpf)?;
-        if pin.exists() {
-            match replace_in_pinned_link(program, &pin) {
-                Ok(()) => return Ok(Attached::Replaced),
-                Err(detail) => {
-                    // The interface went away (the link is defunct) or the pin is not ours.
-                    warn!(
-                        "the pinned link {} is unusable ({detail}); attaching anew",
-                        pin.display()
-                    );
-                    remove_file(&pin)?;
+        let xdp_name = self.xdp_name;
+        let [xdp, tc] = self
+            .ebpf
+            .programs_mut()
+            .filter(|(name, _)| *name == xdp_name || *name == programs::TC)
+            .fold([None, None], |[xdp, tc], (name, program)| {
+                if name == programs::TC {
+                    [xdp, Some(program)]
+                } else {
+                    [Some(program), tc]
                 }
-            }
-        }
-        let (id, mode_name) = attach_with_mode(program, interface, mode)?;
-        let link = program
-            .take_link(id)
-            .map_err(|e| DatapathError::program("take the link of", e))?;
-        let link = FdLink::try_from(link).map_err(|e| DatapathError::Link {
-            op: "create",
-            path: pin.clone(),
-            detail: format!("{e}: this kernel has no bpf_link for XDP (Linux >= 5.9 needed)"),
-        })?;
-        link.pin(&pin).map_err(|e| DatapathError::Link {
-            op: "pin",
-            path: pin.clone(),
-            detail: e.to_string(),
-        })?;
-        info!(interface, mode = mode_name, "XDP attached");
-        Ok(Attached::New(mode_name))
+            });
+        let missing = |name| DatapathError::MissingObject {
+            kind: "program",
+            name,
+        };
+        let xdp: &mut Xdp = xdp
+            .ok_or_else(|| missing(xdp_name))?
+            .try_into()
+            .map_err(|e| DatapathError::program("find", e))?;
+        let tc: &mut SchedClassifier = tc
+            .ok_or_else(|| missing(programs::TC))?
+            .try_into()
+            .map_err(|e| DatapathError::program("find", e))?;
+        let attached = hooks::attach(
+            hooks::Programs { xdp, tc },
+            &self.maps.pin_dir,
+            interface,
+            mode,
+        )?;
+        info!(
+            interface,
+            hook = attached.hook.name(),
+            replaced = attached.replaced,
+            why = attached.why.as_str(),
+            "datapath attached"
+        );
+        Ok(attached)
     }
 
-    /// The program, for running it on test packets (`BPF_PROG_TEST_RUN`).
+    /// The XDP program, for running it on test packets (`BPF_PROG_TEST_RUN`).
     pub fn program(&mut self) -> Result<&mut Xdp, DatapathError> {
-        program_mut(&mut self.ebpf)
+        program_mut(&mut self.ebpf, self.xdp_name)
+    }
+
+    /// The tc program, for running it on test packets.
+    pub fn tc_program(&mut self) -> Result<&mut SchedClassifier, DatapathError> {
+        program_mut(&mut self.ebpf, programs::TC)
+    }
+
+    /// Which XDP program was loaded: multi-buffer, or its single-buffer twin.
+    pub fn xdp_program_name(&self) -> &'static str {
+        self.xdp_name
     }
 }
 
@@ -424,8 +435,8 @@ impl Maps {
     }
 }
 
-/// Detaches XDP from every interface and removes every pin under `pin_dir`: all bans are
-/// lifted. Works from any process, with or without a running agent.
+/// Detaches the verdict from every interface (XDP and tc links) and removes every pin under
+/// `pin_dir`: all bans are lifted. Works from any process, with or without a running agent.
 pub fn detach(pin_dir: &Path) -> Result<(), DatapathError> {
     let entries = match fs::read_dir(pin_dir) {
         Ok(entries) => entries,
@@ -445,15 +456,10 @@ pub fn detach(pin_dir: &Path) -> Result<(), DatapathError> {
             source,
         })?;
         let path = entry.path();
-        let is_link = entry.file_name().to_string_lossy().starts_with("link_");
-        if is_link && let Ok(link) = PinnedLink::from_pin(&path) {
+        if hooks::is_link_pin(&entry.file_name().to_string_lossy()) {
             // Unpinning drops the last reference: the kernel detaches the program.
-            let _detached = link.unpin().map_err(|source| DatapathError::Io {
-                op: "unpin",
-                path: path.clone(),
-                source,
-            })?;
-            info!(pin = %path.display(), "XDP detached");
+            hooks::unpin_link(&path)?;
+            info!(pin = %path.display(), "detached");
         } else {
             remove_file(&path)?;
         }
@@ -465,7 +471,7 @@ pub fn detach(pin_dir: &Path) -> Result<(), DatapathError> {
     })
 }
 
-/// The XDP links of the attached interfaces, held open by the daemon. A link lives while a
+/// The links (XDP or tc) of the attached interfaces, held open by the daemon. A link lives while a
 /// pin or a descriptor holds it: held, the program stays attached when bpffs is unmounted
 /// or the pins are removed, and the links can be pinned again.
 pub struct HeldLinks {
@@ -476,8 +482,10 @@ impl HeldLinks {
     /// Opens the pinned link of each of `interfaces` that has one.
     pub fn hold(pin_dir: &Path, interfaces: &[String]) -> Result<Self, DatapathError> {
         let mut links = Vec::new();
-        for interface in interfaces {
-            let path = link_pin(pin_dir, interface);
+        for path in interfaces
+            .iter()
+            .flat_map(|interface| hooks::link_pins(pin_dir, interface))
+        {
             if !path.exists() {
                 continue;
             }
@@ -513,55 +521,35 @@ impl HeldLinks {
     }
 }
 
-fn link_pin(pin_dir: &Path, interface: &str) -> PathBuf {
-    // Interface names cannot contain '/', but a caller's typo must not escape the directory.
-    pin_dir.join(format!("link_{}", interface.replace('/', "_")))
-}
-
-fn replace_in_pinned_link(program: &mut Xdp, pin: &Path) -> Result<(), String> {
-    let pinned = PinnedLink::from_pin(pin).map_err(|e| e.to_string())?;
-    let link = XdpLink::try_from(FdLink::from(pinned)).map_err(|e: LinkError| e.to_string())?;
-    let id = program.attach_to_link(link).map_err(|e| e.to_string())?;
-    // Keep the link out of the program's ownership so that dropping the program closes
-    // only our descriptor; the pin keeps the link, and so the filter, alive.
-    let link = program.take_link(id).map_err(|e| e.to_string())?;
-    drop(FdLink::try_from(link).map_err(|e| e.to_string())?);
-    Ok(())
-}
-
-fn attach_with_mode(
-    program: &mut Xdp,
-    interface: &str,
-    mode: AttachMode,
-) -> Result<(aya::programs::xdp::XdpLinkId, &'static str), DatapathError> {
-    let name = std::ffi::CString::new(interface).map_err(|_| DatapathError::InterfaceName {
-        interface: interface.to_owned(),
-    })?;
-    let try_attach = |program: &mut Xdp, xdp_mode, mode_name: &'static str| {
-        program
-            .attach(name.as_c_str(), xdp_mode)
-            .map(|id| (id, mode_name))
-            .map_err(|e| DatapathError::Attach {
-                interface: interface.to_owned(),
-                mode: mode_name,
-                source: Box::new(e),
-            })
-    };
-    match mode {
-        AttachMode::Native => try_attach(program, XdpMode::Driver, "native"),
-        AttachMode::Generic => try_attach(program, XdpMode::Skb, "generic"),
-        AttachMode::Auto => try_attach(program, XdpMode::Driver, "native").or_else(|e| {
-            warn!("{e}; falling back to generic mode, which drops later and costs more CPU");
-            try_attach(program, XdpMode::Skb, "generic")
-        }),
+/// Loads the multi-buffer XDP program, or its single-buffer twin when the kernel refuses
+/// `xdp.frags` (before 5.18) or `linear` asks for it; returns the name loaded.
+fn load_xdp(ebpf: &mut Ebpf, linear: bool) -> Result<&'static str, DatapathError> {
+    if !linear {
+        let loaded = program_mut::<Xdp>(ebpf, programs::XDP)?.load();
+        match loaded {
+            Ok(()) => return Ok(programs::XDP),
+            Err(e) => warn!(
+                "this kernel refuses multi-buffer XDP ({}); loading the single-buffer \
+                 program: frames larger than one buffer (jumbo MTUs) pass unjudged under \
+                 native XDP, so use tc for them (Linux >= 5.18 takes xdp.frags)",
+                error_chain(&e)
+            ),
+        }
     }
+    program_mut::<Xdp>(ebpf, programs::XDP_LINEAR)?
+        .load()
+        .map_err(|e| DatapathError::program("load", e))?;
+    Ok(programs::XDP_LINEAR)
 }
 
-fn program_mut(ebpf: &mut Ebpf) -> Result<&mut Xdp, DatapathError> {
-    ebpf.program_mut(PROGRAM_NAME)
+fn program_mut<'a, P>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut P, DatapathError>
+where
+    &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name)
         .ok_or(DatapathError::MissingObject {
             kind: "program",
-            name: PROGRAM_NAME,
+            name,
         })?
         .try_into()
         .map_err(|e| DatapathError::program("find", e))
@@ -616,7 +604,7 @@ fn jail_bit(jail: u32) -> Result<u64, DatapathError> {
     Ok(1u64 << jail)
 }
 
-fn remove_file(path: &Path) -> Result<(), DatapathError> {
+pub(crate) fn remove_file(path: &Path) -> Result<(), DatapathError> {
     fs::remove_file(path).map_err(|source| DatapathError::Io {
         op: "remove",
         path: path.to_owned(),

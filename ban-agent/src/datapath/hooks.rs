@@ -1,0 +1,464 @@
+//! Which hook an interface gets, decided here and nowhere else, and how it is attached,
+//! pinned, replaced in place and switched.
+//!
+//! - **XDP** (native, driver mode) drops before the kernel allocates an skb: the cheapest
+//!   drop, where the driver runs XDP without giving anything up.
+//! - **tc** (a TCX ingress link, Linux >= 6.6) runs once per GRO aggregate after the
+//!   driver, copies nothing and changes no offload, and still drops before netfilter and
+//!   the TCP stack.
+//! - **XDP generic** (skb mode) only when asked for: it linearises or copies every GRO
+//!   aggregate (`netif_receive_generic_xdp`), which costs legitimate traffic most.
+//!
+//! `auto` attaches native XDP, reads the interface's offload features (and a veth peer's)
+//! before and after, and keeps XDP only if the driver took it and nothing was turned off;
+//! otherwise it attaches tc and removes the XDP link. A veth, for one, strips its peer's
+//! GSO whenever XDP is attached (`veth_xdp_set`), so the sender falls back to 1500-byte
+//! segments; virtio_net turns off the guest's receive offloads or refuses XDP.
+//!
+//! Pins: `link_<interface>` holds an XDP link (the name earlier versions used), and
+//! `tc_<interface>` a TCX link. A restart swaps the new program into whichever is pinned
+//! (`BPF_LINK_UPDATE`); a change of hook attaches the new one before removing the old, so
+//! no packet goes unjudged in between.
+
+use std::path::{Path, PathBuf};
+
+use aya::programs::{
+    LinkOrder, SchedClassifier, TcAttach, TcAttachType, Xdp, XdpMode,
+    links::{FdLink, PinnedLink},
+    tc::SchedClassifierLink,
+    xdp::XdpLink,
+};
+use tracing::{info, warn};
+
+use super::{DatapathError, ethtool, remove_file};
+
+/// How the operator asks an interface to be hooked (`mode` in the configuration,
+/// `datapath attach --mode`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum AttachMode {
+    /// Native XDP where the driver takes it without turning off an offload; tc elsewhere.
+    #[default]
+    Auto,
+    /// Native XDP only: fail if the driver refuses it.
+    #[value(alias = "native")]
+    Xdp,
+    /// tc ingress (a TCX link).
+    Tc,
+    /// Generic (skb) XDP: runs on every interface but copies or linearises every GRO
+    /// aggregate; for testing.
+    #[value(name = "xdp-generic", alias = "generic")]
+    XdpGeneric,
+}
+
+impl AttachMode {
+    /// The name in the configuration and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Xdp => "xdp",
+            Self::Tc => "tc",
+            Self::XdpGeneric => "xdp-generic",
+        }
+    }
+
+    /// Parses a configuration value.
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::Auto, Self::Xdp, Self::Tc, Self::XdpGeneric]
+            .into_iter()
+            .find(|mode| mode.name() == text)
+    }
+}
+
+/// The hook an interface runs the verdict in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hook {
+    /// Native XDP, or XDP kept from an earlier run (its mode unchanged).
+    Xdp,
+    /// Generic (skb) XDP.
+    XdpGeneric,
+    /// tc ingress.
+    Tc,
+}
+
+impl Hook {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Xdp => "xdp",
+            Self::XdpGeneric => "xdp-generic",
+            Self::Tc => "tc",
+        }
+    }
+
+    fn pin_kind(self) -> PinKind {
+        match self {
+            Self::Xdp | Self::XdpGeneric => PinKind::Xdp,
+            Self::Tc => PinKind::Tc,
+        }
+    }
+}
+
+impl std::fmt::Display for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What [`super::Datapath::attach`] did on one interface, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attached {
+    pub hook: Hook,
+    /// `true`: the program replaced the one an earlier run left in the pinned link.
+    pub replaced: bool,
+    /// Why this hook, in words: the mode asked for, what the kernel refused or turned off.
+    pub why: String,
+}
+
+impl std::fmt::Display for Attached {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let done = if self.replaced {
+            "program replaced in place"
+        } else {
+            "attached"
+        };
+        write!(f, "{} {done} ({})", self.hook, self.why)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PinKind {
+    Xdp,
+    Tc,
+}
+
+/// Where the link of `kind` on `interface` is pinned.
+fn pin_path(pin_dir: &Path, interface: &str, kind: PinKind) -> PathBuf {
+    let prefix = match kind {
+        PinKind::Xdp => "link_",
+        PinKind::Tc => "tc_",
+    };
+    // Interface names cannot contain '/', but a caller's typo must not escape the directory.
+    pin_dir.join(format!("{prefix}{}", interface.replace('/', "_")))
+}
+
+/// The pins of `interface`'s links, XDP first.
+pub fn link_pins(pin_dir: &Path, interface: &str) -> [PathBuf; 2] {
+    [
+        pin_path(pin_dir, interface, PinKind::Xdp),
+        pin_path(pin_dir, interface, PinKind::Tc),
+    ]
+}
+
+/// Whether a pin name under the pin directory is a link.
+pub fn is_link_pin(name: &str) -> bool {
+    name.starts_with("link_") || name.starts_with("tc_")
+}
+
+/// The loaded programs, one per hook.
+pub struct Programs<'a> {
+    pub xdp: &'a mut Xdp,
+    pub tc: &'a mut SchedClassifier,
+}
+
+/// Attaches the verdict to `interface` as `mode` asks; see the module's documentation.
+pub fn attach(
+    programs: Programs<'_>,
+    pin_dir: &Path,
+    interface: &str,
+    mode: AttachMode,
+) -> Result<Attached, DatapathError> {
+    let Ok(c_name) = std::ffi::CString::new(interface) else {
+        return Err(DatapathError::InterfaceName {
+            interface: interface.to_owned(),
+        });
+    };
+    let name = Name {
+        text: interface,
+        c: &c_name,
+    };
+    if ethtool::interface_index(interface).is_none() {
+        return Err(DatapathError::NoInterface {
+            interface: interface.to_owned(),
+        });
+    }
+    let pinned = [PinKind::Xdp, PinKind::Tc]
+        .into_iter()
+        .find(|&kind| pin_path(pin_dir, interface, kind).exists());
+    let keep = match (mode, pinned) {
+        (AttachMode::Auto, Some(kind)) => Some(kind),
+        (AttachMode::Xdp | AttachMode::XdpGeneric, Some(PinKind::Xdp)) => Some(PinKind::Xdp),
+        (AttachMode::Tc, Some(PinKind::Tc)) => Some(PinKind::Tc),
+        _ => None,
+    };
+    if let Some(kind) = keep {
+        let path = pin_path(pin_dir, interface, kind);
+        match replace_in_pinned_link(programs.xdp, programs.tc, &path, kind) {
+            Ok(()) => {
+                let hook = match kind {
+                    PinKind::Xdp => Hook::Xdp,
+                    PinKind::Tc => Hook::Tc,
+                };
+                return Ok(Attached {
+                    hook,
+                    replaced: true,
+                    why: format!(
+                        "mode {}: the hook an earlier run chose, kept with no gap",
+                        mode.name()
+                    ),
+                });
+            }
+            Err(detail) => {
+                // The interface went away (the link is defunct) or the pin is not ours.
+                warn!(
+                    "the pinned link {} is unusable ({detail}); attaching anew",
+                    path.display()
+                );
+                remove_file(&path)?;
+            }
+        }
+    }
+    let attached = match mode {
+        AttachMode::Xdp => {
+            attach_xdp(programs.xdp, pin_dir, name, XdpMode::Driver)?;
+            Attached {
+                hook: Hook::Xdp,
+                replaced: false,
+                why: "mode xdp".to_owned(),
+            }
+        }
+        AttachMode::XdpGeneric => {
+            attach_xdp(programs.xdp, pin_dir, name, XdpMode::Skb)?;
+            warn!(
+                interface,
+                "generic XDP asked for: it copies or linearises every GRO aggregate, which \
+                 costs legitimate traffic far more than tc; use it for testing only"
+            );
+            Attached {
+                hook: Hook::XdpGeneric,
+                replaced: false,
+                why: "mode xdp-generic".to_owned(),
+            }
+        }
+        AttachMode::Tc => {
+            attach_tc(programs.tc, pin_dir, name)?;
+            Attached {
+                hook: Hook::Tc,
+                replaced: false,
+                why: "mode tc".to_owned(),
+            }
+        }
+        AttachMode::Auto => choose(programs, pin_dir, name)?,
+    };
+    // A change of hook: the new one runs already, the old one goes.
+    let other = match attached.hook.pin_kind() {
+        PinKind::Xdp => PinKind::Tc,
+        PinKind::Tc => PinKind::Xdp,
+    };
+    let old = pin_path(pin_dir, interface, other);
+    if old.exists() {
+        unpin_link(&old)?;
+        info!(interface, from = ?other, to = %attached.hook, "hook switched with no gap");
+    }
+    Ok(attached)
+}
+
+/// `auto` on an interface with nothing pinned: native XDP if the driver takes it without
+/// turning anything off, tc otherwise.
+fn choose(programs: Programs<'_>, pin_dir: &Path, name: Name<'_>) -> Result<Attached, DatapathError> {
+    let interface = name.text;
+    let probe = ethtool::Ethtool::new(interface).ok();
+    let driver = probe
+        .as_ref()
+        .and_then(|p| p.driver().ok())
+        .unwrap_or_else(|| "unknown driver".to_owned());
+    let features = |name: &str| ethtool::Ethtool::new(name).and_then(|p| p.features()).ok();
+    let peer = ethtool::veth_peer(interface);
+    let has_peer = probe
+        .as_ref()
+        .is_some_and(|p| p.statistic("peer_ifindex").ok().flatten().is_some());
+    let before = (features(interface), peer.as_deref().and_then(features));
+
+    let xdp = match programs.xdp.attach(name.c, XdpMode::Driver) {
+        Ok(id) => id,
+        Err(e) => {
+            let why = format!(
+                "auto: the {driver} driver refused native XDP ({}); tc drops before netfilter \
+                 and keeps every offload",
+                super::error::chain(&e)
+            );
+            attach_tc(programs.tc, pin_dir, name)?;
+            return Ok(Attached {
+                hook: Hook::Tc,
+                replaced: false,
+                why,
+            });
+        }
+    };
+    let after = (features(interface), peer.as_deref().and_then(features));
+    let mut lost = Vec::new();
+    match (&before.0, &after.0) {
+        (Some(before), Some(after)) => {
+            lost.extend(before.lost(after).into_iter().map(|f| format!("{f} on {interface}")));
+        }
+        _ => lost.push(format!("{interface}'s offloads could not be read")),
+    }
+    match (&peer, &before.1, &after.1) {
+        (Some(peer), Some(before), Some(after)) => {
+            lost.extend(before.lost(after).into_iter().map(|f| format!("{f} on {peer}")));
+        }
+        (Some(peer), _, _) => lost.push(format!("the offloads of its peer {peer} could not be read")),
+        (None, _, _) if has_peer => lost.push(
+            "its veth peer is in another namespace, where its offloads cannot be checked \
+             (veth strips the peer's GSO under XDP)"
+                .to_owned(),
+        ),
+        (None, _, _) => {}
+    }
+    if lost.is_empty() {
+        pin_xdp(programs.xdp, xdp, pin_dir, interface)?;
+        return Ok(Attached {
+            hook: Hook::Xdp,
+            replaced: false,
+            why: format!("auto: the {driver} driver runs native XDP with every offload kept"),
+        });
+    }
+    // tc first, then XDP off: the interface is never without the verdict.
+    attach_tc(programs.tc, pin_dir, name)?;
+    programs
+        .xdp
+        .detach(xdp)
+        .map_err(|e| DatapathError::program("detach the probe of", e))?;
+    Ok(Attached {
+        hook: Hook::Tc,
+        replaced: false,
+        why: format!(
+            "auto: native XDP on {driver} would turn off {}; tc keeps them",
+            lost.join(", ")
+        ),
+    })
+}
+
+/// An interface's name, as text and as the C string aya takes.
+#[derive(Clone, Copy)]
+struct Name<'a> {
+    text: &'a str,
+    c: &'a std::ffi::CStr,
+}
+
+fn attach_xdp(
+    program: &mut Xdp,
+    pin_dir: &Path,
+    name: Name<'_>,
+    mode: XdpMode,
+) -> Result<(), DatapathError> {
+    let id = program
+        .attach(name.c, mode)
+        .map_err(|e| DatapathError::Attach {
+            interface: name.text.to_owned(),
+            hook: if mode == XdpMode::Skb {
+                "xdp-generic"
+            } else {
+                "xdp"
+            },
+            source: Box::new(e),
+        })?;
+    pin_xdp(program, id, pin_dir, name.text)
+}
+
+fn pin_xdp(
+    program: &mut Xdp,
+    id: aya::programs::xdp::XdpLinkId,
+    pin_dir: &Path,
+    interface: &str,
+) -> Result<(), DatapathError> {
+    let pin = pin_path(pin_dir, interface, PinKind::Xdp);
+    let link = program
+        .take_link(id)
+        .map_err(|e| DatapathError::program("take the link of", e))?;
+    let link = FdLink::try_from(link).map_err(|e| DatapathError::Link {
+        op: "create",
+        path: pin.clone(),
+        detail: format!("{e}: this kernel has no bpf_link for XDP (Linux >= 5.9 needed)"),
+    })?;
+    pin_link(link, &pin)
+}
+
+fn attach_tc(
+    program: &mut SchedClassifier,
+    pin_dir: &Path,
+    name: Name<'_>,
+) -> Result<(), DatapathError> {
+    let pin = pin_path(pin_dir, name.text, PinKind::Tc);
+    let id = program
+        .attach(
+            name.c,
+            TcAttach::Tcx {
+                attach_type: TcAttachType::Ingress,
+                order: LinkOrder::default(),
+            },
+        )
+        .map_err(|e| DatapathError::Attach {
+            interface: name.text.to_owned(),
+            hook: "tc",
+            source: Box::new(e),
+        })?;
+    let link = program
+        .take_link(id)
+        .map_err(|e| DatapathError::program("take the link of", e))?;
+    let link = FdLink::try_from(link).map_err(|e| DatapathError::Link {
+        op: "create",
+        path: pin.clone(),
+        detail: format!("{e}: tc mode needs TCX links (Linux >= 6.6)"),
+    })?;
+    pin_link(link, &pin)
+}
+
+fn pin_link(link: FdLink, pin: &Path) -> Result<(), DatapathError> {
+    link.pin(pin).map_err(|e| DatapathError::Link {
+        op: "pin",
+        path: pin.to_owned(),
+        detail: e.to_string(),
+    })?;
+    Ok(())
+}
+
+fn replace_in_pinned_link(
+    xdp: &mut Xdp,
+    tc: &mut SchedClassifier,
+    pin: &Path,
+    kind: PinKind,
+) -> Result<(), String> {
+    let pinned = PinnedLink::from_pin(pin).map_err(|e| e.to_string())?;
+    let link = FdLink::from(pinned);
+    // Keep the link out of the program's ownership so that dropping the program closes
+    // only our descriptor; the pin keeps the link, and so the filter, alive.
+    match kind {
+        PinKind::Xdp => {
+            let link = XdpLink::try_from(link).map_err(|e| e.to_string())?;
+            let id = xdp.attach_to_link(link).map_err(|e| e.to_string())?;
+            let link = xdp.take_link(id).map_err(|e| e.to_string())?;
+            drop(FdLink::try_from(link).map_err(|e| e.to_string())?);
+        }
+        PinKind::Tc => {
+            let link = SchedClassifierLink::try_from(link).map_err(|e| e.to_string())?;
+            let id = tc.attach_to_link(link).map_err(|e| e.to_string())?;
+            let link = tc.take_link(id).map_err(|e| e.to_string())?;
+            drop(FdLink::try_from(link).map_err(|e| e.to_string())?);
+        }
+    }
+    Ok(())
+}
+
+/// Removes a link's pin: the last reference, so the kernel detaches the program.
+pub fn unpin_link(path: &Path) -> Result<(), DatapathError> {
+    match PinnedLink::from_pin(path) {
+        Ok(link) => {
+            let _detached = link.unpin().map_err(|source| DatapathError::Io {
+                op: "unpin",
+                path: path.to_owned(),
+                source,
+            })?;
+            Ok(())
+        }
+        Err(_) => remove_file(path),
+    }
+}
