@@ -191,14 +191,20 @@ pub fn interface_index(name: &str) -> Option<u32> {
 }
 
 /// The peer of a veth `interface` when it is in this namespace: veth reports its peer's
-/// index, which means this namespace's interface only if that one names `interface` back.
+/// index, which means this namespace's interface only if that one is another interface
+/// that names `interface` back (indexes are per namespace: a peer elsewhere often has
+/// the same index as `interface` itself).
 pub fn veth_peer(interface: &str) -> Option<String> {
     let own = interface_index(interface)?;
     let peer_index = Ethtool::new(interface)
         .ok()?
         .statistic("peer_ifindex")
         .ok()??;
-    let peer = interface_name(u32::try_from(peer_index).ok()?)?;
+    let peer_index = u32::try_from(peer_index).ok()?;
+    if peer_index == own {
+        return None;
+    }
+    let peer = interface_name(peer_index)?;
     let back = Ethtool::new(&peer).ok()?.statistic("peer_ifindex").ok()??;
     (back == u64::from(own)).then_some(peer)
 }

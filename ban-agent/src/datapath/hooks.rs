@@ -294,26 +294,28 @@ fn choose(programs: Programs<'_>, pin_dir: &Path, name: Name<'_>) -> Result<Atta
         }
     };
     let after = (features(interface), peer.as_deref().and_then(features));
+    // What native XDP turned off, and what could not be checked (either keeps XDP out).
     let mut lost = Vec::new();
+    let mut unchecked = Vec::new();
     match (&before.0, &after.0) {
         (Some(before), Some(after)) => {
             lost.extend(before.lost(after).into_iter().map(|f| format!("{f} on {interface}")));
         }
-        _ => lost.push(format!("{interface}'s offloads could not be read")),
+        _ => unchecked.push(format!("{interface}'s offloads could not be read")),
     }
     match (&peer, &before.1, &after.1) {
         (Some(peer), Some(before), Some(after)) => {
             lost.extend(before.lost(after).into_iter().map(|f| format!("{f} on {peer}")));
         }
-        (Some(peer), _, _) => lost.push(format!("the offloads of its peer {peer} could not be read")),
-        (None, _, _) if has_peer => lost.push(
-            "its veth peer is in another namespace, where its offloads cannot be checked \
-             (veth strips the peer's GSO under XDP)"
+        (Some(peer), _, _) => unchecked.push(format!("the offloads of its peer {peer} could not be read")),
+        (None, _, _) if has_peer => unchecked.push(
+            "its veth peer is in another namespace, where its offloads cannot be read (veth \
+             turns off the peer's segmentation offloads under XDP)"
                 .to_owned(),
         ),
         (None, _, _) => {}
     }
-    if lost.is_empty() {
+    if lost.is_empty() && unchecked.is_empty() {
         pin_xdp(programs.xdp, xdp, pin_dir, interface)?;
         return Ok(Attached {
             hook: Hook::Xdp,
@@ -321,6 +323,17 @@ fn choose(programs: Programs<'_>, pin_dir: &Path, name: Name<'_>) -> Result<Atta
             why: format!("auto: the {driver} driver runs native XDP with every offload kept"),
         });
     }
+    let why = if lost.is_empty() {
+        format!(
+            "auto: native XDP on {driver} could not be checked ({}); tc keeps every offload",
+            unchecked.join("; ")
+        )
+    } else {
+        format!(
+            "auto: native XDP on {driver} turned off {}; tc keeps them",
+            lost.join(", ")
+        )
+    };
     // tc first, then XDP off: the interface is never without the verdict.
     attach_tc(programs.tc, pin_dir, name)?;
     programs
@@ -330,10 +343,7 @@ fn choose(programs: Programs<'_>, pin_dir: &Path, name: Name<'_>) -> Result<Atta
     Ok(Attached {
         hook: Hook::Tc,
         replaced: false,
-        why: format!(
-            "auto: native XDP on {driver} would turn off {}; tc keeps them",
-            lost.join(", ")
-        ),
+        why,
     })
 }
 

@@ -248,6 +248,18 @@ impl Datapath {
         program_mut(&mut self.ebpf, programs::TC)
     }
 
+    /// The single-buffer XDP twin, loaded on first use beside the program in use, so that
+    /// tests and benchmarks run the same frames through both.
+    pub fn xdp_linear_program(&mut self) -> Result<&mut Xdp, DatapathError> {
+        let program: &mut Xdp = program_mut(&mut self.ebpf, programs::XDP_LINEAR)?;
+        if program.fd().is_err() {
+            program
+                .load()
+                .map_err(|e| DatapathError::program("load", e))?;
+        }
+        Ok(program)
+    }
+
     /// Which XDP program was loaded: multi-buffer, or its single-buffer twin.
     pub fn xdp_program_name(&self) -> &'static str {
         self.xdp_name

@@ -1,5 +1,7 @@
-//! The XDP program loaded with a fixture of jails and bans, run on single frames through
-//! `BPF_PROG_TEST_RUN`: shared by the verdict tests and the verdict property test.
+//! The programs loaded with a fixture of jails and bans, run on single frames through
+//! `BPF_PROG_TEST_RUN`: shared by the verdict tests and the verdict property test. Every
+//! frame goes through the three entry points (XDP with frags, its single-buffer twin, tc
+//! ingress), which must agree: one verdict, whatever the hook.
 
 use std::time::Duration;
 
@@ -13,6 +15,19 @@ use super::{Pins, packet::Frame};
 
 pub const PASS: u32 = 2; // XDP_PASS
 pub const DROP: u32 = 1; // XDP_DROP
+
+/// An entry point of the object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Program {
+    /// `ban_xdp` (`xdp.frags`).
+    Xdp,
+    /// `ban_xdp_linear`, what a kernel before 5.18 runs.
+    XdpLinear,
+    /// `ban_tc`.
+    Tc,
+}
+
+pub const PROGRAMS: [Program; 3] = [Program::Xdp, Program::XdpLinear, Program::Tc];
 
 pub const PROTECTED: u16 = 8000;
 pub const UDP_PROTECTED: u16 = 5353;
@@ -97,27 +112,55 @@ pub fn setup(test: &str) -> Option<Setup> {
     })
 }
 
-/// The verdict for one frame; `None` when the kernel refuses to run a frame that short.
+/// The verdict for one frame, the same from every program that runs it (asserted); `None`
+/// when the kernel refuses to run a frame that short.
 pub fn run(dp: &mut Datapath, bytes: &[u8]) -> Option<u32> {
-    let program = dp.program().expect("program");
-    let result = program.test_run(TestRunOptions {
+    let xdp = run_on(dp, Program::Xdp, bytes);
+    for program in [Program::XdpLinear, Program::Tc] {
+        if let (Some(other), Some(xdp)) = (run_on(dp, program, bytes), xdp) {
+            assert_eq!(
+                other, xdp,
+                "{program:?} judged {bytes:02x?} otherwise than ban_xdp (1 drop, 2 pass)"
+            );
+        }
+    }
+    xdp
+}
+
+/// The verdict of one program for one frame, as XDP codes (tc's drop and pass mapped to
+/// them); `None` when the kernel refuses to run a frame that short.
+pub fn run_on(dp: &mut Datapath, program: Program, bytes: &[u8]) -> Option<u32> {
+    let options = TestRunOptions {
         data_in: Some(bytes),
         ..TestRunOptions::new()
-    });
+    };
+    let result = match program {
+        Program::Xdp => dp.program().expect("program").test_run(options),
+        Program::XdpLinear => dp.xdp_linear_program().expect("twin").test_run(options),
+        Program::Tc => dp.tc_program().expect("tc program").test_run(options),
+    };
     match result {
         Ok(result) => {
+            let verdict = match (program, result.return_value as i32) {
+                (Program::Tc, ban_common::TC_PASS) => PASS,
+                (Program::Tc, ban_common::TC_DROP) => DROP,
+                (Program::Tc, other) => panic!("tc verdict {other} for {bytes:02x?}"),
+                (_, _) => result.return_value,
+            };
             assert!(
-                result.return_value == PASS || result.return_value == DROP,
-                "verdict {} for {bytes:02x?}",
+                verdict == PASS || verdict == DROP,
+                "{program:?}: verdict {} for {bytes:02x?}",
                 result.return_value
             );
-            Some(result.return_value)
+            Some(verdict)
         }
-        Err(e) if bytes.len() < 14 => {
+        // XDP runs from 14 bytes on. The skb test run also refuses frames too short for
+        // their IP header; no NIC delivers a frame under Ethernet's 60-byte minimum.
+        Err(e) if bytes.len() < 14 || (program == Program::Tc && bytes.len() < 60) => {
             let _refused = e;
             None
         }
-        Err(e) => panic!("BPF_PROG_TEST_RUN on {} bytes: {e}", bytes.len()),
+        Err(e) => panic!("BPF_PROG_TEST_RUN of {program:?} on {} bytes: {e}", bytes.len()),
     }
 }
 
