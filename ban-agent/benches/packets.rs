@@ -3,14 +3,16 @@
 //! Each filter gets a scene of three namespaces made here: `gen` and `cli` each joined to
 //! `srv` by a veth pair. trafgen floods `srv`'s port 8000 from `gen` with TCP SYNs from
 //! 250 banned IPv6 sources spread over the ban list, while a legitimate client in `cli`
-//! (never banned) measures its TCP throughput and round-trip time to a server on the
-//! same port. The filters, each with the same bans:
+//! (never banned) measures its TCP throughput (1 and 4 streams) and round-trip time to a
+//! server on the same port. The filters, each with the same bans:
 //!
-//! - ban-agent: the XDP program and its maps, attached to both of `srv`'s veths;
-//! - iptables one rule per address (`-s ADDR -j DROP`), in the raw table, the earliest
-//!   place iptables can drop (fail2ban's default action puts them later, in `filter`);
+//! - no filter at all: the baseline every other row is a ratio to;
+//! - ban-agent as `mode = "auto"` attaches it on a veth: tc ingress;
+//! - ban-agent forced to native XDP (`mode = "xdp"`), and to generic XDP;
 //! - an nftables set, looked up from a prerouting chain at raw priority;
-//! - an ipset (hash:ip), matched from iptables' raw table.
+//! - an ipset (hash:ip), matched from iptables' raw table;
+//! - iptables one rule per address (`-s ADDR -j DROP`), in the raw table, the earliest
+//!   place iptables can drop (fail2ban's default action puts them later, in `filter`).
 //!
 //! Measured per filter and ban count, in the same run, interleaved: the client's
 //! throughput and median round trip without flood; under flood, banned packets dropped
@@ -40,7 +42,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use ban_agent::{
     clock::{Expiry, boot_ns},
-    datapath::{AttachMode, Datapath},
+    datapath::{AttachMode, Datapath, Hook},
 };
 use ipnet::IpNet;
 // The privileged tests' namespaces, veth pairs and pin directories.
@@ -53,7 +55,9 @@ use common::{
     veth,
 };
 
-const SIZES: [u32; 5] = [0, 1_000, 10_000, 100_000, 1_000_000];
+const SIZES: [u32; 3] = [0, 100_000, 1_000_000];
+/// Parallel streams of the legitimate client: one, and several (the GRO/GSO case).
+const STREAMS: [usize; 2] = [1, 4];
 const RUNS: usize = 3;
 const PORT: u16 = 8000;
 /// Banned sources the flood comes from, spread evenly over the ban list.
@@ -81,36 +85,54 @@ fn banned(i: u32) -> Ipv6Addr {
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Tool {
-    Xdp,
-    Iptables,
+    NoFilter,
+    Agent(AttachMode),
     Nftables,
     Ipset,
+    Iptables,
 }
 
-const TOOLS: [Tool; 4] = [Tool::Xdp, Tool::Iptables, Tool::Nftables, Tool::Ipset];
+const TOOLS: [Tool; 7] = [
+    Tool::NoFilter,
+    Tool::Agent(AttachMode::Auto),
+    Tool::Agent(AttachMode::Xdp),
+    Tool::Agent(AttachMode::XdpGeneric),
+    Tool::Nftables,
+    Tool::Ipset,
+    Tool::Iptables,
+];
 
 impl Tool {
     fn name(self) -> &'static str {
         match self {
-            Self::Xdp => "ban-agent (XDP)",
-            Self::Iptables => "iptables rule per address",
+            Self::NoFilter => "no filter",
+            Self::Agent(AttachMode::Auto) => "ban-agent auto (tc)",
+            Self::Agent(AttachMode::Tc) => "ban-agent tc",
+            Self::Agent(AttachMode::Xdp) => "ban-agent xdp (native)",
+            Self::Agent(AttachMode::XdpGeneric) => "ban-agent xdp-generic",
             Self::Nftables => "nftables set",
             Self::Ipset => "ipset",
+            Self::Iptables => "iptables rule per address",
         }
     }
 
     fn tag(self) -> &'static str {
         match self {
-            Self::Xdp => "xdp",
-            Self::Iptables => "ipt",
+            Self::NoFilter => "none",
+            Self::Agent(AttachMode::Auto) => "auto",
+            Self::Agent(AttachMode::Tc) => "tc",
+            Self::Agent(AttachMode::Xdp) => "xdp",
+            Self::Agent(AttachMode::XdpGeneric) => "gen",
             Self::Nftables => "nft",
             Self::Ipset => "ips",
+            Self::Iptables => "ipt",
         }
     }
 
     fn max_bans(self) -> u32 {
         match self {
             Self::Iptables => IPTABLES_MAX,
+            Self::NoFilter => 0,
             _ => u32::MAX,
         }
     }
@@ -119,8 +141,8 @@ impl Tool {
 /// One measurement of one filter with some bans.
 #[derive(Clone, Copy, Default)]
 struct Sample {
-    /// The client's throughput without flood, bits/s.
-    legit_bps: f64,
+    /// The client's throughput without flood, bits/s, with each of [`STREAMS`].
+    legit_bps: [f64; STREAMS.len()],
     /// The client's median round trip without flood, µs.
     rtt_us: f64,
     /// Under flood (not measured with 0 bans: nothing to drop).
@@ -160,12 +182,18 @@ fn main() -> anyhow::Result<()> {
         }
         loaded = size;
         for run in 1..=RUNS {
-            for scene in scenes.iter_mut().filter(|s| size <= s.tool.max_bans()) {
+            // No filter is measured beside every ban count: each ratio compares runs made
+            // minutes apart at most.
+            for scene in scenes
+                .iter_mut()
+                .filter(|s| size <= s.tool.max_bans() || s.tool == Tool::NoFilter)
+            {
                 eprintln!(
                     "packets: {} with {size} bans, run {run}/{RUNS}",
                     scene.tool.name()
                 );
-                rows.push((scene.tool, size, run, scene.measure(size > 0)?));
+                let flood = size > 0 && scene.tool != Tool::NoFilter;
+                rows.push((scene.tool, size, run, scene.measure(flood)?));
             }
         }
     }
@@ -201,13 +229,14 @@ struct Scene {
 }
 
 enum Filter {
-    Xdp {
+    Agent {
         datapath: Box<Datapath>,
         expiry: Expiry,
         _pins: Pins,
     },
     /// A firewall in `srv`, read through its counters.
     Firewall,
+    None,
 }
 
 impl Scene {
@@ -234,17 +263,26 @@ impl Scene {
             &[&format!("{SERVER_CLI}/64")],
         );
         let filter = match tool {
-            Tool::Xdp => {
+            Tool::NoFilter => Filter::None,
+            Tool::Agent(mode) => {
                 let pins = Pins::new(&format!("bench-packets-{}", tool.tag()));
                 let pin_dir = pins.dir.clone();
                 let datapath = srv.run(move || -> anyhow::Result<Datapath> {
                     let mut dp = shared::one_jail_datapath(pin_dir, PORT)?;
                     for interface in ["s-gen", "s-cli"] {
-                        dp.attach(interface, AttachMode::Auto)?;
+                        let attached = dp.attach(interface, mode)?;
+                        eprintln!("packets: {} on {interface}: {attached}", tool.name());
+                        if mode == AttachMode::Auto && attached.hook != Hook::Tc {
+                            bail!(
+                                "auto chose {} on a veth, not tc: {}",
+                                attached.hook,
+                                attached.why
+                            );
+                        }
                     }
                     Ok(dp)
                 })?;
-                Filter::Xdp {
+                Filter::Agent {
                     datapath: Box::new(datapath),
                     expiry: Expiry::after(boot_ns(), Duration::from_secs(3600)),
                     _pins: pins,
@@ -308,7 +346,8 @@ impl Scene {
         }
         let batch = self.flood_conf.with_extension("batch");
         match &mut self.filter {
-            Filter::Xdp {
+            Filter::None => return Ok(()),
+            Filter::Agent {
                 datapath, expiry, ..
             } => {
                 for i in from..to {
@@ -366,7 +405,10 @@ impl Scene {
     }
 
     fn measure(&mut self, flood: bool) -> anyhow::Result<Sample> {
-        let legit_bps = self.throughput(Duration::from_secs(1))?;
+        let mut legit_bps = [0.0; STREAMS.len()];
+        for (bps, streams) in legit_bps.iter_mut().zip(STREAMS) {
+            *bps = self.throughput(Duration::from_secs(1), streams)?;
+        }
         let rtt_us = self.rtt_us()?;
         let flood = if flood { Some(self.flood()?) } else { None };
         Ok(Sample {
@@ -379,7 +421,8 @@ impl Scene {
     /// Packets the filter has dropped from the flood so far.
     fn dropped(&mut self) -> anyhow::Result<u64> {
         match &mut self.filter {
-            Filter::Xdp { datapath, .. } => Ok(datapath
+            Filter::None => Ok(0),
+            Filter::Agent { datapath, .. } => Ok(datapath
                 .maps()
                 .counters()?
                 .iter()
@@ -426,7 +469,7 @@ impl Scene {
             bail!("trafgen exited early ({status}): {error}");
         }
         let (d0, s0, t0) = (self.dropped()?, softirq_ticks(0)?, Instant::now());
-        let legit_bps = self.throughput(WINDOW)?;
+        let legit_bps = self.throughput(WINDOW, 1)?;
         let (d1, s1, t1) = (self.dropped()?, softirq_ticks(0)?, Instant::now());
         drop(generator);
         let drops = d1.saturating_sub(d0);
@@ -457,24 +500,27 @@ impl Scene {
         Ok(stream)
     }
 
-    /// Bits per second the server received from one TCP stream in `window`.
-    fn throughput(&self, window: Duration) -> anyhow::Result<f64> {
-        let mut stream = self.connect()?;
-        stream.write_all(b"T")?;
-        stream.set_write_timeout(Some(Duration::from_millis(50)))?;
-        let chunk = vec![0u8; 64 * 1024];
+    /// Bits per second the server received from `streams` TCP streams in `window`.
+    fn throughput(&self, window: Duration, streams: usize) -> anyhow::Result<f64> {
+        let connections = (0..streams)
+            .map(|_| self.connect())
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let before = self.sink.received.load(Ordering::Relaxed);
         let started = Instant::now();
-        while started.elapsed() < window {
-            match stream.write(&chunk) {
-                Ok(_) => {}
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-                Err(e) => return Err(e).context("legitimate client: send"),
+        std::thread::scope(|scope| -> anyhow::Result<()> {
+            let senders: Vec<_> = connections
+                .into_iter()
+                .map(|stream| scope.spawn(move || send_for(stream, window)))
+                .collect();
+            for sender in senders {
+                sender
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("a client stream panicked"))??;
             }
-        }
+            Ok(())
+        })?;
         let bytes = self.sink.received.load(Ordering::Relaxed) - before;
         let seconds = started.elapsed().as_secs_f64();
-        reset(&stream);
         Ok(bytes as f64 * 8.0 / seconds)
     }
 
@@ -497,6 +543,23 @@ impl Scene {
         reset(&stream);
         Ok(shared::median(trips))
     }
+}
+
+/// Sends as fast as the stream takes for `window`, then resets it.
+fn send_for(mut stream: TcpStream, window: Duration) -> anyhow::Result<()> {
+    stream.write_all(b"T")?;
+    stream.set_write_timeout(Some(Duration::from_millis(50)))?;
+    let chunk = vec![0u8; 64 * 1024];
+    let started = Instant::now();
+    while started.elapsed() < window {
+        match stream.write(&chunk) {
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(e) => return Err(e).context("legitimate client: send"),
+        }
+    }
+    reset(&stream);
+    Ok(())
 }
 
 /// Closes with a reset: unsent data is discarded instead of trickling on after the
@@ -644,15 +707,16 @@ fn softirq_ticks(cpu: usize) -> anyhow::Result<u64> {
 
 fn report(rows: &[(Tool, u32, usize, Sample)]) -> anyhow::Result<()> {
     let mut csv = String::from(
-        "tool,bans,run,legit_mbit_s,legit_rtt_us,flood_drops_per_s,flood_softirq_ns_per_drop,legit_mbit_s_under_flood\n",
+        "tool,bans,run,legit_mbit_s,legit_mbit_s_4_streams,legit_rtt_us,flood_drops_per_s,flood_softirq_ns_per_drop,legit_mbit_s_under_flood\n",
     );
     for (tool, bans, run, s) in rows {
         let f = s.flood.unwrap_or_default();
         let _ = writeln!(
             csv,
-            "{},{bans},{run},{:.1},{:.1},{:.0},{:.0},{:.1}",
+            "{},{bans},{run},{:.1},{:.1},{:.1},{:.0},{:.0},{:.1}",
             tool.name(),
-            s.legit_bps / 1e6,
+            s.legit_bps[0] / 1e6,
+            s.legit_bps[1] / 1e6,
             s.rtt_us,
             f.drops_per_s,
             f.softirq_ns_per_drop,
@@ -668,38 +732,44 @@ fn report(rows: &[(Tool, u32, usize, Sample)]) -> anyhow::Result<()> {
         (!values.is_empty()).then(|| shared::median(values))
     };
     let mut table = String::from(
-        "| bans | filter | client Mbit/s | vs. 0 bans | client RTT µs | flood drops/s | drops vs. iptables | softirq ns/drop | client Mbit/s under flood |\n\
-         |---:|---|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| bans | filter | client Mbit/s, 1 stream | vs. no filter | client Mbit/s, 4 streams | vs. no filter | client RTT µs | flood drops/s | drops vs. nftables set | softirq ns/drop | client Mbit/s under flood |\n\
+         |---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
+    let cell =
+        |v: Option<f64>, digits: usize| v.map_or(String::from("—"), |v| format!("{v:.digits$}"));
     for bans in SIZES {
         for tool in TOOLS {
+            if tool == Tool::NoFilter && bans > 0 {
+                continue;
+            }
             if bans > tool.max_bans() {
                 let _ = writeln!(
                     table,
-                    "| {bans} | {} | not run: over {IPTABLES_MAX} rules | | | | | | |",
+                    "| {bans} | {} | not run: over {IPTABLES_MAX} rules | | | | | | | | |",
                     tool.name()
                 );
                 continue;
             }
-            let legit = med(tool, bans, &|s| Some(s.legit_bps)).unwrap_or(f64::NAN);
-            let base = med(tool, 0, &|s| Some(s.legit_bps)).unwrap_or(f64::NAN);
-            let rtt = med(tool, bans, &|s| Some(s.rtt_us)).unwrap_or(f64::NAN);
-            let cell = |v: Option<f64>, digits: usize| {
-                v.map_or(String::from("—"), |v| format!("{v:.digits$}"))
-            };
+            // The baseline: no filter, measured in the same runs as this ban count.
+            let legit = |i: usize| med(tool, bans, &|s| Some(s.legit_bps[i]));
+            let base = |i: usize| med(Tool::NoFilter, bans, &|s| Some(s.legit_bps[i]));
+            let ratio = |i: usize| legit(i).zip(base(i)).map(|(l, b)| l / b);
+            let rtt = med(tool, bans, &|s| Some(s.rtt_us));
             let drops = med(tool, bans, &|s| s.flood.map(|f| f.drops_per_s));
-            let iptables = med(Tool::Iptables, bans, &|s| s.flood.map(|f| f.drops_per_s));
-            let ratio = drops.zip(iptables).map(|(d, i)| d / i);
+            let nft = med(Tool::Nftables, bans, &|s| s.flood.map(|f| f.drops_per_s));
             let softirq = med(tool, bans, &|s| s.flood.map(|f| f.softirq_ns_per_drop));
             let under = med(tool, bans, &|s| s.flood.map(|f| f.legit_bps / 1e6));
             let _ = writeln!(
                 table,
-                "| {bans} | {} | {:.0} | {:.2} | {rtt:.0} | {} | {} | {} | {} |",
+                "| {bans} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 tool.name(),
-                legit / 1e6,
-                legit / base,
+                cell(legit(0).map(|v| v / 1e6), 0),
+                cell(ratio(0), 2),
+                cell(legit(1).map(|v| v / 1e6), 0),
+                cell(ratio(1), 2),
+                cell(rtt, 0),
                 cell(drops, 0),
-                cell(ratio, 1),
+                cell(drops.zip(nft).map(|(d, n)| d / n), 2),
                 cell(softirq, 0),
                 cell(under, 0),
             );

@@ -1,8 +1,9 @@
-//! `cargo xtask bench xdp`: nanoseconds per packet through the XDP program
-//! (`BPF_PROG_TEST_RUN`), for the pass and drop verdicts, IPv4 and IPv6, with 0, 10k, 100k
-//! and 1M bans in the maps. Writes `docs/benchmarks/xdp.csv` and prints a table.
-//! Needs root. Each figure is the median of several runs of many repetitions, and the
-//! pass cost is compared with the empty-map cost measured in the same run.
+//! `cargo xtask bench xdp`: nanoseconds per packet through each entry point of the verdict
+//! (`BPF_PROG_TEST_RUN`): the XDP program, its single-buffer twin and the tc program, for
+//! the pass and drop verdicts, IPv4 and IPv6, with 0, 10k, 100k and 1M bans in the maps.
+//! Writes `docs/benchmarks/xdp.csv` and prints a table. Needs root. Each figure is the
+//! median of several runs of many repetitions; each is compared with the empty-map cost
+//! and with the XDP program's cost measured in the same run.
 
 use std::{
     fmt::Write as _,
@@ -35,7 +36,15 @@ const CLEAN_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 20);
 const BANNED_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0xa);
 const CLEAN_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0xb);
 
+/// The entry points measured: name, and the return codes of pass and drop.
+const PROGRAMS: [(&str, u32, u32); 3] = [
+    ("xdp", 2, 1),
+    ("xdp-linear", 2, 1),
+    ("tc", ban_common::TC_PASS as u32, ban_common::TC_DROP as u32),
+];
+
 struct Row {
+    program: &'static str,
     family: &'static str,
     bans: u32,
     verdict: &'static str,
@@ -105,27 +114,35 @@ fn measure(pin_dir: &std::path::Path) -> anyhow::Result<Vec<Row>> {
         }
         filled = bans;
         for (family, verdict, bytes) in &packets {
-            let ns = median_ns(&mut dp, bytes, if *verdict == "pass" { 2 } else { 1 })?;
-            rows.push(Row {
-                family,
-                bans,
-                verdict,
-                ns,
-            });
+            for (program, pass, drop) in PROGRAMS {
+                let expected = if *verdict == "pass" { pass } else { drop };
+                let ns = median_ns(&mut dp, program, bytes, expected)?;
+                rows.push(Row {
+                    program,
+                    family,
+                    bans,
+                    verdict,
+                    ns,
+                });
+            }
         }
     }
     Ok(rows)
 }
 
-fn median_ns(dp: &mut Datapath, bytes: &[u8], expected: u32) -> anyhow::Result<f64> {
-    let program = dp.program()?;
+fn median_ns(dp: &mut Datapath, program: &str, bytes: &[u8], expected: u32) -> anyhow::Result<f64> {
     let mut samples = Vec::with_capacity(RUNS);
     for _ in 0..RUNS {
-        let result = program.test_run(TestRunOptions {
+        let options = TestRunOptions {
             data_in: Some(bytes),
             repeat: REPEAT,
             ..TestRunOptions::new()
-        })?;
+        };
+        let result = match program {
+            "xdp" => dp.program()?.test_run(options)?,
+            "xdp-linear" => dp.xdp_linear_program()?.test_run(options)?,
+            _ => dp.tc_program()?.test_run(options)?,
+        };
         if result.return_value != expected {
             bail!(
                 "verdict {} instead of {expected}: the benchmark measures the wrong path",
@@ -140,26 +157,31 @@ fn median_ns(dp: &mut Datapath, bytes: &[u8], expected: u32) -> anyhow::Result<f
 }
 
 fn write_report(rows: &[Row]) -> anyhow::Result<()> {
-    let empty = |family: &str, verdict: &str| {
+    let find = |program: &str, family: &str, verdict: &str, bans: u32| {
         rows.iter()
-            .find(|r| r.family == family && r.verdict == verdict && r.bans == 0)
+            .find(|r| {
+                r.program == program && r.family == family && r.verdict == verdict && r.bans == bans
+            })
             .map_or(f64::NAN, |r| r.ns)
     };
-    let mut csv = String::from("family,bans,verdict,ns_per_packet,ratio_to_empty_map\n");
+    let mut csv =
+        String::from("program,family,bans,verdict,ns_per_packet,ratio_to_empty_map,ratio_to_xdp\n");
     let mut table = String::from(
-        "| family | bans | verdict | ns/packet | vs. empty map |\n|---|---:|---|---:|---:|\n",
+        "| program | family | bans | verdict | ns/packet | vs. empty map | vs. XDP |\n\
+         |---|---|---:|---|---:|---:|---:|\n",
     );
     for r in rows {
-        let ratio = r.ns / empty(r.family, r.verdict);
+        let empty = r.ns / find(r.program, r.family, r.verdict, 0);
+        let xdp = r.ns / find("xdp", r.family, r.verdict, r.bans);
         writeln!(
             csv,
-            "{},{},{},{:.1},{:.3}",
-            r.family, r.bans, r.verdict, r.ns, ratio
+            "{},{},{},{},{:.1},{empty:.3},{xdp:.3}",
+            r.program, r.family, r.bans, r.verdict, r.ns
         )?;
         writeln!(
             table,
-            "| {} | {} | {} | {:.1} | {:.2} |",
-            r.family, r.bans, r.verdict, r.ns, ratio
+            "| {} | {} | {} | {} | {:.1} | {empty:.2} | {xdp:.2} |",
+            r.program, r.family, r.bans, r.verdict, r.ns
         )?;
     }
     shared::publish("xdp", &csv, &table)

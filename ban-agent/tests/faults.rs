@@ -29,6 +29,8 @@ struct Scene {
     attacker: Netns,
     dir: tempfile::TempDir,
     pin_dir: PathBuf,
+    /// The configuration's `mode`: auto (tc on these veths) unless a test says otherwise.
+    mode: &'static str,
 }
 
 impl Scene {
@@ -48,6 +50,7 @@ impl Scene {
             attacker,
             dir: tempfile::tempdir().expect("temp dir"),
             pin_dir,
+            mode: "auto",
         }
     }
 
@@ -59,10 +62,11 @@ impl Scene {
     fn configure(&self) {
         let text = format!(
             "socket = \"ctl.sock\"\nstate_dir = \"state\"\npin_dir = \"{}\"\n\
-             interfaces = [\"s0\"]\nignoreself = true\n\
+             interfaces = [\"s0\"]\nmode = \"{}\"\nignoreself = true\n\
              [jail.auth]\nlogpath = \"auth.log\"\nfilter = \"fastapi-auth\"\nmaxretry = 1\n\
              bantime = \"1h\"\nports = [8000]\nstart = \"head\"\nmax_bans_per_minute = 0\n",
-            self.pin_dir.display()
+            self.pin_dir.display(),
+            self.mode
         );
         std::fs::write(self.path("ban-agent.toml"), text).expect("write config");
     }
@@ -107,12 +111,28 @@ impl Scene {
             .unwrap_or_default()
     }
 
-    fn xdp_attached(&self) -> bool {
+    /// Whether s0 runs the verdict, in XDP (as `ip link` shows) or in tc (a TCX program,
+    /// as the kernel answers a query of s0's ingress).
+    fn attached(&self) -> bool {
         let out = Command::new("ip")
             .args(["-n", &self.server.name, "-d", "link", "show", "s0"])
             .output()
             .expect("ip link show");
-        String::from_utf8_lossy(&out.stdout).contains("prog/xdp")
+        if String::from_utf8_lossy(&out.stdout).contains("prog/xdp") {
+            return true;
+        }
+        self.server.run(|| {
+            use aya::programs::{SchedClassifier, TcAttachType};
+            SchedClassifier::query_tcx(c"s0", TcAttachType::Ingress)
+                .is_ok_and(|(_, programs)| !programs.is_empty())
+        })
+    }
+
+    /// Whether s0's link (XDP or tc) is pinned.
+    fn link_pinned(&self) -> bool {
+        ["link_s0", "tc_s0"]
+            .iter()
+            .any(|name| self.pin_dir.join(name).exists())
     }
 }
 
@@ -250,12 +270,23 @@ fn a_full_state_disk_keeps_banning_says_so_once_and_saves_when_there_is_room() {
 // again with the bans in force. Without `Guard::check`, the new interface has no program
 // and the attacker connects.
 #[test]
-fn an_interface_down_up_or_removed_and_recreated_stays_protected() {
-    let Some(_serial) = common::privileged("an_interface_down_up_or_removed") else {
+fn an_interface_down_up_or_removed_and_recreated_stays_protected_in_tc() {
+    interface_down_up_or_removed_and_recreated("auto", "fi");
+}
+
+#[test]
+fn an_interface_down_up_or_removed_and_recreated_stays_protected_in_xdp() {
+    interface_down_up_or_removed_and_recreated("xdp", "fx");
+}
+
+fn interface_down_up_or_removed_and_recreated(mode: &'static str, tag: &str) {
+    let Some(_serial) = common::privileged(&format!("an_interface_down_up_or_removed_{mode}"))
+    else {
         return;
     };
-    let pins = Pins::new("iface");
-    let scene = Scene::new("fi", pins.dir.clone());
+    let pins = Pins::new(&format!("iface-{mode}"));
+    let mut scene = Scene::new(tag, pins.dir.clone());
+    scene.mode = mode;
     scene.configure();
     let _server = Server::start(&scene.server, &[8000]);
     let daemon = scene.start();
@@ -266,7 +297,7 @@ fn an_interface_down_up_or_removed_and_recreated_stays_protected() {
     });
     scene.server.ip(&["link", "set", "s0", "down"]);
     scene.server.ip(&["link", "set", "s0", "up"]);
-    assert!(scene.xdp_attached(), "down and up keep the program");
+    assert!(scene.attached(), "down and up keep the program");
     assert!(!connects(&scene.attacker, "192.0.2.1:8000"));
 
     scene.server.ip(&["link", "del", "s0"]);
@@ -281,9 +312,7 @@ fn an_interface_down_up_or_removed_and_recreated_stays_protected() {
         "a0",
         &["192.0.2.2/24"],
     );
-    eventually(&daemon, "the new s0 has the program", || {
-        scene.xdp_attached()
-    });
+    eventually(&daemon, "the new s0 has the program", || scene.attached());
     assert!(
         !connects(&scene.attacker, "192.0.2.1:8000"),
         "the ban holds on the new interface"
@@ -315,8 +344,17 @@ impl Drop for Bpffs {
 // pinned again with their bans. Without `HeldLinks`, the unmount detaches the program and
 // the attacker connects; without `Guard::check_pins`, the pins never come back.
 #[test]
-fn bpffs_unmounted_under_the_pins_keeps_dropping_and_the_pins_come_back() {
-    let Some(_serial) = common::privileged("bpffs_unmounted") else {
+fn bpffs_unmounted_under_the_pins_keeps_dropping_and_the_pins_come_back_in_tc() {
+    bpffs_unmounted_under_the_pins("auto", "fb");
+}
+
+#[test]
+fn bpffs_unmounted_under_the_pins_keeps_dropping_and_the_pins_come_back_in_xdp() {
+    bpffs_unmounted_under_the_pins("xdp", "fy");
+}
+
+fn bpffs_unmounted_under_the_pins(mode: &'static str, tag: &str) {
+    let Some(_serial) = common::privileged(&format!("bpffs_unmounted_{mode}")) else {
         return;
     };
     let bpf_dir = tempfile::tempdir().expect("temp dir");
@@ -324,7 +362,8 @@ fn bpffs_unmounted_under_the_pins_keeps_dropping_and_the_pins_come_back() {
     Bpffs::mount(&bpffs);
     let _bpffs = Bpffs(bpffs.clone());
     let pin_dir = bpffs.join("pins");
-    let scene = Scene::new("fb", pin_dir.clone());
+    let mut scene = Scene::new(tag, pin_dir.clone());
+    scene.mode = mode;
     scene.configure();
     let _server = Server::start(&scene.server, &[8000]);
     let daemon = scene.start();
@@ -349,7 +388,7 @@ fn bpffs_unmounted_under_the_pins_keeps_dropping_and_the_pins_come_back() {
     );
     Bpffs::mount(&bpffs);
     eventually(&daemon, "the pins are back", || {
-        pin_dir.join("link_s0").exists() && scene.kernel_bans() == ["192.0.2.2/32"]
+        scene.link_pinned() && scene.kernel_bans() == ["192.0.2.2/32"]
     });
     agent::cli(&scene.path("ctl.sock"), &["stop"]);
     daemon.wait();

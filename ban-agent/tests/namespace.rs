@@ -1,6 +1,7 @@
-//! Real packets between test-made namespaces: a server namespace with the XDP program on
-//! two veth interfaces, an attacker and a legitimate client behind them. Drives the real
-//! binary, each call a separate process that exits, as an operator would.
+//! Real packets between test-made namespaces: a server namespace with the datapath on two
+//! veth interfaces, an attacker and a legitimate client behind them, in each hook (tc and
+//! native XDP). Drives the real binary, each call a separate process that exits, as an
+//! operator would.
 
 mod common;
 
@@ -25,7 +26,7 @@ fn agent(ns: &Netns, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Server with XDP on s0 (towards the attacker) and s1 (towards the client).
+/// Server with the datapath on s0 (towards the attacker) and s1 (towards the client).
 struct Scene {
     server: Netns,
     attacker: Netns,
@@ -71,13 +72,21 @@ impl Scene {
 }
 
 #[test]
-fn banned_client_is_dropped_on_the_protected_port_until_expiry() {
-    let Some(_serial) =
-        common::privileged("banned_client_is_dropped_on_the_protected_port_until_expiry")
-    else {
+fn banned_client_is_dropped_on_the_protected_port_until_expiry_in_tc() {
+    banned_client_is_dropped_until_expiry("tc", "ns1");
+}
+
+#[test]
+fn banned_client_is_dropped_on_the_protected_port_until_expiry_in_xdp() {
+    banned_client_is_dropped_until_expiry("xdp", "ns5");
+}
+
+fn banned_client_is_dropped_until_expiry(mode: &str, tag: &str) {
+    let test = format!("banned_client_is_dropped_on_the_protected_port_until_expiry_in_{mode}");
+    let Some(_serial) = common::privileged(&test) else {
         return;
     };
-    let scene = Scene::new("ns1");
+    let scene = Scene::new(tag);
     let _server = Server::start(&scene.server, &[PROTECTED, OPEN]);
     let attach = [
         "datapath",
@@ -86,11 +95,17 @@ fn banned_client_is_dropped_on_the_protected_port_until_expiry() {
         "s0",
         "-i",
         "s1",
+        "--mode",
+        mode,
         "--protect",
         "0:tcp:8000",
     ];
     let out = scene.agent(&attach);
-    assert!(out.contains("s0: New") && out.contains("s1: New"), "{out}");
+    assert!(
+        out.contains(&format!("s0: {mode} attached"))
+            && out.contains(&format!("s1: {mode} attached")),
+        "{out}"
+    );
 
     assert!(
         connects(&scene.attacker, "192.0.2.1:8000"),
@@ -143,7 +158,8 @@ fn banned_client_is_dropped_on_the_protected_port_until_expiry() {
     // pinned links. Bans survive and nothing is detached.
     let out = scene.agent(&attach);
     assert!(
-        out.contains("s0: Replaced") && out.contains("s1: Replaced"),
+        out.contains(&format!("s0: {mode} program replaced in place"))
+            && out.contains(&format!("s1: {mode} program replaced in place")),
         "{out}"
     );
     assert!(
@@ -186,7 +202,8 @@ fn bpftool_shows_readable_bans_and_detach_removes_everything() {
         return;
     };
     let scene = Scene::new("ns2");
-    scene.agent(&["datapath", "attach", "-i", "s0", "--protect", "0:tcp:8000"]);
+    let attach = ["datapath", "attach", "-i", "s0", "--protect", "0:tcp:8000"];
+    scene.agent(&[&attach[..], &["--mode", "xdp"]].concat());
     scene.agent(&["datapath", "ban", "--jail", "0", "192.0.2.2", "--for", "1h"]);
     scene.agent(&["datapath", "ban", "--jail", "0", "2001:db8:a::/64"]);
 
@@ -221,4 +238,193 @@ fn bpftool_shows_readable_bans_and_detach_removes_everything() {
         "XDP left on s0"
     );
     assert!(!Path::new(&scene.pins.dir).exists(), "pins left behind");
+
+    // The same in tc mode: no link, no qdisc, no filter, no program left.
+    let before = loaded_tc_programs();
+    scene.agent(&[&attach[..], &["--mode", "tc"]].concat());
+    assert_eq!(loaded_tc_programs(), before + 1, "one tc program attached");
+    scene.agent(&["datapath", "detach"]);
+    assert_eq!(
+        loaded_tc_programs(),
+        before,
+        "the tc program outlived detach"
+    );
+    for what in [
+        &["qdisc", "show", "dev", "s0"][..],
+        &["filter", "show", "dev", "s0", "ingress"],
+    ] {
+        let out = sh(Command::new("tc")
+            .arg("-n")
+            .arg(&scene.server.name)
+            .args(what));
+        let out = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            !out.contains("clsact") && !out.contains("ingress") && !out.contains("bpf"),
+            "tc {what:?} after detach: {out}"
+        );
+    }
+    assert!(!Path::new(&scene.pins.dir).exists(), "pins left behind");
+}
+
+/// Programs named ban_tc loaded in the kernel (a link, a pin or a process holds each).
+fn loaded_tc_programs() -> usize {
+    // bpftool exits 255 when no program has the name.
+    let out = Command::new("bpftool")
+        .args(["prog", "show", "name", "ban_tc"])
+        .output()
+        .expect("run bpftool");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|line| line.contains("sched_cls"))
+        .count()
+}
+
+/// The id of the tc link on s0 and the id of the program it runs, from bpftool.
+fn tc_link(pins: &Pins) -> (u32, u32) {
+    let pin = pins.dir.join("tc_s0");
+    let out = sh(Command::new("bpftool")
+        .args(["link", "show", "pinned"])
+        .arg(&pin));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut words = text.split_whitespace();
+    let link = words
+        .next()
+        .and_then(|w| w.trim_end_matches(':').parse().ok())
+        .unwrap_or_else(|| panic!("no link id in {text:?}"));
+    let program = text
+        .split_whitespace()
+        .skip_while(|w| *w != "prog")
+        .nth(1)
+        .and_then(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("no program id in {text:?}"));
+    (link, program)
+}
+
+/// A restart in tc mode swaps the new program into the same TCX link (the link id stays,
+/// the program id changes) while the attacker keeps trying: not one of its connections
+/// goes through, and the legitimate client keeps connecting.
+#[test]
+fn a_restart_in_tc_mode_keeps_the_link_and_the_bans_with_no_gap() {
+    let Some(_serial) =
+        common::privileged("a_restart_in_tc_mode_keeps_the_link_and_the_bans_with_no_gap")
+    else {
+        return;
+    };
+    let scene = Scene::new("ns3");
+    let _server = Server::start(&scene.server, &[PROTECTED]);
+    let attach = [
+        "datapath",
+        "attach",
+        "-i",
+        "s0",
+        "-i",
+        "s1",
+        "--mode",
+        "tc",
+        "--protect",
+        "0:tcp:8000",
+    ];
+    scene.agent(&attach);
+    scene.agent(&["datapath", "ban", "--jail", "0", "192.0.2.2", "--for", "1h"]);
+    let (link, first) = tc_link(&scene.pins);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let got_through = std::thread::scope(|scope| {
+        let attacker = scope.spawn(|| {
+            let mut through = 0;
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline {
+                through += usize::from(connects(&scene.attacker, "192.0.2.1:8000"));
+            }
+            through
+        });
+        for _ in 0..3 {
+            let out = scene.agent(&attach);
+            assert!(out.contains("s0: tc program replaced in place"), "{out}");
+            assert!(
+                connects(&scene.client, "192.0.2.5:8000"),
+                "legitimate client refused"
+            );
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        attacker.join().expect("attacker thread")
+    });
+    assert_eq!(
+        got_through, 0,
+        "the banned attacker connected during a restart"
+    );
+    let (link_after, program_after) = tc_link(&scene.pins);
+    assert_eq!(
+        link_after, link,
+        "a restart made a new link instead of updating it"
+    );
+    assert_ne!(
+        program_after, first,
+        "the link still runs the first program"
+    );
+}
+
+/// `auto` on a veth attaches tc, and the peer keeps its segmentation offloads (native XDP
+/// would turn them off: veth_xdp_set). With the peer in another namespace its offloads
+/// cannot be read, so auto does not try XDP's luck; with both ends in one namespace it
+/// sees them go off under XDP and says which.
+#[test]
+fn auto_on_a_veth_chooses_tc_and_leaves_the_peers_gso_on() {
+    use ban_agent::datapath::ethtool::Ethtool;
+    let Some(_serial) = common::privileged("auto_on_a_veth_chooses_tc_and_leaves_the_peers_gso_on")
+    else {
+        return;
+    };
+    let scene = Scene::new("ns4");
+    let features = |ns: &Netns, interface: &str| {
+        ns.run(|| {
+            Ethtool::new(interface)
+                .and_then(|e| e.features())
+                .unwrap_or_else(|e| panic!("features of {interface}: {e}"))
+        })
+    };
+    let gso = "tx-tcp-segmentation";
+    let before = features(&scene.attacker, "a0");
+    assert!(before.0.contains(gso), "{before:?}");
+
+    let out = scene.agent(&["datapath", "attach", "-i", "s0", "--protect", "0:tcp:8000"]);
+    assert!(out.contains("s0: tc attached (auto: "), "{out}");
+    assert!(out.contains("another namespace"), "{out}");
+    assert_eq!(
+        features(&scene.attacker, "a0"),
+        before,
+        "the peer's offloads changed"
+    );
+
+    // Both ends in the server's namespace: auto reads the peer's offloads go off.
+    common::sh(Command::new("ip").args([
+        "-n",
+        &scene.server.name,
+        "link",
+        "add",
+        "s2",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "s3",
+    ]));
+    scene.server.ip(&["link", "set", "s2", "up"]);
+    scene.server.ip(&["link", "set", "s3", "up"]);
+    let peer_before = features(&scene.server, "s3");
+    let out = scene.agent(&["datapath", "attach", "-i", "s2", "--protect", "0:tcp:8000"]);
+    assert!(
+        out.contains("s2: tc attached (auto: native XDP on veth turned off"),
+        "{out}"
+    );
+    assert!(out.contains(&format!("{gso} on s3")), "{out}");
+    assert_eq!(
+        features(&scene.server, "s3"),
+        peer_before,
+        "s3's offloads changed"
+    );
+    let link = scene.server.ip(&["-d", "link", "show", "s2"]);
+    assert!(
+        !String::from_utf8_lossy(&link.stdout).contains("xdp"),
+        "the XDP probe stayed on s2"
+    );
 }

@@ -227,4 +227,3 @@ fn count_each_passed(jails: u64, size: Size) {
         jail += 1;
     }
 }
-

@@ -269,7 +269,11 @@ fn print_hooks(interfaces: &[crate::control::protocol::InterfaceHook]) {
     }
     println!("`- Datapath:");
     for (i, hook) in interfaces.iter().enumerate() {
-        let branch = if i + 1 == interfaces.len() { "`-" } else { "|-" };
+        let branch = if i + 1 == interfaces.len() {
+            "`-"
+        } else {
+            "|-"
+        };
         println!(
             "   {branch} {}:\t{} ({})",
             hook.interface, hook.hook, hook.why

@@ -138,14 +138,23 @@ fn interface(
                     format!("unknown key {key:?} in an interface: expected `name` and `mode`"),
                 ));
             }
-            let name = table.get("name").and_then(Value::as_str).ok_or_else(shape)?;
+            let name = table
+                .get("name")
+                .and_then(Value::as_str)
+                .ok_or_else(shape)?;
             let mode = match table.get("mode") {
                 None => None,
-                Some(Value::String(mode)) => Some(AttachMode::parse(mode).ok_or_else(|| {
-                    mode_error(source, entry.span(), "interfaces", mode)
-                })?),
+                Some(Value::String(mode)) => Some(
+                    AttachMode::parse(mode)
+                        .ok_or_else(|| mode_error(source, entry.span(), "interfaces", mode))?,
+                ),
                 Some(other) => {
-                    return Err(mode_error(source, entry.span(), "interfaces", &other.to_string()));
+                    return Err(mode_error(
+                        source,
+                        entry.span(),
+                        "interfaces",
+                        &other.to_string(),
+                    ));
                 }
             };
             (name.to_owned(), mode)

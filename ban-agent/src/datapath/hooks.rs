@@ -263,7 +263,11 @@ pub fn attach(
 
 /// `auto` on an interface with nothing pinned: native XDP if the driver takes it without
 /// turning anything off, tc otherwise.
-fn choose(programs: Programs<'_>, pin_dir: &Path, name: Name<'_>) -> Result<Attached, DatapathError> {
+fn choose(
+    programs: Programs<'_>,
+    pin_dir: &Path,
+    name: Name<'_>,
+) -> Result<Attached, DatapathError> {
     let interface = name.text;
     let probe = ethtool::Ethtool::new(interface).ok();
     let driver = probe
@@ -299,15 +303,27 @@ fn choose(programs: Programs<'_>, pin_dir: &Path, name: Name<'_>) -> Result<Atta
     let mut unchecked = Vec::new();
     match (&before.0, &after.0) {
         (Some(before), Some(after)) => {
-            lost.extend(before.lost(after).into_iter().map(|f| format!("{f} on {interface}")));
+            lost.extend(
+                before
+                    .lost(after)
+                    .into_iter()
+                    .map(|f| format!("{f} on {interface}")),
+            );
         }
         _ => unchecked.push(format!("{interface}'s offloads could not be read")),
     }
     match (&peer, &before.1, &after.1) {
         (Some(peer), Some(before), Some(after)) => {
-            lost.extend(before.lost(after).into_iter().map(|f| format!("{f} on {peer}")));
+            lost.extend(
+                before
+                    .lost(after)
+                    .into_iter()
+                    .map(|f| format!("{f} on {peer}")),
+            );
         }
-        (Some(peer), _, _) => unchecked.push(format!("the offloads of its peer {peer} could not be read")),
+        (Some(peer), _, _) => {
+            unchecked.push(format!("the offloads of its peer {peer} could not be read"))
+        }
         (None, _, _) if has_peer => unchecked.push(
             "its veth peer is in another namespace, where its offloads cannot be read (veth \
              turns off the peer's segmentation offloads under XDP)"

@@ -160,7 +160,10 @@ pub fn run_on(dp: &mut Datapath, program: Program, bytes: &[u8]) -> Option<u32> 
             let _refused = e;
             None
         }
-        Err(e) => panic!("BPF_PROG_TEST_RUN of {program:?} on {} bytes: {e}", bytes.len()),
+        Err(e) => panic!(
+            "BPF_PROG_TEST_RUN of {program:?} on {} bytes: {e}",
+            bytes.len()
+        ),
     }
 }
 
