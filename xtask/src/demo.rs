@@ -32,7 +32,7 @@ const GOOD: &str = r#"{"username": "alice", "password": "correct horse battery s
 pub fn demo(ws: &Workspace) -> anyhow::Result<()> {
     if !crate::is_root() {
         bail!(
-            "cargo xtask demo creates network namespaces and attaches XDP: run it as root \
+            "cargo xtask demo creates network namespaces and attaches the datapath: run it as root \
              (e.g. `sudo -E env PATH=\"$PATH\" cargo xtask demo`)"
         );
     }
@@ -56,7 +56,7 @@ pub fn demo(ws: &Workspace) -> anyhow::Result<()> {
         }
         told => told,
     };
-    story.say("cleaning up: XDP detached, app stopped, namespaces deleted");
+    story.say("cleaning up: datapath detached, app stopped, namespaces deleted");
     let _detached = Command::new(&story.agent)
         .args(["datapath", "detach", "--pin-dir", PIN_DIR])
         .output();
@@ -179,9 +179,9 @@ impl Story<'_> {
 
     fn tell(&self) -> anyhow::Result<()> {
         println!(
-            "\nban-agent demo: a FastAPI login brute-forced, and the attacker dropped in XDP.\n\n\
+            "\nban-agent demo: a FastAPI login brute-forced, and the attacker dropped in the kernel.\n\n\
              Network namespaces made for the demo, joined by a bridge:\n  \
-             server    {SERVER}   the example app on :8000, and ban-agent with XDP on eth0\n  \
+             server    {SERVER}   the example app on :8000, and ban-agent on eth0 (tc: a veth)\n  \
              attacker  {ATTACKER}  guesses alice's password\n  \
              client    {CLIENT}  knows it\n"
         );
@@ -221,7 +221,7 @@ impl Story<'_> {
         self.say("attacker POST /login (guess 6) ...");
         match self.curl(Scene::ATTACKER, "POST", "/login", Some(BAD))? {
             None => self.say(
-                "attacker gets no answer in 2 s: its SYNs are dropped in XDP, before the TCP stack",
+                "attacker gets no answer in 2 s: its SYNs are dropped at tc ingress, before netfilter and the TCP stack",
             ),
             Some(code) => bail!("the attacker was answered ({code}) after its ban"),
         }

@@ -37,7 +37,7 @@ pub struct RunArgs {
 pub fn run_agent(ws: &Workspace, args: &RunArgs) -> anyhow::Result<()> {
     if !crate::is_root() {
         bail!(
-            "cargo xtask run attaches XDP to a network interface: run it as root \
+            "cargo xtask run attaches the datapath to a network interface: run it as root \
              (e.g. `sudo -E env PATH=\"$PATH\" cargo xtask run`)"
         );
     }
@@ -96,7 +96,7 @@ pub fn run_agent(ws: &Workspace, args: &RunArgs) -> anyhow::Result<()> {
          -d '{{\"username\":\"alice\",\"password\":\"guess\"}}' http://ADDRESS:8000/login   \
          (5 times from another machine bans it)\n\
          Ctrl-C stops the agent (bans stay in the kernel until they expire; \
-         `{agent} datapath detach` removes XDP and every ban).\n",
+         `{agent} datapath detach` removes the program and every ban).\n",
         if app_log.is_some() {
             " beside the example app"
         } else {
