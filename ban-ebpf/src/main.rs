@@ -28,39 +28,34 @@ use verdict::Size;
 
 #[xdp(frags)]
 pub fn ban_xdp(ctx: XdpContext) -> u32 {
-    let rest = XdpFrags(&ctx);
-    let cursor = Cursor::new(ctx.data(), ctx.data_end(), &rest);
-    let Some(packet) = parse::parse(&cursor) else {
-        return xdp_action::XDP_PASS;
-    };
     let size = || Size {
         // SAFETY: the context of this program run.
         bytes: unsafe { bpf_xdp_get_buff_len(ctx.ctx) },
         packets: 1,
     };
-    match verdict::judge_packet(&packet, size) {
-        None => xdp_action::XDP_PASS,
-        Some(jail) => {
-            log_drop(&ctx, &packet, jail);
-            xdp_action::XDP_DROP
-        }
-    }
+    xdp_verdict(&ctx, &XdpFrags(&ctx), size)
 }
 
 #[xdp]
 pub fn ban_xdp_linear(ctx: XdpContext) -> u32 {
-    let cursor = Cursor::new(ctx.data(), ctx.data_end(), &Linear);
-    let Some(packet) = parse::parse(&cursor) else {
-        return xdp_action::XDP_PASS;
-    };
     let size = || Size {
         bytes: (ctx.data_end() - ctx.data()) as u64,
         packets: 1,
     };
+    xdp_verdict(&ctx, &Linear, size)
+}
+
+/// Both XDP entries: the verdict, top to bottom, with XDP's return codes.
+#[inline(always)]
+fn xdp_verdict<B: Bytes>(ctx: &XdpContext, rest: &B, size: impl FnOnce() -> Size) -> u32 {
+    let cursor = Cursor::new(ctx.data(), ctx.data_end(), rest);
+    let Some(packet) = parse::parse(&cursor) else {
+        return xdp_action::XDP_PASS;
+    };
     match verdict::judge_packet(&packet, size) {
         None => xdp_action::XDP_PASS,
         Some(jail) => {
-            log_drop(&ctx, &packet, jail);
+            log_drop(ctx, &packet, jail);
             xdp_action::XDP_DROP
         }
     }

@@ -268,87 +268,30 @@ fn choose(
     pin_dir: &Path,
     name: Name<'_>,
 ) -> Result<Attached, DatapathError> {
-    let interface = name.text;
-    let probe = ethtool::Ethtool::new(interface).ok();
-    let driver = probe
-        .as_ref()
-        .and_then(|p| p.driver().ok())
-        .unwrap_or_else(|| "unknown driver".to_owned());
-    let features = |name: &str| ethtool::Ethtool::new(name).and_then(|p| p.features()).ok();
-    let peer = ethtool::veth_peer(interface);
-    let has_peer = probe
-        .as_ref()
-        .is_some_and(|p| p.statistic("peer_ifindex").ok().flatten().is_some());
-    let before = (features(interface), peer.as_deref().and_then(features));
-
+    let offloads = Offloads::read(name.text);
+    let driver = offloads.driver.clone();
     let xdp = match programs.xdp.attach(name.c, XdpMode::Driver) {
         Ok(id) => id,
         Err(e) => {
-            let why = format!(
-                "auto: the {driver} driver refused native XDP ({}); tc drops before netfilter \
-                 and keeps every offload",
-                super::error::chain(&e)
-            );
             attach_tc(programs.tc, pin_dir, name)?;
             return Ok(Attached {
                 hook: Hook::Tc,
                 replaced: false,
-                why,
+                why: format!(
+                    "auto: the {driver} driver refused native XDP ({}); tc drops before \
+                     netfilter and keeps every offload",
+                    super::error::chain(&e)
+                ),
             });
         }
     };
-    let after = (features(interface), peer.as_deref().and_then(features));
-    // What native XDP turned off, and what could not be checked (either keeps XDP out).
-    let mut lost = Vec::new();
-    let mut unchecked = Vec::new();
-    match (&before.0, &after.0) {
-        (Some(before), Some(after)) => {
-            lost.extend(
-                before
-                    .lost(after)
-                    .into_iter()
-                    .map(|f| format!("{f} on {interface}")),
-            );
-        }
-        _ => unchecked.push(format!("{interface}'s offloads could not be read")),
-    }
-    match (&peer, &before.1, &after.1) {
-        (Some(peer), Some(before), Some(after)) => {
-            lost.extend(
-                before
-                    .lost(after)
-                    .into_iter()
-                    .map(|f| format!("{f} on {peer}")),
-            );
-        }
-        (Some(peer), _, _) => {
-            unchecked.push(format!("the offloads of its peer {peer} could not be read"))
-        }
-        (None, _, _) if has_peer => unchecked.push(
-            "its veth peer is in another namespace, where its offloads cannot be read (veth \
-             turns off the peer's segmentation offloads under XDP)"
-                .to_owned(),
-        ),
-        (None, _, _) => {}
-    }
-    if lost.is_empty() && unchecked.is_empty() {
-        pin_xdp(programs.xdp, xdp, pin_dir, interface)?;
+    let Some(why) = offloads.cost_of_xdp() else {
+        pin_xdp(programs.xdp, xdp, pin_dir, name.text)?;
         return Ok(Attached {
             hook: Hook::Xdp,
             replaced: false,
             why: format!("auto: the {driver} driver runs native XDP with every offload kept"),
         });
-    }
-    let why = if lost.is_empty() {
-        format!(
-            "auto: native XDP on {driver} could not be checked ({}); tc keeps every offload",
-            unchecked.join("; ")
-        )
-    } else {
-        format!(
-            "auto: native XDP on {driver} turned off {}; tc keeps them",
-            lost.join(", ")
-        )
     };
     // tc first, then XDP off: the interface is never without the verdict.
     attach_tc(programs.tc, pin_dir, name)?;
@@ -361,6 +304,96 @@ fn choose(
         replaced: false,
         why,
     })
+}
+
+/// An interface's offload features (and its veth peer's) read before native XDP is
+/// attached, to compare with what is left after.
+struct Offloads {
+    interface: String,
+    driver: String,
+    /// The veth peer, when it is in this namespace.
+    peer: Option<String>,
+    /// A veth whose peer is elsewhere.
+    peer_elsewhere: bool,
+    own: Option<ethtool::Features>,
+    peers: Option<ethtool::Features>,
+}
+
+impl Offloads {
+    fn read(interface: &str) -> Self {
+        let probe = ethtool::Ethtool::new(interface).ok();
+        let driver = probe
+            .as_ref()
+            .and_then(|p| p.driver().ok())
+            .unwrap_or_else(|| "unknown driver".to_owned());
+        let peer = ethtool::veth_peer(interface);
+        let has_peer = probe
+            .as_ref()
+            .is_some_and(|p| p.statistic("peer_ifindex").ok().flatten().is_some());
+        Self {
+            interface: interface.to_owned(),
+            driver,
+            peer_elsewhere: has_peer && peer.is_none(),
+            own: features(interface),
+            peers: peer.as_deref().and_then(features),
+            peer,
+        }
+    }
+
+    /// With native XDP attached: `None` when every offload is still on, else why XDP
+    /// costs too much (what went off, or what could not be checked).
+    fn cost_of_xdp(&self) -> Option<String> {
+        let interface = &self.interface;
+        let mut lost = Vec::new();
+        let mut unchecked = Vec::new();
+        match (&self.own, features(interface)) {
+            (Some(before), Some(after)) => lost.extend(
+                before
+                    .lost(&after)
+                    .into_iter()
+                    .map(|f| format!("{f} on {interface}")),
+            ),
+            _ => unchecked.push(format!("{interface}'s offloads could not be read")),
+        }
+        if let Some(peer) = &self.peer {
+            match (&self.peers, features(peer)) {
+                (Some(before), Some(after)) => lost.extend(
+                    before
+                        .lost(&after)
+                        .into_iter()
+                        .map(|f| format!("{f} on {peer}")),
+                ),
+                _ => unchecked.push(format!("the offloads of its peer {peer} could not be read")),
+            }
+        } else if self.peer_elsewhere {
+            unchecked.push(
+                "its veth peer is in another namespace, where its offloads cannot be read \
+                 (veth turns off the peer's segmentation offloads under XDP)"
+                    .to_owned(),
+            );
+        }
+        let driver = &self.driver;
+        if !lost.is_empty() {
+            Some(format!(
+                "auto: native XDP on {driver} turned off {}; tc keeps them",
+                lost.join(", ")
+            ))
+        } else if !unchecked.is_empty() {
+            Some(format!(
+                "auto: native XDP on {driver} could not be checked ({}); tc keeps every \
+                 offload",
+                unchecked.join("; ")
+            ))
+        } else {
+            None
+        }
+    }
+}
+
+fn features(interface: &str) -> Option<ethtool::Features> {
+    ethtool::Ethtool::new(interface)
+        .and_then(|probe| probe.features())
+        .ok()
 }
 
 /// An interface's name, as text and as the C string aya takes.
@@ -396,16 +429,14 @@ fn pin_xdp(
     pin_dir: &Path,
     interface: &str,
 ) -> Result<(), DatapathError> {
-    let pin = pin_path(pin_dir, interface, PinKind::Xdp);
     let link = program
         .take_link(id)
         .map_err(|e| DatapathError::program("take the link of", e))?;
-    let link = FdLink::try_from(link).map_err(|e| DatapathError::Link {
-        op: "create",
-        path: pin.clone(),
-        detail: format!("{e}: this kernel has no bpf_link for XDP (Linux >= 5.9 needed)"),
-    })?;
-    pin_link(link, &pin)
+    pin_link(
+        link,
+        &pin_path(pin_dir, interface, PinKind::Xdp),
+        "this kernel has no bpf_link for XDP (Linux >= 5.9 needed)",
+    )
 }
 
 fn attach_tc(
@@ -413,7 +444,6 @@ fn attach_tc(
     pin_dir: &Path,
     name: Name<'_>,
 ) -> Result<(), DatapathError> {
-    let pin = pin_path(pin_dir, name.text, PinKind::Tc);
     let id = program
         .attach(
             name.c,
@@ -430,15 +460,25 @@ fn attach_tc(
     let link = program
         .take_link(id)
         .map_err(|e| DatapathError::program("take the link of", e))?;
-    let link = FdLink::try_from(link).map_err(|e| DatapathError::Link {
-        op: "create",
-        path: pin.clone(),
-        detail: format!("{e}: tc mode needs TCX links (Linux >= 6.6)"),
-    })?;
-    pin_link(link, &pin)
+    pin_link(
+        link,
+        &pin_path(pin_dir, name.text, PinKind::Tc),
+        "tc mode needs TCX links (Linux >= 6.6)",
+    )
 }
 
-fn pin_link(link: FdLink, pin: &Path) -> Result<(), DatapathError> {
+/// Pins a link taken from its program; `needs` says what a kernel without bpf_link for
+/// this hook lacks.
+fn pin_link<L>(link: L, pin: &Path, needs: &str) -> Result<(), DatapathError>
+where
+    FdLink: TryFrom<L>,
+    <FdLink as TryFrom<L>>::Error: std::fmt::Display,
+{
+    let link = FdLink::try_from(link).map_err(|e| DatapathError::Link {
+        op: "create",
+        path: pin.to_owned(),
+        detail: format!("{e}: {needs}"),
+    })?;
     link.pin(pin).map_err(|e| DatapathError::Link {
         op: "pin",
         path: pin.to_owned(),
