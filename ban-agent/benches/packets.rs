@@ -58,7 +58,7 @@ use common::{
 const SIZES: [u32; 3] = [0, 100_000, 1_000_000];
 /// Parallel streams of the legitimate client: one, and several (the GRO/GSO case).
 const STREAMS: [usize; 2] = [1, 4];
-const RUNS: usize = 3;
+const RUNS: usize = 5;
 const PORT: u16 = 8000;
 /// Banned sources the flood comes from, spread evenly over the ban list.
 const FLOOD_SOURCES: u32 = 250;

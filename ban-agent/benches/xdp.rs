@@ -29,7 +29,9 @@ use packet::{Frame, L4};
 
 const LEVELS: [u32; 4] = [0, 10_000, 100_000, 1_000_000];
 const REPEAT: u32 = 200_000;
-const RUNS: usize = 7;
+/// Runs per packet, the programs interleaved run by run so that each ratio to XDP compares
+/// samples taken side by side on this noisy machine.
+const RUNS: usize = 11;
 const PORT: u16 = 8000;
 const BANNED_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
 const CLEAN_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 20);
@@ -114,9 +116,8 @@ fn measure(pin_dir: &std::path::Path) -> anyhow::Result<Vec<Row>> {
         }
         filled = bans;
         for (family, verdict, bytes) in &packets {
-            for (program, pass, drop) in PROGRAMS {
-                let expected = if *verdict == "pass" { pass } else { drop };
-                let ns = median_ns(&mut dp, program, bytes, expected)?;
+            let medians = median_ns(&mut dp, bytes, *verdict == "pass")?;
+            for ((program, _, _), ns) in PROGRAMS.into_iter().zip(medians) {
                 rows.push(Row {
                     program,
                     family,
@@ -130,30 +131,38 @@ fn measure(pin_dir: &std::path::Path) -> anyhow::Result<Vec<Row>> {
     Ok(rows)
 }
 
-fn median_ns(dp: &mut Datapath, program: &str, bytes: &[u8], expected: u32) -> anyhow::Result<f64> {
-    let mut samples = Vec::with_capacity(RUNS);
+/// The median ns per packet of each of [`PROGRAMS`] on `bytes`, the programs taking turns.
+fn median_ns(
+    dp: &mut Datapath,
+    bytes: &[u8],
+    pass: bool,
+) -> anyhow::Result<[f64; PROGRAMS.len()]> {
+    let mut samples: [Vec<f64>; PROGRAMS.len()] = Default::default();
     for _ in 0..RUNS {
-        let options = TestRunOptions {
-            data_in: Some(bytes),
-            repeat: REPEAT,
-            ..TestRunOptions::new()
-        };
-        let result = match program {
-            "xdp" => dp.program()?.test_run(options)?,
-            "xdp-linear" => dp.xdp_linear_program()?.test_run(options)?,
-            _ => dp.tc_program()?.test_run(options)?,
-        };
-        if result.return_value != expected {
-            bail!(
-                "verdict {} instead of {expected}: the benchmark measures the wrong path",
-                result.return_value
-            );
+        for (i, (program, pass_code, drop_code)) in PROGRAMS.into_iter().enumerate() {
+            let expected = if pass { pass_code } else { drop_code };
+            let options = TestRunOptions {
+                data_in: Some(bytes),
+                repeat: REPEAT,
+                ..TestRunOptions::new()
+            };
+            let result = match program {
+                "xdp" => dp.program()?.test_run(options)?,
+                "xdp-linear" => dp.xdp_linear_program()?.test_run(options)?,
+                _ => dp.tc_program()?.test_run(options)?,
+            };
+            if result.return_value != expected {
+                bail!(
+                    "{program}: verdict {} instead of {expected}: the benchmark measures the \
+                     wrong path",
+                    result.return_value
+                );
+            }
+            // The kernel reports the mean time of one repetition.
+            samples[i].push(result.duration.as_nanos() as f64);
         }
-        // The kernel reports the mean time of one repetition.
-        samples.push(result.duration.as_nanos() as f64);
     }
-    samples.sort_by(f64::total_cmp);
-    Ok(samples[RUNS / 2])
+    Ok(samples.map(shared::median))
 }
 
 fn write_report(rows: &[Row]) -> anyhow::Result<()> {
@@ -182,6 +191,19 @@ fn write_report(rows: &[Row]) -> anyhow::Result<()> {
             table,
             "| {} | {} | {} | {} | {:.1} | {empty:.2} | {xdp:.2} |",
             r.program, r.family, r.bans, r.verdict, r.ns
+        )?;
+    }
+    // Over every packet shape and ban count: what each program costs beside XDP.
+    for (program, _, _) in PROGRAMS {
+        let ratios: Vec<f64> = rows
+            .iter()
+            .filter(|r| r.program == program)
+            .map(|r| r.ns / find("xdp", r.family, r.verdict, r.bans))
+            .collect();
+        writeln!(
+            table,
+            "| {program} | all | all | all | | | median {:.2} |",
+            shared::median(ratios)
         )?;
     }
     shared::publish("xdp", &csv, &table)
