@@ -132,11 +132,7 @@ fn measure(pin_dir: &std::path::Path) -> anyhow::Result<Vec<Row>> {
 }
 
 /// The median ns per packet of each of [`PROGRAMS`] on `bytes`, the programs taking turns.
-fn median_ns(
-    dp: &mut Datapath,
-    bytes: &[u8],
-    pass: bool,
-) -> anyhow::Result<[f64; PROGRAMS.len()]> {
+fn median_ns(dp: &mut Datapath, bytes: &[u8], pass: bool) -> anyhow::Result<[f64; PROGRAMS.len()]> {
     let mut samples: [Vec<f64>; PROGRAMS.len()] = Default::default();
     for _ in 0..RUNS {
         for (i, (program, pass_code, drop_code)) in PROGRAMS.into_iter().enumerate() {

@@ -428,3 +428,83 @@ fn auto_on_a_veth_chooses_tc_and_leaves_the_peers_gso_on() {
         "the XDP probe stayed on s2"
     );
 }
+
+/// On a kernel without TCX links (before 6.6), tc is a filter on the clsact qdisc, at a
+/// fixed priority and handle; forced here with the hidden `--tc-clsact`. It drops the
+/// banned client, a restart replaces its program in place (still one filter, the same
+/// priority, bans kept), and detach removes the filter.
+#[test]
+fn without_tcx_the_tc_hook_is_a_clsact_filter_replaced_in_place() {
+    let Some(_serial) =
+        common::privileged("without_tcx_the_tc_hook_is_a_clsact_filter_replaced_in_place")
+    else {
+        return;
+    };
+    let scene = Scene::new("ns6");
+    let _server = Server::start(&scene.server, &[PROTECTED]);
+    let attach = [
+        "datapath",
+        "attach",
+        "-i",
+        "s0",
+        "--mode",
+        "tc",
+        "--tc-clsact",
+        "--protect",
+        "0:tcp:8000",
+    ];
+    let filters = || {
+        let out = sh(Command::new("tc").args([
+            "-n",
+            &scene.server.name,
+            "filter",
+            "show",
+            "dev",
+            "s0",
+            "ingress",
+        ]));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|line| line.contains("ban_tc"))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let out = scene.agent(&attach);
+    assert!(
+        out.contains("s0: tc attached (mode tc (a clsact filter"),
+        "{out}"
+    );
+    let first = filters();
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert!(first[0].contains("pref 186"), "{first:?}");
+    scene.agent(&["datapath", "ban", "--jail", "0", "192.0.2.2", "--for", "1h"]);
+    assert!(
+        !connects(&scene.attacker, "192.0.2.1:8000"),
+        "banned client connected"
+    );
+    assert!(
+        connects(&scene.client, "192.0.2.5:8000"),
+        "legitimate client refused"
+    );
+
+    let out = scene.agent(&attach);
+    assert!(out.contains("s0: tc program replaced in place"), "{out}");
+    let again = filters();
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert_ne!(
+        again, first,
+        "the filter still runs the first program (its id)"
+    );
+    assert!(
+        !connects(&scene.attacker, "192.0.2.1:8000"),
+        "ban lost on restart"
+    );
+
+    scene.agent(&["datapath", "detach"]);
+    assert!(filters().is_empty(), "the clsact filter outlived detach");
+    assert!(
+        connects(&scene.attacker, "192.0.2.1:8000"),
+        "detach left a drop"
+    );
+    assert!(!Path::new(&scene.pins.dir).exists(), "pins left behind");
+}

@@ -62,18 +62,25 @@ struct PinDir {
 
 #[derive(Debug, Subcommand)]
 enum DatapathCommand {
-    /// Load the XDP program, attach it to interfaces and pin everything, then exit: the
-    /// filter stays in force. Run again to upgrade the program in place; bans are kept.
+    /// Load the programs, attach one to each interface (XDP or tc, as --mode says) and pin
+    /// everything, then exit: the filter stays in force. Run again to upgrade the program
+    /// in place; bans are kept. Prints the hook each interface got and why.
     #[command(
-        after_help = "Example:\n  ban-agent datapath attach --interface eth0 --protect 0:tcp:8000"
+        after_help = "Examples:\n  ban-agent datapath attach --interface eth0 --protect 0:tcp:8000\n  \
+                      ban-agent datapath attach -i eth0 --mode tc --protect 0:tcp:80,443"
     )]
     Attach {
         /// Interface to attach to (repeat for several).
         #[arg(long = "interface", short = 'i', required = true, value_name = "NAME")]
         interfaces: Vec<String>,
-        /// XDP mode.
+        /// The hook: auto (native XDP where the driver keeps every offload, tc elsewhere),
+        /// xdp (native only), tc, or xdp-generic (testing only). An interface attached
+        /// before keeps its hook with auto.
         #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
         mode: AttachMode,
+        /// Attach tc as a clsact filter even where TCX links exist, as on Linux < 6.6.
+        #[arg(long, hide = true)]
+        tc_clsact: bool,
         /// What a jail protects, as JAIL:PROTOCOL:PORTS, PROTOCOL being tcp, udp or all
         /// and PORTS a comma-separated list or `all` (repeat for several jails).
         #[arg(long = "protect", value_name = "JAIL:PROTO:PORTS", value_parser = parse_protect)]
@@ -177,11 +184,13 @@ fn run_datapath(command: DatapathCommand) -> anyhow::Result<()> {
         DatapathCommand::Attach {
             interfaces,
             mode,
+            tc_clsact,
             protect,
             pin,
         } => {
             let mut datapath = Datapath::open(DatapathOptions {
                 pin_dir: pin.pin_dir,
+                tc_clsact,
                 ..DatapathOptions::default()
             })?;
             datapath.maps().set_jails(&protect)?;

@@ -18,14 +18,17 @@
 //! Pins: `link_<interface>` holds an XDP link (the name earlier versions used), and
 //! `tc_<interface>` a TCX link. A restart swaps the new program into whichever is pinned
 //! (`BPF_LINK_UPDATE`); a change of hook attaches the new one before removing the old, so
-//! no packet goes unjudged in between.
+//! no packet goes unjudged in between. A kernel without TCX (before 6.6) gets a filter on
+//! the clsact qdisc instead, at a fixed priority and handle so that a restart replaces it
+//! in place; the tc program pinned as `tcnl_<interface>` marks it, for restarts and
+//! `detach`.
 
 use std::path::{Path, PathBuf};
 
 use aya::programs::{
     LinkOrder, SchedClassifier, TcAttach, TcAttachType, Xdp, XdpMode,
     links::{FdLink, PinnedLink},
-    tc::SchedClassifierLink,
+    tc::{self, NlOptions, SchedClassifierLink, TcHandle},
     xdp::XdpLink,
 };
 use tracing::{info, warn};
@@ -88,13 +91,6 @@ impl Hook {
             Self::Tc => "tc",
         }
     }
-
-    fn pin_kind(self) -> PinKind {
-        match self {
-            Self::Xdp | Self::XdpGeneric => PinKind::Xdp,
-            Self::Tc => PinKind::Tc,
-        }
-    }
 }
 
 impl std::fmt::Display for Hook {
@@ -126,8 +122,31 @@ impl std::fmt::Display for Attached {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum PinKind {
+    /// An XDP link.
     Xdp,
+    /// A TCX link.
     Tc,
+    /// The tc program, marking its clsact filter (no TCX).
+    TcClsact,
+}
+
+const PIN_KINDS: [PinKind; 3] = [PinKind::Xdp, PinKind::Tc, PinKind::TcClsact];
+
+/// Priority of the clsact filter on kernels without TCX: fixed, so that a restart finds
+/// it and replaces its program in place (lower runs first; Cilium takes 1).
+const CLSACT_PRIORITY: u16 = 0xba;
+/// Handle of that filter.
+const CLSACT_HANDLE: TcHandle = TcHandle::new(0, 0xba);
+/// Prefix of the clsact marker pins.
+const CLSACT_PIN_PREFIX: &str = "tcnl_";
+
+impl PinKind {
+    fn hook(self) -> Hook {
+        match self {
+            Self::Xdp => Hook::Xdp,
+            Self::Tc | Self::TcClsact => Hook::Tc,
+        }
+    }
 }
 
 /// Where the link of `kind` on `interface` is pinned.
@@ -135,6 +154,7 @@ fn pin_path(pin_dir: &Path, interface: &str, kind: PinKind) -> PathBuf {
     let prefix = match kind {
         PinKind::Xdp => "link_",
         PinKind::Tc => "tc_",
+        PinKind::TcClsact => CLSACT_PIN_PREFIX,
     };
     // Interface names cannot contain '/', but a caller's typo must not escape the directory.
     pin_dir.join(format!("{prefix}{}", interface.replace('/', "_")))
@@ -153,10 +173,17 @@ pub fn is_link_pin(name: &str) -> bool {
     name.starts_with("link_") || name.starts_with("tc_")
 }
 
+/// The interface of a clsact marker pin's name, when it is one.
+pub fn clsact_interface(pin_name: &str) -> Option<&str> {
+    pin_name.strip_prefix(CLSACT_PIN_PREFIX)
+}
+
 /// The loaded programs, one per hook.
 pub struct Programs<'a> {
     pub xdp: &'a mut Xdp,
     pub tc: &'a mut SchedClassifier,
+    /// Attach tc as a clsact filter even where TCX links exist.
+    pub clsact: bool,
 }
 
 /// Attaches the verdict to `interface` as `mode` asks; see the module's documentation.
@@ -180,25 +207,25 @@ pub fn attach(
             interface: interface.to_owned(),
         });
     }
-    let pinned = [PinKind::Xdp, PinKind::Tc]
+    let pinned = PIN_KINDS
         .into_iter()
         .find(|&kind| pin_path(pin_dir, interface, kind).exists());
     let keep = match (mode, pinned) {
         (AttachMode::Auto, Some(kind)) => Some(kind),
         (AttachMode::Xdp | AttachMode::XdpGeneric, Some(PinKind::Xdp)) => Some(PinKind::Xdp),
-        (AttachMode::Tc, Some(PinKind::Tc)) => Some(PinKind::Tc),
+        (AttachMode::Tc, Some(kind)) if kind != PinKind::Xdp => Some(kind),
         _ => None,
     };
     if let Some(kind) = keep {
         let path = pin_path(pin_dir, interface, kind);
-        match replace_in_pinned_link(programs.xdp, programs.tc, &path, kind) {
+        let replaced = match kind {
+            PinKind::TcClsact => replace_clsact(programs.tc, name, &path),
+            _ => replace_in_pinned_link(programs.xdp, programs.tc, &path, kind),
+        };
+        match replaced {
             Ok(()) => {
-                let hook = match kind {
-                    PinKind::Xdp => Hook::Xdp,
-                    PinKind::Tc => Hook::Tc,
-                };
                 return Ok(Attached {
-                    hook,
+                    hook: kind.hook(),
                     replaced: true,
                     why: format!(
                         "mode {}: the hook an earlier run chose, kept with no gap",
@@ -207,7 +234,8 @@ pub fn attach(
                 });
             }
             Err(detail) => {
-                // The interface went away (the link is defunct) or the pin is not ours.
+                // The interface went away (the link is defunct), the filter was removed,
+                // or the pin is not ours.
                 warn!(
                     "the pinned link {} is unusable ({detail}); attaching anew",
                     path.display()
@@ -216,14 +244,15 @@ pub fn attach(
             }
         }
     }
-    let attached = match mode {
+    let (attached, kind) = match mode {
         AttachMode::Xdp => {
             attach_xdp(programs.xdp, pin_dir, name, XdpMode::Driver)?;
-            Attached {
+            let attached = Attached {
                 hook: Hook::Xdp,
                 replaced: false,
                 why: "mode xdp".to_owned(),
-            }
+            };
+            (attached, PinKind::Xdp)
         }
         AttachMode::XdpGeneric => {
             attach_xdp(programs.xdp, pin_dir, name, XdpMode::Skb)?;
@@ -232,33 +261,51 @@ pub fn attach(
                 "generic XDP asked for: it copies or linearises every GRO aggregate, which \
                  costs legitimate traffic far more than tc; use it for testing only"
             );
-            Attached {
+            let attached = Attached {
                 hook: Hook::XdpGeneric,
                 replaced: false,
                 why: "mode xdp-generic".to_owned(),
-            }
+            };
+            (attached, PinKind::Xdp)
         }
         AttachMode::Tc => {
-            attach_tc(programs.tc, pin_dir, name)?;
-            Attached {
+            let kind = attach_tc(programs.tc, pin_dir, name, programs.clsact)?;
+            let attached = Attached {
                 hook: Hook::Tc,
                 replaced: false,
-                why: "mode tc".to_owned(),
-            }
+                why: format!("mode tc{}", backend_note(kind)),
+            };
+            (attached, kind)
         }
         AttachMode::Auto => choose(programs, pin_dir, name)?,
     };
     // A change of hook: the new one runs already, the old one goes.
-    let other = match attached.hook.pin_kind() {
-        PinKind::Xdp => PinKind::Tc,
-        PinKind::Tc => PinKind::Xdp,
-    };
-    let old = pin_path(pin_dir, interface, other);
-    if old.exists() {
-        unpin_link(&old)?;
-        info!(interface, from = ?other, to = %attached.hook, "hook switched with no gap");
+    for other in PIN_KINDS.into_iter().filter(|&other| other != kind) {
+        let old = pin_path(pin_dir, interface, other);
+        if old.exists() {
+            remove_pin(&old, interface, other)?;
+            info!(interface, from = ?other, to = %attached.hook, "hook switched with no gap");
+        }
     }
     Ok(attached)
+}
+
+/// How tc was attached, for `why`: nothing to say for a TCX link.
+fn backend_note(kind: PinKind) -> &'static str {
+    if kind == PinKind::TcClsact {
+        " (a clsact filter, as on kernels without TCX links)"
+    } else {
+        ""
+    }
+}
+
+/// Removes the pin of `kind` and what it holds: the link, or the clsact filter.
+fn remove_pin(path: &Path, interface: &str, kind: PinKind) -> Result<(), DatapathError> {
+    if kind == PinKind::TcClsact {
+        remove_clsact_filter(interface)?;
+        return remove_file(path);
+    }
+    unpin_link(path)
 }
 
 /// `auto` on an interface with nothing pinned: native XDP if the driver takes it without
@@ -267,43 +314,45 @@ fn choose(
     programs: Programs<'_>,
     pin_dir: &Path,
     name: Name<'_>,
-) -> Result<Attached, DatapathError> {
+) -> Result<(Attached, PinKind), DatapathError> {
     let offloads = Offloads::read(name.text);
     let driver = offloads.driver.clone();
+    let tc = |kind: PinKind, why: String| {
+        let attached = Attached {
+            hook: Hook::Tc,
+            replaced: false,
+            why: format!("{why}{}", backend_note(kind)),
+        };
+        (attached, kind)
+    };
     let xdp = match programs.xdp.attach(name.c, XdpMode::Driver) {
         Ok(id) => id,
         Err(e) => {
-            attach_tc(programs.tc, pin_dir, name)?;
-            return Ok(Attached {
-                hook: Hook::Tc,
-                replaced: false,
-                why: format!(
-                    "auto: the {driver} driver refused native XDP ({}); tc drops before \
-                     netfilter and keeps every offload",
-                    super::error::chain(&e)
-                ),
-            });
+            let kind = attach_tc(programs.tc, pin_dir, name, programs.clsact)?;
+            let why = format!(
+                "auto: the {driver} driver refused native XDP ({}); tc drops before netfilter \
+                 and keeps every offload",
+                super::error::chain(&e)
+            );
+            return Ok(tc(kind, why));
         }
     };
     let Some(why) = offloads.cost_of_xdp() else {
         pin_xdp(programs.xdp, xdp, pin_dir, name.text)?;
-        return Ok(Attached {
+        let attached = Attached {
             hook: Hook::Xdp,
             replaced: false,
             why: format!("auto: the {driver} driver runs native XDP with every offload kept"),
-        });
+        };
+        return Ok((attached, PinKind::Xdp));
     };
     // tc first, then XDP off: the interface is never without the verdict.
-    attach_tc(programs.tc, pin_dir, name)?;
+    let kind = attach_tc(programs.tc, pin_dir, name, programs.clsact)?;
     programs
         .xdp
         .detach(xdp)
         .map_err(|e| DatapathError::program("detach the probe of", e))?;
-    Ok(Attached {
-        hook: Hook::Tc,
-        replaced: false,
-        why,
-    })
+    Ok(tc(kind, why))
 }
 
 /// An interface's offload features (and its veth peer's) read before native XDP is
@@ -439,17 +488,61 @@ fn pin_xdp(
     )
 }
 
+/// Attaches tc ingress as a TCX link, or, on a kernel without TCX (or when `clsact` asks
+/// for it), as a filter on the clsact qdisc; returns which.
 fn attach_tc(
     program: &mut SchedClassifier,
     pin_dir: &Path,
     name: Name<'_>,
+    clsact: bool,
+) -> Result<PinKind, DatapathError> {
+    if !clsact {
+        let tcx = TcAttach::Tcx {
+            attach_type: TcAttachType::Ingress,
+            order: LinkOrder::default(),
+        };
+        match program.attach(name.c, tcx) {
+            Ok(id) => {
+                let link = program
+                    .take_link(id)
+                    .map_err(|e| DatapathError::program("take the link of", e))?;
+                pin_link(
+                    link,
+                    &pin_path(pin_dir, name.text, PinKind::Tc),
+                    "tc mode needs bpf_link (Linux >= 5.9)",
+                )?;
+                return Ok(PinKind::Tc);
+            }
+            Err(e) => warn!(
+                interface = name.text,
+                "no TCX link ({}): attaching tc as a clsact filter, as on Linux before 6.6",
+                super::error::chain(&e)
+            ),
+        }
+    }
+    attach_clsact(program, pin_dir, name)?;
+    Ok(PinKind::TcClsact)
+}
+
+/// tc ingress as a filter on the clsact qdisc (added when missing), at a fixed priority
+/// and handle; the program pinned as the marker.
+fn attach_clsact(
+    program: &mut SchedClassifier,
+    pin_dir: &Path,
+    name: Name<'_>,
 ) -> Result<(), DatapathError> {
+    // The qdisc may be there already: another tool's, or ours from before.
+    let _exists = tc::qdisc_add_clsact(name.c);
     let id = program
         .attach(
             name.c,
-            TcAttach::Tcx {
-                attach_type: TcAttachType::Ingress,
-                order: LinkOrder::default(),
+            TcAttach::Netlink {
+                parent: TcAttachType::Ingress.into(),
+                options: NlOptions {
+                    priority: CLSACT_PRIORITY,
+                    handle: CLSACT_HANDLE,
+                    classid: None,
+                },
             },
         )
         .map_err(|e| DatapathError::Attach {
@@ -460,11 +553,68 @@ fn attach_tc(
     let link = program
         .take_link(id)
         .map_err(|e| DatapathError::program("take the link of", e))?;
-    pin_link(
-        link,
-        &pin_path(pin_dir, name.text, PinKind::Tc),
-        "tc mode needs TCX links (Linux >= 6.6)",
+    // Dropping the link would delete the filter; the qdisc keeps it, and the program.
+    std::mem::forget(link);
+    pin_marker(program, &pin_path(pin_dir, name.text, PinKind::TcClsact))
+}
+
+/// Replaces the program of our clsact filter in place (a netlink replace of the filter at
+/// our priority and handle; it fails when the filter is gone), and moves the marker.
+fn replace_clsact(tc: &mut SchedClassifier, name: Name<'_>, marker: &Path) -> Result<(), String> {
+    let ours = SchedClassifierLink::attached(
+        name.c,
+        TcAttachType::Ingress.into(),
+        CLSACT_PRIORITY,
+        CLSACT_HANDLE,
+        None,
     )
+    .map_err(|e| e.to_string())?;
+    let id = tc
+        .attach_to_link(ours)
+        .map_err(|e| super::error::chain(&e))?;
+    let link = tc.take_link(id).map_err(|e| e.to_string())?;
+    // As in attach_clsact: the filter must outlive this process.
+    std::mem::forget(link);
+    std::fs::remove_file(marker).map_err(|e| e.to_string())?;
+    pin_marker(tc, marker).map_err(|e| e.to_string())
+}
+
+fn pin_marker(program: &mut SchedClassifier, marker: &Path) -> Result<(), DatapathError> {
+    program.pin(marker).map_err(|e| DatapathError::Link {
+        op: "pin",
+        path: marker.to_owned(),
+        detail: e.to_string(),
+    })
+}
+
+/// Removes our clsact filter from `interface` (none there is no error, and neither is an
+/// interface absent from this namespace: its filter went with it, or lives where this
+/// process cannot reach). The qdisc stays: other tools' filters may hang from it.
+pub fn remove_clsact_filter(interface: &str) -> Result<(), DatapathError> {
+    let Ok(c_name) = std::ffi::CString::new(interface) else {
+        return Ok(());
+    };
+    if ethtool::interface_index(interface).is_none() {
+        warn!(
+            interface,
+            "no such interface here: its clsact filter was not removed (run detach in the \
+             interface's network namespace, or delete the interface)"
+        );
+        return Ok(());
+    }
+    match tc::qdisc_detach_program(
+        c_name.as_c_str(),
+        TcAttachType::Ingress.into(),
+        ban_common::programs::TC,
+    ) {
+        Ok(()) => Ok(()),
+        Err(tc::TcError::IoError(e)) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(DatapathError::Io {
+            op: "remove the clsact filter of",
+            path: PathBuf::from(interface),
+            source: std::io::Error::other(super::error::chain(&e)),
+        }),
+    }
 }
 
 /// Pins a link taken from its program; `needs` says what a kernel without bpf_link for
@@ -504,7 +654,7 @@ fn replace_in_pinned_link(
             let link = xdp.take_link(id).map_err(|e| e.to_string())?;
             drop(FdLink::try_from(link).map_err(|e| e.to_string())?);
         }
-        PinKind::Tc => {
+        PinKind::Tc | PinKind::TcClsact => {
             let link = SchedClassifierLink::try_from(link).map_err(|e| e.to_string())?;
             let id = tc.attach_to_link(link).map_err(|e| e.to_string())?;
             let link = tc.take_link(id).map_err(|e| e.to_string())?;

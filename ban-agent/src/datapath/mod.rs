@@ -57,6 +57,9 @@ pub struct DatapathOptions {
     /// Load the single-buffer XDP twin, as on a kernel before 5.18 that refuses
     /// `xdp.frags` (for tests and benchmarks; the loader falls back to it by itself).
     pub xdp_linear: bool,
+    /// Attach tc as a clsact filter even where TCX links exist, as on a kernel before 6.6
+    /// (for tests; the agent falls back to it by itself).
+    pub tc_clsact: bool,
 }
 
 impl Default for DatapathOptions {
@@ -68,6 +71,7 @@ impl Default for DatapathOptions {
             max_prefix_bans: ban_common::DEFAULT_MAX_PREFIX_BANS,
             log_level: aya_log::Level::Info,
             xdp_linear: false,
+            tc_clsact: false,
         }
     }
 }
@@ -97,6 +101,8 @@ pub struct Datapath {
     ebpf: Ebpf,
     /// The XDP program loaded: [`programs::XDP`] or its single-buffer twin.
     xdp_name: &'static str,
+    /// [`DatapathOptions::tc_clsact`].
+    tc_clsact: bool,
     maps: Maps,
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
 }
@@ -169,6 +175,7 @@ impl Datapath {
         Ok(Self {
             ebpf,
             xdp_name,
+            tc_clsact: options.tc_clsact,
             maps,
             logger,
         })
@@ -223,7 +230,11 @@ impl Datapath {
             .try_into()
             .map_err(|e| DatapathError::program("find", e))?;
         let attached = hooks::attach(
-            hooks::Programs { xdp, tc },
+            hooks::Programs {
+                xdp,
+                tc,
+                clsact: self.tc_clsact,
+            },
             &self.maps.pin_dir,
             interface,
             mode,
@@ -468,7 +479,12 @@ pub fn detach(pin_dir: &Path) -> Result<(), DatapathError> {
             source,
         })?;
         let path = entry.path();
-        if hooks::is_link_pin(&entry.file_name().to_string_lossy()) {
+        let file_name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(interface) = hooks::clsact_interface(&file_name) {
+            hooks::remove_clsact_filter(interface)?;
+            remove_file(&path)?;
+            info!(pin = %path.display(), "clsact filter removed");
+        } else if hooks::is_link_pin(&file_name) {
             // Unpinning drops the last reference: the kernel detaches the program.
             hooks::unpin_link(&path)?;
             info!(pin = %path.display(), "detached");
