@@ -89,6 +89,26 @@ pub(super) struct ActiveBan {
     pub failures: u32,
 }
 
+/// What [`Agent::ban`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum BanOutcome {
+    /// A new ban.
+    New,
+    /// The target was banned already, until earlier: its ban now ends later.
+    Extended,
+    /// The target was banned already, at least as long (`until`: `None` for permanent).
+    Already { until: Option<UnixMs> },
+}
+
+/// Whether a ban ending at `new` outlasts one ending at `old`.
+fn ends_later(new: Expiry, old: Expiry) -> bool {
+    match (new, old) {
+        (_, Expiry::Never) => false,
+        (Expiry::Never, Expiry::At(_)) => true,
+        (Expiry::At(new), Expiry::At(old)) => new > old,
+    }
+}
+
 /// A running jail.
 pub(super) struct JailRun {
     /// Its index in the kernel maps.
@@ -258,7 +278,24 @@ impl Agent {
         Ok(())
     }
 
+    /// Records a new ban in force, counted in its jail's `total_banned`.
     pub(super) fn insert(
+        &mut self,
+        jail: &str,
+        target: IpNet,
+        expiry: Expiry,
+        expires_at: Option<UnixMs>,
+        banned_at: UnixMs,
+        failures: u32,
+    ) {
+        self.record(jail, target, expiry, expires_at, banned_at, failures);
+        if let Some(run) = self.jails.get_mut(jail) {
+            run.total_banned += 1;
+        }
+    }
+
+    /// Records a ban in force (new, or one that now ends later), with its expiry timer.
+    fn record(
         &mut self,
         jail: &str,
         target: IpNet,
@@ -280,9 +317,6 @@ impl Agent {
         }
         if let Expiry::At(at) = expiry {
             self.expiries.insert((at, jail.to_owned(), target));
-        }
-        if let Some(run) = self.jails.get_mut(jail) {
-            run.total_banned += 1;
         }
         self.dirty = true;
     }
@@ -311,9 +345,9 @@ impl Agent {
             .inc();
     }
 
-    /// Bans `target` in `jail` for `length`. A target already banned there keeps its ban,
-    /// unless `replace` (an operator's `ban`) sets the new length.
-    #[allow(clippy::too_many_arguments, reason = "one ban, described in full")]
+    /// Bans `target` in `jail` for `length`. A target already banned there is never banned
+    /// for less: the later expiry wins (permanent stays permanent), and a longer ban only
+    /// extends the one in force, which is not counted as a new ban.
     pub(super) fn ban(
         &mut self,
         jail: &str,
@@ -321,20 +355,35 @@ impl Agent {
         length: BanTime,
         failures: u32,
         reason: &str,
-        replace: bool,
         now: Now,
-    ) -> anyhow::Result<bool> {
+    ) -> anyhow::Result<BanOutcome> {
         let run = self
             .jails
             .get_mut(jail)
             .with_context(|| format!("no jail {jail}"))?;
-        if !replace && self.bans.contains_key(&(jail.to_owned(), target)) {
-            return Ok(false);
-        }
         let id = run.id;
+        let (expiry, expires_at) = now.ends(length);
+        let key = (jail.to_owned(), target);
+        if let Some(old) = self.bans.get(&key) {
+            if !ends_later(expiry, old.expiry) {
+                return Ok(BanOutcome::Already {
+                    until: old.expires_at,
+                });
+            }
+            let (banned_at, failures) = (old.banned_at, old.failures.max(failures));
+            self.kernel.ban(id, target, expiry)?;
+            self.record(jail, target, expiry, expires_at, banned_at, failures);
+            info!(
+                jail,
+                ip = %datapath::show(&target),
+                expires = %expires_at.map_or_else(|| "never".to_owned(), wall_text),
+                reason,
+                "ban extended"
+            );
+            return Ok(BanOutcome::Extended);
+        }
         run.detector.tracker_mut().forget(&target);
         let hook = run.config.on_ban.clone();
-        let (expiry, expires_at) = now.ends(length);
         self.kernel.ban(id, target, expiry)?;
         self.insert(jail, target, expiry, expires_at, now.wall, failures);
         self.state.count_ban(jail, target);
@@ -367,7 +416,7 @@ impl Agent {
             at: now.wall,
         };
         self.emit(event, hook.as_ref());
-        Ok(true)
+        Ok(BanOutcome::New)
     }
 
     /// Lifts the ban of `target` in `jail`; `false` when there was none.

@@ -196,7 +196,6 @@ impl Agent {
                 length,
                 decision.failures,
                 "failures",
-                false,
                 now,
             ) {
                 let full = e

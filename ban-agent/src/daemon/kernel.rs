@@ -25,6 +25,11 @@ pub trait Kernel: Send {
     fn repin(&self) -> Result<(), DatapathError> {
         Ok(())
     }
+    /// Whether bans reach a kernel (`false` in a dry run), for messages that must say
+    /// what is true.
+    fn writes(&self) -> bool {
+        true
+    }
 }
 
 impl Kernel for Maps {
@@ -75,5 +80,8 @@ impl Kernel for NoKernel {
     }
     fn capacities(&self) -> Vec<(&'static str, u32)> {
         Vec::new()
+    }
+    fn writes(&self) -> bool {
+        false
     }
 }

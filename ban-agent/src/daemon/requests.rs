@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, time::Duration};
 use anyhow::{Context as _, bail};
 use ipnet::IpNet;
 
-use super::agent::{Agent, Now};
+use super::agent::{Agent, BanOutcome, Now, wall_text};
 use crate::{
     config::{Config, Jail},
     control::protocol::{BanInfo, JailKey, JailStats, JailStatus, Reply, Request},
@@ -61,14 +61,16 @@ impl Agent {
             }
             Request::Stop { detach } => {
                 after = After::Stop { detach };
-                Ok(Reply::Done {
-                    message: if detach {
-                        "stopping; the XDP program is detached and every ban lifted (they are \
+                let message = match (self.kernel.writes(), detach) {
+                    (false, _) => "stopping; a dry run attached nothing and banned nothing",
+                    (true, true) => {
+                        "stopping; the datapath is detached and every ban lifted (they are \
                          restored at the next start)"
-                            .to_owned()
-                    } else {
-                        "stopping; the datapath stays attached and bans stay in force".to_owned()
-                    },
+                    }
+                    (true, false) => "stopping; the datapath stays attached and bans stay in force",
+                };
+                Ok(Reply::Done {
+                    message: message.to_owned(),
                 })
             }
             Request::Stats => self.stats(),
@@ -134,14 +136,29 @@ impl Agent {
             (false, Some(secs)) => BanTime::For(Duration::from_secs(secs.max(1))),
             (false, None) => run.config.bantime,
         };
-        self.ban(jail, target, length, 0, "operator", true, now)?;
-        let how = match length {
-            BanTime::Permanent => "permanently".to_owned(),
-            BanTime::For(d) => format!("for {}", humantime::format_duration(d)),
+        let shown = datapath::show(&target);
+        let message = match self.ban(jail, target, length, 0, "operator", now)? {
+            BanOutcome::Already { until } => format!(
+                "{shown} is already banned in {jail} {}: a ban is never shortened",
+                until.map_or_else(
+                    || "permanently".to_owned(),
+                    |t| format!("until {}", wall_text(t))
+                )
+            ),
+            outcome => {
+                let how = match length {
+                    BanTime::Permanent => "permanently".to_owned(),
+                    BanTime::For(d) => format!("for {}", humantime::format_duration(d)),
+                };
+                let done = if outcome == BanOutcome::Extended {
+                    "ban extended"
+                } else {
+                    "banned"
+                };
+                format!("{shown} {done} in {jail} {how}")
+            }
         };
-        Ok(Reply::Done {
-            message: format!("{} banned in {jail} {how}", datapath::show(&target)),
-        })
+        Ok(Reply::Done { message })
     }
 
     fn operator_unban(

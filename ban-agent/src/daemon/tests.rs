@@ -546,3 +546,104 @@ fn an_agent_behind_its_log_reads_a_budget_at_a_time_and_says_so() {
     });
     assert!(caught_up.contains("caught up"), "{caught_up}");
 }
+
+/// `stop` says what is true: a dry run attached nothing, a real run leaves the datapath
+/// attached (or detaches it).
+#[test]
+fn stop_says_what_stays_and_a_dry_run_says_nothing_was_attached() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let setup = Setup {
+        own: Vec::new(),
+        zone: jiff::tz::TimeZone::UTC,
+        metrics: Metrics::new(),
+        events: None,
+    };
+    let config = config(dir.path(), 3, "");
+    let mut dry = Agent::start(
+        config.clone(),
+        Box::new(super::NoKernel),
+        None,
+        setup,
+        now(0),
+    )
+    .expect("agent starts");
+    let stop = |detach| Request::Stop { detach };
+    for detach in [false, true] {
+        let Reply::Done { message } = ask(&mut dry, stop(detach), now(1)) else {
+            panic!("stop answered otherwise");
+        };
+        assert!(message.contains("dry run attached nothing"), "{message}");
+        assert!(!message.contains("stays attached"), "{message}");
+    }
+    let mut real = start(config, &FakeKernel::default(), now(0));
+    let Reply::Done { message } = ask(&mut real, stop(false), now(1)) else {
+        panic!("stop answered otherwise");
+    };
+    assert!(message.contains("stays attached"), "{message}");
+}
+
+/// A ban of an address already banned never shortens it: permanent stays permanent, a
+/// shorter one is refused with "already banned until", a longer one extends the ban in
+/// force; neither counts as a new ban.
+#[test]
+fn a_second_ban_never_shortens_the_one_in_force_nor_counts_as_new() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kernel = FakeKernel::default();
+    let mut agent = start(config(dir.path(), 3, ""), &kernel, now(0));
+    let ban = |seconds: Option<u64>, permanent| Request::Ban {
+        jail: "auth".to_owned(),
+        target: net("192.0.2.9/32"),
+        seconds,
+        permanent,
+        force: false,
+    };
+    let message = |reply: Reply| match reply {
+        Reply::Done { message } => message,
+        other => panic!("{other:?}"),
+    };
+    let total = |agent: &mut Agent| match ask(
+        agent,
+        Request::Status {
+            jail: Some("auth".to_owned()),
+        },
+        now(5),
+    ) {
+        Reply::Jail(status) => (status.total_banned, status.currently_banned),
+        other => panic!("{other:?}"),
+    };
+    let expiry = || kernel.bans.lock().expect("lock")[&(0, net("192.0.2.9/32"))];
+
+    assert!(
+        message(ask(&mut agent, ban(None, true), now(1))).contains("banned in auth permanently")
+    );
+    let again = message(ask(&mut agent, ban(Some(3600), false), now(2)));
+    assert!(
+        again.contains("already banned in auth permanently"),
+        "{again}"
+    );
+    assert_eq!(expiry(), Expiry::Never);
+    assert_eq!(total(&mut agent), (1, 1));
+
+    let other = |seconds| Request::Ban {
+        jail: "auth".to_owned(),
+        target: net("192.0.2.10/32"),
+        seconds: Some(seconds),
+        permanent: false,
+        force: false,
+    };
+    message(ask(&mut agent, other(7200), now(3)));
+    let until = kernel.bans.lock().expect("lock")[&(0, net("192.0.2.10/32"))];
+    let shorter = other(60);
+    let reply = message(ask(&mut agent, shorter, now(4)));
+    assert!(reply.contains("already banned in auth until"), "{reply}");
+    assert_eq!(
+        kernel.bans.lock().expect("lock")[&(0, net("192.0.2.10/32"))],
+        until
+    );
+    let longer = other(86_400);
+    let reply = message(ask(&mut agent, longer, now(5)));
+    assert!(reply.contains("ban extended in auth"), "{reply}");
+    let extended = kernel.bans.lock().expect("lock")[&(0, net("192.0.2.10/32"))];
+    assert!(matches!((extended, until), (Expiry::At(new), Expiry::At(old)) if new > old));
+    assert_eq!(total(&mut agent), (2, 2), "an extension is not a new ban");
+}
