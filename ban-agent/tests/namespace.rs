@@ -508,3 +508,48 @@ fn without_tcx_the_tc_hook_is_a_clsact_filter_replaced_in_place() {
     );
     assert!(!Path::new(&scene.pins.dir).exists(), "pins left behind");
 }
+
+/// An interface that does not exist fails at once, with one message naming it, and leaves
+/// nothing behind: no pin directory, no map.
+#[test]
+fn an_interface_that_does_not_exist_fails_before_anything_is_pinned() {
+    let Some(_serial) =
+        common::privileged("an_interface_that_does_not_exist_fails_before_anything_is_pinned")
+    else {
+        return;
+    };
+    let scene = Scene::new("ns7");
+    let pin = scene.pins.arg();
+    let out = scene
+        .server
+        .command(AGENT)
+        .args([
+            "datapath",
+            "attach",
+            "-i",
+            "s0",
+            "-i",
+            "nope0",
+            "--protect",
+            "0:tcp:8000",
+        ])
+        .args(["--pin-dir", &pin])
+        .output()
+        .expect("run the agent");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "attach to a missing interface succeeded"
+    );
+    assert!(
+        stderr.contains("there is no interface nope0 in this network namespace"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("generic"), "{stderr}");
+    assert!(!Path::new(&scene.pins.dir).exists(), "pins left behind");
+    let link = scene.server.ip(&["-d", "link", "show", "s0"]);
+    assert!(
+        !String::from_utf8_lossy(&link.stdout).contains("xdp"),
+        "s0 was attached all the same"
+    );
+}

@@ -188,6 +188,7 @@ fn run_datapath(command: DatapathCommand) -> anyhow::Result<()> {
             protect,
             pin,
         } => {
+            datapath::check_interfaces(&interfaces)?;
             let mut datapath = Datapath::open(DatapathOptions {
                 pin_dir: pin.pin_dir,
                 tc_clsact,

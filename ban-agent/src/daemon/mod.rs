@@ -212,6 +212,8 @@ fn open_kernel(
         info!("dry run: bans are reported, not written to the kernel nor saved");
         return Ok((Box::new(NoKernel), Vec::new()));
     }
+    datapath::check_interfaces(&config.global.interfaces)
+        .with_context(|| format!("`interfaces` in {}", config.path.display()))?;
     let hooks = attach(&config.global, &config.path)?;
     let maps = Maps::open_pinned(&config.global.pin_dir)?;
     Ok((Box::new(maps), hooks))

@@ -79,8 +79,9 @@ pub enum DatapathError {
 
     /// The interface does not exist in this network namespace.
     #[error(
-        "there is no interface {interface} in this network namespace: see `ip -br link` for \
-         the names (in another namespace, run the agent there with `nsenter --net=...`)"
+        "there is no interface {interface} in this network namespace: nothing was attached \
+         nor pinned; see `ip -br link` for the names (in another namespace, run the agent \
+         there with `nsenter --net=...`)"
     )]
     NoInterface { interface: String },
 

@@ -458,6 +458,23 @@ impl Maps {
     }
 }
 
+/// Fails with one message naming every interface of `interfaces` that this network
+/// namespace does not have; called before anything is loaded or pinned, so that a typo
+/// leaves nothing behind.
+pub fn check_interfaces(interfaces: &[String]) -> Result<(), DatapathError> {
+    let missing: Vec<&str> = interfaces
+        .iter()
+        .filter(|name| ethtool::interface_index(name).is_none())
+        .map(String::as_str)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(DatapathError::NoInterface {
+        interface: missing.join(", "),
+    })
+}
+
 /// Detaches the verdict from every interface (XDP and tc links) and removes every pin under
 /// `pin_dir`: all bans are lifted. Works from any process, with or without a running agent.
 pub fn detach(pin_dir: &Path) -> Result<(), DatapathError> {
