@@ -1,7 +1,7 @@
 //! ban-agent: bans brute-forcing clients at packet level.
 //!
 //! The agent follows logs, counts failures per address and writes bans into BPF maps; the
-//! XDP program `ban-ebpf` drops banned sources in the kernel. See `shared/ARCHITECTURE.md`
+//! eBPF programs of `ban-ebpf` (XDP or tc) drop banned sources in the kernel. See `shared/ARCHITECTURE.md`
 //! in the steering repository for the plan, and `README.md` for use.
 
 pub mod cli;
@@ -11,6 +11,7 @@ pub mod control;
 pub mod daemon;
 pub mod datapath;
 pub mod detect;
+pub mod duration;
 pub mod events;
 pub mod filter;
 pub mod ignore;

@@ -97,7 +97,7 @@ enum DatapathCommand {
         /// Address or CIDR.
         target: String,
         /// How long; permanent when omitted.
-        #[arg(long = "for", value_parser = humantime::parse_duration, value_name = "DURATION")]
+        #[arg(long = "for", value_parser = crate::duration::parse, value_name = "DURATION")]
         duration: Option<Duration>,
         #[command(flatten)]
         pin: PinDir,
@@ -243,7 +243,7 @@ fn run_datapath(command: DatapathCommand) -> anyhow::Result<()> {
                 let left = match ban.expiry.remaining(now) {
                     None => "permanent".to_owned(),
                     Some(Duration::ZERO) => "expired".to_owned(),
-                    Some(left) => humantime::format_duration(round_secs(left)).to_string(),
+                    Some(left) => crate::duration::show(round_secs(left)),
                 };
                 println!("jail {:<3} {:<43} {left}", ban.jail, ban.target);
             }

@@ -57,7 +57,7 @@ pub struct Args {
     #[arg(long)]
     maxretry: Option<u32>,
     /// Window in which --maxretry failures ban (default: the jail's, else 10m).
-    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    #[arg(long, value_parser = crate::duration::parse, value_name = "DURATION")]
     findtime: Option<Duration>,
     /// How many addresses to list, most failures first.
     #[arg(long, default_value_t = 10, value_name = "N")]
@@ -255,7 +255,7 @@ impl Report {
             out,
             "Settings: maxretry {}, findtime {}, counted per /{} (IPv4) and /{} (IPv6)\n",
             rules.maxretry,
-            humantime::format_duration(rules.findtime),
+            crate::duration::show(rules.findtime),
             rules.prefix_v4,
             rules.prefix_v6
         );

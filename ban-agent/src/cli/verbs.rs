@@ -150,10 +150,10 @@ fn request(verb: Verb) -> anyhow::Result<Request> {
                 None => (None, false),
                 Some("permanent" | "-1") => (None, true),
                 Some(text) => {
-                    let d: Duration = humantime::parse_duration(text).map_err(|e| {
+                    let d: Duration = crate::duration::parse(text).map_err(|e| {
                         anyhow::anyhow!(
-                            "--for {text:?}: {e}; expected e.g. \"90s\", \"1h 30m\", \"2d\" or \
-                             \"permanent\""
+                            "--for: {e}; expected {}, or \"permanent\"",
+                            crate::duration::UNITS_HELP
                         )
                     })?;
                     (Some(d.as_secs().max(1)), false)
@@ -240,6 +240,7 @@ fn print_jail(s: &JailStatus) {
     println!("`- Actions");
     println!("   |- Currently banned:\t{}", s.currently_banned);
     println!("   |- Total banned:\t{}", s.total_banned);
+    println!("   |- Ban time:\t{}", s.bantime);
     println!("   `- Banned IP list:\t{}", banned.join(" "));
 }
 
@@ -253,7 +254,7 @@ fn print_bans(bans: &[BanInfo]) {
             (Some(end), Some(left)) => format!(
                 "until {} ({} left)",
                 wall_text(end),
-                humantime::format_duration(Duration::from_secs(left))
+                crate::duration::show(Duration::from_secs(left))
             ),
             _ => "permanent".to_owned(),
         };

@@ -494,10 +494,12 @@ impl<'a> JailCtx<'a> {
         permanent: bool,
     ) -> Result<BanTime, ConfigError> {
         let expected = if permanent {
-            "expected a duration such as \"10m\", \"1h\", \"2d\" or a number of seconds, or \
-             \"permanent\" (or -1) for a ban that never ends"
+            format!(
+                "expected {}, or \"permanent\" (or -1) for a ban that never ends",
+                crate::duration::UNITS_HELP
+            )
         } else {
-            "expected a duration such as \"10m\", \"1h\", \"2d\" or a number of seconds"
+            format!("expected {}", crate::duration::UNITS_HELP)
         };
         let fail = |what: String| self.error(s.value.span(), &s.key, format!("{what}: {expected}"));
         let duration = match s.value.get_ref() {
@@ -505,11 +507,7 @@ impl<'a> JailCtx<'a> {
             Value::Integer(n) if *n > 0 => Duration::from_secs(n.unsigned_abs()),
             Value::String(text) => match text.trim() {
                 "-1" | "permanent" | "never" if permanent => return Ok(BanTime::Permanent),
-                trimmed => match trimmed.parse::<u64>() {
-                    Ok(secs) => Duration::from_secs(secs),
-                    Err(_) => humantime::parse_duration(trimmed)
-                        .map_err(|e| fail(format!("{text:?} is not a duration ({e})")))?,
-                },
+                trimmed => crate::duration::parse(trimmed).map_err(|e| fail(e.to_string()))?,
             },
             other => return Err(fail(format!("{other}"))),
         };

@@ -221,19 +221,36 @@ fn durations_are_human_or_seconds_and_only_bantime_is_permanent() {
             "jail.auth.findtime",
             "is not a duration",
         ),
-        ("findtime = 0", "jail.auth.findtime", "expected a duration"),
+        (
+            "findtime = 0",
+            "jail.auth.findtime",
+            "expected a number of seconds",
+        ),
         (
             "findtime = \"permanent\"",
             "jail.auth.findtime",
             "not a duration",
         ),
-        ("findtime = -1", "jail.auth.findtime", "expected a duration"),
+        (
+            "findtime = -1",
+            "jail.auth.findtime",
+            "expected a number of seconds",
+        ),
+        (
+            "findtime = \"10ms\"",
+            "jail.auth.findtime",
+            "below a second",
+        ),
         (
             "bantime = true",
             "jail.auth.bantime",
             "\"permanent\" (or -1)",
         ),
-        ("bantime = -2", "jail.auth.bantime", "expected a duration"),
+        (
+            "bantime = -2",
+            "jail.auth.bantime",
+            "expected a number of seconds",
+        ),
     ];
     for (line, key, expected) in cases {
         assert_error(&format!("{MINIMAL}{line}\n"), 5, key, expected);
@@ -242,6 +259,16 @@ fn durations_are_human_or_seconds_and_only_bantime_is_permanent() {
     let jail = config.jail("auth").expect("auth");
     assert_eq!(jail.rules.findtime, Duration::from_secs(90));
     assert_eq!(jail.bantime, BanTime::For(Duration::from_secs(172_800)));
+}
+
+/// fail2ban reads units case-insensitively: a fail2ban user's "10M" is ten minutes, and
+/// months are "mo". (humantime read "10M" as ten months.)
+#[test]
+fn durations_read_fail2ban_units_so_10m_upper_case_is_ten_minutes() {
+    let config = parse(&format!("{MINIMAL}findtime = \"10M\"\nbantime = \"1mo\"\n")).expect("ok");
+    let jail = config.jail("auth").expect("auth");
+    assert_eq!(jail.rules.findtime, Duration::from_secs(600));
+    assert_eq!(jail.bantime, BanTime::For(Duration::from_secs(2_629_800)));
 }
 
 #[test]

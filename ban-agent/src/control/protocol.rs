@@ -102,6 +102,10 @@ pub struct JailStatus {
     pub currently_banned: u64,
     pub total_banned: u64,
     pub banned: Vec<IpNet>,
+    /// The length of a first ban as applied (after `bantime_increment`'s factor and
+    /// maxtime), with why when it differs from `bantime`.
+    #[serde(default)]
+    pub bantime: String,
 }
 
 /// Kernel counters of a jail.

@@ -107,6 +107,7 @@ impl Agent {
             currently_banned: banned.len() as u64,
             total_banned: run.total_banned,
             banned,
+            bantime: applied_bantime(&run.config),
         })
     }
 
@@ -148,7 +149,7 @@ impl Agent {
             outcome => {
                 let how = match length {
                     BanTime::Permanent => "permanently".to_owned(),
-                    BanTime::For(d) => format!("for {}", humantime::format_duration(d)),
+                    BanTime::For(d) => format!("for {}", crate::duration::show(d)),
                 };
                 let done = if outcome == BanOutcome::Extended {
                     "ban extended"
@@ -239,11 +240,8 @@ impl Agent {
         let config = &self.jail_named(jail)?.config;
         let value = match key {
             JailKey::Maxretry => config.rules.maxretry.to_string(),
-            JailKey::Findtime => humantime::format_duration(config.rules.findtime).to_string(),
-            JailKey::Bantime => match config.bantime {
-                BanTime::For(d) => humantime::format_duration(d).to_string(),
-                BanTime::Permanent => "permanent".to_owned(),
-            },
+            JailKey::Findtime => crate::duration::show(config.rules.findtime),
+            JailKey::Bantime => applied_bantime(config),
             JailKey::Ignoreip => lines(config.ignoreip.iter().map(datapath::show)),
             JailKey::Logpath => lines(config.logpath.iter().map(|p| p.display().to_string())),
         };
@@ -379,4 +377,25 @@ impl Agent {
 
 fn lines(items: impl Iterator<Item = String>) -> String {
     items.collect::<Vec<_>>().join("\n")
+}
+
+/// The length of a first ban as the jail applies it, and, when `bantime_increment` makes
+/// it differ from `bantime`, why.
+pub(super) fn applied_bantime(config: &crate::config::Jail) -> String {
+    let applied = config.bantime.after(0, config.increment.as_ref());
+    let show = |length: BanTime| match length {
+        BanTime::For(d) => crate::duration::show(d),
+        BanTime::Permanent => "permanent".to_owned(),
+    };
+    match config.increment {
+        Some(inc) if applied != config.bantime => format!(
+            "{} (bantime {} times bantime_increment.factor {}, at most \
+             bantime_increment.maxtime {})",
+            show(applied),
+            show(config.bantime),
+            inc.factor,
+            crate::duration::show(inc.maxtime)
+        ),
+        _ => show(applied),
+    }
 }

@@ -647,3 +647,45 @@ fn a_second_ban_never_shortens_the_one_in_force_nor_counts_as_new() {
     assert!(matches!((extended, until), (Expiry::At(new), Expiry::At(old)) if new > old));
     assert_eq!(total(&mut agent), (2, 2), "an extension is not a new ban");
 }
+
+/// `get JAIL bantime` and `status JAIL` show the length a ban really gets: "10M" is ten
+/// minutes, and a bantime above `bantime_increment.maxtime` is shown capped, with why.
+#[test]
+fn get_and_status_show_the_bantime_actually_applied() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kernel = FakeKernel::default();
+    let get = |agent: &mut Agent| match ask(
+        agent,
+        Request::Get {
+            jail: "auth".to_owned(),
+            key: crate::control::protocol::JailKey::Bantime,
+        },
+        now(1),
+    ) {
+        Reply::Value { value } => value,
+        other => panic!("{other:?}"),
+    };
+    let mut agent = start(config(dir.path(), 3, ""), &kernel, now(0));
+    assert_eq!(get(&mut agent), "10m");
+
+    let capped = "[jail.auth.bantime_increment]\nmaxtime = \"1h\"\n";
+    let text = std::fs::read_to_string(dir.path().join("ban-agent.toml")).expect("config");
+    let text = text.replace("bantime = \"10m\"", "bantime = \"10mo\"") + capped;
+    let path = dir.path().join("ban-agent.toml");
+    std::fs::write(&path, &text).expect("write");
+    let config = Config::parse(&path, &text).expect("valid");
+    let mut agent = start(config, &kernel, now(0));
+    let value = get(&mut agent);
+    assert!(value.starts_with("1h (bantime 10mo "), "{value}");
+    assert!(value.contains("maxtime 1h"), "{value}");
+    match ask(
+        &mut agent,
+        Request::Status {
+            jail: Some("auth".to_owned()),
+        },
+        now(1),
+    ) {
+        Reply::Jail(status) => assert_eq!(status.bantime, value),
+        other => panic!("{other:?}"),
+    }
+}
