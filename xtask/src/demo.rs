@@ -239,7 +239,14 @@ impl Story<'_> {
         self.pause(500)?;
 
         self.show(&["unban", ATTACKER])?;
-        self.login(Scene::ATTACKER, "attacker", GOOD, "after unban")?;
+        // Not a login: a 200 there would read as if the guessing had worked.
+        match self.curl(Scene::ATTACKER, "GET", "/health", None)? {
+            Some(code) => self.say(&format!(
+                "attacker GET /health (after unban) -> {code}: its packets reach the app \
+                 again; its next 5 failed logins would ban it again"
+            )),
+            None => bail!("the attacker got no answer after its unban"),
+        }
         println!(
             "\nThat is the whole product. Run the same on this machine's interface with \
              `cargo xtask run`; the test of this scene is ban-agent/tests/fastapi_e2e.rs.\n"
