@@ -4,11 +4,12 @@
 
 use std::{
     path::PathBuf,
-    process::Command,
+    process::{Child, Command, ExitStatus},
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail};
@@ -106,21 +107,78 @@ pub fn run_agent(ws: &Workspace, args: &RunArgs) -> anyhow::Result<()> {
         agent = agent.display(),
         jail = example::JAIL,
     );
-    // Ctrl-C reaches the agent and the app (same process group); this process waits for
-    // the agent to finish its shutdown, then stops the app.
-    let interrupted = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&interrupted);
+    // SIGINT or SIGTERM to this process (a terminal's Ctrl-C, or `kill` from elsewhere)
+    // stops the agent, which is waited for, then the app (dropped on return).
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
     ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed))
-        .context("cannot handle Ctrl-C")?;
-    let status = Command::new(&agent)
+        .context("cannot handle SIGINT and SIGTERM")?;
+    let mut child = Command::new(&agent)
         .args(["run", "--config"])
         .arg(&config_path)
-        .status()
+        .spawn()
         .with_context(|| format!("cannot start {}", agent.display()))?;
-    if !status.success() && !interrupted.load(Ordering::Relaxed) {
+    let status = supervise(&mut child, &stop, Duration::from_secs(10))
+        .context("cannot wait for ban-agent")?;
+    if !status.success() && !stop.load(Ordering::Relaxed) {
         bail!("ban-agent exited with {status}");
     }
+    let state_dir = state_dir(&config_path);
+    let log_folder = app_log
+        .as_deref()
+        .and_then(|log| std::path::Path::new(log).parent())
+        .map(|folder| format!(", the app's log folder {}", folder.display()))
+        .unwrap_or_default();
+    println!(
+        "\nstopped{}. What stays: the datapath on the interface, with its bans until they \
+         expire; the state in {}{log_folder}. `{} datapath detach` removes the program and \
+         every ban.",
+        if app_log.is_some() {
+            ", and the example app with it"
+        } else {
+            ""
+        },
+        state_dir.display(),
+        agent.display()
+    );
     Ok(())
+}
+
+/// The configuration's `state_dir` (relative to its folder), or the agent's default.
+fn state_dir(config: &std::path::Path) -> PathBuf {
+    let configured = std::fs::read_to_string(config)
+        .ok()
+        .and_then(|text| text.parse::<toml::Table>().ok())
+        .and_then(|table| table.get("state_dir")?.as_str().map(PathBuf::from));
+    match configured {
+        Some(dir) => config.parent().map_or(dir.clone(), |base| base.join(dir)),
+        None => PathBuf::from("/var/lib/ban-agent"),
+    }
+}
+
+/// Waits for `child`; once `stop` is set, sends it SIGTERM, and SIGKILL if it is still
+/// there `grace` later.
+fn supervise(child: &mut Child, stop: &AtomicBool, grace: Duration) -> std::io::Result<ExitStatus> {
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
+        if stop.load(Ordering::Relaxed) {
+            let pid = libc::pid_t::try_from(child.id()).unwrap_or(libc::pid_t::MAX);
+            // SAFETY: signalling our own child; no memory is involved.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+            let deadline = Instant::now() + grace;
+            while Instant::now() < deadline {
+                if let Some(status) = child.try_wait()? {
+                    return Ok(status);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            child.kill()?;
+            return child.wait();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// The interface of the default route (IPv4, else IPv6), as `ip route` shows it.
@@ -139,4 +197,42 @@ fn default_route_interface() -> anyhow::Result<String> {
         }
     }
     bail!("this machine has no default route: name the interface with --interface NAME")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stop request (what SIGINT or SIGTERM to xtask sets) ends the child even when the
+    /// signal never reached it, as with `kill -INT <xtask's pid>`.
+    #[test]
+    fn a_stop_request_ends_the_child_that_never_saw_the_signal() {
+        let mut child = Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("start sleep");
+        let stop = AtomicBool::new(false);
+        let started = Instant::now();
+        let status = std::thread::scope(|scope| {
+            scope.spawn(|| {
+                std::thread::sleep(Duration::from_millis(200));
+                stop.store(true, Ordering::Relaxed);
+            });
+            supervise(&mut child, &stop, Duration::from_secs(5)).expect("supervise")
+        });
+        assert!(!status.success(), "{status}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[test]
+    fn a_child_that_ends_by_itself_is_waited_for() {
+        let mut child = Command::new("true").spawn().expect("start true");
+        let status = supervise(&mut child, &AtomicBool::new(false), Duration::from_secs(1))
+            .expect("supervise");
+        assert!(status.success());
+    }
 }
