@@ -48,32 +48,87 @@ impl FuzzArgs {
 }
 
 pub fn fuzz(ws: &Workspace, args: &FuzzArgs) -> anyhow::Result<()> {
-    let targets: Vec<&str> = match &args.target {
+    for target in targets(args)? {
+        eprintln!("fuzz: {target} for {} s", args.seconds);
+        run(&mut command(ws, target, args.seconds)?)?;
+    }
+    Ok(())
+}
+
+/// Every target of `args`, libFuzzer's output in `target/fuzz-logs/TARGET.log` (its last
+/// lines shown when the target fails); one verdict per target.
+pub fn fuzz_quietly(ws: &Workspace, args: &FuzzArgs) -> anyhow::Result<Vec<String>> {
+    let logs = ws.root.join("target/fuzz-logs");
+    std::fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
+    let mut verdicts = Vec::new();
+    let mut failed = Vec::new();
+    for target in targets(args)? {
+        let log = logs.join(format!("{target}.log"));
+        let file = std::fs::File::create(&log)
+            .with_context(|| format!("cannot create {}", log.display()))?;
+        let status = command(ws, target, args.seconds)?
+            .stdout(file.try_clone().context("cannot share the log")?)
+            .stderr(file)
+            .status()
+            .with_context(|| format!("cannot start cargo fuzz for {target}"))?;
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let runs = text.lines().rev().find_map(|line| {
+            line.strip_prefix("Done ")?
+                .split(' ')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        });
+        if status.success() {
+            let runs = runs.map_or_else(|| "?".to_owned(), |n| n.to_string());
+            println!("fuzz: {target} ok, {runs} runs in {} s", args.seconds);
+            verdicts.push(format!("{target} ok ({runs} runs)"));
+        } else {
+            let tail: Vec<&str> = text.lines().rev().take(40).collect();
+            for line in tail.into_iter().rev() {
+                eprintln!("  {line}");
+            }
+            eprintln!(
+                "fuzz: {target} FAILED ({status}); its log: {}",
+                log.display()
+            );
+            verdicts.push(format!("{target} FAILED"));
+            failed.push(target);
+        }
+    }
+    if !failed.is_empty() {
+        bail!(
+            "fuzzing found a problem in {failed:?}: the input is under ban-agent/fuzz/artifacts/"
+        );
+    }
+    Ok(verdicts)
+}
+
+fn targets(args: &FuzzArgs) -> anyhow::Result<Vec<&str>> {
+    Ok(match &args.target {
         Some(target) if TARGETS.contains(&target.as_str()) => vec![target.as_str()],
         Some(target) => bail!("no fuzz target {target:?}: the targets are {TARGETS:?}"),
         None => TARGETS.to_vec(),
-    };
+    })
+}
+
+/// `cargo fuzz run` of one target for `seconds` over its seeds, new inputs kept in
+/// `target/fuzz-corpus/TARGET`.
+fn command(ws: &Workspace, target: &str, seconds: u32) -> anyhow::Result<Command> {
     let fuzz_dir = ws.root.join("ban-agent/fuzz");
-    for target in targets {
-        let corpus = ws.root.join("target/fuzz-corpus").join(target);
-        std::fs::create_dir_all(&corpus)
-            .with_context(|| format!("cannot create {}", corpus.display()))?;
-        let seeds = fuzz_dir.join("seeds").join(target);
-        eprintln!(
-            "fuzz: {target} for {} s over {}",
-            args.seconds,
-            seeds.display()
-        );
-        // Debug assertions on: an arithmetic overflow is a crash, as it is in tests.
-        run(cargo_fuzz(ws)
-            .args(["run", "--release", "--debug-assertions", target])
-            .arg(&corpus)
-            .arg(&seeds)
-            .arg("--")
-            .arg(format!("-max_total_time={}", args.seconds))
-            .args(LIBFUZZER_LIMITS))?;
-    }
-    Ok(())
+    let corpus = ws.root.join("target/fuzz-corpus").join(target);
+    std::fs::create_dir_all(&corpus)
+        .with_context(|| format!("cannot create {}", corpus.display()))?;
+    let seeds = fuzz_dir.join("seeds").join(target);
+    let mut cmd = cargo_fuzz(ws);
+    // Debug assertions on: an arithmetic overflow is a crash, as it is in tests.
+    cmd.args(["run", "--release", "--debug-assertions", target])
+        .arg(&corpus)
+        .arg(&seeds)
+        .arg("--")
+        .arg(format!("-max_total_time={seconds}"))
+        .args(LIBFUZZER_LIMITS);
+    Ok(cmd)
 }
 
 /// cargo-fuzz under the eBPF nightly (it needs `-Z` flags), run from `ban-agent/`.

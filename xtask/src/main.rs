@@ -9,6 +9,7 @@ mod install;
 mod report;
 mod run;
 mod setup;
+mod test;
 
 use std::{
     path::{Path, PathBuf},
@@ -144,13 +145,7 @@ fn main() -> anyhow::Result<()> {
             ensure_setup(&ws)?;
             demo::demo(&ws)
         }
-        Task::Test => {
-            ensure_setup(&ws)?;
-            run(&mut ws.cargo(&["fmt", "--all", "--check"]))?;
-            run(&mut ws.cargo(&["clippy", "--all-targets", "--", "-D", "warnings"]))?;
-            run(&mut ws.cargo(&["test"]))?;
-            fuzz::fuzz(&ws, &fuzz::FuzzArgs::every_target(60))
-        }
+        Task::Test => test::test(&ws),
         Task::Fuzz(args) => {
             ensure_setup(&ws)?;
             fuzz::fuzz(&ws, &args)
@@ -188,7 +183,7 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-fn ensure_setup(ws: &Workspace) -> anyhow::Result<()> {
+pub(crate) fn ensure_setup(ws: &Workspace) -> anyhow::Result<()> {
     if setup::is_complete(ws) {
         return Ok(());
     }
