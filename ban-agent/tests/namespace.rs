@@ -226,6 +226,28 @@ fn bpftool_shows_readable_bans_and_detach_removes_everything() {
         );
     }
 
+    // The README's commands: the time each ban has left, and one jail_ports slot.
+    let list = scene.agent(&["datapath", "list"]);
+    assert!(
+        list.lines()
+            .any(|l| l.contains("192.0.2.2/32") && l.contains("59m")),
+        "{list}"
+    );
+    assert!(
+        list.lines()
+            .any(|l| l.contains("2001:db8:a::/64") && l.contains("permanent")),
+        "{list}"
+    );
+    let slot = sh(Command::new("bpftool")
+        .args(["map", "lookup", "pinned"])
+        .arg(scene.pins.dir.join("jail_ports"))
+        .args(["key", "0x40", "0x1f", "0", "0"]));
+    let slot = String::from_utf8_lossy(&slot.stdout).into_owned();
+    assert!(
+        slot.contains("\"key\": 8000") && slot.contains("\"jails\": 1"),
+        "{slot}"
+    );
+
     let link = scene.server.ip(&["link", "show", "s0"]);
     assert!(
         String::from_utf8_lossy(&link.stdout).contains("xdp"),
