@@ -95,6 +95,45 @@ pub fn own_addresses() -> std::io::Result<Vec<IpAddr>> {
     Ok(addrs)
 }
 
+/// The gateways of this network namespace's default routes, IPv4 and IPv6, as the kernel
+/// lists them in `/proc/net/route` and `/proc/net/ipv6_route`.
+pub fn default_gateways() -> Vec<IpAddr> {
+    let mut gateways = Vec::new();
+    if let Ok(text) = std::fs::read_to_string("/proc/net/route") {
+        gateways.extend(text.lines().skip(1).filter_map(ipv4_default_gateway));
+    }
+    if let Ok(text) = std::fs::read_to_string("/proc/net/ipv6_route") {
+        gateways.extend(text.lines().filter_map(ipv6_default_gateway));
+    }
+    gateways.sort();
+    gateways.dedup();
+    gateways
+}
+
+/// `Iface Destination Gateway Flags RefCnt Use Metric Mask ...`, addresses in hex of the
+/// kernel's (little-endian) byte order.
+fn ipv4_default_gateway(line: &str) -> Option<IpAddr> {
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    let (destination, gateway, mask) = (fields.get(1)?, fields.get(2)?, fields.get(7)?);
+    if *destination != "00000000" || *mask != "00000000" || *gateway == "00000000" {
+        return None;
+    }
+    let raw = u32::from_str_radix(gateway, 16).ok()?;
+    Some(IpAddr::from(raw.to_le_bytes()))
+}
+
+/// `dest plen src plen next_hop metric refcnt use flags iface`, addresses as 32 hex digits.
+fn ipv6_default_gateway(line: &str) -> Option<IpAddr> {
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    let (destination, prefix, next_hop) = (fields.first()?, fields.get(1)?, fields.get(4)?);
+    let zero = "0".repeat(32);
+    if **destination != zero || *prefix != "00" || **next_hop == zero {
+        return None;
+    }
+    let raw = u128::from_str_radix(next_hop, 16).ok()?;
+    Some(IpAddr::from(raw.to_be_bytes()))
+}
+
 /// # Safety
 /// `sa` is null or points to a sockaddr whose family tells its real type.
 unsafe fn sockaddr_ip(sa: *const libc::sockaddr) -> Option<IpAddr> {
@@ -169,5 +208,22 @@ mod tests {
     fn this_host_has_a_loopback_address() {
         let own = own_addresses().expect("getifaddrs");
         assert!(own.iter().any(IpAddr::is_loopback), "{own:?}");
+    }
+
+    #[test]
+    fn default_gateways_are_read_from_the_kernels_route_tables() {
+        let v4 = "eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0";
+        assert_eq!(
+            super::ipv4_default_gateway(v4),
+            Some("192.0.2.1".parse().expect("address"))
+        );
+        let not_default = "eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0";
+        assert_eq!(super::ipv4_default_gateway(not_default), None);
+        let v6 = "00000000000000000000000000000000 00 00000000000000000000000000000000 00 \
+                  20010db8000000000000000000000001 00000400 00000001 00000000 00000003 eth0";
+        assert_eq!(
+            super::ipv6_default_gateway(v6),
+            Some("2001:db8::1".parse().expect("address"))
+        );
     }
 }

@@ -119,7 +119,15 @@ fn banned_client_is_dropped_until_expiry(mode: &str, tag: &str) {
     let ban_length = Duration::from_secs(8);
     let banned_at = Instant::now();
     scene.agent(&["datapath", "ban", "--jail", "0", "192.0.2.2", "--for", "8s"]);
-    scene.agent(&["datapath", "ban", "--jail", "0", "2001:db8:a::2"]);
+    scene.agent(&[
+        "datapath",
+        "ban",
+        "--jail",
+        "0",
+        "2001:db8:a::2",
+        "--for",
+        "permanent",
+    ]);
 
     assert!(
         !connects(&scene.attacker, "192.0.2.1:8000"),
@@ -205,7 +213,17 @@ fn bpftool_shows_readable_bans_and_detach_removes_everything() {
     let attach = ["datapath", "attach", "-i", "s0", "--protect", "0:tcp:8000"];
     scene.agent(&[&attach[..], &["--mode", "xdp"]].concat());
     scene.agent(&["datapath", "ban", "--jail", "0", "192.0.2.2", "--for", "1h"]);
-    scene.agent(&["datapath", "ban", "--jail", "0", "2001:db8:a::/64"]);
+    // The /64 holds s0's own address: by hand, that takes --force.
+    scene.agent(&[
+        "datapath",
+        "ban",
+        "--jail",
+        "0",
+        "2001:db8:a::/64",
+        "--for",
+        "permanent",
+        "--force",
+    ]);
 
     let dump = |map: &str| {
         let path = scene.pins.dir.join(map);
@@ -574,4 +592,76 @@ fn an_interface_that_does_not_exist_fails_before_anything_is_pinned() {
         !String::from_utf8_lossy(&link.stdout).contains("xdp"),
         "s0 was attached all the same"
     );
+}
+
+/// `datapath ban` by hand: a finite default length, said; a prefix holding the host's own
+/// address or its default gateway, or a jail that protects no port, only with --force;
+/// and a warning under `ip netns exec`, whose private bpffs loses every pin.
+#[test]
+fn datapath_ban_by_hand_is_finite_by_default_and_refuses_to_cut_the_host_off() {
+    let Some(_serial) = common::privileged(
+        "datapath_ban_by_hand_is_finite_by_default_and_refuses_to_cut_the_host_off",
+    ) else {
+        return;
+    };
+    let scene = Scene::new("ns8");
+    scene.agent(&["datapath", "attach", "-i", "s0", "--protect", "0:tcp:8000"]);
+    let refused = |args: &[&str]| {
+        let pin = scene.pins.arg();
+        let out = scene
+            .server
+            .command(AGENT)
+            .args(["datapath", "ban"])
+            .args(args)
+            .args(["--pin-dir", &pin])
+            .output()
+            .expect("run the agent");
+        assert!(!out.status.success(), "{args:?} was accepted");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+
+    let out = scene.agent(&["datapath", "ban", "--jail", "0", "192.0.2.2"]);
+    assert!(
+        out.contains("192.0.2.2 banned in jail 0 for 1h (the default"),
+        "{out}"
+    );
+    let list = scene.agent(&["datapath", "list"]);
+    assert!(list.contains("59m"), "{list}");
+
+    // 192.0.2.0/30 holds s0's 192.0.2.1.
+    let error = refused(&["--jail", "0", "192.0.2.0/30"]);
+    assert!(
+        error.contains("this host's address 192.0.2.1") && error.contains("--force"),
+        "{error}"
+    );
+    // The default gateway.
+    scene
+        .server
+        .ip(&["route", "add", "default", "via", "192.0.2.6"]);
+    let error = refused(&["--jail", "0", "192.0.2.6"]);
+    assert!(error.contains("the default gateway 192.0.2.6"), "{error}");
+    let out = scene.agent(&["datapath", "ban", "--jail", "0", "192.0.2.6", "--force"]);
+    assert!(out.contains("banned in jail 0"), "{out}");
+    // A jail that protects nothing.
+    let error = refused(&["--jail", "3", "198.51.100.7"]);
+    assert!(error.contains("jail 3 protects no port"), "{error}");
+
+    // Under `ip netns exec` the pins land on a private bpffs: said, with the way out.
+    let private = Pins::new("ns8-private");
+    let out = Command::new("ip")
+        .args(["netns", "exec", &scene.server.name, AGENT])
+        .args(["datapath", "attach", "-i", "s1", "--protect", "0:tcp:8000"])
+        .args(["--pin-dir", &private.arg()])
+        .output()
+        .expect("run under ip netns exec");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("nsenter --net="), "{stderr}");
+    assert!(
+        !private.dir.exists(),
+        "the private bpffs's pins are visible outside it"
+    );
+    // Its link died with the private bpffs: nothing stays attached to s1.
+    std::thread::sleep(Duration::from_millis(200));
+    let link = scene.server.ip(&["-d", "link", "show", "s1"]);
+    assert!(!String::from_utf8_lossy(&link.stdout).contains("prog/xdp"));
 }

@@ -6,11 +6,12 @@ use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 use ipnet::IpNet;
 
+mod by_hand;
 mod test_filter;
 mod verbs;
 
 use crate::{
-    clock::{self, Expiry},
+    clock,
     datapath::{self, AttachMode, Datapath, DatapathOptions, JailPorts, Maps, Protocol},
 };
 
@@ -88,17 +89,28 @@ enum DatapathCommand {
         #[command(flatten)]
         pin: PinDir,
     },
-    /// Ban an address or a CIDR in a jail.
-    #[command(after_help = "Example:\n  ban-agent datapath ban --jail 0 192.0.2.7 --for 1h")]
+    /// Ban an address or a CIDR in a jail, below the daemon (the daemon does not know of
+    /// it: prefer `ban-agent ban JAIL ADDR` when it runs).
+    #[command(
+        after_help = "Examples:\n  ban-agent datapath ban --jail 0 192.0.2.7            \
+                            # for 1h\n  \
+                            ban-agent datapath ban --jail 0 198.51.100.0/24 --for 2d\n  \
+                            ban-agent datapath ban --jail 0 192.0.2.7 --for permanent"
+    )]
     Ban {
-        /// Jail index.
+        /// Jail index, as `datapath attach --protect` gave it (the daemon's jails are
+        /// numbered in its state).
         #[arg(long)]
         jail: u32,
         /// Address or CIDR.
         target: String,
-        /// How long; permanent when omitted.
-        #[arg(long = "for", value_parser = crate::duration::parse, value_name = "DURATION")]
-        duration: Option<Duration>,
+        /// How long ("10m", "2d", ..., or "permanent") [default: 1h].
+        #[arg(long = "for", value_name = "DURATION")]
+        duration: Option<String>,
+        /// Ban a prefix that holds one of this host's addresses or its default gateway, or
+        /// a jail that protects no port yet.
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         pin: PinDir,
     },
@@ -205,31 +217,9 @@ fn run_datapath(command: DatapathCommand) -> anyhow::Result<()> {
             jail,
             target,
             duration,
+            force,
             pin,
-        } => {
-            let target = parse_target(&target)?;
-            // Below the daemon, but the same rail: never loopback, unspecified or one of
-            // this host's addresses. A prefix that merely holds one of them is allowed
-            // here, by hand (the host's own packets never arrive on the wire).
-            if let Some(why) = crate::ignore::IgnoreList::default().spares(&target) {
-                bail!("{} is not banned: {why}", datapath::show(&target));
-            }
-            let own =
-                crate::ignore::own_addresses().context("cannot list this host's addresses")?;
-            let host = target.prefix_len() == target.max_prefix_len();
-            if host && own.contains(&target.addr()) {
-                bail!(
-                    "{} is not banned: it is one of this host's addresses",
-                    datapath::show(&target)
-                );
-            }
-            let expiry = match duration {
-                Some(duration) => Expiry::after(clock::boot_ns(), duration),
-                None => Expiry::Never,
-            };
-            Maps::open_pinned(&pin.pin_dir)?.ban(jail, target, expiry)?;
-            Ok(())
-        }
+        } => by_hand::ban(jail, &target, duration.as_deref(), force, &pin.pin_dir),
         DatapathCommand::Unban { jail, target, pin } => {
             let target = parse_target(&target)?;
             if !Maps::open_pinned(&pin.pin_dir)?.unban(jail, target)? {

@@ -23,7 +23,17 @@ pub(super) fn prepare_pin_dir(pin_dir: &Path) -> Result<(), DatapathError> {
         op: "create directory",
         path: pin_dir.to_owned(),
         source,
-    })
+    })?;
+    if invisible_to_parent(pin_dir) {
+        tracing::warn!(
+            pin_dir = %pin_dir.display(),
+            "the pins are on a bpffs of this process's own mount namespace (as under `ip \
+             netns exec`): they vanish when it ends, with every link and ban in them. Enter \
+             the network namespace with `nsenter --net=/run/netns/NAME` instead, which keeps \
+             the host's /sys/fs/bpf"
+        );
+    }
+    Ok(())
 }
 
 fn is_bpffs(path: &Path) -> bool {
@@ -60,4 +70,24 @@ fn mount_bpffs(target: &Path) -> Result<(), DatapathError> {
     }
     tracing::info!(path = %target.display(), "mounted bpffs");
     Ok(())
+}
+
+/// Whether the process that started this one cannot see `pin_dir`: it runs in a mount
+/// namespace of its own (as under `ip netns exec`, which mounts a fresh /sys), where a
+/// bpffs and its pins die with the namespace.
+fn invisible_to_parent(pin_dir: &Path) -> bool {
+    // SAFETY: getppid has no preconditions.
+    let parent = unsafe { libc::getppid() };
+    let own = fs::read_link("/proc/self/ns/mnt");
+    let theirs = fs::read_link(format!("/proc/{parent}/ns/mnt"));
+    let (Ok(own), Ok(theirs)) = (own, theirs) else {
+        return false;
+    };
+    if own == theirs {
+        return false;
+    }
+    let relative = pin_dir.strip_prefix("/").unwrap_or(pin_dir);
+    !Path::new(&format!("/proc/{parent}/root"))
+        .join(relative)
+        .exists()
 }

@@ -438,6 +438,19 @@ impl Maps {
         Ok(())
     }
 
+    /// The jails that protect at least one destination (a mask of jail bits).
+    pub fn protected_jails(&self) -> Result<u64, DatapathError> {
+        let mut mask = 0u64;
+        for slot in 0..JAIL_PORTS_LEN {
+            let value = self
+                .jail_ports
+                .get(&slot, 0)
+                .map_err(|e| DatapathError::map("read", maps::JAIL_PORTS, e))?;
+            mask |= value.jails;
+        }
+        Ok(mask)
+    }
+
     /// Packets and bytes dropped and passed per jail, summed over CPUs; jails with no
     /// traffic are left out.
     pub fn counters(&self) -> Result<Vec<(u32, JailCounters)>, DatapathError> {
