@@ -185,3 +185,42 @@ fn datapath_ban_refuses_loopback_unspecified_and_own_addresses() {
         );
     }
 }
+
+/// `check` validates what `run` would (like `fail2ban-client -t`): a good configuration is
+/// OK with its jails and interfaces; a bad one, or an interface that is not there, fails
+/// with the message `run` gives.
+#[test]
+fn check_validates_a_configuration_as_run_would() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let write = |text: &str| {
+        let path = dir.path().join("ban-agent.toml");
+        std::fs::write(&path, text).expect("write the configuration");
+        path.display().to_string()
+    };
+    let base = "state_dir = \"state\"\n[jail.auth]\nlogpath = \"auth.log\"\n\
+                filter = \"fastapi-auth\"\nports = [8000]\n";
+    let good = write(base);
+    let out = ban_agent(&["check", "--config", &good], None);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("OK; 1 jail (auth)"), "{stdout}");
+
+    let bad = write(&format!("{base}findtime = \"10 parsecs\"\n"));
+    let out = ban_agent(&["check", "--config", &bad], None);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(":6:12: `jail.auth.findtime`: \"10 parsecs\" is not a duration"),
+        "{stderr}"
+    );
+
+    let missing = write(&format!("interfaces = [\"nope9\"]\n{base}"));
+    let out = ban_agent(&["check", "--config", &missing], None);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("there is no interface nope9"), "{stderr}");
+}

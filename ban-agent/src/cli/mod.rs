@@ -43,6 +43,16 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Check a configuration as `run` would (like `fail2ban-client -t`): the file, its
+    /// filters, the interfaces and the saved state; exits non-zero with the same message.
+    #[command(
+        after_help = "Examples:\n  ban-agent check\n  ban-agent check --config ./ban-agent.toml"
+    )]
+    Check {
+        /// The configuration file.
+        #[arg(long, short, default_value = crate::config::DEFAULT_PATH, value_name = "FILE")]
+        config: PathBuf,
+    },
     #[command(flatten)]
     Verb(verbs::Verb),
     /// Work on the kernel datapath directly, without a running daemon.
@@ -156,6 +166,7 @@ impl Cli {
                 };
                 crate::daemon::run(loaded, &options)
             }
+            Command::Check { config } => check(&config),
             Command::Verb(verb) => {
                 init_logging(None);
                 verbs::run(verb, self.socket)
@@ -298,6 +309,34 @@ fn parse_protect(text: &str) -> Result<JailPorts, String> {
         ports,
         protocol,
     })
+}
+
+/// `check`: what `run` validates before it starts, and nothing it would change.
+fn check(path: &std::path::Path) -> anyhow::Result<()> {
+    let config = crate::config::Config::load(path)?;
+    datapath::check_interfaces(&config.global.interfaces)
+        .with_context(|| format!("`interfaces` in {}", path.display()))?;
+    crate::store::Store::new(&config.global.state_dir).load()?;
+    let jails: Vec<&str> = config.enabled().map(|jail| jail.name.as_str()).collect();
+    let interfaces: Vec<String> = config
+        .global
+        .interfaces
+        .iter()
+        .map(|name| format!("{name} (mode {})", config.global.mode_of(name).name()))
+        .collect();
+    println!(
+        "{}: OK; {} jail{} ({}), interfaces: {}",
+        path.display(),
+        jails.len(),
+        if jails.len() == 1 { "" } else { "s" },
+        jails.join(", "),
+        if interfaces.is_empty() {
+            "none (bans are kept, nothing is dropped)".to_owned()
+        } else {
+            interfaces.join(", ")
+        }
+    );
+    Ok(())
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use crate::{
     config::DEFAULT_SOCKET,
     control::{
         client,
-        protocol::{BanInfo, JailKey, JailStatus, Reply, Request},
+        protocol::{BanInfo, JailKey, JailStatus, Reply, Request, SetKey},
     },
     daemon::wall_text,
     datapath::show,
@@ -76,14 +76,21 @@ pub enum Verb {
         #[arg(value_enum)]
         key: JailKey,
     },
-    /// Change a jail's ignoreip until the next reload.
-    #[command(after_help = "Example:\n  ban-agent set fastapi-auth addignoreip 198.51.100.0/24")]
+    /// Change a jail's ignoreip, bantime, findtime or maxretry until the next reload, as
+    /// `fail2ban-client set` does.
+    #[command(
+        after_help = "Examples:\n  ban-agent set fastapi-auth addignoreip 198.51.100.0/24\n  \
+                            ban-agent set fastapi-auth bantime 1d\n  \
+                            ban-agent set fastapi-auth maxretry 3"
+    )]
     Set {
+        /// A jail's name.
         jail: String,
         #[arg(value_enum)]
         action: SetAction,
-        /// Address or CIDR.
-        target: String,
+        /// An address or CIDR (ignoreip), a duration (bantime, findtime) or a count
+        /// (maxretry).
+        value: String,
     },
     /// Re-read the configuration (like SIGHUP) without lifting bans; jails removed from it
     /// have their bans lifted. With JAIL, only that jail.
@@ -113,6 +120,9 @@ pub enum Verb {
 pub enum SetAction {
     Addignoreip,
     Delignoreip,
+    Bantime,
+    Findtime,
+    Maxretry,
 }
 
 /// Sends the verb's request to the daemon at `socket` and prints the reply.
@@ -179,14 +189,32 @@ fn request(verb: Verb) -> anyhow::Result<Request> {
         Verb::Set {
             jail,
             action,
-            target,
-        } => {
-            let target = parse_target(&target)?;
-            match action {
-                SetAction::Addignoreip => Request::AddIgnoreIp { jail, target },
-                SetAction::Delignoreip => Request::DelIgnoreIp { jail, target },
-            }
-        }
+            value,
+        } => match action {
+            SetAction::Addignoreip => Request::AddIgnoreIp {
+                jail,
+                target: parse_target(&value)?,
+            },
+            SetAction::Delignoreip => Request::DelIgnoreIp {
+                jail,
+                target: parse_target(&value)?,
+            },
+            SetAction::Bantime => Request::Set {
+                jail,
+                key: SetKey::Bantime,
+                value,
+            },
+            SetAction::Findtime => Request::Set {
+                jail,
+                key: SetKey::Findtime,
+                value,
+            },
+            SetAction::Maxretry => Request::Set {
+                jail,
+                key: SetKey::Maxretry,
+                value,
+            },
+        },
         Verb::Reload { jail } => Request::Reload { jail },
         Verb::Stop { detach } => Request::Stop { detach },
         Verb::Ping => Request::Ping,

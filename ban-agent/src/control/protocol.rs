@@ -58,6 +58,13 @@ pub enum Request {
         jail: String,
         target: IpNet,
     },
+    /// Change a jail's bantime, findtime or maxretry until the next reload.
+    Set {
+        jail: String,
+        key: SetKey,
+        /// As in the configuration: a duration ("10m", "permanent") or a count.
+        value: String,
+    },
     Reload {
         jail: Option<String>,
     },
@@ -66,6 +73,15 @@ pub enum Request {
     },
     /// Packets and bytes dropped and passed per jail.
     Stats,
+}
+
+/// A jail setting `set` changes until the next reload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum SetKey {
+    Bantime,
+    Findtime,
+    Maxretry,
 }
 
 /// A jail setting `get` reads.

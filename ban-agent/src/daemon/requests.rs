@@ -8,7 +8,7 @@ use ipnet::IpNet;
 use super::agent::{Agent, BanOutcome, Now, wall_text};
 use crate::{
     config::{Config, Jail},
-    control::protocol::{BanInfo, JailKey, JailStats, JailStatus, Reply, Request},
+    control::protocol::{BanInfo, JailKey, JailStats, JailStatus, Reply, Request, SetKey},
     datapath,
     ignore::Spared,
     tracker::BanTime,
@@ -52,6 +52,7 @@ impl Agent {
             Request::Get { jail, key } => self.get(&jail, key),
             Request::AddIgnoreIp { jail, target } => self.set_ignoreip(&jail, target, true),
             Request::DelIgnoreIp { jail, target } => self.set_ignoreip(&jail, target, false),
+            Request::Set { jail, key, value } => self.set(&jail, key, &value),
             Request::Reload { jail } => {
                 let result = self.reload(jail.as_deref(), now);
                 if result.is_ok() {
@@ -246,6 +247,57 @@ impl Agent {
             JailKey::Logpath => lines(config.logpath.iter().map(|p| p.display().to_string())),
         };
         Ok(Reply::Value { value })
+    }
+
+    /// `set JAIL bantime|findtime|maxretry VALUE`: in force until the next reload, as
+    /// `fail2ban-client set` does. Failures counted so far stay.
+    fn set(&mut self, jail: &str, key: SetKey, value: &str) -> anyhow::Result<Reply> {
+        let run = self
+            .jails
+            .get_mut(jail)
+            .with_context(|| format!("no jail {jail}: `ban-agent status` lists the jails"))?;
+        let text = value.trim();
+        let duration = || {
+            crate::duration::parse(text)
+                .map_err(|e| anyhow::anyhow!("{e}; expected {}", crate::duration::UNITS_HELP))
+        };
+        let (name, shown) = match key {
+            SetKey::Bantime => {
+                run.config.bantime = match text {
+                    "permanent" | "-1" => BanTime::Permanent,
+                    _ => match duration()? {
+                        d if d.is_zero() => bail!("bantime cannot be zero"),
+                        d => BanTime::For(d),
+                    },
+                };
+                ("bantime", applied_bantime(&run.config))
+            }
+            SetKey::Findtime => {
+                let findtime = duration()?;
+                if findtime.is_zero() {
+                    bail!("findtime cannot be zero");
+                }
+                run.config.rules.findtime = findtime;
+                ("findtime", crate::duration::show(findtime))
+            }
+            SetKey::Maxretry => {
+                let maxretry: u32 = text
+                    .parse()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .with_context(|| format!("{text:?} is not a count: expected 1 or more"))?;
+                run.config.rules.maxretry = maxretry;
+                ("maxretry", maxretry.to_string())
+            }
+        };
+        let rules = run.config.rules.clone();
+        run.detector.tracker_mut().set_rules(rules);
+        Ok(Reply::Done {
+            message: format!(
+                "{jail} {name} is {shown} until the next reload (write it in the configuration \
+                 to keep it); bans in force keep their length"
+            ),
+        })
     }
 
     fn set_ignoreip(&mut self, jail: &str, target: IpNet, add: bool) -> anyhow::Result<Reply> {

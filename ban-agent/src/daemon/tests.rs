@@ -689,3 +689,77 @@ fn get_and_status_show_the_bantime_actually_applied() {
         other => panic!("{other:?}"),
     }
 }
+
+/// `set JAIL maxretry|bantime|findtime VALUE` acts until the next reload, as
+/// `fail2ban-client set` does; a bad value is refused with what was expected.
+#[test]
+fn set_changes_maxretry_bantime_and_findtime_until_the_next_reload() {
+    use crate::control::protocol::{JailKey, SetKey};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kernel = FakeKernel::default();
+    let mut agent = start(config(dir.path(), 5, ""), &kernel, now(0));
+    let set = |agent: &mut Agent, key, value: &str| {
+        ask(
+            agent,
+            Request::Set {
+                jail: "auth".to_owned(),
+                key,
+                value: value.to_owned(),
+            },
+            now(1),
+        )
+    };
+    let get = |agent: &mut Agent, key| match ask(
+        agent,
+        Request::Get {
+            jail: "auth".to_owned(),
+            key,
+        },
+        now(1),
+    ) {
+        Reply::Value { value } => value,
+        other => panic!("{other:?}"),
+    };
+    let Reply::Done { message } = set(&mut agent, SetKey::Maxretry, "2") else {
+        panic!("set maxretry refused");
+    };
+    assert!(message.contains("until the next reload"), "{message}");
+    assert!(matches!(
+        set(&mut agent, SetKey::Bantime, "1D"),
+        Reply::Done { .. }
+    ));
+    assert!(matches!(
+        set(&mut agent, SetKey::Findtime, "30m"),
+        Reply::Done { .. }
+    ));
+    assert_eq!(get(&mut agent, JailKey::Bantime), "1d");
+    assert_eq!(get(&mut agent, JailKey::Findtime), "30m");
+    assert_eq!(get(&mut agent, JailKey::Maxretry), "2");
+    for (key, bad) in [
+        (SetKey::Maxretry, "0"),
+        (SetKey::Findtime, "ten"),
+        (SetKey::Bantime, "5ms"),
+    ] {
+        assert!(
+            matches!(set(&mut agent, key, bad), Reply::Error { .. }),
+            "{key:?} {bad}"
+        );
+    }
+
+    // Two failures now ban, for a day.
+    failure(dir.path(), "192.0.2.7", 2);
+    failure(dir.path(), "192.0.2.7", 3);
+    agent.poll(now(4));
+    let expiry = kernel.bans.lock().expect("lock")[&(0, net("192.0.2.7/32"))];
+    assert_eq!(
+        expiry,
+        Expiry::after(now(4).boot, std::time::Duration::from_secs(86_400))
+    );
+
+    assert!(matches!(
+        ask(&mut agent, Request::Reload { jail: None }, now(5)),
+        Reply::Done { .. }
+    ));
+    assert_eq!(get(&mut agent, JailKey::Maxretry), "5");
+    assert_eq!(get(&mut agent, JailKey::Bantime), "10m");
+}
