@@ -44,7 +44,10 @@ pub struct DetectStats {
     pub lines: u64,
     pub missed: u64,
     pub ignored: u64,
+    /// Failures of addresses never banned (loopback, this host's, `ignoreip`).
     pub spared: u64,
+    /// The same, by reason, indexed by [`Spared::index`].
+    pub spared_by: [u64; 3],
     pub stale: u64,
     /// Failures counted (including those that banned).
     pub counted: u64,
@@ -52,6 +55,17 @@ pub struct DetectStats {
 }
 
 impl DetectStats {
+    /// Spared failures by reason, those that happened only: `"ignoreip 2, loopback or
+    /// unspecified 1"`.
+    pub fn spared_text(&self) -> String {
+        Spared::ALL
+            .iter()
+            .filter(|why| self.spared_by[why.index()] > 0)
+            .map(|why| format!("{} {}", why.label(), self.spared_by[why.index()]))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// Lines a failregex matched and no ignoreregex vetoed.
     pub fn failures(&self) -> u64 {
         self.spared + self.stale + self.counted
@@ -110,6 +124,7 @@ impl Detector {
         };
         if let Some(why) = self.ignore.spares(&target) {
             self.stats.spared += 1;
+            self.stats.spared_by[why.index()] += 1;
             return Verdict::Spared { target, why, regex };
         }
         let at = match self.dates.read(line) {
@@ -133,6 +148,7 @@ impl Detector {
                 // A prefix ban may cover an address that a single failure did not.
                 if let Some(why) = self.ignore.spares(&decision.target) {
                     self.stats.spared += 1;
+                    self.stats.spared_by[why.index()] += 1;
                     return Verdict::Spared {
                         target: decision.target,
                         why,
@@ -161,6 +177,11 @@ impl Detector {
 
     pub fn stats(&self) -> DetectStats {
         self.stats
+    }
+
+    /// Carries counts over from the detector this one replaces (a reload).
+    pub fn keep_stats(&mut self, stats: DetectStats) {
+        self.stats = stats;
     }
 
     pub fn tracker(&self) -> &Tracker {

@@ -20,6 +20,29 @@ pub enum Spared {
     IgnoreIp,
 }
 
+impl Spared {
+    /// Every reason, in the order of [`Spared::index`].
+    pub const ALL: [Spared; 3] = [Self::Reserved, Self::OwnAddress, Self::IgnoreIp];
+
+    /// A position in per-reason counters.
+    pub fn index(self) -> usize {
+        match self {
+            Self::Reserved => 0,
+            Self::OwnAddress => 1,
+            Self::IgnoreIp => 2,
+        }
+    }
+
+    /// A short name, for counts.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Reserved => "loopback or unspecified",
+            Self::OwnAddress => "this host's own",
+            Self::IgnoreIp => "ignoreip",
+        }
+    }
+}
+
 impl std::fmt::Display for Spared {
     /// Why, as the end of "X is not banned: ...".
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -224,3 +224,21 @@ fn check_validates_a_configuration_as_run_would() {
     assert!(!out.status.success());
     assert!(stderr.contains("there is no interface nope9"), "{stderr}");
 }
+
+/// A failure from an address never banned is matched and said, not silently dropped.
+#[test]
+fn spared_lines_are_said_with_their_reason() {
+    let lines = "2026-11-24 12:00:01,000 - fastapi-auth - INFO - 127.0.0.1 - \"POST /login\" 401 - 0.0100s\n\
+                 2026-11-24 12:00:02,000 - fastapi-auth - INFO - 192.0.2.7 - \"POST /login\" 401 - 0.0100s\n";
+    let report = stdout(&ban_agent(
+        &["test-filter", "-", "--filter", "fastapi-auth"],
+        Some(lines.as_bytes()),
+    ));
+    assert_eq!(lines_row(&report), [2, 2, 0, 0], "{report}");
+    assert!(
+        report.contains(
+            "1 matched from addresses never banned, not counted: loopback or unspecified 1"
+        ),
+        "{report}"
+    );
+}

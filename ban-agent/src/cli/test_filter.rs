@@ -267,6 +267,14 @@ impl Report {
             stats.ignored,
             stats.missed
         );
+        if stats.spared > 0 {
+            let _ = writeln!(
+                out,
+                "       {} matched from addresses never banned, not counted: {}",
+                stats.spared,
+                stats.spared_text()
+            );
+        }
         if read.invalid_utf8 + read.too_long > 0 {
             let _ = writeln!(
                 out,

@@ -264,6 +264,11 @@ fn print_jail(s: &JailStatus) {
     println!("|- Filter");
     println!("|  |- Currently failed:\t{}", s.currently_failed);
     println!("|  |- Total failed:\t{}", s.total_failed);
+    if s.spared > 0 {
+        println!("|  |- Spared:\t{} ({})", s.spared, s.spared_by);
+    } else {
+        println!("|  |- Spared:\t0");
+    }
     println!("|  `- File list:\t{}", s.files.join(" "));
     println!("`- Actions");
     println!("   |- Currently banned:\t{}", s.currently_banned);

@@ -122,6 +122,13 @@ pub struct JailStatus {
     /// maxtime), with why when it differs from `bantime`.
     #[serde(default)]
     pub bantime: String,
+    /// Failures of addresses never banned (loopback, this host's, `ignoreip`): read,
+    /// matched, and not counted.
+    #[serde(default)]
+    pub spared: u64,
+    /// The same by reason, e.g. `ignoreip 2, loopback or unspecified 1`.
+    #[serde(default)]
+    pub spared_by: String,
 }
 
 /// Kernel counters of a jail.

@@ -109,6 +109,8 @@ impl Agent {
             total_banned: run.total_banned,
             banned,
             bantime: applied_bantime(&run.config),
+            spared: run.detector.stats().spared,
+            spared_by: run.detector.stats().spared_text(),
         })
     }
 
@@ -400,6 +402,7 @@ impl Agent {
                 // Failures counted so far still count under the new rules, unless they
                 // were counted per other prefixes.
                 std::mem::swap(old.detector.tracker_mut(), new.detector.tracker_mut());
+                new.detector.keep_stats(old.detector.stats());
                 let rules = new.config.rules.clone();
                 new.detector.tracker_mut().set_rules(rules);
             }

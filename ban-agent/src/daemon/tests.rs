@@ -763,3 +763,31 @@ fn set_changes_maxretry_bantime_and_findtime_until_the_next_reload() {
     assert_eq!(get(&mut agent, JailKey::Maxretry), "5");
     assert_eq!(get(&mut agent, JailKey::Bantime), "10m");
 }
+
+/// Lines from addresses never banned are read and matched, not counted, and `status` says
+/// so by reason instead of showing nothing at all.
+#[test]
+fn spared_lines_are_counted_by_reason_in_status() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kernel = FakeKernel::default();
+    let mut agent = start(config(dir.path(), 3, ""), &kernel, now(0));
+    failure(dir.path(), "198.51.100.5", 1); // ignoreip
+    failure(dir.path(), "198.51.100.6", 2); // ignoreip
+    failure(dir.path(), "127.0.0.1", 3); // loopback
+    agent.poll(now(4));
+    match ask(
+        &mut agent,
+        Request::Status {
+            jail: Some("auth".to_owned()),
+        },
+        now(5),
+    ) {
+        Reply::Jail(status) => {
+            assert_eq!(status.total_failed, 0);
+            assert_eq!(status.spared, 3);
+            assert_eq!(status.spared_by, "loopback or unspecified 1, ignoreip 2");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(kernel.bans.lock().expect("lock").is_empty());
+}
