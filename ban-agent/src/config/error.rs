@@ -47,6 +47,9 @@ impl Source<'_> {
         let span = error.span().unwrap_or(0..0);
         let key = self.key_at(span.start);
         let message = error.message().trim_end().replace('\n', " ");
+        let message = unknown_key(&message)
+            .or_else(|| invalid_type(&message))
+            .unwrap_or(message);
         self.error(span, &key, message)
     }
 
@@ -88,6 +91,88 @@ impl Source<'_> {
         }
         key.unwrap_or_else(|| "(top level)".to_owned())
     }
+}
+
+/// serde's "invalid type: string \"five\", expected i64" in our words.
+fn invalid_type(message: &str) -> Option<String> {
+    let (found, expected) = message
+        .strip_prefix("invalid type: ")?
+        .split_once(", expected ")?;
+    let expected = match expected {
+        "i64" | "u64" | "u32" | "i32" => "a whole number (no quotes)",
+        "f64" => "a number (no quotes)",
+        "a boolean" => "true or false (no quotes)",
+        "a string" => "a string in double quotes",
+        "a sequence" => "a list in brackets, [ ... ]",
+        other => other,
+    };
+    Some(format!("{found} where {expected} is expected"))
+}
+
+/// fail2ban's names for what has another name here, or no place.
+const FAIL2BAN_KEYS: [(&str, &str); 12] = [
+    ("port", "ban-agent's is `ports`, a list: ports = [80, 443]"),
+    (
+        "bantime.increment",
+        "ban-agent's is the table [jail.NAME.bantime_increment]",
+    ),
+    (
+        "banaction",
+        "ban-agent bans in its own eBPF program: nothing to choose",
+    ),
+    (
+        "action",
+        "ban-agent bans in its own eBPF program; notifications are `on_ban` and `on_unban`",
+    ),
+    (
+        "backend",
+        "ban-agent follows files with inotify and a poll: nothing to choose",
+    ),
+    ("usedns", "ban-agent bans addresses only, never names"),
+    (
+        "chain",
+        "ban-agent drops before netfilter: there is no chain",
+    ),
+    ("protocols", "ban-agent's is `protocol`: tcp, udp or all"),
+    (
+        "ignoreself",
+        "`ignoreself` is a global key here, at the top of the file",
+    ),
+    (
+        "dbfile",
+        "bans and history are kept under the global `state_dir`",
+    ),
+    ("journalmatch", "ban-agent reads log files (`logpath`)"),
+    (
+        "mode",
+        "a filter's mode is part of the filter here: choose the filter",
+    ),
+];
+
+/// serde's "unknown field `x`, expected one of `a`, `b`" in our words: what the key may be
+/// (a near name, or fail2ban's name for one of ours) and the keys allowed there.
+fn unknown_key(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("unknown field `")?;
+    let (key, rest) = rest.split_once('`')?;
+    let allowed: Vec<&str> = rest.split('`').skip(1).step_by(2).collect();
+    let hint = FAIL2BAN_KEYS
+        .iter()
+        .find(|(name, _)| *name == key)
+        .map(|(_, ours)| format!(" (a fail2ban key: {ours})"))
+        .or_else(|| {
+            allowed
+                .iter()
+                .map(|name| (strsim::jaro_winkler(key, name), *name))
+                .filter(|(score, _)| *score > 0.85)
+                .max_by(|a, b| a.0.total_cmp(&b.0))
+                .map(|(_, name)| format!(": did you mean `{name}`?"))
+        })
+        .unwrap_or_default();
+    let end = if hint.ends_with('?') { " " } else { ". " };
+    Some(format!(
+        "unknown key `{key}`{hint}{end}Keys allowed here: {}",
+        allowed.join(", ")
+    ))
 }
 
 #[cfg(test)]

@@ -17,6 +17,16 @@ use crate::{
     tracker::{BanTime, Increment, Rules},
 };
 
+/// fail2ban's dotted `bantime.*` keys, which TOML reads as a table under `bantime`.
+const FAIL2BAN_BANTIME: [&str; 6] = [
+    "increment",
+    "factor",
+    "maxtime",
+    "overalljails",
+    "rndtime",
+    "multipliers",
+];
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
@@ -42,7 +52,9 @@ pub(super) struct RawJail {
     pub(super) enabled: Option<bool>,
     pub(super) logpath: Option<Spanned<Value>>,
     pub(super) filter: Option<Spanned<String>>,
+    #[serde(default, deserialize_with = "regex_list")]
     pub(super) failregex: Option<Vec<Spanned<String>>>,
+    #[serde(default, deserialize_with = "regex_list")]
     pub(super) ignoreregex: Option<Vec<Spanned<String>>>,
     pub(super) maxretry: Option<Spanned<i64>>,
     pub(super) findtime: Option<Spanned<Value>>,
@@ -76,6 +88,55 @@ pub(super) struct RawIncrement {
     factor: Option<Spanned<f64>>,
     maxtime: Option<Spanned<Value>>,
     overall_jails: Option<bool>,
+}
+
+/// `failregex`/`ignoreregex`: a list of regexes, or one string with a regex per line as
+/// fail2ban writes them (blank lines skipped). A list keeps each item's position for
+/// errors; the lines of a string share the string's.
+fn regex_list<'de, D>(deserializer: D) -> Result<Option<Vec<Spanned<String>>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    struct Regexes(Vec<Spanned<String>>, Option<String>);
+
+    impl<'de> Deserialize<'de> for Regexes {
+        fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            struct Visit;
+            impl<'de> serde::de::Visitor<'de> for Visit {
+                type Value = Regexes;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a list of regexes, or a string with one regex per line")
+                }
+                fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Regexes, E> {
+                    Ok(Regexes(Vec::new(), Some(text.to_owned())))
+                }
+                fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                    self,
+                    mut seq: A,
+                ) -> Result<Regexes, A::Error> {
+                    let mut all = Vec::new();
+                    while let Some(regex) = seq.next_element::<Spanned<String>>()? {
+                        all.push(regex);
+                    }
+                    Ok(Regexes(all, None))
+                }
+            }
+            deserializer.deserialize_any(Visit)
+        }
+    }
+
+    let value = Spanned::<Regexes>::deserialize(deserializer)?;
+    let span = value.span();
+    let Regexes(list, lines) = value.into_inner();
+    Ok(Some(match lines {
+        None => list,
+        Some(text) => text
+            .lines()
+            .map(str::trim)
+            .filter(|line| !line.is_empty())
+            .map(|line| Spanned::new(span.clone(), line.to_owned()))
+            .collect(),
+    }))
 }
 
 pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
@@ -509,6 +570,16 @@ impl<'a> JailCtx<'a> {
                 "-1" | "permanent" | "never" if permanent => return Ok(BanTime::Permanent),
                 trimmed => crate::duration::parse(trimmed).map_err(|e| fail(e.to_string()))?,
             },
+            Value::Table(table) if table.keys().any(|k| FAIL2BAN_BANTIME.contains(&k.as_str())) => {
+                return Err(self.error(
+                    s.value.span(),
+                    &s.key,
+                    "fail2ban's `bantime.increment`, `bantime.factor`, `bantime.maxtime` and \
+                     `bantime.overalljails` are a table here: `[jail.NAME.bantime_increment]` \
+                     (or `[defaults.bantime_increment]`) with `enabled`, `factor`, `maxtime` \
+                     and `overall_jails`",
+                ));
+            }
             other => return Err(fail(format!("{other}"))),
         };
         if duration.is_zero() {

@@ -181,10 +181,25 @@ fn syntax_errors_are_located() {
 #[test]
 fn wrong_types_and_unknown_keys_name_the_key() {
     let text = format!("{MINIMAL}maxretry = \"five\"\n");
-    assert_error(&text, 5, "jail.auth.maxretry", "expected i64");
+    assert_error(
+        &text,
+        5,
+        "jail.auth.maxretry",
+        "string \"five\" where a whole number (no quotes) is expected",
+    );
     let text = format!("{MINIMAL}bantim = \"1h\"\n");
-    assert_error(&text, 5, "jail.auth.bantim", "unknown field `bantim`");
-    assert_error("statedir = \"/x\"\n", 1, "statedir", "unknown field");
+    assert_error(
+        &text,
+        5,
+        "jail.auth.bantim",
+        "unknown key `bantim`: did you mean `bantime`?",
+    );
+    assert_error(
+        "statedir = \"/x\"\n",
+        1,
+        "statedir",
+        "unknown key `statedir`: did you mean `state_dir`?",
+    );
 }
 
 #[test]
@@ -534,5 +549,58 @@ fn socket_group_is_a_group_name_or_id() {
     assert!(
         message.contains("`socket_group`") && message.contains("getent group"),
         "{message}"
+    );
+}
+
+/// Unknown keys get a near name or, for fail2ban's names, ours; fail2ban's dotted
+/// `bantime.increment` says where it lives here.
+#[test]
+fn unknown_keys_say_what_was_meant() {
+    let jail = "[jail.auth]\nlogpath = \"/var/log/app/auth.log\"\nfilter = \"fastapi-auth\"\n";
+    let (_, _, _, message) = error(&format!("{jail}maxretyr = 3\n"));
+    assert!(
+        message.contains("unknown key `maxretyr`: did you mean `maxretry`?"),
+        "{message}"
+    );
+    assert!(
+        message.contains("? Keys allowed here: enabled, logpath"),
+        "{message}"
+    );
+    let (_, _, _, message) = error(&format!("{jail}port = 8000\n"));
+    assert!(
+        message.contains("a fail2ban key: ban-agent's is `ports`"),
+        "{message}"
+    );
+    let (_, _, _, message) = error(&format!("{jail}bantime.increment = true\n"));
+    assert!(
+        message.contains("[jail.NAME.bantime_increment]"),
+        "{message}"
+    );
+}
+
+/// `failregex` as fail2ban writes it, one string with a regex per line, or as a list.
+#[test]
+fn failregex_is_a_list_or_one_regex_per_line() {
+    let text = "[jail.auth]\nlogpath = \"/var/log/app/auth.log\"\nfailregex = \"\"\"\n\
+                ^<HOST> login failed$\n\n  ^<HOST> register failed$\n\"\"\"\n";
+    let config = parse(text).expect("one regex per line is valid");
+    let filter = &config.jail("auth").expect("auth").filter;
+    assert_eq!(filter.len(), 2);
+    for line in ["192.0.2.7 login failed", "192.0.2.8 register failed"] {
+        assert!(
+            matches!(filter.check(line), crate::filter::Outcome::Failure { .. }),
+            "{line}"
+        );
+    }
+    let listed = "[jail.auth]\nlogpath = \"/var/log/app/auth.log\"\n\
+                  failregex = [\"^<HOST> login failed$\"]\n";
+    assert_eq!(
+        parse(listed)
+            .expect("a list is valid")
+            .jail("auth")
+            .expect("auth")
+            .filter
+            .len(),
+        1
     );
 }
