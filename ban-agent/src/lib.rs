@@ -22,6 +22,11 @@ pub mod tail;
 pub mod tracker;
 pub mod trust;
 
+/// `1 address`, `2 addresses`: a count with its noun.
+pub fn plural(count: u64, one: &str, many: &str) -> String {
+    format!("{count} {}", if count == 1 { one } else { many })
+}
+
 /// An error and its causes on one line, leaving out a cause whose text the message already
 /// holds: the error types here quote their source in their own message, so `{:#}` would
 /// say it twice.

@@ -223,7 +223,7 @@ fn failures_ban_in_the_kernel_and_the_verbs_metrics_and_stats_agree() {
     );
     assert!(String::from_utf8_lossy(&refused.stderr).contains("this host's addresses"));
     let out = scene.cli(&["unban", "--all"]);
-    assert!(out.contains("1 bans lifted"), "{out}");
+    assert!(out.contains("1 ban lifted"), "{out}");
     scene.cli(&["stop"]);
     let log = daemon.wait();
     assert!(log.contains("unban jail=\"auth\" ip=192.0.2.2"), "{log}");

@@ -242,3 +242,31 @@ fn spared_lines_are_said_with_their_reason() {
         "{report}"
     );
 }
+
+/// `--help` teaches: every `datapath` verb has an example, `<JAIL>` is described wherever
+/// it appears, and `--socket` is offered only where a socket is used.
+#[test]
+fn help_has_examples_describes_jail_and_offers_socket_only_where_used() {
+    let help = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.push("--help");
+        stdout(&ban_agent(&all, None))
+    };
+    for verb in ["attach", "ban", "unban", "list", "counters", "detach"] {
+        let text = help(&["datapath", verb]);
+        assert!(text.contains("Example"), "datapath {verb}:\n{text}");
+        assert!(!text.contains("--socket"), "datapath {verb}:\n{text}");
+    }
+    assert!(!help(&["test-filter"]).contains("--socket"));
+    for verb in ["ban", "get", "set", "reload", "status"] {
+        let text = help(&[verb]);
+        assert!(text.contains("--socket"), "{verb}:\n{text}");
+        let jail = text
+            .lines()
+            .find(|line| {
+                line.trim_start().starts_with("<JAIL>") || line.trim_start().starts_with("[JAIL]")
+            })
+            .unwrap_or_else(|| panic!("{verb}: no JAIL argument in\n{text}"));
+        assert!(jail.contains("jail's name"), "{verb}: {jail}");
+    }
+}

@@ -21,9 +21,9 @@ use crate::{
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// The daemon's control socket: the verbs talk to it (default /run/ban-agent.sock);
-    /// `run` listens on it instead of the configuration's `socket`.
-    #[arg(long, global = true, env = "BAN_AGENT_SOCKET", value_name = "PATH")]
+    /// The daemon's control socket, given before the verb (`ban-agent --socket PATH
+    /// status`); each verb and `run` also take `--socket`.
+    #[arg(long, env = "BAN_AGENT_SOCKET", value_name = "PATH")]
     socket: Option<PathBuf>,
 }
 
@@ -42,6 +42,9 @@ enum Command {
         /// or the state file; needs no BPF privileges.
         #[arg(long)]
         dry_run: bool,
+        /// Listen on this control socket instead of the configuration's `socket`.
+        #[arg(long, env = "BAN_AGENT_SOCKET", value_name = "PATH")]
+        socket: Option<PathBuf>,
     },
     /// Check a configuration as `run` would (like `fail2ban-client -t`): the file, its
     /// filters, the interfaces and the saved state; exits non-zero with the same message.
@@ -125,7 +128,10 @@ enum DatapathCommand {
         pin: PinDir,
     },
     /// Lift the ban of an address or a CIDR in a jail.
-    #[command(after_help = "Example:\n  ban-agent datapath unban --jail 0 192.0.2.7")]
+    #[command(
+        after_help = "Examples:\n  ban-agent datapath unban --jail 0 192.0.2.7\n  \
+                            ban-agent datapath unban --jail 0 198.51.100.0/24"
+    )]
     Unban {
         /// Jail index.
         #[arg(long)]
@@ -136,16 +142,21 @@ enum DatapathCommand {
         pin: PinDir,
     },
     /// List the bans in the kernel maps with the time each has left.
+    #[command(after_help = "Examples:\n  ban-agent datapath list\n  \
+                            ban-agent datapath list --pin-dir /sys/fs/bpf/other")]
     List {
         #[command(flatten)]
         pin: PinDir,
     },
     /// Packets and bytes dropped and passed per jail.
+    #[command(after_help = "Example:\n  ban-agent datapath counters")]
     Counters {
         #[command(flatten)]
         pin: PinDir,
     },
-    /// Detach XDP from every interface and remove every pin: lifts all bans.
+    /// Detach the program (XDP or tc) from every interface and remove every pin: lifts
+    /// all bans (a running daemon restores them at its next start).
+    #[command(after_help = "Example:\n  ban-agent datapath detach")]
     Detach {
         #[command(flatten)]
         pin: PinDir,
@@ -156,13 +167,17 @@ impl Cli {
     /// Runs the command.
     pub fn run(self) -> anyhow::Result<()> {
         match self.command {
-            Command::Run { config, dry_run } => {
+            Command::Run {
+                config,
+                dry_run,
+                socket,
+            } => {
                 let loaded = crate::config::Config::load(&config)?;
                 init_logging(loaded.global.log_level.as_deref());
                 let options = crate::daemon::Options {
                     config,
                     dry_run,
-                    socket: self.socket,
+                    socket: socket.or(self.socket),
                 };
                 crate::daemon::run(loaded, &options)
             }

@@ -335,8 +335,9 @@ impl Report {
         let spared = self.targets.values().filter(|f| f.spared.is_some()).count();
         let _ = writeln!(
             out,
-            "\nWould ban: {would_ban} addresses ({} bans in all); spared: {spared}",
-            self.banned
+            "\nWould ban: {} ({} in all); spared: {spared}",
+            crate::plural(would_ban as u64, "address", "addresses"),
+            crate::plural(self.banned, "ban", "bans"),
         );
     }
 }

@@ -22,17 +22,20 @@ pub enum Verb {
     /// Jails and bans in force; with JAIL, that jail in detail (failures, files, bans).
     #[command(after_help = "Examples:\n  ban-agent status\n  ban-agent status fastapi-auth --json")]
     Status {
-        /// A jail's name.
+        /// A jail's name, as `ban-agent status` lists them.
         jail: Option<String>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        conn: Conn,
     },
     /// Ban an address or a network in a jail, for the jail's bantime unless --for says.
     #[command(
         after_help = "Examples:\n  ban-agent ban fastapi-auth 192.0.2.7\n  ban-agent ban fastapi-auth 2001:db8::/64 --for 2h\n  ban-agent ban fastapi-auth 198.51.100.9 --for permanent\n  ban-agent ban fastapi-auth 198.51.100.9 --force   (inside ignoreip)\n\nLoopback, unspecified and the host's own addresses are never banned, --force or not."
     )]
     Ban {
+        /// A jail's name, as `ban-agent status` lists them.
         jail: String,
         /// Address or CIDR.
         target: String,
@@ -42,6 +45,8 @@ pub enum Verb {
         /// Ban even though the target is in the jail's ignoreip.
         #[arg(long)]
         force: bool,
+        #[command(flatten)]
+        conn: Conn,
     },
     /// Lift a ban, in every jail that holds it or in one; --all lifts every ban.
     #[command(
@@ -51,12 +56,14 @@ pub enum Verb {
         /// Address or CIDR, as it was banned.
         #[arg(required_unless_present = "all", conflicts_with = "all")]
         target: Option<String>,
-        /// Only in this jail.
+        /// Only in this jail (a name, as `ban-agent status` lists them).
         #[arg(long)]
         jail: Option<String>,
         /// Lift every ban of every jail.
         #[arg(long, conflicts_with = "jail")]
         all: bool,
+        #[command(flatten)]
+        conn: Conn,
     },
     /// Which jails ban an address (or every ban), and until when.
     #[command(after_help = "Examples:\n  ban-agent banned\n  ban-agent banned 192.0.2.7")]
@@ -66,15 +73,20 @@ pub enum Verb {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        conn: Conn,
     },
     /// Read a jail's setting as the daemon applies it.
     #[command(
         after_help = "Examples:\n  ban-agent get fastapi-auth maxretry\n  ban-agent get fastapi-auth ignoreip"
     )]
     Get {
+        /// A jail's name, as `ban-agent status` lists them.
         jail: String,
         #[arg(value_enum)]
         key: JailKey,
+        #[command(flatten)]
+        conn: Conn,
     },
     /// Change a jail's ignoreip, bantime, findtime or maxretry until the next reload, as
     /// `fail2ban-client set` does.
@@ -91,29 +103,70 @@ pub enum Verb {
         /// An address or CIDR (ignoreip), a duration (bantime, findtime) or a count
         /// (maxretry).
         value: String,
+        #[command(flatten)]
+        conn: Conn,
     },
     /// Re-read the configuration (like SIGHUP) without lifting bans; jails removed from it
     /// have their bans lifted. With JAIL, only that jail.
     #[command(after_help = "Examples:\n  ban-agent reload\n  ban-agent reload fastapi-auth")]
-    Reload { jail: Option<String> },
+    Reload {
+        /// A jail's name, as `ban-agent status` lists them.
+        jail: Option<String>,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Stop the daemon. Bans stay in force in the kernel unless --detach.
     #[command(after_help = "Examples:\n  ban-agent stop\n  ban-agent stop --detach")]
     Stop {
-        /// Also detach the XDP program and lift every ban (saved bans return at the next
-        /// start).
+        /// Also detach the program (XDP or tc) and lift every ban (saved bans return at
+        /// the next start).
         #[arg(long)]
         detach: bool,
+        #[command(flatten)]
+        conn: Conn,
     },
     /// Check that the daemon answers.
     #[command(after_help = "Example:\n  ban-agent ping")]
-    Ping,
-    /// Packets and bytes dropped (and passed) per jail, from the kernel counters.
+    Ping {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Packets and bytes dropped (and passed) per jail, from the kernel counters, and the
+    /// hook of each interface.
     #[command(after_help = "Examples:\n  ban-agent stats\n  ban-agent stats --json")]
     Stats {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        conn: Conn,
     },
+}
+
+/// How a verb reaches the daemon.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct Conn {
+    /// The daemon's control socket [default: the configuration's `socket`,
+    /// /run/ban-agent.sock].
+    #[arg(long, env = "BAN_AGENT_SOCKET", value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+}
+
+impl Verb {
+    /// The socket this verb names, if it names one.
+    fn socket(&self) -> Option<PathBuf> {
+        let (Self::Status { conn, .. }
+        | Self::Ban { conn, .. }
+        | Self::Unban { conn, .. }
+        | Self::Banned { conn, .. }
+        | Self::Get { conn, .. }
+        | Self::Set { conn, .. }
+        | Self::Reload { conn, .. }
+        | Self::Stop { conn, .. }
+        | Self::Ping { conn }
+        | Self::Stats { conn, .. }) = self;
+        conn.socket.clone()
+    }
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -125,14 +178,18 @@ pub enum SetAction {
     Maxretry,
 }
 
-/// Sends the verb's request to the daemon at `socket` and prints the reply.
-pub fn run(verb: Verb, socket: Option<PathBuf>) -> anyhow::Result<()> {
-    let socket = socket.unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET));
+/// Sends the verb's request to the daemon at its `--socket` (else `fallback`, the one given
+/// before the verb) and prints the reply.
+pub fn run(verb: Verb, fallback: Option<PathBuf>) -> anyhow::Result<()> {
+    let socket = verb
+        .socket()
+        .or(fallback)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET));
     let json = matches!(
         verb,
         Verb::Status { json: true, .. }
             | Verb::Banned { json: true, .. }
-            | Verb::Stats { json: true }
+            | Verb::Stats { json: true, .. }
     );
     let request = request(verb)?;
     let reply = client::call(&socket, &request)?;
@@ -155,6 +212,7 @@ fn request(verb: Verb) -> anyhow::Result<Request> {
             target,
             duration,
             force,
+            ..
         } => {
             let (seconds, permanent) = match duration.as_deref().map(str::trim) {
                 None => (None, false),
@@ -185,11 +243,12 @@ fn request(verb: Verb) -> anyhow::Result<Request> {
         Verb::Banned { target, .. } => Request::Banned {
             target: target.as_deref().map(parse_target).transpose()?,
         },
-        Verb::Get { jail, key } => Request::Get { jail, key },
+        Verb::Get { jail, key, .. } => Request::Get { jail, key },
         Verb::Set {
             jail,
             action,
             value,
+            ..
         } => match action {
             SetAction::Addignoreip => Request::AddIgnoreIp {
                 jail,
@@ -215,9 +274,9 @@ fn request(verb: Verb) -> anyhow::Result<Request> {
                 value,
             },
         },
-        Verb::Reload { jail } => Request::Reload { jail },
-        Verb::Stop { detach } => Request::Stop { detach },
-        Verb::Ping => Request::Ping,
+        Verb::Reload { jail, .. } => Request::Reload { jail },
+        Verb::Stop { detach, .. } => Request::Stop { detach },
+        Verb::Ping { .. } => Request::Ping,
         Verb::Stats { .. } => Request::Stats,
     })
 }

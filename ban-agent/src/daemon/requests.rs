@@ -219,7 +219,7 @@ impl Agent {
             self.lift(jail, *target, "operator", now)?;
         }
         Ok(Reply::Done {
-            message: format!("{} bans lifted", all.len()),
+            message: format!("{} lifted", crate::plural(all.len() as u64, "ban", "bans")),
         })
     }
 
