@@ -122,6 +122,39 @@ pub struct Hook {
     pub webhook: Option<String>,
     /// How long the command or the POST may take before it is abandoned.
     pub timeout: Duration,
+    /// A mail about the event (batched under a flood).
+    pub email: Option<Email>,
+}
+
+/// Mail on a ban or an unban, as fail2ban's `sendmail-whois-lines` action sends it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Email {
+    /// Recipients.
+    pub to: Vec<String>,
+    /// Sender.
+    pub from: String,
+    /// How to send it.
+    pub via: MailVia,
+    /// Up to this many lines of the jail's logs that hold the address go with the mail.
+    pub log_lines: usize,
+    /// Where those lines are looked for: the jail's `logpath` (files or globs).
+    pub logpath: Vec<PathBuf>,
+}
+
+/// The way out of a mail.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum MailVia {
+    /// The local `sendmail` program.
+    Sendmail,
+    /// An SMTP server.
+    Smtp {
+        host: String,
+        port: u16,
+        /// Upgrade the connection with STARTTLS, and refuse to send without it.
+        starttls: bool,
+        /// A file holding `user:password` (read at each send, never logged).
+        credentials_file: Option<PathBuf>,
+    },
 }
 
 /// The destination ports a jail protects.

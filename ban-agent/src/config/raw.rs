@@ -10,7 +10,8 @@ use serde::Deserialize;
 use toml::{Spanned, Value};
 
 use super::{
-    Config, ConfigError, DatePattern, Global, Hook, Jail, Ports, Start, defaults, error::Source,
+    Config, ConfigError, DatePattern, Email, Global, Hook, Jail, MailVia, Ports, Start, defaults,
+    error::Source,
 };
 use crate::{
     datapath::{AttachMode, Protocol},
@@ -79,6 +80,18 @@ pub(super) struct RawHook {
     command: Option<Spanned<Vec<String>>>,
     webhook: Option<Spanned<String>>,
     timeout: Option<Spanned<Value>>,
+    email: Option<Spanned<RawEmail>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawEmail {
+    to: Spanned<Vec<String>>,
+    from: Spanned<String>,
+    smtp: Option<Spanned<String>>,
+    starttls: Option<bool>,
+    credentials_file: Option<String>,
+    log_lines: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -387,10 +400,13 @@ impl<'a> JailCtx<'a> {
             Some(s) => self.duration(&s, true)?,
             None => BanTime::For(defaults::BANTIME),
         };
+        let logpath = self.logpath(base, enabled)?;
         Ok(Jail {
             name: self.name.to_owned(),
             enabled,
-            logpath: self.logpath(base, enabled)?,
+            on_ban: self.hook("on_ban", base, &logpath, |j| j.on_ban.as_ref())?,
+            on_unban: self.hook("on_unban", base, &logpath, |j| j.on_unban.as_ref())?,
+            logpath,
             filter,
             filter_origin,
             rules: self.rules()?,
@@ -401,14 +417,14 @@ impl<'a> JailCtx<'a> {
             ignoreip: self.ignoreip()?,
             datepattern: self.datepattern(),
             start: self.start()?,
-            on_ban: self.hook("on_ban", |j| j.on_ban.as_ref())?,
-            on_unban: self.hook("on_unban", |j| j.on_unban.as_ref())?,
         })
     }
 
     fn hook(
         &self,
         field: &str,
+        base: &Path,
+        logpath: &[std::path::PathBuf],
         get: impl Fn(&'a RawJail) -> Option<&'a Spanned<RawHook>>,
     ) -> Result<Option<Hook>, ConfigError> {
         let Some(s) = self.pick(field, get) else {
@@ -447,11 +463,18 @@ impl<'a> JailCtx<'a> {
             }
             None => None,
         };
-        if command.is_none() && webhook.is_none() {
+        let email = match &raw.email {
+            Some(email) => Some(Email {
+                logpath: logpath.to_vec(),
+                ..self.email(email, base, &format!("{}.email", s.key))?
+            }),
+            None => None,
+        };
+        if command.is_none() && webhook.is_none() && email.is_none() {
             return Err(self.error(
                 s.value.span(),
                 &s.key,
-                "neither `command` nor `webhook`: expected at least one of them",
+                "neither `command`, `webhook` nor `email`: expected at least one of them",
             ));
         }
         let timeout = match &raw.timeout {
@@ -465,7 +488,82 @@ impl<'a> JailCtx<'a> {
             command,
             webhook,
             timeout,
+            email,
         }))
+    }
+
+    /// `email = { to = [...], from = "...", smtp = "host:port" or "sendmail", ... }`.
+    fn email(&self, raw: &Spanned<RawEmail>, base: &Path, key: &str) -> Result<Email, ConfigError> {
+        let email = raw.get_ref();
+        let address = |text: &str| text.contains('@') && !text.contains(char::is_whitespace);
+        if email.to.get_ref().is_empty() || !email.to.get_ref().iter().all(|a| address(a)) {
+            return Err(self.error(
+                email.to.span(),
+                &format!("{key}.to"),
+                "expected a list of mail addresses, e.g. [\"ops@example.org\"]",
+            ));
+        }
+        if !address(email.from.get_ref()) {
+            return Err(self.error(
+                email.from.span(),
+                &format!("{key}.from"),
+                format!(
+                    "{:?} is not a mail address: expected e.g. \"ban-agent@example.org\"",
+                    email.from.get_ref()
+                ),
+            ));
+        }
+        let via = match &email.smtp {
+            None => MailVia::Sendmail,
+            Some(server) if server.get_ref() == "sendmail" => MailVia::Sendmail,
+            Some(server) => {
+                let text = server.get_ref();
+                let (host, port) = match text.rsplit_once(':') {
+                    Some((host, port)) if !host.is_empty() && !host.ends_with(':') => {
+                        match port.parse::<u16>() {
+                            Ok(port) if port > 0 => (host.trim_matches(['[', ']']), port),
+                            _ => (text.as_str(), 0),
+                        }
+                    }
+                    _ => (text.as_str(), 587),
+                };
+                if host.is_empty() || port == 0 || host.contains('/') {
+                    return Err(self.error(
+                        server.span(),
+                        &format!("{key}.smtp"),
+                        format!(
+                            "{text:?} is not an SMTP server: expected \"HOST\" or \"HOST:PORT\" \
+                             (587 by default), e.g. \"mail.example.org:587\", or \"sendmail\" \
+                             for the local sendmail"
+                        ),
+                    ));
+                }
+                MailVia::Smtp {
+                    host: host.to_owned(),
+                    port,
+                    starttls: email.starttls.unwrap_or(true),
+                    credentials_file: email.credentials_file.as_ref().map(|file| base.join(file)),
+                }
+            }
+        };
+        let log_lines = match &email.log_lines {
+            None => 20,
+            Some(n) if (0..=1000).contains(n.get_ref()) => *n.get_ref() as usize,
+            Some(n) => {
+                return Err(self.error(
+                    n.span(),
+                    &format!("{key}.log_lines"),
+                    "expected a number of lines from 0 to 1000",
+                ));
+            }
+        };
+        Ok(Email {
+            to: email.to.get_ref().clone(),
+            from: email.from.get_ref().clone(),
+            via,
+            log_lines,
+            logpath: Vec::new(),
+        })
     }
 
     fn logpath(&self, base: &Path, enabled: bool) -> Result<Vec<std::path::PathBuf>, ConfigError> {

@@ -604,3 +604,61 @@ fn failregex_is_a_list_or_one_regex_per_line() {
         1
     );
 }
+
+/// `on_ban.email`: recipients, sender, an SMTP server (STARTTLS by default) or sendmail,
+/// checked with what was expected.
+#[test]
+fn email_hooks_are_read_and_checked() {
+    let text = format!(
+        "{MINIMAL}[jail.auth.on_ban.email]\nto = [\"ops@example.org\"]\n\
+         from = \"ban-agent@example.org\"\nsmtp = \"mail.example.org\"\n\
+         credentials_file = \"smtp.credentials\"\n"
+    );
+    let config = parse(&text).expect("valid");
+    let hook = config
+        .jail("auth")
+        .expect("auth")
+        .on_ban
+        .clone()
+        .expect("on_ban");
+    let email = hook.email.expect("email");
+    assert_eq!(email.to, ["ops@example.org"]);
+    assert_eq!(email.log_lines, 20);
+    assert_eq!(
+        email.logpath,
+        [std::path::PathBuf::from("/var/log/app/auth.log")]
+    );
+    match email.via {
+        super::MailVia::Smtp {
+            host,
+            port,
+            starttls,
+            credentials_file,
+        } => {
+            assert_eq!(
+                (host.as_str(), port, starttls),
+                ("mail.example.org", 587, true)
+            );
+            assert!(credentials_file.is_some_and(|f| f.ends_with("smtp.credentials")));
+        }
+        other => panic!("{other:?}"),
+    }
+    let sendmail = format!(
+        "{MINIMAL}[jail.auth.on_ban.email]\nto = [\"ops@example.org\"]\nfrom = \"a@example.org\"\n"
+    );
+    let hook = parse(&sendmail)
+        .expect("valid")
+        .jail("auth")
+        .expect("auth")
+        .on_ban
+        .clone();
+    assert_eq!(
+        hook.and_then(|h| h.email).map(|e| e.via),
+        Some(super::MailVia::Sendmail)
+    );
+    let (_, _, key, message) = error(&format!(
+        "{MINIMAL}[jail.auth.on_ban.email]\nto = [\"ops\"]\nfrom = \"a@example.org\"\n"
+    ));
+    assert_eq!(key, "jail.auth.on_ban.email.to");
+    assert!(message.contains("mail addresses"), "{message}");
+}

@@ -1,4 +1,4 @@
-//! Ban and unban hooks: a jail's `on_ban` / `on_unban` command and webhook.
+//! Ban and unban hooks: a jail's `on_ban` / `on_unban` command, webhook and mail.
 //!
 //! The agent hands each event to a queue and goes on; a worker runs the hooks, several at a
 //! time, each bounded by its timeout. A failing, slow or hanging hook is logged and
@@ -11,7 +11,13 @@ use serde::Serialize;
 use tokio::sync::{Semaphore, mpsc};
 use tracing::{debug, warn};
 
-use crate::{config::Hook, filter::date::UnixMs, metrics::Metrics};
+use crate::{
+    config::{Email, Hook},
+    filter::date::UnixMs,
+    metrics::Metrics,
+};
+
+pub mod mail;
 
 /// Events waiting for their hooks at most.
 const QUEUE: usize = 4096;
@@ -44,10 +50,11 @@ pub struct Event {
     pub at: UnixMs,
 }
 
-/// The sending end of the hook queue.
+/// The sending end of the hook queue, and of the mail queue.
 #[derive(Clone)]
 pub struct Events {
     queue: mpsc::Sender<(Event, Hook)>,
+    mail: mpsc::Sender<(Event, Email, Duration)>,
     metrics: Arc<Metrics>,
 }
 
@@ -56,12 +63,35 @@ impl Events {
     pub fn spawn(metrics: Arc<Metrics>) -> Self {
         let (queue, receive) = mpsc::channel(QUEUE);
         tokio::spawn(work(receive, Arc::clone(&metrics)));
-        Self { queue, metrics }
+        let (mail, mails) = mpsc::channel(QUEUE);
+        tokio::spawn(mail::work(mails, Arc::clone(&metrics)));
+        Self {
+            queue,
+            mail,
+            metrics,
+        }
     }
 
     /// Queues `hook` for `event`; never waits.
     pub fn emit(&self, event: Event, hook: Option<&Hook>) {
         let Some(hook) = hook else { return };
+        if let Some(email) = &hook.email
+            && let Err(e) = self
+                .mail
+                .try_send((event.clone(), email.clone(), hook.timeout))
+        {
+            self.metrics.hook_failures.inc();
+            let (event, _, _) = e.into_inner();
+            warn!(
+                jail = %event.jail,
+                ip = %event.ip,
+                "mail queue full ({QUEUE} events): no mail about this {:?}",
+                event.event
+            );
+        }
+        if hook.command.is_none() && hook.webhook.is_none() {
+            return;
+        }
         if let Err(e) = self.queue.try_send((event, hook.clone())) {
             self.metrics.hook_failures.inc();
             let (event, _) = e.into_inner();
