@@ -499,7 +499,7 @@ fn hooks_socket_and_log_level_are_read_and_checked() {
         &format!("{MINIMAL}[jail.auth.on_ban]\ntimeout = \"3s\"\n"),
         5,
         "jail.auth.on_ban",
-        "neither `command` nor `webhook`",
+        "neither `command`, `webhook` nor `email`",
     );
     assert_error(
         &format!("log_level = \"ban_agent=loudest\"\n{MINIMAL}"),
