@@ -288,28 +288,21 @@ impl Agent {
         banned_at: UnixMs,
         failures: u32,
     ) {
-        self.record(jail, target, expiry, expires_at, banned_at, failures);
-        if let Some(run) = self.jails.get_mut(jail) {
-            run.total_banned += 1;
-        }
-    }
-
-    /// Records a ban in force (new, or one that now ends later), with its expiry timer.
-    fn record(
-        &mut self,
-        jail: &str,
-        target: IpNet,
-        expiry: Expiry,
-        expires_at: Option<UnixMs>,
-        banned_at: UnixMs,
-        failures: u32,
-    ) {
         let ban = ActiveBan {
             expiry,
             expires_at,
             banned_at,
             failures,
         };
+        self.record(jail, target, ban);
+        if let Some(run) = self.jails.get_mut(jail) {
+            run.total_banned += 1;
+        }
+    }
+
+    /// Records a ban in force (new, or one that now ends later), with its expiry timer.
+    fn record(&mut self, jail: &str, target: IpNet, ban: ActiveBan) {
+        let expiry = ban.expiry;
         if let Some(old) = self.bans.insert((jail.to_owned(), target), ban)
             && let Expiry::At(at) = old.expiry
         {
@@ -372,7 +365,13 @@ impl Agent {
             }
             let (banned_at, failures) = (old.banned_at, old.failures.max(failures));
             self.kernel.ban(id, target, expiry)?;
-            self.record(jail, target, expiry, expires_at, banned_at, failures);
+            let ban = ActiveBan {
+                expiry,
+                expires_at,
+                banned_at,
+                failures,
+            };
+            self.record(jail, target, ban);
             info!(
                 jail,
                 ip = %datapath::show(&target),
