@@ -239,12 +239,9 @@ impl Story<'_> {
         self.pause(500)?;
 
         self.show(&["unban", ATTACKER])?;
-        // Not a login: a 200 there would read as if the guessing had worked.
-        match self.curl(Scene::ATTACKER, "GET", "/health", None)? {
-            Some(code) => self.say(&format!(
-                "attacker GET /health (after unban) -> {code}: its packets reach the app \
-                 again; its next 5 failed logins would ban it again"
-            )),
+        let (method, path) = AFTER_UNBAN;
+        match self.curl(Scene::ATTACKER, method, path, None)? {
+            Some(code) => self.say(&after_unban(code)),
             None => bail!("the attacker got no answer after its unban"),
         }
         println!(
@@ -425,4 +422,26 @@ fn indent(text: &str) -> String {
     text.lines()
         .map(|line| format!("         {line}\n"))
         .collect()
+}
+
+/// What the attacker asks after its unban: not a login, whose 200 would read as if the
+/// guessing had worked, but a page anyone may read.
+const AFTER_UNBAN: (&str, &str) = ("GET", "/health");
+
+fn after_unban(code: u16) -> String {
+    let (method, path) = AFTER_UNBAN;
+    format!(
+        "attacker {method} {path} (after unban) -> {code}: its packets reach the app again; \
+         its next 5 failed logins would ban it again"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn after_the_unban_the_attacker_proves_it_is_reachable_without_a_login() {
+        let line = super::after_unban(200);
+        assert!(!line.contains("/login"), "{line}");
+        assert!(line.contains("GET /health (after unban) -> 200"), "{line}");
+    }
 }
