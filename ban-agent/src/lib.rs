@@ -31,16 +31,23 @@ pub fn plural(count: u64, one: &str, many: &str) -> String {
 /// holds: the error types here quote their source in their own message, so `{:#}` would
 /// say it twice.
 pub fn error_text(error: &anyhow::Error) -> String {
+    cause_text(error.as_ref())
+}
+
+/// [`error_text`] for any error: aya's errors keep the kernel's words (errno, the netlink
+/// extended ack) in their sources.
+pub fn cause_text(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = String::new();
-    for cause in error.chain() {
-        let part = cause.to_string();
-        if text.contains(&part) {
-            continue;
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        let part = error.to_string();
+        if !text.contains(&part) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&part);
         }
-        if !text.is_empty() {
-            text.push_str(": ");
-        }
-        text.push_str(&part);
+        cause = error.source();
     }
     text
 }

@@ -15,7 +15,7 @@ mod parse;
 mod verdict;
 
 use aya_ebpf::{
-    EbpfContext as _,
+    EbpfContext,
     bindings::{__sk_buff, xdp_action},
     helpers::{bpf_skb_load_bytes, bpf_xdp_get_buff_len, bpf_xdp_load_bytes},
     macros::{classifier, xdp},
@@ -33,7 +33,9 @@ pub fn ban_xdp(ctx: XdpContext) -> u32 {
         bytes: unsafe { bpf_xdp_get_buff_len(ctx.ctx) },
         packets: 1,
     };
-    xdp_verdict(&ctx, &XdpFrags(&ctx), size)
+    let rest = XdpFrags(&ctx);
+    let cursor = Cursor::new(ctx.data(), ctx.data_end(), &rest);
+    decide(&ctx, &cursor, size, XDP_CODES)
 }
 
 #[xdp]
@@ -42,32 +44,12 @@ pub fn ban_xdp_linear(ctx: XdpContext) -> u32 {
         bytes: (ctx.data_end() - ctx.data()) as u64,
         packets: 1,
     };
-    xdp_verdict(&ctx, &Linear, size)
-}
-
-/// Both XDP entries: the verdict, top to bottom, with XDP's return codes.
-#[inline(always)]
-fn xdp_verdict<B: Bytes>(ctx: &XdpContext, rest: &B, size: impl FnOnce() -> Size) -> u32 {
-    let cursor = Cursor::new(ctx.data(), ctx.data_end(), rest);
-    let Some(packet) = parse::parse(&cursor) else {
-        return xdp_action::XDP_PASS;
-    };
-    match verdict::judge_packet(&packet, size) {
-        None => xdp_action::XDP_PASS,
-        Some(jail) => {
-            log_drop(ctx, &packet, jail);
-            xdp_action::XDP_DROP
-        }
-    }
+    let cursor = Cursor::new(ctx.data(), ctx.data_end(), &Linear);
+    decide(&ctx, &cursor, size, XDP_CODES)
 }
 
 #[classifier]
 pub fn ban_tc(ctx: TcContext) -> i32 {
-    let rest = SkbPaged(&ctx);
-    let cursor = Cursor::new(ctx.data(), ctx.data_end(), &rest);
-    let Some(packet) = parse::parse(&cursor) else {
-        return TC_PASS;
-    };
     let size = || {
         let skb = ctx.as_ptr().cast::<__sk_buff>();
         // SAFETY: the context of this program run; gso_segs is readable from tc.
@@ -77,11 +59,31 @@ pub fn ban_tc(ctx: TcContext) -> i32 {
             packets: u64::from(segments.max(1)),
         }
     };
+    let rest = SkbPaged(&ctx);
+    let cursor = Cursor::new(ctx.data(), ctx.data_end(), &rest);
+    decide(&ctx, &cursor, size, (TC_PASS, TC_DROP))
+}
+
+/// XDP's return codes: pass, drop.
+const XDP_CODES: (u32, u32) = (xdp_action::XDP_PASS, xdp_action::XDP_DROP);
+
+/// Every entry: parse, judge (find the jails, look up, decide, count), and return the
+/// hook's code of pass or drop.
+#[inline(always)]
+fn decide<C: EbpfContext, B: Bytes, R>(
+    ctx: &C,
+    cursor: &Cursor<B>,
+    size: impl FnOnce() -> Size,
+    (pass, drop): (R, R),
+) -> R {
+    let Some(packet) = parse::parse(cursor) else {
+        return pass;
+    };
     match verdict::judge_packet(&packet, size) {
-        None => TC_PASS,
+        None => pass,
         Some(jail) => {
-            log_drop(&ctx, &packet, jail);
-            TC_DROP
+            log_drop(ctx, &packet, jail);
+            drop
         }
     }
 }
@@ -137,7 +139,7 @@ impl Bytes for SkbPaged<'_> {
 /// A debug event per drop. At the default log level the agent sets `AYA_LOG_LEVEL` below
 /// debug at load time, and the verifier removes this code as dead.
 #[inline(always)]
-fn log_drop<C: aya_ebpf::EbpfContext>(ctx: &C, packet: &Packet, jail: u32) {
+fn log_drop<C: EbpfContext>(ctx: &C, packet: &Packet, jail: u32) {
     match packet.source {
         Source::V4(addr) => {
             debug!(ctx, "drop {:i} jail {}", u32::from_be_bytes(addr), jail)

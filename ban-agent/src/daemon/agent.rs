@@ -279,21 +279,7 @@ impl Agent {
     }
 
     /// Records a new ban in force, counted in its jail's `total_banned`.
-    pub(super) fn insert(
-        &mut self,
-        jail: &str,
-        target: IpNet,
-        expiry: Expiry,
-        expires_at: Option<UnixMs>,
-        banned_at: UnixMs,
-        failures: u32,
-    ) {
-        let ban = ActiveBan {
-            expiry,
-            expires_at,
-            banned_at,
-            failures,
-        };
+    pub(super) fn insert(&mut self, jail: &str, target: IpNet, ban: ActiveBan) {
         self.record(jail, target, ban);
         if let Some(run) = self.jails.get_mut(jail) {
             run.total_banned += 1;
@@ -384,7 +370,13 @@ impl Agent {
         run.detector.tracker_mut().forget(&target);
         let hook = run.config.on_ban.clone();
         self.kernel.ban(id, target, expiry)?;
-        self.insert(jail, target, expiry, expires_at, now.wall, failures);
+        let ban = ActiveBan {
+            expiry,
+            expires_at,
+            banned_at: now.wall,
+            failures,
+        };
+        self.insert(jail, target, ban);
         self.state.count_ban(jail, target);
         let bantime = match length {
             BanTime::For(d) => Some(d.as_secs()),

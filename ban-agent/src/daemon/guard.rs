@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use tracing::{error, info, warn};
 
 use super::{agent::Agent, said::Said};
-use crate::datapath::HeldLinks;
+use crate::datapath::{HeldLinks, ethtool::interface_index};
 
 pub struct Guard {
     links: Option<HeldLinks>,
@@ -118,12 +118,4 @@ impl Guard {
             }
         }
     }
-}
-
-/// The index of interface `name` in this network namespace, `None` when there is none.
-fn interface_index(name: &str) -> Option<u32> {
-    let name = std::ffi::CString::new(name).ok()?;
-    // SAFETY: a valid NUL-terminated name.
-    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
-    (index != 0).then_some(index)
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use ipnet::IpNet;
 use tracing::{error, info};
 
-use super::agent::{Agent, Now, millis};
+use super::agent::{ActiveBan, Agent, Now, millis};
 use crate::{clock::Expiry, store::SavedBan};
 
 impl Agent {
@@ -37,14 +37,13 @@ impl Agent {
                     expiry
                 }
             };
-            self.insert(
-                &ban.jail,
-                ban.target,
+            let active = ActiveBan {
                 expiry,
-                ban.expires_at,
-                ban.banned_at,
-                ban.failures,
-            );
+                expires_at: ban.expires_at,
+                banned_at: ban.banned_at,
+                failures: ban.failures,
+            };
+            self.insert(&ban.jail, ban.target, active);
             restored += 1;
         }
         let ids: BTreeMap<u32, String> = self
@@ -60,7 +59,13 @@ impl Agent {
                         .remaining(now.boot)
                         .map(|left| now.wall + millis(left));
                     let jail = jail.clone();
-                    self.insert(&jail, target, expiry, expires_at, now.wall, 0);
+                    let active = ActiveBan {
+                        expiry,
+                        expires_at,
+                        banned_at: now.wall,
+                        failures: 0,
+                    };
+                    self.insert(&jail, target, active);
                     // The ban was made but not saved: it counts in the history (for
                     // bantime increments) once, here; its log line, read again, finds it
                     // in force and counts nothing.

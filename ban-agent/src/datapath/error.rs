@@ -68,7 +68,7 @@ pub enum DatapathError {
     #[error(
         "cannot attach the {hook} hook to interface {interface}: {}; `mode = \"auto\"` picks \
          the hook this interface takes (tc where native XDP is refused)",
-        chain(source.as_ref())
+        crate::cause_text(source.as_ref())
     )]
     Attach {
         interface: String,
@@ -138,22 +138,6 @@ pub enum DatapathError {
     /// A jail index outside `0..MAX_JAILS`.
     #[error("jail index {jail} is out of range: at most {max} jails are supported", max = ban_common::MAX_JAILS)]
     JailOutOfRange { jail: u32 },
-}
-
-/// An error and its causes, joined: aya's errors keep the kernel's words (errno, and the
-/// netlink extended ack) in their sources.
-pub fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let words = cause.to_string();
-        if !text.contains(&words) {
-            text.push_str(": ");
-            text.push_str(&words);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 impl DatapathError {

@@ -190,23 +190,38 @@ pub fn interface_index(name: &str) -> Option<u32> {
     (index != 0).then_some(index)
 }
 
-/// The peer of a veth `interface` when it is in this namespace: veth reports its peer's
-/// index, which means this namespace's interface only if that one is another interface
-/// that names `interface` back (indexes are per namespace: a peer elsewhere often has
-/// the same index as `interface` itself).
-pub fn veth_peer(interface: &str) -> Option<String> {
-    let own = interface_index(interface)?;
-    let peer_index = Ethtool::new(interface)
-        .ok()?
-        .statistic("peer_ifindex")
-        .ok()??;
-    let peer_index = u32::try_from(peer_index).ok()?;
-    if peer_index == own {
-        return None;
-    }
-    let peer = interface_name(peer_index)?;
-    let back = Ethtool::new(&peer).ok()?.statistic("peer_ifindex").ok()??;
-    (back == u64::from(own)).then_some(peer)
+/// Where an interface's veth peer is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Peer {
+    /// Not a veth (no `peer_ifindex` statistic).
+    None,
+    /// In this namespace, under this name.
+    Here(String),
+    /// In another namespace, out of reach.
+    Elsewhere,
+}
+
+/// The veth peer of `interface`: veth reports its peer's index, which means this
+/// namespace's interface only if that one is another interface that names `interface`
+/// back (indexes are per namespace: a peer elsewhere often has the same index as
+/// `interface` itself).
+pub fn veth_peer(interface: &str) -> Peer {
+    let peer_of = |name: &str| {
+        Ethtool::new(name)
+            .ok()?
+            .statistic("peer_ifindex")
+            .ok()
+            .flatten()
+    };
+    let (Some(own), Some(peer_index)) = (interface_index(interface), peer_of(interface)) else {
+        return Peer::None;
+    };
+    let here = u32::try_from(peer_index)
+        .ok()
+        .filter(|&index| index != own)
+        .and_then(interface_name)
+        .filter(|peer| peer_of(peer) == Some(u64::from(own)));
+    here.map_or(Peer::Elsewhere, Peer::Here)
 }
 
 #[cfg(test)]

@@ -109,6 +109,17 @@ pub struct Attached {
     pub why: String,
 }
 
+impl Attached {
+    /// A link made now (not a program replaced in a pinned one).
+    fn new(hook: Hook, why: impl Into<String>) -> Self {
+        Self {
+            hook,
+            replaced: false,
+            why: why.into(),
+        }
+    }
+}
+
 impl std::fmt::Display for Attached {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let done = if self.replaced {
@@ -247,11 +258,7 @@ pub fn attach(
     let (attached, kind) = match mode {
         AttachMode::Xdp => {
             attach_xdp(programs.xdp, pin_dir, name, XdpMode::Driver)?;
-            let attached = Attached {
-                hook: Hook::Xdp,
-                replaced: false,
-                why: "mode xdp".to_owned(),
-            };
+            let attached = Attached::new(Hook::Xdp, "mode xdp");
             (attached, PinKind::Xdp)
         }
         AttachMode::XdpGeneric => {
@@ -261,20 +268,12 @@ pub fn attach(
                 "generic XDP asked for: it copies or linearises every GRO aggregate, which \
                  costs legitimate traffic far more than tc; use it for testing only"
             );
-            let attached = Attached {
-                hook: Hook::XdpGeneric,
-                replaced: false,
-                why: "mode xdp-generic".to_owned(),
-            };
+            let attached = Attached::new(Hook::XdpGeneric, "mode xdp-generic");
             (attached, PinKind::Xdp)
         }
         AttachMode::Tc => {
             let kind = attach_tc(programs.tc, pin_dir, name, programs.clsact)?;
-            let attached = Attached {
-                hook: Hook::Tc,
-                replaced: false,
-                why: format!("mode tc{}", backend_note(kind)),
-            };
+            let attached = Attached::new(Hook::Tc, format!("mode tc{}", backend_note(kind)));
             (attached, kind)
         }
         AttachMode::Auto => choose(programs, pin_dir, name)?,
@@ -318,11 +317,7 @@ fn choose(
     let offloads = Offloads::read(name.text);
     let driver = offloads.driver.clone();
     let tc = |kind: PinKind, why: String| {
-        let attached = Attached {
-            hook: Hook::Tc,
-            replaced: false,
-            why: format!("{why}{}", backend_note(kind)),
-        };
+        let attached = Attached::new(Hook::Tc, format!("{why}{}", backend_note(kind)));
         (attached, kind)
     };
     let xdp = match programs.xdp.attach(name.c, XdpMode::Driver) {
@@ -332,18 +327,17 @@ fn choose(
             let why = format!(
                 "auto: the {driver} driver refused native XDP ({}); tc drops before netfilter \
                  and keeps every offload",
-                super::error::chain(&e)
+                crate::cause_text(&e)
             );
             return Ok(tc(kind, why));
         }
     };
     let Some(why) = offloads.cost_of_xdp() else {
         pin_xdp(programs.xdp, xdp, pin_dir, name.text)?;
-        let attached = Attached {
-            hook: Hook::Xdp,
-            replaced: false,
-            why: format!("auto: the {driver} driver runs native XDP with every offload kept"),
-        };
+        let attached = Attached::new(
+            Hook::Xdp,
+            format!("auto: the {driver} driver runs native XDP with every offload kept"),
+        );
         return Ok((attached, PinKind::Xdp));
     };
     // tc first, then XDP off: the interface is never without the verdict.
@@ -360,32 +354,27 @@ fn choose(
 struct Offloads {
     interface: String,
     driver: String,
-    /// The veth peer, when it is in this namespace.
-    peer: Option<String>,
-    /// A veth whose peer is elsewhere.
-    peer_elsewhere: bool,
+    peer: ethtool::Peer,
     own: Option<ethtool::Features>,
     peers: Option<ethtool::Features>,
 }
 
 impl Offloads {
     fn read(interface: &str) -> Self {
-        let probe = ethtool::Ethtool::new(interface).ok();
-        let driver = probe
-            .as_ref()
-            .and_then(|p| p.driver().ok())
-            .unwrap_or_else(|| "unknown driver".to_owned());
+        let driver = ethtool::Ethtool::new(interface)
+            .and_then(|probe| probe.driver())
+            .unwrap_or_else(|_| "unknown driver".to_owned());
         let peer = ethtool::veth_peer(interface);
-        let has_peer = probe
-            .as_ref()
-            .is_some_and(|p| p.statistic("peer_ifindex").ok().flatten().is_some());
+        let peers = match &peer {
+            ethtool::Peer::Here(name) => features(name),
+            _ => None,
+        };
         Self {
             interface: interface.to_owned(),
             driver,
-            peer_elsewhere: has_peer && peer.is_none(),
-            own: features(interface),
-            peers: peer.as_deref().and_then(features),
             peer,
+            own: features(interface),
+            peers,
         }
     }
 
@@ -404,7 +393,7 @@ impl Offloads {
             ),
             _ => unchecked.push(format!("{interface}'s offloads could not be read")),
         }
-        if let Some(peer) = &self.peer {
+        if let ethtool::Peer::Here(peer) = &self.peer {
             match (&self.peers, features(peer)) {
                 (Some(before), Some(after)) => lost.extend(
                     before
@@ -414,7 +403,7 @@ impl Offloads {
                 ),
                 _ => unchecked.push(format!("the offloads of its peer {peer} could not be read")),
             }
-        } else if self.peer_elsewhere {
+        } else if self.peer == ethtool::Peer::Elsewhere {
             unchecked.push(
                 "its veth peer is in another namespace, where its offloads cannot be read \
                  (veth turns off the peer's segmentation offloads under XDP)"
@@ -516,7 +505,7 @@ fn attach_tc(
             Err(e) => warn!(
                 interface = name.text,
                 "no TCX link ({}): attaching tc as a clsact filter, as on Linux before 6.6",
-                super::error::chain(&e)
+                crate::cause_text(&e)
             ),
         }
     }
@@ -569,9 +558,7 @@ fn replace_clsact(tc: &mut SchedClassifier, name: Name<'_>, marker: &Path) -> Re
         None,
     )
     .map_err(|e| e.to_string())?;
-    let id = tc
-        .attach_to_link(ours)
-        .map_err(|e| super::error::chain(&e))?;
+    let id = tc.attach_to_link(ours).map_err(|e| crate::cause_text(&e))?;
     let link = tc.take_link(id).map_err(|e| e.to_string())?;
     // As in attach_clsact: the filter must outlive this process.
     std::mem::forget(link);
@@ -612,7 +599,7 @@ pub fn remove_clsact_filter(interface: &str) -> Result<(), DatapathError> {
         Err(e) => Err(DatapathError::Io {
             op: "remove the clsact filter of",
             path: PathBuf::from(interface),
-            source: std::io::Error::other(super::error::chain(&e)),
+            source: std::io::Error::other(crate::cause_text(&e)),
         }),
     }
 }

@@ -33,7 +33,7 @@ use ban_common::{
     PrefixV6, maps, port_slot, programs, proto, unknown_port_slot,
 };
 pub use bans::{BanRecord, Target, map_of, show};
-pub use error::{DatapathError, chain as error_chain};
+pub use error::DatapathError;
 pub use hooks::{AttachMode, Attached, Hook};
 use tracing::{info, warn};
 
@@ -206,17 +206,15 @@ impl Datapath {
     /// unfiltered in between. The log line says which hook and why.
     pub fn attach(&mut self, interface: &str, mode: AttachMode) -> Result<Attached, DatapathError> {
         let xdp_name = self.xdp_name;
-        let [xdp, tc] = self
-            .ebpf
-            .programs_mut()
-            .filter(|(name, _)| *name == xdp_name || *name == programs::TC)
-            .fold([None, None], |[xdp, tc], (name, program)| {
-                if name == programs::TC {
-                    [xdp, Some(program)]
-                } else {
-                    [Some(program), tc]
-                }
-            });
+        // Both programs at once: the hook is chosen between them.
+        let (mut xdp, mut tc) = (None, None);
+        for (name, program) in self.ebpf.programs_mut() {
+            if name == xdp_name {
+                xdp = Some(program);
+            } else if name == programs::TC {
+                tc = Some(program);
+            }
+        }
         let missing = |name| DatapathError::MissingObject {
             kind: "program",
             name,
@@ -590,7 +588,7 @@ fn load_xdp(ebpf: &mut Ebpf, linear: bool) -> Result<&'static str, DatapathError
                 "this kernel refuses multi-buffer XDP ({}); loading the single-buffer \
                  program: frames larger than one buffer (jumbo MTUs) pass unjudged under \
                  native XDP, so use tc for them (Linux >= 5.18 takes xdp.frags)",
-                error_chain(&e)
+                crate::cause_text(&e)
             ),
         }
     }
