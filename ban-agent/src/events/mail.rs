@@ -147,10 +147,15 @@ fn subject(events: &[Event]) -> String {
             let bans = events.iter().filter(|e| e.event == Kind::Ban).count();
             let jails: std::collections::BTreeSet<&str> =
                 events.iter().map(|e| e.jail.as_str()).collect();
+            let unbans = events.len() - bans;
+            let counts: Vec<String> = [(bans, "ban", "bans"), (unbans, "unban", "unbans")]
+                .into_iter()
+                .filter(|(n, _, _)| *n > 0)
+                .map(|(n, one, many)| crate::plural(n as u64, one, many))
+                .collect();
             format!(
-                "[ban-agent] {} and {} in {}",
-                crate::plural(bans as u64, "ban", "bans"),
-                crate::plural((events.len() - bans) as u64, "unban", "unbans"),
+                "[ban-agent] {} in {}",
+                counts.join(" and "),
                 jails.into_iter().collect::<Vec<_>>().join(", ")
             )
         }
