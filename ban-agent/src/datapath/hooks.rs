@@ -384,25 +384,22 @@ impl Offloads {
         let interface = &self.interface;
         let mut lost = Vec::new();
         let mut unchecked = Vec::new();
-        match (&self.own, features(interface)) {
+        // What went off on `name` since `before`, or why that cannot be told.
+        let mut compare = |name: &str, before: &Option<ethtool::Features>, whose: String| match (
+            before,
+            features(name),
+        ) {
             (Some(before), Some(after)) => lost.extend(
                 before
                     .lost(&after)
                     .into_iter()
-                    .map(|f| format!("{f} on {interface}")),
+                    .map(|f| format!("{f} on {name}")),
             ),
-            _ => unchecked.push(format!("{interface}'s offloads could not be read")),
-        }
+            _ => unchecked.push(format!("{whose} offloads could not be read")),
+        };
+        compare(interface, &self.own, format!("{interface}'s"));
         if let ethtool::Peer::Here(peer) = &self.peer {
-            match (&self.peers, features(peer)) {
-                (Some(before), Some(after)) => lost.extend(
-                    before
-                        .lost(&after)
-                        .into_iter()
-                        .map(|f| format!("{f} on {peer}")),
-                ),
-                _ => unchecked.push(format!("the offloads of its peer {peer} could not be read")),
-            }
+            compare(peer, &self.peers, format!("the {peer} peer's"));
         } else if self.peer == ethtool::Peer::Elsewhere {
             unchecked.push(
                 "its veth peer is in another namespace, where its offloads cannot be read \
