@@ -13,6 +13,7 @@ pub mod datapath;
 pub mod detect;
 pub mod duration;
 pub mod events;
+pub mod fail2ban;
 pub mod filter;
 pub mod ignore;
 pub mod metrics;

@@ -1,0 +1,683 @@
+//! fail2ban's date templates: `datepattern` values (strptime fields such as `%b %d
+//! %H:%M:%S`, fail2ban's `%Ex…` strict fields, `{^LN-BEG}`, `{DATE}`, `{UNB}`, `EPOCH`,
+//! `LEPOCH`, `TAI64N`, several patterns one per line) and, when a filter sets none, its
+//! default templates. The matched date text is cut out of the line before the regexes
+//! see it, as fail2ban does.
+//!
+//! fail2ban moves the templates that hit most to the front as it reads a log; we search
+//! them in their fixed order and take an anchored match at once, else the leftmost match
+//! (ties to the first template), which is what fail2ban decides for a log's first line.
+
+use jiff::{Timestamp, civil, tz::TimeZone};
+use regex::Regex;
+
+use super::Fail2banError;
+
+/// fail2ban's default templates (`DateDetectorCache.DEFAULT_TEMPLATES`), in its order.
+const DEFAULTS: [&str; 17] = [
+    r"%ExY(?P<_sep>[-/.])%m(?P=_sep)%d(?:T|  ?)%H:%M:%S(?:[.,]%f)?(?:\s*%z)?",
+    r"(?:%a )?%b %d %k:%M:%S(?:\.%f)?(?: %ExY)?",
+    r"(?:%a )?%b %d %ExY %k:%M:%S(?:\.%f)?",
+    r"%d(?P<_sep>[-/])%m(?P=_sep)(?:%ExY|%Exy) %k:%M:%S",
+    r"%d(?P<_sep>[-/])%b(?P=_sep)%ExY[ :]?%H:%M:%S(?:\.%f)?(?: %z)?",
+    r"%m/%d/%ExY:%H:%M:%S",
+    r"%m-%d-%ExY %k:%M:%S(?:\.%f)?",
+    "EPOCH",
+    r"{^LN-BEG}%H:%M:%S",
+    r"^<%m/%d/%Exy@%H:%M:%S>",
+    r"%Exy%Exm%Exd  ?%H:%M:%S",
+    r"%b %d, %ExY %I:%M:%S %p",
+    r"^%b-%d-%Exy %k:%M:%S",
+    r"%ExY%Exm%Exd(?:T|  ?)%ExH%ExM%ExS(?:[.,]%f)?(?:\s*%z)?",
+    r"(?:%Z )?(?:%a )?%b %d %k:%M:%S(?:\.%f)?(?: %ExY)?",
+    r"(?:%z )?(?:%a )?%b %d %k:%M:%S(?:\.%f)?(?: %ExY)?",
+    "TAI64N",
+];
+
+const MONTHS: [&str; 12] = [
+    "january",
+    "february",
+    "march",
+    "april",
+    "may",
+    "june",
+    "july",
+    "august",
+    "september",
+    "october",
+    "november",
+    "december",
+];
+
+/// What a `%` field stands for (Python's `_strptime.TimeRE` with fail2ban's changes).
+fn field(name: &str, year_digit: char) -> Option<String> {
+    let weekdays = "monday|tuesday|wednesday|thursday|friday|saturday|sunday";
+    let zone_abbr = "[A-Z](?:[A-Z]{2,4})?";
+    Some(match name {
+        "a" => "(?P<a>mon|tue|wed|thu|fri|sat|sun)".into(),
+        "A" => format!("(?P<A>{weekdays})"),
+        "b" => "(?P<b>jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)".into(),
+        "B" => format!("(?P<B>{})", MONTHS.join("|")),
+        "d" => r"(?P<d>[1-2]\d|[0 ]?[1-9]|3[0-1])".into(),
+        "f" => r"(?P<f>[0-9]{1,6})".into(),
+        "H" => r"(?P<H>[0-1]?\d|2[0-3])".into(),
+        "I" => r"(?P<I>1[0-2]|0[1-9]|[1-9])".into(),
+        "j" => r"(?P<j>36[0-6]|3[0-5]\d|[1-2]\d\d|0[1-9]\d|00[1-9]|[1-9]\d|0[1-9]|[1-9])".into(),
+        "m" => r"(?P<m>0?[1-9]|1[0-2])".into(),
+        "M" => r"(?P<M>[0-5]?\d)".into(),
+        "S" => r"(?P<S>[0-5]?\d|6[0-1])".into(),
+        "p" => "(?P<p>am|pm)".into(),
+        "U" => r"(?P<U>5[0-3]|[0-4]\d|\d)".into(),
+        "W" => r"(?P<W>5[0-3]|[0-4]\d|\d)".into(),
+        "w" => "(?P<w>[0-6])".into(),
+        "y" | "Exy" => r"(?P<y>\d\d)".into(),
+        "Y" => r"(?P<Y>\d\d\d\d)".into(),
+        "z" => r"(?P<z>Z|UTC|GMT|[+-][01]\d(?::?\d{2})?)".into(),
+        "Z" => "(?P<Z>Z|[A-Z]{3,5})".into(),
+        "k" => r" ?(?P<H>[0-2]?\d)".into(),
+        "l" => r" ?(?P<I>1?\d)".into(),
+        "Exd" => r"(?P<d>[1-2]\d|0[1-9]|3[0-1])".into(),
+        "Exm" => "(?P<m>0[1-9]|1[0-2])".into(),
+        "ExH" => r"(?P<H>[0-1]\d|2[0-3])".into(),
+        "Exk" => r" ?(?P<H>[0-1]?\d|2[0-3])".into(),
+        "Exl" => r" ?(?P<I>1[0-2]|\d)".into(),
+        "ExM" => r"(?P<M>[0-5]\d)".into(),
+        "ExS" => r"(?P<S>[0-5]\d|6[0-1])".into(),
+        // Years this century up to three years ahead, as fail2ban's strict year.
+        "ExY" => format!(r"(?P<Y>20[0-{year_digit}]\d)"),
+        "ExZ" => format!("(?P<Z>{zone_abbr})"),
+        "Exz" => format!(r"(?P<z>(?:{zone_abbr})?[+-][01]\d(?::?\d{{2}})?|{zone_abbr})"),
+        "c" => "%a %b %d %H:%M:%S %Y".into(),
+        "x" => "%m/%d/%y".into(),
+        "X" => "%H:%M:%S".into(),
+        "%" => "%".into(),
+        _ => return None,
+    })
+}
+
+/// How a template turns its match into a time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Fields,
+    Epoch { long: bool },
+    Tai64n,
+}
+
+/// One compiled template.
+#[derive(Clone, Debug)]
+struct Template {
+    regex: Regex,
+    kind: Kind,
+    /// Anchored at the line's start (or end): taken at once when it matches.
+    anchored: bool,
+    /// Groups that hold the date text, the first that took part wins.
+    date_groups: Vec<usize>,
+}
+
+/// A date found in a line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Found {
+    /// Byte range of the date text, cut from the line before matching.
+    pub start: usize,
+    pub end: usize,
+    /// Milliseconds since the epoch; `None` when the text is not a valid date.
+    pub time: Option<i64>,
+}
+
+/// A filter's date templates.
+#[derive(Clone, Debug)]
+pub struct DateDetector {
+    templates: Vec<Template>,
+    /// `datepattern = {NONE}`: lines have no date.
+    none: bool,
+}
+
+impl DateDetector {
+    /// The templates of `datepattern` (one pattern per line), or fail2ban's defaults.
+    /// `year`: this year, which bounds the strict year field `%ExY`.
+    pub fn new(datepattern: Option<&str>, year: i16) -> Result<Self, Fail2banError> {
+        let year_digit = char::from(b'0' + ((year + 3).rem_euclid(100) / 10) as u8);
+        let build = Builder { year_digit };
+        let Some(patterns) = datepattern else {
+            return Ok(Self {
+                templates: build.defaults(None, false)?,
+                none: false,
+            });
+        };
+        let mut templates = Vec::new();
+        let mut none = false;
+        for pattern in patterns.lines().map(str::trim).filter(|p| !p.is_empty()) {
+            let key = if pattern.contains('%') {
+                pattern.to_owned()
+            } else {
+                pattern.to_uppercase()
+            };
+            match key.as_str() {
+                "{^LN-BEG}" => templates.extend(build.defaults(None, true)?),
+                "{DEFAULT}" => templates.extend(build.defaults(None, false)?),
+                "{NONE}" => none = true,
+                _ if key.contains("{DATE}") => {
+                    templates.extend(build.defaults(Some(pattern), false)?);
+                }
+                _ => templates.push(build.template(pattern, Wrap::Word)?),
+            }
+        }
+        Ok(Self { templates, none })
+    }
+
+    /// The date of `line`. `now` (ms) completes dates without a year or a day; `zone` is
+    /// the log's time zone for dates without one.
+    pub fn find(&self, line: &str, now: i64, zone: &TimeZone) -> Option<Found> {
+        if self.none {
+            return None;
+        }
+        let mut best: Option<(usize, usize, &Template, regex::Captures<'_>)> = None;
+        for template in &self.templates {
+            let Some(captures) = template.regex.captures(line) else {
+                continue;
+            };
+            let Some(span) = template.date_groups.iter().find_map(|&g| captures.get(g)) else {
+                continue;
+            };
+            let whole = captures.get(0).map_or(0, |m| m.start());
+            if template.anchored || whole <= 1 {
+                return Some(found(template, &captures, span, now, zone));
+            }
+            if best.as_ref().is_none_or(|(start, ..)| whole < *start) {
+                best = Some((whole, span.start(), template, captures));
+            }
+        }
+        let (_, _, template, captures) = best?;
+        let span = template.date_groups.iter().find_map(|&g| captures.get(g))?;
+        Some(found(template, &captures, span, now, zone))
+    }
+}
+
+fn found(
+    template: &Template,
+    captures: &regex::Captures<'_>,
+    span: regex::Match<'_>,
+    now: i64,
+    zone: &TimeZone,
+) -> Found {
+    let time = match template.kind {
+        Kind::Fields => fields_time(captures, now, zone),
+        Kind::Epoch { long } => epoch_time(span.as_str(), long),
+        Kind::Tai64n => span
+            .as_str()
+            .get(2..17)
+            .and_then(|hex| i64::from_str_radix(hex, 16).ok())
+            .map(|s| s * 1000),
+    };
+    Found {
+        start: span.start(),
+        end: span.end(),
+        time,
+    }
+}
+
+/// How a pattern is bounded.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Wrap {
+    /// At a word's start and end (fail2ban's default).
+    Word,
+    /// At the line's start (`{^LN-BEG}`), at most two non-word characters in.
+    LineStart,
+    /// Nowhere (`{UNB}`).
+    Unbounded,
+}
+
+struct Builder {
+    year_digit: char,
+}
+
+impl Builder {
+    /// The default templates; each unanchored one also gets a line-start twin, tried
+    /// first. `line_start_only`: `{^LN-BEG}`. `pre`: a `{DATE}` pattern to embed them in.
+    fn defaults(
+        &self,
+        pre: Option<&str>,
+        line_start_only: bool,
+    ) -> Result<Vec<Template>, Fail2banError> {
+        let mut anchored = Vec::new();
+        let mut plain = Vec::new();
+        for pattern in DEFAULTS {
+            if let Some(pre) = pre {
+                let unbound = pattern
+                    .trim_start_matches("{^LN-BEG}")
+                    .trim_start_matches('^');
+                let embedded = pre.replace("{DATE}", unbound);
+                plain.push(self.template(&embedded, Wrap::Word)?);
+                continue;
+            }
+            let template = self.template(pattern, Wrap::Word)?;
+            if !template.anchored {
+                anchored.push(self.template(pattern, Wrap::LineStart)?);
+            }
+            plain.push(template);
+        }
+        anchored.extend(plain);
+        if line_start_only {
+            anchored.retain(|t| t.anchored);
+        }
+        Ok(anchored)
+    }
+
+    fn template(&self, pattern: &str, wrap: Wrap) -> Result<Template, Fail2banError> {
+        let fail = |problem: String| Fail2banError::Date {
+            pattern: pattern.to_owned(),
+            problem,
+        };
+        let mut wrap = wrap;
+        let mut body = pattern.trim();
+        if let Some(rest) = body.strip_prefix("{UNB}") {
+            body = rest;
+            wrap = Wrap::Unbounded;
+        }
+        if let Some(rest) = body.strip_prefix("{^LN-BEG}") {
+            body = rest;
+            if wrap == Wrap::Word {
+                wrap = Wrap::LineStart;
+            }
+        }
+        let upper = body.to_uppercase();
+        let mut alpha = false;
+        let (kind, regex_body, date_groups) = match upper.as_str() {
+            "EPOCH" | "LEPOCH" => {
+                let long = upper == "LEPOCH";
+                let epoch = epoch_regex(long);
+                if wrap == Wrap::LineStart {
+                    (
+                        Kind::Epoch { long },
+                        format!(r"(?:\[({epoch})\]|({epoch}))"),
+                        vec![1, 2],
+                    )
+                } else {
+                    (
+                        Kind::Epoch { long },
+                        format!(r"(?:^\[({epoch})\]|^({epoch})|\baudit\(({epoch}):\d+\))"),
+                        vec![1, 2, 3],
+                    )
+                }
+            }
+            "TAI64N" => (Kind::Tai64n, "(@[0-9a-f]{24})".to_owned(), vec![1]),
+            _ if upper.contains("{EPOCH}") || upper.contains("{LEPOCH}") => {
+                let long = upper.contains("{LEPOCH}");
+                let inner = format!("({})", epoch_regex(long));
+                let replaced = ["{EPOCH}", "{epoch}", "{LEPOCH}", "{lepoch}"]
+                    .iter()
+                    .fold(body.to_owned(), |text, tag| text.replace(tag, &inner));
+                (Kind::Epoch { long }, format!("({replaced})"), vec![2])
+            }
+            _ => {
+                let expanded = self.expand(body).map_err(fail)?;
+                alpha = expanded.1;
+                (Kind::Fields, expanded.0, vec![1])
+            }
+        };
+        let (regex, anchored) = bound(&regex_body, wrap, kind);
+        // Month and day names are matched in any case, as fail2ban does.
+        let regex = if alpha { format!("(?i){regex}") } else { regex };
+        let regex = Regex::new(&regex).map_err(|e| fail(e.to_string()))?;
+        Ok(Template {
+            regex,
+            kind,
+            anchored,
+            date_groups,
+        })
+    }
+
+    /// Replaces `%` fields, groups the whole date as group 1, and handles fail2ban's
+    /// separator back-reference (`(?P<_sep>…)…(?P=_sep)`), which the linear engine
+    /// cannot run: the second separator takes any of the same characters.
+    fn expand(&self, pattern: &str) -> Result<(String, bool), String> {
+        let mut out = String::new();
+        let mut rest = pattern;
+        let mut alpha = false;
+        while let Some(at) = rest.find('%') {
+            out.push_str(&rest[..at]);
+            let after = &rest[at + 1..];
+            let name = if after.starts_with("Ex") && after.len() > 2 {
+                &after[..3]
+            } else {
+                after.get(..1).ok_or("a '%' at the end of the pattern")?
+            };
+            let text = field(name, self.year_digit).ok_or_else(|| {
+                format!("%{name} is not a date field (write %% for a percent sign)")
+            })?;
+            if matches!(name, "a" | "A" | "b" | "B" | "p" | "c") {
+                alpha = true;
+            }
+            if text.contains('%') && name != "%" {
+                out.push_str(&self.expand(&text)?.0);
+            } else {
+                out.push_str(&text);
+            }
+            rest = &after[name.len()..];
+        }
+        out.push_str(rest);
+        let mut sep = None;
+        if let Some(start) = out.find("(?P<_sep>") {
+            let inner_start = start + "(?P<_sep>".len();
+            if let Some(len) = out[inner_start..].find(')') {
+                sep = Some(out[inner_start..inner_start + len].to_owned());
+                out.replace_range(start..start + "(?P<_sep>".len(), "(?:");
+            }
+        }
+        if let Some(sep) = sep {
+            out = out.replace("(?P=_sep)", &format!("(?:{sep})"));
+        }
+        Ok((out, alpha))
+    }
+}
+
+fn epoch_regex(long: bool) -> &'static str {
+    if long {
+        r"\d{10,11}(?:\d{3}(?:\.\d{1,6}|\d{3})?)?"
+    } else {
+        r"\d{10,11}\b(?:\.\d{3,6})?"
+    }
+}
+
+/// Wraps a template body as fail2ban's `setRegex` does: the date as group 1 (epoch
+/// bodies bring their own groups), then the word or line bounds. `(?=^|\b|\W)` and
+/// `(?=\b|\W|$)` both mean "not between two word characters", which the linear engine
+/// writes `(?:\b{start-half}|\b{end-half})`.
+fn bound(body: &str, wrap: Wrap, kind: Kind) -> (String, bool) {
+    let not_inside_word = r"(?:\b{start-half}|\b{end-half})";
+    let starts_anchored =
+        body.starts_with('^') || body.starts_with("(^") || body.starts_with("(?:^");
+    let ends_anchored = body.ends_with('$') && !body.ends_with(r"\$");
+    let grouped = match kind {
+        Kind::Fields if has_group(body) => body.to_owned(),
+        Kind::Fields => {
+            let (head, tail) = match body.strip_prefix('^') {
+                Some(rest) => ("^", rest),
+                None => ("", body),
+            };
+            let (tail, end) = match tail.strip_suffix('$').filter(|_| ends_anchored) {
+                Some(rest) => (rest, "$"),
+                None => (tail, ""),
+            };
+            format!("{head}({tail}){end}")
+        }
+        _ => body.to_owned(),
+    };
+    let no_end = ends_anchored || body.ends_with(r"\b") || body.ends_with(r"\s");
+    let (prefix, anchored) = match wrap {
+        Wrap::Unbounded => ("", starts_anchored),
+        _ if starts_anchored => ("", true),
+        Wrap::LineStart => (r"^(?:\W{0,2})?", true),
+        Wrap::Word => (not_inside_word, false),
+    };
+    let suffix = if wrap == Wrap::Unbounded || no_end {
+        ""
+    } else {
+        not_inside_word
+    };
+    (
+        format!("{prefix}{grouped}{suffix}"),
+        anchored || ends_anchored,
+    )
+}
+
+/// Whether a pattern has a capturing group of its own (a `(` neither escaped nor
+/// followed by `?`), which then holds the date instead of the whole match.
+fn has_group(body: &str) -> bool {
+    let bytes = body.as_bytes();
+    (0..bytes.len()).any(|i| {
+        bytes[i] == b'('
+            && (i == 0 || bytes[i - 1] != b'\\')
+            && bytes.get(i + 1) != Some(&b'?')
+            && !(i >= 2 && &bytes[i - 2..i] == b"(?")
+    })
+}
+
+/// Seconds (with a fraction) since the epoch, or milli/microseconds for `LEPOCH`.
+fn epoch_time(text: &str, long: bool) -> Option<i64> {
+    let value: f64 = text.parse().ok()?;
+    let seconds = if long && text.len() >= 13 {
+        if text.len() >= 16 && !text.contains('.') {
+            value / 1_000_000.0
+        } else {
+            value / 1000.0
+        }
+    } else {
+        value
+    };
+    Some((seconds * 1000.0).round() as i64)
+}
+
+/// The time of a strptime match (fail2ban's `reGroupDictStrptime`): a missing year is
+/// this year (last year if that would put the date more than a day ahead), a missing
+/// day is today (yesterday if ahead); fractions of seconds are dropped, as fail2ban does.
+fn fields_time(c: &regex::Captures<'_>, now: i64, zone: &TimeZone) -> Option<i64> {
+    let num = |name: &str| {
+        c.name(name)
+            .and_then(|m| m.as_str().trim().parse::<i32>().ok())
+    };
+    let text = |name: &str| c.name(name).map(|m| m.as_str().to_lowercase());
+    let now_zoned = Timestamp::from_millisecond(now)
+        .ok()?
+        .to_zoned(zone.clone());
+    let mut year = num("Y").or_else(|| num("y").map(|y| if y <= 2000 { y + 2000 } else { y }));
+    let month = num("m").or_else(|| {
+        let name = text("B").or_else(|| text("b"))?;
+        MONTHS
+            .iter()
+            .position(|m| m.starts_with(&name[..name.len().min(3)]) && m.starts_with(&name))
+            .map(|i| i as i32 + 1)
+    });
+    let day = num("d");
+    let hour = match num("I") {
+        Some(h12) => match text("p").as_deref() {
+            Some("pm") if h12 != 12 => h12 + 12,
+            Some("pm") => 12,
+            _ if h12 == 12 => 0,
+            _ => h12,
+        },
+        None => num("H").unwrap_or(0),
+    };
+    let (minute, second) = (num("M").unwrap_or(0), num("S").unwrap_or(0));
+    let assume_year = year.is_none();
+    let year_now = i32::from(now_zoned.year());
+    let y = *year.get_or_insert(year_now);
+    let assume_today = month.is_none() && day.is_none();
+    let (month, day) = match (month, day) {
+        (Some(m), Some(d)) => (m, d),
+        _ => (i32::from(now_zoned.month()), i32::from(now_zoned.day())),
+    };
+    let offset = c
+        .name("z")
+        .or_else(|| c.name("Z"))
+        .and_then(|m| zone_offset_minutes(m.as_str()));
+    let to_ms = |year: i32| -> Option<i64> {
+        let civil = civil::DateTime::new(
+            i16::try_from(year).ok()?,
+            i8::try_from(month).ok()?,
+            i8::try_from(day).ok()?,
+            i8::try_from(hour).ok()?,
+            i8::try_from(minute).ok()?,
+            i8::try_from(second.min(59)).ok()?,
+            0,
+        )
+        .ok()?;
+        let ts = match offset {
+            Some(minutes) => {
+                let utc = civil.to_zoned(TimeZone::UTC).ok()?.timestamp();
+                utc.as_millisecond() - i64::from(minutes) * 60_000
+            }
+            None => civil
+                .to_zoned(zone.clone())
+                .ok()?
+                .timestamp()
+                .as_millisecond(),
+        };
+        Some(ts + i64::from(second.max(59) - 59) * 1000)
+    };
+    let mut time = to_ms(y)?;
+    if assume_today && time > now {
+        time -= 86_400_000;
+    }
+    if assume_year && time > now + 86_400_000 {
+        time = to_ms(y - 1)?;
+    }
+    Some(time)
+}
+
+/// Minutes east of UTC of a zone written in a log: `Z`, `UTC`, `GMT`, `+0100`, `-05:00`,
+/// `+01`, an abbreviation (`CET`, `EST`), or both (`CET+0100`).
+fn zone_offset_minutes(text: &str) -> Option<i32> {
+    let text = text.trim();
+    let split = text.find(['+', '-']).unwrap_or(text.len());
+    let (abbr, numeric) = text.split_at(split);
+    let base = if abbr.is_empty() {
+        0
+    } else {
+        abbreviation_minutes(abbr)?
+    };
+    if numeric.is_empty() {
+        return Some(base);
+    }
+    let sign = if numeric.starts_with('-') { -1 } else { 1 };
+    let digits: String = numeric[1..]
+        .chars()
+        .filter(|c| c.is_ascii_digit())
+        .collect();
+    let (hours, minutes) = match digits.len() {
+        1 | 2 => (digits.parse::<i32>().ok()?, 0),
+        4 => (
+            digits[..2].parse::<i32>().ok()?,
+            digits[2..].parse::<i32>().ok()?,
+        ),
+        _ => return None,
+    };
+    Some(base + sign * (hours * 60 + minutes))
+}
+
+/// Offsets of the zone abbreviations logs commonly carry (fixed: a summer-time
+/// abbreviation names its own offset).
+fn abbreviation_minutes(abbr: &str) -> Option<i32> {
+    let hours: f32 = match abbr {
+        "Z" | "UTC" | "GMT" | "UT" | "WET" => 0.0,
+        "CET" | "WEST" | "BST" | "WAT" => 1.0,
+        "CEST" | "EET" | "CAT" | "SAST" => 2.0,
+        "EEST" | "MSK" | "EAT" | "IDT" => 3.0,
+        "GST" => 4.0,
+        "PKT" => 5.0,
+        "IST" => 5.5,
+        "ICT" | "WIB" => 7.0,
+        "HKT" | "SGT" | "AWST" | "PHT" => 8.0,
+        "JST" | "KST" => 9.0,
+        "ACST" => 9.5,
+        "AEST" => 10.0,
+        "AEDT" => 11.0,
+        "NZST" => 12.0,
+        "NZDT" => 13.0,
+        "NST" => -3.5,
+        "ADT" => -3.0,
+        "AST" | "EDT" => -4.0,
+        "EST" | "CDT" => -5.0,
+        "CST" | "MDT" => -6.0,
+        "MST" | "PDT" => -7.0,
+        "PST" | "AKDT" => -8.0,
+        "AKST" => -9.0,
+        "HST" => -10.0,
+        _ if abbr.len() == 1 => military(abbr.chars().next()?)? as f32,
+        _ => return None,
+    };
+    Some((hours * 60.0) as i32)
+}
+
+/// The military zone letters: A–I and K–M east, N–Y west, Z is UTC.
+fn military(letter: char) -> Option<i32> {
+    match letter {
+        'A'..='I' => Some(letter as i32 - 'A' as i32 + 1),
+        'K'..='M' => Some(letter as i32 - 'K' as i32 + 10),
+        'N'..='Y' => Some(-(letter as i32 - 'N' as i32 + 1)),
+        'Z' => Some(0),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// fail2ban's test "now": 2005-08-14 12:00:00 CEST.
+    const NOW: i64 = 1_124_013_600_000;
+
+    fn zone() -> TimeZone {
+        TimeZone::posix("CET-1CEST,M3.5.0,M10.5.0/3").expect("zone")
+    }
+
+    fn find(pattern: Option<&str>, line: &str) -> Option<(String, i64)> {
+        let detector = DateDetector::new(pattern, 2026).expect("templates");
+        let found = detector.find(line, NOW, &zone())?;
+        Some((line[found.start..found.end].to_owned(), found.time?))
+    }
+
+    fn local(text: &str) -> i64 {
+        let civil: civil::DateTime = text.parse().expect("civil");
+        civil
+            .to_zoned(zone())
+            .expect("zoned")
+            .timestamp()
+            .as_millisecond()
+    }
+
+    #[test]
+    fn syslog_dates_take_this_year_or_last() {
+        let (text, time) = find(None, "Aug 14 11:59:59 host sshd[1]: x").expect("date");
+        assert_eq!(text, "Aug 14 11:59:59");
+        assert_eq!(time, local("2005-08-14T11:59:59"));
+        let (_, time) = find(None, "Dec 31 23:00:00 host x").expect("date");
+        assert_eq!(time, local("2004-12-31T23:00:00"));
+    }
+
+    #[test]
+    fn iso_dates_with_zones_and_common_log_dates() {
+        let (text, time) = find(None, "2005-08-14T10:00:00+00:00 x").expect("date");
+        assert_eq!(text, "2005-08-14T10:00:00+00:00");
+        assert_eq!(time, local("2005-08-14T12:00:00"));
+        let (text, time) = find(
+            None,
+            r#"192.0.2.1 - - [14/Aug/2005:11:00:00 +0100] "GET /" 401"#,
+        )
+        .expect("date");
+        assert_eq!(text, "14/Aug/2005:11:00:00 +0100");
+        assert_eq!(time, local("2005-08-14T12:00:00"));
+    }
+
+    #[test]
+    fn epoch_and_tai64n() {
+        let (text, time) = find(None, "1124013600.500 x").expect("epoch");
+        assert_eq!(text, "1124013600.500");
+        assert_eq!(time, NOW + 500);
+        let (_, time) = find(Some("EPOCH"), "[1124013600] x").expect("epoch");
+        assert_eq!(time, NOW);
+        let (_, time) = find(None, "@4000000042ff162000000000 x").expect("tai64n");
+        assert_eq!(time, 0x42ff_1620 * 1000);
+    }
+
+    #[test]
+    fn a_datepattern_with_line_start_and_date_embedding() {
+        let (text, _) = find(Some("^%Y-%m-%d %H:%M:%S"), "2005-08-14 11:00:00 x").expect("date");
+        assert_eq!(text, "2005-08-14 11:00:00");
+        assert!(find(Some("{^LN-BEG}%Y-%m-%d %H:%M:%S"), "x 2005-08-14 11:00:00").is_none());
+        let (text, _) = find(
+            Some(r"^<\d+>\d+\s+{DATE}"),
+            "<34>1 2005-08-14T11:00:00Z host x",
+        )
+        .expect("date");
+        // The whole pattern is the date, as in fail2ban: the prefix is cut with it.
+        assert_eq!(text, "<34>1 2005-08-14T11:00:00Z");
+        assert!(find(Some("{NONE}"), "2005-08-14 11:00:00 x").is_none());
+    }
+
+    #[test]
+    fn a_bad_field_is_an_error() {
+        let error = DateDetector::new(Some("%Q"), 2026).expect_err("refused");
+        assert!(error.to_string().contains("%Q"), "{error}");
+    }
+}

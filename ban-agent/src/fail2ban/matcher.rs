@@ -1,0 +1,636 @@
+//! A fail2ban filter at work, line by line, as fail2ban's `Filter.processLine` and
+//! `findFailure` work: the date is found and cut out, lines join a buffer of `maxlines`,
+//! `prefregex` selects the lines and its `<F-CONTENT>` is what the failregexes see,
+//! `ignoreregex` vetoes, and `<F-MLFID>` ties the lines of one connection together
+//! (`<F-NOFAIL>`, `<F-MLFFORGET>`, `<F-MLFGAINED>`), so that a failure reported over
+//! several lines (sshd, sendmail) is one failure with its host and user.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use hashlink::LinkedHashMap;
+use jiff::tz::TimeZone;
+
+use super::{
+    Definition, Fail2banError,
+    dates::DateDetector,
+    regex::{Found, Overrun, Pattern, expand_tags},
+};
+
+/// Connections remembered by `<F-MLFID>` (fail2ban keeps 100 for 5 minutes).
+const MLFID_CAPACITY: usize = 1000;
+const MLFID_TTL_MS: i64 = 5 * 60 * 1000;
+/// fail2ban reuses the last line's date for a line without one for this long.
+const LAST_DATE_MS: i64 = 60_000;
+
+/// A line of the buffer: the text before the date, the date, the text after it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Line {
+    before: String,
+    date: String,
+    after: String,
+}
+
+impl Line {
+    fn text(&self) -> String {
+        format!("{}{}", self.before, self.after)
+    }
+}
+
+/// What one failregex match found, merged with `prefregex` and earlier lines of the
+/// same connection.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Fail {
+    groups: BTreeMap<String, String>,
+    users: BTreeSet<String>,
+    nofail: bool,
+    gained: bool,
+    pending: bool,
+    /// Lines that make up the failure (fail2ban's `matches`), and those held while the
+    /// connection looked like no failure.
+    matches: usize,
+    nofail_matches: usize,
+}
+
+/// A failure (or, with `nofail`, a line that only identifies a connection).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hit {
+    /// Index of the failregex.
+    pub regex: usize,
+    /// The failure's id as fail2ban reports it: the address (`192.0.2.1`,
+    /// `2001:db8::1`, `192.0.2.0/24`), a host name as written, or `<F-ID>`.
+    pub id: Option<String>,
+    /// The address text when the failure has one (`ip4`, `ip6`), with its prefix length.
+    pub address: Option<(String, Option<u8>)>,
+    /// A host name `<HOST>` took instead of an address (never resolved).
+    pub dns: Option<String>,
+    pub user: Option<String>,
+    pub users: Vec<String>,
+    /// Milliseconds since the epoch; `None` when the line had no date.
+    pub time: Option<i64>,
+    /// Lines this failure is made of.
+    pub attempts: usize,
+    /// Not a failure: `<F-NOFAIL>` or a connection that succeeded.
+    pub nofail: bool,
+}
+
+/// A compiled fail2ban filter with its buffers; one per jail and log.
+#[derive(Clone, Debug)]
+pub struct Matcher {
+    prefregex: Option<Pattern>,
+    failregex: Vec<Pattern>,
+    ignoreregex: Vec<Pattern>,
+    maxlines: usize,
+    dates: DateDetector,
+    zone: TimeZone,
+    /// fail2ban's `checkAllRegex`: try every failregex, and report lines that only
+    /// identify a connection (its test suite's mode). Off, the first match decides.
+    pub check_all: bool,
+    buffer: Vec<Line>,
+    last_date: Option<(i64, String)>,
+    connections: LinkedHashMap<String, (i64, Fail)>,
+    /// Searches that gave up (backtrack limit), counted for metrics and logged once.
+    pub overruns: u64,
+}
+
+impl Matcher {
+    /// Compiles `definition`; `zone` is the log's time zone, `year` this year.
+    pub fn new(definition: &Definition, zone: TimeZone, year: i16) -> Result<Self, Fail2banError> {
+        let use_dns = definition.usedns.as_deref().map(str::trim) != Some("no");
+        let compile = |key: &str, index: usize, regex: &str| {
+            Pattern::compile(&expand_tags(regex, use_dns)).map_err(|problem| Fail2banError::Regex {
+                at: definition.failregex_at.clone(),
+                key: key.to_owned(),
+                index,
+                regex: regex.to_owned(),
+                problem,
+            })
+        };
+        let prefregex = definition
+            .prefregex
+            .as_deref()
+            .map(|r| compile("prefregex", 0, r))
+            .transpose()?;
+        let failregex = definition
+            .failregex
+            .iter()
+            .enumerate()
+            .map(|(i, r)| compile("failregex", i, r))
+            .collect::<Result<Vec<_>, _>>()?;
+        if failregex.is_empty() {
+            return Err(Fail2banError::Value {
+                at: definition.failregex_at.clone(),
+                key: "failregex".into(),
+                problem: "the filter has no failregex: it would never match".into(),
+            });
+        }
+        let ids = ["ip4", "ip6", "dns", "fid", "mlfid"];
+        let has_id = |p: &Pattern| ids.iter().any(|id| p.group(id).is_some());
+        let prefix_has_id = prefregex.as_ref().is_some_and(has_id);
+        if let Some(index) = failregex.iter().position(|p| !has_id(p) && !prefix_has_id) {
+            return Err(Fail2banError::Regex {
+                at: definition.failregex_at.clone(),
+                key: "failregex".into(),
+                index,
+                regex: definition.failregex[index].clone(),
+                problem: "no address or id: a failregex needs <HOST>, <ADDR>, <IP4>, <IP6>, \
+                          <CIDR>, <SUBNET>, <F-ID> or <F-MLFID>"
+                    .into(),
+            });
+        }
+        let ignoreregex = definition
+            .ignoreregex
+            .iter()
+            .enumerate()
+            .map(|(i, r)| compile("ignoreregex", i, r))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            prefregex,
+            failregex,
+            ignoreregex,
+            maxlines: definition.maxlines,
+            dates: DateDetector::new(definition.datepattern.as_deref(), year)?,
+            zone,
+            check_all: false,
+            buffer: Vec::new(),
+            last_date: None,
+            connections: LinkedHashMap::new(),
+            overruns: 0,
+        })
+    }
+
+    /// How many of the regexes run on the linear-time engine, of how many.
+    pub fn fast_regexes(&self) -> (usize, usize) {
+        let all = self
+            .prefregex
+            .iter()
+            .chain(&self.failregex)
+            .chain(&self.ignoreregex);
+        let (fast, total) = all.fold((0, 0), |(f, t), p| (f + usize::from(p.is_fast()), t + 1));
+        (fast, total)
+    }
+
+    /// Judges a log line read at `now` (ms); its date is taken from the line.
+    pub fn line(&mut self, text: &str, now: i64) -> Vec<Hit> {
+        let mut date = None;
+        let line = match self.dates.find(text, now, &self.zone) {
+            Some(found) if found.end > found.start => {
+                date = found.time;
+                if let Some(time) = date {
+                    self.last_date = Some((time, text[found.start..found.end].to_owned()));
+                }
+                Line {
+                    before: text[..found.start].to_owned(),
+                    date: text[found.start..found.end].to_owned(),
+                    after: text[found.end..].to_owned(),
+                }
+            }
+            _ => Line {
+                after: text.to_owned(),
+                ..Line::default()
+            },
+        };
+        let line = match (&date, &self.last_date) {
+            (None, Some((last, last_text))) if *last > now - LAST_DATE_MS => {
+                date = Some(*last);
+                Line {
+                    date: last_text.clone(),
+                    ..line
+                }
+            }
+            _ => line,
+        };
+        self.find(line, date, now)
+    }
+
+    /// Judges a line whose time is known (a journal entry): no date is searched.
+    pub fn dated_line(&mut self, text: &str, time: i64) -> Vec<Hit> {
+        let line = Line {
+            after: text.to_owned(),
+            ..Line::default()
+        };
+        self.last_date = Some((time, String::new()));
+        self.find(line, Some(time), time)
+    }
+
+    fn search(&mut self, pattern: usize, which: Which, buf: &str) -> Option<Found> {
+        let pattern = match which {
+            Which::Pref => self.prefregex.as_ref()?,
+            Which::Fail => &self.failregex[pattern],
+            Which::Ignore => &self.ignoreregex[pattern],
+        };
+        match pattern.search(buf) {
+            Ok(found) => found,
+            Err(Overrun) => {
+                self.overruns += 1;
+                if self.overruns == 1 {
+                    tracing::warn!(
+                        "a regex gave up on a line after {} backtracking steps: the line is \
+                         treated as not matching (counted in overruns; logged once)",
+                        super::regex::BACKTRACK_LIMIT
+                    );
+                }
+                None
+            }
+        }
+    }
+
+    fn ignored(&mut self, buf: &str) -> bool {
+        (0..self.ignoreregex.len()).any(|i| self.search(i, Which::Ignore, buf).is_some())
+    }
+
+    /// fail2ban's `findFailure`.
+    fn find(&mut self, line: Line, date: Option<i64>, now: i64) -> Vec<Hit> {
+        let mut hits = Vec::new();
+        if self.maxlines > 1 {
+            self.buffer.push(line);
+            let excess = self.buffer.len().saturating_sub(self.maxlines);
+            self.buffer.drain(..excess);
+        } else {
+            self.buffer = vec![line];
+        }
+        let original = self.buffer.clone();
+        let mut buf = Some(joined(&self.buffer));
+        if !self.ignoreregex.is_empty()
+            && self.ignoreregex.len() + 2 < self.failregex.len()
+            && buf.as_deref().is_some_and(|b| self.ignored(b))
+        {
+            return hits;
+        }
+        let mut pre_groups = BTreeMap::new();
+        if self.prefregex.is_some() {
+            let text = buf.clone().unwrap_or_default();
+            let Some(found) = self.search(0, Which::Pref, &text) else {
+                return hits;
+            };
+            let pattern = self.prefregex.as_ref().map(Pattern::names).unwrap_or(&[]);
+            pre_groups = groups(pattern, &found, &text);
+            if let Some(content) = pre_groups.remove("content").filter(|c| !c.is_empty()) {
+                self.buffer = vec![Line {
+                    after: content,
+                    ..Line::default()
+                }];
+                buf = None;
+            }
+        }
+        for index in 0..self.failregex.len() {
+            let text = buf.get_or_insert_with(|| joined(&self.buffer)).clone();
+            let Some(found) = self.search(index, Which::Fail, &text) else {
+                continue;
+            };
+            let names = self.failregex[index].names().to_vec();
+            let mut fail_groups = groups(&names, &found, &text);
+            alternatives(&mut fail_groups);
+            let (matched, unmatched) = split_lines(&original, &text, &found, &names);
+            if !self.ignoreregex.is_empty() {
+                let scope = if self.maxlines > 1 {
+                    joined(&matched)
+                } else {
+                    text.clone()
+                };
+                if self.ignored(&scope) {
+                    if !self.check_all || self.maxlines > 1 {
+                        self.buffer = unmatched;
+                    }
+                    buf = None;
+                    if !self.check_all {
+                        break;
+                    }
+                    continue;
+                }
+            }
+            if !self.check_all || self.maxlines > 1 {
+                self.buffer = unmatched;
+                buf = None;
+            }
+            let mut merged = pre_groups.clone();
+            merged.extend(fail_groups);
+            let mut fail = Fail::from_groups(merged);
+            let mlfid = fail.groups.get("mlfid").cloned();
+            match &mlfid {
+                Some(id) => {
+                    fail = self.merge(id, fail, matched.len(), now);
+                    if fail.nofail && !self.check_all {
+                        return hits;
+                    }
+                }
+                None => fail.matches += matched.len(),
+            }
+            let hit = hit(index, &fail, date);
+            if hit.id.is_none() {
+                // A connection's line without its address yet: pending until one comes.
+                if let Some(id) = &mlfid
+                    && let Some((_, cached)) = self.connections.get_mut(id)
+                {
+                    cached.pending = true;
+                }
+                if !self.check_all {
+                    return hits;
+                }
+            }
+            hits.push(hit);
+            if !self.check_all {
+                break;
+            }
+        }
+        hits
+    }
+
+    /// fail2ban's `_mergeFailure`: folds a line of connection `id` into what earlier
+    /// lines of it said. Flags as fail2ban's: 1 no failure, 2 forget the connection,
+    /// 4 the connection was a no-failure, 8 it logged in.
+    fn merge(&mut self, id: &str, mut fail: Fail, matched: usize, now: i64) -> Fail {
+        self.connections
+            .retain(|_, (seen, _)| *seen > now - MLFID_TTL_MS);
+        let mut flags = 0u8;
+        if fail.gained {
+            flags |= 8 | 1;
+            fail.nofail = true;
+        } else if fail.nofail {
+            flags |= 1;
+        }
+        if fail.groups.remove("mlfforget").is_some() {
+            flags |= 2;
+        }
+        let user = fail.groups.get("user").cloned();
+        let (mut fail, users, keep) = match self.connections.remove(id) {
+            Some((_, mut earlier)) => {
+                let users = add_user(&mut earlier, user);
+                if std::mem::take(&mut earlier.nofail) | std::mem::take(&mut earlier.gained) {
+                    flags |= 4;
+                }
+                if flags & 8 != 0 {
+                    earlier.pending = false;
+                }
+                if flags & 4 == 0 && !earlier.pending {
+                    earlier.matches = 0;
+                }
+                earlier.groups.extend(fail.groups);
+                earlier.nofail = fail.nofail;
+                earlier.gained = fail.gained;
+                (earlier, users, flags & 2 == 0)
+            }
+            None if flags & 2 == 0 => {
+                let users = add_user(&mut fail, user);
+                (fail, users, true)
+            }
+            None => (fail, 0, false),
+        };
+        if std::mem::take(&mut fail.pending) || users > 1 {
+            fail.nofail = false;
+            fail.gained = false;
+            flags &= !(8 | 1);
+        }
+        if flags & 1 == 0 {
+            fail.matches += std::mem::take(&mut fail.nofail_matches);
+            if flags & 8 == 0 {
+                fail.matches += matched;
+            }
+        } else if flags & 3 == 1 {
+            fail.nofail_matches += matched;
+        }
+        if keep {
+            if self.connections.len() >= MLFID_CAPACITY {
+                self.connections.pop_front();
+            }
+            self.connections.insert(id.to_owned(), (now, fail.clone()));
+        }
+        fail
+    }
+}
+
+/// Adds the line's user to the connection's; how many users it has had.
+fn add_user(fail: &mut Fail, user: Option<String>) -> usize {
+    if let Some(user) = user {
+        fail.users.insert(user);
+    }
+    fail.users.len()
+}
+
+#[derive(Clone, Copy)]
+enum Which {
+    Pref,
+    Fail,
+    Ignore,
+}
+
+impl Fail {
+    fn from_groups(mut groups: BTreeMap<String, String>) -> Self {
+        let nofail = groups.remove("nofail").is_some();
+        let gained = groups.remove("mlfgained").is_some();
+        Self {
+            groups,
+            nofail,
+            gained,
+            ..Self::default()
+        }
+    }
+}
+
+/// The hit a merged failure amounts to (fail2ban's choice of failure id).
+fn hit(regex: usize, fail: &Fail, time: Option<i64>) -> Hit {
+    let get = |name: &str| fail.groups.get(name).cloned();
+    let cidr = get("cidr").and_then(|c| c.parse::<u8>().ok());
+    let address = get("ip4").or_else(|| get("ip6")).map(|a| (a, cidr));
+    let dns = get("dns");
+    let fid = get("fid");
+    let id = match (&fid, &address, &dns) {
+        (Some(fid), _, _) => Some(fid.clone()),
+        (None, Some((address, cidr)), _) => Some(normalize(address, *cidr)),
+        (None, None, Some(dns)) => Some(dns.clone()),
+        (None, None, None) => None,
+    };
+    Hit {
+        regex,
+        id,
+        address,
+        dns,
+        user: get("user"),
+        users: fail.users.iter().cloned().collect(),
+        time,
+        attempts: fail.matches,
+        nofail: fail.nofail,
+    }
+}
+
+/// An address as fail2ban prints it: parsed and printed again, a network when a prefix
+/// length shorter than the address came with it.
+fn normalize(address: &str, cidr: Option<u8>) -> String {
+    let Ok(ip) = address.parse::<std::net::IpAddr>() else {
+        return address.to_owned();
+    };
+    match cidr.and_then(|len| ipnet::IpNet::new(ip, len).ok()) {
+        Some(net) if net.prefix_len() < net.max_prefix_len() => net.trunc().to_string(),
+        _ => ip.to_string(),
+    }
+}
+
+/// The buffer as the regexes see it: each line without its date, one per line, with a
+/// final newline as fail2ban writes it.
+fn joined(lines: &[Line]) -> String {
+    let mut out = String::new();
+    for line in lines {
+        out.push_str(&line.before);
+        out.push_str(&line.after);
+        out.push('\n');
+    }
+    out
+}
+
+/// The named groups that took part, by name.
+fn groups(names: &[Option<String>], found: &Found, text: &str) -> BTreeMap<String, String> {
+    names
+        .iter()
+        .zip(&found.spans)
+        .filter_map(|(name, span)| {
+            let name = name.as_ref()?;
+            let (start, end) = (*span)?;
+            Some((name.clone(), text[start..end].to_owned()))
+        })
+        .collect()
+}
+
+/// `<F-ALT_USER>` fills `user` when `<F-USER>` took nothing; `<F-TUPLE_…>` are left.
+fn alternatives(groups: &mut BTreeMap<String, String>) {
+    let alts: Vec<(String, String)> = groups
+        .iter()
+        .filter_map(|(k, v)| {
+            let base = k.strip_prefix("alt_")?;
+            let base = base.trim_end_matches(|c: char| c.is_ascii_digit() || c == '_');
+            let base = match base {
+                "id" => "fid",
+                "port" => "fport",
+                other => other,
+            };
+            (!v.is_empty()).then(|| (base.to_owned(), v.clone()))
+        })
+        .collect();
+    for (base, value) in alts {
+        let entry = groups.entry(base).or_default();
+        if entry.is_empty() {
+            *entry = value;
+        }
+    }
+}
+
+/// The buffer's lines split into those the match covers and the others (fail2ban's
+/// matched and unmatched tuple lines, skipped lines moved to the unmatched).
+fn split_lines(
+    original: &[Line],
+    text: &str,
+    found: &Found,
+    names: &[Option<String>],
+) -> (Vec<Line>, Vec<Line>) {
+    if original.len() <= 1 {
+        return (original.to_vec(), Vec::new());
+    }
+    let Some((start, end)) = found.spans.first().copied().flatten() else {
+        return (original.to_vec(), Vec::new());
+    };
+    let line_start = text[..(start + 1).min(text.len())]
+        .rfind('\n')
+        .map_or(0, |i| i + 1);
+    let line_end = text[end.saturating_sub(1)..]
+        .find('\n')
+        .map_or(text.len(), |i| end.saturating_sub(1) + i + 1);
+    let first = text[..line_start].matches('\n').count().min(original.len());
+    let last = text[..line_end]
+        .matches('\n')
+        .count()
+        .clamp(first, original.len());
+    let mut matched = original[first..last].to_vec();
+    let mut unmatched = original[..first].to_vec();
+    let skipped: Vec<String> = names
+        .iter()
+        .zip(&found.spans)
+        .filter(|(name, _)| name.as_deref().is_some_and(|n| n.starts_with("skiplines")))
+        .filter_map(|(_, span)| span.map(|(s, e)| text[s..e].to_owned()))
+        .flat_map(|s| s.lines().map(str::to_owned).collect::<Vec<_>>())
+        .collect();
+    for skipped_line in skipped {
+        if let Some(at) = matched.iter().position(|l| l.text() == skipped_line) {
+            unmatched.push(matched.remove(at));
+        }
+    }
+    unmatched.extend_from_slice(&original[last..]);
+    (matched, unmatched)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_124_013_600_000;
+
+    fn matcher(failregex: &[&str], prefregex: Option<&str>, maxlines: usize) -> Matcher {
+        let definition = Definition {
+            prefregex: prefregex.map(str::to_owned),
+            failregex: failregex.iter().map(|s| (*s).to_owned()).collect(),
+            maxlines,
+            ..Definition::default()
+        };
+        Matcher::new(&definition, TimeZone::UTC, 2026).expect("compiles")
+    }
+
+    #[test]
+    fn the_date_is_cut_before_matching() {
+        let mut m = matcher(
+            &[r"^ host sshd: Failed for <F-USER>\S+</F-USER> from <HOST>$"],
+            None,
+            1,
+        );
+        let hits = m.line(
+            "2005-08-14 10:00:00 host sshd: Failed for root from 192.0.2.1",
+            NOW,
+        );
+        assert_eq!(hits.len(), 1);
+        assert_eq!(hits[0].id.as_deref(), Some("192.0.2.1"));
+        assert_eq!(hits[0].user.as_deref(), Some("root"));
+        assert_eq!(hits[0].time, Some(NOW));
+    }
+
+    #[test]
+    fn prefregex_content_is_what_failregexes_see() {
+        let mut m = matcher(
+            &[r"^Failed from <HOST>$"],
+            Some(r"^\S+ sshd\[\d+\]: <F-CONTENT>.+</F-CONTENT>$"),
+            1,
+        );
+        assert_eq!(m.line("host sshd[1]: Failed from 192.0.2.9", NOW).len(), 1);
+        assert!(
+            m.line("host other[1]: Failed from 192.0.2.9", NOW)
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_connection_id_carries_the_address_to_a_later_line() {
+        let mut m = matcher(
+            &[
+                r"^Connection from <HOST>",
+                r"^<F-NOFAIL>Accepted</F-NOFAIL>",
+                r"^Failed password for <F-USER>\S+</F-USER>",
+            ],
+            Some(r"^sshd\[<F-MLFID>\d+</F-MLFID>\]: <F-CONTENT>.+</F-CONTENT>$"),
+            1,
+        );
+        // Seen with the address, as fail2ban's test suite does (check_all).
+        m.check_all = true;
+        let first = m.line("sshd[7]: Connection from 192.0.2.4", NOW);
+        assert_eq!(first.len(), 1);
+        let failed = m.line("sshd[7]: Failed password for bob", NOW);
+        assert_eq!(failed.len(), 1);
+        assert_eq!(failed[0].id.as_deref(), Some("192.0.2.4"));
+        assert_eq!(failed[0].user.as_deref(), Some("bob"));
+        assert!(!failed[0].nofail);
+    }
+
+    #[test]
+    fn a_regex_without_an_address_is_refused() {
+        let definition = Definition {
+            failregex: vec!["^no address$".into()],
+            ..Definition::default()
+        };
+        let error = Matcher::new(&definition, TimeZone::UTC, 2026).expect_err("refused");
+        assert!(error.to_string().contains("<HOST>"), "{error}");
+    }
+}

@@ -1,0 +1,76 @@
+//! fail2ban's own files, read as fail2ban reads them: filter `.conf` files with their
+//! includes, overlays and interpolation ([`definition`]), Python's regex dialect and
+//! fail2ban's tags ([`regex`]), its date templates ([`dates`]), and the line-by-line
+//! matching of `prefregex`, `failregex` and multi-line buffers ([`matcher`]).
+//!
+//! fail2ban's readers (`client/configparserinc.py`, `client/configreader.py`,
+//! `server/failregex.py`, `server/filter.py`, `server/datedetector.py`) are the
+//! specification; this is our own reading of them, tested against fail2ban's annotated
+//! sample logs by `cargo xtask conformance`.
+
+pub mod dates;
+pub mod definition;
+pub mod ini;
+pub mod interpolate;
+pub mod matcher;
+pub mod regex;
+
+use std::path::PathBuf;
+
+pub use definition::{Definition, FilterRef};
+pub use matcher::{Hit, Matcher};
+
+/// Where fail2ban keeps its filters on every distribution.
+pub const FILTER_DIR: &str = "/etc/fail2ban/filter.d";
+
+/// What is wrong with a fail2ban file, said with where.
+#[derive(Debug, thiserror::Error)]
+pub enum Fail2banError {
+    #[error(
+        "no fail2ban filter {}: the file does not exist (set fail2ban_dir, or give the path of the .conf file)",
+        tried.display()
+    )]
+    Missing { tried: PathBuf },
+    #[error("cannot read {}: {source}", file.display())]
+    Unreadable {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: [INCLUDES] nest more than 16 deep: do two files include each other?", file.display())]
+    IncludeLoop { file: PathBuf },
+    #[error("{}:{line}: {problem}", file.display())]
+    Syntax {
+        file: PathBuf,
+        line: usize,
+        problem: String,
+    },
+    #[error("{at}: [{section}] {key}: {problem}")]
+    Interpolation {
+        at: String,
+        section: String,
+        key: String,
+        problem: String,
+    },
+    #[error("<{tag}> refers to <{found}> in a loop: fail2ban cannot resolve it either")]
+    TagLoop { tag: String, found: String },
+    #[error(
+        "filter options {text:?}: {problem} (write name[key=value, key2=\"value, with comma\"])"
+    )]
+    Options { text: String, problem: String },
+    #[error("{at}: [Definition] {key}: {problem}")]
+    Value {
+        at: String,
+        key: String,
+        problem: String,
+    },
+    #[error("{at}: [Definition] {key} #{}: {regex:?}: {problem}", index + 1)]
+    Regex {
+        at: String,
+        key: String,
+        index: usize,
+        regex: String,
+        problem: String,
+    },
+    #[error("datepattern {pattern:?}: {problem}")]
+    Date { pattern: String, problem: String },
+}
