@@ -10,7 +10,7 @@ use jiff::tz::TimeZone;
 use crate::{
     config::Jail,
     filter::{
-        Filter, Outcome, Scratch,
+        JailFilter, Outcome, Scratch,
         date::{DateFormat, DatePattern, DateReader, UnixMs},
     },
     ignore::{IgnoreList, Spared},
@@ -74,8 +74,9 @@ impl DetectStats {
 
 /// One jail's detection state.
 pub struct Detector {
-    filter: Filter,
-    scratch: Scratch,
+    filter: JailFilter,
+    /// Capture room of a simple filter.
+    scratch: Option<Scratch>,
     dates: DateReader,
     ignore: IgnoreList,
     tracker: Tracker,
@@ -85,9 +86,18 @@ pub struct Detector {
 }
 
 impl Detector {
-    pub fn new(filter: Filter, dates: DateReader, ignore: IgnoreList, rules: Rules) -> Self {
+    pub fn new(
+        filter: impl Into<JailFilter>,
+        dates: DateReader,
+        ignore: IgnoreList,
+        rules: Rules,
+    ) -> Self {
+        let filter = filter.into();
         Self {
-            scratch: filter.scratch(),
+            scratch: match &filter {
+                JailFilter::Simple(filter) => Some(filter.scratch()),
+                JailFilter::Full(_) => None,
+            },
             filter,
             dates,
             ignore,
@@ -111,7 +121,7 @@ impl Detector {
     pub fn line(&mut self, line: &str, now: UnixMs) -> Verdict {
         self.stats.lines += 1;
         self.last_format = None;
-        let (target, regex) = match self.filter.check_with(&mut self.scratch, line) {
+        let (target, regex, time) = match self.judge(line, now) {
             Outcome::Missed => {
                 self.stats.missed += 1;
                 return Verdict::Missed;
@@ -120,14 +130,23 @@ impl Detector {
                 self.stats.ignored += 1;
                 return Verdict::Ignored { regex };
             }
-            Outcome::Failure { target, regex } => (target, regex),
+            Outcome::Failure { target, regex } => (target, regex, None),
+            Outcome::Dated {
+                target,
+                regex,
+                time,
+            } => (target, regex, time),
         };
         if let Some(why) = self.ignore.spares(&target) {
             self.stats.spared += 1;
             self.stats.spared_by[why.index()] += 1;
             return Verdict::Spared { target, why, regex };
         }
-        let at = match self.dates.read(line) {
+        let time = match (&self.filter, time) {
+            (JailFilter::Simple(_), _) => self.dates.read(line),
+            (JailFilter::Full(_), time) => time.map(|at| (at, DateFormat::Template)),
+        };
+        let at = match time {
             Some((at, format)) => {
                 self.last_format = Some(format);
                 at
@@ -161,6 +180,29 @@ impl Detector {
         }
     }
 
+    /// What the filter makes of a line; a full filter also gives the line's time.
+    fn judge(&mut self, line: &str, now: UnixMs) -> Outcome {
+        match (&mut self.filter, &mut self.scratch) {
+            (JailFilter::Simple(filter), Some(scratch)) => filter.check_with(scratch, line),
+            (JailFilter::Simple(filter), None) => filter.check(line),
+            (JailFilter::Full(matcher), _) => {
+                let hits = matcher.line(line, now);
+                let failure = hits
+                    .iter()
+                    .filter(|hit| !hit.nofail)
+                    .find_map(|hit| Some((hit.target()?, hit.regex, hit.time)));
+                match failure {
+                    Some((target, regex, time)) => Outcome::Dated {
+                        target,
+                        regex,
+                        time,
+                    },
+                    None => Outcome::Missed,
+                }
+            }
+        }
+    }
+
     /// The date format of the last line judged a failure, if its time came from it.
     pub fn last_format(&self) -> Option<DateFormat> {
         self.last_format
@@ -170,7 +212,12 @@ impl Detector {
     /// log); a line without a time is taken as read at `fallback`. Returns the verdict and
     /// the format the time was found in.
     pub fn replay(&mut self, line: &str, fallback: UnixMs) -> (Verdict, Option<DateFormat>) {
-        let time = self.dates.read(line);
+        let time = match &self.filter {
+            JailFilter::Simple(_) => self.dates.read(line),
+            JailFilter::Full(matcher) => matcher
+                .date_of(line, fallback)
+                .map(|at| (at, DateFormat::Template)),
+        };
         let now = time.map_or(fallback, |(at, _)| at);
         (self.line(line, now), time.map(|(_, format)| format))
     }
@@ -192,7 +239,7 @@ impl Detector {
         &mut self.tracker
     }
 
-    pub fn filter(&self) -> &Filter {
+    pub fn filter(&self) -> &JailFilter {
         &self.filter
     }
 
@@ -308,7 +355,7 @@ mod tests {
             ..Rules::default()
         };
         let mut d = Detector::new(
-            fastapi(Rules::default(), TimeZone::UTC).filter().clone(),
+            crate::filter::fastapi_auth(),
             DateReader::new(TimeZone::UTC),
             IgnoreList::new(vec!["198.51.100.9/32".parse().expect("net")], vec![]),
             rules,

@@ -19,7 +19,7 @@ use crate::{
     config::{self, Config},
     datapath::show,
     detect::{DetectStats, Detector, Verdict},
-    filter::{self, Filter, FilterSpec, date::DateFormat},
+    filter::{self, Filter, FilterSpec, JailFilter, date::DateFormat},
     ignore::{self, IgnoreList, Spared},
     tail::{self, TailStats},
     tracker::Rules,
@@ -27,6 +27,9 @@ use crate::{
 
 pub const EXAMPLES: &str = "Examples:
   ban-agent test-filter /var/log/app/auth.log --filter fastapi-auth
+  ban-agent test-filter /var/log/auth.log --filter sshd
+  ban-agent test-filter /var/log/auth.log --filter 'sshd[mode=aggressive]' --json
+  ban-agent test-filter mail.log --filter /etc/fail2ban/filter.d/postfix.conf --now 2026-11-30T12:00:00Z
   ban-agent test-filter /var/log/app/auth.log --jail fastapi-auth --config /etc/ban-agent/ban-agent.toml
   tail -n 1000 auth.log | ban-agent test-filter - --regex '^.* - <HOST> - \"POST /login\" 401'
   ban-agent test-filter auth.log --filter ./my-filter.toml --print-missed";
@@ -43,9 +46,30 @@ pub struct Args {
     #[arg(long, value_name = "FILE", default_value = config::DEFAULT_PATH)]
     config: PathBuf,
     /// A filter file (failregex/ignoreregex in TOML), NAME.toml in /etc/ban-agent/filter.d,
-    /// or a built-in filter (fastapi-auth).
+    /// a built-in filter (fastapi-auth), or a fail2ban filter: a .conf file, or NAME in
+    /// --fail2ban-dir's filter.d, with fail2ban's options (`sshd[mode=aggressive]`).
     #[arg(long, value_name = "NAME|FILE")]
     filter: Option<String>,
+    /// fail2ban's configuration folder, for --filter NAME.
+    #[arg(long, value_name = "DIR", default_value = "/etc/fail2ban")]
+    fail2ban_dir: PathBuf,
+    /// Print one JSON object per input line instead of the report:
+    /// {"line", "match", "host", "user", "time" (RFC 3339), "regex" (0-based), "attempts"}.
+    #[arg(long)]
+    json: bool,
+    /// "Now", for dates without a year and the judgement of each line with --json: epoch
+    /// seconds or RFC 3339 (default: the current time).
+    #[arg(long, value_name = "TIME", value_parser = parse_now)]
+    now: Option<i64>,
+    /// The log's time zone for dates written without one: an IANA name (Europe/Paris) or
+    /// a POSIX TZ string (default: the system's).
+    #[arg(long, value_name = "ZONE", value_parser = parse_zone)]
+    timezone: Option<TimeZone>,
+    /// Try every failregex on each line, as fail2ban's filter tests do, and report the
+    /// first failure, not the first match (a fail2ban filter's no-failure lines no longer
+    /// hide a later failregex).
+    #[arg(long)]
+    all_regexes: bool,
     /// A failregex with one address tag (<HOST>, <ADDR>, <IP4>, <IP6>, <CIDR>); repeat
     /// for several.
     #[arg(long, value_name = "RE")]
@@ -76,13 +100,35 @@ struct Subject {
     regexes: Vec<String>,
 }
 
+/// `--now`: epoch seconds (with a fraction) or RFC 3339, in milliseconds.
+fn parse_now(text: &str) -> Result<i64, String> {
+    if let Ok(seconds) = text.parse::<f64>() {
+        return Ok((seconds * 1000.0).round() as i64);
+    }
+    text.parse::<jiff::Timestamp>()
+        .map(|t| t.as_millisecond())
+        .map_err(|e| format!("{text:?} is neither epoch seconds nor RFC 3339 ({e})"))
+}
+
+/// `--timezone`: an IANA name, else a POSIX TZ string.
+fn parse_zone(text: &str) -> Result<TimeZone, String> {
+    TimeZone::get(text)
+        .or_else(|_| TimeZone::posix(text))
+        .map_err(|e| format!("{text:?} is neither a time zone name nor a POSIX TZ string ({e})"))
+}
+
 pub fn run(args: &Args) -> anyhow::Result<()> {
+    if args.json {
+        return json::run(args);
+    }
     let subject = subject(args)?;
     let mut report = Report::new(
         subject.detector,
         args.print_missed.then_some(args.max_missed),
     );
-    let fallback = jiff::Timestamp::now().as_millisecond();
+    let fallback = args
+        .now
+        .unwrap_or_else(|| jiff::Timestamp::now().as_millisecond());
     let mut sink = |line: &str| report.line(line, fallback);
     let tail_stats = if args.log == Path::new("-") {
         read(std::io::stdin().lock(), &mut sink).context("reading standard input")?
@@ -109,8 +155,42 @@ fn read(reader: impl Read, sink: &mut dyn FnMut(&str)) -> std::io::Result<TailSt
     tail::read_stream(reader, tail::DEFAULT_MAX_LINE, sink)
 }
 
+/// The filter --filter, --regex or --jail names, with the time zone of --timezone.
+fn filter_of(args: &Args, zone: &TimeZone) -> anyhow::Result<(JailFilter, String)> {
+    let (filter, description) = match &args.filter {
+        Some(name) => {
+            let dirs = config::FilterDirs {
+                toml: &config::Global::default().filter_dir,
+                fail2ban: &args.fail2ban_dir,
+            };
+            config::find_filter(name, Path::new("."), &dirs)?
+        }
+        None => {
+            let spec = FilterSpec {
+                failregex: args.regex.clone(),
+                ignoreregex: args.ignore_regex.clone(),
+            };
+            let filter = Filter::compile(&spec).context("in --regex / --ignore-regex")?;
+            (filter.into(), "--regex".to_owned())
+        }
+    };
+    Ok((with_zone(filter, zone, args.all_regexes), description))
+}
+
+/// A full filter reads dates in `zone`.
+fn with_zone(filter: JailFilter, zone: &TimeZone, all_regexes: bool) -> JailFilter {
+    match filter {
+        JailFilter::Full(mut matcher) => {
+            matcher.set_zone(zone.clone());
+            matcher.check_all = all_regexes;
+            JailFilter::Full(matcher)
+        }
+        simple => simple,
+    }
+}
+
 fn subject(args: &Args) -> anyhow::Result<Subject> {
-    let zone = TimeZone::system();
+    let zone = args.timezone.clone().unwrap_or_else(TimeZone::system);
     let override_rules = |mut rules: Rules| {
         rules.maxretry = args.maxretry.unwrap_or(rules.maxretry).max(1);
         rules.findtime = args.findtime.unwrap_or(rules.findtime);
@@ -133,27 +213,14 @@ fn subject(args: &Args) -> anyhow::Result<Subject> {
         };
         let mut jail = jail.clone();
         jail.rules = override_rules(jail.rules);
+        jail.filter = with_zone(jail.filter, &zone, args.all_regexes);
         return Ok(Subject {
             regexes: jail.filter.patterns().to_vec(),
             description: format!("jail {name} (filter {})", jail.filter_origin),
             detector: Detector::for_jail(&jail, own, zone),
         });
     }
-    let (filter, description) = match &args.filter {
-        Some(name) => {
-            let (filter, origin) =
-                config::find_filter(name, Path::new("."), &config::Global::default().filter_dir)?;
-            (filter, origin)
-        }
-        None => {
-            let spec = FilterSpec {
-                failregex: args.regex.clone(),
-                ignoreregex: args.ignore_regex.clone(),
-            };
-            let filter = Filter::compile(&spec).context("in --regex / --ignore-regex")?;
-            (filter, "--regex".to_owned())
-        }
-    };
+    let (filter, description) = filter_of(args, &zone)?;
     Ok(Subject {
         regexes: filter.patterns().to_vec(),
         description: format!("filter {description}"),
@@ -339,6 +406,101 @@ impl Report {
             crate::plural(would_ban as u64, "address", "addresses"),
             crate::plural(self.banned, "ban", "bans"),
         );
+    }
+}
+
+/// `--json`: one object per line, for tools (and `cargo xtask conformance`).
+mod json {
+    use super::*;
+    use crate::filter::{Outcome, date::DateReader};
+
+    pub fn run(args: &Args) -> anyhow::Result<()> {
+        let zone = args.timezone.clone().unwrap_or_else(TimeZone::system);
+        let (mut filter, _) = filter_of(args, &zone)?;
+        let now = args
+            .now
+            .unwrap_or_else(|| jiff::Timestamp::now().as_millisecond());
+        let mut dates = DateReader::new(zone);
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        let mut number = 0u64;
+        let mut failed = None;
+        let mut sink = |line: &str| {
+            number += 1;
+            let object = judge(&mut filter, &mut dates, line, now);
+            let mut object = object;
+            object.insert("line".into(), number.into());
+            if failed.is_none()
+                && let Err(error) = serde_json::to_writer(&mut out, &object)
+                    .map_err(std::io::Error::from)
+                    .and_then(|()| std::io::Write::write_all(&mut out, b"\n"))
+            {
+                failed = Some(error);
+            }
+        };
+        if args.log == Path::new("-") {
+            read(std::io::stdin().lock(), &mut sink).context("reading standard input")?;
+        } else {
+            let file = std::fs::File::open(&args.log).with_context(|| {
+                format!(
+                    "cannot open {}: check the path and its permissions",
+                    args.log.display()
+                )
+            })?;
+            read(file, &mut sink).with_context(|| format!("reading {}", args.log.display()))?;
+        }
+        if let Some(error) = failed {
+            return Err(error).context("writing to standard output");
+        }
+        std::io::Write::flush(&mut out).context("writing to standard output")
+    }
+
+    fn judge(
+        filter: &mut JailFilter,
+        dates: &mut DateReader,
+        line: &str,
+        now: i64,
+    ) -> serde_json::Map<String, serde_json::Value> {
+        use serde_json::Value;
+        let mut object = serde_json::Map::new();
+        let time = |ms: Option<i64>| -> Value {
+            ms.and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
+                .map_or(Value::Null, |t| Value::String(t.to_string()))
+        };
+        let (host, user, at, regex, attempts) = match filter {
+            JailFilter::Simple(filter) => match filter.check(line) {
+                Outcome::Failure { target, regex } | Outcome::Dated { target, regex, .. } => (
+                    Some(show(&target)),
+                    None,
+                    dates.read(line).map(|(at, _)| at),
+                    Some(regex),
+                    Some(1),
+                ),
+                _ => (None, None, None, None, None),
+            },
+            JailFilter::Full(matcher) => {
+                let hits = matcher.line(line, now);
+                match hits.iter().find(|h| !h.nofail && h.id.is_some()) {
+                    Some(hit) => (
+                        hit.id.clone(),
+                        hit.user.clone(),
+                        hit.time,
+                        Some(hit.regex),
+                        Some(hit.attempts),
+                    ),
+                    None => (None, None, None, None, None),
+                }
+            }
+        };
+        object.insert("match".into(), Value::Bool(host.is_some()));
+        object.insert("host".into(), host.map_or(Value::Null, Value::String));
+        object.insert("user".into(), user.map_or(Value::Null, Value::String));
+        object.insert("time".into(), time(at));
+        object.insert("regex".into(), regex.map_or(Value::Null, |r| r.into()));
+        object.insert(
+            "attempts".into(),
+            attempts.map_or(Value::Null, |a| a.into()),
+        );
+        object
     }
 }
 

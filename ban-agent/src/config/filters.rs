@@ -11,7 +11,10 @@ use super::{
     error::Source,
     raw::{JailCtx, Setting},
 };
-use crate::filter::{self, Filter, FilterError, FilterSpec};
+use crate::{
+    fail2ban::{self, Fail2banError, FilterRef},
+    filter::{self, Filter, FilterError, FilterSpec, JailFilter},
+};
 
 /// A filter file: the same two lists as an inline filter.
 #[derive(Deserialize)]
@@ -24,7 +27,7 @@ pub(super) struct RawFilter {
 }
 
 impl JailCtx<'_> {
-    pub(super) fn filter(&self, global: &Global) -> Result<(Filter, String), ConfigError> {
+    pub(super) fn filter(&self, global: &Global) -> Result<(JailFilter, String), ConfigError> {
         let named = self.pick("filter", |j| j.filter.as_ref());
         let inline = self.pick("failregex", |j| j.failregex.as_ref());
         match (named, inline) {
@@ -46,7 +49,7 @@ impl JailCtx<'_> {
                     ignoreregex: ignore.to_vec(),
                 };
                 let key_prefix = inline.key.trim_end_matches("failregex").to_owned();
-                compile(self.source, &raw, &key_prefix).map(|f| (f, "inline".to_owned()))
+                compile(self.source, &raw, &key_prefix).map(|f| (f.into(), "inline".to_owned()))
             }
             (None, None) => Err(self.error(
                 self.span.clone(),
@@ -61,9 +64,13 @@ impl JailCtx<'_> {
         &self,
         named: &Setting<Spanned<String>>,
         global: &Global,
-    ) -> Result<(Filter, String), ConfigError> {
+    ) -> Result<(JailFilter, String), ConfigError> {
         let base = self.source.path.parent().unwrap_or(Path::new("."));
-        find_filter(named.value.get_ref(), base, &global.filter_dir).map_err(|error| match error {
+        let dirs = FilterDirs {
+            toml: &global.filter_dir,
+            fail2ban: &global.fail2ban_dir,
+        };
+        find_filter(named.value.get_ref(), base, &dirs).map_err(|error| match error {
             FindFilterError::Invalid(error) => error,
             other => self.error(named.value.span(), &named.key, other.to_string()),
         })
@@ -80,20 +87,72 @@ pub enum FindFilterError {
     },
     #[error(transparent)]
     Untrusted(#[from] crate::trust::TrustError),
-    #[error("no filter {name:?}: neither {} exists nor is it built in (built-in: {})", tried.display(), filter::BUILTIN.map(|(n, _)| n).join(", "))]
-    Unknown { name: String, tried: PathBuf },
+    #[error("no filter {name:?}: neither {} nor {} exists, nor is it built in (built-in: {})", tried.display(), fail2ban.display(), filter::BUILTIN.map(|(n, _)| n).join(", "))]
+    Unknown {
+        name: String,
+        tried: PathBuf,
+        fail2ban: PathBuf,
+    },
     #[error(transparent)]
     Invalid(#[from] ConfigError),
+    #[error(transparent)]
+    Fail2ban(#[from] Fail2banError),
 }
 
-/// The filter `name` names: a file (a name with `/`, ending in `.toml`, or a file in
-/// `base`), else `filter_dir/NAME.toml`, else a built-in filter. Returns it with where it
-/// came from, for messages.
+/// Where named filters are looked for.
+pub struct FilterDirs<'a> {
+    /// Our TOML filters (`filter_dir`).
+    pub toml: &'a Path,
+    /// fail2ban's configuration (`fail2ban_dir`), whose `filter.d` holds its filters.
+    pub fail2ban: &'a Path,
+}
+
+/// Reads a fail2ban filter file (with its includes and overlays) and compiles it for the
+/// system time zone.
+pub fn fail2ban_filter(
+    dir: &Path,
+    reference: &FilterRef,
+) -> Result<(JailFilter, String), FindFilterError> {
+    let base = reference.base(dir);
+    crate::trust::check_file(&base.with_extension("conf"))?;
+    let definition = fail2ban::definition::read(dir, reference)?;
+    let year = jiff::Zoned::now().year();
+    let matcher = fail2ban::Matcher::new(&definition, jiff::tz::TimeZone::system(), year)?;
+    let origin = format!(
+        "fail2ban {} ({})",
+        definition.name,
+        definition.file.display()
+    );
+    Ok((JailFilter::Full(Box::new(matcher)), origin))
+}
+
+/// The filter `name` names: a fail2ban filter file when it ends in `.conf` or carries
+/// fail2ban options (`sshd[mode=aggressive]`); else a TOML file (a name with `/`, ending
+/// in `.toml`, or a file in `base`), else `NAME.toml` in our filter folder, else a
+/// built-in filter, else fail2ban's `filter.d/NAME.conf`. Returns it with where it came
+/// from, for messages.
 pub fn find_filter(
     name: &str,
     base: &Path,
-    filter_dir: &Path,
-) -> Result<(Filter, String), FindFilterError> {
+    dirs: &FilterDirs<'_>,
+) -> Result<(JailFilter, String), FindFilterError> {
+    let fail2ban_dir = dirs.fail2ban.join("filter.d");
+    let reference = FilterRef::parse(name)?;
+    let looks_fail2ban = name.contains('[')
+        || reference.name.ends_with(".conf")
+        || reference.name.ends_with(".local");
+    if looks_fail2ban {
+        let reference = FilterRef {
+            name: if reference.name.contains('/') {
+                base.join(&reference.name).display().to_string()
+            } else {
+                reference.name.clone()
+            },
+            ..reference
+        };
+        return fail2ban_filter(&fail2ban_dir, &reference);
+    }
+    let filter_dir = dirs.toml;
     let as_path = name.contains('/') || name.ends_with(".toml") || base.join(name).is_file();
     let file = if as_path {
         base.join(name)
@@ -108,16 +167,21 @@ pub fn find_filter(
                 source,
             })?;
         let filter = parse_filter(&file, &text)?;
-        return Ok((filter, file.display().to_string()));
+        return Ok((filter.into(), file.display().to_string()));
     }
-    let Some(text) = filter::builtin(name) else {
-        return Err(FindFilterError::Unknown {
-            name: name.to_owned(),
-            tried: file,
-        });
-    };
-    let filter = parse_filter(Path::new(&format!("(built-in filter {name})")), text)?;
-    Ok((filter, format!("built-in {name}")))
+    if let Some(text) = filter::builtin(name) {
+        let filter = parse_filter(Path::new(&format!("(built-in filter {name})")), text)?;
+        return Ok((filter.into(), format!("built-in {name}")));
+    }
+    let fail2ban = fail2ban_dir.join(format!("{name}.conf"));
+    if fail2ban.is_file() {
+        return fail2ban_filter(&fail2ban_dir, &reference);
+    }
+    Err(FindFilterError::Unknown {
+        name: name.to_owned(),
+        tried: file,
+        fail2ban,
+    })
 }
 
 /// Compiles the text of a filter file (`failregex = [...]`, `ignoreregex = [...]`);

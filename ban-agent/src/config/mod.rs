@@ -35,12 +35,12 @@ use std::{
 use ipnet::IpNet;
 
 pub use error::ConfigError;
-pub use filters::{FindFilterError, find_filter, parse_filter};
+pub use filters::{FilterDirs, FindFilterError, fail2ban_filter, find_filter, parse_filter};
 
 pub use crate::filter::date::DatePattern;
 use crate::{
     datapath::{AttachMode, Protocol},
-    filter::Filter,
+    filter::JailFilter,
     tracker::{BanTime, Increment, Rules},
 };
 
@@ -79,6 +79,9 @@ pub struct Global {
     pub metrics: Option<SocketAddr>,
     /// Where `filter = "NAME"` looks for `NAME.toml` before the built-in filters.
     pub filter_dir: PathBuf,
+    /// fail2ban's configuration folder: `filter = "sshd"` finds `filter.d/sshd.conf` here
+    /// when no filter of ours has that name (`fail2ban_dir`).
+    pub fail2ban_dir: PathBuf,
     /// The daemon's control socket.
     pub socket: PathBuf,
     /// A group whose members may use the control socket besides root.
@@ -95,7 +98,7 @@ pub struct Jail {
     pub enabled: bool,
     /// Files or glob patterns, absolute (relative ones are taken from the config's folder).
     pub logpath: Vec<PathBuf>,
-    pub filter: Filter,
+    pub filter: JailFilter,
     /// Where the filter came from, for messages: `built-in fastapi-auth`, a path, `inline`.
     pub filter_origin: String,
     pub rules: Rules,
@@ -223,6 +226,7 @@ impl Default for Global {
             interface_modes: BTreeMap::new(),
             metrics: None,
             filter_dir: PathBuf::from("/etc/ban-agent/filter.d"),
+            fail2ban_dir: PathBuf::from("/etc/fail2ban"),
             socket: PathBuf::from(DEFAULT_SOCKET),
             socket_group: None,
             log_level: None,

@@ -38,6 +38,7 @@ struct RawConfig {
     mode: Option<Spanned<String>>,
     metrics: Option<Spanned<String>>,
     filter_dir: Option<String>,
+    fail2ban_dir: Option<String>,
     socket: Option<String>,
     socket_group: Option<Spanned<Value>>,
     log_level: Option<Spanned<String>>,
@@ -294,6 +295,9 @@ fn global(source: &Source, raw: &RawConfig, base: &Path) -> Result<Global, Confi
     }
     if let Some(dir) = &raw.filter_dir {
         global.filter_dir = base.join(dir);
+    }
+    if let Some(dir) = &raw.fail2ban_dir {
+        global.fail2ban_dir = base.join(dir);
     }
     if let Some(socket) = &raw.socket {
         global.socket = base.join(socket);

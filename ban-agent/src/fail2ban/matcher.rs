@@ -73,9 +73,25 @@ pub struct Hit {
     pub nofail: bool,
 }
 
+impl Hit {
+    /// The address or network to count and ban, when the failure has one: a host name
+    /// or an `<F-ID>` alone has none (the agent never resolves names).
+    pub fn target(&self) -> Option<ipnet::IpNet> {
+        let (address, cidr) = self.address.as_ref()?;
+        let ip = crate::filter::canonical(address.parse().ok()?);
+        let net = ipnet::IpNet::from(ip);
+        Some(match cidr {
+            Some(len) => ipnet::IpNet::new(ip, *len).ok()?.trunc(),
+            None => net,
+        })
+    }
+}
+
 /// A compiled fail2ban filter with its buffers; one per jail and log.
 #[derive(Clone, Debug)]
 pub struct Matcher {
+    /// The failregexes as written (after interpolation).
+    patterns: Vec<String>,
     prefregex: Option<Pattern>,
     failregex: Vec<Pattern>,
     ignoreregex: Vec<Pattern>,
@@ -144,6 +160,7 @@ impl Matcher {
             .map(|(i, r)| compile("ignoreregex", i, r))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
+            patterns: definition.failregex.clone(),
             prefregex,
             failregex,
             ignoreregex,
@@ -156,6 +173,21 @@ impl Matcher {
             connections: LinkedHashMap::new(),
             overruns: 0,
         })
+    }
+
+    /// Reads dates written without a zone in `zone` (fail2ban's `logtimezone`).
+    pub fn set_zone(&mut self, zone: TimeZone) {
+        self.zone = zone;
+    }
+
+    /// The failregexes, as the filter's files resolve them.
+    pub fn patterns(&self) -> &[String] {
+        &self.patterns
+    }
+
+    /// The time written in `line`, if any (ms), without judging it.
+    pub fn date_of(&self, line: &str, now: i64) -> Option<i64> {
+        self.dates.find(line, now, &self.zone).and_then(|f| f.time)
     }
 
     /// How many of the regexes run on the linear-time engine, of how many.

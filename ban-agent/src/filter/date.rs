@@ -32,6 +32,8 @@ pub enum DateFormat {
     CommonLog,
     /// The jail's `datepattern`.
     Pattern,
+    /// One of a fail2ban filter's date templates (its `datepattern`, or fail2ban's own).
+    Template,
 }
 
 impl DateFormat {
@@ -40,6 +42,7 @@ impl DateFormat {
             Self::Iso => "YYYY-MM-DD HH:MM:SS[,fff][zone] (Python logging, ISO 8601)",
             Self::CommonLog => "[DD/Mon/YYYY:HH:MM:SS +ZZZZ] (common log format)",
             Self::Pattern => "the jail's datepattern",
+            Self::Template => "the filter's date templates (fail2ban's)",
         }
     }
 }

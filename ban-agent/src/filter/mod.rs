@@ -73,10 +73,52 @@ pub enum FilterError {
 pub enum Outcome {
     /// A failure of this address (a host route) or network (`<CIDR>`), by failregex `regex`.
     Failure { target: IpNet, regex: usize },
+    /// A failure found with the line's time (a full filter reads it itself).
+    Dated {
+        target: IpNet,
+        regex: usize,
+        time: Option<i64>,
+    },
     /// A failregex matched, and so did an ignoreregex.
     Ignored { regex: usize },
     /// No failregex matched, or what it captured is not a valid address.
     Missed,
+}
+
+/// A jail's filter as the detector runs it.
+#[derive(Clone, Debug)]
+pub enum JailFilter {
+    /// failregex/ignoreregex on one line, scanned once (literal prefilter, regex set);
+    /// the time is read by the jail's `datepattern`.
+    Simple(Filter),
+    /// fail2ban's whole model: `prefregex`, multi-line buffers, connection ids, its date
+    /// templates, Python's regex dialect. fail2ban's filter files compile to it.
+    Full(Box<crate::fail2ban::Matcher>),
+}
+
+impl JailFilter {
+    /// The failregexes as written, in order.
+    pub fn patterns(&self) -> &[String] {
+        match self {
+            Self::Simple(filter) => filter.patterns(),
+            Self::Full(matcher) => matcher.patterns(),
+        }
+    }
+
+    /// Number of failregexes.
+    pub fn len(&self) -> usize {
+        self.patterns().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.patterns().is_empty()
+    }
+}
+
+impl From<Filter> for JailFilter {
+    fn from(filter: Filter) -> Self {
+        Self::Simple(filter)
+    }
 }
 
 /// Capture room for [`Filter::check_with`].
@@ -252,7 +294,7 @@ fn parse_target(text: &str, tag: Tag) -> Option<IpNet> {
 
 /// An IPv4-mapped IPv6 address (`::ffff:192.0.2.7`, as dual-stack servers log IPv4
 /// clients) is the IPv4 address: that is what the packets carry.
-fn canonical(addr: IpAddr) -> IpAddr {
+pub fn canonical(addr: IpAddr) -> IpAddr {
     match addr {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, IpAddr::V4),
         v4 => v4,
