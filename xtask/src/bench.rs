@@ -106,16 +106,16 @@ pub fn matcher(ws: &Workspace) -> anyhow::Result<()> {
 }
 
 /// fail2ban's scripts and the PYTHONPATH they need.
-struct Fail2ban {
-    regex: PathBuf,
+pub(crate) struct Fail2ban {
+    pub(crate) regex: PathBuf,
     server: PathBuf,
-    pythonpath: PathBuf,
+    pub(crate) pythonpath: PathBuf,
 }
 
 /// fail2ban (and python3-pyinotify, for its inotify backend) from the distribution's
 /// packages, unpacked into the tools folder, not installed: no fail2ban service starts on
 /// the machine (it is only a benchmark peer), and every run uses the same version.
-fn fail2ban(ws: &Workspace) -> anyhow::Result<Fail2ban> {
+pub(crate) fn fail2ban(ws: &Workspace) -> anyhow::Result<Fail2ban> {
     let root = ws.tools.join("fail2ban");
     let pythonpath = root.join("usr/lib/python3/dist-packages");
     for (package, proof) in [

@@ -2,6 +2,7 @@
 //! benchmark. Every command runs `setup` first when something is missing.
 
 mod bench;
+mod conformance;
 mod demo;
 mod example;
 mod fuzz;
@@ -45,6 +46,8 @@ enum Task {
     Fuzz(fuzz::FuzzArgs),
     /// Install the binary, an example configuration and the systemd unit (root).
     Install(install::Layout),
+    /// Run fail2ban's own filter tests through test-filter; write docs/conformance.md.
+    Conformance(conformance::ConformanceArgs),
     /// Run benchmarks and write CSV under docs/benchmarks/ (xdp needs root).
     Bench {
         /// Which benchmark; all when omitted.
@@ -146,6 +149,10 @@ fn main() -> anyhow::Result<()> {
             demo::demo(&ws)
         }
         Task::Test => test::test(&ws),
+        Task::Conformance(args) => {
+            ensure_setup(&ws)?;
+            conformance::conformance(&ws, &args)
+        }
         Task::Fuzz(args) => {
             ensure_setup(&ws)?;
             fuzz::fuzz(&ws, &args)

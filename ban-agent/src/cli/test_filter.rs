@@ -70,6 +70,10 @@ pub struct Args {
     /// hide a later failregex).
     #[arg(long)]
     all_regexes: bool,
+    /// With --json: the lines are journal messages (`journalctl -o cat`), timed --now;
+    /// no date is looked for in them, as fail2ban reads the journal.
+    #[arg(long, requires = "json")]
+    journal_lines: bool,
     /// A failregex with one address tag (<HOST>, <ADDR>, <IP4>, <IP6>, <CIDR>); repeat
     /// for several.
     #[arg(long, value_name = "RE")]
@@ -426,7 +430,7 @@ mod json {
         let mut failed = None;
         let mut sink = |line: &str| {
             number += 1;
-            let object = judge(&mut filter, &mut dates, line, now);
+            let object = judge(&mut filter, &mut dates, line, now, args.journal_lines);
             let mut object = object;
             object.insert("line".into(), number.into());
             if failed.is_none()
@@ -459,6 +463,7 @@ mod json {
         dates: &mut DateReader,
         line: &str,
         now: i64,
+        journal: bool,
     ) -> serde_json::Map<String, serde_json::Value> {
         use serde_json::Value;
         let mut object = serde_json::Map::new();
@@ -466,6 +471,7 @@ mod json {
             ms.and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
                 .map_or(Value::Null, |t| Value::String(t.to_string()))
         };
+        let mut extra = serde_json::Map::new();
         let (host, user, at, regex, attempts) = match filter {
             JailFilter::Simple(filter) => match filter.check(line) {
                 Outcome::Failure { target, regex } | Outcome::Dated { target, regex, .. } => (
@@ -478,15 +484,28 @@ mod json {
                 _ => (None, None, None, None, None),
             },
             JailFilter::Full(matcher) => {
-                let hits = matcher.line(line, now);
-                match hits.iter().find(|h| !h.nofail && h.id.is_some()) {
-                    Some(hit) => (
-                        hit.id.clone(),
-                        hit.user.clone(),
-                        hit.time,
-                        Some(hit.regex),
-                        Some(hit.attempts),
-                    ),
+                let hits = if journal {
+                    matcher.dated_line(line, now)
+                } else {
+                    matcher.line(line, now)
+                };
+                let failures = hits.iter().filter(|h| !h.nofail && h.id.is_some());
+                extra.insert("failures".into(), failures.clone().count().into());
+                match failures.clone().next() {
+                    Some(hit) => {
+                        extra.insert("users".into(), hit.users.clone().into());
+                        extra.insert(
+                            "dns".into(),
+                            hit.dns.clone().map_or(Value::Null, Value::String),
+                        );
+                        (
+                            hit.id.clone(),
+                            hit.user.clone(),
+                            hit.time,
+                            Some(hit.regex),
+                            Some(hit.attempts),
+                        )
+                    }
                     None => (None, None, None, None, None),
                 }
             }
@@ -500,6 +519,7 @@ mod json {
             "attempts".into(),
             attempts.map_or(Value::Null, |a| a.into()),
         );
+        object.extend(extra);
         object
     }
 }
