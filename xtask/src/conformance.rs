@@ -94,11 +94,12 @@ pub fn conformance(ws: &Workspace, args: &ConformanceArgs) -> anyhow::Result<()>
     let logs = package.join("tests/files/logs");
     crate::run(&mut ws.cargo(&["build", "--release", "--package", "ban-agent"]))?;
     let agent = ws.root.join("target/release/ban-agent");
+    let scratch = ws.root.join("target/conformance");
+    std::fs::create_dir_all(&scratch)
+        .with_context(|| format!("cannot create {}", scratch.display()))?;
+    let test_config = test_config_tree(&package, &config, &scratch)?;
     let mut filters: Vec<(String, PathBuf)> = Vec::new();
-    for (dir, only_zzz) in [
-        (config.clone(), false),
-        (package.join("tests/config"), true),
-    ] {
+    for (dir, only_zzz) in [(config.clone(), false), (test_config, true)] {
         let filter_dir = dir.join("filter.d");
         let entries = std::fs::read_dir(&filter_dir)
             .with_context(|| format!("cannot list {}", filter_dir.display()))?;
@@ -116,9 +117,6 @@ pub fn conformance(ws: &Workspace, args: &ConformanceArgs) -> anyhow::Result<()>
     }
     filters.sort();
     filters.retain(|(name, _)| args.filters.is_empty() || args.filters.contains(name));
-    let scratch = ws.root.join("target/conformance");
-    std::fs::create_dir_all(&scratch)
-        .with_context(|| format!("cannot create {}", scratch.display()))?;
     let mut outcomes = Vec::new();
     for (name, dir) in &filters {
         if !logs.join(name).is_file() {
@@ -160,6 +158,34 @@ pub fn conformance(ws: &Workspace, args: &ConformanceArgs) -> anyhow::Result<()>
         bail!("{} conformance target(s) missed", missed.len());
     }
     Ok(())
+}
+
+/// fail2ban's test filters (`tests/config/filter.d/zzz-*.conf`) include `common.conf`
+/// by a path relative to fail2ban's source tree, which the Debian package does not
+/// keep. A tree of symbolic links under `target/` gives that path its file, as fail2ban's
+/// source tree does. Returns the folder to use as the filters' configuration folder.
+fn test_config_tree(package: &Path, config: &Path, scratch: &Path) -> anyhow::Result<PathBuf> {
+    let root = scratch.join("tree");
+    let dir = root.join("a/b/c/d/e/f");
+    let filter_d = dir.join("filter.d");
+    let common_d = root.join("config/filter.d");
+    for d in [&filter_d, &common_d] {
+        std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
+    }
+    let link = |target: PathBuf, at: PathBuf| -> anyhow::Result<()> {
+        let _ = std::fs::remove_file(&at);
+        std::os::unix::fs::symlink(&target, &at)
+            .with_context(|| format!("cannot link {} to {}", at.display(), target.display()))
+    };
+    link(config.join("filter.d/common.conf"), common_d.join("common.conf"))?;
+    let tests = package.join("tests/config/filter.d");
+    for entry in std::fs::read_dir(&tests)
+        .with_context(|| format!("cannot list {}", tests.display()))?
+        .filter_map(Result::ok)
+    {
+        link(entry.path(), filter_d.join(entry.file_name()))?;
+    }
+    Ok(dir)
 }
 
 /// The runs of a filter's test log, read as `samplestestcase.py` reads it.
@@ -480,7 +506,13 @@ fn compare(
 /// An annotation's local time (fail2ban's test zone) in milliseconds since the epoch.
 fn local_ms(text: &str) -> anyhow::Result<i64> {
     let zone = jiff::tz::TimeZone::posix(TEST_TZ)?;
-    let civil: jiff::civil::DateTime = text.parse()?;
+    // Python's strptime takes one-digit fields (`2005-03-7T02:09:33`); jiff wants two.
+    let (date, time) = text.split_once('T').context("no T between date and time")?;
+    let date: Vec<String> = date
+        .split('-')
+        .map(|part| format!("{part:0>2}"))
+        .collect();
+    let civil: jiff::civil::DateTime = format!("{}T{time}", date.join("-")).parse()?;
     Ok(civil.to_zoned(zone)?.timestamp().as_millisecond())
 }
 

@@ -498,6 +498,10 @@ mod json {
                             "dns".into(),
                             hit.dns.clone().map_or(Value::Null, Value::String),
                         );
+                        if let Some((address, _)) = &hit.address {
+                            let family = if address.contains(':') { "ip6" } else { "ip4" };
+                            extra.insert(family.into(), Value::String(address.clone()));
+                        }
                         (
                             hit.id.clone(),
                             hit.user.clone(),

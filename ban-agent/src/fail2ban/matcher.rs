@@ -56,8 +56,8 @@ struct Fail {
 pub struct Hit {
     /// Index of the failregex.
     pub regex: usize,
-    /// The failure's id as fail2ban reports it: the address (`192.0.2.1`,
-    /// `2001:db8::1`, `192.0.2.0/24`), a host name as written, or `<F-ID>`.
+    /// The failure's id as written in the line (fail2ban compares it so): the address,
+    /// a host name, or `<F-ID>`.
     pub id: Option<String>,
     /// The address text when the failure has one (`ip4`, `ip6`), with its prefix length.
     pub address: Option<(String, Option<u8>)>,
@@ -467,7 +467,7 @@ fn hit(regex: usize, fail: &Fail, time: Option<i64>) -> Hit {
     let fid = get("fid");
     let id = match (&fid, &address, &dns) {
         (Some(fid), _, _) => Some(fid.clone()),
-        (None, Some((address, cidr)), _) => Some(normalize(address, *cidr)),
+        (None, Some((address, _)), _) => Some(address.clone()),
         (None, None, Some(dns)) => Some(dns.clone()),
         (None, None, None) => None,
     };
@@ -481,18 +481,6 @@ fn hit(regex: usize, fail: &Fail, time: Option<i64>) -> Hit {
         time,
         attempts: fail.matches,
         nofail: fail.nofail,
-    }
-}
-
-/// An address as fail2ban prints it: parsed and printed again, a network when a prefix
-/// length shorter than the address came with it.
-fn normalize(address: &str, cidr: Option<u8>) -> String {
-    let Ok(ip) = address.parse::<std::net::IpAddr>() else {
-        return address.to_owned();
-    };
-    match cidr.and_then(|len| ipnet::IpNet::new(ip, len).ok()) {
-        Some(net) if net.prefix_len() < net.max_prefix_len() => net.trunc().to_string(),
-        _ => ip.to_string(),
     }
 }
 
