@@ -212,7 +212,7 @@ impl Detector {
     /// log); a line without a time is taken as read at `fallback`. Returns the verdict and
     /// the format the time was found in.
     pub fn replay(&mut self, line: &str, fallback: UnixMs) -> (Verdict, Option<DateFormat>) {
-        let time = match &self.filter {
+        let time = match &mut self.filter {
             JailFilter::Simple(_) => self.dates.read(line),
             JailFilter::Full(matcher) => matcher
                 .date_of(line, fallback)
@@ -315,7 +315,7 @@ mod tests {
             failregex: vec!["^login failed from <HOST>$".to_owned()],
             ignoreregex: vec![],
         };
-        let filter = Filter::compile(&spec).expect("compiles");
+        let filter = crate::filter::Filter::compile(&spec).expect("compiles");
         let rules = Rules {
             maxretry: 2,
             ..Rules::default()

@@ -177,7 +177,10 @@ fn test_config_tree(package: &Path, config: &Path, scratch: &Path) -> anyhow::Re
         std::os::unix::fs::symlink(&target, &at)
             .with_context(|| format!("cannot link {} to {}", at.display(), target.display()))
     };
-    link(config.join("filter.d/common.conf"), common_d.join("common.conf"))?;
+    link(
+        config.join("filter.d/common.conf"),
+        common_d.join("common.conf"),
+    )?;
     let tests = package.join("tests/config/filter.d");
     for entry in std::fs::read_dir(&tests)
         .with_context(|| format!("cannot list {}", tests.display()))?
@@ -508,10 +511,7 @@ fn local_ms(text: &str) -> anyhow::Result<i64> {
     let zone = jiff::tz::TimeZone::posix(TEST_TZ)?;
     // Python's strptime takes one-digit fields (`2005-03-7T02:09:33`); jiff wants two.
     let (date, time) = text.split_once('T').context("no T between date and time")?;
-    let date: Vec<String> = date
-        .split('-')
-        .map(|part| format!("{part:0>2}"))
-        .collect();
+    let date: Vec<String> = date.split('-').map(|part| format!("{part:0>2}")).collect();
     let civil: jiff::civil::DateTime = format!("{}T{time}", date.join("-")).parse()?;
     Ok(civil.to_zoned(zone)?.timestamp().as_millisecond())
 }

@@ -584,7 +584,10 @@ fn failregex_is_a_list_or_one_regex_per_line() {
     let text = "[jail.auth]\nlogpath = \"/var/log/app/auth.log\"\nfailregex = \"\"\"\n\
                 ^<HOST> login failed$\n\n  ^<HOST> register failed$\n\"\"\"\n";
     let config = parse(text).expect("one regex per line is valid");
-    let filter = &config.jail("auth").expect("auth").filter;
+    let crate::filter::JailFilter::Simple(filter) = &config.jail("auth").expect("auth").filter
+    else {
+        panic!("inline regexes make a simple filter");
+    };
     assert_eq!(filter.len(), 2);
     for line in ["192.0.2.7 login failed", "192.0.2.8 register failed"] {
         assert!(

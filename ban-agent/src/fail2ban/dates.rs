@@ -128,6 +128,9 @@ pub struct Found {
 #[derive(Clone, Debug)]
 pub struct DateDetector {
     templates: Vec<Template>,
+    /// The anchored template that found the last date: tried first, as fail2ban does,
+    /// since a log's lines share their format.
+    last: std::cell::Cell<Option<usize>>,
     /// `datepattern = {NONE}`: lines have no date.
     none: bool,
 }
@@ -141,6 +144,7 @@ impl DateDetector {
         let Some(patterns) = datepattern else {
             return Ok(Self {
                 templates: build.defaults(None, false)?,
+                last: Default::default(),
                 none: false,
             });
         };
@@ -162,7 +166,11 @@ impl DateDetector {
                 _ => templates.push(build.template(pattern, Wrap::Word)?),
             }
         }
-        Ok(Self { templates, none })
+        Ok(Self {
+            templates,
+            last: Default::default(),
+            none,
+        })
     }
 
     /// The date of `line`. `now` (ms) completes dates without a year or a day; `zone` is
@@ -171,8 +179,15 @@ impl DateDetector {
         if self.none {
             return None;
         }
+        if let Some(last) = self.last.get()
+            && let Some(template) = self.templates.get(last)
+            && let Some(captures) = template.regex.captures(line)
+            && let Some(span) = template.date_groups.iter().find_map(|&g| captures.get(g))
+        {
+            return Some(found(template, &captures, span, now, zone));
+        }
         let mut best: Option<(usize, usize, &Template, regex::Captures<'_>)> = None;
-        for template in &self.templates {
+        for (index, template) in self.templates.iter().enumerate() {
             let Some(captures) = template.regex.captures(line) else {
                 continue;
             };
@@ -181,6 +196,9 @@ impl DateDetector {
             };
             let whole = captures.get(0).map_or(0, |m| m.start());
             if template.anchored || whole <= 1 {
+                if template.anchored {
+                    self.last.set(Some(index));
+                }
                 return Some(found(template, &captures, span, now, zone));
             }
             if best.as_ref().is_none_or(|(start, ..)| whole < *start) {

@@ -94,6 +94,9 @@ pub struct Matcher {
     patterns: Vec<String>,
     prefregex: Option<Pattern>,
     failregex: Vec<Pattern>,
+    /// Per failregex, literals every match of it contains (of its gate): a regex is
+    /// only run on a buffer that has one.
+    gates: Vec<Option<crate::filter::Prefilter>>,
     ignoreregex: Vec<Pattern>,
     maxlines: usize,
     dates: DateDetector,
@@ -106,6 +109,9 @@ pub struct Matcher {
     connections: LinkedHashMap<String, (i64, Fail)>,
     /// Searches that gave up (backtrack limit), counted for metrics and logged once.
     pub overruns: u64,
+    /// The last line [`Matcher::date_of`] looked at, and what it found, for the
+    /// [`Matcher::line`] that follows it.
+    memo: Option<(String, Option<super::dates::Found>)>,
 }
 
 impl Matcher {
@@ -159,9 +165,15 @@ impl Matcher {
             .enumerate()
             .map(|(i, r)| compile("ignoreregex", i, r))
             .collect::<Result<Vec<_>, _>>()?;
+        // A regex without literals to look for is always tried.
+        let gates = failregex
+            .iter()
+            .map(|p| crate::filter::Prefilter::new(&[p.gate().to_owned()]))
+            .collect();
         Ok(Self {
             patterns: definition.failregex.clone(),
             prefregex,
+            gates,
             failregex,
             ignoreregex,
             maxlines: definition.maxlines,
@@ -172,6 +184,7 @@ impl Matcher {
             last_date: None,
             connections: LinkedHashMap::new(),
             overruns: 0,
+            memo: None,
         })
     }
 
@@ -186,8 +199,10 @@ impl Matcher {
     }
 
     /// The time written in `line`, if any (ms), without judging it.
-    pub fn date_of(&self, line: &str, now: i64) -> Option<i64> {
-        self.dates.find(line, now, &self.zone).and_then(|f| f.time)
+    pub fn date_of(&mut self, line: &str, now: i64) -> Option<i64> {
+        let found = self.dates.find(line, now, &self.zone);
+        self.memo = Some((line.to_owned(), found));
+        found.and_then(|f| f.time)
     }
 
     /// How many of the regexes run on the linear-time engine, of how many.
@@ -204,7 +219,11 @@ impl Matcher {
     /// Judges a log line read at `now` (ms); its date is taken from the line.
     pub fn line(&mut self, text: &str, now: i64) -> Vec<Hit> {
         let mut date = None;
-        let line = match self.dates.find(text, now, &self.zone) {
+        let found = match self.memo.take() {
+            Some((memo, found)) if memo == text => found,
+            _ => self.dates.find(text, now, &self.zone),
+        };
+        let line = match found {
             Some(found) if found.end > found.start => {
                 date = found.time;
                 if let Some(time) = date {
@@ -304,8 +323,19 @@ impl Matcher {
                 buf = None;
             }
         }
+        let mut text = buf.take().unwrap_or_else(|| joined(&self.buffer));
+        let mut stale = false;
         for index in 0..self.failregex.len() {
-            let text = buf.get_or_insert_with(|| joined(&self.buffer)).clone();
+            if stale {
+                text = joined(&self.buffer);
+                stale = false;
+            }
+            if self.gates[index]
+                .as_ref()
+                .is_some_and(|gate| !gate.may_match(&text))
+            {
+                continue;
+            }
             let Some(found) = self.search(index, Which::Fail, &text) else {
                 continue;
             };
@@ -323,7 +353,7 @@ impl Matcher {
                     if !self.check_all || self.maxlines > 1 {
                         self.buffer = unmatched;
                     }
-                    buf = None;
+                    stale = true;
                     if !self.check_all {
                         break;
                     }
@@ -332,7 +362,7 @@ impl Matcher {
             }
             if !self.check_all || self.maxlines > 1 {
                 self.buffer = unmatched;
-                buf = None;
+                stale = true;
             }
             let mut merged = pre_groups.clone();
             merged.extend(fail_groups);
@@ -371,8 +401,14 @@ impl Matcher {
     /// lines of it said. Flags as fail2ban's: 1 no failure, 2 forget the connection,
     /// 4 the connection was a no-failure, 8 it logged in.
     fn merge(&mut self, id: &str, mut fail: Fail, matched: usize, now: i64) -> Fail {
-        self.connections
-            .retain(|_, (seen, _)| *seen > now - MLFID_TTL_MS);
+        // Oldest first (each update goes to the back): drop those not seen for a while.
+        while self
+            .connections
+            .front()
+            .is_some_and(|(_, (seen, _))| *seen <= now - MLFID_TTL_MS)
+        {
+            self.connections.pop_front();
+        }
         let mut flags = 0u8;
         if fail.gained {
             flags |= 8 | 1;

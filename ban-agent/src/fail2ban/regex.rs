@@ -176,6 +176,103 @@ pub fn translate(python: &str) -> String {
     out
 }
 
+/// A superset of a translated regex that the linear-time engine runs: lookarounds are
+/// dropped, conditionals take either branch (or nothing), back-references take any
+/// text. Whatever the exact regex matches, this matches too, so a regex set of these
+/// tells in one pass which regexes can match a line at all.
+pub fn relax(pattern: &str) -> String {
+    let chars: Vec<char> = pattern.chars().collect();
+    let at = |i: usize, s: &str| chars[i..].iter().copied().take(s.len()).eq(s.chars());
+    let mut out = String::with_capacity(pattern.len());
+    let mut in_class = false;
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '\\' && i + 1 < chars.len() {
+            if !in_class && chars[i + 1].is_ascii_digit() && chars[i + 1] != '0' {
+                out.push_str("(?s:.*?)");
+                i += 2;
+                while i < chars.len() && chars[i].is_ascii_digit() {
+                    i += 1;
+                }
+                continue;
+            }
+            out.push(c);
+            out.push(chars[i + 1]);
+            i += 2;
+            continue;
+        }
+        if in_class {
+            in_class = c != ']';
+            out.push(c);
+            i += 1;
+            continue;
+        }
+        if c == '[' {
+            in_class = true;
+            out.push(c);
+            i += 1;
+            continue;
+        }
+        if at(i, "(?=") || at(i, "(?!") || at(i, "(?<=") || at(i, "(?<!") {
+            i = group_end(&chars, i);
+            continue;
+        }
+        if at(i, "(?(") {
+            // `(?(<name>)` or `(?(1)`: up to the `)` that closes the condition.
+            let close = chars[i + 3..]
+                .iter()
+                .position(|&c| c == ')')
+                .map_or(chars.len(), |p| i + 3 + p);
+            out.push_str("(?:|");
+            i = close + 1;
+            continue;
+        }
+        if at(i, "(?P=") || at(i, "\\k<") {
+            let close = chars[i..]
+                .iter()
+                .position(|&c| c == ')' || c == '>')
+                .map_or(chars.len(), |p| i + p);
+            out.push_str("(?s:.*?)");
+            i = close + 1;
+            continue;
+        }
+        if at(i, "(?>") {
+            out.push_str("(?:");
+            i += 3;
+            continue;
+        }
+        out.push(c);
+        i += 1;
+    }
+    out
+}
+
+/// The index just past the group that opens at `start`.
+fn group_end(chars: &[char], start: usize) -> usize {
+    let mut depth = 0;
+    let mut in_class = false;
+    let mut i = start;
+    while i < chars.len() {
+        match chars[i] {
+            '\\' => i += 1,
+            ']' if in_class => in_class = false,
+            _ if in_class => {}
+            '[' => in_class = true,
+            '(' => depth += 1,
+            ')' => {
+                depth -= 1;
+                if depth == 0 {
+                    return i + 1;
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    chars.len()
+}
+
 /// A Python repetition at the start of `chars` (`{m}`, `{m,}`, `{m,n}`, `{,n}`): its
 /// Rust text and length.
 fn repetition(chars: &[char]) -> Option<(String, usize)> {
@@ -205,6 +302,9 @@ pub enum Engine {
 pub struct Pattern {
     engine: Engine,
     names: Vec<Option<String>>,
+    /// What the linear-time engine can run for a first test: the regex itself, or its
+    /// [`relax`]ed superset.
+    gate: String,
 }
 
 /// A search that gave up: the line is treated as not matching, and counted.
@@ -224,6 +324,7 @@ impl Pattern {
     /// fail2ban compiles regexes when `maxlines` > 1).
     pub fn compile(python: &str) -> Result<Self, String> {
         let source = format!("(?m){}", translate(python));
+        let mut gate = source.clone();
         let engine = match ::regex::Regex::new(&source) {
             Ok(regex) => Engine::Fast(regex),
             Err(fast_error) => {
@@ -231,7 +332,10 @@ impl Pattern {
                     .backtrack_limit(BACKTRACK_LIMIT)
                     .build()
                 {
-                    Ok(regex) => Engine::Backtracking(regex),
+                    Ok(regex) => {
+                        gate = relax(&source);
+                        Engine::Backtracking(regex)
+                    }
                     Err(error) => {
                         let fast = fast_error.to_string();
                         // The fast engine's message is the clearer one unless it only
@@ -248,7 +352,16 @@ impl Pattern {
             Engine::Fast(r) => r.capture_names().map(|n| n.map(str::to_owned)).collect(),
             Engine::Backtracking(r) => r.capture_names().map(|n| n.map(str::to_owned)).collect(),
         };
-        Ok(Self { engine, names })
+        Ok(Self {
+            engine,
+            names,
+            gate,
+        })
+    }
+
+    /// The gate: a regex the linear engine runs that matches whenever this one does.
+    pub fn gate(&self) -> &str {
+        &self.gate
     }
 
     /// Whether the linear-time engine runs this regex.
@@ -366,6 +479,26 @@ mod tests {
         assert!(p.is_match("xyz").expect("runs"));
         assert!(p.is_match("yw").expect("runs"));
         assert!(!p.is_match("xyw").expect("runs"));
+    }
+
+    #[test]
+    fn a_relaxed_regex_matches_whatever_the_exact_one_does() {
+        let exact =
+            r"^Failed (?P<inv>invalid )?for (?(<inv>)\S+|[^:]+)(?! from x)(?<=r) (?P=inv)?\1?end";
+        let relaxed = relax(exact);
+        let gate = ::regex::Regex::new(&relaxed).expect("the linear engine takes it");
+        let p = Pattern::compile(&exact.replace("(?(<inv>)", "(?(inv)")).expect("compiles");
+        for line in [
+            "Failed invalid for bob invalid end",
+            "Failed for bob end",
+            "Failed for x",
+        ] {
+            if p.is_match(line).expect("runs") {
+                assert!(gate.is_match(line), "{line}");
+            }
+        }
+        assert!(gate.is_match("Failed for bob end"));
+        assert!(!gate.is_match("Accepted for bob end"));
     }
 
     #[test]
