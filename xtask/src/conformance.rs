@@ -54,6 +54,19 @@ pub struct ConformanceArgs {
     out: Option<PathBuf>,
 }
 
+impl ConformanceArgs {
+    /// What `cargo xtask test` runs: every filter, no timing, failing on a missed target,
+    /// the report under `target/` (docs/conformance.md is written by hand, with --speed).
+    pub fn check(ws: &Workspace) -> Self {
+        Self {
+            speed: false,
+            filters: Vec::new(),
+            check: true,
+            out: Some(ws.root.join("target/conformance/conformance.md")),
+        }
+    }
+}
+
 /// One annotated line and the filter options it is judged under.
 #[derive(Clone, Debug)]
 struct Entry {

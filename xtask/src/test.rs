@@ -42,6 +42,12 @@ pub fn test(ws: &Workspace) -> anyhow::Result<()> {
         }
         Ok(())
     });
+    let tests = tests.and_then(|()| {
+        phase(
+            "conformance (fail2ban's own filter tests, targets of issue 17)",
+            || crate::conformance::conformance(ws, &crate::conformance::ConformanceArgs::check(ws)),
+        )
+    });
     let fuzzed = match tests {
         Ok(()) => phase("fuzz (60 s per target)", || {
             fuzz::fuzz_quietly(ws, &fuzz::FuzzArgs::every_target(60))
