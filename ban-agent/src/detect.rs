@@ -109,8 +109,12 @@ impl Detector {
 
     /// The detector of a configured jail; `own` are the host's addresses (`ignoreself`).
     pub fn for_jail(jail: &Jail, own: Vec<IpAddr>, zone: TimeZone) -> Self {
+        let mut filter = jail.filter.clone();
+        if let JailFilter::Full(matcher) = &mut filter {
+            matcher.set_zone(zone.clone());
+        }
         Self::new(
-            jail.filter.clone(),
+            filter,
             DateReader::with_pattern(jail.datepattern.clone(), zone),
             IgnoreList::new(jail.ignoreip.clone(), own),
             jail.rules.clone(),

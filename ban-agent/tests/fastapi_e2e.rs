@@ -102,7 +102,22 @@ impl Scene {
     fn configure(&self) {
         let shipped = example().join("ban-agent.toml");
         let text = std::fs::read_to_string(&shipped).expect("read the example config");
-        let mut config: toml::Table = text.parse().expect("the example config is TOML");
+        self.configure_from(&text);
+    }
+
+    /// What `ban-agent import-fail2ban` makes of the example's fail2ban pair, moved the
+    /// same way.
+    fn configure_imported(&self) {
+        let out = sh(Command::new(agent::AGENT)
+            .arg("import-fail2ban")
+            .arg(example().join("fail2ban")));
+        let text = String::from_utf8(out.stdout).expect("UTF-8 configuration");
+        assert!(text.contains("fastapi-auth.conf"), "{text}");
+        self.configure_from(&text);
+    }
+
+    fn configure_from(&self, text: &str) {
+        let mut config: toml::Table = text.parse().expect("the configuration is TOML");
         let dir = self.dir.path().display().to_string();
         for (key, value) in [
             ("interfaces", toml::Value::Array(vec!["eth0".into()])),
@@ -251,6 +266,55 @@ fn bpftool_expiry(pins: &Path, addr: [u8; 4]) -> Option<u64> {
 
 fn percentile(sorted: &[Duration], p: usize) -> Duration {
     sorted[(sorted.len() - 1) * p / 100]
+}
+
+/// The switch from fail2ban: its filter and jail for the app, imported as they are, ban
+/// the attacker the TOML configuration bans (a 401 on /login over IPv4, a 400 on
+/// /register over IPv6), and not the client.
+#[test]
+fn the_imported_fail2ban_jail_bans_the_attacker_the_toml_one_bans() {
+    let Some(_serial) =
+        common::privileged("the_imported_fail2ban_jail_bans_the_attacker_the_toml_one_bans")
+    else {
+        return;
+    };
+    let scene = Scene::new();
+    scene.configure_imported();
+    let _app = App::start(&scene);
+    let daemon = scene.start_agent();
+    let maps = ban_agent::datapath::Maps::open_pinned(&scene.pins.dir).expect("pinned maps");
+    client_logs_in(&scene);
+    attack(
+        &scene,
+        &maps,
+        (SERVER_V4, ATTACKER_V4),
+        ("/login", BAD_LOGIN, 401),
+        &daemon,
+    );
+    attack(
+        &scene,
+        &maps,
+        (SERVER_V6, ATTACKER_V6),
+        ("/register", DUPLICATE, 400),
+        &daemon,
+    );
+    let status = scene.cli(&["status", "fastapi-auth"]);
+    assert!(
+        status.contains(ATTACKER_V4) && status.contains(ATTACKER_V6),
+        "{status}"
+    );
+    assert!(
+        status.contains("fastapi-auth.conf"),
+        "the fail2ban filter runs:\n{status}"
+    );
+    client_logs_in(&scene);
+    for client in [CLIENT_V4, CLIENT_V6] {
+        assert!(
+            !scene.in_kernel(&maps, client),
+            "{client} banned:\n{}",
+            daemon.log()
+        );
+    }
 }
 
 #[test]

@@ -65,6 +65,19 @@ enum Command {
     /// hits per regex, date formats, the top addresses and who would be banned.
     #[command(after_help = test_filter::EXAMPLES)]
     TestFilter(test_filter::Args),
+    /// Write a ban-agent configuration for fail2ban's enabled jails (jail.conf,
+    /// jail.local, jail.d/), their filters read in place; lists what it leaves out.
+    #[command(
+        after_help = "Examples:\n  ban-agent import-fail2ban > /etc/ban-agent/ban-agent.toml\n  ban-agent import-fail2ban /etc/fail2ban --output ban-agent.toml && ban-agent check --config ban-agent.toml"
+    )]
+    ImportFail2ban {
+        /// fail2ban's configuration folder.
+        #[arg(default_value = "/etc/fail2ban", value_name = "DIR")]
+        dir: PathBuf,
+        /// Write the configuration here instead of standard output.
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -194,6 +207,7 @@ impl Cli {
                 init_logging(None);
                 test_filter::run(&args)
             }
+            Command::ImportFail2ban { dir, output } => import_fail2ban(&dir, output.as_deref()),
         }
     }
 }
@@ -393,4 +407,39 @@ mod tests {
         );
         assert!(parse_target("example.com").is_err());
     }
+}
+
+/// `import-fail2ban`: the configuration on standard output (or `--output`), what was
+/// left out on standard error.
+fn import_fail2ban(dir: &std::path::Path, output: Option<&std::path::Path>) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let dir = std::path::absolute(dir)
+        .with_context(|| format!("cannot make {} absolute", dir.display()))?;
+    let services_text = std::fs::read_to_string("/etc/services").unwrap_or_default();
+    let tcp = crate::fail2ban::jails::services_from(&services_text, "all");
+    let imported = crate::fail2ban::jails::import(&dir, &|name| tcp.get(name).copied())
+        .with_context(|| format!("importing fail2ban's jails from {}", dir.display()))?;
+    let text = imported.to_toml(&dir);
+    match output {
+        Some(path) => std::fs::write(path, &text)
+            .with_context(|| format!("cannot write {}", path.display()))?,
+        None => print!("{text}"),
+    }
+    eprintln!(
+        "import-fail2ban: {} imported ({}); {} left out{}",
+        crate::plural(imported.jails.len() as u64, "jail", "jails"),
+        imported.jails.join(", "),
+        crate::plural(imported.notes.len() as u64, "setting", "settings"),
+        if imported.notes.is_empty() { "" } else { ":" }
+    );
+    for note in &imported.notes {
+        eprintln!("  {note}");
+    }
+    if imported.jails.is_empty() {
+        anyhow::bail!(
+            "no enabled jail in {}: enable one (enabled = true in jail.local) and import again",
+            dir.display()
+        );
+    }
+    Ok(())
 }

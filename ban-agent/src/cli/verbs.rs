@@ -321,6 +321,9 @@ fn print_jail(s: &JailStatus) {
     let banned: Vec<String> = s.banned.iter().map(show).collect();
     println!("Status for the jail: {}", s.name);
     println!("|- Filter");
+    if !s.filter.is_empty() {
+        println!("|  |- Filter:\t{}", s.filter);
+    }
     println!("|  |- Currently failed:\t{}", s.currently_failed);
     println!("|  |- Total failed:\t{}", s.total_failed);
     if s.spared > 0 {

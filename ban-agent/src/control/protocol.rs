@@ -129,6 +129,9 @@ pub struct JailStatus {
     /// The same by reason, e.g. `ignoreip 2, loopback or unspecified 1`.
     #[serde(default)]
     pub spared_by: String,
+    /// Which filter runs: `built-in fastapi-auth`, a path, `fail2ban sshd[mode=normal] (FILE)`.
+    #[serde(default)]
+    pub filter: String,
 }
 
 /// Kernel counters of a jail.

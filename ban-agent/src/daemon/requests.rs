@@ -111,6 +111,7 @@ impl Agent {
             bantime: applied_bantime(&run.config),
             spared: run.detector.stats().spared,
             spared_by: run.detector.stats().spared_text(),
+            filter: run.config.filter_origin.clone(),
         })
     }
 

@@ -12,6 +12,7 @@ pub mod dates;
 pub mod definition;
 pub mod ini;
 pub mod interpolate;
+pub mod jails;
 pub mod matcher;
 pub mod regex;
 
@@ -27,7 +28,7 @@ pub const FILTER_DIR: &str = "/etc/fail2ban/filter.d";
 #[derive(Debug, thiserror::Error)]
 pub enum Fail2banError {
     #[error(
-        "no fail2ban filter {}: the file does not exist (set fail2ban_dir, or give the path of the .conf file)",
+        "{} does not exist: give fail2ban's configuration folder (filter.d holds its filters, jail.conf its jails), or the path of a filter's .conf file",
         tried.display()
     )]
     Missing { tried: PathBuf },

@@ -1,0 +1,558 @@
+//! fail2ban's jails (`jail.conf`, `jail.d/*.conf`, `jail.local`, `jail.d/*.local`, with
+//! their `paths-*.conf` includes and interpolation) as a ban-agent configuration: each
+//! enabled jail's filter (the `.conf` file in place, with its options), logs, ports,
+//! counting and ban settings. What has no counterpart is listed with where it is written
+//! and why, never dropped silently.
+
+use std::{collections::BTreeMap, path::Path};
+
+use ipnet::IpNet;
+use toml::{Table, Value};
+
+use super::{
+    Fail2banError, FilterRef,
+    ini::Ini,
+    interpolate::{Absent, Vars},
+};
+
+/// Sections of jail files that are not jails.
+const NOT_JAILS: [&str; 2] = ["INCLUDES", "DEFAULT"];
+
+/// Jail options with no counterpart, and why.
+const UNMAPPED: [(&str, &str); 9] = [
+    (
+        "bantime.formula",
+        "ban-agent's increment is bantime × factor × 2^(bans − 1), capped by maxtime",
+    ),
+    (
+        "bantime.multipliers",
+        "ban-agent's increment is bantime × factor × 2^(bans − 1), capped by maxtime",
+    ),
+    (
+        "bantime.rndtime",
+        "no random extra ban time: bans expire when the kernel says",
+    ),
+    (
+        "ignorecommand",
+        "no command decides who is spared: list them in ignoreip",
+    ),
+    (
+        "ignorecache",
+        "no command decides who is spared: list them in ignoreip",
+    ),
+    (
+        "logtimezone",
+        "dates without a zone are read in the system time zone",
+    ),
+    (
+        "logencoding",
+        "logs are read as UTF-8; other bytes become replacement characters",
+    ),
+    (
+        "maxmatches",
+        "ban-agent keeps no matched lines per address (mail has log_lines)",
+    ),
+    (
+        "maxlines",
+        "set maxlines in the filter's .local file: the filter reads it",
+    ),
+];
+
+/// Something of fail2ban's configuration the import leaves out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Note {
+    /// `file:line` where it is written.
+    pub at: String,
+    pub jail: String,
+    pub key: String,
+    pub why: String,
+}
+
+impl std::fmt::Display for Note {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: [{}] {}: {}", self.at, self.jail, self.key, self.why)
+    }
+}
+
+/// The import: a configuration, the jails it has, and what it left out.
+#[derive(Clone, Debug)]
+pub struct Imported {
+    pub config: Table,
+    pub jails: Vec<String>,
+    pub notes: Vec<Note>,
+}
+
+impl Imported {
+    /// The configuration as TOML, its notes as comments at the end.
+    pub fn to_toml(&self, dir: &Path) -> String {
+        let mut out = format!(
+            "# Imported from {} by `ban-agent import-fail2ban`: its enabled jails, with\n\
+             # their filters read in place. Add `interfaces` (the NICs clients come in on).\n\n",
+            dir.display()
+        );
+        out.push_str(&self.config.to_string());
+        if !self.notes.is_empty() {
+            out.push_str("\n# Not imported:\n");
+            for note in &self.notes {
+                out.push_str(&format!("#   {note}\n"));
+            }
+        }
+        out
+    }
+}
+
+/// Reads fail2ban's jails in `dir` (`/etc/fail2ban`). `services` resolves port names
+/// (`ssh`, `http`), as `/etc/services` does.
+pub fn import(
+    dir: &Path,
+    services: &dyn Fn(&str) -> Option<u16>,
+) -> Result<Imported, Fail2banError> {
+    let ini = Ini::read_stack(&dir.join("jail"))?;
+    let mut config = Table::new();
+    config.insert(
+        "fail2ban_dir".into(),
+        Value::String(dir.display().to_string()),
+    );
+    let mut jails = Table::new();
+    let mut names = Vec::new();
+    let mut notes = Vec::new();
+    for name in ini.sections.keys() {
+        if NOT_JAILS.contains(&name.as_str()) || name.starts_with("KNOWN/") || name.contains('?') {
+            continue;
+        }
+        let jail = JailReader {
+            ini: &ini,
+            name,
+            dir,
+            notes: Vec::new(),
+        };
+        let (table, jail_notes) = jail.read(services)?;
+        notes.extend(jail_notes);
+        if let Some(table) = table {
+            jails.insert(name.clone(), Value::Table(table));
+            names.push(name.clone());
+        }
+    }
+    config.insert("jail".into(), Value::Table(jails));
+    Ok(Imported {
+        config,
+        jails: names,
+        notes,
+    })
+}
+
+struct JailReader<'a> {
+    ini: &'a Ini,
+    name: &'a str,
+    dir: &'a Path,
+    notes: Vec<Note>,
+}
+
+impl JailReader<'_> {
+    /// An option's interpolated value; `None` when unset.
+    fn get(&self, key: &str) -> Result<Option<String>, Fail2banError> {
+        match self.ini.get(self.name, key, &Vars::new()) {
+            Ok(value) => Ok(Some(value)),
+            Err(Ok(Absent::Option | Absent::Section)) => Ok(None),
+            Err(Err(error)) => Err(error),
+        }
+    }
+
+    /// Where `key` is written for this jail: its section, else `[DEFAULT]`.
+    fn at(&self, key: &str) -> String {
+        self.ini
+            .section(self.name)
+            .and_then(|s| s.get(key))
+            .or_else(|| self.ini.defaults.get(key))
+            .map_or_else(|| format!("[{}]", self.name), |e| e.at())
+    }
+
+    /// An option's value as written, before interpolation.
+    fn raw(&self, key: &str) -> Option<String> {
+        self.ini
+            .section(self.name)
+            .and_then(|s| s.get(key))
+            .or_else(|| self.ini.defaults.get(key))
+            .map(|e| e.value.trim().to_owned())
+    }
+
+    fn note(&mut self, key: &str, why: impl Into<String>) {
+        self.notes.push(Note {
+            at: self.at(key),
+            jail: self.name.to_owned(),
+            key: key.to_owned(),
+            why: why.into(),
+        });
+    }
+
+    /// The jail as a TOML table (`None` when it is not enabled or cannot run), with what
+    /// was left out.
+    fn read(
+        mut self,
+        services: &dyn Fn(&str) -> Option<u16>,
+    ) -> Result<(Option<Table>, Vec<Note>), Fail2banError> {
+        let table = self.table(services)?;
+        Ok((table, self.notes))
+    }
+
+    fn table(
+        &mut self,
+        services: &dyn Fn(&str) -> Option<u16>,
+    ) -> Result<Option<Table>, Fail2banError> {
+        let enabled = self.get("enabled")?.map(|v| truthy(&v)).unwrap_or(false);
+        if !enabled {
+            return Ok(None);
+        }
+        let mut table = Table::new();
+        let backend = self.get("backend")?.unwrap_or_else(|| "auto".into());
+        let journal = backend.trim().starts_with("systemd");
+        let Some(filter) = self.filter(journal)? else {
+            return Ok(None);
+        };
+        table.insert("filter".into(), Value::String(filter));
+        if journal {
+            self.note(
+                "backend",
+                format!(
+                    "{backend}: the systemd journal is not followed yet; the jail reads \
+                     the logpath below instead"
+                ),
+            );
+        }
+        let logpath: Vec<Value> = self
+            .get("logpath")?
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| line.split_whitespace().next())
+            .map(|path| Value::String(path.to_owned()))
+            .collect();
+        if logpath.is_empty() {
+            self.note("logpath", "no logpath: the jail has nothing to read");
+            return Ok(None);
+        }
+        table.insert("logpath".into(), Value::Array(logpath));
+        let protocol = self.get("protocol")?.unwrap_or_else(|| "tcp".into());
+        let protocol = protocol.trim().to_lowercase();
+        if matches!(protocol.as_str(), "tcp" | "udp" | "all") {
+            table.insert("protocol".into(), Value::String(protocol.clone()));
+        } else {
+            self.note(
+                "protocol",
+                format!("{protocol:?}: ban-agent bans tcp, udp or all; left at tcp"),
+            );
+        }
+        if let Some(ports) = self.ports(services, &protocol)? {
+            table.insert("ports".into(), ports);
+        }
+        if let Some(maxretry) = self.get("maxretry")? {
+            match maxretry.trim().parse::<i64>() {
+                Ok(n) => {
+                    table.insert("maxretry".into(), Value::Integer(n));
+                }
+                Err(_) => self.note("maxretry", format!("{maxretry:?} is not a number")),
+            }
+        }
+        for key in ["findtime", "bantime"] {
+            if let Some(value) = self.get(key)? {
+                let value = value.trim();
+                let value = if key == "bantime" && value.starts_with('-') {
+                    "permanent"
+                } else {
+                    value
+                };
+                table.insert(key.into(), Value::String(value.to_owned()));
+            }
+        }
+        self.increment(&mut table)?;
+        self.ignore(&mut table)?;
+        self.unmapped()?;
+        Ok(Some(table))
+    }
+
+    /// `filter = NAME[options]` as a path to the `.conf` file in place, with its options
+    /// (and `logtype=journal` for a journal jail).
+    fn filter(&mut self, journal: bool) -> Result<Option<String>, Fail2banError> {
+        let Some(text) = self.get("filter")?.filter(|t| !t.trim().is_empty()) else {
+            self.note("filter", "no filter: the jail is left out");
+            return Ok(None);
+        };
+        let mut reference = FilterRef::parse(&text)?;
+        let filter_dir = self.dir.join("filter.d");
+        let file = reference.base(&filter_dir).with_extension("conf");
+        if !file.is_file() {
+            self.note(
+                "filter",
+                format!("{} does not exist: the jail is left out", file.display()),
+            );
+            return Ok(None);
+        }
+        if journal && !reference.options.iter().any(|(k, _)| k == "logtype") {
+            reference.options.push(("logtype".into(), "journal".into()));
+        }
+        if let Some(datepattern) = self.get("datepattern")? {
+            reference.options.push(("datepattern".into(), datepattern));
+        }
+        let options: Vec<String> = reference
+            .options
+            .iter()
+            .map(|(k, v)| {
+                if v.contains([',', ']', '"']) || v.starts_with('\'') {
+                    format!("{k}='{v}'")
+                } else {
+                    format!("{k}={v}")
+                }
+            })
+            .collect();
+        let path = file.display().to_string();
+        Ok(Some(if options.is_empty() {
+            path
+        } else {
+            format!("{path}[{}]", options.join(", "))
+        }))
+    }
+
+    /// `port = ssh,http,8000:8010` as numbers and ranges; every port gives none.
+    fn ports(
+        &mut self,
+        services: &dyn Fn(&str) -> Option<u16>,
+        protocol: &str,
+    ) -> Result<Option<Value>, Fail2banError> {
+        let Some(text) = self.get("port")? else {
+            return Ok(None);
+        };
+        let mut ports = Vec::new();
+        for word in text
+            .split([',', ' ', '\n'])
+            .map(str::trim)
+            .filter(|w| !w.is_empty())
+        {
+            if let Some((low, high)) = word.split_once(':') {
+                let range = (low.parse::<u32>(), high.parse::<u32>());
+                match range {
+                    (Ok(0 | 1), Ok(65535)) => return Ok(None),
+                    (Ok(low), Ok(high)) if low <= high && high <= 65535 => {
+                        ports.push(Value::String(format!("{low}-{high}")));
+                    }
+                    _ => self.note("port", format!("{word:?} is not a port range")),
+                }
+            } else if let Ok(port) = word.parse::<u16>() {
+                ports.push(Value::Integer(i64::from(port)));
+            } else if let Some(port) = services(word) {
+                ports.push(Value::Integer(i64::from(port)));
+            } else {
+                self.note(
+                    "port",
+                    format!(
+                        "{word:?} is no port number, nor a {protocol} service in /etc/services"
+                    ),
+                );
+            }
+        }
+        Ok((!ports.is_empty()).then_some(Value::Array(ports)))
+    }
+
+    /// `bantime.increment` and its `factor`, `maxtime`, `overalljails`.
+    fn increment(&mut self, table: &mut Table) -> Result<(), Fail2banError> {
+        let Some(enabled) = self.get("bantime.increment")? else {
+            return Ok(());
+        };
+        if !truthy(&enabled) {
+            return Ok(());
+        }
+        let mut increment = Table::new();
+        increment.insert("enabled".into(), Value::Boolean(true));
+        if let Some(factor) = self.get("bantime.factor")? {
+            match factor.trim().parse::<f64>() {
+                Ok(f) => {
+                    increment.insert("factor".into(), Value::Float(f));
+                }
+                Err(_) => self.note("bantime.factor", format!("{factor:?} is not a number")),
+            }
+        }
+        if let Some(maxtime) = self.get("bantime.maxtime")? {
+            increment.insert("maxtime".into(), Value::String(maxtime.trim().to_owned()));
+        }
+        if let Some(all) = self.get("bantime.overalljails")? {
+            increment.insert("overall_jails".into(), Value::Boolean(truthy(&all)));
+        }
+        table.insert("bantime_increment".into(), Value::Table(increment));
+        Ok(())
+    }
+
+    /// `ignoreip` (addresses and networks; host names are not resolved) and `ignoreself`.
+    fn ignore(&mut self, table: &mut Table) -> Result<(), Fail2banError> {
+        if let Some(text) = self.get("ignoreip")? {
+            let mut nets = Vec::new();
+            for word in text.split([' ', ',', '\t', '\n']).filter(|w| !w.is_empty()) {
+                let net = word
+                    .parse::<IpNet>()
+                    .ok()
+                    .or_else(|| word.parse::<std::net::IpAddr>().ok().map(IpNet::from));
+                match net {
+                    Some(_) => nets.push(Value::String(word.to_owned())),
+                    None => self.note(
+                        "ignoreip",
+                        format!("{word:?} is not an address or network (names are not resolved)"),
+                    ),
+                }
+            }
+            if !nets.is_empty() {
+                table.insert("ignoreip".into(), Value::Array(nets));
+            }
+        }
+        if let Some(value) = self.get("ignoreself")?
+            && !truthy(&value)
+        {
+            self.note(
+                "ignoreself",
+                "false: ignoreself is global in ban-agent (and on by default)",
+            );
+        }
+        Ok(())
+    }
+
+    /// Notes for options with no counterpart that are set to something other than
+    /// fail2ban's stock value, and for ban actions other than the stock one.
+    fn unmapped(&mut self) -> Result<(), Fail2banError> {
+        for (key, why) in UNMAPPED {
+            let Some(value) = self.get(key)? else {
+                continue;
+            };
+            let stock = match key {
+                "logencoding" => matches!(value.trim(), "auto" | "utf-8" | "UTF-8" | "utf8"),
+                "maxmatches" => self.raw(key).as_deref() == Some("%(maxretry)s"),
+                _ => value.trim().is_empty(),
+            };
+            if !stock {
+                self.note(key, why);
+            }
+        }
+        if let Some(usedns) = self.get("usedns")?
+            && !matches!(usedns.trim(), "no" | "warn" | "raw")
+        {
+            self.note(
+                "usedns",
+                format!("{usedns}: host names in logs are never resolved (fail2ban's `no`)"),
+            );
+        }
+        if let Some(action) = self.get("action")?
+            && self.raw("action").as_deref() != Some("%(action_)s")
+        {
+            let mail = action.contains("mail") || action.contains("whois");
+            let why = if mail {
+                "ban-agent bans in the kernel itself; for the mail of this action, set \
+                 on_ban.email (to, from, smtp, log_lines)"
+            } else {
+                "ban-agent bans in the kernel itself: banaction and action are not needed"
+            };
+            self.note("action", why);
+        }
+        Ok(())
+    }
+}
+
+/// fail2ban's booleans.
+fn truthy(value: &str) -> bool {
+    matches!(
+        value.trim().to_lowercase().as_str(),
+        "true" | "yes" | "1" | "on" | "enabled"
+    )
+}
+
+/// Port names from an `/etc/services` text, for `protocol`.
+pub fn services_from(text: &str, protocol: &str) -> BTreeMap<String, u16> {
+    let mut map = BTreeMap::new();
+    for line in text.lines() {
+        let line = line.split('#').next().unwrap_or("");
+        let mut words = line.split_whitespace();
+        let (Some(name), Some(port)) = (words.next(), words.next()) else {
+            continue;
+        };
+        let Some((number, proto)) = port.split_once('/') else {
+            continue;
+        };
+        if protocol != "all" && proto != protocol {
+            continue;
+        }
+        if let Ok(number) = number.parse::<u16>() {
+            map.entry(name.to_owned()).or_insert(number);
+            for alias in words {
+                map.entry(alias.to_owned()).or_insert(number);
+            }
+        }
+    }
+    map
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn services(name: &str) -> Option<u16> {
+        match name {
+            "ssh" => Some(22),
+            "http" => Some(80),
+            "https" => Some(443),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn an_enabled_jail_with_paths_defaults_and_unmapped_options() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let write = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+            std::fs::write(path, text).expect("write");
+        };
+        write(
+            "jail.conf",
+            "[INCLUDES]\nbefore = paths-x.conf\n[DEFAULT]\nbantime = 10m\nfindtime = 10m\n\
+             maxretry = 5\nmode = normal\nfilter = %(__name__)s[mode=%(mode)s]\nport = 0:65535\n\
+             action = %(action_mw)s\naction_mw = mail-whois\nignoreip = 127.0.0.1/8 ::1 localhost\n\
+             [sshd]\nport = ssh\nlogpath = %(sshd_log)s\n[nginx-http-auth]\nport = http,https\n\
+             logpath = /var/log/nginx/error.log\n",
+        );
+        write("paths-x.conf", "[DEFAULT]\nsshd_log = /var/log/auth.log\n");
+        write(
+            "jail.d/local.conf",
+            "[sshd]\nenabled = true\nmode = aggressive\nbantime = -1\nbantime.formula = x\n",
+        );
+        write(
+            "filter.d/sshd.conf",
+            "[Definition]\nfailregex = ^x <HOST>$\n",
+        );
+        let imported = import(dir.path(), &services).expect("imports");
+        assert_eq!(imported.jails, vec!["sshd".to_owned()]);
+        let sshd = imported.config["jail"]["sshd"].as_table().expect("table");
+        let filter = sshd["filter"].as_str().expect("filter");
+        assert!(
+            filter.ends_with("filter.d/sshd.conf[mode=aggressive]"),
+            "{filter}"
+        );
+        assert_eq!(
+            sshd["ports"].as_array().expect("ports")[0].as_integer(),
+            Some(22)
+        );
+        assert_eq!(sshd["bantime"].as_str(), Some("permanent"));
+        assert_eq!(sshd["logpath"][0].as_str(), Some("/var/log/auth.log"));
+        let notes: Vec<String> = imported.notes.iter().map(|n| n.to_string()).collect();
+        let all = notes.join("\n");
+        assert!(
+            all.contains("bantime.formula") && all.contains("local.conf:5"),
+            "{all}"
+        );
+        assert!(all.contains("\"localhost\""), "{all}");
+        assert!(all.contains("on_ban.email"), "{all}");
+        let text = imported.to_toml(dir.path());
+        let parsed: Table = text.parse().expect("the output is TOML");
+        assert!(parsed.contains_key("jail"));
+    }
+
+    #[test]
+    fn services_are_read_for_the_protocol() {
+        let map = services_from("ssh 22/tcp\nhttp 80/tcp www # web\nsyslog 514/udp\n", "tcp");
+        assert_eq!(map.get("www"), Some(&80));
+        assert_eq!(map.get("syslog"), None);
+    }
+}
