@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use ipnet::IpNet;
 
 mod by_hand;
+mod import;
 mod test_filter;
 mod verbs;
 
@@ -207,7 +208,7 @@ impl Cli {
                 init_logging(None);
                 test_filter::run(&args)
             }
-            Command::ImportFail2ban { dir, output } => import_fail2ban(&dir, output.as_deref()),
+            Command::ImportFail2ban { dir, output } => import::run(&dir, output.as_deref()),
         }
     }
 }
@@ -407,39 +408,4 @@ mod tests {
         );
         assert!(parse_target("example.com").is_err());
     }
-}
-
-/// `import-fail2ban`: the configuration on standard output (or `--output`), what was
-/// left out on standard error.
-fn import_fail2ban(dir: &std::path::Path, output: Option<&std::path::Path>) -> anyhow::Result<()> {
-    use anyhow::Context as _;
-    let dir = std::path::absolute(dir)
-        .with_context(|| format!("cannot make {} absolute", dir.display()))?;
-    let services_text = std::fs::read_to_string("/etc/services").unwrap_or_default();
-    let tcp = crate::fail2ban::jails::services_from(&services_text, "all");
-    let imported = crate::fail2ban::jails::import(&dir, &|name| tcp.get(name).copied())
-        .with_context(|| format!("importing fail2ban's jails from {}", dir.display()))?;
-    let text = imported.to_toml(&dir);
-    match output {
-        Some(path) => std::fs::write(path, &text)
-            .with_context(|| format!("cannot write {}", path.display()))?,
-        None => print!("{text}"),
-    }
-    eprintln!(
-        "import-fail2ban: {} imported ({}); {} left out{}",
-        crate::plural(imported.jails.len() as u64, "jail", "jails"),
-        imported.jails.join(", "),
-        crate::plural(imported.notes.len() as u64, "setting", "settings"),
-        if imported.notes.is_empty() { "" } else { ":" }
-    );
-    for note in &imported.notes {
-        eprintln!("  {note}");
-    }
-    if imported.jails.is_empty() {
-        anyhow::bail!(
-            "no enabled jail in {}: enable one (enabled = true in jail.local) and import again",
-            dir.display()
-        );
-    }
-    Ok(())
 }
