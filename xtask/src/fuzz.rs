@@ -13,8 +13,9 @@ use anyhow::{Context as _, bail};
 use crate::{Workspace, run, setup};
 
 /// Every target, in the order they run.
-pub const TARGETS: [&str; 4] = [
+pub const TARGETS: [&str; 5] = [
     "filter_line",
+    "fail2ban_filter",
     "config_toml",
     "control_request",
     "state_file",
@@ -31,7 +32,8 @@ const LIBFUZZER_LIMITS: [&str; 4] = [
 
 #[derive(clap::Args)]
 pub struct FuzzArgs {
-    /// One target (filter_line, config_toml, control_request, state_file); all when omitted.
+    /// One target (filter_line, fail2ban_filter, config_toml, control_request, state_file);
+    /// all when omitted.
     target: Option<String>,
     /// Seconds per target.
     #[arg(long, default_value_t = 60)]

@@ -143,7 +143,7 @@ impl DateDetector {
         let build = Builder { year_digit };
         let Some(patterns) = datepattern else {
             return Ok(Self {
-                templates: build.defaults(None, false)?,
+                templates: build.cached_defaults()?,
                 last: Default::default(),
                 none: false,
             });
@@ -157,11 +157,13 @@ impl DateDetector {
                 pattern.to_uppercase()
             };
             match key.as_str() {
-                "{^LN-BEG}" => templates.extend(build.defaults(None, true)?),
-                "{DEFAULT}" => templates.extend(build.defaults(None, false)?),
+                "{^LN-BEG}" => {
+                    templates.extend(build.cached_defaults()?.into_iter().filter(|t| t.anchored))
+                }
+                "{DEFAULT}" => templates.extend(build.cached_defaults()?),
                 "{NONE}" => none = true,
                 _ if key.contains("{DATE}") => {
-                    templates.extend(build.defaults(Some(pattern), false)?);
+                    templates.extend(build.defaults(Some(pattern))?);
                 }
                 _ => templates.push(build.template(pattern, Wrap::Word)?),
             }
@@ -249,14 +251,29 @@ struct Builder {
     year_digit: char,
 }
 
+/// fail2ban's default templates, compiled once per process and year digit: every
+/// filter without a `datepattern` (and every `{^LN-BEG}`) shares them.
+static DEFAULT_TEMPLATES: std::sync::Mutex<Option<(char, Vec<Template>)>> =
+    std::sync::Mutex::new(None);
+
 impl Builder {
+    fn cached_defaults(&self) -> Result<Vec<Template>, Fail2banError> {
+        let mut cache = DEFAULT_TEMPLATES
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((digit, templates)) = cache.as_ref()
+            && *digit == self.year_digit
+        {
+            return Ok(templates.clone());
+        }
+        let templates = self.defaults(None)?;
+        *cache = Some((self.year_digit, templates.clone()));
+        Ok(templates)
+    }
+
     /// The default templates; each unanchored one also gets a line-start twin, tried
-    /// first. `line_start_only`: `{^LN-BEG}`. `pre`: a `{DATE}` pattern to embed them in.
-    fn defaults(
-        &self,
-        pre: Option<&str>,
-        line_start_only: bool,
-    ) -> Result<Vec<Template>, Fail2banError> {
+    /// first. `pre`: a `{DATE}` pattern to embed them in.
+    fn defaults(&self, pre: Option<&str>) -> Result<Vec<Template>, Fail2banError> {
         let mut anchored = Vec::new();
         let mut plain = Vec::new();
         for pattern in DEFAULTS {
@@ -275,9 +292,6 @@ impl Builder {
             plain.push(template);
         }
         anchored.extend(plain);
-        if line_start_only {
-            anchored.retain(|t| t.anchored);
-        }
         Ok(anchored)
     }
 

@@ -122,6 +122,11 @@ fn split_options(text: &str) -> Result<Vec<(String, String)>, String> {
 pub fn read(dir: &Path, reference: &FilterRef) -> Result<Definition, Fail2banError> {
     let base = reference.base(dir);
     let ini = Ini::read_stack(&base)?;
+    resolve(&ini, reference)
+}
+
+/// The filter that read files (`ini`) define, with the options of `reference`.
+pub fn resolve(ini: &Ini, reference: &FilterRef) -> Result<Definition, Fail2banError> {
     let jail: Vars = reference.options.iter().cloned().collect();
     let mut tags: Vec<(String, String)> = Vec::new();
     for option in OPTIONS {
