@@ -189,7 +189,7 @@ pub fn resolve(ini: &Ini, reference: &FilterRef) -> Result<Definition, Fail2banE
             .trim()
             .parse::<usize>()
             .map_err(|_| Fail2banError::Value {
-                at: entry_at(&ini, "maxlines"),
+                at: entry_at(ini, "maxlines"),
                 key: "maxlines".into(),
                 problem: format!("{text:?} is not a whole number of lines"),
             })?
@@ -198,7 +198,7 @@ pub fn resolve(ini: &Ini, reference: &FilterRef) -> Result<Definition, Fail2banE
     Ok(Definition {
         name: display_name(reference),
         file: ini.files.first().cloned().unwrap_or_default(),
-        failregex_at: entry_at(&ini, "failregex"),
+        failregex_at: entry_at(ini, "failregex"),
         prefregex: value("prefregex").filter(|v| !v.trim().is_empty()),
         failregex: lines("failregex"),
         ignoreregex: lines("ignoreregex"),
