@@ -123,9 +123,19 @@ impl Detector {
 
     /// Judges a line read at `now`. Its time is taken from the line when it has one.
     pub fn line(&mut self, line: &str, now: UnixMs) -> Verdict {
+        self.verdict(line, now, None)
+    }
+
+    /// Judges a journal entry read at `now`: its time comes with it, and no date is
+    /// looked for in its text.
+    pub fn dated_line(&mut self, line: &str, time: UnixMs, now: UnixMs) -> Verdict {
+        self.verdict(line, now, Some(time))
+    }
+
+    fn verdict(&mut self, line: &str, now: UnixMs, known: Option<UnixMs>) -> Verdict {
         self.stats.lines += 1;
         self.last_format = None;
-        let (target, regex, time) = match self.judge(line, now) {
+        let (target, regex, time) = match self.judge(line, now, known) {
             Outcome::Missed => {
                 self.stats.missed += 1;
                 return Verdict::Missed;
@@ -147,6 +157,7 @@ impl Detector {
             return Verdict::Spared { target, why, regex };
         }
         let time = match (&self.filter, time) {
+            _ if known.is_some() => known.map(|at| (at, DateFormat::Journal)),
             (JailFilter::Simple(_), _) => self.dates.read(line),
             (JailFilter::Full(_), time) => time.map(|at| (at, DateFormat::Template)),
         };
@@ -185,12 +196,15 @@ impl Detector {
     }
 
     /// What the filter makes of a line; a full filter also gives the line's time.
-    fn judge(&mut self, line: &str, now: UnixMs) -> Outcome {
+    fn judge(&mut self, line: &str, now: UnixMs, known: Option<UnixMs>) -> Outcome {
         match (&mut self.filter, &mut self.scratch) {
             (JailFilter::Simple(filter), Some(scratch)) => filter.check_with(scratch, line),
             (JailFilter::Simple(filter), None) => filter.check(line),
             (JailFilter::Full(matcher), _) => {
-                let hits = matcher.line(line, now);
+                let hits = match known {
+                    Some(time) => matcher.dated_line(line, time),
+                    None => matcher.line(line, now),
+                };
                 let failure = hits
                     .iter()
                     .filter(|hit| !hit.nofail)

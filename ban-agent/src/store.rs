@@ -56,6 +56,9 @@ pub struct State {
     /// the bans in the pinned maps are keyed by it.
     #[serde(default)]
     pub jail_ids: BTreeMap<String, u32>,
+    /// Where each journal jail read its journal up to (sd-journal cursors).
+    #[serde(default)]
+    pub cursors: BTreeMap<String, String>,
 }
 
 impl State {

@@ -20,12 +20,23 @@ const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
 /// Debian packages the tests, the demo and the benchmarks use, each with what proves it is
 /// there.
-const PACKAGES: [(Proof, &str); 6] = [
+const PACKAGES: [(Proof, &str); 9] = [
     (Proof::Command("bpftool"), "bpftool"),
     (Proof::Command("ip"), "iproute2"),
     (Proof::Command("nsenter"), "util-linux"),
     (Proof::Command("curl"), "curl"),
     (Proof::Command("python3"), "python3"),
+    // libsystemd's sd-journal, which the agent links for journal jails.
+    (
+        Proof::Runs("pkg-config", &["--exists", "libsystemd"]),
+        "libsystemd-dev",
+    ),
+    (Proof::Command("pkg-config"), "pkg-config"),
+    // Writes the real journal files the journal test reads (no journald runs here).
+    (
+        Proof::File("/lib/systemd/systemd-journal-remote"),
+        "systemd-journal-remote",
+    ),
     // The example app's virtual environment (examples/fastapi-auth/venv.sh).
     (
         Proof::Runs("python3", &["-c", "import ensurepip"]),

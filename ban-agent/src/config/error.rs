@@ -110,7 +110,7 @@ fn invalid_type(message: &str) -> Option<String> {
 }
 
 /// fail2ban's names for what has another name here, or no place.
-const FAIL2BAN_KEYS: [(&str, &str); 12] = [
+const FAIL2BAN_KEYS: [(&str, &str); 10] = [
     ("port", "ban-agent's is `ports`, a list: ports = [80, 443]"),
     (
         "bantime.increment",
@@ -123,10 +123,6 @@ const FAIL2BAN_KEYS: [(&str, &str); 12] = [
     (
         "action",
         "ban-agent bans in its own eBPF program; notifications are `on_ban` and `on_unban`",
-    ),
-    (
-        "backend",
-        "ban-agent follows files with inotify and a poll: nothing to choose",
     ),
     ("usedns", "ban-agent bans addresses only, never names"),
     (
@@ -142,10 +138,9 @@ const FAIL2BAN_KEYS: [(&str, &str); 12] = [
         "dbfile",
         "bans and history are kept under the global `state_dir`",
     ),
-    ("journalmatch", "ban-agent reads log files (`logpath`)"),
     (
         "mode",
-        "a filter's mode is part of the filter here: choose the filter",
+        "a fail2ban filter takes its mode as an option: filter = \"sshd[mode=aggressive]\"",
     ),
 ];
 

@@ -27,7 +27,13 @@ pub(super) struct RawFilter {
 }
 
 impl JailCtx<'_> {
-    pub(super) fn filter(&self, global: &Global) -> Result<(JailFilter, String), ConfigError> {
+    /// The jail's filter; `journal`: it reads the journal, so a fail2ban filter gets
+    /// `logtype=journal` unless the jail gives a logtype (as fail2ban does).
+    pub(super) fn filter(
+        &self,
+        global: &Global,
+        journal: bool,
+    ) -> Result<(JailFilter, String), ConfigError> {
         let named = self.pick("filter", |j| j.filter.as_ref());
         let inline = self.pick("failregex", |j| j.failregex.as_ref());
         match (named, inline) {
@@ -40,7 +46,24 @@ impl JailCtx<'_> {
                     inline.key
                 ),
             )),
-            (Some(named), None) => self.named_filter(&named, global),
+            (Some(named), None) => {
+                let (filter, origin) = self.named_filter(&named, global)?;
+                let text = named.value.get_ref();
+                if !journal || !matches!(filter, JailFilter::Full(_)) || text.contains("logtype=") {
+                    return Ok((filter, origin));
+                }
+                let with_logtype = match text.strip_suffix(']') {
+                    Some(open) => format!("{open}, logtype=journal]"),
+                    None => format!("{text}[logtype=journal]"),
+                };
+                let base = self.source.path.parent().unwrap_or(Path::new("."));
+                let dirs = FilterDirs {
+                    toml: &global.filter_dir,
+                    fail2ban: &global.fail2ban_dir,
+                };
+                find_filter(&with_logtype, base, &dirs)
+                    .map_err(|error| self.error(named.value.span(), &named.key, error.to_string()))
+            }
             (None, Some(inline)) => {
                 let ignore = self.pick("ignoreregex", |j| j.ignoreregex.as_ref());
                 let ignore = ignore.map_or(&[][..], |s| s.value.as_slice());

@@ -109,6 +109,8 @@ pub struct Jail {
     pub ignoreip: Vec<IpNet>,
     pub datepattern: DatePattern,
     pub start: Start,
+    /// The journal this jail reads instead of `logpath` (`backend = "systemd"`).
+    pub journal: Option<crate::tail::journal::JournalSpec>,
     /// Run when this jail bans.
     pub on_ban: Option<Hook>,
     /// Run when a ban of this jail ends (expiry, `unban`, jail removed).

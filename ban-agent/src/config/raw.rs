@@ -68,6 +68,9 @@ pub(super) struct RawJail {
     pub(super) ban_prefix_v6: Option<Spanned<i64>>,
     pub(super) bantime_increment: Option<Spanned<RawIncrement>>,
     pub(super) datepattern: Option<Spanned<String>>,
+    pub(super) backend: Option<Spanned<String>>,
+    #[serde(default, deserialize_with = "regex_list")]
+    pub(super) journalmatch: Option<Vec<Spanned<String>>>,
     pub(super) start: Option<Spanned<String>>,
     pub(super) max_tracked: Option<Spanned<i64>>,
     pub(super) max_bans_per_minute: Option<Spanned<i64>>,
@@ -399,12 +402,19 @@ impl<'a> JailCtx<'a> {
         let enabled = self
             .pick("enabled", |j| j.enabled.as_ref())
             .is_none_or(|s| *s.value);
-        let (filter, filter_origin) = self.filter(global)?;
+        let journal = self.journal(base)?;
+        let (filter, filter_origin) = self.filter(global, journal.is_some())?;
+        let journal = journal.map(|mut spec| {
+            if spec.matches.is_empty() {
+                spec.matches = filter.journalmatch().to_vec();
+            }
+            spec
+        });
         let bantime = match self.pick("bantime", |j| j.bantime.as_ref()) {
             Some(s) => self.duration(&s, true)?,
             None => BanTime::For(defaults::BANTIME),
         };
-        let logpath = self.logpath(base, enabled)?;
+        let logpath = self.logpath(base, enabled && journal.is_none())?;
         Ok(Jail {
             name: self.name.to_owned(),
             enabled,
@@ -421,7 +431,52 @@ impl<'a> JailCtx<'a> {
             ignoreip: self.ignoreip()?,
             datepattern: self.datepattern(),
             start: self.start()?,
+            journal,
         })
+    }
+
+    /// `backend = "systemd"` (fail2ban's, with `[journalpath=DIR]` or
+    /// `[journalfiles=...]`) and `journalmatch`: the jail reads the journal.
+    fn journal(
+        &self,
+        base: &Path,
+    ) -> Result<Option<crate::tail::journal::JournalSpec>, ConfigError> {
+        let matches = self.pick("journalmatch", |j| j.journalmatch.as_ref());
+        let backend = self.pick("backend", |j| j.backend.as_ref());
+        let spec = match &backend {
+            Some(s) => {
+                let text = s.value.get_ref().trim();
+                let reference = crate::fail2ban::FilterRef::parse(text)
+                    .map_err(|e| self.error(s.value.span(), &s.key, e.to_string()))?;
+                match reference.name.as_str() {
+                    "auto" | "pyinotify" | "polling" | "gamin" | "inotify" | "files" => None,
+                    "systemd" => Some(
+                        crate::tail::journal::JournalSpec::from_backend(&reference.options)
+                            .map_err(|e| self.error(s.value.span(), &s.key, e))?,
+                    ),
+                    other => {
+                        return Err(self.error(
+                            s.value.span(),
+                            &s.key,
+                            format!(
+                                "{other:?}: expected \"auto\" (files: inotify and a poll) or \
+                                 \"systemd\" (the journal, optionally \
+                                 \"systemd[journalpath=/var/log/journal]\")"
+                            ),
+                        ));
+                    }
+                }
+            }
+            None => matches.as_ref().map(|_| Default::default()),
+        };
+        Ok(spec.map(|mut spec: crate::tail::journal::JournalSpec| {
+            spec.path = spec.path.map(|p| base.join(p));
+            spec.files = spec.files.iter().map(|f| base.join(f)).collect();
+            if let Some(matches) = &matches {
+                spec.matches = matches.value.iter().map(|m| m.get_ref().clone()).collect();
+            }
+            spec
+        }))
     }
 
     fn hook(

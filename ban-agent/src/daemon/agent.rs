@@ -136,6 +136,8 @@ pub struct Agent {
     /// Timed bans by boot-clock expiry, to lift them when they end.
     pub(super) expiries: BTreeSet<(u64, String, IpNet)>,
     pub(super) logs: BTreeMap<PathBuf, Log>,
+    /// The journal of each jail that reads one.
+    pub(super) journals: BTreeMap<String, super::follow::JournalLog>,
     pub(super) setup: Setup,
     pub(super) dirty: bool,
     pub(super) last_save: UnixMs,
@@ -178,6 +180,7 @@ impl Agent {
             bans: BTreeMap::new(),
             expiries: BTreeSet::new(),
             logs: BTreeMap::new(),
+            journals: BTreeMap::new(),
             setup,
             dirty: false,
             last_save: now.wall,

@@ -16,7 +16,10 @@ use crate::{
     detect::Verdict,
     metrics::Metrics,
     metrics::Refusal,
-    tail::{self, Follower},
+    tail::{
+        self, Follower,
+        journal::{JournalReader, JournalSpec},
+    },
     tracker::{Admit, Decision},
 };
 
@@ -55,10 +58,148 @@ impl Log {
     }
 }
 
+/// A jail's journal: opened when it can be, retried each poll when it cannot.
+pub(super) struct JournalLog {
+    spec: JournalSpec,
+    reader: Option<JournalReader>,
+    /// Where to resume, until the journal is open (then its reader knows).
+    resume: Option<String>,
+    from_head: bool,
+    lines: Counter,
+    error: Said,
+}
+
+impl JournalLog {
+    pub(super) fn cursor(&self) -> Option<&str> {
+        self.reader
+            .as_ref()
+            .and_then(JournalReader::cursor)
+            .or(self.resume.as_deref())
+    }
+
+    /// The reader, opening the journal if it is not yet; `None` (said once) when it
+    /// cannot be opened.
+    fn reader(&mut self, jail: &str) -> Option<&mut JournalReader> {
+        if self.reader.is_none() {
+            match JournalReader::open(&self.spec, self.resume.as_deref(), self.from_head) {
+                Ok(reader) => {
+                    info!(jail, journal = reader.describe(), "reading the journal");
+                    self.error.ended();
+                    self.reader = Some(reader);
+                }
+                Err(e) => {
+                    let message = e.to_string();
+                    if self.error.first(&message) {
+                        warn!(jail, "{message}");
+                    }
+                    return None;
+                }
+            }
+        }
+        self.reader.as_mut()
+    }
+}
+
+/// Lines read from one journal per poll, so that a journal far ahead does not hold the
+/// rest up (it is read on at the next poll, at once).
+const JOURNAL_BUDGET: u64 = 10_000;
+
 impl Agent {
+    /// Opens the journal of every jail that reads one, resuming saved cursors; journals
+    /// already open are kept, and those of jails gone are closed (their cursor saved).
+    pub(super) fn open_journals(&mut self) {
+        let cursors = &mut self.state.cursors;
+        let jails = &self.jails;
+        self.journals.retain(|name, journal| {
+            let keep = jails
+                .get(name)
+                .and_then(|run| run.config.journal.as_ref())
+                .is_some_and(|spec| *spec == journal.spec);
+            if !keep && let Some(cursor) = journal.cursor() {
+                cursors.insert(name.clone(), cursor.to_owned());
+            }
+            keep
+        });
+        for (name, run) in &self.jails {
+            let Some(spec) = &run.config.journal else {
+                continue;
+            };
+            if self.journals.contains_key(name) {
+                continue;
+            }
+            let lines = self
+                .setup
+                .metrics
+                .lines_read
+                .get_or_create(&Metrics::file(std::path::Path::new(&format!(
+                    "journal:{name}"
+                ))))
+                .clone();
+            self.journals.insert(
+                name.clone(),
+                JournalLog {
+                    spec: spec.clone(),
+                    reader: None,
+                    resume: self.state.cursors.get(name).cloned(),
+                    from_head: run.config.start == Start::Head,
+                    lines,
+                    error: Said::default(),
+                },
+            );
+        }
+    }
+
+    /// Reads what the journals gained into their jails; returns the lines read and the
+    /// ban decisions.
+    fn poll_journals(&mut self, now: Now, decisions: &mut Vec<(String, Decision)>) -> u64 {
+        let mut read = 0;
+        let Self {
+            journals, jails, ..
+        } = self;
+        for (name, journal) in journals.iter_mut() {
+            let Some(run) = jails.get_mut(name) else {
+                continue;
+            };
+            let Some(reader) = journal.reader(name) else {
+                continue;
+            };
+            let result = reader.poll(JOURNAL_BUDGET, &mut |line| match run
+                .detector
+                .dated_line(&line.text, line.time, now.wall)
+            {
+                Verdict::Missed | Verdict::Ignored { .. } => {}
+                Verdict::Ban { decision, .. } => {
+                    run.failures.inc();
+                    decisions.push((name.clone(), decision));
+                }
+                Verdict::Spared { .. } | Verdict::Stale { .. } | Verdict::Counted { .. } => {
+                    run.failures.inc();
+                }
+            });
+            match result {
+                Ok(lines) => {
+                    read += lines;
+                    journal.lines.inc_by(lines);
+                    journal.error.ended();
+                }
+                Err(e) => {
+                    let message = e.to_string();
+                    if journal.error.first(&message) {
+                        warn!(jail = name.as_str(), "{message}");
+                    }
+                    // Reopened at the next poll, from the last cursor.
+                    journal.resume = journal.cursor().map(str::to_owned);
+                    journal.reader = None;
+                }
+            }
+        }
+        read
+    }
+
     /// Opens every file the jails' `logpath` names now, resuming saved positions; files
     /// already followed are kept as they are.
     pub(super) fn open_logs(&mut self) {
+        self.open_journals();
         let mut wanted: BTreeMap<PathBuf, Vec<String>> = BTreeMap::new();
         for (name, run) in &self.jails {
             for path in tail::expand(&run.config.logpath) {
@@ -110,12 +251,16 @@ impl Agent {
         self.logs.values().any(|log| log.follower.more())
     }
 
-    /// The `logpath` patterns of every jail, for the watcher.
+    /// The `logpath` patterns of every jail (and the journal files of journal jails),
+    /// for the watcher.
     pub fn log_patterns(&self) -> Vec<PathBuf> {
         let mut patterns: Vec<PathBuf> = self
             .jails
             .values()
-            .flat_map(|run| run.config.logpath.iter().cloned())
+            .flat_map(|run| {
+                let journal = run.config.journal.iter().flat_map(JournalSpec::watched);
+                run.config.logpath.iter().cloned().chain(journal)
+            })
             .collect();
         patterns.sort();
         patterns.dedup();
@@ -164,6 +309,7 @@ impl Agent {
                 }
             }
         }
+        read += self.poll_journals(now, &mut decisions);
         for (jail, decision) in decisions {
             let Some(run) = self.jails.get_mut(&jail) else {
                 continue;

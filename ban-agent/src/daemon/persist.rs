@@ -91,6 +91,11 @@ impl Agent {
                 self.state.positions.insert(path.clone(), checkpoint);
             }
         }
+        for (jail, journal) in &self.journals {
+            if let Some(cursor) = journal.cursor() {
+                self.state.cursors.insert(jail.clone(), cursor.to_owned());
+            }
+        }
         self.state.bans = self
             .bans
             .iter()

@@ -206,18 +206,29 @@ impl JailReader<'_> {
         let mut table = Table::new();
         let backend = self.get("backend")?.unwrap_or_else(|| "auto".into());
         let journal = backend.trim().starts_with("systemd");
-        let Some(filter) = self.filter(journal)? else {
+        let Some(filter) = self.filter()? else {
             return Ok(None);
         };
         table.insert("filter".into(), Value::String(filter));
         if journal {
-            self.note(
-                "backend",
-                format!(
-                    "{backend}: the systemd journal is not followed yet; the jail reads \
-                     the logpath below instead"
-                ),
-            );
+            // The journal of the system; the filter's journalmatch selects the entries.
+            let backend = FilterRef::parse(&backend)?;
+            let options: Vec<String> = backend
+                .options
+                .iter()
+                .filter(|(k, _)| matches!(k.as_str(), "journalpath" | "journalfiles"))
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            let value = if options.is_empty() {
+                "systemd".to_owned()
+            } else {
+                format!("systemd[{}]", options.join(", "))
+            };
+            table.insert("backend".into(), Value::String(value));
+            if let Some(matches) = self.get("journalmatch")? {
+                table.insert("journalmatch".into(), Value::String(matches));
+            }
+            return Ok(Some(self.finish(table, services)?));
         }
         let logpath: Vec<Value> = self
             .get("logpath")?
@@ -231,6 +242,16 @@ impl JailReader<'_> {
             return Ok(None);
         }
         table.insert("logpath".into(), Value::Array(logpath));
+        self.finish(table, services).map(Some)
+    }
+
+    /// Ports, counting, ban and ignore settings, and notes, common to file and journal
+    /// jails.
+    fn finish(
+        &mut self,
+        mut table: Table,
+        services: &dyn Fn(&str) -> Option<u16>,
+    ) -> Result<Table, Fail2banError> {
         let protocol = self.get("protocol")?.unwrap_or_else(|| "tcp".into());
         let protocol = protocol.trim().to_lowercase();
         if matches!(protocol.as_str(), "tcp" | "udp" | "all") {
@@ -266,12 +287,12 @@ impl JailReader<'_> {
         self.increment(&mut table)?;
         self.ignore(&mut table)?;
         self.unmapped()?;
-        Ok(Some(table))
+        Ok(table)
     }
 
     /// `filter = NAME[options]` as a path to the `.conf` file in place, with its options
-    /// (and `logtype=journal` for a journal jail).
-    fn filter(&mut self, journal: bool) -> Result<Option<String>, Fail2banError> {
+    /// (a journal jail's filter gets `logtype=journal` from the configuration).
+    fn filter(&mut self) -> Result<Option<String>, Fail2banError> {
         let Some(text) = self.get("filter")?.filter(|t| !t.trim().is_empty()) else {
             self.note("filter", "no filter: the jail is left out");
             return Ok(None);
@@ -285,9 +306,6 @@ impl JailReader<'_> {
                 format!("{} does not exist: the jail is left out", file.display()),
             );
             return Ok(None);
-        }
-        if journal && !reference.options.iter().any(|(k, _)| k == "logtype") {
-            reference.options.push(("logtype".into(), "journal".into()));
         }
         if let Some(datepattern) = self.get("datepattern")? {
             reference.options.push(("datepattern".into(), datepattern));

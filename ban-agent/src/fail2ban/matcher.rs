@@ -92,6 +92,8 @@ impl Hit {
 pub struct Matcher {
     /// The failregexes as written (after interpolation).
     patterns: Vec<String>,
+    /// The filter's `journalmatch` lines.
+    journalmatch: Vec<String>,
     prefregex: Option<Pattern>,
     failregex: Vec<Pattern>,
     /// Per failregex, literals every match of it contains (of its gate): a regex is
@@ -172,6 +174,7 @@ impl Matcher {
             .collect();
         Ok(Self {
             patterns: definition.failregex.clone(),
+            journalmatch: definition.journalmatch.clone(),
             prefregex,
             gates,
             failregex,
@@ -191,6 +194,11 @@ impl Matcher {
     /// Reads dates written without a zone in `zone` (fail2ban's `logtimezone`).
     pub fn set_zone(&mut self, zone: TimeZone) {
         self.zone = zone;
+    }
+
+    /// The filter's `journalmatch` lines.
+    pub fn journalmatch(&self) -> &[String] {
+        &self.journalmatch
     }
 
     /// The failregexes, as the filter's files resolve them.

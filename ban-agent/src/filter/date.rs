@@ -34,6 +34,8 @@ pub enum DateFormat {
     Pattern,
     /// One of a fail2ban filter's date templates (its `datepattern`, or fail2ban's own).
     Template,
+    /// The journal entry's own time.
+    Journal,
 }
 
 impl DateFormat {
@@ -43,6 +45,7 @@ impl DateFormat {
             Self::CommonLog => "[DD/Mon/YYYY:HH:MM:SS +ZZZZ] (common log format)",
             Self::Pattern => "the jail's datepattern",
             Self::Template => "the filter's date templates (fail2ban's)",
+            Self::Journal => "the journal entry's time",
         }
     }
 }

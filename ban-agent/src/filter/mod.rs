@@ -110,6 +110,15 @@ impl JailFilter {
         self.patterns().len()
     }
 
+    /// The filter's own `journalmatch` (fail2ban filters), for a journal jail that sets
+    /// none.
+    pub fn journalmatch(&self) -> &[String] {
+        match self {
+            Self::Simple(_) => &[],
+            Self::Full(matcher) => matcher.journalmatch(),
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.patterns().is_empty()
     }
