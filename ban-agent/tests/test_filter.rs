@@ -270,3 +270,114 @@ fn help_has_examples_describes_jail_and_offers_socket_only_where_used() {
         assert!(jail.contains("jail's name"), "{verb}: {jail}");
     }
 }
+
+/// A fail2ban filter file of the test's own, with an include, a mode and a date template.
+fn fail2ban_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let filter_d = dir.path().join("filter.d");
+    std::fs::create_dir_all(&filter_d).expect("filter.d");
+    std::fs::write(
+        filter_d.join("common.conf"),
+        // The date is cut from the line first: what is left starts with a blank.
+        "[DEFAULT]\n__prefix = \\s*\\S+ authd\\[\\d+\\]:\n",
+    )
+    .expect("common");
+    std::fs::write(
+        filter_d.join("authd.conf"),
+        [
+            "[INCLUDES]",
+            "before = common.conf",
+            "[Definition]",
+            "prefregex = ^%(__prefix)s <F-CONTENT>.+</F-CONTENT>$",
+            "failregex = ^Failed password for <F-USER>\\S+</F-USER> from <HOST>$",
+            "            <mode-<mode>>",
+            "mode = normal",
+            "mode-normal =",
+            "mode-strict = ^Probe from <HOST>$",
+        ]
+        .join("\n"),
+    )
+    .expect("filter");
+    dir
+}
+
+/// `--json` with a fail2ban filter: one object per line, the host and user as fail2ban
+/// reports them, the time of a year-less date completed from `--now`, and the filter's
+/// mode passed in fail2ban's bracket syntax.
+#[test]
+fn json_lines_of_a_fail2ban_filter_with_options() {
+    let dir = fail2ban_dir();
+    let log = "Nov 30 11:59:00 web1 authd[7]: Failed password for root from 192.0.2.7\n\
+               Nov 30 11:59:01 web1 authd[7]: Probe from 192.0.2.8\n\
+               Nov 30 11:59:02 web1 other[7]: Failed password for root from 192.0.2.9\n";
+    let dir_arg = dir.path().to_str().expect("utf-8 path");
+    let run = |filter: &str| -> Vec<serde_json::Value> {
+        let out = stdout(&ban_agent(
+            &[
+                "test-filter",
+                "-",
+                "--filter",
+                filter,
+                "--fail2ban-dir",
+                dir_arg,
+                "--json",
+                "--now",
+                "2027-01-15T00:00:00Z",
+                "--timezone",
+                "UTC",
+            ],
+            Some(log.as_bytes()),
+        ));
+        out.lines()
+            .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+            .collect()
+    };
+    let normal = run("authd");
+    assert_eq!(normal.len(), 3);
+    assert_eq!(normal[0]["match"], true);
+    assert_eq!(normal[0]["host"], "192.0.2.7");
+    assert_eq!(normal[0]["user"], "root");
+    assert_eq!(normal[0]["line"], 1);
+    assert_eq!(normal[0]["regex"], 0);
+    // November, read in January: last year's.
+    assert_eq!(normal[0]["time"], "2026-11-30T11:59:00Z");
+    assert_eq!(normal[1]["match"], false, "mode normal has no probe regex");
+    assert_eq!(
+        normal[2]["match"], false,
+        "prefregex keeps other daemons out"
+    );
+    let strict = run("authd[mode=strict]");
+    assert_eq!(strict[1]["match"], true);
+    assert_eq!(strict[1]["host"], "192.0.2.8");
+    assert_eq!(strict[1]["regex"], 1);
+}
+
+/// A broken fail2ban filter is refused with the file, line, key and regex.
+#[test]
+fn a_broken_fail2ban_regex_names_file_line_and_key() {
+    let dir = fail2ban_dir();
+    std::fs::write(
+        dir.path().join("filter.d/bad.conf"),
+        "[Definition]\n\nfailregex = ^ok <HOST>$\n            ^(unclosed <HOST>\n",
+    )
+    .expect("filter");
+    let out = ban_agent(
+        &[
+            "test-filter",
+            "-",
+            "--filter",
+            "bad",
+            "--fail2ban-dir",
+            dir.path().to_str().expect("utf-8 path"),
+        ],
+        Some(b""),
+    );
+    assert!(!out.status.success());
+    let error = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        error.contains("bad.conf:3")
+            && error.contains("failregex #2")
+            && error.contains("(unclosed"),
+        "{error}"
+    );
+}

@@ -136,9 +136,11 @@ pub fn fail2ban_filter(
     dir: &Path,
     reference: &FilterRef,
 ) -> Result<(JailFilter, String), FindFilterError> {
-    let base = reference.base(dir);
-    crate::trust::check_file(&base.with_extension("conf"))?;
     let definition = fail2ban::definition::read(dir, reference)?;
+    // Every file the filter was read from is one whose regexes decide bans.
+    for file in &definition.files {
+        crate::trust::check_file(file)?;
+    }
     let year = jiff::Zoned::now().year();
     let matcher = fail2ban::Matcher::new(&definition, jiff::tz::TimeZone::system(), year)?;
     let origin = format!(

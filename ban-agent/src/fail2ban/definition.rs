@@ -26,9 +26,12 @@ const OPTIONS: [&str; 7] = [
 pub struct Definition {
     /// `sshd[mode=aggressive]`, for messages.
     pub name: String,
-    /// The filter's main file, and where `failregex` was written (`file:line`).
+    /// The filter's main file.
     pub file: PathBuf,
-    pub failregex_at: String,
+    /// Every file read, includes and overlays with it, in the order merged.
+    pub files: Vec<PathBuf>,
+    /// Where each option was written (`file:line`), for messages.
+    pub locations: std::collections::BTreeMap<String, String>,
     pub prefregex: Option<String>,
     pub failregex: Vec<String>,
     pub ignoreregex: Vec<String>,
@@ -122,7 +125,13 @@ fn split_options(text: &str) -> Result<Vec<(String, String)>, String> {
 pub fn read(dir: &Path, reference: &FilterRef) -> Result<Definition, Fail2banError> {
     let base = reference.base(dir);
     let ini = Ini::read_stack(&base)?;
-    resolve(&ini, reference)
+    let mut definition = resolve(&ini, reference)?;
+    // The filter's own file, not the first of its includes.
+    let own = PathBuf::from(format!("{}.conf", base.display()));
+    if own.is_file() {
+        definition.file = own;
+    }
+    Ok(definition)
 }
 
 /// The filter that read files (`ini`) define, with the options of `reference`.
@@ -198,7 +207,11 @@ pub fn resolve(ini: &Ini, reference: &FilterRef) -> Result<Definition, Fail2banE
     Ok(Definition {
         name: display_name(reference),
         file: ini.files.first().cloned().unwrap_or_default(),
-        failregex_at: entry_at(ini, "failregex"),
+        files: ini.files.clone(),
+        locations: OPTIONS
+            .iter()
+            .map(|key| ((*key).to_owned(), entry_at(ini, key)))
+            .collect(),
         prefregex: value("prefregex").filter(|v| !v.trim().is_empty()),
         failregex: lines("failregex"),
         ignoreregex: lines("ignoreregex"),
@@ -207,6 +220,16 @@ pub fn resolve(ini: &Ini, reference: &FilterRef) -> Result<Definition, Fail2banE
         journalmatch: lines("journalmatch"),
         usedns: value("usedns"),
     })
+}
+
+impl Definition {
+    /// Where `key` was written (`file:line`), or the filter's file.
+    pub fn at(&self, key: &str) -> String {
+        self.locations
+            .get(key)
+            .cloned()
+            .unwrap_or_else(|| self.file.display().to_string())
+    }
 }
 
 /// `file:line` of `[Definition] key`, or the filter's first file.

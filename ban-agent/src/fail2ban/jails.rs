@@ -4,7 +4,10 @@
 //! counting and ban settings. What has no counterpart is listed with where it is written
 //! and why, never dropped silently.
 
-use std::{collections::BTreeMap, path::Path};
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
 
 use ipnet::IpNet;
 use toml::{Table, Value};
@@ -299,7 +302,7 @@ impl JailReader<'_> {
         };
         let mut reference = FilterRef::parse(&text)?;
         let filter_dir = self.dir.join("filter.d");
-        let file = reference.base(&filter_dir).with_extension("conf");
+        let file = PathBuf::from(format!("{}.conf", reference.base(&filter_dir).display()));
         if !file.is_file() {
             self.note(
                 "filter",

@@ -122,7 +122,7 @@ impl Matcher {
         let use_dns = definition.usedns.as_deref().map(str::trim) != Some("no");
         let compile = |key: &str, index: usize, regex: &str| {
             Pattern::compile(&expand_tags(regex, use_dns)).map_err(|problem| Fail2banError::Regex {
-                at: definition.failregex_at.clone(),
+                at: definition.at(key),
                 key: key.to_owned(),
                 index,
                 regex: regex.to_owned(),
@@ -142,7 +142,7 @@ impl Matcher {
             .collect::<Result<Vec<_>, _>>()?;
         if failregex.is_empty() {
             return Err(Fail2banError::Value {
-                at: definition.failregex_at.clone(),
+                at: definition.at("failregex"),
                 key: "failregex".into(),
                 problem: "the filter has no failregex: it would never match".into(),
             });
@@ -152,7 +152,7 @@ impl Matcher {
         let prefix_has_id = prefregex.as_ref().is_some_and(has_id);
         if let Some(index) = failregex.iter().position(|p| !has_id(p) && !prefix_has_id) {
             return Err(Fail2banError::Regex {
-                at: definition.failregex_at.clone(),
+                at: definition.at("failregex"),
                 key: "failregex".into(),
                 index,
                 regex: definition.failregex[index].clone(),
@@ -180,7 +180,16 @@ impl Matcher {
             failregex,
             ignoreregex,
             maxlines: definition.maxlines,
-            dates: DateDetector::new(definition.datepattern.as_deref(), year)?,
+            dates: DateDetector::new(definition.datepattern.as_deref(), year).map_err(
+                |e| match e {
+                    Fail2banError::Date { pattern, problem } => Fail2banError::Value {
+                        at: definition.at("datepattern"),
+                        key: "datepattern".into(),
+                        problem: format!("{pattern:?}: {problem}"),
+                    },
+                    other => other,
+                },
+            )?,
             zone,
             check_all: false,
             buffer: Vec::new(),
