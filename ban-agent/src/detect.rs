@@ -261,6 +261,14 @@ impl Detector {
         &self.filter
     }
 
+    /// Lines a backtracking regex gave up on (its step limit), judged as not matching.
+    pub fn overruns(&self) -> u64 {
+        match &self.filter {
+            JailFilter::Simple(_) => 0,
+            JailFilter::Full(matcher) => matcher.overruns,
+        }
+    }
+
     /// Replaces who is spared (`ban-agent set JAIL addignoreip`).
     pub fn set_ignore(&mut self, ignore: IgnoreList) {
         self.ignore = ignore;

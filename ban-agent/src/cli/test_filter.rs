@@ -346,6 +346,14 @@ impl Report {
                 stats.spared_text()
             );
         }
+        let overruns = self.detector.overruns();
+        if overruns > 0 {
+            let _ = writeln!(
+                out,
+                "       {overruns} on which a regex gave up after {} backtracking steps (judged as not matching)",
+                crate::fail2ban::regex::BACKTRACK_LIMIT
+            );
+        }
         if read.invalid_utf8 + read.too_long > 0 {
             let _ = writeln!(
                 out,

@@ -67,6 +67,8 @@ pub(super) struct JournalLog {
     from_head: bool,
     lines: Counter,
     error: Said,
+    /// The last poll used its whole budget: there is more to read at once.
+    more: bool,
 }
 
 impl JournalLog {
@@ -144,6 +146,7 @@ impl Agent {
                     from_head: run.config.start == Start::Head,
                     lines,
                     error: Said::default(),
+                    more: false,
                 },
             );
         }
@@ -180,6 +183,7 @@ impl Agent {
                 Ok(lines) => {
                     read += lines;
                     journal.lines.inc_by(lines);
+                    journal.more = lines >= JOURNAL_BUDGET;
                     journal.error.ended();
                 }
                 Err(e) => {
@@ -249,6 +253,7 @@ impl Agent {
     /// Whether a log has more to read than the last poll's budget allowed.
     pub fn reading(&self) -> bool {
         self.logs.values().any(|log| log.follower.more())
+            || self.journals.values().any(|journal| journal.more)
     }
 
     /// The `logpath` patterns of every jail (and the journal files of journal jails),
