@@ -96,9 +96,9 @@ pub struct Matcher {
     journalmatch: Vec<String>,
     prefregex: Option<Pattern>,
     failregex: Vec<Pattern>,
-    /// Per failregex, literals every match of it contains (of its gate): a regex is
-    /// only run on a buffer that has one.
-    gates: Vec<Option<crate::filter::Prefilter>>,
+    /// Literals every match of each failregex contains (of its gate), found in one
+    /// scan: a regex is only run on a buffer that has one of its own.
+    gate: crate::filter::LiteralGate,
     ignoreregex: Vec<Pattern>,
     maxlines: usize,
     dates: DateDetector,
@@ -167,16 +167,13 @@ impl Matcher {
             .enumerate()
             .map(|(i, r)| compile("ignoreregex", i, r))
             .collect::<Result<Vec<_>, _>>()?;
-        // A regex without literals to look for is always tried.
-        let gates = failregex
-            .iter()
-            .map(|p| crate::filter::Prefilter::new(&[p.gate().to_owned()]))
-            .collect();
+        let gate_patterns: Vec<&str> = failregex.iter().map(Pattern::gate).collect();
+        let gate = crate::filter::LiteralGate::new(&gate_patterns);
         Ok(Self {
             patterns: definition.failregex.clone(),
             journalmatch: definition.journalmatch.clone(),
             prefregex,
-            gates,
+            gate,
             failregex,
             ignoreregex,
             maxlines: definition.maxlines,
@@ -341,16 +338,15 @@ impl Matcher {
             }
         }
         let mut text = buf.take().unwrap_or_else(|| joined(&self.buffer));
+        let mut candidates = self.gate.candidates(&text);
         let mut stale = false;
         for index in 0..self.failregex.len() {
             if stale {
                 text = joined(&self.buffer);
+                candidates = self.gate.candidates(&text);
                 stale = false;
             }
-            if self.gates[index]
-                .as_ref()
-                .is_some_and(|gate| !gate.may_match(&text))
-            {
+            if !self.gate.may_match(&candidates, index) {
                 continue;
             }
             let Some(found) = self.search(index, Which::Fail, &text) else {

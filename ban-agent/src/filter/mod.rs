@@ -10,7 +10,7 @@ mod tags;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-pub use prefilter::Prefilter;
+pub use prefilter::{Candidates, LiteralGate, Prefilter};
 use regex::{Regex, RegexSet};
 pub use tags::Tag;
 use thiserror::Error;

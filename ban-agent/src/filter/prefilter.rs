@@ -72,6 +72,93 @@ fn required_literals(hir: &Hir) -> Option<Vec<Vec<u8>>> {
     })
 }
 
+/// Which regexes of a list can match a text, from their literals, in one scan: per
+/// regex, the part of its concatenation whose literals are longest (the most selective:
+/// `Failed ` rather than ` from `), all of them searched together. A regex with no such
+/// literals is always a candidate.
+#[derive(Clone, Debug)]
+pub struct LiteralGate {
+    set: Option<regex::bytes::RegexSet>,
+    /// For each regex, its index in `set`; `None`: always a candidate.
+    slots: Vec<Option<usize>>,
+}
+
+impl LiteralGate {
+    pub fn new(patterns: &[&str]) -> Self {
+        let mut alternations = Vec::new();
+        let mut slots = Vec::new();
+        for pattern in patterns {
+            let literals = regex_syntax::parse(pattern)
+                .ok()
+                .and_then(|hir| selective_literals(&hir));
+            slots.push(literals.map(|literals| {
+                let escaped: Vec<String> = literals.iter().map(|l| escape_bytes(l)).collect();
+                alternations.push(escaped.join("|"));
+                alternations.len() - 1
+            }));
+        }
+        let set = regex::bytes::RegexSetBuilder::new(&alternations)
+            .unicode(false)
+            .build()
+            .ok();
+        if set.is_none() {
+            slots.iter_mut().for_each(|slot| *slot = None);
+        }
+        Self { set, slots }
+    }
+
+    /// The regexes that may match `text`.
+    pub fn candidates(&self, text: &str) -> Candidates {
+        Candidates(self.set.as_ref().map(|set| set.matches(text.as_bytes())))
+    }
+
+    /// Whether regex `index` may match, given `candidates` of the same text.
+    pub fn may_match(&self, candidates: &Candidates, index: usize) -> bool {
+        match (self.slots.get(index).copied().flatten(), &candidates.0) {
+            (Some(slot), Some(found)) => found.matched(slot),
+            _ => true,
+        }
+    }
+}
+
+/// What [`LiteralGate::candidates`] found in one text.
+#[derive(Clone, Debug)]
+pub struct Candidates(Option<regex::bytes::SetMatches>);
+
+/// The literals that every match of `hir` contains one of, from the part of its
+/// concatenation whose literals (those starting the rest of it) are longest, the
+/// shortest of them at least [`MIN_LITERAL`] bytes; ties go to the leftmost part.
+fn selective_literals(hir: &Hir) -> Option<Vec<Vec<u8>>> {
+    let parts = match hir.kind() {
+        HirKind::Concat(parts) => parts.as_slice(),
+        _ => std::slice::from_ref(hir),
+    };
+    let mut extractor = Extractor::new();
+    extractor.kind(ExtractKind::Prefix).limit_class(2);
+    let mut best: Option<(usize, Vec<Vec<u8>>)> = None;
+    for start in 0..parts.len() {
+        let seq = extractor.extract(&Hir::concat(parts[start..].to_vec()));
+        let Some(literals) = seq.literals() else {
+            continue;
+        };
+        let shortest = literals
+            .iter()
+            .map(|l| l.as_bytes().len())
+            .min()
+            .unwrap_or(0);
+        if literals.is_empty() || shortest < MIN_LITERAL {
+            continue;
+        }
+        if best.as_ref().is_none_or(|(len, _)| shortest > *len) {
+            best = Some((
+                shortest,
+                literals.iter().map(|l| l.as_bytes().to_vec()).collect(),
+            ));
+        }
+    }
+    best.map(|(_, literals)| literals)
+}
+
 /// A byte string as a regex that matches exactly it (bytes outside ASCII as `\xNN`).
 fn escape_bytes(literal: &[u8]) -> String {
     literal
@@ -131,6 +218,23 @@ mod tests {
         let p = prefilter(&["(?P<host>\\S+) \\[x\\]\\.\\*é"]).expect("a prefilter");
         assert!(p.may_match("192.0.2.1 [x].*é"));
         assert!(!p.may_match("192.0.2.1 x!!é"));
+    }
+
+    #[test]
+    fn a_gate_takes_the_most_selective_literals_of_each_regex() {
+        let gate = LiteralGate::new(&[
+            r"^Failed \S+ for \S+ from (?P<ip4>\S+)$",
+            r"^Accepted \S+ for \S+ from (?P<ip4>\S+)$",
+            r"(?P<ip4>\S+)",
+        ]);
+        let text = "Accepted password for bob from 192.0.2.1";
+        let found = gate.candidates(text);
+        assert!(
+            !gate.may_match(&found, 0),
+            "` from ` is in both: `Failed ` decides"
+        );
+        assert!(gate.may_match(&found, 1));
+        assert!(gate.may_match(&found, 2), "no literal: always tried");
     }
 
     #[test]
