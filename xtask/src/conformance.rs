@@ -684,8 +684,10 @@ fail2ban's test logs are made of failures: most of their lines match, so each ne
 date read, `prefregex`'s captures and a failregex's captures, which is most of the work \
 a line can cost, and where the literal prefilters cannot skip anything. sshd's filter \
 also runs five of its failregexes on the backtracking engine (conditionals and \
-lookaheads). A dash is a log with no line of its own (it only pulls others in with \
-`addFILE`). The headline comparison on a production-like log, where most lines are not \
+lookaheads). Multi-line filters that tie lines together by back-references (slapd, \
+mongodb-auth: `maxlines = 20`) run that regex on the backtracking engine over the whole \
+buffer for every line, as fail2ban does, and are about as slow as it is. A dash is a \
+log with no line of its own (it only pulls others in with `addFILE`). The headline comparison on a production-like log, where most lines are not \
 failures, is `cargo xtask bench throughput` (docs/BENCHMARKS.md).";
 
 /// The report, and the targets missed.
