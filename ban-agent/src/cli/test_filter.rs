@@ -133,18 +133,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let fallback = args
         .now
         .unwrap_or_else(|| jiff::Timestamp::now().as_millisecond());
-    let mut sink = |line: &str| report.line(line, fallback);
-    let tail_stats = if args.log == Path::new("-") {
-        read(std::io::stdin().lock(), &mut sink).context("reading standard input")?
-    } else {
-        let file = std::fs::File::open(&args.log).with_context(|| {
-            format!(
-                "cannot open {}: check the path and its permissions",
-                args.log.display()
-            )
-        })?;
-        read(file, &mut sink).with_context(|| format!("reading {}", args.log.display()))?
-    };
+    let tail_stats = read_log(&args.log, &mut |line: &str| report.line(line, fallback))?;
     let shown = report.render(
         &subject.description,
         &subject.regexes,
@@ -157,6 +146,20 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
 
 fn read(reader: impl Read, sink: &mut dyn FnMut(&str)) -> std::io::Result<TailStats> {
     tail::read_stream(reader, tail::DEFAULT_MAX_LINE, sink)
+}
+
+/// Every line of `log` (a file, or `-` for standard input) into `sink`.
+fn read_log(log: &Path, sink: &mut dyn FnMut(&str)) -> anyhow::Result<TailStats> {
+    if log == Path::new("-") {
+        return read(std::io::stdin().lock(), sink).context("reading standard input");
+    }
+    let file = std::fs::File::open(log).with_context(|| {
+        format!(
+            "cannot open {}: check the path and its permissions",
+            log.display()
+        )
+    })?;
+    read(file, sink).with_context(|| format!("reading {}", log.display()))
 }
 
 /// The filter --filter, --regex or --jail names, with the time zone of --timezone.
@@ -449,17 +452,7 @@ mod json {
                 failed = Some(error);
             }
         };
-        if args.log == Path::new("-") {
-            read(std::io::stdin().lock(), &mut sink).context("reading standard input")?;
-        } else {
-            let file = std::fs::File::open(&args.log).with_context(|| {
-                format!(
-                    "cannot open {}: check the path and its permissions",
-                    args.log.display()
-                )
-            })?;
-            read(file, &mut sink).with_context(|| format!("reading {}", args.log.display()))?;
-        }
+        read_log(&args.log, &mut sink)?;
         if let Some(error) = failed {
             return Err(error).context("writing to standard output");
         }

@@ -8,7 +8,7 @@
 //! them in their fixed order and take an anchored match at once, else the leftmost match
 //! (ties to the first template), which is what fail2ban decides for a log's first line.
 
-use jiff::{Timestamp, civil, tz::TimeZone};
+use jiff::{Timestamp, tz::TimeZone};
 use regex::Regex;
 
 use super::Fail2banError;
@@ -524,16 +524,8 @@ fn fields_time(c: &regex::Captures<'_>, now: i64, zone: &TimeZone) -> Option<i64
         .or_else(|| c.name("Z"))
         .and_then(|m| zone_offset_minutes(m.as_str()));
     let to_ms = |year: i32| -> Option<i64> {
-        let civil = civil::DateTime::new(
-            i16::try_from(year).ok()?,
-            i8::try_from(month).ok()?,
-            i8::try_from(day).ok()?,
-            i8::try_from(hour).ok()?,
-            i8::try_from(minute).ok()?,
-            i8::try_from(second.min(59)).ok()?,
-            0,
-        )
-        .ok()?;
+        let civil =
+            crate::filter::date::civil_time(year, month, day, hour, minute, second.min(59))?;
         let ts = match offset {
             Some(minutes) => {
                 let utc = civil.to_zoned(TimeZone::UTC).ok()?.timestamp();
@@ -650,7 +642,7 @@ mod tests {
     }
 
     fn local(text: &str) -> i64 {
-        let civil: civil::DateTime = text.parse().expect("civil");
+        let civil: jiff::civil::DateTime = text.parse().expect("civil");
         civil
             .to_zoned(zone())
             .expect("zoned")

@@ -165,16 +165,7 @@ impl DateReader {
         {
             return Some(offset);
         }
-        let civil = civil::DateTime::new(
-            i16::try_from(year).ok()?,
-            i8::try_from(month).ok()?,
-            i8::try_from(day).ok()?,
-            i8::try_from(hour).ok()?,
-            i8::try_from(minute).ok()?,
-            i8::try_from(second).ok()?,
-            0,
-        )
-        .ok()?;
+        let civil = civil_time(year, month, day, hour, minute, second)?;
         let zoned = civil.to_zoned(self.zone.clone()).ok()?;
         let offset = zoned.offset().seconds();
         self.cached = Some((key, offset));
@@ -250,6 +241,27 @@ fn civil_seconds(y: i64, m: i64, d: i64, hh: i64, mm: i64, ss: i64) -> Option<i6
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     let days = era * 146_097 + doe - 719_468;
     Some(days * 86_400 + hh * 3600 + mm * 60 + ss)
+}
+
+/// A civil date and time from numbers read in a line; `None` when one is out of range.
+pub fn civil_time(
+    year: impl TryInto<i16>,
+    month: impl TryInto<i8>,
+    day: impl TryInto<i8>,
+    hour: impl TryInto<i8>,
+    minute: impl TryInto<i8>,
+    second: impl TryInto<i8>,
+) -> Option<civil::DateTime> {
+    civil::DateTime::new(
+        year.try_into().ok()?,
+        month.try_into().ok()?,
+        day.try_into().ok()?,
+        hour.try_into().ok()?,
+        minute.try_into().ok()?,
+        second.try_into().ok()?,
+        0,
+    )
+    .ok()
 }
 
 #[cfg(test)]

@@ -55,6 +55,12 @@ impl Prefilter {
 /// its concatenation where the literals that start the rest of it are all at least
 /// [`MIN_LITERAL`] bytes long.
 fn required_literals(hir: &Hir) -> Option<Vec<Vec<u8>>> {
+    part_literals(hir).pop()
+}
+
+/// For each part of `hir`'s concatenation, left to right, the literals that start the
+/// rest of it, when there are some and all are at least [`MIN_LITERAL`] bytes long.
+fn part_literals(hir: &Hir) -> Vec<Vec<Vec<u8>>> {
     let parts = match hir.kind() {
         HirKind::Concat(parts) => parts.as_slice(),
         _ => std::slice::from_ref(hir),
@@ -63,13 +69,15 @@ fn required_literals(hir: &Hir) -> Option<Vec<Vec<u8>>> {
     // Expand the case pairs of `(?i)`, not classes such as `\d`, whose ten literals
     // (" - 0" ... " - 9") would look selective and reject nothing.
     extractor.kind(ExtractKind::Prefix).limit_class(2);
-    (0..parts.len()).rev().find_map(|start| {
-        let seq = extractor.extract(&Hir::concat(parts[start..].to_vec()));
-        let literals = seq.literals()?;
-        let long_enough =
-            !literals.is_empty() && literals.iter().all(|l| l.as_bytes().len() >= MIN_LITERAL);
-        long_enough.then(|| literals.iter().map(|l| l.as_bytes().to_vec()).collect())
-    })
+    (0..parts.len())
+        .filter_map(|start| {
+            let seq = extractor.extract(&Hir::concat(parts[start..].to_vec()));
+            let literals = seq.literals()?;
+            let long_enough =
+                !literals.is_empty() && literals.iter().all(|l| l.as_bytes().len() >= MIN_LITERAL);
+            long_enough.then(|| literals.iter().map(|l| l.as_bytes().to_vec()).collect())
+        })
+        .collect()
 }
 
 /// Which regexes of a list can match a text, from their literals, in one scan: per
@@ -126,37 +134,11 @@ impl LiteralGate {
 pub struct Candidates(Option<regex::bytes::SetMatches>);
 
 /// The literals that every match of `hir` contains one of, from the part of its
-/// concatenation whose literals (those starting the rest of it) are longest, the
-/// shortest of them at least [`MIN_LITERAL`] bytes; ties go to the leftmost part.
+/// concatenation whose literals are longest (by the shortest of them); ties go to the
+/// leftmost part.
 fn selective_literals(hir: &Hir) -> Option<Vec<Vec<u8>>> {
-    let parts = match hir.kind() {
-        HirKind::Concat(parts) => parts.as_slice(),
-        _ => std::slice::from_ref(hir),
-    };
-    let mut extractor = Extractor::new();
-    extractor.kind(ExtractKind::Prefix).limit_class(2);
-    let mut best: Option<(usize, Vec<Vec<u8>>)> = None;
-    for start in 0..parts.len() {
-        let seq = extractor.extract(&Hir::concat(parts[start..].to_vec()));
-        let Some(literals) = seq.literals() else {
-            continue;
-        };
-        let shortest = literals
-            .iter()
-            .map(|l| l.as_bytes().len())
-            .min()
-            .unwrap_or(0);
-        if literals.is_empty() || shortest < MIN_LITERAL {
-            continue;
-        }
-        if best.as_ref().is_none_or(|(len, _)| shortest > *len) {
-            best = Some((
-                shortest,
-                literals.iter().map(|l| l.as_bytes().to_vec()).collect(),
-            ));
-        }
-    }
-    best.map(|(_, literals)| literals)
+    let shortest = |set: &Vec<Vec<u8>>| set.iter().map(Vec::len).min().unwrap_or(0);
+    part_literals(hir).into_iter().rev().max_by_key(shortest)
 }
 
 /// A byte string as a regex that matches exactly it (bytes outside ASCII as `\xNN`).
