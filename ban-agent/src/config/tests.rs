@@ -665,3 +665,11 @@ fn email_hooks_are_read_and_checked() {
     assert_eq!(key, "jail.auth.on_ban.email.to");
     assert!(message.contains("mail addresses"), "{message}");
 }
+
+/// A configuration, compiled filters included, can be shared between threads (the fuzz
+/// targets keep one in a static).
+#[test]
+fn a_configuration_is_send_and_sync() {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<super::Config>();
+}

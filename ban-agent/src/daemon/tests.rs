@@ -791,3 +791,11 @@ fn spared_lines_are_counted_by_reason_in_status() {
     }
     assert!(kernel.bans.lock().expect("lock").is_empty());
 }
+
+/// The agent can move between threads (the fuzz targets keep one behind a mutex), journal
+/// readers included.
+#[test]
+fn the_agent_is_send() {
+    fn movable<T: Send>() {}
+    movable::<super::agent::Agent>();
+}

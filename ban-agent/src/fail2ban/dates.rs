@@ -8,6 +8,8 @@
 //! them in their fixed order and take an anchored match at once, else the leftmost match
 //! (ties to the first template), which is what fail2ban decides for a log's first line.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use jiff::{Timestamp, tz::TimeZone};
 use regex::Regex;
 
@@ -125,14 +127,25 @@ pub struct Found {
 }
 
 /// A filter's date templates.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct DateDetector {
     templates: Vec<Template>,
-    /// The anchored template that found the last date: tried first, as fail2ban does,
-    /// since a log's lines share their format.
-    last: std::cell::Cell<Option<usize>>,
+    /// The anchored template that found the last date (`usize::MAX`: none yet): tried
+    /// first, as fail2ban does, since a log's lines share their format. Atomic so that a
+    /// compiled filter can sit in a shared configuration.
+    last: std::sync::atomic::AtomicUsize,
     /// `datepattern = {NONE}`: lines have no date.
     none: bool,
+}
+
+impl Clone for DateDetector {
+    fn clone(&self) -> Self {
+        Self {
+            templates: self.templates.clone(),
+            last: AtomicUsize::new(self.last.load(Ordering::Relaxed)),
+            none: self.none,
+        }
+    }
 }
 
 impl DateDetector {
@@ -144,7 +157,7 @@ impl DateDetector {
         let Some(patterns) = datepattern else {
             return Ok(Self {
                 templates: build.cached_defaults()?,
-                last: Default::default(),
+                last: AtomicUsize::new(usize::MAX),
                 none: false,
             });
         };
@@ -170,7 +183,7 @@ impl DateDetector {
         }
         Ok(Self {
             templates,
-            last: Default::default(),
+            last: AtomicUsize::new(usize::MAX),
             none,
         })
     }
@@ -181,8 +194,7 @@ impl DateDetector {
         if self.none {
             return None;
         }
-        if let Some(last) = self.last.get()
-            && let Some(template) = self.templates.get(last)
+        if let Some(template) = self.templates.get(self.last.load(Ordering::Relaxed))
             && let Some(captures) = template.regex.captures(line)
             && let Some(span) = template.date_groups.iter().find_map(|&g| captures.get(g))
         {
@@ -199,7 +211,7 @@ impl DateDetector {
             let whole = captures.get(0).map_or(0, |m| m.start());
             if template.anchored || whole <= 1 {
                 if template.anchored {
-                    self.last.set(Some(index));
+                    self.last.store(index, Ordering::Relaxed);
                 }
                 return Some(found(template, &captures, span, now, zone));
             }

@@ -93,6 +93,13 @@ pub struct JournalReader {
     cursor: Option<String>,
 }
 
+// SAFETY: sd-journal(3): "All functions listed here are thread-agnostic and only a
+// single specific object may be used by a single thread at a time, but multiple threads
+// may use multiple objects safely". The reader owns its sd_journal object and only
+// `&mut self` methods use it, so moving it to another thread (the daemon's agent sits
+// behind a mutex in the fuzz targets) is sound; it is not `Sync`.
+unsafe impl Send for JournalReader {}
+
 impl JournalReader {
     /// Opens the journal of `spec`, with its matches, after `cursor` when there is one;
     /// else at the end (`from_head`: the start).
