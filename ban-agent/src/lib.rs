@@ -15,6 +15,7 @@ pub mod duration;
 pub mod events;
 pub mod fail2ban;
 pub mod filter;
+pub mod fleet;
 pub mod ignore;
 pub mod metrics;
 pub mod sample;

@@ -1,0 +1,48 @@
+-- One host's new failures of one address in one jail, counted fleet-wide.
+-- KEYS[1] failure buckets (hash: bucket number -> failures), KEYS[2] the ban, KEYS[3] the
+-- stream of bans. ARGV: now (ms), bucket width (ms), findtime (ms), maxretry, new
+-- failures, bantime (ms, 0: permanent), this host, the address or network, the jail.
+-- Returns {0, failures} below maxretry, {1, failures} already banned, {2, failures, id}
+-- when this call created the ban (SET NX: once, whoever gets there first).
+local now = tonumber(ARGV[1])
+local width = tonumber(ARGV[2])
+local findtime = tonumber(ARGV[3])
+local maxretry = tonumber(ARGV[4])
+local delta = tonumber(ARGV[5])
+local bantime = tonumber(ARGV[6])
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  return {1, 0}
+end
+redis.call('HINCRBY', KEYS[1], math.floor(now / width), delta)
+redis.call('PEXPIRE', KEYS[1], findtime + width)
+local oldest = math.floor((now - findtime) / width)
+local failures = 0
+local buckets = redis.call('HGETALL', KEYS[1])
+for i = 1, #buckets, 2 do
+  if tonumber(buckets[i]) <= oldest then
+    redis.call('HDEL', KEYS[1], buckets[i])
+  else
+    failures = failures + tonumber(buckets[i + 1])
+  end
+end
+if failures < maxretry then
+  return {0, failures}
+end
+local created
+if bantime > 0 then
+  created = redis.call('SET', KEYS[2], ARGV[7], 'NX', 'PX', bantime)
+else
+  created = redis.call('SET', KEYS[2], ARGV[7], 'NX')
+end
+if not created then
+  return {1, failures}
+end
+redis.call('DEL', KEYS[1])
+local expires = 0
+if bantime > 0 then
+  expires = now + bantime
+end
+local id = redis.call('XADD', KEYS[3], 'MAXLEN', '~', 100000, '*',
+  'op', 'ban', 'jail', ARGV[9], 'target', ARGV[8], 'expires', expires,
+  'host', ARGV[7], 'failures', failures)
+return {2, failures, id}
