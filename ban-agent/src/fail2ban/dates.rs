@@ -239,7 +239,8 @@ fn found(
             .as_str()
             .get(2..17)
             .and_then(|hex| i64::from_str_radix(hex, 16).ok())
-            .map(|s| s * 1000),
+            // Fifteen hex digits of seconds can exceed what milliseconds hold.
+            .and_then(|s| s.checked_mul(1000)),
     };
     Found {
         start: span.start(),
@@ -694,6 +695,12 @@ mod tests {
         assert_eq!(time, NOW);
         let (_, time) = find(None, "@4000000042ff162000000000 x").expect("tai64n");
         assert_eq!(time, 0x42ff_1620 * 1000);
+        // Found by the fuzz target: a TAI64N label too large for milliseconds is no time.
+        let detector = DateDetector::new(Some("TAI64N"), 2026).expect("template");
+        let found = detector
+            .find("@4fffffffffffffff00000000 x", NOW, &zone())
+            .expect("the label is found");
+        assert_eq!(found.time, None);
     }
 
     #[test]
