@@ -8,7 +8,12 @@ use std::{net::SocketAddr, sync::Arc, sync::atomic::AtomicU64};
 
 use prometheus_client::{
     encoding::EncodeLabelSet,
-    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+    },
     registry::Registry,
 };
 use tokio::{
@@ -79,6 +84,35 @@ pub struct Metrics {
     pub map_fill: Family<MapLabel, Gauge<f64, AtomicU64>>,
     pub hook_failures: Counter,
     pub interface_hook: Family<HookLabel, Gauge>,
+    pub fleet_connected: Gauge,
+    pub fleet_outbox: Gauge,
+    pub fleet_published: Counter,
+    pub fleet_applied: Counter,
+    pub fleet_refused: Family<ReasonLabel, Counter>,
+    pub fleet_round_trip: Seconds,
+    pub fleet_propagation: Seconds,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
+/// A histogram of durations in seconds, from 100 µs to about 3 s.
+#[derive(Clone, Debug)]
+pub struct Seconds(Histogram);
+
+impl Default for Seconds {
+    fn default() -> Self {
+        Self(Histogram::new(exponential_buckets(0.000_1, 2.0, 16)))
+    }
+}
+
+impl std::ops::Deref for Seconds {
+    type Target = Histogram;
+    fn deref(&self) -> &Histogram {
+        &self.0
+    }
 }
 
 impl Metrics {
@@ -138,6 +172,44 @@ impl Metrics {
             "interface_hook",
             "1 for the hook (xdp, tc, xdp-generic) the datapath runs in on each interface",
             m.interface_hook.clone(),
+        );
+        prefixed.register(
+            "fleet_connected",
+            "1 while the fleet's engine is reachable",
+            m.fleet_connected.clone(),
+        );
+        prefixed.register(
+            "fleet_outbox",
+            "Failures, bans and unbans waiting for the fleet's engine",
+            m.fleet_outbox.clone(),
+        );
+        prefixed.register(
+            "fleet_published",
+            "Failures, bans and unbans the fleet's engine took from this host",
+            m.fleet_published.clone(),
+        );
+        prefixed.register(
+            "fleet_applied",
+            "Bans and unbans from the fleet's stream applied here",
+            m.fleet_applied.clone(),
+        );
+        prefixed.register(
+            "fleet_refused",
+            "Entries of the fleet's stream refused here, per reason (spared: loopback, \
+             unspecified, this host's or ignoreip; signature: unsigned or wrongly signed; \
+             rate_cap; unreadable; map_full)",
+            m.fleet_refused.clone(),
+        );
+        prefixed.register(
+            "fleet_round_trip_seconds",
+            "Time of one batch's round trip to the fleet's engine",
+            m.fleet_round_trip.0.clone(),
+        );
+        prefixed.register(
+            "fleet_propagation_seconds",
+            "From the decision on one host to the ban in this host's kernel maps (clocks of \
+             both hosts)",
+            m.fleet_propagation.0.clone(),
         );
         Arc::new(m)
     }

@@ -59,6 +59,9 @@ pub struct State {
     /// Where each journal jail read its journal up to (sd-journal cursors).
     #[serde(default)]
     pub cursors: BTreeMap<String, String>,
+    /// The last entry of the fleet's stream of bans applied here.
+    #[serde(default)]
+    pub fleet_id: Option<String>,
 }
 
 impl State {

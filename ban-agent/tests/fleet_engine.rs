@@ -1,169 +1,188 @@
 //! The fleet's engine side against a real `redis-server` (Debian's, started by the test on
 //! a unix socket of its own, with a password, and stopped after): failures of one
 //! attacker spread over three hosts are counted fleet-wide, the ban is created once
-//! whoever reaches maxretry, it is in the stream every host reads, and failures older
-//! than findtime do not count.
+//! whoever reaches maxretry, it is in the stream every host reads and in a key that
+//! rebuilds it, signatures hold, and failures older than findtime do not count.
 
-use std::{
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
-};
+mod common;
 
-use ban_agent::fleet::{Counted, Delta, Engine};
+use std::time::Duration;
 
-const REDIS: &str = "/usr/bin/redis-server";
-const PASSWORD: &str = "fleet-test-password";
+use ban_agent::fleet::{Access, Engine, Op, Outgoing, Sent, Signer};
+use common::redis::{PASSWORD, Server};
 
-/// A redis-server of the test's own, killed on drop.
-struct Server {
-    child: Child,
-    socket: PathBuf,
-    _dir: tempfile::TempDir,
-}
+const NOW: i64 = 1_795_521_600_000;
 
-impl Server {
-    fn start() -> Self {
-        assert!(
-            Path::new(REDIS).exists(),
-            "{REDIS} is missing: cargo xtask setup installs redis-server"
-        );
-        let dir = tempfile::tempdir().expect("tempdir");
-        let socket = dir.path().join("redis.sock");
-        let child = Command::new(REDIS)
-            .args(["--port", "0", "--unixsocket"])
-            .arg(&socket)
-            .args(["--unixsocketperm", "700", "--requirepass", PASSWORD])
-            .args(["--save", "", "--appendonly", "no", "--dir"])
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start redis-server");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !socket.exists() {
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not open its socket"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Self {
-            child,
-            socket,
-            _dir: dir,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis+unix://{}?pass={PASSWORD}", self.socket.display())
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _killed = self.child.kill();
-        let _reaped = self.child.wait();
-    }
-}
-
-fn delta(target: &str, failures: u32) -> Delta {
-    Delta {
+fn failures(target: &str, failures: u32, at: i64) -> Outgoing {
+    Outgoing::Failures {
         jail: "auth".to_owned(),
         target: target.parse().expect("network"),
         failures,
         maxretry: 5,
         findtime: Duration::from_secs(600),
         bantime: Some(Duration::from_secs(3600)),
+        at,
     }
+}
+
+async fn send(engine: &mut Engine, signer: &Signer, host: &str, batch: &[Outgoing]) -> Vec<Sent> {
+    let signed: Vec<String> = batch
+        .iter()
+        .map(|item| signer.sign(&item.entry(host)))
+        .collect();
+    engine.send(batch, &signed).await.expect("send")
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
 }
 
 #[test]
 fn failures_spread_over_three_hosts_ban_once_for_the_fleet() {
     let server = Server::start();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(async {
+    let signer = Signer::with_key(b"a shared key of the test fleet");
+    runtime().block_on(async {
         let url = server.url();
+        let names = ["web1", "web2", "web3"];
         let mut hosts = Vec::new();
-        for name in ["web1", "web2", "web3"] {
-            hosts.push(Engine::connect(&url, "ba", name).await.expect("connect"));
+        for name in names {
+            let access = Access::url(&url, "ba", name);
+            hosts.push(
+                Engine::connect(&access, Duration::from_secs(1))
+                    .await
+                    .expect("connect"),
+            );
         }
-        let now = 1_795_521_600_000_i64;
         let attacker = "192.0.2.7/32";
-        let counted = hosts[0]
-            .report(now, &[delta(attacker, 2)])
-            .await
-            .expect("report");
-        assert_eq!(counted, vec![Counted::Below(2)]);
-        let counted = hosts[1]
-            .report(now + 10, &[delta(attacker, 2), delta("198.51.100.9/32", 1)])
-            .await
-            .expect("report");
-        assert_eq!(counted, vec![Counted::Below(4), Counted::Below(1)]);
-        let counted = hosts[2]
-            .report(now + 20, &[delta(attacker, 1)])
-            .await
-            .expect("report");
-        let Counted::Banned { failures, id } = &counted[0] else {
-            panic!("the fifth failure fleet-wide bans: {counted:?}");
+        let sent = send(
+            &mut hosts[0],
+            &signer,
+            names[0],
+            &[failures(attacker, 2, NOW)],
+        )
+        .await;
+        assert_eq!(sent, vec![Sent::Below(2)]);
+        let batch = [
+            failures(attacker, 2, NOW + 10),
+            failures("198.51.100.9/32", 1, NOW + 10),
+        ];
+        let sent = send(&mut hosts[1], &signer, names[1], &batch).await;
+        assert_eq!(sent, vec![Sent::Below(4), Sent::Below(1)]);
+        let sent = send(
+            &mut hosts[2],
+            &signer,
+            names[2],
+            &[failures(attacker, 1, NOW + 20)],
+        )
+        .await;
+        let Sent::Appended { id } = &sent[0] else {
+            panic!("the fifth failure fleet-wide bans: {sent:?}");
         };
-        assert_eq!(*failures, 5);
         // Once: more failures from anywhere find it banned, nothing more in the stream.
-        let again = hosts[0]
-            .report(now + 30, &[delta(attacker, 3)])
-            .await
-            .expect("report");
-        assert_eq!(again, vec![Counted::AlreadyBanned]);
-        let bans = hosts[1]
-            .bans_after("0", Duration::from_millis(100))
+        let again = send(
+            &mut hosts[0],
+            &signer,
+            names[0],
+            &[failures(attacker, 3, NOW + 30)],
+        )
+        .await;
+        assert_eq!(again, vec![Sent::AlreadyBanned]);
+        let entries = hosts[1]
+            .entries_after("0", Duration::from_millis(100))
             .await
             .expect("read the stream");
-        assert_eq!(bans.len(), 1, "{bans:?}");
-        assert_eq!(&bans[0].id, id);
-        assert_eq!(bans[0].target.to_string(), attacker);
-        assert_eq!(bans[0].host, "web3");
-        assert_eq!(bans[0].expires, Some(now + 20 + 3_600_000));
+        assert_eq!(entries.len(), 1, "{entries:?}");
+        let ban = entries[0].as_ref().expect("a readable entry");
+        assert_eq!(&ban.id, id);
+        assert_eq!(ban.target.to_string(), attacker);
+        assert_eq!(ban.host, "web3");
+        assert_eq!(ban.failures, 5);
+        assert_eq!(
+            ban.op,
+            Op::Ban {
+                expires: Some(NOW + 20 + 3_600_000)
+            }
+        );
+        assert_eq!(signer.check(ban), Ok(()), "signed by the host that made it");
+        assert!(
+            Signer::with_key(b"another key, another fleet!")
+                .check(ban)
+                .is_err(),
+            "another key refuses it"
+        );
+        // The ban key holds the same entry, for an agent that lost its place.
+        let live = hosts[0].live_bans().await.expect("ban keys");
+        assert_eq!(live.len(), 1, "{live:?}");
+        let rebuilt = live[0].as_ref().expect("a readable key");
+        assert_eq!(
+            (&rebuilt.target, &rebuilt.op, &rebuilt.host),
+            (&ban.target, &ban.op, &ban.host)
+        );
+        assert_eq!(signer.check(rebuilt), Ok(()));
         // Read from the last id: nothing new (the block times out).
         let after = hosts[1]
-            .bans_after(id, Duration::from_millis(50))
+            .entries_after(id, Duration::from_millis(50))
             .await
             .expect("read the stream");
         assert!(after.is_empty(), "{after:?}");
 
+        // An operator's unban on one host: the key goes, the stream says so.
+        let unban = Outgoing::Unban {
+            jail: "auth".to_owned(),
+            target: attacker.parse().expect("network"),
+            at: NOW + 40,
+        };
+        let sent = send(&mut hosts[0], &signer, names[0], &[unban]).await;
+        assert!(matches!(sent[0], Sent::Appended { .. }), "{sent:?}");
+        let after = hosts[2]
+            .entries_after(id, Duration::from_millis(50))
+            .await
+            .expect("read");
+        assert_eq!(after.len(), 1);
+        assert_eq!(after[0].as_ref().map(|e| e.op.clone()), Ok(Op::Unban));
+        assert!(hosts[0].live_bans().await.expect("ban keys").is_empty());
+
         // Failures older than findtime leave the window.
         let slow = "198.51.100.20/32";
-        let below = hosts[0]
-            .report(now, &[delta(slow, 4)])
-            .await
-            .expect("report");
-        assert_eq!(below, vec![Counted::Below(4)]);
-        let later = hosts[1]
-            .report(now + 601_000 + 1000, &[delta(slow, 1)])
-            .await
-            .expect("report");
+        let below = send(&mut hosts[0], &signer, names[0], &[failures(slow, 4, NOW)]).await;
+        assert_eq!(below, vec![Sent::Below(4)]);
+        let later = send(
+            &mut hosts[1],
+            &signer,
+            names[1],
+            &[failures(slow, 1, NOW + 601_000 + 1000)],
+        )
+        .await;
         assert_eq!(
             later,
-            vec![Counted::Below(1)],
+            vec![Sent::Below(1)],
             "the old four are out of findtime"
         );
+
+        let peers = hosts[0]
+            .heartbeat(Duration::from_secs(5))
+            .await
+            .expect("heartbeat");
+        assert_eq!(peers, vec!["web1".to_owned()]);
     });
 }
 
 #[test]
 fn a_wrong_password_is_refused_with_the_url_redacted() {
     let server = Server::start();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
     let url = server.url().replace(PASSWORD, "wrong");
-    let error = runtime
-        .block_on(Engine::connect(&url, "ba", "web1"))
+    let access = Access::url(&url, "ba", "web1");
+    let error = runtime()
+        .block_on(Engine::connect(&access, Duration::ZERO))
         .err()
         .expect("refused");
     let text = error.to_string();
     assert!(!text.contains("wrong"), "the password is not shown: {text}");
+    assert!(
+        text.contains("redis+unix://"),
+        "the engine is named: {text}"
+    );
 }

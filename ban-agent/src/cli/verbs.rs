@@ -45,6 +45,9 @@ pub enum Verb {
         /// Ban even though the target is in the jail's ignoreip.
         #[arg(long)]
         force: bool,
+        /// On this host only: with a [fleet], bans reach every host unless --local.
+        #[arg(long)]
+        local: bool,
         #[command(flatten)]
         conn: Conn,
     },
@@ -59,9 +62,12 @@ pub enum Verb {
         /// Only in this jail (a name, as `ban-agent status` lists them).
         #[arg(long)]
         jail: Option<String>,
-        /// Lift every ban of every jail.
+        /// Lift every ban of every jail (on this host).
         #[arg(long, conflicts_with = "jail")]
         all: bool,
+        /// On this host only: with a [fleet], unbans reach every host unless --local.
+        #[arg(long)]
+        local: bool,
         #[command(flatten)]
         conn: Conn,
     },
@@ -212,6 +218,7 @@ fn request(verb: Verb) -> anyhow::Result<Request> {
             target,
             duration,
             force,
+            local,
             ..
         } => {
             let (seconds, permanent) = match duration.as_deref().map(str::trim) {
@@ -233,12 +240,19 @@ fn request(verb: Verb) -> anyhow::Result<Request> {
                 seconds,
                 permanent,
                 force,
+                local,
             }
         }
         Verb::Unban { all: true, .. } => Request::UnbanAll,
-        Verb::Unban { target, jail, .. } => Request::Unban {
+        Verb::Unban {
+            target,
+            jail,
+            local,
+            ..
+        } => Request::Unban {
             target: parse_target(target.as_deref().unwrap_or_default())?,
             jail,
+            local,
         },
         Verb::Banned { target, .. } => Request::Banned {
             target: target.as_deref().map(parse_target).transpose()?,
@@ -290,11 +304,15 @@ fn print(reply: &Reply) {
             jails,
             currently_banned,
             interfaces,
+            fleet,
         } => {
             println!("Status");
             println!("|- Number of jail:\t{}", jails.len());
             println!("|- Currently banned:\t{currently_banned}");
             println!("|- Jail list:\t{}", jails.join(", "));
+            if let Some(fleet) = fleet {
+                print_fleet(fleet);
+            }
             print_hooks(interfaces);
         }
         Reply::Jail(status) => print_jail(status),
@@ -358,6 +376,46 @@ fn print_bans(bans: &[BanInfo]) {
 }
 
 /// The datapath's hook per interface, as the last branch of `status`.
+fn print_fleet(f: &crate::control::protocol::FleetStatus) {
+    println!("|- Fleet:\t{} as {}", f.engine, f.name);
+    let state = if f.connected {
+        "connected".to_owned()
+    } else {
+        format!(
+            "NOT connected ({}): bans stay local until it is back",
+            f.last_error.as_deref().unwrap_or("connecting")
+        )
+    };
+    println!("|  |- Engine:\t{state}");
+    println!(
+        "|  |- Hosts alive:\t{} ({})",
+        f.peers.len(),
+        f.peers.join(", ")
+    );
+    println!(
+        "|  |- Outbox:\t{}{}",
+        f.outbox,
+        if f.dropped > 0 {
+            format!(" ({} dropped when full)", f.dropped)
+        } else {
+            String::new()
+        }
+    );
+    println!(
+        "|  |- Behind the stream:\t{}",
+        f.lag_ms
+            .map_or_else(|| "-".to_owned(), |ms| format!("{ms} ms"))
+    );
+    println!(
+        "|  |- Published / applied / refused:\t{} / {} / {}",
+        f.published, f.applied, f.refused
+    );
+    println!(
+        "|  `- Signed bans:\t{}",
+        if f.signed { "yes (key_file)" } else { "no" }
+    );
+}
+
 fn print_hooks(interfaces: &[crate::control::protocol::InterfaceHook]) {
     if interfaces.is_empty() {
         println!("`- Datapath:\tnot attached (dry run, or no `interfaces`)");

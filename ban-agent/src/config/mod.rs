@@ -23,6 +23,7 @@
 
 mod error;
 mod filters;
+mod fleet;
 mod raw;
 
 use std::{
@@ -36,6 +37,7 @@ use ipnet::IpNet;
 
 pub use error::ConfigError;
 pub use filters::{FilterDirs, FindFilterError, fail2ban_filter, find_filter, parse_filter};
+pub use fleet::{Endpoint, Fleet};
 
 pub use crate::filter::date::DatePattern;
 use crate::{
@@ -89,6 +91,8 @@ pub struct Global {
     /// Log level (a `tracing` filter such as `info` or `ban_agent=debug`) when `RUST_LOG`
     /// is not set.
     pub log_level: Option<String>,
+    /// Several hosts sharing failures and bans (`[fleet]`); `None`: this host alone.
+    pub fleet: Option<Fleet>,
 }
 
 /// One jail: which logs, which filter, how many failures, which ban.
@@ -111,6 +115,9 @@ pub struct Jail {
     pub start: Start,
     /// The journal this jail reads instead of `logpath` (`backend = "systemd"`).
     pub journal: Option<crate::tail::journal::JournalSpec>,
+    /// Whether this jail shares its failures and bans with the fleet (`fleet`, true by
+    /// default when there is a `[fleet]`).
+    pub fleet: bool,
     /// Run when this jail bans.
     pub on_ban: Option<Hook>,
     /// Run when a ban of this jail ends (expiry, `unban`, jail removed).
@@ -232,6 +239,7 @@ impl Default for Global {
             socket: PathBuf::from(DEFAULT_SOCKET),
             socket_group: None,
             log_level: None,
+            fleet: None,
         }
     }
 }

@@ -42,6 +42,7 @@ struct RawConfig {
     socket: Option<String>,
     socket_group: Option<Spanned<Value>>,
     log_level: Option<Spanned<String>>,
+    fleet: Option<Spanned<super::fleet::RawFleet>>,
     #[serde(default)]
     defaults: RawJail,
     #[serde(default)]
@@ -76,6 +77,7 @@ pub(super) struct RawJail {
     pub(super) max_bans_per_minute: Option<Spanned<i64>>,
     pub(super) on_ban: Option<Spanned<RawHook>>,
     pub(super) on_unban: Option<Spanned<RawHook>>,
+    pub(super) fleet: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -322,6 +324,9 @@ fn global(source: &Source, raw: &RawConfig, base: &Path) -> Result<Global, Confi
         })?;
         global.log_level = Some(level.get_ref().clone());
     }
+    if let Some(fleet) = &raw.fleet {
+        global.fleet = Some(super::fleet::fleet(source, fleet, base)?);
+    }
     if let Some(mode) = &raw.mode {
         global.mode = AttachMode::parse(mode.get_ref())
             .ok_or_else(|| mode_error(source, mode.span(), "mode", mode.get_ref()))?;
@@ -432,6 +437,10 @@ impl<'a> JailCtx<'a> {
             datepattern: self.datepattern(),
             start: self.start()?,
             journal,
+            fleet: global.fleet.is_some()
+                && self
+                    .pick("fleet", |j| j.fleet.as_ref())
+                    .is_none_or(|s| *s.value),
         })
     }
 

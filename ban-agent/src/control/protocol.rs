@@ -34,11 +34,17 @@ pub enum Request {
         /// host's own addresses).
         #[serde(default)]
         force: bool,
+        /// On this host only, not in the whole fleet.
+        #[serde(default)]
+        local: bool,
     },
     /// Lift a ban in one jail or in all of them.
     Unban {
         target: IpNet,
         jail: Option<String>,
+        /// On this host only, not in the whole fleet.
+        #[serde(default)]
+        local: bool,
     },
     /// Lift every ban.
     UnbanAll,
@@ -163,6 +169,30 @@ pub struct InterfaceHook {
     pub why: String,
 }
 
+/// The fleet as one host sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetStatus {
+    /// The engine (no password).
+    pub engine: String,
+    /// This host's name in the fleet.
+    pub name: String,
+    pub connected: bool,
+    /// Hosts whose heartbeat is alive, this one among them.
+    pub peers: Vec<String>,
+    /// Failures, bans and unbans waiting for the engine.
+    pub outbox: u64,
+    /// Dropped because the outbox was full.
+    pub dropped: u64,
+    /// How far the last ban applied here is behind the stream's newest entry (ms).
+    pub lag_ms: Option<i64>,
+    pub last_error: Option<String>,
+    pub published: u64,
+    pub applied: u64,
+    pub refused: u64,
+    /// Whether bans are signed and checked (`key_file`).
+    pub signed: bool,
+}
+
 /// What the daemon answers.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "reply", rename_all = "snake_case", deny_unknown_fields)]
@@ -177,6 +207,9 @@ pub enum Reply {
         /// Empty in a dry run, which attaches nothing.
         #[serde(default)]
         interfaces: Vec<InterfaceHook>,
+        /// The fleet, when this host is part of one.
+        #[serde(default)]
+        fleet: Option<FleetStatus>,
     },
     Jail(JailStatus),
     Bans {
@@ -272,10 +305,12 @@ mod tests {
                 seconds: Some(3600),
                 permanent: false,
                 force: false,
+                local: false,
             },
             Request::Unban {
                 target: net("2001:db8::/64"),
                 jail: None,
+                local: false,
             },
             Request::UnbanAll,
             Request::Banned { target: None },
@@ -317,6 +352,7 @@ mod tests {
                 seconds: None,
                 permanent: false,
                 force: false,
+                local: false,
             }),
             "{\"version\":1,\"command\":\"ban\",\"jail\":\"auth\",\"target\":\"192.0.2.7/32\",\"seconds\":null,\"permanent\":false,\"force\":false}\n"
         );

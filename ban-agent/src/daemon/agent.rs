@@ -147,6 +147,8 @@ pub struct Agent {
     pub(super) kernel_seen: BTreeMap<u32, (u64, u64)>,
     /// The hook of each attached interface, for `status`, `stats` and the metrics.
     pub(super) hooks: Vec<InterfaceHook>,
+    /// The fleet, when this host is part of one.
+    pub(super) fleet: Option<super::fleet::FleetSide>,
 }
 
 impl Agent {
@@ -187,6 +189,7 @@ impl Agent {
             save_error: Said::default(),
             kernel_seen: BTreeMap::new(),
             hooks: Vec::new(),
+            fleet: None,
         };
         for jail in jails.into_iter().filter(|jail| jail.enabled) {
             agent.add_jail(jail)?;

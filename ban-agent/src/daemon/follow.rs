@@ -7,6 +7,7 @@ use tracing::{error, info, warn};
 
 use super::{
     agent::{Agent, Now},
+    fleet::share_failure,
     said::Said,
 };
 use crate::config::Start;
@@ -157,8 +158,12 @@ impl Agent {
     fn poll_journals(&mut self, now: Now, decisions: &mut Vec<(String, Decision)>) -> u64 {
         let mut read = 0;
         let Self {
-            journals, jails, ..
+            journals,
+            jails,
+            fleet,
+            ..
         } = self;
+        let outbox = fleet.as_ref().map(|fleet| &*fleet.link.outbox);
         for (name, journal) in journals.iter_mut() {
             let Some(run) = jails.get_mut(name) else {
                 continue;
@@ -175,7 +180,11 @@ impl Agent {
                     run.failures.inc();
                     decisions.push((name.clone(), decision));
                 }
-                Verdict::Spared { .. } | Verdict::Stale { .. } | Verdict::Counted { .. } => {
+                Verdict::Counted { target, .. } => {
+                    run.failures.inc();
+                    share_failure(outbox, run, target, now);
+                }
+                Verdict::Spared { .. } | Verdict::Stale { .. } => {
                     run.failures.inc();
                 }
             });
@@ -277,7 +286,10 @@ impl Agent {
     pub fn poll(&mut self, now: Now) -> u64 {
         let mut decisions: Vec<(String, Decision)> = Vec::new();
         let mut read = 0;
-        let Self { logs, jails, .. } = self;
+        let Self {
+            logs, jails, fleet, ..
+        } = self;
+        let outbox = fleet.as_ref().map(|fleet| &*fleet.link.outbox);
         for (path, log) in logs.iter_mut() {
             let names = &log.jails;
             let result = log.follower.poll(&mut |line| {
@@ -291,9 +303,11 @@ impl Agent {
                             run.failures.inc();
                             decisions.push((name.clone(), decision));
                         }
-                        Verdict::Spared { .. }
-                        | Verdict::Stale { .. }
-                        | Verdict::Counted { .. } => {
+                        Verdict::Counted { target, .. } => {
+                            run.failures.inc();
+                            share_failure(outbox, run, target, now);
+                        }
+                        Verdict::Spared { .. } | Verdict::Stale { .. } => {
                             run.failures.inc();
                         }
                     }
@@ -341,7 +355,7 @@ impl Agent {
                 .config
                 .bantime
                 .after(previous, run.config.increment.as_ref());
-            if let Err(e) = self.ban(
+            match self.ban(
                 &jail,
                 decision.target,
                 length,
@@ -349,13 +363,17 @@ impl Agent {
                 "failures",
                 now,
             ) {
-                let full = e
-                    .downcast_ref::<DatapathError>()
-                    .is_some_and(|e| matches!(e, DatapathError::MapFull { .. }));
-                if full {
-                    self.refused(&jail, Refusal::MapFull);
+                Ok(super::agent::BanOutcome::Already { .. }) => {}
+                Ok(_) => self.publish_ban(&jail, decision.target, false, now),
+                Err(e) => {
+                    let full = e
+                        .downcast_ref::<DatapathError>()
+                        .is_some_and(|e| matches!(e, DatapathError::MapFull { .. }));
+                    if full {
+                        self.refused(&jail, Refusal::MapFull);
+                    }
+                    warn!(jail, ip = %datapath::show(&decision.target), "cannot ban: {e}");
                 }
-                warn!(jail, ip = %datapath::show(&decision.target), "cannot ban: {e}");
             }
         }
         read

@@ -7,6 +7,7 @@
 //! same wake-up that read it.
 
 mod agent;
+mod fleet;
 mod follow;
 mod guard;
 mod kernel;
@@ -101,8 +102,25 @@ async fn serve_on(
         events: Some(Events::spawn(std::sync::Arc::clone(&metrics))),
     };
     let pin_dir = config.global.pin_dir.clone();
+    let fleet_config = config.global.fleet.clone();
     let mut agent = Agent::start(config, kernel, store, setup, Now::read())?;
     agent.set_hooks(hooks);
+    // The fleet's task starts after the agent, which holds where to resume the stream;
+    // without a fleet, `fleet_entries` never yields.
+    let (mut fleet_entries, _no_fleet) = match &fleet_config {
+        Some(fleet) => {
+            let (link, entries) =
+                crate::fleet::spawn(fleet, agent.fleet_resume(), std::sync::Arc::clone(&metrics))
+                    .with_context(|| format!("[fleet] in {}", agent.config_path().display()))?;
+            agent.set_fleet(link);
+            fleet::announce(&agent);
+            (entries, None)
+        }
+        None => {
+            let (keep, entries) = mpsc::channel(1);
+            (entries, Some(keep))
+        }
+    };
 
     let (calls, mut requests) = mpsc::channel::<Call>(64);
     let (shutdown, stopping) = tokio::sync::watch::channel(false);
@@ -136,6 +154,9 @@ async fn serve_on(
             // expiries and metrics: a fast writer delays bans, never the rest.
             () = std::future::ready(()), if agent.reading() => {
                 agent.poll(Now::read());
+            }
+            Some(incoming) = fleet_entries.recv() => {
+                agent.apply_fleet(incoming, Now::read());
             }
             Some(call) = requests.recv() => {
                 // Lines already written count before the answer, even if their inotify

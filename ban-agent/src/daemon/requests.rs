@@ -14,6 +14,15 @@ use crate::{
     tracker::BanTime,
 };
 
+/// An operator's ban: how long, and where.
+#[derive(Clone, Copy, Debug)]
+struct How {
+    seconds: Option<u64>,
+    permanent: bool,
+    force: bool,
+    local: bool,
+}
+
 /// What the daemon must do after answering.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum After {
@@ -35,6 +44,7 @@ impl Agent {
                 jails: self.jails.keys().cloned().collect(),
                 currently_banned: self.bans.len() as u64,
                 interfaces: self.hooks.clone(),
+                fleet: self.fleet_status(),
             }),
             Request::Status { jail: Some(jail) } => self.status(&jail, now).map(Reply::Jail),
             Request::Ban {
@@ -43,8 +53,21 @@ impl Agent {
                 seconds,
                 permanent,
                 force,
-            } => self.operator_ban(&jail, target, seconds, permanent, force, now),
-            Request::Unban { target, jail } => self.operator_unban(target, jail.as_deref(), now),
+                local,
+            } => {
+                let how = How {
+                    seconds,
+                    permanent,
+                    force,
+                    local,
+                };
+                self.operator_ban(&jail, target, how, now)
+            }
+            Request::Unban {
+                target,
+                jail,
+                local,
+            } => self.operator_unban(target, jail.as_deref(), local, now),
             Request::UnbanAll => self.unban_all(now),
             Request::Banned { target } => Ok(Reply::Bans {
                 bans: self.banned(target, now),
@@ -119,11 +142,15 @@ impl Agent {
         &mut self,
         jail: &str,
         target: IpNet,
-        seconds: Option<u64>,
-        permanent: bool,
-        force: bool,
+        how: How,
         now: Now,
     ) -> anyhow::Result<Reply> {
+        let How {
+            seconds,
+            permanent,
+            force,
+            local,
+        } = how;
         let run = self.jail_named(jail)?;
         let target = target.trunc();
         let ignore = self.ignore_list(run.config.ignoreip.clone());
@@ -142,7 +169,15 @@ impl Agent {
             (false, None) => run.config.bantime,
         };
         let shown = datapath::show(&target);
-        let message = match self.ban(jail, target, length, 0, "operator", now)? {
+        let outcome = self.ban(jail, target, length, 0, "operator", now)?;
+        let fleet = !local && self.outbox_for(jail).is_some();
+        if fleet {
+            // A ban made or lengthened here replaces the fleet's; one already in force
+            // here is sent only where it is missing.
+            let replace = !matches!(outcome, BanOutcome::Already { .. });
+            self.publish_ban(jail, target, replace, now);
+        }
+        let message = match outcome {
             BanOutcome::Already { until } => format!(
                 "{shown} is already banned in {jail} {}: a ban is never shortened",
                 until.map_or_else(
@@ -163,6 +198,11 @@ impl Agent {
                 format!("{shown} {done} in {jail} {how}")
             }
         };
+        let message = if fleet {
+            format!("{message}; sent to the fleet")
+        } else {
+            message
+        };
         Ok(Reply::Done { message })
     }
 
@@ -170,6 +210,7 @@ impl Agent {
         &mut self,
         target: IpNet,
         jail: Option<&str>,
+        local: bool,
         now: Now,
     ) -> anyhow::Result<Reply> {
         if let Some(jail) = jail {
@@ -202,14 +243,20 @@ impl Agent {
                 covering.join(", ")
             );
         }
+        let mut fleet = false;
         for name in &jails {
             self.lift(name, target, "operator", now)?;
+            if !local && self.outbox_for(name).is_some() {
+                self.publish_unban(name, target, now);
+                fleet = true;
+            }
         }
         Ok(Reply::Done {
             message: format!(
-                "{} unbanned in {}",
+                "{} unbanned in {}{}",
                 datapath::show(&target),
-                jails.join(", ")
+                jails.join(", "),
+                if fleet { "; sent to the fleet" } else { "" }
             ),
         })
     }
@@ -410,6 +457,13 @@ impl Agent {
             changed.push(name);
         }
         if only.is_none() {
+            if fresh.global.fleet != self.global.fleet {
+                tracing::warn!(
+                    "[fleet] changed in {}: the fleet's settings take effect at the next start \
+                     (`ban-agent stop` and start again; bans stay in force)",
+                    self.path.display()
+                );
+            }
             self.global = fresh.global;
         }
         self.publish_ports()?;

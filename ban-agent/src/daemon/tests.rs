@@ -233,6 +233,7 @@ fn reload_applies_a_new_maxretry_keeps_bans_and_lifts_those_of_a_removed_jail() 
                 seconds: None,
                 permanent: true,
                 force: false,
+                local: false,
             },
             now(0)
         ),
@@ -297,6 +298,7 @@ fn operators_cannot_ban_what_is_spared_and_are_told_which_network_holds_an_addre
             seconds: None,
             permanent: false,
             force: false,
+            local: false,
         },
         now(0),
     ));
@@ -311,6 +313,7 @@ fn operators_cannot_ban_what_is_spared_and_are_told_which_network_holds_an_addre
             seconds: Some(60),
             permanent: false,
             force: true,
+            local: false,
         },
         now(0),
     );
@@ -325,6 +328,7 @@ fn operators_cannot_ban_what_is_spared_and_are_told_which_network_holds_an_addre
                 seconds: None,
                 permanent: true,
                 force: true,
+                local: false,
             },
             now(0),
         ));
@@ -339,6 +343,7 @@ fn operators_cannot_ban_what_is_spared_and_are_told_which_network_holds_an_addre
             seconds: None,
             permanent: false,
             force: false,
+            local: false,
         },
         now(0),
     ));
@@ -351,6 +356,7 @@ fn operators_cannot_ban_what_is_spared_and_are_told_which_network_holds_an_addre
             seconds: Some(60),
             permanent: false,
             force: false,
+            local: false,
         },
         now(0),
     );
@@ -359,6 +365,7 @@ fn operators_cannot_ban_what_is_spared_and_are_told_which_network_holds_an_addre
         Request::Unban {
             target: net("192.0.2.7/32"),
             jail: None,
+            local: false,
         },
         now(1),
     ));
@@ -596,6 +603,7 @@ fn a_second_ban_never_shortens_the_one_in_force_nor_counts_as_new() {
         seconds,
         permanent,
         force: false,
+        local: false,
     };
     let message = |reply: Reply| match reply {
         Reply::Done { message } => message,
@@ -630,6 +638,7 @@ fn a_second_ban_never_shortens_the_one_in_force_nor_counts_as_new() {
         seconds: Some(seconds),
         permanent: false,
         force: false,
+        local: false,
     };
     message(ask(&mut agent, other(7200), now(3)));
     let until = kernel.bans.lock().expect("lock")[&(0, net("192.0.2.10/32"))];

@@ -1,7 +1,9 @@
 -- One host's new failures of one address in one jail, counted fleet-wide.
 -- KEYS[1] failure buckets (hash: bucket number -> failures), KEYS[2] the ban, KEYS[3] the
--- stream of bans. ARGV: now (ms), bucket width (ms), findtime (ms), maxretry, new
--- failures, bantime (ms, 0: permanent), this host, the address or network, the jail.
+-- stream of bans. ARGV: 1 when the failures happened (ms), 2 bucket width (ms),
+-- 3 findtime (ms), 4 maxretry, 5 new failures, 6 bantime (ms, 0: permanent), 7 this host,
+-- 8 the address or network, 9 the jail, 10 the ban's end (ms, 0: never), 11 its signature
+-- ("" without a key), 12 the ban key's value.
 -- Returns {0, failures} below maxretry, {1, failures} already banned, {2, failures, id}
 -- when this call created the ban (SET NX: once, whoever gets there first).
 local now = tonumber(ARGV[1])
@@ -30,19 +32,15 @@ if failures < maxretry then
 end
 local created
 if bantime > 0 then
-  created = redis.call('SET', KEYS[2], ARGV[7], 'NX', 'PX', bantime)
+  created = redis.call('SET', KEYS[2], ARGV[12], 'NX', 'PX', bantime)
 else
-  created = redis.call('SET', KEYS[2], ARGV[7], 'NX')
+  created = redis.call('SET', KEYS[2], ARGV[12], 'NX')
 end
 if not created then
   return {1, failures}
 end
 redis.call('DEL', KEYS[1])
-local expires = 0
-if bantime > 0 then
-  expires = now + bantime
-end
 local id = redis.call('XADD', KEYS[3], 'MAXLEN', '~', 100000, '*',
-  'op', 'ban', 'jail', ARGV[9], 'target', ARGV[8], 'expires', expires,
-  'host', ARGV[7], 'failures', failures)
+  'op', 'ban', 'jail', ARGV[9], 'target', ARGV[8], 'expires', ARGV[10], 'at', now,
+  'host', ARGV[7], 'failures', failures, 'sig', ARGV[11])
 return {2, failures, id}

@@ -5,17 +5,27 @@
 //!
 //! Keys, under the configured prefix: `PREFIX:fail:JAIL:TARGET` (hash of failure
 //! buckets, expiring after findtime), `PREFIX:ban:JAIL:TARGET` (the ban, expiring with
-//! it; its value is the host that created it), `PREFIX:bans` (the stream).
+//! it; its value is the ban's entry, so that an agent that missed the stream can rebuild
+//! it), `PREFIX:bans` (the stream), `PREFIX:host:NAME` (each agent's heartbeat).
 
 use std::time::Duration;
 
 use ipnet::IpNet;
-use redis::aio::ConnectionManager;
+use redis::aio::MultiplexedConnection;
+
+use super::{Entry, Op, Outgoing, Unreadable};
+use crate::config::Endpoint;
 
 /// The counting script (Lua, run by the engine).
 const COUNT: &str = include_str!("count.lua");
+/// The script that publishes a ban or an unban decided by one host.
+const PUBLISH: &str = include_str!("publish.lua");
 /// Width of a failure bucket: the window slides by this much.
 const BUCKET_MS: i64 = 1000;
+/// How long the engine may take to answer a command (a blocking read adds its wait).
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long connecting may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What can go wrong with the engine.
 #[derive(Debug, thiserror::Error)]
@@ -33,69 +43,82 @@ pub enum FleetError {
     Reply { what: &'static str, detail: String },
 }
 
-/// New failures of one address in one jail, with the jail's rules.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Delta {
-    pub jail: String,
-    pub target: IpNet,
-    pub failures: u32,
-    pub maxretry: u32,
-    pub findtime: Duration,
-    /// `None`: a permanent ban.
-    pub bantime: Option<Duration>,
+/// How to reach the engine.
+#[derive(Clone, Debug)]
+pub struct Access {
+    pub endpoint: Endpoint,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub prefix: String,
+    /// This host.
+    pub host: String,
 }
 
-/// What the fleet made of a [`Delta`].
+impl Access {
+    /// A URL (without user and password) for tests and tools.
+    pub fn url(url: &str, prefix: &str, host: &str) -> Self {
+        Self {
+            endpoint: Endpoint::Url(url.to_owned()),
+            username: None,
+            password: None,
+            prefix: prefix.to_owned(),
+            host: host.to_owned(),
+        }
+    }
+}
+
+/// What the engine made of one [`Outgoing`].
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Counted {
+pub enum Sent {
     /// Fleet-wide failures in the window, below maxretry.
     Below(u32),
-    /// This batch reached maxretry: the ban is created and in the stream (its id).
-    Banned { failures: u32, id: String },
-    /// Already banned (by this host or another).
+    /// This call created the ban (or appended the unban): the stream entry's id.
+    Appended { id: String },
+    /// A ban was in force already (by this host or another): nothing appended.
     AlreadyBanned,
 }
 
-/// A ban read from the stream.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FleetBan {
-    /// The stream entry's id, to resume after.
-    pub id: String,
-    pub jail: String,
-    pub target: IpNet,
-    /// Milliseconds since the epoch; `None`: permanent.
-    pub expires: Option<i64>,
-    /// The host that created it.
-    pub host: String,
-    pub failures: u32,
-}
-
-/// A connection to the engine (reconnecting by itself), with the script loaded.
-#[derive(Clone)]
+/// One connection to the engine, with the scripts loaded.
 pub struct Engine {
-    conn: ConnectionManager,
-    script: redis::Script,
+    conn: MultiplexedConnection,
+    count: redis::Script,
+    publish: redis::Script,
     prefix: String,
     host: String,
 }
 
 impl Engine {
-    /// Connects to `url` (`redis://[user:password@]host:port/db`, `redis+unix:///path`),
-    /// as `host`, with keys under `prefix`.
-    pub async fn connect(url: &str, prefix: &str, host: &str) -> Result<Self, FleetError> {
+    /// Connects (a blocking read on this connection waits up to `block` more than a
+    /// command) and loads the scripts.
+    pub async fn connect(access: &Access, block: Duration) -> Result<Self, FleetError> {
+        let shown = access.endpoint.shown();
         let connect = |source| FleetError::Connect {
-            url: redact(url),
+            url: shown.clone(),
             source,
         };
-        let client = redis::Client::open(url).map_err(connect)?;
-        let mut conn = client.get_connection_manager().await.map_err(connect)?;
-        let script = redis::Script::new(COUNT);
-        script.prepare_invoke().load_async(&mut conn).await?;
+        let client = client(access).await.map_err(connect)?;
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT + block));
+        let mut conn = client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .map_err(connect)?;
+        let count = redis::Script::new(COUNT);
+        let publish = redis::Script::new(PUBLISH);
+        for script in [&count, &publish] {
+            script
+                .prepare_invoke()
+                .load_async(&mut conn)
+                .await
+                .map_err(connect)?;
+        }
         Ok(Self {
             conn,
-            script,
-            prefix: prefix.to_owned(),
-            host: host.to_owned(),
+            count,
+            publish,
+            prefix: access.prefix.clone(),
+            host: access.host.clone(),
         })
     }
 
@@ -107,52 +130,104 @@ impl Engine {
         format!("{}:bans", self.prefix)
     }
 
-    /// Counts a batch of deltas in one pipelined round trip, at `now` (ms).
-    pub async fn report(&mut self, now: i64, deltas: &[Delta]) -> Result<Vec<Counted>, FleetError> {
-        if deltas.is_empty() {
+    /// Sends a batch in one pipelined round trip: bans and unbans first (so that failures
+    /// of the same address that follow find the ban), then failures. `signed` holds each
+    /// item's signature ("" without a key), in the batch's order.
+    pub async fn send(
+        &mut self,
+        batch: &[Outgoing],
+        signed: &[String],
+    ) -> Result<Vec<Sent>, FleetError> {
+        if batch.is_empty() {
             return Ok(Vec::new());
         }
         let mut pipe = redis::pipe();
-        for delta in deltas {
-            let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
-            pipe.cmd("EVALSHA")
-                .arg(self.script.get_hash())
-                .arg(3)
-                .arg(self.key("fail", &delta.jail, &delta.target))
-                .arg(self.key("ban", &delta.jail, &delta.target))
-                .arg(self.stream())
-                .arg(now)
-                .arg(BUCKET_MS)
-                .arg(ms(delta.findtime))
-                .arg(delta.maxretry)
-                .arg(delta.failures)
-                .arg(delta.bantime.map_or(0, ms))
-                .arg(&self.host)
-                .arg(delta.target.to_string())
-                .arg(&delta.jail);
+        for (item, sig) in batch.iter().zip(signed) {
+            let entry = item.entry(&self.host);
+            let value = entry.value(sig);
+            let expires = entry.expires().unwrap_or(0);
+            match item {
+                Outgoing::Failures {
+                    jail,
+                    target,
+                    failures,
+                    maxretry,
+                    findtime,
+                    bantime,
+                    at,
+                } => {
+                    pipe.cmd("EVALSHA")
+                        .arg(self.count.get_hash())
+                        .arg(3)
+                        .arg(self.key("fail", jail, target))
+                        .arg(self.key("ban", jail, target))
+                        .arg(self.stream())
+                        .arg(*at)
+                        .arg(BUCKET_MS)
+                        .arg(ms(*findtime))
+                        .arg(*maxretry)
+                        .arg(*failures)
+                        .arg(bantime.map_or(0, ms))
+                        .arg(&self.host)
+                        .arg(target.to_string())
+                        .arg(jail)
+                        .arg(expires)
+                        .arg(sig)
+                        .arg(value);
+                }
+                Outgoing::Ban { .. } | Outgoing::Unban { .. } => {
+                    let force = matches!(item, Outgoing::Ban { force: true, .. });
+                    let (op, px) = match entry.op {
+                        Op::Ban { expires: Some(end) } => ("ban", (end - entry.at).max(1)),
+                        Op::Ban { expires: None } => ("ban", 0),
+                        Op::Unban => ("unban", 0),
+                    };
+                    pipe.cmd("EVALSHA")
+                        .arg(self.publish.get_hash())
+                        .arg(3)
+                        .arg(self.key("ban", &entry.jail, &entry.target))
+                        .arg(self.stream())
+                        .arg(self.key("fail", &entry.jail, &entry.target))
+                        .arg(op)
+                        .arg(if force { "1" } else { "0" })
+                        .arg(px)
+                        .arg(value)
+                        .arg(&entry.jail)
+                        .arg(entry.target.to_string())
+                        .arg(expires)
+                        .arg(entry.at)
+                        .arg(&self.host)
+                        .arg(entry.failures)
+                        .arg(sig);
+                }
+            }
         }
         let replies: Vec<Vec<redis::Value>> = match pipe.query_async(&mut self.conn).await {
             Ok(replies) => replies,
-            // The engine restarted and lost the script: load it again, once.
+            // The engine restarted and lost the scripts: load them again, once. Every call
+            // is idempotent but for failures, which a NOSCRIPT reply did not count.
             Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                self.script
-                    .prepare_invoke()
-                    .load_async(&mut self.conn)
-                    .await?;
+                for script in [&self.count, &self.publish] {
+                    script.prepare_invoke().load_async(&mut self.conn).await?;
+                }
                 pipe.query_async(&mut self.conn).await?
             }
             Err(e) => return Err(e.into()),
         };
-        replies.iter().map(|reply| counted(reply)).collect()
+        batch
+            .iter()
+            .zip(&replies)
+            .map(|(item, reply)| sent(item, reply))
+            .collect()
     }
 
-    /// Bans appended to the stream after `after` (`0` for all), waiting up to `block` for
-    /// the first one.
-    pub async fn bans_after(
+    /// Entries appended to the stream after `after` (`0` for all), waiting up to `block`
+    /// for the first one.
+    pub async fn entries_after(
         &mut self,
         after: &str,
         block: Duration,
-    ) -> Result<Vec<FleetBan>, FleetError> {
+    ) -> Result<Vec<Result<Entry, Unreadable>>, FleetError> {
         let options = redis::streams::StreamReadOptions::default()
             .count(1000)
             .block(usize::try_from(block.as_millis()).unwrap_or(usize::MAX));
@@ -160,69 +235,167 @@ impl Engine {
         let reply: Option<redis::streams::StreamReadReply> =
             redis::AsyncCommands::xread_options(&mut self.conn, &[stream], &[after], &options)
                 .await?;
-        let mut bans = Vec::new();
+        let mut entries = Vec::new();
         for key in reply.map(|r| r.keys).unwrap_or_default() {
-            for entry in key.ids {
-                if let Some(ban) = fleet_ban(&entry) {
-                    bans.push(ban);
-                }
+            for item in key.ids {
+                entries.push(Entry::read(&item));
             }
+        }
+        Ok(entries)
+    }
+
+    /// The ids of the stream's first and last entries (`None`: empty or absent).
+    pub async fn ends(&mut self) -> Result<(Option<String>, Option<String>), FleetError> {
+        let stream = self.stream();
+        let first: redis::streams::StreamRangeReply =
+            redis::AsyncCommands::xrange_count(&mut self.conn, &stream, "-", "+", 1).await?;
+        let last: redis::streams::StreamRangeReply =
+            redis::AsyncCommands::xrevrange_count(&mut self.conn, &stream, "+", "-", 1).await?;
+        let id =
+            |reply: redis::streams::StreamRangeReply| reply.ids.into_iter().next().map(|e| e.id);
+        Ok((id(first), id(last)))
+    }
+
+    /// Every ban in force in the fleet, from the ban keys (for an agent whose place in
+    /// the stream was trimmed away).
+    pub async fn live_bans(&mut self) -> Result<Vec<Result<Entry, Unreadable>>, FleetError> {
+        let keys = self.scan(&format!("{}:ban:*", self.prefix)).await?;
+        let mut bans = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(1000) {
+            let values: Vec<Option<String>> = redis::cmd("MGET")
+                .arg(chunk)
+                .query_async(&mut self.conn)
+                .await?;
+            bans.extend(
+                values
+                    .iter()
+                    .flatten()
+                    .map(|value| Entry::from_value(value)),
+            );
         }
         Ok(bans)
     }
+
+    /// Says this host is alive for `ttl`, and returns the hosts alive (this one among
+    /// them).
+    pub async fn heartbeat(&mut self, ttl: Duration) -> Result<Vec<String>, FleetError> {
+        let me = format!("{}:host:{}", self.prefix, self.host);
+        let _: () = redis::cmd("SET")
+            .arg(&me)
+            .arg("1")
+            .arg("PX")
+            .arg(ms(ttl))
+            .query_async(&mut self.conn)
+            .await?;
+        let prefix = format!("{}:host:", self.prefix);
+        let mut hosts: Vec<String> = self
+            .scan(&format!("{prefix}*"))
+            .await?
+            .into_iter()
+            .filter_map(|key| key.strip_prefix(&prefix).map(str::to_owned))
+            .collect();
+        hosts.sort();
+        Ok(hosts)
+    }
+
+    async fn scan(&mut self, pattern: &str) -> Result<Vec<String>, FleetError> {
+        let mut cursor: u64 = 0;
+        let mut keys = Vec::new();
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut self.conn)
+                .await?;
+            keys.extend(batch);
+            if next == 0 {
+                return Ok(keys);
+            }
+            cursor = next;
+        }
+    }
 }
 
-/// The script's reply as a [`Counted`].
-fn counted(reply: &[redis::Value]) -> Result<Counted, FleetError> {
+/// A client for the engine: the URL's, or the primary the sentinels name.
+async fn client(access: &Access) -> redis::RedisResult<redis::Client> {
+    let credentials = |mut info: redis::RedisConnectionInfo| {
+        if let Some(user) = &access.username {
+            info = info.set_username(user);
+        }
+        if let Some(password) = &access.password {
+            info = info.set_password(password);
+        }
+        info
+    };
+    match &access.endpoint {
+        Endpoint::Url(url) => {
+            let info = redis::IntoConnectionInfo::into_connection_info(url.as_str())?;
+            let redis = credentials(info.redis_settings().clone());
+            redis::Client::open(info.set_redis_settings(redis))
+        }
+        Endpoint::Sentinel {
+            nodes,
+            service,
+            tls,
+            db,
+        } => {
+            let mut node = redis::sentinel::SentinelNodeConnectionInfo::default()
+                .set_redis_connection_info(credentials(
+                    redis::RedisConnectionInfo::default().set_db(*db),
+                ));
+            if *tls {
+                node = node.set_tls_mode(redis::TlsMode::Secure);
+            }
+            let mut sentinel = redis::sentinel::SentinelClient::build(
+                nodes.clone(),
+                service.clone(),
+                Some(node),
+                redis::sentinel::SentinelServerType::Master,
+            )?;
+            sentinel.async_get_client().await
+        }
+    }
+}
+
+pub(super) fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// A script's reply as a [`Sent`].
+fn sent(item: &Outgoing, reply: &[redis::Value]) -> Result<Sent, FleetError> {
     let int = |value: Option<&redis::Value>| match value {
         Some(redis::Value::Int(n)) => u32::try_from(*n).ok(),
         _ => None,
     };
+    let text = |value: Option<&redis::Value>| match value {
+        Some(redis::Value::BulkString(bytes)) => Some(String::from_utf8_lossy(bytes).into_owned()),
+        Some(redis::Value::SimpleString(text)) => Some(text.clone()),
+        _ => None,
+    };
     let bad = || FleetError::Reply {
-        what: "an unexpected count",
+        what: "an unexpected reply to a script",
         detail: format!("{reply:?}"),
     };
+    let id_at = match item {
+        Outgoing::Failures { .. } => 2,
+        Outgoing::Ban { .. } | Outgoing::Unban { .. } => 1,
+    };
     match int(reply.first()).ok_or_else(bad)? {
-        0 => Ok(Counted::Below(int(reply.get(1)).ok_or_else(bad)?)),
-        1 => Ok(Counted::AlreadyBanned),
-        2 => {
-            let id = match reply.get(2) {
-                Some(redis::Value::BulkString(bytes)) => {
-                    String::from_utf8_lossy(bytes).into_owned()
-                }
-                Some(redis::Value::SimpleString(text)) => text.clone(),
-                _ => return Err(bad()),
-            };
-            Ok(Counted::Banned {
-                failures: int(reply.get(1)).ok_or_else(bad)?,
-                id,
-            })
-        }
+        0 => Ok(Sent::Below(int(reply.get(1)).ok_or_else(bad)?)),
+        1 => Ok(Sent::AlreadyBanned),
+        2 => Ok(Sent::Appended {
+            id: text(reply.get(id_at)).ok_or_else(bad)?,
+        }),
         _ => Err(bad()),
     }
 }
 
-/// A stream entry as a ban; `None` for entries of another kind or malformed ones.
-fn fleet_ban(entry: &redis::streams::StreamId) -> Option<FleetBan> {
-    let text = |field: &str| -> Option<String> { entry.get(field) };
-    if text("op")?.as_str() != "ban" {
-        return None;
-    }
-    let target: IpNet = text("target")?.parse().ok()?;
-    let expires: i64 = text("expires")?.parse().ok()?;
-    Some(FleetBan {
-        id: entry.id.clone(),
-        jail: text("jail")?,
-        target,
-        expires: (expires > 0).then_some(expires),
-        host: text("host")?,
-        failures: text("failures")?.parse().ok()?,
-    })
-}
-
 /// A URL with its password left out, for messages: the user information of
 /// `redis://user:password@host`, and `pass=` in a `redis+unix://` query.
-fn redact(url: &str) -> String {
+pub fn redact(url: &str) -> String {
     let url = match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             format!("{}://…@{}", &url[..scheme], &url[at + 1..])

@@ -6,6 +6,7 @@
 pub mod agent;
 pub mod net;
 pub mod packet;
+pub mod redis;
 pub mod report;
 pub mod xdp;
 

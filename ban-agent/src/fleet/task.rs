@@ -1,0 +1,312 @@
+//! The fleet's task: connects to the engine (again and again while it is gone), sends the
+//! outbox in batches, reads the stream of bans on a connection of its own and hands the
+//! entries to the agent, and says it is alive.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use super::{Access, Engine, Entry, FleetError, Outbox, Signer, Unreadable, id_before};
+use crate::{config::Fleet, metrics::Metrics};
+
+/// How long a read of the stream blocks before it is issued again.
+const BLOCK: Duration = Duration::from_millis(1000);
+/// Items sent in one round trip at most (failures of one address count once).
+const MAX_BATCH: usize = 1000;
+/// How often an agent says it is alive, and how long that lasts.
+const HEARTBEAT: Duration = Duration::from_secs(2);
+const ALIVE: Duration = Duration::from_secs(10);
+/// Waits between connection attempts while the engine is gone.
+const RETRY_MIN: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// What the task hands to the agent.
+#[derive(Debug)]
+pub struct Incoming {
+    pub entries: Vec<Result<Entry, Unreadable>>,
+    /// Rebuilt from the ban keys (the stream had been trimmed past this agent's place, or
+    /// it had none), not read from the stream.
+    pub resync: bool,
+}
+
+/// What `status` shows of the fleet.
+#[derive(Clone, Debug, Default)]
+pub struct Status {
+    pub connected: bool,
+    /// Hosts alive (heartbeat keys), this one among them.
+    pub peers: Vec<String>,
+    /// The stream's newest entry, as last seen.
+    pub newest: Option<String>,
+    /// The last entry read.
+    pub read: Option<String>,
+    pub last_error: Option<String>,
+    /// Items the engine took.
+    pub published: u64,
+}
+
+/// The agent's end of the fleet.
+pub struct Link {
+    pub outbox: Arc<Outbox>,
+    pub status: Arc<Mutex<Status>>,
+    pub signer: Signer,
+    /// This host.
+    pub name: String,
+    /// The engine, for messages.
+    pub engine: String,
+    pub max_bantime: Option<Duration>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Link {
+    pub fn status(&self) -> Status {
+        self.status
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// Starts the fleet's task (inside a tokio runtime), resuming the stream after `resume`.
+/// Only local files can fail here (the key, the password): an engine out of reach is
+/// retried by the task while the agent runs.
+pub fn spawn(
+    config: &Fleet,
+    resume: Option<String>,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<(Link, mpsc::Receiver<Incoming>)> {
+    let signer = Signer::load(config.key_file.as_deref())?;
+    let password = match &config.password_file {
+        Some(path) => {
+            crate::trust::check_file(path)?;
+            let text = std::fs::read_to_string(path).with_context(|| {
+                format!(
+                    "cannot read the fleet's password {} (`password_file` in [fleet])",
+                    path.display()
+                )
+            })?;
+            Some(text.trim_end_matches(['\n', '\r']).to_owned())
+        }
+        None => None,
+    };
+    let access = Access {
+        endpoint: config.endpoint.clone(),
+        username: config.username.clone(),
+        password,
+        prefix: config.prefix.clone(),
+        host: config.name.clone(),
+    };
+    let outbox = Arc::new(Outbox::new(config.outbox));
+    let status = Arc::new(Mutex::new(Status {
+        read: resume,
+        ..Status::default()
+    }));
+    let (tx, rx) = mpsc::channel(64);
+    let run = Run {
+        access,
+        signer: signer.clone(),
+        outbox: Arc::clone(&outbox),
+        status: Arc::clone(&status),
+        tx,
+        batch: config.batch,
+        metrics,
+    };
+    let task = tokio::spawn(run.run());
+    Ok((
+        Link {
+            outbox,
+            status,
+            signer,
+            name: config.name.clone(),
+            engine: config.endpoint.shown(),
+            max_bantime: config.max_bantime,
+            task,
+        },
+        rx,
+    ))
+}
+
+struct Run {
+    access: Access,
+    signer: Signer,
+    outbox: Arc<Outbox>,
+    status: Arc<Mutex<Status>>,
+    tx: mpsc::Sender<Incoming>,
+    batch: Duration,
+    metrics: Arc<Metrics>,
+}
+
+impl Run {
+    fn status(&self) -> std::sync::MutexGuard<'_, Status> {
+        self.status
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    async fn run(self) {
+        let mut wait = RETRY_MIN;
+        let mut said: Option<String> = None;
+        loop {
+            let error = match self.session().await {
+                Ok(()) => return,
+                Err(e) => e.to_string(),
+            };
+            let was = std::mem::replace(&mut self.status().connected, false);
+            self.metrics.fleet_connected.set(0);
+            self.status().last_error = Some(error.clone());
+            if was || said.as_deref() != Some(error.as_str()) {
+                warn!(
+                    engine = %self.access.endpoint.shown(),
+                    outbox = self.outbox.len(),
+                    "the fleet's engine is out of reach: {error}; bans stay local and wait in \
+                     the outbox until it is back"
+                );
+                said = Some(error);
+                wait = RETRY_MIN;
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(RETRY_MAX);
+        }
+    }
+
+    /// One connection's life: returns `Ok` when the agent is gone, `Err` when the engine
+    /// is.
+    async fn session(&self) -> Result<(), FleetError> {
+        let mut writer = Engine::connect(&self.access, Duration::ZERO).await?;
+        let mut reader = Engine::connect(&self.access, BLOCK).await?;
+        let (first, newest) = writer.ends().await?;
+        let resume = self.status().read.clone();
+        // No place in the stream yet, or a place trimmed away: rebuild from the ban keys,
+        // then read on from the newest entry (bans after it come through the stream).
+        let trimmed = match (&resume, &first) {
+            (Some(read), Some(first)) => id_before(read, first),
+            _ => false,
+        };
+        let from = match resume {
+            Some(read) if !trimmed => read,
+            _ => {
+                let bans = writer.live_bans().await?;
+                info!(
+                    bans = bans.len(),
+                    "the fleet's bans in force, read from the engine's keys{}",
+                    if trimmed {
+                        " (the stream was trimmed past the last entry applied here)"
+                    } else {
+                        ""
+                    }
+                );
+                if !bans.is_empty()
+                    && self
+                        .tx
+                        .send(Incoming {
+                            entries: bans,
+                            resync: true,
+                        })
+                        .await
+                        .is_err()
+                {
+                    return Ok(());
+                }
+                newest.clone().unwrap_or_else(|| "0".to_owned())
+            }
+        };
+        {
+            let mut status = self.status();
+            status.connected = true;
+            status.last_error = None;
+            status.newest = newest;
+        }
+        self.metrics.fleet_connected.set(1);
+        info!(
+            engine = %self.access.endpoint.shown(),
+            host = %self.access.host,
+            outbox = self.outbox.len(),
+            "connected to the fleet's engine"
+        );
+        let read = self.read(&mut reader, from);
+        let write = self.write(&mut writer);
+        tokio::try_join!(read, write).map(|_| ())
+    }
+
+    /// Reads the stream on and on; `Ok` when the agent is gone.
+    async fn read(&self, reader: &mut Engine, mut from: String) -> Result<(), FleetError> {
+        loop {
+            let entries = reader.entries_after(&from, BLOCK).await?;
+            let Some(last) = entries.last() else {
+                continue;
+            };
+            from = match last {
+                Ok(entry) => entry.id.clone(),
+                Err(unreadable) => unreadable.id.clone(),
+            };
+            self.status().read = Some(from.clone());
+            let incoming = Incoming {
+                entries,
+                resync: false,
+            };
+            if self.tx.send(incoming).await.is_err() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Sends the outbox in batches, and beats the heart; never returns `Ok`.
+    async fn write(&self, writer: &mut Engine) -> Result<(), FleetError> {
+        let mut heartbeat = tokio::time::interval(HEARTBEAT);
+        loop {
+            tokio::select! {
+                () = self.outbox.ready() => {
+                    // Gather what comes in the next few milliseconds into the same trip.
+                    tokio::time::sleep(self.batch).await;
+                    while !self.outbox.is_empty() {
+                        self.send(writer).await?;
+                    }
+                }
+                _ = heartbeat.tick() => {
+                    let peers = writer.heartbeat(ALIVE).await?;
+                    let (_, newest) = writer.ends().await?;
+                    let mut status = self.status();
+                    status.peers = peers;
+                    status.newest = newest;
+                    self.metrics.fleet_outbox.set(i64::try_from(self.outbox.len()).unwrap_or(i64::MAX));
+                }
+            }
+        }
+    }
+
+    async fn send(&self, writer: &mut Engine) -> Result<(), FleetError> {
+        let batch = self.outbox.take(MAX_BATCH, crate::daemon::Now::read().wall);
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let signed: Vec<String> = batch
+            .iter()
+            .map(|item| self.signer.sign(&item.entry(&self.access.host)))
+            .collect();
+        let started = Instant::now();
+        match writer.send(&batch, &signed).await {
+            Ok(sent) => {
+                self.metrics
+                    .fleet_round_trip
+                    .observe(started.elapsed().as_secs_f64());
+                self.metrics.fleet_published.inc_by(sent.len() as u64);
+                self.status().published += sent.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                self.outbox.put_back(batch);
+                Err(e)
+            }
+        }
+    }
+}
