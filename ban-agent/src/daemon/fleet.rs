@@ -144,6 +144,18 @@ impl Agent {
             self.fleet_refuse("spared", &detail);
             return;
         }
+        // A ban in force here that ends as late (within a second: the same ban, its end
+        // carried in milliseconds) is the one this entry says, often this host's own.
+        if let Some(ban) = self.bans.get(&(entry.jail.clone(), target)) {
+            let covered = match (ban.expires_at, expires) {
+                (None, _) => true,
+                (Some(_), None) => false,
+                (Some(here), Some(there)) => there <= here.saturating_add(1000),
+            };
+            if covered {
+                return;
+            }
+        }
         let length = match expires {
             Some(end) if end <= now.wall => return,
             Some(end) => BanTime::For(Duration::from_millis(

@@ -426,7 +426,11 @@ mod tests {
         let Outgoing::Failures { failures, at, .. } = &batch[0] else {
             panic!("{batch:?}")
         };
-        assert_eq!((*failures, *at), (3, 3_000), "three failures, the latest time");
+        assert_eq!(
+            (*failures, *at),
+            (3, 3_000),
+            "three failures, the latest time"
+        );
         // The ban ended at 2_000: sending it now would mean nothing.
         assert!(matches!(batch[1], Outgoing::Failures { .. }));
         assert!(outbox.is_empty());
@@ -442,7 +446,10 @@ mod tests {
         outbox.push(ban("192.0.2.9/32", 1));
         assert_eq!((outbox.len(), outbox.dropped()), (2, 2));
         let batch = outbox.take(10, 2);
-        assert!(matches!(batch.last(), Some(Outgoing::Ban { .. })), "{batch:?}");
+        assert!(
+            matches!(batch.last(), Some(Outgoing::Ban { .. })),
+            "{batch:?}"
+        );
         // What the engine did not take goes back in front, as far as there is room.
         outbox.push(fail("192.0.2.5/32", 1));
         outbox.put_back(batch);
@@ -479,6 +486,10 @@ mod tests {
         let mut unsigned = rebuilt;
         unsigned.sig.clear();
         assert_eq!(signer.check(&unsigned), Err("unsigned"));
-        assert_eq!(Signer::default().check(&unsigned), Ok(()), "no key: no check");
+        assert_eq!(
+            Signer::default().check(&unsigned),
+            Ok(()),
+            "no key: no check"
+        );
     }
 }

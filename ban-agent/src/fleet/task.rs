@@ -200,7 +200,8 @@ impl Run {
                     bans = bans.len(),
                     "the fleet's bans in force, read from the engine's keys{}",
                     if trimmed {
-                        " (the stream was trimmed past the last entry applied here)"
+                        " (the stream no longer holds the last entry applied here: it was \
+                         trimmed, or the engine restarted without its data)"
                     } else {
                         ""
                     }
