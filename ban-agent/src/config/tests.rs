@@ -673,3 +673,94 @@ fn a_configuration_is_send_and_sync() {
     fn shareable<T: Send + Sync>() {}
     shareable::<super::Config>();
 }
+
+#[test]
+fn a_fleet_is_shared_by_every_jail_unless_one_says_no() {
+    let text = r#"
+[fleet]
+url = "rediss://redis.internal:6380/2"
+username = "ban-agent"
+password_file = "redis.password"
+name = "web-1"
+key_file = "/etc/ban-agent/fleet.key"
+
+[jail.auth]
+logpath = "/var/log/app/auth.log"
+filter = "fastapi-auth"
+
+[jail.ssh]
+logpath = "/var/log/auth.log"
+filter = "fastapi-auth"
+fleet = false
+"#;
+    let config = parse(text).expect("valid");
+    let fleet = config.global.fleet.as_ref().expect("a fleet");
+    assert_eq!(
+        fleet.endpoint,
+        Endpoint::Url("rediss://redis.internal:6380/2".to_owned())
+    );
+    assert_eq!(fleet.name, "web-1");
+    assert_eq!(fleet.prefix, "ban-agent");
+    assert_eq!(
+        fleet.password_file.as_deref(),
+        Some(Path::new("/etc/ban-agent/redis.password"))
+    );
+    assert_eq!(fleet.batch, Duration::from_millis(2));
+    assert!(config.jail("auth").expect("auth").fleet);
+    assert!(!config.jail("ssh").expect("ssh").fleet);
+    let alone = parse(MINIMAL).expect("valid");
+    assert!(alone.global.fleet.is_none() && !alone.jails[0].fleet);
+}
+
+#[test]
+fn sentinels_are_read_from_their_url() {
+    let text =
+        "[fleet]\nurl = \"redis-sentinel://10.0.0.1:26379,10.0.0.2:26379/main/3\"\nname = \"a\"\n";
+    let config = parse(&format!("{text}{MINIMAL}")).expect("valid");
+    assert_eq!(
+        config.global.fleet.expect("fleet").endpoint,
+        Endpoint::Sentinel {
+            nodes: vec![
+                "redis://10.0.0.1:26379".to_owned(),
+                "redis://10.0.0.2:26379".to_owned()
+            ],
+            service: "main".to_owned(),
+            tls: false,
+            db: 3,
+        }
+    );
+}
+
+#[test]
+fn fleet_errors_name_the_key() {
+    assert_error(
+        "[fleet]\nurl = \"http://redis:6379\"\n",
+        2,
+        "fleet.url",
+        "http:// is not an engine's scheme",
+    );
+    assert_error(
+        "[fleet]\nurl = \"redis://r\"\nname = \"web 1\"\n",
+        3,
+        "fleet.name",
+        "expected 1 to 64 letters",
+    );
+    assert_error(
+        "[fleet]\nurl = \"redis://r\"\nbatch = \"5s\"\n",
+        3,
+        "fleet.batch",
+        "longer than a second",
+    );
+    assert_error(
+        "[fleet]\nurl = \"redis-sentinel://h:26379\"\n",
+        2,
+        "fleet.url",
+        "names no primary",
+    );
+    assert_error(
+        "[fleet]\nurl = \"redis://r\"\nhost = \"x\"\n",
+        3,
+        "fleet.host",
+        "unknown",
+    );
+}

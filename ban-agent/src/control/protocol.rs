@@ -354,7 +354,7 @@ mod tests {
                 force: false,
                 local: false,
             }),
-            "{\"version\":1,\"command\":\"ban\",\"jail\":\"auth\",\"target\":\"192.0.2.7/32\",\"seconds\":null,\"permanent\":false,\"force\":false}\n"
+            "{\"version\":1,\"command\":\"ban\",\"jail\":\"auth\",\"target\":\"192.0.2.7/32\",\"seconds\":null,\"permanent\":false,\"force\":false,\"local\":false}\n"
         );
     }
 
