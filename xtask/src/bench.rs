@@ -70,6 +70,12 @@ pub fn memory(ws: &Workspace) -> anyhow::Result<()> {
     run(&mut cargo_bench(ws, "memory", true)?)
 }
 
+/// Several agents sharing one redis-server (started by the benchmark): propagation, the
+/// engine's load under a flood, catch-up (root).
+pub fn fleet(ws: &Workspace) -> anyhow::Result<()> {
+    run(&mut cargo_bench(ws, "fleet", true)?)
+}
+
 /// The filter alone (criterion); the medians go to `docs/benchmarks/matcher.csv`.
 pub fn matcher(ws: &Workspace) -> anyhow::Result<()> {
     run(&mut cargo_bench(ws, "matcher", false)?)?;

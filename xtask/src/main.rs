@@ -72,6 +72,8 @@ enum Bench {
     Packets,
     /// The daemon's resident memory: idle, 100k and 1M tracked addresses, 1M bans (root).
     Memory,
+    /// Several agents on one redis-server: ban propagation, the engine's load under a flood, catch-up of 10k bans (root).
+    Fleet,
     /// Only write docs/BENCHMARKS.md, its plots and the README's figures from the CSV files.
     Report,
 }
@@ -168,6 +170,7 @@ fn main() -> anyhow::Result<()> {
                 Some(Bench::Bans) => bench::bans(&ws)?,
                 Some(Bench::Packets) => bench::packets(&ws)?,
                 Some(Bench::Memory) => bench::memory(&ws)?,
+                Some(Bench::Fleet) => bench::fleet(&ws)?,
                 Some(Bench::Report) => {}
                 None => {
                     let started = std::time::Instant::now();
@@ -176,6 +179,7 @@ fn main() -> anyhow::Result<()> {
                     bench::bans(&ws)?;
                     bench::packets(&ws)?;
                     bench::memory(&ws)?;
+                    bench::fleet(&ws)?;
                     bench::xdp(&ws)?;
                     bench::matcher(&ws)?;
                     println!(

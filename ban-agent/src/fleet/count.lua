@@ -1,6 +1,6 @@
 -- One host's new failures of one address in one jail, counted fleet-wide.
 -- KEYS[1] failure buckets (hash: bucket number -> failures), KEYS[2] the ban, KEYS[3] the
--- stream of bans. ARGV: 1 when the failures happened (ms), 2 bucket width (ms),
+-- stream of bans, KEYS[4] the index of bans (sorted set: ban key by end, ms). ARGV: 1 when the failures happened (ms), 2 bucket width (ms),
 -- 3 findtime (ms), 4 maxretry, 5 new failures, 6 bantime (ms, 0: permanent), 7 this host,
 -- 8 the address or network, 9 the jail, 10 the ban's end (ms, 0: never), 11 its signature
 -- ("" without a key), 12 the ban key's value.
@@ -40,6 +40,11 @@ if not created then
   return {1, failures}
 end
 redis.call('DEL', KEYS[1])
+if bantime > 0 then
+  redis.call('ZADD', KEYS[4], ARGV[10], KEYS[2])
+else
+  redis.call('ZADD', KEYS[4], '+inf', KEYS[2])
+end
 local id = redis.call('XADD', KEYS[3], 'MAXLEN', '~', 100000, '*',
   'op', 'ban', 'jail', ARGV[9], 'target', ARGV[8], 'expires', ARGV[10], 'at', now,
   'host', ARGV[7], 'failures', failures, 'sig', ARGV[11])

@@ -6,7 +6,9 @@
 //! Keys, under the configured prefix: `PREFIX:fail:JAIL:TARGET` (hash of failure
 //! buckets, expiring after findtime), `PREFIX:ban:JAIL:TARGET` (the ban, expiring with
 //! it; its value is the ban's entry, so that an agent that missed the stream can rebuild
-//! it), `PREFIX:bans` (the stream), `PREFIX:host:NAME` (each agent's heartbeat).
+//! it), `PREFIX:banned` (sorted set of the ban keys by their end), `PREFIX:bans` (the
+//! stream), `PREFIX:hosts` (sorted set of the agents by their last heartbeat). Nothing
+//! scans the key space: every read is of a key the agent can name.
 
 use std::time::Duration;
 
@@ -78,7 +80,9 @@ pub enum Sent {
     AlreadyBanned,
 }
 
-/// One connection to the engine, with the scripts loaded.
+/// One connection to the engine, with the scripts loaded; clones share the connection
+/// (commands of clones are pipelined on it).
+#[derive(Clone)]
 pub struct Engine {
     conn: MultiplexedConnection,
     count: redis::Script,
@@ -130,6 +134,10 @@ impl Engine {
         format!("{}:bans", self.prefix)
     }
 
+    fn index(&self) -> String {
+        format!("{}:banned", self.prefix)
+    }
+
     /// Sends a batch in one pipelined round trip: bans and unbans first (so that failures
     /// of the same address that follow find the ban), then failures. `signed` holds each
     /// item's signature ("" without a key), in the batch's order.
@@ -158,10 +166,11 @@ impl Engine {
                 } => {
                     pipe.cmd("EVALSHA")
                         .arg(self.count.get_hash())
-                        .arg(3)
+                        .arg(4)
                         .arg(self.key("fail", jail, target))
                         .arg(self.key("ban", jail, target))
                         .arg(self.stream())
+                        .arg(self.index())
                         .arg(*at)
                         .arg(BUCKET_MS)
                         .arg(ms(*findtime))
@@ -184,10 +193,11 @@ impl Engine {
                     };
                     pipe.cmd("EVALSHA")
                         .arg(self.publish.get_hash())
-                        .arg(3)
+                        .arg(4)
                         .arg(self.key("ban", &entry.jail, &entry.target))
                         .arg(self.stream())
                         .arg(self.key("fail", &entry.jail, &entry.target))
+                        .arg(self.index())
                         .arg(op)
                         .arg(if force { "1" } else { "0" })
                         .arg(px)
@@ -257,9 +267,25 @@ impl Engine {
     }
 
     /// Every ban in force in the fleet, from the ban keys (for an agent whose place in
-    /// the stream was trimmed away).
-    pub async fn live_bans(&mut self) -> Result<Vec<Result<Entry, Unreadable>>, FleetError> {
-        let keys = self.scan(&format!("{}:ban:*", self.prefix)).await?;
+    /// the stream was trimmed away), at `now` (ms).
+    pub async fn live_bans(
+        &mut self,
+        now: i64,
+    ) -> Result<Vec<Result<Entry, Unreadable>>, FleetError> {
+        let index = self.index();
+        let (_, keys): ((), Vec<String>) = redis::pipe()
+            .cmd("ZREMRANGEBYSCORE")
+            .arg(&index)
+            .arg("-inf")
+            .arg(now)
+            .ignore()
+            .cmd("ZRANGE")
+            .arg(&index)
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut self.conn)
+            .await
+            .map(|(keys,): (Vec<String>,)| ((), keys))?;
         let mut bans = Vec::with_capacity(keys.len());
         for chunk in keys.chunks(1000) {
             let values: Vec<Option<String>> = redis::cmd("MGET")
@@ -276,46 +302,32 @@ impl Engine {
         Ok(bans)
     }
 
-    /// Says this host is alive for `ttl`, and returns the hosts alive (this one among
-    /// them).
-    pub async fn heartbeat(&mut self, ttl: Duration) -> Result<Vec<String>, FleetError> {
-        let me = format!("{}:host:{}", self.prefix, self.host);
-        let _: () = redis::cmd("SET")
-            .arg(&me)
-            .arg("1")
-            .arg("PX")
-            .arg(ms(ttl))
+    /// Says this host is alive at `now` (ms), and returns the hosts heard from within
+    /// `alive` (this one among them).
+    pub async fn heartbeat(
+        &mut self,
+        now: i64,
+        alive: Duration,
+    ) -> Result<Vec<String>, FleetError> {
+        let hosts = format!("{}:hosts", self.prefix);
+        let (peers,): (Vec<String>,) = redis::pipe()
+            .cmd("ZADD")
+            .arg(&hosts)
+            .arg(now)
+            .arg(&self.host)
+            .ignore()
+            .cmd("ZREMRANGEBYSCORE")
+            .arg(&hosts)
+            .arg("-inf")
+            .arg(now - ms(alive))
+            .ignore()
+            .cmd("ZRANGE")
+            .arg(&hosts)
+            .arg(0)
+            .arg(-1)
             .query_async(&mut self.conn)
             .await?;
-        let prefix = format!("{}:host:", self.prefix);
-        let mut hosts: Vec<String> = self
-            .scan(&format!("{prefix}*"))
-            .await?
-            .into_iter()
-            .filter_map(|key| key.strip_prefix(&prefix).map(str::to_owned))
-            .collect();
-        hosts.sort();
-        Ok(hosts)
-    }
-
-    async fn scan(&mut self, pattern: &str) -> Result<Vec<String>, FleetError> {
-        let mut cursor: u64 = 0;
-        let mut keys = Vec::new();
-        loop {
-            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut self.conn)
-                .await?;
-            keys.extend(batch);
-            if next == 0 {
-                return Ok(keys);
-            }
-            cursor = next;
-        }
+        Ok(peers)
     }
 }
 

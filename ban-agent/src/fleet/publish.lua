@@ -1,6 +1,7 @@
 -- A ban decided by one host (from its log, or by its operator), or an operator's unban,
 -- published to the fleet.
--- KEYS[1] the ban, KEYS[2] the stream of bans, KEYS[3] the failure buckets.
+-- KEYS[1] the ban, KEYS[2] the stream of bans, KEYS[3] the failure buckets, KEYS[4] the
+-- index of bans (sorted set: ban key by end, ms).
 -- ARGV: 1 "ban" or "unban", 2 "1" to replace a ban in force (an operator's) else "0",
 -- 3 the ban's length (ms, 0: permanent), 4 the ban key's value, 5 the jail, 6 the address
 -- or network, 7 the ban's end (ms, 0: never), 8 when (ms), 9 this host, 10 failures,
@@ -23,8 +24,14 @@ if ARGV[1] == 'ban' then
   if not created then
     return {1}
   end
+  if px > 0 then
+    redis.call('ZADD', KEYS[4], ARGV[7], KEYS[1])
+  else
+    redis.call('ZADD', KEYS[4], '+inf', KEYS[1])
+  end
 else
   redis.call('DEL', KEYS[1])
+  redis.call('ZREM', KEYS[4], KEYS[1])
 end
 redis.call('DEL', KEYS[3])
 local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', 100000, '*',

@@ -38,7 +38,7 @@ pub struct Incoming {
 #[derive(Clone, Debug, Default)]
 pub struct Status {
     pub connected: bool,
-    /// Hosts alive (heartbeat keys), this one among them.
+    /// Hosts alive (heard from within the last 10 s), this one among them.
     pub peers: Vec<String>,
     /// The stream's newest entry, as last seen.
     pub newest: Option<String>,
@@ -195,7 +195,7 @@ impl Run {
         let from = match resume {
             Some(read) if !trimmed => read,
             _ => {
-                let bans = writer.live_bans().await?;
+                let bans = writer.live_bans(crate::daemon::Now::read().wall).await?;
                 info!(
                     bans = bans.len(),
                     "the fleet's bans in force, read from the engine's keys{}",
@@ -234,9 +234,11 @@ impl Run {
             outbox = self.outbox.len(),
             "connected to the fleet's engine"
         );
+        let mut beating = writer.clone();
         let read = self.read(&mut reader, from);
         let write = self.write(&mut writer);
-        tokio::try_join!(read, write).map(|_| ())
+        let beat = self.beat(&mut beating);
+        tokio::try_join!(read, write, beat).map(|_| ())
     }
 
     /// Reads the stream on and on; `Ok` when the agent is gone.
@@ -261,27 +263,34 @@ impl Run {
         }
     }
 
-    /// Sends the outbox in batches, and beats the heart; never returns `Ok`.
+    /// Sends the outbox in batches; never returns `Ok`.
     async fn write(&self, writer: &mut Engine) -> Result<(), FleetError> {
+        loop {
+            self.outbox.ready().await;
+            // Gather what comes in the next few milliseconds into the same trip.
+            tokio::time::sleep(self.batch).await;
+            while !self.outbox.is_empty() {
+                self.send(writer).await?;
+            }
+        }
+    }
+
+    /// Says this host is alive, and notes the others and the stream's newest entry;
+    /// never returns `Ok`.
+    async fn beat(&self, engine: &mut Engine) -> Result<(), FleetError> {
         let mut heartbeat = tokio::time::interval(HEARTBEAT);
         loop {
-            tokio::select! {
-                () = self.outbox.ready() => {
-                    // Gather what comes in the next few milliseconds into the same trip.
-                    tokio::time::sleep(self.batch).await;
-                    while !self.outbox.is_empty() {
-                        self.send(writer).await?;
-                    }
-                }
-                _ = heartbeat.tick() => {
-                    let peers = writer.heartbeat(ALIVE).await?;
-                    let (_, newest) = writer.ends().await?;
-                    let mut status = self.status();
-                    status.peers = peers;
-                    status.newest = newest;
-                    self.metrics.fleet_outbox.set(i64::try_from(self.outbox.len()).unwrap_or(i64::MAX));
-                }
-            }
+            heartbeat.tick().await;
+            let peers = engine
+                .heartbeat(crate::daemon::Now::read().wall, ALIVE)
+                .await?;
+            let (_, newest) = engine.ends().await?;
+            let mut status = self.status();
+            status.peers = peers;
+            status.newest = newest;
+            self.metrics
+                .fleet_outbox
+                .set(i64::try_from(self.outbox.len()).unwrap_or(i64::MAX));
         }
     }
 

@@ -120,6 +120,12 @@ pub struct OneJail {
 
 impl OneJail {
     pub fn new(tag: &str, maxretry: u32) -> Self {
+        Self::with(tag, maxretry, "")
+    }
+
+    /// The same, with `extra` (TOML tables such as `[fleet]`) at the end of the
+    /// configuration.
+    pub fn with(tag: &str, maxretry: u32, extra: &str) -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
         let pins = super::Pins::new(tag);
         let log = dir.path().join("access.log");
@@ -130,7 +136,7 @@ impl OneJail {
             "socket = \"{}\"\nstate_dir = \"{}\"\npin_dir = \"{}\"\n\
              [jail.fastapi-auth]\nlogpath = \"{}\"\nfilter = \"fastapi-auth\"\n\
              maxretry = {maxretry}\nfindtime = \"10m\"\nbantime = \"1h\"\nports = [8000]\n\
-             max_bans_per_minute = 0\n",
+             max_bans_per_minute = 0\n{extra}",
             socket.display(),
             dir.path().join("state").display(),
             pins.dir.display(),
@@ -154,10 +160,10 @@ impl OneJail {
     /// benchmarks run it) and waits until it answers.
     pub fn start(&self) -> Daemon {
         let mut command = Command::new(AGENT);
-        command
-            .args(["run", "--config"])
-            .arg(&self.config)
-            .env("RUST_LOG", "warn");
+        command.args(["run", "--config"]).arg(&self.config).env(
+            "RUST_LOG",
+            std::env::var("BENCH_AGENT_LOG").unwrap_or_else(|_| "warn".to_owned()),
+        );
         Daemon::spawn(command, &self.socket, &self.dir.path().join("agent.log"))
     }
 
