@@ -192,3 +192,68 @@ fn a_wrong_password_is_refused_with_the_url_redacted() {
         "the engine is named: {text}"
     );
 }
+
+/// The ACL of docs/fleet.md, read from the document: the agents' calls pass as that user
+/// (the default user off), with keys under its prefix.
+#[test]
+fn the_documented_acl_lets_the_agents_do_their_work_and_nothing_else() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/fleet.md"))
+        .expect("docs/fleet.md");
+    let block = doc
+        .split("<!-- fleet-acl")
+        .nth(1)
+        .and_then(|rest| rest.split("```text\n").nth(1))
+        .and_then(|rest| rest.split("```").next())
+        .expect("the ACL block of docs/fleet.md");
+    let password = "acl-test-password";
+    let mut args: Vec<String> = Vec::new();
+    for line in block.lines().filter(|l| !l.trim().is_empty()) {
+        let rule = line
+            .trim()
+            .strip_prefix("user ")
+            .expect("a user line")
+            .replace("CHANGE-THIS-PASSWORD", password);
+        // redis-server reads each word of a directive as an argument of its own.
+        args.push("--user".to_owned());
+        args.extend(rule.split_whitespace().map(str::to_owned));
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = Server::start_with(&args);
+    let signer = Signer::with_key(b"a shared key of the test fleet");
+    runtime().block_on(async {
+        let mut access = Access::url(&server.bare_url(), "ban-agent", "web1");
+        access.username = Some("ban-agent".to_owned());
+        access.password = Some(password.to_owned());
+        let mut engine = Engine::connect(&access, Duration::from_millis(100))
+            .await
+            .expect("connect as the ACL user");
+        let attacker = "192.0.2.9/32";
+        let sent = send(&mut engine, &signer, "web1", &[failures(attacker, 5, NOW)]).await;
+        assert!(matches!(sent[0], Sent::Appended { .. }), "{sent:?}");
+        let ban = Outgoing::Ban {
+            jail: "auth".to_owned(),
+            target: "198.51.100.3/32".parse().expect("network"),
+            expires: None,
+            failures: 0,
+            at: NOW,
+            force: true,
+        };
+        let unban = Outgoing::Unban {
+            jail: "auth".to_owned(),
+            target: attacker.parse().expect("network"),
+            at: NOW + 1,
+        };
+        send(&mut engine, &signer, "web1", &[ban, unban]).await;
+        engine.entries_after("0", Duration::from_millis(10)).await.expect("XREAD");
+        engine.ends().await.expect("XRANGE");
+        engine.live_bans(NOW).await.expect("ZRANGE, MGET");
+        engine.heartbeat(NOW, Duration::from_secs(5)).await.expect("heartbeat");
+
+        // Other keys are not the agents' to touch.
+        let mut other = Access::url(&server.bare_url(), "someone-else", "web1");
+        other.username = Some("ban-agent".to_owned());
+        other.password = Some(password.to_owned());
+        let mut engine = Engine::connect(&other, Duration::ZERO).await.expect("connect");
+        assert!(engine.heartbeat(NOW, Duration::from_secs(5)).await.is_err());
+    });
+}

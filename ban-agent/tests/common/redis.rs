@@ -15,10 +15,16 @@ pub struct Server {
     child: Option<Child>,
     pub socket: PathBuf,
     dir: tempfile::TempDir,
+    args: Vec<String>,
 }
 
 impl Server {
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// A server with more configuration directives (`--name value...`).
+    pub fn start_with(args: &[&str]) -> Self {
         assert!(
             Path::new(REDIS).exists(),
             "{REDIS} is missing: cargo xtask setup installs redis-server"
@@ -29,6 +35,7 @@ impl Server {
             child: None,
             socket,
             dir,
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
         };
         server.restart();
         server
@@ -43,6 +50,7 @@ impl Server {
             .args(["--unixsocketperm", "700", "--requirepass", PASSWORD])
             .args(["--save", "", "--appendonly", "no", "--dir"])
             .arg(self.dir.path())
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
