@@ -244,16 +244,115 @@ fn the_documented_acl_lets_the_agents_do_their_work_and_nothing_else() {
             at: NOW + 1,
         };
         send(&mut engine, &signer, "web1", &[ban, unban]).await;
-        engine.entries_after("0", Duration::from_millis(10)).await.expect("XREAD");
+        engine
+            .entries_after("0", Duration::from_millis(10))
+            .await
+            .expect("XREAD");
         engine.ends().await.expect("XRANGE");
         engine.live_bans(NOW).await.expect("ZRANGE, MGET");
-        engine.heartbeat(NOW, Duration::from_secs(5)).await.expect("heartbeat");
+        engine
+            .heartbeat(NOW, Duration::from_secs(5))
+            .await
+            .expect("heartbeat");
 
         // Other keys are not the agents' to touch.
         let mut other = Access::url(&server.bare_url(), "someone-else", "web1");
         other.username = Some("ban-agent".to_owned());
         other.password = Some(password.to_owned());
-        let mut engine = Engine::connect(&other, Duration::ZERO).await.expect("connect");
+        let mut engine = Engine::connect(&other, Duration::ZERO)
+            .await
+            .expect("connect");
         assert!(engine.heartbeat(NOW, Duration::from_secs(5)).await.is_err());
     });
+}
+
+/// Redis Sentinel: the agent asks the sentinel for the primary and counts there. Both
+/// servers listen on the loopback of a namespace of the test's own.
+#[test]
+fn a_sentinel_names_the_primary_the_agent_uses() {
+    let test = "a_sentinel_names_the_primary_the_agent_uses";
+    let Some(_serial) = common::privileged(test) else {
+        return;
+    };
+    let ns = common::Netns::new("sentinel");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conf = dir.path().join("sentinel.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "port 26379\nbind 127.0.0.1\ndir {}\nsentinel monitor primary 127.0.0.1 6390 1\n\
+             sentinel auth-pass primary {PASSWORD}\n",
+            dir.path().display()
+        ),
+    )
+    .expect("sentinel.conf");
+    let spawn = |cmd: &mut std::process::Command| {
+        cmd.stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start redis-server")
+    };
+    let primary = spawn(
+        ns.command(common::redis::REDIS)
+            .args([
+                "--port",
+                "6390",
+                "--bind",
+                "127.0.0.1",
+                "--requirepass",
+                PASSWORD,
+            ])
+            .args(["--save", "", "--appendonly", "no", "--dir"])
+            .arg(dir.path()),
+    );
+    let sentinel = spawn(
+        ns.command(common::redis::REDIS)
+            .arg(&conf)
+            .arg("--sentinel"),
+    );
+    struct Kill(Vec<std::process::Child>);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            for child in &mut self.0 {
+                let _killed = child.kill();
+                let _reaped = child.wait();
+            }
+        }
+    }
+    let _servers = Kill(vec![primary, sentinel]);
+    let sent = ns.run(|| {
+        runtime().block_on(async {
+            let access = Access {
+                endpoint: ban_agent::config::Endpoint::Sentinel {
+                    nodes: vec!["redis://127.0.0.1:26379".to_owned()],
+                    service: "primary".to_owned(),
+                    tls: false,
+                    db: 0,
+                },
+                username: None,
+                password: Some(PASSWORD.to_owned()),
+                prefix: "ba".to_owned(),
+                host: "web1".to_owned(),
+            };
+            // Both servers take a moment to listen.
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            let mut engine = loop {
+                match Engine::connect(&access, Duration::ZERO).await {
+                    Ok(engine) => break engine,
+                    Err(e) if std::time::Instant::now() > deadline => {
+                        panic!("no primary through the sentinel: {e}")
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            };
+            send(
+                &mut engine,
+                &Signer::default(),
+                "web1",
+                &[failures("192.0.2.44/32", 5, NOW)],
+            )
+            .await
+        })
+    });
+    assert!(matches!(sent[0], Sent::Appended { .. }), "{sent:?}");
 }
