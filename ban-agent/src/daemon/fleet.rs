@@ -3,12 +3,15 @@
 //! fleet's stream says is applied through the same rails as a ban from the log, and
 //! whatever fails them is refused, counted and said once.
 
-use std::{collections::BTreeSet, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Duration,
+};
 
 use ipnet::IpNet;
 use tracing::{debug, info, warn};
 
-use super::agent::{Agent, BanOutcome, JailRun, Now};
+use super::agent::{ActiveBan, Agent, BanOutcome, JailRun, Now};
 use crate::{
     control::protocol::FleetStatus,
     datapath::{self, DatapathError},
@@ -250,11 +253,21 @@ impl Agent {
     }
 }
 
-/// Shares one failure counted here (not for addresses banned already).
-pub(super) fn share_failure(outbox: Option<&Outbox>, run: &JailRun, target: IpNet, now: Now) {
+/// Shares one failure counted here, unless the address is banned here already (a
+/// request that was under way when the ban came).
+pub(super) fn share_failure(
+    outbox: Option<&Outbox>,
+    bans: &BTreeMap<(String, IpNet), ActiveBan>,
+    run: &JailRun,
+    target: IpNet,
+    now: Now,
+) {
     let Some(outbox) = outbox.filter(|_| run.config.fleet) else {
         return;
     };
+    if bans.contains_key(&(run.config.name.clone(), target)) {
+        return;
+    }
     outbox.push(Outgoing::Failures {
         jail: run.config.name.clone(),
         target,

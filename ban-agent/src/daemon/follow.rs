@@ -161,6 +161,7 @@ impl Agent {
             journals,
             jails,
             fleet,
+            bans,
             ..
         } = self;
         let outbox = fleet.as_ref().map(|fleet| &*fleet.link.outbox);
@@ -182,7 +183,7 @@ impl Agent {
                 }
                 Verdict::Counted { target, .. } => {
                     run.failures.inc();
-                    share_failure(outbox, run, target, now);
+                    share_failure(outbox, bans, run, target, now);
                 }
                 Verdict::Spared { .. } | Verdict::Stale { .. } => {
                     run.failures.inc();
@@ -287,7 +288,11 @@ impl Agent {
         let mut decisions: Vec<(String, Decision)> = Vec::new();
         let mut read = 0;
         let Self {
-            logs, jails, fleet, ..
+            logs,
+            jails,
+            fleet,
+            bans,
+            ..
         } = self;
         let outbox = fleet.as_ref().map(|fleet| &*fleet.link.outbox);
         for (path, log) in logs.iter_mut() {
@@ -305,7 +310,7 @@ impl Agent {
                         }
                         Verdict::Counted { target, .. } => {
                             run.failures.inc();
-                            share_failure(outbox, run, target, now);
+                            share_failure(outbox, bans, run, target, now);
                         }
                         Verdict::Spared { .. } | Verdict::Stale { .. } => {
                             run.failures.inc();

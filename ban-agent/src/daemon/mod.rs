@@ -107,6 +107,12 @@ async fn serve_on(
     agent.set_hooks(hooks);
     // The fleet's task starts after the agent, which holds where to resume the stream;
     // without a fleet, `fleet_entries` never yields.
+    let fleet_config = fleet_config.filter(|_| {
+        if options.dry_run {
+            info!("dry run: the fleet is left alone (nothing is shared, nothing applied)");
+        }
+        !options.dry_run
+    });
     let (mut fleet_entries, _no_fleet) = match &fleet_config {
         Some(fleet) => {
             let (link, entries) =

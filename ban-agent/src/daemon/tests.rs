@@ -808,3 +808,150 @@ fn the_agent_is_send() {
     fn movable<T: Send>() {}
     movable::<super::agent::Agent>();
 }
+
+#[test]
+fn fleet_entries_pass_the_same_rails_as_local_bans() {
+    use crate::fleet::{Entry, Outgoing, Signer, task::Incoming};
+    const KEY: &[u8] = b"a key the fleet of this test shares";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("fleet.key");
+    std::fs::write(&key, KEY).expect("key");
+    // An engine that is not there: the fleet's task retries in the background, the agent
+    // applies what it is handed.
+    let config = config(
+        dir.path(),
+        5,
+        &format!(
+            "[fleet]\nurl = \"redis+unix://{}/absent.sock\"\nname = \"here\"\nkey_file = \"{}\"\n",
+            dir.path().display(),
+            key.display()
+        ),
+    );
+    let fleet = config.global.fleet.clone().expect("a fleet");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let _context = runtime.enter();
+    let kernel = FakeKernel::default();
+    let setup = Setup {
+        own: vec!["192.0.2.1".parse().expect("address")],
+        zone: jiff::tz::TimeZone::UTC,
+        metrics: Metrics::new(),
+        events: None,
+    };
+    let store = Some(Store::new(&config.global.state_dir));
+    let mut agent =
+        Agent::start(config, Box::new(kernel.clone()), store, setup, now(0)).expect("starts");
+    let (link, _entries) = crate::fleet::spawn(&fleet, None, Metrics::new()).expect("link");
+    agent.set_fleet(link);
+
+    let signer = Signer::with_key(KEY);
+    let entry = |target: &str, expires: Option<i64>, signer: &Signer, id: &str| -> Entry {
+        let mut entry = Outgoing::Ban {
+            jail: "auth".to_owned(),
+            target: net(target),
+            expires,
+            failures: 5,
+            at: T0,
+            force: false,
+        }
+        .entry("web-2");
+        entry.sig = signer.sign(&entry);
+        entry.id = id.to_owned();
+        entry
+    };
+    let hour = Some(T0 + 3_600_000);
+    let forger = Signer::with_key(b"someone else's key, not the fleet's");
+    let entries = vec![
+        entry("192.0.2.50/32", hour, &signer, "1-1"),
+        entry("192.0.2.1/32", hour, &signer, "1-2"),
+        entry("198.51.100.7/32", hour, &signer, "1-3"),
+        entry("127.0.0.1/32", hour, &signer, "1-4"),
+        entry("0.0.0.0/0", hour, &signer, "1-5"),
+        entry("192.0.2.51/32", hour, &forger, "1-6"),
+        entry("192.0.2.52/32", None, &signer, "1-7"),
+        entry("192.0.2.53/32", Some(T0 - 1), &signer, "1-8"),
+    ];
+    agent.apply_fleet(
+        Incoming {
+            entries: entries.into_iter().map(Ok).collect(),
+            resync: false,
+        },
+        now(1),
+    );
+    let banned: Vec<IpNet> = kernel
+        .bans
+        .lock()
+        .expect("lock")
+        .keys()
+        .map(|(_, target)| *target)
+        .collect();
+    assert_eq!(
+        banned,
+        vec![net("192.0.2.50/32"), net("192.0.2.52/32")],
+        "only the attacker and the permanent one; not this host, ignoreip, loopback, \
+         everyone, a forged one nor one that ended"
+    );
+    // A permanent ban from elsewhere lasts at most what this jail gives: 10 minutes.
+    let expiry = kernel.bans.lock().expect("lock")[&(0, net("192.0.2.52/32"))];
+    assert_eq!(
+        expiry,
+        Expiry::after(now(1).boot, std::time::Duration::from_secs(600))
+    );
+    let status = agent.fleet_status().expect("a fleet");
+    assert_eq!((status.applied, status.refused), (2, 5), "{status:?}");
+    assert_eq!(agent.fleet_resume().as_deref(), Some("1-8"));
+
+    // A signed unban from another host lifts it here.
+    let mut unban = Outgoing::Unban {
+        jail: "auth".to_owned(),
+        target: net("192.0.2.50/32"),
+        at: T0 + 2000,
+    }
+    .entry("web-3");
+    unban.sig = signer.sign(&unban);
+    unban.id = "2-0".to_owned();
+    agent.apply_fleet(
+        Incoming {
+            entries: vec![Ok(unban)],
+            resync: false,
+        },
+        now(2),
+    );
+    assert!(
+        !kernel
+            .bans
+            .lock()
+            .expect("lock")
+            .contains_key(&(0, net("192.0.2.50/32")))
+    );
+
+    // An operator's ban and unban go to the fleet unless --local; failures counted here
+    // go too.
+    let outbox = |agent: &Agent| agent.fleet.as_ref().map_or(0, |f| f.link.outbox.len());
+    let before = outbox(&agent);
+    let ban = |local| Request::Ban {
+        jail: "auth".into(),
+        target: net("192.0.2.60/32"),
+        seconds: None,
+        permanent: false,
+        force: false,
+        local,
+    };
+    ask(&mut agent, ban(true), now(3));
+    assert_eq!(outbox(&agent), before, "--local stays here");
+    let reply = ask(&mut agent, ban(false), now(3));
+    assert!(
+        matches!(&reply, Reply::Done { message } if message.contains("sent to the fleet")),
+        "{reply:?}"
+    );
+    assert_eq!(outbox(&agent), before + 1);
+    failure(dir.path(), "192.0.2.70", 3);
+    agent.poll(now(3));
+    assert_eq!(
+        outbox(&agent),
+        before + 2,
+        "a failure counted here is shared"
+    );
+}

@@ -163,6 +163,9 @@ impl Run {
             };
             let was = std::mem::replace(&mut self.status().connected, false);
             self.metrics.fleet_connected.set(0);
+            self.metrics
+                .fleet_outbox
+                .set(i64::try_from(self.outbox.len()).unwrap_or(i64::MAX));
             self.status().last_error = Some(error.clone());
             if was || said.as_deref() != Some(error.as_str()) {
                 warn!(
