@@ -9,6 +9,7 @@
 //! name = "web-1"                           # this host in the fleet (default: its host name)
 //! prefix = "ban-agent"                     # of every key
 //! key_file = "/etc/ban-agent/fleet.key"    # signs and checks every ban (HMAC-SHA256)
+//! batch = "0ms"                            # gather failures this long per round trip
 //! ```
 
 use std::{path::Path, path::PathBuf, time::Duration};
@@ -20,8 +21,9 @@ use super::{ConfigError, error::Source};
 
 /// Bans and failure counts waiting for the engine, at most (`outbox`).
 const DEFAULT_OUTBOX: usize = 100_000;
-/// How long failures are gathered before they are sent in one round trip (`batch`).
-const DEFAULT_BATCH: Duration = Duration::from_millis(2);
+/// How long failures are gathered before they are sent in one round trip (`batch`): none
+/// by default, since what comes while a round trip is under way goes in the next one.
+const DEFAULT_BATCH: Duration = Duration::ZERO;
 
 /// The fleet's settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,7 +40,8 @@ pub struct Fleet {
     pub prefix: String,
     /// A file holding the shared key that signs bans; `None`: bans are not signed.
     pub key_file: Option<PathBuf>,
-    /// How long failures are gathered before one round trip.
+    /// How long failures are gathered before one round trip (zero: none; what comes during
+    /// a round trip goes in the next).
     pub batch: Duration,
     /// Entries waiting for the engine, at most.
     pub outbox: usize,
@@ -128,6 +131,7 @@ pub(super) fn fleet(
         }
     };
     let batch = match &raw.batch {
+        Some(value) if is_zero(value.get_ref()) => Duration::ZERO,
         Some(value) => {
             let batch = duration(value, "fleet.batch")?;
             if batch > Duration::from_secs(1) {
@@ -173,6 +177,14 @@ pub(super) fn fleet(
             .map(|value| duration(value, "fleet.max_bantime"))
             .transpose()?,
     })
+}
+
+fn is_zero(value: &Value) -> bool {
+    match value {
+        Value::Integer(0) => true,
+        Value::String(text) => matches!(text.trim(), "0" | "0s" | "0ms"),
+        _ => false,
+    }
 }
 
 /// A name or prefix: it goes into keys, so no spaces, colons or control characters.

@@ -705,7 +705,7 @@ fleet = false
         fleet.password_file.as_deref(),
         Some(Path::new("/etc/ban-agent/redis.password"))
     );
-    assert_eq!(fleet.batch, Duration::from_millis(2));
+    assert_eq!(fleet.batch, Duration::ZERO);
     assert!(config.jail("auth").expect("auth").fleet);
     assert!(!config.jail("ssh").expect("ssh").fleet);
     let alone = parse(MINIMAL).expect("valid");

@@ -270,8 +270,12 @@ impl Run {
     async fn write(&self, writer: &mut Engine) -> Result<(), FleetError> {
         loop {
             self.outbox.ready().await;
-            // Gather what comes in the next few milliseconds into the same trip.
-            tokio::time::sleep(self.batch).await;
+            // At once by default: one round trip at a time, and what comes while one is
+            // under way goes in the next (so a flood makes big batches, a lone ban waits
+            // for nothing). `batch` gathers longer when asked.
+            if !self.batch.is_zero() {
+                tokio::time::sleep(self.batch).await;
+            }
             while !self.outbox.is_empty() {
                 self.send(writer).await?;
             }
