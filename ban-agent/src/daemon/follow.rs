@@ -103,6 +103,40 @@ impl JournalLog {
     }
 }
 
+/// What a line's failure is shared with: the fleet's outbox (none without a fleet), and
+/// the bans in force here (failures of those are not shared).
+#[derive(Clone, Copy)]
+struct Sharing<'a> {
+    outbox: Option<&'a crate::fleet::Outbox>,
+    bans: &'a std::collections::BTreeMap<(String, ipnet::IpNet), super::agent::ActiveBan>,
+}
+
+/// What one line's verdict does in its jail: failures counted (and shared with the
+/// fleet), the maxretry-th one a ban decision.
+fn tally(
+    verdict: Verdict,
+    name: &str,
+    run: &mut super::agent::JailRun,
+    sharing: Sharing<'_>,
+    now: Now,
+    decisions: &mut Vec<(String, Decision)>,
+) {
+    match verdict {
+        Verdict::Missed | Verdict::Ignored { .. } => {}
+        Verdict::Ban { decision, .. } => {
+            run.failures.inc();
+            decisions.push((name.to_owned(), decision));
+        }
+        Verdict::Counted { target, .. } => {
+            run.failures.inc();
+            share_failure(sharing.outbox, sharing.bans, run, target, now);
+        }
+        Verdict::Spared { .. } | Verdict::Stale { .. } => {
+            run.failures.inc();
+        }
+    }
+}
+
 /// Lines read from one journal per poll, so that a journal far ahead does not hold the
 /// rest up (it is read on at the next poll, at once).
 const JOURNAL_BUDGET: u64 = 10_000;
@@ -164,7 +198,10 @@ impl Agent {
             bans,
             ..
         } = self;
-        let outbox = fleet.as_ref().map(|fleet| &*fleet.link.outbox);
+        let sharing = Sharing {
+            outbox: fleet.as_ref().map(|fleet| &*fleet.link.outbox),
+            bans,
+        };
         for (name, journal) in journals.iter_mut() {
             let Some(run) = jails.get_mut(name) else {
                 continue;
@@ -172,22 +209,9 @@ impl Agent {
             let Some(reader) = journal.reader(name) else {
                 continue;
             };
-            let result = reader.poll(JOURNAL_BUDGET, &mut |line| match run
-                .detector
-                .dated_line(&line.text, line.time, now.wall)
-            {
-                Verdict::Missed | Verdict::Ignored { .. } => {}
-                Verdict::Ban { decision, .. } => {
-                    run.failures.inc();
-                    decisions.push((name.clone(), decision));
-                }
-                Verdict::Counted { target, .. } => {
-                    run.failures.inc();
-                    share_failure(outbox, bans, run, target, now);
-                }
-                Verdict::Spared { .. } | Verdict::Stale { .. } => {
-                    run.failures.inc();
-                }
+            let result = reader.poll(JOURNAL_BUDGET, &mut |line| {
+                let verdict = run.detector.dated_line(&line.text, line.time, now.wall);
+                tally(verdict, name, run, sharing, now, decisions);
             });
             match result {
                 Ok(lines) => {
@@ -294,7 +318,10 @@ impl Agent {
             bans,
             ..
         } = self;
-        let outbox = fleet.as_ref().map(|fleet| &*fleet.link.outbox);
+        let sharing = Sharing {
+            outbox: fleet.as_ref().map(|fleet| &*fleet.link.outbox),
+            bans,
+        };
         for (path, log) in logs.iter_mut() {
             let names = &log.jails;
             let result = log.follower.poll(&mut |line| {
@@ -302,20 +329,8 @@ impl Agent {
                     let Some(run) = jails.get_mut(name) else {
                         continue;
                     };
-                    match run.detector.line(line, now.wall) {
-                        Verdict::Missed | Verdict::Ignored { .. } => {}
-                        Verdict::Ban { decision, .. } => {
-                            run.failures.inc();
-                            decisions.push((name.clone(), decision));
-                        }
-                        Verdict::Counted { target, .. } => {
-                            run.failures.inc();
-                            share_failure(outbox, bans, run, target, now);
-                        }
-                        Verdict::Spared { .. } | Verdict::Stale { .. } => {
-                            run.failures.inc();
-                        }
-                    }
+                    let verdict = run.detector.line(line, now.wall);
+                    tally(verdict, name, run, sharing, now, &mut decisions);
                 }
             });
             match result {
