@@ -331,6 +331,7 @@ fn a_sentinel_names_the_primary_the_agent_uses() {
                 },
                 username: None,
                 password: Some(PASSWORD.to_owned()),
+                ca: None,
                 prefix: "ba".to_owned(),
                 host: "web1".to_owned(),
             };
@@ -355,4 +356,125 @@ fn a_sentinel_names_the_primary_the_agent_uses() {
         })
     });
     assert!(matches!(sent[0], Sent::Appended { .. }), "{sent:?}");
+}
+
+/// TLS (`rediss://`) to a server whose certificate a private CA signed (`ca_file`), on the
+/// loopback of a namespace of the test's own; a client that trusts only the system's
+/// roots is refused.
+#[test]
+fn tls_with_a_private_ca() {
+    let test = "tls_with_a_private_ca";
+    let Some(_serial) = common::privileged(test) else {
+        return;
+    };
+    let ns = common::Netns::new("fleettls");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = |name: &str| dir.path().join(name);
+    let openssl = |args: &[&str]| {
+        common::sh(
+            std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(dir.path()),
+        );
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=ban-agent test CA",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(path("san.ext"), "subjectAltName = IP:127.0.0.1\n").expect("san.ext");
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+    ]);
+    let mut server = ns
+        .command(common::redis::REDIS)
+        .args(["--port", "0", "--tls-port", "6391", "--bind", "127.0.0.1"])
+        .arg("--tls-cert-file")
+        .arg(path("server.pem"))
+        .arg("--tls-key-file")
+        .arg(path("server.key"))
+        .arg("--tls-ca-cert-file")
+        .arg(path("ca.pem"))
+        .args(["--tls-auth-clients", "no", "--requirepass", PASSWORD])
+        .args(["--save", "", "--appendonly", "no", "--dir"])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start redis-server with TLS");
+    let ca = std::fs::read(path("ca.pem")).expect("ca.pem");
+    let (trusted, untrusted) = ns.run(|| {
+        runtime().block_on(async {
+            let mut access = Access::url("rediss://127.0.0.1:6391", "ba", "web1");
+            access.password = Some(PASSWORD.to_owned());
+            access.ca = Some(ca);
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            let mut engine = loop {
+                match Engine::connect(&access, Duration::ZERO).await {
+                    Ok(engine) => break engine,
+                    Err(e) if std::time::Instant::now() > deadline => {
+                        panic!("no TLS connection: {e}")
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            };
+            let sent = send(
+                &mut engine,
+                &Signer::default(),
+                "web1",
+                &[failures("192.0.2.45/32", 5, NOW)],
+            )
+            .await;
+            access.ca = None;
+            let untrusted = Engine::connect(&access, Duration::ZERO).await.err();
+            (sent, untrusted)
+        })
+    });
+    let _killed = server.kill();
+    let _reaped = server.wait();
+    assert!(matches!(trusted[0], Sent::Appended { .. }), "{trusted:?}");
+    assert!(
+        untrusted.is_some(),
+        "a certificate of a private CA is not trusted without ca_file"
+    );
 }

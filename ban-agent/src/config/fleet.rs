@@ -9,6 +9,7 @@
 //! name = "web-1"                           # this host in the fleet (default: its host name)
 //! prefix = "ban-agent"                     # of every key
 //! key_file = "/etc/ban-agent/fleet.key"    # signs and checks every ban (HMAC-SHA256)
+//! ca_file = "/etc/ban-agent/redis-ca.pem"  # a private CA for rediss:// (default: the system's)
 //! batch = "0ms"                            # gather failures this long per round trip
 //! ```
 
@@ -40,6 +41,9 @@ pub struct Fleet {
     pub prefix: String,
     /// A file holding the shared key that signs bans; `None`: bans are not signed.
     pub key_file: Option<PathBuf>,
+    /// The CA (PEM) that signed the engine's certificate, for `rediss://`; `None`: the
+    /// system's roots.
+    pub ca_file: Option<PathBuf>,
     /// How long failures are gathered before one round trip (zero: none; what comes during
     /// a round trip goes in the next).
     pub batch: Duration,
@@ -72,6 +76,7 @@ pub(super) struct RawFleet {
     name: Option<Spanned<String>>,
     prefix: Option<Spanned<String>>,
     key_file: Option<String>,
+    ca_file: Option<String>,
     batch: Option<Spanned<Value>>,
     outbox: Option<Spanned<i64>>,
     max_bantime: Option<Spanned<Value>>,
@@ -169,6 +174,7 @@ pub(super) fn fleet(
         name,
         prefix,
         key_file: raw.key_file.as_ref().map(|file| base.join(file)),
+        ca_file: raw.ca_file.as_ref().map(|file| base.join(file)),
         batch,
         outbox,
         max_bantime: raw

@@ -51,6 +51,8 @@ pub struct Access {
     pub endpoint: Endpoint,
     pub username: Option<String>,
     pub password: Option<String>,
+    /// The CA (PEM) of the engine's certificate (`rediss://`); `None`: the system's roots.
+    pub ca: Option<Vec<u8>>,
     pub prefix: String,
     /// This host.
     pub host: String,
@@ -63,6 +65,7 @@ impl Access {
             endpoint: Endpoint::Url(url.to_owned()),
             username: None,
             password: None,
+            ca: None,
             prefix: prefix.to_owned(),
             host: host.to_owned(),
         }
@@ -346,7 +349,17 @@ async fn client(access: &Access) -> redis::RedisResult<redis::Client> {
         Endpoint::Url(url) => {
             let info = redis::IntoConnectionInfo::into_connection_info(url.as_str())?;
             let redis = credentials(info.redis_settings().clone());
-            redis::Client::open(info.set_redis_settings(redis))
+            let info = info.set_redis_settings(redis);
+            match &access.ca {
+                Some(ca) => redis::Client::build_with_tls(
+                    info,
+                    redis::TlsCertificates {
+                        client_tls: None,
+                        root_cert: Some(ca.clone()),
+                    },
+                ),
+                None => redis::Client::open(info),
+            }
         }
         Endpoint::Sentinel {
             nodes,

@@ -99,10 +99,20 @@ pub fn spawn(
         }
         None => None,
     };
+    let ca = match &config.ca_file {
+        Some(path) => Some(std::fs::read(path).with_context(|| {
+            format!(
+                "cannot read the engine's CA {} (`ca_file` in [fleet])",
+                path.display()
+            )
+        })?),
+        None => None,
+    };
     let access = Access {
         endpoint: config.endpoint.clone(),
         username: config.username.clone(),
         password,
+        ca,
         prefix: config.prefix.clone(),
         host: config.name.clone(),
     };
