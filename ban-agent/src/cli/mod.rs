@@ -347,6 +347,20 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
     datapath::check_interfaces(&config.global.interfaces)
         .with_context(|| format!("`interfaces` in {}", path.display()))?;
     crate::store::Store::new(&config.global.state_dir).load()?;
+    if let Some(fleet) = &config.global.fleet {
+        let (_, signer) = crate::fleet::task::access(fleet)
+            .with_context(|| format!("[fleet] in {}", path.display()))?;
+        println!(
+            "fleet: {} as {}, bans {} (the engine is not contacted)",
+            fleet.endpoint.shown(),
+            fleet.name,
+            if signer.signs() {
+                "signed"
+            } else {
+                "not signed (no key_file)"
+            }
+        );
+    }
     let jails: Vec<&str> = config.enabled().map(|jail| jail.name.as_str()).collect();
     let interfaces: Vec<String> = config
         .global

@@ -77,14 +77,9 @@ impl Link {
     }
 }
 
-/// Starts the fleet's task (inside a tokio runtime), resuming the stream after `resume`.
-/// Only local files can fail here (the key, the password): an engine out of reach is
-/// retried by the task while the agent runs.
-pub fn spawn(
-    config: &Fleet,
-    resume: Option<String>,
-    metrics: Arc<Metrics>,
-) -> anyhow::Result<(Link, mpsc::Receiver<Incoming>)> {
+/// How to reach the engine and sign, from the files `[fleet]` names (the key, the
+/// password, the CA): what `check` and `run` read before anything connects.
+pub fn access(config: &Fleet) -> anyhow::Result<(Access, Signer)> {
     let signer = Signer::load(config.key_file.as_deref())?;
     let password = match &config.password_file {
         Some(path) => {
@@ -116,6 +111,18 @@ pub fn spawn(
         prefix: config.prefix.clone(),
         host: config.name.clone(),
     };
+    Ok((access, signer))
+}
+
+/// Starts the fleet's task (inside a tokio runtime), resuming the stream after `resume`.
+/// Only local files can fail here (the key, the password): an engine out of reach is
+/// retried by the task while the agent runs.
+pub fn spawn(
+    config: &Fleet,
+    resume: Option<String>,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<(Link, mpsc::Receiver<Incoming>)> {
+    let (access, signer) = access(config)?;
     let outbox = Arc::new(Outbox::new(config.outbox));
     let status = Arc::new(Mutex::new(Status {
         read: resume,
