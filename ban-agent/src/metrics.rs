@@ -333,6 +333,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_fleet_metrics_have_the_names_the_documents_give() {
+        let m = Metrics::new();
+        m.fleet_published.inc();
+        m.fleet_applied.inc();
+        m.fleet_refused
+            .get_or_create(&ReasonLabel {
+                reason: "signature".to_owned(),
+            })
+            .inc();
+        m.fleet_round_trip.observe(0.001);
+        m.fleet_propagation.observe(0.002);
+        m.fleet_connected.set(1);
+        let text = m.encode();
+        for name in [
+            "ban_agent_fleet_connected 1",
+            "ban_agent_fleet_outbox 0",
+            "ban_agent_fleet_published_total 1",
+            "ban_agent_fleet_applied_total 1",
+            "ban_agent_fleet_refused_total{reason=\"signature\"} 1",
+            "ban_agent_fleet_round_trip_seconds_count 1",
+            "ban_agent_fleet_propagation_seconds_count 1",
+        ] {
+            assert!(text.contains(name), "{name} in:\n{text}");
+        }
+    }
+
+    #[test]
     fn counters_and_gauges_are_encoded_with_their_labels() {
         let m = Metrics::new();
         m.bans.get_or_create(&Metrics::jail("auth")).inc();

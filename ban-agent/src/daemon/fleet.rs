@@ -218,7 +218,7 @@ impl Agent {
             warn!(
                 reason,
                 "refused an entry of the fleet's stream: {detail} (further refusals for this \
-                 reason are counted in ban_agent_fleet_refused, not logged)"
+                 reason are counted in ban_agent_fleet_refused_total, not logged)"
             );
         }
     }
