@@ -126,11 +126,16 @@ impl Agent {
         let reason = format!("fleet ({})", entry.host);
         let expires = match entry.op {
             Op::Unban => {
-                if let Err(e) = self.lift(&entry.jail, target, &reason, now) {
-                    warn!(jail = entry.jail, ip = %shown, "cannot lift a ban: {e}");
-                } else if let Some(fleet) = &mut self.fleet {
-                    fleet.applied += 1;
-                    self.setup.metrics.fleet_applied.inc();
+                match self.lift(&entry.jail, target, &reason, now) {
+                    Ok(true) => {
+                        self.setup.metrics.fleet_applied.inc();
+                        if let Some(fleet) = &mut self.fleet {
+                            fleet.applied += 1;
+                        }
+                    }
+                    // Not banned here (this host's own unban, echoed): nothing to apply.
+                    Ok(false) => {}
+                    Err(e) => warn!(jail = entry.jail, ip = %shown, "cannot lift a ban: {e}"),
                 }
                 return;
             }

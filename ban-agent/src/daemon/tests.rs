@@ -926,6 +926,24 @@ fn fleet_entries_pass_the_same_rails_as_local_bans() {
             .expect("lock")
             .contains_key(&(0, net("192.0.2.50/32")))
     );
+    assert_eq!(agent.fleet_status().map(|s| s.applied), Some(3));
+    // The same unban again (this host's own, echoed): nothing more is applied.
+    let mut again = Outgoing::Unban {
+        jail: "auth".to_owned(),
+        target: net("192.0.2.50/32"),
+        at: T0 + 3000,
+    }
+    .entry("here");
+    again.sig = signer.sign(&again);
+    again.id = "3-0".to_owned();
+    agent.apply_fleet(
+        Incoming {
+            entries: vec![Ok(again)],
+            resync: false,
+        },
+        now(3),
+    );
+    assert_eq!(agent.fleet_status().map(|s| s.applied), Some(3));
 
     // An operator's ban and unban go to the fleet unless --local; failures counted here
     // go too.
