@@ -382,10 +382,18 @@ impl Builder {
         while let Some(at) = rest.find('%') {
             out.push_str(&rest[..at]);
             let after = &rest[at + 1..];
+            // A field is one character after `%` (or after `%Ex`), whatever its width in
+            // bytes: a pattern is arbitrary text.
+            let letter = |from: usize| {
+                after
+                    .get(from..)
+                    .and_then(|tail| tail.chars().next())
+                    .map(|c| &after[..from + c.len_utf8()])
+            };
             let name = if after.starts_with("Ex") && after.len() > 2 {
-                &after[..3]
+                letter(2).ok_or("a '%Ex' at the end of the pattern")?
             } else {
-                after.get(..1).ok_or("a '%' at the end of the pattern")?
+                letter(0).ok_or("a '%' at the end of the pattern")?
             };
             let text = field(name, self.year_digit).ok_or_else(|| {
                 format!("%{name} is not a date field (write %% for a percent sign)")
@@ -722,5 +730,15 @@ mod tests {
     fn a_bad_field_is_an_error() {
         let error = DateDetector::new(Some("%Q"), 2026).expect_err("refused");
         assert!(error.to_string().contains("%Q"), "{error}");
+    }
+
+    /// Found by the fail2ban_filter fuzz target: a field letter wider than a byte, after
+    /// `%` or `%Ex`, is an error, not a panic.
+    #[test]
+    fn a_field_letter_of_several_bytes_is_an_error() {
+        for pattern in ["%Ex\u{a7}H:%M", "%\u{e9}", "%Ex"] {
+            let error = DateDetector::new(Some(pattern), 2026).expect_err("refused");
+            assert!(error.to_string().contains('%'), "{pattern}: {error}");
+        }
     }
 }
