@@ -33,6 +33,18 @@ async fn send(engine: &mut Engine, signer: &Signer, host: &str, batch: &[Outgoin
     engine.send(batch, &signed).await.expect("send")
 }
 
+/// Connects once the servers a test just started listen (up to 10 s).
+async fn connect_when_up(access: &Access, what: &str) -> Engine {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match Engine::connect(access, Duration::ZERO).await {
+            Ok(engine) => return engine,
+            Err(e) if std::time::Instant::now() > deadline => panic!("{what}: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -336,16 +348,7 @@ fn a_sentinel_names_the_primary_the_agent_uses() {
                 host: "web1".to_owned(),
             };
             // Both servers take a moment to listen.
-            let deadline = std::time::Instant::now() + Duration::from_secs(10);
-            let mut engine = loop {
-                match Engine::connect(&access, Duration::ZERO).await {
-                    Ok(engine) => break engine,
-                    Err(e) if std::time::Instant::now() > deadline => {
-                        panic!("no primary through the sentinel: {e}")
-                    }
-                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-                }
-            };
+            let mut engine = connect_when_up(&access, "no primary through the sentinel").await;
             send(
                 &mut engine,
                 &Signer::default(),
@@ -448,16 +451,7 @@ fn tls_with_a_private_ca() {
             let mut access = Access::url("rediss://127.0.0.1:6391", "ba", "web1");
             access.password = Some(PASSWORD.to_owned());
             access.ca = Some(ca);
-            let deadline = std::time::Instant::now() + Duration::from_secs(10);
-            let mut engine = loop {
-                match Engine::connect(&access, Duration::ZERO).await {
-                    Ok(engine) => break engine,
-                    Err(e) if std::time::Instant::now() > deadline => {
-                        panic!("no TLS connection: {e}")
-                    }
-                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-                }
-            };
+            let mut engine = connect_when_up(&access, "no TLS connection").await;
             let sent = send(
                 &mut engine,
                 &Signer::default(),

@@ -876,7 +876,6 @@ fn fleet_entries_pass_the_same_rails_as_local_bans() {
     agent.apply_fleet(
         Incoming {
             entries: entries.into_iter().map(Ok).collect(),
-            resync: false,
         },
         now(1),
     );
@@ -915,7 +914,6 @@ fn fleet_entries_pass_the_same_rails_as_local_bans() {
     agent.apply_fleet(
         Incoming {
             entries: vec![Ok(unban)],
-            resync: false,
         },
         now(2),
     );
@@ -939,7 +937,6 @@ fn fleet_entries_pass_the_same_rails_as_local_bans() {
     agent.apply_fleet(
         Incoming {
             entries: vec![Ok(again)],
-            resync: false,
         },
         now(3),
     );

@@ -276,7 +276,7 @@ impl Engine {
         now: i64,
     ) -> Result<Vec<Result<Entry, Unreadable>>, FleetError> {
         let index = self.index();
-        let (_, keys): ((), Vec<String>) = redis::pipe()
+        let (keys,): (Vec<String>,) = redis::pipe()
             .cmd("ZREMRANGEBYSCORE")
             .arg(&index)
             .arg("-inf")
@@ -287,8 +287,7 @@ impl Engine {
             .arg(0)
             .arg(-1)
             .query_async(&mut self.conn)
-            .await
-            .map(|(keys,): (Vec<String>,)| ((), keys))?;
+            .await?;
         let mut bans = Vec::with_capacity(keys.len());
         for chunk in keys.chunks(1000) {
             let values: Vec<Option<String>> = redis::cmd("MGET")

@@ -28,10 +28,8 @@ const RETRY_MAX: Duration = Duration::from_secs(2);
 /// What the task hands to the agent.
 #[derive(Debug)]
 pub struct Incoming {
+    /// Read from the stream, or rebuilt from the ban keys (their ids are empty).
     pub entries: Vec<Result<Entry, Unreadable>>,
-    /// Rebuilt from the ban keys (the stream had been trimmed past this agent's place, or
-    /// it had none), not read from the stream.
-    pub resync: bool,
 }
 
 /// What `status` shows of the fleet.
@@ -115,8 +113,8 @@ pub fn access(config: &Fleet) -> anyhow::Result<(Access, Signer)> {
 }
 
 /// Starts the fleet's task (inside a tokio runtime), resuming the stream after `resume`.
-/// Only local files can fail here (the key, the password): an engine out of reach is
-/// retried by the task while the agent runs.
+/// Only local files can fail here (the key, the password, the CA): an engine out of reach
+/// is retried by the task while the agent runs.
 pub fn spawn(
     config: &Fleet,
     resume: Option<String>,
@@ -226,16 +224,7 @@ impl Run {
                         ""
                     }
                 );
-                if !bans.is_empty()
-                    && self
-                        .tx
-                        .send(Incoming {
-                            entries: bans,
-                            resync: true,
-                        })
-                        .await
-                        .is_err()
-                {
+                if !bans.is_empty() && self.tx.send(Incoming { entries: bans }).await.is_err() {
                     return Ok(());
                 }
                 newest.clone().unwrap_or_else(|| "0".to_owned())
@@ -273,10 +262,7 @@ impl Run {
                 Err(unreadable) => unreadable.id.clone(),
             };
             self.status().read = Some(from.clone());
-            let incoming = Incoming {
-                entries,
-                resync: false,
-            };
+            let incoming = Incoming { entries };
             if self.tx.send(incoming).await.is_err() {
                 return Ok(());
             }
