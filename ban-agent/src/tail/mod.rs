@@ -207,19 +207,27 @@ impl Follower {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
             Err(e) => return Err(e),
         };
-        let meta = file.metadata()?;
+        let mut meta = file.metadata()?;
         if !meta.is_file() {
             return Err(not_regular(&self.path, &meta));
         }
-        let fingerprint = fingerprint(&file)?;
-        let len = meta.len();
+        let mut fingerprint = fingerprint(&file)?;
         let offset = match self.resume.take() {
-            Some(cp) if cp.fingerprint == fingerprint && cp.offset <= len => cp.offset,
-            // Another file than the checkpoint's: all of it is new.
-            Some(_) => 0,
-            None if !self.seen && self.start == Start::Tail => len,
+            Some(cp) if cp.fingerprint == fingerprint && cp.offset <= meta.len() => cp.offset,
+            // Another file than the checkpoint's: the log was rotated while nobody read
+            // it. The rest of the old file comes first, if it is found beside the new one
+            // under a rotated name; then the new one from its start (`check_replaced`).
+            Some(cp) => match rotated_away(&self.path, cp, (meta.dev(), meta.ino()))? {
+                Some((old, old_meta)) => {
+                    (file, meta, fingerprint) = (old, old_meta, cp.fingerprint);
+                    cp.offset
+                }
+                None => 0,
+            },
+            None if !self.seen && self.start == Start::Tail => meta.len(),
             None => 0,
         };
+        let len = meta.len();
         // Starting at the end of a file whose last line is still being written: that line
         // is not complete, and its rest must not pass for a line.
         self.lines
@@ -298,8 +306,62 @@ impl Follower {
         self.rotations += 1;
         self.open = None;
         self.lines.restart(false);
+        // The new file is read from its start, even in the first poll of a follower that
+        // starts at the end of what it finds.
+        self.seen = true;
         Ok(true)
     }
+}
+
+/// Rotated files looked at, at most, for the one a checkpoint was in.
+const ROTATED_CANDIDATES: usize = 16;
+
+/// The file a checkpoint was taken in, now under a rotated name beside `path` (`auth.log.1`,
+/// `auth.log-20261130`; compressed ones never match): same first line, at least as long.
+fn rotated_away(
+    path: &Path,
+    cp: Checkpoint,
+    current: (u64, u64),
+) -> io::Result<Option<(File, std::fs::Metadata)>> {
+    let (Some(dir), Some(name), Some(_)) = (path.parent(), path.file_name(), cp.fingerprint) else {
+        return Ok(None);
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(None);
+    };
+    let name = name.as_encoded_bytes();
+    let mut candidates: Vec<(std::time::SystemTime, PathBuf)> = entries
+        .filter_map(Result::ok)
+        .filter(|entry| {
+            let other = entry.file_name();
+            let other = other.as_encoded_bytes();
+            other.len() > name.len()
+                && other.starts_with(name)
+                && matches!(other[name.len()], b'.' | b'-' | b'_')
+        })
+        .filter_map(|entry| {
+            let meta = entry.metadata().ok()?;
+            (meta.is_file() && (meta.dev(), meta.ino()) != current)
+                .then(|| Some((meta.modified().ok()?, entry.path())))?
+        })
+        .collect();
+    // The most recently written first: the file rotated last.
+    candidates.sort_by_key(|candidate| std::cmp::Reverse(candidate.0));
+    for (_, candidate) in candidates.into_iter().take(ROTATED_CANDIDATES) {
+        let Ok(file) = File::open(&candidate) else {
+            continue;
+        };
+        let meta = file.metadata()?;
+        if meta.len() >= cp.offset && fingerprint(&file)? == cp.fingerprint {
+            return Ok(Some((file, meta)));
+        }
+    }
+    Ok(None)
 }
 
 fn not_regular(path: &Path, meta: &std::fs::Metadata) -> io::Error {

@@ -150,6 +150,45 @@ fn rotation_by_rename_and_create() {
     assert_eq!(f.stats().rotations, 1);
 }
 
+// A rotation while the agent was away (stopped, or killed): the rest of the file it was
+// reading is found under its rotated name and read before the new file, from its start
+// even for a follower that starts at the end. Without `rotated_away`, "b" and "c" are
+// lost; without `seen` set on a replacement, so is "d".
+#[test]
+fn a_rotation_while_nobody_read_reads_the_rest_of_the_old_file_first() {
+    for start in [Start::Head, Start::Tail] {
+        let (log, f, read) = Log::read_from_head(b"a\n");
+        assert_eq!(read, ["a"]);
+        let checkpoint = f.checkpoint().expect("a checkpoint");
+        drop(f);
+        log.append(b"b\nc\n");
+        std::fs::rename(&log.path, log.sibling("auth.log.1")).expect("rename");
+        std::fs::write(log.sibling("auth.log.2.gz"), b"\x1f\x8b").expect("older");
+        std::fs::write(log.sibling("other.log"), b"a\nb\nc\nz\n").expect("unrelated");
+        log.append(b"d\n");
+        let mut f = Follower::new(log.path.clone(), start, DEFAULT_MAX_LINE, Some(checkpoint));
+        assert_eq!(poll(&mut f), ["b", "c", "d"], "{start:?}");
+        assert_eq!(f.stats().rotations, 1);
+    }
+}
+
+// With no rotated file that matches, a changed file is read from its start, as before.
+#[test]
+fn a_changed_file_with_no_rotated_sibling_is_new() {
+    let (log, f, _) = Log::read_from_head(b"a\nb\n");
+    let checkpoint = f.checkpoint().expect("a checkpoint");
+    drop(f);
+    std::fs::write(log.sibling("auth.log.1"), b"a\n").expect("shorter than the offset");
+    std::fs::write(&log.path, b"x\n").expect("replace");
+    let mut f = Follower::new(
+        log.path.clone(),
+        Start::Tail,
+        DEFAULT_MAX_LINE,
+        Some(checkpoint),
+    );
+    assert_eq!(poll(&mut f), ["x"]);
+}
+
 #[test]
 fn copytruncate_is_read_again_from_the_start() {
     let (log, mut f, read) = Log::read_from_head(b"line one\nline two\n");
