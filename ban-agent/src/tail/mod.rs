@@ -82,6 +82,9 @@ pub struct Follower {
     budget: u64,
     /// The last poll stopped at its budget, before the end of the file.
     more: bool,
+    /// Files rotated while nobody read, after the one resumed: read from their start,
+    /// oldest first (the last one first out), before the path's file.
+    backlog: Vec<PathBuf>,
 }
 
 /// Bytes one [`Follower::poll`] reads at most by default: about 30 ms of the agent's work.
@@ -112,6 +115,7 @@ impl Follower {
             truncations: 0,
             budget: DEFAULT_READ_BUDGET,
             more: false,
+            backlog: Vec::new(),
         }
     }
 
@@ -163,7 +167,7 @@ impl Follower {
         let mut budget = self.budget;
         self.more = false;
         // Bounded: each pass either reads the current file or switches to a new one.
-        for _ in 0..4 {
+        for _ in 0..4 + self.backlog.len() {
             if self.open.is_none() && !self.open_path()? {
                 break;
             }
@@ -176,7 +180,13 @@ impl Follower {
                 // The first line was completed while being read.
                 open.fingerprint = fingerprint(&open.file)?;
             }
-            if self.more || !self.check_replaced()? {
+            if self.more {
+                break;
+            }
+            if self.open_backlog()? {
+                continue;
+            }
+            if !self.check_replaced()? {
                 break;
             }
         }
@@ -193,7 +203,9 @@ impl Follower {
         match std::fs::metadata(&self.path) {
             Ok(meta) if !meta.is_file() => return Err(not_regular(&self.path, &meta)),
             Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            // Rotated away while nobody read, and not created again yet: the rest of the
+            // file read before is under its rotated name.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return self.open_rotated(),
             Err(e) => return Err(e),
         }
         // O_NONBLOCK: should the path become a FIFO between the check and the open, the
@@ -218,8 +230,9 @@ impl Follower {
             // it. The rest of the old file comes first, if it is found beside the new one
             // under a rotated name; then the new one from its start (`check_replaced`).
             Some(cp) => match rotated_away(&self.path, cp, (meta.dev(), meta.ino()))? {
-                Some((old, old_meta)) => {
+                Some((old, old_meta, backlog)) => {
                     (file, meta, fingerprint) = (old, old_meta, cp.fingerprint);
+                    self.backlog = backlog;
                     cp.offset
                 }
                 None => 0,
@@ -288,6 +301,54 @@ impl Follower {
         Ok(())
     }
 
+    /// With no file at the path: opens the file of the checkpoint under its rotated name,
+    /// if there is one; `false` otherwise (the checkpoint is kept for the path's file).
+    fn open_rotated(&mut self) -> io::Result<bool> {
+        let Some(cp) = self.resume else {
+            return Ok(false);
+        };
+        let Some((file, meta, backlog)) = rotated_away(&self.path, cp, (0, 0))? else {
+            return Ok(false);
+        };
+        self.resume = None;
+        self.backlog = backlog;
+        let mut file = file;
+        file.seek(SeekFrom::Start(cp.offset))?;
+        self.lines.restart(false);
+        self.open = Some(OpenFile {
+            file,
+            dev: meta.dev(),
+            ino: meta.ino(),
+            offset: cp.offset,
+            committed: cp.offset,
+            fingerprint: cp.fingerprint,
+        });
+        Ok(true)
+    }
+
+    /// After reading a file rotated while nobody read to its end: opens the next one
+    /// rotated after it, from its start; `false` when there is none left.
+    fn open_backlog(&mut self) -> io::Result<bool> {
+        while let Some(path) = self.backlog.pop() {
+            let Ok(file) = File::open(&path) else {
+                continue;
+            };
+            let meta = file.metadata()?;
+            self.rotations += 1;
+            self.lines.restart(false);
+            self.open = Some(OpenFile {
+                fingerprint: fingerprint(&file)?,
+                file,
+                dev: meta.dev(),
+                ino: meta.ino(),
+                offset: 0,
+                committed: 0,
+            });
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
     /// After reading to the end: is another file at the path now? `true` when the
     /// follower let go of the old one and should read again.
     fn check_replaced(&mut self) -> io::Result<bool> {
@@ -316,13 +377,17 @@ impl Follower {
 /// Rotated files looked at, at most, for the one a checkpoint was in.
 const ROTATED_CANDIDATES: usize = 16;
 
+/// What logrotate's `compress` leaves: never read as text.
+const COMPRESSED: [&str; 7] = [".gz", ".bz2", ".xz", ".zst", ".lz4", ".Z", ".zip"];
+
 /// The file a checkpoint was taken in, now under a rotated name beside `path` (`auth.log.1`,
-/// `auth.log-20261130`; compressed ones never match): same first line, at least as long.
+/// `auth.log-20261130`): same first line, at least as long; with the files rotated after
+/// it (written later), the oldest last.
 fn rotated_away(
     path: &Path,
     cp: Checkpoint,
     current: (u64, u64),
-) -> io::Result<Option<(File, std::fs::Metadata)>> {
+) -> io::Result<Option<(File, std::fs::Metadata, Vec<PathBuf>)>> {
     let (Some(dir), Some(name), Some(_)) = (path.parent(), path.file_name(), cp.fingerprint) else {
         return Ok(None);
     };
@@ -335,7 +400,7 @@ fn rotated_away(
         return Ok(None);
     };
     let name = name.as_encoded_bytes();
-    let mut candidates: Vec<(std::time::SystemTime, PathBuf)> = entries
+    let mut rotated: Vec<(std::time::SystemTime, PathBuf)> = entries
         .filter_map(Result::ok)
         .filter(|entry| {
             let other = entry.file_name();
@@ -343,6 +408,7 @@ fn rotated_away(
             other.len() > name.len()
                 && other.starts_with(name)
                 && matches!(other[name.len()], b'.' | b'-' | b'_')
+                && !COMPRESSED.iter().any(|end| other.ends_with(end.as_bytes()))
         })
         .filter_map(|entry| {
             let meta = entry.metadata().ok()?;
@@ -351,14 +417,15 @@ fn rotated_away(
         })
         .collect();
     // The most recently written first: the file rotated last.
-    candidates.sort_by_key(|candidate| std::cmp::Reverse(candidate.0));
-    for (_, candidate) in candidates.into_iter().take(ROTATED_CANDIDATES) {
-        let Ok(file) = File::open(&candidate) else {
+    rotated.sort_by_key(|candidate| std::cmp::Reverse(candidate.0));
+    for (n, (_, candidate)) in rotated.iter().enumerate().take(ROTATED_CANDIDATES) {
+        let Ok(file) = File::open(candidate) else {
             continue;
         };
         let meta = file.metadata()?;
         if meta.len() >= cp.offset && fingerprint(&file)? == cp.fingerprint {
-            return Ok(Some((file, meta)));
+            let later = rotated[..n].iter().map(|(_, path)| path.clone()).collect();
+            return Ok(Some((file, meta, later)));
         }
     }
     Ok(None)

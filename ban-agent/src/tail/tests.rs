@@ -172,6 +172,52 @@ fn a_rotation_while_nobody_read_reads_the_rest_of_the_old_file_first() {
     }
 }
 
+// Rotated twice while nobody read: the rest of the first file, the whole second, then the
+// path's file. Without the backlog, "c" is lost.
+#[test]
+fn two_rotations_while_nobody_read_read_every_file_in_order() {
+    let (log, f, _) = Log::read_from_head(b"a\n");
+    let checkpoint = f.checkpoint().expect("a checkpoint");
+    drop(f);
+    log.append(b"b\n");
+    std::fs::rename(&log.path, log.sibling("auth.log.2")).expect("rename");
+    std::thread::sleep(Duration::from_millis(20));
+    log.append(b"c\n");
+    std::fs::rename(&log.path, log.sibling("auth.log.1")).expect("rename");
+    std::thread::sleep(Duration::from_millis(20));
+    log.append(b"d\n");
+    let mut f = Follower::new(
+        log.path.clone(),
+        Start::Tail,
+        DEFAULT_MAX_LINE,
+        Some(checkpoint),
+    );
+    assert_eq!(poll(&mut f), ["b", "c", "d"]);
+    assert_eq!(f.stats().rotations, 2);
+    log.append(b"e\n");
+    assert_eq!(poll(&mut f), ["e"]);
+}
+
+// Rotated while nobody read, and no new file yet: the rest of the old one is read, and
+// the new one from its start once it is there.
+#[test]
+fn a_rotation_with_no_new_file_yet_reads_the_rest_of_the_old_one() {
+    let (log, f, _) = Log::read_from_head(b"a\n");
+    let checkpoint = f.checkpoint().expect("a checkpoint");
+    drop(f);
+    log.append(b"b\n");
+    std::fs::rename(&log.path, log.sibling("auth.log.1")).expect("rename");
+    let mut f = Follower::new(
+        log.path.clone(),
+        Start::Tail,
+        DEFAULT_MAX_LINE,
+        Some(checkpoint),
+    );
+    assert_eq!(poll(&mut f), ["b"]);
+    log.append(b"c\n");
+    assert_eq!(poll(&mut f), ["c"]);
+}
+
 // With no rotated file that matches, a changed file is read from its start, as before.
 #[test]
 fn a_changed_file_with_no_rotated_sibling_is_new() {
