@@ -8,7 +8,12 @@
 //! [`BanRate`] is the jail's sanity cap on bans per minute, against a filter that matches
 //! what it should not (every client of a busy site banned in a minute).
 
-use std::{collections::VecDeque, net::IpAddr, num::NonZeroUsize, time::Duration};
+use std::{
+    collections::{HashSet, VecDeque},
+    net::IpAddr,
+    num::NonZeroUsize,
+    time::Duration,
+};
 
 use hashlink::LruCache;
 use ipnet::IpNet;
@@ -95,6 +100,8 @@ pub enum Counted {
 pub struct Tracker {
     rules: Rules,
     failing: LruCache<IpNet, VecDeque<UnixMs>>,
+    /// Targets whose failures changed since the state last saved them.
+    changed: HashSet<IpNet>,
     total_failed: u64,
     evicted: u64,
 }
@@ -104,6 +111,7 @@ impl Tracker {
         let cap = NonZeroUsize::new(rules.max_tracked).map_or(1, NonZeroUsize::get);
         Self {
             failing: LruCache::new(cap),
+            changed: HashSet::new(),
             rules,
             total_failed: 0,
             evicted: 0,
@@ -125,6 +133,7 @@ impl Tracker {
         let maxretry = self.rules.maxretry.max(1) as usize;
         // A known target is updated in place (and becomes the most recent); a new one is
         // inserted only if it does not ban at once.
+        self.changed.insert(target);
         let failures = match self.failing.get_mut(&target) {
             Some(times) => {
                 push(times, at, window, maxretry);
@@ -137,8 +146,11 @@ impl Tracker {
                 push(&mut times, at, window, maxretry);
                 let failures = times.len();
                 if failures < maxretry {
-                    if self.failing.len() == self.failing.capacity() {
+                    if self.failing.len() == self.failing.capacity()
+                        && let Some((gone, _)) = self.failing.remove_lru()
+                    {
                         self.evicted += 1;
+                        self.changed.insert(gone);
                     }
                     self.failing.insert(target, times);
                 }
@@ -173,7 +185,55 @@ impl Tracker {
 
     /// Forgets the failures of `target` (after an operator's ban or unban).
     pub fn forget(&mut self, target: &IpNet) {
-        self.failing.remove(target);
+        if self.failing.remove(target).is_some() {
+            self.changed.insert(*target);
+        }
+    }
+
+    /// Takes back failures saved before a restart: the times of `target` still inside the
+    /// window at `now` (by the lines' times), as the failures of the newest target. Not a
+    /// change to save; the memory cap holds.
+    pub fn restore(&mut self, target: IpNet, times: &[UnixMs], now: UnixMs) {
+        let window = self.window_ms();
+        let maxretry = self.rules.maxretry.max(1) as usize;
+        let target = self.aggregate(target);
+        let live = times.iter().filter(|&&t| t > now.saturating_sub(window));
+        let mut window_times = self.failing.remove(&target).unwrap_or_default();
+        for &at in live {
+            push(&mut window_times, at, window, maxretry);
+        }
+        // A window that would ban was banned before the restart (or its ban is read
+        // again from the log): keep one short of it.
+        while window_times.len() >= maxretry {
+            window_times.pop_front();
+        }
+        if !window_times.is_empty() {
+            if self.failing.len() == self.failing.capacity() {
+                self.evicted += 1;
+            }
+            self.failing.insert(target, window_times);
+        }
+    }
+
+    /// The targets whose failures changed since [`Tracker::saved`], with the times inside
+    /// the window now (none: forget the target).
+    pub fn changes(&self) -> impl Iterator<Item = (IpNet, Vec<UnixMs>)> + '_ {
+        self.changed.iter().map(|target| {
+            let times = self
+                .failing
+                .peek(target)
+                .map(|times| times.iter().copied().collect())
+                .unwrap_or_default();
+            (*target, times)
+        })
+    }
+
+    /// The changes are saved.
+    pub fn saved(&mut self) {
+        self.changed.clear();
+        if self.changed.capacity() > 4096 {
+            self.changed.shrink_to(1024);
+        }
     }
 
     /// Addresses with failures in the window at `now`.

@@ -20,7 +20,7 @@ const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
 /// Debian packages the tests, the demo and the benchmarks use, each with what proves it is
 /// there.
-const PACKAGES: [(Proof, &str); 10] = [
+const PACKAGES: [(Proof, &str); 11] = [
     (Proof::Command("bpftool"), "bpftool"),
     (Proof::Command("ip"), "iproute2"),
     (Proof::Command("nsenter"), "util-linux"),
@@ -40,6 +40,9 @@ const PACKAGES: [(Proof, &str); 10] = [
     // The fleet's engine, which its tests start on a socket of their own (the package's
     // service is not started: no init system runs here).
     (Proof::File("/usr/bin/redis-server"), "redis-server"),
+    // The state database's shell: docs/daemon.md reads the state with it, and the crash
+    // test checks the database's integrity with it as an operator would.
+    (Proof::Command("sqlite3"), "sqlite3"),
     // The example app's virtual environment (examples/fastapi-auth/venv.sh).
     (
         Proof::Runs("python3", &["-c", "import ensurepip"]),

@@ -346,7 +346,7 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
     let config = crate::config::Config::load(path)?;
     datapath::check_interfaces(&config.global.interfaces)
         .with_context(|| format!("`interfaces` in {}", path.display()))?;
-    crate::store::Store::new(&config.global.state_dir).load()?;
+    crate::store::Store::inspect(&config.global.state_dir)?;
     if let Some(fleet) = &config.global.fleet {
         let (_, signer) = crate::fleet::task::access(fleet)
             .with_context(|| format!("[fleet] in {}", path.display()))?;

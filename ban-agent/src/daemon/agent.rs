@@ -29,12 +29,12 @@ use crate::{
     filter::date::UnixMs,
     ignore::IgnoreList,
     metrics::{self, Metrics, Refusal},
-    store::{State, Store},
+    store::{Changes, SavedBan, State, Store},
     tracker::{BanRate, BanTime},
 };
 
-/// Positions are saved at least this often even when no ban changed.
-const SAVE_POSITIONS_EVERY_MS: i64 = 10_000;
+/// How often old history and ended failure windows are pruned from the state.
+const PRUNE_EVERY_MS: i64 = 60_000;
 
 /// The two clocks: wall for what is saved and shown, boot for the kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,6 +100,19 @@ pub(super) enum BanOutcome {
     Already { until: Option<UnixMs> },
 }
 
+/// A ban decided and staged, not yet in the kernel: see [`Agent::plan_ban`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Planned {
+    /// Banned already, at least as long: nothing to do.
+    Already { until: Option<UnixMs> },
+    /// To write to the kernel; `old` is the shorter ban it extends.
+    Write {
+        ban: ActiveBan,
+        old: Option<ActiveBan>,
+        length: BanTime,
+    },
+}
+
 /// Whether a ban ending at `new` outlasts one ending at `old`.
 fn ends_later(new: Expiry, old: Expiry) -> bool {
     match (new, old) {
@@ -129,8 +142,14 @@ pub struct Agent {
     pub(super) global: Global,
     pub(super) kernel: Box<dyn Kernel>,
     pub(super) store: Option<Store>,
-    /// History, positions and jail ids; its `bans` are rebuilt from `bans` on save.
+    /// Positions, cursors, jail ids and the fleet's place as last committed (or read at
+    /// start); the bans in force are in `bans`, the history in the store.
     pub(super) state: State,
+    /// What changed since the last commit (kept until a commit succeeds).
+    pub(super) pending: Changes,
+    /// The state could not be opened at start (a full disk, a read-only folder): it is
+    /// tried again every second, and meanwhile the agent protects from memory.
+    pub(super) reopen: bool,
     pub(super) jails: BTreeMap<String, JailRun>,
     pub(super) bans: BTreeMap<(String, IpNet), ActiveBan>,
     /// Timed bans by boot-clock expiry, to lift them when they end.
@@ -139,8 +158,8 @@ pub struct Agent {
     /// The journal of each jail that reads one.
     pub(super) journals: BTreeMap<String, super::follow::JournalLog>,
     pub(super) setup: Setup,
-    pub(super) dirty: bool,
-    pub(super) last_save: UnixMs,
+    /// When the state was last pruned.
+    pub(super) last_prune: UnixMs,
     /// The last error of saving the state, said once (a full disk fails every tick).
     pub(super) save_error: Said,
     /// Last kernel counters seen per jail id (dropped packets, bytes), for the metrics.
@@ -178,14 +197,15 @@ impl Agent {
             kernel,
             store,
             state,
+            pending: Changes::default(),
+            reopen: false,
             jails: BTreeMap::new(),
             bans: BTreeMap::new(),
             expiries: BTreeSet::new(),
             logs: BTreeMap::new(),
             journals: BTreeMap::new(),
             setup,
-            dirty: false,
-            last_save: now.wall,
+            last_prune: now.wall,
             save_error: Said::default(),
             kernel_seen: BTreeMap::new(),
             hooks: Vec::new(),
@@ -200,14 +220,17 @@ impl Agent {
             .state
             .jail_ids
             .retain(|name, _| agent.jails.contains_key(name));
+        agent.pending.jail_ids = Some(agent.state.jail_ids.clone());
         agent.publish_ports()?;
         agent.restore(saved, now)?;
+        agent.restore_failures(now)?;
         agent.open_logs();
-        agent.dirty = true;
+        agent.commit();
         Ok(agent)
     }
 
     pub(super) fn add_jail(&mut self, jail: Jail) -> anyhow::Result<()> {
+        let known = self.state.jail_ids.contains_key(&jail.name);
         let id = self.state.jail_id(&jail.name).with_context(|| {
             format!(
                 "jail {}: all {} kernel jail slots are taken",
@@ -215,6 +238,9 @@ impl Agent {
                 ban_common::MAX_JAILS
             )
         })?;
+        if !known {
+            self.pending.jail_ids = Some(self.state.jail_ids.clone());
+        }
         let detector = Detector::for_jail(&jail, self.own(), self.setup.zone.clone());
         let failures = self
             .setup
@@ -303,7 +329,21 @@ impl Agent {
         if let Expiry::At(at) = expiry {
             self.expiries.insert((at, jail.to_owned(), target));
         }
-        self.dirty = true;
+    }
+
+    /// Stages the ban of `target` in `jail` as saved, to commit.
+    pub(super) fn stage(&mut self, jail: &str, target: IpNet, ban: &ActiveBan, origin: &str) {
+        let saved = SavedBan {
+            jail: jail.to_owned(),
+            target,
+            expires_at: ban.expires_at,
+            banned_at: ban.banned_at,
+            failures: ban.failures,
+            origin: origin.to_owned(),
+        };
+        self.pending
+            .bans
+            .insert((jail.to_owned(), target), Some(saved));
     }
 
     /// The global settings in force.
@@ -332,7 +372,8 @@ impl Agent {
 
     /// Bans `target` in `jail` for `length`. A target already banned there is never banned
     /// for less: the later expiry wins (permanent stays permanent), and a longer ban only
-    /// extends the one in force, which is not counted as a new ban.
+    /// extends the one in force, which is not counted as a new ban. The ban is committed
+    /// to the state before the kernel holds it (see [`Agent::plan_ban`]).
     pub(super) fn ban(
         &mut self,
         jail: &str,
@@ -342,48 +383,95 @@ impl Agent {
         reason: &str,
         now: Now,
     ) -> anyhow::Result<BanOutcome> {
+        let planned = self.plan_ban(jail, target, length, failures, reason, now)?;
+        self.commit();
+        self.apply_ban(jail, target, planned, reason, now)
+    }
+
+    /// Decides a ban and stages it for the next commit, without touching the kernel. The
+    /// caller commits, then applies it: a crash before the commit leaves neither the ban
+    /// nor the log position past its lines (the lines are read again and decide it
+    /// again); a crash after it leaves the ban saved, and the restart puts it in the
+    /// kernel. Either way it is decided once.
+    pub(super) fn plan_ban(
+        &mut self,
+        jail: &str,
+        target: IpNet,
+        length: BanTime,
+        failures: u32,
+        reason: &str,
+        now: Now,
+    ) -> anyhow::Result<Planned> {
         let run = self
             .jails
             .get_mut(jail)
             .with_context(|| format!("no jail {jail}"))?;
-        let id = run.id;
         let (expiry, expires_at) = now.ends(length);
-        let key = (jail.to_owned(), target);
-        if let Some(old) = self.bans.get(&key) {
-            if !ends_later(expiry, old.expiry) {
-                return Ok(BanOutcome::Already {
+        let old = self.bans.get(&(jail.to_owned(), target)).copied();
+        let ban = match old {
+            Some(old) if !ends_later(expiry, old.expiry) => {
+                return Ok(Planned::Already {
                     until: old.expires_at,
                 });
             }
-            let (banned_at, failures) = (old.banned_at, old.failures.max(failures));
-            self.kernel.ban(id, target, expiry)?;
-            let ban = ActiveBan {
+            Some(old) => ActiveBan {
                 expiry,
                 expires_at,
-                banned_at,
-                failures,
-            };
+                banned_at: old.banned_at,
+                failures: old.failures.max(failures),
+            },
+            None => {
+                run.detector.tracker_mut().forget(&target);
+                self.pending.count_ban(jail, target, now.wall);
+                ActiveBan {
+                    expiry,
+                    expires_at,
+                    banned_at: now.wall,
+                    failures,
+                }
+            }
+        };
+        self.stage(jail, target, &ban, reason);
+        Ok(Planned::Write { ban, old, length })
+    }
+
+    /// Puts a planned ban in the kernel (after its commit), and says so.
+    pub(super) fn apply_ban(
+        &mut self,
+        jail: &str,
+        target: IpNet,
+        planned: Planned,
+        reason: &str,
+        now: Now,
+    ) -> anyhow::Result<BanOutcome> {
+        let (ban, old, length) = match planned {
+            Planned::Already { until } => return Ok(BanOutcome::Already { until }),
+            Planned::Write { ban, old, length } => (ban, old, length),
+        };
+        let run = self
+            .jails
+            .get(jail)
+            .with_context(|| format!("no jail {jail}"))?;
+        let (id, hook) = (run.id, run.config.on_ban.clone());
+        if let Err(e) = self.kernel.ban(id, target, ban.expiry) {
+            // Not in force: the saved ban goes back to what the kernel holds. (Its count in
+            // the history stays: a kernel that refuses bans is rare, and said loudly.)
+            let key = (jail.to_owned(), target);
+            match old {
+                Some(old) => self.stage(jail, target, &old, reason),
+                None => {
+                    self.pending.bans.insert(key, None);
+                }
+            }
+            return Err(e.into());
+        }
+        let expires = ban.expires_at.map_or_else(|| "never".to_owned(), wall_text);
+        if old.is_some() {
             self.record(jail, target, ban);
-            info!(
-                jail,
-                ip = %datapath::show(&target),
-                expires = %expires_at.map_or_else(|| "never".to_owned(), wall_text),
-                reason,
-                "ban extended"
-            );
+            info!(jail, ip = %datapath::show(&target), expires, reason, "ban extended");
             return Ok(BanOutcome::Extended);
         }
-        run.detector.tracker_mut().forget(&target);
-        let hook = run.config.on_ban.clone();
-        self.kernel.ban(id, target, expiry)?;
-        let ban = ActiveBan {
-            expiry,
-            expires_at,
-            banned_at: now.wall,
-            failures,
-        };
         self.insert(jail, target, ban);
-        self.state.count_ban(jail, target);
         let bantime = match length {
             BanTime::For(d) => Some(d.as_secs()),
             BanTime::Permanent => None,
@@ -396,9 +484,9 @@ impl Agent {
         info!(
             jail,
             ip = %datapath::show(&target),
-            failures,
+            failures = ban.failures,
             bantime = %bantime.map_or_else(|| "permanent".to_owned(), |s| format!("{s}s")),
-            expires = %expires_at.map_or_else(|| "never".to_owned(), wall_text),
+            expires,
             reason,
             "ban"
         );
@@ -406,9 +494,9 @@ impl Agent {
             event: Kind::Ban,
             jail: jail.to_owned(),
             ip: datapath::show(&target),
-            failures,
+            failures: ban.failures,
             bantime,
-            expires_at,
+            expires_at: ban.expires_at,
             reason: reason.to_owned(),
             at: now.wall,
         };
@@ -416,7 +504,9 @@ impl Agent {
         Ok(BanOutcome::New)
     }
 
-    /// Lifts the ban of `target` in `jail`; `false` when there was none.
+    /// Lifts the ban of `target` in `jail`; `false` when there was none. A ban lifted
+    /// before its end is committed first, so that a restart does not bring it back; an
+    /// ended one is not restored anyway and goes with the next commit.
     pub(super) fn lift(
         &mut self,
         jail: &str,
@@ -430,7 +520,10 @@ impl Agent {
         if let Expiry::At(at) = ban.expiry {
             self.expiries.remove(&(at, jail.to_owned(), target));
         }
-        self.dirty = true;
+        self.pending.bans.insert((jail.to_owned(), target), None);
+        if ban.expires_at.is_none_or(|end| end > now.wall) {
+            self.commit();
+        }
         // A ban in the table always belongs to a running jail: bans of a jail are lifted
         // before it is removed.
         let run = self
@@ -438,8 +531,21 @@ impl Agent {
             .get_mut(jail)
             .with_context(|| format!("no jail {jail}"))?;
         run.detector.tracker_mut().forget(&target);
-        let hook = run.config.on_unban.clone();
-        self.kernel.unban(run.id, target)?;
+        let id = run.id;
+        self.kernel.unban(id, target)?;
+        self.unbanned(jail, target, &ban, reason, now);
+        Ok(true)
+    }
+
+    /// Says that a ban ended: the metric, the log line and the `on_unban` hook.
+    pub(super) fn unbanned(
+        &self,
+        jail: &str,
+        target: IpNet,
+        ban: &ActiveBan,
+        reason: &str,
+        now: Now,
+    ) {
         self.setup
             .metrics
             .unbans
@@ -458,8 +564,11 @@ impl Agent {
             reason: reason.to_owned(),
             at: now.wall,
         };
-        self.emit(event, hook.as_ref());
-        Ok(true)
+        let hook = self
+            .jails
+            .get(jail)
+            .and_then(|run| run.config.on_unban.as_ref());
+        self.emit(event, hook);
     }
 
     fn emit(&self, event: Event, hook: Option<&crate::config::Hook>) {
@@ -469,7 +578,8 @@ impl Agent {
     }
 
     /// Once a second: lifts the bans that ended, picks up new files of glob patterns,
-    /// refreshes the metrics and saves what changed.
+    /// refreshes the metrics and commits what changed (the positions of logs read since);
+    /// once a minute, prunes the state.
     pub fn sweep(&mut self, now: Now) {
         let ended: Vec<(String, IpNet)> = self
             .expiries
@@ -483,8 +593,12 @@ impl Agent {
         }
         self.open_logs();
         self.refresh_metrics();
-        if self.dirty || now.wall - self.last_save >= SAVE_POSITIONS_EVERY_MS {
-            self.save(now);
+        if self.reopen {
+            self.reopen_state(now);
+        }
+        self.commit();
+        if now.wall - self.last_prune >= PRUNE_EVERY_MS {
+            self.prune(now);
         }
     }
 

@@ -81,19 +81,24 @@ impl Agent {
         }
     }
 
+    /// Where the fleet's stream was read up to, committed with what it applied.
+    fn fleet_read_up_to(&mut self, id: &str) {
+        self.state.fleet_id = Some(id.to_owned());
+        self.pending.fleet_id = Some(id.to_owned());
+    }
+
     /// Applies what the fleet's task read.
     pub fn apply_fleet(&mut self, incoming: Incoming, now: Now) {
         for entry in incoming.entries {
             match entry {
                 Ok(entry) => {
                     if !entry.id.is_empty() {
-                        self.state.fleet_id = Some(entry.id.clone());
-                        self.dirty = true;
+                        self.fleet_read_up_to(&entry.id);
                     }
                     self.apply_entry(&entry, now);
                 }
                 Err(unreadable) => {
-                    self.state.fleet_id = Some(unreadable.id.clone());
+                    self.fleet_read_up_to(&unreadable.id);
                     self.fleet_refuse(
                         "unreadable",
                         &format!("entry {}: {}", unreadable.id, unreadable.why),

@@ -6,7 +6,7 @@ use prometheus_client::metrics::counter::Counter;
 use tracing::{error, info, warn};
 
 use super::{
-    agent::{Agent, Now},
+    agent::{Agent, Now, Planned},
     fleet::share_failure,
     said::Said,
 };
@@ -306,6 +306,51 @@ impl Agent {
         patterns
     }
 
+    /// The ban a decision from the log makes, staged; `None` when the jail's cap on bans
+    /// per minute holds it back, or the batch banned the target already.
+    fn plan_decision(&mut self, jail: &str, decision: &Decision, now: Now) -> Option<Planned> {
+        let run = self.jails.get_mut(jail)?;
+        let key = (jail.to_owned(), decision.target);
+        if matches!(self.pending.bans.get(&key), Some(Some(_))) && !self.bans.contains_key(&key) {
+            // Its failures came again later in the same batch: banned once.
+            return None;
+        }
+        if let Admit::HeldBack { alert } = run.rate.admit(now.wall) {
+            let cap = run.config.rules.max_bans_per_minute;
+            self.refused(jail, Refusal::RateCap);
+            if alert {
+                error!(
+                    jail,
+                    ip = %datapath::show(&decision.target),
+                    max_bans_per_minute = cap,
+                    "the jail reached max_bans_per_minute: further bans are held back \
+                     for the rest of the minute. Check with `ban-agent test-filter` that \
+                     its filter matches failures only; raise max_bans_per_minute if this \
+                     is a real attack"
+                );
+            }
+            return None;
+        }
+        let overall = run.config.increment.is_some_and(|inc| inc.overall_jails);
+        let (bantime, increment) = (run.config.bantime, run.config.increment);
+        let previous = self.previous_bans(jail, &decision.target, overall);
+        let length = bantime.after(previous, increment.as_ref());
+        match self.plan_ban(
+            jail,
+            decision.target,
+            length,
+            decision.failures,
+            "failures",
+            now,
+        ) {
+            Ok(plan) => Some(plan),
+            Err(e) => {
+                warn!(jail, ip = %datapath::show(&decision.target), "cannot ban: {e}");
+                None
+            }
+        }
+    }
+
     /// Reads what was appended to every log, judges each line in each jail that reads it,
     /// and bans at once. Returns the number of lines read.
     pub fn poll(&mut self, now: Now) -> u64 {
@@ -349,42 +394,19 @@ impl Agent {
             }
         }
         read += self.poll_journals(now, &mut decisions);
+        // Every ban of the batch is staged, then committed with the failures and the log
+        // positions after it, then put in the kernel (see `Agent::plan_ban`).
+        let mut planned = Vec::with_capacity(decisions.len());
         for (jail, decision) in decisions {
-            let Some(run) = self.jails.get_mut(&jail) else {
-                continue;
-            };
-            if let Admit::HeldBack { alert } = run.rate.admit(now.wall) {
-                let cap = run.config.rules.max_bans_per_minute;
-                self.refused(&jail, Refusal::RateCap);
-                if alert {
-                    error!(
-                        jail,
-                        ip = %datapath::show(&decision.target),
-                        max_bans_per_minute = cap,
-                        "the jail reached max_bans_per_minute: further bans are held back \
-                         for the rest of the minute. Check with `ban-agent test-filter` that \
-                         its filter matches failures only; raise max_bans_per_minute if this \
-                         is a real attack"
-                    );
-                }
-                continue;
+            if let Some(plan) = self.plan_decision(&jail, &decision, now) {
+                planned.push((jail, decision.target, plan));
             }
-            let overall = run.config.increment.is_some_and(|inc| inc.overall_jails);
-            let previous = self.state.previous_bans(&jail, &decision.target, overall);
-            let length = run
-                .config
-                .bantime
-                .after(previous, run.config.increment.as_ref());
-            match self.ban(
-                &jail,
-                decision.target,
-                length,
-                decision.failures,
-                "failures",
-                now,
-            ) {
+        }
+        self.commit();
+        for (jail, target, plan) in planned {
+            match self.apply_ban(&jail, target, plan, "failures", now) {
                 Ok(super::agent::BanOutcome::Already { .. }) => {}
-                Ok(_) => self.publish_ban(&jail, decision.target, false, now),
+                Ok(_) => self.publish_ban(&jail, target, false, now),
                 Err(e) => {
                     let full = e
                         .downcast_ref::<DatapathError>()
@@ -392,7 +414,7 @@ impl Agent {
                     if full {
                         self.refused(&jail, Refusal::MapFull);
                     }
-                    warn!(jail, ip = %datapath::show(&decision.target), "cannot ban: {e}");
+                    warn!(jail, ip = %datapath::show(&target), "cannot ban: {e}");
                 }
             }
         }

@@ -94,7 +94,16 @@ async fn serve_on(
         None => None,
     };
     let (kernel, hooks) = open_kernel(&config, options.dry_run)?;
-    let store = (!options.dry_run).then(|| crate::store::Store::new(&config.global.state_dir));
+    let now = Now::read();
+    let (store, unavailable) = match options.dry_run {
+        true => (None, None),
+        false => match crate::store::Store::open(&config.global.state_dir, now.wall) {
+            Ok(store) => (Some(store), None),
+            // A full disk or a read-only folder must not leave the host unprotected.
+            Err(e) if e.is_transient() => (None, Some(e)),
+            Err(e) => return Err(e.into()),
+        },
+    };
     let setup = Setup {
         own: own_addresses(),
         zone: jiff::tz::TimeZone::system(),
@@ -103,7 +112,10 @@ async fn serve_on(
     };
     let pin_dir = config.global.pin_dir.clone();
     let fleet_config = config.global.fleet.clone();
-    let mut agent = Agent::start(config, kernel, store, setup, Now::read())?;
+    let mut agent = Agent::start(config, kernel, store, setup, now)?;
+    if let Some(e) = unavailable {
+        agent.open_state_later(&e);
+    }
     agent.set_hooks(hooks);
     // The fleet's task starts after the agent, which holds where to resume the stream;
     // without a fleet, `fleet_entries` never yields.
@@ -207,7 +219,7 @@ async fn serve_on(
         }
     };
     agent.poll(Now::read());
-    agent.save(Now::read());
+    agent.commit();
     // Replies already sent to their connections (the one to `stop` among them) are
     // written before the runtime, and every task with it, ends.
     // Requests still queued are answered "the daemon is stopping".

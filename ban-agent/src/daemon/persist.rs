@@ -1,18 +1,29 @@
-//! What outlives the agent: the bans taken back at start (from the state file and the
-//! kernel maps) and the state written back.
+//! What outlives the agent: the bans and failures taken back at start (from the state
+//! database and the kernel maps), and what changed committed back.
 
 use std::collections::BTreeMap;
 
 use ipnet::IpNet;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use super::agent::{ActiveBan, Agent, Now, millis};
-use crate::{clock::Expiry, store::SavedBan};
+use crate::{
+    clock::Expiry,
+    store::{Changes, Keep, SavedBan, Store, StoreError},
+};
+
+/// How much ban history the state keeps (for `bantime_increment`): what fail2ban's
+/// `dbpurgeage` is, but long enough for increments to mean something.
+pub(super) const KEEP: Keep = Keep {
+    max_age: std::time::Duration::from_secs(30 * 24 * 3600),
+    max_entries: 2_000_000,
+};
 
 impl Agent {
     /// Saved bans go back into the kernel if a reboot emptied it; bans the kernel holds
-    /// for a current jail are kept even if the state file missed them (a crash right
-    /// after the ban); bans of jails that are gone are lifted.
+    /// for a current jail are kept even if the state missed them (a state that could not
+    /// be written); bans of jails that are gone are lifted. A saved ban that ended while
+    /// the agent was away is said ended now (log line, hook, metric).
     pub(super) fn restore(&mut self, saved: Vec<SavedBan>, now: Now) -> anyhow::Result<()> {
         let mut in_kernel: BTreeMap<(u32, IpNet), Expiry> = self
             .kernel
@@ -23,25 +34,33 @@ impl Agent {
         let mut restored = 0usize;
         for ban in saved {
             let Some(id) = self.jails.get(&ban.jail).map(|run| run.id) else {
+                self.pending.bans.insert((ban.jail, ban.target), None);
                 continue;
             };
             let left = ban.remaining(now.wall);
+            let mut active = ActiveBan {
+                expiry: Expiry::Never,
+                expires_at: ban.expires_at,
+                banned_at: ban.banned_at,
+                failures: ban.failures,
+            };
             if left.is_some_and(|left| left.is_zero()) {
+                if in_kernel.remove(&(id, ban.target)).is_some() {
+                    self.kernel.unban(id, ban.target)?;
+                }
+                self.pending
+                    .bans
+                    .insert((ban.jail.clone(), ban.target), None);
+                self.unbanned(&ban.jail, ban.target, &active, "expired", now);
                 continue;
             }
-            let expiry = match in_kernel.remove(&(id, ban.target)) {
+            active.expiry = match in_kernel.remove(&(id, ban.target)) {
                 Some(expiry) if !expiry.expired(now.boot) => expiry,
                 _ => {
                     let expiry = left.map_or(Expiry::Never, |left| Expiry::after(now.boot, left));
                     self.kernel.ban(id, ban.target, expiry)?;
                     expiry
                 }
-            };
-            let active = ActiveBan {
-                expiry,
-                expires_at: ban.expires_at,
-                banned_at: ban.banned_at,
-                failures: ban.failures,
             };
             self.insert(&ban.jail, ban.target, active);
             restored += 1;
@@ -66,10 +85,9 @@ impl Agent {
                         failures: 0,
                     };
                     self.insert(&jail, target, active);
-                    // The ban was made but not saved: it counts in the history (for
-                    // bantime increments) once, here; its log line, read again, finds it
-                    // in force and counts nothing.
-                    self.state.count_ban(&jail, target);
+                    // The ban was made but not saved: it is saved, and counts in the
+                    // history (for bantime increments) once, here.
+                    self.stage_adopted(&jail, target, &active, now);
                     adopted += 1;
                 }
                 _ => {
@@ -83,36 +101,170 @@ impl Agent {
         Ok(())
     }
 
-    /// Writes bans, history and positions to the state file (nothing in a dry run).
-    pub fn save(&mut self, now: Now) {
-        let Some(store) = &self.store else { return };
+    fn stage_adopted(&mut self, jail: &str, target: IpNet, ban: &ActiveBan, now: Now) {
+        let saved = SavedBan {
+            jail: jail.to_owned(),
+            target,
+            expires_at: ban.expires_at,
+            banned_at: ban.banned_at,
+            failures: ban.failures,
+            origin: "kernel".to_owned(),
+        };
+        self.pending
+            .bans
+            .insert((jail.to_owned(), target), Some(saved));
+        self.pending.count_ban(jail, target, now.wall);
+    }
+
+    /// Failures saved before the restart go back into their jails' windows (those of
+    /// targets banned now excepted: their failures were spent on the ban).
+    pub(super) fn restore_failures(&mut self, now: Now) -> anyhow::Result<()> {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        let mut restored = 0usize;
+        for (name, run) in &mut self.jails {
+            for (target, times) in store.failures(name)? {
+                if self.bans.contains_key(&(name.clone(), target)) {
+                    continue;
+                }
+                run.detector.tracker_mut().restore(target, &times, now.wall);
+                restored += 1;
+            }
+        }
+        if restored > 0 {
+            info!(addresses = restored, "failures counted before the restart");
+        }
+        Ok(())
+    }
+
+    /// Previous bans of `target` in `jail` (or every jail): saved, and staged to save.
+    pub(super) fn previous_bans(&mut self, jail: &str, target: &IpNet, every_jail: bool) -> u32 {
+        let staged: u32 = self
+            .pending
+            .history
+            .iter()
+            .filter(|((name, staged), _)| staged == target && (every_jail || name == jail))
+            .map(|(_, (bans, _))| *bans)
+            .sum();
+        let saved = match &self.store {
+            Some(store) => match store.previous_bans(jail, target, every_jail) {
+                Ok(saved) => saved,
+                Err(e) => {
+                    let message = e.to_string();
+                    if self.save_error.first(&message) {
+                        error!("{message}; bans are not lengthened by bantime_increment");
+                    }
+                    0
+                }
+            },
+            None => 0,
+        };
+        saved.saturating_add(staged)
+    }
+
+    /// The state could not be opened at start: said once, and tried again each second.
+    pub fn open_state_later(&mut self, error: &StoreError) {
+        self.reopen = true;
+        let message = error.to_string();
+        if self.save_error.first(&message) {
+            error!(
+                "{message}. The agent protects from memory (bans in force stay in the kernel \
+                 maps) and opens the state as soon as it can"
+            );
+        }
+    }
+
+    /// Opens the state that could not be opened at start and writes into it what the
+    /// agent holds now: the bans in force (those it saved before and that are over go),
+    /// the jail ids, positions and failures.
+    pub(super) fn reopen_state(&mut self, now: Now) {
+        let store = match Store::open(&self.global.state_dir, now.wall) {
+            Ok(store) => store,
+            Err(e) => {
+                let message = e.to_string();
+                if self.save_error.first(&message) {
+                    error!("{message}; tried again every second");
+                }
+                return;
+            }
+        };
+        let saved = match store.load() {
+            Ok(saved) => saved,
+            Err(e) => {
+                error!("{e}");
+                return;
+            }
+        };
+        for ban in saved.bans {
+            if !self.bans.contains_key(&(ban.jail.clone(), ban.target)) {
+                self.pending.bans.insert((ban.jail, ban.target), None);
+            }
+        }
+        let bans: Vec<((String, IpNet), ActiveBan)> = self
+            .bans
+            .iter()
+            .map(|(key, ban)| (key.clone(), *ban))
+            .collect();
+        for ((jail, target), ban) in bans {
+            self.stage(&jail, target, &ban, "memory");
+        }
+        self.pending.jail_ids = Some(self.state.jail_ids.clone());
+        self.state.positions.clear();
+        self.state.cursors.clear();
+        self.store = Some(store);
+        self.reopen = false;
+    }
+
+    /// Writes what changed since the last commit in one transaction: bans made and
+    /// lifted, history, failure windows, log positions and journal cursors (nothing in a
+    /// dry run). What cannot be written is kept and tried again at the next commit; the
+    /// bans stay in force meanwhile.
+    pub fn commit(&mut self) {
+        if self.store.is_none() {
+            if !self.reopen {
+                // A dry run: nothing is ever saved.
+                self.pending = Changes::default();
+                for run in self.jails.values_mut() {
+                    run.detector.tracker_mut().saved();
+                }
+            }
+            return;
+        }
+        let mut changes = std::mem::take(&mut self.pending);
         for (path, log) in &self.logs {
-            if let Some(checkpoint) = log.follower.checkpoint() {
-                self.state.positions.insert(path.clone(), checkpoint);
+            if let Some(checkpoint) = log.follower.checkpoint()
+                && self.state.positions.get(path) != Some(&checkpoint)
+            {
+                changes.positions.insert(path.clone(), checkpoint);
             }
         }
         for (jail, journal) in &self.journals {
-            if let Some(cursor) = journal.cursor() {
-                self.state.cursors.insert(jail.clone(), cursor.to_owned());
+            if let Some(cursor) = journal.cursor()
+                && self.state.cursors.get(jail).map(String::as_str) != Some(cursor)
+            {
+                changes.cursors.insert(jail.clone(), cursor.to_owned());
             }
         }
-        self.state.bans = self
-            .bans
-            .iter()
-            .map(|((jail, target), ban)| SavedBan {
-                jail: jail.clone(),
-                target: *target,
-                expires_at: ban.expires_at,
-                banned_at: ban.banned_at,
-                failures: ban.failures,
-            })
-            .collect();
-        let result = store.save(&self.state);
-        self.state.bans = Vec::new();
-        match result {
+        for (name, run) in &self.jails {
+            changes.failures.extend(
+                run.detector
+                    .tracker()
+                    .changes()
+                    .map(|(target, times)| (name.clone(), target, times)),
+            );
+        }
+        if changes.is_empty() {
+            return;
+        }
+        let Some(store) = &mut self.store else { return };
+        match store.commit(&changes) {
             Ok(()) => {
-                self.dirty = false;
-                self.last_save = now.wall;
+                for run in self.jails.values_mut() {
+                    run.detector.tracker_mut().saved();
+                }
+                self.state.positions.extend(changes.positions);
+                self.state.cursors.extend(changes.cursors);
                 if self.save_error.ended() {
                     info!(path = %store.path().display(), "the state is saved again");
                 }
@@ -126,7 +278,36 @@ impl Agent {
                          would restore them as last saved. Saving is retried every second"
                     );
                 }
+                // Positions, cursors and failure windows are read afresh at the next try.
+                self.pending = Changes {
+                    failures: Vec::new(),
+                    positions: BTreeMap::new(),
+                    cursors: BTreeMap::new(),
+                    ..changes
+                };
             }
+        }
+    }
+
+    /// Drops old history and ended failure windows from the state.
+    pub(super) fn prune(&mut self, now: Now) {
+        self.last_prune = now.wall;
+        let Some(store) = &mut self.store else { return };
+        let findtimes = self
+            .jails
+            .iter()
+            .map(|(name, run)| (name.clone(), run.config.rules.findtime))
+            .collect();
+        match store.prune(KEEP, &findtimes, now.wall) {
+            Ok(pruned) if pruned.history + pruned.failures > 0 => {
+                tracing::debug!(
+                    history = pruned.history,
+                    failures = pruned.failures,
+                    "pruned the state"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => warn!("{e}"),
         }
     }
 }

@@ -439,6 +439,7 @@ impl Agent {
             }
             self.jails.remove(name);
             self.state.jail_ids.remove(name);
+            self.pending.jail_ids = Some(self.state.jail_ids.clone());
         }
         let mut changed = Vec::new();
         for jail in wanted {

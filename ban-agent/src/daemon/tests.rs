@@ -113,7 +113,7 @@ fn failure(dir: &Path, host: &str, second: i64) {
 }
 
 fn start(config: Config, kernel: &FakeKernel, at: Now) -> Agent {
-    let store = Some(Store::new(&config.global.state_dir));
+    let store = Some(Store::open(&config.global.state_dir, at.wall).expect("state"));
     let setup = Setup {
         own: Vec::new(),
         zone: jiff::tz::TimeZone::UTC,
@@ -170,7 +170,7 @@ fn the_maxretry_th_failure_is_in_the_kernel_after_one_poll_and_leaves_at_expiry(
 }
 
 #[test]
-fn a_restart_keeps_bans_and_positions_and_a_reboot_restores_them_on_the_new_clock() {
+fn a_restart_keeps_bans_positions_and_failures_and_a_reboot_restores_them_on_the_new_clock() {
     let dir = tempfile::tempdir().expect("temp dir");
     let kernel = FakeKernel::default();
     let mut agent = start(config(dir.path(), 2, ""), &kernel, now(0));
@@ -178,10 +178,11 @@ fn a_restart_keeps_bans_and_positions_and_a_reboot_restores_them_on_the_new_cloc
     failure(dir.path(), "192.0.2.7", 2);
     failure(dir.path(), "192.0.2.8", 3);
     agent.poll(now(3));
-    agent.save(now(3));
+    // No stop, no save: what a poll read is committed by the poll (a `kill -9` here).
     drop(agent);
 
-    // Restart, kernel intact: the one failure of .8 read before is not read again.
+    // Restart, kernel intact: the line of .8 read before is not read again, but its
+    // failure still counts: with the one since, .8 reaches maxretry 2.
     failure(dir.path(), "192.0.2.8", 10);
     let mut agent = start(config(dir.path(), 2, ""), &kernel, now(10));
     assert_eq!(
@@ -191,10 +192,9 @@ fn a_restart_keeps_bans_and_positions_and_a_reboot_restores_them_on_the_new_cloc
     );
     assert_eq!(
         kernel.bans.lock().expect("lock").len(),
-        1,
-        "only .7: .8 failed once since"
+        2,
+        ".7, and .8 from one failure before the restart and one after"
     );
-    agent.save(now(10));
     drop(agent);
 
     // Reboot: the kernel is empty and its clock starts again.
@@ -840,7 +840,7 @@ fn fleet_entries_pass_the_same_rails_as_local_bans() {
         metrics: Metrics::new(),
         events: None,
     };
-    let store = Some(Store::new(&config.global.state_dir));
+    let store = Some(Store::open(&config.global.state_dir, now(0).wall).expect("state"));
     let mut agent =
         Agent::start(config, Box::new(kernel.clone()), store, setup, now(0)).expect("starts");
     let (link, _entries) = crate::fleet::spawn(&fleet, None, Metrics::new()).expect("link");
@@ -969,4 +969,131 @@ fn fleet_entries_pass_the_same_rails_as_local_bans() {
         before + 2,
         "a failure counted here is shared"
     );
+}
+
+/// A kernel that, at each ban, looks in the state database for that ban: what a restart
+/// would find if the agent died at that moment.
+#[derive(Clone)]
+struct Witness {
+    kernel: FakeKernel,
+    state_dir: std::path::PathBuf,
+    saved_first: Arc<Mutex<Vec<bool>>>,
+}
+
+impl Kernel for Witness {
+    fn ban(&mut self, jail: u32, target: IpNet, expiry: Expiry) -> Result<(), DatapathError> {
+        let saved = Store::inspect(&self.state_dir)
+            .expect("readable state")
+            .expect("a state")
+            .load()
+            .expect("load")
+            .bans
+            .iter()
+            .any(|ban| ban.target == target);
+        self.saved_first.lock().expect("lock").push(saved);
+        self.kernel.ban(jail, target, expiry)
+    }
+    fn unban(&mut self, jail: u32, target: IpNet) -> Result<bool, DatapathError> {
+        self.kernel.unban(jail, target)
+    }
+    fn list(&self) -> Result<Vec<BanRecord>, DatapathError> {
+        self.kernel.list()
+    }
+    fn set_jails(&mut self, jails: &[JailPorts]) -> Result<(), DatapathError> {
+        self.kernel.set_jails(jails)
+    }
+    fn counters(&self) -> Result<Vec<(u32, ban_common::JailCounters)>, DatapathError> {
+        self.kernel.counters()
+    }
+    fn capacities(&self) -> Vec<(&'static str, u32)> {
+        self.kernel.capacities()
+    }
+}
+
+// A ban, the failures that made it and the log position after its lines are one commit,
+// made before the kernel holds the ban: whenever the agent dies, a restart neither bans
+// again from the same lines nor forgets the ban. Without the commit in `Agent::poll`
+// before `apply_ban`, the witness finds the ban unsaved when the kernel gets it; without
+// the position in that commit, the restart reads the five lines again and bans twice.
+#[test]
+fn a_ban_is_saved_with_its_log_position_before_the_kernel_holds_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config_of = || config(dir.path(), 5, "");
+    let kernel = FakeKernel::default();
+    let witness = Witness {
+        kernel: kernel.clone(),
+        state_dir: config_of().global.state_dir.clone(),
+        saved_first: Arc::default(),
+    };
+    let setup = || Setup {
+        own: Vec::new(),
+        zone: jiff::tz::TimeZone::UTC,
+        metrics: Metrics::new(),
+        events: None,
+    };
+    let store = || Some(Store::open(&config_of().global.state_dir, now(0).wall).expect("state"));
+    let mut agent = Agent::start(
+        config_of(),
+        Box::new(witness.clone()),
+        store(),
+        setup(),
+        now(0),
+    )
+    .expect("starts");
+    for s in 1..=5 {
+        failure(dir.path(), "192.0.2.7", s);
+    }
+    agent.poll(now(5));
+    assert_eq!(*witness.saved_first.lock().expect("lock"), [true]);
+    // `kill -9` right after the ban: no stop, no sweep.
+    drop(agent);
+
+    // Back long after the 10 min ban ended (the kernel dropped it by then: its expiry
+    // has passed on the boot clock).
+    let mut agent = Agent::start(
+        config_of(),
+        Box::new(kernel.clone()),
+        store(),
+        setup(),
+        now(700),
+    )
+    .expect("starts");
+    assert!(
+        metric_line(&agent, "ban_agent_unbans_total").ends_with(" 1"),
+        "the ban that ended while the agent was away is said ended at start"
+    );
+    assert_eq!(agent.poll(now(700)), 0, "no line is read twice");
+    assert!(
+        kernel.bans.lock().expect("lock").is_empty(),
+        "nor banned twice"
+    );
+    assert!(!metric_line(&agent, "ban_agent_bans_total").ends_with(" 1"));
+}
+
+// A ban the kernel refuses (a full map) is not left in the state, where a restart would
+// put it in force.
+#[test]
+fn a_ban_the_kernel_refuses_is_not_saved() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kernel = FakeKernel {
+        capacity: Some(1),
+        ..FakeKernel::default()
+    };
+    let config = config(dir.path(), 1, "max_bans_per_minute = 0\n");
+    let state_dir = config.global.state_dir.clone();
+    let mut agent = start(config, &kernel, now(0));
+    failure(dir.path(), "192.0.2.7", 1);
+    failure(dir.path(), "192.0.2.8", 2);
+    agent.poll(now(2));
+    agent.sweep(now(3));
+    let saved: Vec<IpNet> = Store::inspect(&state_dir)
+        .expect("state")
+        .expect("a state")
+        .load()
+        .expect("load")
+        .bans
+        .iter()
+        .map(|ban| ban.target)
+        .collect();
+    assert_eq!(saved, [net("192.0.2.7/32")]);
 }

@@ -1,31 +1,40 @@
-//! What must survive a restart or a reboot: the bans (with a wall-clock expiry, since the
-//! kernel's boot clock starts again at a reboot), how often each target was banned (for
-//! `bantime_increment`) and where each log was read up to.
+//! What must survive a restart or a reboot, in one SQLite database (`state.db` in the state
+//! directory; `schema.sql` says what each table holds): the bans in force (with a
+//! wall-clock expiry, since the kernel's boot clock starts again at a reboot), how often
+//! each target was banned (for `bantime_increment`), the failures inside each jail's
+//! `findtime`, where each log and journal was read up to, and the kernel's jail ids.
 //!
-//! One JSON file, `state.json` in the state directory, replaced atomically: written to a
-//! temporary file, synced, renamed over the old one, and the directory synced, so that a
-//! crash leaves either the old state or the new one, never a mix.
+//! Writes are incremental: the agent gathers what changed into [`Changes`] and commits it
+//! in one transaction, so a ban, the failures that led to it and the log position after
+//! them are saved together or not at all. WAL with `synchronous = NORMAL`: a commit is
+//! in the log before it returns, so `kill -9` loses nothing committed; a power cut may
+//! lose the last commits, but never half of one (docs/daemon.md says why that is enough).
+//!
+//! An older `state.json` is imported once and kept as `state.json.migrated`.
+
+mod legacy;
 
 use std::{
     collections::BTreeMap,
-    fs::{self, File},
-    io::Write as _,
+    ffi::OsStr,
+    os::unix::ffi::OsStrExt as _,
     path::{Path, PathBuf},
     time::Duration,
 };
 
 use ipnet::IpNet;
-use serde::{Deserialize, Serialize};
+use rusqlite::{Connection, OpenFlags, OptionalExtension as _, params};
 use thiserror::Error;
 
 use crate::{filter::date::UnixMs, tail::Checkpoint};
 
-/// The file's format version; a file of another version is refused, not misread.
-pub const VERSION: u32 = 1;
-const FILE: &str = "state.json";
+/// The schema this ban-agent writes (`PRAGMA user_version`); a newer one is refused.
+pub const SCHEMA: i64 = 1;
+pub const FILE: &str = "state.db";
+const SCHEMA_SQL: &str = include_str!("schema.sql");
 
 /// A ban as saved.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SavedBan {
     pub jail: String,
     pub target: IpNet,
@@ -33,6 +42,8 @@ pub struct SavedBan {
     pub expires_at: Option<UnixMs>,
     pub banned_at: UnixMs,
     pub failures: u32,
+    /// What made it: `failures`, `operator`, `fleet (HOST)`, ...
+    pub origin: String,
 }
 
 impl SavedBan {
@@ -43,55 +54,23 @@ impl SavedBan {
     }
 }
 
-/// Everything saved.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// What the agent reads back at start (failures are read per jail, see
+/// [`Store::failures`]; the ban history is asked for ban by ban).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct State {
-    pub version: u32,
     pub bans: Vec<SavedBan>,
-    /// Bans so far per jail and target, for `bantime_increment`.
-    pub history: BTreeMap<String, BTreeMap<IpNet, u32>>,
     /// Where each log was read up to.
     pub positions: BTreeMap<PathBuf, Checkpoint>,
     /// The kernel's jail index of each jail name: kept across restarts and reloads, since
     /// the bans in the pinned maps are keyed by it.
-    #[serde(default)]
     pub jail_ids: BTreeMap<String, u32>,
     /// Where each journal jail read its journal up to (sd-journal cursors).
-    #[serde(default)]
     pub cursors: BTreeMap<String, String>,
     /// The last entry of the fleet's stream of bans applied here.
-    #[serde(default)]
     pub fleet_id: Option<String>,
 }
 
 impl State {
-    /// Previous bans of `target` in `jail`, or in every jail.
-    pub fn previous_bans(&self, jail: &str, target: &IpNet, every_jail: bool) -> u32 {
-        if every_jail {
-            self.history
-                .values()
-                .filter_map(|targets| targets.get(target))
-                .sum()
-        } else {
-            self.history
-                .get(jail)
-                .and_then(|targets| targets.get(target))
-                .copied()
-                .unwrap_or(0)
-        }
-    }
-
-    /// Notes one more ban of `target` in `jail`.
-    pub fn count_ban(&mut self, jail: &str, target: IpNet) {
-        let count = self
-            .history
-            .entry(jail.to_owned())
-            .or_default()
-            .entry(target)
-            .or_default();
-        *count = count.saturating_add(1);
-    }
-
     /// The jail index of `name`, assigning the lowest free one to a new jail; `None` when
     /// all `MAX_JAILS` are taken.
     pub fn jail_id(&mut self, name: &str) -> Option<u32> {
@@ -103,12 +82,55 @@ impl State {
         self.jail_ids.insert(name.to_owned(), id);
         Some(id)
     }
+}
 
-    /// Drops the bans that are over at `now`.
-    pub fn drop_expired(&mut self, now: UnixMs) {
-        self.bans
-            .retain(|ban| ban.remaining(now).is_none_or(|left| !left.is_zero()));
+/// What changed since the last commit; [`Store::commit`] writes it in one transaction.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Bans made or changed (`Some`) and lifted (`None`).
+    pub bans: BTreeMap<(String, IpNet), Option<SavedBan>>,
+    /// More bans in the history of a target, at a time.
+    pub history: BTreeMap<(String, IpNet), (u32, UnixMs)>,
+    /// Failure windows that changed, per jail: the times inside the window, none when the
+    /// target no longer has any (banned, forgotten).
+    pub failures: Vec<(String, IpNet, Vec<UnixMs>)>,
+    pub positions: BTreeMap<PathBuf, Checkpoint>,
+    pub cursors: BTreeMap<String, String>,
+    /// The whole table of jail ids, when it changed.
+    pub jail_ids: Option<BTreeMap<String, u32>>,
+    pub fleet_id: Option<String>,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self == &Self::default()
     }
+
+    /// One more ban of `target` in `jail` at `at`.
+    pub fn count_ban(&mut self, jail: &str, target: IpNet, at: UnixMs) {
+        let entry = self
+            .history
+            .entry((jail.to_owned(), target))
+            .or_insert((0, at));
+        entry.0 = entry.0.saturating_add(1);
+        entry.1 = at;
+    }
+}
+
+/// How much ban history is kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Keep {
+    /// Entries not banned again for this long are dropped.
+    pub max_age: Duration,
+    /// At most this many entries (targets per jail); the oldest go first.
+    pub max_entries: u64,
+}
+
+/// What [`Store::prune`] dropped.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub history: usize,
+    pub failures: usize,
 }
 
 #[derive(Debug, Error)]
@@ -125,74 +147,485 @@ pub enum StoreError {
         path.display()
     )]
     Corrupt { path: PathBuf, message: String },
+    #[error(
+        "{} was written by a newer ban-agent (schema {found}, this one knows {SCHEMA}); it \
+         is left as it is: run the newer ban-agent, or move the file aside to start with \
+         no saved bans",
+        path.display()
+    )]
+    Newer { path: PathBuf, found: i64 },
+    #[error("cannot {op} the state database {}: {source}", path.display())]
+    Sql {
+        op: &'static str,
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
     #[error(transparent)]
     Untrusted(#[from] crate::trust::TrustError),
 }
 
-/// The state file of a state directory.
+impl StoreError {
+    /// Whether the state cannot be written for now (a full disk, a read-only folder),
+    /// rather than being unfit to use (damaged, foreign, newer, open to others).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Io { .. } | Self::Sql { .. })
+    }
+}
+
+/// The state database of a state directory.
 pub struct Store {
+    connection: Connection,
     path: PathBuf,
 }
 
 impl Store {
-    pub fn new(state_dir: &Path) -> Self {
-        Self {
-            path: state_dir.join(FILE),
+    /// Opens (or creates) the state database of `state_dir`, taking in a `state.json`
+    /// left by an older ban-agent. The state directory and files must be writable by root
+    /// (or the agent's user) alone.
+    pub fn open(state_dir: &Path, now: UnixMs) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(state_dir).map_err(|e| io("create", state_dir, e))?;
+        let path = state_dir.join(FILE);
+        crate::trust::check_file(&path)?;
+        let connection = Connection::open(&path).map_err(|e| sql("open", &path, e))?;
+        let store = Self { connection, path };
+        store.check_schema()?;
+        store.prepare()?;
+        store.import_json(state_dir, now)?;
+        Ok(store)
+    }
+
+    /// Opens the state of `state_dir` to read only, as `ban-agent check` does: nothing is
+    /// created, migrated or changed. `None` when there is no database yet.
+    pub fn inspect(state_dir: &Path) -> Result<Option<Self>, StoreError> {
+        let path = state_dir.join(FILE);
+        if !path.exists() {
+            legacy::read(&state_dir.join(legacy::FILE))?;
+            return Ok(None);
         }
+        crate::trust::check_file(&path)?;
+        let connection = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|e| sql("open", &path, e))?;
+        let store = Self { connection, path };
+        store.check_schema()?;
+        store.load()?;
+        Ok(Some(store))
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// The saved state; an empty one when nothing was saved yet. The state directory and
-    /// file must be writable by root (or the agent's user) alone.
-    pub fn load(&self) -> Result<State, StoreError> {
-        crate::trust::check_file(&self.path)?;
-        let text = match fs::read_to_string(&self.path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(State {
-                    version: VERSION,
-                    ..State::default()
-                });
-            }
-            Err(source) => return Err(io("read", &self.path, source)),
-        };
-        let state: State = serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
-            path: self.path.clone(),
-            message: e.to_string(),
-        })?;
-        if state.version != VERSION {
-            return Err(StoreError::Corrupt {
+    fn check_schema(&self) -> Result<(), StoreError> {
+        let found: i64 = self
+            .connection
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .map_err(|e| self.corrupt(e))?;
+        if found > SCHEMA {
+            return Err(StoreError::Newer {
                 path: self.path.clone(),
-                message: format!("version {}, this ban-agent reads {VERSION}", state.version),
+                found,
             });
         }
+        Ok(())
+    }
+
+    /// A damaged or foreign file is `Corrupt`; anything else (a full disk, a read-only
+    /// folder) is an `Sql` error the agent can wait out.
+    fn corrupt(&self, e: rusqlite::Error) -> StoreError {
+        use rusqlite::ErrorCode::{DatabaseCorrupt, NotADatabase};
+        match e.sqlite_error_code() {
+            Some(DatabaseCorrupt | NotADatabase) => StoreError::Corrupt {
+                path: self.path.clone(),
+                message: e.to_string(),
+            },
+            _ => sql("open", &self.path, e),
+        }
+    }
+
+    /// WAL, `synchronous = NORMAL` and the schema.
+    fn prepare(&self) -> Result<(), StoreError> {
+        let c = &self.connection;
+        c.busy_timeout(Duration::from_secs(5))
+            .and_then(|()| c.pragma_update(None, "journal_mode", "WAL"))
+            .and_then(|()| c.pragma_update(None, "synchronous", "NORMAL"))
+            // The WAL file is cut back to this after each checkpoint.
+            .and_then(|()| c.pragma_update(None, "journal_size_limit", 64 << 20))
+            .and_then(|()| c.execute_batch(SCHEMA_SQL))
+            .and_then(|()| c.pragma_update(None, "user_version", SCHEMA))
+            .map_err(|e| self.corrupt(e))
+    }
+
+    /// Takes in `state.json` once, then renames it `state.json.migrated`. The import and
+    /// the mark that it was done are one transaction, so a crash before the rename only
+    /// leaves the rename to do.
+    fn import_json(&self, state_dir: &Path, now: UnixMs) -> Result<(), StoreError> {
+        let json = state_dir.join(legacy::FILE);
+        let Some(old) = legacy::read(&json)? else {
+            return Ok(());
+        };
+        let done: Option<String> = self
+            .connection
+            .query_row("SELECT value FROM meta WHERE key = 'imported'", [], |row| {
+                row.get(0)
+            })
+            .optional()
+            .map_err(|e| sql("read", &self.path, e))?;
+        if done.is_none() {
+            let changes = old.changes(now);
+            self.write(&changes, Some(&json))?;
+            tracing::info!(
+                from = %json.display(),
+                to = %self.path.display(),
+                bans = changes.bans.len(),
+                "the state file was taken into the state database"
+            );
+        }
+        let kept = json.with_extension("json.migrated");
+        std::fs::rename(&json, &kept).map_err(|e| io("rename", &json, e))
+    }
+
+    /// The saved state.
+    pub fn load(&self) -> Result<State, StoreError> {
+        let read = |e| sql("read", &self.path, e);
+        let c = &self.connection;
+        let mut state = State::default();
+        let mut bans = c
+            .prepare(
+                "SELECT jail, target, banned_at, expires_at, failures, origin FROM bans \
+                 ORDER BY jail, target",
+            )
+            .map_err(read)?;
+        let rows = bans
+            .query_map([], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                    row.get(4)?,
+                    row.get(5)?,
+                ))
+            })
+            .map_err(read)?;
+        for row in rows {
+            let (jail, target, banned_at, expires_at, failures, origin) = row.map_err(read)?;
+            state.bans.push(SavedBan {
+                jail,
+                target: self.target(&target)?,
+                banned_at,
+                expires_at,
+                failures,
+                origin,
+            });
+        }
+        let mut positions = c
+            .prepare("SELECT path, offset, fingerprint FROM positions")
+            .map_err(read)?;
+        let rows = positions
+            .query_map([], |row| {
+                Ok((
+                    row.get::<_, Vec<u8>>(0)?,
+                    row.get::<_, i64>(1)?,
+                    row.get::<_, Option<i64>>(2)?,
+                ))
+            })
+            .map_err(read)?;
+        for row in rows {
+            let (path, offset, fingerprint) = row.map_err(read)?;
+            // Stored as SQLite's signed integers, bit for bit.
+            let checkpoint = Checkpoint {
+                offset: offset as u64,
+                fingerprint: fingerprint.map(|f| f as u64),
+            };
+            state
+                .positions
+                .insert(PathBuf::from(OsStr::from_bytes(&path)), checkpoint);
+        }
+        state.jail_ids = self.pairs("SELECT name, id FROM jails")?;
+        state.cursors = self.pairs("SELECT jail, cursor FROM cursors")?;
+        state.fleet_id = c
+            .query_row("SELECT value FROM meta WHERE key = 'fleet_id'", [], |row| {
+                row.get(0)
+            })
+            .optional()
+            .map_err(read)?;
         Ok(state)
     }
 
-    /// Replaces the saved state atomically.
-    pub fn save(&self, state: &State) -> Result<(), StoreError> {
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        fs::create_dir_all(dir).map_err(|e| io("create", dir, e))?;
-        let temporary = self.path.with_extension("json.tmp");
-        let mut text = serde_json::to_vec_pretty(state).map_err(|e| StoreError::Corrupt {
-            path: self.path.clone(),
-            message: e.to_string(),
-        })?;
-        text.push(b'\n');
-        let mut file = File::create(&temporary).map_err(|e| io("create", &temporary, e))?;
-        if let Err(e) = file.write_all(&text).and_then(|()| file.sync_all()) {
-            // A full disk: the partial file would only hold on to the space.
-            let _partial = fs::remove_file(&temporary);
-            return Err(io("write", &temporary, e));
-        }
-        fs::rename(&temporary, &self.path).map_err(|e| io("replace", &self.path, e))?;
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| io("sync", dir, e))
+    fn pairs<V: rusqlite::types::FromSql>(
+        &self,
+        query: &str,
+    ) -> Result<BTreeMap<String, V>, StoreError> {
+        let read = |e| sql("read", &self.path, e);
+        let mut statement = self.connection.prepare(query).map_err(read)?;
+        let rows = statement
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .map_err(read)?;
+        rows.collect::<Result<_, _>>().map_err(read)
     }
+
+    fn target(&self, text: &str) -> Result<IpNet, StoreError> {
+        text.parse().map_err(|_| StoreError::Corrupt {
+            path: self.path.clone(),
+            message: format!("{text:?} is not an address or network"),
+        })
+    }
+
+    /// The failures saved for `jail`: each target with its failure times, oldest first.
+    pub fn failures(&self, jail: &str) -> Result<Vec<(IpNet, Vec<UnixMs>)>, StoreError> {
+        let read = |e| sql("read", &self.path, e);
+        let mut statement = self
+            .connection
+            .prepare("SELECT target, times FROM failures WHERE jail = ?1 ORDER BY last_at")
+            .map_err(read)?;
+        let rows = statement
+            .query_map([jail], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+            })
+            .map_err(read)?;
+        let mut failures = Vec::new();
+        for row in rows {
+            let (target, times) = row.map_err(read)?;
+            let times = times
+                .split(',')
+                .map(str::parse)
+                .collect::<Result<Vec<UnixMs>, _>>()
+                .map_err(|_| StoreError::Corrupt {
+                    path: self.path.clone(),
+                    message: format!("failure times {times:?} of {target} in jail {jail}"),
+                })?;
+            failures.push((self.target(&target)?, times));
+        }
+        Ok(failures)
+    }
+
+    /// Previous bans of `target` in `jail`, or in every jail.
+    pub fn previous_bans(
+        &self,
+        jail: &str,
+        target: &IpNet,
+        every_jail: bool,
+    ) -> Result<u32, StoreError> {
+        let target = target.to_string();
+        let result = if every_jail {
+            self.connection.query_row(
+                "SELECT COALESCE(SUM(bans), 0) FROM history WHERE target = ?1",
+                [&target],
+                |row| row.get::<_, i64>(0),
+            )
+        } else {
+            self.connection
+                .query_row(
+                    "SELECT bans FROM history WHERE jail = ?1 AND target = ?2",
+                    [jail, &target],
+                    |row| row.get::<_, i64>(0),
+                )
+                .optional()
+                .map(Option::unwrap_or_default)
+        };
+        let bans = result.map_err(|e| sql("read", &self.path, e))?;
+        Ok(u32::try_from(bans).unwrap_or(u32::MAX))
+    }
+
+    /// The ban history of `jail`: each target with its number of bans.
+    pub fn history(&self, jail: &str) -> Result<BTreeMap<IpNet, u32>, StoreError> {
+        let read = |e| sql("read", &self.path, e);
+        let mut statement = self
+            .connection
+            .prepare("SELECT target, bans FROM history WHERE jail = ?1")
+            .map_err(read)?;
+        let rows = statement
+            .query_map([jail], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, u32>(1)?))
+            })
+            .map_err(read)?;
+        let mut history = BTreeMap::new();
+        for row in rows {
+            let (target, bans) = row.map_err(read)?;
+            history.insert(self.target(&target)?, bans);
+        }
+        Ok(history)
+    }
+
+    /// Writes `changes` in one transaction.
+    pub fn commit(&mut self, changes: &Changes) -> Result<(), StoreError> {
+        self.write(changes, None)
+    }
+
+    fn write(&self, changes: &Changes, imported: Option<&Path>) -> Result<(), StoreError> {
+        let write = |e| sql("write", &self.path, e);
+        let tx = self.connection.unchecked_transaction().map_err(write)?;
+        write_changes(&tx, changes).map_err(write)?;
+        if let Some(json) = imported {
+            tx.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('imported', ?1)",
+                [json.to_string_lossy()],
+            )
+            .map_err(write)?;
+        }
+        tx.commit().map_err(write)
+    }
+
+    /// Drops history older than `keep` allows (and the oldest past its count), failure
+    /// windows that ended (`findtimes`: each jail's findtime; jails not listed lose all
+    /// theirs), and bans, positions and cursors of jails or files no longer followed are
+    /// left to the agent.
+    pub fn prune(
+        &mut self,
+        keep: Keep,
+        findtimes: &BTreeMap<String, Duration>,
+        now: UnixMs,
+    ) -> Result<Pruned, StoreError> {
+        let write = |e| sql("prune", &self.path, e);
+        let tx = self.connection.unchecked_transaction().map_err(write)?;
+        let age = now.saturating_sub(ms(keep.max_age));
+        let mut pruned = Pruned {
+            history: tx
+                .execute("DELETE FROM history WHERE last_at < ?1", [age])
+                .map_err(write)?,
+            ..Pruned::default()
+        };
+        let entries: i64 = tx
+            .query_row("SELECT COUNT(*) FROM history", [], |row| row.get(0))
+            .map_err(write)?;
+        let over = entries.saturating_sub(i64::try_from(keep.max_entries).unwrap_or(i64::MAX));
+        if over > 0 {
+            pruned.history += tx
+                .execute(
+                    "DELETE FROM history WHERE (jail, target) IN \
+                     (SELECT jail, target FROM history ORDER BY last_at LIMIT ?1)",
+                    [over],
+                )
+                .map_err(write)?;
+        }
+        let jails: Vec<String> = {
+            let mut statement = tx
+                .prepare("SELECT DISTINCT jail FROM failures")
+                .map_err(write)?;
+            let rows = statement.query_map([], |row| row.get(0)).map_err(write)?;
+            rows.collect::<Result<_, _>>().map_err(write)?
+        };
+        for jail in jails {
+            let since = findtimes
+                .get(&jail)
+                .map_or(i64::MAX, |findtime| now.saturating_sub(ms(*findtime)));
+            pruned.failures += tx
+                .execute(
+                    "DELETE FROM failures WHERE jail = ?1 AND last_at <= ?2",
+                    params![jail, since],
+                )
+                .map_err(write)?;
+        }
+        tx.commit().map_err(write)?;
+        Ok(pruned)
+    }
+
+    /// Bytes the state takes on disk: the database and its write-ahead log.
+    pub fn bytes(&self) -> u64 {
+        let wal = self.path.with_extension("db-wal");
+        [&self.path, &wal]
+            .iter()
+            .filter_map(|path| std::fs::metadata(path).ok())
+            .map(|meta| meta.len())
+            .sum()
+    }
+}
+
+fn write_changes(tx: &rusqlite::Transaction<'_>, changes: &Changes) -> rusqlite::Result<()> {
+    {
+        let mut upsert = tx.prepare_cached(
+            "INSERT OR REPLACE INTO bans (jail, target, banned_at, expires_at, failures, origin) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        let mut delete = tx.prepare_cached("DELETE FROM bans WHERE jail = ?1 AND target = ?2")?;
+        for ((jail, target), ban) in &changes.bans {
+            let target = target.to_string();
+            match ban {
+                Some(ban) => upsert.execute(params![
+                    jail,
+                    target,
+                    ban.banned_at,
+                    ban.expires_at,
+                    ban.failures,
+                    ban.origin
+                ])?,
+                None => delete.execute(params![jail, target])?,
+            };
+        }
+    }
+    {
+        let mut count = tx.prepare_cached(
+            "INSERT INTO history (jail, target, bans, last_at) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (jail, target) DO UPDATE SET bans = bans + excluded.bans, \
+             last_at = MAX(last_at, excluded.last_at)",
+        )?;
+        for ((jail, target), (bans, at)) in &changes.history {
+            count.execute(params![jail, target.to_string(), bans, at])?;
+        }
+    }
+    {
+        let mut upsert = tx.prepare_cached(
+            "INSERT OR REPLACE INTO failures (jail, target, times, last_at) \
+             VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        let mut delete =
+            tx.prepare_cached("DELETE FROM failures WHERE jail = ?1 AND target = ?2")?;
+        let mut text = String::new();
+        for (jail, target, times) in &changes.failures {
+            let target = target.to_string();
+            match times.last() {
+                Some(&last) => {
+                    text.clear();
+                    for (n, time) in times.iter().enumerate() {
+                        use std::fmt::Write as _;
+                        let comma = if n == 0 { "" } else { "," };
+                        let _infallible = write!(text, "{comma}{time}");
+                    }
+                    upsert.execute(params![jail, target, text, last])?
+                }
+                None => delete.execute(params![jail, target])?,
+            };
+        }
+    }
+    {
+        let mut upsert = tx.prepare_cached(
+            "INSERT OR REPLACE INTO positions (path, offset, fingerprint) VALUES (?1, ?2, ?3)",
+        )?;
+        for (path, checkpoint) in &changes.positions {
+            // SQLite's integers are signed: stored bit for bit.
+            upsert.execute(params![
+                path.as_os_str().as_bytes(),
+                checkpoint.offset as i64,
+                checkpoint.fingerprint.map(|f| f as i64)
+            ])?;
+        }
+    }
+    for (jail, cursor) in &changes.cursors {
+        tx.execute(
+            "INSERT OR REPLACE INTO cursors (jail, cursor) VALUES (?1, ?2)",
+            [jail, cursor],
+        )?;
+    }
+    if let Some(ids) = &changes.jail_ids {
+        tx.execute("DELETE FROM jails", [])?;
+        for (name, id) in ids {
+            tx.execute(
+                "INSERT INTO jails (name, id) VALUES (?1, ?2)",
+                params![name, id],
+            )?;
+        }
+    }
+    if let Some(id) = &changes.fleet_id {
+        tx.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('fleet_id', ?1)",
+            [id],
+        )?;
+    }
+    Ok(())
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 fn io(op: &'static str, path: &Path, source: std::io::Error) -> StoreError {
@@ -203,116 +636,13 @@ fn io(op: &'static str, path: &Path, source: std::io::Error) -> StoreError {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn net(text: &str) -> IpNet {
-        text.parse().expect("a network")
-    }
-
-    fn sample() -> State {
-        let mut state = State {
-            version: VERSION,
-            ..State::default()
-        };
-        state.bans.push(SavedBan {
-            jail: "auth".into(),
-            target: net("192.0.2.7/32"),
-            expires_at: Some(10_000),
-            banned_at: 1_000,
-            failures: 5,
-        });
-        state.bans.push(SavedBan {
-            jail: "auth".into(),
-            target: net("2001:db8::/64"),
-            expires_at: None,
-            banned_at: 1_000,
-            failures: 3,
-        });
-        state.count_ban("auth", net("192.0.2.7/32"));
-        state.positions.insert(
-            PathBuf::from("/var/log/app/auth.log"),
-            Checkpoint {
-                offset: 4096,
-                fingerprint: Some(42),
-            },
-        );
-        state
-    }
-
-    #[test]
-    fn saved_state_loads_back_and_a_missing_file_is_empty() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store = Store::new(&dir.path().join("state"));
-        assert_eq!(store.load().expect("empty").bans, []);
-        let state = sample();
-        store.save(&state).expect("save");
-        assert_eq!(store.load().expect("load"), state);
-        assert!(!store.path().with_extension("json.tmp").exists());
-    }
-
-    #[test]
-    fn a_corrupt_or_foreign_file_is_refused_with_what_to_do() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store = Store::new(dir.path());
-        fs::write(store.path(), "{ not json").expect("write");
-        let error = store.load().expect_err("corrupt").to_string();
-        assert!(error.contains("move it aside"), "{error}");
-        fs::write(
-            store.path(),
-            r#"{"version":99,"bans":[],"history":{},"positions":{}}"#,
-        )
-        .expect("write");
-        let error = store.load().expect_err("other version").to_string();
-        assert!(error.contains("version 99"), "{error}");
-    }
-
-    // Another user who could write the state could restore bans or positions of their
-    // choosing. Without the trust check in `Store::load`, this file loads.
-    #[test]
-    fn a_state_file_others_can_write_is_refused() {
-        use std::os::unix::fs::PermissionsExt as _;
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store = Store::new(dir.path());
-        store.save(&sample()).expect("save");
-        store.load().expect("a private state loads");
-        fs::set_permissions(store.path(), fs::Permissions::from_mode(0o646)).expect("chmod");
-        let error = store.load().expect_err("writable by others").to_string();
-        assert!(error.contains("writable by every user"), "{error}");
-    }
-
-    #[test]
-    fn expiry_history_and_increments() {
-        let mut state = sample();
-        assert_eq!(state.bans[0].remaining(4_000), Some(Duration::from_secs(6)));
-        assert_eq!(state.bans[1].remaining(4_000), None);
-        state.drop_expired(10_000);
-        assert_eq!(
-            state.bans.len(),
-            1,
-            "the timed ban is over, the permanent one stays"
-        );
-        let target = net("192.0.2.7/32");
-        state.count_ban("web", target);
-        state.count_ban("web", target);
-        assert_eq!(state.previous_bans("auth", &target, false), 1);
-        assert_eq!(state.previous_bans("web", &target, false), 2);
-        assert_eq!(state.previous_bans("web", &target, true), 3);
-        assert_eq!(state.previous_bans("web", &net("192.0.2.8/32"), true), 0);
-    }
-
-    #[test]
-    fn jail_ids_are_stable_and_reused_once_freed() {
-        let mut state = State::default();
-        assert_eq!(state.jail_id("a"), Some(0));
-        assert_eq!(state.jail_id("b"), Some(1));
-        assert_eq!(state.jail_id("a"), Some(0));
-        state.jail_ids.remove("a");
-        assert_eq!(state.jail_id("c"), Some(0));
-        for n in 0..ban_common::MAX_JAILS {
-            let _id = state.jail_id(&format!("j{n}"));
-        }
-        assert_eq!(state.jail_id("one-too-many"), None);
+fn sql(op: &'static str, path: &Path, source: rusqlite::Error) -> StoreError {
+    StoreError::Sql {
+        op,
+        path: path.to_owned(),
+        source,
     }
 }
+
+#[cfg(test)]
+mod tests;
