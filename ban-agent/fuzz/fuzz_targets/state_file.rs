@@ -1,6 +1,7 @@
-//! The state file (bans, history, log checkpoints, jail ids) on arbitrary bytes, as a
-//! broken disk or a hand edit leaves it: the agent starts from it or refuses it with an
-//! error, never a panic, and never restores a ban of an address it must spare.
+//! The state on arbitrary bytes, as a broken disk or a hand edit leaves it: an old
+//! `state.json` taken in (bans, history, log checkpoints, jail ids), or the state database
+//! itself when the bytes start as SQLite's files do. The agent starts from it or refuses
+//! it with an error, never a panic, and never restores a ban of an address it must spare.
 #![no_main]
 
 use ban_agent::{
@@ -29,22 +30,31 @@ const DIR: &str = "/tmp/ban-agent-fuzz-state";
 
 fuzz_target!(|data: &[u8]| {
     let dir = std::path::Path::new(DIR);
-    std::fs::create_dir_all(dir.join("state")).expect("state directory");
     let path = dir.join("ban-agent.toml");
     std::fs::write(&path, CONFIG).expect("write the configuration");
     std::fs::write(dir.join("auth.log"), "a line\nand another\n").expect("write the log");
     let config = Config::parse(&path, CONFIG).expect("the fuzz configuration parses");
-    std::fs::write(dir.join("state/state.json"), data).expect("write the state");
-    let store = Store::new(&config.global.state_dir);
+    let state = dir.join("state");
+    let _fresh = std::fs::remove_dir_all(&state);
+    std::fs::create_dir_all(&state).expect("state directory");
+    let file = if data.starts_with(b"SQLite format 3\0") {
+        "state.db"
+    } else {
+        "state.json"
+    };
+    std::fs::write(state.join(file), data).expect("write the state");
+    let now = Now {
+        wall: 1_795_521_600_000,
+        boot: 1_000_000_000_000,
+    };
+    let Ok(store) = Store::open(&config.global.state_dir, now.wall) else {
+        return;
+    };
     let setup = Setup {
         own: Vec::new(),
         zone: jiff::tz::TimeZone::UTC,
         metrics: Metrics::new(),
         events: None,
-    };
-    let now = Now {
-        wall: 1_795_521_600_000,
-        boot: 1_000_000_000_000,
     };
     let Ok(mut agent) = Agent::start(config, Box::new(NoKernel), Some(store), setup, now) else {
         return;

@@ -9,6 +9,7 @@ use tracing::{error, info, warn};
 use super::agent::{ActiveBan, Agent, Now, millis};
 use crate::{
     clock::Expiry,
+    ignore::IgnoreList,
     store::{Changes, Keep, SavedBan, Store, StoreError},
 };
 
@@ -32,8 +33,20 @@ impl Agent {
             .map(|ban| ((ban.jail, ban.target), ban.expiry))
             .collect();
         let mut restored = 0usize;
+        // A state written by hand, or by a broken disk, never bans what no path may ban.
+        let never = IgnoreList::new(Vec::new(), self.setup.own.clone());
         for ban in saved {
-            let Some(id) = self.jails.get(&ban.jail).map(|run| run.id) else {
+            let spared = never.spares(&ban.target);
+            let id = self.jails.get(&ban.jail).map(|run| run.id);
+            let (Some(id), None) = (id, spared) else {
+                if let Some(why) = spared {
+                    warn!(jail = ban.jail, ip = %ban.target, "a saved ban is dropped: {why}");
+                }
+                if let Some(id) = id
+                    && in_kernel.remove(&(id, ban.target)).is_some()
+                {
+                    self.kernel.unban(id, ban.target)?;
+                }
                 self.pending.bans.insert((ban.jail, ban.target), None);
                 continue;
             };
@@ -73,7 +86,7 @@ impl Agent {
         let mut adopted = 0usize;
         for ((id, target), expiry) in in_kernel {
             match ids.get(&id) {
-                Some(jail) if !expiry.expired(now.boot) => {
+                Some(jail) if !expiry.expired(now.boot) && never.spares(&target).is_none() => {
                     let expires_at = expiry
                         .remaining(now.boot)
                         .map(|left| now.wall + millis(left));
