@@ -91,6 +91,8 @@ pub struct Metrics {
     pub fleet_refused: Family<ReasonLabel, Counter>,
     pub fleet_round_trip: Seconds,
     pub fleet_propagation: Seconds,
+    pub state_bytes: Gauge,
+    pub state_commit: Seconds,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -210,6 +212,16 @@ impl Metrics {
             "From the decision on one host to the ban in this host's kernel maps (clocks of \
              both hosts)",
             m.fleet_propagation.0.clone(),
+        );
+        prefixed.register(
+            "state_bytes",
+            "Bytes the state database takes on disk (with its write-ahead log)",
+            m.state_bytes.clone(),
+        );
+        prefixed.register(
+            "state_commit_seconds",
+            "Time of one commit of what changed to the state database",
+            m.state_commit.0.clone(),
         );
         Arc::new(m)
     }
@@ -333,7 +345,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_fleet_metrics_have_the_names_the_documents_give() {
+    fn the_fleet_and_state_metrics_have_the_names_the_documents_give() {
         let m = Metrics::new();
         m.fleet_published.inc();
         m.fleet_applied.inc();
@@ -354,6 +366,8 @@ mod tests {
             "ban_agent_fleet_refused_total{reason=\"signature\"} 1",
             "ban_agent_fleet_round_trip_seconds_count 1",
             "ban_agent_fleet_propagation_seconds_count 1",
+            "ban_agent_state_bytes 0",
+            "ban_agent_state_commit_seconds_count 0",
         ] {
             assert!(text.contains(name), "{name} in:\n{text}");
         }

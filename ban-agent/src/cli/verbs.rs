@@ -305,11 +305,19 @@ fn print(reply: &Reply) {
             currently_banned,
             interfaces,
             fleet,
+            state,
         } => {
             println!("Status");
             println!("|- Number of jail:\t{}", jails.len());
             println!("|- Currently banned:\t{currently_banned}");
             println!("|- Jail list:\t{}", jails.join(", "));
+            if let Some(state) = state {
+                let size = format!("{:.1} MB", state.bytes as f64 / 1e6);
+                match &state.error {
+                    None => println!("|- State:\t{} ({size})", state.path.display()),
+                    Some(error) => println!("|- State:\tNOT SAVED: {error}"),
+                }
+            }
             if let Some(fleet) = fleet {
                 print_fleet(fleet);
             }

@@ -2,7 +2,7 @@
 //! protocol version, so that a client and a daemon of different versions say so instead of
 //! misreading each other.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, path::PathBuf};
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -169,6 +169,16 @@ pub struct InterfaceHook {
     pub why: String,
 }
 
+/// The state database, as `status` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateStatus {
+    pub path: PathBuf,
+    /// On disk, with its write-ahead log.
+    pub bytes: u64,
+    /// Why the last commit (or the opening) failed, while it does.
+    pub error: Option<String>,
+}
+
 /// The fleet as one host sees it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FleetStatus {
@@ -210,6 +220,9 @@ pub enum Reply {
         /// The fleet, when this host is part of one.
         #[serde(default)]
         fleet: Option<FleetStatus>,
+        /// The state database; none in a dry run.
+        #[serde(default)]
+        state: Option<StateStatus>,
     },
     Jail(JailStatus),
     Bans {

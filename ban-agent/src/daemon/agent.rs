@@ -639,6 +639,10 @@ impl Agent {
                 })
                 .set(ratio);
         }
+        if let Some(store) = &self.store {
+            m.state_bytes
+                .set(i64::try_from(store.bytes()).unwrap_or(i64::MAX));
+        }
         for (path, log) in &mut self.logs {
             let lag = log.follower.lag().unwrap_or(0);
             m.lag_bytes

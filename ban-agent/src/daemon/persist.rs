@@ -9,6 +9,7 @@ use tracing::{error, info, warn};
 use super::agent::{ActiveBan, Agent, Now, millis};
 use crate::{
     clock::Expiry,
+    control::protocol::StateStatus,
     ignore::IgnoreList,
     store::{Changes, Keep, SavedBan, Store, StoreError},
 };
@@ -271,7 +272,13 @@ impl Agent {
             return;
         }
         let Some(store) = &mut self.store else { return };
-        match store.commit(&changes) {
+        let began = std::time::Instant::now();
+        let committed = store.commit(&changes);
+        self.setup
+            .metrics
+            .state_commit
+            .observe(began.elapsed().as_secs_f64());
+        match committed {
             Ok(()) => {
                 for run in self.jails.values_mut() {
                     run.detector.tracker_mut().saved();
@@ -300,6 +307,20 @@ impl Agent {
                 };
             }
         }
+    }
+
+    /// The state database for `status`: none in a dry run.
+    pub(super) fn state_status(&self) -> Option<StateStatus> {
+        let (path, bytes) = match &self.store {
+            Some(store) => (store.path().to_owned(), store.bytes()),
+            None if self.reopen => (self.global.state_dir.join(crate::store::FILE), 0),
+            None => return None,
+        };
+        Some(StateStatus {
+            path,
+            bytes,
+            error: self.save_error.current().map(str::to_owned),
+        })
     }
 
     /// Drops old history and ended failure windows from the state.

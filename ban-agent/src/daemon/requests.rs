@@ -45,6 +45,7 @@ impl Agent {
                 currently_banned: self.bans.len() as u64,
                 interfaces: self.hooks.clone(),
                 fleet: self.fleet_status(),
+                state: self.state_status(),
             }),
             Request::Status { jail: Some(jail) } => self.status(&jail, now).map(Reply::Jail),
             Request::Ban {

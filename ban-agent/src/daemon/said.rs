@@ -15,6 +15,11 @@ impl Said {
         true
     }
 
+    /// The trouble said last, while it lasts.
+    pub(super) fn current(&self) -> Option<&str> {
+        self.0.as_deref()
+    }
+
     /// The trouble is over; `true` when there was one, so say that it ended.
     pub(super) fn ended(&mut self) -> bool {
         self.0.take().is_some()

@@ -1097,3 +1097,23 @@ fn a_ban_the_kernel_refuses_is_not_saved() {
         .collect();
     assert_eq!(saved, [net("192.0.2.7/32")]);
 }
+
+#[test]
+fn status_and_the_metrics_show_the_state_database_and_its_size() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kernel = FakeKernel::default();
+    let mut agent = start(config(dir.path(), 5, ""), &kernel, now(0));
+    agent.sweep(now(1));
+    let Reply::Overview {
+        state: Some(state), ..
+    } = ask(&mut agent, Request::Status { jail: None }, now(1))
+    else {
+        panic!("an overview with the state");
+    };
+    assert!(state.path.ends_with("state/state.db"), "{state:?}");
+    assert!(state.bytes > 0 && state.error.is_none(), "{state:?}");
+    assert_eq!(
+        metric_line(&agent, "ban_agent_state_bytes"),
+        format!("ban_agent_state_bytes {}", state.bytes)
+    );
+}
