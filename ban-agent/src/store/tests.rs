@@ -292,3 +292,49 @@ fn jail_ids_are_stable_and_reused_once_freed() {
     }
     assert_eq!(state.jail_id("one-too-many"), None);
 }
+
+// The queries docs/daemon.md gives operators run on a real state and find its rows.
+#[test]
+fn the_documented_queries_run_on_a_state() {
+    const DOC: &str = include_str!("../../../docs/daemon.md");
+    let block = DOC
+        .split("<!-- state-queries")
+        .nth(1)
+        .and_then(|rest| rest.split("```sql\n").nth(1))
+        .and_then(|rest| rest.split("```").next())
+        .expect("the sql block after <!-- state-queries in docs/daemon.md");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut store = Store::open(dir.path(), 0).expect("open");
+    store.commit(&sample()).expect("commit");
+    let code: String = block
+        .lines()
+        .filter(|line| !line.trim_start().starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut queries = 0;
+    for query in code.split(';').map(str::trim).filter(|q| !q.is_empty()) {
+        let mut statement = store
+            .connection
+            .prepare(query)
+            .unwrap_or_else(|e| panic!("{query}: {e}"));
+        let columns = statement.column_count();
+        let rows: Vec<Vec<String>> = statement
+            .query_map([], |row| {
+                (0..columns)
+                    .map(|n| {
+                        row.get_ref(n).map(|value| match value {
+                            rusqlite::types::ValueRef::Text(text) => {
+                                String::from_utf8_lossy(text).into_owned()
+                            }
+                            other => format!("{other:?}"),
+                        })
+                    })
+                    .collect()
+            })
+            .and_then(Iterator::collect)
+            .unwrap_or_else(|e| panic!("{query}: {e}"));
+        assert!(!rows.is_empty(), "{query} finds the sample's rows");
+        queries += 1;
+    }
+    assert_eq!(queries, 4);
+}
