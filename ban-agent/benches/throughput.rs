@@ -148,9 +148,15 @@ fn child(log: &Path) -> anyhow::Result<()> {
     let mut follower = Follower::new(log.to_owned(), Start::Head, DEFAULT_MAX_LINE, None);
     let mut detector = detect::fastapi(Rules::default(), TimeZone::system());
     let now = Timestamp::now().as_millisecond();
-    follower.poll(&mut |line| {
-        detector.line(line, now);
-    })?;
+    // A poll reads at most its budget: poll on to the end, as the daemon does.
+    loop {
+        follower.poll(&mut |line| {
+            detector.line(line, now);
+        })?;
+        if !follower.more() {
+            break;
+        }
+    }
     let seconds = start.elapsed().as_secs_f64();
     let stats = detector.stats();
     let (cpu, peak) = shared::self_usage();
