@@ -333,7 +333,11 @@ impl Agent {
         }
         let overall = run.config.increment.is_some_and(|inc| inc.overall_jails);
         let (bantime, increment) = (run.config.bantime, run.config.increment);
-        let previous = self.previous_bans(jail, &decision.target, overall);
+        // The history is read only when it lengthens bans.
+        let previous = match increment {
+            Some(_) => self.previous_bans(jail, &decision.target, overall),
+            None => 0,
+        };
         let length = bantime.after(previous, increment.as_ref());
         match self.plan_ban(
             jail,
@@ -402,7 +406,11 @@ impl Agent {
                 planned.push((jail, decision.target, plan));
             }
         }
-        self.commit();
+        if planned.is_empty() {
+            self.commit_soon();
+        } else {
+            self.commit();
+        }
         for (jail, target, plan) in planned {
             match self.apply_ban(&jail, target, plan, "failures", now) {
                 Ok(super::agent::BanOutcome::Already { .. }) => {}

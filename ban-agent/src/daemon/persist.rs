@@ -154,6 +154,8 @@ impl Agent {
 
     /// Previous bans of `target` in `jail` (or every jail): saved, and staged to save.
     pub(super) fn previous_bans(&mut self, jail: &str, target: &IpNet, every_jail: bool) -> u32 {
+        // What the writer thread holds counts too.
+        self.settle_writer();
         let staged: u32 = self
             .pending
             .history
@@ -232,9 +234,70 @@ impl Agent {
 
     /// Writes what changed since the last commit in one transaction: bans made and
     /// lifted, history, failure windows, log positions and journal cursors (nothing in a
-    /// dry run). What cannot be written is kept and tried again at the next commit; the
-    /// bans stay in force meanwhile.
+    /// dry run), and waits until it is written. What cannot be written is kept and tried
+    /// again at the next commit; the bans stay in force meanwhile.
     pub fn commit(&mut self) {
+        self.settle_writer();
+        let Some(changes) = self.gather() else { return };
+        let Some(store) = &mut self.store else { return };
+        let began = std::time::Instant::now();
+        let committed = store.commit(&changes);
+        self.setup
+            .metrics
+            .state_commit
+            .observe(began.elapsed().as_secs_f64());
+        match committed {
+            Ok(()) => self.saved(),
+            Err(e) => self.not_saved(&e, changes),
+        }
+    }
+
+    /// Like [`Agent::commit`], for what need not wait (the failures and positions of
+    /// lines read, no ban): handed to the state's writer thread while the agent reads on.
+    /// When the writer is still busy, the changes stay staged for the next commit.
+    pub(super) fn commit_soon(&mut self) {
+        let Some(store) = &mut self.store else {
+            self.commit();
+            return;
+        };
+        match store.written() {
+            Some(Ok(())) => self.saved(),
+            Some(Err(failed)) => {
+                let (e, older) = *failed;
+                self.not_saved(&e, older);
+            }
+            None => {}
+        }
+        if self.store.as_ref().is_some_and(Store::busy) {
+            return;
+        }
+        let Some(changes) = self.gather() else { return };
+        let Some(store) = &mut self.store else { return };
+        if let Err(changes) = store.commit_later(changes) {
+            // No writer: commit here.
+            self.pending.absorb(*changes);
+            self.commit();
+        }
+    }
+
+    /// Waits for the writer thread's batch, so that what comes next is written after it.
+    fn settle_writer(&mut self) {
+        let Some(store) = &mut self.store else { return };
+        if !store.busy() {
+            return;
+        }
+        match store.settle() {
+            Ok(()) => self.saved(),
+            Err(failed) => {
+                let (e, older) = *failed;
+                self.not_saved(&e, older);
+            }
+        }
+    }
+
+    /// Everything that changed, taken out of the agent to be written (the failure windows
+    /// and positions are then known as saved); `None` when nothing did, or in a dry run.
+    fn gather(&mut self) -> Option<Changes> {
         if self.store.is_none() {
             if !self.reopen {
                 // A dry run: nothing is ever saved.
@@ -243,7 +306,7 @@ impl Agent {
                     run.detector.tracker_mut().saved();
                 }
             }
-            return;
+            return None;
         }
         let mut changes = std::mem::take(&mut self.pending);
         for (path, log) in &self.logs {
@@ -260,53 +323,40 @@ impl Agent {
                 changes.cursors.insert(jail.clone(), cursor.to_owned());
             }
         }
-        for (name, run) in &self.jails {
+        for (name, run) in &mut self.jails {
+            let tracker = run.detector.tracker_mut();
             changes.failures.extend(
-                run.detector
-                    .tracker()
+                tracker
                     .changes()
-                    .map(|(target, times)| (name.clone(), target, times)),
+                    .map(|(target, times)| ((name.clone(), target), times)),
+            );
+            tracker.saved();
+        }
+        self.state.positions.extend(changes.positions.clone());
+        self.state.cursors.extend(changes.cursors.clone());
+        (!changes.is_empty()).then_some(changes)
+    }
+
+    /// A commit went through.
+    fn saved(&mut self) {
+        if self.save_error.ended()
+            && let Some(store) = &self.store
+        {
+            info!(path = %store.path().display(), "the state is saved again");
+        }
+    }
+
+    /// A commit failed: its changes are staged again, under anything newer.
+    fn not_saved(&mut self, e: &StoreError, changes: Changes) {
+        // The bans stay in the kernel maps; only what a restart restores is late.
+        let message = e.to_string();
+        if self.save_error.first(&message) {
+            error!(
+                "cannot save the state: {message}. Bans stay in force; a restart would \
+                 restore them as last saved. Saving is retried every second"
             );
         }
-        if changes.is_empty() {
-            return;
-        }
-        let Some(store) = &mut self.store else { return };
-        let began = std::time::Instant::now();
-        let committed = store.commit(&changes);
-        self.setup
-            .metrics
-            .state_commit
-            .observe(began.elapsed().as_secs_f64());
-        match committed {
-            Ok(()) => {
-                for run in self.jails.values_mut() {
-                    run.detector.tracker_mut().saved();
-                }
-                self.state.positions.extend(changes.positions);
-                self.state.cursors.extend(changes.cursors);
-                if self.save_error.ended() {
-                    info!(path = %store.path().display(), "the state is saved again");
-                }
-            }
-            Err(e) => {
-                // The bans stay in the kernel maps; only what a restart restores is late.
-                let message = e.to_string();
-                if self.save_error.first(&message) {
-                    error!(
-                        "cannot save the state: {message}. Bans stay in force; a restart \
-                         would restore them as last saved. Saving is retried every second"
-                    );
-                }
-                // Positions, cursors and failure windows are read afresh at the next try.
-                self.pending = Changes {
-                    failures: Vec::new(),
-                    positions: BTreeMap::new(),
-                    cursors: BTreeMap::new(),
-                    ..changes
-                };
-            }
-        }
+        self.pending.absorb(changes);
     }
 
     /// The state database for `status`: none in a dry run.
@@ -326,6 +376,7 @@ impl Agent {
     /// Drops old history and ended failure windows from the state.
     pub(super) fn prune(&mut self, now: Now) {
         self.last_prune = now.wall;
+        self.settle_writer();
         let Some(store) = &mut self.store else { return };
         let findtimes = self
             .jails

@@ -89,7 +89,7 @@ impl Json {
         Changes {
             bans,
             history,
-            failures: Vec::new(),
+            failures: BTreeMap::new(),
             positions: self.positions,
             cursors: self.cursors,
             jail_ids: Some(self.jail_ids),

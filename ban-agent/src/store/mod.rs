@@ -91,9 +91,9 @@ pub struct Changes {
     pub bans: BTreeMap<(String, IpNet), Option<SavedBan>>,
     /// More bans in the history of a target, at a time.
     pub history: BTreeMap<(String, IpNet), (u32, UnixMs)>,
-    /// Failure windows that changed, per jail: the times inside the window, none when the
-    /// target no longer has any (banned, forgotten).
-    pub failures: Vec<(String, IpNet, Vec<UnixMs>)>,
+    /// Failure windows that changed, per jail and target: the times inside the window,
+    /// none when the target no longer has any (banned, forgotten).
+    pub failures: BTreeMap<(String, IpNet), Vec<UnixMs>>,
     pub positions: BTreeMap<PathBuf, Checkpoint>,
     pub cursors: BTreeMap<String, String>,
     /// The whole table of jail ids, when it changed.
@@ -104,6 +104,30 @@ pub struct Changes {
 impl Changes {
     pub fn is_empty(&self) -> bool {
         self == &Self::default()
+    }
+
+    /// Takes back `older` changes that could not be written, under these newer ones.
+    pub fn absorb(&mut self, older: Changes) {
+        fn under<K: Ord, V>(newer: &mut BTreeMap<K, V>, older: BTreeMap<K, V>) {
+            for (key, value) in older {
+                newer.entry(key).or_insert(value);
+            }
+        }
+        under(&mut self.bans, older.bans);
+        for (key, (bans, at)) in older.history {
+            let entry = self.history.entry(key).or_insert((0, at));
+            entry.0 = entry.0.saturating_add(bans);
+            entry.1 = entry.1.max(at);
+        }
+        under(&mut self.failures, older.failures);
+        under(&mut self.positions, older.positions);
+        under(&mut self.cursors, older.cursors);
+        if self.jail_ids.is_none() {
+            self.jail_ids = older.jail_ids;
+        }
+        if self.fleet_id.is_none() {
+            self.fleet_id = older.fleet_id;
+        }
     }
 
     /// One more ban of `target` in `jail` at `at`.
@@ -172,10 +196,60 @@ impl StoreError {
     }
 }
 
+/// What the writer thread made of changes handed to it: on failure, the changes back.
+pub type Written = Result<(), Box<(StoreError, Changes)>>;
+
 /// The state database of a state directory.
 pub struct Store {
     connection: Connection,
     path: PathBuf,
+    writer: Option<Writer>,
+}
+
+/// A second connection on a thread of its own, which commits the changes that need not
+/// wait (failures counted and log positions) while the agent reads on: SQLite's work then
+/// takes the other core, not the agent's. One batch at a time; the agent's own commits
+/// wait for it first, so transactions are written in the order they were made.
+struct Writer {
+    changes: std::sync::mpsc::SyncSender<Changes>,
+    done: std::sync::mpsc::Receiver<Written>,
+    busy: bool,
+}
+
+impl Writer {
+    fn spawn(path: PathBuf) -> std::io::Result<Self> {
+        let (changes, inbox) = std::sync::mpsc::sync_channel::<Changes>(1);
+        let (outbox, done) = std::sync::mpsc::sync_channel(1);
+        std::thread::Builder::new()
+            .name("state-writer".into())
+            .spawn(move || {
+                let connection = Connection::open(&path).and_then(|c| {
+                    c.busy_timeout(Duration::from_secs(5))?;
+                    c.pragma_update(None, "synchronous", "NORMAL")?;
+                    Ok(c)
+                });
+                for changes in inbox {
+                    let written = match &connection {
+                        Ok(c) => commit_on(c, &changes, None).map_err(|e| sql("write", &path, e)),
+                        Err(e) => Err(StoreError::Corrupt {
+                            path: path.clone(),
+                            message: e.to_string(),
+                        }),
+                    };
+                    if outbox
+                        .send(written.map_err(|e| Box::new((e, changes))))
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            })?;
+        Ok(Self {
+            changes,
+            done,
+            busy: false,
+        })
+    }
 }
 
 impl Store {
@@ -187,7 +261,11 @@ impl Store {
         let path = state_dir.join(FILE);
         crate::trust::check_file(&path)?;
         let connection = Connection::open(&path).map_err(|e| sql("open", &path, e))?;
-        let store = Self { connection, path };
+        let store = Self {
+            connection,
+            path,
+            writer: None,
+        };
         store.check_schema()?;
         store.prepare()?;
         store.import_json(state_dir, now)?;
@@ -205,7 +283,11 @@ impl Store {
         crate::trust::check_file(&path)?;
         let connection = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)
             .map_err(|e| sql("open", &path, e))?;
-        let store = Self { connection, path };
+        let store = Self {
+            connection,
+            path,
+            writer: None,
+        };
         store.check_schema()?;
         store.load()?;
         Ok(Some(store))
@@ -447,23 +529,76 @@ impl Store {
         Ok(history)
     }
 
-    /// Writes `changes` in one transaction.
+    /// Writes `changes` in one transaction, here and now. Call [`Store::settle`] first
+    /// when changes were handed to the writer thread: transactions must be written in
+    /// the order they were made.
     pub fn commit(&mut self, changes: &Changes) -> Result<(), StoreError> {
+        debug_assert!(!self.busy(), "commit while the writer is busy");
         self.write(changes, None)
     }
 
     fn write(&self, changes: &Changes, imported: Option<&Path>) -> Result<(), StoreError> {
-        let write = |e| sql("write", &self.path, e);
-        let tx = self.connection.unchecked_transaction().map_err(write)?;
-        write_changes(&tx, changes).map_err(write)?;
-        if let Some(json) = imported {
-            tx.execute(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES ('imported', ?1)",
-                [json.to_string_lossy()],
-            )
-            .map_err(write)?;
+        commit_on(&self.connection, changes, imported).map_err(|e| sql("write", &self.path, e))
+    }
+
+    /// Hands `changes` to the writer thread, to be committed while the agent goes on;
+    /// gives them back while it is still busy with the last ones (keep them, and try
+    /// again). Call [`Store::written`] to learn how the last ones went.
+    pub fn commit_later(&mut self, changes: Changes) -> Result<(), Box<Changes>> {
+        if self.writer.is_none() {
+            match Writer::spawn(self.path.clone()) {
+                Ok(writer) => self.writer = Some(writer),
+                Err(_) => return Err(Box::new(changes)),
+            }
         }
-        tx.commit().map_err(write)
+        let Some(writer) = &mut self.writer else {
+            return Err(Box::new(changes));
+        };
+        if writer.busy {
+            return Err(Box::new(changes));
+        }
+        match writer.changes.send(changes) {
+            Ok(()) => {
+                writer.busy = true;
+                Ok(())
+            }
+            // The thread is gone: say so by failing, the agent commits itself.
+            Err(std::sync::mpsc::SendError(changes)) => {
+                self.writer = None;
+                Err(Box::new(changes))
+            }
+        }
+    }
+
+    /// Whether the writer thread is still on the changes last handed to it.
+    pub fn busy(&self) -> bool {
+        self.writer.as_ref().is_some_and(|writer| writer.busy)
+    }
+
+    /// How the changes last handed to the writer went, once it is done with them;
+    /// `None` while it is busy, or when nothing was handed.
+    pub fn written(&mut self) -> Option<Written> {
+        let writer = self.writer.as_mut().filter(|writer| writer.busy)?;
+        let written = writer.done.try_recv().ok()?;
+        writer.busy = false;
+        Some(written)
+    }
+
+    /// Waits until the writer is done with what it was handed, and says how it went.
+    pub fn settle(&mut self) -> Written {
+        let Some(writer) = self.writer.as_mut().filter(|writer| writer.busy) else {
+            return Ok(());
+        };
+        writer.busy = false;
+        match writer.done.recv() {
+            Ok(written) => written,
+            // The thread died with the batch: no way to know; the agent's next commit
+            // writes its positions and failures again from what it holds.
+            Err(_) => {
+                self.writer = None;
+                Ok(())
+            }
+        }
     }
 
     /// Drops history older than `keep` allows (and the oldest past its count), failure
@@ -531,6 +666,30 @@ impl Store {
     }
 }
 
+impl Drop for Store {
+    fn drop(&mut self) {
+        // What the writer was handed is committed before the store goes.
+        let _last = self.settle();
+    }
+}
+
+/// `changes` in one transaction on `connection`, with the mark of a `state.json` taken in.
+fn commit_on(
+    connection: &Connection,
+    changes: &Changes,
+    imported: Option<&Path>,
+) -> rusqlite::Result<()> {
+    let tx = connection.unchecked_transaction()?;
+    write_changes(&tx, changes)?;
+    if let Some(json) = imported {
+        tx.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('imported', ?1)",
+            [json.to_string_lossy()],
+        )?;
+    }
+    tx.commit()
+}
+
 fn write_changes(tx: &rusqlite::Transaction<'_>, changes: &Changes) -> rusqlite::Result<()> {
     {
         let mut upsert = tx.prepare_cached(
@@ -571,7 +730,7 @@ fn write_changes(tx: &rusqlite::Transaction<'_>, changes: &Changes) -> rusqlite:
         let mut delete =
             tx.prepare_cached("DELETE FROM failures WHERE jail = ?1 AND target = ?2")?;
         let mut text = String::new();
-        for (jail, target, times) in &changes.failures {
+        for ((jail, target), times) in &changes.failures {
             let target = target.to_string();
             match times.last() {
                 Some(&last) => {

@@ -39,11 +39,10 @@ fn sample() -> Changes {
     changes.jail_ids = Some(BTreeMap::from([("auth".to_owned(), 0)]));
     changes.cursors.insert("ssh".into(), "s=abc;i=1".into());
     changes.fleet_id = Some("1700000000000-0".into());
-    changes.failures.push((
-        "auth".into(),
-        net("192.0.2.9/32"),
+    changes.failures.insert(
+        ("auth".into(), net("192.0.2.9/32")),
         vec![1_000, 2_000, 3_000],
-    ));
+    );
     changes
 }
 
@@ -83,7 +82,7 @@ fn changes_are_incremental_lifts_and_forgotten_failures_delete() {
     let mut next = Changes::default();
     next.bans.insert(("auth".into(), net("192.0.2.7/32")), None);
     next.failures
-        .push(("auth".into(), net("192.0.2.9/32"), Vec::new()));
+        .insert(("auth".into(), net("192.0.2.9/32")), Vec::new());
     next.count_ban("auth", net("192.0.2.7/32"), 5_000);
     next.count_ban("web", net("192.0.2.7/32"), 5_000);
     store.commit(&next).expect("commit");
@@ -113,11 +112,11 @@ fn history_is_pruned_by_age_and_count_and_ended_failure_windows_go() {
         changes.count_ban("auth", target, i64::from(n) * 1_000);
         changes
             .failures
-            .push(("auth".into(), target, vec![i64::from(n) * 1_000]));
+            .insert(("auth".into(), target), vec![i64::from(n) * 1_000]);
     }
     changes
         .failures
-        .push(("gone".into(), net("198.51.100.1/32"), vec![9_000]));
+        .insert(("gone".into(), net("198.51.100.1/32")), vec![9_000]);
     store.commit(&changes).expect("commit");
     let keep = Keep {
         max_age: Duration::from_secs(7),
@@ -337,4 +336,34 @@ fn the_documented_queries_run_on_a_state() {
         queries += 1;
     }
     assert_eq!(queries, 4);
+}
+
+// Changes handed to the writer thread are committed in order with the agent's own: a
+// commit after `settle` finds them written, and a batch handed while one is in flight is
+// given back to keep.
+#[test]
+fn the_writer_thread_commits_in_order_and_gives_back_what_it_cannot_take() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut store = Store::open(dir.path(), 0).expect("open");
+    let mut first = Changes::default();
+    first
+        .failures
+        .insert(("auth".into(), net("192.0.2.9/32")), vec![1_000]);
+    store.commit_later(first).expect("an idle writer takes it");
+    let mut second = Changes::default();
+    second
+        .failures
+        .insert(("auth".into(), net("192.0.2.9/32")), vec![1_000, 2_000]);
+    let second = match store.commit_later(second) {
+        Ok(()) => panic!("a busy writer takes no second batch"),
+        Err(second) => *second,
+    };
+    store.settle().expect("written");
+    assert!(!store.busy());
+    store.commit(&second).expect("commit");
+    assert_eq!(
+        store.failures("auth").expect("failures"),
+        [(net("192.0.2.9/32"), vec![1_000, 2_000])],
+        "the agent's later commit is not overwritten by the writer's earlier one"
+    );
 }
