@@ -228,6 +228,11 @@ impl Tracker {
         })
     }
 
+    /// Whether any target's failures changed since [`Tracker::saved`].
+    pub fn has_changes(&self) -> bool {
+        !self.changed.is_empty()
+    }
+
     /// The changes are saved.
     pub fn saved(&mut self) {
         self.changed.clear();

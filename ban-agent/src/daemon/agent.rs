@@ -596,7 +596,8 @@ impl Agent {
         if self.reopen {
             self.reopen_state(now);
         }
-        self.commit();
+        // Ends of bans need not wait: a restart does not restore an ended ban.
+        self.commit_soon();
         if now.wall - self.last_prune >= PRUNE_EVERY_MS {
             self.prune(now);
         }

@@ -325,12 +325,11 @@ impl Agent {
         }
         for (name, run) in &mut self.jails {
             let tracker = run.detector.tracker_mut();
-            changes.failures.extend(
-                tracker
-                    .changes()
-                    .map(|(target, times)| ((name.clone(), target), times)),
-            );
-            tracker.saved();
+            if tracker.has_changes() {
+                let targets = changes.failures.entry(name.clone()).or_default();
+                targets.extend(tracker.changes());
+                tracker.saved();
+            }
         }
         self.state.positions.extend(changes.positions.clone());
         self.state.cursors.extend(changes.cursors.clone());

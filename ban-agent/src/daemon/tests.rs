@@ -1085,7 +1085,7 @@ fn a_ban_the_kernel_refuses_is_not_saved() {
     failure(dir.path(), "192.0.2.7", 1);
     failure(dir.path(), "192.0.2.8", 2);
     agent.poll(now(2));
-    agent.sweep(now(3));
+    agent.commit();
     let saved: Vec<IpNet> = Store::inspect(&state_dir)
         .expect("state")
         .expect("a state")

@@ -15,7 +15,7 @@
 mod legacy;
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     ffi::OsStr,
     os::unix::ffi::OsStrExt as _,
     path::{Path, PathBuf},
@@ -93,7 +93,7 @@ pub struct Changes {
     pub history: BTreeMap<(String, IpNet), (u32, UnixMs)>,
     /// Failure windows that changed, per jail and target: the times inside the window,
     /// none when the target no longer has any (banned, forgotten).
-    pub failures: BTreeMap<(String, IpNet), Vec<UnixMs>>,
+    pub failures: BTreeMap<String, HashMap<IpNet, Vec<UnixMs>>>,
     pub positions: BTreeMap<PathBuf, Checkpoint>,
     pub cursors: BTreeMap<String, String>,
     /// The whole table of jail ids, when it changed.
@@ -103,7 +103,35 @@ pub struct Changes {
 
 impl Changes {
     pub fn is_empty(&self) -> bool {
-        self == &Self::default()
+        let Self {
+            bans,
+            history,
+            failures,
+            positions,
+            cursors,
+            jail_ids,
+            fleet_id,
+        } = self;
+        bans.is_empty()
+            && history.is_empty()
+            && failures.values().all(HashMap::is_empty)
+            && positions.is_empty()
+            && cursors.is_empty()
+            && jail_ids.is_none()
+            && fleet_id.is_none()
+    }
+
+    /// The changed failure window of `target` in `jail`.
+    pub fn failed(&mut self, jail: &str, target: IpNet, times: Vec<UnixMs>) {
+        match self.failures.get_mut(jail) {
+            Some(targets) => {
+                targets.insert(target, times);
+            }
+            None => {
+                self.failures
+                    .insert(jail.to_owned(), HashMap::from([(target, times)]));
+            }
+        }
     }
 
     /// Takes back `older` changes that could not be written, under these newer ones.
@@ -119,7 +147,12 @@ impl Changes {
             entry.0 = entry.0.saturating_add(bans);
             entry.1 = entry.1.max(at);
         }
-        under(&mut self.failures, older.failures);
+        for (jail, older) in older.failures {
+            let newer = self.failures.entry(jail).or_default();
+            for (target, times) in older {
+                newer.entry(target).or_insert(times);
+            }
+        }
         under(&mut self.positions, older.positions);
         under(&mut self.cursors, older.cursors);
         if self.jail_ids.is_none() {
@@ -730,7 +763,11 @@ fn write_changes(tx: &rusqlite::Transaction<'_>, changes: &Changes) -> rusqlite:
         let mut delete =
             tx.prepare_cached("DELETE FROM failures WHERE jail = ?1 AND target = ?2")?;
         let mut text = String::new();
-        for ((jail, target), times) in &changes.failures {
+        for (jail, target, times) in changes
+            .failures
+            .iter()
+            .flat_map(|(jail, targets)| targets.iter().map(move |(t, times)| (jail, t, times)))
+        {
             let target = target.to_string();
             match times.last() {
                 Some(&last) => {

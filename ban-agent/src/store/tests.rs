@@ -39,10 +39,7 @@ fn sample() -> Changes {
     changes.jail_ids = Some(BTreeMap::from([("auth".to_owned(), 0)]));
     changes.cursors.insert("ssh".into(), "s=abc;i=1".into());
     changes.fleet_id = Some("1700000000000-0".into());
-    changes.failures.insert(
-        ("auth".into(), net("192.0.2.9/32")),
-        vec![1_000, 2_000, 3_000],
-    );
+    changes.failed("auth", net("192.0.2.9/32"), vec![1_000, 2_000, 3_000]);
     changes
 }
 
@@ -81,8 +78,7 @@ fn changes_are_incremental_lifts_and_forgotten_failures_delete() {
     store.commit(&sample()).expect("commit");
     let mut next = Changes::default();
     next.bans.insert(("auth".into(), net("192.0.2.7/32")), None);
-    next.failures
-        .insert(("auth".into(), net("192.0.2.9/32")), Vec::new());
+    next.failed("auth", net("192.0.2.9/32"), Vec::new());
     next.count_ban("auth", net("192.0.2.7/32"), 5_000);
     next.count_ban("web", net("192.0.2.7/32"), 5_000);
     store.commit(&next).expect("commit");
@@ -110,13 +106,9 @@ fn history_is_pruned_by_age_and_count_and_ended_failure_windows_go() {
     for n in 0..10u8 {
         let target = net(&format!("192.0.2.{n}/32"));
         changes.count_ban("auth", target, i64::from(n) * 1_000);
-        changes
-            .failures
-            .insert(("auth".into(), target), vec![i64::from(n) * 1_000]);
+        changes.failed("auth", target, vec![i64::from(n) * 1_000]);
     }
-    changes
-        .failures
-        .insert(("gone".into(), net("198.51.100.1/32")), vec![9_000]);
+    changes.failed("gone", net("198.51.100.1/32"), vec![9_000]);
     store.commit(&changes).expect("commit");
     let keep = Keep {
         max_age: Duration::from_secs(7),
@@ -346,14 +338,10 @@ fn the_writer_thread_commits_in_order_and_gives_back_what_it_cannot_take() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut store = Store::open(dir.path(), 0).expect("open");
     let mut first = Changes::default();
-    first
-        .failures
-        .insert(("auth".into(), net("192.0.2.9/32")), vec![1_000]);
+    first.failed("auth", net("192.0.2.9/32"), vec![1_000]);
     store.commit_later(first).expect("an idle writer takes it");
     let mut second = Changes::default();
-    second
-        .failures
-        .insert(("auth".into(), net("192.0.2.9/32")), vec![1_000, 2_000]);
+    second.failed("auth", net("192.0.2.9/32"), vec![1_000, 2_000]);
     let second = match store.commit_later(second) {
         Ok(()) => panic!("a busy writer takes no second batch"),
         Err(second) => *second,
