@@ -309,6 +309,15 @@ impl Drop for Tmpfs {
     }
 }
 
+/// Bans saved in the state database of `state` (none when it cannot be read).
+fn saved_bans(state: &Path) -> usize {
+    Store::inspect(state)
+        .ok()
+        .flatten()
+        .and_then(|store| store.load().ok())
+        .map_or(0, |saved| saved.bans.len())
+}
+
 // A full disk under the state, before the start and while running: bans still reach the
 // kernel, the agent says once that it cannot save (not every second), and saves as soon as
 // there is room, the bans made meanwhile included. Without the transient errors waited
@@ -329,13 +338,6 @@ fn a_full_state_disk_keeps_banning_says_so_once_and_saves_when_there_is_room() {
         let full = std::fs::write(&filler, vec![0u8; 512 * 1024]);
         assert!(full.is_err(), "the tmpfs is full");
     };
-    let saved_bans = || {
-        Store::inspect(&state)
-            .ok()
-            .flatten()
-            .and_then(|store| store.load().ok())
-            .map_or(0, |saved| saved.bans.len())
-    };
     fill();
     let daemon = scene.start();
     scene.fail([ATTACKER.to_owned()]);
@@ -351,7 +353,7 @@ fn a_full_state_disk_keeps_banning_says_so_once_and_saves_when_there_is_room() {
     );
     assert!(log.contains("disk is full"), "{log}");
     std::fs::remove_file(&filler).expect("free the disk");
-    eventually(&daemon, "the state is saved", || saved_bans() == 1);
+    eventually(&daemon, "the state is saved", || saved_bans(&state) == 1);
     // Said once the agent hears from its writer thread (at its next tick at the latest).
     eventually(&daemon, "the agent says it saves again", || {
         daemon.log().contains("the state is saved again")
@@ -367,7 +369,7 @@ fn a_full_state_disk_keeps_banning_says_so_once_and_saves_when_there_is_room() {
     let log = daemon.log();
     assert_eq!(log.matches("cannot save the state").count(), 1, "{log}");
     std::fs::remove_file(&filler).expect("free the disk");
-    eventually(&daemon, "both bans are saved", || saved_bans() == 2);
+    eventually(&daemon, "both bans are saved", || saved_bans(&state) == 2);
     agent::cli(&scene.path("ctl.sock"), &["stop"]);
     daemon.wait();
 }
@@ -398,13 +400,7 @@ fn a_read_only_state_folder_keeps_banning_and_saves_when_writable() {
         "{log}"
     );
     sh(Command::new("mount").args(["-o", "remount,rw"]).arg(&state));
-    eventually(&daemon, "the state is saved", || {
-        Store::inspect(&state)
-            .ok()
-            .flatten()
-            .and_then(|store| store.load().ok())
-            .is_some_and(|saved| saved.bans.len() == 1)
-    });
+    eventually(&daemon, "the state is saved", || saved_bans(&state) == 1);
     agent::cli(&scene.path("ctl.sock"), &["stop"]);
     daemon.wait();
 }

@@ -101,7 +101,8 @@ impl Agent {
                     self.insert(&jail, target, active);
                     // The ban was made but not saved: it is saved, and counts in the
                     // history (for bantime increments) once, here.
-                    self.stage_adopted(&jail, target, &active, now);
+                    self.stage(&jail, target, &active, "kernel");
+                    self.pending.count_ban(&jail, target, now.wall);
                     adopted += 1;
                 }
                 _ => {
@@ -113,21 +114,6 @@ impl Agent {
             info!(restored, adopted, "bans in force at start");
         }
         Ok(())
-    }
-
-    fn stage_adopted(&mut self, jail: &str, target: IpNet, ban: &ActiveBan, now: Now) {
-        let saved = SavedBan {
-            jail: jail.to_owned(),
-            target,
-            expires_at: ban.expires_at,
-            banned_at: ban.banned_at,
-            failures: ban.failures,
-            origin: "kernel".to_owned(),
-        };
-        self.pending
-            .bans
-            .insert((jail.to_owned(), target), Some(saved));
-        self.pending.count_ban(jail, target, now.wall);
     }
 
     /// Failures saved before the restart go back into their jails' windows (those of

@@ -488,30 +488,42 @@ impl Store {
 
     /// The failures saved for `jail`: each target with its failure times, oldest first.
     pub fn failures(&self, jail: &str) -> Result<Vec<(IpNet, Vec<UnixMs>)>, StoreError> {
+        let rows: Vec<(IpNet, String)> = self.per_target(
+            "SELECT target, times FROM failures WHERE jail = ?1 ORDER BY last_at",
+            jail,
+        )?;
+        rows.into_iter()
+            .map(|(target, times)| {
+                let parsed: Result<Vec<UnixMs>, _> = times.split(',').map(str::parse).collect();
+                parsed
+                    .map(|times| (target, times))
+                    .map_err(|_| StoreError::Corrupt {
+                        path: self.path.clone(),
+                        message: format!("failure times {times:?} of {target} in jail {jail}"),
+                    })
+            })
+            .collect()
+    }
+
+    /// The rows of `query` (a target and a value, for the jail `?1`).
+    fn per_target<T: rusqlite::types::FromSql>(
+        &self,
+        query: &str,
+        jail: &str,
+    ) -> Result<Vec<(IpNet, T)>, StoreError> {
         let read = |e| sql("read", &self.path, e);
-        let mut statement = self
-            .connection
-            .prepare("SELECT target, times FROM failures WHERE jail = ?1 ORDER BY last_at")
-            .map_err(read)?;
+        let mut statement = self.connection.prepare(query).map_err(read)?;
         let rows = statement
             .query_map([jail], |row| {
-                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+                Ok((row.get::<_, String>(0)?, row.get::<_, T>(1)?))
             })
             .map_err(read)?;
-        let mut failures = Vec::new();
+        let mut found = Vec::new();
         for row in rows {
-            let (target, times) = row.map_err(read)?;
-            let times = times
-                .split(',')
-                .map(str::parse)
-                .collect::<Result<Vec<UnixMs>, _>>()
-                .map_err(|_| StoreError::Corrupt {
-                    path: self.path.clone(),
-                    message: format!("failure times {times:?} of {target} in jail {jail}"),
-                })?;
-            failures.push((self.target(&target)?, times));
+            let (target, value) = row.map_err(read)?;
+            found.push((self.target(&target)?, value));
         }
-        Ok(failures)
+        Ok(found)
     }
 
     /// Previous bans of `target` in `jail`, or in every jail.
@@ -544,22 +556,8 @@ impl Store {
 
     /// The ban history of `jail`: each target with its number of bans.
     pub fn history(&self, jail: &str) -> Result<BTreeMap<IpNet, u32>, StoreError> {
-        let read = |e| sql("read", &self.path, e);
-        let mut statement = self
-            .connection
-            .prepare("SELECT target, bans FROM history WHERE jail = ?1")
-            .map_err(read)?;
-        let rows = statement
-            .query_map([jail], |row| {
-                Ok((row.get::<_, String>(0)?, row.get::<_, u32>(1)?))
-            })
-            .map_err(read)?;
-        let mut history = BTreeMap::new();
-        for row in rows {
-            let (target, bans) = row.map_err(read)?;
-            history.insert(self.target(&target)?, bans);
-        }
-        Ok(history)
+        let rows = self.per_target("SELECT target, bans FROM history WHERE jail = ?1", jail)?;
+        Ok(rows.into_iter().collect())
     }
 
     /// Writes `changes` in one transaction, here and now. Call [`Store::settle`] first
