@@ -200,7 +200,7 @@ fn write_failures_and_rotate(
     (twice, once)
 }
 
-// Crash safety: `kill -9` at random moments, 50 times, while a writer appends failures and
+// Crash safety: `kill -9` at random moments, 30 times, while a writer appends failures and
 // rotates the log. A ban, its failures and the log position after them are one commit,
 // failures below maxretry are saved with the position, and a log rotated while the agent
 // is down is read to its end under its new name: afterwards every address that failed
@@ -220,7 +220,7 @@ fn kill_9_at_random_points_loses_no_ban_counts_no_line_twice_and_keeps_the_state
     let kills: u32 = std::env::var("BAN_AGENT_KILLS")
         .ok()
         .and_then(|n| n.parse().ok())
-        .unwrap_or(50);
+        .unwrap_or(30);
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| d.as_nanos() as u64);

@@ -504,9 +504,7 @@ impl Agent {
         Ok(BanOutcome::New)
     }
 
-    /// Lifts the ban of `target` in `jail`; `false` when there was none. A ban lifted
-    /// before its end is committed first, so that a restart does not bring it back; an
-    /// ended one is not restored anyway and goes with the next commit.
+    /// Lifts the ban of `target` in `jail`; `false` when there was none.
     pub(super) fn lift(
         &mut self,
         jail: &str,
@@ -514,27 +512,50 @@ impl Agent {
         reason: &str,
         now: Now,
     ) -> anyhow::Result<bool> {
-        let Some(ban) = self.bans.remove(&(jail.to_owned(), target)) else {
-            return Ok(false);
-        };
-        if let Expiry::At(at) = ban.expiry {
-            self.expiries.remove(&(at, jail.to_owned(), target));
+        let lifted = self.lift_each(&[(jail.to_owned(), target)], reason, now)?;
+        Ok(lifted == 1)
+    }
+
+    /// Lifts these bans (those not in force are passed over); returns how many it lifted.
+    /// Bans lifted before their end are committed first, in one transaction, so that a
+    /// restart does not bring them back; ended ones are not restored anyway and go with
+    /// the next commit.
+    pub(super) fn lift_each(
+        &mut self,
+        bans: &[(String, IpNet)],
+        reason: &str,
+        now: Now,
+    ) -> anyhow::Result<usize> {
+        let mut lifted = Vec::with_capacity(bans.len());
+        let mut early = false;
+        for (jail, target) in bans {
+            let key = (jail.clone(), *target);
+            let Some(ban) = self.bans.remove(&key) else {
+                continue;
+            };
+            if let Expiry::At(at) = ban.expiry {
+                self.expiries.remove(&(at, jail.clone(), *target));
+            }
+            early |= ban.expires_at.is_none_or(|end| end > now.wall);
+            self.pending.bans.insert(key, None);
+            lifted.push((jail, *target, ban));
         }
-        self.pending.bans.insert((jail.to_owned(), target), None);
-        if ban.expires_at.is_none_or(|end| end > now.wall) {
+        if early {
             self.commit();
         }
-        // A ban in the table always belongs to a running jail: bans of a jail are lifted
-        // before it is removed.
-        let run = self
-            .jails
-            .get_mut(jail)
-            .with_context(|| format!("no jail {jail}"))?;
-        run.detector.tracker_mut().forget(&target);
-        let id = run.id;
-        self.kernel.unban(id, target)?;
-        self.unbanned(jail, target, &ban, reason, now);
-        Ok(true)
+        for (jail, target, ban) in &lifted {
+            // A ban in the table always belongs to a running jail: bans of a jail are
+            // lifted before it is removed.
+            let run = self
+                .jails
+                .get_mut(jail.as_str())
+                .with_context(|| format!("no jail {jail}"))?;
+            run.detector.tracker_mut().forget(target);
+            let id = run.id;
+            self.kernel.unban(id, *target)?;
+            self.unbanned(jail, *target, ban, reason, now);
+        }
+        Ok(lifted.len())
     }
 
     /// Says that a ban ended: the metric, the log line and the `on_unban` hook.

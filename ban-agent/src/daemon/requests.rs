@@ -264,11 +264,9 @@ impl Agent {
 
     fn unban_all(&mut self, now: Now) -> anyhow::Result<Reply> {
         let all: Vec<(String, IpNet)> = self.bans.keys().cloned().collect();
-        for (jail, target) in &all {
-            self.lift(jail, *target, "operator", now)?;
-        }
+        let lifted = self.lift_each(&all, "operator", now)?;
         Ok(Reply::Done {
-            message: format!("{} lifted", crate::plural(all.len() as u64, "ban", "bans")),
+            message: format!("{} lifted", crate::plural(lifted as u64, "ban", "bans")),
         })
     }
 
@@ -435,9 +433,12 @@ impl Agent {
             .cloned()
             .collect();
         for name in &gone {
-            for target in self.bans_of(name) {
-                self.lift(name, target, "jail removed", now)?;
-            }
+            let bans: Vec<(String, IpNet)> = self
+                .bans_of(name)
+                .into_iter()
+                .map(|target| (name.clone(), target))
+                .collect();
+            self.lift_each(&bans, "jail removed", now)?;
             self.jails.remove(name);
             self.state.jail_ids.remove(name);
             self.pending.jail_ids = Some(self.state.jail_ids.clone());

@@ -1117,3 +1117,30 @@ fn status_and_the_metrics_show_the_state_database_and_its_size() {
         format!("ban_agent_state_bytes {}", state.bytes)
     );
 }
+
+// `unban --all` lifts every ban in the kernel and, before that, in the state (one
+// transaction): a restart brings none back.
+#[test]
+fn unban_all_lifts_every_ban_from_the_kernel_and_the_state() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kernel = FakeKernel::default();
+    let config = config(dir.path(), 1, "max_bans_per_minute = 0\n");
+    let state_dir = config.global.state_dir.clone();
+    let mut agent = start(config, &kernel, now(0));
+    for n in 1..=20 {
+        failure(dir.path(), &format!("192.0.2.{n}"), 1);
+    }
+    agent.poll(now(1));
+    assert_eq!(kernel.bans.lock().expect("lock").len(), 20);
+    let Reply::Done { message } = ask(&mut agent, Request::UnbanAll, now(2)) else {
+        panic!("done");
+    };
+    assert!(message.contains("20 bans lifted"), "{message}");
+    assert!(kernel.bans.lock().expect("lock").is_empty());
+    let saved = Store::inspect(&state_dir)
+        .expect("state")
+        .expect("a state")
+        .load()
+        .expect("load");
+    assert_eq!(saved.bans, []);
+}
