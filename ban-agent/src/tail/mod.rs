@@ -85,6 +85,10 @@ pub struct Follower {
     /// Files rotated while nobody read, after the one resumed: read from their start,
     /// oldest first (the last one first out), before the path's file.
     backlog: Vec<PathBuf>,
+    /// Where the file read before the one open now was left, while that one has no
+    /// complete line: a checkpoint of an empty new file could not find the rotated files
+    /// after a restart, this one can.
+    left: Option<Checkpoint>,
 }
 
 /// Bytes one [`Follower::poll`] reads at most by default: about 30 ms of the agent's work.
@@ -116,6 +120,7 @@ impl Follower {
             budget: DEFAULT_READ_BUDGET,
             more: false,
             backlog: Vec::new(),
+            left: None,
         }
     }
 
@@ -152,11 +157,29 @@ impl Follower {
     /// Where to resume: after the last complete line of the file open now.
     pub fn checkpoint(&self) -> Option<Checkpoint> {
         match &self.open {
+            Some(open) if open.fingerprint.is_none() && open.committed == 0 => {
+                self.left.or(Some(Checkpoint {
+                    offset: 0,
+                    fingerprint: None,
+                }))
+            }
             Some(open) => Some(Checkpoint {
                 offset: open.committed,
                 fingerprint: open.fingerprint,
             }),
-            None => self.resume,
+            None => self.resume.or(self.left),
+        }
+    }
+
+    /// Notes where the file open now was left, before another one takes its place.
+    fn leave(&mut self) {
+        if let Some(open) = &self.open
+            && open.fingerprint.is_some()
+        {
+            self.left = Some(Checkpoint {
+                offset: open.committed,
+                fingerprint: open.fingerprint,
+            });
         }
     }
 
@@ -335,6 +358,7 @@ impl Follower {
             };
             let meta = file.metadata()?;
             self.rotations += 1;
+            self.leave();
             self.lines.restart(false);
             self.open = Some(OpenFile {
                 fingerprint: fingerprint(&file)?,
@@ -365,6 +389,7 @@ impl Follower {
             return Ok(false);
         }
         self.rotations += 1;
+        self.leave();
         self.open = None;
         self.lines.restart(false);
         // The new file is read from its start, even in the first poll of a follower that

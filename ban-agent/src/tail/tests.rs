@@ -218,6 +218,37 @@ fn a_rotation_with_no_new_file_yet_reads_the_rest_of_the_old_one() {
     assert_eq!(poll(&mut f), ["c"]);
 }
 
+// Stopped (or killed) while the new file after a rotation was still empty, and the log
+// rotated again before the restart: the checkpoint is where the old file was left, so
+// the restart finds it and reads the file in between. Without `left`, the checkpoint is
+// that of an empty file, which no rotated file matches, and "b" is lost.
+#[test]
+fn a_checkpoint_taken_on_an_empty_new_file_still_finds_the_rotated_ones() {
+    let (log, mut f, _) = Log::read_from_head(b"a\n");
+    let before = f.checkpoint().expect("a checkpoint");
+    std::fs::rename(&log.path, log.sibling("auth.log.2")).expect("rename");
+    std::fs::File::create(&log.path).expect("an empty new log");
+    assert!(poll(&mut f).is_empty());
+    assert_eq!(
+        f.checkpoint(),
+        Some(before),
+        "still where the old file was left"
+    );
+    drop(f);
+    std::thread::sleep(Duration::from_millis(20));
+    log.append(b"b\n");
+    std::fs::rename(&log.path, log.sibling("auth.log.1")).expect("rename");
+    std::thread::sleep(Duration::from_millis(20));
+    log.append(b"c\n");
+    let mut f = Follower::new(
+        log.path.clone(),
+        Start::Tail,
+        DEFAULT_MAX_LINE,
+        Some(before),
+    );
+    assert_eq!(poll(&mut f), ["b", "c"]);
+}
+
 // With no rotated file that matches, a changed file is read from its start, as before.
 #[test]
 fn a_changed_file_with_no_rotated_sibling_is_new() {
