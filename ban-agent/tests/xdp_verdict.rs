@@ -381,7 +381,10 @@ fn a_multi_buffer_frame_is_judged_by_its_headers_in_any_buffer() {
         return;
     };
     let dp = &mut test.dp;
-    assert_eq!(dp.xdp_program_name(), ban_common::programs::XDP);
+    assert_eq!(
+        dp.xdp_program_name().expect("XDP program"),
+        ban_common::programs::XDP
+    );
     let jumbo = |src| Frame {
         vlans: vec![],
         ip: Ip::V6 {

@@ -25,11 +25,14 @@
 
 use std::path::{Path, PathBuf};
 
-use aya::programs::{
-    LinkOrder, SchedClassifier, TcAttach, TcAttachType, Xdp, XdpMode,
-    links::{FdLink, PinnedLink},
-    tc::{self, NlOptions, SchedClassifierLink, TcHandle},
-    xdp::XdpLink,
+use aya::{
+    Ebpf,
+    programs::{
+        LinkOrder, SchedClassifier, TcAttach, TcAttachType, Xdp, XdpMode,
+        links::{FdLink, PinnedLink},
+        tc::{self, NlOptions, SchedClassifierLink, TcHandle},
+        xdp::XdpLink,
+    },
 };
 use tracing::{info, warn};
 
@@ -189,17 +192,31 @@ pub fn clsact_interface(pin_name: &str) -> Option<&str> {
     pin_name.strip_prefix(CLSACT_PIN_PREFIX)
 }
 
-/// The loaded programs, one per hook.
+/// The programs, one per hook, each loaded (and so verified) when first asked for, so an
+/// agent pays only for the hook it attaches.
 pub struct Programs<'a> {
-    pub xdp: &'a mut Xdp,
-    pub tc: &'a mut SchedClassifier,
+    pub ebpf: &'a mut Ebpf,
+    /// The XDP program loaded so far, if any.
+    pub xdp_name: &'a mut Option<&'static str>,
+    /// Load the single-buffer XDP twin.
+    pub xdp_linear: bool,
     /// Attach tc as a clsact filter even where TCX links exist.
     pub clsact: bool,
 }
 
+impl Programs<'_> {
+    fn xdp(&mut self) -> Result<&mut Xdp, DatapathError> {
+        super::xdp_loaded(self.ebpf, self.xdp_name, self.xdp_linear)
+    }
+
+    fn tc(&mut self) -> Result<&mut SchedClassifier, DatapathError> {
+        super::tc_loaded(self.ebpf)
+    }
+}
+
 /// Attaches the verdict to `interface` as `mode` asks; see the module's documentation.
 pub fn attach(
-    programs: Programs<'_>,
+    mut programs: Programs<'_>,
     pin_dir: &Path,
     interface: &str,
     mode: AttachMode,
@@ -230,8 +247,9 @@ pub fn attach(
     if let Some(kind) = keep {
         let path = pin_path(pin_dir, interface, kind);
         let replaced = match kind {
-            PinKind::TcClsact => replace_clsact(programs.tc, name, &path),
-            _ => replace_in_pinned_link(programs.xdp, programs.tc, &path, kind),
+            PinKind::TcClsact => replace_clsact(programs.tc()?, name, &path),
+            PinKind::Xdp => replace_xdp_in_pinned_link(programs.xdp()?, &path),
+            PinKind::Tc => replace_tc_in_pinned_link(programs.tc()?, &path),
         };
         match replaced {
             Ok(()) => {
@@ -257,12 +275,12 @@ pub fn attach(
     }
     let (attached, kind) = match mode {
         AttachMode::Xdp => {
-            attach_xdp(programs.xdp, pin_dir, name, XdpMode::Driver)?;
+            attach_xdp(programs.xdp()?, pin_dir, name, XdpMode::Driver)?;
             let attached = Attached::new(Hook::Xdp, "mode xdp");
             (attached, PinKind::Xdp)
         }
         AttachMode::XdpGeneric => {
-            attach_xdp(programs.xdp, pin_dir, name, XdpMode::Skb)?;
+            attach_xdp(programs.xdp()?, pin_dir, name, XdpMode::Skb)?;
             warn!(
                 interface,
                 "generic XDP asked for: it copies or linearises every GRO aggregate, which \
@@ -272,7 +290,8 @@ pub fn attach(
             (attached, PinKind::Xdp)
         }
         AttachMode::Tc => {
-            let kind = attach_tc(programs.tc, pin_dir, name, programs.clsact)?;
+            let clsact = programs.clsact;
+            let kind = attach_tc(programs.tc()?, pin_dir, name, clsact)?;
             let attached = Attached::new(Hook::Tc, format!("mode tc{}", backend_note(kind)));
             (attached, kind)
         }
@@ -310,7 +329,7 @@ fn remove_pin(path: &Path, interface: &str, kind: PinKind) -> Result<(), Datapat
 /// `auto` on an interface with nothing pinned: native XDP if the driver takes it without
 /// turning anything off, tc otherwise.
 fn choose(
-    programs: Programs<'_>,
+    mut programs: Programs<'_>,
     pin_dir: &Path,
     name: Name<'_>,
 ) -> Result<(Attached, PinKind), DatapathError> {
@@ -320,10 +339,11 @@ fn choose(
         let attached = Attached::new(Hook::Tc, format!("{why}{}", backend_note(kind)));
         (attached, kind)
     };
-    let xdp = match programs.xdp.attach(name.c, XdpMode::Driver) {
+    let clsact = programs.clsact;
+    let xdp = match programs.xdp()?.attach(name.c, XdpMode::Driver) {
         Ok(id) => id,
         Err(e) => {
-            let kind = attach_tc(programs.tc, pin_dir, name, programs.clsact)?;
+            let kind = attach_tc(programs.tc()?, pin_dir, name, clsact)?;
             let why = format!(
                 "auto: the {driver} driver refused native XDP ({}); tc drops before netfilter \
                  and keeps every offload",
@@ -333,7 +353,7 @@ fn choose(
         }
     };
     let Some(why) = offloads.cost_of_xdp() else {
-        pin_xdp(programs.xdp, xdp, pin_dir, name.text)?;
+        pin_xdp(programs.xdp()?, xdp, pin_dir, name.text)?;
         let attached = Attached::new(
             Hook::Xdp,
             format!("auto: the {driver} driver runs native XDP with every offload kept"),
@@ -341,9 +361,9 @@ fn choose(
         return Ok((attached, PinKind::Xdp));
     };
     // tc first, then XDP off: the interface is never without the verdict.
-    let kind = attach_tc(programs.tc, pin_dir, name, programs.clsact)?;
+    let kind = attach_tc(programs.tc()?, pin_dir, name, clsact)?;
     programs
-        .xdp
+        .xdp()?
         .detach(xdp)
         .map_err(|e| DatapathError::program("detach the probe of", e))?;
     Ok(tc(kind, why))
@@ -621,31 +641,30 @@ where
     Ok(())
 }
 
-fn replace_in_pinned_link(
-    xdp: &mut Xdp,
-    tc: &mut SchedClassifier,
-    pin: &Path,
-    kind: PinKind,
-) -> Result<(), String> {
-    let pinned = PinnedLink::from_pin(pin).map_err(|e| e.to_string())?;
-    let link = FdLink::from(pinned);
+/// Puts `xdp` into the pinned XDP link in place.
+fn replace_xdp_in_pinned_link(xdp: &mut Xdp, pin: &Path) -> Result<(), String> {
     // Keep the link out of the program's ownership so that dropping the program closes
-    // only our descriptor; the pin keeps the link, and so the filter, alive.
-    match kind {
-        PinKind::Xdp => {
-            let link = XdpLink::try_from(link).map_err(|e| e.to_string())?;
-            let id = xdp.attach_to_link(link).map_err(|e| e.to_string())?;
-            let link = xdp.take_link(id).map_err(|e| e.to_string())?;
-            drop(FdLink::try_from(link).map_err(|e| e.to_string())?);
-        }
-        PinKind::Tc | PinKind::TcClsact => {
-            let link = SchedClassifierLink::try_from(link).map_err(|e| e.to_string())?;
-            let id = tc.attach_to_link(link).map_err(|e| e.to_string())?;
-            let link = tc.take_link(id).map_err(|e| e.to_string())?;
-            drop(FdLink::try_from(link).map_err(|e| e.to_string())?);
-        }
-    }
+    // only our descriptor; the pin keeps the link, and so the hook, alive.
+    let link = XdpLink::try_from(pinned_link(pin)?).map_err(|e| e.to_string())?;
+    let id = xdp.attach_to_link(link).map_err(|e| e.to_string())?;
+    let link = xdp.take_link(id).map_err(|e| e.to_string())?;
+    drop(FdLink::try_from(link).map_err(|e| e.to_string())?);
     Ok(())
+}
+
+/// Puts `tc` into the pinned TCX link in place.
+fn replace_tc_in_pinned_link(tc: &mut SchedClassifier, pin: &Path) -> Result<(), String> {
+    // As for XDP: the pin, not this process, keeps the link.
+    let link = SchedClassifierLink::try_from(pinned_link(pin)?).map_err(|e| e.to_string())?;
+    let id = tc.attach_to_link(link).map_err(|e| e.to_string())?;
+    let link = tc.take_link(id).map_err(|e| e.to_string())?;
+    drop(FdLink::try_from(link).map_err(|e| e.to_string())?);
+    Ok(())
+}
+
+fn pinned_link(pin: &Path) -> Result<FdLink, String> {
+    let pinned = PinnedLink::from_pin(pin).map_err(|e| e.to_string())?;
+    Ok(FdLink::from(pinned))
 }
 
 /// Removes a link's pin: the last reference, so the kernel detaches the program.

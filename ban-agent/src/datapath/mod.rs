@@ -1,5 +1,6 @@
 //! The kernel half, seen from user space: load the programs (XDP and tc, one verdict),
-//! attach one of them to each interface, pin it, and read and write the maps. The only
+//! attach one of them to each interface, pin it, and read and write the maps. A program is
+//! loaded, and so verified (about a second each), only when an interface needs its hook. The only
 //! module that talks to BPF; which hook an interface gets is decided in [`hooks`].
 //!
 //! Everything is pinned under one directory (default [`ban_common::PIN_DIR`]): the maps by
@@ -99,8 +100,10 @@ pub enum Protocol {
 /// The loaded program, with its maps.
 pub struct Datapath {
     ebpf: Ebpf,
-    /// The XDP program loaded: [`programs::XDP`] or its single-buffer twin.
-    xdp_name: &'static str,
+    /// The XDP program loaded, once one is: [`programs::XDP`] or its single-buffer twin.
+    xdp_name: Option<&'static str>,
+    /// [`DatapathOptions::xdp_linear`].
+    xdp_linear: bool,
     /// [`DatapathOptions::tc_clsact`].
     tc_clsact: bool,
     maps: Maps,
@@ -132,8 +135,9 @@ struct Capacity {
 }
 
 impl Datapath {
-    /// Loads the program, reusing the maps pinned in `options.pin_dir` if an earlier run left
-    /// them (their bans stay in force), pinning new ones otherwise. Attaches nothing.
+    /// Loads the object, reusing the maps pinned in `options.pin_dir` if an earlier run left
+    /// them (their bans stay in force), pinning new ones otherwise. Attaches nothing, and
+    /// loads no program yet: [`Datapath::attach`] loads the one its hook needs.
     pub fn open(options: DatapathOptions) -> Result<Self, DatapathError> {
         let pin_dir = options.pin_dir.clone();
         bpffs::prepare_pin_dir(&pin_dir)?;
@@ -153,10 +157,6 @@ impl Datapath {
                 None
             }
         };
-        let xdp_name = load_xdp(&mut ebpf, options.xdp_linear)?;
-        program_mut::<SchedClassifier>(&mut ebpf, programs::TC)?
-            .load()
-            .map_err(|e| DatapathError::program("load", e))?;
         let mut take = |name| {
             ebpf.take_map(name)
                 .ok_or(DatapathError::MissingObject { kind: "map", name })
@@ -174,7 +174,8 @@ impl Datapath {
         )?;
         Ok(Self {
             ebpf,
-            xdp_name,
+            xdp_name: None,
+            xdp_linear: options.xdp_linear,
             tc_clsact: options.tc_clsact,
             maps,
             logger,
@@ -205,32 +206,11 @@ impl Datapath {
     /// the new program replaces the old one in that link atomically: no packet goes
     /// unfiltered in between. The log line says which hook and why.
     pub fn attach(&mut self, interface: &str, mode: AttachMode) -> Result<Attached, DatapathError> {
-        let xdp_name = self.xdp_name;
-        // Both programs at once: the hook is chosen between them.
-        let (mut xdp, mut tc) = (None, None);
-        for (name, program) in self.ebpf.programs_mut() {
-            if name == xdp_name {
-                xdp = Some(program);
-            } else if name == programs::TC {
-                tc = Some(program);
-            }
-        }
-        let missing = |name| DatapathError::MissingObject {
-            kind: "program",
-            name,
-        };
-        let xdp: &mut Xdp = xdp
-            .ok_or_else(|| missing(xdp_name))?
-            .try_into()
-            .map_err(|e| DatapathError::program("find", e))?;
-        let tc: &mut SchedClassifier = tc
-            .ok_or_else(|| missing(programs::TC))?
-            .try_into()
-            .map_err(|e| DatapathError::program("find", e))?;
         let attached = hooks::attach(
             hooks::Programs {
-                xdp,
-                tc,
+                ebpf: &mut self.ebpf,
+                xdp_name: &mut self.xdp_name,
+                xdp_linear: self.xdp_linear,
                 clsact: self.tc_clsact,
             },
             &self.maps.pin_dir,
@@ -247,14 +227,15 @@ impl Datapath {
         Ok(attached)
     }
 
-    /// The XDP program, for running it on test packets (`BPF_PROG_TEST_RUN`).
+    /// The XDP program (loaded now if it is not yet), for running it on test packets
+    /// (`BPF_PROG_TEST_RUN`).
     pub fn program(&mut self) -> Result<&mut Xdp, DatapathError> {
-        program_mut(&mut self.ebpf, self.xdp_name)
+        xdp_loaded(&mut self.ebpf, &mut self.xdp_name, self.xdp_linear)
     }
 
-    /// The tc program, for running it on test packets.
+    /// The tc program (loaded now if it is not yet), for running it on test packets.
     pub fn tc_program(&mut self) -> Result<&mut SchedClassifier, DatapathError> {
-        program_mut(&mut self.ebpf, programs::TC)
+        tc_loaded(&mut self.ebpf)
     }
 
     /// The single-buffer XDP twin, loaded on first use beside the program in use, so that
@@ -269,9 +250,14 @@ impl Datapath {
         Ok(program)
     }
 
-    /// Which XDP program was loaded: multi-buffer, or its single-buffer twin.
-    pub fn xdp_program_name(&self) -> &'static str {
-        self.xdp_name
+    /// Which XDP program is loaded (loading it now if it is not yet): multi-buffer, or its
+    /// single-buffer twin.
+    pub fn xdp_program_name(&mut self) -> Result<&'static str, DatapathError> {
+        self.program()?;
+        self.xdp_name.ok_or(DatapathError::MissingObject {
+            kind: "program",
+            name: programs::XDP,
+        })
     }
 }
 
@@ -575,6 +561,31 @@ impl HeldLinks {
         }
         Ok(())
     }
+}
+
+/// The XDP program, loaded on first use: multi-buffer, or its single-buffer twin when the
+/// kernel refuses `xdp.frags` (before 5.18) or `linear` asks for it; `name` keeps which.
+fn xdp_loaded<'e>(
+    ebpf: &'e mut Ebpf,
+    name: &mut Option<&'static str>,
+    linear: bool,
+) -> Result<&'e mut Xdp, DatapathError> {
+    let loaded = match *name {
+        Some(loaded) => loaded,
+        None => *name.insert(load_xdp(ebpf, linear)?),
+    };
+    program_mut(ebpf, loaded)
+}
+
+/// The tc program, loaded on first use.
+fn tc_loaded(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, DatapathError> {
+    let program: &mut SchedClassifier = program_mut(ebpf, programs::TC)?;
+    if program.fd().is_err() {
+        program
+            .load()
+            .map_err(|e| DatapathError::program("load", e))?;
+    }
+    Ok(program)
 }
 
 /// Loads the multi-buffer XDP program, or its single-buffer twin when the kernel refuses
