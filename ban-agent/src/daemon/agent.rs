@@ -4,13 +4,7 @@
 //! timers and no clock of its own: the daemon calls in with the time, so every rule here
 //! is unit-tested against an in-memory kernel.
 
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    net::IpAddr,
-    path::PathBuf,
-    sync::Arc,
-    time::Duration,
-};
+use std::{collections::BTreeMap, net::IpAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use ipnet::IpNet;
@@ -18,7 +12,7 @@ use jiff::tz::TimeZone;
 use prometheus_client::metrics::counter::Counter;
 use tracing::{info, warn};
 
-use super::{follow::Log, kernel::Kernel, said::Said};
+use super::{follow::Log, kernel::Kernel, said::Said, table::Bans};
 use crate::{
     clock::{self, Expiry},
     config::{Config, Global, Jail, Ports},
@@ -151,9 +145,7 @@ pub struct Agent {
     /// tried again every second, and meanwhile the agent protects from memory.
     pub(super) reopen: bool,
     pub(super) jails: BTreeMap<String, JailRun>,
-    pub(super) bans: BTreeMap<(String, IpNet), ActiveBan>,
-    /// Timed bans by boot-clock expiry, to lift them when they end.
-    pub(super) expiries: BTreeSet<(u64, String, IpNet)>,
+    pub(super) bans: Bans,
     pub(super) logs: BTreeMap<PathBuf, Log>,
     /// The journal of each jail that reads one.
     pub(super) journals: BTreeMap<String, super::follow::JournalLog>,
@@ -200,8 +192,7 @@ impl Agent {
             pending: Changes::default(),
             reopen: false,
             jails: BTreeMap::new(),
-            bans: BTreeMap::new(),
-            expiries: BTreeSet::new(),
+            bans: Bans::default(),
             logs: BTreeMap::new(),
             journals: BTreeMap::new(),
             setup,
@@ -276,11 +267,7 @@ impl Agent {
 
     /// The targets `jail` bans now.
     pub(super) fn bans_of(&self, jail: &str) -> Vec<IpNet> {
-        self.bans
-            .keys()
-            .filter(|(name, _)| name == jail)
-            .map(|(_, target)| *target)
-            .collect()
+        self.bans.of(jail)
     }
 
     /// The files `jail` follows now.
@@ -320,15 +307,7 @@ impl Agent {
 
     /// Records a ban in force (new, or one that now ends later), with its expiry timer.
     fn record(&mut self, jail: &str, target: IpNet, ban: ActiveBan) {
-        let expiry = ban.expiry;
-        if let Some(old) = self.bans.insert((jail.to_owned(), target), ban)
-            && let Expiry::At(at) = old.expiry
-        {
-            self.expiries.remove(&(at, jail.to_owned(), target));
-        }
-        if let Expiry::At(at) = expiry {
-            self.expiries.insert((at, jail.to_owned(), target));
-        }
+        self.bans.insert(jail, target, ban);
     }
 
     /// Stages the ban of `target` in `jail` as saved, to commit.
@@ -407,7 +386,7 @@ impl Agent {
             .get_mut(jail)
             .with_context(|| format!("no jail {jail}"))?;
         let (expiry, expires_at) = now.ends(length);
-        let old = self.bans.get(&(jail.to_owned(), target)).copied();
+        let old = self.bans.get(jail, target);
         let ban = match old {
             Some(old) if !ends_later(expiry, old.expiry) => {
                 return Ok(Planned::Already {
@@ -529,13 +508,10 @@ impl Agent {
         let mut lifted = Vec::with_capacity(bans.len());
         let mut early = false;
         for (jail, target) in bans {
-            let key = (jail.clone(), *target);
-            let Some(ban) = self.bans.remove(&key) else {
+            let Some(ban) = self.bans.remove(jail, *target) else {
                 continue;
             };
-            if let Expiry::At(at) = ban.expiry {
-                self.expiries.remove(&(at, jail.clone(), *target));
-            }
+            let key = (jail.clone(), *target);
             early |= ban.expires_at.is_none_or(|end| end > now.wall);
             self.pending.bans.insert(key, None);
             lifted.push((jail, *target, ban));
@@ -543,6 +519,7 @@ impl Agent {
         if early {
             self.commit();
         }
+        let mut failed = None;
         for (jail, target, ban) in &lifted {
             // A ban in the table always belongs to a running jail: bans of a jail are
             // lifted before it is removed.
@@ -552,10 +529,16 @@ impl Agent {
                 .with_context(|| format!("no jail {jail}"))?;
             run.detector.tracker_mut().forget(target);
             let id = run.id;
-            self.kernel.unban(id, *target)?;
-            self.unbanned(jail, *target, ban, reason, now);
+            // One refusal does not keep the others in force.
+            match self.kernel.unban(id, *target) {
+                Ok(_) => self.unbanned(jail, *target, ban, reason, now),
+                Err(e) => failed = failed.or(Some(e)),
+            }
         }
-        Ok(lifted.len())
+        match failed {
+            Some(e) => Err(e.into()),
+            None => Ok(lifted.len()),
+        }
     }
 
     /// Says that a ban ended: the metric, the log line and the `on_unban` hook.
@@ -602,15 +585,10 @@ impl Agent {
     /// refreshes the metrics and commits what changed (the positions of logs read since);
     /// once a minute, prunes the state.
     pub fn sweep(&mut self, now: Now) {
-        let ended: Vec<(String, IpNet)> = self
-            .expiries
-            .range(..(now.boot.saturating_add(1), String::new(), IpNet::default()))
-            .map(|(_, jail, target)| (jail.clone(), *target))
-            .collect();
-        for (jail, target) in ended {
-            if let Err(e) = self.lift(&jail, target, "expired", now) {
-                warn!(jail, ip = %datapath::show(&target), "cannot lift an expired ban: {e}");
-            }
+        let ended = self.bans.ended(now.boot);
+        if let Err(e) = self.lift_each(&ended, "expired", now) {
+            // The kernel stopped enforcing them at their expiry anyway.
+            warn!("cannot take an ended ban out of the kernel map: {e}");
         }
         self.open_logs();
         self.refresh_metrics();
@@ -642,18 +620,14 @@ impl Agent {
 
     fn refresh_metrics(&mut self) {
         let m = &self.setup.metrics;
-        let mut per_jail: BTreeMap<&str, i64> =
-            self.jails.keys().map(|j| (j.as_str(), 0)).collect();
-        let mut per_map: BTreeMap<&str, u64> = BTreeMap::new();
-        for (jail, target) in self.bans.keys() {
-            *per_jail.entry(jail.as_str()).or_default() += 1;
-            *per_map.entry(datapath::map_of(target)).or_default() += 1;
-        }
-        for (jail, count) in per_jail {
-            m.banned.get_or_create(&Metrics::jail(jail)).set(count);
+        for jail in self.jails.keys() {
+            let count = self.bans.count_of(jail);
+            m.banned
+                .get_or_create(&Metrics::jail(jail))
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
         }
         for (name, capacity) in self.kernel.capacities() {
-            let used = per_map.get(name).copied().unwrap_or(0);
+            let used = self.bans.per_map(name);
             let ratio = used as f64 / f64::from(capacity.max(1));
             m.map_fill
                 .get_or_create(&metrics::MapLabel {

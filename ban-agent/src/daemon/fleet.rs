@@ -3,15 +3,12 @@
 //! fleet's stream says is applied through the same rails as a ban from the log, and
 //! whatever fails them is refused, counted and said once.
 
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    time::Duration,
-};
+use std::{collections::BTreeSet, time::Duration};
 
 use ipnet::IpNet;
 use tracing::{debug, info, warn};
 
-use super::agent::{ActiveBan, Agent, BanOutcome, JailRun, Now};
+use super::agent::{Agent, BanOutcome, JailRun, Now};
 use crate::{
     control::protocol::FleetStatus,
     datapath::{self, DatapathError},
@@ -57,7 +54,7 @@ impl Agent {
         let Some(outbox) = self.outbox_for(jail) else {
             return;
         };
-        let Some(ban) = self.bans.get(&(jail.to_owned(), target)) else {
+        let Some(ban) = self.bans.get(jail, target) else {
             return;
         };
         outbox.push(Outgoing::Ban {
@@ -159,7 +156,7 @@ impl Agent {
         }
         // A ban in force here that ends as late (within a second: the same ban, its end
         // carried in milliseconds) is the one this entry says, often this host's own.
-        if let Some(ban) = self.bans.get(&(entry.jail.clone(), target)) {
+        if let Some(ban) = self.bans.get(&entry.jail, target) {
             let covered = match (ban.expires_at, expires) {
                 (None, _) => true,
                 (Some(_), None) => false,
@@ -267,7 +264,7 @@ impl Agent {
 /// request that was under way when the ban came).
 pub(super) fn share_failure(
     outbox: Option<&Outbox>,
-    bans: &BTreeMap<(String, IpNet), ActiveBan>,
+    bans: &super::table::Bans,
     run: &JailRun,
     target: IpNet,
     now: Now,
@@ -275,7 +272,7 @@ pub(super) fn share_failure(
     let Some(outbox) = outbox.filter(|_| run.config.fleet) else {
         return;
     };
-    if bans.contains_key(&(run.config.name.clone(), target)) {
+    if bans.contains(&run.config.name, target) {
         return;
     }
     outbox.push(Outgoing::Failures {

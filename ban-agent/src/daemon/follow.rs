@@ -108,7 +108,7 @@ impl JournalLog {
 #[derive(Clone, Copy)]
 struct Sharing<'a> {
     outbox: Option<&'a crate::fleet::Outbox>,
-    bans: &'a std::collections::BTreeMap<(String, ipnet::IpNet), super::agent::ActiveBan>,
+    bans: &'a super::table::Bans,
 }
 
 /// What one line's verdict does in its jail: failures counted (and shared with the
@@ -311,7 +311,9 @@ impl Agent {
     fn plan_decision(&mut self, jail: &str, decision: &Decision, now: Now) -> Option<Planned> {
         let run = self.jails.get_mut(jail)?;
         let key = (jail.to_owned(), decision.target);
-        if matches!(self.pending.bans.get(&key), Some(Some(_))) && !self.bans.contains_key(&key) {
+        if matches!(self.pending.bans.get(&key), Some(Some(_)))
+            && !self.bans.contains(jail, decision.target)
+        {
             // Its failures came again later in the same batch: banned once.
             return None;
         }

@@ -14,6 +14,7 @@ mod kernel;
 mod persist;
 mod requests;
 mod said;
+mod table;
 #[cfg(test)]
 mod tests;
 

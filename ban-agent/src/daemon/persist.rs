@@ -125,7 +125,7 @@ impl Agent {
         let mut restored = 0usize;
         for (name, run) in &mut self.jails {
             for (target, times) in store.failures(name)? {
-                if self.bans.contains_key(&(name.clone(), target)) {
+                if self.bans.contains(name, target) {
                     continue;
                 }
                 run.detector.tracker_mut().restore(target, &times, now.wall);
@@ -199,16 +199,16 @@ impl Agent {
             }
         };
         for ban in saved.bans {
-            if !self.bans.contains_key(&(ban.jail.clone(), ban.target)) {
+            if !self.bans.contains(&ban.jail, ban.target) {
                 self.pending.bans.insert((ban.jail, ban.target), None);
             }
         }
-        let bans: Vec<((String, IpNet), ActiveBan)> = self
+        let bans: Vec<(String, IpNet, ActiveBan)> = self
             .bans
             .iter()
-            .map(|(key, ban)| (key.clone(), *ban))
+            .map(|(jail, target, ban)| (jail.to_owned(), target, ban))
             .collect();
-        for ((jail, target), ban) in bans {
+        for (jail, target, ban) in bans {
             self.stage(&jail, target, &ban, "memory");
         }
         self.pending.jail_ids = Some(self.state.jail_ids.clone());

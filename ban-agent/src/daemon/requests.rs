@@ -220,16 +220,16 @@ impl Agent {
         let target = target.trunc();
         let jails: Vec<String> = self
             .bans
-            .keys()
-            .filter(|(name, t)| *t == target && jail.is_none_or(|j| j == name))
-            .map(|(name, _)| name.clone())
+            .iter()
+            .filter(|&(name, t, _)| t == target && jail.is_none_or(|j| j == name))
+            .map(|(name, _, _)| name.to_owned())
             .collect();
         if jails.is_empty() {
             let covering: Vec<String> = self
                 .bans
-                .keys()
-                .filter(|(name, t)| t.contains(&target) && jail.is_none_or(|j| j == name))
-                .map(|(name, t)| format!("{t} in {name}"))
+                .iter()
+                .filter(|&(name, t, _)| t.contains(&target) && jail.is_none_or(|j| j == name))
+                .map(|(name, t, _)| format!("{t} in {name}"))
                 .collect();
             if covering.is_empty() {
                 bail!(
@@ -263,7 +263,11 @@ impl Agent {
     }
 
     fn unban_all(&mut self, now: Now) -> anyhow::Result<Reply> {
-        let all: Vec<(String, IpNet)> = self.bans.keys().cloned().collect();
+        let all: Vec<(String, IpNet)> = self
+            .bans
+            .iter()
+            .map(|(jail, target, _)| (jail.to_owned(), target))
+            .collect();
         let lifted = self.lift_each(&all, "operator", now)?;
         Ok(Reply::Done {
             message: format!("{} lifted", crate::plural(lifted as u64, "ban", "bans")),
@@ -273,12 +277,10 @@ impl Agent {
     fn banned(&self, target: Option<IpNet>, now: Now) -> Vec<BanInfo> {
         self.bans
             .iter()
-            .filter(|((_, t), _)| {
-                target.is_none_or(|asked| t.contains(&asked) || asked.contains(t))
-            })
-            .map(|((jail, t), ban)| BanInfo {
-                jail: jail.clone(),
-                target: *t,
+            .filter(|(_, t, _)| target.is_none_or(|asked| t.contains(&asked) || asked.contains(t)))
+            .map(|(jail, t, ban)| BanInfo {
+                jail: jail.to_owned(),
+                target: t,
                 seconds_left: ban.expiry.remaining(now.boot).map(|d| d.as_secs()),
                 expires_at: ban.expires_at,
                 failures: ban.failures,
