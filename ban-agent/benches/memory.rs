@@ -1,8 +1,11 @@
 //! `cargo xtask bench memory` (root): the release daemon's resident memory idle, while it
 //! tracks 100k and 1M failing addresses (one failure each, below maxretry), and while it
-//! holds 1M bans (maxretry 1), with the kernel memory of its BPF maps beside it. The
-//! addresses are IPv6 from 2001:db8::/32, written as FastAPI failure lines to the log the
-//! daemon follows; no packet is sent. Median of `RUNS` runs (each a fresh daemon). Writes
+//! holds 1M bans (maxretry 1), with the kernel memory of its BPF maps beside it; then, with
+//! those 1M bans, the size of the state database, the time a restart takes until the
+//! daemon answers (and its memory after it), and the database's size once the bans are
+//! lifted (`unban --all`) and their history pruned. The addresses are IPv6 from
+//! 2001:db8::/32, written as FastAPI failure lines to the log the daemon follows; no packet
+//! is sent. Median of `RUNS` runs (each a fresh daemon). Writes
 //! `docs/benchmarks/memory.csv`, `memory.md` and a table.
 
 use std::{
@@ -16,7 +19,10 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use ban_agent::datapath::Maps;
+use ban_agent::{
+    datapath::Maps,
+    store::{Keep, Store},
+};
 use ipnet::IpNet;
 // The privileged tests' helpers: the daemon as a process, a pin directory of its own.
 #[path = "../tests/common/mod.rs"]
@@ -39,6 +45,10 @@ struct Row {
     rss_kib: u64,
     /// Memory of the BPF maps (kernel, not in the resident set).
     maps_kib: u64,
+    /// The state database with its write-ahead log.
+    state_kib: u64,
+    /// How long the start took until the daemon answered, for a restart.
+    start_ms: Option<u64>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -108,13 +118,48 @@ impl Agent {
             run,
             rss_kib,
             maps_kib: maps_kib(&self.jail.pins.dir)?,
+            state_kib: state_kib(&self.jail.dir().join("state")),
+            start_ms: None,
         })
+    }
+
+    /// Stops the daemon as an upgrade does (bans stay in force) and starts it again;
+    /// returns how long the start took until the daemon answered.
+    fn restart(self) -> (Self, Duration) {
+        agent::cli(&self.jail.socket, &["stop"]);
+        self.daemon.wait();
+        let started = Instant::now();
+        let daemon = self.jail.start();
+        let took = started.elapsed();
+        (
+            Self {
+                jail: self.jail,
+                daemon,
+            },
+            took,
+        )
     }
 
     fn stop(self) {
         agent::cli(&self.jail.socket, &["stop", "--detach"]);
         self.daemon.wait();
     }
+}
+
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Bytes of the state database and its write-ahead log, in KiB.
+fn state_kib(dir: &Path) -> u64 {
+    ["state.db", "state.db-wal"]
+        .iter()
+        .filter_map(|name| std::fs::metadata(dir.join(name)).ok())
+        .map(|meta| meta.len())
+        .sum::<u64>()
+        / 1024
 }
 
 fn tracked(run: usize, rows: &mut Vec<Row>) -> anyhow::Result<()> {
@@ -147,7 +192,37 @@ fn bans(run: usize, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     }
     rows.push(agent.row("1M bans", run)?);
     drop(maps);
+    let (agent, took) = agent.restart();
+    let status = agent::cli_json(&agent.jail.socket, &["status", "fastapi-auth", "--json"]);
+    let banned = status["currently_banned"].as_u64().unwrap_or(0);
+    if banned != u64::from(BANS) {
+        bail!("{banned} bans after the restart, expected {BANS}");
+    }
+    rows.push(Row {
+        start_ms: Some(u64::try_from(took.as_millis()).unwrap_or(u64::MAX)),
+        ..agent.row("1M bans, restarted", run)?
+    });
+    agent::cli(&agent.jail.socket, &["unban", "--all"]);
+    let state = agent.jail.dir().join("state");
     agent.stop();
+    // What the daemon's minute prune does once the history has aged out of
+    // `history_max_age`, done at once.
+    let now = wall_ms();
+    let mut store = Store::open(&state, now)?;
+    let keep = Keep {
+        max_age: Duration::ZERO,
+        max_entries: 0,
+    };
+    store.prune(keep, &std::collections::BTreeMap::new(), now)?;
+    drop(store);
+    rows.push(Row {
+        state: "1M bans lifted, history pruned",
+        run,
+        rss_kib: 0,
+        maps_kib: 0,
+        state_kib: state_kib(&state),
+        start_ms: None,
+    });
     Ok(())
 }
 
@@ -175,46 +250,57 @@ fn maps_kib(pins: &Path) -> anyhow::Result<u64> {
 }
 
 fn report(rows: &[Row]) -> anyhow::Result<()> {
-    let mut csv = String::from("state,run,rss_mb,bpf_maps_mb\n");
+    let mut csv = String::from("state,run,rss_mb,bpf_maps_mb,state_file_mb,start_ms\n");
     for r in rows {
         let _ = writeln!(
             csv,
-            "{},{},{:.1},{:.1}",
+            "{},{},{:.1},{:.1},{:.1},{}",
             r.state,
             r.run,
             r.rss_kib as f64 / 1024.0,
-            r.maps_kib as f64 / 1024.0
+            r.maps_kib as f64 / 1024.0,
+            r.state_kib as f64 / 1024.0,
+            r.start_ms.map(|ms| ms.to_string()).unwrap_or_default()
         );
     }
     let mut table = String::from(
-        "| daemon state | resident MB | bytes per address | BPF maps MB (kernel) |\n|---|---:|---:|---:|\n",
+        "| daemon state | resident MB | bytes per address | BPF maps MB (kernel) | state file MB | start s |\n\
+         |---|---:|---:|---:|---:|---:|\n",
     );
-    let median = |state: &str, f: &dyn Fn(&Row) -> u64| {
-        shared::median(
-            rows.iter()
-                .filter(|r| r.state == state)
-                .map(|r| f(r) as f64)
-                .collect(),
-        )
+    let median = |state: &str, f: &dyn Fn(&Row) -> Option<u64>| {
+        let values: Vec<f64> = rows
+            .iter()
+            .filter(|r| r.state == state)
+            .filter_map(|r| f(r).map(|v| v as f64))
+            .collect();
+        (!values.is_empty()).then(|| shared::median(values))
     };
-    let idle = median("idle", &|r| r.rss_kib);
+    let idle = median("idle", &|r| Some(r.rss_kib)).unwrap_or(0.0);
+    let live = |r: &Row| (r.rss_kib > 0).then_some(r.rss_kib);
     for (state, addresses) in [
         ("idle", 0.0),
         ("100k tracked addresses", 1e5),
         ("1M tracked addresses", 1e6),
         ("1M bans", 1e6),
+        ("1M bans, restarted", 1e6),
+        ("1M bans lifted, history pruned", 0.0),
     ] {
-        let rss = median(state, &|r| r.rss_kib);
-        let per = if addresses > 0.0 {
-            format!("{:.0}", (rss - idle) * 1024.0 / addresses)
-        } else {
-            String::from("—")
+        let rss = median(state, &live);
+        let per = match rss {
+            Some(rss) if addresses > 0.0 => format!("{:.0}", (rss - idle) * 1024.0 / addresses),
+            _ => String::from("—"),
         };
+        let mb =
+            |v: Option<f64>| v.map_or_else(|| String::from("—"), |v| format!("{:.0}", v / 1024.0));
+        let state_mb = median(state, &|r| (r.state_kib > 0).then_some(r.state_kib));
+        let start = median(state, &|r| r.start_ms)
+            .map_or_else(|| String::from("—"), |ms| format!("{:.2}", ms / 1000.0));
         let _ = writeln!(
             table,
-            "| {state} | {:.0} | {per} | {:.0} |",
-            rss / 1024.0,
-            median(state, &|r| r.maps_kib) / 1024.0
+            "| {state} | {} | {per} | {} | {} | {start} |",
+            mb(rss),
+            mb(median(state, &|r| (r.rss_kib > 0).then_some(r.maps_kib))),
+            mb(state_mb),
         );
     }
     shared::publish("memory", &csv, &table)

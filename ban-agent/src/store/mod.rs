@@ -357,10 +357,14 @@ impl Store {
         }
     }
 
-    /// WAL, `synchronous = NORMAL` and the schema.
+    /// WAL, `synchronous = NORMAL`, pages freed on demand, and the schema.
     fn prepare(&self) -> Result<(), StoreError> {
         let c = &self.connection;
         c.busy_timeout(Duration::from_secs(5))
+            // Takes effect on a new database only (before its first table): pruning then
+            // gives the pages it frees back to the file system (`incremental_vacuum`),
+            // so the file shrinks after a flood of bans has ended.
+            .and_then(|()| c.pragma_update(None, "auto_vacuum", "INCREMENTAL"))
             .and_then(|()| c.pragma_update(None, "journal_mode", "WAL"))
             .and_then(|()| c.pragma_update(None, "synchronous", "NORMAL"))
             // The WAL file is cut back to this after each checkpoint.
@@ -683,6 +687,14 @@ impl Store {
                 .map_err(write)?;
         }
         tx.commit().map_err(write)?;
+        // Hands back the free pages: those of these rows and of the bans lifted since.
+        // The pragma frees a page per step, so it is stepped to its end.
+        let mut vacuum = self
+            .connection
+            .prepare("PRAGMA incremental_vacuum")
+            .map_err(write)?;
+        let mut steps = vacuum.query([]).map_err(write)?;
+        while steps.next().map_err(write)?.is_some() {}
         Ok(pruned)
     }
 

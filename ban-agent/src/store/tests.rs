@@ -355,3 +355,45 @@ fn the_writer_thread_commits_in_order_and_gives_back_what_it_cannot_take() {
         "the agent's later commit is not overwritten by the writer's earlier one"
     );
 }
+
+#[test]
+fn pruning_gives_the_freed_pages_back() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut store = Store::open(dir.path(), 0).expect("open");
+    let mut changes = Changes::default();
+    for n in 0..20_000u32 {
+        let target = IpNet::from(std::net::IpAddr::V6(std::net::Ipv6Addr::new(
+            0x2001,
+            0xdb8,
+            0,
+            0,
+            0,
+            0,
+            (n >> 16) as u16,
+            n as u16,
+        )));
+        changes.count_ban("auth", target, 1_000);
+    }
+    store.commit(&changes).expect("commit");
+    let pages = |store: &Store| -> (i64, i64) {
+        let count = |pragma: &str| {
+            store
+                .connection
+                .query_row(pragma, [], |row| row.get(0))
+                .expect("pragma")
+        };
+        (count("PRAGMA page_count"), count("PRAGMA freelist_count"))
+    };
+    let (full, _) = pages(&store);
+    let keep = Keep {
+        max_age: Duration::from_secs(1),
+        max_entries: 10,
+    };
+    let pruned = store
+        .prune(keep, &BTreeMap::new(), 1_000_000)
+        .expect("prune");
+    assert_eq!(pruned.history, 20_000);
+    let (left, free) = pages(&store);
+    assert_eq!(free, 0, "free pages kept in the file");
+    assert!(left * 10 < full, "{left} pages of {full} left");
+}
