@@ -8,6 +8,8 @@
 //! [`BanRate`] is the jail's sanity cap on bans per minute, against a filter that matches
 //! what it should not (every client of a busy site banned in a minute).
 
+mod failing;
+
 use std::{
     collections::{HashSet, VecDeque},
     net::IpAddr,
@@ -15,7 +17,7 @@ use std::{
     time::Duration,
 };
 
-use hashlink::LruCache;
+use failing::{Failing, Window};
 use ipnet::IpNet;
 
 use crate::filter::date::UnixMs;
@@ -99,7 +101,7 @@ pub enum Counted {
 /// Failures of one jail.
 pub struct Tracker {
     rules: Rules,
-    failing: LruCache<IpNet, VecDeque<UnixMs>>,
+    failing: Failing,
     /// Targets whose failures changed since the state last saved them.
     changed: HashSet<IpNet>,
     total_failed: u64,
@@ -110,7 +112,7 @@ impl Tracker {
     pub fn new(rules: Rules) -> Self {
         let cap = NonZeroUsize::new(rules.max_tracked).map_or(1, NonZeroUsize::get);
         Self {
-            failing: LruCache::new(cap),
+            failing: Failing::new(cap),
             changed: HashSet::new(),
             rules,
             total_failed: 0,
@@ -136,14 +138,12 @@ impl Tracker {
         self.changed.insert(target);
         let failures = match self.failing.get_mut(&target) {
             Some(times) => {
-                push(times, at, window, maxretry);
+                times.push(at, window, maxretry);
                 times.len()
             }
             None => {
-                // Room for a few failures: `maxretry` may be huge (up to 2^32 - 1), and
-                // most addresses fail once or twice.
-                let mut times = VecDeque::with_capacity(maxretry.min(8));
-                push(&mut times, at, window, maxretry);
+                let mut times = Window::Empty;
+                times.push(at, window, maxretry);
                 let failures = times.len();
                 if failures < maxretry {
                     if self.failing.len() == self.failing.capacity()
@@ -200,7 +200,7 @@ impl Tracker {
         let live = times.iter().filter(|&&t| t > now.saturating_sub(window));
         let mut window_times = self.failing.remove(&target).unwrap_or_default();
         for &at in live {
-            push(&mut window_times, at, window, maxretry);
+            window_times.push(at, window, maxretry);
         }
         // A window that would ban was banned before the restart (or its ban is read
         // again from the log): keep one short of it.
@@ -222,7 +222,7 @@ impl Tracker {
             let times = self
                 .failing
                 .peek(target)
-                .map(|times| times.iter().copied().collect())
+                .map(|times| times.iter().collect())
                 .unwrap_or_default();
             (*target, times)
         })
@@ -252,7 +252,6 @@ impl Tracker {
         self.failing.iter().filter_map(move |(target, times)| {
             let live: Vec<UnixMs> = times
                 .iter()
-                .copied()
                 .filter(|&t| t > now.saturating_sub(window))
                 .collect();
             (!live.is_empty()).then_some((target, live))
@@ -349,22 +348,6 @@ impl BanRate {
     /// Bans refused by the cap so far.
     pub fn held_back(&self) -> u64 {
         self.held_back
-    }
-}
-
-/// Adds `at` to the window ending at the newest failure; keeps at most `maxretry` times.
-fn push(times: &mut VecDeque<UnixMs>, at: UnixMs, window: i64, maxretry: usize) {
-    let position = times.partition_point(|&t| t <= at);
-    times.insert(position, at);
-    let newest = times.back().copied().unwrap_or(at);
-    while times
-        .front()
-        .is_some_and(|&t| t <= newest.saturating_sub(window))
-    {
-        times.pop_front();
-    }
-    while times.len() > maxretry {
-        times.pop_front();
     }
 }
 
