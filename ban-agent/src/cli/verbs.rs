@@ -362,7 +362,15 @@ fn print_jail(s: &JailStatus) {
     println!("   |- Currently banned:\t{}", s.currently_banned);
     println!("   |- Total banned:\t{}", s.total_banned);
     println!("   |- Ban time:\t{}", s.bantime);
-    println!("   `- Banned IP list:\t{}", banned.join(" "));
+    let more = s.currently_banned.saturating_sub(banned.len() as u64);
+    if more > 0 {
+        println!(
+            "   `- Banned IP list:\t{} ... and {more} more (`ban-agent banned IP` shows one)",
+            banned.join(" ")
+        );
+    } else {
+        println!("   `- Banned IP list:\t{}", banned.join(" "));
+    }
 }
 
 fn print_bans(bans: &[BanInfo]) {

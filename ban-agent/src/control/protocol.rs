@@ -123,6 +123,7 @@ pub struct JailStatus {
     pub files: Vec<String>,
     pub currently_banned: u64,
     pub total_banned: u64,
+    /// The first 1000 of them: a whole list under attack would not fit in a reply.
     pub banned: Vec<IpNet>,
     /// The length of a first ban as applied (after `bantime_increment`'s factor and
     /// maxtime), with why when it differs from `bantime`.

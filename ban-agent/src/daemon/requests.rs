@@ -14,6 +14,9 @@ use crate::{
     tracker::BanTime,
 };
 
+/// Addresses `status JAIL` lists at most; `currently_banned` counts them all.
+const STATUS_LIST: usize = 1000;
+
 /// An operator's ban: how long, and where.
 #[derive(Clone, Copy, Debug)]
 struct How {
@@ -123,13 +126,16 @@ impl Agent {
     fn status(&self, jail: &str, now: Now) -> anyhow::Result<JailStatus> {
         let run = self.jail_named(jail)?;
         let tracker = run.detector.tracker();
-        let banned = self.bans_of(jail);
+        // The whole list of a jail under attack would not fit in a reply (nor on a screen).
+        let mut banned = self.bans_of(jail);
+        let currently_banned = banned.len() as u64;
+        banned.truncate(STATUS_LIST);
         Ok(JailStatus {
             name: jail.to_owned(),
             currently_failed: tracker.currently_failing(now.wall) as u64,
             total_failed: tracker.total_failed(),
             files: self.files_of(jail),
-            currently_banned: banned.len() as u64,
+            currently_banned,
             total_banned: run.total_banned,
             banned,
             bantime: applied_bantime(&run.config),
