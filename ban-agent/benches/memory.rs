@@ -193,7 +193,7 @@ fn bans(run: usize, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     rows.push(agent.row("1M bans", run)?);
     drop(maps);
     let (agent, took) = agent.restart();
-    let status = agent::cli_json(&agent.jail.socket, &["status", "fastapi-auth", "--json"]);
+    let status = agent::cli_json(&agent.jail.socket, &["status", "--json"]);
     let banned = status["currently_banned"].as_u64().unwrap_or(0);
     if banned != u64::from(BANS) {
         bail!("{banned} bans after the restart, expected {BANS}");

@@ -1,5 +1,7 @@
-//! `cargo xtask bench throughput`: log throughput on a generated 1M-line FastAPI auth log
-//! (15% failures, 2% IPv6 clients, 300k clients), the same file through:
+//! `cargo xtask bench throughput`: log throughput on two generated 1M-line FastAPI auth
+//! logs: a busy site's (15% failures, 2% IPv6 clients, 300k clients coming back) and a
+//! botnet's attack (a different IPv4 address on every line, 70% failures, the rest
+//! `/items` and `/health`). Each file goes through:
 //!
 //! - the detection pipeline alone (read, match, count, decide), one thread, in a child
 //!   process of its own so that its peak memory is its own;
@@ -53,7 +55,17 @@ const DAEMON_CAP: Duration = Duration::from_secs(60);
 const FAIL2BAN_FILTER: &str =
     include_str!("../../examples/fastapi-auth/fail2ban/filter.d/fastapi-auth.conf");
 
+/// The generator's description of a log ending at a time.
+type Spec = fn(i64) -> SampleSpec;
+
+/// The logs measured: a name, and the generator's description of it.
+const LOGS: [(&str, Spec); 2] = [
+    ("site: 300k clients", SampleSpec::benchmark),
+    ("botnet: 1M addresses", SampleSpec::botnet),
+];
+
 struct Measured {
+    log: &'static str,
     tool: &'static str,
     run: usize,
     lines: u64,
@@ -73,6 +85,7 @@ impl Measured {
         process: &shared::Run,
     ) -> Self {
         Self {
+            log: "",
             tool,
             run,
             lines,
@@ -92,21 +105,25 @@ fn main() -> anyhow::Result<()> {
         return Ok(()); // `cargo bench -- --list`: nothing to list.
     }
     let dir = tempfile::tempdir().context("temp dir")?;
-    let log = dir.path().join("auth.log");
-    let spec = SampleSpec::benchmark(Timestamp::now().as_millisecond());
-    let file = std::fs::File::create(&log).context("create log")?;
-    let summary = write_log(
-        &spec,
-        &TimeZone::system(),
-        &mut std::io::BufWriter::new(file),
-    )?;
-    eprintln!(
-        "throughput: {} lines ({} MB), {} failures, {} IPv6 lines",
-        summary.lines,
-        summary.bytes / 1_000_000,
-        summary.failures,
-        summary.ipv6_lines
-    );
+    let mut logs = Vec::new();
+    for (index, (name, spec)) in LOGS.into_iter().enumerate() {
+        let log = dir.path().join(format!("auth-{index}.log"));
+        let spec = spec(Timestamp::now().as_millisecond());
+        let file = std::fs::File::create(&log).context("create log")?;
+        let summary = write_log(
+            &spec,
+            &TimeZone::system(),
+            &mut std::io::BufWriter::new(file),
+        )?;
+        eprintln!(
+            "throughput: {name}: {} lines ({} MB), {} failures, {} IPv6 lines",
+            summary.lines,
+            summary.bytes / 1_000_000,
+            summary.failures,
+            summary.ipv6_lines
+        );
+        logs.push((name, log, summary));
+    }
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     if !root {
@@ -118,25 +135,28 @@ fn main() -> anyhow::Result<()> {
     }
     let mut runs = Vec::new();
     for run in 1..=RUNS {
-        eprintln!("throughput: run {run}/{RUNS}");
-        runs.push(pipeline(&log, run)?);
-        runs.push(test_filter(&log, run)?);
-        if root {
-            runs.push(daemon(&log, summary.lines, summary.failures, run)?);
-        }
-        if let Some(script) = &fail2ban {
-            eprintln!("throughput: fail2ban-regex (about 10 s)");
-            runs.push(fail2ban_regex(Path::new(script), &log, dir.path(), run)?);
-        }
-    }
-    for m in &runs {
-        if m.failures != summary.failures {
-            bail!(
-                "{} found {} failures, the generator wrote {}",
-                m.tool,
-                m.failures,
-                summary.failures
-            );
+        for (name, log, summary) in &logs {
+            eprintln!("throughput: run {run}/{RUNS}: {name}");
+            let mut measured = vec![pipeline(log, run)?, test_filter(log, run)?];
+            if root {
+                measured.push(daemon(log, summary.lines, summary.failures, run)?);
+            }
+            if let Some(script) = &fail2ban {
+                eprintln!("throughput: fail2ban-regex (about 15 s)");
+                measured.push(fail2ban_regex(Path::new(script), log, dir.path(), run)?);
+            }
+            for mut m in measured {
+                if m.failures != summary.failures {
+                    bail!(
+                        "{} found {} failures in the {name} log, the generator wrote {}",
+                        m.tool,
+                        m.failures,
+                        summary.failures
+                    );
+                }
+                m.log = name;
+                runs.push(m);
+            }
         }
     }
     report(&runs)
@@ -179,6 +199,7 @@ fn pipeline(log: &Path, run: usize) -> anyhow::Result<Measured> {
         bail!("unexpected child output {out:?}");
     };
     Ok(Measured {
+        log: "",
         tool: PIPELINE,
         run,
         lines: lines as u64,
@@ -230,6 +251,7 @@ fn daemon(generated: &Path, lines: u64, failures: u64, run: usize) -> anyhow::Re
     common::agent::cli(&agent.socket, &["stop", "--detach"]);
     daemon.wait();
     Ok(Measured {
+        log: "",
         tool: DAEMON,
         run,
         lines,
@@ -264,11 +286,12 @@ fn fail2ban_regex(script: &Path, log: &Path, dir: &Path, run: usize) -> anyhow::
 }
 
 fn report(runs: &[Measured]) -> anyhow::Result<()> {
-    let mut csv = String::from("tool,run,lines,failures_found,seconds,cpu_seconds,peak_mb\n");
+    let mut csv = String::from("log,tool,run,lines,failures_found,seconds,cpu_seconds,peak_mb\n");
     for m in runs {
         let _ = writeln!(
             csv,
-            "{},{},{},{},{:.3},{:.3},{:.1}",
+            "{},{},{},{},{},{:.3},{:.3},{:.1}",
+            m.log,
             m.tool,
             m.run,
             m.lines,
@@ -278,42 +301,47 @@ fn report(runs: &[Measured]) -> anyhow::Result<()> {
             m.peak_kib as f64 / 1024.0
         );
     }
-    // Per tool: median lines/s, median CPU seconds, highest peak.
-    let summary = |tool: &str| -> Option<(f64, f64, f64, u64)> {
-        let of: Vec<&Measured> = runs.iter().filter(|m| m.tool == tool).collect();
-        let first = of.first()?;
-        Some((
-            shared::median(of.iter().map(|m| m.lines as f64 / m.seconds).collect()),
-            shared::median(of.iter().map(|m| m.cpu_seconds).collect()),
-            of.iter().map(|m| m.peak_kib).max().unwrap_or(0) as f64 / 1024.0,
-            first.failures,
-        ))
-    };
-    let peer = summary(FAIL2BAN);
     let mut table = String::from(
-        "| tool | lines/s | CPU s | peak MB | failures found | speed vs. fail2ban-regex | CPU vs. fail2ban-regex | memory vs. fail2ban-regex |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| log | tool | lines/s | CPU s | peak MB | failures found | speed vs. fail2ban-regex | CPU vs. fail2ban-regex | memory vs. fail2ban-regex |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|\n",
     );
-    for tool in [PIPELINE, TEST_FILTER, DAEMON, FAIL2BAN] {
-        let Some((rate, cpu, peak, failures)) = summary(tool) else {
-            continue;
+    for (log, _) in LOGS {
+        // Per tool: median lines/s, median CPU seconds, highest peak.
+        let summary = |tool: &str| -> Option<(f64, f64, f64, u64)> {
+            let of: Vec<&Measured> = runs
+                .iter()
+                .filter(|m| m.tool == tool && m.log == log)
+                .collect();
+            let first = of.first()?;
+            Some((
+                shared::median(of.iter().map(|m| m.lines as f64 / m.seconds).collect()),
+                shared::median(of.iter().map(|m| m.cpu_seconds).collect()),
+                of.iter().map(|m| m.peak_kib).max().unwrap_or(0) as f64 / 1024.0,
+                first.failures,
+            ))
         };
-        let ratios = peer.map_or_else(
-            || String::from(" | | "),
-            |(p_rate, p_cpu, p_peak, _)| {
-                format!(
-                    "{:.1} | {:.3} | {:.2}",
-                    rate / p_rate,
-                    cpu / p_cpu,
-                    peak / p_peak
-                )
-            },
-        );
-        let _ = writeln!(
-            table,
-            "| {tool} | {:.2}M | {cpu:.2} | {peak:.0} | {failures} | {ratios} |",
-            rate / 1e6
-        );
+        let peer = summary(FAIL2BAN);
+        for tool in [PIPELINE, TEST_FILTER, DAEMON, FAIL2BAN] {
+            let Some((rate, cpu, peak, failures)) = summary(tool) else {
+                continue;
+            };
+            let ratios = peer.map_or_else(
+                || String::from(" | | "),
+                |(p_rate, p_cpu, p_peak, _)| {
+                    format!(
+                        "{:.1} | {:.3} | {:.2}",
+                        rate / p_rate,
+                        cpu / p_cpu,
+                        peak / p_peak
+                    )
+                },
+            );
+            let _ = writeln!(
+                table,
+                "| {log} | {tool} | {:.2}M | {cpu:.2} | {peak:.0} | {failures} | {ratios} |",
+                rate / 1e6
+            );
+        }
     }
     shared::publish("throughput", &csv, &table)
 }

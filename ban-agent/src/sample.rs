@@ -40,6 +40,22 @@ impl SampleSpec {
             seed: 0x00ba_da55,
         }
     }
+
+    /// An attack: 1M lines, each from a different IPv4 address (a botnet, not a few
+    /// clients trying again), 70% of them failures, the rest ordinary requests such as
+    /// `/items` and `/health`.
+    pub fn botnet(end: UnixMs) -> Self {
+        Self {
+            lines: 1_000_000,
+            failure_percent: 70,
+            ipv6_percent: 0,
+            clients: 1_000_000,
+            attackers: 1_000_000,
+            end,
+            spacing_ms: 1,
+            seed: 0x0b07_0e75,
+        }
+    }
 }
 
 /// What was generated.
@@ -90,7 +106,8 @@ pub fn write_log(
                 ("GET", "/items", 200),
                 ("GET", "/login", 200),
                 ("POST", "/register", 409),
-            ][rng.below(6) as usize]
+                ("GET", "/health", 200),
+            ][rng.below(7) as usize]
         };
         let request = Request {
             at,
@@ -210,5 +227,32 @@ mod tests {
         }
         assert_eq!(detector.stats().failures(), summary.failures);
         assert!(detector.stats().bans > 0, "the attackers get banned");
+    }
+
+    #[test]
+    fn a_botnet_log_comes_from_a_different_address_each_line() {
+        let spec = SampleSpec {
+            lines: 20_000,
+            clients: 20_000,
+            attackers: 20_000,
+            ..SampleSpec::botnet(1_795_521_600_000)
+        };
+        let mut log = Vec::new();
+        let summary = write_log(&spec, &TimeZone::UTC, &mut log).expect("write");
+        let text = String::from_utf8(log).expect("utf-8");
+        let addresses: std::collections::HashSet<&str> = text
+            .lines()
+            .filter_map(|line| line.split(" - ").nth(3))
+            .collect();
+        assert_eq!(addresses.len(), 20_000);
+        assert!(text.contains("/health") && text.contains("/items"));
+        let share = summary.failures as f64 / summary.lines as f64;
+        assert!((0.68..0.72).contains(&share), "{share}");
+        let mut detector = detect::fastapi(Rules::default(), TimeZone::UTC);
+        for line in text.lines() {
+            detector.line(line, spec.end);
+        }
+        assert_eq!(detector.stats().failures(), summary.failures);
+        assert_eq!(detector.stats().bans, 0, "nobody fails twice");
     }
 }
