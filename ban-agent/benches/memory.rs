@@ -200,7 +200,7 @@ fn bans(run: usize, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     }
     rows.push(Row {
         start_ms: Some(u64::try_from(took.as_millis()).unwrap_or(u64::MAX)),
-        ..agent.row("1M bans, restarted", run)?
+        ..agent.row("1M bans after a restart", run)?
     });
     agent::cli(&agent.jail.socket, &["unban", "--all"]);
     let state = agent.jail.dir().join("state");
@@ -282,7 +282,7 @@ fn report(rows: &[Row]) -> anyhow::Result<()> {
         ("100k tracked addresses", 1e5),
         ("1M tracked addresses", 1e6),
         ("1M bans", 1e6),
-        ("1M bans, restarted", 1e6),
+        ("1M bans after a restart", 1e6),
         ("1M bans lifted, history pruned", 0.0),
     ] {
         let rss = median(state, &live);

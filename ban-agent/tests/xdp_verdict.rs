@@ -408,3 +408,45 @@ fn a_multi_buffer_frame_is_judged_by_its_headers_in_any_buffer() {
     };
     assert_eq!(dropped(&after) - dropped(&before), banned.len() as u64);
 }
+
+/// `list` reads the exact-ban maps in batches of 8192 (BPF_MAP_LOOKUP_BATCH): more than
+/// two batches come back whole, each ban once with its expiry, beside a prefix ban.
+#[test]
+fn listing_many_bans_gives_each_once_with_its_expiry() {
+    let Some(_serial) = common::privileged("listing_many_bans_gives_each_once_with_its_expiry")
+    else {
+        return;
+    };
+    let pins = Pins::new("list");
+    let mut dp = Datapath::open(DatapathOptions {
+        pin_dir: pins.dir.clone(),
+        ..DatapathOptions::default()
+    })
+    .expect("load");
+    let mut wanted = std::collections::BTreeMap::new();
+    // 20,000 IPv6 addresses (more than two batches) and 512 IPv4 ones, in 3 jails.
+    let v6 = (0..20_000u32).map(|i| {
+        let addr = std::net::Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, (i >> 16) as u16, i as u16);
+        std::net::IpAddr::V6(addr)
+    });
+    let v4 = (0..512u32).map(|i| {
+        let base = if i < 256 { 0xc000_0200 } else { 0xc633_6400 };
+        std::net::IpAddr::V4(std::net::Ipv4Addr::from(base + i % 256))
+    });
+    for (i, addr) in (0u32..).zip(v6.chain(v4)) {
+        let target = ipnet::IpNet::from(addr);
+        let expiry = Expiry::At(1_000_000 + u64::from(i));
+        dp.maps().ban(i % 3, target, expiry).expect("ban");
+        wanted.insert((i % 3, target), expiry);
+    }
+    let prefix: ipnet::IpNet = "2001:db8:1::/64".parse().expect("CIDR");
+    dp.maps().ban(1, prefix, Expiry::Never).expect("ban");
+    wanted.insert((1, prefix), Expiry::Never);
+    let listed = dp.maps().list().expect("list");
+    let got: std::collections::BTreeMap<_, _> = listed
+        .iter()
+        .map(|ban| ((ban.jail, ban.target), ban.expiry))
+        .collect();
+    assert_eq!(listed.len(), wanted.len(), "an entry listed twice");
+    assert_eq!(got, wanted);
+}

@@ -6,7 +6,11 @@
 
 use std::net::IpAddr;
 
-use aya::maps::{MapError, lpm_trie::Key};
+use aya::{
+    Pod,
+    maps::{HashMap, IterableMap as _, MapData, MapError, lpm_trie::Key},
+    sys::SyscallError,
+};
 use ban_common::{Ban, BanKeyV4, BanKeyV6, PREFIX_JAIL_BITS, PrefixV4, PrefixV6, maps};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
@@ -152,12 +156,10 @@ impl Maps {
             target,
             expiry: Expiry::from_kernel(ban.expires_at_ns),
         };
-        for entry in self.ban_v4.iter() {
-            let (key, ban) = entry.map_err(|e| DatapathError::map("list", maps::BAN_V4, e))?;
+        for (key, ban) in entries(&self.ban_v4, maps::BAN_V4)? {
             out.push(record(key.jail, host(IpAddr::from(key.addr)), ban));
         }
-        for entry in self.ban_v6.iter() {
-            let (key, ban) = entry.map_err(|e| DatapathError::map("list", maps::BAN_V6, e))?;
+        for (key, ban) in entries(&self.ban_v6, maps::BAN_V6)? {
             out.push(record(key.jail, host(IpAddr::from(key.addr)), ban));
         }
         for entry in self.prefix_v4.iter() {
@@ -289,6 +291,23 @@ fn absent_is_false(result: Result<(), MapError>, map: &'static str) -> Result<bo
         }
         Err(e) => Err(DatapathError::map("lift a ban", map, e)),
     }
+}
+
+/// Every entry of an exact-ban map: in batches where the kernel can, one by one elsewhere.
+fn entries<K: Pod, V: Pod>(
+    map: &HashMap<MapData, K, V>,
+    name: &'static str,
+) -> Result<Vec<(K, V)>, DatapathError> {
+    let batched = super::batch::entries(map.map()).map_err(|io_error| {
+        let call = "bpf_map_lookup_batch";
+        DatapathError::map("list", name, SyscallError { call, io_error }.into())
+    })?;
+    if let Some(entries) = batched {
+        return Ok(entries);
+    }
+    map.iter()
+        .map(|entry| entry.map_err(|e| DatapathError::map("list", name, e)))
+        .collect()
 }
 
 #[cfg(test)]

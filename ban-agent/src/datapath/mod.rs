@@ -11,6 +11,7 @@
 //! `Datapath` leaves everything in place; only [`detach`] removes it.
 
 mod bans;
+mod batch;
 mod bpffs;
 mod error;
 pub mod ethtool;
