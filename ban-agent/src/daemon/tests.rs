@@ -509,7 +509,7 @@ fn logged(f: impl FnOnce()) -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
-// A log written faster than the agent reads it: each poll reads one budget (16 MiB), the
+// A log written faster than the agent reads it: each poll reads one budget (4 MiB), the
 // lag is in the metric, and the agent says it is behind, once, and says when it has caught
 // up. Without `Log::judge_lag` the warning is missing; without the read budget in
 // `Follower::poll` the first poll reads everything and nothing is ever behind.

@@ -367,8 +367,9 @@ impl Store {
             .and_then(|()| c.pragma_update(None, "auto_vacuum", "INCREMENTAL"))
             .and_then(|()| c.pragma_update(None, "journal_mode", "WAL"))
             .and_then(|()| c.pragma_update(None, "synchronous", "NORMAL"))
-            // The WAL file is cut back to this after each checkpoint.
-            .and_then(|()| c.pragma_update(None, "journal_size_limit", 64 << 20))
+            // The WAL file is cut back to this after each checkpoint (a flood's batches
+            // make it grow past it meanwhile; the minute's prune truncates it).
+            .and_then(|()| c.pragma_update(None, "journal_size_limit", 16 << 20))
             .and_then(|()| c.execute_batch(SCHEMA_SQL))
             .and_then(|()| c.pragma_update(None, "user_version", SCHEMA))
             .map_err(|e| self.corrupt(e))
@@ -695,6 +696,13 @@ impl Store {
             .map_err(write)?;
         let mut steps = vacuum.query([]).map_err(write)?;
         while steps.next().map_err(write)?.is_some() {}
+        drop(steps);
+        drop(vacuum);
+        // Moves the WAL into the database and empties it, unless a reader holds it (then
+        // the next minute's does).
+        self.connection
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .map_err(write)?;
         Ok(pruned)
     }
 

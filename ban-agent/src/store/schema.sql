@@ -20,15 +20,17 @@ CREATE TABLE IF NOT EXISTS bans (
 ) WITHOUT ROWID;
 
 -- How often each target was banned, for `bantime_increment`; pruned by age and count.
+-- Keyed by target first: one key serves both a jail's count and every jail's
+-- (`overall_jails`), so no second index per entry. (A state made before that has the
+-- key the other way round and an index `history_by_target`; both work.)
 CREATE TABLE IF NOT EXISTS history (
     jail TEXT NOT NULL,
     target TEXT NOT NULL,
     bans INTEGER NOT NULL,
     last_at INTEGER NOT NULL,
-    PRIMARY KEY (jail, target)
+    PRIMARY KEY (target, jail)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS history_by_age ON history (last_at);
-CREATE INDEX IF NOT EXISTS history_by_target ON history (target);
 
 -- Failures inside each jail's findtime window (times: the lines' times, comma-separated).
 CREATE TABLE IF NOT EXISTS failures (
