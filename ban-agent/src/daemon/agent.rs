@@ -585,21 +585,38 @@ impl Agent {
     /// refreshes the metrics and commits what changed (the positions of logs read since);
     /// once a minute, prunes the state.
     pub fn sweep(&mut self, now: Now) {
-        let ended = self.bans.ended(now.boot);
-        if let Err(e) = self.lift_each(&ended, "expired", now) {
-            // The kernel stopped enforcing them at their expiry anyway.
-            warn!("cannot take an ended ban out of the kernel map: {e}");
-        }
+        self.lift_ended(now);
         self.open_logs();
         self.refresh_metrics();
         if self.reopen {
             self.reopen_state(now);
         }
-        // Ends of bans need not wait: a restart does not restore an ended ban.
+        // What changed since (positions, failure windows) goes through the writer.
         self.commit_soon();
         if now.wall - self.last_prune >= PRUNE_EVERY_MS {
             self.prune(now);
         }
+    }
+
+    /// Lifts the bans that ended by `now`, and says so: the run loop calls this at the
+    /// next ban's end ([`Agent::next_end`]), so the unban is said when the kernel stops
+    /// dropping, not up to a tick later.
+    pub fn lift_ended(&mut self, now: Now) {
+        let ended = self.bans.ended(now.boot);
+        if ended.is_empty() {
+            return;
+        }
+        if let Err(e) = self.lift_each(&ended, "expired", now) {
+            // The kernel stopped enforcing them at their expiry anyway.
+            warn!("cannot take an ended ban out of the kernel map: {e}");
+        }
+        // Ends of bans need not wait: a restart does not restore an ended ban.
+        self.commit_soon();
+    }
+
+    /// When the next timed ban ends, on the boot clock.
+    pub fn next_end(&mut self) -> Option<u64> {
+        self.bans.next_end()
     }
 
     /// The hooks the datapath now runs in, after an attach; `status`, `stats` and

@@ -165,6 +165,7 @@ async fn serve_on(
     );
     agent.poll(Now::read());
     let detach = loop {
+        let next_end = agent.next_end();
         tokio::select! {
             () = wakeups.wait() => {
                 agent.poll(Now::read());
@@ -193,6 +194,9 @@ async fn serve_on(
                     }
                     After::Stop { detach } => break detach,
                 }
+            }
+            () = until_boot(next_end), if next_end.is_some() => {
+                agent.lift_ended(Now::read());
             }
             _ = tick.tick() => {
                 agent.sweep(Now::read());
@@ -288,6 +292,12 @@ fn attach(global: &Global, config: &Path) -> anyhow::Result<Vec<InterfaceHook>> 
         });
     }
     Ok(hooks)
+}
+
+/// Sleeps until the boot-clock instant `at` (ns), the clock the kernel's expiries use.
+async fn until_boot(at: Option<u64>) {
+    let left = at.map_or(0, |at| at.saturating_sub(crate::clock::boot_ns()));
+    tokio::time::sleep(Duration::from_nanos(left)).await;
 }
 
 fn watch_logs(agent: &Agent) -> watch::Wakeups {

@@ -281,7 +281,8 @@ impl Agent {
     }
 
     fn banned(&self, target: Option<IpNet>, now: Now) -> Vec<BanInfo> {
-        self.bans
+        let mut bans: Vec<BanInfo> = self
+            .bans
             .iter()
             .filter(|(_, t, _)| target.is_none_or(|asked| t.contains(&asked) || asked.contains(t)))
             .map(|(jail, t, ban)| BanInfo {
@@ -291,7 +292,9 @@ impl Agent {
                 expires_at: ban.expires_at,
                 failures: ban.failures,
             })
-            .collect()
+            .collect();
+        bans.sort_unstable_by(|a, b| (&a.jail, a.target).cmp(&(&b.jail, b.target)));
+        bans
     }
 
     fn get(&self, jail: &str, key: JailKey) -> anyhow::Result<Reply> {

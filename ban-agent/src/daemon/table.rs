@@ -1,85 +1,97 @@
 //! The bans in force as the agent keeps them in memory, between the kernel (which enforces
 //! them, each with its own expiry) and the state database (which keeps them across
-//! restarts): one compact entry per ban, a queue of the timed ones by expiry, and counts
-//! per jail and per kernel map kept as bans come and go, so that neither the sweep nor the
-//! gauges walk every ban.
+//! restarts): one 48-byte node per ban in a single `Vec`, a hash index of 32-bit node
+//! numbers, a queue of the timed ones by expiry, and counts per jail and per kernel map
+//! kept as bans come and go, so that neither the sweep nor the gauges walk every ban.
 //!
-//! An entry names its jail by a small index, not by name: with a million bans, a name
-//! (and its allocation) per ban, twice, was most of the daemon's memory.
+//! A million bans take about 75 bytes each here. Nodes name their jail by a small index,
+//! not by name (a name per ban, twice, was most of the daemon's memory), and every part
+//! is a few large allocations, which the allocator hands back to the system when they
+//! are freed or grow, unlike a tree's million small nodes.
 
 use std::{
     cmp::Reverse,
     collections::{BTreeMap, BinaryHeap},
+    hash::{BuildHasher, RandomState},
 };
 
+use hashbrown::HashTable;
 use ipnet::IpNet;
 
 use super::agent::ActiveBan;
 use crate::{clock::Expiry, datapath, filter::date::UnixMs};
 
+/// The `slot` of a free node.
+const FREE: u8 = u8::MAX;
+
 /// The bans in force, by jail and target.
 #[derive(Default)]
 pub(super) struct Bans {
-    /// Jail names by the index entries carry. A slot whose jail holds no ban is reused, so
+    /// Jail names by the index nodes carry. A slot whose jail holds no ban is reused, so
     /// there are never more slots than jails with bans, plus one.
     names: Vec<String>,
-    /// Bans in force, by (jail index, target).
-    table: BTreeMap<(u8, IpNet), Entry>,
-    /// Timed bans by boot-clock expiry, soonest first. A ban lifted or extended leaves its
-    /// old entry here; it is skipped when it comes up, and the queue is rebuilt when such
-    /// entries outnumber the live ones.
-    ends: BinaryHeap<Reverse<(u64, u8, IpNet)>>,
-    /// Entries of `ends` whose ban was lifted or extended since.
-    stale: usize,
     /// Bans per jail index.
     per_jail: Vec<u64>,
     /// Bans per kernel map ([`datapath::map_of`]).
     per_map: BTreeMap<&'static str, u64>,
+    nodes: Vec<Node>,
+    /// Free nodes, to reuse.
+    free: Vec<u32>,
+    /// Node numbers, by (jail index, target); keyed with std's randomly seeded SipHash,
+    /// as attackers choose the addresses.
+    index: HashTable<u32>,
+    keys: RandomState,
+    /// Timed bans by boot-clock expiry, soonest first, with their node. A ban lifted or
+    /// extended leaves its old entry here; it is skipped when it comes up (its node no
+    /// longer holds that expiry), and the queue is rebuilt when such entries outnumber
+    /// the live ones.
+    ends: BinaryHeap<Reverse<(u64, u32)>>,
+    /// Entries of `ends` whose ban was lifted or extended since.
+    stale: usize,
 }
 
-/// [`ActiveBan`] in 28 bytes instead of 48.
+/// One ban: [`ActiveBan`] and its key in 48 bytes.
 #[derive(Clone, Copy)]
-struct Entry {
+struct Node {
     /// The kernel's expiry ([`Expiry::to_kernel`]: 0 for never).
     expiry: u64,
     /// Wall-clock end; meaningless for a permanent ban.
     expires_at: UnixMs,
     banned_at: UnixMs,
     failures: u32,
+    target: IpNet,
+    /// The jail's index; [`FREE`] for a free node.
+    slot: u8,
 }
 
-impl From<ActiveBan> for Entry {
-    fn from(ban: ActiveBan) -> Self {
-        Self {
-            expiry: ban.expiry.to_kernel(),
-            expires_at: ban.expires_at.unwrap_or(UnixMs::MAX),
-            banned_at: ban.banned_at,
-            failures: ban.failures,
+impl Node {
+    fn ban(&self) -> ActiveBan {
+        let expiry = Expiry::from_kernel(self.expiry);
+        ActiveBan {
+            expiry,
+            expires_at: (expiry != Expiry::Never).then_some(self.expires_at),
+            banned_at: self.banned_at,
+            failures: self.failures,
         }
     }
-}
 
-impl From<Entry> for ActiveBan {
-    fn from(entry: Entry) -> Self {
-        let expiry = Expiry::from_kernel(entry.expiry);
-        Self {
-            expiry,
-            expires_at: (expiry != Expiry::Never).then_some(entry.expires_at),
-            banned_at: entry.banned_at,
-            failures: entry.failures,
-        }
+    fn set(&mut self, ban: ActiveBan) {
+        self.expiry = ban.expiry.to_kernel();
+        self.expires_at = ban.expires_at.unwrap_or(UnixMs::MAX);
+        self.banned_at = ban.banned_at;
+        self.failures = ban.failures;
     }
 }
 
 impl Bans {
-    fn find(&self, jail: &str) -> Option<u8> {
+    fn find_slot(&self, jail: &str) -> Option<u8> {
         let slot = self.names.iter().position(|name| name == jail)?;
         u8::try_from(slot).ok()
     }
 
     /// The index of `jail`, taking a free slot for a jail not seen yet.
     fn slot(&mut self, jail: &str) -> u8 {
-        if let Some(slot) = self.find(jail) {
+        if let Some(slot) = self.find_slot(jail) {
             return slot;
         }
         let free = self.per_jail.iter().position(|&count| count == 0);
@@ -95,50 +107,103 @@ impl Bans {
             }
         };
         // At most MAX_JAILS (64) jails hold bans at once, so a free slot is always found
-        // before 256.
-        u8::try_from(slot).unwrap_or(u8::MAX)
+        // well before FREE.
+        u8::try_from(slot).unwrap_or(FREE - 1)
+    }
+
+    fn node(&self, slot: u8, target: IpNet) -> Option<u32> {
+        let hash = self.keys.hash_one((slot, target));
+        let nodes = &self.nodes;
+        self.index
+            .find(hash, |&i| {
+                let node = &nodes[i as usize];
+                node.slot == slot && node.target == target
+            })
+            .copied()
+    }
+
+    fn find(&self, jail: &str, target: IpNet) -> Option<u32> {
+        self.node(self.find_slot(jail)?, target)
     }
 
     /// The ban of `target` in `jail`, if in force.
     pub fn get(&self, jail: &str, target: IpNet) -> Option<ActiveBan> {
-        let slot = self.find(jail)?;
-        self.table.get(&(slot, target)).map(|&entry| entry.into())
+        self.find(jail, target)
+            .map(|i| self.nodes[i as usize].ban())
     }
 
     pub fn contains(&self, jail: &str, target: IpNet) -> bool {
-        self.find(jail)
-            .is_some_and(|slot| self.table.contains_key(&(slot, target)))
+        self.find(jail, target).is_some()
     }
 
     /// Records `ban` (new, or replacing the one in force); returns the one it replaced.
     pub fn insert(&mut self, jail: &str, target: IpNet, ban: ActiveBan) -> Option<ActiveBan> {
         let slot = self.slot(jail);
-        let entry = Entry::from(ban);
-        if entry.expiry != 0 {
-            self.ends.push(Reverse((entry.expiry, slot, target)));
-        }
-        let old = self.table.insert((slot, target), entry);
-        match old {
-            Some(old) if old.expiry != 0 => {
+        if let Some(i) = self.node(slot, target) {
+            let node = &mut self.nodes[i as usize];
+            let old = node.ban();
+            node.set(ban);
+            if node.expiry != 0 {
+                self.ends.push(Reverse((node.expiry, i)));
+            }
+            if old.expiry != Expiry::Never {
                 self.stale += 1;
                 self.compact();
             }
-            Some(_) => {}
-            None => self.count(slot, target, 1),
+            return Some(old);
         }
-        old.map(Into::into)
+        let mut node = Node {
+            expiry: 0,
+            expires_at: 0,
+            banned_at: 0,
+            failures: 0,
+            target,
+            slot,
+        };
+        node.set(ban);
+        let i = match self.free.pop() {
+            Some(i) => {
+                self.nodes[i as usize] = node;
+                i
+            }
+            None => {
+                // Node numbers stay far below u32::MAX: the kernel maps hold 2^20 each.
+                let i = u32::try_from(self.nodes.len()).unwrap_or(u32::MAX);
+                self.nodes.push(node);
+                i
+            }
+        };
+        let (nodes, keys) = (&self.nodes, &self.keys);
+        self.index
+            .insert_unique(keys.hash_one((slot, target)), i, |&j| {
+                let node = &nodes[j as usize];
+                keys.hash_one((node.slot, node.target))
+            });
+        if node.expiry != 0 {
+            self.ends.push(Reverse((node.expiry, i)));
+        }
+        self.count(slot, target, 1);
+        None
     }
 
     /// Takes the ban of `target` in `jail` out; returns it, if it was in force.
     pub fn remove(&mut self, jail: &str, target: IpNet) -> Option<ActiveBan> {
-        let slot = self.find(jail)?;
-        let old = self.table.remove(&(slot, target))?;
+        let slot = self.find_slot(jail)?;
+        let i = self.node(slot, target)?;
+        let hash = self.keys.hash_one((slot, target));
+        if let Ok(entry) = self.index.find_entry(hash, |&j| j == i) {
+            entry.remove();
+        }
+        let node = &mut self.nodes[i as usize];
+        let old = node.ban();
+        node.slot = FREE;
+        self.free.push(i);
         self.count(slot, target, -1);
-        if old.expiry != 0 {
+        if old.expiry != Expiry::Never {
             self.stale += 1;
             self.compact();
         }
-        Some(old.into())
+        Some(old)
     }
 
     fn count(&mut self, slot: u8, target: IpNet, by: i64) {
@@ -153,11 +218,10 @@ impl Bans {
         if self.stale < 1024 || self.stale < self.ends.len() / 2 {
             return;
         }
-        self.ends = self
-            .table
-            .iter()
-            .filter(|(_, entry)| entry.expiry != 0)
-            .map(|(&(slot, target), entry)| Reverse((entry.expiry, slot, target)))
+        self.ends = (0u32..)
+            .zip(&self.nodes)
+            .filter(|(_, node)| node.slot != FREE && node.expiry != 0)
+            .map(|(i, node)| Reverse((node.expiry, i)))
             .collect();
         self.stale = 0;
     }
@@ -166,32 +230,50 @@ impl Bans {
     /// queue: the caller lifts them.
     pub fn ended(&mut self, boot_now: u64) -> Vec<(String, IpNet)> {
         let mut ended = Vec::new();
-        while let Some(&Reverse((at, slot, target))) = self.ends.peek() {
+        while let Some(&Reverse((at, i))) = self.ends.peek() {
             if at > boot_now {
                 break;
             }
             self.ends.pop();
-            let live = self
-                .table
-                .get(&(slot, target))
-                .is_some_and(|entry| entry.expiry == at);
-            if live {
-                ended.push((self.names[usize::from(slot)].clone(), target));
-            } else {
-                self.stale = self.stale.saturating_sub(1);
+            match self.live(at, i) {
+                Some(node) => {
+                    ended.push((self.names[usize::from(node.slot)].clone(), node.target));
+                }
+                None => self.stale = self.stale.saturating_sub(1),
             }
         }
         ended
     }
 
+    /// The node of queue entry (`at`, `i`), if its ban still ends then. A node reused
+    /// since by a ban with the very same expiry ends then too.
+    fn live(&self, at: u64, i: u32) -> Option<&Node> {
+        self.nodes
+            .get(i as usize)
+            .filter(|node| node.slot != FREE && node.expiry == at)
+    }
+
+    /// When the next timed ban ends (boot clock), if one is in force; drops the queue's
+    /// entries of bans lifted or extended on the way.
+    pub fn next_end(&mut self) -> Option<u64> {
+        while let Some(&Reverse((at, i))) = self.ends.peek() {
+            if self.live(at, i).is_some() {
+                return Some(at);
+            }
+            self.ends.pop();
+            self.stale = self.stale.saturating_sub(1);
+        }
+        None
+    }
+
     /// Bans in force.
     pub fn len(&self) -> usize {
-        self.table.len()
+        self.nodes.len() - self.free.len()
     }
 
     /// Bans in force in `jail`.
     pub fn count_of(&self, jail: &str) -> u64 {
-        self.find(jail)
+        self.find_slot(jail)
             .map_or(0, |slot| self.per_jail[usize::from(slot)])
     }
 
@@ -200,23 +282,30 @@ impl Bans {
         self.per_map.get(map).copied().unwrap_or(0)
     }
 
-    /// The targets `jail` bans now.
+    /// The targets `jail` bans now, in order.
     pub fn of(&self, jail: &str) -> Vec<IpNet> {
-        let Some(slot) = self.find(jail) else {
+        let Some(slot) = self.find_slot(jail) else {
             return Vec::new();
         };
-        self.table
-            .range((slot, IpNet::default())..)
-            .take_while(|((s, _), _)| *s == slot)
-            .map(|(&(_, target), _)| target)
-            .collect()
+        let mut targets: Vec<IpNet> = self
+            .nodes
+            .iter()
+            .filter(|node| node.slot == slot)
+            .map(|node| node.target)
+            .collect();
+        targets.sort_unstable();
+        targets
     }
 
-    /// Every ban in force: jail, target, ban.
+    /// Every ban in force: jail, target, ban; in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, IpNet, ActiveBan)> + '_ {
-        self.table.iter().map(|(&(slot, target), &entry)| {
-            (self.names[usize::from(slot)].as_str(), target, entry.into())
-        })
+        self.nodes
+            .iter()
+            .filter(|node| node.slot != FREE)
+            .map(|node| {
+                let jail = self.names[usize::from(node.slot)].as_str();
+                (jail, node.target, node.ban())
+            })
     }
 }
 
@@ -235,6 +324,11 @@ mod tests {
 
     fn net(text: &str) -> IpNet {
         text.parse().expect("CIDR")
+    }
+
+    #[test]
+    fn a_node_is_small() {
+        assert_eq!(std::mem::size_of::<Node>(), 48);
     }
 
     #[test]
@@ -299,6 +393,7 @@ mod tests {
             bans.insert("ssh", a, ban(Expiry::At(at)));
         }
         assert!(bans.ends.len() <= 2048, "{} entries", bans.ends.len());
+        assert_eq!(bans.next_end(), Some(5000));
         assert_eq!(bans.ended(4999), vec![]);
         assert_eq!(bans.ended(5000), vec![("ssh".to_owned(), a)]);
     }
