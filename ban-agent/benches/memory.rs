@@ -216,7 +216,7 @@ fn bans(run: usize, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     store.prune(keep, &std::collections::BTreeMap::new(), now)?;
     drop(store);
     rows.push(Row {
-        state: "1M bans lifted, history pruned",
+        state: "1M bans lifted and history pruned",
         run,
         rss_kib: 0,
         maps_kib: 0,
@@ -283,7 +283,7 @@ fn report(rows: &[Row]) -> anyhow::Result<()> {
         ("1M tracked addresses", 1e6),
         ("1M bans", 1e6),
         ("1M bans after a restart", 1e6),
-        ("1M bans lifted, history pruned", 0.0),
+        ("1M bans lifted and history pruned", 0.0),
     ] {
         let rss = median(state, &live);
         let per = match rss {

@@ -152,6 +152,8 @@ pub struct Agent {
     pub(super) setup: Setup,
     /// When the state was last pruned.
     pub(super) last_prune: UnixMs,
+    /// Entries committed since the memory was last handed back to the system.
+    pub(super) churn: usize,
     /// The last error of saving the state, said once (a full disk fails every tick).
     pub(super) save_error: Said,
     /// Last kernel counters seen per jail id (dropped packets, bytes), for the metrics.
@@ -197,6 +199,7 @@ impl Agent {
             journals: BTreeMap::new(),
             setup,
             last_prune: now.wall,
+            churn: 0,
             save_error: Said::default(),
             kernel_seen: BTreeMap::new(),
             hooks: Vec::new(),
@@ -217,6 +220,8 @@ impl Agent {
         agent.restore_failures(now)?;
         agent.open_logs();
         agent.commit();
+        // The saved bans, read whole, are freed: with a million, a hundred MB or more.
+        super::persist::release_memory();
         Ok(agent)
     }
 
@@ -595,6 +600,10 @@ impl Agent {
         self.commit_soon();
         if now.wall - self.last_prune >= PRUNE_EVERY_MS {
             self.prune(now);
+        }
+        if self.churn >= super::persist::CHURN_TO_TRIM {
+            self.churn = 0;
+            super::persist::release_memory();
         }
     }
 

@@ -1,7 +1,7 @@
 //! What outlives the agent: the bans and failures taken back at start (from the state
 //! database and the kernel maps), and what changed committed back.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use ipnet::IpNet;
 use tracing::{error, info, warn};
@@ -27,12 +27,8 @@ impl Agent {
     /// be written); bans of jails that are gone are lifted. A saved ban that ended while
     /// the agent was away is said ended now (log line, hook, metric).
     pub(super) fn restore(&mut self, saved: Vec<SavedBan>, now: Now) -> anyhow::Result<()> {
-        let mut in_kernel: BTreeMap<(u32, IpNet), Expiry> = self
-            .kernel
-            .list()?
-            .into_iter()
-            .map(|ban| ((ban.jail, ban.target), ban.expiry))
-            .collect();
+        let mut in_kernel = InKernel::new(self.kernel.list()?);
+        self.bans.reserve(saved.len().max(in_kernel.bans.len()));
         let mut restored = 0usize;
         // A state written by hand, or by a broken disk, never bans what no path may ban.
         let never = IgnoreList::new(Vec::new(), self.setup.own.clone());
@@ -85,7 +81,7 @@ impl Agent {
             .map(|(name, run)| (run.id, name.clone()))
             .collect();
         let mut adopted = 0usize;
-        for ((id, target), expiry) in in_kernel {
+        for ((id, target), expiry) in in_kernel.rest() {
             match ids.get(&id) {
                 Some(jail) if !expiry.expired(now.boot) && never.spares(&target).is_none() => {
                     let expires_at = expiry
@@ -317,6 +313,8 @@ impl Agent {
                 tracker.saved();
             }
         }
+        self.churn += changes.bans.len() + changes.history.len();
+        self.churn += changes.failures.values().map(HashMap::len).sum::<usize>();
         self.state.positions.extend(changes.positions.clone());
         self.state.cursors.extend(changes.cursors.clone());
         (!changes.is_empty()).then_some(changes)
@@ -379,5 +377,61 @@ impl Agent {
             Ok(_) => {}
             Err(e) => warn!("{e}"),
         }
+    }
+}
+
+/// The bans the kernel holds at start, each taken at most once by a saved ban; those left
+/// are adopted or lifted. A sorted `Vec` rather than a map: with a million bans, one
+/// allocation of 40 bytes each instead of a tree's nodes.
+struct InKernel {
+    bans: Vec<((u32, IpNet), Expiry)>,
+    taken: Vec<bool>,
+}
+
+impl InKernel {
+    fn new(list: Vec<crate::datapath::BanRecord>) -> Self {
+        let mut bans: Vec<((u32, IpNet), Expiry)> = list
+            .into_iter()
+            .map(|ban| ((ban.jail, ban.target), ban.expiry))
+            .collect();
+        bans.sort_unstable_by_key(|(key, _)| *key);
+        bans.dedup_by_key(|(key, _)| *key);
+        let taken = vec![false; bans.len()];
+        Self { bans, taken }
+    }
+
+    /// The kernel's expiry of `key`, unless taken already; taken now.
+    fn remove(&mut self, key: &(u32, IpNet)) -> Option<Expiry> {
+        let i = self.bans.binary_search_by_key(key, |(k, _)| *k).ok()?;
+        if std::mem::replace(&mut self.taken[i], true) {
+            return None;
+        }
+        Some(self.bans[i].1)
+    }
+
+    /// The bans no saved ban took.
+    fn rest(self) -> impl Iterator<Item = ((u32, IpNet), Expiry)> {
+        self.bans
+            .into_iter()
+            .zip(self.taken)
+            .filter(|(_, taken)| !taken)
+            .map(|(ban, _)| ban)
+    }
+}
+
+/// Entries committed since the memory was last handed back, past which [`release_memory`]
+/// runs at the next sweep.
+pub(super) const CHURN_TO_TRIM: usize = 10_000;
+
+/// Hands the memory freed since back to the system. A flood's batches are many small
+/// allocations (a ban's or a failure's entries until their commit), freed after it; glibc
+/// keeps freed small blocks in its heap, so the resident size would stay at the flood's
+/// peak. `malloc_trim` returns every free page, inside the heap too; it takes a few
+/// milliseconds, and runs at most once a second, after such a batch.
+pub(super) fn release_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim has no preconditions; it only returns free pages.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }

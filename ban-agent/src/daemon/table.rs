@@ -186,6 +186,17 @@ impl Bans {
         None
     }
 
+    /// Makes room for `more` bans at once (a start restoring a million: growing the index
+    /// step by step rehashes it twenty times).
+    pub fn reserve(&mut self, more: usize) {
+        self.nodes.reserve(more);
+        let (nodes, keys) = (&self.nodes, &self.keys);
+        self.index.reserve(more, |&j| {
+            let node = &nodes[j as usize];
+            keys.hash_one((node.slot, node.target))
+        });
+    }
+
     /// Takes the ban of `target` in `jail` out; returns it, if it was in force.
     pub fn remove(&mut self, jail: &str, target: IpNet) -> Option<ActiveBan> {
         let slot = self.find_slot(jail)?;
