@@ -398,9 +398,20 @@ impl Report {
 
     fn render_targets(&self, out: &mut String, top: usize) {
         let mut ranked: Vec<(&IpNet, &Failing)> = self.targets.iter().collect();
-        ranked.sort_by(|a, b| b.1.failures.cmp(&a.1.failures).then(a.0.cmp(b.0)));
-        let _ = writeln!(out, "\nTop addresses ({} failing):", ranked.len());
-        for (target, failing) in ranked.iter().take(top) {
+        let failing = ranked.len();
+        let order = |a: &(&IpNet, &Failing), b: &(&IpNet, &Failing)| {
+            b.1.failures.cmp(&a.1.failures).then(a.0.cmp(b.0))
+        };
+        // The top few of maybe a million (a botnet's log): picked, then only they sorted.
+        if ranked.len() > top {
+            if let Some(last) = top.checked_sub(1) {
+                ranked.select_nth_unstable_by(last, order);
+            }
+            ranked.truncate(top);
+        }
+        ranked.sort_by(order);
+        let _ = writeln!(out, "\nTop addresses ({failing} failing):");
+        for (target, failing) in &ranked {
             let verdict = match (failing.spared, failing.banned) {
                 (Some(why), _) => format!("spared ({})", describe(why)),
                 (None, true) => "would be banned".to_owned(),
