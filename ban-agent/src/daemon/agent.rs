@@ -601,7 +601,9 @@ impl Agent {
         if now.wall - self.last_prune >= PRUNE_EVERY_MS {
             self.prune(now);
         }
-        if self.churn >= super::persist::CHURN_TO_TRIM {
+        // Once the writer is done with the last batch: it frees it.
+        let writing = self.store.as_ref().is_some_and(Store::busy);
+        if self.churn >= super::persist::CHURN_TO_TRIM && !writing {
             self.churn = 0;
             super::persist::release_memory();
         }

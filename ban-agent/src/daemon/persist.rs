@@ -427,7 +427,7 @@ pub(super) const CHURN_TO_TRIM: usize = 10_000;
 /// allocations (a ban's or a failure's entries until their commit), freed after it; glibc
 /// keeps freed small blocks in its heap, so the resident size would stay at the flood's
 /// peak. `malloc_trim` returns every free page, inside the heap too; it takes a few
-/// milliseconds, and runs at most once a second, after such a batch.
+/// milliseconds, and runs at most once a second, once the writer is done with the batch.
 pub(super) fn release_memory() {
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim has no preconditions; it only returns free pages.
