@@ -365,7 +365,7 @@ fn print_jail(s: &JailStatus) {
     let more = s.currently_banned.saturating_sub(banned.len() as u64);
     if more > 0 {
         println!(
-            "   `- Banned IP list:\t{} ... and {more} more (`ban-agent banned IP` shows one)",
+            "   `- Banned IP list:\t{} ... and {more} more (`ban-agent banned` lists them all)",
             banned.join(" ")
         );
     } else {

@@ -9,7 +9,7 @@ use std::{
 
 use thiserror::Error;
 
-use super::protocol::{self, MAX_LINE, ProtocolError, Reply, Request};
+use super::protocol::{self, MAX_REPLY, ProtocolError, Reply, Request};
 use crate::config::DEFAULT_PATH;
 
 /// How long a reply may take (a reload of a large configuration included).
@@ -66,10 +66,10 @@ pub fn call(socket: &Path, request: &Request) -> Result<Reply, ClientError> {
         return Err(io(e));
     }
     let mut line = String::new();
-    let mut reader = BufReader::new(&stream).take(MAX_LINE as u64 + 1);
+    let mut reader = BufReader::new(&stream).take(MAX_REPLY as u64 + 1);
     reader.read_line(&mut line).map_err(io)?;
     if line.is_empty() {
         return Err(ClientError::NoReply);
     }
-    Ok(protocol::decode(line.trim_end())?)
+    Ok(protocol::decode_reply(line.trim_end())?)
 }

@@ -10,8 +10,12 @@ use serde::{Deserialize, Serialize};
 /// Bumped on any change that an older peer would misread.
 pub const VERSION: u32 = 1;
 
-/// Longest request or reply line accepted, in bytes.
+/// Longest request line the daemon accepts, in bytes (any local user may connect).
 pub const MAX_LINE: usize = 1 << 20;
+
+/// Longest reply line a client accepts, in bytes: a reply comes from the daemon, and
+/// `banned` with a million bans in force is about 130 MB.
+pub const MAX_REPLY: usize = 512 << 20;
 
 /// What a client asks.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -260,8 +264,8 @@ pub enum ProtocolError {
     Version { theirs: u32 },
     #[error("malformed control message: {0}")]
     Malformed(String),
-    #[error("control message longer than {MAX_LINE} bytes")]
-    TooLong,
+    #[error("control message longer than {max} bytes")]
+    TooLong { max: usize },
 }
 
 /// One message as a line (with its `\n`).
@@ -276,11 +280,23 @@ pub fn encode<T: Serialize>(body: &T) -> String {
     line
 }
 
-/// A message from a line, checked for its version first.
+/// A request from a line, checked for its length and version first.
 pub fn decode<T: for<'de> Deserialize<'de>>(line: &str) -> Result<T, ProtocolError> {
     if line.len() > MAX_LINE {
-        return Err(ProtocolError::TooLong);
+        return Err(ProtocolError::TooLong { max: MAX_LINE });
     }
+    decode_unbounded(line)
+}
+
+/// A reply from a line, checked for its length and version first.
+pub fn decode_reply(line: &str) -> Result<Reply, ProtocolError> {
+    if line.len() > MAX_REPLY {
+        return Err(ProtocolError::TooLong { max: MAX_REPLY });
+    }
+    decode_unbounded(line)
+}
+
+fn decode_unbounded<T: for<'de> Deserialize<'de>>(line: &str) -> Result<T, ProtocolError> {
     #[derive(Deserialize)]
     struct VersionOnly {
         version: u32,
@@ -372,6 +388,39 @@ mod tests {
         );
     }
 
+    /// A listing of many bans is longer than any request may be, and still a reply.
+    #[test]
+    fn a_reply_may_be_longer_than_a_request() {
+        let bans = (0..20_000u32)
+            .map(|i| BanInfo {
+                jail: "auth".into(),
+                target: IpNet::from(std::net::IpAddr::V6(std::net::Ipv6Addr::new(
+                    0x2001,
+                    0xdb8,
+                    0,
+                    0,
+                    0,
+                    0,
+                    (i >> 16) as u16,
+                    i as u16,
+                ))),
+                seconds_left: Some(600),
+                expires_at: Some(1_795_521_600_000),
+                failures: 5,
+            })
+            .collect();
+        let line = encode(&Reply::Bans { bans });
+        assert!(line.len() > MAX_LINE, "{} bytes", line.len());
+        assert!(matches!(
+            decode::<Request>(line.trim_end()),
+            Err(ProtocolError::TooLong { .. })
+        ));
+        assert!(matches!(
+            decode_reply(line.trim_end()),
+            Ok(Reply::Bans { bans }) if bans.len() == 20_000
+        ));
+    }
+
     #[test]
     fn other_versions_and_garbage_are_refused_with_a_reason() {
         assert_eq!(
@@ -387,6 +436,9 @@ mod tests {
             Err(ProtocolError::Malformed(_))
         ));
         let long = "x".repeat(MAX_LINE + 1);
-        assert_eq!(decode::<Request>(&long), Err(ProtocolError::TooLong));
+        assert_eq!(
+            decode::<Request>(&long),
+            Err(ProtocolError::TooLong { max: MAX_LINE })
+        );
     }
 }
