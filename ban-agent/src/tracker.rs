@@ -10,12 +10,7 @@
 
 mod failing;
 
-use std::{
-    collections::{HashSet, VecDeque},
-    net::IpAddr,
-    num::NonZeroUsize,
-    time::Duration,
-};
+use std::{collections::VecDeque, net::IpAddr, num::NonZeroUsize, time::Duration};
 
 use failing::{Failing, Window};
 use ipnet::IpNet;
@@ -101,9 +96,8 @@ pub enum Counted {
 /// Failures of one jail.
 pub struct Tracker {
     rules: Rules,
+    /// The failing targets, and which changed since the state last saved them.
     failing: Failing,
-    /// Targets whose failures changed since the state last saved them.
-    changed: HashSet<IpNet>,
     total_failed: u64,
     evicted: u64,
 }
@@ -113,7 +107,6 @@ impl Tracker {
         let cap = NonZeroUsize::new(rules.max_tracked).map_or(1, NonZeroUsize::get);
         Self {
             failing: Failing::new(cap),
-            changed: HashSet::new(),
             rules,
             total_failed: 0,
             evicted: 0,
@@ -134,8 +127,7 @@ impl Tracker {
         let target = self.aggregate(target);
         let maxretry = self.rules.maxretry.max(1) as usize;
         // A known target is updated in place (and becomes the most recent); a new one is
-        // inserted only if it does not ban at once.
-        self.changed.insert(target);
+        // inserted only if it does not ban at once. Either is a change to save.
         let failures = match self.failing.get_mut(&target) {
             Some(times) => {
                 times.push(at, window, maxretry);
@@ -147,10 +139,9 @@ impl Tracker {
                 let failures = times.len();
                 if failures < maxretry {
                     if self.failing.len() == self.failing.capacity()
-                        && let Some((gone, _)) = self.failing.remove_lru()
+                        && self.failing.remove_lru().is_some()
                     {
                         self.evicted += 1;
-                        self.changed.insert(gone);
                     }
                     self.failing.insert(target, times);
                 }
@@ -185,9 +176,7 @@ impl Tracker {
 
     /// Forgets the failures of `target` (after an operator's ban or unban).
     pub fn forget(&mut self, target: &IpNet) {
-        if self.failing.remove(target).is_some() {
-            self.changed.insert(*target);
-        }
+        self.failing.remove(target);
     }
 
     /// Takes back failures saved before a restart: the times of `target` still inside the
@@ -198,7 +187,7 @@ impl Tracker {
         let maxretry = self.rules.maxretry.max(1) as usize;
         let target = self.aggregate(target);
         let live = times.iter().filter(|&&t| t > now.saturating_sub(window));
-        let mut window_times = self.failing.remove(&target).unwrap_or_default();
+        let mut window_times = self.failing.take_saved(&target).unwrap_or_default();
         for &at in live {
             window_times.push(at, window, maxretry);
         }
@@ -211,34 +200,27 @@ impl Tracker {
             if self.failing.len() == self.failing.capacity() {
                 self.evicted += 1;
             }
-            self.failing.insert(target, window_times);
+            self.failing.restore(target, window_times);
         }
     }
 
     /// The targets whose failures changed since [`Tracker::saved`], with the times inside
-    /// the window now (none: forget the target).
+    /// the window now (none: forget the target). A target forgotten and failing again
+    /// comes twice, forgotten first: the last word is the one to keep.
     pub fn changes(&self) -> impl Iterator<Item = (IpNet, Vec<UnixMs>)> + '_ {
-        self.changed.iter().map(|target| {
-            let times = self
-                .failing
-                .peek(target)
-                .map(|times| times.iter().collect())
-                .unwrap_or_default();
-            (*target, times)
-        })
+        self.failing
+            .changes()
+            .map(|(target, times)| (target, times.iter().collect()))
     }
 
     /// Whether any target's failures changed since [`Tracker::saved`].
     pub fn has_changes(&self) -> bool {
-        !self.changed.is_empty()
+        self.failing.has_changes()
     }
 
     /// The changes are saved.
     pub fn saved(&mut self) {
-        self.changed.clear();
-        if self.changed.capacity() > 4096 {
-            self.changed.shrink_to(1024);
-        }
+        self.failing.saved();
     }
 
     /// Addresses with failures in the window at `now`.

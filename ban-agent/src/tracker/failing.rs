@@ -1,11 +1,14 @@
-//! The failing targets of one jail, least recently failed first, in about 58 bytes each
-//! (a million in under 64 MB): a flood of distinct addresses is what this holds most.
+//! The failing targets of one jail, least recently failed first, in about 60 bytes each
+//! (a million in under 64 MB): a flood of distinct addresses is what this holds most. It
+//! also knows which targets changed since the state last saved them.
 //!
 //! Written here rather than taken from `hashlink`'s `LruCache`, whose nodes are each an
 //! allocation with two pointers and whose `VecDeque` of times is another (147 bytes per
 //! address measured): the nodes live in one `Vec` linked by 32-bit indices, the index is
 //! a `hashbrown::HashTable` of those indices (keyed with std's randomly seeded SipHash, as
-//! attackers choose the addresses), and a single failure time is kept inline.
+//! attackers choose the addresses; each node keeps its hash, so growing the index hashes
+//! nothing again), a single failure time is kept inline, and a changed target is a flag in
+//! its node plus its index in a list, not an entry in a hash set.
 
 use std::{
     collections::VecDeque,
@@ -126,6 +129,12 @@ struct Node {
     older: u32,
     /// Toward the most recently failed; in a free node, the next free one.
     newer: u32,
+    /// The target's hash, as the index keys it ([`Failing::hash`]).
+    hash: u32,
+    /// In [`Failing::changed`] since the last save.
+    changed: bool,
+    /// Holds a target (not on the free list).
+    live: bool,
 }
 
 /// Failing targets with their windows, in order of their last failure, at most
@@ -134,6 +143,11 @@ pub struct Failing {
     nodes: Vec<Node>,
     index: HashTable<u32>,
     keys: RandomState,
+    /// Nodes whose target's window changed since the last save (each once, by its flag;
+    /// a node freed and reused since may be listed for its new target).
+    changed: Vec<u32>,
+    /// Targets forgotten since the last save (banned, evicted, forgotten by hand).
+    gone: Vec<IpNet>,
     /// Least and most recently failed.
     oldest: u32,
     newest: u32,
@@ -149,6 +163,8 @@ impl Failing {
             nodes: Vec::new(),
             index: HashTable::new(),
             keys: RandomState::new(),
+            changed: Vec::new(),
+            gone: Vec::new(),
             oldest: NIL,
             newest: NIL,
             free: NIL,
@@ -165,41 +181,73 @@ impl Failing {
         self.capacity
     }
 
+    /// The 32 bits of the target's hash a node keeps.
+    fn hash(&self, target: &IpNet) -> u32 {
+        self.keys.hash_one(target) as u32
+    }
+
+    /// The index's 64-bit hash from a node's 32: hashbrown takes the bucket from the low
+    /// bits and a tag from the top seven, which then come from bits 25 to 31.
+    fn spread(hash: u32) -> u64 {
+        u64::from(hash) | (u64::from(hash) << 32)
+    }
+
     fn find(&self, target: &IpNet) -> Option<u32> {
-        let hash = self.keys.hash_one(target);
+        let hash = Self::spread(self.hash(target));
         self.index
             .find(hash, |&i| self.nodes[i as usize].target == *target)
             .copied()
     }
 
-    /// The window of `target`, which becomes the most recently failed.
+    /// The window of `target`, which becomes the most recently failed, as changed.
     pub fn get_mut(&mut self, target: &IpNet) -> Option<&mut Window> {
         let i = self.find(target)?;
         self.unlink(i);
         self.link_newest(i);
+        self.mark(i);
         Some(&mut self.nodes[i as usize].window)
     }
 
-    /// The window of `target`, its place unchanged.
-    pub fn peek(&self, target: &IpNet) -> Option<&Window> {
-        self.find(target).map(|i| &self.nodes[i as usize].window)
+    fn mark(&mut self, i: u32) {
+        let node = &mut self.nodes[i as usize];
+        if !node.changed {
+            node.changed = true;
+            self.changed.push(i);
+        }
     }
 
-    /// Adds `target` as the most recently failed (replacing its window if it is there),
-    /// forgetting the least recently failed one when full.
+    /// Adds `target` as the most recently failed, as changed (replacing its window if it
+    /// is there), forgetting the least recently failed one when full.
     pub fn insert(&mut self, target: IpNet, window: Window) {
+        if let Some(i) = self.place(target, window) {
+            self.mark(i);
+        }
+    }
+
+    /// Puts back a window as it was saved: not a change.
+    pub fn restore(&mut self, target: IpNet, window: Window) {
+        self.place(target, window);
+    }
+
+    /// Puts `window` in `target`'s node (a new one if needed, the most recent); returns
+    /// the node when it is new (a replaced window's node is marked by `get_mut`).
+    fn place(&mut self, target: IpNet, window: Window) -> Option<u32> {
         if let Some(slot) = self.get_mut(&target) {
             *slot = window;
-            return;
+            return None;
         }
         if self.len >= self.capacity {
             self.remove_lru();
         }
+        let hash = self.hash(&target);
         let node = Node {
             window,
             target,
             older: NIL,
             newer: NIL,
+            hash,
+            changed: false,
+            live: true,
         };
         let i = if self.free == NIL {
             // Indices stay below NIL: `max_tracked` is far below 2^32 - 1.
@@ -212,17 +260,27 @@ impl Failing {
             self.nodes[i as usize] = node;
             i
         };
-        let (nodes, keys) = (&self.nodes, &self.keys);
-        self.index.insert_unique(keys.hash_one(target), i, |&j| {
-            keys.hash_one(nodes[j as usize].target)
+        let nodes = &self.nodes;
+        self.index.insert_unique(Self::spread(hash), i, |&j| {
+            Self::spread(nodes[j as usize].hash)
         });
         self.link_newest(i);
         self.len += 1;
+        Some(i)
     }
 
+    /// Forgets `target`, as a change.
     pub fn remove(&mut self, target: &IpNet) -> Option<Window> {
         let i = self.find(target)?;
         Some(self.take(i).1)
+    }
+
+    /// Takes `target`'s window out to put it back with [`Failing::restore`]: not a change.
+    pub fn take_saved(&mut self, target: &IpNet) -> Option<Window> {
+        let i = self.find(target)?;
+        let (target, window) = self.take(i);
+        self.gone.pop_if(|gone| *gone == target);
+        Some(window)
     }
 
     /// Forgets the least recently failed target.
@@ -230,19 +288,58 @@ impl Failing {
         (self.oldest != NIL).then(|| self.take(self.oldest))
     }
 
+    /// Frees node `i`; its target is forgotten, as a change.
     fn take(&mut self, i: u32) -> (IpNet, Window) {
-        let target = self.nodes[i as usize].target;
-        let hash = self.keys.hash_one(target);
-        if let Ok(entry) = self.index.find_entry(hash, |&j| j == i) {
+        let (target, hash) = {
+            let node = &self.nodes[i as usize];
+            (node.target, node.hash)
+        };
+        if let Ok(entry) = self.index.find_entry(Self::spread(hash), |&j| j == i) {
             entry.remove();
         }
         self.unlink(i);
         let node = &mut self.nodes[i as usize];
         let window = std::mem::take(&mut node.window);
+        node.live = false;
         node.newer = self.free;
         self.free = i;
         self.len -= 1;
+        self.gone.push(target);
         (target, window)
+    }
+
+    /// The targets changed since [`Failing::saved`], with their windows now (empty: the
+    /// target is forgotten). A target forgotten and failing again comes twice, forgotten
+    /// first.
+    pub fn changes(&self) -> impl Iterator<Item = (IpNet, &Window)> + '_ {
+        static EMPTY: Window = Window::Empty;
+        let gone = self.gone.iter().map(|&target| (target, &EMPTY));
+        let changed = self.changed.iter().filter_map(|&i| {
+            let node = self.nodes.get(i as usize)?;
+            node.live.then_some((node.target, &node.window))
+        });
+        gone.chain(changed)
+    }
+
+    pub fn has_changes(&self) -> bool {
+        !(self.changed.is_empty() && self.gone.is_empty())
+    }
+
+    /// The changes are saved.
+    pub fn saved(&mut self) {
+        for &i in &self.changed {
+            if let Some(node) = self.nodes.get_mut(i as usize) {
+                node.changed = false;
+            }
+        }
+        self.changed.clear();
+        self.gone.clear();
+        if self.changed.capacity() > 4096 {
+            self.changed.shrink_to(1024);
+        }
+        if self.gone.capacity() > 4096 {
+            self.gone.shrink_to(1024);
+        }
     }
 
     /// Sets the capacity, forgetting the least recently failed targets above it.
@@ -257,7 +354,7 @@ impl Failing {
     pub fn iter(&self) -> impl Iterator<Item = (&IpNet, &Window)> {
         let mut at = self.oldest;
         std::iter::from_fn(move || {
-            let node = self.nodes.get(at as usize)?;
+            let node = self.nodes.get(at as usize).filter(|node| node.live)?;
             at = node.newer;
             Some((&node.target, &node.window))
         })
@@ -322,7 +419,7 @@ mod tests {
         let order: Vec<IpNet> = failing.iter().map(|(t, _)| *t).collect();
         assert_eq!(order, [net(2), net(0), net(3)]);
         assert_eq!(failing.remove(&net(0)), Some(Window::One(0)));
-        assert_eq!(failing.peek(&net(0)), None);
+        assert!(failing.iter().all(|(t, _)| *t != net(0)));
         failing.insert(net(4), Window::One(4));
         assert_eq!(failing.nodes.len(), 3, "the freed node is reused");
         assert_eq!(failing.remove_lru().map(|(t, _)| t), Some(net(2)));

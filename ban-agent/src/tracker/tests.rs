@@ -292,3 +292,46 @@ fn a_huge_maxretry_reserves_no_huge_memory() {
     }
     assert_eq!(t.tracked(), 1000);
 }
+
+/// What `changes` gives is what the state must hold after applying it in order (a later
+/// entry for a target replaces an earlier one), and saving clears it.
+#[test]
+fn changes_say_what_to_save_and_saving_clears_them() {
+    fn last_word(t: &Tracker) -> std::collections::BTreeMap<IpNet, Vec<UnixMs>> {
+        t.changes().collect()
+    }
+    let mut t = Tracker::new(Rules {
+        maxretry: 3,
+        findtime: Duration::from_secs(600),
+        max_tracked: 2,
+        ..Rules::default()
+    });
+    let (a, b, c) = (host("192.0.2.1"), host("192.0.2.2"), host("192.0.2.3"));
+    t.record(a, 0, 0);
+    t.record(b, 1, 1);
+    assert_eq!(last_word(&t), [(a, vec![0]), (b, vec![1])].into());
+    t.saved();
+    assert!(!t.has_changes());
+    assert!(last_word(&t).is_empty());
+    // A second failure changes a; c pushes b out (the cap is 2): b is forgotten.
+    t.record(a, 2, 2);
+    t.record(c, 3, 3);
+    assert_eq!(
+        last_word(&t),
+        [(a, vec![0, 2]), (b, vec![]), (c, vec![3])].into()
+    );
+    t.saved();
+    // Forgotten, then failing again: the failure is the last word.
+    t.forget(&c);
+    t.record(c, 4, 4);
+    assert_eq!(last_word(&t), [(c, vec![4])].into());
+    // A ban forgets its target too.
+    t.saved();
+    t.record(c, 5, 5);
+    t.record(c, 6, 6);
+    assert_eq!(last_word(&t), [(c, vec![])].into());
+    // Restored windows are what the state holds already: no change.
+    t.saved();
+    t.restore(b, &[7], 7);
+    assert!(!t.has_changes(), "{:?}", last_word(&t));
+}
