@@ -128,14 +128,13 @@ impl Agent {
         let tracker = run.detector.tracker();
         // The whole list of a jail under attack would not fit in a reply (nor on a screen).
         let mut banned = self.bans_of(jail);
-        let currently_banned = banned.len() as u64;
         banned.truncate(STATUS_LIST);
         Ok(JailStatus {
             name: jail.to_owned(),
             currently_failed: tracker.currently_failing(now.wall) as u64,
             total_failed: tracker.total_failed(),
             files: self.files_of(jail),
-            currently_banned,
+            currently_banned: self.bans.count_of(jail),
             total_banned: run.total_banned,
             banned,
             bantime: applied_bantime(&run.config),

@@ -219,9 +219,8 @@ impl Failing {
     /// Adds `target` as the most recently failed, as changed (replacing its window if it
     /// is there), forgetting the least recently failed one when full.
     pub fn insert(&mut self, target: IpNet, window: Window) {
-        if let Some(i) = self.place(target, window) {
-            self.mark(i);
-        }
+        let i = self.place(target, window);
+        self.mark(i);
     }
 
     /// Puts back a window as it was saved: not a change.
@@ -229,12 +228,14 @@ impl Failing {
         self.place(target, window);
     }
 
-    /// Puts `window` in `target`'s node (a new one if needed, the most recent); returns
-    /// the node when it is new (a replaced window's node is marked by `get_mut`).
-    fn place(&mut self, target: IpNet, window: Window) -> Option<u32> {
-        if let Some(slot) = self.get_mut(&target) {
-            *slot = window;
-            return None;
+    /// Puts `window` in `target`'s node (a new one if needed), the most recent; returns
+    /// the node. Marks nothing.
+    fn place(&mut self, target: IpNet, window: Window) -> u32 {
+        if let Some(i) = self.find(&target) {
+            self.unlink(i);
+            self.link_newest(i);
+            self.nodes[i as usize].window = window;
+            return i;
         }
         if self.len >= self.capacity {
             self.remove_lru();
@@ -266,7 +267,7 @@ impl Failing {
         });
         self.link_newest(i);
         self.len += 1;
-        Some(i)
+        i
     }
 
     /// Forgets `target`, as a change.
