@@ -41,6 +41,7 @@ fn many_regexes(count: usize) -> Filter {
     Filter::compile(&FilterSpec {
         failregex,
         ignoreregex: vec![],
+        ..Default::default()
     })
     .expect("compiles")
 }

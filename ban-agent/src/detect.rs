@@ -22,6 +22,8 @@ use crate::{
 pub enum Verdict {
     /// No failregex matched.
     Missed,
+    /// A JSON filter's line that is not JSON: skipped.
+    Malformed,
     /// A failregex and an ignoreregex matched.
     Ignored { regex: usize },
     /// A failure of an address that is never banned.
@@ -43,6 +45,8 @@ pub enum Verdict {
 pub struct DetectStats {
     pub lines: u64,
     pub missed: u64,
+    /// Lines of a JSON filter that are not JSON (counted among `missed` too).
+    pub malformed: u64,
     pub ignored: u64,
     /// Failures of addresses never banned (loopback, this host's, `ignoreip`).
     pub spared: u64,
@@ -140,16 +144,23 @@ impl Detector {
                 self.stats.missed += 1;
                 return Verdict::Missed;
             }
+            Outcome::Malformed => {
+                self.stats.missed += 1;
+                self.stats.malformed += 1;
+                return Verdict::Malformed;
+            }
             Outcome::Ignored { regex } => {
                 self.stats.ignored += 1;
                 return Verdict::Ignored { regex };
             }
+            // The time is to be read from the line.
             Outcome::Failure { target, regex } => (target, regex, None),
+            // The filter read the line's time itself (or found it has none).
             Outcome::Dated {
                 target,
                 regex,
                 time,
-            } => (target, regex, time),
+            } => (target, regex, Some(time)),
         };
         if let Some(why) = self.ignore.spares(&target) {
             self.stats.spared += 1;
@@ -158,8 +169,15 @@ impl Detector {
         }
         let time = match (&self.filter, time) {
             _ if known.is_some() => known.map(|at| (at, DateFormat::Journal)),
-            (JailFilter::Simple(_), _) => self.dates.read(line),
-            (JailFilter::Full(_), time) => time.map(|at| (at, DateFormat::Template)),
+            (JailFilter::Simple(filter), None) => {
+                let text = self
+                    .scratch
+                    .as_ref()
+                    .and_then(|scratch| filter.time_text(scratch, regex, line));
+                self.dates.read(text.unwrap_or(line))
+            }
+            (JailFilter::Simple(_), Some(time)) => time.map(|at| (at, DateFormat::Field)),
+            (JailFilter::Full(_), time) => time.flatten().map(|at| (at, DateFormat::Template)),
         };
         let at = match time {
             Some((at, format)) => {
@@ -231,6 +249,12 @@ impl Detector {
     /// the format the time was found in.
     pub fn replay(&mut self, line: &str, fallback: UnixMs) -> (Verdict, Option<DateFormat>) {
         let time = match &mut self.filter {
+            JailFilter::Simple(filter) if filter.reads_json(line) => {
+                filter.json_time(line).map(|at| (at, DateFormat::Field))
+            }
+            JailFilter::Simple(filter) if filter.has_time_group() => {
+                self.dates.read(filter.find_time(line).unwrap_or(line))
+            }
             JailFilter::Simple(_) => self.dates.read(line),
             JailFilter::Full(matcher) => matcher
                 .date_of(line, fallback)
@@ -340,6 +364,7 @@ mod tests {
         let spec = crate::filter::FilterSpec {
             failregex: vec!["^login failed from <HOST>$".to_owned()],
             ignoreregex: vec![],
+            ..Default::default()
         };
         let filter = crate::filter::Filter::compile(&spec).expect("compiles");
         let rules = Rules {

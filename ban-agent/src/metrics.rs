@@ -74,6 +74,7 @@ pub struct Metrics {
     registry: Registry,
     pub lines_read: Family<FileLabel, Counter>,
     pub failures: Family<JailLabel, Counter>,
+    pub malformed_lines: Family<JailLabel, Counter>,
     pub bans: Family<JailLabel, Counter>,
     pub unbans: Family<JailLabel, Counter>,
     pub bans_refused: Family<RefusalLabel, Counter>,
@@ -131,6 +132,11 @@ impl Metrics {
             "failures",
             "Failures matched per jail (ignoreregex and ignoreip left out)",
             m.failures.clone(),
+        );
+        prefixed.register(
+            "malformed_lines",
+            "Lines a jail's JSON filter skipped because they are not JSON",
+            m.malformed_lines.clone(),
         );
         prefixed.register("bans", "Bans made per jail", m.bans.clone());
         prefixed.register(

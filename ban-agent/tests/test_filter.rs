@@ -381,3 +381,113 @@ fn a_broken_fail2ban_regex_names_file_line_and_key() {
         "{error}"
     );
 }
+
+/// Each built-in filter's annotated sample log, run through `test-filter --json`: every
+/// line yields the address annotated above it (`# host: ADDR`), or none (`# none`,
+/// `# malformed`), and the report counts the malformed lines.
+#[test]
+fn test_filter_reproduces_each_builtin_filters_annotations() {
+    let filters = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../filters");
+    for name in [
+        "fastapi-auth",
+        "uvicorn",
+        "gunicorn",
+        "nginx",
+        "caddy",
+        "traefik",
+    ] {
+        let log = filters.join("tests").join(format!("{name}.log"));
+        let log_text = log.to_str().expect("utf-8 path");
+        let out = stdout(&ban_agent(
+            &["test-filter", log_text, "--filter", name, "--json"],
+            None,
+        ));
+        let objects: Vec<serde_json::Value> = out
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("a JSON line"))
+            .collect();
+        let text = std::fs::read_to_string(&log).expect("sample log");
+        assert_eq!(
+            objects.len(),
+            text.lines().count(),
+            "{name}: one object per line"
+        );
+        let (mut expected, mut checked, mut malformed) = (None, 0, 0);
+        for (line, object) in text.lines().zip(&objects) {
+            if let Some(host) = line.strip_prefix("# host: ") {
+                expected = Some(Some(host.to_owned()));
+                continue;
+            }
+            if line == "# none" || line == "# malformed" {
+                malformed += usize::from(line == "# malformed");
+                expected = Some(None);
+                continue;
+            }
+            if line.starts_with('#') {
+                continue;
+            }
+            let want = expected
+                .take()
+                .unwrap_or_else(|| panic!("{name}: {line} unannotated"));
+            let got = object["host"].as_str().map(str::to_owned);
+            assert_eq!(got, want, "{name}.log: {line}");
+            checked += 1;
+        }
+        assert!(checked >= 12, "{name}: {checked} lines checked");
+        let report = stdout(&ban_agent(
+            &["test-filter", log_text, "--filter", name],
+            None,
+        ));
+        if malformed > 0 {
+            assert!(
+                report.contains(&format!(
+                    "{malformed} missed because they start with {{ but are not JSON"
+                )),
+                "{name}: {report}"
+            );
+        }
+    }
+}
+
+/// A jail sets a built-in filter's options; an option it does not have is refused with
+/// the options it has.
+#[test]
+fn a_jail_sets_a_builtin_filters_paths() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = dir.path().join("access.log");
+    std::fs::write(
+        &log,
+        "192.0.2.7 - - [24/Nov/2026:12:00:00 +0000] \"POST /api/login HTTP/1.1\" 401 3 \"-\" \"-\"\n\
+         192.0.2.8 - - [24/Nov/2026:12:00:00 +0000] \"POST /login HTTP/1.1\" 401 3 \"-\" \"-\"\n",
+    )
+    .expect("write log");
+    let log_text = log.to_str().expect("utf-8 path");
+    let out = stdout(&ban_agent(
+        &[
+            "test-filter",
+            log_text,
+            "--filter",
+            "nginx[login_path=/api/login]",
+            "--json",
+        ],
+        None,
+    ));
+    let hosts: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON")["host"].clone())
+        .collect();
+    assert_eq!(
+        hosts,
+        [serde_json::json!("192.0.2.7"), serde_json::Value::Null]
+    );
+    let wrong = ban_agent(
+        &["test-filter", log_text, "--filter", "nginx[login=/x]"],
+        None,
+    );
+    assert!(!wrong.status.success());
+    let error = String::from_utf8_lossy(&wrong.stderr);
+    assert!(
+        error.contains("no option `login`") && error.contains("login_path"),
+        "{error}"
+    );
+}

@@ -27,6 +27,7 @@ use crate::{
 
 pub const EXAMPLES: &str = "Examples:
   ban-agent test-filter /var/log/app/auth.log --filter fastapi-auth
+  ban-agent test-filter /var/log/nginx/access.log --filter 'nginx[login_path=/api/login]'
   ban-agent test-filter /var/log/auth.log --filter sshd
   ban-agent test-filter /var/log/auth.log --filter 'sshd[mode=aggressive]' --json
   ban-agent test-filter mail.log --filter /etc/fail2ban/filter.d/postfix.conf --now 2026-11-30T12:00:00Z
@@ -46,8 +47,9 @@ pub struct Args {
     #[arg(long, value_name = "FILE", default_value = config::DEFAULT_PATH)]
     config: PathBuf,
     /// A filter file (failregex/ignoreregex in TOML), NAME.toml in /etc/ban-agent/filter.d,
-    /// a built-in filter (fastapi-auth), or a fail2ban filter: a .conf file, or NAME in
-    /// --fail2ban-dir's filter.d, with fail2ban's options (`sshd[mode=aggressive]`).
+    /// a built-in filter (fastapi-auth, uvicorn, gunicorn, nginx, caddy, traefik; with
+    /// options: `nginx[login_path=/api/login]`), or a fail2ban filter: a .conf file, or
+    /// NAME in --fail2ban-dir's filter.d, with fail2ban's options (`sshd[mode=aggressive]`).
     #[arg(long, value_name = "NAME|FILE")]
     filter: Option<String>,
     /// fail2ban's configuration folder, for --filter NAME.
@@ -176,6 +178,7 @@ fn filter_of(args: &Args, zone: &TimeZone) -> anyhow::Result<(JailFilter, String
             let spec = FilterSpec {
                 failregex: args.regex.clone(),
                 ignoreregex: args.ignore_regex.clone(),
+                ..FilterSpec::default()
             };
             let filter = Filter::compile(&spec).context("in --regex / --ignore-regex")?;
             (filter.into(), "--regex".to_owned())
@@ -281,7 +284,7 @@ impl Report {
             None => self.no_time += 1,
         }
         let (target, regex, spared, banned) = match verdict {
-            Verdict::Missed => {
+            Verdict::Missed | Verdict::Malformed => {
                 if let Some((max, lines)) = &mut self.missed {
                     if lines.len() < *max {
                         lines.push(line.to_owned());
@@ -341,6 +344,13 @@ impl Report {
             stats.ignored,
             stats.missed
         );
+        if stats.malformed > 0 {
+            let _ = writeln!(
+                out,
+                "       {} missed because they start with {{ but are not JSON",
+                stats.malformed
+            );
+        }
         if stats.spared > 0 {
             let _ = writeln!(
                 out,
@@ -486,13 +496,24 @@ mod json {
         let mut extra = serde_json::Map::new();
         let (host, user, at, regex, attempts) = match filter {
             JailFilter::Simple(filter) => match filter.check(line) {
-                Outcome::Failure { target, regex } | Outcome::Dated { target, regex, .. } => (
+                Outcome::Failure { target, regex } => (
                     Some(show(&target)),
                     None,
-                    dates.read(line).map(|(at, _)| at),
+                    dates
+                        .read(filter.find_time(line).unwrap_or(line))
+                        .map(|(at, _)| at),
                     Some(regex),
                     Some(1),
                 ),
+                Outcome::Dated {
+                    target,
+                    regex,
+                    time,
+                } => (Some(show(&target)), None, time, Some(regex), Some(1)),
+                Outcome::Malformed => {
+                    extra.insert("malformed".into(), true.into());
+                    (None, None, None, None, None)
+                }
                 _ => (None, None, None, None, None),
             },
             JailFilter::Full(matcher) => {

@@ -1,7 +1,10 @@
 //! Which filter a jail uses: a built-in, a file (in `filter_dir` or by path) or inline
 //! regexes; compiled here so that a bad regex is reported where it is written.
 
-use std::path::{Path, PathBuf};
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -13,10 +16,11 @@ use super::{
 };
 use crate::{
     fail2ban::{self, Fail2banError, FilterRef},
-    filter::{self, Filter, FilterError, FilterSpec, JailFilter},
+    filter::{self, Filter, FilterError, FilterSpec, JailFilter, json::JsonSpec},
 };
 
-/// A filter file: the same two lists as an inline filter.
+/// A filter file: the same two lists as an inline filter, and optionally the options its
+/// regexes name and rules for JSON lines.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawFilter {
@@ -24,6 +28,10 @@ pub(super) struct RawFilter {
     pub failregex: Vec<Spanned<String>>,
     #[serde(default)]
     pub ignoreregex: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+    #[serde(default)]
+    pub json: Option<Spanned<JsonSpec>>,
 }
 
 impl JailCtx<'_> {
@@ -70,9 +78,12 @@ impl JailCtx<'_> {
                 let raw = RawFilter {
                     failregex: inline.value.clone(),
                     ignoreregex: ignore.to_vec(),
+                    options: BTreeMap::new(),
+                    json: None,
                 };
                 let key_prefix = inline.key.trim_end_matches("failregex").to_owned();
-                compile(self.source, &raw, &key_prefix).map(|f| (f.into(), "inline".to_owned()))
+                compile(self.source, &raw, &key_prefix, &[])
+                    .map(|f| (f.into(), "inline".to_owned()))
             }
             (None, None) => Err(self.error(
                 self.span.clone(),
@@ -116,6 +127,8 @@ pub enum FindFilterError {
         tried: PathBuf,
         fail2ban: PathBuf,
     },
+    #[error("filter {filter}: {problem}")]
+    Options { filter: String, problem: String },
     #[error(transparent)]
     Invalid(#[from] ConfigError),
     #[error(transparent)]
@@ -151,11 +164,12 @@ pub fn fail2ban_filter(
     Ok((JailFilter::Full(Box::new(matcher)), origin))
 }
 
-/// The filter `name` names: a fail2ban filter file when it ends in `.conf` or carries
-/// fail2ban options (`sshd[mode=aggressive]`); else a TOML file (a name with `/`, ending
-/// in `.toml`, or a file in `base`), else `NAME.toml` in our filter folder, else a
-/// built-in filter, else fail2ban's `filter.d/NAME.conf`. Returns it with where it came
-/// from, for messages.
+/// The filter `name` names, with its options (`nginx[login_path=/api/login]`): a
+/// fail2ban filter file when it ends in `.conf` or `.local`; else a TOML file (a name with
+/// `/`, ending in `.toml`, or a file in `base`), else `NAME.toml` in our filter folder,
+/// else a built-in filter, else fail2ban's `filter.d/NAME.conf` (also when no such file
+/// is there but options are given: `sshd[mode=aggressive]`). Returns it with where it
+/// came from, for messages.
 pub fn find_filter(
     name: &str,
     base: &Path,
@@ -163,10 +177,7 @@ pub fn find_filter(
 ) -> Result<(JailFilter, String), FindFilterError> {
     let fail2ban_dir = dirs.fail2ban.join("filter.d");
     let reference = FilterRef::parse(name)?;
-    let looks_fail2ban = name.contains('[')
-        || reference.name.ends_with(".conf")
-        || reference.name.ends_with(".local");
-    if looks_fail2ban {
+    if reference.name.ends_with(".conf") || reference.name.ends_with(".local") {
         let reference = FilterRef {
             name: if reference.name.contains('/') {
                 base.join(&reference.name).display().to_string()
@@ -178,11 +189,21 @@ pub fn find_filter(
         return fail2ban_filter(&fail2ban_dir, &reference);
     }
     let filter_dir = dirs.toml;
-    let as_path = name.contains('/') || name.ends_with(".toml") || base.join(name).is_file();
+    let bare = reference.name.as_str();
+    let as_path = bare.contains('/') || bare.ends_with(".toml") || base.join(bare).is_file();
     let file = if as_path {
-        base.join(name)
+        base.join(bare)
     } else {
-        filter_dir.join(format!("{name}.toml"))
+        filter_dir.join(format!("{bare}.toml"))
+    };
+    let with_options = |path: &Path, text: &str| {
+        parse_filter_with(path, text, &reference.options).map_err(|error| match error {
+            ParseFilterError::Options(problem) => FindFilterError::Options {
+                filter: bare.to_owned(),
+                problem,
+            },
+            ParseFilterError::Invalid(error) => FindFilterError::Invalid(error),
+        })
     };
     if file.exists() || as_path {
         crate::trust::check_file(&file)?;
@@ -191,15 +212,15 @@ pub fn find_filter(
                 file: file.clone(),
                 source,
             })?;
-        let filter = parse_filter(&file, &text)?;
+        let filter = with_options(&file, &text)?;
         return Ok((filter.into(), file.display().to_string()));
     }
-    if let Some(text) = filter::builtin(name) {
-        let filter = parse_filter(Path::new(&format!("(built-in filter {name})")), text)?;
-        return Ok((filter.into(), format!("built-in {name}")));
+    if let Some(text) = filter::builtin(bare) {
+        let filter = with_options(Path::new(&format!("(built-in filter {bare})")), text)?;
+        return Ok((filter.into(), format!("built-in {bare}")));
     }
-    let fail2ban = fail2ban_dir.join(format!("{name}.conf"));
-    if fail2ban.is_file() {
+    let fail2ban = fail2ban_dir.join(format!("{bare}.conf"));
+    if fail2ban.is_file() || !reference.options.is_empty() {
         return fail2ban_filter(&fail2ban_dir, &reference);
     }
     Err(FindFilterError::Unknown {
@@ -209,19 +230,51 @@ pub fn find_filter(
     })
 }
 
-/// Compiles the text of a filter file (`failregex = [...]`, `ignoreregex = [...]`);
-/// `path` locates errors.
+/// Compiles the text of a filter file (`failregex = [...]`, `ignoreregex = [...]`,
+/// `[options]`, `[json]`) with its options at their defaults; `path` locates errors.
 pub fn parse_filter(path: &Path, text: &str) -> Result<Filter, ConfigError> {
+    parse_filter_with(path, text, &[]).map_err(|error| match error {
+        ParseFilterError::Invalid(error) => error,
+        // No option is set, so none can be unknown.
+        ParseFilterError::Options(problem) => Source {
+            path: path.to_owned(),
+            text,
+        }
+        .error(0..0, "options", problem),
+    })
+}
+
+/// Why a filter file with options set does not compile.
+pub enum ParseFilterError {
+    /// An option set that the filter does not have (the jail's mistake).
+    Options(String),
+    /// The file itself is wrong.
+    Invalid(ConfigError),
+}
+
+/// [`parse_filter`] with options set (`NAME[option=value, ...]`).
+pub fn parse_filter_with(
+    path: &Path,
+    text: &str,
+    overrides: &[(String, String)],
+) -> Result<Filter, ParseFilterError> {
     let source = Source {
         path: path.to_owned(),
         text,
     };
-    let raw: RawFilter = toml::from_str(text).map_err(|e| source.toml_error(&e))?;
-    compile(&source, &raw, "")
+    let raw: RawFilter =
+        toml::from_str(text).map_err(|e| ParseFilterError::Invalid(source.toml_error(&e)))?;
+    filter::options::merge(&raw.options, overrides).map_err(ParseFilterError::Options)?;
+    compile(&source, &raw, "", overrides).map_err(ParseFilterError::Invalid)
 }
 
 /// Compiles a filter's regexes, locating an error at the regex that caused it.
-fn compile(source: &Source, raw: &RawFilter, key_prefix: &str) -> Result<Filter, ConfigError> {
+fn compile(
+    source: &Source,
+    raw: &RawFilter,
+    key_prefix: &str,
+    overrides: &[(String, String)],
+) -> Result<Filter, ConfigError> {
     let spec = FilterSpec {
         failregex: raw.failregex.iter().map(|r| r.get_ref().clone()).collect(),
         ignoreregex: raw
@@ -229,15 +282,23 @@ fn compile(source: &Source, raw: &RawFilter, key_prefix: &str) -> Result<Filter,
             .iter()
             .map(|r| r.get_ref().clone())
             .collect(),
+        options: raw.options.clone(),
+        json: raw.json.as_ref().map(|json| json.get_ref().clone()),
     };
-    Filter::compile(&spec).map_err(|error| {
+    Filter::compile_with(&spec, overrides).map_err(|error| {
+        if let FilterError::Json { .. } = &error {
+            let span = raw.json.as_ref().map_or(0..0, Spanned::span);
+            return source.error(span, &format!("{key_prefix}json"), error.to_string());
+        }
         let (list, index) = match &error {
             FilterError::Tag { index, .. } => (&raw.failregex, *index),
             FilterError::Regex { kind, index, .. } if *kind == "ignoreregex" => {
                 (&raw.ignoreregex, *index)
             }
             FilterError::Regex { index, .. } => (&raw.failregex, *index),
-            FilterError::Empty => (&raw.failregex, 0),
+            FilterError::Empty | FilterError::Option { .. } | FilterError::Json { .. } => {
+                (&raw.failregex, 0)
+            }
         };
         let kind = if std::ptr::eq(list, &raw.ignoreregex) {
             "ignoreregex"

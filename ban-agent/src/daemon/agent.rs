@@ -125,6 +125,8 @@ pub(super) struct JailRun {
     /// Bans since the agent started (restored ones included).
     pub total_banned: u64,
     pub(super) failures: Counter,
+    /// Lines of its JSON filter that are not JSON.
+    pub(super) malformed: Counter,
     /// The jail's `max_bans_per_minute`.
     pub(super) rate: BanRate,
 }
@@ -244,7 +246,14 @@ impl Agent {
             .failures
             .get_or_create(&Metrics::jail(&jail.name))
             .clone();
+        let malformed = self
+            .setup
+            .metrics
+            .malformed_lines
+            .get_or_create(&Metrics::jail(&jail.name))
+            .clone();
         let run = JailRun {
+            malformed,
             id,
             rate: BanRate::new(jail.rules.max_bans_per_minute),
             config: jail,

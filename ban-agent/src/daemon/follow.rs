@@ -123,6 +123,9 @@ fn tally(
 ) {
     match verdict {
         Verdict::Missed | Verdict::Ignored { .. } => {}
+        Verdict::Malformed => {
+            run.malformed.inc();
+        }
         Verdict::Ban { decision, .. } => {
             run.failures.inc();
             decisions.push((name.to_owned(), decision));

@@ -36,6 +36,8 @@ pub enum DateFormat {
     Template,
     /// The journal entry's own time.
     Journal,
+    /// The time field of a JSON line (a filter's `json.time`).
+    Field,
 }
 
 impl DateFormat {
@@ -46,6 +48,7 @@ impl DateFormat {
             Self::Pattern => "the jail's datepattern",
             Self::Template => "the filter's date templates (fail2ban's)",
             Self::Journal => "the journal entry's time",
+            Self::Field => "the JSON line's time field",
         }
     }
 }

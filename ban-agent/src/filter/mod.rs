@@ -4,12 +4,15 @@
 //! out.
 
 pub mod date;
+pub mod json;
+pub mod options;
 mod prefilter;
 mod tags;
 
-use std::net::IpAddr;
+use std::{collections::BTreeMap, net::IpAddr};
 
 use ipnet::IpNet;
+use json::{JsonOutcome, JsonRules, JsonSpec};
 pub use prefilter::{Candidates, LiteralGate, Prefilter};
 use regex::{Regex, RegexSet};
 pub use tags::Tag;
@@ -18,8 +21,17 @@ use thiserror::Error;
 /// The shipped filter for the FastAPI auth log (see `filters/fastapi-auth.toml`).
 pub const FASTAPI_AUTH: &str = include_str!("../../../filters/fastapi-auth.toml");
 
-/// Filters built into the binary, by the name `filter = "NAME"` uses.
-pub const BUILTIN: [(&str, &str); 1] = [("fastapi-auth", FASTAPI_AUTH)];
+/// Filters built into the binary, by the name `filter = "NAME"` uses: the seed's FastAPI
+/// log, and the access logs of what serves a FastAPI app (`filters/NAME.toml`, each with
+/// its annotated sample log in `filters/tests/NAME.log`).
+pub const BUILTIN: [(&str, &str); 6] = [
+    ("fastapi-auth", FASTAPI_AUTH),
+    ("uvicorn", include_str!("../../../filters/uvicorn.toml")),
+    ("gunicorn", include_str!("../../../filters/gunicorn.toml")),
+    ("nginx", include_str!("../../../filters/nginx.toml")),
+    ("caddy", include_str!("../../../filters/caddy.toml")),
+    ("traefik", include_str!("../../../filters/traefik.toml")),
+];
 
 /// The shipped FastAPI filter, compiled.
 pub fn fastapi_auth() -> Filter {
@@ -46,6 +58,12 @@ pub struct FilterSpec {
     /// Regexes that veto a failure matched by `failregex`.
     #[serde(default)]
     pub ignoreregex: Vec<String>,
+    /// Named parts of the regexes (`%(login_path)s`) and their defaults.
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+    /// Rules over the fields of JSON lines (lines that start with `{`).
+    #[serde(default)]
+    pub json: Option<JsonSpec>,
 }
 
 /// What is wrong with a filter.
@@ -64,8 +82,12 @@ pub enum FilterError {
         regex: String,
         message: String,
     },
-    #[error("the filter has no failregex: it would never match")]
+    #[error("the filter has no failregex (nor `[json]` rules): it would never match")]
     Empty,
+    #[error("{problem}")]
+    Option { problem: String },
+    #[error("{at}: {problem}")]
+    Json { at: String, problem: String },
 }
 
 /// What a line amounts to.
@@ -83,6 +105,8 @@ pub enum Outcome {
     Ignored { regex: usize },
     /// No failregex matched, or what it captured is not a valid address.
     Missed,
+    /// A line of a JSON filter that starts with `{` but is not a JSON object: skipped.
+    Malformed,
 }
 
 /// A jail's filter as the detector runs it.
@@ -144,6 +168,8 @@ pub struct Filter {
     set: Option<RegexSet>,
     regexes: Vec<Failregex>,
     ignore: Option<RegexSet>,
+    /// Rules for JSON lines; their failures are numbered after the failregexes.
+    json: Option<Box<JsonRules>>,
 }
 
 /// One compiled failregex.
@@ -153,16 +179,45 @@ struct Failregex {
     tag: Tag,
     /// Index of the `host` group (the failregex may have groups of its own before it).
     host_group: usize,
+    /// Index of a group named `time`: where the line's time is, when text a client
+    /// controls may come before it (nginx's `$remote_user` holds any `[...]`).
+    time_group: Option<usize>,
 }
 
 impl Filter {
     pub fn compile(spec: &FilterSpec) -> Result<Self, FilterError> {
-        if spec.failregex.is_empty() {
+        Self::compile_with(spec, &[])
+    }
+
+    /// Compiles `spec` with its options set as `overrides` says (the jail's
+    /// `filter = "NAME[option=value]"`), the others at their defaults.
+    pub fn compile_with(
+        spec: &FilterSpec,
+        overrides: &[(String, String)],
+    ) -> Result<Self, FilterError> {
+        if spec.failregex.is_empty() && spec.json.is_none() {
             return Err(FilterError::Empty);
         }
-        let mut expanded = Vec::with_capacity(spec.failregex.len());
-        let mut regexes = Vec::with_capacity(spec.failregex.len());
-        for (index, regex) in spec.failregex.iter().enumerate() {
+        let options = options::merge(&spec.options, overrides)
+            .map_err(|problem| FilterError::Option { problem })?;
+        let substitute = |list: &[String]| {
+            list.iter()
+                .map(|regex| options::substitute(regex, &options))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|problem| FilterError::Option { problem })
+        };
+        let failregex = substitute(&spec.failregex)?;
+        let ignoreregex = substitute(&spec.ignoreregex)?;
+        let json = match &spec.json {
+            Some(json) => Some(Box::new(
+                JsonRules::compile(json, &options)
+                    .map_err(|(at, problem)| FilterError::Json { at, problem })?,
+            )),
+            None => None,
+        };
+        let mut expanded = Vec::with_capacity(failregex.len());
+        let mut regexes = Vec::with_capacity(failregex.len());
+        for (index, regex) in failregex.iter().enumerate() {
             let (pattern, tag) = tags::expand(regex).map_err(|problem| FilterError::Tag {
                 index,
                 regex: regex.clone(),
@@ -174,10 +229,14 @@ impl Filter {
                 .capture_names()
                 .position(|name| name == Some("host"))
                 .unwrap_or(0);
+            let time_group = compiled
+                .capture_names()
+                .position(|name| name == Some("time"));
             regexes.push(Failregex {
                 regex: compiled,
                 tag,
                 host_group,
+                time_group,
             });
             expanded.push(pattern);
         }
@@ -189,38 +248,56 @@ impl Filter {
         } else {
             None
         };
-        let ignore = if spec.ignoreregex.is_empty() {
+        let ignore = if ignoreregex.is_empty() {
             None
         } else {
-            for (index, regex) in spec.ignoreregex.iter().enumerate() {
+            for (index, regex) in ignoreregex.iter().enumerate() {
                 Regex::new(regex).map_err(|e| regex_error("ignoreregex", index, regex, &e))?;
             }
             Some(
-                RegexSet::new(&spec.ignoreregex)
-                    .map_err(|e| regex_error("ignoreregex", 0, &spec.ignoreregex[0], &e))?,
+                RegexSet::new(&ignoreregex)
+                    .map_err(|e| regex_error("ignoreregex", 0, &ignoreregex[0], &e))?,
             )
         };
+        let mut patterns = failregex;
+        patterns.extend(json.iter().flat_map(|j| j.described().iter().cloned()));
         Ok(Self {
-            patterns: spec.failregex.clone(),
-            prefilter: Prefilter::new(&expanded),
+            patterns,
+            prefilter: if expanded.is_empty() {
+                None
+            } else {
+                Prefilter::new(&expanded)
+            },
             set,
             regexes,
             ignore,
+            json,
         })
     }
 
-    /// The failregexes as written, in order.
+    /// The failregexes with their options in place, then the JSON rules in words.
     pub fn patterns(&self) -> &[String] {
         &self.patterns
     }
 
-    /// Number of failregexes.
+    /// Number of failregexes and JSON failure rules.
     pub fn len(&self) -> usize {
-        self.regexes.len()
+        self.patterns.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.regexes.is_empty()
+        self.patterns.is_empty()
+    }
+
+    /// Whether `line` is judged by the filter's JSON rules (it starts with `{`).
+    pub fn reads_json(&self, line: &str) -> bool {
+        self.json.is_some() && line.trim_start().starts_with('{')
+    }
+
+    /// The time field of a JSON line, when the filter reads JSON and has one.
+    pub fn json_time(&self, line: &str) -> Option<i64> {
+        let json = self.json.as_ref()?;
+        self.reads_json(line).then(|| json.time(line))?
     }
 
     /// Judges one line (without its line terminator).
@@ -241,6 +318,26 @@ impl Filter {
 
     /// [`Filter::check`] with reused capture room (made by this filter's `scratch`).
     pub fn check_with(&self, scratch: &mut Scratch, line: &str) -> Outcome {
+        if let Some(json) = self.json.as_ref().filter(|_| self.reads_json(line)) {
+            let rule = |rule: usize| self.regexes.len() + rule;
+            return match json.check(line) {
+                JsonOutcome::Malformed => Outcome::Malformed,
+                JsonOutcome::Missed => Outcome::Missed,
+                JsonOutcome::Ignored { rule: r } => Outcome::Ignored { regex: rule(r) },
+                JsonOutcome::Failure {
+                    target,
+                    rule: r,
+                    time,
+                } => Outcome::Dated {
+                    target,
+                    regex: rule(r),
+                    time,
+                },
+            };
+        }
+        if self.regexes.is_empty() {
+            return Outcome::Missed;
+        }
         // A literal scan rejects most lines; one regex-set scan decides whether any
         // failregex matches; only then are captures taken.
         if self.prefilter.as_ref().is_some_and(|p| !p.may_match(line)) {
@@ -265,6 +362,30 @@ impl Filter {
             return Outcome::Ignored { regex };
         }
         Outcome::Failure { target, regex }
+    }
+
+    /// The text of the `time` group of failregex `regex` in the line [`Filter::check_with`]
+    /// last judged a failure with `scratch`.
+    pub fn time_text<'l>(&self, scratch: &Scratch, regex: usize, line: &'l str) -> Option<&'l str> {
+        let group = self.regexes.get(regex)?.time_group?;
+        let (start, end) = scratch.0.get(regex)?.get(group)?;
+        line.get(start..end)
+    }
+
+    /// The text of the `time` group of the first failregex that matches `line` and has one.
+    pub fn find_time<'l>(&self, line: &'l str) -> Option<&'l str> {
+        self.regexes.iter().find_map(|failregex| {
+            let group = failregex.time_group?;
+            let found = failregex.regex.captures(line)?.get(group)?;
+            Some(&line[found.start()..found.end()])
+        })
+    }
+
+    /// Whether a failregex says where the time is (a group named `time`).
+    pub fn has_time_group(&self) -> bool {
+        self.regexes
+            .iter()
+            .any(|failregex| failregex.time_group.is_some())
     }
 
     fn first_match(&self, line: &str) -> Option<usize> {

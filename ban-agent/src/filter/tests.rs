@@ -2,32 +2,164 @@ use proptest::prelude::*;
 
 use super::*;
 
-/// Every line of `filters/tests/fastapi-auth.log` yields the address annotated above it.
-#[test]
-fn shipped_filter_matches_its_annotated_samples() {
-    let samples = include_str!("../../../filters/tests/fastapi-auth.log");
-    let filter = fastapi_auth();
-    let mut expected: Option<Option<IpNet>> = None;
-    let mut checked = 0;
+/// The annotated sample log of each built-in filter (`filters/tests/NAME.log`).
+const SAMPLES: [(&str, &str); 6] = [
+    (
+        "fastapi-auth",
+        include_str!("../../../filters/tests/fastapi-auth.log"),
+    ),
+    (
+        "uvicorn",
+        include_str!("../../../filters/tests/uvicorn.log"),
+    ),
+    (
+        "gunicorn",
+        include_str!("../../../filters/tests/gunicorn.log"),
+    ),
+    ("nginx", include_str!("../../../filters/tests/nginx.log")),
+    ("caddy", include_str!("../../../filters/tests/caddy.log")),
+    (
+        "traefik",
+        include_str!("../../../filters/tests/traefik.log"),
+    ),
+];
+
+/// What an annotation says a line yields.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Expected {
+    Host(IpNet),
+    None,
+    Malformed,
+}
+
+/// The sample lines of a log, each with its annotation (`# host: ADDR`, `# none`,
+/// `# malformed` on the comment line above it).
+fn annotated(name: &str, samples: &str) -> Vec<(usize, String, Expected)> {
+    let mut expected = None;
+    let mut lines = Vec::new();
     for (n, line) in samples.lines().enumerate() {
         if let Some(host) = line.strip_prefix("# host: ") {
             let addr: IpAddr = host.parse().expect("annotation is an address");
-            expected = Some(Some(IpNet::from(addr)));
+            expected = Some(Expected::Host(IpNet::from(addr)));
         } else if line == "# none" {
-            expected = Some(None);
+            expected = Some(Expected::None);
+        } else if line == "# malformed" {
+            expected = Some(Expected::Malformed);
         } else if !line.starts_with('#') {
             let want = expected
                 .take()
-                .unwrap_or_else(|| panic!("line {} has no annotation", n + 1));
-            let got = match filter.check(line) {
-                Outcome::Failure { target, .. } => Some(target),
-                _ => None,
-            };
-            assert_eq!(got, want, "line {}: {line}", n + 1);
-            checked += 1;
+                .unwrap_or_else(|| panic!("{name}.log line {} has no annotation", n + 1));
+            lines.push((n + 1, line.to_owned(), want));
         }
     }
-    assert!(checked >= 15, "only {checked} samples");
+    lines
+}
+
+/// Every line of each built-in filter's sample log yields what is annotated above it.
+#[test]
+fn every_builtin_filter_matches_its_annotated_samples() {
+    assert_eq!(SAMPLES.map(|(n, _)| n), BUILTIN.map(|(n, _)| n));
+    for (name, samples) in SAMPLES {
+        let text = builtin(name).expect("built in");
+        let spec: FilterSpec = toml::from_str(text).expect("the filter parses");
+        let filter = Filter::compile(&spec).expect("the filter compiles");
+        let lines = annotated(name, samples);
+        for (n, line, want) in &lines {
+            let got = match filter.check(line) {
+                Outcome::Failure { target, .. } | Outcome::Dated { target, .. } => {
+                    Expected::Host(target)
+                }
+                Outcome::Malformed => Expected::Malformed,
+                Outcome::Missed | Outcome::Ignored { .. } => Expected::None,
+            };
+            assert_eq!(got, *want, "{name}.log line {n}: {line}");
+        }
+        let failures = lines
+            .iter()
+            .filter(|(_, _, want)| matches!(want, Expected::Host(_)))
+            .count();
+        assert!(
+            lines.len() >= 12 && failures >= 4,
+            "{name}: only {} samples",
+            lines.len()
+        );
+    }
+}
+
+/// The paths are options: a jail moves them (`nginx[login_path=/api/login]`).
+#[test]
+fn the_paths_of_a_builtin_filter_are_options() {
+    let spec: FilterSpec = toml::from_str(builtin("nginx").expect("built in")).expect("parses");
+    let set = [("login_path".to_owned(), "/api/v1/login|/auth".to_owned())];
+    let filter = Filter::compile_with(&spec, &set).expect("compiles");
+    let line = |path: &str| {
+        format!(
+            "192.0.2.7 - - [24/Nov/2026:12:00:00 +0000] \"POST {path} HTTP/1.1\" 401 3 \"-\" \"-\""
+        )
+    };
+    assert!(matches!(
+        filter.check(&line("/api/v1/login")),
+        Outcome::Failure { .. }
+    ));
+    assert!(matches!(
+        filter.check(&line("/auth?x=1")),
+        Outcome::Failure { .. }
+    ));
+    assert_eq!(filter.check(&line("/login")), Outcome::Missed);
+    let unknown = [("login".to_owned(), "/x".to_owned())];
+    let error = Filter::compile_with(&spec, &unknown).expect_err("no such option");
+    assert!(error.to_string().contains("login_path"), "{error}");
+}
+
+/// The time of a line comes from where the filter says it is: a `time` group (nginx's
+/// `$remote_user` may hold a date), an empty one (no time: when read), or a JSON field.
+#[test]
+fn a_filter_says_where_the_time_is() {
+    use crate::{
+        detect::Detector,
+        filter::date::{DateFormat, DateReader},
+        ignore::IgnoreList,
+        tracker::Rules,
+    };
+    let detector = |name: &str| {
+        let spec: FilterSpec = toml::from_str(builtin(name).expect("built in")).expect("parses");
+        Detector::new(
+            Filter::compile(&spec).expect("compiles"),
+            DateReader::new(jiff::tz::TimeZone::UTC),
+            IgnoreList::default(),
+            Rules::default(),
+        )
+    };
+    let t0 = 1_795_521_600_000; // 2026-11-24T12:00:00Z
+    let mut nginx = detector("nginx");
+    let line = "192.0.2.7 - [01/Jan/2000:00:00:00 +0000] [24/Nov/2026:12:00:00 +0000] \"POST /login HTTP/1.1\" 401 3 \"-\" \"-\"";
+    assert!(matches!(
+        nginx.line(line, t0 + 5),
+        crate::detect::Verdict::Counted { .. }
+    ));
+    assert_eq!(nginx.last_format(), Some(DateFormat::CommonLog));
+    assert_eq!(nginx.replay(line, 0).1, Some(DateFormat::CommonLog));
+    let mut uvicorn = detector("uvicorn");
+    let line = "INFO:     192.0.2.7:1 - \"POST /login?t=[01/Jan/2000:00:00:00%20+0000] HTTP/1.1\" 401 Unauthorized";
+    assert!(matches!(
+        uvicorn.line(line, t0),
+        crate::detect::Verdict::Counted { .. }
+    ));
+    assert_eq!(uvicorn.last_format(), None);
+    let mut caddy = detector("caddy");
+    let line =
+        r#"{"ts":1795521600.5,"request":{"client_ip":"192.0.2.7","uri":"/login"},"status":401}"#;
+    assert!(matches!(
+        caddy.line(line, t0 + 1000),
+        crate::detect::Verdict::Counted { .. }
+    ));
+    assert_eq!(caddy.last_format(), Some(DateFormat::Field));
+    assert_eq!(caddy.replay(line, 0).1, Some(DateFormat::Field));
+    assert!(matches!(
+        caddy.line("{\"ts\":", t0),
+        crate::detect::Verdict::Malformed
+    ));
+    assert_eq!(caddy.stats().malformed, 1);
 }
 
 #[test]
@@ -35,6 +167,7 @@ fn every_failregex_needs_exactly_one_address_tag() {
     let spec = |re: &str| FilterSpec {
         failregex: vec![re.to_owned()],
         ignoreregex: vec![],
+        ..Default::default()
     };
     assert!(matches!(
         Filter::compile(&spec("login failed")),
@@ -58,6 +191,7 @@ fn tags_accept_only_their_family_and_cidr_is_truncated() {
         Filter::compile(&FilterSpec {
             failregex: vec![re.to_owned()],
             ignoreregex: vec![],
+            ..Default::default()
         })
         .expect("compiles")
     };
@@ -91,6 +225,7 @@ fn ignoreregex_vetoes_and_the_matching_regex_is_reported() {
             "^bad token from <HOST>$".into(),
         ],
         ignoreregex: vec!["192\\.0\\.2\\.99".into()],
+        ..Default::default()
     })
     .expect("compiles");
     assert_eq!(
@@ -120,7 +255,33 @@ proptest! {
             Outcome::Failure { target, .. } | Outcome::Dated { target, .. } => {
                 prop_assert_eq!(target.addr().to_string(), client)
             }
-            Outcome::Missed | Outcome::Ignored { .. } => {}
+            Outcome::Missed | Outcome::Ignored { .. } | Outcome::Malformed => {}
+        }
+    }
+
+    /// Whatever a client puts in the path and the user agent of an access log line, the
+    /// built-in filters yield the client's own address or nothing.
+    #[test]
+    fn no_request_gets_another_address_banned_by_a_builtin(
+        path in "[^\r\n]{0,80}",
+        agent in "[^\r\n]{0,80}",
+        status in prop::sample::select(vec![200u16, 400, 401]),
+    ) {
+        let client = "203.0.113.7";
+        let lines = [
+            ("uvicorn", format!("INFO:     {client}:1 - \"POST {path} HTTP/1.1\" {status} Unauthorized")),
+            ("gunicorn", format!("{client}:1 - \"POST {path} HTTP/1.1\" {status}")),
+            ("gunicorn", format!("{client} - {agent} [24/Nov/2026:12:00:00 +0000] \"POST {path} HTTP/1.1\" {status} 3 \"-\" \"{agent}\"")),
+            ("nginx", format!("{client} - - [24/Nov/2026:12:00:00 +0000] \"POST {path} HTTP/1.1\" {status} 3 \"-\" \"{agent}\"")),
+            ("traefik", format!("{client} - - [24/Nov/2026:12:00:00 +0000] \"POST {path} HTTP/1.1\" {status} 3 \"-\" \"{agent}\" 1 \"r\" \"s\" 1ms")),
+        ];
+        for (name, line) in lines {
+            let spec: FilterSpec = toml::from_str(builtin(name).expect("built in")).expect("parses");
+            if let Outcome::Failure { target, .. } | Outcome::Dated { target, .. } =
+                Filter::compile(&spec).expect("compiles").check(&line)
+            {
+                prop_assert_eq!(target.addr().to_string(), client, "{}: {}", name, line);
+            }
         }
     }
 

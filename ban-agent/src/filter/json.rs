@@ -1,0 +1,364 @@
+//! Structured (JSON) log lines matched by field instead of by a regex over the text, as
+//! Caddy and Traefik write their access logs: the address comes from a named field, so
+//! nothing a client sends (a header, a path) can stand where the address is read.
+//!
+//! ```toml
+//! [json]
+//! host = ["request.client_ip", "request.remote_ip"]   # the first one present
+//! time = "ts"                                          # epoch seconds or RFC 3339
+//! [[json.failure]]                                     # every condition must hold
+//! status = 401
+//! "request.uri" = '^%(login_path)s(?:\?.*)?$'          # a string is a regex
+//! ```
+
+use std::{collections::BTreeMap, net::IpAddr};
+
+use ipnet::IpNet;
+use regex::Regex;
+use serde_json::Value;
+
+use super::options;
+
+/// The `[json]` table of a filter, as written.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JsonSpec {
+    /// The field holding the client's address, or several: the first present is read.
+    pub host: Fields,
+    /// The field holding the time of the line: a number of seconds since the epoch, or
+    /// an RFC 3339 text. Without it (or when absent from a line), the time it is read.
+    #[serde(default)]
+    pub time: Option<String>,
+    /// Failure rules: a line is a failure when every condition of one rule holds.
+    pub failure: Vec<BTreeMap<String, Condition>>,
+    /// Rules that veto a failure, as `ignoreregex` does.
+    #[serde(default)]
+    pub ignore: Vec<BTreeMap<String, Condition>>,
+}
+
+/// One field name or several.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(untagged)]
+pub enum Fields {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Fields {
+    fn list(&self) -> Vec<String> {
+        match self {
+            Self::One(field) => vec![field.clone()],
+            Self::Many(fields) => fields.clone(),
+        }
+    }
+}
+
+/// What a field must be: an integer it equals (a JSON number, or a text of one), or a
+/// regex its text matches (numbers and booleans are matched as written).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(untagged)]
+pub enum Condition {
+    Equals(i64),
+    Matches(String),
+}
+
+/// A field name split at its dots: `request.uri` is `uri` inside `request`.
+type FieldPath = Vec<String>;
+
+fn path(field: &str) -> FieldPath {
+    field.split('.').map(str::to_owned).collect()
+}
+
+#[derive(Clone, Debug)]
+enum Test {
+    Equals(i64),
+    Matches(Regex),
+}
+
+#[derive(Clone, Debug)]
+struct Rule {
+    conditions: Vec<(FieldPath, Test)>,
+}
+
+/// The compiled `[json]` rules of a filter.
+#[derive(Clone, Debug)]
+pub struct JsonRules {
+    host: Vec<FieldPath>,
+    time: Option<FieldPath>,
+    failure: Vec<Rule>,
+    ignore: Vec<Rule>,
+    /// Each failure rule in words, for reports.
+    described: Vec<String>,
+}
+
+/// What a JSON line amounts to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JsonOutcome {
+    /// Not a JSON object.
+    Malformed,
+    Missed,
+    Ignored {
+        rule: usize,
+    },
+    Failure {
+        target: IpNet,
+        rule: usize,
+        time: Option<i64>,
+    },
+}
+
+impl JsonRules {
+    /// Compiles the rules, with `%(name)s` replaced by the filter's options.
+    /// `Err((where, problem))`: `where` names the rule and field.
+    pub fn compile(
+        spec: &JsonSpec,
+        options: &BTreeMap<String, String>,
+    ) -> Result<Self, (String, String)> {
+        let host = spec.host.list();
+        if host.is_empty() || host.iter().any(String::is_empty) {
+            return Err(("json.host".into(), "name the field with the address".into()));
+        }
+        if spec.failure.is_empty() {
+            return Err((
+                "json.failure".into(),
+                "no failure rule: add `[[json.failure]]` with the fields a failure has".into(),
+            ));
+        }
+        let rules = |kind: &str, list: &[BTreeMap<String, Condition>]| {
+            list.iter()
+                .enumerate()
+                .map(|(index, rule)| compile_rule(kind, index, rule, options))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let failure = rules("failure", &spec.failure)?;
+        let described = spec
+            .failure
+            .iter()
+            .map(|rule| describe(rule, options))
+            .collect();
+        Ok(Self {
+            host: host.iter().map(|field| path(field)).collect(),
+            time: spec.time.as_deref().map(path),
+            failure,
+            ignore: rules("ignore", &spec.ignore)?,
+            described,
+        })
+    }
+
+    /// The failure rules in words, in order.
+    pub fn described(&self) -> &[String] {
+        &self.described
+    }
+
+    /// Judges a line that starts with `{`.
+    pub fn check(&self, line: &str) -> JsonOutcome {
+        let Ok(value) = serde_json::from_str::<Value>(line) else {
+            return JsonOutcome::Malformed;
+        };
+        if !value.is_object() {
+            return JsonOutcome::Malformed;
+        }
+        let Some(rule) = self.failure.iter().position(|rule| rule.holds(&value)) else {
+            return JsonOutcome::Missed;
+        };
+        let host = self
+            .host
+            .iter()
+            .find_map(|field| lookup(&value, field)?.as_str().filter(|s| !s.is_empty()));
+        let Some(addr) = host.and_then(|text| text.trim().parse::<IpAddr>().ok()) else {
+            return JsonOutcome::Missed;
+        };
+        if self.ignore.iter().any(|rule| rule.holds(&value)) {
+            return JsonOutcome::Ignored { rule };
+        }
+        JsonOutcome::Failure {
+            target: IpNet::from(super::canonical(addr)),
+            rule,
+            time: self.time_of(&value),
+        }
+    }
+
+    /// The time field of a line, in milliseconds since the epoch.
+    pub fn time(&self, line: &str) -> Option<i64> {
+        self.time_of(&serde_json::from_str::<Value>(line).ok()?)
+    }
+
+    fn time_of(&self, value: &Value) -> Option<i64> {
+        match lookup(value, self.time.as_ref()?)? {
+            Value::Number(n) => seconds_to_ms(n.as_f64()?),
+            Value::String(text) => match text.parse::<f64>() {
+                Ok(seconds) => seconds_to_ms(seconds),
+                Err(_) => text
+                    .parse::<jiff::Timestamp>()
+                    .ok()
+                    .map(|t| t.as_millisecond()),
+            },
+            _ => None,
+        }
+    }
+}
+
+fn seconds_to_ms(seconds: f64) -> Option<i64> {
+    // Beyond ±10^11 s (year 5138) is no log's time.
+    (seconds.is_finite() && seconds.abs() < 1e11).then(|| (seconds * 1000.0).round() as i64)
+}
+
+fn compile_rule(
+    kind: &str,
+    index: usize,
+    rule: &BTreeMap<String, Condition>,
+    options: &BTreeMap<String, String>,
+) -> Result<Rule, (String, String)> {
+    let at = |field: &str| format!("json.{kind}[{index}].{field}");
+    if rule.is_empty() {
+        return Err((
+            format!("json.{kind}[{index}]"),
+            "a rule without conditions would match every line".into(),
+        ));
+    }
+    let mut conditions = Vec::with_capacity(rule.len());
+    for (field, condition) in rule {
+        let test = match condition {
+            Condition::Equals(n) => Test::Equals(*n),
+            Condition::Matches(text) => {
+                let pattern = options::substitute(text, options).map_err(|e| (at(field), e))?;
+                Test::Matches(
+                    Regex::new(&pattern)
+                        .map_err(|e| (at(field), format!("not a valid regex: {e}")))?,
+                )
+            }
+        };
+        conditions.push((path(field), test));
+    }
+    Ok(Rule { conditions })
+}
+
+fn describe(rule: &BTreeMap<String, Condition>, options: &BTreeMap<String, String>) -> String {
+    let parts: Vec<String> = rule
+        .iter()
+        .map(|(field, condition)| match condition {
+            Condition::Equals(n) => format!("{field} = {n}"),
+            Condition::Matches(text) => {
+                let text = options::substitute(text, options).unwrap_or_else(|_| text.clone());
+                format!("{field} ~ {text}")
+            }
+        })
+        .collect();
+    format!("json: {}", parts.join(", "))
+}
+
+impl Rule {
+    fn holds(&self, value: &Value) -> bool {
+        self.conditions
+            .iter()
+            .all(|(field, test)| lookup(value, field).is_some_and(|v| test.holds(v)))
+    }
+}
+
+impl Test {
+    fn holds(&self, value: &Value) -> bool {
+        match (self, value) {
+            (Self::Equals(n), Value::Number(number)) => number.as_i64() == Some(*n),
+            (Self::Equals(n), Value::String(text)) => text.trim().parse::<i64>() == Ok(*n),
+            (Self::Matches(regex), Value::String(text)) => regex.is_match(text),
+            (Self::Matches(regex), Value::Number(number)) => regex.is_match(&number.to_string()),
+            (Self::Matches(regex), Value::Bool(b)) => {
+                regex.is_match(if *b { "true" } else { "false" })
+            }
+            _ => false,
+        }
+    }
+}
+
+fn lookup<'v>(value: &'v Value, field: &[String]) -> Option<&'v Value> {
+    field.iter().try_fold(value, |value, key| value.get(key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules(toml_text: &str) -> JsonRules {
+        #[derive(serde::Deserialize)]
+        struct File {
+            json: JsonSpec,
+        }
+        let file: File = toml::from_str(toml_text).expect("spec parses");
+        let options = [("login".to_owned(), "/login".to_owned())].into();
+        JsonRules::compile(&file.json, &options).expect("compiles")
+    }
+
+    const SPEC: &str = r#"
+        [json]
+        host = ["request.client_ip", "request.remote_ip"]
+        time = "ts"
+        [[json.failure]]
+        status = 401
+        "request.uri" = '^%(login)s(?:\?.*)?$'
+        [[json.ignore]]
+        "request.host" = '^internal\.'
+    "#;
+
+    #[test]
+    fn a_failure_by_field_with_its_time() {
+        let rules = rules(SPEC);
+        let line = r#"{"ts":1795521600.5,"request":{"remote_ip":"192.0.2.1","client_ip":"198.51.100.7","uri":"/login?next=/","host":"a"},"status":401}"#;
+        assert_eq!(
+            rules.check(line),
+            JsonOutcome::Failure {
+                target: "198.51.100.7/32".parse().expect("net"),
+                rule: 0,
+                time: Some(1_795_521_600_500),
+            }
+        );
+        let fallback =
+            r#"{"request":{"remote_ip":"::ffff:192.0.2.1","uri":"/login"},"status":"401"}"#;
+        assert!(matches!(
+            rules.check(fallback),
+            JsonOutcome::Failure { target, time: None, .. } if target.to_string() == "192.0.2.1/32"
+        ));
+    }
+
+    #[test]
+    fn other_lines_miss_are_ignored_or_are_malformed() {
+        let rules = rules(SPEC);
+        let ok = r#"{"request":{"client_ip":"192.0.2.1","uri":"/login"},"status":200}"#;
+        assert_eq!(rules.check(ok), JsonOutcome::Missed);
+        let other_path = r#"{"request":{"client_ip":"192.0.2.1","uri":"/loginx"},"status":401}"#;
+        assert_eq!(rules.check(other_path), JsonOutcome::Missed);
+        let no_address = r#"{"request":{"client_ip":"example.com","uri":"/login"},"status":401}"#;
+        assert_eq!(rules.check(no_address), JsonOutcome::Missed);
+        let internal = r#"{"request":{"client_ip":"192.0.2.1","uri":"/login","host":"internal.x"},"status":401}"#;
+        assert_eq!(rules.check(internal), JsonOutcome::Ignored { rule: 0 });
+        assert_eq!(rules.check(r#"{"status":401"#), JsonOutcome::Malformed);
+        assert_eq!(rules.check("[1, 2]"), JsonOutcome::Malformed);
+    }
+
+    #[test]
+    fn a_header_cannot_stand_for_the_address() {
+        let rules = rules(SPEC);
+        let line = r#"{"request":{"client_ip":"192.0.2.1","uri":"/login","headers":{"X-Forwarded-For":["198.51.100.1"],"client_ip":["198.51.100.2"]}},"status":401}"#;
+        assert!(matches!(
+            rules.check(line),
+            JsonOutcome::Failure { target, .. } if target.to_string() == "192.0.2.1/32"
+        ));
+    }
+
+    #[test]
+    fn bad_rules_are_refused_with_where() {
+        let spec = JsonSpec {
+            host: Fields::One("ip".into()),
+            time: None,
+            failure: vec![[("uri".to_owned(), Condition::Matches("(".into()))].into()],
+            ignore: vec![],
+        };
+        let (at, problem) = JsonRules::compile(&spec, &BTreeMap::new()).expect_err("bad regex");
+        assert_eq!(at, "json.failure[0].uri");
+        assert!(problem.contains("regex"), "{problem}");
+        let empty = JsonSpec {
+            failure: vec![BTreeMap::new()],
+            ..spec
+        };
+        assert!(JsonRules::compile(&empty, &BTreeMap::new()).is_err());
+    }
+}
