@@ -4,6 +4,7 @@
 mod bench;
 mod conformance;
 mod demo;
+mod dist;
 mod example;
 mod fuzz;
 mod install;
@@ -31,6 +32,12 @@ struct Cli {
 enum Task {
     /// Install the eBPF nightly, bpf-linker and the system packages the tests use.
     Setup,
+    /// The Debian package and a tarball of the same files, in target/dist/; with --check,
+    /// install it into a temporary root, run it, remove and purge it.
+    Dist {
+        #[arg(long)]
+        check: bool,
+    },
     /// Build the agent (with its embedded XDP program) in release mode.
     Build,
     /// Build and run the agent (root). With no configuration: the example app and its
@@ -149,6 +156,16 @@ fn main() -> anyhow::Result<()> {
         Task::Demo => {
             ensure_setup(&ws)?;
             demo::demo(&ws)
+        }
+        Task::Dist { check } => {
+            ensure_setup(&ws)?;
+            let built = dist::dist(&ws)?;
+            if check {
+                for line in dist::check(&ws, &built)? {
+                    println!("package: {line}");
+                }
+            }
+            Ok(())
         }
         Task::Test => test::test(&ws),
         Task::Conformance(args) => {

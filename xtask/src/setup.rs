@@ -20,7 +20,9 @@ const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
 /// Debian packages the tests, the demo and the benchmarks use, each with what proves it is
 /// there.
-const PACKAGES: [(Proof, &str); 11] = [
+const PACKAGES: [(Proof, &str); 12] = [
+    // `cargo xtask dist`: the package's dependencies (dpkg-shlibdeps).
+    (Proof::Command("dpkg-shlibdeps"), "dpkg-dev"),
     (Proof::Command("bpftool"), "bpftool"),
     (Proof::Command("ip"), "iproute2"),
     (Proof::Command("nsenter"), "util-linux"),

@@ -48,6 +48,15 @@ pub fn test(ws: &Workspace) -> anyhow::Result<()> {
             || crate::conformance::conformance(ws, &crate::conformance::ConformanceArgs::check(ws)),
         )
     });
+    let tests = tests.and_then(|()| {
+        phase("package (cargo xtask dist --check)", || {
+            let built = crate::dist::dist(ws)?;
+            for line in crate::dist::check(ws, &built)? {
+                println!("package: {line}");
+            }
+            Ok(())
+        })
+    });
     let fuzzed = match tests {
         Ok(()) => phase("fuzz (60 s per target)", || {
             fuzz::fuzz_quietly(ws, &fuzz::FuzzArgs::every_target(60))

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use ipnet::IpNet;
 
 mod by_hand;
+mod generate;
 mod import;
 mod test_filter;
 mod verbs;
@@ -78,6 +79,12 @@ enum Command {
         /// Write the configuration here instead of standard output.
         #[arg(long, short, value_name = "FILE")]
         output: Option<PathBuf>,
+    },
+    /// Write the manual pages and shell completions under DIR (for packagers).
+    #[command(hide = true)]
+    Generate {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
     },
 }
 
@@ -209,6 +216,7 @@ impl Cli {
                 test_filter::run(&args)
             }
             Command::ImportFail2ban { dir, output } => import::run(&dir, output.as_deref()),
+            Command::Generate { dir } => generate::run(&dir),
         }
     }
 }

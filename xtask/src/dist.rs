@@ -1,0 +1,593 @@
+//! `cargo xtask dist`: the Debian package and a tarball of the same files, for hosts
+//! without a Rust toolchain:
+//! - `target/dist/ban-agent_VERSION_ARCH.deb`;
+//! - `target/dist/ban-agent-VERSION-ARCH.tar.gz`.
+//!
+//! The package is laid out by hand and built by `dpkg-deb`, Debian's own tool, rather than
+//! with cargo-deb: its maintainer scripts are ours anyway (detach the datapath on removal,
+//! the state on purge), and cargo-deb would add a build of its own to every CI run.
+//! Its `Depends` come from `dpkg-shlibdeps` over the binary.
+//!
+//! `cargo xtask test` then checks the package ([`check`]): installed into a temporary
+//! root, it runs, removing it keeps the configuration and the state, and purging it leaves
+//! nothing but what the user wrote there.
+
+use std::{
+    fs,
+    os::unix::fs::PermissionsExt as _,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail, ensure};
+
+use crate::{Workspace, run};
+
+/// What `dist` made.
+pub struct Dist {
+    pub deb: PathBuf,
+    pub tarball: PathBuf,
+    pub version: String,
+}
+
+/// Maintainer scripts: POSIX sh, `$DPKG_ROOT` honoured (set when dpkg installs into
+/// another root), systemd only touched when it runs the host.
+const POSTINST: &str = r#"#!/bin/sh
+set -e
+if [ "$1" = configure ]; then
+    # Bans, ban history and log positions (systemd's StateDirectory= makes it too).
+    mkdir -p "$DPKG_ROOT/var/lib/ban-agent"
+    chmod 0700 "$DPKG_ROOT/var/lib/ban-agent"
+    if [ -z "$DPKG_ROOT" ] && [ -d /run/systemd/system ]; then
+        systemctl daemon-reload >/dev/null 2>&1 || true
+        # An upgrade restarts a running agent on the new binary; the bans stay in the kernel.
+        if [ -n "$2" ] && systemctl is-active --quiet ban-agent.service; then
+            systemctl restart ban-agent.service || true
+        fi
+    fi
+    if [ -z "$2" ]; then
+        echo "ban-agent: set interfaces and jails in /etc/ban-agent/ban-agent.toml, check it with" \
+             "'ban-agent check', then start it: systemctl enable --now ban-agent"
+    fi
+fi
+exit 0
+"#;
+
+const PRERM: &str = r#"#!/bin/sh
+set -e
+if [ "$1" = remove ] && [ -z "$DPKG_ROOT" ]; then
+    if [ -d /run/systemd/system ]; then
+        systemctl stop ban-agent.service >/dev/null 2>&1 || true
+    fi
+    # Stopping leaves the program and its bans in the kernel, for a restart; a removal
+    # takes them out (a reinstall restores the bans from the state).
+    /usr/bin/ban-agent datapath detach >/dev/null 2>&1 || true
+fi
+exit 0
+"#;
+
+const POSTRM: &str = r#"#!/bin/sh
+set -e
+if [ "$1" = purge ]; then
+    # The state the agent wrote, the control socket and the unit's enablement. The
+    # configuration goes with dpkg's conffile; files the user added stay.
+    rm -rf "$DPKG_ROOT/var/lib/ban-agent"
+    rm -f "$DPKG_ROOT/run/ban-agent.sock"
+    rm -f "$DPKG_ROOT/etc/systemd/system/multi-user.target.wants/ban-agent.service"
+fi
+if [ "$1" = remove ] || [ "$1" = purge ]; then
+    if [ -z "$DPKG_ROOT" ] && [ -d /run/systemd/system ]; then
+        systemctl daemon-reload >/dev/null 2>&1 || true
+    fi
+fi
+exit 0
+"#;
+
+pub fn dist(ws: &Workspace) -> anyhow::Result<Dist> {
+    run(&mut ws.cargo(&["build", "--release", "--package", "ban-agent"]))?;
+    let version = workspace_version(ws)?;
+    let arch = output(Command::new("dpkg").arg("--print-architecture"))?;
+    let out = ws.root.join("target/dist");
+    let name = format!("ban-agent_{version}_{arch}");
+    let stage = out.join(&name);
+    if stage.exists() {
+        fs::remove_dir_all(&stage).with_context(|| format!("cannot empty {}", stage.display()))?;
+    }
+    stage_files(ws, &stage)?;
+    let depends = shlib_depends(&out, &stage)?;
+    write_control(&stage, &version, &arch, &depends)?;
+
+    let deb = out.join(format!("{name}.deb"));
+    run(Command::new("dpkg-deb")
+        .args(["--root-owner-group", "-Zxz", "--build"])
+        .arg(&stage)
+        .arg(&deb)
+        .stdout(Stdio::null()))?;
+    let top = format!("ban-agent-{version}-{arch}");
+    let tarball = out.join(format!("{top}.tar.gz"));
+    run(Command::new("tar")
+        .arg("-C")
+        .arg(&stage)
+        .args([
+            "--exclude=./DEBIAN",
+            "--owner=0",
+            "--group=0",
+            "--sort=name",
+        ])
+        .arg(format!("--transform=s,^\\.,{top},"))
+        .arg("-czf")
+        .arg(&tarball)
+        .arg("."))?;
+    println!("built {}\nbuilt {}", deb.display(), tarball.display());
+    Ok(Dist {
+        deb,
+        tarball,
+        version,
+    })
+}
+
+fn workspace_version(ws: &Workspace) -> anyhow::Result<String> {
+    let manifest = ws.root.join("Cargo.toml");
+    let text = fs::read_to_string(&manifest)
+        .with_context(|| format!("cannot read {}", manifest.display()))?;
+    let value: toml::Table = text.parse().context("Cargo.toml is not valid TOML")?;
+    value
+        .get("workspace")
+        .and_then(|w| w.get("package"))
+        .and_then(|p| p.get("version"))
+        .and_then(|v| v.as_str())
+        .map(str::to_owned)
+        .context("Cargo.toml: [workspace.package] version is missing")
+}
+
+/// The files of the package under `stage`, as they land on the host.
+fn stage_files(ws: &Workspace, stage: &Path) -> anyhow::Result<()> {
+    let binary = ws.root.join("target/release/ban-agent");
+    put(stage, "usr/bin/ban-agent", &read(&binary)?, 0o755)?;
+    // Debug sections are most of the release binary; the eBPF object inside is data.
+    run(Command::new("strip")
+        .arg("--strip-debug")
+        .arg(stage.join("usr/bin/ban-agent")))?;
+    let unit = String::from_utf8(read(&ws.root.join("dist/ban-agent.service"))?)
+        .context("dist/ban-agent.service is not UTF-8")?
+        .replace("@BINDIR@", "/usr/bin");
+    put(
+        stage,
+        "lib/systemd/system/ban-agent.service",
+        unit.as_bytes(),
+        0o644,
+    )?;
+    // 0600: hook URLs and commands may carry secrets.
+    let config = read(&ws.root.join("docs/ban-agent.example.toml"))?;
+    put(stage, "etc/ban-agent/ban-agent.toml", &config, 0o600)?;
+    mkdir(&stage.join("etc/ban-agent/filter.d"))?;
+
+    // Manual pages and completions, from the binary's own clap definitions.
+    let generated = stage.with_extension("generated");
+    if generated.exists() {
+        fs::remove_dir_all(&generated)
+            .with_context(|| format!("cannot empty {}", generated.display()))?;
+    }
+    run(Command::new(&binary)
+        .arg("generate")
+        .arg(&generated)
+        .stdout(Stdio::null()))?;
+    for entry in entries(&generated.join("man"))? {
+        let page = entry
+            .file_name()
+            .and_then(|n| n.to_str())
+            .context("a page name is not UTF-8")?
+            .to_owned();
+        let gz = gzip(&read(&entry)?)?;
+        put(stage, &format!("usr/share/man/man8/{page}.gz"), &gz, 0o644)?;
+    }
+    let completions = generated.join("completions");
+    for (file, to) in [
+        (
+            "ban-agent.bash",
+            "usr/share/bash-completion/completions/ban-agent",
+        ),
+        ("_ban-agent", "usr/share/zsh/vendor-completions/_ban-agent"),
+        (
+            "ban-agent.fish",
+            "usr/share/fish/vendor_completions.d/ban-agent.fish",
+        ),
+    ] {
+        put(stage, to, &read(&completions.join(file))?, 0o644)?;
+    }
+    fs::remove_dir_all(&generated).ok();
+
+    // The built-in filters as text (to copy into filter.d and change) and their
+    // annotated sample logs (for `ban-agent test-filter`).
+    for entry in entries(&ws.root.join("filters"))? {
+        if entry.extension().is_some_and(|e| e == "toml") {
+            let file = entry
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
+            put(
+                stage,
+                &format!("usr/share/ban-agent/filters/{file}"),
+                &read(&entry)?,
+                0o644,
+            )?;
+        }
+    }
+    for entry in entries(&ws.root.join("filters/tests"))? {
+        let file = entry
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        let to = format!("usr/share/ban-agent/filters/tests/{file}");
+        put(stage, &to, &read(&entry)?, 0o644)?;
+    }
+    let doc = "usr/share/doc/ban-agent";
+    put(
+        stage,
+        &format!("{doc}/README.md"),
+        &read(&ws.root.join("README.md"))?,
+        0o644,
+    )?;
+    let copyright = "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\
+                     Upstream-Name: ban-agent\n\nFiles: *\nLicense: MIT or Apache-2.0\n";
+    put(
+        stage,
+        &format!("{doc}/copyright"),
+        copyright.as_bytes(),
+        0o644,
+    )?;
+    Ok(())
+}
+
+/// `Depends` of the binary, from `dpkg-shlibdeps` (libc6, libgcc-s1, libsystemd0 with
+/// the versions its symbols need).
+fn shlib_depends(out: &Path, stage: &Path) -> anyhow::Result<String> {
+    // dpkg-shlibdeps reads debian/control of the folder it runs in.
+    let work = out.join("shlibdeps");
+    fs::create_dir_all(work.join("debian")).context("cannot create target/dist/shlibdeps")?;
+    fs::write(
+        work.join("debian/control"),
+        "Source: ban-agent\n\nPackage: ban-agent\nArchitecture: any\n",
+    )
+    .context("cannot write target/dist/shlibdeps/debian/control")?;
+    let text = output(
+        Command::new("dpkg-shlibdeps")
+            .arg("-O")
+            .arg(stage.join("usr/bin/ban-agent"))
+            .current_dir(&work)
+            .stderr(Stdio::null()),
+    )?;
+    text.lines()
+        .find_map(|line| line.strip_prefix("shlibs:Depends="))
+        .map(str::to_owned)
+        .context("dpkg-shlibdeps gave no shlibs:Depends")
+}
+
+fn write_control(stage: &Path, version: &str, arch: &str, depends: &str) -> anyhow::Result<()> {
+    let size_kib = output(
+        Command::new("du")
+            .args(["-sk", "--exclude=DEBIAN"])
+            .arg(stage),
+    )?
+    .split_whitespace()
+    .next()
+    .unwrap_or("0")
+    .to_owned();
+    let control = format!(
+        "Package: ban-agent\n\
+         Version: {version}\n\
+         Architecture: {arch}\n\
+         Maintainer: ban-agent developers <ban-agent@example.org>\n\
+         Installed-Size: {size_kib}\n\
+         Depends: {depends}\n\
+         Recommends: bpftool\n\
+         Section: net\n\
+         Priority: optional\n\
+         Homepage: https://example.org/ban-agent\n\
+         Description: bans brute-forcing clients at packet level (XDP/tc)\n \
+         ban-agent follows application logs (files and the systemd journal), matches\n \
+         failures with fail2ban-style filters (its own or fail2ban's .conf files) and\n \
+         drops the packets of clients that fail too often in the kernel, with XDP or a\n \
+         tc ingress program, until their ban expires.\n"
+    );
+    put(stage, "DEBIAN/control", control.as_bytes(), 0o644)?;
+    put(
+        stage,
+        "DEBIAN/conffiles",
+        b"/etc/ban-agent/ban-agent.toml\n",
+        0o644,
+    )?;
+    put(stage, "DEBIAN/postinst", POSTINST.as_bytes(), 0o755)?;
+    put(stage, "DEBIAN/prerm", PRERM.as_bytes(), 0o755)?;
+    put(stage, "DEBIAN/postrm", POSTRM.as_bytes(), 0o755)?;
+    let sums = output(
+        Command::new("sh")
+            .arg("-c")
+            .arg("find . -path ./DEBIAN -prune -o -type f -printf '%P\\0' | sort -z | xargs -0 md5sum")
+            .current_dir(stage),
+    )?;
+    put(
+        stage,
+        "DEBIAN/md5sums",
+        format!("{sums}\n").as_bytes(),
+        0o644,
+    )
+}
+
+/// Installs the package into a temporary root as dpkg would on a host, runs what a user
+/// runs first, removes and purges it. Returns what was checked.
+pub fn check(ws: &Workspace, dist: &Dist) -> anyhow::Result<Vec<String>> {
+    let root = ws.root.join("target/dist/root");
+    if root.exists() {
+        fs::remove_dir_all(&root).with_context(|| format!("cannot empty {}", root.display()))?;
+    }
+    // /run is the host's, there before the package.
+    for dir in [
+        "var/lib/dpkg/info",
+        "var/lib/dpkg/updates",
+        "var/log",
+        "run",
+    ] {
+        mkdir(&root.join(dir))?;
+    }
+    fs::write(root.join("var/lib/dpkg/status"), "").context("cannot create dpkg's status")?;
+    let mut checked = Vec::new();
+    let before = files(&root)?;
+
+    dpkg(&root, &["--install"], Some(&dist.deb))?;
+    let contents = output(Command::new("dpkg-deb").arg("--contents").arg(&dist.deb))?;
+    for path in [
+        "./usr/bin/ban-agent",
+        "./lib/systemd/system/ban-agent.service",
+        "./etc/ban-agent/ban-agent.toml",
+        "./usr/share/man/man8/ban-agent.8.gz",
+        "./usr/share/man/man8/ban-agent-test-filter.8.gz",
+        "./usr/share/bash-completion/completions/ban-agent",
+        "./usr/share/zsh/vendor-completions/_ban-agent",
+        "./usr/share/fish/vendor_completions.d/ban-agent.fish",
+    ] {
+        ensure!(contents.contains(path), "the package has no {path}");
+    }
+    let conffiles = fs::read_to_string(root.join("var/lib/dpkg/info/ban-agent.conffiles"))
+        .context("dpkg recorded no conffiles for ban-agent")?;
+    ensure!(
+        conffiles.trim() == "/etc/ban-agent/ban-agent.toml",
+        "conffiles: {conffiles}"
+    );
+    checked.push(
+        "installed into a temporary root (binary, unit, conffile, man pages, completions)"
+            .to_owned(),
+    );
+    let listed = output(Command::new("tar").arg("-tzf").arg(&dist.tarball))?;
+    let in_tarball = |path: &str| {
+        listed
+            .lines()
+            .any(|line| line.ends_with(path.trim_start_matches('.')))
+    };
+    let missing: Vec<&str> = contents
+        .lines()
+        .filter_map(|line| line.split_whitespace().last())
+        .filter(|path| !path.ends_with('/') && !in_tarball(path))
+        .collect();
+    ensure!(missing.is_empty(), "the tarball lacks {missing:?}");
+    checked.push("the tarball holds every file of the package".to_owned());
+
+    let agent = root.join("usr/bin/ban-agent");
+    let version = output(Command::new(&agent).arg("--version"))?;
+    ensure!(
+        version.trim() == format!("ban-agent {}", dist.version),
+        "ban-agent --version said {version:?}"
+    );
+    checked.push(format!("`ban-agent --version`: {}", version.trim()));
+
+    let sample = root.join("usr/share/ban-agent/filters/tests/nginx.log");
+    let report = output(
+        Command::new(&agent)
+            .arg("test-filter")
+            .arg(&sample)
+            .args(["--filter", "nginx"]),
+    )?;
+    let lines_row = report
+        .lines()
+        .find(|line| line.starts_with("Lines:"))
+        .context("test-filter printed no Lines row")?;
+    ensure!(
+        !lines_row.contains(" 0 matched"),
+        "test-filter matched nothing: {lines_row}"
+    );
+    checked.push(format!(
+        "`ban-agent test-filter` on the installed nginx sample: {lines_row}"
+    ));
+
+    dry_run(&agent, &root)?;
+    checked
+        .push("`ban-agent run --dry-run` on the installed configuration answers `ping`".to_owned());
+
+    // What the user adds: a filter of their own, and the state the agent wrote.
+    let mine = root.join("etc/ban-agent/filter.d/mine.toml");
+    fs::write(&mine, "failregex = ['^fail <HOST>$']\n").context("cannot write a user filter")?;
+    fs::write(root.join("var/lib/ban-agent/state.db"), "state").context("cannot write a state")?;
+
+    dpkg(&root, &["--remove", "ban-agent"], None)?;
+    ensure!(!agent.exists(), "remove left the binary");
+    for kept in ["etc/ban-agent/ban-agent.toml", "var/lib/ban-agent/state.db"] {
+        ensure!(
+            root.join(kept).exists(),
+            "remove took {kept}: it must keep it until purge"
+        );
+    }
+    checked.push("remove: the binary is gone, the configuration and the state are kept".to_owned());
+
+    dpkg(&root, &["--purge", "ban-agent"], None)?;
+    let left: Vec<PathBuf> = files(&root)?
+        .into_iter()
+        .filter(|path| !before.contains(path))
+        .filter(|path| !path.starts_with("var/lib/dpkg") && !path.starts_with("var/log"))
+        .collect();
+    let expected: Vec<PathBuf> = [
+        "etc",
+        "etc/ban-agent",
+        "etc/ban-agent/filter.d",
+        "etc/ban-agent/filter.d/mine.toml",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .collect();
+    ensure!(
+        left == expected,
+        "purge left {left:?}; only the user's own filter (and its folders) may stay"
+    );
+    checked.push("purge: nothing is left but the filter the user wrote".to_owned());
+    fs::remove_dir_all(&root).ok();
+    Ok(checked)
+}
+
+/// dpkg on the temporary root, its maintainer scripts run with `DPKG_ROOT` (not chrooted:
+/// the root has no shell), the dependencies not checked (the root has no libc package).
+fn dpkg(root: &Path, args: &[&str], package: Option<&Path>) -> anyhow::Result<()> {
+    let mut cmd = Command::new("dpkg");
+    cmd.arg(format!("--root={}", root.display()))
+        .args([
+            "--force-script-chrootless",
+            "--force-depends",
+            "--force-not-root",
+        ])
+        .arg(format!("--log={}", root.join("var/log/dpkg.log").display()))
+        .args(args);
+    if let Some(package) = package {
+        cmd.arg(package);
+    }
+    let result = cmd
+        .output()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
+    if !result.status.success() {
+        bail!(
+            "{cmd:?} failed: {}{}",
+            String::from_utf8_lossy(&result.stdout),
+            String::from_utf8_lossy(&result.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// `run --dry-run` on the installed configuration until it answers on its socket.
+fn dry_run(agent: &Path, root: &Path) -> anyhow::Result<()> {
+    let socket = root.join("run/ban-agent.sock");
+    let log = root.join("dry-run.log");
+    let log_file = fs::File::create(&log).context("cannot create the dry run's log")?;
+    let mut child = Command::new(agent)
+        .arg("run")
+        .arg("--dry-run")
+        .arg("--config")
+        .arg(root.join("etc/ban-agent/ban-agent.toml"))
+        .arg("--socket")
+        .arg(&socket)
+        .stdout(log_file.try_clone().context("cannot share the log")?)
+        .stderr(log_file)
+        .spawn()
+        .context("cannot start ban-agent run --dry-run")?;
+    let started = Instant::now();
+    let answered = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            break Err(format!("it exited with {status}"));
+        }
+        let ping = Command::new(agent)
+            .arg("--socket")
+            .arg(&socket)
+            .arg("ping")
+            .output();
+        if ping.is_ok_and(|out| out.status.success()) {
+            break Ok(());
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            break Err("it did not answer within 20 s".to_owned());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    // SIGTERM, as systemctl stop sends.
+    // SAFETY: kill has no memory preconditions; the pid is our child's.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = child.wait();
+    let said = fs::read_to_string(&log).unwrap_or_default();
+    fs::remove_file(&log).ok();
+    answered.map_err(|why| anyhow::anyhow!("ban-agent run --dry-run: {why}; it said:\n{said}"))
+}
+
+/// Every path under `root`, relative and sorted.
+fn files(root: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut found = Vec::new();
+    let mut pending = vec![root.to_owned()];
+    while let Some(dir) = pending.pop() {
+        for entry in entries(&dir)? {
+            if entry.is_dir() && !entry.is_symlink() {
+                pending.push(entry.clone());
+            }
+            found.push(entry.strip_prefix(root).unwrap_or(&entry).to_owned());
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+fn entries(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut list: Vec<PathBuf> = fs::read_dir(dir)
+        .with_context(|| format!("cannot list {}", dir.display()))?
+        .map(|entry| entry.map(|e| e.path()))
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("cannot list {}", dir.display()))?;
+    list.sort();
+    Ok(list)
+}
+
+fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
+    fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+fn mkdir(dir: &Path) -> anyhow::Result<()> {
+    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))
+}
+
+fn put(stage: &Path, relative: &str, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
+    let path = stage.join(relative);
+    if let Some(dir) = path.parent() {
+        mkdir(dir)?;
+    }
+    fs::write(&path, bytes)
+        .and_then(|()| fs::set_permissions(&path, fs::Permissions::from_mode(mode)))
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// `gzip -9n`: no name nor time in the header, so the package is reproducible.
+fn gzip(bytes: &[u8]) -> anyhow::Result<Vec<u8>> {
+    use std::io::Write as _;
+    let mut child = Command::new("gzip")
+        .args(["-9n", "-c"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("cannot run gzip")?;
+    child
+        .stdin
+        .take()
+        .context("gzip has no input")?
+        .write_all(bytes)
+        .context("cannot feed gzip")?;
+    let out = child.wait_with_output().context("gzip failed")?;
+    ensure!(out.status.success(), "gzip failed with {}", out.status);
+    Ok(out.stdout)
+}
+
+fn output(cmd: &mut Command) -> anyhow::Result<String> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed with {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim_end().to_owned())
+}
