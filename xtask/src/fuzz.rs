@@ -1,6 +1,7 @@
 //! `cargo xtask fuzz`: the cargo-fuzz targets of `ban-agent/fuzz`, each for a bounded time
-//! over its committed seeds (`ban-agent/fuzz/seeds/TARGET`). `cargo xtask test` runs every
-//! target for a minute; longer runs are `cargo xtask fuzz --seconds 3600 [TARGET]`.
+//! over its committed seeds (`ban-agent/fuzz/seeds/TARGET`). `cargo xtask test` builds every
+//! target in one cargo run (the agent and its eBPF object once), then runs each for 30 s;
+//! longer runs are `cargo xtask fuzz --seconds 3600 [TARGET]`.
 //!
 //! What a run finds goes to `target/fuzz-corpus/TARGET` (kept between runs, never
 //! committed), not to the seeds: add an input to the seeds by hand when it is worth keeping. A crash leaves its input under
@@ -64,6 +65,27 @@ pub fn fuzz_quietly(ws: &Workspace, args: &FuzzArgs) -> anyhow::Result<Vec<Strin
     std::fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
     let mut verdicts = Vec::new();
     let mut failed = Vec::new();
+    // One build for every target: each `cargo fuzz run` then only runs.
+    let log = logs.join("build.log");
+    let file =
+        std::fs::File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
+    let built = cargo_fuzz(ws)
+        .args(["build", "--release", "--debug-assertions"])
+        .stdout(file.try_clone().context("cannot share the log")?)
+        .stderr(file)
+        .status()
+        .context("cannot start cargo fuzz build")?;
+    if !built.success() {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(40).collect();
+        for line in tail.into_iter().rev() {
+            eprintln!("  {line}");
+        }
+        bail!(
+            "cargo fuzz build failed ({built}); its log: {}",
+            log.display()
+        );
+    }
     for target in targets(args)? {
         let log = logs.join(format!("{target}.log"));
         let file = std::fs::File::create(&log)
