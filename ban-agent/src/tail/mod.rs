@@ -3,7 +3,10 @@
 //! A [`Follower`] owns one path. Each [`Follower::poll`] reads what was appended since the
 //! last one and then looks at the path again:
 //! - a different file there (rotation by rename + create, or delete + re-create): the old
-//!   file is read to its end first, then the new one from its start;
+//!   file is read to its end first, then the new one from its start. The old one is still
+//!   followed while it grows, since a writer that does not reopen its log (Python's plain
+//!   `FileHandler`) keeps writing there: until it has been idle for [`ROTATED_IDLE`], at
+//!   most [`MAX_ROTATED`] such files (the oldest let go first);
 //! - the same file, shorter than what was read, or with another first line (copytruncate):
 //!   read again from the start;
 //! - nothing there (deleted, or not created yet): keep reading the open file, if any, and
@@ -27,6 +30,7 @@ use std::{
     io::{self, Read, Seek, SeekFrom},
     os::unix::fs::{FileExt, MetadataExt},
     path::{Path, PathBuf},
+    time::{Duration, Instant},
 };
 
 pub use lines::{Lines, read_stream};
@@ -64,6 +68,21 @@ pub struct TailStats {
     pub truncations: u64,
 }
 
+/// How long a rotated file that stopped growing is still followed.
+pub const ROTATED_IDLE: Duration = Duration::from_secs(300);
+
+/// Rotated files followed at once, at most, per path.
+pub const MAX_ROTATED: usize = 4;
+
+/// A file rotated away from the path that its writer may still append to.
+struct Rotated {
+    open: OpenFile,
+    /// Its own line buffer: a line may be half written at the rotation.
+    lines: Lines,
+    /// When it last grew (or was rotated).
+    grew: Instant,
+}
+
 /// Follows one path.
 pub struct Follower {
     path: PathBuf,
@@ -89,6 +108,13 @@ pub struct Follower {
     /// complete line: a checkpoint of an empty new file could not find the rotated files
     /// after a restart, this one can.
     left: Option<Checkpoint>,
+    /// Files rotated away while followed, still read while they grow; oldest first.
+    rotated: Vec<Rotated>,
+    /// How long a rotated file may stay idle before it is let go.
+    rotated_idle: Duration,
+    max_line: usize,
+    /// Lines read from rotated files (not counted by `lines`).
+    rotated_lines: TailStats,
 }
 
 /// Bytes one [`Follower::poll`] reads at most by default: about 15 ms of the agent's work,
@@ -123,7 +149,23 @@ impl Follower {
             more: false,
             backlog: Vec::new(),
             left: None,
+            rotated: Vec::new(),
+            rotated_idle: ROTATED_IDLE,
+            max_line,
+            rotated_lines: TailStats::default(),
         }
+    }
+
+    /// Lets a rotated file go once it has not grown for `idle` ([`ROTATED_IDLE`] by
+    /// default).
+    pub fn with_rotated_idle(mut self, idle: Duration) -> Self {
+        self.rotated_idle = idle;
+        self
+    }
+
+    /// Rotated files still followed.
+    pub fn rotated(&self) -> usize {
+        self.rotated.len()
     }
 
     /// Reads at most `bytes` per poll (at least one chunk).
@@ -142,10 +184,13 @@ impl Follower {
     }
 
     pub fn stats(&self) -> TailStats {
+        let (own, rotated) = (self.lines.stats(), self.rotated_lines);
         TailStats {
+            lines: own.lines + rotated.lines,
+            invalid_utf8: own.invalid_utf8 + rotated.invalid_utf8,
+            too_long: own.too_long + rotated.too_long,
             rotations: self.rotations,
             truncations: self.truncations,
-            ..self.lines.stats()
         }
     }
 
@@ -188,9 +233,12 @@ impl Follower {
     /// Reads every complete line appended since the last call and hands each to `sink`;
     /// follows rotation and truncation. Returns the number of lines.
     pub fn poll(&mut self, sink: &mut dyn FnMut(&str)) -> io::Result<u64> {
-        let before = self.lines.stats().lines;
+        let before = self.stats().lines;
         let mut budget = self.budget;
         self.more = false;
+        // What was written to the rotated files since, before the path's file: those
+        // lines were written first, or at the same time.
+        self.read_rotated(sink, &mut budget)?;
         // Bounded: each pass either reads the current file or switches to a new one.
         for _ in 0..4 + self.backlog.len() {
             if self.open.is_none() && !self.open_path()? {
@@ -216,7 +264,42 @@ impl Follower {
             }
         }
         self.seen = true;
-        Ok(self.lines.stats().lines - before)
+        Ok(self.stats().lines - before)
+    }
+
+    /// Reads what the rotated files gained; lets go of those idle for `rotated_idle`.
+    fn read_rotated(&mut self, sink: &mut dyn FnMut(&str), budget: &mut u64) -> io::Result<()> {
+        let now = Instant::now();
+        for rotated in &mut self.rotated {
+            let before = rotated.open.offset;
+            let before_stats = rotated.lines.stats();
+            if !read_file(
+                &mut rotated.open,
+                &mut rotated.lines,
+                &mut self.chunk,
+                sink,
+                budget,
+            )? {
+                self.more = true;
+            }
+            let after = rotated.lines.stats();
+            add(
+                &mut self.rotated_lines,
+                TailStats {
+                    lines: after.lines - before_stats.lines,
+                    invalid_utf8: after.invalid_utf8 - before_stats.invalid_utf8,
+                    too_long: after.too_long - before_stats.too_long,
+                    ..TailStats::default()
+                },
+            );
+            if rotated.open.offset > before {
+                rotated.grew = now;
+            }
+        }
+        let idle = self.rotated_idle;
+        self.rotated
+            .retain(|rotated| now.duration_since(rotated.grew) < idle);
+        Ok(())
     }
 
     /// Opens the file at the path, positioned per checkpoint or start mode; `false` when
@@ -284,23 +367,9 @@ impl Follower {
 
     /// Reads to the end of the file, or until `budget` is spent: `false` then.
     fn read_to_end(&mut self, sink: &mut dyn FnMut(&str), budget: &mut u64) -> io::Result<bool> {
-        loop {
-            let Some(open) = self.open.as_mut() else {
-                return Ok(true);
-            };
-            if *budget == 0 {
-                return Ok(false);
-            }
-            let n = match open.file.read(&mut self.chunk) {
-                Ok(0) => return Ok(true),
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
-            open.offset += n as u64;
-            *budget = budget.saturating_sub(n as u64);
-            let complete = self.lines.feed(&self.chunk[..n], sink);
-            open.committed = open.offset - (n - complete) as u64;
+        match self.open.as_mut() {
+            Some(open) => read_file(open, &mut self.lines, &mut self.chunk, sink, budget),
+            None => Ok(true),
         }
     }
 
@@ -392,12 +461,57 @@ impl Follower {
         }
         self.rotations += 1;
         self.leave();
-        self.open = None;
+        if let Some(open) = self.open.take() {
+            // Its writer may not know of the rotation: keep reading it while it grows.
+            let lines = std::mem::replace(&mut self.lines, Lines::new(self.max_line));
+            // Its counts so far move with it; what it reads later is added as it comes.
+            add(&mut self.rotated_lines, lines.stats());
+            if self.rotated.len() == MAX_ROTATED {
+                self.rotated.remove(0);
+            }
+            self.rotated.push(Rotated {
+                open,
+                lines,
+                grew: Instant::now(),
+            });
+        }
         self.lines.restart(false);
         // The new file is read from its start, even in the first poll of a follower that
         // starts at the end of what it finds.
         self.seen = true;
         Ok(true)
+    }
+}
+
+/// Adds the line counts of `more` to `to`.
+fn add(to: &mut TailStats, more: TailStats) {
+    to.lines += more.lines;
+    to.invalid_utf8 += more.invalid_utf8;
+    to.too_long += more.too_long;
+}
+
+/// Reads `open` to its end into `lines`, or until `budget` is spent: `false` then.
+fn read_file(
+    open: &mut OpenFile,
+    lines: &mut Lines,
+    chunk: &mut [u8],
+    sink: &mut dyn FnMut(&str),
+    budget: &mut u64,
+) -> io::Result<bool> {
+    loop {
+        if *budget == 0 {
+            return Ok(false);
+        }
+        let n = match open.file.read(chunk) {
+            Ok(0) => return Ok(true),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        open.offset += n as u64;
+        *budget = budget.saturating_sub(n as u64);
+        let complete = lines.feed(&chunk[..n], sink);
+        open.committed = open.offset - (n - complete) as u64;
     }
 }
 

@@ -483,3 +483,65 @@ proptest! {
         prop_assert_eq!(seen, expected);
     }
 }
+
+/// Python's plain `FileHandler` under logrotate's `create`: the app keeps writing to the
+/// renamed file, and the new one stays empty. Those lines are still read, half-written
+/// lines included, until the old file has been idle for the configured time.
+#[test]
+fn a_rotated_file_is_followed_while_its_writer_keeps_writing() {
+    let (log, f, read) = Log::read_from_head(b"a\n");
+    let mut f = f.with_rotated_idle(Duration::from_millis(300));
+    assert_eq!(read, ["a"]);
+    let mut writer = OpenOptions::new()
+        .append(true)
+        .open(&log.path)
+        .expect("the app's handle");
+    writer.write_all(b"b1").expect("write");
+    std::fs::rename(&log.path, log.sibling("auth.log.1")).expect("rename");
+    log.append(b"");
+    writer.write_all(b"b2\nc\n").expect("write");
+    assert_eq!(poll(&mut f), ["b1b2", "c"]);
+    assert_eq!(f.rotated(), 1);
+    writer.write_all(b"d\n").expect("write");
+    log.append(b"new\n");
+    assert_eq!(
+        poll(&mut f),
+        ["d", "new"],
+        "the old file's lines, then the path's"
+    );
+    assert_eq!(f.stats().lines, 5);
+    assert_eq!(f.stats().rotations, 1);
+    std::thread::sleep(Duration::from_millis(400));
+    assert!(poll(&mut f).is_empty());
+    assert_eq!(f.rotated(), 0, "let go once idle");
+    writer.write_all(b"late\n").expect("write");
+    assert!(poll(&mut f).is_empty());
+}
+
+/// However often the path is rotated under writers that never reopen, at most
+/// `MAX_ROTATED` old files are followed: the oldest is let go first.
+#[test]
+fn rotated_files_followed_are_bounded() {
+    let (log, mut f, _) = Log::read_from_head(b"0\n");
+    let mut writers = Vec::new();
+    for n in 0..MAX_ROTATED + 2 {
+        writers.push(
+            OpenOptions::new()
+                .append(true)
+                .open(&log.path)
+                .expect("open"),
+        );
+        std::fs::rename(&log.path, log.sibling(&format!("auth.log.{n}"))).expect("rename");
+        log.append(format!("{n}-new\n").as_bytes());
+        poll(&mut f);
+    }
+    assert_eq!(f.rotated(), MAX_ROTATED);
+    for (n, writer) in writers.iter_mut().enumerate() {
+        writer
+            .write_all(format!("{n}-late\n").as_bytes())
+            .expect("write");
+    }
+    let late: Vec<String> = poll(&mut f);
+    let expected: Vec<String> = (2..MAX_ROTATED + 2).map(|n| format!("{n}-late")).collect();
+    assert_eq!(late, expected);
+}
