@@ -654,3 +654,51 @@ fn every_unit_capability_is_needed() {
         let _ = std::fs::remove_file(scene.path("ctl.sock"));
     }
 }
+
+/// The issue a new user hit: the app logs through Python's plain `FileHandler`, logrotate
+/// renames the log and creates a new one (`create`), and the app keeps writing to the
+/// renamed file. The attacker's failures after the rotation are in the old file only;
+/// they must still count, and ban.
+#[test]
+fn failures_written_to_the_rotated_file_by_a_writer_that_never_reopens_still_ban() {
+    let Some(_serial) = common::privileged(
+        "failures_written_to_the_rotated_file_by_a_writer_that_never_reopens_still_ban",
+    ) else {
+        return;
+    };
+    let scene = Scene::new("dm9");
+    scene.configure(3, "");
+    std::fs::write(scene.path("auth.log"), "").expect("create the log");
+    let daemon = scene.start(&[]);
+    // The app's handle, opened once at its start, as FileHandler does.
+    let mut app = std::fs::OpenOptions::new()
+        .append(true)
+        .open(scene.path("auth.log"))
+        .expect("the app's handle");
+    app.write_all(agent::login_line(&agent::now_stamp(), ATTACKER, 401).as_bytes())
+        .expect("write");
+    eventually(&daemon, "the first failure counted", || {
+        scene.json(&["status", "auth", "--json"])["total_failed"] == 1
+    });
+    // logrotate's `create`, with no postrotate the app would act on.
+    std::fs::rename(scene.path("auth.log"), scene.path("auth.log.1")).expect("rename");
+    std::fs::write(scene.path("auth.log"), "").expect("create");
+    // inotify wakes the agent at the rename and the create: it moves to the new file.
+    std::thread::sleep(Duration::from_millis(500));
+    for _ in 0..2 {
+        app.write_all(agent::login_line(&agent::now_stamp(), ATTACKER, 401).as_bytes())
+            .expect("write");
+    }
+    eventually(&daemon, "banned from the rotated file's failures", || {
+        scene.banned() == ["192.0.2.2/32"]
+    });
+    assert_eq!(
+        std::fs::metadata(scene.path("auth.log"))
+            .map(|m| m.len())
+            .ok(),
+        Some(0),
+        "the failures went to the old file only"
+    );
+    scene.cli(&["stop"]);
+    daemon.wait();
+}

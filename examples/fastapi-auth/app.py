@@ -10,6 +10,7 @@ IPv6 address) and PORT (8000).
 """
 
 import logging
+import logging.handlers
 import os
 import re
 import secrets
@@ -29,12 +30,17 @@ logger = logging.getLogger("fastapi-auth")
 
 
 def setup_logging(path: str) -> None:
-    """The standard set-up: a FileHandler on the access log plus a stream handler."""
+    """The standard set-up: a file handler on the access log plus a stream handler.
+
+    WatchedFileHandler, not FileHandler: it reopens the file when logrotate's `create`
+    puts a new one at the path, where a plain FileHandler keeps writing to the renamed
+    file (ban-agent follows that one too, for a while: see the README's "Log rotation").
+    """
     directory = os.path.dirname(path)
     if directory:
         os.makedirs(directory, exist_ok=True)
     formatter = logging.Formatter("%(asctime)s - %(name)s - %(levelname)s - %(message)s")
-    for handler in (logging.FileHandler(path), logging.StreamHandler()):
+    for handler in (logging.handlers.WatchedFileHandler(path), logging.StreamHandler()):
         handler.setFormatter(formatter)
         logger.addHandler(handler)
     logger.setLevel(logging.INFO)

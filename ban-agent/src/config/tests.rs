@@ -452,6 +452,23 @@ fn the_documented_example_is_valid() {
 }
 
 #[test]
+fn the_reverse_proxy_example_is_valid_and_its_filters_take_their_options() {
+    let text = include_str!("../../../examples/reverse-proxy/ban-agent.toml");
+    let config = parse(text).expect("examples/reverse-proxy/ban-agent.toml is valid");
+    let nginx = config.jail("login-nginx").expect("login-nginx");
+    assert_eq!(nginx.ports, Ports::List(vec![80, 443]));
+    let crate::filter::JailFilter::Simple(filter) = &nginx.filter else {
+        panic!("nginx is a TOML filter");
+    };
+    let line = "203.0.113.7 - - [24/Nov/2026:12:00:00 +0000] \"POST /api/login HTTP/1.1\" 401 3 \"-\" \"-\"";
+    assert!(matches!(
+        filter.check(line),
+        crate::filter::Outcome::Failure { .. }
+    ));
+    assert!(!config.jail("login-uvicorn").expect("login-uvicorn").enabled);
+}
+
+#[test]
 fn the_example_apps_configuration_says_what_its_readme_says() {
     let text = include_str!("../../../examples/fastapi-auth/ban-agent.toml");
     let config = parse(text).expect("examples/fastapi-auth/ban-agent.toml is valid");
