@@ -17,7 +17,7 @@ use ipnet::IpNet;
 use regex::Regex;
 use serde_json::Value;
 
-use super::options;
+use super::{options, pick::Picker};
 
 /// The `[json]` table of a filter, as written.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
@@ -62,12 +62,8 @@ pub enum Condition {
     Matches(String),
 }
 
-/// A field name split at its dots: `request.uri` is `uri` inside `request`.
-type FieldPath = Vec<String>;
-
-fn path(field: &str) -> FieldPath {
-    field.split('.').map(str::to_owned).collect()
-}
+/// Where the [`Picker`] puts a field's value.
+type Slot = usize;
 
 #[derive(Clone, Debug)]
 enum Test {
@@ -77,14 +73,16 @@ enum Test {
 
 #[derive(Clone, Debug)]
 struct Rule {
-    conditions: Vec<(FieldPath, Test)>,
+    conditions: Vec<(Slot, Test)>,
 }
 
 /// The compiled `[json]` rules of a filter.
 #[derive(Clone, Debug)]
 pub struct JsonRules {
-    host: Vec<FieldPath>,
-    time: Option<FieldPath>,
+    /// Takes every field below out of a line, in one pass.
+    picker: Picker,
+    host: Vec<Slot>,
+    time: Option<Slot>,
     failure: Vec<Rule>,
     ignore: Vec<Rule>,
     /// Each failure rule in words, for reports.
@@ -124,23 +122,26 @@ impl JsonRules {
                 "no failure rule: add `[[json.failure]]` with the fields a failure has".into(),
             ));
         }
-        let rules = |kind: &str, list: &[BTreeMap<String, Condition>]| {
+        let mut picker = Picker::default();
+        let mut rules = |kind: &str, list: &[BTreeMap<String, Condition>]| {
             list.iter()
                 .enumerate()
-                .map(|(index, rule)| compile_rule(kind, index, rule, options))
+                .map(|(index, rule)| compile_rule(kind, index, rule, options, &mut picker))
                 .collect::<Result<Vec<_>, _>>()
         };
         let failure = rules("failure", &spec.failure)?;
+        let ignore = rules("ignore", &spec.ignore)?;
         let described = spec
             .failure
             .iter()
             .map(|rule| describe(rule, options))
             .collect();
         Ok(Self {
-            host: host.iter().map(|field| path(field)).collect(),
-            time: spec.time.as_deref().map(path),
+            host: host.iter().map(|field| picker.want(field)).collect(),
+            time: spec.time.as_deref().map(|field| picker.want(field)),
+            picker,
             failure,
-            ignore: rules("ignore", &spec.ignore)?,
+            ignore,
             described,
         })
     }
@@ -152,19 +153,16 @@ impl JsonRules {
 
     /// Judges a line that starts with `{`.
     pub fn check(&self, line: &str) -> JsonOutcome {
-        let Ok(value) = serde_json::from_str::<Value>(line) else {
+        let Ok(value) = self.picker.pick(line) else {
             return JsonOutcome::Malformed;
         };
-        if !value.is_object() {
-            return JsonOutcome::Malformed;
-        }
         let Some(rule) = self.failure.iter().position(|rule| rule.holds(&value)) else {
             return JsonOutcome::Missed;
         };
         let host = self
             .host
             .iter()
-            .find_map(|field| lookup(&value, field)?.as_str().filter(|s| !s.is_empty()));
+            .find_map(|&slot| value[slot].as_ref()?.as_str().filter(|s| !s.is_empty()));
         let Some(addr) = host.and_then(|text| text.trim().parse::<IpAddr>().ok()) else {
             return JsonOutcome::Missed;
         };
@@ -180,11 +178,11 @@ impl JsonRules {
 
     /// The time field of a line, in milliseconds since the epoch.
     pub fn time(&self, line: &str) -> Option<i64> {
-        self.time_of(&serde_json::from_str::<Value>(line).ok()?)
+        self.time_of(&self.picker.pick(line).ok()?)
     }
 
-    fn time_of(&self, value: &Value) -> Option<i64> {
-        match lookup(value, self.time.as_ref()?)? {
+    fn time_of(&self, value: &[Option<Value>]) -> Option<i64> {
+        match value[self.time?].as_ref()? {
             Value::Number(n) => seconds_to_ms(n.as_f64()?),
             Value::String(text) => match text.parse::<f64>() {
                 Ok(seconds) => seconds_to_ms(seconds),
@@ -208,6 +206,7 @@ fn compile_rule(
     index: usize,
     rule: &BTreeMap<String, Condition>,
     options: &BTreeMap<String, String>,
+    picker: &mut Picker,
 ) -> Result<Rule, (String, String)> {
     let at = |field: &str| format!("json.{kind}[{index}].{field}");
     if rule.is_empty() {
@@ -228,7 +227,7 @@ fn compile_rule(
                 )
             }
         };
-        conditions.push((path(field), test));
+        conditions.push((picker.want(field), test));
     }
     Ok(Rule { conditions })
 }
@@ -248,10 +247,10 @@ fn describe(rule: &BTreeMap<String, Condition>, options: &BTreeMap<String, Strin
 }
 
 impl Rule {
-    fn holds(&self, value: &Value) -> bool {
+    fn holds(&self, picked: &[Option<Value>]) -> bool {
         self.conditions
             .iter()
-            .all(|(field, test)| lookup(value, field).is_some_and(|v| test.holds(v)))
+            .all(|&(slot, ref test)| picked[slot].as_ref().is_some_and(|v| test.holds(v)))
     }
 }
 
@@ -268,10 +267,6 @@ impl Test {
             _ => false,
         }
     }
-}
-
-fn lookup<'v>(value: &'v Value, field: &[String]) -> Option<&'v Value> {
-    field.iter().try_fold(value, |value, key| value.get(key))
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 pub mod date;
 pub mod json;
 pub mod options;
+mod pick;
 mod prefilter;
 mod tags;
 
