@@ -374,7 +374,7 @@ pub fn check(ws: &Workspace, dist: &Dist) -> anyhow::Result<Vec<String>> {
     checked.push("the tarball holds every file of the package".to_owned());
 
     let agent = root.join("usr/bin/ban-agent");
-    let version = output(Command::new(&agent).arg("--version"))?;
+    let version = output(bare(&agent).arg("--version"))?;
     ensure!(
         version.trim() == format!("ban-agent {}", dist.version),
         "ban-agent --version said {version:?}"
@@ -383,7 +383,7 @@ pub fn check(ws: &Workspace, dist: &Dist) -> anyhow::Result<Vec<String>> {
 
     let sample = root.join("usr/share/ban-agent/filters/tests/nginx.log");
     let report = output(
-        Command::new(&agent)
+        bare(&agent)
             .arg("test-filter")
             .arg(&sample)
             .args(["--filter", "nginx"]),
@@ -476,7 +476,7 @@ fn dry_run(agent: &Path, root: &Path) -> anyhow::Result<()> {
     let socket = root.join("run/ban-agent.sock");
     let log = root.join("dry-run.log");
     let log_file = fs::File::create(&log).context("cannot create the dry run's log")?;
-    let mut child = Command::new(agent)
+    let mut child = bare(agent)
         .arg("run")
         .arg("--dry-run")
         .arg("--config")
@@ -492,7 +492,7 @@ fn dry_run(agent: &Path, root: &Path) -> anyhow::Result<()> {
         if let Ok(Some(status)) = child.try_wait() {
             break Err(format!("it exited with {status}"));
         }
-        let ping = Command::new(agent)
+        let ping = bare(agent)
             .arg("--socket")
             .arg(&socket)
             .arg("ping")
@@ -512,6 +512,14 @@ fn dry_run(agent: &Path, root: &Path) -> anyhow::Result<()> {
     let said = fs::read_to_string(&log).unwrap_or_default();
     fs::remove_file(&log).ok();
     answered.map_err(|why| anyhow::anyhow!("ban-agent run --dry-run: {why}; it said:\n{said}"))
+}
+
+/// The installed binary as a host without Rust runs it: an empty environment (no cargo,
+/// no rustup, no `BAN_AGENT_TOOLS`) and the system's PATH.
+fn bare(program: &Path) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+    cmd
 }
 
 /// Every path under `root`, relative and sorted.
