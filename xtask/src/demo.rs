@@ -19,7 +19,7 @@ use anyhow::{Context as _, bail};
 use crate::{
     Workspace,
     example::{App, Config, JAIL},
-    run,
+    output, run,
 };
 
 const SERVER: &str = "192.0.2.1";
@@ -402,20 +402,6 @@ impl Drop for Agent {
             let _reaped = self.child.wait();
         }
     }
-}
-
-/// A command's standard output; its standard error in the error when it fails.
-fn output(command: &mut Command) -> anyhow::Result<String> {
-    let out = command
-        .output()
-        .with_context(|| format!("cannot run {command:?}"))?;
-    if !out.status.success() {
-        bail!(
-            "{command:?}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn indent(text: &str) -> String {

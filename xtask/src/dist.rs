@@ -22,7 +22,7 @@ use std::{
 
 use anyhow::{Context as _, bail, ensure};
 
-use crate::{Workspace, run};
+use crate::{Workspace, output, run};
 
 /// What `dist` made.
 pub struct Dist {
@@ -87,7 +87,9 @@ exit 0
 pub fn dist(ws: &Workspace) -> anyhow::Result<Dist> {
     run(&mut ws.cargo(&["build", "--release", "--package", "ban-agent"]))?;
     let version = workspace_version(ws)?;
-    let arch = output(Command::new("dpkg").arg("--print-architecture"))?;
+    let arch = output(Command::new("dpkg").arg("--print-architecture"))?
+        .trim()
+        .to_owned();
     let out = ws.root.join("target/dist");
     let name = format!("ban-agent_{version}_{arch}");
     let stage = out.join(&name);
@@ -307,12 +309,7 @@ fn write_control(stage: &Path, version: &str, arch: &str, depends: &str) -> anyh
             .arg("find . -path ./DEBIAN -prune -o -type f -printf '%P\\0' | sort -z | xargs -0 md5sum")
             .current_dir(stage),
     )?;
-    put(
-        stage,
-        "DEBIAN/md5sums",
-        format!("{sums}\n").as_bytes(),
-        0o644,
-    )
+    put(stage, "DEBIAN/md5sums", sums.as_bytes(), 0o644)
 }
 
 /// Installs the package into a temporary root as dpkg would on a host, runs what a user
@@ -584,18 +581,4 @@ fn gzip(bytes: &[u8]) -> anyhow::Result<Vec<u8>> {
     let out = child.wait_with_output().context("gzip failed")?;
     ensure!(out.status.success(), "gzip failed with {}", out.status);
     Ok(out.stdout)
-}
-
-fn output(cmd: &mut Command) -> anyhow::Result<String> {
-    let out = cmd
-        .output()
-        .with_context(|| format!("cannot run {cmd:?}"))?;
-    if !out.status.success() {
-        bail!(
-            "{cmd:?} failed with {}: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim_end().to_owned())
 }

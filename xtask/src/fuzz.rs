@@ -76,11 +76,7 @@ pub fn fuzz_quietly(ws: &Workspace, args: &FuzzArgs) -> anyhow::Result<Vec<Strin
         .status()
         .context("cannot start cargo fuzz build")?;
     if !built.success() {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        let tail: Vec<&str> = text.lines().rev().take(40).collect();
-        for line in tail.into_iter().rev() {
-            eprintln!("  {line}");
-        }
+        show_tail(&std::fs::read_to_string(&log).unwrap_or_default());
         bail!(
             "cargo fuzz build failed ({built}); its log: {}",
             log.display()
@@ -108,10 +104,7 @@ pub fn fuzz_quietly(ws: &Workspace, args: &FuzzArgs) -> anyhow::Result<Vec<Strin
             println!("fuzz: {target} ok, {runs} runs in {} s", args.seconds);
             verdicts.push(format!("{target} ok ({runs} runs)"));
         } else {
-            let tail: Vec<&str> = text.lines().rev().take(40).collect();
-            for line in tail.into_iter().rev() {
-                eprintln!("  {line}");
-            }
+            show_tail(&text);
             eprintln!(
                 "fuzz: {target} FAILED ({status}); its log: {}",
                 log.display()
@@ -126,6 +119,14 @@ pub fn fuzz_quietly(ws: &Workspace, args: &FuzzArgs) -> anyhow::Result<Vec<Strin
         );
     }
     Ok(verdicts)
+}
+
+/// The last 40 lines of a log, indented, on standard error.
+fn show_tail(text: &str) {
+    let tail: Vec<&str> = text.lines().rev().take(40).collect();
+    for line in tail.into_iter().rev() {
+        eprintln!("  {line}");
+    }
 }
 
 fn targets(args: &FuzzArgs) -> anyhow::Result<Vec<&str>> {
