@@ -8,8 +8,8 @@
 //! the state on purge), and cargo-deb would add a build of its own to every CI run.
 //! Its `Depends` come from `dpkg-shlibdeps` over the binary.
 //!
-//! `cargo xtask test` then checks the package ([`check`]): installed into a temporary
-//! root, it runs, removing it keeps the configuration and the state, and purging it leaves
+//! `cargo xtask test` then checks the package ([`check`]): lintian finds nothing in it;
+//! installed into a temporary root, it runs, removing it keeps the configuration and the state, and purging it leaves
 //! nothing but what the user wrote there.
 
 use std::{
@@ -40,10 +40,10 @@ if [ "$1" = configure ]; then
     mkdir -p "$DPKG_ROOT/var/lib/ban-agent"
     chmod 0700 "$DPKG_ROOT/var/lib/ban-agent"
     if [ -z "$DPKG_ROOT" ] && [ -d /run/systemd/system ]; then
-        systemctl daemon-reload >/dev/null 2>&1 || true
+        systemctl --system daemon-reload >/dev/null 2>&1 || true
         # An upgrade restarts a running agent on the new binary; the bans stay in the kernel.
         if [ -n "$2" ] && systemctl is-active --quiet ban-agent.service; then
-            systemctl restart ban-agent.service || true
+            deb-systemd-invoke restart ban-agent.service >/dev/null || true
         fi
     fi
     if [ -z "$2" ]; then
@@ -58,11 +58,11 @@ const PRERM: &str = r#"#!/bin/sh
 set -e
 if [ "$1" = remove ] && [ -z "$DPKG_ROOT" ]; then
     if [ -d /run/systemd/system ]; then
-        systemctl stop ban-agent.service >/dev/null 2>&1 || true
+        deb-systemd-invoke stop ban-agent.service >/dev/null || true
     fi
     # Stopping leaves the program and its bans in the kernel, for a restart; a removal
     # takes them out (a reinstall restores the bans from the state).
-    /usr/bin/ban-agent datapath detach >/dev/null 2>&1 || true
+    ban-agent datapath detach >/dev/null 2>&1 || true
 fi
 exit 0
 "#;
@@ -78,7 +78,7 @@ if [ "$1" = purge ]; then
 fi
 if [ "$1" = remove ] || [ "$1" = purge ]; then
     if [ -z "$DPKG_ROOT" ] && [ -d /run/systemd/system ]; then
-        systemctl daemon-reload >/dev/null 2>&1 || true
+        systemctl --system daemon-reload >/dev/null 2>&1 || true
     fi
 fi
 exit 0
@@ -96,7 +96,7 @@ pub fn dist(ws: &Workspace) -> anyhow::Result<Dist> {
     if stage.exists() {
         fs::remove_dir_all(&stage).with_context(|| format!("cannot empty {}", stage.display()))?;
     }
-    stage_files(ws, &stage)?;
+    stage_files(ws, &stage, &version)?;
     let depends = shlib_depends(&out, &stage)?;
     write_control(&stage, &version, &arch, &depends)?;
 
@@ -144,12 +144,13 @@ fn workspace_version(ws: &Workspace) -> anyhow::Result<String> {
 }
 
 /// The files of the package under `stage`, as they land on the host.
-fn stage_files(ws: &Workspace, stage: &Path) -> anyhow::Result<()> {
+fn stage_files(ws: &Workspace, stage: &Path, version: &str) -> anyhow::Result<()> {
     let binary = ws.root.join("target/release/ban-agent");
     put(stage, "usr/bin/ban-agent", &read(&binary)?, 0o755)?;
-    // Debug sections are most of the release binary; the eBPF object inside is data.
+    // Debian ships binaries stripped; the eBPF object inside is data and stays whole.
     run(Command::new("strip")
-        .arg("--strip-debug")
+        .arg("--strip-unneeded")
+        .args(["--remove-section=.comment", "--remove-section=.note"])
         .arg(stage.join("usr/bin/ban-agent")))?;
     let unit = String::from_utf8(read(&ws.root.join("dist/ban-agent.service"))?)
         .context("dist/ban-agent.service is not UTF-8")?
@@ -232,14 +233,42 @@ fn stage_files(ws: &Workspace, stage: &Path) -> anyhow::Result<()> {
         0o644,
     )?;
     let copyright = "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\
-                     Upstream-Name: ban-agent\n\nFiles: *\nLicense: MIT or Apache-2.0\n";
+                     Upstream-Name: ban-agent\n\nFiles: *\nCopyright: 2026 the ban-agent developers\n\
+                     License: MIT or Apache-2.0\n";
     put(
         stage,
         &format!("{doc}/copyright"),
         copyright.as_bytes(),
         0o644,
     )?;
+    let changelog = format!(
+        "ban-agent ({version}) unstable; urgency=medium\n\n  \
+         * Built from the ban-agent repository, commit {commit}, by `cargo xtask dist`.\n\n \
+         -- ban-agent developers <ban-agent@example.org>  {date}\n",
+        // Outside a git checkout (a source tarball), the build's own time.
+        commit = git(ws, &["log", "-1", "--format=%h"]).unwrap_or_else(|_| "unknown".into()),
+        date = git(ws, &["log", "-1", "--format=%aD"])
+            .or_else(|_| output(Command::new("date").arg("-R")).map(|d| d.trim().to_owned()))?,
+    );
+    let changelog = gzip(changelog.as_bytes())?;
+    put(stage, &format!("{doc}/changelog.gz"), &changelog, 0o644)?;
+    // The configuration is 0600 on purpose: hook URLs and commands may carry secrets.
+    put(
+        stage,
+        "usr/share/lintian/overrides/ban-agent",
+        b"ban-agent: non-standard-file-perm 0600 != 0644 [etc/ban-agent/ban-agent.toml]\n",
+        0o644,
+    )?;
     Ok(())
+}
+
+/// A line of git's output about this checkout (the package's changelog: reproducible).
+fn git(ws: &Workspace, args: &[&str]) -> anyhow::Result<String> {
+    Ok(
+        output(Command::new("git").args(args).current_dir(&ws.root))?
+            .trim()
+            .to_owned(),
+    )
 }
 
 /// `Depends` of the binary, from `dpkg-shlibdeps` (libc6, libgcc-s1, libsystemd0 with
@@ -331,6 +360,20 @@ pub fn check(ws: &Workspace, dist: &Dist) -> anyhow::Result<Vec<String>> {
     fs::write(root.join("var/lib/dpkg/status"), "").context("cannot create dpkg's status")?;
     let mut checked = Vec::new();
     let before = files(&root)?;
+
+    // Debian's own checks of a package: no error nor warning (the one deliberate
+    // exception, the configuration's 0600, is overridden in the package, with its reason).
+    let said = Command::new("lintian")
+        .args(["--fail-on", "error,warning", "--tag-display-limit", "0"])
+        .arg(&dist.deb)
+        .output()
+        .context("cannot run lintian")?;
+    ensure!(
+        said.status.success(),
+        "lintian found problems in the package:\n{}",
+        String::from_utf8_lossy(&said.stdout)
+    );
+    checked.push("lintian: no error, no warning".to_owned());
 
     dpkg(&root, &["--install"], Some(&dist.deb))?;
     let contents = output(Command::new("dpkg-deb").arg("--contents").arg(&dist.deb))?;

@@ -20,9 +20,10 @@ const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
 /// Debian packages the tests, the demo and the benchmarks use, each with what proves it is
 /// there.
-const PACKAGES: [(Proof, &str); 12] = [
-    // `cargo xtask dist`: the package's dependencies (dpkg-shlibdeps).
+const PACKAGES: [(Proof, &str); 13] = [
+    // `cargo xtask dist`: the package's dependencies (dpkg-shlibdeps), and its check.
     (Proof::Command("dpkg-shlibdeps"), "dpkg-dev"),
+    (Proof::Command("lintian"), "lintian"),
     (Proof::Command("bpftool"), "bpftool"),
     (Proof::Command("ip"), "iproute2"),
     (Proof::Command("nsenter"), "util-linux"),
