@@ -444,10 +444,13 @@ pub fn check(ws: &Workspace, dist: &Dist) -> anyhow::Result<Vec<String>> {
     checked
         .push("`ban-agent run --dry-run` on the installed configuration answers `ping`".to_owned());
 
-    // What the user adds: a filter of their own, and the state the agent wrote.
+    // What the user adds: a filter of their own; the state the agent wrote in the
+    // package's folder, and one in a `state_dir` the user chose elsewhere.
     let mine = root.join("etc/ban-agent/filter.d/mine.toml");
     fs::write(&mine, "failregex = ['^fail <HOST>$']\n").context("cannot write a user filter")?;
     fs::write(root.join("var/lib/ban-agent/state.db"), "state").context("cannot write a state")?;
+    mkdir(&root.join("srv/ban-state"))?;
+    fs::write(root.join("srv/ban-state/state.db"), "state").context("cannot write a state")?;
 
     dpkg(&root, &["--remove", "ban-agent"], None)?;
     ensure!(!agent.exists(), "remove left the binary");
@@ -470,15 +473,23 @@ pub fn check(ws: &Workspace, dist: &Dist) -> anyhow::Result<Vec<String>> {
         "etc/ban-agent",
         "etc/ban-agent/filter.d",
         "etc/ban-agent/filter.d/mine.toml",
+        "srv",
+        "srv/ban-state",
+        "srv/ban-state/state.db",
     ]
     .iter()
     .map(PathBuf::from)
     .collect();
     ensure!(
         left == expected,
-        "purge left {left:?}; only the user's own filter (and its folders) may stay"
+        "purge left {left:?}; only the user's own filter and the state_dir they chose (and \
+         their folders) may stay"
     );
-    checked.push("purge: nothing is left but the filter the user wrote".to_owned());
+    checked.push(
+        "purge: /var/lib/ban-agent is gone; left are the filter the user wrote and the \
+         state_dir they chose elsewhere"
+            .to_owned(),
+    );
     fs::remove_dir_all(&root).ok();
     Ok(checked)
 }
