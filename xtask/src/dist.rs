@@ -20,7 +20,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, bail, ensure};
+use anyhow::{Context as _, ensure};
 
 use crate::{Workspace, output, run};
 
@@ -509,17 +509,7 @@ fn dpkg(root: &Path, args: &[&str], package: Option<&Path>) -> anyhow::Result<()
     if let Some(package) = package {
         cmd.arg(package);
     }
-    let result = cmd
-        .output()
-        .with_context(|| format!("cannot run {cmd:?}"))?;
-    if !result.status.success() {
-        bail!(
-            "{cmd:?} failed: {}{}",
-            String::from_utf8_lossy(&result.stdout),
-            String::from_utf8_lossy(&result.stderr)
-        );
-    }
-    Ok(())
+    output(&mut cmd).map(drop)
 }
 
 /// `run --dry-run` on the installed configuration until it answers on its socket.
