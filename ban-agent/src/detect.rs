@@ -252,10 +252,8 @@ impl Detector {
             JailFilter::Simple(filter) if filter.reads_json(line) => {
                 filter.json_time(line).map(|at| (at, DateFormat::Field))
             }
-            JailFilter::Simple(filter) if filter.has_time_group() => {
-                self.dates.read(filter.find_time(line).unwrap_or(line))
-            }
-            JailFilter::Simple(_) => self.dates.read(line),
+            // A filter without a `time` group finds none, at no cost: the whole line.
+            JailFilter::Simple(filter) => self.dates.read(filter.find_time(line).unwrap_or(line)),
             JailFilter::Full(matcher) => matcher
                 .date_of(line, fallback)
                 .map(|at| (at, DateFormat::Template)),

@@ -196,15 +196,6 @@ pub fn find_filter(
     } else {
         filter_dir.join(format!("{bare}.toml"))
     };
-    let with_options = |path: &Path, text: &str| {
-        parse_filter_with(path, text, &reference.options).map_err(|error| match error {
-            ParseFilterError::Options(problem) => FindFilterError::Options {
-                filter: bare.to_owned(),
-                problem,
-            },
-            ParseFilterError::Invalid(error) => FindFilterError::Invalid(error),
-        })
-    };
     if file.exists() || as_path {
         crate::trust::check_file(&file)?;
         let text =
@@ -212,11 +203,12 @@ pub fn find_filter(
                 file: file.clone(),
                 source,
             })?;
-        let filter = with_options(&file, &text)?;
+        let filter = parse_filter(&file, &text, bare, &reference.options)?;
         return Ok((filter.into(), file.display().to_string()));
     }
     if let Some(text) = filter::builtin(bare) {
-        let filter = with_options(Path::new(&format!("(built-in filter {bare})")), text)?;
+        let origin = format!("(built-in filter {bare})");
+        let filter = parse_filter(Path::new(&origin), text, bare, &reference.options)?;
         return Ok((filter.into(), format!("built-in {bare}")));
     }
     let fail2ban = fail2ban_dir.join(format!("{bare}.conf"));
@@ -231,41 +223,27 @@ pub fn find_filter(
 }
 
 /// Compiles the text of a filter file (`failregex = [...]`, `ignoreregex = [...]`,
-/// `[options]`, `[json]`) with its options at their defaults; `path` locates errors.
-pub fn parse_filter(path: &Path, text: &str) -> Result<Filter, ConfigError> {
-    parse_filter_with(path, text, &[]).map_err(|error| match error {
-        ParseFilterError::Invalid(error) => error,
-        // No option is set, so none can be unknown.
-        ParseFilterError::Options(problem) => Source {
-            path: path.to_owned(),
-            text,
-        }
-        .error(0..0, "options", problem),
-    })
-}
-
-/// Why a filter file with options set does not compile.
-pub enum ParseFilterError {
-    /// An option set that the filter does not have (the jail's mistake).
-    Options(String),
-    /// The file itself is wrong.
-    Invalid(ConfigError),
-}
-
-/// [`parse_filter`] with options set (`NAME[option=value, ...]`).
-pub fn parse_filter_with(
+/// `[options]`, `[json]`) with the options `overrides` sets (`NAME[option=value]`), the
+/// others at their defaults. `path` locates errors in the file; `name` names the filter
+/// when an option set is not one of its own (the jail's mistake, not the file's).
+pub fn parse_filter(
     path: &Path,
     text: &str,
+    name: &str,
     overrides: &[(String, String)],
-) -> Result<Filter, ParseFilterError> {
+) -> Result<Filter, FindFilterError> {
     let source = Source {
         path: path.to_owned(),
         text,
     };
-    let raw: RawFilter =
-        toml::from_str(text).map_err(|e| ParseFilterError::Invalid(source.toml_error(&e)))?;
-    filter::options::merge(&raw.options, overrides).map_err(ParseFilterError::Options)?;
-    compile(&source, &raw, "", overrides).map_err(ParseFilterError::Invalid)
+    let raw: RawFilter = toml::from_str(text).map_err(|e| source.toml_error(&e))?;
+    filter::options::merge(&raw.options, overrides).map_err(|problem| {
+        FindFilterError::Options {
+            filter: name.to_owned(),
+            problem,
+        }
+    })?;
+    Ok(compile(&source, &raw, "", overrides)?)
 }
 
 /// Compiles a filter's regexes, locating an error at the regex that caused it.

@@ -240,18 +240,10 @@ impl Agent {
             self.pending.jail_ids = Some(self.state.jail_ids.clone());
         }
         let detector = Detector::for_jail(&jail, self.own(), self.setup.zone.clone());
-        let failures = self
-            .setup
-            .metrics
-            .failures
-            .get_or_create(&Metrics::jail(&jail.name))
-            .clone();
-        let malformed = self
-            .setup
-            .metrics
-            .malformed_lines
-            .get_or_create(&Metrics::jail(&jail.name))
-            .clone();
+        let label = Metrics::jail(&jail.name);
+        let metrics = &self.setup.metrics;
+        let failures = metrics.failures.get_or_create(&label).clone();
+        let malformed = metrics.malformed_lines.get_or_create(&label).clone();
         let run = JailRun {
             malformed,
             id,

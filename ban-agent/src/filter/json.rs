@@ -11,13 +11,13 @@
 //! "request.uri" = '^%(login_path)s(?:\?.*)?$'          # a string is a regex
 //! ```
 
-use std::{collections::BTreeMap, net::IpAddr};
+use std::collections::BTreeMap;
 
 use ipnet::IpNet;
 use regex::Regex;
 use serde_json::Value;
 
-use super::{options, pick::Picker};
+use super::{Tag, options, pick::Picker};
 
 /// The `[json]` table of a filter, as written.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
@@ -163,14 +163,14 @@ impl JsonRules {
             .host
             .iter()
             .find_map(|&slot| value[slot].as_ref()?.as_str().filter(|s| !s.is_empty()));
-        let Some(addr) = host.and_then(|text| text.trim().parse::<IpAddr>().ok()) else {
+        let Some(target) = host.and_then(|text| super::parse_target(text.trim(), Tag::Addr)) else {
             return JsonOutcome::Missed;
         };
         if self.ignore.iter().any(|rule| rule.holds(&value)) {
             return JsonOutcome::Ignored { rule };
         }
         JsonOutcome::Failure {
-            target: IpNet::from(super::canonical(addr)),
+            target,
             rule,
             time: self.time_of(&value),
         }

@@ -264,11 +264,7 @@ impl Filter {
         patterns.extend(json.iter().flat_map(|j| j.described().iter().cloned()));
         Ok(Self {
             patterns,
-            prefilter: if expanded.is_empty() {
-                None
-            } else {
-                Prefilter::new(&expanded)
-            },
+            prefilter: Prefilter::new(&expanded),
             set,
             regexes,
             ignore,
@@ -297,8 +293,8 @@ impl Filter {
 
     /// The time field of a JSON line, when the filter reads JSON and has one.
     pub fn json_time(&self, line: &str) -> Option<i64> {
-        let json = self.json.as_ref()?;
-        self.reads_json(line).then(|| json.time(line))?
+        let json = self.json.as_ref().filter(|_| self.reads_json(line))?;
+        json.time(line)
     }
 
     /// Judges one line (without its line terminator).
@@ -380,13 +376,6 @@ impl Filter {
             let found = failregex.regex.captures(line)?.get(group)?;
             Some(&line[found.start()..found.end()])
         })
-    }
-
-    /// Whether a failregex says where the time is (a group named `time`).
-    pub fn has_time_group(&self) -> bool {
-        self.regexes
-            .iter()
-            .any(|failregex| failregex.time_group.is_some())
     }
 
     fn first_match(&self, line: &str) -> Option<usize> {

@@ -35,6 +35,10 @@ impl Prefilter {
             let hir = regex_syntax::parse(pattern).ok()?;
             literals.extend(required_literals(&hir)?);
         }
+        if literals.is_empty() {
+            // No regex (a filter of JSON rules only): nothing to gate.
+            return None;
+        }
         // An alternation of plain literals: the regex crate searches it with memmem or a
         // SIMD multi-literal searcher (Teddy), several times faster here than aho-corasick.
         let alternation: Vec<String> = literals.iter().map(|l| escape_bytes(l)).collect();

@@ -113,8 +113,8 @@ pub struct Follower {
     /// How long a rotated file may stay idle before it is let go.
     rotated_idle: Duration,
     max_line: usize,
-    /// Lines read from rotated files (not counted by `lines`).
-    rotated_lines: TailStats,
+    /// Line counts of the rotated files let go (those followed count in `rotated`).
+    retired: TailStats,
 }
 
 /// Bytes one [`Follower::poll`] reads at most by default: about 15 ms of the agent's work,
@@ -152,7 +152,7 @@ impl Follower {
             rotated: Vec::new(),
             rotated_idle: ROTATED_IDLE,
             max_line,
-            rotated_lines: TailStats::default(),
+            retired: TailStats::default(),
         }
     }
 
@@ -184,14 +184,16 @@ impl Follower {
     }
 
     pub fn stats(&self) -> TailStats {
-        let (own, rotated) = (self.lines.stats(), self.rotated_lines);
-        TailStats {
-            lines: own.lines + rotated.lines,
-            invalid_utf8: own.invalid_utf8 + rotated.invalid_utf8,
-            too_long: own.too_long + rotated.too_long,
+        let mut total = TailStats {
             rotations: self.rotations,
             truncations: self.truncations,
+            ..self.retired
+        };
+        let followed = std::iter::once(&self.lines).chain(self.rotated.iter().map(|r| &r.lines));
+        for lines in followed {
+            add(&mut total, lines.stats());
         }
+        total
     }
 
     /// Bytes in the file open now that were not read into complete lines yet.
@@ -272,7 +274,6 @@ impl Follower {
         let now = Instant::now();
         for rotated in &mut self.rotated {
             let before = rotated.open.offset;
-            let before_stats = rotated.lines.stats();
             if !read_file(
                 &mut rotated.open,
                 &mut rotated.lines,
@@ -282,23 +283,19 @@ impl Follower {
             )? {
                 self.more = true;
             }
-            let after = rotated.lines.stats();
-            add(
-                &mut self.rotated_lines,
-                TailStats {
-                    lines: after.lines - before_stats.lines,
-                    invalid_utf8: after.invalid_utf8 - before_stats.invalid_utf8,
-                    too_long: after.too_long - before_stats.too_long,
-                    ..TailStats::default()
-                },
-            );
             if rotated.open.offset > before {
                 rotated.grew = now;
             }
         }
         let idle = self.rotated_idle;
-        self.rotated
-            .retain(|rotated| now.duration_since(rotated.grew) < idle);
+        let retired = &mut self.retired;
+        self.rotated.retain(|rotated| {
+            let kept = now.duration_since(rotated.grew) < idle;
+            if !kept {
+                add(retired, rotated.lines.stats());
+            }
+            kept
+        });
         Ok(())
     }
 
@@ -464,10 +461,9 @@ impl Follower {
         if let Some(open) = self.open.take() {
             // Its writer may not know of the rotation: keep reading it while it grows.
             let lines = std::mem::replace(&mut self.lines, Lines::new(self.max_line));
-            // Its counts so far move with it; what it reads later is added as it comes.
-            add(&mut self.rotated_lines, lines.stats());
             if self.rotated.len() == MAX_ROTATED {
-                self.rotated.remove(0);
+                let oldest = self.rotated.remove(0);
+                add(&mut self.retired, oldest.lines.stats());
             }
             self.rotated.push(Rotated {
                 open,
@@ -475,7 +471,6 @@ impl Follower {
                 grew: Instant::now(),
             });
         }
-        self.lines.restart(false);
         // The new file is read from its start, even in the first poll of a follower that
         // starts at the end of what it finds.
         self.seen = true;
