@@ -24,12 +24,15 @@ ports = [8000]
 start = "head"
 "#;
 
-/// A fixed directory, so that the seed corpus can name the log in its checkpoints:
-/// `/tmp/ban-agent-fuzz-state/auth.log`.
-const DIR: &str = "/tmp/ban-agent-fuzz-state";
+/// The target's own folder under the temporary directory, created by the target itself
+/// (a new machine has none). Its place is fixed, so that the seed corpus can name the log
+/// in its checkpoints (`/tmp/ban-agent-fuzz-state/auth.log` where TMPDIR is unset) and a
+/// crash replays with `cargo fuzz run state_file INPUT`.
+const DIR: &str = "ban-agent-fuzz-state";
 
 fuzz_target!(|data: &[u8]| {
-    let dir = std::path::Path::new(DIR);
+    let dir = std::env::temp_dir().join(DIR);
+    std::fs::create_dir_all(&dir).expect("create the fuzz target's folder");
     let path = dir.join("ban-agent.toml");
     std::fs::write(&path, CONFIG).expect("write the configuration");
     std::fs::write(dir.join("auth.log"), "a line\nand another\n").expect("write the log");
