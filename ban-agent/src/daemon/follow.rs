@@ -266,7 +266,7 @@ impl Agent {
                 .filter_map(|name| self.jails.get(name))
                 .any(|run| run.config.start == Start::Head);
             let start = if head { Start::Head } else { Start::Tail };
-            let resume = self.state.positions.get(&path).copied();
+            let resume = self.state.positions.get(&path).cloned();
             let follower = Follower::new(path.clone(), start, tail::DEFAULT_MAX_LINE, resume);
             let lines = self
                 .setup

@@ -26,7 +26,10 @@ use ipnet::IpNet;
 use rusqlite::{Connection, OpenFlags, OptionalExtension as _, params};
 use thiserror::Error;
 
-use crate::{filter::date::UnixMs, tail::Checkpoint};
+use crate::{
+    filter::date::UnixMs,
+    tail::{Checkpoint, Mark},
+};
 
 /// The schema this ban-agent writes (`PRAGMA user_version`); a newer one is refused.
 pub const SCHEMA: i64 = 1;
@@ -453,13 +456,32 @@ impl Store {
         for row in rows {
             let (path, offset, fingerprint) = row.map_err(read)?;
             // Stored as SQLite's signed integers, bit for bit.
-            let checkpoint = Checkpoint {
-                offset: offset as u64,
-                fingerprint: fingerprint.map(|f| f as u64),
-            };
+            let checkpoint = Checkpoint::file(offset as u64, fingerprint.map(|f| f as u64));
             state
                 .positions
                 .insert(PathBuf::from(OsStr::from_bytes(&path)), checkpoint);
+        }
+        let mut rotated = c
+            .prepare("SELECT path, offset, fingerprint FROM rotated ORDER BY path, seq")
+            .map_err(read)?;
+        let rows = rotated
+            .query_map([], |row| {
+                Ok((
+                    row.get::<_, Vec<u8>>(0)?,
+                    row.get::<_, i64>(1)?,
+                    row.get::<_, i64>(2)?,
+                ))
+            })
+            .map_err(read)?;
+        for row in rows {
+            let (path, offset, fingerprint) = row.map_err(read)?;
+            // A rotated file of a path with no position is an orphan: nothing resumes it.
+            if let Some(checkpoint) = state.positions.get_mut(Path::new(OsStr::from_bytes(&path))) {
+                checkpoint.rotated.push(Mark {
+                    offset: offset as u64,
+                    fingerprint: fingerprint as u64,
+                });
+            }
         }
         state.jail_ids = self.pairs("SELECT name, id FROM jails")?;
         state.cursors = self.pairs("SELECT jail, cursor FROM cursors")?;
@@ -805,13 +827,27 @@ fn write_changes(tx: &rusqlite::Transaction<'_>, changes: &Changes) -> rusqlite:
         let mut upsert = tx.prepare_cached(
             "INSERT OR REPLACE INTO positions (path, offset, fingerprint) VALUES (?1, ?2, ?3)",
         )?;
+        let mut forget = tx.prepare_cached("DELETE FROM rotated WHERE path = ?1")?;
+        let mut rotated = tx.prepare_cached(
+            "INSERT INTO rotated (path, seq, offset, fingerprint) VALUES (?1, ?2, ?3, ?4)",
+        )?;
         for (path, checkpoint) in &changes.positions {
+            let path = path.as_os_str().as_bytes();
             // SQLite's integers are signed: stored bit for bit.
             upsert.execute(params![
-                path.as_os_str().as_bytes(),
+                path,
                 checkpoint.offset as i64,
                 checkpoint.fingerprint.map(|f| f as i64)
             ])?;
+            forget.execute([path])?;
+            for (seq, mark) in checkpoint.rotated.iter().enumerate() {
+                rotated.execute(params![
+                    path,
+                    seq as i64,
+                    mark.offset as i64,
+                    mark.fingerprint as i64
+                ])?;
+            }
         }
     }
     for (jail, cursor) in &changes.cursors {

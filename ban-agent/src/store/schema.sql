@@ -49,6 +49,18 @@ CREATE TABLE IF NOT EXISTS positions (
     fingerprint INTEGER
 ) WITHOUT ROWID;
 
+-- The files rotated away from a log's path that its follower still read, since the app
+-- may keep writing to them (Python's FileHandler under logrotate's `create`): where each
+-- was read up to, found again by its first line's hash (`seq`: oldest first). Written
+-- with the path's row in one transaction.
+CREATE TABLE IF NOT EXISTS rotated (
+    path BLOB NOT NULL,
+    seq INTEGER NOT NULL,
+    offset INTEGER NOT NULL,
+    fingerprint INTEGER NOT NULL,
+    PRIMARY KEY (path, seq)
+) WITHOUT ROWID;
+
 -- Where each journal jail read its journal up to (sd-journal cursors).
 CREATE TABLE IF NOT EXISTS cursors (
     jail TEXT PRIMARY KEY,

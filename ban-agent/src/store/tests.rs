@@ -34,6 +34,16 @@ fn sample() -> Changes {
             offset: 4096,
             // Above i64::MAX: stored bit for bit.
             fingerprint: Some(u64::MAX - 41),
+            rotated: vec![
+                Mark {
+                    offset: 100,
+                    fingerprint: u64::MAX - 7,
+                },
+                Mark {
+                    offset: 7,
+                    fingerprint: 3,
+                },
+            ],
         },
     );
     changes.jail_ids = Some(BTreeMap::from([("auth".to_owned(), 0)]));

@@ -16,7 +16,9 @@
 //! `max_line` is skipped and counted, and never held in memory whole. Invalid UTF-8 is
 //! replaced (lossy) and counted. [`Follower::checkpoint`] gives the position after the
 //! last complete line and a fingerprint of the file's first line, so that a restart
-//! resumes exactly there when it is the same file, and reads a new file from its start.
+//! resumes exactly there when it is the same file, and reads a new file from its start;
+//! and the same for each rotated file still followed, so that a restart neither reads a
+//! line of one again nor misses what its writer appends after the restart.
 //!
 //! When to poll is the business of [`watch`]: inotify through `notify`, with a polling
 //! fallback.
@@ -47,13 +49,36 @@ const CHUNK: usize = 256 * 1024;
 /// How the first line is fingerprinted: at most this many bytes of it.
 const FINGERPRINT_BYTES: usize = 4096;
 
-/// Where to resume a file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// Where to resume a follower: its path's file, and the rotated files it still followed.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Checkpoint {
     /// Byte offset after the last complete line read.
     pub offset: u64,
     /// Hash of the file's first line; `None` while it has no complete line.
     pub fingerprint: Option<u64>,
+    /// The files rotated away from the path that were still followed (their writer may
+    /// not have reopened the log), oldest first. Saved with the rest in one transaction.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rotated: Vec<Mark>,
+}
+
+impl Checkpoint {
+    /// The checkpoint of one file, with no rotated file followed.
+    pub fn file(offset: u64, fingerprint: Option<u64>) -> Self {
+        Self {
+            offset,
+            fingerprint,
+            rotated: Vec::new(),
+        }
+    }
+}
+
+/// Where one file was read up to, found again by its first line's fingerprint (a rotated
+/// file with no complete line yet cannot be found again, and is not marked).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Mark {
+    pub offset: u64,
+    pub fingerprint: u64,
 }
 
 /// What a follower has seen.
@@ -87,7 +112,8 @@ struct Rotated {
 pub struct Follower {
     path: PathBuf,
     start: Start,
-    /// A checkpoint not yet applied: used when the path is first opened.
+    /// A checkpoint not yet applied: used when the path is first opened (its rotated
+    /// files are taken up by the first poll, and cleared from it then).
     resume: Option<Checkpoint>,
     /// Whether the path was polled before: a file found later is new, read from its start.
     seen: bool,
@@ -106,8 +132,8 @@ pub struct Follower {
     backlog: Vec<PathBuf>,
     /// Where the file read before the one open now was left, while that one has no
     /// complete line: a checkpoint of an empty new file could not find the rotated files
-    /// after a restart, this one can.
-    left: Option<Checkpoint>,
+    /// after a restart, this one can. Moved on as that file is read after its rotation.
+    left: Option<Mark>,
     /// Files rotated away while followed, still read while they grow; oldest first.
     rotated: Vec<Rotated>,
     /// How long a rotated file may stay idle before it is let go.
@@ -131,6 +157,16 @@ struct OpenFile {
     /// Position after the last complete (or skipped) line.
     committed: u64,
     fingerprint: Option<u64>,
+}
+
+impl OpenFile {
+    /// Where it was read up to, once it has a first line to be found again by.
+    fn mark(&self) -> Option<Mark> {
+        Some(Mark {
+            offset: self.committed,
+            fingerprint: self.fingerprint?,
+        })
+    }
 }
 
 impl Follower {
@@ -203,33 +239,99 @@ impl Follower {
         Some(len.saturating_sub(open.committed))
     }
 
-    /// Where to resume: after the last complete line of the file open now.
+    /// Where to resume: after the last complete line of the file open now, and of each
+    /// rotated file still followed.
     pub fn checkpoint(&self) -> Option<Checkpoint> {
-        match &self.open {
-            Some(open) if open.fingerprint.is_none() && open.committed == 0 => {
-                self.left.or(Some(Checkpoint {
-                    offset: 0,
-                    fingerprint: None,
-                }))
-            }
-            Some(open) => Some(Checkpoint {
-                offset: open.committed,
-                fingerprint: open.fingerprint,
-            }),
-            None => self.resume.or(self.left),
+        // Not polled yet: the checkpoint resumed, rotated files and all.
+        if let Some(resume) = self.resume.as_ref().filter(|cp| !cp.rotated.is_empty()) {
+            return Some(resume.clone());
         }
+        let rotated: Vec<Mark> = self.rotated.iter().filter_map(|r| r.open.mark()).collect();
+        // An empty new file is found again by the file read before it: the newest rotated
+        // one still followed, where it is read up to now.
+        let before = rotated.last().copied().or(self.left);
+        let (offset, fingerprint) = match &self.open {
+            Some(open) if open.fingerprint.is_none() && open.committed == 0 => {
+                before.map_or((0, None), |mark| (mark.offset, Some(mark.fingerprint)))
+            }
+            Some(open) => (open.committed, open.fingerprint),
+            None => match (&self.resume, before) {
+                (Some(resume), _) => (resume.offset, resume.fingerprint),
+                (None, Some(mark)) => (mark.offset, Some(mark.fingerprint)),
+                (None, None) => return None,
+            },
+        };
+        Some(Checkpoint {
+            offset,
+            fingerprint,
+            rotated,
+        })
     }
 
     /// Notes where the file open now was left, before another one takes its place.
     fn leave(&mut self) {
-        if let Some(open) = &self.open
-            && open.fingerprint.is_some()
+        if let Some(mark) = self.open.as_ref().and_then(OpenFile::mark) {
+            self.left = Some(mark);
+        }
+    }
+
+    /// Stops following a rotated file; its lines still count in the stats, and where it
+    /// was left moves on if it is the file read before the one open now.
+    fn retire(&mut self, rotated: Rotated) {
+        add(&mut self.retired, rotated.lines.stats());
+        if let (Some(left), Some(mark)) = (self.left.as_mut(), rotated.open.mark())
+            && left.fingerprint == mark.fingerprint
         {
-            self.left = Some(Checkpoint {
-                offset: open.committed,
-                fingerprint: open.fingerprint,
+            *left = mark;
+        }
+    }
+
+    /// Takes up the rotated files of the checkpoint resumed, where each was left, so that
+    /// what their writers append is read, and nothing of them twice. A file no longer
+    /// beside the path (deleted, compressed) is let go.
+    fn resume_rotated(&mut self) -> io::Result<()> {
+        let Some(marks) = self
+            .resume
+            .as_mut()
+            .map(|cp| std::mem::take(&mut cp.rotated))
+        else {
+            return Ok(());
+        };
+        let mut skip: Vec<(u64, u64)> = std::fs::metadata(&self.path)
+            .map(|meta| vec![(meta.dev(), meta.ino())])
+            .unwrap_or_default();
+        for mark in marks {
+            let Some(away) = rotated_away(&self.path, mark.offset, mark.fingerprint, &skip)? else {
+                continue;
+            };
+            let mut file = away.file;
+            file.seek(SeekFrom::Start(mark.offset))?;
+            skip.push((away.meta.dev(), away.meta.ino()));
+            if self.rotated.len() == MAX_ROTATED {
+                let oldest = self.rotated.remove(0);
+                self.retire(oldest);
+            }
+            self.rotated.push(Rotated {
+                open: OpenFile {
+                    file,
+                    dev: away.meta.dev(),
+                    ino: away.meta.ino(),
+                    offset: mark.offset,
+                    committed: mark.offset,
+                    fingerprint: Some(mark.fingerprint),
+                },
+                lines: Lines::new(self.max_line),
+                grew: Instant::now(),
             });
         }
+        Ok(())
+    }
+
+    /// Whether `meta` is a rotated file followed already.
+    fn follows(&self, meta: &std::fs::Metadata) -> bool {
+        self.rotated
+            .iter()
+            .any(|r| (r.open.dev, r.open.ino) == (meta.dev(), meta.ino()))
     }
 
     /// Reads every complete line appended since the last call and hands each to `sink`;
@@ -238,6 +340,9 @@ impl Follower {
         let before = self.stats().lines;
         let mut budget = self.budget;
         self.more = false;
+        if !self.seen {
+            self.resume_rotated()?;
+        }
         // What was written to the rotated files since, before the path's file: those
         // lines were written first, or at the same time.
         self.read_rotated(sink, &mut budget)?;
@@ -288,14 +393,13 @@ impl Follower {
             }
         }
         let idle = self.rotated_idle;
-        let retired = &mut self.retired;
-        self.rotated.retain(|rotated| {
-            let kept = now.duration_since(rotated.grew) < idle;
-            if !kept {
-                add(retired, rotated.lines.stats());
-            }
-            kept
-        });
+        let (kept, idle): (Vec<Rotated>, Vec<Rotated>) = std::mem::take(&mut self.rotated)
+            .into_iter()
+            .partition(|rotated| now.duration_since(rotated.grew) < idle);
+        self.rotated = kept;
+        for rotated in idle {
+            self.retire(rotated);
+        }
         Ok(())
     }
 
@@ -334,10 +438,21 @@ impl Follower {
             // Another file than the checkpoint's: the log was rotated while nobody read
             // it. The rest of the old file comes first, if it is found beside the new one
             // under a rotated name; then the new one from its start (`check_replaced`).
-            Some(cp) => match rotated_away(&self.path, cp, (meta.dev(), meta.ino()))? {
-                Some((old, old_meta, backlog)) => {
-                    (file, meta, fingerprint) = (old, old_meta, cp.fingerprint);
-                    self.backlog = backlog;
+            Some(cp) => match cp.fingerprint.map_or(Ok(None), |print| {
+                rotated_away(&self.path, cp.offset, print, &[(meta.dev(), meta.ino())])
+            })? {
+                // Followed already as a rotated file: only the files rotated after it
+                // come before the path's.
+                Some(away) if self.follows(&away.meta) => {
+                    self.backlog = away.later;
+                    if self.open_backlog()? {
+                        return Ok(true);
+                    }
+                    0
+                }
+                Some(away) => {
+                    (file, meta, fingerprint) = (away.file, away.meta, cp.fingerprint);
+                    self.backlog = away.later;
                     cp.offset
                 }
                 None => 0,
@@ -395,24 +510,29 @@ impl Follower {
     /// With no file at the path: opens the file of the checkpoint under its rotated name,
     /// if there is one; `false` otherwise (the checkpoint is kept for the path's file).
     fn open_rotated(&mut self) -> io::Result<bool> {
-        let Some(cp) = self.resume else {
+        let Some((offset, Some(print))) =
+            self.resume.as_ref().map(|cp| (cp.offset, cp.fingerprint))
+        else {
             return Ok(false);
         };
-        let Some((file, meta, backlog)) = rotated_away(&self.path, cp, (0, 0))? else {
+        let Some(away) = rotated_away(&self.path, offset, print, &[])? else {
             return Ok(false);
         };
         self.resume = None;
-        self.backlog = backlog;
-        let mut file = file;
-        file.seek(SeekFrom::Start(cp.offset))?;
+        self.backlog = away.later;
+        if self.follows(&away.meta) {
+            return self.open_backlog();
+        }
+        let (mut file, meta) = (away.file, away.meta);
+        file.seek(SeekFrom::Start(offset))?;
         self.lines.restart(false);
         self.open = Some(OpenFile {
             file,
             dev: meta.dev(),
             ino: meta.ino(),
-            offset: cp.offset,
-            committed: cp.offset,
-            fingerprint: cp.fingerprint,
+            offset,
+            committed: offset,
+            fingerprint: Some(print),
         });
         Ok(true)
     }
@@ -463,7 +583,7 @@ impl Follower {
             let lines = std::mem::replace(&mut self.lines, Lines::new(self.max_line));
             if self.rotated.len() == MAX_ROTATED {
                 let oldest = self.rotated.remove(0);
-                add(&mut self.retired, oldest.lines.stats());
+                self.retire(oldest);
             }
             self.rotated.push(Rotated {
                 open,
@@ -516,15 +636,24 @@ const ROTATED_CANDIDATES: usize = 16;
 /// What logrotate's `compress` leaves: never read as text.
 const COMPRESSED: [&str; 7] = [".gz", ".bz2", ".xz", ".zst", ".lz4", ".Z", ".zip"];
 
-/// The file a checkpoint was taken in, now under a rotated name beside `path` (`auth.log.1`,
-/// `auth.log-20261130`): same first line, at least as long; with the files rotated after
-/// it (written later), the oldest last.
+/// A file found under a rotated name.
+struct Away {
+    file: File,
+    meta: std::fs::Metadata,
+    /// The files rotated after it (written later), the oldest last.
+    later: Vec<PathBuf>,
+}
+
+/// The file read up to `offset` whose first line hashes to `fingerprint`, now under a
+/// rotated name beside `path` (`auth.log.1`, `auth.log-20261130`): same first line, at
+/// least as long, and none of the files `skip` names (device, inode).
 fn rotated_away(
     path: &Path,
-    cp: Checkpoint,
-    current: (u64, u64),
-) -> io::Result<Option<(File, std::fs::Metadata, Vec<PathBuf>)>> {
-    let (Some(dir), Some(name), Some(_)) = (path.parent(), path.file_name(), cp.fingerprint) else {
+    offset: u64,
+    fingerprint: u64,
+    skip: &[(u64, u64)],
+) -> io::Result<Option<Away>> {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
         return Ok(None);
     };
     let dir = if dir.as_os_str().is_empty() {
@@ -548,7 +677,7 @@ fn rotated_away(
         })
         .filter_map(|entry| {
             let meta = entry.metadata().ok()?;
-            (meta.is_file() && (meta.dev(), meta.ino()) != current)
+            (meta.is_file() && !skip.contains(&(meta.dev(), meta.ino())))
                 .then(|| Some((meta.modified().ok()?, entry.path())))?
         })
         .collect();
@@ -559,9 +688,9 @@ fn rotated_away(
             continue;
         };
         let meta = file.metadata()?;
-        if meta.len() >= cp.offset && fingerprint(&file)? == cp.fingerprint {
+        if meta.len() >= offset && self::fingerprint(&file)? == Some(fingerprint) {
             let later = rotated[..n].iter().map(|(_, path)| path.clone()).collect();
-            return Ok(Some((file, meta, later)));
+            return Ok(Some(Away { file, meta, later }));
         }
     }
     Ok(None)

@@ -229,9 +229,10 @@ fn a_checkpoint_taken_on_an_empty_new_file_still_finds_the_rotated_ones() {
     std::fs::rename(&log.path, log.sibling("auth.log.2")).expect("rename");
     std::fs::File::create(&log.path).expect("an empty new log");
     assert!(poll(&mut f).is_empty());
+    let after = f.checkpoint().expect("a checkpoint");
     assert_eq!(
-        f.checkpoint(),
-        Some(before),
+        (after.offset, after.fingerprint),
+        (before.offset, before.fingerprint),
         "still where the old file was left"
     );
     drop(f);
@@ -240,13 +241,15 @@ fn a_checkpoint_taken_on_an_empty_new_file_still_finds_the_rotated_ones() {
     std::fs::rename(&log.path, log.sibling("auth.log.1")).expect("rename");
     std::thread::sleep(Duration::from_millis(20));
     log.append(b"c\n");
-    let mut f = Follower::new(
-        log.path.clone(),
-        Start::Tail,
-        DEFAULT_MAX_LINE,
-        Some(before),
-    );
-    assert_eq!(poll(&mut f), ["b", "c"]);
+    for checkpoint in [before, after] {
+        let mut f = Follower::new(
+            log.path.clone(),
+            Start::Tail,
+            DEFAULT_MAX_LINE,
+            Some(checkpoint),
+        );
+        assert_eq!(poll(&mut f), ["b", "c"]);
+    }
 }
 
 // With no rotated file that matches, a changed file is read from its start, as before.
@@ -544,4 +547,136 @@ fn rotated_files_followed_are_bounded() {
     let late: Vec<String> = poll(&mut f);
     let expected: Vec<String> = (2..MAX_ROTATED + 2).map(|n| format!("{n}-late")).collect();
     assert_eq!(late, expected);
+}
+
+/// A writer that never reopens (Python's `FileHandler`) under logrotate's `create`.
+struct Rotation {
+    log: Log,
+    /// The app's handle, opened before the rotation: it writes to `auth.log.1` after it.
+    app: std::fs::File,
+    follower: Follower,
+}
+
+impl Rotation {
+    /// `auth.log` read from its head, then rotated to `auth.log.1` with a new empty
+    /// `auth.log`, and the rotation seen by a poll.
+    fn new() -> Self {
+        let (log, mut follower, read) = Log::read_from_head(b"first\n");
+        assert_eq!(read, ["first"]);
+        let app = OpenOptions::new()
+            .append(true)
+            .open(&log.path)
+            .expect("the app's handle");
+        std::fs::rename(&log.path, log.sibling("auth.log.1")).expect("rename");
+        log.append(b"");
+        assert!(poll(&mut follower).is_empty());
+        assert_eq!(follower.rotated(), 1);
+        Self { log, app, follower }
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        self.app.write_all(bytes).expect("write");
+    }
+
+    /// Stops and starts again from the follower's checkpoint.
+    fn restart(&mut self) {
+        let checkpoint = self.follower.checkpoint().expect("checkpoint");
+        self.follower = Follower::new(
+            self.log.path.clone(),
+            Start::Tail,
+            DEFAULT_MAX_LINE,
+            Some(checkpoint),
+        );
+    }
+}
+
+/// The issue a user hit: failures written to the rotated file were read again after a
+/// restart (counted twice), because the checkpoint only knew the path's empty new file.
+#[test]
+fn a_restart_reads_no_line_of_a_rotated_file_twice_and_follows_it_on() {
+    let mut r = Rotation::new();
+    r.write(b"f1\nf2\nf3\n");
+    assert_eq!(poll(&mut r.follower), ["f1", "f2", "f3"]);
+    let checkpoint = r.follower.checkpoint().expect("checkpoint");
+    assert_eq!(checkpoint.rotated.len(), 1, "{checkpoint:?}");
+    r.restart();
+    assert!(poll(&mut r.follower).is_empty(), "nothing read twice");
+    assert_eq!(
+        r.follower.rotated(),
+        1,
+        "the rotated file is followed again"
+    );
+    r.write(b"f4\n");
+    r.log.append(b"new\n");
+    assert_eq!(poll(&mut r.follower), ["f4", "new"]);
+    // Once more, now that the path's file has lines of its own.
+    r.restart();
+    r.write(b"f5\n");
+    r.log.append(b"new 2\n");
+    assert_eq!(poll(&mut r.follower), ["f5", "new 2"]);
+}
+
+/// The other outcome the user saw: the path's new file had lines of its own, so the
+/// checkpoint named it alone, and what the app wrote to the rotated file after the
+/// restart was never read.
+#[test]
+fn a_restart_after_the_new_file_has_lines_still_reads_the_rotated_file() {
+    let mut r = Rotation::new();
+    r.write(b"f1\n");
+    r.log.append(b"new\n");
+    assert_eq!(poll(&mut r.follower), ["f1", "new"]);
+    r.restart();
+    assert!(poll(&mut r.follower).is_empty(), "nothing read twice");
+    r.write(b"f2\nf3\n");
+    assert_eq!(poll(&mut r.follower), ["f2", "f3"]);
+    // Written while the agent was down: read at the start, once.
+    let checkpoint = r.follower.checkpoint().expect("checkpoint");
+    r.write(b"f4\n");
+    r.follower = Follower::new(
+        r.log.path.clone(),
+        Start::Tail,
+        DEFAULT_MAX_LINE,
+        Some(checkpoint),
+    );
+    assert_eq!(poll(&mut r.follower), ["f4"]);
+}
+
+/// A restart that finds the rotated file gone (compressed, deleted) lets it go and reads
+/// the path's file where it was.
+#[test]
+fn a_rotated_file_gone_at_the_restart_is_let_go() {
+    let mut r = Rotation::new();
+    r.write(b"f1\n");
+    r.log.append(b"new\n");
+    assert_eq!(poll(&mut r.follower), ["f1", "new"]);
+    let checkpoint = r.follower.checkpoint().expect("checkpoint");
+    std::fs::remove_file(r.log.sibling("auth.log.1")).expect("remove");
+    r.log.append(b"new 2\n");
+    let mut again = Follower::new(
+        r.log.path.clone(),
+        Start::Tail,
+        DEFAULT_MAX_LINE,
+        Some(checkpoint),
+    );
+    assert_eq!(poll(&mut again), ["new 2"]);
+    assert_eq!(again.rotated(), 0);
+}
+
+/// A rotated file let go once idle moves on where the empty new file's checkpoint says
+/// the old one was left: its lines read after the rotation are not read again.
+#[test]
+fn a_rotated_file_let_go_leaves_the_checkpoint_where_it_was_read_up_to() {
+    let mut r = Rotation::new();
+    r.follower = std::mem::replace(
+        &mut r.follower,
+        Follower::new(PathBuf::new(), Start::Tail, DEFAULT_MAX_LINE, None),
+    )
+    .with_rotated_idle(Duration::from_millis(200));
+    r.write(b"f1\nf2\n");
+    assert_eq!(poll(&mut r.follower), ["f1", "f2"]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(poll(&mut r.follower).is_empty());
+    assert_eq!(r.follower.rotated(), 0, "let go once idle");
+    r.restart();
+    assert!(poll(&mut r.follower).is_empty(), "nothing read twice");
 }
