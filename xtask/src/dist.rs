@@ -56,13 +56,30 @@ exit 0
 
 const PRERM: &str = r#"#!/bin/sh
 set -e
-if [ "$1" = remove ] && [ -z "$DPKG_ROOT" ]; then
-    if [ -d /run/systemd/system ]; then
+if [ "$1" = remove ]; then
+    if [ -z "$DPKG_ROOT" ] && [ -d /run/systemd/system ]; then
         deb-systemd-invoke stop ban-agent.service >/dev/null || true
     fi
+    # An agent started without systemd (or by hand beside it) is asked through its control
+    # socket to stop and take its program and bans out of the kernel: the socket the
+    # configuration names (relative to its folder), else the default.
+    agent="$DPKG_ROOT/usr/bin/ban-agent"
+    etc="$DPKG_ROOT/etc/ban-agent"
+    socket=$(sed -n 's/^[[:space:]]*socket[[:space:]]*=[[:space:]]*"\([^"]*\)".*//p'         "$etc/ban-agent.toml" 2>/dev/null | head -n 1)
+    case "$socket" in
+        "") socket="$DPKG_ROOT/run/ban-agent.sock" ;;
+        /*) socket="$DPKG_ROOT$socket" ;;
+        *) socket="$etc/$socket" ;;
+    esac
+    if [ -S "$socket" ]; then
+        timeout 30 "$agent" --socket "$socket" stop --detach >/dev/null 2>&1 || true
+    fi
     # Stopping leaves the program and its bans in the kernel, for a restart; a removal
-    # takes them out (a reinstall restores the bans from the state).
-    ban-agent datapath detach >/dev/null 2>&1 || true
+    # takes them out (a reinstall restores the bans from the state). A daemon that did
+    # not answer sees its pin folder removed, and stops.
+    if [ -z "$DPKG_ROOT" ]; then
+        "$agent" datapath detach >/dev/null 2>&1 || true
+    fi
 fi
 exit 0
 "#;
@@ -452,7 +469,18 @@ pub fn check(ws: &Workspace, dist: &Dist) -> anyhow::Result<Vec<String>> {
     mkdir(&root.join("srv/ban-state"))?;
     fs::write(root.join("srv/ban-state/state.db"), "state").context("cannot write a state")?;
 
+    // An agent started by hand (no systemd here), attached and banning: the removal
+    // must stop it and take its program and pins out of the kernel.
+    let running = if crate::is_root() {
+        Some(Removal::start(&agent, &root)?)
+    } else {
+        checked.push("removal of a running agent: skipped (needs root)".to_owned());
+        None
+    };
     dpkg(&root, &["--remove", "ban-agent"], None)?;
+    if let Some(running) = running {
+        checked.push(running.gone()?);
+    }
     ensure!(!agent.exists(), "remove left the binary");
     for kept in ["etc/ban-agent/ban-agent.toml", "var/lib/ban-agent/state.db"] {
         ensure!(
@@ -553,6 +581,164 @@ fn dry_run(agent: &Path, root: &Path) -> anyhow::Result<()> {
     let said = fs::read_to_string(&log).unwrap_or_default();
     fs::remove_file(&log).ok();
     answered.map_err(|why| anyhow::anyhow!("ban-agent run --dry-run: {why}; it said:\n{said}"))
+}
+
+/// A daemon run from the installed root, as an operator starts it without systemd: in a
+/// network namespace of its own, attached to a veth there, its pins in a folder of its
+/// own, a ban in force.
+struct Removal {
+    child: std::process::Child,
+    netns: String,
+    pin_dir: PathBuf,
+    dir: PathBuf,
+    log: PathBuf,
+}
+
+impl Removal {
+    fn start(agent: &Path, root: &Path) -> anyhow::Result<Self> {
+        let netns = format!("ba-dist-{}", std::process::id());
+        let pin_dir = PathBuf::from(format!("/sys/fs/bpf/ban-agent-dist-{}", std::process::id()));
+        let dir = root.with_file_name("removal");
+        if dir.exists() {
+            fs::remove_dir_all(&dir).with_context(|| format!("cannot empty {}", dir.display()))?;
+        }
+        mkdir(&dir)?;
+        let _stale = Command::new("ip").args(["netns", "del", &netns]).output();
+        run(Command::new("ip").args(["netns", "add", &netns]))?;
+        let mut removal = Self {
+            child: Command::new("true").spawn().context("cannot run true")?,
+            netns,
+            pin_dir,
+            log: dir.join("daemon.log"),
+            dir,
+        };
+        let ns = removal.netns.clone();
+        run(Command::new("ip").args([
+            "-n", &ns, "link", "add", "d0", "type", "veth", "peer", "name", "d1",
+        ]))?;
+        run(Command::new("ip").args(["-n", &ns, "link", "set", "d0", "up"]))?;
+        run(Command::new("ip").args(["-n", &ns, "link", "set", "d1", "up"]))?;
+        let config = removal.dir.join("ban-agent.toml");
+        fs::write(
+            &config,
+            format!(
+                "interfaces = [\"d0\"]\npin_dir = \"{}\"\nstate_dir = \"{}\"\n\
+                 [jail.app]\nlogpath = \"{}\"\nfilter = \"fastapi-auth\"\nports = [8000]\n",
+                removal.pin_dir.display(),
+                root.join("var/lib/ban-agent").display(),
+                removal.dir.join("app.log").display()
+            ),
+        )
+        .context("cannot write the configuration")?;
+        fs::write(removal.dir.join("app.log"), "").context("cannot write the log")?;
+        let socket = root.join("run/ban-agent.sock");
+        let log_file = fs::File::create(&removal.log).context("cannot create the daemon's log")?;
+        let mut cmd = bare(Path::new("nsenter"));
+        removal.child = cmd
+            .arg(format!("--net=/run/netns/{ns}"))
+            .arg(agent)
+            .arg("run")
+            .arg("--config")
+            .arg(&config)
+            .arg("--socket")
+            .arg(&socket)
+            .stdout(log_file.try_clone().context("cannot share the log")?)
+            .stderr(log_file)
+            .spawn()
+            .context("cannot start ban-agent run")?;
+        let started = Instant::now();
+        loop {
+            let ban = bare(agent)
+                .arg("--socket")
+                .arg(&socket)
+                .args(["ban", "app", "192.0.2.99"])
+                .output();
+            if ban.is_ok_and(|out| out.status.success()) {
+                break;
+            }
+            if let Ok(Some(status)) = removal.child.try_wait() {
+                anyhow::bail!("ban-agent run exited with {status}: {}", removal.said());
+            }
+            ensure!(
+                started.elapsed() < Duration::from_secs(30),
+                "ban-agent run did not answer within 30 s: {}",
+                removal.said()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        ensure!(
+            removal.pin_dir.join("ban_v4").exists() && removal.hooked()?,
+            "the daemon is not attached: {}",
+            removal.said()
+        );
+        Ok(removal)
+    }
+
+    fn said(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Whether a program is attached to d0 (XDP or tc), as bpftool lists them.
+    fn hooked(&self) -> anyhow::Result<bool> {
+        let listed = output(
+            Command::new("nsenter")
+                .arg(format!("--net=/run/netns/{}", self.netns))
+                .args(["bpftool", "net", "show", "dev", "d0"]),
+        )?;
+        Ok(listed.lines().any(|line| line.contains("d0(")))
+    }
+
+    /// After the package's removal: the daemon has exited, and nothing of it is left in
+    /// the kernel.
+    fn gone(mut self) -> anyhow::Result<String> {
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = self
+                .child
+                .try_wait()
+                .context("cannot wait for the daemon")?
+            {
+                break status;
+            }
+            ensure!(
+                started.elapsed() < Duration::from_secs(10),
+                "the removal left the agent running: {}",
+                self.said()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        ensure!(
+            !self.pin_dir.exists(),
+            "the removal left the pins {}",
+            self.pin_dir.display()
+        );
+        ensure!(
+            !self.hooked()?,
+            "the removal left the program attached to d0"
+        );
+        ensure!(
+            status.success(),
+            "the agent exited with {status}: {}",
+            self.said()
+        );
+        Ok(
+            "remove: an agent started by hand (no systemd) is stopped through its socket; \
+             no process, program or pin is left"
+                .to_owned(),
+        )
+    }
+}
+
+impl Drop for Removal {
+    fn drop(&mut self) {
+        let _killed = self.child.kill();
+        let _reaped = self.child.wait();
+        let _pins = fs::remove_dir_all(&self.pin_dir);
+        let _netns = Command::new("ip")
+            .args(["netns", "del", &self.netns])
+            .output();
+        let _dir = fs::remove_dir_all(&self.dir);
+    }
 }
 
 /// The installed binary as a host without Rust runs it: an empty environment (no cargo,

@@ -1,17 +1,35 @@
 //! Keeps the datapath in place while the daemon runs: the XDP links are held open (so
-//! that unmounting bpffs or removing the pins does not detach the program), pins that went
-//! away are made again, and an interface that is removed and comes back (or is recreated
-//! under the same name) is attached again.
+//! that unmounting bpffs does not detach the program), pins lost with an unmount are made
+//! again, and an interface that is removed and comes back (or is recreated under the same
+//! name) is attached again. What the operator or the package manager removed on purpose
+//! is not put back: a pin folder removed from a bpffs still mounted (`datapath detach`,
+//! a package's removal), or the daemon's own binary deleted with nothing in its place,
+//! stops the daemon.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, path::PathBuf};
 
 use tracing::{error, info, warn};
 
 use super::{agent::Agent, said::Said};
-use crate::datapath::{HeldLinks, ethtool::interface_index};
+use crate::datapath::{HeldLinks, ethtool::interface_index, pin_instance};
+
+/// What a tick's check found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Check {
+    Fine,
+    /// An interface came back, or is another one under the same name: attach it again.
+    Reattach,
+    /// The datapath or the binary was removed on purpose: stop (the message says what).
+    Removed {
+        what: String,
+        detach: bool,
+    },
+}
 
 pub struct Guard {
     links: Option<HeldLinks>,
+    /// The bpffs instance the pins were made on, at the last attach.
+    instance: Option<u64>,
     /// Interface index of each configured interface when last seen; `None`: absent.
     interfaces: BTreeMap<String, Option<u32>>,
     /// Why the pins cannot be made again, said once.
@@ -23,6 +41,7 @@ impl Guard {
     pub fn new(agent: &Agent) -> Self {
         let mut guard = Self {
             links: None,
+            instance: None,
             interfaces: BTreeMap::new(),
             pin_error: Said::default(),
         };
@@ -43,6 +62,7 @@ impl Guard {
     /// After an attach: holds the links anew and notes the interfaces' indexes.
     fn attached(&mut self, agent: &Agent) {
         let global = agent.global();
+        self.instance = pin_instance(&global.pin_dir);
         self.links = match HeldLinks::hold(&global.pin_dir, &global.interfaces) {
             Ok(links) => Some(links),
             Err(e) => {
@@ -57,9 +77,13 @@ impl Guard {
             .collect();
     }
 
-    /// Once a tick: pins again what lost its pins, and says whether an interface must be
-    /// attached again (it came back, or is another one under the same name).
-    pub fn check(&mut self, agent: &Agent) -> bool {
+    /// Once a tick: whether the operator removed the datapath or the binary; else pins
+    /// again what lost its pins, and says whether an interface must be attached again (it
+    /// came back, or is another one under the same name).
+    pub fn check(&mut self, agent: &Agent) -> Check {
+        if let Some(removed) = self.removed(agent) {
+            return removed;
+        }
         self.check_pins(agent);
         let mut attach = false;
         for (name, seen) in &mut self.interfaces {
@@ -83,7 +107,33 @@ impl Guard {
             }
             *seen = now;
         }
-        attach
+        if attach { Check::Reattach } else { Check::Fine }
+    }
+
+    /// A pin folder removed from the bpffs it was made on, which is still mounted, or
+    /// this process's binary deleted with no other at its path (a package's removal; an
+    /// upgrade puts the new one there, and this one runs on until restarted).
+    fn removed(&self, agent: &Agent) -> Option<Check> {
+        let pin_dir = &agent.global().pin_dir;
+        if self.instance.is_some() && !pin_dir.exists() && pin_instance(pin_dir) == self.instance {
+            return Some(Check::Removed {
+                what: format!(
+                    "the pin folder {} was removed while its bpffs stays mounted \
+                     (`ban-agent datapath detach`, or the package's removal)",
+                    pin_dir.display()
+                ),
+                detach: true,
+            });
+        }
+        let binary = deleted_binary()?;
+        Some(Check::Removed {
+            what: format!(
+                "this program's binary {} was deleted and nothing took its place (the \
+                 package's removal)",
+                binary.display()
+            ),
+            detach: false,
+        })
     }
 
     fn check_pins(&mut self, agent: &Agent) {
@@ -118,4 +168,12 @@ impl Guard {
             }
         }
     }
+}
+
+/// This process's binary, when it was deleted and no file is at its path now.
+fn deleted_binary() -> Option<PathBuf> {
+    let exe = std::fs::read_link("/proc/self/exe").ok()?;
+    let text = exe.to_str()?;
+    let path = PathBuf::from(text.strip_suffix(" (deleted)")?);
+    (!path.exists()).then_some(path)
 }

@@ -200,10 +200,17 @@ async fn serve_on(
             }
             _ = tick.tick() => {
                 agent.sweep(Now::read());
-                if let Some(guard) = &mut guard
-                    && guard.check(&agent)
-                {
-                    guard.reattach(&mut agent, "an interface came back");
+                if let Some(guard) = &mut guard {
+                    match guard.check(&agent) {
+                        guard::Check::Fine => {}
+                        guard::Check::Reattach => {
+                            guard.reattach(&mut agent, "an interface came back");
+                        }
+                        guard::Check::Removed { what, detach } => {
+                            warn!("{what}: stopping, as removed on purpose");
+                            break detach;
+                        }
+                    }
                 }
             }
             _ = hangup.recv() => {

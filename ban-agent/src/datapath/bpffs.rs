@@ -36,6 +36,19 @@ pub(super) fn prepare_pin_dir(pin_dir: &Path) -> Result<(), DatapathError> {
     Ok(())
 }
 
+/// The bpffs instance the pin directory is made on: its parent's device, `None` when that
+/// is not bpffs (unmounted). A pin directory gone while this is still the same instance
+/// was removed on purpose (`ban-agent datapath detach`, `rm`); one gone with its instance
+/// was lost with an unmount, and is made again once bpffs is back.
+pub(super) fn instance(pin_dir: &Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt as _;
+    let parent = pin_dir.parent().unwrap_or(Path::new("/"));
+    if !is_bpffs(parent) {
+        return None;
+    }
+    fs::metadata(parent).ok().map(|meta| meta.dev())
+}
+
 fn is_bpffs(path: &Path) -> bool {
     let Ok(c_path) = CString::new(path.as_os_str().as_bytes()) else {
         return false;

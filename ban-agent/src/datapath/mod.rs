@@ -514,6 +514,13 @@ pub fn detach(pin_dir: &Path) -> Result<(), DatapathError> {
     })
 }
 
+/// The bpffs instance `pin_dir` is on (its parent's device), `None` when that is not bpffs:
+/// compared with the one seen at attach, it tells a pin directory removed on purpose from
+/// one lost with an unmount.
+pub fn pin_instance(pin_dir: &Path) -> Option<u64> {
+    bpffs::instance(pin_dir)
+}
+
 /// The links (XDP or tc) of the attached interfaces, held open by the daemon. A link lives while a
 /// pin or a descriptor holds it: held, the program stays attached when bpffs is unmounted
 /// or the pins are removed, and the links can be pinned again.
