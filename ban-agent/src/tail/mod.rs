@@ -391,6 +391,10 @@ impl Follower {
             if rotated.open.offset > before {
                 rotated.grew = now;
             }
+            // Empty when rotated, its first line written since: found again by it.
+            if rotated.open.fingerprint.is_none() && rotated.open.committed > 0 {
+                rotated.open.fingerprint = fingerprint(&rotated.open.file)?;
+            }
         }
         let idle = self.rotated_idle;
         let (kept, idle): (Vec<Rotated>, Vec<Rotated>) = std::mem::take(&mut self.rotated)

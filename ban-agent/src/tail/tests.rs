@@ -590,6 +590,35 @@ impl Rotation {
     }
 }
 
+/// A file rotated while still empty, its first lines written after: found again too.
+#[test]
+fn a_file_rotated_empty_and_written_after_is_resumed_once() {
+    let log = Log::new();
+    log.append(b"");
+    let mut f = log.follower(Start::Head);
+    assert!(poll(&mut f).is_empty());
+    let mut app = OpenOptions::new()
+        .append(true)
+        .open(&log.path)
+        .expect("the app's handle");
+    std::fs::rename(&log.path, log.sibling("auth.log.1")).expect("rename");
+    log.append(b"");
+    assert!(poll(&mut f).is_empty());
+    app.write_all(b"f1\nf2\n").expect("write");
+    assert_eq!(poll(&mut f), ["f1", "f2"]);
+    let checkpoint = f.checkpoint().expect("checkpoint");
+    assert_eq!(checkpoint.rotated.len(), 1, "{checkpoint:?}");
+    let mut again = Follower::new(
+        log.path.clone(),
+        Start::Tail,
+        DEFAULT_MAX_LINE,
+        Some(checkpoint),
+    );
+    assert!(poll(&mut again).is_empty(), "nothing read twice");
+    app.write_all(b"f3\n").expect("write");
+    assert_eq!(poll(&mut again), ["f3"]);
+}
+
 /// The issue a user hit: failures written to the rotated file were read again after a
 /// restart (counted twice), because the checkpoint only knew the path's empty new file.
 #[test]
