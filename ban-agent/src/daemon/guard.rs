@@ -113,9 +113,14 @@ impl Guard {
     /// A pin folder removed from the bpffs it was made on, which is still mounted, or
     /// this process's binary deleted with no other at its path (a package's removal; an
     /// upgrade puts the new one there, and this one runs on until restarted).
-    fn removed(&self, agent: &Agent) -> Option<Check> {
+    fn removed(&mut self, agent: &Agent) -> Option<Check> {
         let pin_dir = &agent.global().pin_dir;
-        if self.instance.is_some() && !pin_dir.exists() && pin_instance(pin_dir) == self.instance {
+        let now = pin_instance(pin_dir);
+        if now.is_none() {
+            // Unmounted: whatever is mounted there next is another instance.
+            self.instance = None;
+        }
+        if self.instance.is_some() && !pin_dir.exists() && now == self.instance {
             return Some(Check::Removed {
                 what: format!(
                     "the pin folder {} was removed while its bpffs stays mounted \
@@ -148,6 +153,7 @@ impl Guard {
         });
         match repinned {
             Ok(()) => {
+                self.instance = pin_instance(pin_dir);
                 info!(
                     pin_dir = %pin_dir.display(),
                     "maps and links pinned again (bpffs was unmounted or the pins removed); \

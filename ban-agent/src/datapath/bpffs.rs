@@ -36,17 +36,37 @@ pub(super) fn prepare_pin_dir(pin_dir: &Path) -> Result<(), DatapathError> {
     Ok(())
 }
 
-/// The bpffs instance the pin directory is made on: its parent's device, `None` when that
-/// is not bpffs (unmounted). A pin directory gone while this is still the same instance
-/// was removed on purpose (`ban-agent datapath detach`, `rm`); one gone with its instance
-/// was lost with an unmount, and is made again once bpffs is back.
+/// The bpffs instance the pin directory is made on: the unique id of its parent's mount
+/// (never reused, Linux 6.8 and later), else its device; `None` when the parent is not
+/// bpffs (unmounted). A pin directory gone while this is still the same was removed on
+/// purpose (`ban-agent datapath detach`, `rm`); one gone with its instance was lost with
+/// an unmount, and is made again once bpffs is back. (A new mount may get the old one's
+/// device number, and its root is always inode 1: only the unique mount id tells them
+/// apart at once; the daemon also remembers an unmount it saw.)
 pub(super) fn instance(pin_dir: &Path) -> Option<u64> {
     use std::os::unix::fs::MetadataExt as _;
     let parent = pin_dir.parent().unwrap_or(Path::new("/"));
     if !is_bpffs(parent) {
         return None;
     }
-    fs::metadata(parent).ok().map(|meta| meta.dev())
+    unique_mount_id(parent).or_else(|| fs::metadata(parent).ok().map(|meta| meta.dev()))
+}
+
+fn unique_mount_id(path: &Path) -> Option<u64> {
+    let c_path = CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statx is plain old data; zeroed is a valid initial value.
+    let mut stat: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid NUL-terminated path and a writable statx.
+    let rc = unsafe {
+        libc::statx(
+            libc::AT_FDCWD,
+            c_path.as_ptr(),
+            0,
+            libc::STATX_MNT_ID_UNIQUE,
+            &mut stat,
+        )
+    };
+    (rc == 0 && stat.stx_mask & libc::STATX_MNT_ID_UNIQUE != 0).then_some(stat.stx_mnt_id)
 }
 
 fn is_bpffs(path: &Path) -> bool {

@@ -514,7 +514,7 @@ pub fn detach(pin_dir: &Path) -> Result<(), DatapathError> {
     })
 }
 
-/// The bpffs instance `pin_dir` is on (its parent's device), `None` when that is not bpffs:
+/// The bpffs instance `pin_dir` is on (its parent's mount), `None` when that is not bpffs:
 /// compared with the one seen at attach, it tells a pin directory removed on purpose from
 /// one lost with an unmount.
 pub fn pin_instance(pin_dir: &Path) -> Option<u64> {
