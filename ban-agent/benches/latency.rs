@@ -36,6 +36,10 @@ const MAXRETRY: usize = 5;
 /// One line every 2 ms (500 lines/s): each failure is followed by a successful login of
 /// another client.
 const SPACING: Duration = Duration::from_millis(2);
+/// Attackers banned right after a reload, per run (each one reload).
+const RELOADS: u8 = 30;
+/// The row of bans made right after a reload.
+const AFTER_RELOAD: &str = "ban-agent, right after a reload";
 const FAIL2BAN_FILTER: &str =
     include_str!("../../examples/fastapi-auth/fail2ban/filter.d/fastapi-auth.conf");
 
@@ -47,6 +51,8 @@ fn main() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
         eprintln!("latency: run {run}/{RUNS}: ban-agent");
         runs.push(("ban-agent", run, ban_agent()?));
+        eprintln!("latency: run {run}/{RUNS}: ban-agent, right after a reload");
+        runs.push((AFTER_RELOAD, run, ban_agent_after_reload()?));
         match &peer {
             Some(server) => {
                 eprintln!("latency: run {run}/{RUNS}: fail2ban");
@@ -169,6 +175,37 @@ fn ban_agent() -> anyhow::Result<Vec<f64>> {
     latencies(&written, &seen)
 }
 
+/// An attacker's maxretry failures written the moment `reload` has answered, one attacker
+/// per reload: from the last failure's write to the ban in the map. (The configuration
+/// is unchanged: the reload keeps the programs, the links and the jail as they are.)
+fn ban_agent_after_reload() -> anyhow::Result<Vec<f64>> {
+    let agent = OneJail::new("bench-reload", MAXRETRY as u32);
+    let _daemon = agent.start();
+    let maps = ban_agent::datapath::Maps::open_pinned(&agent.pins.dir)?;
+    let mut file = OpenOptions::new()
+        .append(true)
+        .open(&agent.log)
+        .with_context(|| format!("cannot open {}", agent.log.display()))?;
+    let mut out = Vec::new();
+    for i in 0..RELOADS {
+        agent::cli(&agent.socket, &["reload"]);
+        let addr = attacker(i);
+        for _ in 0..MAXRETRY {
+            file.write_all(agent::login_line(&agent::now_stamp(), addr, 401).as_bytes())?;
+        }
+        let written = now();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while maps.expiry(0, IpNet::from(addr))?.is_none() {
+            if std::time::Instant::now() > deadline {
+                bail!("{addr} was not banned within 10 s of a reload");
+            }
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        out.push((now() - written) * 1e3);
+    }
+    Ok(out)
+}
+
 fn fail2ban(server: &Path, dir: &Path) -> anyhow::Result<Vec<f64>> {
     let conf = dir.join("fail2ban");
     for sub in ["filter.d", "action.d"] {
@@ -288,7 +325,7 @@ fn report(runs: &[(&str, usize, Vec<f64>)]) -> anyhow::Result<()> {
     let mut table = String::from(
         "| tool | p50 ms | p99 ms | max ms | p99 vs. ban-agent |\n|---|---:|---:|---:|---:|\n",
     );
-    for tool in ["ban-agent", "fail2ban"] {
+    for tool in ["ban-agent", AFTER_RELOAD, "fail2ban"] {
         if let Some(row) = summary(tool) {
             let _ = writeln!(
                 table,

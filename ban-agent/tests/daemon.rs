@@ -928,3 +928,69 @@ fn a_daemon_whose_pins_or_binary_are_removed_stops() {
         "{log}"
     );
 }
+
+/// A reload that changes no interface keeps the programs and links (no "datapath
+/// attached" after it: loading a program again cost about a second of the verifier each
+/// time, during which nothing was read or banned), rebuilds only the jails that changed,
+/// and lines written right after it, or while it runs, ban at once.
+#[test]
+fn a_reload_keeps_the_datapath_and_lines_around_it_ban_at_once() {
+    let Some(_serial) =
+        common::privileged("a_reload_keeps_the_datapath_and_lines_around_it_ban_at_once")
+    else {
+        return;
+    };
+    let scene = Scene::new("dmz");
+    let second = "[jail.other]\nlogpath = \"other.log\"\nfilter = \"fastapi-auth\"\n\
+                  maxretry = 3\nports = [9000]\n";
+    scene.configure(3, second);
+    std::fs::write(scene.path("auth.log"), "").expect("create the log");
+    std::fs::write(scene.path("other.log"), "").expect("create the log");
+    let daemon = scene.start(&[]);
+    let attached = |log: &str| log.matches("datapath attached").count();
+    let before = attached(&daemon.log());
+    assert!(before >= 1, "{}", daemon.log());
+
+    // The other jail's maxretry changed: it alone is rebuilt.
+    scene.configure(3, &second.replace("maxretry = 3", "maxretry = 4"));
+    let out = scene.cli(&["reload"]);
+    assert!(
+        out.contains("reloaded other") && !out.contains("auth"),
+        "{out}"
+    );
+
+    for n in 0..5u8 {
+        let host = format!("192.0.2.{}", 10 + n);
+        // Half of them written while the reload is asked for, half right after.
+        let reload = std::thread::spawn({
+            let socket = scene.path("ctl.sock");
+            move || agent::cli(&socket, &["reload"])
+        });
+        if n % 2 == 0 {
+            reload.join().expect("reload");
+            scene.fail(&host, 3);
+        } else {
+            scene.fail(&host, 3);
+            reload.join().expect("reload");
+        }
+        let written = std::time::Instant::now();
+        eventually(&daemon, "banned right after a reload", || {
+            scene.banned().contains(&format!("{host}/32"))
+        });
+        // The usual latency is milliseconds; a reload that loads the programs again
+        // takes about a second per program.
+        assert!(
+            written.elapsed() < Duration::from_millis(800),
+            "banned {:?} after the write, around a reload",
+            written.elapsed()
+        );
+    }
+    assert_eq!(
+        attached(&daemon.log()),
+        before,
+        "a reload that changes no interface attached again:\n{}",
+        daemon.log()
+    );
+    scene.cli(&["stop"]);
+    daemon.wait();
+}

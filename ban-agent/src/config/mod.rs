@@ -124,6 +124,16 @@ pub struct Jail {
     pub on_unban: Option<Hook>,
 }
 
+impl Jail {
+    /// Whether `other` is this jail as configured, its filter compiled from the same
+    /// patterns and options: a reload leaves such a jail running as it is. The compiled
+    /// filter has no equality of its own; its debug text shows what it was compiled from,
+    /// so equal texts are the same jail (a difference that is not one only rebuilds it).
+    pub fn same_as(&self, other: &Jail) -> bool {
+        format!("{self:?}") == format!("{other:?}")
+    }
+}
+
 /// What to do on a ban or an unban: a command, a webhook, or both.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Hook {

@@ -11,7 +11,7 @@ use std::{collections::BTreeMap, path::PathBuf};
 use tracing::{error, info, warn};
 
 use super::{agent::Agent, said::Said};
-use crate::datapath::{HeldLinks, ethtool::interface_index, pin_instance};
+use crate::datapath::{AttachMode, HeldLinks, ethtool::interface_index, pin_instance};
 
 /// What a tick's check found.
 #[derive(Debug, PartialEq, Eq)]
@@ -28,6 +28,8 @@ pub enum Check {
 
 pub struct Guard {
     links: Option<HeldLinks>,
+    /// The interfaces attached and the mode each was asked for, at the last attach.
+    modes: Vec<(String, AttachMode)>,
     /// The bpffs instance the pins were made on, at the last attach.
     instance: Option<u64>,
     /// Interface index of each configured interface when last seen; `None`: absent.
@@ -41,12 +43,22 @@ impl Guard {
     pub fn new(agent: &Agent) -> Self {
         let mut guard = Self {
             links: None,
+            modes: Vec::new(),
             instance: None,
             interfaces: BTreeMap::new(),
             pin_error: Said::default(),
         };
         guard.attached(agent);
         guard
+    }
+
+    /// After a reload: attaches again only when the interfaces or their hooks changed.
+    /// Otherwise the loaded programs and their links stay as they are: loading a program
+    /// again costs the verifier about a second, during which nothing is read nor banned.
+    pub fn reloaded(&mut self, agent: &mut Agent) {
+        if self.modes != modes(agent) {
+            self.reattach(agent, "after the reload");
+        }
     }
 
     /// Attaches to the configured interfaces again: after a reload (interfaces added), or
@@ -62,6 +74,7 @@ impl Guard {
     /// After an attach: holds the links anew and notes the interfaces' indexes.
     fn attached(&mut self, agent: &Agent) {
         let global = agent.global();
+        self.modes = modes(agent);
         self.instance = pin_instance(&global.pin_dir);
         self.links = match HeldLinks::hold(&global.pin_dir, &global.interfaces) {
             Ok(links) => Some(links),
@@ -174,6 +187,16 @@ impl Guard {
             }
         }
     }
+}
+
+/// Each configured interface with the mode it asks for.
+fn modes(agent: &Agent) -> Vec<(String, AttachMode)> {
+    let global = agent.global();
+    global
+        .interfaces
+        .iter()
+        .map(|name| (name.clone(), global.mode_of(name)))
+        .collect()
 }
 
 /// This process's binary, when it was deleted and no file is at its path now.

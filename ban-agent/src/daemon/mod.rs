@@ -186,12 +186,7 @@ async fn serve_on(
                 let _gone = call.reply.send(reply);
                 match after {
                     After::Continue => {}
-                    After::Reloaded => {
-                        if let Some(guard) = &mut guard {
-                            guard.reattach(&mut agent, "after the reload");
-                        }
-                        wakeups = watch_logs(&agent);
-                    }
+                    After::Reloaded => reloaded(&mut agent, guard.as_mut(), &mut wakeups),
                     After::Stop { detach } => break detach,
                 }
             }
@@ -221,10 +216,7 @@ async fn serve_on(
                         crate::error_text(&e)
                     ),
                 }
-                if let Some(guard) = &mut guard {
-                    guard.reattach(&mut agent, "after the reload");
-                }
-                wakeups = watch_logs(&agent);
+                reloaded(&mut agent, guard.as_mut(), &mut wakeups);
             }
             _ = terminate.recv() => break false,
             _ = interrupt.recv() => break false,
@@ -299,6 +291,19 @@ fn attach(global: &Global, config: &Path) -> anyhow::Result<Vec<InterfaceHook>> 
         });
     }
     Ok(hooks)
+}
+
+/// After a reload: the datapath attached again only if its interfaces changed, the logs
+/// watched anew only if their patterns changed (a new watcher misses what is written
+/// while it starts), and what was written meanwhile read at once, not at the next event.
+fn reloaded(agent: &mut Agent, guard: Option<&mut guard::Guard>, wakeups: &mut watch::Wakeups) {
+    if let Some(guard) = guard {
+        guard.reloaded(agent);
+    }
+    if wakeups.patterns() != agent.log_patterns() {
+        *wakeups = watch_logs(agent);
+    }
+    agent.poll(Now::read());
 }
 
 /// Sleeps until the boot-clock instant `at` (ns), the clock the kernel's expiries use.

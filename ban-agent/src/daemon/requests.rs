@@ -456,6 +456,14 @@ impl Agent {
         let mut changed = Vec::new();
         for jail in wanted {
             let name = jail.name.clone();
+            // Unchanged: it goes on as it is, its tracker and counts untouched.
+            if self
+                .jails
+                .get(&name)
+                .is_some_and(|run| run.config.same_as(&jail))
+            {
+                continue;
+            }
             let old = self.jails.remove(&name);
             self.add_jail(jail)?;
             if let (Some(mut old), Some(new)) = (old, self.jails.get_mut(&name)) {
@@ -485,7 +493,7 @@ impl Agent {
         Ok(format!(
             "reloaded {}{}",
             if changed.is_empty() {
-                "no jail".to_owned()
+                "no jail (none changed)".to_owned()
             } else {
                 changed.join(", ")
             },

@@ -32,9 +32,16 @@ pub struct Wakeups {
     watcher: Option<notify::RecommendedWatcher>,
     /// Folders inotify could not watch (they are polled).
     unwatched: Vec<PathBuf>,
+    /// What it was asked to watch.
+    patterns: Vec<PathBuf>,
 }
 
 impl Wakeups {
+    /// The paths and patterns it watches the folders of.
+    pub fn patterns(&self) -> &[PathBuf] {
+        &self.patterns
+    }
+
     /// Returns at the next change in a watched folder, or after the polling interval.
     pub async fn wait(&self) {
         tokio::select! {
@@ -83,6 +90,7 @@ pub fn watch(paths: &[PathBuf], mode: WatchMode) -> Wakeups {
         interval,
         watcher,
         unwatched,
+        patterns: paths.to_vec(),
     }
 }
 
