@@ -65,7 +65,7 @@ if [ "$1" = remove ]; then
     # configuration names (relative to its folder), else the default.
     agent="$DPKG_ROOT/usr/bin/ban-agent"
     etc="$DPKG_ROOT/etc/ban-agent"
-    socket=$(sed -n 's/^[[:space:]]*socket[[:space:]]*=[[:space:]]*"\([^"]*\)".*//p'         "$etc/ban-agent.toml" 2>/dev/null | head -n 1)
+    socket=$(sed -n 's/^[[:space:]]*socket[[:space:]]*=[[:space:]]*"\([^"]*\)".*/\1/p'         "$etc/ban-agent.toml" 2>/dev/null | head -n 1)
     case "$socket" in
         "") socket="$DPKG_ROOT/run/ban-agent.sock" ;;
         /*) socket="$DPKG_ROOT$socket" ;;
@@ -588,6 +588,8 @@ fn dry_run(agent: &Path, root: &Path) -> anyhow::Result<()> {
 /// own, a ban in force.
 struct Removal {
     child: std::process::Child,
+    /// The links the daemon made.
+    links: Vec<u64>,
     netns: String,
     pin_dir: PathBuf,
     dir: PathBuf,
@@ -605,8 +607,10 @@ impl Removal {
         mkdir(&dir)?;
         let _stale = Command::new("ip").args(["netns", "del", &netns]).output();
         run(Command::new("ip").args(["netns", "add", &netns]))?;
+        let before = Self::links()?;
         let mut removal = Self {
             child: Command::new("true").spawn().context("cannot run true")?,
+            links: Vec::new(),
             netns,
             pin_dir,
             log: dir.join("daemon.log"),
@@ -625,7 +629,7 @@ impl Removal {
                 "interfaces = [\"d0\"]\npin_dir = \"{}\"\nstate_dir = \"{}\"\n\
                  [jail.app]\nlogpath = \"{}\"\nfilter = \"fastapi-auth\"\nports = [8000]\n",
                 removal.pin_dir.display(),
-                root.join("var/lib/ban-agent").display(),
+                removal.dir.join("state").display(),
                 removal.dir.join("app.log").display()
             ),
         )
@@ -666,8 +670,12 @@ impl Removal {
             );
             std::thread::sleep(Duration::from_millis(200));
         }
+        removal.links = Self::links()?
+            .into_iter()
+            .filter(|id| !before.contains(id))
+            .collect();
         ensure!(
-            removal.pin_dir.join("ban_v4").exists() && removal.hooked()?,
+            removal.pin_dir.join("ban_v4").exists() && !removal.links.is_empty(),
             "the daemon is not attached: {}",
             removal.said()
         );
@@ -678,14 +686,19 @@ impl Removal {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Whether a program is attached to d0 (XDP or tc), as bpftool lists them.
-    fn hooked(&self) -> anyhow::Result<bool> {
-        let listed = output(
-            Command::new("nsenter")
-                .arg(format!("--net=/run/netns/{}", self.netns))
-                .args(["bpftool", "net", "show", "dev", "d0"]),
-        )?;
-        Ok(listed.lines().any(|line| line.contains("d0(")))
+    /// The ids of the BPF links in the kernel (XDP or tc), as bpftool lists them (Debian
+    /// 12's bpftool names no interface for a TCX link, so the daemon's are told by being
+    /// new since it started).
+    fn links() -> anyhow::Result<Vec<u64>> {
+        let listed = output(Command::new("bpftool").args(["-j", "link", "show"]))?;
+        Ok(listed
+            .split("\"id\":")
+            .skip(1)
+            .filter_map(|rest| {
+                let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                digits.parse().ok()
+            })
+            .collect())
     }
 
     /// After the package's removal: the daemon has exited, and nothing of it is left in
@@ -709,12 +722,17 @@ impl Removal {
         };
         ensure!(
             !self.pin_dir.exists(),
-            "the removal left the pins {}",
-            self.pin_dir.display()
+            "the removal left the pins {}; the agent said:\n{}",
+            self.pin_dir.display(),
+            self.said()
         );
+        let left: Vec<u64> = Self::links()?
+            .into_iter()
+            .filter(|id| self.links.contains(id))
+            .collect();
         ensure!(
-            !self.hooked()?,
-            "the removal left the program attached to d0"
+            left.is_empty(),
+            "the removal left the daemon's links {left:?} in the kernel"
         );
         ensure!(
             status.success(),

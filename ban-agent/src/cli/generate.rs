@@ -74,6 +74,30 @@ fn mend_bash(script: &str, hidden: &[String]) -> String {
     mended
 }
 
+/// The page of `command` (section 8: a daemon and its administration), then one per
+/// visible subcommand, named as man(1) finds them: `man ban-agent-test-filter`.
+fn write_pages(command: &clap::Command, name: &str, dir: &Path) -> anyhow::Result<()> {
+    let page = command
+        .clone()
+        .name(name.to_owned())
+        .display_name(name.to_owned());
+    let mut text = Vec::new();
+    clap_mangen::Man::new(page)
+        .section("8")
+        .render(&mut text)
+        .with_context(|| format!("cannot render the page of {name}"))?;
+    let path = dir.join(format!("{name}.8"));
+    fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    println!("{}", path.display());
+    for sub in command.get_subcommands().filter(|sub| !sub.is_hide_set()) {
+        if sub.get_name() == "help" {
+            continue;
+        }
+        write_pages(sub, &format!("{name}-{}", sub.get_name()), dir)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use std::process::Command;
@@ -148,28 +172,4 @@ mod tests {
         assert!(!text.contains("ban__subcmd__agent"));
         assert!(text.contains("ban__agent__subcmd__test__subcmd__filter)"));
     }
-}
-
-/// The page of `command` (section 8: a daemon and its administration), then one per
-/// visible subcommand, named as man(1) finds them: `man ban-agent-test-filter`.
-fn write_pages(command: &clap::Command, name: &str, dir: &Path) -> anyhow::Result<()> {
-    let page = command
-        .clone()
-        .name(name.to_owned())
-        .display_name(name.to_owned());
-    let mut text = Vec::new();
-    clap_mangen::Man::new(page)
-        .section("8")
-        .render(&mut text)
-        .with_context(|| format!("cannot render the page of {name}"))?;
-    let path = dir.join(format!("{name}.8"));
-    fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
-    println!("{}", path.display());
-    for sub in command.get_subcommands().filter(|sub| !sub.is_hide_set()) {
-        if sub.get_name() == "help" {
-            continue;
-        }
-        write_pages(sub, &format!("{name}-{}", sub.get_name()), dir)?;
-    }
-    Ok(())
 }
