@@ -199,6 +199,7 @@ fn check_validates_a_configuration_as_run_would() {
     };
     let base = "state_dir = \"state\"\n[jail.auth]\nlogpath = \"auth.log\"\n\
                 filter = \"fastapi-auth\"\nports = [8000]\n";
+    std::fs::write(dir.path().join("auth.log"), "").expect("create the log");
     let good = write(base);
     let out = ban_agent(&["check", "--config", &good], None);
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -208,6 +209,10 @@ fn check_validates_a_configuration_as_run_would() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("OK; 1 jail (auth)"), "{stdout}");
+    assert!(
+        stdout.contains("warning: no `interfaces`") && stdout.contains("no packet is dropped"),
+        "a configuration that drops nothing is said: {stdout}"
+    );
 
     let bad = write(&format!("{base}findtime = \"10 parsecs\"\n"));
     let out = ban_agent(&["check", "--config", &bad], None);
@@ -489,5 +494,95 @@ fn a_jail_sets_a_builtin_filters_paths() {
     assert!(
         error.contains("no option `login`") && error.contains("login_path"),
         "{error}"
+    );
+}
+
+/// What cannot work fails `check`, as fail2ban refuses a jail whose log is missing: a
+/// typo in the log's folder, a log not there (unless the jail says it appears later, or
+/// the path is a glob); and `run` refuses to start on it, but for a dry run, which only
+/// warns. A mail server that cannot be reached is a warning.
+#[test]
+fn check_and_run_refuse_a_log_that_is_not_there() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let write = |text: &str| {
+        let path = dir.path().join("ban-agent.toml");
+        std::fs::write(&path, text).expect("write the configuration");
+        path.display().to_string()
+    };
+    let jail = |logpath: &str, extra: &str| {
+        format!(
+            "state_dir = \"state\"\nsocket = \"ctl.sock\"\n[jail.auth]\nlogpath = \"{logpath}\"\n\
+             filter = \"fastapi-auth\"\nports = [8000]\n{extra}"
+        )
+    };
+    let typo = write(&jail("fastapy/access.log", ""));
+    let out = ban_agent(&["check", "--config", &typo], None);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a missing log passed check");
+    assert!(
+        stderr.contains("jail auth: logpath")
+            && stderr.contains("fastapy/access.log does not exist (nor does its folder)")
+            && stderr.contains("missing_log = \"wait\""),
+        "{stderr}"
+    );
+    let out = ban_agent(&["run", "--config", &typo], None);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "run started on a missing log");
+    assert!(
+        stderr.contains("fastapy/access.log does not exist"),
+        "{stderr}"
+    );
+
+    let later = write(&jail("access.log", "missing_log = \"wait\"\n"));
+    let out = ban_agent(&["check", "--config", &later], None);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("warning: jail auth: logpath")
+            && stdout.contains("read from its start once it appears"),
+        "{stdout}"
+    );
+    let glob = write(&jail("app-*.log", ""));
+    let out = ban_agent(&["check", "--config", &glob], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A mail server on a port of the test's own where nothing listens.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port();
+    std::fs::write(dir.path().join("access.log"), "").expect("create the log");
+    let mail = write(&jail(
+        "access.log",
+        &format!(
+            "[jail.auth.on_ban.email]\nto = [\"ops@example.org\"]\nfrom = \"ban@example.org\"\n\
+             smtp = \"127.0.0.1:{closed}\"\n"
+        ),
+    ));
+    let out = ban_agent(&["check", "--config", &mail], None);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("warning: mail (auth): SMTP 127.0.0.1:")
+            && stdout.contains("cannot be reached"),
+        "{stdout}"
+    );
+    let out = ban_agent(&["check", "--offline", "--config", &mail], None);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !stdout.contains("mail ("),
+        "--offline contacts no server: {stdout}"
     );
 }

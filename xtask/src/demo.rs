@@ -259,6 +259,13 @@ impl Story<'_> {
         config.set("state_dir", self.work.join("state").display().to_string());
         config.set("socket", self.socket().display().to_string());
         config.set_jail("logpath", access_log.display().to_string())?;
+        // The app creates its log at its start; the agent refuses a jail whose log is
+        // missing.
+        fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(access_log)
+            .with_context(|| format!("cannot create {}", access_log.display()))?;
         let path = self.work.join("ban-agent.toml");
         config.write(&path)?;
         let _stale = fs::remove_dir_all(self.work.join("state"));

@@ -57,6 +57,10 @@ enum Command {
         /// The configuration file.
         #[arg(long, short, default_value = crate::config::DEFAULT_PATH, value_name = "FILE")]
         config: PathBuf,
+        /// Contact no server: by default the mail settings' SMTP servers are asked for EHLO
+        /// (and STARTTLS where it is required), each within a few seconds.
+        #[arg(long)]
+        offline: bool,
     },
     #[command(flatten)]
     Verb(verbs::Verb),
@@ -202,7 +206,7 @@ impl Cli {
                 };
                 crate::daemon::run(loaded, &options)
             }
-            Command::Check { config } => check(&config),
+            Command::Check { config, offline } => check(&config, offline),
             Command::Verb(verb) => {
                 init_logging(None);
                 verbs::run(verb, self.socket)
@@ -350,11 +354,34 @@ fn parse_protect(text: &str) -> Result<JailPorts, String> {
 }
 
 /// `check`: what `run` validates before it starts, and nothing it would change.
-fn check(path: &std::path::Path) -> anyhow::Result<()> {
+fn check(path: &std::path::Path, offline: bool) -> anyhow::Result<()> {
     let config = crate::config::Config::load(path)?;
     datapath::check_interfaces(&config.global.interfaces)
         .with_context(|| format!("`interfaces` in {}", path.display()))?;
     crate::store::Store::inspect(&config.global.state_dir)?;
+    let (refused, waiting): (Vec<_>, Vec<_>) = config
+        .missing_logs()
+        .into_iter()
+        .partition(|missing| missing.allowed == crate::config::MissingLog::Refuse);
+    if !refused.is_empty() {
+        let lines: Vec<String> = refused.iter().map(ToString::to_string).collect();
+        bail!("{}: {}", path.display(), lines.join("\n"));
+    }
+    for missing in waiting {
+        println!("warning: {missing}");
+    }
+    if config.global.interfaces.is_empty() {
+        println!(
+            "warning: no `interfaces` in {}: bans are kept in the maps but no packet is \
+             dropped; name the interfaces the clients reach the app on",
+            path.display()
+        );
+    }
+    if !offline {
+        for line in check_mail(&config) {
+            println!("{line}");
+        }
+    }
     if let Some(fleet) = &config.global.fleet {
         let (_, signer) = crate::fleet::task::access(fleet)
             .with_context(|| format!("[fleet] in {}", path.display()))?;
@@ -390,6 +417,47 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// Asks each mail setting's server, once per server, whether mail can go that way; a
+/// line per server (`warning:` when it cannot).
+fn check_mail(config: &crate::config::Config) -> Vec<String> {
+    let mut ways: Vec<(&crate::config::MailVia, Vec<&str>)> = Vec::new();
+    for jail in config.enabled() {
+        for hook in [&jail.on_ban, &jail.on_unban].into_iter().flatten() {
+            let Some(email) = &hook.email else { continue };
+            match ways.iter_mut().find(|(via, _)| *via == &email.via) {
+                Some((_, jails)) => jails.push(&jail.name),
+                None => ways.push((&email.via, vec![&jail.name])),
+            }
+        }
+    }
+    if ways.is_empty() {
+        return Vec::new();
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => return vec![format!("warning: cannot check the mail settings: {e}")],
+    };
+    ways.into_iter()
+        .map(|(via, mut jails)| {
+            jails.dedup();
+            let jails = jails.join(", ");
+            match runtime.block_on(crate::events::mail::probe(via, MAIL_PROBE_TIMEOUT)) {
+                Ok(found) => format!("mail ({jails}): {found}"),
+                Err(why) => format!(
+                    "warning: mail ({jails}): {why}; bans still work, their mails would not \
+                     go (`check --offline` skips this)"
+                ),
+            }
+        })
+        .collect()
+}
+
+/// How long `check` waits for each SMTP server.
+const MAIL_PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
 #[cfg(test)]
 mod tests {

@@ -113,6 +113,8 @@ pub struct Jail {
     pub ignoreip: Vec<IpNet>,
     pub datepattern: DatePattern,
     pub start: Start,
+    /// What a `logpath` that names no file at start means (globs may match nothing).
+    pub missing_log: MissingLog,
     /// The journal this jail reads instead of `logpath` (`backend = "systemd"`).
     pub journal: Option<crate::tail::journal::JournalSpec>,
     /// Whether this jail shares its failures and bans with the fleet (`fleet`, true by
@@ -187,6 +189,53 @@ pub enum Ports {
     List(Vec<u16>),
 }
 
+/// What a plain `logpath` (no glob) that names no file means when the agent starts or
+/// `check` runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MissingLog {
+    /// An error, as fail2ban refuses such a jail: a typo in a path must not leave the
+    /// jail silently reading nothing.
+    Refuse,
+    /// The file is read from its start once it appears; a warning says it is not there.
+    Wait,
+}
+
+/// A `logpath` that names no file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MissingPath {
+    pub jail: String,
+    pub path: PathBuf,
+    /// The folder that holds it is missing too (a typo in the folder, an app not
+    /// installed).
+    pub folder_missing: bool,
+    pub allowed: MissingLog,
+}
+
+impl std::fmt::Display for MissingPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "jail {}: logpath {} does not exist{}",
+            self.jail,
+            self.path.display(),
+            if self.folder_missing {
+                " (nor does its folder)"
+            } else {
+                ""
+            }
+        )?;
+        match self.allowed {
+            MissingLog::Refuse => write!(
+                f,
+                ": check the path, or set `missing_log = \"wait\"` in [jail.{}] if the app \
+                 creates it later",
+                self.jail
+            ),
+            MissingLog::Wait => write!(f, ": it is read from its start once it appears"),
+        }
+    }
+}
+
 /// Where following a log starts the first time it is seen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Start {
@@ -221,6 +270,26 @@ impl Config {
     /// Jails that run.
     pub fn enabled(&self) -> impl Iterator<Item = &Jail> {
         self.jails.iter().filter(|jail| jail.enabled)
+    }
+
+    /// The plain `logpath`s of the enabled jails that name no file now (a glob may match
+    /// nothing yet; a journal jail has no file), with what each jail allows.
+    pub fn missing_logs(&self) -> Vec<MissingPath> {
+        self.enabled()
+            .filter(|jail| jail.journal.is_none())
+            .flat_map(|jail| {
+                jail.logpath
+                    .iter()
+                    .filter(|path| !crate::tail::is_glob(&path.to_string_lossy()))
+                    .filter(|path| !path.exists())
+                    .map(|path| MissingPath {
+                        jail: jail.name.clone(),
+                        path: path.clone(),
+                        folder_missing: path.parent().is_some_and(|folder| !folder.exists()),
+                        allowed: jail.missing_log,
+                    })
+            })
+            .collect()
     }
 }
 

@@ -10,8 +10,8 @@ use serde::Deserialize;
 use toml::{Spanned, Value};
 
 use super::{
-    Config, ConfigError, DatePattern, Email, Global, Hook, Jail, MailVia, Ports, Start, defaults,
-    error::Source,
+    Config, ConfigError, DatePattern, Email, Global, Hook, Jail, MailVia, MissingLog, Ports, Start,
+    defaults, error::Source,
 };
 use crate::{
     datapath::{AttachMode, Protocol},
@@ -73,6 +73,7 @@ pub(super) struct RawJail {
     #[serde(default, deserialize_with = "regex_list")]
     pub(super) journalmatch: Option<Vec<Spanned<String>>>,
     pub(super) start: Option<Spanned<String>>,
+    pub(super) missing_log: Option<Spanned<String>>,
     pub(super) max_tracked: Option<Spanned<i64>>,
     pub(super) max_bans_per_minute: Option<Spanned<i64>>,
     pub(super) on_ban: Option<Spanned<RawHook>>,
@@ -436,6 +437,7 @@ impl<'a> JailCtx<'a> {
             ignoreip: self.ignoreip()?,
             datepattern: self.datepattern(),
             start: self.start()?,
+            missing_log: self.missing_log()?,
             journal,
             fleet: global.fleet.is_some()
                 && self
@@ -881,6 +883,24 @@ impl<'a> JailCtx<'a> {
                 "none" => DatePattern::None,
                 format => DatePattern::Format(format.to_owned()),
             },
+        }
+    }
+
+    fn missing_log(&self) -> Result<MissingLog, ConfigError> {
+        let Some(s) = self.pick("missing_log", |j| j.missing_log.as_ref()) else {
+            return Ok(MissingLog::Refuse);
+        };
+        match s.value.get_ref().as_str() {
+            "refuse" => Ok(MissingLog::Refuse),
+            "wait" => Ok(MissingLog::Wait),
+            other => Err(self.error(
+                s.value.span(),
+                &s.key,
+                format!(
+                    "{other:?}: expected \"refuse\" (a log path that does not exist is an \
+                     error, as in fail2ban) or \"wait\" (it is read once it appears)"
+                ),
+            )),
         }
     }
 

@@ -90,34 +90,97 @@ pub async fn send(email: &Email, events: &[Event], timeout: Duration) -> Result<
             .await
             .map(drop)
             .map_err(|e| format!("sendmail: {e}; is a sendmail program installed?")),
-        MailVia::Smtp {
-            host,
-            port,
-            starttls,
-            credentials_file,
-        } => {
-            let builder = if *starttls {
-                AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(host)
-                    .map_err(|e| format!("{host}: {e}"))?
-            } else {
-                AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
-            };
-            let mut builder = builder.port(*port).timeout(Some(timeout));
-            if let Some(file) = credentials_file {
-                builder = builder.credentials(credentials(file)?);
-            }
-            builder
-                .build()
-                .send(message)
-                .await
-                .map(drop)
-                .map_err(|e| format!("SMTP {host}:{port}: {e}"))
-        }
+        MailVia::Smtp { host, port, .. } => smtp(&email.via, timeout)?
+            .send(message)
+            .await
+            .map(drop)
+            .map_err(|e| format!("SMTP {host}:{port}: {e}")),
     };
     if sent.is_ok() {
         debug!(events = events.len(), "mail sent");
     }
     sent
+}
+
+/// The SMTP transport `via` names (STARTTLS required when it says so), each step bounded
+/// by `timeout`; an error for sendmail.
+fn smtp(via: &MailVia, timeout: Duration) -> Result<AsyncSmtpTransport<Tokio1Executor>, String> {
+    let MailVia::Smtp {
+        host,
+        port,
+        starttls,
+        credentials_file,
+    } = via
+    else {
+        return Err("not an SMTP server".to_owned());
+    };
+    let builder = if *starttls {
+        AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(host)
+            .map_err(|e| format!("{host}: {e}"))?
+    } else {
+        AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
+    };
+    let mut builder = builder.port(*port).timeout(Some(timeout));
+    if let Some(file) = credentials_file {
+        builder = builder.credentials(credentials(file)?);
+    }
+    Ok(builder.build())
+}
+
+/// Whether mail can go the way `via` says, without sending any: the SMTP server is
+/// reached, answers EHLO and offers STARTTLS when it is required; or a sendmail program
+/// is installed. What was found, or what is wrong.
+pub async fn probe(via: &MailVia, timeout: Duration) -> Result<String, String> {
+    match via {
+        MailVia::Sendmail => {
+            let found = ["/usr/sbin/sendmail", "/usr/lib/sendmail"]
+                .into_iter()
+                .map(PathBuf::from)
+                .chain(
+                    std::env::var_os("PATH")
+                        .map(|path| {
+                            std::env::split_paths(&path)
+                                .map(|dir| dir.join("sendmail"))
+                                .collect::<Vec<_>>()
+                        })
+                        .unwrap_or_default(),
+                )
+                .find(|path| path.is_file());
+            match found {
+                Some(path) => Ok(format!("sendmail at {}", path.display())),
+                None => Err(
+                    "no sendmail program is installed (apt install a mail transfer \
+                             agent, or set `smtp`)"
+                        .to_owned(),
+                ),
+            }
+        }
+        MailVia::Smtp {
+            host,
+            port,
+            starttls,
+            ..
+        } => {
+            let transport = smtp(via, timeout)?;
+            let what = if *starttls {
+                "EHLO and STARTTLS"
+            } else {
+                "EHLO"
+            };
+            match transport.test_connection().await {
+                Ok(true) => Ok(format!("SMTP {host}:{port} answers {what}")),
+                Ok(false) => Err(format!("SMTP {host}:{port} did not answer {what}")),
+                Err(e) => Err(format!(
+                    "SMTP {host}:{port} {}: {e}",
+                    if *starttls {
+                        "cannot be reached or does not offer STARTTLS (`starttls = true`)"
+                    } else {
+                        "cannot be reached"
+                    }
+                )),
+            }
+        }
+    }
 }
 
 /// `user:password` from the first line of `file`.

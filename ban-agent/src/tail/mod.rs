@@ -762,7 +762,7 @@ fn read_at_most(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
 }
 
 /// Whether a path (or one of its parts) has glob characters.
-fn is_glob(text: &str) -> bool {
+pub fn is_glob(text: &str) -> bool {
     text.contains(['*', '?', '['])
 }
 

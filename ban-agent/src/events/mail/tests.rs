@@ -205,3 +205,53 @@ fn an_address_is_found_only_as_a_whole() {
     assert!(holds("[2001:db8::1]:443", "2001:db8::1"));
     assert!(!holds("2001:db8::10", "2001:db8::1"));
 }
+
+/// `check` asks the server without sending: EHLO answered; STARTTLS required but not
+/// offered (the test's server offers none), and a port where nothing listens, are said.
+#[tokio::test]
+async fn a_probe_says_whether_mail_can_go_without_sending_any() {
+    let server = Server::start();
+    let plain = server.email(Vec::new()).via;
+    let found = probe(&plain, Duration::from_secs(3)).await;
+    assert!(
+        found
+            .as_ref()
+            .is_ok_and(|text| text.contains("answers EHLO")),
+        "{found:?}"
+    );
+    let MailVia::Smtp { host, port, .. } = plain.clone() else {
+        unreachable!("the test's server is SMTP")
+    };
+    let starttls = MailVia::Smtp {
+        host: host.clone(),
+        port,
+        starttls: true,
+        credentials_file: None,
+    };
+    let refused = probe(&starttls, Duration::from_secs(3)).await;
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|text| text.contains("STARTTLS")),
+        "{refused:?}"
+    );
+    // A port of the test's own, closed again: nothing listens there.
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port();
+    let nobody = MailVia::Smtp {
+        host,
+        port: closed,
+        starttls: false,
+        credentials_file: None,
+    };
+    let unreachable = probe(&nobody, Duration::from_secs(3)).await;
+    assert!(
+        unreachable
+            .as_ref()
+            .is_err_and(|text| text.contains("cannot be reached")),
+        "{unreachable:?}"
+    );
+    assert!(server.mails().is_empty(), "a probe sends no mail");
+}
