@@ -461,9 +461,22 @@ impl Store {
                 .positions
                 .insert(PathBuf::from(OsStr::from_bytes(&path)), checkpoint);
         }
-        let mut rotated = c
-            .prepare("SELECT path, offset, fingerprint FROM rotated ORDER BY path, seq")
+        // A state written before the table existed, inspected read-only (`check` after an
+        // upgrade): nothing rotated was saved.
+        let has_rotated: bool = c
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND \
+                 name = 'rotated')",
+                [],
+                |row| row.get(0),
+            )
             .map_err(read)?;
+        let query = if has_rotated {
+            "SELECT path, offset, fingerprint FROM rotated ORDER BY path, seq"
+        } else {
+            "SELECT NULL, NULL, NULL WHERE 0"
+        };
+        let mut rotated = c.prepare(query).map_err(read)?;
         let rows = rotated
             .query_map([], |row| {
                 Ok((

@@ -272,6 +272,30 @@ fn inspect_changes_nothing() {
     assert_eq!(inspected.load().expect("load").bans.len(), 2);
 }
 
+/// A state written before rotated files had positions (no `rotated` table) is inspected
+/// read-only, as `check` does after an upgrade, and opened as before, the table made then.
+#[test]
+fn a_state_without_rotated_positions_is_read_and_upgraded() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut store = Store::open(dir.path(), 0).expect("open");
+    store.commit(&sample()).expect("commit");
+    store
+        .connection
+        .execute_batch("DROP TABLE rotated")
+        .expect("as an older ban-agent left it");
+    drop(store);
+    let inspected = Store::inspect(dir.path())
+        .expect("inspect")
+        .expect("a state");
+    let loaded = inspected.load().expect("load");
+    let checkpoint = loaded.positions.values().next().expect("a position");
+    assert_eq!((checkpoint.offset, checkpoint.rotated.len()), (4096, 0));
+    drop(inspected);
+    let mut store = Store::open(dir.path(), 0).expect("open");
+    store.commit(&sample()).expect("commit");
+    assert_eq!(store.load().expect("load").positions, sample().positions);
+}
+
 #[test]
 fn remaining_time_of_a_saved_ban() {
     let timed = ban("auth", "192.0.2.7/32", Some(10_000));
