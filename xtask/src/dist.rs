@@ -544,36 +544,23 @@ fn dpkg(root: &Path, args: &[&str], package: Option<&Path>) -> anyhow::Result<()
 fn dry_run(agent: &Path, root: &Path) -> anyhow::Result<()> {
     let socket = root.join("run/ban-agent.sock");
     let log = root.join("dry-run.log");
-    let log_file = fs::File::create(&log).context("cannot create the dry run's log")?;
-    let mut child = bare(agent)
-        .arg("run")
-        .arg("--dry-run")
-        .arg("--config")
-        .arg(root.join("etc/ban-agent/ban-agent.toml"))
-        .arg("--socket")
-        .arg(&socket)
-        .stdout(log_file.try_clone().context("cannot share the log")?)
-        .stderr(log_file)
-        .spawn()
-        .context("cannot start ban-agent run --dry-run")?;
-    let started = Instant::now();
-    let answered = loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            break Err(format!("it exited with {status}"));
-        }
-        let ping = bare(agent)
+    let mut child = spawn_logged(
+        bare(agent)
+            .arg("run")
+            .arg("--dry-run")
+            .arg("--config")
+            .arg(root.join("etc/ban-agent/ban-agent.toml"))
             .arg("--socket")
-            .arg(&socket)
-            .arg("ping")
-            .output();
-        if ping.is_ok_and(|out| out.status.success()) {
-            break Ok(());
-        }
-        if started.elapsed() > Duration::from_secs(20) {
-            break Err("it did not answer within 20 s".to_owned());
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+            .arg(&socket),
+        &log,
+    )?;
+    let answered = answers(
+        agent,
+        &socket,
+        &mut child,
+        &["ping"],
+        Duration::from_secs(20),
+    );
     // SIGTERM, as systemctl stop sends.
     // SAFETY: kill has no memory preconditions; the pid is our child's.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
@@ -607,7 +594,6 @@ impl Removal {
         mkdir(&dir)?;
         let _stale = Command::new("ip").args(["netns", "del", &netns]).output();
         run(Command::new("ip").args(["netns", "add", &netns]))?;
-        let before = Self::links()?;
         let mut removal = Self {
             child: Command::new("true").spawn().context("cannot run true")?,
             links: Vec::new(),
@@ -636,44 +622,28 @@ impl Removal {
         .context("cannot write the configuration")?;
         fs::write(removal.dir.join("app.log"), "").context("cannot write the log")?;
         let socket = root.join("run/ban-agent.sock");
-        let log_file = fs::File::create(&removal.log).context("cannot create the daemon's log")?;
-        let mut cmd = bare(Path::new("nsenter"));
-        removal.child = cmd
-            .arg(format!("--net=/run/netns/{ns}"))
-            .arg(agent)
-            .arg("run")
-            .arg("--config")
-            .arg(&config)
-            .arg("--socket")
-            .arg(&socket)
-            .stdout(log_file.try_clone().context("cannot share the log")?)
-            .stderr(log_file)
-            .spawn()
-            .context("cannot start ban-agent run")?;
-        let started = Instant::now();
-        loop {
-            let ban = bare(agent)
+        removal.child = spawn_logged(
+            bare(Path::new("nsenter"))
+                .arg(format!("--net=/run/netns/{ns}"))
+                .arg(agent)
+                .arg("run")
+                .arg("--config")
+                .arg(&config)
                 .arg("--socket")
-                .arg(&socket)
-                .args(["ban", "app", "192.0.2.99"])
-                .output();
-            if ban.is_ok_and(|out| out.status.success()) {
-                break;
-            }
-            if let Ok(Some(status)) = removal.child.try_wait() {
-                anyhow::bail!("ban-agent run exited with {status}: {}", removal.said());
-            }
-            ensure!(
-                started.elapsed() < Duration::from_secs(30),
-                "ban-agent run did not answer within 30 s: {}",
-                removal.said()
-            );
-            std::thread::sleep(Duration::from_millis(200));
+                .arg(&socket),
+            &removal.log,
+        )?;
+        let ban = ["ban", "app", "192.0.2.99"];
+        if let Err(why) = answers(
+            agent,
+            &socket,
+            &mut removal.child,
+            &ban,
+            Duration::from_secs(30),
+        ) {
+            anyhow::bail!("ban-agent run: {why}; it said:\n{}", removal.said());
         }
-        removal.links = Self::links()?
-            .into_iter()
-            .filter(|id| !before.contains(id))
-            .collect();
+        removal.links = removal.pinned_links()?;
         ensure!(
             removal.pin_dir.join("ban_v4").exists() && !removal.links.is_empty(),
             "the daemon is not attached: {}",
@@ -686,11 +656,15 @@ impl Removal {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// The ids of the BPF links in the kernel (XDP or tc), as bpftool lists them (Debian
-    /// 12's bpftool names no interface for a TCX link, so the daemon's are told by being
-    /// new since it started).
-    fn links() -> anyhow::Result<Vec<u64>> {
-        let listed = output(Command::new("bpftool").args(["-j", "link", "show"]))?;
+    /// The ids of the BPF links in the kernel (XDP or tc), as `bpftool -j link show
+    /// [pinned PIN]` lists them.
+    fn links(pinned: Option<&Path>) -> anyhow::Result<Vec<u64>> {
+        let mut cmd = Command::new("bpftool");
+        cmd.args(["-j", "link", "show"]);
+        if let Some(pin) = pinned {
+            cmd.arg("pinned").arg(pin);
+        }
+        let listed = output(&mut cmd)?;
         Ok(listed
             .split("\"id\":")
             .skip(1)
@@ -699,6 +673,18 @@ impl Removal {
                 digits.parse().ok()
             })
             .collect())
+    }
+
+    /// The links the daemon pinned for d0 (XDP or tc).
+    fn pinned_links(&self) -> anyhow::Result<Vec<u64>> {
+        let mut ids = Vec::new();
+        for name in ["link_d0", "tc_d0"] {
+            let pin = self.pin_dir.join(name);
+            if pin.exists() {
+                ids.extend(Self::links(Some(&pin))?);
+            }
+        }
+        Ok(ids)
     }
 
     /// After the package's removal: the daemon has exited, and nothing of it is left in
@@ -726,7 +712,7 @@ impl Removal {
             self.pin_dir.display(),
             self.said()
         );
-        let left: Vec<u64> = Self::links()?
+        let left: Vec<u64> = Self::links(None)?
             .into_iter()
             .filter(|id| self.links.contains(id))
             .collect();
@@ -756,6 +742,43 @@ impl Drop for Removal {
             .args(["netns", "del", &self.netns])
             .output();
         let _dir = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Starts `cmd` with its standard output and error in `log`.
+fn spawn_logged(cmd: &mut Command, log: &Path) -> anyhow::Result<std::process::Child> {
+    let file = fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
+    cmd.stdout(file.try_clone().context("cannot share the log")?)
+        .stderr(file)
+        .spawn()
+        .with_context(|| format!("cannot start {cmd:?}"))
+}
+
+/// Waits until `ban-agent --socket SOCKET ARGS` succeeds against the daemon `child`;
+/// why not when it exits first or `limit` passes.
+fn answers(
+    agent: &Path,
+    socket: &Path,
+    child: &mut std::process::Child,
+    args: &[&str],
+    limit: Duration,
+) -> Result<(), String> {
+    let started = Instant::now();
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("it exited with {status}"));
+        }
+        let out = bare(agent).arg("--socket").arg(socket).args(args).output();
+        if out.is_ok_and(|out| out.status.success()) {
+            return Ok(());
+        }
+        if started.elapsed() > limit {
+            return Err(format!(
+                "it did not answer `{}` within {limit:?}",
+                args.join(" ")
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
