@@ -39,7 +39,7 @@ const SPACING: Duration = Duration::from_millis(2);
 /// Attackers banned right after a reload, per run (each one reload).
 const RELOADS: u8 = 30;
 /// The row of bans made right after a reload.
-const AFTER_RELOAD: &str = "ban-agent, right after a reload";
+const AFTER_RELOAD: &str = "ban-agent right after a reload";
 const FAIL2BAN_FILTER: &str =
     include_str!("../../examples/fastapi-auth/fail2ban/filter.d/fastapi-auth.conf");
 
@@ -51,7 +51,7 @@ fn main() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
         eprintln!("latency: run {run}/{RUNS}: ban-agent");
         runs.push(("ban-agent", run, ban_agent()?));
-        eprintln!("latency: run {run}/{RUNS}: ban-agent, right after a reload");
+        eprintln!("latency: run {run}/{RUNS}: ban-agent right after a reload");
         runs.push((AFTER_RELOAD, run, ban_agent_after_reload()?));
         match &peer {
             Some(server) => {
