@@ -1,4 +1,6 @@
-//! The boot clock shared with the kernel, and ban expiries expressed on it.
+//! The one clock of the agent: the wall clock of what is saved and shown ([`UnixMs`],
+//! [`wall_text`]), the boot clock shared with the kernel, both read at once ([`Now`]), and
+//! ban expiries expressed on the boot clock.
 //!
 //! The XDP program compares expiries with `bpf_ktime_get_boot_ns()`; this module reads the
 //! same clock (`CLOCK_BOOTTIME`) so that the agent and the kernel agree to the nanosecond.
@@ -6,6 +8,41 @@
 use std::time::Duration;
 
 use ban_common::PERMANENT;
+
+/// Unix time in milliseconds: when a line was written, a ban made or ends, as saved and
+/// shown.
+pub type UnixMs = i64;
+
+/// The two clocks: wall for what is saved and shown, boot for the kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Now {
+    pub wall: UnixMs,
+    pub boot: u64,
+}
+
+impl Now {
+    pub fn read() -> Self {
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, ms);
+        Self {
+            wall,
+            boot: boot_ns(),
+        }
+    }
+}
+
+/// `d` in milliseconds, as the wall clock counts (saturating at `i64::MAX`).
+pub fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// A wall-clock time as an operator reads it (UTC, to the second).
+pub fn wall_text(ms: UnixMs) -> String {
+    jiff::Timestamp::from_millisecond(ms)
+        .map(|t| t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_else(|_| ms.to_string())
+}
 
 /// Nanoseconds of `CLOCK_BOOTTIME`: time since boot, suspend included.
 pub fn boot_ns() -> u64 {

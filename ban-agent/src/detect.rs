@@ -8,10 +8,11 @@ use ipnet::IpNet;
 use jiff::tz::TimeZone;
 
 use crate::{
+    clock::UnixMs,
     config::Jail,
     filter::{
         JailFilter, Outcome, Scratch,
-        date::{DateFormat, DatePattern, DateReader, UnixMs},
+        date::{DateFormat, DatePattern, DateReader},
     },
     ignore::{IgnoreList, Spared},
     tracker::{Counted, Decision, Rules, Tracker},

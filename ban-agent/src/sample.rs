@@ -6,7 +6,7 @@ use std::io::{self, Write};
 
 use jiff::{Timestamp, tz::TimeZone};
 
-use crate::filter::date::UnixMs;
+use crate::clock::UnixMs;
 
 /// What to generate.
 #[derive(Clone, Debug)]

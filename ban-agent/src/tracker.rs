@@ -15,7 +15,7 @@ use std::{collections::VecDeque, net::IpAddr, num::NonZeroUsize, time::Duration}
 use failing::{Failing, Window};
 use ipnet::IpNet;
 
-use crate::filter::date::UnixMs;
+use crate::clock::{self, Expiry, Now, UnixMs};
 
 /// How long a ban lasts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,6 +35,18 @@ pub struct Increment {
 }
 
 impl BanTime {
+    /// The boot-clock expiry and the wall-clock end of a ban of this length starting
+    /// `now`.
+    pub fn ends(self, now: Now) -> (Expiry, Option<UnixMs>) {
+        match self {
+            BanTime::Permanent => (Expiry::Never, None),
+            BanTime::For(d) => (
+                Expiry::after(now.boot, d),
+                Some(now.wall.saturating_add(clock::ms(d))),
+            ),
+        }
+    }
+
     /// The length of a ban that follows `previous` bans of the same target.
     pub fn after(self, previous: u32, increment: Option<&Increment>) -> BanTime {
         let (BanTime::For(base), Some(inc)) = (self, increment) else {
@@ -261,7 +273,7 @@ impl Tracker {
     }
 
     fn window_ms(&self) -> i64 {
-        i64::try_from(self.rules.findtime.as_millis()).unwrap_or(i64::MAX)
+        clock::ms(self.rules.findtime)
     }
 
     /// The address or prefix `target` is counted (and banned) as.

@@ -5,9 +5,10 @@
 use std::sync::Mutex;
 
 use ban_agent::{
+    clock::Now,
     config::Config,
     control::protocol::{self, Request},
-    daemon::{Agent, NoKernel, Now, Setup},
+    daemon::{Agent, NoKernel, Setup},
     metrics::Metrics,
 };
 use libfuzzer_sys::fuzz_target;

@@ -5,9 +5,10 @@
 #![no_main]
 
 use ban_agent::{
+    clock::Now,
     config::Config,
     control::protocol::{Reply, Request},
-    daemon::{Agent, NoKernel, Now, Setup},
+    daemon::{Agent, NoKernel, Setup},
     metrics::Metrics,
     store::Store,
 };

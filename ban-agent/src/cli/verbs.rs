@@ -8,12 +8,12 @@ use clap::{Subcommand, ValueEnum};
 
 use super::parse_target;
 use crate::{
+    clock::wall_text,
     config::DEFAULT_SOCKET,
     control::{
         client,
         protocol::{BanInfo, JailKey, JailStatus, Reply, Request, SetKey},
     },
-    daemon::wall_text,
     datapath::show,
 };
 

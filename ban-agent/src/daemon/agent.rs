@@ -4,7 +4,7 @@
 //! timers and no clock of its own: the daemon calls in with the time, so every rule here
 //! is unit-tested against an in-memory kernel.
 
-use std::{collections::BTreeMap, net::IpAddr, path::PathBuf, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, net::IpAddr, path::PathBuf, sync::Arc};
 
 use anyhow::Context as _;
 use ipnet::IpNet;
@@ -14,13 +14,13 @@ use tracing::{info, warn};
 
 use super::{follow::Log, kernel::Kernel, said::Said, table::Bans};
 use crate::{
-    clock::{self, Expiry},
+    clock::UnixMs,
+    clock::{Expiry, Now, wall_text},
     config::{Config, Global, Jail, Ports},
     control::protocol::InterfaceHook,
     datapath::{self, JailPorts},
     detect::Detector,
     events::{Event, Events, Kind},
-    filter::date::UnixMs,
     ignore::IgnoreList,
     metrics::{self, Metrics, Refusal},
     store::{Changes, SavedBan, State, Store},
@@ -29,40 +29,6 @@ use crate::{
 
 /// How often old history and ended failure windows are pruned from the state.
 const PRUNE_EVERY_MS: i64 = 60_000;
-
-/// The two clocks: wall for what is saved and shown, boot for the kernel.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Now {
-    pub wall: UnixMs,
-    pub boot: u64,
-}
-
-impl Now {
-    pub fn read() -> Self {
-        let wall = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-        Self {
-            wall,
-            boot: clock::boot_ns(),
-        }
-    }
-
-    /// The boot-clock expiry and the wall-clock end of a ban of `length` starting now.
-    fn ends(self, length: BanTime) -> (Expiry, Option<UnixMs>) {
-        match length {
-            BanTime::Permanent => (Expiry::Never, None),
-            BanTime::For(d) => (
-                Expiry::after(self.boot, d),
-                Some(self.wall.saturating_add(millis(d))),
-            ),
-        }
-    }
-}
-
-pub(super) fn millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
 
 /// What the agent is given besides its configuration.
 pub struct Setup {
@@ -391,7 +357,7 @@ impl Agent {
             .jails
             .get_mut(jail)
             .with_context(|| format!("no jail {jail}"))?;
-        let (expiry, expires_at) = now.ends(length);
+        let (expiry, expires_at) = length.ends(now);
         let old = self.bans.get(jail, target);
         let ban = match old {
             Some(old) if !ends_later(expiry, old.expiry) => {
@@ -695,11 +661,4 @@ impl Agent {
             }
         }
     }
-}
-
-/// A wall-clock time as an operator reads it (UTC, to the second).
-pub fn wall_text(ms: UnixMs) -> String {
-    jiff::Timestamp::from_millisecond(ms)
-        .map(|t| t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string())
-        .unwrap_or_else(|_| ms.to_string())
 }

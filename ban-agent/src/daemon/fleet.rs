@@ -8,7 +8,8 @@ use std::{collections::BTreeSet, time::Duration};
 use ipnet::IpNet;
 use tracing::{debug, info, warn};
 
-use super::agent::{Agent, BanOutcome, JailRun, Now};
+use super::agent::{Agent, BanOutcome, JailRun};
+use crate::clock::Now;
 use crate::{
     control::protocol::FleetStatus,
     datapath::{self, DatapathError},

@@ -6,11 +6,11 @@ use prometheus_client::metrics::counter::Counter;
 use tracing::{error, info, warn};
 
 use super::{
-    agent::{Agent, Now, Planned},
+    agent::{Agent, Planned},
     fleet::share_failure,
     said::Said,
 };
-use crate::config::Start;
+use crate::{clock::Now, config::Start};
 use crate::{
     datapath,
     datapath::DatapathError,

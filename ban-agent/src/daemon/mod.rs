@@ -30,11 +30,12 @@ use tokio::{
 };
 use tracing::{info, warn};
 
-pub use agent::{Agent, Now, Setup, wall_text};
+pub use agent::{Agent, Setup};
 pub use kernel::{Kernel, NoKernel};
 pub use requests::After;
 
 use crate::{
+    clock::Now,
     config::{Config, Global},
     control::{
         protocol::InterfaceHook,

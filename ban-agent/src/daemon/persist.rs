@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, HashMap};
 use ipnet::IpNet;
 use tracing::{error, info, warn};
 
-use super::agent::{ActiveBan, Agent, Now, millis};
+use super::agent::{ActiveBan, Agent};
+use crate::clock::{Now, ms};
 use crate::{
     clock::Expiry,
     control::protocol::StateStatus,
@@ -84,9 +85,7 @@ impl Agent {
         for ((id, target), expiry) in in_kernel.rest() {
             match ids.get(&id) {
                 Some(jail) if !expiry.expired(now.boot) && never.spares(&target).is_none() => {
-                    let expires_at = expiry
-                        .remaining(now.boot)
-                        .map(|left| now.wall + millis(left));
+                    let expires_at = expiry.remaining(now.boot).map(|left| now.wall + ms(left));
                     let jail = jail.clone();
                     let active = ActiveBan {
                         expiry,

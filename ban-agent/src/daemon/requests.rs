@@ -5,7 +5,8 @@ use std::{collections::BTreeMap, time::Duration};
 use anyhow::{Context as _, bail};
 use ipnet::IpNet;
 
-use super::agent::{Agent, BanOutcome, Now, wall_text};
+use super::agent::{Agent, BanOutcome};
+use crate::clock::{Now, wall_text};
 use crate::{
     config::{Config, Jail},
     control::protocol::{BanInfo, JailKey, JailStats, JailStatus, Reply, Request, SetKey},

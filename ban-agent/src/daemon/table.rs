@@ -19,7 +19,7 @@ use hashbrown::HashTable;
 use ipnet::IpNet;
 
 use super::agent::ActiveBan;
-use crate::{clock::Expiry, datapath, filter::date::UnixMs};
+use crate::{clock::Expiry, clock::UnixMs, datapath};
 
 /// The `slot` of a free node.
 const FREE: u8 = u8::MAX;

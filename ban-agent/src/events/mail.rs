@@ -255,7 +255,7 @@ fn body(events: &[Event], lines: &BTreeMap<String, Vec<String>>, log_lines: usiz
         };
         let until = event
             .expires_at
-            .map_or_else(|| "never".to_owned(), crate::daemon::wall_text);
+            .map_or_else(|| "never".to_owned(), crate::clock::wall_text);
         text.push_str(&format!(
             "{} {} in jail {}: {} failures, ban {length} (until {until}), reason {}\n",
             if event.event == Kind::Ban {

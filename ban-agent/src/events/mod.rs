@@ -12,8 +12,8 @@ use tokio::sync::{Semaphore, mpsc};
 use tracing::{debug, warn};
 
 use crate::{
+    clock::UnixMs,
     config::{Email, Hook},
-    filter::date::UnixMs,
     metrics::Metrics,
 };
 

@@ -8,8 +8,7 @@
 
 use jiff::{civil, fmt::strtime::BrokenDownTime, tz::TimeZone};
 
-/// Milliseconds since the Unix epoch.
-pub type UnixMs = i64;
+use crate::clock::UnixMs;
 
 /// How the time of a line is found (a jail's `datepattern`).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -16,7 +16,7 @@ use ipnet::IpNet;
 use redis::aio::MultiplexedConnection;
 
 use super::{Entry, Op, Outgoing, Unreadable};
-use crate::config::Endpoint;
+use crate::{clock::ms, config::Endpoint};
 
 /// The counting script (Lua, run by the engine).
 const COUNT: &str = include_str!("count.lua");
@@ -382,10 +382,6 @@ async fn client(access: &Access) -> redis::RedisResult<redis::Client> {
             sentinel.async_get_client().await
         }
     }
-}
-
-pub(super) fn ms(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// A script's reply as a [`Sent`].

@@ -216,7 +216,7 @@ impl Outgoing {
                 ..
             } => (
                 Op::Ban {
-                    expires: bantime.map(|d| at.saturating_add(engine::ms(d))),
+                    expires: bantime.map(|d| at.saturating_add(crate::clock::ms(d))),
                 },
                 jail,
                 target,
@@ -256,7 +256,9 @@ impl Outgoing {
     /// ended. Unbans always do.
     fn current(&self, now: i64) -> bool {
         match self {
-            Self::Failures { findtime, at, .. } => at.saturating_add(engine::ms(*findtime)) > now,
+            Self::Failures { findtime, at, .. } => {
+                at.saturating_add(crate::clock::ms(*findtime)) > now
+            }
             Self::Ban { expires, .. } => expires.is_none_or(|end| end > now),
             Self::Unban { .. } => true,
         }

@@ -213,7 +213,7 @@ impl Run {
         let from = match resume {
             Some(read) if !trimmed => read,
             _ => {
-                let bans = writer.live_bans(crate::daemon::Now::read().wall).await?;
+                let bans = writer.live_bans(crate::clock::Now::read().wall).await?;
                 info!(
                     bans = bans.len(),
                     "the fleet's bans in force, read from the engine's keys{}",
@@ -292,7 +292,7 @@ impl Run {
         loop {
             heartbeat.tick().await;
             let peers = engine
-                .heartbeat(crate::daemon::Now::read().wall, ALIVE)
+                .heartbeat(crate::clock::Now::read().wall, ALIVE)
                 .await?;
             let (_, newest) = engine.ends().await?;
             let mut status = self.status();
@@ -305,7 +305,7 @@ impl Run {
     }
 
     async fn send(&self, writer: &mut Engine) -> Result<(), FleetError> {
-        let batch = self.outbox.take(MAX_BATCH, crate::daemon::Now::read().wall);
+        let batch = self.outbox.take(MAX_BATCH, crate::clock::Now::read().wall);
         if batch.is_empty() {
             return Ok(());
         }

@@ -6,7 +6,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use super::{Changes, SavedBan, StoreError, io};
-use crate::{filter::date::UnixMs, tail::Checkpoint};
+use crate::{clock::UnixMs, tail::Checkpoint};
 
 pub const FILE: &str = "state.json";
 /// The only version of the file there was.

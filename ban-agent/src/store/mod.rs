@@ -27,7 +27,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension as _, params};
 use thiserror::Error;
 
 use crate::{
-    filter::date::UnixMs,
+    clock::{UnixMs, ms},
     tail::{Checkpoint, Mark},
 };
 
@@ -885,10 +885,6 @@ fn write_changes(tx: &rusqlite::Transaction<'_>, changes: &Changes) -> rusqlite:
         )?;
     }
     Ok(())
-}
-
-fn ms(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 fn io(op: &'static str, path: &Path, source: std::io::Error) -> StoreError {

@@ -18,7 +18,7 @@ use std::{
 use hashbrown::HashTable;
 use ipnet::IpNet;
 
-use crate::filter::date::UnixMs;
+use crate::clock::UnixMs;
 
 const NIL: u32 = u32::MAX;
 
