@@ -27,9 +27,9 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use ban_agent::{
-    config::Start,
     detect,
     sample::{SampleSpec, write_log},
+    tail::Start,
     tail::{DEFAULT_MAX_LINE, Follower},
     tracker::Rules,
 };

@@ -264,11 +264,53 @@ impl Endpoint {
     /// The address for messages, without a password.
     pub fn shown(&self) -> String {
         match self {
-            Self::Url(url) => crate::fleet::redact(url),
+            Self::Url(url) => redact(url),
             Self::Sentinel { nodes, service, .. } => {
-                let nodes: Vec<String> = nodes.iter().map(|n| crate::fleet::redact(n)).collect();
+                let nodes: Vec<String> = nodes.iter().map(|n| redact(n)).collect();
                 format!("sentinels {} for {service}", nodes.join(", "))
             }
         }
+    }
+}
+
+/// A URL with its password left out, for messages: the user information of
+/// `redis://user:password@host`, and `pass=` in a `redis+unix://` query.
+pub fn redact(url: &str) -> String {
+    let url = match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://…@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    };
+    match url.split_once('?') {
+        Some((base, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((key, _)) if key == "pass" || key == "password" => format!("{key}=…"),
+                    _ => pair.to_owned(),
+                })
+                .collect();
+            format!("{base}?{}", query.join("&"))
+        }
+        None => url,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_left_out_of_messages() {
+        assert_eq!(
+            redact("redis://agent:secret@10.0.0.5:6379/0"),
+            "redis://…@10.0.0.5:6379/0"
+        );
+        assert_eq!(redact("redis://10.0.0.5"), "redis://10.0.0.5");
+        assert_eq!(
+            redact("redis+unix:///run/redis.sock?db=1&pass=secret"),
+            "redis+unix:///run/redis.sock?db=1&pass=…"
+        );
     }
 }

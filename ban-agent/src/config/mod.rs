@@ -43,6 +43,7 @@ pub use crate::filter::date::DatePattern;
 use crate::{
     datapath::{AttachMode, Protocol},
     filter::JailFilter,
+    tail::Start,
     tracker::{BanTime, Increment, Rules},
 };
 
@@ -234,15 +235,6 @@ impl std::fmt::Display for MissingPath {
             MissingLog::Wait => write!(f, ": it is read from its start once it appears"),
         }
     }
-}
-
-/// Where following a log starts the first time it is seen.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Start {
-    /// At its end: only new lines count.
-    Tail,
-    /// At its start.
-    Head,
 }
 
 impl Config {

@@ -10,11 +10,12 @@ use serde::Deserialize;
 use toml::{Spanned, Value};
 
 use super::{
-    Config, ConfigError, DatePattern, Email, Global, Hook, Jail, MailVia, MissingLog, Ports, Start,
+    Config, ConfigError, DatePattern, Email, Global, Hook, Jail, MailVia, MissingLog, Ports,
     defaults, error::Source,
 };
 use crate::{
     datapath::{AttachMode, Protocol},
+    tail::Start,
     tracker::{BanTime, Increment, Rules},
 };
 

@@ -12,7 +12,12 @@ use jiff::tz::TimeZone;
 use prometheus_client::metrics::counter::Counter;
 use tracing::{info, warn};
 
-use super::{follow::Log, kernel::Kernel, said::Said, table::Bans};
+use super::{
+    follow::Log,
+    kernel::Kernel,
+    said::Said,
+    table::{ActiveBan, Bans},
+};
 use crate::{
     clock::UnixMs,
     clock::{Expiry, Now, wall_text},
@@ -38,15 +43,6 @@ pub struct Setup {
     pub metrics: Arc<Metrics>,
     /// Where hooks go; `None` runs none (tests).
     pub events: Option<Events>,
-}
-
-/// A ban in force.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) struct ActiveBan {
-    pub expiry: Expiry,
-    pub expires_at: Option<UnixMs>,
-    pub banned_at: UnixMs,
-    pub failures: u32,
 }
 
 /// What [`Agent::ban`] did.

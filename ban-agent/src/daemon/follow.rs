@@ -10,7 +10,7 @@ use super::{
     fleet::share_failure,
     said::Said,
 };
-use crate::{clock::Now, config::Start};
+use crate::{clock::Now, tail::Start};
 use crate::{
     datapath,
     datapath::DatapathError,

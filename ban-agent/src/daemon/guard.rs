@@ -6,12 +6,22 @@
 //! a package's removal), or the daemon's own binary deleted with nothing in its place,
 //! stops the daemon.
 
-use std::{collections::BTreeMap, path::PathBuf};
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
 
+use anyhow::Context as _;
 use tracing::{error, info, warn};
 
 use super::{agent::Agent, said::Said};
-use crate::datapath::{AttachMode, HeldLinks, ethtool::interface_index, pin_instance};
+use crate::{
+    config::Global,
+    control::protocol::InterfaceHook,
+    datapath::{
+        AttachMode, Datapath, DatapathOptions, HeldLinks, ethtool::interface_index, pin_instance,
+    },
+};
 
 /// What a tick's check found.
 #[derive(Debug, PartialEq, Eq)]
@@ -64,7 +74,7 @@ impl Guard {
     /// Attaches to the configured interfaces again: after a reload (interfaces added), or
     /// when an interface came back. Interfaces already attached keep their link.
     pub fn reattach(&mut self, agent: &mut Agent, when: &str) {
-        match super::attach(agent.global(), agent.config_path()) {
+        match attach(agent.global(), agent.config_path()) {
             Ok(hooks) => agent.set_hooks(hooks),
             Err(e) => warn!("{when}: {}", crate::error_text(&e)),
         }
@@ -187,6 +197,37 @@ impl Guard {
             }
         }
     }
+}
+
+/// Attaches every configured interface in its mode; the log says which hook and why.
+pub fn attach(global: &Global, config: &Path) -> anyhow::Result<Vec<InterfaceHook>> {
+    let mut datapath = Datapath::open(DatapathOptions {
+        pin_dir: global.pin_dir.clone(),
+        ..DatapathOptions::default()
+    })?;
+    if global.interfaces.is_empty() {
+        warn!(
+            "no `interfaces` in {}: bans are kept in the maps but no packet is dropped",
+            config.display()
+        );
+    }
+    let mut hooks = Vec::new();
+    for interface in &global.interfaces {
+        let attached = datapath
+            .attach(interface, global.mode_of(interface))
+            .with_context(|| {
+                format!(
+                    "interface {interface} (`interfaces` in {})",
+                    config.display()
+                )
+            })?;
+        hooks.push(InterfaceHook {
+            interface: interface.clone(),
+            hook: attached.hook.name().to_owned(),
+            why: attached.why,
+        });
+    }
+    Ok(hooks)
 }
 
 /// Each configured interface with the mode it asks for.

@@ -18,10 +18,7 @@ mod table;
 #[cfg(test)]
 mod tests;
 
-use std::{
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::{path::PathBuf, time::Duration};
 
 use anyhow::Context as _;
 use tokio::{
@@ -36,12 +33,12 @@ pub use requests::After;
 
 use crate::{
     clock::Now,
-    config::{Config, Global},
+    config::Config,
     control::{
         protocol::InterfaceHook,
         server::{self, Call},
     },
-    datapath::{self, Datapath, DatapathOptions, Maps},
+    datapath::{self, Maps},
     events::Events,
     metrics::{self, Metrics},
     tail::{self as watch, WatchMode},
@@ -277,40 +274,9 @@ fn open_kernel(
     }
     datapath::check_interfaces(&config.global.interfaces)
         .with_context(|| format!("`interfaces` in {}", config.path.display()))?;
-    let hooks = attach(&config.global, &config.path)?;
+    let hooks = guard::attach(&config.global, &config.path)?;
     let maps = Maps::open_pinned(&config.global.pin_dir)?;
     Ok((Box::new(maps), hooks))
-}
-
-/// Attaches every configured interface in its mode; the log says which hook and why.
-fn attach(global: &Global, config: &Path) -> anyhow::Result<Vec<InterfaceHook>> {
-    let mut datapath = Datapath::open(DatapathOptions {
-        pin_dir: global.pin_dir.clone(),
-        ..DatapathOptions::default()
-    })?;
-    if global.interfaces.is_empty() {
-        warn!(
-            "no `interfaces` in {}: bans are kept in the maps but no packet is dropped",
-            config.display()
-        );
-    }
-    let mut hooks = Vec::new();
-    for interface in &global.interfaces {
-        let attached = datapath
-            .attach(interface, global.mode_of(interface))
-            .with_context(|| {
-                format!(
-                    "interface {interface} (`interfaces` in {})",
-                    config.display()
-                )
-            })?;
-        hooks.push(InterfaceHook {
-            interface: interface.clone(),
-            hook: attached.hook.name().to_owned(),
-            why: attached.why,
-        });
-    }
-    Ok(hooks)
 }
 
 /// After a reload: the datapath attached again only if its interfaces changed, the logs

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use ipnet::IpNet;
 use tracing::{error, info, warn};
 
-use super::agent::{ActiveBan, Agent};
+use super::{agent::Agent, table::ActiveBan};
 use crate::clock::{Now, ms};
 use crate::{
     clock::Expiry,

@@ -18,8 +18,16 @@ use std::{
 use hashbrown::HashTable;
 use ipnet::IpNet;
 
-use super::agent::ActiveBan;
 use crate::{clock::Expiry, clock::UnixMs, datapath};
+
+/// A ban in force.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct ActiveBan {
+    pub expiry: Expiry,
+    pub expires_at: Option<UnixMs>,
+    pub banned_at: UnixMs,
+    pub failures: u32,
+}
 
 /// The `slot` of a free node.
 const FREE: u8 = u8::MAX;

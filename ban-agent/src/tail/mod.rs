@@ -38,7 +38,14 @@ use std::{
 pub use lines::{Lines, read_stream};
 pub use watch::{Wakeups, WatchMode, watch};
 
-use crate::config::Start;
+/// Where following a log starts the first time it is seen (a jail's `start`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Start {
+    /// At its end: only new lines count.
+    Tail,
+    /// At its start.
+    Head,
+}
 
 /// Lines longer than this are skipped unless configured otherwise.
 pub const DEFAULT_MAX_LINE: usize = 64 * 1024;
