@@ -9,9 +9,9 @@ use jiff::tz::TimeZone;
 
 use crate::{
     clock::UnixMs,
-    config::Jail,
+    config::{Jail, JailFilter},
     filter::{
-        JailFilter, Outcome, Scratch,
+        Outcome, Scratch,
         date::{DateFormat, DatePattern, DateReader},
     },
     ignore::{IgnoreList, Spared},
@@ -438,5 +438,46 @@ mod tests {
             d.line(&line(1, "192.0.2.10", "/login", 401), T0),
             Verdict::Ban { .. }
         ));
+    }
+
+    /// The time of a line comes from where the filter says it is: a `time` group (nginx's
+    /// `$remote_user` may hold a date), an empty one (no time: when read), or a JSON field.
+    #[test]
+    fn a_filter_says_where_the_time_is() {
+        use crate::{
+            filter::{Filter, FilterSpec, builtin, date::DateReader},
+            ignore::IgnoreList,
+            tracker::Rules,
+        };
+        let detector = |name: &str| {
+            let spec: FilterSpec =
+                toml::from_str(builtin(name).expect("built in")).expect("parses");
+            Detector::new(
+                Filter::compile(&spec).expect("compiles"),
+                DateReader::new(jiff::tz::TimeZone::UTC),
+                IgnoreList::default(),
+                Rules::default(),
+            )
+        };
+        let t0 = 1_795_521_600_000; // 2026-11-24T12:00:00Z
+        let mut nginx = detector("nginx");
+        let line = "192.0.2.7 - [01/Jan/2000:00:00:00 +0000] [24/Nov/2026:12:00:00 +0000] \"POST /login HTTP/1.1\" 401 3 \"-\" \"-\"";
+        assert!(matches!(nginx.line(line, t0 + 5), Verdict::Counted { .. }));
+        assert_eq!(nginx.last_format(), Some(DateFormat::CommonLog));
+        assert_eq!(nginx.replay(line, 0).1, Some(DateFormat::CommonLog));
+        let mut uvicorn = detector("uvicorn");
+        let line = "INFO:     192.0.2.7:1 - \"POST /login?t=[01/Jan/2000:00:00:00%20+0000] HTTP/1.1\" 401 Unauthorized";
+        assert!(matches!(uvicorn.line(line, t0), Verdict::Counted { .. }));
+        assert_eq!(uvicorn.last_format(), None);
+        let mut caddy = detector("caddy");
+        let line = r#"{"ts":1795521600.5,"request":{"client_ip":"192.0.2.7","uri":"/login"},"status":401}"#;
+        assert!(matches!(
+            caddy.line(line, t0 + 1000),
+            Verdict::Counted { .. }
+        ));
+        assert_eq!(caddy.last_format(), Some(DateFormat::Field));
+        assert_eq!(caddy.replay(line, 0).1, Some(DateFormat::Field));
+        assert!(matches!(caddy.line("{\"ts\":", t0), Verdict::Malformed));
+        assert_eq!(caddy.stats().malformed, 1);
     }
 }

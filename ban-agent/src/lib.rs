@@ -17,6 +17,8 @@ pub mod fail2ban;
 pub mod filter;
 pub mod fleet;
 pub mod ignore;
+#[cfg(test)]
+mod layers;
 pub mod metrics;
 pub mod sample;
 pub mod store;

@@ -16,10 +16,11 @@ use ipnet::IpNet;
 use jiff::tz::TimeZone;
 
 use crate::{
+    config::JailFilter,
     config::{self, Config},
     datapath::show,
     detect::{DetectStats, Detector, Verdict},
-    filter::{self, Filter, FilterSpec, JailFilter, date::DateFormat},
+    filter::{self, Filter, FilterSpec, date::DateFormat},
     ignore::{self, IgnoreList, Spared},
     tail::{self, TailStats},
     tracker::Rules,

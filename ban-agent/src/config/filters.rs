@@ -10,13 +10,13 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{
-    ConfigError, Global,
+    ConfigError, Global, JailFilter,
     error::Source,
     raw::{JailCtx, Setting},
 };
 use crate::{
     fail2ban::{self, Fail2banError, FilterRef},
-    filter::{self, Filter, FilterError, FilterSpec, JailFilter, json::JsonSpec},
+    filter::{self, Filter, FilterError, FilterSpec, json::JsonSpec},
 };
 
 /// A filter file: the same two lists as an inline filter, and optionally the options its

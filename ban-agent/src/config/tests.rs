@@ -457,7 +457,7 @@ fn the_reverse_proxy_example_is_valid_and_its_filters_take_their_options() {
     let config = parse(text).expect("examples/reverse-proxy/ban-agent.toml is valid");
     let nginx = config.jail("login-nginx").expect("login-nginx");
     assert_eq!(nginx.ports, Ports::List(vec![80, 443]));
-    let crate::filter::JailFilter::Simple(filter) = &nginx.filter else {
+    let crate::config::JailFilter::Simple(filter) = &nginx.filter else {
         panic!("nginx is a TOML filter");
     };
     let line = "203.0.113.7 - - [24/Nov/2026:12:00:00 +0000] \"POST /api/login HTTP/1.1\" 401 3 \"-\" \"-\"";
@@ -601,7 +601,7 @@ fn failregex_is_a_list_or_one_regex_per_line() {
     let text = "[jail.auth]\nlogpath = \"/var/log/app/auth.log\"\nfailregex = \"\"\"\n\
                 ^<HOST> login failed$\n\n  ^<HOST> register failed$\n\"\"\"\n";
     let config = parse(text).expect("one regex per line is valid");
-    let crate::filter::JailFilter::Simple(filter) = &config.jail("auth").expect("auth").filter
+    let crate::config::JailFilter::Simple(filter) = &config.jail("auth").expect("auth").filter
     else {
         panic!("inline regexes make a simple filter");
     };

@@ -110,51 +110,6 @@ pub enum Outcome {
     Malformed,
 }
 
-/// A jail's filter as the detector runs it.
-#[derive(Clone, Debug)]
-pub enum JailFilter {
-    /// failregex/ignoreregex on one line, scanned once (literal prefilter, regex set);
-    /// the time is read by the jail's `datepattern`.
-    Simple(Filter),
-    /// fail2ban's whole model: `prefregex`, multi-line buffers, connection ids, its date
-    /// templates, Python's regex dialect. fail2ban's filter files compile to it.
-    Full(Box<crate::fail2ban::Matcher>),
-}
-
-impl JailFilter {
-    /// The failregexes as written, in order.
-    pub fn patterns(&self) -> &[String] {
-        match self {
-            Self::Simple(filter) => filter.patterns(),
-            Self::Full(matcher) => matcher.patterns(),
-        }
-    }
-
-    /// Number of failregexes.
-    pub fn len(&self) -> usize {
-        self.patterns().len()
-    }
-
-    /// The filter's own `journalmatch` (fail2ban filters), for a journal jail that sets
-    /// none.
-    pub fn journalmatch(&self) -> &[String] {
-        match self {
-            Self::Simple(_) => &[],
-            Self::Full(matcher) => matcher.journalmatch(),
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.patterns().is_empty()
-    }
-}
-
-impl From<Filter> for JailFilter {
-    fn from(filter: Filter) -> Self {
-        Self::Simple(filter)
-    }
-}
-
 /// Capture room for [`Filter::check_with`].
 #[derive(Clone, Debug)]
 pub struct Scratch(Vec<regex::CaptureLocations>);

@@ -111,57 +111,6 @@ fn the_paths_of_a_builtin_filter_are_options() {
     assert!(error.to_string().contains("login_path"), "{error}");
 }
 
-/// The time of a line comes from where the filter says it is: a `time` group (nginx's
-/// `$remote_user` may hold a date), an empty one (no time: when read), or a JSON field.
-#[test]
-fn a_filter_says_where_the_time_is() {
-    use crate::{
-        detect::Detector,
-        filter::date::{DateFormat, DateReader},
-        ignore::IgnoreList,
-        tracker::Rules,
-    };
-    let detector = |name: &str| {
-        let spec: FilterSpec = toml::from_str(builtin(name).expect("built in")).expect("parses");
-        Detector::new(
-            Filter::compile(&spec).expect("compiles"),
-            DateReader::new(jiff::tz::TimeZone::UTC),
-            IgnoreList::default(),
-            Rules::default(),
-        )
-    };
-    let t0 = 1_795_521_600_000; // 2026-11-24T12:00:00Z
-    let mut nginx = detector("nginx");
-    let line = "192.0.2.7 - [01/Jan/2000:00:00:00 +0000] [24/Nov/2026:12:00:00 +0000] \"POST /login HTTP/1.1\" 401 3 \"-\" \"-\"";
-    assert!(matches!(
-        nginx.line(line, t0 + 5),
-        crate::detect::Verdict::Counted { .. }
-    ));
-    assert_eq!(nginx.last_format(), Some(DateFormat::CommonLog));
-    assert_eq!(nginx.replay(line, 0).1, Some(DateFormat::CommonLog));
-    let mut uvicorn = detector("uvicorn");
-    let line = "INFO:     192.0.2.7:1 - \"POST /login?t=[01/Jan/2000:00:00:00%20+0000] HTTP/1.1\" 401 Unauthorized";
-    assert!(matches!(
-        uvicorn.line(line, t0),
-        crate::detect::Verdict::Counted { .. }
-    ));
-    assert_eq!(uvicorn.last_format(), None);
-    let mut caddy = detector("caddy");
-    let line =
-        r#"{"ts":1795521600.5,"request":{"client_ip":"192.0.2.7","uri":"/login"},"status":401}"#;
-    assert!(matches!(
-        caddy.line(line, t0 + 1000),
-        crate::detect::Verdict::Counted { .. }
-    ));
-    assert_eq!(caddy.last_format(), Some(DateFormat::Field));
-    assert_eq!(caddy.replay(line, 0).1, Some(DateFormat::Field));
-    assert!(matches!(
-        caddy.line("{\"ts\":", t0),
-        crate::detect::Verdict::Malformed
-    ));
-    assert_eq!(caddy.stats().malformed, 1);
-}
-
 #[test]
 fn every_failregex_needs_exactly_one_address_tag() {
     let spec = |re: &str| FilterSpec {
