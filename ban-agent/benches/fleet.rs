@@ -29,7 +29,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use ban_agent::{
     datapath::Maps,
-    fleet::{Access, Engine, Outgoing, Signer},
+    fleet::{Engine, EngineAccess, Outgoing, Signer},
 };
 use ipnet::IpNet;
 
@@ -292,7 +292,7 @@ fn publish(server: &Server, run: usize, targets: &[IpNet]) -> anyhow::Result<()>
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let access = Access::url(&server.url(), &format!("catchup{run}"), "bench-peer");
+        let access = EngineAccess::url(&server.url(), &format!("catchup{run}"), "bench-peer");
         let mut engine = Engine::connect(&access, Duration::ZERO).await?;
         let signer = Signer::with_key(KEY);
         let at = (now_s() * 1e3) as i64;

@@ -1,5 +1,5 @@
 //! One jail's detection, line by line: filter, time of the line, who is spared, counting.
-//! Pure: the line and the time it was read come in, a [`Verdict`] goes out. The daemon,
+//! Pure: the line and the time it was read come in, a [`Detection`] goes out. The daemon,
 //! `test-filter` and the detection benchmark all run this same path.
 
 use std::net::IpAddr;
@@ -20,7 +20,7 @@ use crate::{
 
 /// What a line amounts to for a jail.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Verdict {
+pub enum Detection {
     /// No failregex matched.
     Missed,
     /// A JSON filter's line that is not JSON: skipped.
@@ -41,7 +41,7 @@ pub enum Verdict {
     Ban { decision: Decision, regex: usize },
 }
 
-/// Lines seen by a detector, by verdict.
+/// Lines seen by a detector, by detection.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DetectStats {
     pub lines: u64,
@@ -127,32 +127,32 @@ impl Detector {
     }
 
     /// Judges a line read at `now`. Its time is taken from the line when it has one.
-    pub fn line(&mut self, line: &str, now: UnixMs) -> Verdict {
-        self.verdict(line, now, None)
+    pub fn line(&mut self, line: &str, now: UnixMs) -> Detection {
+        self.detection(line, now, None)
     }
 
     /// Judges a journal entry read at `now`: its time comes with it, and no date is
     /// looked for in its text.
-    pub fn dated_line(&mut self, line: &str, time: UnixMs, now: UnixMs) -> Verdict {
-        self.verdict(line, now, Some(time))
+    pub fn dated_line(&mut self, line: &str, time: UnixMs, now: UnixMs) -> Detection {
+        self.detection(line, now, Some(time))
     }
 
-    fn verdict(&mut self, line: &str, now: UnixMs, known: Option<UnixMs>) -> Verdict {
+    fn detection(&mut self, line: &str, now: UnixMs, known: Option<UnixMs>) -> Detection {
         self.stats.lines += 1;
         self.last_format = None;
         let (target, regex, time) = match self.judge(line, now, known) {
             Outcome::Missed => {
                 self.stats.missed += 1;
-                return Verdict::Missed;
+                return Detection::Missed;
             }
             Outcome::Malformed => {
                 self.stats.missed += 1;
                 self.stats.malformed += 1;
-                return Verdict::Malformed;
+                return Detection::Malformed;
             }
             Outcome::Ignored { regex } => {
                 self.stats.ignored += 1;
-                return Verdict::Ignored { regex };
+                return Detection::Ignored { regex };
             }
             // The time is to be read from the line.
             Outcome::Failure { target, regex } => (target, regex, None),
@@ -166,7 +166,7 @@ impl Detector {
         if let Some(why) = self.ignore.spares(&target) {
             self.stats.spared += 1;
             self.stats.spared_by[why.index()] += 1;
-            return Verdict::Spared { target, why, regex };
+            return Detection::Spared { target, why, regex };
         }
         let time = match (&self.filter, time) {
             _ if known.is_some() => known.map(|at| (at, DateFormat::Journal)),
@@ -190,11 +190,11 @@ impl Detector {
         match self.tracker.record(target, at, now) {
             Counted::Stale => {
                 self.stats.stale += 1;
-                Verdict::Stale { target, regex }
+                Detection::Stale { target, regex }
             }
             Counted::Counted => {
                 self.stats.counted += 1;
-                Verdict::Counted { target, regex }
+                Detection::Counted { target, regex }
             }
             Counted::Ban(decision) => {
                 self.stats.counted += 1;
@@ -202,14 +202,14 @@ impl Detector {
                 if let Some(why) = self.ignore.spares(&decision.target) {
                     self.stats.spared += 1;
                     self.stats.spared_by[why.index()] += 1;
-                    return Verdict::Spared {
+                    return Detection::Spared {
                         target: decision.target,
                         why,
                         regex,
                     };
                 }
                 self.stats.bans += 1;
-                Verdict::Ban { decision, regex }
+                Detection::Ban { decision, regex }
             }
         }
     }
@@ -246,9 +246,9 @@ impl Detector {
     }
 
     /// Judges a line as if read at the time written in it (`test-filter` replaying a
-    /// log); a line without a time is taken as read at `fallback`. Returns the verdict and
+    /// log); a line without a time is taken as read at `fallback`. Returns the detection and
     /// the format the time was found in.
-    pub fn replay(&mut self, line: &str, fallback: UnixMs) -> (Verdict, Option<DateFormat>) {
+    pub fn replay(&mut self, line: &str, fallback: UnixMs) -> (Detection, Option<DateFormat>) {
         let time = match &mut self.filter {
             JailFilter::Simple(filter) if filter.reads_json(line) => {
                 filter.json_time(line).map(|at| (at, DateFormat::Field))
@@ -337,18 +337,18 @@ mod tests {
         let now = T0 + 60_000;
         assert_eq!(
             d.line(&line(1, "192.0.2.7", "/login", 200), now),
-            Verdict::Missed
+            Detection::Missed
         );
         for s in 1..3 {
             assert!(matches!(
                 d.line(&line(s, "192.0.2.7", "/login", 401), now),
-                Verdict::Counted { .. }
+                Detection::Counted { .. }
             ));
         }
         assert_eq!(d.last_format(), Some(DateFormat::Iso));
-        let verdict = d.line(&line(3, "192.0.2.7", "/register", 400), now);
-        let Verdict::Ban { decision, .. } = verdict else {
-            panic!("{verdict:?}");
+        let detection = d.line(&line(3, "192.0.2.7", "/register", 400), now);
+        let Detection::Ban { decision, .. } = detection else {
+            panic!("{detection:?}");
         };
         assert_eq!(
             decision.target,
@@ -377,11 +377,11 @@ mod tests {
             rules,
         );
         let line = "login failed from 192.0.2.7";
-        assert!(matches!(d.line(line, T0), Verdict::Counted { .. }));
+        assert!(matches!(d.line(line, T0), Detection::Counted { .. }));
         assert_eq!(d.last_format(), None);
         let failures: Vec<_> = d.tracker().failures(T0).map(|(_, times)| times).collect();
         assert_eq!(failures, [vec![T0]]);
-        assert!(matches!(d.line(line, T0 + 1000), Verdict::Ban { .. }));
+        assert!(matches!(d.line(line, T0 + 1000), Detection::Ban { .. }));
     }
 
     #[test]
@@ -389,8 +389,11 @@ mod tests {
         let mut d = detector(2);
         let an_hour_later = T0 + 3_600_000;
         for s in 0..50 {
-            let verdict = d.line(&line(s, "192.0.2.7", "/login", 401), an_hour_later);
-            assert!(matches!(verdict, Verdict::Stale { .. }), "{verdict:?}");
+            let detection = d.line(&line(s, "192.0.2.7", "/login", 401), an_hour_later);
+            assert!(
+                matches!(detection, Detection::Stale { .. }),
+                "{detection:?}"
+            );
         }
         assert_eq!(d.stats().stale, 50);
         assert_eq!(d.stats().bans, 0);
@@ -412,14 +415,14 @@ mod tests {
         );
         assert!(matches!(
             d.line(&line(1, "127.0.0.1", "/login", 401), T0),
-            Verdict::Spared {
+            Detection::Spared {
                 why: Spared::Reserved,
                 ..
             }
         ));
         assert!(matches!(
             d.line(&line(1, "198.51.100.9", "/login", 401), T0),
-            Verdict::Spared {
+            Detection::Spared {
                 why: Spared::IgnoreIp,
                 ..
             }
@@ -427,7 +430,7 @@ mod tests {
         assert!(
             matches!(
                 d.line(&line(1, "198.51.100.10", "/login", 401), T0),
-                Verdict::Spared {
+                Detection::Spared {
                     why: Spared::IgnoreIp,
                     ..
                 }
@@ -436,7 +439,7 @@ mod tests {
         );
         assert!(matches!(
             d.line(&line(1, "192.0.2.10", "/login", 401), T0),
-            Verdict::Ban { .. }
+            Detection::Ban { .. }
         ));
     }
 
@@ -462,22 +465,25 @@ mod tests {
         let t0 = 1_795_521_600_000; // 2026-11-24T12:00:00Z
         let mut nginx = detector("nginx");
         let line = "192.0.2.7 - [01/Jan/2000:00:00:00 +0000] [24/Nov/2026:12:00:00 +0000] \"POST /login HTTP/1.1\" 401 3 \"-\" \"-\"";
-        assert!(matches!(nginx.line(line, t0 + 5), Verdict::Counted { .. }));
+        assert!(matches!(
+            nginx.line(line, t0 + 5),
+            Detection::Counted { .. }
+        ));
         assert_eq!(nginx.last_format(), Some(DateFormat::CommonLog));
         assert_eq!(nginx.replay(line, 0).1, Some(DateFormat::CommonLog));
         let mut uvicorn = detector("uvicorn");
         let line = "INFO:     192.0.2.7:1 - \"POST /login?t=[01/Jan/2000:00:00:00%20+0000] HTTP/1.1\" 401 Unauthorized";
-        assert!(matches!(uvicorn.line(line, t0), Verdict::Counted { .. }));
+        assert!(matches!(uvicorn.line(line, t0), Detection::Counted { .. }));
         assert_eq!(uvicorn.last_format(), None);
         let mut caddy = detector("caddy");
         let line = r#"{"ts":1795521600.5,"request":{"client_ip":"192.0.2.7","uri":"/login"},"status":401}"#;
         assert!(matches!(
             caddy.line(line, t0 + 1000),
-            Verdict::Counted { .. }
+            Detection::Counted { .. }
         ));
         assert_eq!(caddy.last_format(), Some(DateFormat::Field));
         assert_eq!(caddy.replay(line, 0).1, Some(DateFormat::Field));
-        assert!(matches!(caddy.line("{\"ts\":", t0), Verdict::Malformed));
+        assert!(matches!(caddy.line("{\"ts\":", t0), Detection::Malformed));
         assert_eq!(caddy.stats().malformed, 1);
     }
 }

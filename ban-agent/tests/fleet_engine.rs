@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use ban_agent::fleet::{Access, Engine, Op, Outgoing, Sent, Signer};
+use ban_agent::fleet::{Engine, EngineAccess, Op, Outgoing, Sent, Signer};
 use common::redis::{PASSWORD, Server};
 
 const NOW: i64 = 1_795_521_600_000;
@@ -34,7 +34,7 @@ async fn send(engine: &mut Engine, signer: &Signer, host: &str, batch: &[Outgoin
 }
 
 /// Connects once the servers a test just started listen (up to 10 s).
-async fn connect_when_up(access: &Access, what: &str) -> Engine {
+async fn connect_when_up(access: &EngineAccess, what: &str) -> Engine {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         match Engine::connect(access, Duration::ZERO).await {
@@ -61,7 +61,7 @@ fn failures_spread_over_three_hosts_ban_once_for_the_fleet() {
         let names = ["web1", "web2", "web3"];
         let mut hosts = Vec::new();
         for name in names {
-            let access = Access::url(&url, "ba", name);
+            let access = EngineAccess::url(&url, "ba", name);
             hosts.push(
                 Engine::connect(&access, Duration::from_secs(1))
                     .await
@@ -192,7 +192,7 @@ fn failures_spread_over_three_hosts_ban_once_for_the_fleet() {
 fn a_wrong_password_is_refused_with_the_url_redacted() {
     let server = Server::start();
     let url = server.url().replace(PASSWORD, "wrong");
-    let access = Access::url(&url, "ba", "web1");
+    let access = EngineAccess::url(&url, "ba", "web1");
     let error = runtime()
         .block_on(Engine::connect(&access, Duration::ZERO))
         .err()
@@ -233,7 +233,7 @@ fn the_documented_acl_lets_the_agents_do_their_work_and_nothing_else() {
     let server = Server::start_with(&args);
     let signer = Signer::with_key(b"a shared key of the test fleet");
     runtime().block_on(async {
-        let mut access = Access::url(&server.bare_url(), "ban-agent", "web1");
+        let mut access = EngineAccess::url(&server.bare_url(), "ban-agent", "web1");
         access.username = Some("ban-agent".to_owned());
         access.password = Some(password.to_owned());
         let mut engine = Engine::connect(&access, Duration::from_millis(100))
@@ -268,7 +268,7 @@ fn the_documented_acl_lets_the_agents_do_their_work_and_nothing_else() {
             .expect("heartbeat");
 
         // Other keys are not the agents' to touch.
-        let mut other = Access::url(&server.bare_url(), "someone-else", "web1");
+        let mut other = EngineAccess::url(&server.bare_url(), "someone-else", "web1");
         other.username = Some("ban-agent".to_owned());
         other.password = Some(password.to_owned());
         let mut engine = Engine::connect(&other, Duration::ZERO)
@@ -334,7 +334,7 @@ fn a_sentinel_names_the_primary_the_agent_uses() {
     let _servers = Kill(vec![primary, sentinel]);
     let sent = ns.run(|| {
         runtime().block_on(async {
-            let access = Access {
+            let access = EngineAccess {
                 endpoint: ban_agent::config::Endpoint::Sentinel {
                     nodes: vec!["redis://127.0.0.1:26379".to_owned()],
                     service: "primary".to_owned(),
@@ -448,7 +448,7 @@ fn tls_with_a_private_ca() {
     let ca = std::fs::read(path("ca.pem")).expect("ca.pem");
     let (trusted, untrusted) = ns.run(|| {
         runtime().block_on(async {
-            let mut access = Access::url("rediss://127.0.0.1:6391", "ba", "web1");
+            let mut access = EngineAccess::url("rediss://127.0.0.1:6391", "ba", "web1");
             access.password = Some(PASSWORD.to_owned());
             access.ca = Some(ca);
             let mut engine = connect_when_up(&access, "no TLS connection").await;

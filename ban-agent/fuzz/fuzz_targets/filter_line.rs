@@ -7,7 +7,7 @@ use std::{net::IpAddr, path::Path, sync::OnceLock};
 
 use ban_agent::{
     config::Config,
-    detect::{Detector, Verdict},
+    detect::{Detector, Detection},
     filter::BUILTIN,
 };
 use libfuzzer_sys::fuzz_target;
@@ -55,8 +55,8 @@ fuzz_target!(|data: &[u8]| {
         for (n, line) in text.lines().enumerate() {
             let now = 1_795_521_600_000 + i64::try_from(n).unwrap_or(0) * 1000;
             let target = match detector.line(line, now) {
-                Verdict::Counted { target, .. } => target,
-                Verdict::Ban { decision, .. } => decision.target,
+                Detection::Counted { target, .. } => target,
+                Detection::Ban { decision, .. } => decision.target,
                 _ => continue,
             };
             let addr = target.addr();

@@ -19,7 +19,7 @@ use crate::{
     config::JailFilter,
     config::{self, Config},
     datapath::show,
-    detect::{DetectStats, Detector, Verdict},
+    detect::{DetectStats, Detection, Detector},
     filter::{self, Filter, FilterSpec, date::DateFormat},
     ignore::{self, IgnoreList, Spared},
     tail::{self, TailStats},
@@ -279,13 +279,13 @@ impl Report {
     }
 
     fn line(&mut self, line: &str, fallback: i64) {
-        let (verdict, format) = self.detector.replay(line, fallback);
+        let (detection, format) = self.detector.replay(line, fallback);
         match format {
             Some(format) => *self.formats.entry(format).or_default() += 1,
             None => self.no_time += 1,
         }
-        let (target, regex, spared, banned) = match verdict {
-            Verdict::Missed | Verdict::Malformed => {
+        let (target, regex, spared, banned) = match detection {
+            Detection::Missed | Detection::Malformed => {
                 if let Some((max, lines)) = &mut self.missed {
                     if lines.len() < *max {
                         lines.push(line.to_owned());
@@ -295,12 +295,12 @@ impl Report {
                 }
                 return;
             }
-            Verdict::Ignored { .. } => return,
-            Verdict::Spared { target, why, regex } => (target, regex, Some(why), false),
-            Verdict::Stale { target, regex } | Verdict::Counted { target, regex } => {
+            Detection::Ignored { .. } => return,
+            Detection::Spared { target, why, regex } => (target, regex, Some(why), false),
+            Detection::Stale { target, regex } | Detection::Counted { target, regex } => {
                 (target, regex, None, false)
             }
-            Verdict::Ban { decision, regex } => (decision.target, regex, None, true),
+            Detection::Ban { decision, regex } => (decision.target, regex, None, true),
         };
         if let Some(hits) = self.hits.get_mut(regex) {
             *hits += 1;
@@ -423,14 +423,14 @@ impl Report {
         ranked.sort_by(order);
         let _ = writeln!(out, "\nTop addresses ({failing} failing):");
         for (target, failing) in &ranked {
-            let verdict = match (failing.spared, failing.banned) {
+            let detection = match (failing.spared, failing.banned) {
                 (Some(why), _) => format!("spared ({})", describe(why)),
                 (None, true) => "would be banned".to_owned(),
                 (None, false) => "below maxretry".to_owned(),
             };
             let _ = writeln!(
                 out,
-                "  {:>10}  {:<43} {verdict}",
+                "  {:>10}  {:<43} {detection}",
                 failing.failures,
                 show(target)
             );

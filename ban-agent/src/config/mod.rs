@@ -122,9 +122,9 @@ pub struct Jail {
     /// default when there is a `[fleet]`).
     pub fleet: bool,
     /// Run when this jail bans.
-    pub on_ban: Option<Hook>,
+    pub on_ban: Option<Action>,
     /// Run when a ban of this jail ends (expiry, `unban`, jail removed).
-    pub on_unban: Option<Hook>,
+    pub on_unban: Option<Action>,
 }
 
 impl Jail {
@@ -186,7 +186,7 @@ impl From<Filter> for JailFilter {
 
 /// What to do on a ban or an unban: a command, a webhook, or both.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Hook {
+pub struct Action {
     /// Program and arguments; `<ip>`, `<jail>`, `<failures>` and `<bantime>` in the
     /// arguments are replaced, and the same values are in the environment.
     pub command: Option<Vec<String>>,

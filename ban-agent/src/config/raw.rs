@@ -10,7 +10,7 @@ use serde::Deserialize;
 use toml::{Spanned, Value};
 
 use super::{
-    Config, ConfigError, DatePattern, Email, Global, Hook, Jail, MailVia, MissingLog, Ports,
+    Action, Config, ConfigError, DatePattern, Email, Global, Jail, MailVia, MissingLog, Ports,
     defaults, error::Source,
 };
 use crate::{
@@ -77,14 +77,14 @@ pub(super) struct RawJail {
     pub(super) missing_log: Option<Spanned<String>>,
     pub(super) max_tracked: Option<Spanned<i64>>,
     pub(super) max_bans_per_minute: Option<Spanned<i64>>,
-    pub(super) on_ban: Option<Spanned<RawHook>>,
-    pub(super) on_unban: Option<Spanned<RawHook>>,
+    pub(super) on_ban: Option<Spanned<RawAction>>,
+    pub(super) on_unban: Option<Spanned<RawAction>>,
     pub(super) fleet: Option<bool>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawHook {
+pub(super) struct RawAction {
     command: Option<Spanned<Vec<String>>>,
     webhook: Option<Spanned<String>>,
     timeout: Option<Spanned<Value>>,
@@ -496,8 +496,8 @@ impl<'a> JailCtx<'a> {
         field: &str,
         base: &Path,
         logpath: &[std::path::PathBuf],
-        get: impl Fn(&'a RawJail) -> Option<&'a Spanned<RawHook>>,
-    ) -> Result<Option<Hook>, ConfigError> {
+        get: impl Fn(&'a RawJail) -> Option<&'a Spanned<RawAction>>,
+    ) -> Result<Option<Action>, ConfigError> {
         let Some(s) = self.pick(field, get) else {
             return Ok(None);
         };
@@ -555,7 +555,7 @@ impl<'a> JailCtx<'a> {
                 key: format!("{}.timeout", s.key),
             })?,
         };
-        Ok(Some(Hook {
+        Ok(Some(Action {
             command,
             webhook,
             timeout,

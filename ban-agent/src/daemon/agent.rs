@@ -15,7 +15,7 @@ use tracing::{info, warn};
 use super::{
     follow::Log,
     kernel::Kernel,
-    said::Said,
+    log_once::LogOnce,
     table::{ActiveBan, Bans},
 };
 use crate::{
@@ -119,7 +119,7 @@ pub struct Agent {
     /// Entries committed since the memory was last handed back to the system.
     pub(super) churn: usize,
     /// The last error of saving the state, said once (a full disk fails every tick).
-    pub(super) save_error: Said,
+    pub(super) save_error: LogOnce,
     /// Last kernel counters seen per jail id (dropped packets, bytes), for the metrics.
     pub(super) kernel_seen: BTreeMap<u32, (u64, u64)>,
     /// The hook of each attached interface, for `status`, `stats` and the metrics.
@@ -164,7 +164,7 @@ impl Agent {
             setup,
             last_prune: now.wall,
             churn: 0,
-            save_error: Said::default(),
+            save_error: LogOnce::default(),
             kernel_seen: BTreeMap::new(),
             hooks: Vec::new(),
             fleet: None,
@@ -543,7 +543,7 @@ impl Agent {
         self.emit(event, hook);
     }
 
-    fn emit(&self, event: Event, hook: Option<&crate::config::Hook>) {
+    fn emit(&self, event: Event, hook: Option<&crate::config::Action>) {
         if let Some(events) = &self.setup.events {
             events.emit(event, hook);
         }

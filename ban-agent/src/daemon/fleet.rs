@@ -318,7 +318,7 @@ fn op_name(op: &Op) -> &'static str {
     }
 }
 
-/// Said at start: which jails share with the fleet.
+/// LogOnce at start: which jails share with the fleet.
 pub(super) fn announce(agent: &Agent) {
     let Some(fleet) = &agent.fleet else { return };
     let shared: Vec<&str> = agent

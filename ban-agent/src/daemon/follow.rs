@@ -8,13 +8,13 @@ use tracing::{error, info, warn};
 use super::{
     agent::{Agent, Planned},
     fleet::share_failure,
-    said::Said,
+    log_once::LogOnce,
 };
 use crate::{clock::Now, tail::Start};
 use crate::{
     datapath,
     datapath::DatapathError,
-    detect::Verdict,
+    detect::Detection,
     metrics::Metrics,
     metrics::Refusal,
     tail::{
@@ -30,7 +30,7 @@ pub(super) struct Log {
     pub(super) jails: Vec<String>,
     lines: Counter,
     /// Why it cannot be read, said once.
-    error: Said,
+    error: LogOnce,
     /// Whether the log is [`LAG_ALERT_BYTES`] or more ahead of the agent (said once).
     behind: bool,
 }
@@ -67,7 +67,7 @@ pub(super) struct JournalLog {
     resume: Option<String>,
     from_head: bool,
     lines: Counter,
-    error: Said,
+    error: LogOnce,
     /// The last poll used its whole budget: there is more to read at once.
     more: bool,
 }
@@ -111,30 +111,30 @@ struct Sharing<'a> {
     bans: &'a super::table::Bans,
 }
 
-/// What one line's verdict does in its jail: failures counted (and shared with the
+/// What one line's detection does in its jail: failures counted (and shared with the
 /// fleet), the maxretry-th one a ban decision.
 fn tally(
-    verdict: Verdict,
+    detection: Detection,
     name: &str,
     run: &mut super::agent::JailRun,
     sharing: Sharing<'_>,
     now: Now,
     decisions: &mut Vec<(String, Decision)>,
 ) {
-    match verdict {
-        Verdict::Missed | Verdict::Ignored { .. } => {}
-        Verdict::Malformed => {
+    match detection {
+        Detection::Missed | Detection::Ignored { .. } => {}
+        Detection::Malformed => {
             run.malformed.inc();
         }
-        Verdict::Ban { decision, .. } => {
+        Detection::Ban { decision, .. } => {
             run.failures.inc();
             decisions.push((name.to_owned(), decision));
         }
-        Verdict::Counted { target, .. } => {
+        Detection::Counted { target, .. } => {
             run.failures.inc();
             share_failure(sharing.outbox, sharing.bans, run, target, now);
         }
-        Verdict::Spared { .. } | Verdict::Stale { .. } => {
+        Detection::Spared { .. } | Detection::Stale { .. } => {
             run.failures.inc();
         }
     }
@@ -183,7 +183,7 @@ impl Agent {
                     resume: self.state.cursors.get(name).cloned(),
                     from_head: run.config.start == Start::Head,
                     lines,
-                    error: Said::default(),
+                    error: LogOnce::default(),
                     more: false,
                 },
             );
@@ -213,8 +213,8 @@ impl Agent {
                 continue;
             };
             let result = reader.poll(JOURNAL_BUDGET, &mut |line| {
-                let verdict = run.detector.dated_line(&line.text, line.time, now.wall);
-                tally(verdict, name, run, sharing, now, decisions);
+                let detection = run.detector.dated_line(&line.text, line.time, now.wall);
+                tally(detection, name, run, sharing, now, decisions);
             });
             match result {
                 Ok(lines) => {
@@ -280,7 +280,7 @@ impl Agent {
                     follower,
                     jails,
                     lines,
-                    error: Said::default(),
+                    error: LogOnce::default(),
                     behind: false,
                 },
             );
@@ -383,8 +383,8 @@ impl Agent {
                     let Some(run) = jails.get_mut(name) else {
                         continue;
                     };
-                    let verdict = run.detector.line(line, now.wall);
-                    tally(verdict, name, run, sharing, now, &mut decisions);
+                    let detection = run.detector.line(line, now.wall);
+                    tally(detection, name, run, sharing, now, &mut decisions);
                 }
             });
             match result {

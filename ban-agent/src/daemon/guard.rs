@@ -14,7 +14,7 @@ use std::{
 use anyhow::Context as _;
 use tracing::{error, info, warn};
 
-use super::{agent::Agent, said::Said};
+use super::{agent::Agent, log_once::LogOnce};
 use crate::{
     config::Global,
     control::protocol::InterfaceHook,
@@ -45,7 +45,7 @@ pub struct Guard {
     /// Interface index of each configured interface when last seen; `None`: absent.
     interfaces: BTreeMap<String, Option<u32>>,
     /// Why the pins cannot be made again, said once.
-    pin_error: Said,
+    pin_error: LogOnce,
 }
 
 impl Guard {
@@ -56,7 +56,7 @@ impl Guard {
             modes: Vec::new(),
             instance: None,
             interfaces: BTreeMap::new(),
-            pin_error: Said::default(),
+            pin_error: LogOnce::default(),
         };
         guard.attached(agent);
         guard

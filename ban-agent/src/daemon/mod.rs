@@ -11,9 +11,9 @@ mod fleet;
 mod follow;
 mod guard;
 mod kernel;
+mod log_once;
 mod persist;
 mod requests;
-mod said;
 mod table;
 #[cfg(test)]
 mod tests;

@@ -1,7 +1,7 @@
-//! Ban and unban hooks: a jail's `on_ban` / `on_unban` command, webhook and mail.
+//! Ban and unban actions: a jail's `on_ban` / `on_unban` command, webhook and mail.
 //!
-//! The agent hands each event to a queue and goes on; a worker runs the hooks, several at a
-//! time, each bounded by its timeout. A failing, slow or hanging hook is logged and
+//! The agent hands each event to a queue and goes on; a worker runs the actions, several at a
+//! time, each bounded by its timeout. A failing, slow or hanging action is logged and
 //! counted, and never delays a ban. When the queue is full the event is dropped with a
 //! warning rather than waiting.
 
@@ -13,13 +13,13 @@ use tracing::{debug, warn};
 
 use crate::{
     clock::UnixMs,
-    config::{Email, Hook},
+    config::{Action, Email},
     metrics::Metrics,
 };
 
 pub mod mail;
 
-/// Events waiting for their hooks at most.
+/// Events waiting for their actions at most.
 const QUEUE: usize = 4096;
 /// Hooks running at once at most.
 const CONCURRENT: usize = 16;
@@ -32,7 +32,7 @@ pub enum Kind {
     Unban,
 }
 
-/// One ban or unban, as hooks receive it (the webhook's JSON body).
+/// One ban or unban, as actions receive it (the webhook's JSON body).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Event {
     pub event: Kind,
@@ -50,10 +50,10 @@ pub struct Event {
     pub at: UnixMs,
 }
 
-/// The sending end of the hook queue, and of the mail queue.
+/// The sending end of the action queue, and of the mail queue.
 #[derive(Clone)]
 pub struct Events {
-    queue: mpsc::Sender<(Event, Hook)>,
+    queue: mpsc::Sender<(Event, Action)>,
     mail: mpsc::Sender<(Event, Email, Duration)>,
     metrics: Arc<Metrics>,
 }
@@ -72,13 +72,13 @@ impl Events {
         }
     }
 
-    /// Queues `hook` for `event`; never waits.
-    pub fn emit(&self, event: Event, hook: Option<&Hook>) {
-        let Some(hook) = hook else { return };
-        if let Some(email) = &hook.email
+    /// Queues `action` for `event`; never waits.
+    pub fn emit(&self, event: Event, action: Option<&Action>) {
+        let Some(action) = action else { return };
+        if let Some(email) = &action.email
             && let Err(e) = self
                 .mail
-                .try_send((event.clone(), email.clone(), hook.timeout))
+                .try_send((event.clone(), email.clone(), action.timeout))
         {
             self.metrics.hook_failures.inc();
             let (event, _, _) = e.into_inner();
@@ -89,10 +89,10 @@ impl Events {
                 event.event
             );
         }
-        if hook.command.is_none() && hook.webhook.is_none() {
+        if action.command.is_none() && action.webhook.is_none() {
             return;
         }
-        if let Err(e) = self.queue.try_send((event, hook.clone())) {
+        if let Err(e) = self.queue.try_send((event, action.clone())) {
             self.metrics.hook_failures.inc();
             let (event, _) = e.into_inner();
             warn!(
@@ -106,30 +106,30 @@ impl Events {
     }
 }
 
-async fn work(mut receive: mpsc::Receiver<(Event, Hook)>, metrics: Arc<Metrics>) {
+async fn work(mut receive: mpsc::Receiver<(Event, Action)>, metrics: Arc<Metrics>) {
     let slots = Arc::new(Semaphore::new(CONCURRENT));
-    while let Some((event, hook)) = receive.recv().await {
+    while let Some((event, action)) = receive.recv().await {
         let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
             return;
         };
         let metrics = Arc::clone(&metrics);
         tokio::spawn(async move {
-            run_hook(&event, &hook, &metrics).await;
+            run_action(&event, &action, &metrics).await;
             drop(slot);
         });
     }
 }
 
 /// Runs the command and the webhook of one event, logging each failure.
-pub async fn run_hook(event: &Event, hook: &Hook, metrics: &Metrics) {
-    if let Some(command) = &hook.command
-        && let Err(e) = run_command(command, event, hook.timeout).await
+pub async fn run_action(event: &Event, action: &Action, metrics: &Metrics) {
+    if let Some(command) = &action.command
+        && let Err(e) = run_command(command, event, action.timeout).await
     {
         metrics.hook_failures.inc();
         warn!(jail = %event.jail, ip = %event.ip, "{:?} command {:?}: {e}", event.event, command[0]);
     }
-    if let Some(url) = &hook.webhook
-        && let Err(e) = post(url, event, hook.timeout).await
+    if let Some(url) = &action.webhook
+        && let Err(e) = post(url, event, action.timeout).await
     {
         metrics.hook_failures.inc();
         warn!(jail = %event.jail, ip = %event.ip, "{:?} webhook {url}: {e}", event.event);

@@ -13,7 +13,7 @@ use jiff::tz::TimeZone;
 use super::{
     Definition, Fail2banError,
     dates::DateDetector,
-    regex::{Found, Overrun, Pattern, expand_tags},
+    regex::{Overrun, Pattern, Spans, expand_tags},
 };
 
 /// Connections remembered by `<F-MLFID>` (fail2ban keeps 100 for 5 minutes).
@@ -277,7 +277,7 @@ impl Matcher {
         self.find(line, Some(time), time)
     }
 
-    fn search(&mut self, pattern: usize, which: Which, buf: &str) -> Option<Found> {
+    fn search(&mut self, pattern: usize, which: Which, buf: &str) -> Option<Spans> {
         let pattern = match which {
             Which::Pref => self.prefregex.as_ref()?,
             Which::Fail => &self.failregex[pattern],
@@ -546,7 +546,7 @@ fn joined(lines: &[Line]) -> String {
 }
 
 /// The named groups that took part, by name.
-fn groups(names: &[Option<String>], found: &Found, text: &str) -> BTreeMap<String, String> {
+fn groups(names: &[Option<String>], found: &Spans, text: &str) -> BTreeMap<String, String> {
     names
         .iter()
         .zip(&found.spans)
@@ -586,7 +586,7 @@ fn alternatives(groups: &mut BTreeMap<String, String>) {
 fn split_lines(
     original: &[Line],
     text: &str,
-    found: &Found,
+    found: &Spans,
     names: &[Option<String>],
 ) -> (Vec<Line>, Vec<Line>) {
     if original.len() <= 1 {

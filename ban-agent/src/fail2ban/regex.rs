@@ -292,7 +292,7 @@ fn repetition(chars: &[char]) -> Option<(String, usize)> {
 
 /// A compiled regex of either engine.
 #[derive(Clone, Debug)]
-pub enum Engine {
+pub enum Compiled {
     Fast(::regex::Regex),
     Backtracking(fancy_regex::Regex),
 }
@@ -300,7 +300,7 @@ pub enum Engine {
 /// A compiled fail2ban regex, with its group names.
 #[derive(Clone, Debug)]
 pub struct Pattern {
-    engine: Engine,
+    engine: Compiled,
     names: Vec<Option<String>>,
     /// What the linear-time engine can run for a first test: the regex itself, or its
     /// [`relax`]ed superset.
@@ -313,7 +313,7 @@ pub struct Overrun;
 
 /// Where a search matched: the whole match and each group, by index.
 #[derive(Clone, Debug, Default)]
-pub struct Found {
+pub struct Spans {
     pub spans: Vec<Option<(usize, usize)>>,
 }
 
@@ -326,7 +326,7 @@ impl Pattern {
         let source = format!("(?m){}", translate(python));
         let mut gate = source.clone();
         let engine = match ::regex::Regex::new(&source) {
-            Ok(regex) => Engine::Fast(regex),
+            Ok(regex) => Compiled::Fast(regex),
             Err(fast_error) => {
                 match fancy_regex::RegexBuilder::new(&source)
                     .backtrack_limit(BACKTRACK_LIMIT)
@@ -334,7 +334,7 @@ impl Pattern {
                 {
                     Ok(regex) => {
                         gate = relax(&source);
-                        Engine::Backtracking(regex)
+                        Compiled::Backtracking(regex)
                     }
                     Err(error) => {
                         let fast = fast_error.to_string();
@@ -349,8 +349,8 @@ impl Pattern {
             }
         };
         let names = match &engine {
-            Engine::Fast(r) => r.capture_names().map(|n| n.map(str::to_owned)).collect(),
-            Engine::Backtracking(r) => r.capture_names().map(|n| n.map(str::to_owned)).collect(),
+            Compiled::Fast(r) => r.capture_names().map(|n| n.map(str::to_owned)).collect(),
+            Compiled::Backtracking(r) => r.capture_names().map(|n| n.map(str::to_owned)).collect(),
         };
         Ok(Self {
             engine,
@@ -366,7 +366,7 @@ impl Pattern {
 
     /// Whether the linear-time engine runs this regex.
     pub fn is_fast(&self) -> bool {
-        matches!(self.engine, Engine::Fast(_))
+        matches!(self.engine, Compiled::Fast(_))
     }
 
     pub fn names(&self) -> &[Option<String>] {
@@ -379,15 +379,15 @@ impl Pattern {
     }
 
     /// The leftmost match in `text`, with its groups.
-    pub fn search(&self, text: &str) -> Result<Option<Found>, Overrun> {
+    pub fn search(&self, text: &str) -> Result<Option<Spans>, Overrun> {
         match &self.engine {
-            Engine::Fast(regex) => Ok(regex.captures(text).map(|c| Found {
+            Compiled::Fast(regex) => Ok(regex.captures(text).map(|c| Spans {
                 spans: (0..c.len())
                     .map(|i| c.get(i).map(|m| (m.start(), m.end())))
                     .collect(),
             })),
-            Engine::Backtracking(regex) => match regex.captures(text) {
-                Ok(found) => Ok(found.map(|c| Found {
+            Compiled::Backtracking(regex) => match regex.captures(text) {
+                Ok(found) => Ok(found.map(|c| Spans {
                     spans: (0..c.len())
                         .map(|i| c.get(i).map(|m| (m.start(), m.end())))
                         .collect(),
@@ -400,8 +400,8 @@ impl Pattern {
     /// Whether it matches anywhere in `text` (a search that gives up does not).
     pub fn is_match(&self, text: &str) -> Result<bool, Overrun> {
         match &self.engine {
-            Engine::Fast(regex) => Ok(regex.is_match(text)),
-            Engine::Backtracking(regex) => regex.is_match(text).map_err(|_| Overrun),
+            Compiled::Fast(regex) => Ok(regex.is_match(text)),
+            Compiled::Backtracking(regex) => regex.is_match(text).map_err(|_| Overrun),
         }
     }
 }

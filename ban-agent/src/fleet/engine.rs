@@ -47,7 +47,7 @@ pub enum FleetError {
 
 /// How to reach the engine.
 #[derive(Clone, Debug)]
-pub struct Access {
+pub struct EngineAccess {
     pub endpoint: Endpoint,
     pub username: Option<String>,
     pub password: Option<String>,
@@ -58,7 +58,7 @@ pub struct Access {
     pub host: String,
 }
 
-impl Access {
+impl EngineAccess {
     /// A URL (without user and password) for tests and tools.
     pub fn url(url: &str, prefix: &str, host: &str) -> Self {
         Self {
@@ -97,7 +97,7 @@ pub struct Engine {
 impl Engine {
     /// Connects (a blocking read on this connection waits up to `block` more than a
     /// command) and loads the scripts.
-    pub async fn connect(access: &Access, block: Duration) -> Result<Self, FleetError> {
+    pub async fn connect(access: &EngineAccess, block: Duration) -> Result<Self, FleetError> {
         let shown = access.endpoint.shown();
         let connect = |source| FleetError::Connect {
             url: shown.clone(),
@@ -334,7 +334,7 @@ impl Engine {
 }
 
 /// A client for the engine: the URL's, or the primary the sentinels name.
-async fn client(access: &Access) -> redis::RedisResult<redis::Client> {
+async fn client(access: &EngineAccess) -> redis::RedisResult<redis::Client> {
     let credentials = |mut info: redis::RedisConnectionInfo| {
         if let Some(user) = &access.username {
             info = info.set_username(user);

@@ -23,7 +23,7 @@ use std::{
 
 use ipnet::IpNet;
 
-pub use engine::{Access, Engine, FleetError, Sent};
+pub use engine::{Engine, EngineAccess, FleetError, Sent};
 pub use sign::{SignError, Signer};
 pub use task::{Link, spawn};
 

@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use super::{Access, Engine, Entry, FleetError, Outbox, Signer, Unreadable, id_before};
+use super::{Engine, EngineAccess, Entry, FleetError, Outbox, Signer, Unreadable, id_before};
 use crate::{config::Fleet, metrics::Metrics};
 
 /// How long a read of the stream blocks before it is issued again.
@@ -77,7 +77,7 @@ impl Link {
 
 /// How to reach the engine and sign, from the files `[fleet]` names (the key, the
 /// password, the CA): what `check` and `run` read before anything connects.
-pub fn access(config: &Fleet) -> anyhow::Result<(Access, Signer)> {
+pub fn access(config: &Fleet) -> anyhow::Result<(EngineAccess, Signer)> {
     let signer = Signer::load(config.key_file.as_deref())?;
     let password = match &config.password_file {
         Some(path) => {
@@ -101,7 +101,7 @@ pub fn access(config: &Fleet) -> anyhow::Result<(Access, Signer)> {
         })?),
         None => None,
     };
-    let access = Access {
+    let access = EngineAccess {
         endpoint: config.endpoint.clone(),
         username: config.username.clone(),
         password,
@@ -152,7 +152,7 @@ pub fn spawn(
 }
 
 struct Run {
-    access: Access,
+    access: EngineAccess,
     signer: Signer,
     outbox: Arc<Outbox>,
     status: Arc<Mutex<Status>>,

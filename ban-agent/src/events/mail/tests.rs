@@ -165,7 +165,7 @@ async fn a_ban_is_mailed_with_its_failures_length_and_log_lines() {
 async fn a_flood_of_bans_is_batched_into_a_few_mails() {
     let server = Server::start();
     let events = Events::spawn(Metrics::new());
-    let hook = crate::config::Hook {
+    let hook = crate::config::Action {
         command: None,
         webhook: None,
         timeout: Duration::from_secs(5),

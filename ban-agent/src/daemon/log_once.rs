@@ -3,9 +3,9 @@
 
 /// The last error said of one thing.
 #[derive(Debug, Default)]
-pub(super) struct Said(Option<String>);
+pub(super) struct LogOnce(Option<String>);
 
-impl Said {
+impl LogOnce {
     /// Records `message`; `true` when it was not the last one said, so say it.
     pub(super) fn first(&mut self, message: &str) -> bool {
         if self.0.as_deref() == Some(message) {
@@ -28,11 +28,11 @@ impl Said {
 
 #[cfg(test)]
 mod tests {
-    use super::Said;
+    use super::LogOnce;
 
     #[test]
     fn a_message_is_said_once_until_it_changes_or_ends() {
-        let mut said = Said::default();
+        let mut said = LogOnce::default();
         assert!(!said.ended());
         assert!(said.first("disk full"));
         assert!(!said.first("disk full"));
