@@ -45,6 +45,23 @@ pub struct Setup {
     pub events: Option<Events>,
 }
 
+/// Why [`Agent::ban`] did not ban: callers tell a full map (counted as refused) from the
+/// rest by type.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum BanError {
+    #[error("no jail {0}")]
+    NoJail(String),
+    #[error(transparent)]
+    Kernel(#[from] datapath::DatapathError),
+}
+
+impl BanError {
+    /// The kernel's ban map has no room left.
+    pub(super) fn map_full(&self) -> bool {
+        matches!(self, Self::Kernel(datapath::DatapathError::MapFull { .. }))
+    }
+}
+
 /// What [`Agent::ban`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum BanOutcome {
@@ -329,7 +346,7 @@ impl Agent {
         failures: u32,
         reason: &str,
         now: Now,
-    ) -> anyhow::Result<BanOutcome> {
+    ) -> Result<BanOutcome, BanError> {
         let planned = self.plan_ban(jail, target, length, failures, reason, now)?;
         self.commit();
         self.apply_ban(jail, target, planned, reason, now)
@@ -348,11 +365,11 @@ impl Agent {
         failures: u32,
         reason: &str,
         now: Now,
-    ) -> anyhow::Result<Planned> {
+    ) -> Result<Planned, BanError> {
         let run = self
             .jails
             .get_mut(jail)
-            .with_context(|| format!("no jail {jail}"))?;
+            .ok_or_else(|| BanError::NoJail(jail.to_owned()))?;
         let (expiry, expires_at) = length.ends(now);
         let old = self.bans.get(jail, target);
         let ban = match old {
@@ -390,7 +407,7 @@ impl Agent {
         planned: Planned,
         reason: &str,
         now: Now,
-    ) -> anyhow::Result<BanOutcome> {
+    ) -> Result<BanOutcome, BanError> {
         let (ban, old, length) = match planned {
             Planned::Already { until } => return Ok(BanOutcome::Already { until }),
             Planned::Write { ban, old, length } => (ban, old, length),
@@ -398,7 +415,7 @@ impl Agent {
         let run = self
             .jails
             .get(jail)
-            .with_context(|| format!("no jail {jail}"))?;
+            .ok_or_else(|| BanError::NoJail(jail.to_owned()))?;
         let (id, hook) = (run.id, run.config.on_ban.clone());
         if let Err(e) = self.kernel.ban(id, target, ban.expiry) {
             // Not in force: the saved ban goes back to what the kernel holds. (Its count in

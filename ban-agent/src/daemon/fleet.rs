@@ -12,7 +12,7 @@ use super::agent::{Agent, BanOutcome, JailRun};
 use crate::clock::Now;
 use crate::{
     control::protocol::FleetStatus,
-    datapath::{self, DatapathError},
+    datapath,
     fleet::{Entry, Link, Op, Outbox, Outgoing, task::Incoming},
     ignore::IgnoreList,
     tracker::{Admit, BanTime},
@@ -199,10 +199,7 @@ impl Agent {
             }
             Ok(BanOutcome::Already { .. }) => {}
             Err(e) => {
-                let full = e
-                    .downcast_ref::<DatapathError>()
-                    .is_some_and(|e| matches!(e, DatapathError::MapFull { .. }));
-                if full {
+                if e.map_full() {
                     self.fleet_refuse("map_full", &format!("a ban of {shown}: {e}"));
                 } else {
                     warn!(jail = entry.jail, ip = %shown, "cannot apply a ban from the fleet: {e}");

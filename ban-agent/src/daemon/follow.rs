@@ -13,7 +13,6 @@ use super::{
 use crate::{clock::Now, tail::Start};
 use crate::{
     datapath,
-    datapath::DatapathError,
     detect::Detection,
     metrics::Metrics,
     metrics::Refusal,
@@ -421,10 +420,7 @@ impl Agent {
                 Ok(super::agent::BanOutcome::Already { .. }) => {}
                 Ok(_) => self.publish_ban(&jail, target, false, now),
                 Err(e) => {
-                    let full = e
-                        .downcast_ref::<DatapathError>()
-                        .is_some_and(|e| matches!(e, DatapathError::MapFull { .. }));
-                    if full {
+                    if e.map_full() {
                         self.refused(&jail, Refusal::MapFull);
                     }
                     warn!(jail, ip = %datapath::show(&target), "cannot ban: {e}");
