@@ -29,6 +29,7 @@ use ipnet::IpNet;
 // The privileged tests' helpers: the daemon as a process, a namespace and a pin directory
 // of the benchmark's own.
 #[path = "../tests/common/mod.rs"]
+#[allow(dead_code, reason = "a benchmark uses a part of the tests' helpers")]
 mod common;
 mod shared;
 use common::{

@@ -34,6 +34,7 @@ use ban_agent::{
 use ipnet::IpNet;
 
 #[path = "../tests/common/mod.rs"]
+#[allow(dead_code, reason = "a benchmark uses a part of the tests' helpers")]
 mod common;
 mod shared;
 use common::{

@@ -25,6 +25,7 @@ use anyhow::{Context as _, bail};
 use ipnet::IpNet;
 // The privileged tests' helpers: the daemon as a process, a pin directory of its own.
 #[path = "../tests/common/mod.rs"]
+#[allow(dead_code, reason = "a benchmark uses a part of the tests' helpers")]
 mod common;
 mod shared;
 use common::agent::{self, OneJail};

@@ -47,6 +47,7 @@ use ban_agent::{
 use ipnet::IpNet;
 // The privileged tests' namespaces, veth pairs and pin directories.
 #[path = "../tests/common/mod.rs"]
+#[allow(dead_code, reason = "a benchmark uses a part of the tests' helpers")]
 mod common;
 mod shared;
 use common::{

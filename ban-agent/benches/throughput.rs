@@ -37,6 +37,7 @@ use jiff::{Timestamp, tz::TimeZone};
 // The privileged tests' helpers (the daemon as a process, a pin directory of its own) and
 // the `Lines:` row reader the test-filter tests use.
 #[path = "../tests/common/mod.rs"]
+#[allow(dead_code, reason = "a benchmark uses a part of the tests' helpers")]
 mod common;
 mod shared;
 use common::agent::{AGENT, OneJail};

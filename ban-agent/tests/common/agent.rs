@@ -64,6 +64,7 @@ impl Daemon {
         daemon
     }
 
+    #[allow(dead_code, reason = "the benchmarks' (they include this file)")]
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -110,6 +111,7 @@ impl Drop for Daemon {
 /// findtime 10m, bantime 1h, `maxretry`, no interface, no cap on bans per minute: the
 /// benchmarks ban a million addresses as fast as they can), the state, the socket `ctl.sock`
 /// and the daemon's log `agent.log`; and a pin directory of its own.
+#[allow(dead_code, reason = "the benchmarks' (they include this file)")]
 pub struct OneJail {
     pub log: PathBuf,
     pub socket: PathBuf,
@@ -118,6 +120,7 @@ pub struct OneJail {
     dir: tempfile::TempDir,
 }
 
+#[allow(dead_code, reason = "the benchmarks' (they include this file)")]
 impl OneJail {
     pub fn new(tag: &str, maxretry: u32) -> Self {
         Self::with(tag, maxretry, "")

@@ -1,7 +1,6 @@
 //! Helpers of the privileged tests: the root check, test-made network namespaces joined by
 //! veth pairs, a private pin directory, and a packet builder. Everything a test creates
 //! is removed on drop, also when the test fails.
-#![allow(dead_code, reason = "each test binary uses a part of the helpers")]
 
 pub mod agent;
 pub mod net;

@@ -3,7 +3,7 @@
 //! `ban-agent run` through sd-journal with the filter's `journalmatch`, and resumed from
 //! the cursor kept in the state across a restart: nothing read twice, nothing missed.
 
-mod common;
+use crate::common;
 
 use std::{
     io::Write as _,

@@ -2,7 +2,7 @@
 //! each protocol, VLAN tags, IPv4 options, IPv6 extension headers, fragments, truncation at
 //! every length, expiry, prefixes and counters. Needs root; see `common::privileged`.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

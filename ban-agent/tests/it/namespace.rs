@@ -3,7 +3,7 @@
 //! native XDP). Drives the real binary, each call a separate process that exits, as an
 //! operator would.
 
-mod common;
+use crate::common;
 
 use std::{
     path::Path,

@@ -2,7 +2,7 @@
 //! driven through its real control socket by the real CLI, with an attacker namespace
 //! whose packets must be dropped once its failures reach maxretry.
 
-mod common;
+use crate::common;
 
 use std::{
     io::{Read as _, Write as _},
@@ -547,7 +547,7 @@ fn hooks_run_the_command_and_post_the_webhook_on_ban_and_unban() {
 
 /// The capabilities the systemd unit leaves the daemon (`CAP_BPF`...).
 fn unit_capability_names() -> Vec<&'static str> {
-    let unit = include_str!("../../dist/ban-agent.service");
+    let unit = include_str!("../../../dist/ban-agent.service");
     let line = unit
         .lines()
         .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))

@@ -8,7 +8,7 @@
 //! program's bounded cursor; it knows the program's documented limits (two VLAN tags,
 //! eight IPv6 extension headers). Needs root; see `common::privileged`.
 
-mod common;
+use crate::common;
 
 use std::{cell::RefCell, net::IpAddr};
 

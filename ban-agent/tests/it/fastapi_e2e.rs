@@ -5,7 +5,7 @@
 //! Four test-made namespaces: `lan` holds a bridge, and the server (app + agent), the
 //! attacker and a legitimate client each have one veth into it.
 
-mod common;
+use crate::common;
 
 use std::{
     io::Write as _,

@@ -11,7 +11,7 @@
 //! engine killed, local bans go on, an agent started then protects locally, and the bans
 //! of the outage reach the other hosts once the engine is back.
 
-mod common;
+use crate::common;
 
 use std::{
     path::{Path, PathBuf},

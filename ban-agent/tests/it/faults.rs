@@ -3,7 +3,7 @@
 //! back, and bpffs unmounted under the pins. Each in namespaces (and mounts) of its own;
 //! needs root, see `common::privileged`.
 
-mod common;
+use crate::common;
 
 use std::{
     io::Write as _,

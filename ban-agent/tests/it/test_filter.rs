@@ -7,8 +7,7 @@ use std::{
 };
 
 use ban_agent::sample::{SampleSpec, write_log};
-#[path = "common/report.rs"]
-mod report;
+use crate::common::report;
 use jiff::tz::TimeZone;
 
 fn ban_agent(args: &[&str], stdin: Option<&[u8]>) -> Output {

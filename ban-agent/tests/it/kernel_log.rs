@@ -2,7 +2,7 @@
 //! nothing at the default level: no event is even produced. Its own binary, because it
 //! installs the process-wide `log` logger.
 
-mod common;
+use crate::common;
 
 use std::sync::Mutex;
 

@@ -4,7 +4,7 @@
 //! whoever reaches maxretry, it is in the stream every host reads and in a key that
 //! rebuilds it, signatures hold, and failures older than findtime do not count.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,0 +1,18 @@
+//! The integration tests, in one binary (as aya's are), so that the helpers of `common/`
+//! compile once: the daemon, the CLI and the datapath as an operator runs them, each
+//! privileged test in namespaces of its own and serial (`common::privileged`).
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod daemon_run;
+mod fastapi_e2e;
+mod faults;
+mod fleet;
+mod fleet_engine;
+mod journal;
+mod kernel_log;
+mod namespace;
+mod test_filter;
+mod xdp_property;
+mod xdp_verdict;
