@@ -362,8 +362,19 @@ fn write_control(stage: &Path, version: &str, arch: &str, depends: &str) -> anyh
 /// runs first, removes and purges it. Returns what was checked.
 pub fn check(ws: &Workspace, dist: &Dist) -> anyhow::Result<Vec<String>> {
     let root = ws.root.join("target/dist/root");
+    let before = empty_root(&root)?;
+    let mut checked = vec![lintian(dist)?];
+    checked.extend(install(&root, dist)?);
+    checked.extend(runs(&root, dist)?);
+    checked.extend(remove_and_purge(&root, &before)?);
+    fs::remove_dir_all(&root).ok();
+    Ok(checked)
+}
+
+/// A root with what dpkg needs and nothing else; the paths in it.
+fn empty_root(root: &Path) -> anyhow::Result<Vec<PathBuf>> {
     if root.exists() {
-        fs::remove_dir_all(&root).with_context(|| format!("cannot empty {}", root.display()))?;
+        fs::remove_dir_all(root).with_context(|| format!("cannot empty {}", root.display()))?;
     }
     // /run is the host's, there before the package.
     for dir in [
@@ -375,11 +386,12 @@ pub fn check(ws: &Workspace, dist: &Dist) -> anyhow::Result<Vec<String>> {
         mkdir(&root.join(dir))?;
     }
     fs::write(root.join("var/lib/dpkg/status"), "").context("cannot create dpkg's status")?;
-    let mut checked = Vec::new();
-    let before = files(&root)?;
+    files(root)
+}
 
-    // Debian's own checks of a package: no error nor warning (the one deliberate
-    // exception, the configuration's 0600, is overridden in the package, with its reason).
+/// Debian's own checks of a package: no error nor warning (the one deliberate exception,
+/// the configuration's 0600, is overridden in the package, with its reason).
+fn lintian(dist: &Dist) -> anyhow::Result<String> {
     let said = Command::new("lintian")
         .args(["--fail-on", "error,warning", "--tag-display-limit", "0"])
         .arg(&dist.deb)
@@ -390,9 +402,13 @@ pub fn check(ws: &Workspace, dist: &Dist) -> anyhow::Result<Vec<String>> {
         "lintian found problems in the package:\n{}",
         String::from_utf8_lossy(&said.stdout)
     );
-    checked.push("lintian: no error, no warning".to_owned());
+    Ok("lintian: no error, no warning".to_owned())
+}
 
-    dpkg(&root, &["--install"], Some(&dist.deb))?;
+/// Installed into `root`: the files, the conffile, and the tarball's same files.
+fn install(root: &Path, dist: &Dist) -> anyhow::Result<Vec<String>> {
+    let mut checked = Vec::new();
+    dpkg(root, &["--install"], Some(&dist.deb))?;
     let contents = output(Command::new("dpkg-deb").arg("--contents").arg(&dist.deb))?;
     for path in [
         "./usr/bin/ban-agent",
@@ -429,7 +445,12 @@ pub fn check(ws: &Workspace, dist: &Dist) -> anyhow::Result<Vec<String>> {
         .collect();
     ensure!(missing.is_empty(), "the tarball lacks {missing:?}");
     checked.push("the tarball holds every file of the package".to_owned());
+    Ok(checked)
+}
 
+/// The installed binary runs as a host without Rust runs it.
+fn runs(root: &Path, dist: &Dist) -> anyhow::Result<Vec<String>> {
+    let mut checked = Vec::new();
     let agent = root.join("usr/bin/ban-agent");
     let version = output(bare(&agent).arg("--version"))?;
     ensure!(
@@ -457,10 +478,16 @@ pub fn check(ws: &Workspace, dist: &Dist) -> anyhow::Result<Vec<String>> {
         "`ban-agent test-filter` on the installed nginx sample: {lines_row}"
     ));
 
-    dry_run(&agent, &root)?;
+    dry_run(&agent, root)?;
     checked
         .push("`ban-agent run --dry-run` on the installed configuration answers `ping`".to_owned());
+    Ok(checked)
+}
 
+/// Removed with an agent running, then purged: only what the user chose to keep stays.
+fn remove_and_purge(root: &Path, before: &[PathBuf]) -> anyhow::Result<Vec<String>> {
+    let mut checked = Vec::new();
+    let agent = root.join("usr/bin/ban-agent");
     // What the user adds: a filter of their own; the state the agent wrote in the
     // package's folder, and one in a `state_dir` the user chose elsewhere.
     let mine = root.join("etc/ban-agent/filter.d/mine.toml");
@@ -472,12 +499,12 @@ pub fn check(ws: &Workspace, dist: &Dist) -> anyhow::Result<Vec<String>> {
     // An agent started by hand (no systemd here), attached and banning: the removal
     // must stop it and take its program and pins out of the kernel.
     let running = if crate::is_root() {
-        Some(Removal::start(&agent, &root)?)
+        Some(Removal::start(&agent, root)?)
     } else {
         checked.push("removal of a running agent: skipped (needs root)".to_owned());
         None
     };
-    dpkg(&root, &["--remove", "ban-agent"], None)?;
+    dpkg(root, &["--remove", "ban-agent"], None)?;
     if let Some(running) = running {
         checked.push(running.gone()?);
     }
@@ -490,8 +517,8 @@ pub fn check(ws: &Workspace, dist: &Dist) -> anyhow::Result<Vec<String>> {
     }
     checked.push("remove: the binary is gone, the configuration and the state are kept".to_owned());
 
-    dpkg(&root, &["--purge", "ban-agent"], None)?;
-    let left: Vec<PathBuf> = files(&root)?
+    dpkg(root, &["--purge", "ban-agent"], None)?;
+    let left: Vec<PathBuf> = files(root)?
         .into_iter()
         .filter(|path| !before.contains(path))
         .filter(|path| !path.starts_with("var/lib/dpkg") && !path.starts_with("var/log"))
@@ -518,7 +545,7 @@ pub fn check(ws: &Workspace, dist: &Dist) -> anyhow::Result<Vec<String>> {
          state_dir they chose elsewhere"
             .to_owned(),
     );
-    fs::remove_dir_all(&root).ok();
+
     Ok(checked)
 }
 

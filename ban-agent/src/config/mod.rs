@@ -311,8 +311,9 @@ impl Config {
         self.jails.iter().filter(|jail| jail.enabled)
     }
 
-    /// The plain `logpath`s of the enabled jails that name no file now (a glob may match
-    /// nothing yet; a journal jail has no file), with what each jail allows.
+    /// The plain `logpath`s of the enabled jails that name no file now, nor one rotated
+    /// away from them (a glob may match nothing yet; a journal jail has no file), with
+    /// what each jail allows.
     pub fn missing_logs(&self) -> Vec<MissingPath> {
         self.enabled()
             .filter(|jail| jail.journal.is_none())
@@ -320,7 +321,8 @@ impl Config {
                 jail.logpath
                     .iter()
                     .filter(|path| !crate::tail::is_glob(&path.to_string_lossy()))
-                    .filter(|path| !path.exists())
+                    // Between logrotate's rename and the new file: a log all the same.
+                    .filter(|path| !path.exists() && !crate::tail::rotated_away_now(path))
                     .map(|path| MissingPath {
                         jail: jail.name.clone(),
                         path: path.clone(),

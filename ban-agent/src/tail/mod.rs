@@ -647,6 +647,42 @@ const ROTATED_CANDIDATES: usize = 16;
 /// What logrotate's `compress` leaves: never read as text.
 const COMPRESSED: [&str; 7] = [".gz", ".bz2", ".xz", ".zst", ".lz4", ".Z", ".zip"];
 
+/// The entries beside `path` whose names are its own with a rotation's suffix
+/// (`auth.log.1`, `auth.log-20261130`, `auth.log_old`), compressed ones left out.
+fn rotated_names(path: &Path) -> Vec<std::fs::DirEntry> {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Vec::new();
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let name = name.as_encoded_bytes();
+    entries
+        .filter_map(Result::ok)
+        .filter(|entry| {
+            let other = entry.file_name();
+            let other = other.as_encoded_bytes();
+            other.len() > name.len()
+                && other.starts_with(name)
+                && matches!(other[name.len()], b'.' | b'-' | b'_')
+                && !COMPRESSED.iter().any(|end| other.ends_with(end.as_bytes()))
+        })
+        .collect()
+}
+
+/// Whether a log that is not at `path` now was rotated away from it (a rotated file is
+/// beside it, waiting for the new one to be created): it is a log, not a typo.
+pub fn rotated_away_now(path: &Path) -> bool {
+    rotated_names(path)
+        .iter()
+        .any(|entry| entry.metadata().is_ok_and(|meta| meta.is_file()))
+}
+
 /// A file found under a rotated name.
 struct Away {
     file: File,
@@ -664,28 +700,8 @@ fn rotated_away(
     fingerprint: u64,
     skip: &[(u64, u64)],
 ) -> io::Result<Option<Away>> {
-    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
-        return Ok(None);
-    };
-    let dir = if dir.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        dir
-    };
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Ok(None);
-    };
-    let name = name.as_encoded_bytes();
-    let mut rotated: Vec<(std::time::SystemTime, PathBuf)> = entries
-        .filter_map(Result::ok)
-        .filter(|entry| {
-            let other = entry.file_name();
-            let other = other.as_encoded_bytes();
-            other.len() > name.len()
-                && other.starts_with(name)
-                && matches!(other[name.len()], b'.' | b'-' | b'_')
-                && !COMPRESSED.iter().any(|end| other.ends_with(end.as_bytes()))
-        })
+    let mut rotated: Vec<(std::time::SystemTime, PathBuf)> = rotated_names(path)
+        .into_iter()
         .filter_map(|entry| {
             let meta = entry.metadata().ok()?;
             (meta.is_file() && !skip.contains(&(meta.dev(), meta.ino())))

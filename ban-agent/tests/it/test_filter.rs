@@ -6,8 +6,8 @@ use std::{
     process::{Command, Output, Stdio},
 };
 
-use ban_agent::sample::{SampleSpec, write_log};
 use crate::common::report;
+use ban_agent::sample::{SampleSpec, write_log};
 use jiff::tz::TimeZone;
 
 fn ban_agent(args: &[&str], stdin: Option<&[u8]>) -> Output {
@@ -550,6 +550,9 @@ fn check_and_run_refuse_a_log_that_is_not_there() {
         "{stdout}"
     );
     passes(&write(&jail("app-*.log", "")), &[]);
+    // Between logrotate's rename and the new file: `mid.log.1` is there, `mid.log` not yet.
+    std::fs::write(dir.path().join("mid.log.1"), "a line\n").expect("a rotated log");
+    passes(&write(&jail("mid.log", "")), &[]);
 
     // A mail server on a port of the test's own where nothing listens.
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
