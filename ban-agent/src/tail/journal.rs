@@ -278,9 +278,13 @@ mod tests {
     #[test]
     fn backend_options() {
         let spec =
-            JournalSpec::from_backend(&[("journalpath".into(), "/tmp/j".into())]).expect("parses");
-        assert_eq!(spec.path, Some(PathBuf::from("/tmp/j")));
-        assert_eq!(spec.watched(), vec![PathBuf::from("/tmp/j/system.journal")]);
+            JournalSpec::from_backend(&[("journalpath".into(), "/var/log/journal/remote".into())])
+                .expect("parses");
+        assert_eq!(spec.path, Some(PathBuf::from("/var/log/journal/remote")));
+        assert_eq!(
+            spec.watched(),
+            vec![PathBuf::from("/var/log/journal/remote/system.journal")]
+        );
         assert!(JournalSpec::from_backend(&[("nope".into(), "x".into())]).is_err());
     }
 }
