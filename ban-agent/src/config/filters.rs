@@ -128,7 +128,10 @@ pub enum FindFilterError {
         fail2ban: PathBuf,
     },
     #[error("filter {filter}: {problem}")]
-    Options { filter: String, problem: String },
+    Options {
+        filter: String,
+        problem: filter::options::OptionError,
+    },
     #[error(transparent)]
     Invalid(#[from] ConfigError),
     #[error(transparent)]
@@ -274,7 +277,7 @@ fn compile(
                 (&raw.ignoreregex, *index)
             }
             FilterError::Regex { index, .. } => (&raw.failregex, *index),
-            FilterError::Empty | FilterError::Option { .. } | FilterError::Json { .. } => {
+            FilterError::Empty | FilterError::Option(_) | FilterError::Json { .. } => {
                 (&raw.failregex, 0)
             }
         };

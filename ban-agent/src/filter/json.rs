@@ -220,7 +220,8 @@ fn compile_rule(
         let test = match condition {
             Condition::Equals(n) => Test::Equals(*n),
             Condition::Matches(text) => {
-                let pattern = options::substitute(text, options).map_err(|e| (at(field), e))?;
+                let pattern =
+                    options::substitute(text, options).map_err(|e| (at(field), e.to_string()))?;
                 Test::Matches(
                     Regex::new(&pattern)
                         .map_err(|e| (at(field), format!("not a valid regex: {e}")))?,

@@ -85,8 +85,8 @@ pub enum FilterError {
     },
     #[error("the filter has no failregex (nor `[json]` rules): it would never match")]
     Empty,
-    #[error("{problem}")]
-    Option { problem: String },
+    #[error(transparent)]
+    Option(#[from] options::OptionError),
     #[error("{at}: {problem}")]
     Json { at: String, problem: String },
 }
@@ -154,13 +154,11 @@ impl Filter {
         if spec.failregex.is_empty() && spec.json.is_none() {
             return Err(FilterError::Empty);
         }
-        let options = options::merge(&spec.options, overrides)
-            .map_err(|problem| FilterError::Option { problem })?;
+        let options = options::merge(&spec.options, overrides)?;
         let substitute = |list: &[String]| {
             list.iter()
                 .map(|regex| options::substitute(regex, &options))
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(|problem| FilterError::Option { problem })
         };
         let failregex = substitute(&spec.failregex)?;
         let ignoreregex = substitute(&spec.ignoreregex)?;

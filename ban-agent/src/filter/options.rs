@@ -4,25 +4,41 @@
 
 use std::collections::BTreeMap;
 
+use thiserror::Error;
+
+/// What is wrong with a filter's options or a jail's values for them.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum OptionError {
+    #[error("the filter has no options, so `{name}` cannot be set")]
+    NoOptions { name: String },
+    #[error("the filter has no option `{name}`; its options are: {}", known.join(", "))]
+    Unknown { name: String, known: Vec<String> },
+    #[error("`%(` without a closing `)s` in {text:?}: write `%(name)s`, or `%%` for a %")]
+    Unclosed { text: String },
+    #[error(
+        "`%({name})s` names no option of the filter (options: {})",
+        if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+    )]
+    Unnamed { name: String, known: Vec<String> },
+}
+
 /// Defaults of the filter, overridden by the jail's values.
 pub fn merge(
     defaults: &BTreeMap<String, String>,
     overrides: &[(String, String)],
-) -> Result<BTreeMap<String, String>, String> {
+) -> Result<BTreeMap<String, String>, OptionError> {
     let mut merged = defaults.clone();
     for (name, value) in overrides {
         match merged.get_mut(name) {
             Some(slot) => value.clone_into(slot),
             None if defaults.is_empty() => {
-                return Err(format!(
-                    "the filter has no options, so `{name}` cannot be set"
-                ));
+                return Err(OptionError::NoOptions { name: name.clone() });
             }
             None => {
-                return Err(format!(
-                    "the filter has no option `{name}`; its options are: {}",
-                    defaults.keys().cloned().collect::<Vec<_>>().join(", ")
-                ));
+                return Err(OptionError::Unknown {
+                    name: name.clone(),
+                    known: defaults.keys().cloned().collect(),
+                });
             }
         }
     }
@@ -31,7 +47,7 @@ pub fn merge(
 
 /// `text` with each `%(name)s` replaced by the option's value in a non-capturing group;
 /// `%%` is a `%`. An unknown name is an error.
-pub fn substitute(text: &str, options: &BTreeMap<String, String>) -> Result<String, String> {
+pub fn substitute(text: &str, options: &BTreeMap<String, String>) -> Result<String, OptionError> {
     if !text.contains('%') {
         return Ok(text.to_owned());
     }
@@ -45,19 +61,15 @@ pub fn substitute(text: &str, options: &BTreeMap<String, String>) -> Result<Stri
             rest = tail;
         } else if let Some(open) = after.strip_prefix('(') {
             let Some((name, tail)) = open.split_once(")s") else {
-                return Err(format!(
-                    "`%(` without a closing `)s` in {text:?}: write `%(name)s`, or `%%` for a %"
-                ));
+                return Err(OptionError::Unclosed {
+                    text: text.to_owned(),
+                });
             };
             let Some(value) = options.get(name) else {
-                return Err(format!(
-                    "`%({name})s` names no option of the filter (options: {})",
-                    if options.is_empty() {
-                        "none".to_owned()
-                    } else {
-                        options.keys().cloned().collect::<Vec<_>>().join(", ")
-                    }
-                ));
+                return Err(OptionError::Unnamed {
+                    name: name.to_owned(),
+                    known: options.keys().cloned().collect(),
+                });
             };
             out.push_str("(?:");
             out.push_str(value);
@@ -100,7 +112,7 @@ mod tests {
         );
         let bad = [("login".to_owned(), "/x".to_owned())];
         let error = merge(&options(), &bad).expect_err("unknown");
-        assert!(error.contains("login_path"), "{error}");
+        assert!(error.to_string().contains("login_path"), "{error}");
         assert!(merge(&BTreeMap::new(), &bad).is_err());
     }
 }
