@@ -199,8 +199,9 @@ pub fn resolve(ini: &Ini, reference: &FilterRef) -> Result<Definition, Fail2banE
             .parse::<usize>()
             .map_err(|_| Fail2banError::Value {
                 at: entry_at(ini, "maxlines"),
-                key: "maxlines".into(),
-                problem: format!("{text:?} is not a whole number of lines"),
+                key: "maxlines",
+                value: text.to_owned(),
+                expected: "a whole number of lines",
             })?
             .max(1),
     };

@@ -141,10 +141,8 @@ impl Matcher {
             .map(|(i, r)| compile("failregex", i, r))
             .collect::<Result<Vec<_>, _>>()?;
         if failregex.is_empty() {
-            return Err(Fail2banError::Value {
+            return Err(Fail2banError::NoFailregex {
                 at: definition.at("failregex"),
-                key: "failregex".into(),
-                problem: "the filter has no failregex: it would never match".into(),
             });
         }
         let ids = ["ip4", "ip6", "dns", "fid", "mlfid"];
@@ -179,10 +177,10 @@ impl Matcher {
             maxlines: definition.maxlines,
             dates: DateDetector::new(definition.datepattern.as_deref(), year).map_err(
                 |e| match e {
-                    Fail2banError::Date { pattern, problem } => Fail2banError::Value {
+                    Fail2banError::Date { pattern, problem } => Fail2banError::DatePattern {
                         at: definition.at("datepattern"),
-                        key: "datepattern".into(),
-                        problem: format!("{pattern:?}: {problem}"),
+                        pattern,
+                        problem,
                     },
                     other => other,
                 },

@@ -58,10 +58,19 @@ pub enum Fail2banError {
         "filter options {text:?}: {problem} (write name[key=value, key2=\"value, with comma\"])"
     )]
     Options { text: String, problem: String },
-    #[error("{at}: [Definition] {key}: {problem}")]
+    #[error("{at}: [Definition] {key}: {value:?} is not {expected}")]
     Value {
         at: String,
-        key: String,
+        key: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+    #[error("{at}: [Definition] failregex: the filter has no failregex: it would never match")]
+    NoFailregex { at: String },
+    #[error("{at}: [Definition] datepattern: {pattern:?}: {problem}")]
+    DatePattern {
+        at: String,
+        pattern: String,
         problem: String,
     },
     #[error("{at}: [Definition] {key} #{}: {regex:?}: {problem}", index + 1)]
