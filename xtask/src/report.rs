@@ -339,140 +339,162 @@ fn plot(data: &Data, name: &str) -> anyhow::Result<bool> {
     if data.rows(csv).is_none() {
         return Ok(false);
     }
-    // One line per tool of `csv`, a point per x (missing where the tool was not run).
-    let series = |csv: &str,
-                  xs: &[&str],
-                  value: &dyn Fn(&str, &str) -> anyhow::Result<f64>|
-     -> anyhow::Result<Vec<(String, Vec<Option<f64>>)>> {
-        data.distinct(csv, "tool")
-            .into_iter()
-            .map(|tool| {
-                let points = xs.iter().map(|x| value(&tool, x).ok()).collect();
-                Ok((tool, points))
-            })
-            .collect()
-    };
     match name {
-        "throughput" => {
-            let mut bars = Vec::new();
-            for log in data.distinct("throughput", "log") {
-                for tool in data.distinct("throughput", "tool") {
-                    let filter = [("log", log.as_str()), ("tool", tool.as_str())];
-                    let rate = data.median("throughput", &filter, "lines")?
-                        / data.median("throughput", &filter, "seconds")?;
-                    bars.push((format!("{tool} ({log})"), rate));
-                }
-            }
-            bar_chart(
-                &path,
-                "Log throughput, 1M-line FastAPI logs",
-                "lines per second (log)",
-                &bars,
-            )?;
-        }
-        "memory" => {
-            let bars = data
-                .distinct("memory", "state")
-                .into_iter()
-                .map(|state| {
-                    let rss = data.median("memory", &[("state", state.as_str())], "rss_mb")?;
-                    Ok((state, rss))
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            // Rows of the state file alone (the daemon stopped) have no memory.
-            let bars: Vec<(String, f64)> = bars.into_iter().filter(|(_, mb)| *mb > 0.0).collect();
-            bar_chart(
-                &path,
-                "ban-agent daemon, resident memory",
-                "MB (log)",
-                &bars,
-            )?;
-        }
-        "latency" => {
-            let xs = ["p50_ms", "p99_ms", "max_ms"];
-            let lines = series("latency", &xs, &|tool, x| {
-                data.median("latency", &[("tool", tool)], x)
-            })?;
-            line_chart(
-                &path,
-                "Failure written -> ban effective",
-                "ms (log)",
-                &["p50", "p99", "max"],
-                &lines,
-            )?;
-        }
-        "bans" => {
-            let xs = ["1000", "10000", "100000"];
-            let lines = series("bans", &xs, &|tool, x| {
-                let filter = [("tool", tool), ("operation", "install"), ("bans", x)];
-                let done = data.median("bans", &filter, "done")?;
-                let seconds = data.median("bans", &filter, "seconds")?;
-                Ok(done / seconds)
-            })?;
-            line_chart(
-                &path,
-                "Installing bans",
-                "bans per second (log)",
-                &["1k", "10k", "100k"],
-                &lines,
-            )?;
-        }
-        "packets-client" | "packets-drops" => {
-            let (xs, labels, column, title, unit): (&[&str], &[&str], _, _, _) =
-                if name == "packets-client" {
-                    (
-                        &["0", "100000", "1000000"],
-                        &["0", "100k", "1M"],
-                        "legit_mbit_s_4_streams",
-                        "Legitimate client's TCP throughput (4 streams), no flood",
-                        "Mbit/s (log)",
-                    )
-                } else {
-                    (
-                        &["100000", "1000000"],
-                        &["100k", "1M"],
-                        "flood_drops_per_s",
-                        "Banned packets dropped per second under flood",
-                        "packets/s (log)",
-                    )
-                };
-            let lines = series("packets", xs, &|tool, x| {
-                data.median("packets", &[("tool", tool), ("bans", x)], column)
-            })?;
-            line_chart(&path, title, unit, labels, &lines)?;
-        }
-        "xdp" => {
-            let levels = data.distinct("xdp", "bans");
-            let mut lines = Vec::new();
-            for program in ["xdp", "tc"] {
-                for verdict in ["pass", "drop"] {
-                    let points = levels
-                        .iter()
-                        .map(|bans| {
-                            let filter = [
-                                ("program", program),
-                                ("family", "ipv6"),
-                                ("verdict", verdict),
-                                ("bans", bans),
-                            ];
-                            data.median("xdp", &filter, "ns_per_packet").ok()
-                        })
-                        .collect();
-                    lines.push((format!("{program} ipv6 {verdict}"), points));
-                }
-            }
-            let labels: Vec<&str> = levels.iter().map(String::as_str).collect();
-            line_chart(
-                &path,
-                "Verdict, ns per packet, XDP and tc (BPF_PROG_TEST_RUN)",
-                "ns (log)",
-                &labels,
-                &lines,
-            )?;
-        }
+        "throughput" => plot_throughput(data, &path)?,
+        "memory" => plot_memory(data, &path)?,
+        "latency" => plot_latency(data, &path)?,
+        "bans" => plot_bans(data, &path)?,
+        "packets-client" | "packets-drops" => plot_packets(data, &path, name)?,
+        "xdp" => plot_xdp(data, &path)?,
         _ => unreachable!("checked against PLOTS"),
     }
     Ok(true)
+}
+
+/// One line per tool of `csv`, a point per x (missing where the tool was not run).
+fn series(
+    data: &Data,
+    csv: &str,
+    xs: &[&str],
+    value: &dyn Fn(&str, &str) -> anyhow::Result<f64>,
+) -> anyhow::Result<Vec<(String, Vec<Option<f64>>)>> {
+    data.distinct(csv, "tool")
+        .into_iter()
+        .map(|tool| {
+            let points = xs.iter().map(|x| value(&tool, x).ok()).collect();
+            Ok((tool, points))
+        })
+        .collect()
+}
+
+/// Lines per second of each tool on each log.
+fn plot_throughput(data: &Data, path: &Path) -> anyhow::Result<()> {
+    let mut bars = Vec::new();
+    for log in data.distinct("throughput", "log") {
+        for tool in data.distinct("throughput", "tool") {
+            let filter = [("log", log.as_str()), ("tool", tool.as_str())];
+            let rate = data.median("throughput", &filter, "lines")?
+                / data.median("throughput", &filter, "seconds")?;
+            bars.push((format!("{tool} ({log})"), rate));
+        }
+    }
+    bar_chart(
+        path,
+        "Log throughput, 1M-line FastAPI logs",
+        "lines per second (log)",
+        &bars,
+    )?;
+    Ok(())
+}
+
+/// The daemon's resident memory in each state.
+fn plot_memory(data: &Data, path: &Path) -> anyhow::Result<()> {
+    let bars = data
+        .distinct("memory", "state")
+        .into_iter()
+        .map(|state| {
+            let rss = data.median("memory", &[("state", state.as_str())], "rss_mb")?;
+            Ok((state, rss))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    // Rows of the state file alone (the daemon stopped) have no memory.
+    let bars: Vec<(String, f64)> = bars.into_iter().filter(|(_, mb)| *mb > 0.0).collect();
+    bar_chart(path, "ban-agent daemon, resident memory", "MB (log)", &bars)?;
+    Ok(())
+}
+
+/// p50, p99 and max of each tool.
+fn plot_latency(data: &Data, path: &Path) -> anyhow::Result<()> {
+    let xs = ["p50_ms", "p99_ms", "max_ms"];
+    let lines = series(data, "latency", &xs, &|tool, x| {
+        data.median("latency", &[("tool", tool)], x)
+    })?;
+    line_chart(
+        path,
+        "Failure written -> ban effective",
+        "ms (log)",
+        &["p50", "p99", "max"],
+        &lines,
+    )?;
+    Ok(())
+}
+
+/// Bans installed per second at each size.
+fn plot_bans(data: &Data, path: &Path) -> anyhow::Result<()> {
+    let xs = ["1000", "10000", "100000"];
+    let lines = series(data, "bans", &xs, &|tool, x| {
+        let filter = [("tool", tool), ("operation", "install"), ("bans", x)];
+        let done = data.median("bans", &filter, "done")?;
+        let seconds = data.median("bans", &filter, "seconds")?;
+        Ok(done / seconds)
+    })?;
+    line_chart(
+        path,
+        "Installing bans",
+        "bans per second (log)",
+        &["1k", "10k", "100k"],
+        &lines,
+    )?;
+    Ok(())
+}
+
+/// The legitimate client's throughput, or the drops under flood, at each number of bans.
+fn plot_packets(data: &Data, path: &Path, name: &str) -> anyhow::Result<()> {
+    let (xs, labels, column, title, unit): (&[&str], &[&str], _, _, _) = if name == "packets-client"
+    {
+        (
+            &["0", "100000", "1000000"],
+            &["0", "100k", "1M"],
+            "legit_mbit_s_4_streams",
+            "Legitimate client's TCP throughput (4 streams), no flood",
+            "Mbit/s (log)",
+        )
+    } else {
+        (
+            &["100000", "1000000"],
+            &["100k", "1M"],
+            "flood_drops_per_s",
+            "Banned packets dropped per second under flood",
+            "packets/s (log)",
+        )
+    };
+    let lines = series(data, "packets", xs, &|tool, x| {
+        data.median("packets", &[("tool", tool), ("bans", x)], column)
+    })?;
+    line_chart(path, title, unit, labels, &lines)?;
+    Ok(())
+}
+
+/// Nanoseconds per packet of each hook and verdict, by number of bans.
+fn plot_xdp(data: &Data, path: &Path) -> anyhow::Result<()> {
+    let levels = data.distinct("xdp", "bans");
+    let mut lines = Vec::new();
+    for program in ["xdp", "tc"] {
+        for verdict in ["pass", "drop"] {
+            let points = levels
+                .iter()
+                .map(|bans| {
+                    let filter = [
+                        ("program", program),
+                        ("family", "ipv6"),
+                        ("verdict", verdict),
+                        ("bans", bans),
+                    ];
+                    data.median("xdp", &filter, "ns_per_packet").ok()
+                })
+                .collect();
+            lines.push((format!("{program} ipv6 {verdict}"), points));
+        }
+    }
+    let labels: Vec<&str> = levels.iter().map(String::as_str).collect();
+    line_chart(
+        path,
+        "Verdict, ns per packet, XDP and tc (BPF_PROG_TEST_RUN)",
+        "ns (log)",
+        &labels,
+        &lines,
+    )?;
+    Ok(())
 }
 
 const COLORS: [RGBColor; 8] = [
