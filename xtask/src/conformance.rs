@@ -692,35 +692,81 @@ failures, is `cargo xtask bench throughput` (docs/BENCHMARKS.md).";
 
 /// The report, and the targets missed.
 fn report(outcomes: &[Outcome], speed: bool, package: &Path) -> (String, Vec<String>) {
+    let totals = Totals::of(outcomes);
+    let missed = missed_targets(outcomes, speed, &totals);
     let mut out = String::new();
-    let (mut single, mut single_ok, mut multi, mut multi_ok) = (0, 0, 0, 0);
-    for o in outcomes {
-        if o.multiline {
-            multi += o.lines;
-            multi_ok += o.agreed;
-        } else {
-            single += o.lines;
-            single_ok += o.agreed;
-        }
+    let _ = writeln!(
+        out,
+        "# fail2ban conformance\n\n\
+         Every annotated line of fail2ban's own filter tests (`tests/files/logs/*`, with their \
+         `# failJSON:` and `# filterOptions:` comments), from the Debian package's files \
+         (`{}`), judged by `ban-agent test-filter --json --all-regexes` with fail2ban's test \
+         \"now\" ({TEST_NOW}) and time zone (`{TEST_TZ}`), and compared as fail2ban's \
+         `samplestestcase.py` compares them: match, host, user(s), attempts, time.\n\n\
+         Made by `cargo xtask conformance{}`; the lines are named by file and number, not \
+         quoted (fail2ban is GPL-2).\n",
+        package.display(),
+        if speed { " --speed" } else { "" }
+    );
+    write_summary(&mut out, &totals, &missed);
+    write_per_filter(&mut out, outcomes, speed);
+    if speed {
+        let _ = writeln!(out, "\n## Speed\n\n{SPEED_NOTE}");
     }
-    let percent = |ok: usize, all: usize| {
-        if all == 0 {
-            100.0
-        } else {
-            100.0 * ok as f64 / all as f64
+    write_disagreements(&mut out, outcomes);
+    (out, missed)
+}
+
+/// Lines and agreements of the single-line and the multi-line filters.
+struct Totals {
+    single: usize,
+    single_ok: usize,
+    multi: usize,
+    multi_ok: usize,
+}
+
+impl Totals {
+    fn of(outcomes: &[Outcome]) -> Self {
+        let mut totals = Self {
+            single: 0,
+            single_ok: 0,
+            multi: 0,
+            multi_ok: 0,
+        };
+        for o in outcomes {
+            if o.multiline {
+                totals.multi += o.lines;
+                totals.multi_ok += o.agreed;
+            } else {
+                totals.single += o.lines;
+                totals.single_ok += o.agreed;
+            }
         }
-    };
+        totals
+    }
+}
+
+fn percent(ok: usize, all: usize) -> f64 {
+    if all == 0 {
+        100.0
+    } else {
+        100.0 * ok as f64 / all as f64
+    }
+}
+
+/// The targets of issue 17 that the outcomes miss.
+fn missed_targets(outcomes: &[Outcome], speed: bool, totals: &Totals) -> Vec<String> {
     let mut missed = Vec::new();
-    if percent(single_ok, single) < 98.0 {
+    if percent(totals.single_ok, totals.single) < 98.0 {
         missed.push(format!(
             "single-line entries agree {:.1}% (target 98%)",
-            percent(single_ok, single)
+            percent(totals.single_ok, totals.single)
         ));
     }
-    if percent(multi_ok, multi) < 90.0 {
+    if percent(totals.multi_ok, totals.multi) < 90.0 {
         missed.push(format!(
             "multi-line entries agree {:.1}% (target 90%)",
-            percent(multi_ok, multi)
+            percent(totals.multi_ok, totals.multi)
         ));
     }
     for name in MUST_AGREE {
@@ -749,37 +795,37 @@ fn report(outcomes: &[Outcome], speed: bool, package: &Path) -> (String, Vec<Str
             }
         }
     }
-    let _ = writeln!(
-        out,
-        "# fail2ban conformance\n\n\
-         Every annotated line of fail2ban's own filter tests (`tests/files/logs/*`, with their \
-         `# failJSON:` and `# filterOptions:` comments), from the Debian package's files \
-         (`{}`), judged by `ban-agent test-filter --json --all-regexes` with fail2ban's test \
-         \"now\" ({TEST_NOW}) and time zone (`{TEST_TZ}`), and compared as fail2ban's \
-         `samplestestcase.py` compares them: match, host, user(s), attempts, time.\n\n\
-         Made by `cargo xtask conformance{}`; the lines are named by file and number, not \
-         quoted (fail2ban is GPL-2).\n",
-        package.display(),
-        if speed { " --speed" } else { "" }
-    );
+    missed
+}
+
+fn write_summary(out: &mut String, totals: &Totals, missed: &[String]) {
+    let Totals {
+        single,
+        single_ok,
+        multi,
+        multi_ok,
+    } = totals;
     let _ = writeln!(
         out,
         "## Summary\n\n\
          | entries | lines | agree | % |\n|---|---:|---:|---:|\n\
          | single-line filters | {single} | {single_ok} | {:.1} |\n\
          | multi-line filters (`maxlines` or `<F-MLFID>`) | {multi} | {multi_ok} | {:.1} |\n",
-        percent(single_ok, single),
-        percent(multi_ok, multi)
+        percent(*single_ok, *single),
+        percent(*multi_ok, *multi)
     );
     if missed.is_empty() {
         let _ = writeln!(out, "Every target of issue 17 is met.\n");
     } else {
         let _ = writeln!(out, "Targets missed:\n");
-        for miss in &missed {
+        for miss in missed {
             let _ = writeln!(out, "- {miss}");
         }
         out.push('\n');
     }
+}
+
+fn write_per_filter(out: &mut String, outcomes: &[Outcome], speed: bool) {
     let _ = writeln!(out, "## Per filter\n");
     if speed {
         let _ = writeln!(
@@ -819,9 +865,9 @@ fn report(outcomes: &[Outcome], speed: bool, package: &Path) -> (String, Vec<Str
         }
         out.push('\n');
     }
-    if speed {
-        let _ = writeln!(out, "\n## Speed\n\n{SPEED_NOTE}");
-    }
+}
+
+fn write_disagreements(out: &mut String, outcomes: &[Outcome]) {
     let _ = writeln!(out, "\n## Disagreements\n");
     let mut any = false;
     for o in outcomes {
@@ -833,5 +879,4 @@ fn report(outcomes: &[Outcome], speed: bool, package: &Path) -> (String, Vec<Str
     if !any {
         let _ = writeln!(out, "None.");
     }
-    (out, missed)
 }
