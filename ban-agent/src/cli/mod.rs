@@ -359,15 +359,7 @@ fn check(path: &std::path::Path, offline: bool) -> anyhow::Result<()> {
     datapath::check_interfaces(&config.global.interfaces)
         .with_context(|| format!("`interfaces` in {}", path.display()))?;
     crate::store::Store::inspect(&config.global.state_dir)?;
-    let (refused, waiting): (Vec<_>, Vec<_>) = config
-        .missing_logs()
-        .into_iter()
-        .partition(|missing| missing.allowed == crate::config::MissingLog::Refuse);
-    if !refused.is_empty() {
-        let lines: Vec<String> = refused.iter().map(ToString::to_string).collect();
-        bail!("{}: {}", path.display(), lines.join("\n"));
-    }
-    for missing in waiting {
+    for missing in config.check_logs(false)? {
         println!("warning: {missing}");
     }
     if config.global.interfaces.is_empty() {

@@ -259,6 +259,14 @@ pub struct MissingPath {
     pub allowed: MissingLog,
 }
 
+/// Jails refused for logs that are not there.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {}", path.display(), refused.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+pub struct MissingLogs {
+    pub path: PathBuf,
+    pub refused: Vec<MissingPath>,
+}
+
 impl std::fmt::Display for MissingPath {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
@@ -309,6 +317,23 @@ impl Config {
     /// Jails that run.
     pub fn enabled(&self) -> impl Iterator<Item = &Jail> {
         self.jails.iter().filter(|jail| jail.enabled)
+    }
+
+    /// The missing logs the jails allow (to be warned of), or an error naming those they
+    /// refuse; `lenient` (a dry run) allows them all.
+    pub fn check_logs(&self, lenient: bool) -> Result<Vec<MissingPath>, MissingLogs> {
+        let (refused, allowed): (Vec<_>, Vec<_>) = self
+            .missing_logs()
+            .into_iter()
+            .partition(|missing| missing.allowed == MissingLog::Refuse && !lenient);
+        if refused.is_empty() {
+            Ok(allowed)
+        } else {
+            Err(MissingLogs {
+                path: self.path.clone(),
+                refused,
+            })
+        }
     }
 
     /// The plain `logpath`s of the enabled jails that name no file now, nor one rotated

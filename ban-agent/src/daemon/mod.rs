@@ -60,7 +60,12 @@ pub struct Options {
 
 /// Runs the daemon until SIGTERM, SIGINT or `ban-agent stop`.
 pub fn run(config: Config, options: &Options) -> anyhow::Result<()> {
-    refuse_missing_logs(&config, options.dry_run)?;
+    // A jail whose plain `logpath` names no file is refused, as fail2ban refuses it,
+    // unless it says `missing_log = "wait"` (a warning), or this is a dry run, which
+    // protects nothing and may try a configuration before the app has logged.
+    for missing in config.check_logs(options.dry_run)? {
+        warn!("{missing}");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -240,24 +245,6 @@ async fn serve_on(
         info!("stopped; datapath detached, bans lifted (saved: they return at the next start)");
     } else {
         info!("stopped; the datapath stays attached and bans stay in force");
-    }
-    Ok(())
-}
-
-/// A jail whose plain `logpath` names no file is refused, as fail2ban refuses it, unless
-/// it says `missing_log = "wait"` (then a warning), or this is a dry run, which protects
-/// nothing and may try a configuration before the app has logged.
-fn refuse_missing_logs(config: &Config, dry_run: bool) -> anyhow::Result<()> {
-    let mut refused = Vec::new();
-    for missing in config.missing_logs() {
-        if missing.allowed == crate::config::MissingLog::Refuse && !dry_run {
-            refused.push(missing.to_string());
-        } else {
-            warn!("{missing}");
-        }
-    }
-    if !refused.is_empty() {
-        anyhow::bail!("{}: {}", config.path.display(), refused.join("\n"));
     }
     Ok(())
 }

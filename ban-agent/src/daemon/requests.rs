@@ -423,6 +423,11 @@ impl Agent {
     /// running as they are and global settings are not applied.
     pub fn reload(&mut self, only: Option<&str>, now: Now) -> anyhow::Result<String> {
         let fresh = Config::load(&self.path)?;
+        // As at the start: a jail whose log is not there is refused (the configuration
+        // in force stays), unless it says it may appear later.
+        for missing in fresh.check_logs(!self.kernel.writes())? {
+            tracing::warn!("{missing}");
+        }
         let wanted: Vec<Jail> = match only {
             Some(name) => {
                 if !self.jails.contains_key(name) && fresh.jail(name).is_none() {

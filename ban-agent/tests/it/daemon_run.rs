@@ -998,6 +998,23 @@ fn a_reload_keeps_the_datapath_and_lines_around_it_ban_at_once() {
         "a reload that changes no interface attached again:\n{}",
         daemon.log()
     );
+
+    // A reload onto a log that is not there is refused, as a start is; the jails in
+    // force stay as they were.
+    scene.configure(
+        3,
+        &second
+            .replace("maxretry = 3", "maxretry = 5")
+            .replace("other.log", "typo/other.log"),
+    );
+    let out = cli_output(&scene.path("ctl.sock"), &["reload"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a reload onto a missing log was taken"
+    );
+    assert!(said.contains("typo/other.log does not exist"), "{said}");
+    assert_eq!(scene.cli(&["get", "other", "maxretry"]).trim(), "4");
     scene.cli(&["stop"]);
     daemon.wait();
 }
