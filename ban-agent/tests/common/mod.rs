@@ -41,6 +41,16 @@ pub fn privileged(test: &str) -> Option<MutexGuard<'static, ()>> {
     )
 }
 
+/// Creates the app's log at `path` if it is not there yet, as an app does at its start
+/// (the agent refuses a jail whose log is missing); what it holds is kept.
+pub fn app_log(path: &std::path::Path) {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("create the log {}: {e}", path.display()));
+}
+
 /// Runs a command, panicking with its output when it fails.
 pub fn sh(cmd: &mut Command) -> Output {
     let out = cmd

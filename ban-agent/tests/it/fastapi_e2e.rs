@@ -133,12 +133,7 @@ impl Scene {
             .and_then(toml::Value::as_table_mut)
             .expect("the example has jail fastapi-auth");
         jail.insert("logpath".into(), format!("{dir}/access.log").into());
-        // The app creates it at its start; the agent refuses a jail whose log is missing.
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.path("access.log"))
-            .expect("create the log");
+        common::app_log(&self.path("access.log"));
         jail.insert("bantime".into(), format!("{BANTIME_S}s").into());
         std::fs::write(self.path("ban-agent.toml"), config.to_string()).expect("write config");
     }

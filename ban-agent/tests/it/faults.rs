@@ -73,13 +73,7 @@ impl Scene {
             self.maxretry
         );
         std::fs::write(self.path("ban-agent.toml"), text).expect("write config");
-        // The app's log, there before the agent starts (it refuses a jail whose log is
-        // missing).
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.path("auth.log"))
-            .expect("create the log");
+        common::app_log(&self.path("auth.log"));
     }
 
     fn start(&self) -> Daemon {
