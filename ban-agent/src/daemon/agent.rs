@@ -1,39 +1,42 @@
-//! The agent's state and what changes it: jails with their detectors, the bans in force
-//! (mirrored in the kernel maps), and the saved state; following the logs is in
-//! `follow.rs`, taking bans back and saving them in `persist.rs`. No sockets, no
-//! timers and no clock of its own: the daemon calls in with the time, so every rule here
-//! is unit-tested against an in-memory kernel.
+//! The agent: it composes the daemon's parts and carries a line's route through them.
+//! The jails ([`jails`](super::jails)), the bans in force ([`table`](super::table),
+//! mirrored in the kernel maps), the logs ([`follow`](super::follow)), the saved state
+//! ([`persist`](super::persist)) and the fleet ([`fleet`](super::fleet)) each own their
+//! state; the agent holds them, and a line read goes: poll (`follow`) → detect and tally
+//! (`follow`, in the jails' detectors) → plan (here) → commit (`persist`) → apply (here,
+//! to the kernel) → share (`fleet`). No sockets, no timers and no clock of its own: the
+//! daemon calls in with the time, so every rule here is unit-tested against an in-memory
+//! kernel.
 
 use std::{collections::BTreeMap, net::IpAddr, path::PathBuf, sync::Arc};
 
 use anyhow::Context as _;
 use ipnet::IpNet;
 use jiff::tz::TimeZone;
-use prometheus_client::metrics::counter::Counter;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::{
-    follow::Log,
+    fleet::{Apply, FleetSide},
+    follow::{self, Logs},
+    jails::{JailRun, Jails},
     kernel::Kernel,
-    log_once::LogOnce,
+    persist::{self, Persist},
+    restore::{self, Holders},
     table::{ActiveBan, Bans},
 };
 use crate::{
-    clock::UnixMs,
-    clock::{Expiry, Now, wall_text},
+    clock::{Expiry, Now, UnixMs, wall_text},
     config::{Config, Global, Jail, Ports},
-    control::protocol::InterfaceHook,
+    control::protocol::{FleetStatus, InterfaceHook, StateStatus},
     datapath::{self, JailPorts},
     detect::Detector,
     events::{Event, Events, Kind},
+    fleet::{Link, task::Incoming},
     ignore::IgnoreList,
     metrics::{self, Metrics, Refusal},
-    store::{Changes, SavedBan, State, Store},
-    tracker::{BanRate, BanTime},
+    store::{Store, StoreError},
+    tracker::{Admit, BanRate, BanTime, Decision},
 };
-
-/// How often old history and ended failure windows are pruned from the state.
-const PRUNE_EVERY_MS: i64 = 60_000;
 
 /// What the agent is given besides its configuration.
 pub struct Setup {
@@ -95,54 +98,23 @@ fn ends_later(new: Expiry, old: Expiry) -> bool {
     }
 }
 
-/// A running jail.
-pub(super) struct JailRun {
-    /// Its index in the kernel maps.
-    pub id: u32,
-    pub config: Jail,
-    pub detector: Detector,
-    /// Bans since the agent started (restored ones included).
-    pub total_banned: u64,
-    pub(super) failures: Counter,
-    /// Lines of its JSON filter that are not JSON.
-    pub(super) malformed: Counter,
-    /// The jail's `max_bans_per_minute`.
-    pub(super) rate: BanRate,
-}
-
 pub struct Agent {
     /// The configuration file, re-read by `reload`.
     pub(super) path: PathBuf,
     /// The global settings in force (jail settings live in `jails`).
     pub(super) global: Global,
     pub(super) kernel: Box<dyn Kernel>,
-    pub(super) store: Option<Store>,
-    /// Positions, cursors, jail ids and the fleet's place as last committed (or read at
-    /// start); the bans in force are in `bans`, the history in the store.
-    pub(super) state: State,
-    /// What changed since the last commit (kept until a commit succeeds).
-    pub(super) pending: Changes,
-    /// The state could not be opened at start (a full disk, a read-only folder): it is
-    /// tried again every second, and meanwhile the agent protects from memory.
-    pub(super) reopen: bool,
-    pub(super) jails: BTreeMap<String, JailRun>,
+    pub(super) jails: Jails,
     pub(super) bans: Bans,
-    pub(super) logs: BTreeMap<PathBuf, Log>,
-    /// The journal of each jail that reads one.
-    pub(super) journals: BTreeMap<String, super::follow::JournalLog>,
-    pub(super) setup: Setup,
-    /// When the state was last pruned.
-    pub(super) last_prune: UnixMs,
-    /// Entries committed since the memory was last handed back to the system.
-    pub(super) churn: usize,
-    /// The last error of saving the state, said once (a full disk fails every tick).
-    pub(super) save_error: LogOnce,
+    logs: Logs,
+    persist: Persist,
+    /// The fleet, when this host is part of one.
+    fleet: Option<FleetSide>,
+    setup: Setup,
     /// Last kernel counters seen per jail id (dropped packets, bytes), for the metrics.
-    pub(super) kernel_seen: BTreeMap<u32, (u64, u64)>,
+    kernel_seen: BTreeMap<u32, (u64, u64)>,
     /// The hook of each attached interface, for `status`, `stats` and the metrics.
     pub(super) hooks: Vec<InterfaceHook>,
-    /// The fleet, when this host is part of one.
-    pub(super) fleet: Option<super::fleet::FleetSide>,
 }
 
 impl Agent {
@@ -155,12 +127,7 @@ impl Agent {
         setup: Setup,
         now: Now,
     ) -> anyhow::Result<Self> {
-        let mut state = match &store {
-            Some(store) => store.load()?,
-            // A dry run starts from nothing and never saves.
-            None => State::default(),
-        };
-        let saved = std::mem::take(&mut state.bans);
+        let (persist, saved) = Persist::open(store, Arc::clone(&setup.metrics), now)?;
         let Config {
             path,
             global,
@@ -170,54 +137,50 @@ impl Agent {
             path,
             global,
             kernel,
-            store,
-            state,
-            pending: Changes::default(),
-            reopen: false,
-            jails: BTreeMap::new(),
+            jails: Jails::new(),
             bans: Bans::default(),
-            logs: BTreeMap::new(),
-            journals: BTreeMap::new(),
+            logs: Logs::new(Arc::clone(&setup.metrics)),
+            persist,
+            fleet: None,
             setup,
-            last_prune: now.wall,
-            churn: 0,
-            save_error: LogOnce::default(),
             kernel_seen: BTreeMap::new(),
             hooks: Vec::new(),
-            fleet: None,
         };
         for jail in jails.into_iter().filter(|jail| jail.enabled) {
             agent.add_jail(jail)?;
         }
         // Jails that are gone lose their ids; `restore` lifts their bans from the kernel by
         // the ids the maps hold.
-        agent
-            .state
-            .jail_ids
-            .retain(|name, _| agent.jails.contains_key(name));
-        agent.pending.jail_ids = Some(agent.state.jail_ids.clone());
+        agent.persist.keep_jail_ids(&agent.jails);
         agent.publish_ports()?;
-        agent.restore(saved, now)?;
-        agent.restore_failures(now)?;
+        let holders = Holders {
+            kernel: agent.kernel.as_mut(),
+            jails: &mut agent.jails,
+            bans: &mut agent.bans,
+            persist: &mut agent.persist,
+        };
+        let ended = restore::restore(saved, holders, &agent.setup.own, now)?;
+        for (jail, target, ban) in ended {
+            agent.unbanned(&jail, target, &ban, "expired", now);
+        }
+        agent
+            .persist
+            .restore_failures(&mut agent.jails, &agent.bans, now)?;
         agent.open_logs();
         agent.commit();
         // The saved bans, read whole, are freed: with a million, a hundred MB or more.
-        super::persist::release_memory();
+        persist::release_memory();
         Ok(agent)
     }
 
     pub(super) fn add_jail(&mut self, jail: Jail) -> anyhow::Result<()> {
-        let known = self.state.jail_ids.contains_key(&jail.name);
-        let id = self.state.jail_id(&jail.name).with_context(|| {
+        let id = self.persist.jail_id(&jail.name).with_context(|| {
             format!(
                 "jail {}: all {} kernel jail slots are taken",
                 jail.name,
                 ban_common::MAX_JAILS
             )
         })?;
-        if !known {
-            self.pending.jail_ids = Some(self.state.jail_ids.clone());
-        }
         let detector = Detector::for_jail(&jail, self.own(), self.setup.zone.clone());
         let label = Metrics::jail(&jail.name);
         let metrics = &self.setup.metrics;
@@ -234,6 +197,12 @@ impl Agent {
         };
         self.jails.insert(run.config.name.clone(), run);
         Ok(())
+    }
+
+    /// Removes jail `name` (its bans lifted before): its kernel id is freed.
+    pub(super) fn remove_jail(&mut self, name: &str) {
+        self.jails.remove(name);
+        self.persist.drop_jail(name);
     }
 
     /// The ignore list of a jail after its `ignoreip` changed.
@@ -257,11 +226,7 @@ impl Agent {
 
     /// The files `jail` follows now.
     pub(super) fn files_of(&self, jail: &str) -> Vec<String> {
-        self.logs
-            .iter()
-            .filter(|(_, log)| log.jails.iter().any(|name| name == jail))
-            .map(|(path, _)| path.display().to_string())
-            .collect()
+        self.logs.files_of(jail)
     }
 
     /// Tells the kernel which ports each jail protects.
@@ -283,31 +248,11 @@ impl Agent {
     }
 
     /// Records a new ban in force, counted in its jail's `total_banned`.
-    pub(super) fn insert(&mut self, jail: &str, target: IpNet, ban: ActiveBan) {
-        self.record(jail, target, ban);
+    fn insert(&mut self, jail: &str, target: IpNet, ban: ActiveBan) {
+        self.bans.insert(jail, target, ban);
         if let Some(run) = self.jails.get_mut(jail) {
             run.total_banned += 1;
         }
-    }
-
-    /// Records a ban in force (new, or one that now ends later), with its expiry timer.
-    fn record(&mut self, jail: &str, target: IpNet, ban: ActiveBan) {
-        self.bans.insert(jail, target, ban);
-    }
-
-    /// Stages the ban of `target` in `jail` as saved, to commit.
-    pub(super) fn stage(&mut self, jail: &str, target: IpNet, ban: &ActiveBan, origin: &str) {
-        let saved = SavedBan {
-            jail: jail.to_owned(),
-            target,
-            expires_at: ban.expires_at,
-            banned_at: ban.banned_at,
-            failures: ban.failures,
-            origin: origin.to_owned(),
-        };
-        self.pending
-            .bans
-            .insert((jail.to_owned(), target), Some(saved));
     }
 
     /// The global settings in force.
@@ -320,18 +265,106 @@ impl Agent {
         &self.path
     }
 
+    /// The metrics the agent counts in.
+    #[cfg(test)]
+    pub(super) fn metrics(&self) -> &Metrics {
+        &self.setup.metrics
+    }
+
     /// Jails that run.
     pub fn jail_count(&self) -> usize {
         self.jails.len()
     }
 
     /// Counts a ban decided from the log and not made.
-    pub(super) fn refused(&self, jail: &str, why: Refusal) {
+    fn refused(&self, jail: &str, why: Refusal) {
         self.setup
             .metrics
             .bans_refused
             .get_or_create(&Metrics::refusal(jail, why))
             .inc();
+    }
+
+    /// Reads what was appended to every log, judges each line in each jail that reads it,
+    /// and bans at once. Returns the number of lines read.
+    pub fn poll(&mut self, now: Now) -> u64 {
+        let sharing = FleetSide::sharing(self.fleet.as_ref(), &self.bans);
+        let (read, decisions) = self.logs.poll(&mut self.jails, sharing, now);
+        // Every ban of the batch is staged, then committed with the failures and the log
+        // positions after it, then put in the kernel (see `Agent::plan_ban`).
+        let mut planned = Vec::with_capacity(decisions.len());
+        for (jail, decision) in decisions {
+            if let Some(plan) = self.plan_decision(&jail, &decision, now) {
+                planned.push((jail, decision.target, plan));
+            }
+        }
+        if planned.is_empty() {
+            self.commit_soon();
+        } else {
+            self.commit();
+        }
+        for (jail, target, plan) in planned {
+            match self.apply_ban(&jail, target, plan, "failures", now) {
+                Ok(BanOutcome::Already { .. }) => {}
+                Ok(_) => self.publish_ban(&jail, target, false, now),
+                Err(e) => {
+                    if e.map_full() {
+                        self.refused(&jail, Refusal::MapFull);
+                    }
+                    warn!(jail, ip = %datapath::show(&target), "cannot ban: {e}");
+                }
+            }
+        }
+        read
+    }
+
+    /// The ban a decision from the log makes, staged; `None` when the jail's cap on bans
+    /// per minute holds it back, or the batch banned the target already.
+    fn plan_decision(&mut self, jail: &str, decision: &Decision, now: Now) -> Option<Planned> {
+        let run = self.jails.get_mut(jail)?;
+        if self.persist.staged(jail, decision.target) && !self.bans.contains(jail, decision.target)
+        {
+            // Its failures came again later in the same batch: banned once.
+            return None;
+        }
+        if let Admit::HeldBack { alert } = run.rate.admit(now.wall) {
+            let cap = run.config.rules.max_bans_per_minute;
+            self.refused(jail, Refusal::RateCap);
+            if alert {
+                error!(
+                    jail,
+                    ip = %datapath::show(&decision.target),
+                    max_bans_per_minute = cap,
+                    "the jail reached max_bans_per_minute: further bans are held back \
+                     for the rest of the minute. Check with `ban-agent test-filter` that \
+                     its filter matches failures only; raise max_bans_per_minute if this \
+                     is a real attack"
+                );
+            }
+            return None;
+        }
+        let overall = run.config.increment.is_some_and(|inc| inc.overall_jails);
+        let (bantime, increment) = (run.config.bantime, run.config.increment);
+        // The history is read only when it lengthens bans.
+        let previous = match increment {
+            Some(_) => self.persist.previous_bans(jail, &decision.target, overall),
+            None => 0,
+        };
+        let length = bantime.after(previous, increment.as_ref());
+        match self.plan_ban(
+            jail,
+            decision.target,
+            length,
+            decision.failures,
+            "failures",
+            now,
+        ) {
+            Ok(plan) => Some(plan),
+            Err(e) => {
+                warn!(jail, ip = %datapath::show(&decision.target), "cannot ban: {e}");
+                None
+            }
+        }
     }
 
     /// Bans `target` in `jail` for `length`. A target already banned there is never banned
@@ -386,7 +419,7 @@ impl Agent {
             },
             None => {
                 run.detector.tracker_mut().forget(&target);
-                self.pending.count_ban(jail, target, now.wall);
+                self.persist.count_ban(jail, target, now.wall);
                 ActiveBan {
                     expiry,
                     expires_at,
@@ -395,7 +428,7 @@ impl Agent {
                 }
             }
         };
-        self.stage(jail, target, &ban, reason);
+        self.persist.stage(jail, target, &ban, reason);
         Ok(Planned::Write { ban, old, length })
     }
 
@@ -420,18 +453,15 @@ impl Agent {
         if let Err(e) = self.kernel.ban(id, target, ban.expiry) {
             // Not in force: the saved ban goes back to what the kernel holds. (Its count in
             // the history stays: a kernel that refuses bans is rare, and said loudly.)
-            let key = (jail.to_owned(), target);
             match old {
-                Some(old) => self.stage(jail, target, &old, reason),
-                None => {
-                    self.pending.bans.insert(key, None);
-                }
+                Some(old) => self.persist.stage(jail, target, &old, reason),
+                None => self.persist.stage_lift(jail, target),
             }
             return Err(e.into());
         }
         let expires = ban.expires_at.map_or_else(|| "never".to_owned(), wall_text);
         if old.is_some() {
-            self.record(jail, target, ban);
+            self.bans.insert(jail, target, ban);
             info!(jail, ip = %datapath::show(&target), expires, reason, "ban extended");
             return Ok(BanOutcome::Extended);
         }
@@ -496,9 +526,8 @@ impl Agent {
             let Some(ban) = self.bans.remove(jail, *target) else {
                 continue;
             };
-            let key = (jail.clone(), *target);
             early |= ban.expires_at.is_none_or(|end| end > now.wall);
-            self.pending.bans.insert(key, None);
+            self.persist.stage_lift(jail, *target);
             lifted.push((jail, *target, ban));
         }
         if early {
@@ -573,19 +602,165 @@ impl Agent {
         self.lift_ended(now);
         self.open_logs();
         self.refresh_metrics();
-        if self.reopen {
-            self.reopen_state(now);
-        }
+        self.persist
+            .reopen_if_needed(&self.global.state_dir, &self.bans, now);
         // What changed since (positions, failure windows) goes through the writer.
         self.commit_soon();
-        if now.wall - self.last_prune >= PRUNE_EVERY_MS {
-            self.prune(now);
+        self.persist.tidy(&self.jails, now);
+    }
+
+    /// Opens every file and journal the jails read now, where they were left.
+    pub(super) fn open_logs(&mut self) {
+        self.logs.open(&self.jails, self.persist.places());
+    }
+
+    /// Whether a log has more to read than the last poll's budget allowed.
+    pub fn reading(&self) -> bool {
+        self.logs.reading()
+    }
+
+    /// The `logpath` patterns of every jail (and the journal files of journal jails),
+    /// for the watcher.
+    pub fn log_patterns(&self) -> Vec<PathBuf> {
+        follow::patterns(&self.jails)
+    }
+
+    /// Commits what changed and waits until it is written (see [`Persist::commit`]).
+    pub fn commit(&mut self) {
+        self.persist.commit(&self.logs, &mut self.jails);
+    }
+
+    /// Hands what changed to the state's writer (see [`Persist::commit_soon`]).
+    fn commit_soon(&mut self) {
+        self.persist.commit_soon(&self.logs, &mut self.jails);
+    }
+
+    /// The state could not be opened at start: said once, and tried again each second.
+    pub fn open_state_later(&mut self, error: &StoreError) {
+        self.persist.open_later(error);
+    }
+
+    /// The state database for `status`: none in a dry run.
+    pub(super) fn state_status(&self) -> Option<StateStatus> {
+        self.persist.status(&self.global.state_dir)
+    }
+
+    /// Joins the fleet through `link` (its task already runs), and says which jails
+    /// share with it.
+    pub fn set_fleet(&mut self, link: Link) {
+        let fleet = FleetSide::new(link, Arc::clone(&self.setup.metrics));
+        fleet.announce(&self.jails);
+        self.fleet = Some(fleet);
+    }
+
+    /// The last entry of the fleet's stream applied here, where reading resumes.
+    pub fn fleet_resume(&self) -> Option<String> {
+        self.persist.fleet_id().map(str::to_owned)
+    }
+
+    /// What `status` shows of the fleet.
+    pub(super) fn fleet_status(&self) -> Option<FleetStatus> {
+        let fleet = self.fleet.as_ref()?;
+        Some(fleet.status(self.persist.fleet_id()))
+    }
+
+    /// Whether `jail` shares its bans with the fleet.
+    pub(super) fn shares(&self, jail: &str) -> bool {
+        let run = self.jails.get(jail);
+        self.fleet
+            .as_ref()
+            .zip(run)
+            .is_some_and(|(fleet, run)| fleet.outbox_for(run).is_some())
+    }
+
+    /// Shares a ban in force here (from the log or by the operator).
+    pub(super) fn publish_ban(&self, jail: &str, target: IpNet, force: bool, now: Now) {
+        let (Some(fleet), Some(run)) = (&self.fleet, self.jails.get(jail)) else {
+            return;
+        };
+        if let Some(ban) = self.bans.get(jail, target) {
+            fleet.publish_ban(run, target, &ban, force, now);
         }
-        // Once the writer is done with the last batch: it frees it.
-        let writing = self.store.as_ref().is_some_and(Store::busy);
-        if self.churn >= super::persist::CHURN_TO_TRIM && !writing {
-            self.churn = 0;
-            super::persist::release_memory();
+    }
+
+    /// Shares an operator's unban.
+    pub(super) fn publish_unban(&self, jail: &str, target: IpNet, now: Now) {
+        if let (Some(fleet), Some(run)) = (&self.fleet, self.jails.get(jail)) {
+            fleet.publish_unban(run, target, now);
+        }
+    }
+
+    /// Applies what the fleet's task read: each entry passes the fleet's rails, and what
+    /// passes is carried out as a ban from the log or an operator's unban is.
+    pub fn apply_fleet(&mut self, incoming: Incoming, now: Now) {
+        for entry in incoming.entries {
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(unreadable) => {
+                    self.persist.fleet_read_up_to(&unreadable.id);
+                    if let Some(fleet) = &mut self.fleet {
+                        let detail = format!("entry {}: {}", unreadable.id, unreadable.why);
+                        fleet.refuse("unreadable", &detail);
+                    }
+                    continue;
+                }
+            };
+            if !entry.id.is_empty() {
+                self.persist.fleet_read_up_to(&entry.id);
+            }
+            let Some(fleet) = &mut self.fleet else {
+                continue;
+            };
+            let own = &self.setup.own;
+            if let Some(apply) = fleet.judge(&entry, &mut self.jails, &self.bans, own, now) {
+                self.carry_out(apply, now);
+            }
+        }
+    }
+
+    /// Carries out what an entry of the fleet asks, on the same rails as a ban from the
+    /// log, and counts it applied.
+    fn carry_out(&mut self, apply: Apply, now: Now) {
+        let made_at = match apply {
+            Apply::Unban {
+                jail,
+                target,
+                reason,
+            } => match self.lift(&jail, target, &reason, now) {
+                Ok(true) => None,
+                // Not banned here (this host's own unban, echoed): nothing to apply.
+                Ok(false) => return,
+                Err(e) => {
+                    let ip = datapath::show(&target);
+                    warn!(jail, %ip, "cannot lift a ban: {e}");
+                    return;
+                }
+            },
+            Apply::Ban {
+                jail,
+                target,
+                length,
+                failures,
+                reason,
+                at,
+            } => match self.ban(&jail, target, length, failures, &reason, now) {
+                Ok(BanOutcome::New | BanOutcome::Extended) => Some(at),
+                Ok(BanOutcome::Already { .. }) => return,
+                Err(e) => {
+                    let shown = datapath::show(&target);
+                    if e.map_full() {
+                        if let Some(fleet) = &mut self.fleet {
+                            fleet.refuse("map_full", &format!("a ban of {shown}: {e}"));
+                        }
+                    } else {
+                        warn!(jail, ip = %shown, "cannot apply a ban from the fleet: {e}");
+                    }
+                    return;
+                }
+            },
+        };
+        if let Some(fleet) = &mut self.fleet {
+            fleet.applied(made_at, now);
         }
     }
 
@@ -643,17 +818,8 @@ impl Agent {
                 })
                 .set(ratio);
         }
-        if let Some(store) = &self.store {
-            m.state_bytes
-                .set(i64::try_from(store.bytes()).unwrap_or(i64::MAX));
-        }
-        for (path, log) in &mut self.logs {
-            let lag = log.follower.lag().unwrap_or(0);
-            m.lag_bytes
-                .get_or_create(&Metrics::file(path))
-                .set(i64::try_from(lag).unwrap_or(i64::MAX));
-            log.judge_lag(path, lag);
-        }
+        self.persist.refresh_metrics();
+        self.logs.refresh_lag();
         let names: BTreeMap<u32, &str> =
             self.jails.iter().map(|(n, r)| (r.id, n.as_str())).collect();
         if let Ok(counters) = self.kernel.counters() {

@@ -1,32 +1,32 @@
-//! The agent's logs: which files each jail follows, and reading them into the detectors.
+//! The agent's logs: which files and journals each jail follows, and reading what they
+//! gained into the jails' detectors. A poll returns the ban decisions; the agent makes
+//! them.
 
-use std::{collections::BTreeMap, path::PathBuf};
+use std::{collections::BTreeMap, path::PathBuf, sync::Arc};
 
 use prometheus_client::metrics::counter::Counter;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use super::{
-    agent::{Agent, Planned},
-    fleet::share_failure,
+    fleet::Sharing,
+    jails::{JailRun, Jails},
     log_once::LogOnce,
 };
-use crate::{clock::Now, tail::Start};
 use crate::{
-    datapath,
+    clock::Now,
     detect::Detection,
     metrics::Metrics,
-    metrics::Refusal,
     tail::{
-        self, Follower,
+        self, Checkpoint, Follower, Start,
         journal::{JournalReader, JournalSpec},
     },
-    tracker::{Admit, Decision},
+    tracker::Decision,
 };
 
 /// One followed file and the jails that read it.
-pub(super) struct Log {
-    pub(super) follower: Follower,
-    pub(super) jails: Vec<String>,
+struct Log {
+    follower: Follower,
+    jails: Vec<String>,
     lines: Counter,
     /// Why it cannot be read, said once.
     error: LogOnce,
@@ -41,7 +41,7 @@ pub(super) const LAG_ALERT_BYTES: u64 = 64 << 20;
 impl Log {
     /// Says when the agent falls behind this log, and when it has caught up again (below
     /// half the alert, so that a lag around the mark does not flap).
-    pub(super) fn judge_lag(&mut self, path: &std::path::Path, lag: u64) {
+    fn judge_lag(&mut self, path: &std::path::Path, lag: u64) {
         if !self.behind && lag >= LAG_ALERT_BYTES {
             self.behind = true;
             warn!(
@@ -59,7 +59,7 @@ impl Log {
 }
 
 /// A jail's journal: opened when it can be, retried each poll when it cannot.
-pub(super) struct JournalLog {
+struct JournalLog {
     spec: JournalSpec,
     reader: Option<JournalReader>,
     /// Where to resume, until the journal is open (then its reader knows).
@@ -72,7 +72,7 @@ pub(super) struct JournalLog {
 }
 
 impl JournalLog {
-    pub(super) fn cursor(&self) -> Option<&str> {
+    fn cursor(&self) -> Option<&str> {
         self.reader
             .as_ref()
             .and_then(JournalReader::cursor)
@@ -102,20 +102,12 @@ impl JournalLog {
     }
 }
 
-/// What a line's failure is shared with: the fleet's outbox (none without a fleet), and
-/// the bans in force here (failures of those are not shared).
-#[derive(Clone, Copy)]
-struct Sharing<'a> {
-    outbox: Option<&'a crate::fleet::Outbox>,
-    bans: &'a super::table::Bans,
-}
-
 /// What one line's detection does in its jail: failures counted (and shared with the
 /// fleet), the maxretry-th one a ban decision.
 fn tally(
     detection: Detection,
     name: &str,
-    run: &mut super::agent::JailRun,
+    run: &mut JailRun,
     sharing: Sharing<'_>,
     now: Now,
     decisions: &mut Vec<(String, Decision)>,
@@ -131,7 +123,7 @@ fn tally(
         }
         Detection::Counted { target, .. } => {
             run.failures.inc();
-            share_failure(sharing.outbox, sharing.bans, run, target, now);
+            sharing.failure(run, target, now);
         }
         Detection::Spared { .. } | Detection::Stale { .. } => {
             run.failures.inc();
@@ -143,12 +135,83 @@ fn tally(
 /// rest up (it is read on at the next poll, at once).
 const JOURNAL_BUDGET: u64 = 10_000;
 
-impl Agent {
+/// Where the logs were read up to, as last saved: a log or journal let go leaves its
+/// place here, and one opened resumes from it.
+pub(super) struct Places<'a> {
+    pub positions: &'a mut BTreeMap<PathBuf, Checkpoint>,
+    pub cursors: &'a mut BTreeMap<String, String>,
+}
+
+/// The files and journals the jails follow.
+pub(super) struct Logs {
+    files: BTreeMap<PathBuf, Log>,
+    /// The journal of each jail that reads one.
+    journals: BTreeMap<String, JournalLog>,
+    metrics: Arc<Metrics>,
+}
+
+impl Logs {
+    pub(super) fn new(metrics: Arc<Metrics>) -> Self {
+        Self {
+            files: BTreeMap::new(),
+            journals: BTreeMap::new(),
+            metrics,
+        }
+    }
+
+    /// Opens every file the jails' `logpath` names now and the journal of every jail
+    /// that reads one, resuming saved places; those already followed are kept as they
+    /// are, and those no jail reads any more are let go (their place saved).
+    pub(super) fn open(&mut self, jails: &Jails, places: Places<'_>) {
+        self.open_journals(jails, places.cursors);
+        let mut wanted: BTreeMap<PathBuf, Vec<String>> = BTreeMap::new();
+        for (name, run) in jails {
+            for path in tail::expand(&run.config.logpath) {
+                wanted.entry(path).or_default().push(name.clone());
+            }
+        }
+        let positions = places.positions;
+        self.files.retain(|path, log| {
+            let keep = wanted.contains_key(path);
+            if !keep && let Some(checkpoint) = log.follower.checkpoint() {
+                positions.insert(path.clone(), checkpoint);
+            }
+            keep
+        });
+        for (path, names) in wanted {
+            if let Some(log) = self.files.get_mut(&path) {
+                log.jails = names;
+                continue;
+            }
+            // A file read by several jails starts at its head if any of them asks so.
+            let head = names
+                .iter()
+                .filter_map(|name| jails.get(name))
+                .any(|run| run.config.start == Start::Head);
+            let start = if head { Start::Head } else { Start::Tail };
+            let resume = positions.get(&path).cloned();
+            let follower = Follower::new(path.clone(), start, tail::DEFAULT_MAX_LINE, resume);
+            let lines = self
+                .metrics
+                .lines_read
+                .get_or_create(&Metrics::file(&path))
+                .clone();
+            self.files.insert(
+                path,
+                Log {
+                    follower,
+                    jails: names,
+                    lines,
+                    error: LogOnce::default(),
+                    behind: false,
+                },
+            );
+        }
+    }
+
     /// Opens the journal of every jail that reads one, resuming saved cursors; journals
     /// already open are kept, and those of jails gone are closed (their cursor saved).
-    pub(super) fn open_journals(&mut self) {
-        let cursors = &mut self.state.cursors;
-        let jails = &self.jails;
+    fn open_journals(&mut self, jails: &Jails, cursors: &mut BTreeMap<String, String>) {
         self.journals.retain(|name, journal| {
             let keep = jails
                 .get(name)
@@ -159,7 +222,7 @@ impl Agent {
             }
             keep
         });
-        for (name, run) in &self.jails {
+        for (name, run) in jails {
             let Some(spec) = &run.config.journal else {
                 continue;
             };
@@ -167,7 +230,6 @@ impl Agent {
                 continue;
             }
             let lines = self
-                .setup
                 .metrics
                 .lines_read
                 .get_or_create(&Metrics::file(std::path::Path::new(&format!(
@@ -179,7 +241,7 @@ impl Agent {
                 JournalLog {
                     spec: spec.clone(),
                     reader: None,
-                    resume: self.state.cursors.get(name).cloned(),
+                    resume: cursors.get(name).cloned(),
                     from_head: run.config.start == Start::Head,
                     lines,
                     error: LogOnce::default(),
@@ -189,22 +251,57 @@ impl Agent {
         }
     }
 
-    /// Reads what the journals gained into their jails; returns the lines read and the
-    /// ban decisions.
-    fn poll_journals(&mut self, now: Now, decisions: &mut Vec<(String, Decision)>) -> u64 {
+    /// Reads what was appended to every log and journal, judges each line in each jail
+    /// that reads it (failures counted, and shared through `sharing`), and returns the
+    /// lines read and the ban decisions, in the order their lines came.
+    pub(super) fn poll(
+        &mut self,
+        jails: &mut Jails,
+        sharing: Sharing<'_>,
+        now: Now,
+    ) -> (u64, Vec<(String, Decision)>) {
+        let mut decisions: Vec<(String, Decision)> = Vec::new();
         let mut read = 0;
-        let Self {
-            journals,
-            jails,
-            fleet,
-            bans,
-            ..
-        } = self;
-        let sharing = Sharing {
-            outbox: fleet.as_ref().map(|fleet| &*fleet.link.outbox),
-            bans,
-        };
-        for (name, journal) in journals.iter_mut() {
+        for (path, log) in &mut self.files {
+            let names = &log.jails;
+            let result = log.follower.poll(&mut |line| {
+                for name in names {
+                    let Some(run) = jails.get_mut(name) else {
+                        continue;
+                    };
+                    let detection = run.detector.line(line, now.wall);
+                    tally(detection, name, run, sharing, now, &mut decisions);
+                }
+            });
+            match result {
+                Ok(lines) => {
+                    read += lines;
+                    log.lines.inc_by(lines);
+                    log.error.ended();
+                }
+                Err(e) => {
+                    let message = e.to_string();
+                    if log.error.first(&message) {
+                        warn!(file = %path.display(), "cannot read the log: {message}; check \
+                              that it is readable by the agent");
+                    }
+                }
+            }
+        }
+        read += self.poll_journals(jails, sharing, now, &mut decisions);
+        (read, decisions)
+    }
+
+    /// Reads what the journals gained into their jails; returns the lines read.
+    fn poll_journals(
+        &mut self,
+        jails: &mut Jails,
+        sharing: Sharing<'_>,
+        now: Now,
+        decisions: &mut Vec<(String, Decision)>,
+    ) -> u64 {
+        let mut read = 0;
+        for (name, journal) in &mut self.journals {
             let Some(run) = jails.get_mut(name) else {
                 continue;
             };
@@ -236,197 +333,60 @@ impl Agent {
         read
     }
 
-    /// Opens every file the jails' `logpath` names now, resuming saved positions; files
-    /// already followed are kept as they are.
-    pub(super) fn open_logs(&mut self) {
-        self.open_journals();
-        let mut wanted: BTreeMap<PathBuf, Vec<String>> = BTreeMap::new();
-        for (name, run) in &self.jails {
-            for path in tail::expand(&run.config.logpath) {
-                wanted.entry(path).or_default().push(name.clone());
-            }
-        }
-        let positions = &mut self.state.positions;
-        self.logs.retain(|path, log| {
-            let keep = wanted.contains_key(path);
-            if !keep && let Some(checkpoint) = log.follower.checkpoint() {
-                positions.insert(path.clone(), checkpoint);
-            }
-            keep
-        });
-        for (path, jails) in wanted {
-            if let Some(log) = self.logs.get_mut(&path) {
-                log.jails = jails;
-                continue;
-            }
-            // A file read by several jails starts at its head if any of them asks so.
-            let head = jails
-                .iter()
-                .filter_map(|name| self.jails.get(name))
-                .any(|run| run.config.start == Start::Head);
-            let start = if head { Start::Head } else { Start::Tail };
-            let resume = self.state.positions.get(&path).cloned();
-            let follower = Follower::new(path.clone(), start, tail::DEFAULT_MAX_LINE, resume);
-            let lines = self
-                .setup
-                .metrics
-                .lines_read
-                .get_or_create(&Metrics::file(&path))
-                .clone();
-            self.logs.insert(
-                path,
-                Log {
-                    follower,
-                    jails,
-                    lines,
-                    error: LogOnce::default(),
-                    behind: false,
-                },
-            );
-        }
-    }
-
     /// Whether a log has more to read than the last poll's budget allowed.
-    pub fn reading(&self) -> bool {
-        self.logs.values().any(|log| log.follower.more())
+    pub(super) fn reading(&self) -> bool {
+        self.files.values().any(|log| log.follower.more())
             || self.journals.values().any(|journal| journal.more)
     }
 
-    /// The `logpath` patterns of every jail (and the journal files of journal jails),
-    /// for the watcher.
-    pub fn log_patterns(&self) -> Vec<PathBuf> {
-        let mut patterns: Vec<PathBuf> = self
-            .jails
-            .values()
-            .flat_map(|run| {
-                let journal = run.config.journal.iter().flat_map(JournalSpec::watched);
-                run.config.logpath.iter().cloned().chain(journal)
-            })
-            .collect();
-        patterns.sort();
-        patterns.dedup();
-        patterns
+    /// The files `jail` follows now.
+    pub(super) fn files_of(&self, jail: &str) -> Vec<String> {
+        self.files
+            .iter()
+            .filter(|(_, log)| log.jails.iter().any(|name| name == jail))
+            .map(|(path, _)| path.display().to_string())
+            .collect()
     }
 
-    /// The ban a decision from the log makes, staged; `None` when the jail's cap on bans
-    /// per minute holds it back, or the batch banned the target already.
-    fn plan_decision(&mut self, jail: &str, decision: &Decision, now: Now) -> Option<Planned> {
-        let run = self.jails.get_mut(jail)?;
-        let key = (jail.to_owned(), decision.target);
-        if matches!(self.pending.bans.get(&key), Some(Some(_)))
-            && !self.bans.contains(jail, decision.target)
-        {
-            // Its failures came again later in the same batch: banned once.
-            return None;
-        }
-        if let Admit::HeldBack { alert } = run.rate.admit(now.wall) {
-            let cap = run.config.rules.max_bans_per_minute;
-            self.refused(jail, Refusal::RateCap);
-            if alert {
-                error!(
-                    jail,
-                    ip = %datapath::show(&decision.target),
-                    max_bans_per_minute = cap,
-                    "the jail reached max_bans_per_minute: further bans are held back \
-                     for the rest of the minute. Check with `ban-agent test-filter` that \
-                     its filter matches failures only; raise max_bans_per_minute if this \
-                     is a real attack"
-                );
-            }
-            return None;
-        }
-        let overall = run.config.increment.is_some_and(|inc| inc.overall_jails);
-        let (bantime, increment) = (run.config.bantime, run.config.increment);
-        // The history is read only when it lengthens bans.
-        let previous = match increment {
-            Some(_) => self.previous_bans(jail, &decision.target, overall),
-            None => 0,
-        };
-        let length = bantime.after(previous, increment.as_ref());
-        match self.plan_ban(
-            jail,
-            decision.target,
-            length,
-            decision.failures,
-            "failures",
-            now,
-        ) {
-            Ok(plan) => Some(plan),
-            Err(e) => {
-                warn!(jail, ip = %datapath::show(&decision.target), "cannot ban: {e}");
-                None
-            }
-        }
+    /// Where each file is read up to now.
+    pub(super) fn checkpoints(&self) -> impl Iterator<Item = (&PathBuf, Checkpoint)> {
+        self.files
+            .iter()
+            .filter_map(|(path, log)| Some((path, log.follower.checkpoint()?)))
     }
 
-    /// Reads what was appended to every log, judges each line in each jail that reads it,
-    /// and bans at once. Returns the number of lines read.
-    pub fn poll(&mut self, now: Now) -> u64 {
-        let mut decisions: Vec<(String, Decision)> = Vec::new();
-        let mut read = 0;
-        let Self {
-            logs,
-            jails,
-            fleet,
-            bans,
-            ..
-        } = self;
-        let sharing = Sharing {
-            outbox: fleet.as_ref().map(|fleet| &*fleet.link.outbox),
-            bans,
-        };
-        for (path, log) in logs.iter_mut() {
-            let names = &log.jails;
-            let result = log.follower.poll(&mut |line| {
-                for name in names {
-                    let Some(run) = jails.get_mut(name) else {
-                        continue;
-                    };
-                    let detection = run.detector.line(line, now.wall);
-                    tally(detection, name, run, sharing, now, &mut decisions);
-                }
-            });
-            match result {
-                Ok(lines) => {
-                    read += lines;
-                    log.lines.inc_by(lines);
-                    log.error.ended();
-                }
-                Err(e) => {
-                    let message = e.to_string();
-                    if log.error.first(&message) {
-                        warn!(file = %path.display(), "cannot read the log: {message}; check \
-                              that it is readable by the agent");
-                    }
-                }
-            }
-        }
-        read += self.poll_journals(now, &mut decisions);
-        // Every ban of the batch is staged, then committed with the failures and the log
-        // positions after it, then put in the kernel (see `Agent::plan_ban`).
-        let mut planned = Vec::with_capacity(decisions.len());
-        for (jail, decision) in decisions {
-            if let Some(plan) = self.plan_decision(&jail, &decision, now) {
-                planned.push((jail, decision.target, plan));
-            }
-        }
-        if planned.is_empty() {
-            self.commit_soon();
-        } else {
-            self.commit();
-        }
-        for (jail, target, plan) in planned {
-            match self.apply_ban(&jail, target, plan, "failures", now) {
-                Ok(super::agent::BanOutcome::Already { .. }) => {}
-                Ok(_) => self.publish_ban(&jail, target, false, now),
-                Err(e) => {
-                    if e.map_full() {
-                        self.refused(&jail, Refusal::MapFull);
-                    }
-                    warn!(jail, ip = %datapath::show(&target), "cannot ban: {e}");
-                }
-            }
-        }
-        read
+    /// Where each journal is read up to now, by jail.
+    pub(super) fn cursors(&self) -> impl Iterator<Item = (&String, &str)> {
+        self.journals
+            .iter()
+            .filter_map(|(jail, journal)| Some((jail, journal.cursor()?)))
     }
+
+    /// Refreshes how far each file's reader is behind it, and says when it falls behind
+    /// or catches up.
+    pub(super) fn refresh_lag(&mut self) {
+        for (path, log) in &mut self.files {
+            let lag = log.follower.lag().unwrap_or(0);
+            self.metrics
+                .lag_bytes
+                .get_or_create(&Metrics::file(path))
+                .set(i64::try_from(lag).unwrap_or(i64::MAX));
+            log.judge_lag(path, lag);
+        }
+    }
+}
+
+/// The `logpath` patterns of every jail (and the journal files of journal jails), for
+/// the watcher.
+pub(super) fn patterns(jails: &Jails) -> Vec<PathBuf> {
+    let mut patterns: Vec<PathBuf> = jails
+        .values()
+        .flat_map(|run| {
+            let journal = run.config.journal.iter().flat_map(JournalSpec::watched);
+            run.config.logpath.iter().cloned().chain(journal)
+        })
+        .collect();
+    patterns.sort();
+    patterns.dedup();
+    patterns
 }

@@ -10,10 +10,12 @@ mod agent;
 mod fleet;
 mod follow;
 mod guard;
+mod jails;
 mod kernel;
 mod log_once;
 mod persist;
 mod requests;
+mod restore;
 mod table;
 #[cfg(test)]
 mod tests;
@@ -136,7 +138,6 @@ async fn serve_on(
                 crate::fleet::spawn(fleet, agent.fleet_resume(), std::sync::Arc::clone(&metrics))
                     .with_context(|| format!("[fleet] in {}", agent.config_path().display()))?;
             agent.set_fleet(link);
-            fleet::announce(&agent);
             (entries, None)
         }
         None => {

@@ -1,18 +1,28 @@
-//! What outlives the agent: the bans and failures taken back at start (from the state
-//! database and the kernel maps), and what changed committed back.
+//! What outlives the agent: the state database, what changed since the last commit, and
+//! committing it (bans made and lifted, history, failure windows, log positions, journal
+//! cursors, jail ids, the fleet's place). A state that cannot be opened or written is
+//! tried again every second while the agent protects from memory.
 
-use std::collections::{BTreeMap, HashMap};
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 use ipnet::IpNet;
 use tracing::{error, info, warn};
 
-use super::{agent::Agent, table::ActiveBan};
-use crate::clock::{Now, ms};
+use super::{
+    follow::{Logs, Places},
+    jails::Jails,
+    log_once::LogOnce,
+    table::{ActiveBan, Bans},
+};
 use crate::{
-    clock::Expiry,
+    clock::{Now, UnixMs},
     control::protocol::StateStatus,
-    ignore::IgnoreList,
-    store::{Changes, Keep, SavedBan, Store, StoreError},
+    metrics::Metrics,
+    store::{Changes, Keep, SavedBan, State, Store, StoreError},
 };
 
 /// How much ban history the state keeps (for `bantime_increment`): what fail2ban's
@@ -22,105 +32,143 @@ pub(super) const KEEP: Keep = Keep {
     max_entries: 2_000_000,
 };
 
-impl Agent {
-    /// Saved bans go back into the kernel if a reboot emptied it; bans the kernel holds
-    /// for a current jail are kept even if the state missed them (a state that could not
-    /// be written); bans of jails that are gone are lifted. A saved ban that ended while
-    /// the agent was away is said ended now (log line, hook, metric).
-    pub(super) fn restore(&mut self, saved: Vec<SavedBan>, now: Now) -> anyhow::Result<()> {
-        let mut in_kernel = InKernel::new(self.kernel.list()?);
-        self.bans.reserve(saved.len().max(in_kernel.bans.len()));
-        let mut restored = 0usize;
-        // A state written by hand, or by a broken disk, never bans what no path may ban.
-        let never = IgnoreList::new(Vec::new(), self.setup.own.clone());
-        for ban in saved {
-            let spared = never.spares(&ban.target);
-            let id = self.jails.get(&ban.jail).map(|run| run.id);
-            let (Some(id), None) = (id, spared) else {
-                if let Some(why) = spared {
-                    warn!(jail = ban.jail, ip = %ban.target, "a saved ban is dropped: {why}");
-                }
-                if let Some(id) = id
-                    && in_kernel.remove(&(id, ban.target)).is_some()
-                {
-                    self.kernel.unban(id, ban.target)?;
-                }
-                self.pending.bans.insert((ban.jail, ban.target), None);
-                continue;
-            };
-            let left = ban.remaining(now.wall);
-            let mut active = ActiveBan {
-                expiry: Expiry::Never,
-                expires_at: ban.expires_at,
-                banned_at: ban.banned_at,
-                failures: ban.failures,
-            };
-            if left.is_some_and(|left| left.is_zero()) {
-                if in_kernel.remove(&(id, ban.target)).is_some() {
-                    self.kernel.unban(id, ban.target)?;
-                }
-                self.pending
-                    .bans
-                    .insert((ban.jail.clone(), ban.target), None);
-                self.unbanned(&ban.jail, ban.target, &active, "expired", now);
-                continue;
-            }
-            active.expiry = match in_kernel.remove(&(id, ban.target)) {
-                Some(expiry) if !expiry.expired(now.boot) => expiry,
-                _ => {
-                    let expiry = left.map_or(Expiry::Never, |left| Expiry::after(now.boot, left));
-                    self.kernel.ban(id, ban.target, expiry)?;
-                    expiry
-                }
-            };
-            self.insert(&ban.jail, ban.target, active);
-            restored += 1;
+/// How often old history and ended failure windows are pruned from the state.
+const PRUNE_EVERY_MS: i64 = 60_000;
+
+/// The state database and what is staged for it.
+pub(super) struct Persist {
+    /// `None` in a dry run, or while the state cannot be opened (`reopen`).
+    store: Option<Store>,
+    /// Positions, cursors, jail ids and the fleet's place as last committed (or read at
+    /// start); the bans in force are the agent's table, the history is in the store.
+    state: State,
+    /// What changed since the last commit (kept until a commit succeeds).
+    pending: Changes,
+    /// The state could not be opened at start (a full disk, a read-only folder): it is
+    /// tried again every second, and meanwhile the agent protects from memory.
+    reopen: bool,
+    /// When the state was last pruned.
+    last_prune: UnixMs,
+    /// Entries committed since the memory was last handed back to the system.
+    churn: usize,
+    /// The last error of saving the state, said once (a full disk fails every tick).
+    save_error: LogOnce,
+    metrics: Arc<Metrics>,
+}
+
+impl Persist {
+    /// Reads the saved state (nothing without a store: a dry run starts from nothing and
+    /// never saves); returns it with the saved bans, taken out for the agent to restore.
+    pub(super) fn open(
+        store: Option<Store>,
+        metrics: Arc<Metrics>,
+        now: Now,
+    ) -> anyhow::Result<(Self, Vec<SavedBan>)> {
+        let mut state = match &store {
+            Some(store) => store.load()?,
+            None => State::default(),
+        };
+        let saved = std::mem::take(&mut state.bans);
+        let persist = Self {
+            store,
+            state,
+            pending: Changes::default(),
+            reopen: false,
+            last_prune: now.wall,
+            churn: 0,
+            save_error: LogOnce::default(),
+            metrics,
+        };
+        Ok((persist, saved))
+    }
+
+    /// The kernel's index of jail `name`, kept across restarts and reloads (the pinned
+    /// maps key bans by it); a new jail takes the lowest free one. `None` when all are
+    /// taken.
+    pub(super) fn jail_id(&mut self, name: &str) -> Option<u32> {
+        let known = self.state.jail_ids.contains_key(name);
+        let id = self.state.jail_id(name)?;
+        if !known {
+            self.pending.jail_ids = Some(self.state.jail_ids.clone());
         }
-        let ids: BTreeMap<u32, String> = self
-            .jails
-            .iter()
-            .map(|(name, run)| (run.id, name.clone()))
-            .collect();
-        let mut adopted = 0usize;
-        for ((id, target), expiry) in in_kernel.rest() {
-            match ids.get(&id) {
-                Some(jail) if !expiry.expired(now.boot) && never.spares(&target).is_none() => {
-                    let expires_at = expiry.remaining(now.boot).map(|left| now.wall + ms(left));
-                    let jail = jail.clone();
-                    let active = ActiveBan {
-                        expiry,
-                        expires_at,
-                        banned_at: now.wall,
-                        failures: 0,
-                    };
-                    self.insert(&jail, target, active);
-                    // The ban was made but not saved: it is saved, and counts in the
-                    // history (for bantime increments) once, here.
-                    self.stage(&jail, target, &active, "kernel");
-                    self.pending.count_ban(&jail, target, now.wall);
-                    adopted += 1;
-                }
-                _ => {
-                    self.kernel.unban(id, target)?;
-                }
-            }
+        Some(id)
+    }
+
+    /// Jails that are gone lose their ids.
+    pub(super) fn keep_jail_ids(&mut self, jails: &Jails) {
+        self.state
+            .jail_ids
+            .retain(|name, _| jails.contains_key(name));
+        self.pending.jail_ids = Some(self.state.jail_ids.clone());
+    }
+
+    /// Where the logs were read up to, for them to resume from and leave their place in.
+    pub(super) fn places(&mut self) -> Places<'_> {
+        Places {
+            positions: &mut self.state.positions,
+            cursors: &mut self.state.cursors,
         }
-        if restored + adopted > 0 {
-            info!(restored, adopted, "bans in force at start");
-        }
-        Ok(())
+    }
+
+    /// The last entry of the fleet's stream applied here, where reading resumes.
+    pub(super) fn fleet_id(&self) -> Option<&str> {
+        self.state.fleet_id.as_deref()
+    }
+
+    /// Where the fleet's stream was read up to, committed with what it applied.
+    pub(super) fn fleet_read_up_to(&mut self, id: &str) {
+        self.state.fleet_id = Some(id.to_owned());
+        self.pending.fleet_id = Some(id.to_owned());
+    }
+
+    /// Stages the ban of `target` in `jail` as saved, to commit.
+    pub(super) fn stage(&mut self, jail: &str, target: IpNet, ban: &ActiveBan, origin: &str) {
+        let saved = SavedBan {
+            jail: jail.to_owned(),
+            target,
+            expires_at: ban.expires_at,
+            banned_at: ban.banned_at,
+            failures: ban.failures,
+            origin: origin.to_owned(),
+        };
+        self.pending
+            .bans
+            .insert((jail.to_owned(), target), Some(saved));
+    }
+
+    /// Stages the end of the ban of `target` in `jail`, to commit.
+    pub(super) fn stage_lift(&mut self, jail: &str, target: IpNet) {
+        self.pending.bans.insert((jail.to_owned(), target), None);
+    }
+
+    /// Whether a ban of `target` in `jail` is staged, not yet committed.
+    pub(super) fn staged(&self, jail: &str, target: IpNet) -> bool {
+        matches!(
+            self.pending.bans.get(&(jail.to_owned(), target)),
+            Some(Some(_))
+        )
+    }
+
+    /// Counts a new ban of `target` in the history, to commit.
+    pub(super) fn count_ban(&mut self, jail: &str, target: IpNet, at: UnixMs) {
+        self.pending.count_ban(jail, target, at);
     }
 
     /// Failures saved before the restart go back into their jails' windows (those of
     /// targets banned now excepted: their failures were spent on the ban).
-    pub(super) fn restore_failures(&mut self, now: Now) -> anyhow::Result<()> {
+    pub(super) fn restore_failures(
+        &self,
+        jails: &mut Jails,
+        bans: &Bans,
+        now: Now,
+    ) -> anyhow::Result<()> {
         let Some(store) = &self.store else {
             return Ok(());
         };
         let mut restored = 0usize;
-        for (name, run) in &mut self.jails {
+        for (name, run) in jails {
             for (target, times) in store.failures(name)? {
-                if self.bans.contains(name, target) {
+                if bans.contains(name, target) {
                     continue;
                 }
                 run.detector.tracker_mut().restore(target, &times, now.wall);
@@ -161,7 +209,7 @@ impl Agent {
     }
 
     /// The state could not be opened at start: said once, and tried again each second.
-    pub fn open_state_later(&mut self, error: &StoreError) {
+    pub(super) fn open_later(&mut self, error: &StoreError) {
         self.reopen = true;
         let message = error.to_string();
         if self.save_error.first(&message) {
@@ -172,11 +220,32 @@ impl Agent {
         }
     }
 
+    /// Opens the state if it could not be opened at start (tried once a second).
+    pub(super) fn reopen_if_needed(&mut self, state_dir: &Path, bans: &Bans, now: Now) {
+        if self.reopen {
+            self.reopen_state(state_dir, bans, now);
+        }
+    }
+
+    /// Prunes once a minute, and hands back the memory freed since the last time once
+    /// enough was committed.
+    pub(super) fn tidy(&mut self, jails: &Jails, now: Now) {
+        if now.wall - self.last_prune >= PRUNE_EVERY_MS {
+            self.prune(jails, now);
+        }
+        // Once the writer is done with the last batch: it frees it.
+        let writing = self.store.as_ref().is_some_and(Store::busy);
+        if self.churn >= CHURN_TO_TRIM && !writing {
+            self.churn = 0;
+            release_memory();
+        }
+    }
+
     /// Opens the state that could not be opened at start and writes into it what the
     /// agent holds now: the bans in force (those it saved before and that are over go),
     /// the jail ids, positions and failures.
-    pub(super) fn reopen_state(&mut self, now: Now) {
-        let store = match Store::open(&self.global.state_dir, now.wall) {
+    fn reopen_state(&mut self, state_dir: &Path, bans: &Bans, now: Now) {
+        let store = match Store::open(state_dir, now.wall) {
             Ok(store) => store,
             Err(e) => {
                 let message = e.to_string();
@@ -194,17 +263,12 @@ impl Agent {
             }
         };
         for ban in saved.bans {
-            if !self.bans.contains(&ban.jail, ban.target) {
+            if !bans.contains(&ban.jail, ban.target) {
                 self.pending.bans.insert((ban.jail, ban.target), None);
             }
         }
-        let bans: Vec<(String, IpNet, ActiveBan)> = self
-            .bans
-            .iter()
-            .map(|(jail, target, ban)| (jail.to_owned(), target, ban))
-            .collect();
-        for (jail, target, ban) in bans {
-            self.stage(&jail, target, &ban, "memory");
+        for (jail, target, ban) in bans.iter() {
+            self.stage(jail, target, &ban, "memory");
         }
         self.pending.jail_ids = Some(self.state.jail_ids.clone());
         self.state.positions.clear();
@@ -214,17 +278,19 @@ impl Agent {
     }
 
     /// Writes what changed since the last commit in one transaction: bans made and
-    /// lifted, history, failure windows, log positions and journal cursors (nothing in a
-    /// dry run), and waits until it is written. What cannot be written is kept and tried
-    /// again at the next commit; the bans stay in force meanwhile.
-    pub fn commit(&mut self) {
+    /// lifted, history, failure windows (taken from `jails`), log positions and journal
+    /// cursors (from `logs`) (nothing in a dry run), and waits until it is written. What
+    /// cannot be written is kept and tried again at the next commit; the bans stay in
+    /// force meanwhile.
+    pub(super) fn commit(&mut self, logs: &Logs, jails: &mut Jails) {
         self.settle_writer();
-        let Some(changes) = self.gather() else { return };
+        let Some(changes) = self.gather(logs, jails) else {
+            return;
+        };
         let Some(store) = &mut self.store else { return };
         let began = std::time::Instant::now();
         let committed = store.commit(&changes);
-        self.setup
-            .metrics
+        self.metrics
             .state_commit
             .observe(began.elapsed().as_secs_f64());
         match committed {
@@ -233,12 +299,12 @@ impl Agent {
         }
     }
 
-    /// Like [`Agent::commit`], for what need not wait (the failures and positions of
+    /// Like [`Persist::commit`], for what need not wait (the failures and positions of
     /// lines read, no ban): handed to the state's writer thread while the agent reads on.
     /// When the writer is still busy, the changes stay staged for the next commit.
-    pub(super) fn commit_soon(&mut self) {
+    pub(super) fn commit_soon(&mut self, logs: &Logs, jails: &mut Jails) {
         let Some(store) = &mut self.store else {
-            self.commit();
+            self.commit(logs, jails);
             return;
         };
         match store.written() {
@@ -252,12 +318,14 @@ impl Agent {
         if self.store.as_ref().is_some_and(Store::busy) {
             return;
         }
-        let Some(changes) = self.gather() else { return };
+        let Some(changes) = self.gather(logs, jails) else {
+            return;
+        };
         let Some(store) = &mut self.store else { return };
         if let Err(changes) = store.commit_later(changes) {
             // No writer: commit here.
             self.pending.absorb(*changes);
-            self.commit();
+            self.commit(logs, jails);
         }
     }
 
@@ -276,35 +344,31 @@ impl Agent {
         }
     }
 
-    /// Everything that changed, taken out of the agent to be written (the failure windows
-    /// and positions are then known as saved); `None` when nothing did, or in a dry run.
-    fn gather(&mut self) -> Option<Changes> {
+    /// Everything that changed, taken out to be written (the failure windows and
+    /// positions are then known as saved); `None` when nothing did, or in a dry run.
+    fn gather(&mut self, logs: &Logs, jails: &mut Jails) -> Option<Changes> {
         if self.store.is_none() {
             if !self.reopen {
                 // A dry run: nothing is ever saved.
                 self.pending = Changes::default();
-                for run in self.jails.values_mut() {
+                for run in jails.values_mut() {
                     run.detector.tracker_mut().saved();
                 }
             }
             return None;
         }
         let mut changes = std::mem::take(&mut self.pending);
-        for (path, log) in &self.logs {
-            if let Some(checkpoint) = log.follower.checkpoint()
-                && self.state.positions.get(path) != Some(&checkpoint)
-            {
+        for (path, checkpoint) in logs.checkpoints() {
+            if self.state.positions.get(path) != Some(&checkpoint) {
                 changes.positions.insert(path.clone(), checkpoint);
             }
         }
-        for (jail, journal) in &self.journals {
-            if let Some(cursor) = journal.cursor()
-                && self.state.cursors.get(jail).map(String::as_str) != Some(cursor)
-            {
+        for (jail, cursor) in logs.cursors() {
+            if self.state.cursors.get(jail).map(String::as_str) != Some(cursor) {
                 changes.cursors.insert(jail.clone(), cursor.to_owned());
             }
         }
-        for (name, run) in &mut self.jails {
+        for (name, run) in jails {
             let tracker = run.detector.tracker_mut();
             if tracker.has_changes() {
                 let targets = changes.failures.entry(name.clone()).or_default();
@@ -342,10 +406,10 @@ impl Agent {
     }
 
     /// The state database for `status`: none in a dry run.
-    pub(super) fn state_status(&self) -> Option<StateStatus> {
-        let (path, bytes) = match &self.store {
+    pub(super) fn status(&self, state_dir: &Path) -> Option<StateStatus> {
+        let (path, bytes): (PathBuf, u64) = match &self.store {
             Some(store) => (store.path().to_owned(), store.bytes()),
-            None if self.reopen => (self.global.state_dir.join(crate::store::FILE), 0),
+            None if self.reopen => (state_dir.join(crate::store::FILE), 0),
             None => return None,
         };
         Some(StateStatus {
@@ -355,13 +419,21 @@ impl Agent {
         })
     }
 
+    /// Refreshes the size of the state database in the metrics.
+    pub(super) fn refresh_metrics(&self) {
+        if let Some(store) = &self.store {
+            self.metrics
+                .state_bytes
+                .set(i64::try_from(store.bytes()).unwrap_or(i64::MAX));
+        }
+    }
+
     /// Drops old history and ended failure windows from the state.
-    pub(super) fn prune(&mut self, now: Now) {
+    fn prune(&mut self, jails: &Jails, now: Now) {
         self.last_prune = now.wall;
         self.settle_writer();
         let Some(store) = &mut self.store else { return };
-        let findtimes = self
-            .jails
+        let findtimes: BTreeMap<String, std::time::Duration> = jails
             .iter()
             .map(|(name, run)| (name.clone(), run.config.rules.findtime))
             .collect();
@@ -377,50 +449,17 @@ impl Agent {
             Err(e) => warn!("{e}"),
         }
     }
-}
 
-/// The bans the kernel holds at start, each taken at most once by a saved ban; those left
-/// are adopted or lifted. A sorted `Vec` rather than a map: with a million bans, one
-/// allocation of 40 bytes each instead of a tree's nodes.
-struct InKernel {
-    bans: Vec<((u32, IpNet), Expiry)>,
-    taken: Vec<bool>,
-}
-
-impl InKernel {
-    fn new(list: Vec<crate::datapath::BanRecord>) -> Self {
-        let mut bans: Vec<((u32, IpNet), Expiry)> = list
-            .into_iter()
-            .map(|ban| ((ban.jail, ban.target), ban.expiry))
-            .collect();
-        bans.sort_unstable_by_key(|(key, _)| *key);
-        bans.dedup_by_key(|(key, _)| *key);
-        let taken = vec![false; bans.len()];
-        Self { bans, taken }
-    }
-
-    /// The kernel's expiry of `key`, unless taken already; taken now.
-    fn remove(&mut self, key: &(u32, IpNet)) -> Option<Expiry> {
-        let i = self.bans.binary_search_by_key(key, |(k, _)| *k).ok()?;
-        if std::mem::replace(&mut self.taken[i], true) {
-            return None;
-        }
-        Some(self.bans[i].1)
-    }
-
-    /// The bans no saved ban took.
-    fn rest(self) -> impl Iterator<Item = ((u32, IpNet), Expiry)> {
-        self.bans
-            .into_iter()
-            .zip(self.taken)
-            .filter(|(_, taken)| !taken)
-            .map(|(ban, _)| ban)
+    /// Drops jail `name` (a reload removed it): its id is freed.
+    pub(super) fn drop_jail(&mut self, name: &str) {
+        self.state.jail_ids.remove(name);
+        self.pending.jail_ids = Some(self.state.jail_ids.clone());
     }
 }
 
 /// Entries committed since the memory was last handed back, past which [`release_memory`]
 /// runs at the next sweep.
-pub(super) const CHURN_TO_TRIM: usize = 10_000;
+const CHURN_TO_TRIM: usize = 10_000;
 
 /// Hands the memory freed since back to the system. A flood's batches are many small
 /// allocations (a ban's or a failure's entries until their commit), freed after it; glibc

@@ -110,7 +110,7 @@ impl Agent {
         (reply, after)
     }
 
-    fn jail_named(&self, jail: &str) -> anyhow::Result<&super::agent::JailRun> {
+    fn jail_named(&self, jail: &str) -> anyhow::Result<&super::jails::JailRun> {
         self.jails.get(jail).with_context(|| {
             let names: Vec<&str> = self.jails.keys().map(String::as_str).collect();
             format!(
@@ -177,7 +177,7 @@ impl Agent {
         };
         let shown = datapath::show(&target);
         let outcome = self.ban(jail, target, length, 0, "operator", now)?;
-        let fleet = !local && self.outbox_for(jail).is_some();
+        let fleet = !local && self.shares(jail);
         if fleet {
             // A ban made or lengthened here replaces the fleet's; one already in force
             // here is sent only where it is missing.
@@ -253,7 +253,7 @@ impl Agent {
         let mut fleet = false;
         for name in &jails {
             self.lift(name, target, "operator", now)?;
-            if !local && self.outbox_for(name).is_some() {
+            if !local && self.shares(name) {
                 self.publish_unban(name, target, now);
                 fleet = true;
             }
@@ -455,9 +455,7 @@ impl Agent {
                 .map(|target| (name.clone(), target))
                 .collect();
             self.lift_each(&bans, "jail removed", now)?;
-            self.jails.remove(name);
-            self.state.jail_ids.remove(name);
-            self.pending.jail_ids = Some(self.state.jail_ids.clone());
+            self.remove_jail(name);
         }
         let mut changed = Vec::new();
         for jail in wanted {

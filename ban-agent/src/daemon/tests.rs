@@ -418,8 +418,7 @@ fn addignoreip_spares_an_address_from_then_on() {
 
 fn metric_line(agent: &Agent, name: &str) -> String {
     agent
-        .setup
-        .metrics
+        .metrics()
         .encode()
         .lines()
         .find(|line| line.starts_with(name))
@@ -944,7 +943,7 @@ fn fleet_entries_pass_the_same_rails_as_local_bans() {
 
     // An operator's ban and unban go to the fleet unless --local; failures counted here
     // go too.
-    let outbox = |agent: &Agent| agent.fleet.as_ref().map_or(0, |f| f.link.outbox.len());
+    let outbox = |agent: &Agent| agent.fleet_status().map_or(0, |f| f.outbox as usize);
     let before = outbox(&agent);
     let ban = |local| Request::Ban {
         jail: "auth".into(),
