@@ -392,6 +392,51 @@ fn catch_up(server: &Server, run: usize) -> anyhow::Result<(f64, f64)> {
     Ok((answered, restarted.elapsed().as_secs_f64()))
 }
 
+/// The table of medians: propagation and flood rows per fleet size, then the catch-up.
+fn table(rows: &[(usize, [f64; 7])], catch: &[(f64, f64)]) -> String {
+    let mut table = String::from(
+        "| agents | propagation p50 ms | p99 ms | max ms | p99 to every agent ms | engine commands/s per agent | EVALSHA/s per agent | engine bytes/s per agent |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for n in [3, 10] {
+        let col = |i: usize| {
+            shared::median(
+                rows.iter()
+                    .filter(|(agents, _)| *agents == n)
+                    .map(|(_, r)| r[i])
+                    .collect(),
+            )
+        };
+        let _ = writeln!(
+            table,
+            "| {n} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} | {:.0} |",
+            col(0),
+            col(1),
+            col(2),
+            col(3),
+            col(4),
+            col(5),
+            col(6)
+        );
+    }
+    let _ = writeln!(
+        table,
+        "| CrowdSec bouncer, default 10 s poll (anchor, not measured) | 5000 | 9900 | 10000 | 9900 | | | |"
+    );
+    let answered = shared::median(catch.iter().map(|c| c.0).collect());
+    let done = shared::median(catch.iter().map(|c| c.1).collect());
+    let _ = writeln!(
+        table,
+        "\nCatch-up of {CATCH_UP_BANS} bans after a {} s absence (3 agents): the agent answers {answered:.2} s after its restart and has every ban in its kernel map {done:.2} s after it, so {:.2} s of catching up.",
+        OUTAGE.as_secs(),
+        done - answered
+    );
+    let _ = writeln!(
+        table,
+        "\nMedian of {RUNS} runs; propagation over {ATTACKERS} attackers per run; flood of {FLOOD_RATE} failing addresses per second per agent for {FLOOD_SECONDS} s."
+    );
+    table
+}
+
 fn main() -> anyhow::Result<()> {
     shared::require_root("fleet", "writes bans into BPF maps")?;
     let server = Server::start();
@@ -439,45 +484,6 @@ fn main() -> anyhow::Result<()> {
         let _ = writeln!(csv, "catch_up,3,{run},,,,,,,,{answered:.3},{done:.3}");
         catch.push((answered, done));
     }
-    let mut table = String::from(
-        "| agents | propagation p50 ms | p99 ms | max ms | p99 to every agent ms | engine commands/s per agent | EVALSHA/s per agent | engine bytes/s per agent |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n",
-    );
-    for n in [3, 10] {
-        let col = |i: usize| {
-            shared::median(
-                rows.iter()
-                    .filter(|(agents, _)| *agents == n)
-                    .map(|(_, r)| r[i])
-                    .collect(),
-            )
-        };
-        let _ = writeln!(
-            table,
-            "| {n} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} | {:.0} |",
-            col(0),
-            col(1),
-            col(2),
-            col(3),
-            col(4),
-            col(5),
-            col(6)
-        );
-    }
-    let _ = writeln!(
-        table,
-        "| CrowdSec bouncer, default 10 s poll (anchor, not measured) | 5000 | 9900 | 10000 | 9900 | | | |"
-    );
-    let answered = shared::median(catch.iter().map(|c| c.0).collect());
-    let done = shared::median(catch.iter().map(|c| c.1).collect());
-    let _ = writeln!(
-        table,
-        "\nCatch-up of {CATCH_UP_BANS} bans after a {} s absence (3 agents): the agent answers {answered:.2} s after its restart and has every ban in its kernel map {done:.2} s after it, so {:.2} s of catching up.",
-        OUTAGE.as_secs(),
-        done - answered
-    );
-    let _ = writeln!(
-        table,
-        "\nMedian of {RUNS} runs; propagation over {ATTACKERS} attackers per run; flood of {FLOOD_RATE} failing addresses per second per agent for {FLOOD_SECONDS} s."
-    );
+    let table = table(&rows, &catch);
     shared::publish("fleet", &csv, &table)
 }

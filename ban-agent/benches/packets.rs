@@ -240,30 +240,11 @@ enum Filter {
     None,
 }
 
-impl Scene {
-    fn new(tool: Tool, tmp: &Path) -> anyhow::Result<Self> {
-        let srv = Netns::new(&format!("pk-{}-srv", tool.tag()));
-        let flooder = Netns::new(&format!("pk-{}-gen", tool.tag()));
-        let cli = Netns::new(&format!("pk-{}-cli", tool.tag()));
-        veth(
-            &flooder,
-            "g-srv",
-            &[&format!("{GEN}/64")],
-            &srv,
-            "s-gen",
-            &[&format!("{SERVER_GEN}/64")],
-        );
-        srv.ip(&["link", "set", "dev", "s-gen", "address", SERVER_GEN_MAC]);
-        flooder.ip(&["link", "set", "dev", "g-srv", "address", GEN_MAC]);
-        veth(
-            &cli,
-            "c-srv",
-            &[&format!("{CLIENT}/64")],
-            &srv,
-            "s-cli",
-            &[&format!("{SERVER_CLI}/64")],
-        );
-        let filter = match tool {
+impl Filter {
+    /// What `tool` puts in `srv` to drop the banned: our datapath on both of its
+    /// interfaces, a firewall's rules, or nothing.
+    fn install(tool: Tool, srv: &Netns, tmp: &Path) -> anyhow::Result<Self> {
+        Ok(match tool {
             Tool::NoFilter => Filter::None,
             Tool::Agent(mode) => {
                 let pins = Pins::new(&format!("bench-packets-{}", tool.tag()));
@@ -297,7 +278,7 @@ impl Scene {
                     "-A PREROUTING -i s-gen -p tcp --dport 8000 -j banned",
                     "-A PREROUTING -i s-cli -p tcp --dport 8000 -j banned",
                 ] {
-                    in_ns(&srv, "ip6tables", &format!("-w -t raw {rule}"))?;
+                    in_ns(srv, "ip6tables", &format!("-w -t raw {rule}"))?;
                 }
                 Filter::Firewall
             }
@@ -306,27 +287,54 @@ impl Scene {
                 std::fs::write(
                     &conf,
                     "table inet bench {\n  counter flood { }\n  \
-                     set banned { type ipv6_addr; size 2097152; }\n  \
-                     chain pre {\n    type filter hook prerouting priority raw; policy accept;\n    \
-                     tcp dport 8000 ip6 saddr @banned counter name flood drop\n  }\n}\n",
+                 set banned { type ipv6_addr; size 2097152; }\n  \
+                 chain pre {\n    type filter hook prerouting priority raw; policy accept;\n    \
+                 tcp dport 8000 ip6 saddr @banned counter name flood drop\n  }\n}\n",
                 )?;
-                in_ns(&srv, "nft", &format!("-f {}", conf.display()))?;
+                in_ns(srv, "nft", &format!("-f {}", conf.display()))?;
                 Filter::Firewall
             }
             Tool::Ipset => {
                 in_ns(
-                    &srv,
+                    srv,
                     "ipset",
                     "create banned hash:ip family inet6 maxelem 2097152",
                 )?;
                 in_ns(
-                    &srv,
+                    srv,
                     "ip6tables",
                     "-w -t raw -A PREROUTING -p tcp --dport 8000 -m set --match-set banned src -j DROP",
                 )?;
                 Filter::Firewall
             }
-        };
+        })
+    }
+}
+
+impl Scene {
+    fn new(tool: Tool, tmp: &Path) -> anyhow::Result<Self> {
+        let srv = Netns::new(&format!("pk-{}-srv", tool.tag()));
+        let flooder = Netns::new(&format!("pk-{}-gen", tool.tag()));
+        let cli = Netns::new(&format!("pk-{}-cli", tool.tag()));
+        veth(
+            &flooder,
+            "g-srv",
+            &[&format!("{GEN}/64")],
+            &srv,
+            "s-gen",
+            &[&format!("{SERVER_GEN}/64")],
+        );
+        srv.ip(&["link", "set", "dev", "s-gen", "address", SERVER_GEN_MAC]);
+        flooder.ip(&["link", "set", "dev", "g-srv", "address", GEN_MAC]);
+        veth(
+            &cli,
+            "c-srv",
+            &[&format!("{CLIENT}/64")],
+            &srv,
+            "s-cli",
+            &[&format!("{SERVER_CLI}/64")],
+        );
+        let filter = Filter::install(tool, &srv, tmp)?;
         let sink = Sink::start(&srv)?;
         Ok(Self {
             tool,

@@ -1,8 +1,13 @@
 //! ban-agent: bans brute-forcing clients at packet level.
 //!
 //! The agent follows logs, counts failures per address and writes bans into BPF maps; the
-//! eBPF programs of `ban-ebpf` (XDP or tc) drop banned sources in the kernel. See `shared/ARCHITECTURE.md`
-//! in the steering repository for the plan, and `README.md` for use.
+//! eBPF programs of `ban-ebpf` (XDP or tc) drop banned sources in the kernel. See
+//! `docs/architecture.md` for the layers of modules (checked by `layers.rs`), and
+//! `README.md` for use.
+
+// Unit tests read as one story each: the 80-line limit on functions (clippy.toml) is for
+// the product's code, which the build without `cfg(test)` checks.
+#![cfg_attr(test, allow(clippy::too_many_lines))]
 
 pub mod cli;
 pub mod clock;

@@ -121,115 +121,134 @@ impl std::ops::Deref for Seconds {
 impl Metrics {
     pub fn new() -> Arc<Self> {
         let mut m = Self::default();
-        let r = &mut m.registry;
-        let prefixed = r.sub_registry_with_prefix("ban_agent");
+        let mut registry = std::mem::take(&mut m.registry);
+        let prefixed = registry.sub_registry_with_prefix("ban_agent");
+        m.register_detection(prefixed);
+        m.register_kernel(prefixed);
+        m.register_fleet(prefixed);
+        m.register_state(prefixed);
+        m.registry = registry;
+        Arc::new(m)
+    }
+
+    /// Lines, failures and bans, per file or jail.
+    fn register_detection(&self, prefixed: &mut Registry) {
         prefixed.register(
             "lines_read",
             "Log lines read, per file",
-            m.lines_read.clone(),
+            self.lines_read.clone(),
         );
         prefixed.register(
             "failures",
             "Failures matched per jail (ignoreregex and ignoreip left out)",
-            m.failures.clone(),
+            self.failures.clone(),
         );
         prefixed.register(
             "malformed_lines",
             "Lines a jail's JSON filter skipped because they are not JSON",
-            m.malformed_lines.clone(),
+            self.malformed_lines.clone(),
         );
-        prefixed.register("bans", "Bans made per jail", m.bans.clone());
+        prefixed.register("bans", "Bans made per jail", self.bans.clone());
         prefixed.register(
             "unbans",
             "Bans lifted per jail (expired, unban, jail removed)",
-            m.unbans.clone(),
+            self.unbans.clone(),
         );
         prefixed.register(
             "bans_refused",
             "Bans decided from the log and not made, per jail and reason (rate_cap: \
              max_bans_per_minute reached; map_full: the ban map is full)",
-            m.bans_refused.clone(),
+            self.bans_refused.clone(),
         );
-        prefixed.register("banned", "Bans in force per jail", m.banned.clone());
+        prefixed.register("banned", "Bans in force per jail", self.banned.clone());
+    }
+
+    /// What the kernel drops, and the maps and hooks it drops with.
+    fn register_kernel(&self, prefixed: &mut Registry) {
         prefixed.register(
             "dropped_packets",
             "Packets dropped by XDP per jail",
-            m.dropped_packets.clone(),
+            self.dropped_packets.clone(),
         );
         prefixed.register(
             "dropped_bytes",
             "Bytes of the packets dropped by XDP per jail",
-            m.dropped_bytes.clone(),
+            self.dropped_bytes.clone(),
         );
         prefixed.register(
             "follower_lag_bytes",
             "Bytes written to a log and not read yet",
-            m.lag_bytes.clone(),
+            self.lag_bytes.clone(),
         );
         prefixed.register(
             "map_fill_ratio",
             "Entries in a ban map over its capacity",
-            m.map_fill.clone(),
+            self.map_fill.clone(),
         );
         prefixed.register(
             "hook_failures",
             "Ban and unban hooks that failed or timed out",
-            m.hook_failures.clone(),
+            self.hook_failures.clone(),
         );
         prefixed.register(
             "interface_hook",
             "1 for the hook (xdp, tc, xdp-generic) the datapath runs in on each interface",
-            m.interface_hook.clone(),
+            self.interface_hook.clone(),
         );
+    }
+
+    fn register_fleet(&self, prefixed: &mut Registry) {
         prefixed.register(
             "fleet_connected",
             "1 while the fleet's engine is reachable",
-            m.fleet_connected.clone(),
+            self.fleet_connected.clone(),
         );
         prefixed.register(
             "fleet_outbox",
             "Failures, bans and unbans waiting for the fleet's engine",
-            m.fleet_outbox.clone(),
+            self.fleet_outbox.clone(),
         );
         prefixed.register(
             "fleet_published",
             "Failures, bans and unbans the fleet's engine took from this host",
-            m.fleet_published.clone(),
+            self.fleet_published.clone(),
         );
         prefixed.register(
             "fleet_applied",
             "Bans and unbans from the fleet's stream applied here",
-            m.fleet_applied.clone(),
+            self.fleet_applied.clone(),
         );
         prefixed.register(
             "fleet_refused",
             "Entries of the fleet's stream refused here, per reason (spared: loopback, \
              unspecified, this host's or ignoreip; signature: unsigned or wrongly signed; \
              rate_cap; unreadable; map_full)",
-            m.fleet_refused.clone(),
+            self.fleet_refused.clone(),
         );
         prefixed.register(
             "fleet_round_trip_seconds",
             "Time of one batch's round trip to the fleet's engine",
-            m.fleet_round_trip.0.clone(),
+            self.fleet_round_trip.0.clone(),
         );
         prefixed.register(
             "fleet_propagation_seconds",
             "From the decision on one host to the ban in this host's kernel maps (clocks of \
              both hosts)",
-            m.fleet_propagation.0.clone(),
+            self.fleet_propagation.0.clone(),
         );
+    }
+
+    fn register_state(&self, prefixed: &mut Registry) {
         prefixed.register(
             "state_bytes",
             "Bytes the state database takes on disk (with its write-ahead log)",
-            m.state_bytes.clone(),
+            self.state_bytes.clone(),
         );
         prefixed.register(
             "state_commit_seconds",
             "Time of one commit of what changed to the state database",
-            m.state_commit.0.clone(),
+            self.state_commit.0.clone(),
         );
-        Arc::new(m)
     }
 
     /// The metrics in the OpenMetrics text format.

@@ -209,11 +209,10 @@ fn test_config_tree(package: &Path, config: &Path, scratch: &Path) -> anyhow::Re
 
 /// The runs of a filter's test log, read as `samplestestcase.py` reads it.
 fn runs(logs: &Path, name: &str) -> anyhow::Result<Vec<Run>> {
-    let mut runs: BTreeMap<String, Run> = BTreeMap::new();
-    let mut order: Vec<String> = Vec::new();
+    let mut collected = Collected::default();
     let mut files = vec![name.to_owned()];
     let mut common = serde_json::Map::new();
-    let mut tests: Option<Vec<(String, serde_json::Map<String, Value>)>> = None;
+    let mut tests: Option<Vec<OptionSet>> = None;
     let mut ignore_block = false;
     let mut index = 0;
     while index < files.len() {
@@ -237,23 +236,8 @@ fn runs(logs: &Path, name: &str) -> anyhow::Result<Vec<Run>> {
                         continue;
                     }
                     "filterOptions" => {
-                        let mut list = Vec::new();
-                        ignore_block = false;
-                        let sets = match value {
-                            Value::Array(sets) => sets,
-                            other => vec![other],
-                        };
-                        for set in sets {
-                            let mut options = common.clone();
-                            options.extend(set.as_object().cloned().unwrap_or_default());
-                            if let Some(Value::String(condition)) = options.get("test.condition") {
-                                ignore_block = !condition_holds(condition, name, &options)?;
-                            }
-                            if !ignore_block {
-                                let key = run_key(&options);
-                                list.push((key, options));
-                            }
-                        }
+                        let (list, ignored) = option_sets(value, &common, name)?;
+                        ignore_block = ignored;
                         tests = Some(list);
                         continue;
                     }
@@ -285,32 +269,94 @@ fn runs(logs: &Path, name: &str) -> anyhow::Result<Vec<Run>> {
                 {
                     continue;
                 }
-                let run = runs.entry(key.clone()).or_insert_with(|| {
-                    order.push(key.clone());
-                    Run {
-                        options: options
-                            .iter()
-                            .filter(|(k, _)| !k.starts_with("test."))
-                            .map(|(k, v)| (k.clone(), value_text(v)))
-                            .collect(),
-                        journal: options.get("logtype").and_then(Value::as_str) == Some("journal"),
-                        entries: Vec::new(),
-                    }
-                });
-                let prefix = match options.get("test.prefix-line") {
-                    Some(Value::String(prefix)) if run.journal => prefix.as_str(),
-                    _ => "",
-                };
-                run.entries.push(Entry {
-                    file: file.clone(),
-                    number,
-                    line: format!("{prefix}{}", line.trim_end_matches(['\r', '\n'])),
-                    expected: expected.clone(),
-                });
+                let at = (file.as_str(), number, line);
+                collected.add(key, options, at, &expected);
             }
         }
     }
-    Ok(order.into_iter().filter_map(|k| runs.remove(&k)).collect())
+    Ok(collected.in_order())
+}
+
+/// A run's key and its options.
+type OptionSet = (String, serde_json::Map<String, Value>);
+
+/// `# filterOptions:` — one set of options or a list of them, each over the file's
+/// common options; the sets whose `test.condition` does not hold are left out, and when
+/// one does not, the lines up to the next `filterOptions` are skipped (`true`).
+fn option_sets(
+    value: Value,
+    common: &serde_json::Map<String, Value>,
+    name: &str,
+) -> anyhow::Result<(Vec<OptionSet>, bool)> {
+    let mut list = Vec::new();
+    let mut ignore_block = false;
+    let sets = match value {
+        Value::Array(sets) => sets,
+        other => vec![other],
+    };
+    for set in sets {
+        let mut options = common.clone();
+        options.extend(set.as_object().cloned().unwrap_or_default());
+        if let Some(Value::String(condition)) = options.get("test.condition") {
+            ignore_block = !condition_holds(condition, name, &options)?;
+        }
+        if !ignore_block {
+            let key = run_key(&options);
+            list.push((key, options));
+        }
+    }
+    Ok((list, ignore_block))
+}
+
+/// The runs of a test log as they are read, in the order they first appear.
+#[derive(Default)]
+struct Collected {
+    runs: BTreeMap<String, Run>,
+    order: Vec<String>,
+}
+
+impl Collected {
+    /// A line of `file` at `number`, with what is expected of it, into the run of the
+    /// options `key`.
+    fn add(
+        &mut self,
+        key: &str,
+        options: &serde_json::Map<String, Value>,
+        (file, number, line): (&str, usize, &str),
+        expected: &serde_json::Map<String, Value>,
+    ) {
+        let order = &mut self.order;
+        let run = self.runs.entry(key.to_owned()).or_insert_with(|| {
+            order.push(key.to_owned());
+            Run {
+                options: options
+                    .iter()
+                    .filter(|(k, _)| !k.starts_with("test."))
+                    .map(|(k, v)| (k.clone(), value_text(v)))
+                    .collect(),
+                journal: options.get("logtype").and_then(Value::as_str) == Some("journal"),
+                entries: Vec::new(),
+            }
+        });
+        let prefix = match options.get("test.prefix-line") {
+            Some(Value::String(prefix)) if run.journal => prefix.as_str(),
+            _ => "",
+        };
+        run.entries.push(Entry {
+            file: file.to_owned(),
+            number,
+            line: format!("{prefix}{}", line.trim_end_matches(['\r', '\n'])),
+            expected: expected.clone(),
+        });
+    }
+
+    fn in_order(mut self) -> Vec<Run> {
+        let runs = &mut self.runs;
+        self.order
+            .into_iter()
+            .filter_map(|k| runs.remove(&k))
+            .collect()
+    }
 }
 
 /// `# failJSON: {...}` and its kin: (kind, JSON).

@@ -183,13 +183,27 @@ fn stage_files(ws: &Workspace, stage: &Path, version: &str) -> anyhow::Result<()
     put(stage, "etc/ban-agent/ban-agent.toml", &config, 0o600)?;
     mkdir(&stage.join("etc/ban-agent/filter.d"))?;
 
-    // Manual pages and completions, from the binary's own clap definitions.
+    stage_generated(&binary, stage)?;
+    stage_filters(ws, stage)?;
+    stage_doc(ws, stage, version)?;
+    // The configuration is 0600 on purpose: hook URLs and commands may carry secrets.
+    put(
+        stage,
+        "usr/share/lintian/overrides/ban-agent",
+        b"ban-agent: non-standard-file-perm 0600 != 0644 [etc/ban-agent/ban-agent.toml]\n",
+        0o644,
+    )?;
+    Ok(())
+}
+
+/// Manual pages and completions, from the binary's own clap definitions.
+fn stage_generated(binary: &Path, stage: &Path) -> anyhow::Result<()> {
     let generated = stage.with_extension("generated");
     if generated.exists() {
         fs::remove_dir_all(&generated)
             .with_context(|| format!("cannot empty {}", generated.display()))?;
     }
-    run(Command::new(&binary)
+    run(Command::new(binary)
         .arg("generate")
         .arg(&generated)
         .stdout(Stdio::null()))?;
@@ -217,9 +231,12 @@ fn stage_files(ws: &Workspace, stage: &Path, version: &str) -> anyhow::Result<()
         put(stage, to, &read(&completions.join(file))?, 0o644)?;
     }
     fs::remove_dir_all(&generated).ok();
+    Ok(())
+}
 
-    // The built-in filters as text (to copy into filter.d and change) and their
-    // annotated sample logs (for `ban-agent test-filter`).
+/// The built-in filters as text (to copy into filter.d and change) and their annotated
+/// sample logs (for `ban-agent test-filter`).
+fn stage_filters(ws: &Workspace, stage: &Path) -> anyhow::Result<()> {
     for entry in entries(&ws.root.join("filters"))? {
         if entry.extension().is_some_and(|e| e == "toml") {
             let file = entry
@@ -242,6 +259,11 @@ fn stage_files(ws: &Workspace, stage: &Path, version: &str) -> anyhow::Result<()
         let to = format!("usr/share/ban-agent/filters/tests/{file}");
         put(stage, &to, &read(&entry)?, 0o644)?;
     }
+    Ok(())
+}
+
+/// The README, the copyright and the changelog, as Debian places them.
+fn stage_doc(ws: &Workspace, stage: &Path, version: &str) -> anyhow::Result<()> {
     let doc = "usr/share/doc/ban-agent";
     put(
         stage,
@@ -269,13 +291,6 @@ fn stage_files(ws: &Workspace, stage: &Path, version: &str) -> anyhow::Result<()
     );
     let changelog = gzip(changelog.as_bytes())?;
     put(stage, &format!("{doc}/changelog.gz"), &changelog, 0o644)?;
-    // The configuration is 0600 on purpose: hook URLs and commands may carry secrets.
-    put(
-        stage,
-        "usr/share/lintian/overrides/ban-agent",
-        b"ban-agent: non-standard-file-perm 0600 != 0644 [etc/ban-agent/ban-agent.toml]\n",
-        0o644,
-    )?;
     Ok(())
 }
 

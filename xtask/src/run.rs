@@ -45,33 +45,7 @@ pub fn run_agent(ws: &Workspace, args: &RunArgs) -> anyhow::Result<()> {
     run(&mut ws.cargo(&["build", "--release", "--package", "ban-agent"]))?;
     let agent = ws.root.join("target/release/ban-agent");
     let work = ws.root.join("target/xtask-run");
-    // The example is copied with its interface set, and the app writes the log its jail
-    // reads; a configuration of yours runs as it is (its relative paths are relative to
-    // its own folder).
-    let (config_path, app_log) = match &args.config {
-        Some(path) => (path.clone(), None),
-        None => {
-            let mut config = Config::example(ws)?;
-            let interface = match &args.interface {
-                Some(interface) => interface.clone(),
-                None => default_route_interface()?,
-            };
-            config.set("interfaces", vec![toml::Value::from(interface.as_str())]);
-            let path = work.join("ban-agent.toml");
-            config.write(&path)?;
-            let app_log = if args.no_app {
-                None
-            } else {
-                let logpath = config.jail_value("logpath").and_then(toml::Value::as_str);
-                Some(
-                    logpath
-                        .context("the example's jail has no logpath")?
-                        .to_owned(),
-                )
-            };
-            (path, app_log)
-        }
-    };
+    let (config_path, app_log) = prepare_config(ws, args, &work)?;
     let _app = if let Some(access_log) = &app_log {
         let app = App::start(
             ws,
@@ -89,24 +63,7 @@ pub fn run_agent(ws: &Workspace, args: &RunArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    println!(
-        "ban-agent: starting{}, configuration {}\n\
-         In another terminal (as root):\n  \
-         {agent} status {jail}\n  \
-         curl -s -XPOST -H 'content-type: application/json' \
-         -d '{{\"username\":\"alice\",\"password\":\"guess\"}}' http://ADDRESS:8000/login   \
-         (5 times from another machine bans it)\n\
-         Ctrl-C stops the agent (bans stay in the kernel until they expire; \
-         `{agent} datapath detach` removes the program and every ban).\n",
-        if app_log.is_some() {
-            " beside the example app"
-        } else {
-            ""
-        },
-        config_path.display(),
-        agent = agent.display(),
-        jail = example::JAIL,
-    );
+    say_how(&agent, &config_path, app_log.is_some());
     // SIGINT or SIGTERM to this process (a terminal's Ctrl-C, or `kill` from elsewhere)
     // stops the agent, which is waited for, then the app (dropped on return).
     let stop = Arc::new(AtomicBool::new(false));
@@ -142,6 +99,63 @@ pub fn run_agent(ws: &Workspace, args: &RunArgs) -> anyhow::Result<()> {
         agent.display()
     );
     Ok(())
+}
+
+/// The configuration to run and the log the example app writes (none for a
+/// configuration of yours, or with --no-app). The example is copied with its interface
+/// set, and the app writes the log its jail reads; a configuration of yours runs as it
+/// is (its relative paths are relative to its own folder).
+fn prepare_config(
+    ws: &Workspace,
+    args: &RunArgs,
+    work: &std::path::Path,
+) -> anyhow::Result<(PathBuf, Option<String>)> {
+    Ok(match &args.config {
+        Some(path) => (path.clone(), None),
+        None => {
+            let mut config = Config::example(ws)?;
+            let interface = match &args.interface {
+                Some(interface) => interface.clone(),
+                None => default_route_interface()?,
+            };
+            config.set("interfaces", vec![toml::Value::from(interface.as_str())]);
+            let path = work.join("ban-agent.toml");
+            config.write(&path)?;
+            let app_log = if args.no_app {
+                None
+            } else {
+                let logpath = config.jail_value("logpath").and_then(toml::Value::as_str);
+                Some(
+                    logpath
+                        .context("the example's jail has no logpath")?
+                        .to_owned(),
+                )
+            };
+            (path, app_log)
+        }
+    })
+}
+
+/// What to do while it runs.
+fn say_how(agent: &std::path::Path, config_path: &std::path::Path, with_app: bool) {
+    println!(
+        "ban-agent: starting{}, configuration {}\n\
+         In another terminal (as root):\n  \
+         {agent} status {jail}\n  \
+         curl -s -XPOST -H 'content-type: application/json' \
+         -d '{{\"username\":\"alice\",\"password\":\"guess\"}}' http://ADDRESS:8000/login   \
+         (5 times from another machine bans it)\n\
+         Ctrl-C stops the agent (bans stay in the kernel until they expire; \
+         `{agent} datapath detach` removes the program and every ban).\n",
+        if with_app {
+            " beside the example app"
+        } else {
+            ""
+        },
+        config_path.display(),
+        agent = agent.display(),
+        jail = example::JAIL,
+    );
 }
 
 /// The configuration's `state_dir` (relative to its folder), or the agent's default.

@@ -221,19 +221,7 @@ fn request(verb: Verb) -> anyhow::Result<Request> {
             local,
             ..
         } => {
-            let (seconds, permanent) = match duration.as_deref().map(str::trim) {
-                None => (None, false),
-                Some("permanent" | "-1") => (None, true),
-                Some(text) => {
-                    let d: Duration = crate::duration::parse(text).map_err(|e| {
-                        anyhow::anyhow!(
-                            "--for: {e}; expected {}, or \"permanent\"",
-                            crate::duration::UNITS_HELP
-                        )
-                    })?;
-                    (Some(d.as_secs().max(1)), false)
-                }
-            };
+            let (seconds, permanent) = ban_length(duration.as_deref())?;
             Request::Ban {
                 jail,
                 target: parse_target(&target)?,
@@ -263,36 +251,46 @@ fn request(verb: Verb) -> anyhow::Result<Request> {
             action,
             value,
             ..
-        } => match action {
-            SetAction::Addignoreip => Request::AddIgnoreIp {
-                jail,
-                target: parse_target(&value)?,
-            },
-            SetAction::Delignoreip => Request::DelIgnoreIp {
-                jail,
-                target: parse_target(&value)?,
-            },
-            SetAction::Bantime => Request::Set {
-                jail,
-                key: SetKey::Bantime,
-                value,
-            },
-            SetAction::Findtime => Request::Set {
-                jail,
-                key: SetKey::Findtime,
-                value,
-            },
-            SetAction::Maxretry => Request::Set {
-                jail,
-                key: SetKey::Maxretry,
-                value,
-            },
-        },
+        } => set_request(jail, action, value)?,
         Verb::Reload { jail, .. } => Request::Reload { jail },
         Verb::Stop { detach, .. } => Request::Stop { detach },
         Verb::Ping { .. } => Request::Ping,
         Verb::Stats { .. } => Request::Stats,
     })
+}
+
+/// `ban --for`: seconds, or permanent; neither for the jail's bantime.
+fn ban_length(duration: Option<&str>) -> anyhow::Result<(Option<u64>, bool)> {
+    Ok(match duration.map(str::trim) {
+        None => (None, false),
+        Some("permanent" | "-1") => (None, true),
+        Some(text) => {
+            let d: Duration = crate::duration::parse(text).map_err(|e| {
+                anyhow::anyhow!(
+                    "--for: {e}; expected {}, or \"permanent\"",
+                    crate::duration::UNITS_HELP
+                )
+            })?;
+            (Some(d.as_secs().max(1)), false)
+        }
+    })
+}
+
+fn set_request(jail: String, action: SetAction, value: String) -> anyhow::Result<Request> {
+    let key = match action {
+        SetAction::Addignoreip => {
+            let target = parse_target(&value)?;
+            return Ok(Request::AddIgnoreIp { jail, target });
+        }
+        SetAction::Delignoreip => {
+            let target = parse_target(&value)?;
+            return Ok(Request::DelIgnoreIp { jail, target });
+        }
+        SetAction::Bantime => SetKey::Bantime,
+        SetAction::Findtime => SetKey::Findtime,
+        SetAction::Maxretry => SetKey::Maxretry,
+    };
+    Ok(Request::Set { jail, key, value })
 }
 
 fn print(reply: &Reply) {

@@ -113,60 +113,9 @@ pub(super) fn fleet(
         Some(prefix) => word(source, prefix, "fleet.prefix")?,
         None => "ban-agent".to_owned(),
     };
-    let duration = |value: &Spanned<Value>, key: &str| -> Result<Duration, ConfigError> {
-        let fail = |what: String| {
-            source.error(
-                value.span(),
-                key,
-                format!("{what}: expected {}", crate::duration::UNITS_HELP),
-            )
-        };
-        match value.get_ref() {
-            Value::Integer(n) if *n > 0 => Ok(Duration::from_secs(n.unsigned_abs())),
-            Value::String(text) => crate::duration::parse(text.trim())
-                .map_err(|e| fail(e.to_string()))
-                .and_then(|d| {
-                    if d.is_zero() {
-                        Err(fail("zero".to_owned()))
-                    } else {
-                        Ok(d)
-                    }
-                }),
-            other => Err(fail(other.to_string())),
-        }
-    };
-    let batch = match &raw.batch {
-        Some(value) if is_zero(value.get_ref()) => Duration::ZERO,
-        Some(value) => {
-            let batch = duration(value, "fleet.batch")?;
-            if batch > Duration::from_secs(1) {
-                return Err(source.error(
-                    value.span(),
-                    "fleet.batch",
-                    "longer than a second: bans would reach the other hosts late; expected \
-                     a few milliseconds, e.g. \"2ms\"",
-                ));
-            }
-            batch
-        }
-        None => DEFAULT_BATCH,
-    };
-    let outbox = match &raw.outbox {
-        Some(n) if (1..=10_000_000).contains(n.get_ref()) => {
-            usize::try_from(*n.get_ref()).unwrap_or(DEFAULT_OUTBOX)
-        }
-        Some(n) => {
-            return Err(source.error(
-                n.span(),
-                "fleet.outbox",
-                format!(
-                    "{} is out of range: expected 1 to 10000000 entries",
-                    n.get_ref()
-                ),
-            ));
-        }
-        None => DEFAULT_OUTBOX,
-    };
+    let duration = |value: &Spanned<Value>, key: &str| duration(source, value, key);
+    let batch = batch(source, raw.batch.as_ref())?;
+    let outbox = outbox(source, raw.outbox.as_ref())?;
     Ok(Fleet {
         endpoint,
         username: raw.username.clone(),
@@ -183,6 +132,68 @@ pub(super) fn fleet(
             .map(|value| duration(value, "fleet.max_bantime"))
             .transpose()?,
     })
+}
+
+/// A duration of `[fleet]`: seconds, or text with a unit; never zero.
+fn duration(source: &Source, value: &Spanned<Value>, key: &str) -> Result<Duration, ConfigError> {
+    let fail = |what: String| {
+        source.error(
+            value.span(),
+            key,
+            format!("{what}: expected {}", crate::duration::UNITS_HELP),
+        )
+    };
+    match value.get_ref() {
+        Value::Integer(n) if *n > 0 => Ok(Duration::from_secs(n.unsigned_abs())),
+        Value::String(text) => crate::duration::parse(text.trim())
+            .map_err(|e| fail(e.to_string()))
+            .and_then(|d| {
+                if d.is_zero() {
+                    Err(fail("zero".to_owned()))
+                } else {
+                    Ok(d)
+                }
+            }),
+        other => Err(fail(other.to_string())),
+    }
+}
+
+/// `batch`: zero, or at most a second.
+fn batch(source: &Source, value: Option<&Spanned<Value>>) -> Result<Duration, ConfigError> {
+    let Some(value) = value else {
+        return Ok(DEFAULT_BATCH);
+    };
+    if is_zero(value.get_ref()) {
+        return Ok(Duration::ZERO);
+    }
+    let batch = duration(source, value, "fleet.batch")?;
+    if batch > Duration::from_secs(1) {
+        return Err(source.error(
+            value.span(),
+            "fleet.batch",
+            "longer than a second: bans would reach the other hosts late; expected \
+             a few milliseconds, e.g. \"2ms\"",
+        ));
+    }
+    Ok(batch)
+}
+
+/// `outbox`: 1 to 10 million entries.
+fn outbox(source: &Source, value: Option<&Spanned<i64>>) -> Result<usize, ConfigError> {
+    match value {
+        Some(n) if (1..=10_000_000).contains(n.get_ref()) => {
+            Ok(usize::try_from(*n.get_ref()).unwrap_or(DEFAULT_OUTBOX))
+        }
+        Some(n) => Err(source.error(
+            n.span(),
+            "fleet.outbox",
+            format!(
+                "{} is out of range: expected 1 to 10000000 entries",
+                n.get_ref()
+            ),
+        )),
+        None => Ok(DEFAULT_OUTBOX),
+    }
 }
 
 fn is_zero(value: &Value) -> bool {

@@ -20,7 +20,7 @@ mod table;
 #[cfg(test)]
 mod tests;
 
-use std::{path::PathBuf, time::Duration};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use tokio::{
@@ -42,6 +42,7 @@ use crate::{
     },
     datapath::{self, Maps},
     events::Events,
+    fleet::task::Incoming,
     metrics::{self, Metrics},
     tail::{self as watch, WatchMode},
 };
@@ -100,139 +101,40 @@ async fn serve_on(
         Some(address) => Some(metrics::bind(address).await?),
         None => None,
     };
-    let (kernel, hooks) = open_kernel(&config, options.dry_run)?;
-    let now = Now::read();
-    let (store, unavailable) = match options.dry_run {
-        true => (None, None),
-        false => match crate::store::Store::open(&config.global.state_dir, now.wall) {
-            Ok(store) => (Some(store), None),
-            // A full disk or a read-only folder must not leave the host unprotected.
-            Err(e) if e.is_transient() => (None, Some(e)),
-            Err(e) => return Err(e.into()),
-        },
-    };
-    let setup = Setup {
-        own: own_addresses(),
-        zone: jiff::tz::TimeZone::system(),
-        metrics: std::sync::Arc::clone(&metrics),
-        events: Some(Events::spawn(std::sync::Arc::clone(&metrics))),
-    };
     let pin_dir = config.global.pin_dir.clone();
     let fleet_config = config.global.fleet.clone();
-    let mut agent = Agent::start(config, kernel, store, setup, now)?;
-    if let Some(e) = unavailable {
-        agent.open_state_later(&e);
-    }
-    agent.set_hooks(hooks);
-    // The fleet's task starts after the agent, which holds where to resume the stream;
-    // without a fleet, `fleet_entries` never yields.
-    let fleet_config = fleet_config.filter(|_| {
-        if options.dry_run {
-            info!("dry run: the fleet is left alone (nothing is shared, nothing applied)");
-        }
-        !options.dry_run
-    });
-    let (mut fleet_entries, _no_fleet) = match &fleet_config {
-        Some(fleet) => {
-            let (link, entries) =
-                crate::fleet::spawn(fleet, agent.fleet_resume(), std::sync::Arc::clone(&metrics))
-                    .with_context(|| format!("[fleet] in {}", agent.config_path().display()))?;
-            agent.set_fleet(link);
-            (entries, None)
-        }
-        None => {
-            let (keep, entries) = mpsc::channel(1);
-            (entries, Some(keep))
-        }
-    };
-
-    let (calls, mut requests) = mpsc::channel::<Call>(64);
+    let mut agent = start_agent(config, options.dry_run, &metrics)?;
+    let (fleet_entries, _no_fleet) =
+        join_fleet(&mut agent, fleet_config.as_ref(), options.dry_run, &metrics)?;
+    let (calls, requests) = mpsc::channel::<Call>(64);
     let (shutdown, stopping) = tokio::sync::watch::channel(false);
     let control = tokio::spawn(server::serve(listener, calls, stopping, access));
     let metrics_task = metrics_listener.map(|listener| {
         if let Ok(address) = listener.local_addr() {
             info!(%address, "metrics at /metrics");
         }
-        tokio::spawn(metrics::serve(listener, std::sync::Arc::clone(&metrics)))
+        tokio::spawn(metrics::serve(listener, Arc::clone(&metrics)))
     });
-    // The datapath is guarded only when there is one (not in a dry run).
-    let mut guard = (!options.dry_run).then(|| guard::Guard::new(&agent));
-    let mut wakeups = watch_logs(&agent);
-    let mut tick = tokio::time::interval(TICK);
-    let mut hangup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
-    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     info!(
         socket = %socket.display(),
         jails = agent.jail_count(),
         dry_run = options.dry_run,
         "ban-agent running"
     );
-    agent.poll(Now::read());
-    let detach = loop {
-        let next_end = agent.next_end();
-        tokio::select! {
-            () = wakeups.wait() => {
-                agent.poll(Now::read());
-            }
-            // A log ahead of its reader is read on, a budget per poll, between requests,
-            // expiries and metrics: a fast writer delays bans, never the rest.
-            () = std::future::ready(()), if agent.reading() => {
-                agent.poll(Now::read());
-            }
-            Some(incoming) = fleet_entries.recv() => {
-                agent.apply_fleet(incoming, Now::read());
-            }
-            Some(call) = requests.recv() => {
-                // Lines already written count before the answer, even if their inotify
-                // wake-up has not come yet: `status` right after a write sees them.
-                agent.poll(Now::read());
-                let (reply, after) = agent.handle(call.request, Now::read());
-                let _gone = call.reply.send(reply);
-                match after {
-                    After::Continue => {}
-                    After::Reloaded => reloaded(&mut agent, guard.as_mut(), &mut wakeups),
-                    After::Stop { detach } => break detach,
-                }
-            }
-            () = until_boot(next_end), if next_end.is_some() => {
-                agent.lift_ended(Now::read());
-            }
-            _ = tick.tick() => {
-                agent.sweep(Now::read());
-                if let Some(guard) = &mut guard {
-                    match guard.check(&agent) {
-                        guard::Check::Fine => {}
-                        guard::Check::Reattach => {
-                            guard.reattach(&mut agent, "an interface came back");
-                        }
-                        guard::Check::Removed { what, detach } => {
-                            warn!("{what}: stopping, as removed on purpose");
-                            break detach;
-                        }
-                    }
-                }
-            }
-            _ = hangup.recv() => {
-                match agent.reload(None, Now::read()) {
-                    Ok(message) => info!("SIGHUP: {message}"),
-                    Err(e) => warn!(
-                        "SIGHUP: the configuration was not reloaded: {}",
-                        crate::error_text(&e)
-                    ),
-                }
-                reloaded(&mut agent, guard.as_mut(), &mut wakeups);
-            }
-            _ = terminate.recv() => break false,
-            _ = interrupt.recv() => break false,
-        }
+    let mut inputs = Inputs {
+        fleet_entries,
+        requests,
+        // The datapath is guarded only when there is one (not in a dry run).
+        guard: (!options.dry_run).then(|| guard::Guard::new(&agent)),
+        wakeups: watch_logs(&agent),
     };
+    let detach = run_loop(&mut agent, &mut inputs).await?;
     agent.poll(Now::read());
     agent.commit();
     // Replies already sent to their connections (the one to `stop` among them) are
     // written before the runtime, and every task with it, ends.
     // Requests still queued are answered "the daemon is stopping".
-    drop(requests);
+    drop(inputs);
     let _sent = shutdown.send(true);
     let _drained = control.await;
     if let Some(task) = metrics_task {
@@ -248,6 +150,142 @@ async fn serve_on(
         info!("stopped; the datapath stays attached and bans stay in force");
     }
     Ok(())
+}
+
+/// Opens the datapath (none in a dry run) and the state, and starts the agent on them.
+fn start_agent(config: Config, dry_run: bool, metrics: &Arc<Metrics>) -> anyhow::Result<Agent> {
+    let (kernel, hooks) = open_kernel(&config, dry_run)?;
+    let now = Now::read();
+    let (store, unavailable) = match dry_run {
+        true => (None, None),
+        false => match crate::store::Store::open(&config.global.state_dir, now.wall) {
+            Ok(store) => (Some(store), None),
+            // A full disk or a read-only folder must not leave the host unprotected.
+            Err(e) if e.is_transient() => (None, Some(e)),
+            Err(e) => return Err(e.into()),
+        },
+    };
+    let setup = Setup {
+        own: own_addresses(),
+        zone: jiff::tz::TimeZone::system(),
+        metrics: Arc::clone(metrics),
+        events: Some(Events::spawn(Arc::clone(metrics))),
+    };
+    let mut agent = Agent::start(config, kernel, store, setup, now)?;
+    if let Some(e) = unavailable {
+        agent.open_state_later(&e);
+    }
+    agent.set_hooks(hooks);
+    Ok(agent)
+}
+
+/// Starts the fleet's task, after the agent, which holds where to resume the stream.
+/// Without a fleet (or in a dry run) the entries never come: the sender is kept, unused.
+fn join_fleet(
+    agent: &mut Agent,
+    fleet: Option<&crate::config::Fleet>,
+    dry_run: bool,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<(mpsc::Receiver<Incoming>, Option<mpsc::Sender<Incoming>>)> {
+    let fleet = fleet.filter(|_| {
+        if dry_run {
+            info!("dry run: the fleet is left alone (nothing is shared, nothing applied)");
+        }
+        !dry_run
+    });
+    let Some(fleet) = fleet else {
+        let (keep, entries) = mpsc::channel(1);
+        return Ok((entries, Some(keep)));
+    };
+    let (link, entries) = crate::fleet::spawn(fleet, agent.fleet_resume(), Arc::clone(metrics))
+        .with_context(|| format!("[fleet] in {}", agent.config_path().display()))?;
+    agent.set_fleet(link);
+    Ok((entries, None))
+}
+
+/// What the run loop waits on besides signals and time.
+struct Inputs {
+    fleet_entries: mpsc::Receiver<Incoming>,
+    requests: mpsc::Receiver<Call>,
+    guard: Option<guard::Guard>,
+    wakeups: watch::Wakeups,
+}
+
+/// Waits for whichever comes first (a log changed, a request, the fleet, a ban's end,
+/// the tick, a signal) until the daemon stops; returns whether to detach the datapath.
+async fn run_loop(agent: &mut Agent, inputs: &mut Inputs) -> anyhow::Result<bool> {
+    let mut tick = tokio::time::interval(TICK);
+    let mut hangup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    agent.poll(Now::read());
+    let detach = loop {
+        let next_end = agent.next_end();
+        tokio::select! {
+            () = inputs.wakeups.wait() => {
+                agent.poll(Now::read());
+            }
+            // A log ahead of its reader is read on, a budget per poll, between requests,
+            // expiries and metrics: a fast writer delays bans, never the rest.
+            () = std::future::ready(()), if agent.reading() => {
+                agent.poll(Now::read());
+            }
+            Some(incoming) = inputs.fleet_entries.recv() => {
+                agent.apply_fleet(incoming, Now::read());
+            }
+            Some(call) = inputs.requests.recv() => {
+                // Lines already written count before the answer, even if their inotify
+                // wake-up has not come yet: `status` right after a write sees them.
+                agent.poll(Now::read());
+                let (reply, after) = agent.handle(call.request, Now::read());
+                let _gone = call.reply.send(reply);
+                match after {
+                    After::Continue => {}
+                    After::Reloaded => reloaded(agent, inputs),
+                    After::Stop { detach } => break detach,
+                }
+            }
+            () = until_boot(next_end), if next_end.is_some() => {
+                agent.lift_ended(Now::read());
+            }
+            _ = tick.tick() => {
+                agent.sweep(Now::read());
+                if let Some(detach) = guarded(agent, inputs.guard.as_mut()) {
+                    break detach;
+                }
+            }
+            _ = hangup.recv() => {
+                match agent.reload(None, Now::read()) {
+                    Ok(message) => info!("SIGHUP: {message}"),
+                    Err(e) => warn!(
+                        "SIGHUP: the configuration was not reloaded: {}",
+                        crate::error_text(&e)
+                    ),
+                }
+                reloaded(agent, inputs);
+            }
+            _ = terminate.recv() => break false,
+            _ = interrupt.recv() => break false,
+        }
+    };
+    Ok(detach)
+}
+
+/// The guard's check of a tick: an interface that came back is attached again; what was
+/// removed on purpose stops the daemon (`Some(detach)`).
+fn guarded(agent: &mut Agent, guard: Option<&mut guard::Guard>) -> Option<bool> {
+    let guard = guard?;
+    match guard.check(agent) {
+        guard::Check::Fine => None,
+        guard::Check::Reattach => {
+            guard.reattach(agent, "an interface came back");
+            None
+        }
+        guard::Check::Removed { what, detach } => {
+            warn!("{what}: stopping, as removed on purpose");
+            Some(detach)
+        }
+    }
 }
 
 /// Loads the programs, attaches them to the configured interfaces (replacing a program
@@ -270,12 +308,12 @@ fn open_kernel(
 /// After a reload: the datapath attached again only if its interfaces changed, the logs
 /// watched anew only if their patterns changed (a new watcher misses what is written
 /// while it starts), and what was written meanwhile read at once, not at the next event.
-fn reloaded(agent: &mut Agent, guard: Option<&mut guard::Guard>, wakeups: &mut watch::Wakeups) {
-    if let Some(guard) = guard {
+fn reloaded(agent: &mut Agent, inputs: &mut Inputs) {
+    if let Some(guard) = &mut inputs.guard {
         guard.reloaded(agent);
     }
-    if wakeups.patterns() != agent.log_patterns() {
-        *wakeups = watch_logs(agent);
+    if inputs.wakeups.patterns() != agent.log_patterns() {
+        inputs.wakeups = watch_logs(agent);
     }
     agent.poll(Now::read());
 }

@@ -91,6 +91,34 @@ pub(super) fn restore(
         in_force(jails, bans, &ban.jail, ban.target, active);
         restored += 1;
     }
+    let holders = Holders {
+        kernel,
+        jails,
+        bans,
+        persist,
+    };
+    let adopted = adopt(in_kernel, holders, &never, now)?;
+    if restored + adopted > 0 {
+        info!(restored, adopted, "bans in force at start");
+    }
+    Ok(ended)
+}
+
+/// The bans the kernel holds that no saved ban took: kept for a current jail, unless
+/// ended or spared (the ban was made but not saved: it is saved now), lifted otherwise.
+/// Returns how many were kept.
+fn adopt(
+    in_kernel: InKernel,
+    into: Holders<'_>,
+    never: &IgnoreList,
+    now: Now,
+) -> anyhow::Result<usize> {
+    let Holders {
+        kernel,
+        jails,
+        bans,
+        persist,
+    } = into;
     let ids: BTreeMap<u32, String> = jails
         .iter()
         .map(|(name, run)| (run.id, name.clone()))
@@ -107,8 +135,7 @@ pub(super) fn restore(
                     failures: 0,
                 };
                 in_force(jails, bans, jail, target, active);
-                // The ban was made but not saved: it is saved, and counts in the history
-                // (for bantime increments) once, here.
+                // It counts in the history (for bantime increments) once, here.
                 persist.stage(jail, target, &active, "kernel");
                 persist.count_ban(jail, target, now.wall);
                 adopted += 1;
@@ -118,10 +145,7 @@ pub(super) fn restore(
             }
         }
     }
-    if restored + adopted > 0 {
-        info!(restored, adopted, "bans in force at start");
-    }
-    Ok(ended)
+    Ok(adopted)
 }
 
 /// A ban restored in force, counted in its jail's `total_banned`.

@@ -214,6 +214,57 @@ impl Programs<'_> {
     }
 }
 
+/// The hook an earlier run pinned on this interface, with the new program put in it
+/// with no gap, when `mode` allows that hook; `None` to attach anew (an unusable pin is
+/// removed first).
+fn keep_pinned(
+    programs: &mut Programs<'_>,
+    pin_dir: &Path,
+    name: Name<'_>,
+    mode: AttachMode,
+) -> Result<Option<Attached>, DatapathError> {
+    let interface = name.text;
+    let pinned = PIN_KINDS
+        .into_iter()
+        .find(|&kind| pin_path(pin_dir, interface, kind).exists());
+    let keep = match (mode, pinned) {
+        (AttachMode::Auto, Some(kind)) => Some(kind),
+        (AttachMode::Xdp | AttachMode::XdpGeneric, Some(PinKind::Xdp)) => Some(PinKind::Xdp),
+        (AttachMode::Tc, Some(kind)) if kind != PinKind::Xdp => Some(kind),
+        _ => None,
+    };
+    if let Some(kind) = keep {
+        let path = pin_path(pin_dir, interface, kind);
+        let replaced = match kind {
+            PinKind::TcClsact => replace_clsact(programs.tc()?, name, &path),
+            PinKind::Xdp => replace_xdp_in_pinned_link(programs.xdp()?, &path),
+            PinKind::Tc => replace_tc_in_pinned_link(programs.tc()?, &path),
+        };
+        match replaced {
+            Ok(()) => {
+                return Ok(Some(Attached {
+                    hook: kind.hook(),
+                    replaced: true,
+                    why: format!(
+                        "mode {}: the hook an earlier run chose, kept with no gap",
+                        mode.name()
+                    ),
+                }));
+            }
+            Err(detail) => {
+                // The interface went away (the link is defunct), the filter was removed,
+                // or the pin is not ours.
+                warn!(
+                    "the pinned link {} is unusable ({detail}); attaching anew",
+                    path.display()
+                );
+                remove_file(&path)?;
+            }
+        }
+    }
+    Ok(None)
+}
+
 /// Attaches the verdict to `interface` as `mode` asks; see the module's documentation.
 pub fn attach(
     mut programs: Programs<'_>,
@@ -235,43 +286,8 @@ pub fn attach(
             interface: interface.to_owned(),
         });
     }
-    let pinned = PIN_KINDS
-        .into_iter()
-        .find(|&kind| pin_path(pin_dir, interface, kind).exists());
-    let keep = match (mode, pinned) {
-        (AttachMode::Auto, Some(kind)) => Some(kind),
-        (AttachMode::Xdp | AttachMode::XdpGeneric, Some(PinKind::Xdp)) => Some(PinKind::Xdp),
-        (AttachMode::Tc, Some(kind)) if kind != PinKind::Xdp => Some(kind),
-        _ => None,
-    };
-    if let Some(kind) = keep {
-        let path = pin_path(pin_dir, interface, kind);
-        let replaced = match kind {
-            PinKind::TcClsact => replace_clsact(programs.tc()?, name, &path),
-            PinKind::Xdp => replace_xdp_in_pinned_link(programs.xdp()?, &path),
-            PinKind::Tc => replace_tc_in_pinned_link(programs.tc()?, &path),
-        };
-        match replaced {
-            Ok(()) => {
-                return Ok(Attached {
-                    hook: kind.hook(),
-                    replaced: true,
-                    why: format!(
-                        "mode {}: the hook an earlier run chose, kept with no gap",
-                        mode.name()
-                    ),
-                });
-            }
-            Err(detail) => {
-                // The interface went away (the link is defunct), the filter was removed,
-                // or the pin is not ours.
-                warn!(
-                    "the pinned link {} is unusable ({detail}); attaching anew",
-                    path.display()
-                );
-                remove_file(&path)?;
-            }
-        }
+    if let Some(attached) = keep_pinned(&mut programs, pin_dir, name, mode)? {
+        return Ok(attached);
     }
     let (attached, kind) = match mode {
         AttachMode::Xdp => {

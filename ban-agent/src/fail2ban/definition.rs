@@ -134,21 +134,13 @@ pub fn read(dir: &Path, reference: &FilterRef) -> Result<Definition, Fail2banErr
     Ok(definition)
 }
 
-/// The filter that read files (`ini`) define, with the options of `reference`.
-pub fn resolve(ini: &Ini, reference: &FilterRef) -> Result<Definition, Fail2banError> {
-    let jail: Vars = reference.options.iter().cloned().collect();
-    let mut tags: Vec<(String, String)> = Vec::new();
-    for option in OPTIONS {
-        if jail.contains_key(option) {
-            continue;
-        }
-        match ini.get("Definition", option, &jail) {
-            Ok(value) => tags.push((option.to_owned(), value)),
-            Err(Ok(_)) => {}
-            Err(Err(error)) => return Err(error),
-        }
-    }
-    // [Init] values are tags (and `known/` tags); the jail's options win over them.
+/// `[Init]` values are tags (and `known/` tags); the jail's options win over them, and
+/// over `[Definition]`'s.
+fn init_tags(
+    ini: &Ini,
+    reference: &FilterRef,
+    tags: &mut Vec<(String, String)>,
+) -> Result<(), Fail2banError> {
     let mut init: Vec<(String, String)> = reference.options.clone();
     if let Some(section) = ini.section("Init") {
         for key in section.keys() {
@@ -171,6 +163,24 @@ pub fn resolve(ini: &Ini, reference: &FilterRef) -> Result<Definition, Fail2banE
             None => tags.push((key, value)),
         }
     }
+    Ok(())
+}
+
+/// The filter that read files (`ini`) define, with the options of `reference`.
+pub fn resolve(ini: &Ini, reference: &FilterRef) -> Result<Definition, Fail2banError> {
+    let jail: Vars = reference.options.iter().cloned().collect();
+    let mut tags: Vec<(String, String)> = Vec::new();
+    for option in OPTIONS {
+        if jail.contains_key(option) {
+            continue;
+        }
+        match ini.get("Definition", option, &jail) {
+            Ok(value) => tags.push((option.to_owned(), value)),
+            Err(Ok(_)) => {}
+            Err(Err(error)) => return Err(error),
+        }
+    }
+    init_tags(ini, reference, &mut tags)?;
     let ignore: Vec<String> = tags
         .iter()
         .filter_map(|(k, _)| k.split_once('?').map(|(base, _)| base.to_owned()))

@@ -301,9 +301,11 @@ impl Matcher {
         (0..self.ignoreregex.len()).any(|i| self.search(i, Which::Ignore, buf).is_some())
     }
 
-    /// fail2ban's `findFailure`.
-    fn find(&mut self, line: Line, date: Option<i64>, now: i64) -> Vec<Hit> {
-        let mut hits = Vec::new();
+    /// The lines a failregex runs on (`maxlines` of them), unless ignoreregex rules the
+    /// whole buffer out first or prefregex does not match: the lines as they came, the
+    /// groups prefregex took, and the text (`None`: the buffer, as prefregex's
+    /// `content` left it).
+    fn prepare(&mut self, line: Line) -> Option<Prepared> {
         if self.maxlines > 1 {
             self.buffer.push(line);
             let excess = self.buffer.len().saturating_sub(self.maxlines);
@@ -317,14 +319,12 @@ impl Matcher {
             && self.ignoreregex.len() + 2 < self.failregex.len()
             && buf.as_deref().is_some_and(|b| self.ignored(b))
         {
-            return hits;
+            return None;
         }
         let mut pre_groups = BTreeMap::new();
         if self.prefregex.is_some() {
             let text = buf.clone().unwrap_or_default();
-            let Some(found) = self.search(0, Which::Pref, &text) else {
-                return hits;
-            };
+            let found = self.search(0, Which::Pref, &text)?;
             let pattern = self.prefregex.as_ref().map(Pattern::names).unwrap_or(&[]);
             pre_groups = groups(pattern, &found, &text);
             if let Some(content) = pre_groups.remove("content").filter(|c| !c.is_empty()) {
@@ -335,7 +335,25 @@ impl Matcher {
                 buf = None;
             }
         }
-        let mut text = buf.take().unwrap_or_else(|| joined(&self.buffer));
+        Some(Prepared {
+            original,
+            pre_groups,
+            text: buf,
+        })
+    }
+
+    /// fail2ban's `findFailure`.
+    fn find(&mut self, line: Line, date: Option<i64>, now: i64) -> Vec<Hit> {
+        let mut hits = Vec::new();
+        let Some(Prepared {
+            original,
+            pre_groups,
+            text: buf,
+        }) = self.prepare(line)
+        else {
+            return hits;
+        };
+        let mut text = buf.unwrap_or_else(|| joined(&self.buffer));
         let mut candidates = self.gate.candidates(&text);
         let mut stale = false;
         for index in 0..self.failregex.len() {
@@ -533,6 +551,13 @@ fn hit(regex: usize, fail: &Fail, time: Option<i64>) -> Hit {
 
 /// The buffer as the regexes see it: each line without its date, one per line, with a
 /// final newline as fail2ban writes it.
+/// What [`Matcher::prepare`] leaves for the failregexes.
+struct Prepared {
+    original: Vec<Line>,
+    pre_groups: BTreeMap<String, String>,
+    text: Option<String>,
+}
+
 fn joined(lines: &[Line]) -> String {
     let mut out = String::new();
     for line in lines {

@@ -141,17 +141,9 @@ impl Engine {
         format!("{}:banned", self.prefix)
     }
 
-    /// Sends a batch in one pipelined round trip: bans and unbans first (so that failures
-    /// of the same address that follow find the ban), then failures. `signed` holds each
-    /// item's signature ("" without a key), in the batch's order.
-    pub async fn send(
-        &mut self,
-        batch: &[Outgoing],
-        signed: &[String],
-    ) -> Result<Vec<Sent>, FleetError> {
-        if batch.is_empty() {
-            return Ok(Vec::new());
-        }
+    /// The calls of a batch, in one pipeline: each item's script with its keys and
+    /// arguments.
+    fn pipeline(&self, batch: &[Outgoing], signed: &[String]) -> redis::Pipeline {
         let mut pipe = redis::pipe();
         for (item, sig) in batch.iter().zip(signed) {
             let entry = item.entry(&self.host);
@@ -215,6 +207,21 @@ impl Engine {
                 }
             }
         }
+        pipe
+    }
+
+    /// Sends a batch in one pipelined round trip: bans and unbans first (so that failures
+    /// of the same address that follow find the ban), then failures. `signed` holds each
+    /// item's signature ("" without a key), in the batch's order.
+    pub async fn send(
+        &mut self,
+        batch: &[Outgoing],
+        signed: &[String],
+    ) -> Result<Vec<Sent>, FleetError> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let pipe = self.pipeline(batch, signed);
         let replies: Vec<Vec<redis::Value>> = match pipe.query_async(&mut self.conn).await {
             Ok(replies) => replies,
             // The engine restarted and lost the scripts: load them again, once. Every call

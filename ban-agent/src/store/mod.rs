@@ -411,7 +411,27 @@ impl Store {
     pub fn load(&self) -> Result<State, StoreError> {
         let read = |e| sql("read", &self.path, e);
         let c = &self.connection;
-        let mut state = State::default();
+        let mut state = State {
+            bans: self.load_bans()?,
+            positions: self.load_positions()?,
+            ..State::default()
+        };
+        self.load_rotated(&mut state.positions)?;
+        state.jail_ids = self.pairs("SELECT name, id FROM jails")?;
+        state.cursors = self.pairs("SELECT jail, cursor FROM cursors")?;
+        state.fleet_id = c
+            .query_row("SELECT value FROM meta WHERE key = 'fleet_id'", [], |row| {
+                row.get(0)
+            })
+            .optional()
+            .map_err(read)?;
+        Ok(state)
+    }
+
+    fn load_bans(&self) -> Result<Vec<SavedBan>, StoreError> {
+        let read = |e| sql("read", &self.path, e);
+        let c = &self.connection;
+        let mut saved = Vec::new();
         let mut bans = c
             .prepare(
                 "SELECT jail, target, banned_at, expires_at, failures, origin FROM bans \
@@ -432,7 +452,7 @@ impl Store {
             .map_err(read)?;
         for row in rows {
             let (jail, target, banned_at, expires_at, failures, origin) = row.map_err(read)?;
-            state.bans.push(SavedBan {
+            saved.push(SavedBan {
                 jail,
                 target: self.target(&target)?,
                 banned_at,
@@ -441,6 +461,13 @@ impl Store {
                 origin,
             });
         }
+        Ok(saved)
+    }
+
+    fn load_positions(&self) -> Result<BTreeMap<PathBuf, Checkpoint>, StoreError> {
+        let read = |e| sql("read", &self.path, e);
+        let c = &self.connection;
+        let mut loaded = BTreeMap::new();
         let mut positions = c
             .prepare("SELECT path, offset, fingerprint FROM positions")
             .map_err(read)?;
@@ -457,10 +484,19 @@ impl Store {
             let (path, offset, fingerprint) = row.map_err(read)?;
             // Stored as SQLite's signed integers, bit for bit.
             let checkpoint = Checkpoint::file(offset as u64, fingerprint.map(|f| f as u64));
-            state
-                .positions
-                .insert(PathBuf::from(OsStr::from_bytes(&path)), checkpoint);
+            loaded.insert(PathBuf::from(OsStr::from_bytes(&path)), checkpoint);
         }
+        Ok(loaded)
+    }
+
+    /// The files each path's position still follows after their rotation, into its
+    /// checkpoint.
+    fn load_rotated(
+        &self,
+        positions: &mut BTreeMap<PathBuf, Checkpoint>,
+    ) -> Result<(), StoreError> {
+        let read = |e| sql("read", &self.path, e);
+        let c = &self.connection;
         // A state written before the table existed, inspected read-only (`check` after an
         // upgrade): nothing rotated was saved.
         let has_rotated: bool = c
@@ -489,22 +525,14 @@ impl Store {
         for row in rows {
             let (path, offset, fingerprint) = row.map_err(read)?;
             // A rotated file of a path with no position is an orphan: nothing resumes it.
-            if let Some(checkpoint) = state.positions.get_mut(Path::new(OsStr::from_bytes(&path))) {
+            if let Some(checkpoint) = positions.get_mut(Path::new(OsStr::from_bytes(&path))) {
                 checkpoint.rotated.push(Mark {
                     offset: offset as u64,
                     fingerprint: fingerprint as u64,
                 });
             }
         }
-        state.jail_ids = self.pairs("SELECT name, id FROM jails")?;
-        state.cursors = self.pairs("SELECT jail, cursor FROM cursors")?;
-        state.fleet_id = c
-            .query_row("SELECT value FROM meta WHERE key = 'fleet_id'", [], |row| {
-                row.get(0)
-            })
-            .optional()
-            .map_err(read)?;
-        Ok(state)
+        Ok(())
     }
 
     fn pairs<V: rusqlite::types::FromSql>(
@@ -777,6 +805,35 @@ fn commit_on(
 }
 
 fn write_changes(tx: &rusqlite::Transaction<'_>, changes: &Changes) -> rusqlite::Result<()> {
+    write_bans(tx, changes)?;
+    write_failures(tx, changes)?;
+    write_positions(tx, changes)?;
+    for (jail, cursor) in &changes.cursors {
+        tx.execute(
+            "INSERT OR REPLACE INTO cursors (jail, cursor) VALUES (?1, ?2)",
+            [jail, cursor],
+        )?;
+    }
+    if let Some(ids) = &changes.jail_ids {
+        tx.execute("DELETE FROM jails", [])?;
+        for (name, id) in ids {
+            tx.execute(
+                "INSERT INTO jails (name, id) VALUES (?1, ?2)",
+                params![name, id],
+            )?;
+        }
+    }
+    if let Some(id) = &changes.fleet_id {
+        tx.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('fleet_id', ?1)",
+            [id],
+        )?;
+    }
+    Ok(())
+}
+
+/// Bans made and lifted, and the history they add to.
+fn write_bans(tx: &rusqlite::Transaction<'_>, changes: &Changes) -> rusqlite::Result<()> {
     {
         let mut upsert = tx.prepare_cached(
             "INSERT OR REPLACE INTO bans (jail, target, banned_at, expires_at, failures, origin) \
@@ -798,91 +855,73 @@ fn write_changes(tx: &rusqlite::Transaction<'_>, changes: &Changes) -> rusqlite:
             };
         }
     }
-    {
-        let mut count = tx.prepare_cached(
-            "INSERT INTO history (jail, target, bans, last_at) VALUES (?1, ?2, ?3, ?4) \
-             ON CONFLICT (jail, target) DO UPDATE SET bans = bans + excluded.bans, \
-             last_at = MAX(last_at, excluded.last_at)",
-        )?;
-        for ((jail, target), (bans, at)) in &changes.history {
-            count.execute(params![jail, target.to_string(), bans, at])?;
-        }
+    let mut count = tx.prepare_cached(
+        "INSERT INTO history (jail, target, bans, last_at) VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT (jail, target) DO UPDATE SET bans = bans + excluded.bans, \
+         last_at = MAX(last_at, excluded.last_at)",
+    )?;
+    for ((jail, target), (bans, at)) in &changes.history {
+        count.execute(params![jail, target.to_string(), bans, at])?;
     }
+    Ok(())
+}
+
+/// Failure windows that changed: their times, or none left.
+fn write_failures(tx: &rusqlite::Transaction<'_>, changes: &Changes) -> rusqlite::Result<()> {
+    let mut upsert = tx.prepare_cached(
+        "INSERT OR REPLACE INTO failures (jail, target, times, last_at) \
+         VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    let mut delete = tx.prepare_cached("DELETE FROM failures WHERE jail = ?1 AND target = ?2")?;
+    let mut text = String::new();
+    for (jail, target, times) in changes
+        .failures
+        .iter()
+        .flat_map(|(jail, targets)| targets.iter().map(move |(t, times)| (jail, t, times)))
     {
-        let mut upsert = tx.prepare_cached(
-            "INSERT OR REPLACE INTO failures (jail, target, times, last_at) \
-             VALUES (?1, ?2, ?3, ?4)",
-        )?;
-        let mut delete =
-            tx.prepare_cached("DELETE FROM failures WHERE jail = ?1 AND target = ?2")?;
-        let mut text = String::new();
-        for (jail, target, times) in changes
-            .failures
-            .iter()
-            .flat_map(|(jail, targets)| targets.iter().map(move |(t, times)| (jail, t, times)))
-        {
-            let target = target.to_string();
-            match times.last() {
-                Some(&last) => {
-                    text.clear();
-                    for (n, time) in times.iter().enumerate() {
-                        use std::fmt::Write as _;
-                        let comma = if n == 0 { "" } else { "," };
-                        let _infallible = write!(text, "{comma}{time}");
-                    }
-                    upsert.execute(params![jail, target, text, last])?
+        let target = target.to_string();
+        match times.last() {
+            Some(&last) => {
+                text.clear();
+                for (n, time) in times.iter().enumerate() {
+                    use std::fmt::Write as _;
+                    let comma = if n == 0 { "" } else { "," };
+                    let _infallible = write!(text, "{comma}{time}");
                 }
-                None => delete.execute(params![jail, target])?,
-            };
-        }
-    }
-    {
-        let mut upsert = tx.prepare_cached(
-            "INSERT OR REPLACE INTO positions (path, offset, fingerprint) VALUES (?1, ?2, ?3)",
-        )?;
-        let mut forget = tx.prepare_cached("DELETE FROM rotated WHERE path = ?1")?;
-        let mut rotated = tx.prepare_cached(
-            "INSERT INTO rotated (path, seq, offset, fingerprint) VALUES (?1, ?2, ?3, ?4)",
-        )?;
-        for (path, checkpoint) in &changes.positions {
-            let path = path.as_os_str().as_bytes();
-            // SQLite's integers are signed: stored bit for bit.
-            upsert.execute(params![
-                path,
-                checkpoint.offset as i64,
-                checkpoint.fingerprint.map(|f| f as i64)
-            ])?;
-            forget.execute([path])?;
-            for (seq, mark) in checkpoint.rotated.iter().enumerate() {
-                rotated.execute(params![
-                    path,
-                    seq as i64,
-                    mark.offset as i64,
-                    mark.fingerprint as i64
-                ])?;
+                upsert.execute(params![jail, target, text, last])?
             }
+            None => delete.execute(params![jail, target])?,
+        };
+    }
+    Ok(())
+}
+
+/// Where each log was read up to, and the files it still follows after their rotation.
+fn write_positions(tx: &rusqlite::Transaction<'_>, changes: &Changes) -> rusqlite::Result<()> {
+    let mut upsert = tx.prepare_cached(
+        "INSERT OR REPLACE INTO positions (path, offset, fingerprint) VALUES (?1, ?2, ?3)",
+    )?;
+    let mut forget = tx.prepare_cached("DELETE FROM rotated WHERE path = ?1")?;
+    let mut rotated = tx.prepare_cached(
+        "INSERT INTO rotated (path, seq, offset, fingerprint) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for (path, checkpoint) in &changes.positions {
+        let path = path.as_os_str().as_bytes();
+        // SQLite's integers are signed: stored bit for bit.
+        upsert.execute(params![
+            path,
+            checkpoint.offset as i64,
+            checkpoint.fingerprint.map(|f| f as i64)
+        ])?;
+        forget.execute([path])?;
+        for (seq, mark) in checkpoint.rotated.iter().enumerate() {
+            rotated.execute(params![
+                path,
+                seq as i64,
+                mark.offset as i64,
+                mark.fingerprint as i64
+            ])?;
         }
-    }
-    for (jail, cursor) in &changes.cursors {
-        tx.execute(
-            "INSERT OR REPLACE INTO cursors (jail, cursor) VALUES (?1, ?2)",
-            [jail, cursor],
-        )?;
-    }
-    if let Some(ids) = &changes.jail_ids {
-        tx.execute("DELETE FROM jails", [])?;
-        for (name, id) in ids {
-            tx.execute(
-                "INSERT INTO jails (name, id) VALUES (?1, ?2)",
-                params![name, id],
-            )?;
-        }
-    }
-    if let Some(id) = &changes.fleet_id {
-        tx.execute(
-            "INSERT OR REPLACE INTO meta (key, value) VALUES ('fleet_id', ?1)",
-            [id],
-        )?;
     }
     Ok(())
 }
