@@ -267,7 +267,7 @@ fn compile(
         json: raw.json.as_ref().map(|json| json.get_ref().clone()),
     };
     Filter::compile_with(&spec, overrides).map_err(|error| {
-        if let FilterError::Json { .. } = &error {
+        if let FilterError::Json(_) = &error {
             let span = raw.json.as_ref().map_or(0..0, Spanned::span);
             return source.error(span, &format!("{key_prefix}json"), error.to_string());
         }
@@ -277,7 +277,7 @@ fn compile(
                 (&raw.ignoreregex, *index)
             }
             FilterError::Regex { index, .. } => (&raw.failregex, *index),
-            FilterError::Empty | FilterError::Option(_) | FilterError::Json { .. } => {
+            FilterError::Empty | FilterError::Option(_) | FilterError::Json(_) => {
                 (&raw.failregex, 0)
             }
         };

@@ -105,25 +105,68 @@ pub enum JsonOutcome {
     },
 }
 
+/// Why `[json]` rules do not compile; each says where (the rule and field) first.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum JsonError {
+    #[error("json.host: name the field with the address")]
+    NoHost,
+    #[error("json.failure: no failure rule: add `[[json.failure]]` with the fields a failure has")]
+    NoFailure,
+    #[error("json.{kind}[{index}]: a rule without conditions would match every line")]
+    EmptyRule { kind: &'static str, index: usize },
+    #[error("json.{kind}[{index}].{field}: {source}")]
+    Option {
+        kind: &'static str,
+        index: usize,
+        field: String,
+        source: options::OptionError,
+    },
+    #[error("json.{kind}[{index}].{field}: not a valid regex: {message}")]
+    Regex {
+        kind: &'static str,
+        index: usize,
+        field: String,
+        message: String,
+    },
+}
+
+impl JsonError {
+    /// The key of the rule or field at fault, as the configuration spells it.
+    pub fn at(&self) -> String {
+        match self {
+            Self::NoHost => "json.host".to_owned(),
+            Self::NoFailure => "json.failure".to_owned(),
+            Self::EmptyRule { kind, index } => format!("json.{kind}[{index}]"),
+            Self::Option {
+                kind, index, field, ..
+            }
+            | Self::Regex {
+                kind, index, field, ..
+            } => format!("json.{kind}[{index}].{field}"),
+        }
+    }
+
+    /// What is wrong there, and what to do.
+    pub fn problem(&self) -> String {
+        let text = self.to_string();
+        let at = self.at();
+        text.strip_prefix(&format!("{at}: "))
+            .map_or_else(|| text.clone(), str::to_owned)
+    }
+}
+
 impl JsonRules {
     /// Compiles the rules, with `%(name)s` replaced by the filter's options.
-    /// `Err((where, problem))`: `where` names the rule and field.
-    pub fn compile(
-        spec: &JsonSpec,
-        options: &BTreeMap<String, String>,
-    ) -> Result<Self, (String, String)> {
+    pub fn compile(spec: &JsonSpec, options: &BTreeMap<String, String>) -> Result<Self, JsonError> {
         let host = spec.host.list();
         if host.is_empty() || host.iter().any(String::is_empty) {
-            return Err(("json.host".into(), "name the field with the address".into()));
+            return Err(JsonError::NoHost);
         }
         if spec.failure.is_empty() {
-            return Err((
-                "json.failure".into(),
-                "no failure rule: add `[[json.failure]]` with the fields a failure has".into(),
-            ));
+            return Err(JsonError::NoFailure);
         }
         let mut picker = Picker::default();
-        let mut rules = |kind: &str, list: &[BTreeMap<String, Condition>]| {
+        let mut rules = |kind: &'static str, list: &[BTreeMap<String, Condition>]| {
             list.iter()
                 .enumerate()
                 .map(|(index, rule)| compile_rule(kind, index, rule, options, &mut picker))
@@ -202,18 +245,14 @@ fn seconds_to_ms(seconds: f64) -> Option<i64> {
 }
 
 fn compile_rule(
-    kind: &str,
+    kind: &'static str,
     index: usize,
     rule: &BTreeMap<String, Condition>,
     options: &BTreeMap<String, String>,
     picker: &mut Picker,
-) -> Result<Rule, (String, String)> {
-    let at = |field: &str| format!("json.{kind}[{index}].{field}");
+) -> Result<Rule, JsonError> {
     if rule.is_empty() {
-        return Err((
-            format!("json.{kind}[{index}]"),
-            "a rule without conditions would match every line".into(),
-        ));
+        return Err(JsonError::EmptyRule { kind, index });
     }
     let mut conditions = Vec::with_capacity(rule.len());
     for (field, condition) in rule {
@@ -221,11 +260,18 @@ fn compile_rule(
             Condition::Equals(n) => Test::Equals(*n),
             Condition::Matches(text) => {
                 let pattern =
-                    options::substitute(text, options).map_err(|e| (at(field), e.to_string()))?;
-                Test::Matches(
-                    Regex::new(&pattern)
-                        .map_err(|e| (at(field), format!("not a valid regex: {e}")))?,
-                )
+                    options::substitute(text, options).map_err(|source| JsonError::Option {
+                        kind,
+                        index,
+                        field: field.clone(),
+                        source,
+                    })?;
+                Test::Matches(Regex::new(&pattern).map_err(|e| JsonError::Regex {
+                    kind,
+                    index,
+                    field: field.clone(),
+                    message: e.to_string(),
+                })?)
             }
         };
         conditions.push((picker.want(field), test));
@@ -348,7 +394,8 @@ mod tests {
             failure: vec![[("uri".to_owned(), Condition::Matches("(".into()))].into()],
             ignore: vec![],
         };
-        let (at, problem) = JsonRules::compile(&spec, &BTreeMap::new()).expect_err("bad regex");
+        let error = JsonRules::compile(&spec, &BTreeMap::new()).expect_err("bad regex");
+        let (at, problem) = (error.at(), error.problem());
         assert_eq!(at, "json.failure[0].uri");
         assert!(problem.contains("regex"), "{problem}");
         let empty = JsonSpec {

@@ -87,8 +87,8 @@ pub enum FilterError {
     Empty,
     #[error(transparent)]
     Option(#[from] options::OptionError),
-    #[error("{at}: {problem}")]
-    Json { at: String, problem: String },
+    #[error(transparent)]
+    Json(#[from] json::JsonError),
 }
 
 /// What a line amounts to.
@@ -163,10 +163,7 @@ impl Filter {
         let failregex = substitute(&spec.failregex)?;
         let ignoreregex = substitute(&spec.ignoreregex)?;
         let json = match &spec.json {
-            Some(json) => Some(Box::new(
-                JsonRules::compile(json, &options)
-                    .map_err(|(at, problem)| FilterError::Json { at, problem })?,
-            )),
+            Some(json) => Some(Box::new(JsonRules::compile(json, &options)?)),
             None => None,
         };
         let mut expanded = Vec::with_capacity(failregex.len());
