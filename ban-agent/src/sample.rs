@@ -109,7 +109,7 @@ pub fn write_log(
                 ("GET", "/health", 200),
             ][rng.below(7) as usize]
         };
-        let request = Request {
+        let request = LoggedRequest {
             at,
             client,
             ipv6,
@@ -131,7 +131,7 @@ pub fn write_log(
 }
 
 /// One logged request.
-struct Request {
+struct LoggedRequest {
     at: UnixMs,
     client: u64,
     ipv6: bool,
@@ -141,7 +141,7 @@ struct Request {
     micros: u64,
 }
 
-impl Request {
+impl LoggedRequest {
     /// The line the app writes for it, with its `\n`.
     fn format(&self, zone: &TimeZone, line: &mut String) {
         use std::fmt::Write as _;

@@ -246,7 +246,7 @@ fn subject(args: &Args) -> anyhow::Result<Subject> {
 
 /// One address's failures in the log.
 #[derive(Default)]
-struct Failing {
+struct AddressTally {
     failures: u64,
     banned: bool,
     spared: Option<Spared>,
@@ -258,7 +258,7 @@ struct Report {
     hits: Vec<u64>,
     formats: BTreeMap<DateFormat, u64>,
     no_time: u64,
-    targets: HashMap<IpNet, Failing>,
+    targets: HashMap<IpNet, AddressTally>,
     banned: u64,
     missed: Option<(usize, Vec<String>)>,
     missed_left_out: u64,
@@ -408,9 +408,9 @@ impl Report {
     }
 
     fn render_targets(&self, out: &mut String, top: usize) {
-        let mut ranked: Vec<(&IpNet, &Failing)> = self.targets.iter().collect();
+        let mut ranked: Vec<(&IpNet, &AddressTally)> = self.targets.iter().collect();
         let failing = ranked.len();
-        let order = |a: &(&IpNet, &Failing), b: &(&IpNet, &Failing)| {
+        let order = |a: &(&IpNet, &AddressTally), b: &(&IpNet, &AddressTally)| {
             b.1.failures.cmp(&a.1.failures).then(a.0.cmp(b.0))
         };
         // The top few of maybe a million (a botnet's log): picked, then only they sorted.

@@ -42,7 +42,7 @@ pub(super) struct Bans {
     per_jail: Vec<u64>,
     /// Bans per kernel map ([`datapath::map_of`]).
     per_map: BTreeMap<&'static str, u64>,
-    nodes: Vec<Node>,
+    nodes: Vec<BanNode>,
     /// Free nodes, to reuse.
     free: Vec<u32>,
     /// Node numbers, by (jail index, target); keyed with std's randomly seeded SipHash,
@@ -60,7 +60,7 @@ pub(super) struct Bans {
 
 /// One ban: [`ActiveBan`] and its key in 48 bytes.
 #[derive(Clone, Copy)]
-struct Node {
+struct BanNode {
     /// The kernel's expiry ([`Expiry::to_kernel`]: 0 for never).
     expiry: u64,
     /// Wall-clock end; meaningless for a permanent ban.
@@ -72,7 +72,7 @@ struct Node {
     slot: u8,
 }
 
-impl Node {
+impl BanNode {
     fn ban(&self) -> ActiveBan {
         let expiry = Expiry::from_kernel(self.expiry);
         ActiveBan {
@@ -160,7 +160,7 @@ impl Bans {
             }
             return Some(old);
         }
-        let mut node = Node {
+        let mut node = BanNode {
             expiry: 0,
             expires_at: 0,
             banned_at: 0,
@@ -266,7 +266,7 @@ impl Bans {
 
     /// The node of queue entry (`at`, `i`), if its ban still ends then. A node reused
     /// since by a ban with the very same expiry ends then too.
-    fn live(&self, at: u64, i: u32) -> Option<&Node> {
+    fn live(&self, at: u64, i: u32) -> Option<&BanNode> {
         self.nodes
             .get(i as usize)
             .filter(|node| node.slot != FREE && node.expiry == at)
@@ -347,7 +347,7 @@ mod tests {
 
     #[test]
     fn a_node_is_small() {
-        assert_eq!(std::mem::size_of::<Node>(), 48);
+        assert_eq!(std::mem::size_of::<BanNode>(), 48);
     }
 
     #[test]

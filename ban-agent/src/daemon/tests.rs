@@ -19,11 +19,11 @@ use crate::{
     store::Store,
 };
 
-type Bans = Arc<Mutex<BTreeMap<(u32, IpNet), Expiry>>>;
+type KernelBans = Arc<Mutex<BTreeMap<(u32, IpNet), Expiry>>>;
 
 #[derive(Default, Clone)]
 struct FakeKernel {
-    bans: Bans,
+    bans: KernelBans,
     ports: Arc<Mutex<Vec<JailPorts>>>,
     /// Bans the map holds at most, as the real maps' capacity; none when `None`.
     capacity: Option<usize>,

@@ -99,7 +99,7 @@ fn field(name: &str, year_digit: char) -> Option<String> {
 
 /// How a template turns its match into a time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
+enum TimeForm {
     Fields,
     Epoch { long: bool },
     Tai64n,
@@ -109,7 +109,7 @@ enum Kind {
 #[derive(Clone, Debug)]
 struct Template {
     regex: Regex,
-    kind: Kind,
+    kind: TimeForm,
     /// Anchored at the line's start (or end): taken at once when it matches.
     anchored: bool,
     /// Groups that hold the date text, the first that took part wins.
@@ -233,9 +233,9 @@ fn found(
     zone: &TimeZone,
 ) -> Found {
     let time = match template.kind {
-        Kind::Fields => fields_time(captures, now, zone),
-        Kind::Epoch { long } => epoch_time(span.as_str(), long),
-        Kind::Tai64n => span
+        TimeForm::Fields => fields_time(captures, now, zone),
+        TimeForm::Epoch { long } => epoch_time(span.as_str(), long),
+        TimeForm::Tai64n => span
             .as_str()
             .get(2..17)
             .and_then(|hex| i64::from_str_radix(hex, 16).ok())
@@ -333,31 +333,31 @@ impl Builder {
                 let epoch = epoch_regex(long);
                 if wrap == Wrap::LineStart {
                     (
-                        Kind::Epoch { long },
+                        TimeForm::Epoch { long },
                         format!(r"(?:\[({epoch})\]|({epoch}))"),
                         vec![1, 2],
                     )
                 } else {
                     (
-                        Kind::Epoch { long },
+                        TimeForm::Epoch { long },
                         format!(r"(?:^\[({epoch})\]|^({epoch})|\baudit\(({epoch}):\d+\))"),
                         vec![1, 2, 3],
                     )
                 }
             }
-            "TAI64N" => (Kind::Tai64n, "(@[0-9a-f]{24})".to_owned(), vec![1]),
+            "TAI64N" => (TimeForm::Tai64n, "(@[0-9a-f]{24})".to_owned(), vec![1]),
             _ if upper.contains("{EPOCH}") || upper.contains("{LEPOCH}") => {
                 let long = upper.contains("{LEPOCH}");
                 let inner = format!("({})", epoch_regex(long));
                 let replaced = ["{EPOCH}", "{epoch}", "{LEPOCH}", "{lepoch}"]
                     .iter()
                     .fold(body.to_owned(), |text, tag| text.replace(tag, &inner));
-                (Kind::Epoch { long }, format!("({replaced})"), vec![2])
+                (TimeForm::Epoch { long }, format!("({replaced})"), vec![2])
             }
             _ => {
                 let expanded = self.expand(body).map_err(fail)?;
                 alpha = expanded.1;
-                (Kind::Fields, expanded.0, vec![1])
+                (TimeForm::Fields, expanded.0, vec![1])
             }
         };
         let (regex, anchored) = bound(&regex_body, wrap, kind);
@@ -436,14 +436,14 @@ fn epoch_regex(long: bool) -> &'static str {
 /// bodies bring their own groups), then the word or line bounds. `(?=^|\b|\W)` and
 /// `(?=\b|\W|$)` both mean "not between two word characters", which the linear engine
 /// writes `(?:\b{start-half}|\b{end-half})`.
-fn bound(body: &str, wrap: Wrap, kind: Kind) -> (String, bool) {
+fn bound(body: &str, wrap: Wrap, kind: TimeForm) -> (String, bool) {
     let not_inside_word = r"(?:\b{start-half}|\b{end-half})";
     let starts_anchored =
         body.starts_with('^') || body.starts_with("(^") || body.starts_with("(?:^");
     let ends_anchored = body.ends_with('$') && !body.ends_with(r"\$");
     let grouped = match kind {
-        Kind::Fields if has_group(body) => body.to_owned(),
-        Kind::Fields => {
+        TimeForm::Fields if has_group(body) => body.to_owned(),
+        TimeForm::Fields => {
             let (head, tail) = match body.strip_prefix('^') {
                 Some(rest) => ("^", rest),
                 None => ("", body),

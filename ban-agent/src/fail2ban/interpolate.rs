@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use super::{
     Fail2banError,
-    ini::{Entry, Ini},
+    ini::{Ini, Setting},
 };
 
 /// Python's `MAX_INTERPOLATION_DEPTH`.
@@ -73,7 +73,7 @@ impl Ini {
 
     /// The raw value of `option` as `get` sees it: the jail's vars, then the section, then
     /// `[DEFAULT]`; with where it was written when it comes from a file.
-    fn raw(&self, section: &str, option: &str, vars: &Vars) -> Option<(String, Option<&Entry>)> {
+    fn raw(&self, section: &str, option: &str, vars: &Vars) -> Option<(String, Option<&Setting>)> {
         if let Some(value) = vars
             .iter()
             .find(|(k, _)| k.to_lowercase() == option)
@@ -93,7 +93,12 @@ impl Ini {
 
     /// What `%(var)s` stands for in `section`: like [`Ini::raw`], plus fail2ban's
     /// `%(section/var)s` (and `known/`, `default/`), which fall back to `[DEFAULT]`.
-    fn reference(&self, section: &str, var: &str, vars: &Vars) -> Option<(String, Option<&Entry>)> {
+    fn reference(
+        &self,
+        section: &str,
+        var: &str,
+        vars: &Vars,
+    ) -> Option<(String, Option<&Setting>)> {
         if let Some(found) = self.raw(section, var, vars) {
             return Some(found);
         }
@@ -118,14 +123,14 @@ impl Ini {
         &self,
         section: &str,
         option: &str,
-        entry: Option<&Entry>,
+        entry: Option<&Setting>,
         mut rest: &str,
         vars: &Vars,
         out: &mut String,
         depth: usize,
     ) -> Result<(), Fail2banError> {
         let fail = |problem: String| Fail2banError::Interpolation {
-            at: entry.map_or_else(|| "the jail's options".to_owned(), Entry::at),
+            at: entry.map_or_else(|| "the jail's options".to_owned(), Setting::at),
             section: section.to_owned(),
             key: option.to_owned(),
             problem,

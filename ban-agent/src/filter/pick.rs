@@ -18,13 +18,13 @@ use serde_json::Value;
 /// The fields wanted, as a tree of names (`request.uri` is `uri` under `request`).
 #[derive(Clone, Debug, Default)]
 pub struct Picker {
-    root: Node,
+    root: FieldNode,
     slots: usize,
 }
 
 #[derive(Clone, Debug, Default)]
-struct Node {
-    children: Vec<(String, Node)>,
+struct FieldNode {
+    children: Vec<(String, FieldNode)>,
     /// Where the value of this field goes, when it is wanted itself.
     slot: Option<usize>,
 }
@@ -40,7 +40,7 @@ impl Picker {
             let at = match node.children.iter().position(|(n, _)| n == name) {
                 Some(at) => at,
                 None => {
-                    node.children.push((name.to_owned(), Node::default()));
+                    node.children.push((name.to_owned(), FieldNode::default()));
                     node.children.len() - 1
                 }
             };
@@ -71,7 +71,7 @@ impl Picker {
 
 /// Walks one value for the fields under `node`; says whether the value was an object.
 struct Pick<'a> {
-    node: &'a Node,
+    node: &'a FieldNode,
     picked: &'a mut Picked,
 }
 
@@ -93,7 +93,7 @@ impl<'de> DeserializeSeed<'de> for Pick<'_> {
 }
 
 /// The slots under `node` from a value already built.
-fn fill(node: &Node, value: &Value, picked: &mut Picked) {
+fn fill(node: &FieldNode, value: &Value, picked: &mut Picked) {
     for (name, child) in &node.children {
         if let Some(inner) = value.get(name) {
             if let Some(slot) = child.slot {
@@ -160,7 +160,7 @@ impl<'de> Visitor<'de> for Pick<'_> {
 
 /// A key of an object: the index of the wanted field it names, if any. Keys are compared
 /// as they are, escapes resolved, without being kept.
-struct Key<'a>(&'a Node);
+struct Key<'a>(&'a FieldNode);
 
 impl<'de> DeserializeSeed<'de> for Key<'_> {
     type Value = Option<usize>;

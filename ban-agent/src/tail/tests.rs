@@ -6,12 +6,12 @@ use proptest::prelude::*;
 
 use super::*;
 
-struct Log {
+struct TestLog {
     _dir: tempfile::TempDir,
     path: PathBuf,
 }
 
-impl Log {
+impl TestLog {
     fn new() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("auth.log");
@@ -65,7 +65,7 @@ fn poll(follower: &mut Follower) -> Vec<String> {
 
 #[test]
 fn head_reads_everything_and_only_complete_lines() {
-    let (log, mut f, read) = Log::read_from_head(b"one\ntwo\nthr");
+    let (log, mut f, read) = TestLog::read_from_head(b"one\ntwo\nthr");
     assert_eq!(read, ["one", "two"]);
     log.append(b"ee");
     assert!(poll(&mut f).is_empty(), "a line written in pieces waits");
@@ -76,7 +76,7 @@ fn head_reads_everything_and_only_complete_lines() {
 
 #[test]
 fn tail_starts_at_the_end_even_mid_line() {
-    let log = Log::new();
+    let log = TestLog::new();
     log.append(b"old\nhalf a li");
     let mut f = log.follower(Start::Tail);
     assert!(poll(&mut f).is_empty());
@@ -90,7 +90,7 @@ fn tail_starts_at_the_end_even_mid_line() {
 
 #[test]
 fn a_file_that_appears_later_is_read_from_its_start() {
-    let log = Log::new();
+    let log = TestLog::new();
     let mut f = log.follower(Start::Tail);
     assert!(poll(&mut f).is_empty());
     assert_eq!(f.checkpoint(), None);
@@ -100,14 +100,14 @@ fn a_file_that_appears_later_is_read_from_its_start() {
 
 #[test]
 fn invalid_utf8_is_replaced_and_counted() {
-    let (_log, f, read) = Log::read_from_head(b"ok\nbad \xff\xfe byte\n");
+    let (_log, f, read) = TestLog::read_from_head(b"ok\nbad \xff\xfe byte\n");
     assert_eq!(read, ["ok", "bad \u{fffd}\u{fffd} byte"]);
     assert_eq!(f.stats().invalid_utf8, 1);
 }
 
 #[test]
 fn too_long_lines_are_skipped_with_bounded_memory() {
-    let log = Log::new();
+    let log = TestLog::new();
     let mut f = Follower::new(log.path.clone(), Start::Head, 16, None);
     log.append(b"short\n");
     log.append(&[b'x'; 40]);
@@ -130,7 +130,7 @@ fn too_long_lines_are_skipped_with_bounded_memory() {
 
 #[test]
 fn rotation_by_rename_and_create() {
-    let (log, mut f, read) = Log::read_from_head(b"a\n");
+    let (log, mut f, read) = TestLog::read_from_head(b"a\n");
     assert_eq!(read, ["a"]);
     std::fs::rename(&log.path, log.sibling("auth.log.1")).expect("rename");
     // The writer has not reopened yet: it still appends to the renamed file.
@@ -157,7 +157,7 @@ fn rotation_by_rename_and_create() {
 #[test]
 fn a_rotation_while_nobody_read_reads_the_rest_of_the_old_file_first() {
     for start in [Start::Head, Start::Tail] {
-        let (log, f, read) = Log::read_from_head(b"a\n");
+        let (log, f, read) = TestLog::read_from_head(b"a\n");
         assert_eq!(read, ["a"]);
         let checkpoint = f.checkpoint().expect("a checkpoint");
         drop(f);
@@ -176,7 +176,7 @@ fn a_rotation_while_nobody_read_reads_the_rest_of_the_old_file_first() {
 // path's file. Without the backlog, "c" is lost.
 #[test]
 fn two_rotations_while_nobody_read_read_every_file_in_order() {
-    let (log, f, _) = Log::read_from_head(b"a\n");
+    let (log, f, _) = TestLog::read_from_head(b"a\n");
     let checkpoint = f.checkpoint().expect("a checkpoint");
     drop(f);
     log.append(b"b\n");
@@ -202,7 +202,7 @@ fn two_rotations_while_nobody_read_read_every_file_in_order() {
 // the new one from its start once it is there.
 #[test]
 fn a_rotation_with_no_new_file_yet_reads_the_rest_of_the_old_one() {
-    let (log, f, _) = Log::read_from_head(b"a\n");
+    let (log, f, _) = TestLog::read_from_head(b"a\n");
     let checkpoint = f.checkpoint().expect("a checkpoint");
     drop(f);
     log.append(b"b\n");
@@ -224,7 +224,7 @@ fn a_rotation_with_no_new_file_yet_reads_the_rest_of_the_old_one() {
 // that of an empty file, which no rotated file matches, and "b" is lost.
 #[test]
 fn a_checkpoint_taken_on_an_empty_new_file_still_finds_the_rotated_ones() {
-    let (log, mut f, _) = Log::read_from_head(b"a\n");
+    let (log, mut f, _) = TestLog::read_from_head(b"a\n");
     let before = f.checkpoint().expect("a checkpoint");
     std::fs::rename(&log.path, log.sibling("auth.log.2")).expect("rename");
     std::fs::File::create(&log.path).expect("an empty new log");
@@ -255,7 +255,7 @@ fn a_checkpoint_taken_on_an_empty_new_file_still_finds_the_rotated_ones() {
 // With no rotated file that matches, a changed file is read from its start, as before.
 #[test]
 fn a_changed_file_with_no_rotated_sibling_is_new() {
-    let (log, f, _) = Log::read_from_head(b"a\nb\n");
+    let (log, f, _) = TestLog::read_from_head(b"a\nb\n");
     let checkpoint = f.checkpoint().expect("a checkpoint");
     drop(f);
     std::fs::write(log.sibling("auth.log.1"), b"a\n").expect("shorter than the offset");
@@ -271,7 +271,7 @@ fn a_changed_file_with_no_rotated_sibling_is_new() {
 
 #[test]
 fn copytruncate_is_read_again_from_the_start() {
-    let (log, mut f, read) = Log::read_from_head(b"line one\nline two\n");
+    let (log, mut f, read) = TestLog::read_from_head(b"line one\nline two\n");
     assert_eq!(read.len(), 2);
     std::fs::copy(&log.path, log.sibling("auth.log.1")).expect("copy");
     log.truncate();
@@ -282,7 +282,7 @@ fn copytruncate_is_read_again_from_the_start() {
 
 #[test]
 fn truncated_and_refilled_past_the_old_offset_is_noticed() {
-    let (log, mut f, read) = Log::read_from_head(b"12:00 first\n");
+    let (log, mut f, read) = TestLog::read_from_head(b"12:00 first\n");
     assert_eq!(read, ["12:00 first"]);
     log.truncate();
     log.append(b"12:05 new first line\n12:06 second\n");
@@ -295,7 +295,7 @@ fn truncated_and_refilled_past_the_old_offset_is_noticed() {
 
 #[test]
 fn deleted_and_recreated() {
-    let (log, mut f, read) = Log::read_from_head(b"a\n");
+    let (log, mut f, read) = TestLog::read_from_head(b"a\n");
     assert_eq!(read, ["a"]);
     std::fs::remove_file(&log.path).expect("remove");
     assert!(poll(&mut f).is_empty());
@@ -308,7 +308,7 @@ fn deleted_and_recreated() {
 // read from its start, nothing of the old one twice.
 #[test]
 fn replaced_by_a_symlink_to_another_file_reads_that_file() {
-    let (log, mut f, read) = Log::read_from_head(b"a\n");
+    let (log, mut f, read) = TestLog::read_from_head(b"a\n");
     assert_eq!(read, ["a"]);
     let other = log.sibling("other.log");
     std::fs::write(&other, "x\ny\n").expect("write");
@@ -324,7 +324,7 @@ fn replaced_by_a_symlink_to_another_file_reads_that_file() {
 // is, and a file put back is read.
 #[test]
 fn a_folder_fifo_or_device_at_the_path_is_refused_and_a_file_put_back_is_read() {
-    let (log, mut f, read) = Log::read_from_head(b"a\n");
+    let (log, mut f, read) = TestLog::read_from_head(b"a\n");
     assert_eq!(read, ["a"]);
     std::fs::remove_file(&log.path).expect("remove");
     std::fs::create_dir(&log.path).expect("mkdir");
@@ -350,7 +350,7 @@ fn a_folder_fifo_or_device_at_the_path_is_refused_and_a_file_put_back_is_read() 
 // the budget in `read_to_end`, the first poll reads it all.
 #[test]
 fn a_poll_reads_at_most_its_budget_and_the_next_goes_on() {
-    let log = Log::new();
+    let log = TestLog::new();
     let line = format!("{}\n", "z".repeat(99));
     log.append(line.repeat(20_000).as_bytes());
     let mut f = log.follower(Start::Head).with_budget(CHUNK as u64);
@@ -368,7 +368,7 @@ fn a_poll_reads_at_most_its_budget_and_the_next_goes_on() {
 
 #[test]
 fn a_checkpoint_resumes_exactly() {
-    let (log, f, read) = Log::read_from_head(b"1\n2\npart");
+    let (log, f, read) = TestLog::read_from_head(b"1\n2\npart");
     assert_eq!(read, ["1", "2"]);
     let checkpoint = f.checkpoint().expect("checkpoint");
     assert_eq!(checkpoint.offset, 4, "before the incomplete line");
@@ -389,7 +389,7 @@ fn a_checkpoint_resumes_exactly() {
 
 #[test]
 fn a_checkpoint_of_another_file_reads_the_new_one_whole() {
-    let log = Log::new();
+    let log = TestLog::new();
     log.append(b"old 1\nold 2\n");
     let mut f = log.follower(Start::Head);
     poll(&mut f);
@@ -409,7 +409,7 @@ fn a_checkpoint_of_another_file_reads_the_new_one_whole() {
 
 #[test]
 fn globs_expand_to_existing_files_and_plain_paths_stay() {
-    let log = Log::new();
+    let log = TestLog::new();
     log.append(b"x\n");
     std::fs::write(log.sibling("other.log"), b"").expect("write");
     std::fs::write(log.sibling("notes.txt"), b"").expect("write");
@@ -427,7 +427,7 @@ fn globs_expand_to_existing_files_and_plain_paths_stay() {
 
 #[tokio::test]
 async fn inotify_wakes_on_a_write_and_polling_without_it() {
-    let log = Log::new();
+    let log = TestLog::new();
     log.append(b"x\n");
     let slow = Duration::from_secs(3600);
     let wakeups = watch(
@@ -467,7 +467,7 @@ proptest! {
         lines in prop::collection::vec("[a-z \r]{0,20}", 0..30),
         cuts in prop::collection::vec(0usize..64, 0..20),
     ) {
-        let log = Log::new();
+        let log = TestLog::new();
         std::fs::write(&log.path, b"").expect("create");
         let mut f = Follower::new(log.path.clone(), Start::Head, DEFAULT_MAX_LINE, None);
         let text: Vec<u8> = lines.iter().flat_map(|l| format!("{l}\n").into_bytes()).collect();
@@ -492,7 +492,7 @@ proptest! {
 /// lines included, until the old file has been idle for the configured time.
 #[test]
 fn a_rotated_file_is_followed_while_its_writer_keeps_writing() {
-    let (log, f, read) = Log::read_from_head(b"a\n");
+    let (log, f, read) = TestLog::read_from_head(b"a\n");
     let mut f = f.with_rotated_idle(Duration::from_millis(300));
     assert_eq!(read, ["a"]);
     let mut writer = OpenOptions::new()
@@ -525,7 +525,7 @@ fn a_rotated_file_is_followed_while_its_writer_keeps_writing() {
 /// `MAX_ROTATED` old files are followed: the oldest is let go first.
 #[test]
 fn rotated_files_followed_are_bounded() {
-    let (log, mut f, _) = Log::read_from_head(b"0\n");
+    let (log, mut f, _) = TestLog::read_from_head(b"0\n");
     let mut writers = Vec::new();
     for n in 0..MAX_ROTATED + 2 {
         writers.push(
@@ -551,7 +551,7 @@ fn rotated_files_followed_are_bounded() {
 
 /// A writer that never reopens (Python's `FileHandler`) under logrotate's `create`.
 struct Rotation {
-    log: Log,
+    log: TestLog,
     /// The app's handle, opened before the rotation: it writes to `auth.log.1` after it.
     app: std::fs::File,
     follower: Follower,
@@ -561,7 +561,7 @@ impl Rotation {
     /// `auth.log` read from its head, then rotated to `auth.log.1` with a new empty
     /// `auth.log`, and the rotation seen by a poll.
     fn new() -> Self {
-        let (log, mut follower, read) = Log::read_from_head(b"first\n");
+        let (log, mut follower, read) = TestLog::read_from_head(b"first\n");
         assert_eq!(read, ["first"]);
         let app = OpenOptions::new()
             .append(true)
@@ -593,7 +593,7 @@ impl Rotation {
 /// A file rotated while still empty, its first lines written after: found again too.
 #[test]
 fn a_file_rotated_empty_and_written_after_is_resumed_once() {
-    let log = Log::new();
+    let log = TestLog::new();
     log.append(b"");
     let mut f = log.follower(Start::Head);
     assert!(poll(&mut f).is_empty());

@@ -122,7 +122,7 @@ fn push(times: &mut VecDeque<UnixMs>, at: UnixMs, window: i64, maxretry: usize) 
     }
 }
 
-struct Node {
+struct TrackedNode {
     window: Window,
     target: IpNet,
     /// Toward the least recently failed; [`NIL`] at the end. In a free node, unused.
@@ -140,7 +140,7 @@ struct Node {
 /// Failing targets with their windows, in order of their last failure, at most
 /// `capacity` of them.
 pub struct Failing {
-    nodes: Vec<Node>,
+    nodes: Vec<TrackedNode>,
     index: HashTable<u32>,
     keys: RandomState,
     /// Nodes whose target's window changed since the last save (each once, by its flag;
@@ -241,7 +241,7 @@ impl Failing {
             self.remove_lru();
         }
         let hash = self.hash(&target);
-        let node = Node {
+        let node = TrackedNode {
             window,
             target,
             older: NIL,
@@ -401,9 +401,9 @@ mod tests {
     #[test]
     fn a_node_is_small() {
         assert!(
-            std::mem::size_of::<Node>() <= 48,
+            std::mem::size_of::<TrackedNode>() <= 48,
             "{}",
-            std::mem::size_of::<Node>()
+            std::mem::size_of::<TrackedNode>()
         );
         assert_eq!(std::mem::size_of::<Window>(), 16);
     }
