@@ -1,6 +1,7 @@
 //! The house plan, checked: each module of the crate sits in a layer, and imports only
-//! go down (or sideways within a layer, without a loop). `docs/architecture.md` draws the
-//! same table; a module missing from it fails here until it is placed.
+//! go down (or sideways within a layer, without a loop); so do the daemon's parts, one
+//! floor further in. `docs/architecture.md` draws the same tables; a module missing from
+//! them fails here until it is placed.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -20,9 +21,27 @@ const LAYERS: [&[&str]; 8] = [
     &["cli"],
 ];
 
+/// The daemon's parts, from the ground up (`daemon/mod.rs`, which runs them all, is
+/// above them, and its tests beside).
+const DAEMON_LAYERS: [&[&str]; 7] = [
+    &["log_once", "kernel", "table", "jails"],
+    &["fleet"],
+    &["follow"],
+    &["persist"],
+    &["restore"],
+    &["agent"],
+    &["requests", "guard"],
+];
+
 /// The first segments of every `crate::` path in `text`: `crate::a::b` and each item of
 /// `crate::{a::b, c}`.
 fn imported(text: &str) -> BTreeSet<String> {
+    imported_after(text, "crate::")
+}
+
+/// The first segments of every path in `text` that starts with `prefix` (`crate::` or
+/// `super::`).
+fn imported_after(text: &str, prefix: &str) -> BTreeSet<String> {
     let mut found = BTreeSet::new();
     let word = |rest: &str| -> String {
         rest.chars()
@@ -30,8 +49,8 @@ fn imported(text: &str) -> BTreeSet<String> {
             .collect()
     };
     let mut rest = text;
-    while let Some(at) = rest.find("crate::") {
-        rest = &rest[at + "crate::".len()..];
+    while let Some(at) = rest.find(prefix) {
+        rest = &rest[at + prefix.len()..];
         if let Some(group) = rest.strip_prefix('{') {
             // The top-level items of the group, nested groups skipped.
             let mut depth = 0;
@@ -104,17 +123,52 @@ fn imports(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
     graph
 }
 
-fn layer_of(module: &str) -> Option<usize> {
-    LAYERS.iter().position(|layer| layer.contains(&module))
+/// The parts of the daemon each of its files imports (`super::part`).
+fn daemon_imports(daemon: &Path) -> BTreeMap<String, BTreeSet<String>> {
+    let mut graph = BTreeMap::new();
+    for entry in std::fs::read_dir(daemon)
+        .expect("read src/daemon")
+        .filter_map(Result::ok)
+    {
+        let path = entry.path();
+        let name = path
+            .file_stem()
+            .and_then(|stem| stem.to_str())
+            .unwrap_or_default()
+            .to_owned();
+        // `mod.rs` is the daemon itself (its `super::` is the crate), and the tests are
+        // above everything they test.
+        if ["mod", "tests"].contains(&name.as_str()) {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("read a source file");
+        let mut used = imported_after(&text, "super::");
+        used.remove(&name);
+        graph.insert(name, used);
+    }
+    graph
+}
+
+fn layer_of(layers: &[&[&str]], module: &str) -> Option<usize> {
+    layers.iter().position(|layer| layer.contains(&module))
 }
 
 /// What breaks the plan: a module in no layer, an import of a layer above, a loop.
 fn violations(graph: &BTreeMap<String, BTreeSet<String>>) -> Vec<String> {
+    violations_of(graph, &LAYERS, "LAYERS")
+}
+
+/// What breaks `layers` (named `table` in src/layers.rs).
+fn violations_of(
+    graph: &BTreeMap<String, BTreeSet<String>>,
+    layers: &[&[&str]],
+    table: &str,
+) -> Vec<String> {
     let mut wrong = Vec::new();
     for (module, used) in graph {
-        let Some(own) = layer_of(module) else {
+        let Some(own) = layer_of(layers, module) else {
             wrong.push(format!(
-                "{module} is in no layer: place it in LAYERS (src/layers.rs) and in \
+                "{module} is in no layer: place it in {table} (src/layers.rs) and in \
                  docs/architecture.md"
             ));
             continue;
@@ -124,7 +178,7 @@ fn violations(graph: &BTreeMap<String, BTreeSet<String>>) -> Vec<String> {
             if !graph.contains_key(other) {
                 continue;
             }
-            if layer_of(other).is_some_and(|theirs| theirs > own) {
+            if layer_of(layers, other).is_some_and(|theirs| theirs > own) {
                 wrong.push(format!(
                     "{module} (layer {own}) imports {other}, a layer above"
                 ));
@@ -169,6 +223,14 @@ fn imports_only_go_down_and_never_in_a_loop() {
     let graph = imports(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"));
     assert!(graph.len() > 10, "read the crate's modules: {graph:?}");
     let wrong = violations(&graph);
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+#[test]
+fn the_daemons_parts_import_only_parts_below_them() {
+    let graph = daemon_imports(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src/daemon"));
+    assert!(graph.contains_key("agent"), "read the daemon's parts: {graph:?}");
+    let wrong = violations_of(&graph, &DAEMON_LAYERS, "DAEMON_LAYERS");
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
 
