@@ -229,7 +229,10 @@ fn imports_only_go_down_and_never_in_a_loop() {
 #[test]
 fn the_daemons_parts_import_only_parts_below_them() {
     let graph = daemon_imports(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src/daemon"));
-    assert!(graph.contains_key("agent"), "read the daemon's parts: {graph:?}");
+    assert!(
+        graph.contains_key("agent"),
+        "read the daemon's parts: {graph:?}"
+    );
     let wrong = violations_of(&graph, &DAEMON_LAYERS, "DAEMON_LAYERS");
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }

@@ -100,12 +100,12 @@ fn ends_later(new: Expiry, old: Expiry) -> bool {
 
 pub struct Agent {
     /// The configuration file, re-read by `reload`.
-    pub(super) path: PathBuf,
+    path: PathBuf,
     /// The global settings in force (jail settings live in `jails`).
-    pub(super) global: Global,
-    pub(super) kernel: Box<dyn Kernel>,
-    pub(super) jails: Jails,
-    pub(super) bans: Bans,
+    global: Global,
+    kernel: Box<dyn Kernel>,
+    jails: Jails,
+    bans: Bans,
     logs: Logs,
     persist: Persist,
     /// The fleet, when this host is part of one.
@@ -114,7 +114,7 @@ pub struct Agent {
     /// Last kernel counters seen per jail id (dropped packets, bytes), for the metrics.
     kernel_seen: BTreeMap<u32, (u64, u64)>,
     /// The hook of each attached interface, for `status`, `stats` and the metrics.
-    pub(super) hooks: Vec<InterfaceHook>,
+    hooks: Vec<InterfaceHook>,
 }
 
 impl Agent {
@@ -197,6 +197,71 @@ impl Agent {
         };
         self.jails.insert(run.config.name.clone(), run);
         Ok(())
+    }
+
+    /// Builds `jail` anew in place of the running one of its name (a reload changed it):
+    /// its bans and its count of bans stay, and so do the failures counted so far, under
+    /// the new rules (unless counted per other prefixes).
+    pub(super) fn replace_jail(&mut self, jail: Jail) -> anyhow::Result<()> {
+        let name = jail.name.clone();
+        let old = self.jails.remove(&name);
+        self.add_jail(jail)?;
+        if let (Some(mut old), Some(new)) = (old, self.jails.get_mut(&name)) {
+            new.total_banned = old.total_banned;
+            std::mem::swap(old.detector.tracker_mut(), new.detector.tracker_mut());
+            new.detector.keep_stats(old.detector.stats());
+            let rules = new.config.rules.clone();
+            new.detector.tracker_mut().set_rules(rules);
+        }
+        Ok(())
+    }
+
+    /// The global settings of a reload, in force from now.
+    pub(super) fn set_global(&mut self, global: Global) {
+        self.global = global;
+    }
+
+    /// The running jails.
+    pub(super) fn jails(&self) -> &Jails {
+        &self.jails
+    }
+
+    /// The running jail `name`, or an error that lists the running ones.
+    pub(super) fn jail(&self, name: &str) -> anyhow::Result<&JailRun> {
+        self.jails.get(name).with_context(|| self.no_jail(name))
+    }
+
+    /// The running jail `name`, to change until the next reload.
+    pub(super) fn jail_mut(&mut self, name: &str) -> anyhow::Result<&mut JailRun> {
+        let no_jail = self.no_jail(name);
+        self.jails.get_mut(name).context(no_jail)
+    }
+
+    fn no_jail(&self, name: &str) -> String {
+        let names: Vec<&str> = self.jails.keys().map(String::as_str).collect();
+        format!(
+            "no jail {name:?}; the running jails are: {} (see `ban-agent status`)",
+            if names.is_empty() {
+                "none".to_owned()
+            } else {
+                names.join(", ")
+            }
+        )
+    }
+
+    /// The bans in force.
+    pub(super) fn bans(&self) -> &Bans {
+        &self.bans
+    }
+
+    /// The ban maps.
+    pub(super) fn kernel(&self) -> &dyn Kernel {
+        self.kernel.as_ref()
+    }
+
+    /// The hook of each attached interface.
+    pub(super) fn hooks(&self) -> &[InterfaceHook] {
+        &self.hooks
     }
 
     /// Removes jail `name` (its bans lifted before): its kernel id is freed.

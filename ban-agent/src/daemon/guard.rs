@@ -166,11 +166,11 @@ impl Guard {
 
     fn check_pins(&mut self, agent: &Agent) {
         let links_pinned = self.links.as_ref().is_none_or(HeldLinks::pinned);
-        if agent.kernel.pinned() && links_pinned {
+        if agent.kernel().pinned() && links_pinned {
             return;
         }
         let pin_dir = &agent.global().pin_dir;
-        let repinned = agent.kernel.repin().and_then(|()| match &mut self.links {
+        let repinned = agent.kernel().repin().and_then(|()| match &mut self.links {
             Some(links) => links.repin(),
             None => Ok(()),
         });

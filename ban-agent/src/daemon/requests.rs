@@ -45,9 +45,9 @@ impl Agent {
         let result = match request {
             Request::Ping => Ok(Reply::Pong),
             Request::Status { jail: None } => Ok(Reply::Overview {
-                jails: self.jails.keys().cloned().collect(),
-                currently_banned: self.bans.len() as u64,
-                interfaces: self.hooks.clone(),
+                jails: self.jails().keys().cloned().collect(),
+                currently_banned: self.bans().len() as u64,
+                interfaces: self.hooks().to_vec(),
                 fleet: self.fleet_status(),
                 state: self.state_status(),
             }),
@@ -90,7 +90,7 @@ impl Agent {
             }
             Request::Stop { detach } => {
                 after = After::Stop { detach };
-                let message = match (self.kernel.writes(), detach) {
+                let message = match (self.kernel().writes(), detach) {
                     (false, _) => "stopping; a dry run attached nothing and banned nothing",
                     (true, true) => {
                         "stopping; the datapath is detached and every ban lifted (they are \
@@ -110,22 +110,8 @@ impl Agent {
         (reply, after)
     }
 
-    fn jail_named(&self, jail: &str) -> anyhow::Result<&super::jails::JailRun> {
-        self.jails.get(jail).with_context(|| {
-            let names: Vec<&str> = self.jails.keys().map(String::as_str).collect();
-            format!(
-                "no jail {jail:?}; the running jails are: {} (see `ban-agent status`)",
-                if names.is_empty() {
-                    "none".to_owned()
-                } else {
-                    names.join(", ")
-                }
-            )
-        })
-    }
-
     fn status(&self, jail: &str, now: Now) -> anyhow::Result<JailStatus> {
-        let run = self.jail_named(jail)?;
+        let run = self.jail(jail)?;
         let tracker = run.detector.tracker();
         // The whole list of a jail under attack would not fit in a reply (nor on a screen).
         let mut banned = self.bans_of(jail);
@@ -135,7 +121,7 @@ impl Agent {
             currently_failed: tracker.currently_failing(now.wall) as u64,
             total_failed: tracker.total_failed(),
             files: self.files_of(jail),
-            currently_banned: self.bans.count_of(jail),
+            currently_banned: self.bans().count_of(jail),
             total_banned: run.total_banned,
             banned,
             bantime: applied_bantime(&run.config),
@@ -158,7 +144,7 @@ impl Agent {
             force,
             local,
         } = how;
-        let run = self.jail_named(jail)?;
+        let run = self.jail(jail)?;
         let target = target.trunc();
         let ignore = self.ignore_list(run.config.ignoreip.clone());
         if let Some(why) = ignore.spares(&target)
@@ -221,18 +207,18 @@ impl Agent {
         now: Now,
     ) -> anyhow::Result<Reply> {
         if let Some(jail) = jail {
-            self.jail_named(jail)?;
+            self.jail(jail)?;
         }
         let target = target.trunc();
         let jails: Vec<String> = self
-            .bans
+            .bans()
             .iter()
             .filter(|&(name, t, _)| t == target && jail.is_none_or(|j| j == name))
             .map(|(name, _, _)| name.to_owned())
             .collect();
         if jails.is_empty() {
             let covering: Vec<String> = self
-                .bans
+                .bans()
                 .iter()
                 .filter(|&(name, t, _)| t.contains(&target) && jail.is_none_or(|j| j == name))
                 .map(|(name, t, _)| format!("{t} in {name}"))
@@ -270,7 +256,7 @@ impl Agent {
 
     fn unban_all(&mut self, now: Now) -> anyhow::Result<Reply> {
         let all: Vec<(String, IpNet)> = self
-            .bans
+            .bans()
             .iter()
             .map(|(jail, target, _)| (jail.to_owned(), target))
             .collect();
@@ -282,7 +268,7 @@ impl Agent {
 
     fn banned(&self, target: Option<IpNet>, now: Now) -> Vec<BanInfo> {
         let mut bans: Vec<BanInfo> = self
-            .bans
+            .bans()
             .iter()
             .filter(|(_, t, _)| target.is_none_or(|asked| t.contains(&asked) || asked.contains(t)))
             .map(|(jail, t, ban)| BanInfo {
@@ -298,7 +284,7 @@ impl Agent {
     }
 
     fn get(&self, jail: &str, key: JailKey) -> anyhow::Result<Reply> {
-        let config = &self.jail_named(jail)?.config;
+        let config = &self.jail(jail)?.config;
         let value = match key {
             JailKey::Maxretry => config.rules.maxretry.to_string(),
             JailKey::Findtime => crate::duration::show(config.rules.findtime),
@@ -312,10 +298,7 @@ impl Agent {
     /// `set JAIL bantime|findtime|maxretry VALUE`: in force until the next reload, as
     /// `fail2ban-client set` does. Failures counted so far stay.
     fn set(&mut self, jail: &str, key: SetKey, value: &str) -> anyhow::Result<Reply> {
-        let run = self
-            .jails
-            .get_mut(jail)
-            .with_context(|| format!("no jail {jail}: `ban-agent status` lists the jails"))?;
+        let run = self.jail_mut(jail)?;
         let text = value.trim();
         let duration = || {
             crate::duration::parse(text)
@@ -361,7 +344,7 @@ impl Agent {
     }
 
     fn set_ignoreip(&mut self, jail: &str, target: IpNet, add: bool) -> anyhow::Result<Reply> {
-        let mut ignoreip = self.jail_named(jail)?.config.ignoreip.clone();
+        let mut ignoreip = self.jail(jail)?.config.ignoreip.clone();
         let target = target.trunc();
         let present = ignoreip.contains(&target);
         let message = match (add, present) {
@@ -390,16 +373,15 @@ impl Agent {
             }
         };
         let ignore = self.ignore_list(ignoreip.clone());
-        if let Some(run) = self.jails.get_mut(jail) {
-            run.config.ignoreip = ignoreip;
-            run.detector.set_ignore(ignore);
-        }
+        let run = self.jail_mut(jail)?;
+        run.config.ignoreip = ignoreip;
+        run.detector.set_ignore(ignore);
         Ok(Reply::Done { message })
     }
 
     fn stats(&self) -> anyhow::Result<Reply> {
         let names: BTreeMap<u32, String> = self
-            .jails
+            .jails()
             .iter()
             .map(|(name, run)| (run.id, name.clone()))
             .collect();
@@ -407,14 +389,14 @@ impl Agent {
             .values()
             .map(|name| (name.clone(), JailStats::default()))
             .collect();
-        for (id, c) in self.kernel.counters()? {
+        for (id, c) in self.kernel().counters()? {
             if let Some(name) = names.get(&id) {
                 jails.insert(name.clone(), JailStats::from(c));
             }
         }
         Ok(Reply::Stats {
             jails,
-            interfaces: self.hooks.clone(),
+            interfaces: self.hooks().to_vec(),
         })
     }
 
@@ -422,16 +404,19 @@ impl Agent {
     /// that is gone or disabled has its bans lifted. With `only`, the other jails keep
     /// running as they are and global settings are not applied.
     pub fn reload(&mut self, only: Option<&str>, now: Now) -> anyhow::Result<String> {
-        let fresh = Config::load(&self.path)?;
+        let fresh = Config::load(self.config_path())?;
         // As at the start: a jail whose log is not there is refused (the configuration
         // in force stays), unless it says it may appear later.
-        for missing in fresh.check_logs(!self.kernel.writes())? {
+        for missing in fresh.check_logs(!self.kernel().writes())? {
             tracing::warn!("{missing}");
         }
         let wanted: Vec<Jail> = match only {
             Some(name) => {
-                if !self.jails.contains_key(name) && fresh.jail(name).is_none() {
-                    bail!("no jail {name:?} in {} nor running", self.path.display());
+                if !self.jails().contains_key(name) && fresh.jail(name).is_none() {
+                    bail!(
+                        "no jail {name:?} in {} nor running",
+                        self.config_path().display()
+                    );
                 }
                 fresh
                     .enabled()
@@ -442,7 +427,7 @@ impl Agent {
             None => fresh.enabled().cloned().collect(),
         };
         let gone: Vec<String> = self
-            .jails
+            .jails()
             .keys()
             .filter(|name| only.is_none_or(|o| o == *name))
             .filter(|name| !wanted.iter().any(|j| &j.name == *name))
@@ -462,34 +447,24 @@ impl Agent {
             let name = jail.name.clone();
             // Unchanged: it goes on as it is, its tracker and counts untouched.
             if self
-                .jails
+                .jails()
                 .get(&name)
                 .is_some_and(|run| run.config.same_as(&jail))
             {
                 continue;
             }
-            let old = self.jails.remove(&name);
-            self.add_jail(jail)?;
-            if let (Some(mut old), Some(new)) = (old, self.jails.get_mut(&name)) {
-                new.total_banned = old.total_banned;
-                // Failures counted so far still count under the new rules, unless they
-                // were counted per other prefixes.
-                std::mem::swap(old.detector.tracker_mut(), new.detector.tracker_mut());
-                new.detector.keep_stats(old.detector.stats());
-                let rules = new.config.rules.clone();
-                new.detector.tracker_mut().set_rules(rules);
-            }
+            self.replace_jail(jail)?;
             changed.push(name);
         }
         if only.is_none() {
-            if fresh.global.fleet != self.global.fleet {
+            if fresh.global.fleet != self.global().fleet {
                 tracing::warn!(
                     "[fleet] changed in {}: the fleet's settings take effect at the next start \
                      (`ban-agent stop` and start again; bans stay in force)",
-                    self.path.display()
+                    self.config_path().display()
                 );
             }
-            self.global = fresh.global;
+            self.set_global(fresh.global);
         }
         self.publish_ports()?;
         self.open_logs();
