@@ -79,6 +79,23 @@ fn imported_after(text: &str, prefix: &str) -> BTreeSet<String> {
     found
 }
 
+/// The modules in `dir` (files and folders), by name.
+fn modules(dir: &Path) -> Vec<(String, std::path::PathBuf)> {
+    std::fs::read_dir(dir)
+        .expect("read a source folder")
+        .filter_map(Result::ok)
+        .map(|entry| {
+            let path = entry.path();
+            let name = path
+                .file_stem()
+                .and_then(|stem| stem.to_str())
+                .unwrap_or_default()
+                .to_owned();
+            (name, path)
+        })
+        .collect()
+}
+
 /// The modules each top-level module of `src` imports (its files and folders together).
 fn imports(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
     fn files(path: &Path, out: &mut Vec<std::path::PathBuf>) {
@@ -97,16 +114,7 @@ fn imports(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
         }
     }
     let mut graph = BTreeMap::new();
-    for entry in std::fs::read_dir(src)
-        .expect("read src")
-        .filter_map(Result::ok)
-    {
-        let path = entry.path();
-        let name = path
-            .file_stem()
-            .and_then(|stem| stem.to_str())
-            .unwrap_or_default()
-            .to_owned();
+    for (name, path) in modules(src) {
         if ["lib", "main", "layers"].contains(&name.as_str()) {
             continue;
         }
@@ -126,16 +134,7 @@ fn imports(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
 /// The parts of the daemon each of its files imports (`super::part`).
 fn daemon_imports(daemon: &Path) -> BTreeMap<String, BTreeSet<String>> {
     let mut graph = BTreeMap::new();
-    for entry in std::fs::read_dir(daemon)
-        .expect("read src/daemon")
-        .filter_map(Result::ok)
-    {
-        let path = entry.path();
-        let name = path
-            .file_stem()
-            .and_then(|stem| stem.to_str())
-            .unwrap_or_default()
-            .to_owned();
+    for (name, path) in modules(daemon) {
         // `mod.rs` is the daemon itself (its `super::` is the crate), and the tests are
         // above everything they test.
         if ["mod", "tests"].contains(&name.as_str()) {

@@ -38,21 +38,15 @@ pub(super) fn restore(
     own: &[IpAddr],
     now: Now,
 ) -> anyhow::Result<Vec<(String, IpNet, ActiveBan)>> {
-    let Holders {
-        kernel,
-        jails,
-        bans,
-        persist,
-    } = into;
-    let mut in_kernel = InKernel::new(kernel.list()?);
-    bans.reserve(saved.len().max(in_kernel.bans.len()));
+    let mut in_kernel = InKernel::new(into.kernel.list()?);
+    into.bans.reserve(saved.len().max(in_kernel.bans.len()));
     let mut ended = Vec::new();
     let mut restored = 0usize;
     // A state written by hand, or by a broken disk, never bans what no path may ban.
     let never = IgnoreList::new(Vec::new(), own.to_vec());
     for ban in saved {
         let spared = never.spares(&ban.target);
-        let id = jails.get(&ban.jail).map(|run| run.id);
+        let id = into.jails.get(&ban.jail).map(|run| run.id);
         let (Some(id), None) = (id, spared) else {
             if let Some(why) = spared {
                 warn!(jail = ban.jail, ip = %ban.target, "a saved ban is dropped: {why}");
@@ -60,9 +54,9 @@ pub(super) fn restore(
             if let Some(id) = id
                 && in_kernel.remove(&(id, ban.target)).is_some()
             {
-                kernel.unban(id, ban.target)?;
+                into.kernel.unban(id, ban.target)?;
             }
-            persist.stage_lift(&ban.jail, ban.target);
+            into.persist.stage_lift(&ban.jail, ban.target);
             continue;
         };
         let left = ban.remaining(now.wall);
@@ -74,9 +68,9 @@ pub(super) fn restore(
         };
         if left.is_some_and(|left| left.is_zero()) {
             if in_kernel.remove(&(id, ban.target)).is_some() {
-                kernel.unban(id, ban.target)?;
+                into.kernel.unban(id, ban.target)?;
             }
-            persist.stage_lift(&ban.jail, ban.target);
+            into.persist.stage_lift(&ban.jail, ban.target);
             ended.push((ban.jail, ban.target, active));
             continue;
         }
@@ -84,20 +78,14 @@ pub(super) fn restore(
             Some(expiry) if !expiry.expired(now.boot) => expiry,
             _ => {
                 let expiry = left.map_or(Expiry::Never, |left| Expiry::after(now.boot, left));
-                kernel.ban(id, ban.target, expiry)?;
+                into.kernel.ban(id, ban.target, expiry)?;
                 expiry
             }
         };
-        in_force(jails, bans, &ban.jail, ban.target, active);
+        in_force(into.jails, into.bans, &ban.jail, ban.target, active);
         restored += 1;
     }
-    let holders = Holders {
-        kernel,
-        jails,
-        bans,
-        persist,
-    };
-    let adopted = adopt(in_kernel, holders, &never, now)?;
+    let adopted = adopt(in_kernel, into, &never, now)?;
     if restored + adopted > 0 {
         info!(restored, adopted, "bans in force at start");
     }
