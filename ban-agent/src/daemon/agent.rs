@@ -44,7 +44,7 @@ pub struct Setup {
     pub own: Vec<IpAddr>,
     pub zone: TimeZone,
     pub metrics: Arc<Metrics>,
-    /// Where hooks go; `None` runs none (tests).
+    /// Where `on_ban`/`on_unban` actions go; `None` runs none (tests).
     pub events: Option<Events>,
 }
 
@@ -514,7 +514,7 @@ impl Agent {
             .jails
             .get(jail)
             .ok_or_else(|| BanError::NoJail(jail.to_owned()))?;
-        let (id, hook) = (run.id, run.config.on_ban.clone());
+        let (id, action) = (run.id, run.config.on_ban.clone());
         if let Err(e) = self.kernel.ban(id, target, ban.expiry) {
             // Not in force: the saved ban goes back to what the kernel holds. (Its count in
             // the history stays: a kernel that refuses bans is rare, and said loudly.)
@@ -559,7 +559,7 @@ impl Agent {
             reason: reason.to_owned(),
             at: now.wall,
         };
-        self.emit(event, hook.as_ref());
+        self.emit(event, action.as_ref());
         Ok(BanOutcome::New)
     }
 
@@ -620,7 +620,7 @@ impl Agent {
         }
     }
 
-    /// Says that a ban ended: the metric, the log line and the `on_unban` hook.
+    /// Says that a ban ended: the metric, the log line and the `on_unban` action.
     pub(super) fn unbanned(
         &self,
         jail: &str,
@@ -647,16 +647,16 @@ impl Agent {
             reason: reason.to_owned(),
             at: now.wall,
         };
-        let hook = self
+        let action = self
             .jails
             .get(jail)
             .and_then(|run| run.config.on_unban.as_ref());
-        self.emit(event, hook);
+        self.emit(event, action);
     }
 
-    fn emit(&self, event: Event, hook: Option<&crate::config::Action>) {
+    fn emit(&self, event: Event, action: Option<&crate::config::Action>) {
         if let Some(events) = &self.setup.events {
-            events.emit(event, hook);
+            events.emit(event, action);
         }
     }
 

@@ -21,7 +21,7 @@ pub mod mail;
 
 /// Events waiting for their actions at most.
 const QUEUE: usize = 4096;
-/// Hooks running at once at most.
+/// Actions running at once at most.
 const CONCURRENT: usize = 16;
 
 /// What happened.
