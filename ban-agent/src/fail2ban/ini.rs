@@ -23,14 +23,14 @@ const MAX_INCLUDE_DEPTH: usize = 16;
 
 /// A value and where it was written.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Setting {
+pub struct IniValue {
     pub value: String,
     pub file: Arc<Path>,
     /// 1-based line of the key.
     pub line: usize,
 }
 
-impl Setting {
+impl IniValue {
     /// `file:line`, for messages.
     pub fn at(&self) -> String {
         format!("{}:{}", self.file.display(), self.line)
@@ -38,7 +38,7 @@ impl Setting {
 }
 
 /// Options of one section, in the order written; keys lower-cased.
-pub type Section = LinkedHashMap<String, Setting>;
+pub type Section = LinkedHashMap<String, IniValue>;
 
 /// One or more files merged as fail2ban merges them.
 #[derive(Clone, Debug, Default)]
@@ -95,7 +95,7 @@ impl Ini {
             let (name, section) = conditional(name, section);
             match self.sections.get_mut(&name) {
                 Some(existing) => {
-                    let known: Vec<(String, Setting)> = existing
+                    let known: Vec<(String, IniValue)> = existing
                         .iter()
                         .filter(|(key, _)| section.contains_key(*key))
                         .map(|(k, v)| (k.clone(), v.clone()))
@@ -303,7 +303,7 @@ pub fn parse(file: &Path, text: &str) -> Result<Ini, Fail2banError> {
         let value = content[at + 1..].trim().to_owned();
         target(&mut ini, current).replace(
             name.clone(),
-            Setting {
+            IniValue {
                 value,
                 file: file.clone(),
                 line: number,

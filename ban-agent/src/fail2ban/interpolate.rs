@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use super::{
     Fail2banError,
-    ini::{Ini, Setting},
+    ini::{Ini, IniValue},
 };
 
 /// Python's `MAX_INTERPOLATION_DEPTH`.
@@ -73,7 +73,7 @@ impl Ini {
 
     /// The raw value of `option` as `get` sees it: the jail's vars, then the section, then
     /// `[DEFAULT]`; with where it was written when it comes from a file.
-    fn raw(&self, section: &str, option: &str, vars: &Vars) -> Option<(String, Option<&Setting>)> {
+    fn raw(&self, section: &str, option: &str, vars: &Vars) -> Option<(String, Option<&IniValue>)> {
         if let Some(value) = vars
             .iter()
             .find(|(k, _)| k.to_lowercase() == option)
@@ -98,7 +98,7 @@ impl Ini {
         section: &str,
         var: &str,
         vars: &Vars,
-    ) -> Option<(String, Option<&Setting>)> {
+    ) -> Option<(String, Option<&IniValue>)> {
         if let Some(found) = self.raw(section, var, vars) {
             return Some(found);
         }
@@ -123,14 +123,14 @@ impl Ini {
         &self,
         section: &str,
         option: &str,
-        entry: Option<&Setting>,
+        entry: Option<&IniValue>,
         mut rest: &str,
         vars: &Vars,
         out: &mut String,
         depth: usize,
     ) -> Result<(), Fail2banError> {
         let fail = |problem: String| Fail2banError::Interpolation {
-            at: entry.map_or_else(|| "the jail's options".to_owned(), Setting::at),
+            at: entry.map_or_else(|| "the jail's options".to_owned(), IniValue::at),
             section: section.to_owned(),
             key: option.to_owned(),
             problem,
