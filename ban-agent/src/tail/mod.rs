@@ -23,6 +23,7 @@
 //! When to poll is the business of [`watch`]: inotify through `notify`, with a polling
 //! fallback.
 
+pub mod container;
 pub mod journal;
 mod lines;
 mod watch;
