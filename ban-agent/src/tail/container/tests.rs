@@ -2,11 +2,11 @@ use proptest::prelude::*;
 
 use super::*;
 
+/// A message as the filter got it: text, time, stream.
+type Got = (String, Option<UnixMs>, Option<Stream>);
+
 /// The messages `lines` make, with what each line was.
-fn unwrap_all(
-    unwrapper: &mut Unwrapper,
-    lines: &[&str],
-) -> (Vec<(String, Option<UnixMs>, Option<Stream>)>, Vec<Fed>) {
+fn unwrap_all(unwrapper: &mut Unwrapper, lines: &[&str]) -> (Vec<Got>, Vec<Fed>) {
     let mut messages = Vec::new();
     let fed = lines
         .iter()
