@@ -263,6 +263,13 @@ impl Detector {
         (self.line(line, now), time.map(|(_, format)| format))
     }
 
+    /// Judges a message whose time came with it (a container runtime's), as if read
+    /// then.
+    pub fn replay_dated(&mut self, line: &str, time: UnixMs) -> (Detection, Option<DateFormat>) {
+        let detection = self.detection(line, time, Some(time));
+        (detection, Some(DateFormat::Runtime))
+    }
+
     pub fn stats(&self) -> DetectStats {
         self.stats
     }

@@ -22,7 +22,10 @@ use crate::{
     detect::{DetectStats, Detection, Detector},
     filter::{self, Filter, FilterSpec, date::DateFormat},
     ignore::{self, IgnoreList, Spared},
-    tail::{self, TailStats},
+    tail::{
+        self, TailStats,
+        container::{LogFormat, Streams, UnwrapStats, Unwrapper},
+    },
     tracker::Rules,
 };
 
@@ -98,6 +101,17 @@ pub struct Args {
     print_missed: bool,
     #[arg(long, default_value_t = 1000, value_name = "N")]
     max_missed: usize,
+    /// How the log's lines are wrapped: auto (told from the first line), plain, docker
+    /// (Docker's json-file driver) or cri (containerd, CRI-O, Kubernetes, podman's
+    /// k8s-file). Default: the jail's `log_format`, else auto.
+    #[arg(long, value_name = "FORMAT", value_parser = parse_log_format)]
+    log_format: Option<LogFormat>,
+}
+
+/// `--log-format`.
+fn parse_log_format(text: &str) -> Result<LogFormat, String> {
+    LogFormat::from_name(text)
+        .ok_or_else(|| format!("{text:?}: expected auto, plain, docker or cri"))
 }
 
 /// What the run is testing.
@@ -105,6 +119,9 @@ struct Subject {
     detector: Detector,
     description: String,
     regexes: Vec<String>,
+    /// The jail's `log_format` and `stream` (auto and both without a jail).
+    log_format: LogFormat,
+    streams: Streams,
 }
 
 /// `--now`: epoch seconds (with a fraction) or RFC 3339, in milliseconds.
@@ -136,7 +153,17 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let fallback = args
         .now
         .unwrap_or_else(|| jiff::Timestamp::now().as_millisecond());
-    let tail_stats = read_log(&args.log, &mut |line: &str| report.line(line, fallback))?;
+    let format = args.log_format.unwrap_or(subject.log_format);
+    let mut unwrap = Unwrapper::new(format, tail::DEFAULT_MAX_LINE);
+    let streams = subject.streams;
+    let tail_stats = read_log(&args.log, &mut |line: &str| {
+        unwrap.line(line, &mut |message| {
+            if streams.admits(message.stream) {
+                report.message(message.text, message.time, fallback);
+            }
+        });
+    })?;
+    report.container = (unwrap.format(), unwrap.stats());
     let shown = report.render(
         &subject.description,
         &subject.regexes,
@@ -229,6 +256,8 @@ fn subject(args: &Args) -> anyhow::Result<Subject> {
             regexes: jail.filter.patterns().to_vec(),
             description: format!("jail {name} (filter {})", jail.filter_origin),
             detector: Detector::for_jail(&jail, own, zone),
+            log_format: jail.log_format,
+            streams: jail.stream,
         });
     }
     let (filter, description) = filter_of(args, &zone)?;
@@ -241,6 +270,8 @@ fn subject(args: &Args) -> anyhow::Result<Subject> {
             IgnoreList::default(),
             override_rules(Rules::default()),
         ),
+        log_format: LogFormat::Auto,
+        streams: Streams::Both,
     })
 }
 
@@ -262,6 +293,8 @@ struct Report {
     banned: u64,
     missed: Option<(usize, Vec<String>)>,
     missed_left_out: u64,
+    /// The log's format as read, and what unwrapping it met.
+    container: (LogFormat, UnwrapStats),
 }
 
 impl Report {
@@ -275,11 +308,16 @@ impl Report {
             banned: 0,
             missed: max_missed.map(|max| (max, Vec::new())),
             missed_left_out: 0,
+            container: (LogFormat::Plain, UnwrapStats::default()),
         }
     }
 
-    fn line(&mut self, line: &str, fallback: i64) {
-        let (detection, format) = self.detector.replay(line, fallback);
+    /// One message of the app; `time`: the container runtime's, when it gave one.
+    fn message(&mut self, line: &str, time: Option<i64>, fallback: i64) {
+        let (detection, format) = match time {
+            Some(time) => self.detector.replay_dated(line, time),
+            None => self.detector.replay(line, fallback),
+        };
         match format {
             Some(format) => *self.formats.entry(format).or_default() += 1,
             None => self.no_time += 1,
@@ -345,38 +383,7 @@ impl Report {
             stats.ignored,
             stats.missed
         );
-        if stats.malformed > 0 {
-            let _ = writeln!(
-                out,
-                "       {} missed because they start with {{ but are not JSON",
-                stats.malformed
-            );
-        }
-        if stats.spared > 0 {
-            let _ = writeln!(
-                out,
-                "       {} matched from addresses never banned, not counted: {}",
-                stats.spared,
-                stats.spared_text()
-            );
-        }
-        let overruns = self.detector.overruns();
-        if overruns > 0 {
-            let _ = writeln!(
-                out,
-                "       {overruns} on which a regex gave up after {} backtracking steps (judged as not matching)",
-                crate::fail2ban::regex::BACKTRACK_LIMIT
-            );
-        }
-        if read.invalid_utf8 + read.too_long > 0 {
-            let _ = writeln!(
-                out,
-                "       {} with invalid UTF-8 (read with replacement characters), {} longer than {} bytes (skipped)",
-                read.invalid_utf8,
-                read.too_long,
-                tail::DEFAULT_MAX_LINE
-            );
-        }
+        self.render_line_notes(&mut out, read);
         let _ = writeln!(out, "\nFailregex hits:");
         for (i, (regex, hits)) in regexes.iter().zip(&self.hits).enumerate() {
             let _ = writeln!(out, "  #{:<3} {hits:>10}  {regex}", i + 1);
@@ -405,6 +412,55 @@ impl Report {
             }
         }
         out
+    }
+
+    /// The notes under "Lines:": what was not judged as it was read, and why.
+    fn render_line_notes(&self, out: &mut String, read: &TailStats) {
+        let stats: DetectStats = self.detector.stats();
+        if stats.malformed > 0 {
+            let _ = writeln!(
+                out,
+                "       {} missed because they start with {{ but are not JSON",
+                stats.malformed
+            );
+        }
+        let (format, unwrapped) = self.container;
+        if matches!(format, LogFormat::Docker | LogFormat::Cri) {
+            let _ = writeln!(
+                out,
+                "       a {} container log: {} messages unwrapped, {} lines not of that format \
+                 (skipped), {} messages cut for their length",
+                format.name(),
+                unwrapped.messages,
+                unwrapped.malformed,
+                unwrapped.cut
+            );
+        }
+        if stats.spared > 0 {
+            let _ = writeln!(
+                out,
+                "       {} matched from addresses never banned, not counted: {}",
+                stats.spared,
+                stats.spared_text()
+            );
+        }
+        let overruns = self.detector.overruns();
+        if overruns > 0 {
+            let _ = writeln!(
+                out,
+                "       {overruns} on which a regex gave up after {} backtracking steps (judged as not matching)",
+                crate::fail2ban::regex::BACKTRACK_LIMIT
+            );
+        }
+        if read.invalid_utf8 + read.too_long > 0 {
+            let _ = writeln!(
+                out,
+                "       {} with invalid UTF-8 (read with replacement characters), {} longer than {} bytes (skipped)",
+                read.invalid_utf8,
+                read.too_long,
+                tail::DEFAULT_MAX_LINE
+            );
+        }
     }
 
     fn render_targets(&self, out: &mut String, top: usize) {

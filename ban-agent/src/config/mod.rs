@@ -116,6 +116,10 @@ pub struct Jail {
     pub start: Start,
     /// What a `logpath` that names no file at start means (globs may match nothing).
     pub missing_log: MissingLog,
+    /// How the lines of its files are wrapped (`log_format`: a container runtime's).
+    pub log_format: crate::tail::container::LogFormat,
+    /// Which of a container's streams it reads (`stream`).
+    pub stream: crate::tail::container::Streams,
     /// The journal this jail reads instead of `logpath` (`backend = "systemd"`).
     pub journal: Option<crate::tail::journal::JournalSpec>,
     /// Whether this jail shares its failures and bans with the fleet (`fleet`, true by

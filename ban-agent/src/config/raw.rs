@@ -15,7 +15,10 @@ use super::{
 };
 use crate::{
     datapath::{AttachMode, Protocol},
-    tail::Start,
+    tail::{
+        Start,
+        container::{LogFormat, Streams},
+    },
     tracker::{BanTime, Increment, Rules},
 };
 
@@ -75,6 +78,8 @@ pub(super) struct RawJail {
     pub(super) journalmatch: Option<Vec<Spanned<String>>>,
     pub(super) start: Option<Spanned<String>>,
     pub(super) missing_log: Option<Spanned<String>>,
+    pub(super) log_format: Option<Spanned<String>>,
+    pub(super) stream: Option<Spanned<String>>,
     pub(super) max_tracked: Option<Spanned<i64>>,
     pub(super) max_bans_per_minute: Option<Spanned<i64>>,
     pub(super) on_ban: Option<Spanned<RawAction>>,
@@ -422,6 +427,7 @@ impl<'a> JailCtx<'a> {
             None => BanTime::For(defaults::BANTIME),
         };
         let logpath = self.logpath(base, enabled && journal.is_none())?;
+        let (log_format, stream) = self.container(journal.is_some())?;
         Ok(Jail {
             name: self.name.to_owned(),
             enabled,
@@ -439,6 +445,8 @@ impl<'a> JailCtx<'a> {
             datepattern: self.datepattern(),
             start: self.start()?,
             missing_log: self.missing_log()?,
+            log_format,
+            stream,
             journal,
             fleet: global.fleet.is_some()
                 && self
@@ -903,6 +911,58 @@ impl<'a> JailCtx<'a> {
                 ),
             )),
         }
+    }
+
+    /// `log_format` and `stream`: how the files' lines are wrapped (a container
+    /// runtime's), and which of a container's streams the jail reads.
+    fn container(&self, journal: bool) -> Result<(LogFormat, Streams), ConfigError> {
+        let format = self.pick("log_format", |j| j.log_format.as_ref());
+        let stream = self.pick("stream", |j| j.stream.as_ref());
+        if journal && let Some(s) = format.as_ref().or(stream.as_ref()) {
+            return Err(self.error(
+                s.value.span(),
+                &s.key,
+                "a journal jail reads the journal's entries, not files: remove it, or read the \
+                 container's log files with `logpath` instead of `backend = \"systemd\"`",
+            ));
+        }
+        let log_format = match &format {
+            None => LogFormat::Auto,
+            Some(s) => LogFormat::from_name(s.value.get_ref()).ok_or_else(|| {
+                self.error(
+                    s.value.span(),
+                    &s.key,
+                    format!(
+                        "{:?}: expected \"auto\" (told from the first line), \"plain\", \
+                         \"docker\" (Docker's json-file driver) or \"cri\" (containerd, CRI-O, \
+                         Kubernetes' /var/log/pods and /var/log/containers, podman's k8s-file)",
+                        s.value.get_ref()
+                    ),
+                )
+            })?,
+        };
+        let streams = match &stream {
+            None => Streams::Both,
+            Some(s) if log_format == LogFormat::Plain => {
+                return Err(self.error(
+                    s.value.span(),
+                    &s.key,
+                    "a plain log has no streams: remove `stream`, or set `log_format` to \
+                     \"docker\", \"cri\" or \"auto\"",
+                ));
+            }
+            Some(s) => Streams::from_name(s.value.get_ref()).ok_or_else(|| {
+                self.error(
+                    s.value.span(),
+                    &s.key,
+                    format!(
+                        "{:?}: expected \"stdout\", \"stderr\" or \"both\"",
+                        s.value.get_ref()
+                    ),
+                )
+            })?,
+        };
+        Ok((log_format, streams))
     }
 
     fn start(&self) -> Result<Start, ConfigError> {

@@ -781,3 +781,47 @@ fn fleet_errors_name_the_key() {
         "unknown",
     );
 }
+
+#[test]
+fn log_format_and_stream_are_read_and_checked() {
+    use crate::tail::container::{LogFormat, Streams};
+    let config = parse(MINIMAL).expect("valid");
+    assert_eq!(
+        (config.jails[0].log_format, config.jails[0].stream),
+        (LogFormat::Auto, Streams::Both)
+    );
+    let config = parse(&format!(
+        "{MINIMAL}log_format = \"docker\"\nstream = \"stderr\"\n"
+    ))
+    .expect("valid");
+    assert_eq!(
+        (config.jails[0].log_format, config.jails[0].stream),
+        (LogFormat::Docker, Streams::Stderr)
+    );
+    let config = parse(&format!("[defaults]\nlog_format = \"cri\"\n{MINIMAL}")).expect("valid");
+    assert_eq!(config.jails[0].log_format, LogFormat::Cri);
+    assert_error(
+        &format!("{MINIMAL}log_format = \"json-file\"\n"),
+        5,
+        "jail.auth.log_format",
+        "expected \"auto\"",
+    );
+    assert_error(
+        &format!("{MINIMAL}stream = \"stdin\"\n"),
+        5,
+        "jail.auth.stream",
+        "expected \"stdout\", \"stderr\" or \"both\"",
+    );
+    assert_error(
+        &format!("{MINIMAL}log_format = \"plain\"\nstream = \"stdout\"\n"),
+        6,
+        "jail.auth.stream",
+        "a plain log has no streams",
+    );
+    assert_error(
+        "[jail.auth]\nbackend = \"systemd\"\nfilter = \"fastapi-auth\"\nstream = \"stdout\"\n",
+        4,
+        "jail.auth.stream",
+        "a journal jail reads the journal",
+    );
+}

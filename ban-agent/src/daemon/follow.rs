@@ -18,6 +18,7 @@ use crate::{
     metrics::Metrics,
     tail::{
         self, Checkpoint, Follower, Start,
+        container::{Fed, LogFormat, Unwrapper},
         journal::{JournalReader, JournalSpec},
     },
     tracker::Decision,
@@ -26,6 +27,10 @@ use crate::{
 /// One followed file and the jails that read it.
 struct Log {
     follower: Follower,
+    /// The container runtime's wrapper taken off its lines.
+    unwrap: Unwrapper,
+    /// Messages cut for their length, as last said.
+    cut_said: u64,
     jails: Vec<String>,
     lines: Counter,
     /// Why it cannot be read, said once.
@@ -39,6 +44,23 @@ struct Log {
 pub(super) const LAG_ALERT_BYTES: u64 = 64 << 20;
 
 impl Log {
+    /// Says once, and again when more come, that messages of this log were cut.
+    fn said_cut(&mut self, path: &std::path::Path) {
+        let cut = self.unwrap.stats().cut;
+        if cut > self.cut_said {
+            if self.cut_said == 0 {
+                warn!(
+                    file = %path.display(),
+                    limit_bytes = tail::DEFAULT_MAX_LINE,
+                    "a container's message went past the limit and was cut (its parts are \
+                     dropped up to its end): a flood of partial lines, or an app that logs \
+                     huge lines; further cuts are not logged"
+                );
+            }
+            self.cut_said = cut;
+        }
+    }
+
     /// Says when the agent falls behind this log, and when it has caught up again (below
     /// half the alert, so that a lag around the mark does not flap).
     fn judge_lag(&mut self, path: &std::path::Path, lag: u64) {
@@ -191,6 +213,7 @@ impl Logs {
             let start = if head { Start::Head } else { Start::Tail };
             let resume = positions.get(&path).cloned();
             let follower = Follower::new(path.clone(), start, tail::DEFAULT_MAX_LINE, resume);
+            let unwrap = Unwrapper::new(format_of(&path, &names, jails), tail::DEFAULT_MAX_LINE);
             let lines = self
                 .metrics
                 .lines_read
@@ -200,6 +223,8 @@ impl Logs {
                 path,
                 Log {
                     follower,
+                    unwrap,
+                    cut_said: 0,
                     jails: names,
                     lines,
                     error: LogOnce::default(),
@@ -263,16 +288,35 @@ impl Logs {
         let mut decisions: Vec<(String, Decision)> = Vec::new();
         let mut read = 0;
         for (path, log) in &mut self.files {
-            let names = &log.jails;
-            let result = log.follower.poll(&mut |line| {
-                for name in names {
-                    let Some(run) = jails.get_mut(name) else {
-                        continue;
-                    };
-                    let detection = run.detector.line(line, now.wall);
-                    tally(detection, name, run, sharing, now, &mut decisions);
+            let Log {
+                follower,
+                unwrap,
+                jails: names,
+                ..
+            } = log;
+            let result = follower.poll(&mut |line| {
+                let fed = unwrap.line(line, &mut |message| {
+                    for name in names.iter() {
+                        let Some(run) = jails.get_mut(name) else {
+                            continue;
+                        };
+                        if !run.config.stream.admits(message.stream) {
+                            continue;
+                        }
+                        let detection = match message.time {
+                            Some(time) => run.detector.dated_line(message.text, time, now.wall),
+                            None => run.detector.line(message.text, now.wall),
+                        };
+                        tally(detection, name, run, sharing, now, &mut decisions);
+                    }
+                });
+                if fed == Fed::Malformed {
+                    for run in names.iter().filter_map(|name| jails.get(name)) {
+                        run.malformed.inc();
+                    }
                 }
             });
+            log.said_cut(path);
             match result {
                 Ok(lines) => {
                     read += lines;
@@ -374,6 +418,29 @@ impl Logs {
             log.judge_lag(path, lag);
         }
     }
+}
+
+/// The format of `path`'s lines: the first that a jail reading it names, else told from
+/// its first line. Jails that name two differ: the first wins, and it is said.
+fn format_of(path: &std::path::Path, names: &[String], jails: &Jails) -> LogFormat {
+    let named: Vec<(&str, LogFormat)> = names
+        .iter()
+        .filter_map(|name| Some((name.as_str(), jails.get(name)?.config.log_format)))
+        .filter(|(_, format)| *format != LogFormat::Auto)
+        .collect();
+    let Some(&(first, format)) = named.first() else {
+        return LogFormat::Auto;
+    };
+    if let Some((other, theirs)) = named.iter().find(|(_, theirs)| *theirs != format) {
+        warn!(
+            file = %path.display(),
+            "jail {first} reads it as log_format {:?} and jail {other} as {:?}: read as {:?}",
+            format.name(),
+            theirs.name(),
+            format.name()
+        );
+    }
+    format
 }
 
 /// The `logpath` patterns of every jail (and the journal files of journal jails), for

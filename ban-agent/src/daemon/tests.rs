@@ -1143,3 +1143,59 @@ fn unban_all_lifts_every_ban_from_the_kernel_and_the_state() {
         .expect("load");
     assert_eq!(saved.bans, []);
 }
+
+/// Appends a failure line of the app as Docker's json-file driver writes it, in
+/// `stream`, with the runtime's time `second` (the app's own line says `second - 3600`:
+/// the runtime's time is the one that counts).
+fn docker_failure(dir: &Path, host: &str, second: i64, stream: &str) {
+    use std::io::Write as _;
+    let at = |s: i64| jiff::Timestamp::from_millisecond(T0 + s * 1000).expect("time");
+    let message = format!(
+        "{} - fastapi-auth - INFO - {host} - \"POST /login\" 401 - 0.0100s\n",
+        at(second - 3600).strftime("%Y-%m-%d %H:%M:%S,000")
+    );
+    let line =
+        serde_json::json!({"log": message, "stream": stream, "time": at(second).to_string()});
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("auth.log"))
+        .expect("open log");
+    writeln!(file, "{line}").expect("append");
+}
+
+#[test]
+fn a_containers_json_file_log_bans_by_the_runtimes_time_in_the_jails_stream() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kernel = FakeKernel::default();
+    let mut agent = start(
+        config(dir.path(), 3, "stream = \"stderr\"\nfindtime = \"10m\"\n"),
+        &kernel,
+        now(0),
+    );
+    for s in 1..=3 {
+        docker_failure(dir.path(), "192.0.2.7", s, "stderr");
+        docker_failure(dir.path(), "192.0.2.8", s, "stdout");
+    }
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(dir.path().join("auth.log"))
+        .and_then(|mut file| std::io::Write::write_all(&mut file, b"not a docker line\n"))
+        .expect("append");
+    assert_eq!(agent.poll(now(4)), 7);
+    let bans = kernel.bans.lock().expect("lock").clone();
+    assert!(
+        bans.contains_key(&(0, net("192.0.2.7/32"))),
+        "its failures on stderr ban it, at the runtime's times (the app's own are an hour \
+         older, outside findtime): {bans:?}"
+    );
+    assert!(
+        !bans.contains_key(&(0, net("192.0.2.8/32"))),
+        "stdout is not read"
+    );
+    assert!(
+        metric_line(&agent, "ban_agent_malformed_lines_total").ends_with(" 1"),
+        "{}",
+        metric_line(&agent, "ban_agent_malformed_lines_total")
+    );
+}

@@ -37,6 +37,8 @@ pub enum DateFormat {
     Journal,
     /// The time field of a JSON line (a filter's `json.time`).
     Field,
+    /// The container runtime's time of the message (Docker's or CRI's wrapper).
+    Runtime,
 }
 
 impl DateFormat {
@@ -48,6 +50,7 @@ impl DateFormat {
             Self::Template => "the filter's date templates (fail2ban's)",
             Self::Journal => "the journal entry's time",
             Self::Field => "the JSON line's time field",
+            Self::Runtime => "the container runtime's time",
         }
     }
 }

@@ -579,3 +579,70 @@ fn check_and_run_refuse_a_log_that_is_not_there() {
         "--offline contacts no server: {stdout}"
     );
 }
+
+/// The same failures as a container runtime writes them: Docker's json-file driver and
+/// the CRI format (a message split in two parts), with ANSI colours from a TTY.
+#[test]
+fn a_containers_log_is_unwrapped_before_the_filter() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let messages: Vec<&str> = SAMPLE.lines().collect();
+    let docker: String = messages
+        .iter()
+        .enumerate()
+        .map(|(n, message)| {
+            let coloured = message.replace("INFO", "\u{1b}[32mINFO\u{1b}[0m");
+            let line = serde_json::json!({
+                "log": format!("{coloured}\r\n"),
+                "stream": "stdout",
+                "time": format!("2026-11-24T12:00:0{n}.000000001Z"),
+            });
+            format!("{line}\n")
+        })
+        .collect();
+    let cri: String = messages
+        .iter()
+        .enumerate()
+        .map(|(n, message)| {
+            let (head, tail) = message.split_at(20);
+            format!(
+                "2026-11-24T12:00:0{n}.5+00:00 stderr P {head}\n\
+                 2026-11-24T12:00:0{n}.6+00:00 stderr F {tail}\n"
+            )
+        })
+        .collect();
+    for (name, text, format) in [("docker.log", docker, "docker"), ("cri.log", cri, "cri")] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("write log");
+        let report = stdout(&ban_agent(
+            &[
+                "test-filter",
+                path.to_str().expect("utf-8 path"),
+                "--filter",
+                "fastapi-auth",
+            ],
+            None,
+        ));
+        let [_, matched, _, missed] = lines_row(&report);
+        assert_eq!((matched, missed), (4, 1), "{format}:\n{report}");
+        assert!(
+            report.contains(&format!(
+                "a {format} container log: 5 messages unwrapped, 0 lines"
+            )),
+            "{report}"
+        );
+        assert!(report.contains("the container runtime's time"), "{report}");
+        // --log-format plain reads the wrapper as the app's line: nothing matches.
+        let plain = stdout(&ban_agent(
+            &[
+                "test-filter",
+                path.to_str().expect("utf-8 path"),
+                "--filter",
+                "fastapi-auth",
+                "--log-format",
+                "plain",
+            ],
+            None,
+        ));
+        assert_eq!(lines_row(&plain)[1], 0, "{plain}");
+    }
+}
