@@ -660,12 +660,10 @@ impl Agent {
         }
     }
 
-    /// Once a second: lifts the bans that ended, picks up new files of glob patterns,
-    /// refreshes the metrics and commits what changed (the positions of logs read since);
+    /// Once a second: lifts the bans that ended, refreshes the metrics and commits what changed (the positions of logs read since);
     /// once a minute, prunes the state.
     pub fn sweep(&mut self, now: Now) {
         self.lift_ended(now);
-        self.open_logs();
         self.refresh_metrics();
         self.persist
             .reopen_if_needed(&self.global.state_dir, &self.bans, now);
@@ -677,6 +675,17 @@ impl Agent {
     /// Opens every file and journal the jails read now, where they were left.
     pub(super) fn open_logs(&mut self) {
         self.logs.open(&self.jails, self.persist.places());
+    }
+
+    /// Expands the jails' globs again (a watched folder's entries changed): new files
+    /// are followed, removed ones let go.
+    pub fn rescan_logs(&mut self) {
+        self.open_logs();
+    }
+
+    /// The files followed now.
+    pub fn followed_files(&self) -> Vec<PathBuf> {
+        self.logs.paths()
     }
 
     /// Whether a log has more to read than the last poll's budget allowed.

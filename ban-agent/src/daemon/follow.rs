@@ -383,6 +383,11 @@ impl Logs {
             || self.journals.values().any(|journal| journal.more)
     }
 
+    /// The files followed now.
+    pub(super) fn paths(&self) -> Vec<PathBuf> {
+        self.files.keys().cloned().collect()
+    }
+
     /// The files `jail` follows now.
     pub(super) fn files_of(&self, jail: &str) -> Vec<String> {
         self.files

@@ -126,7 +126,7 @@ async fn serve_on(
         requests,
         // The datapath is guarded only when there is one (not in a dry run).
         guard: (!options.dry_run).then(|| guard::Guard::new(&agent)),
-        wakeups: watch_logs(&agent),
+        wakeups: watch_logs(&mut agent),
     };
     let detach = run_loop(&mut agent, &mut inputs).await?;
     agent.poll(Now::read());
@@ -223,6 +223,7 @@ async fn run_loop(agent: &mut Agent, inputs: &mut Inputs) -> anyhow::Result<bool
         let next_end = agent.next_end();
         tokio::select! {
             () = inputs.wakeups.wait() => {
+                rescan(agent, &mut inputs.wakeups, false);
                 agent.poll(Now::read());
             }
             // A log ahead of its reader is read on, a budget per poll, between requests,
@@ -249,6 +250,8 @@ async fn run_loop(agent: &mut Agent, inputs: &mut Inputs) -> anyhow::Result<bool
                 agent.lift_ended(Now::read());
             }
             _ = tick.tick() => {
+                let timer = !inputs.wakeups.watches_all();
+                rescan(agent, &mut inputs.wakeups, timer);
                 agent.sweep(Now::read());
                 if let Some(detach) = guarded(agent, inputs.guard.as_mut()) {
                     break detach;
@@ -314,6 +317,8 @@ fn reloaded(agent: &mut Agent, inputs: &mut Inputs) {
     }
     if inputs.wakeups.patterns() != agent.log_patterns() {
         inputs.wakeups = watch_logs(agent);
+    } else {
+        rescan(agent, &mut inputs.wakeups, true);
     }
     agent.poll(Now::read());
 }
@@ -324,8 +329,25 @@ async fn until_boot(at: Option<u64>) {
     tokio::time::sleep(Duration::from_nanos(left)).await;
 }
 
-fn watch_logs(agent: &Agent) -> watch::Wakeups {
-    let wakeups = watch::watch(&agent.log_patterns(), WatchMode::Inotify { interval: TICK });
+/// Expands the globs again when a watched folder's entries changed (or, with `timer`,
+/// when inotify does not see every folder), and watches the folders that brings (until
+/// no new one comes: an entry made in a folder before its watch was set is not missed).
+fn rescan(agent: &mut Agent, wakeups: &mut watch::Wakeups, timer: bool) {
+    if !wakeups.entries_changed() && !timer {
+        return;
+    }
+    loop {
+        agent.rescan_logs();
+        let folders = watch::folders_to_watch(&agent.log_patterns(), &agent.followed_files());
+        if !wakeups.track(folders) {
+            break;
+        }
+    }
+}
+
+fn watch_logs(agent: &mut Agent) -> watch::Wakeups {
+    let mut wakeups = watch::watch(&agent.log_patterns(), WatchMode::Inotify { interval: TICK });
+    rescan(agent, &mut wakeups, true);
     if !wakeups.unwatched().is_empty() {
         warn!(
             folders = ?wakeups.unwatched(),

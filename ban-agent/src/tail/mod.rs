@@ -37,7 +37,7 @@ use std::{
 };
 
 pub use lines::{Lines, read_stream};
-pub use watch::{Wakeups, WatchMode, watch};
+pub use watch::{Wakeups, WatchMode, folders_to_watch, watch};
 
 /// Where following a log starts the first time it is seen (a jail's `start`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

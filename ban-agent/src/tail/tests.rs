@@ -709,3 +709,56 @@ fn a_rotated_file_let_go_leaves_the_checkpoint_where_it_was_read_up_to() {
     r.restart();
     assert!(poll(&mut r.follower).is_empty(), "nothing read twice");
 }
+
+/// A new container's folder and log, under a glob with a wildcard folder: the creation of
+/// each is an entry change, and once the new folder is tracked a write in it wakes the
+/// loop (not only the timer).
+#[tokio::test]
+async fn a_new_containers_folder_and_log_are_seen_by_inotify() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let containers = root.path().join("containers");
+    std::fs::create_dir(&containers).expect("mkdir");
+    let pattern = containers.join("*/*-json.log");
+    let slow = Duration::from_secs(3600);
+    let mut wakeups = watch(
+        std::slice::from_ref(&pattern),
+        WatchMode::Inotify { interval: slow },
+    );
+    assert!(wakeups.watches_all(), "{:?}", wakeups.unwatched());
+    assert!(!wakeups.entries_changed());
+    let folder = containers.join("0123abcd");
+    std::fs::create_dir(&folder).expect("mkdir");
+    tokio::time::timeout(Duration::from_secs(10), wakeups.wait())
+        .await
+        .expect("the new folder woke the loop");
+    assert!(
+        wakeups.entries_changed(),
+        "a folder created is an entry change"
+    );
+    let patterns = [pattern.clone()];
+    assert!(
+        wakeups.track(folders_to_watch(&patterns, &[])),
+        "the new folder is watched"
+    );
+    assert!(!wakeups.track(folders_to_watch(&patterns, &[])), "once");
+    let log = folder.join("0123abcd-json.log");
+    std::fs::write(&log, b"{}\n").expect("create the log");
+    tokio::time::timeout(Duration::from_secs(10), wakeups.wait())
+        .await
+        .expect("the new log woke the loop");
+    assert!(
+        wakeups.entries_changed(),
+        "a file created is an entry change"
+    );
+    assert_eq!(expand(&patterns), std::slice::from_ref(&log));
+    let _ = wakeups.entries_changed();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&log)
+        .and_then(|mut file| std::io::Write::write_all(&mut file, b"{}\n"))
+        .expect("append");
+    tokio::time::timeout(Duration::from_secs(10), wakeups.wait())
+        .await
+        .expect("a write in the new folder woke the loop before the hour-long poll");
+    assert!(!wakeups.entries_changed(), "a write is not an entry change");
+}

@@ -3,11 +3,20 @@
 //! (some network and container filesystems, or the inotify watch limit reached).
 //!
 //! Folders are watched, not files, so that a file created by rotation is seen at once.
+//! For a glob (`/var/lib/docker/containers/*/*-json.log`), the folder its pattern starts
+//! from, every folder its directory part matches, and the folder of every file followed
+//! (a symlink's target's too: `/var/log/containers` links into `/var/log/pods`) are
+//! watched; an entry created, removed or renamed in one of them says that the globs are
+//! to be expanded again ([`Wakeups::entries_changed`]), so that a new container's log is
+//! picked up at once, without reading the disk on a timer.
 
 use std::{
     collections::BTreeSet,
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -32,6 +41,10 @@ pub struct Wakeups {
     watcher: Option<notify::RecommendedWatcher>,
     /// Folders inotify could not watch (they are polled).
     unwatched: Vec<PathBuf>,
+    /// Folders inotify watches.
+    watched: BTreeSet<PathBuf>,
+    /// An entry was created, removed or renamed in a watched folder since last asked.
+    changed: Arc<AtomicBool>,
     /// What it was asked to watch.
     patterns: Vec<PathBuf>,
 }
@@ -59,6 +72,42 @@ impl Wakeups {
     pub fn unwatched(&self) -> &[PathBuf] {
         &self.unwatched
     }
+
+    /// Whether inotify sees every change of every folder (else the globs are expanded
+    /// again on a timer).
+    pub fn watches_all(&self) -> bool {
+        self.watcher.is_some() && self.unwatched.is_empty()
+    }
+
+    /// Whether an entry was created, removed or renamed in a watched folder since the
+    /// last call (or the watch lost events): the globs are to be expanded again.
+    pub fn entries_changed(&self) -> bool {
+        self.changed.swap(false, Ordering::Relaxed)
+    }
+
+    /// Watches these folders too (those of the files followed now, and those a glob's
+    /// directory part matches now); returns whether any was new, in which case the globs
+    /// are expanded once more: an entry made in it before its watch was set is not missed.
+    pub fn track(&mut self, folders: impl IntoIterator<Item = PathBuf>) -> bool {
+        let Some(watcher) = &mut self.watcher else {
+            return false;
+        };
+        let mut added = false;
+        for folder in folders {
+            if self.watched.contains(&folder) || self.unwatched.contains(&folder) {
+                continue;
+            }
+            if watcher.watch(&folder, RecursiveMode::NonRecursive).is_ok() {
+                self.watched.insert(folder);
+                added = true;
+            }
+            // A folder gone already, or the watch limit reached: the timer covers it.
+            else if folder.exists() {
+                self.unwatched.push(folder);
+            }
+        }
+        added
+    }
 }
 
 /// Watches the folders of `paths` (files or glob patterns).
@@ -71,10 +120,25 @@ pub fn watch(paths: &[PathBuf], mode: WatchMode) -> Wakeups {
     let folders: BTreeSet<PathBuf> = paths.iter().map(|p| folder_of(p)).collect();
     let mut unwatched: Vec<PathBuf> = folders.iter().cloned().collect();
     let mut watcher = None;
+    let changed = Arc::new(AtomicBool::new(false));
     if inotify {
         let wake = Arc::clone(&notify);
+        let entries = Arc::clone(&changed);
         let handler = move |event: notify::Result<notify::Event>| {
-            if event.is_ok_and(|e| !e.kind.is_access()) {
+            let entry_changed = match &event {
+                Ok(event) => matches!(
+                    event.kind,
+                    notify::EventKind::Create(_)
+                        | notify::EventKind::Remove(_)
+                        | notify::EventKind::Modify(notify::event::ModifyKind::Name(_))
+                ),
+                // Events were lost (the queue overflowed): anything may have changed.
+                Err(_) => true,
+            };
+            if entry_changed {
+                entries.store(true, Ordering::Relaxed);
+            }
+            if event.is_ok_and(|e| !e.kind.is_access()) || entry_changed {
                 wake.notify_one();
             }
         };
@@ -85,13 +149,48 @@ pub fn watch(paths: &[PathBuf], mode: WatchMode) -> Wakeups {
             }
         }
     }
+    let watched = folders
+        .into_iter()
+        .filter(|folder| watcher.is_some() && !unwatched.contains(folder))
+        .collect();
     Wakeups {
         notify,
         interval,
         watcher,
         unwatched,
+        watched,
+        changed,
         patterns: paths.to_vec(),
     }
+}
+
+/// The folders to watch beside each pattern's own, for `files` followed now: theirs
+/// (and their symlink targets'), and every folder a glob's directory part matches.
+pub fn folders_to_watch(patterns: &[PathBuf], files: &[PathBuf]) -> BTreeSet<PathBuf> {
+    let mut folders = BTreeSet::new();
+    for file in files {
+        if let Some(parent) = file.parent() {
+            folders.insert(parent.to_path_buf());
+        }
+        if let Ok(real) = std::fs::canonicalize(file)
+            && let Some(parent) = real.parent()
+        {
+            folders.insert(parent.to_path_buf());
+        }
+    }
+    for pattern in patterns {
+        let Some(parent) = pattern.parent() else {
+            continue;
+        };
+        let text = parent.to_string_lossy();
+        if !super::is_glob(&text) {
+            continue;
+        }
+        if let Ok(matches) = glob::glob(&text) {
+            folders.extend(matches.filter_map(Result::ok).filter(|p| p.is_dir()));
+        }
+    }
+    folders
 }
 
 /// The folder to watch for a file or glob: the longest leading part without glob
