@@ -20,7 +20,7 @@ const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
 /// Debian packages the tests, the demo and the benchmarks use, each with what proves it is
 /// there.
-const PACKAGES: [(Proof, &str); 13] = [
+const PACKAGES: [(Proof, &str); 14] = [
     // `cargo xtask dist`: the package's dependencies (dpkg-shlibdeps), and its check.
     (Proof::Command("dpkg-shlibdeps"), "dpkg-dev"),
     (Proof::Command("lintian"), "lintian"),
@@ -46,6 +46,9 @@ const PACKAGES: [(Proof, &str); 13] = [
     // The state database's shell: docs/daemon.md reads the state with it, and the crash
     // test checks the database's integrity with it as an operator would.
     (Proof::Command("sqlite3"), "sqlite3"),
+    // Docker's DNAT of a published port, and fail2ban's nftables ban beside it, in the
+    // containers test.
+    (Proof::Command("nft"), "nftables"),
     // The example app's virtual environment (examples/fastapi-auth/venv.sh).
     (
         Proof::Runs("python3", &["-c", "import ensurepip"]),

@@ -9,6 +9,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod containers;
 mod daemon_run;
 mod fastapi_e2e;
 mod faults;
