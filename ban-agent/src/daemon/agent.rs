@@ -194,6 +194,7 @@ impl Agent {
             detector,
             total_banned: 0,
             failures,
+            lost_clients: super::jails::LostClients::default(),
         };
         self.jails.insert(run.config.name.clone(), run);
         Ok(())

@@ -141,13 +141,19 @@ fn tally(
         }
         Detection::Ban { decision, .. } => {
             run.failures.inc();
+            run.lost_clients.counted();
             decisions.push((name.to_owned(), decision));
         }
         Detection::Counted { target, .. } => {
             run.failures.inc();
+            run.lost_clients.counted();
             sharing.failure(run, target, now);
         }
-        Detection::Spared { .. } | Detection::Stale { .. } => {
+        Detection::Spared { target, why, .. } => {
+            run.failures.inc();
+            run.lost_clients.spared(name, target, why);
+        }
+        Detection::Stale { .. } => {
             run.failures.inc();
         }
     }

@@ -1199,3 +1199,47 @@ fn a_containers_json_file_log_bans_by_the_runtimes_time_in_the_jails_stream() {
         metric_line(&agent, "ban_agent_malformed_lines_total")
     );
 }
+
+// The bridge's gateway is this host's address: when the app logs it for every client
+// (Docker's userland proxy), it is spared, and the agent says once why nobody is banned.
+#[test]
+fn a_proxys_address_is_spared_and_said_once_when_it_makes_most_failures() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kernel = FakeKernel::default();
+    let mut config = config(dir.path(), 3, "");
+    config.global.ignoreself = true;
+    let store = Some(Store::open(&config.global.state_dir, now(0).wall).expect("state"));
+    let setup = Setup {
+        own: vec!["192.0.2.129".parse().expect("address")],
+        zone: jiff::tz::TimeZone::UTC,
+        metrics: Metrics::new(),
+        events: None,
+    };
+    let mut agent =
+        Agent::start(config, Box::new(kernel.clone()), store, setup, now(0)).expect("starts");
+    failure(dir.path(), "192.0.2.44", 1);
+    for s in 1..=40 {
+        failure(dir.path(), "192.0.2.129", s);
+    }
+    let said = logged(|| {
+        agent.poll(now(41));
+        for s in 41..=60 {
+            failure(dir.path(), "192.0.2.129", s);
+        }
+        agent.poll(now(61));
+    });
+    assert!(
+        kernel.bans.lock().expect("lock").is_empty(),
+        "the gateway is spared"
+    );
+    assert_eq!(
+        said.matches("most failures of this jail come from one address")
+            .count(),
+        1,
+        "{said}"
+    );
+    assert!(
+        said.contains("--userland-proxy=false") && said.contains("this host's address"),
+        "{said}"
+    );
+}

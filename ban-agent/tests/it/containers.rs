@@ -353,7 +353,7 @@ fn a_published_port_is_protected_where_fail2bans_input_rules_see_nothing() {
         .args(["delete", "table", "inet", "f2b-table"]));
 
     // The agent reads the container's log and drops the attacker on the host's ingress.
-    let daemon = scene.start_agent(8080);
+    let daemon = scene.start_agent(8000);
     brute_force(&scene, 8000);
     agent::eventually(&daemon, "the attacker is banned", || banned(&scene));
     assert!(
@@ -370,6 +370,12 @@ fn a_published_port_is_protected_where_fail2bans_input_rules_see_nothing() {
     );
     let status = scene.cli(&["status", "api"]);
     assert!(status.contains(ATTACKER), "{status}");
+    assert!(
+        !daemon
+            .log()
+            .contains("most failures of this jail come from one address"),
+        "the attacker's own address is logged: nothing is lost"
+    );
     assert!(status.contains("0a1b2c3d4e5f-json.log"), "{status}");
     let dropped = agent::cli_json(&scene.path("ctl.sock"), &["stats", "--json"]);
     assert!(
@@ -402,5 +408,48 @@ fn a_port_published_under_another_number_is_protected_by_the_hosts_number() {
     assert!(
         connects(&scene.client, &format!("{HOST_TO_CLIENT}:8080")),
         "the legitimate client is cut off"
+    );
+}
+
+/// A proxy in the path (Docker's userland proxy; here the same effect by masquerading
+/// towards the container): the app logs the bridge's gateway for every client. The
+/// gateway is this host's address, so it is never banned, and the agent says why no
+/// attacker is.
+#[test]
+fn the_bridges_gateway_is_spared_and_the_lost_address_is_said() {
+    let Some(_serial) =
+        common::privileged("the_bridges_gateway_is_spared_and_the_lost_address_is_said")
+    else {
+        return;
+    };
+    let scene = Scene::new("dg", &[(8000, 8000)]);
+    nft(
+        &scene.host,
+        "table ip proxy {\n  chain POSTROUTING {\n    type nat hook postrouting priority \
+         srcnat; policy accept;\n    ip daddr 198.51.100.2 oifname \"docker0\" masquerade\n  \
+         }\n}\n",
+    );
+    let daemon = scene.start_agent(8000);
+    let app = App::start(&scene.container, 8000, &scene.path("containers"));
+    // 21 failures: the agent judges where they come from after 20.
+    for _ in 0..7 {
+        brute_force(&scene, 8000);
+    }
+    assert!(
+        app.logged_clients()
+            .iter()
+            .all(|client| client == "198.51.100.1"),
+        "the app sees the gateway: {:?}",
+        app.logged_clients()
+    );
+    agent::eventually(&daemon, "the lost address is said", || {
+        daemon
+            .log()
+            .contains("most failures of this jail come from one address it never bans")
+    });
+    assert!(!banned(&scene), "the gateway was banned");
+    assert!(
+        connects(&scene.attacker, &format!("{HOST}:8000")),
+        "nobody is dropped"
     );
 }
