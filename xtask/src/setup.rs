@@ -20,7 +20,7 @@ const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
 /// Debian packages the tests, the demo and the benchmarks use, each with what proves it is
 /// there.
-const PACKAGES: [(Proof, &str); 14] = [
+const PACKAGES: [(Proof, &str); 15] = [
     // `cargo xtask dist`: the package's dependencies (dpkg-shlibdeps), and its check.
     (Proof::Command("dpkg-shlibdeps"), "dpkg-dev"),
     (Proof::Command("lintian"), "lintian"),
@@ -49,6 +49,8 @@ const PACKAGES: [(Proof, &str); 14] = [
     // Docker's DNAT of a published port, and fail2ban's nftables ban beside it, in the
     // containers test.
     (Proof::Command("nft"), "nftables"),
+    // Builds the Kubernetes manifests offline (`kubectl kustomize`) in their test.
+    (Proof::Command("kubectl"), "kubernetes-client"),
     // The example app's virtual environment (examples/fastapi-auth/venv.sh).
     (
         Proof::Runs("python3", &["-c", "import ensurepip"]),

@@ -15,6 +15,7 @@ use std::{
     io::{BufRead as _, BufReader, Write as _},
     net::{SocketAddr, TcpListener},
     path::{Path, PathBuf},
+    process::Command,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -452,4 +453,69 @@ fn the_bridges_gateway_is_spared_and_the_lost_address_is_said() {
         connects(&scene.attacker, &format!("{HOST}:8000")),
         "nobody is dropped"
     );
+}
+
+/// The Kubernetes manifests build (`kubectl kustomize`, offline: kubectl's own parser,
+/// kinds and references), run the agent with exactly the capabilities it needs and not
+/// privileged, mount what it reads and keeps; and the configuration they carry passes
+/// `ban-agent check`.
+#[test]
+fn the_kubernetes_manifests_build_and_their_configuration_passes_check() {
+    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes");
+    let out = sh(Command::new("kubectl").arg("kustomize").arg(&deploy));
+    let rendered = String::from_utf8(out.stdout).expect("UTF-8 manifests");
+    for kind in ["Namespace", "ServiceAccount", "ConfigMap", "DaemonSet"] {
+        assert!(
+            rendered.contains(&format!("kind: {kind}\n")),
+            "no {kind} in:\n{rendered}"
+        );
+    }
+    for needed in [
+        "hostNetwork: true",
+        "privileged: false",
+        "- ALL",
+        "- BPF\n",
+        "- NET_ADMIN\n",
+        "- PERFMON\n",
+        "- DAC_READ_SEARCH\n",
+        "path: /sys/fs/bpf",
+        "path: /var/log/pods",
+        "path: /var/log/containers",
+        "path: /var/lib/ban-agent",
+        "prometheus.io/scrape: \"true\"",
+        "automountServiceAccountToken: false",
+    ] {
+        assert!(
+            rendered.contains(needed),
+            "the manifests lack {needed:?}:\n{rendered}"
+        );
+    }
+    assert_eq!(
+        rendered.matches("- ping").count(),
+        2,
+        "a liveness and a readiness probe on `ban-agent ping`:\n{rendered}"
+    );
+    assert!(!rendered.contains("SYS_ADMIN"), "{rendered}");
+    // The ConfigMap carries the file as it is.
+    let config = deploy.join("ban-agent.toml");
+    let text = std::fs::read_to_string(&config).expect("read ban-agent.toml");
+    let indented: String = text
+        .lines()
+        .map(|line| {
+            if line.is_empty() {
+                "\n".to_owned()
+            } else {
+                format!("    {line}\n")
+            }
+        })
+        .collect();
+    assert!(
+        rendered.contains(&indented),
+        "the ConfigMap's ban-agent.toml differs"
+    );
+    let checked = sh(Command::new(agent::AGENT)
+        .args(["check", "--offline", "--config"])
+        .arg(&config));
+    let said = String::from_utf8_lossy(&checked.stdout);
+    assert!(said.contains("OK; 1 jail (fastapi-auth)"), "{said}");
 }
