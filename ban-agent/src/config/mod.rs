@@ -85,6 +85,9 @@ pub struct Global {
     /// fail2ban's configuration folder: `filter = "sshd"` finds `filter.d/sshd.conf` here
     /// when no filter of ours has that name (`fail2ban_dir`).
     pub fail2ban_dir: PathBuf,
+    /// Docker's data root, where `docker` and `docker_label` find containers
+    /// (`docker_root`).
+    pub docker_root: PathBuf,
     /// The daemon's control socket.
     pub socket: PathBuf,
     /// A group whose members may use the control socket besides root.
@@ -120,6 +123,9 @@ pub struct Jail {
     pub log_format: crate::tail::container::LogFormat,
     /// Which of a container's streams it reads (`stream`).
     pub stream: crate::tail::container::Streams,
+    /// Docker containers whose logs it reads besides `logpath` (`docker`,
+    /// `docker_label`).
+    pub docker: Option<crate::tail::docker::DockerSelector>,
     /// The journal this jail reads instead of `logpath` (`backend = "systemd"`).
     pub journal: Option<crate::tail::journal::JournalSpec>,
     /// Whether this jail shares its failures and bans with the fleet (`fleet`, true by
@@ -385,6 +391,7 @@ impl Default for Global {
             metrics: None,
             filter_dir: PathBuf::from("/etc/ban-agent/filter.d"),
             fail2ban_dir: PathBuf::from("/etc/fail2ban"),
+            docker_root: PathBuf::from("/var/lib/docker"),
             socket: PathBuf::from(DEFAULT_SOCKET),
             socket_group: None,
             log_level: None,

@@ -18,6 +18,7 @@ use crate::{
     tail::{
         Start,
         container::{LogFormat, Streams},
+        docker::DockerSelector,
     },
     tracker::{BanTime, Increment, Rules},
 };
@@ -43,6 +44,7 @@ struct RawConfig {
     metrics: Option<Spanned<String>>,
     filter_dir: Option<String>,
     fail2ban_dir: Option<String>,
+    docker_root: Option<String>,
     socket: Option<String>,
     socket_group: Option<Spanned<Value>>,
     log_level: Option<Spanned<String>>,
@@ -80,6 +82,8 @@ pub(super) struct RawJail {
     pub(super) missing_log: Option<Spanned<String>>,
     pub(super) log_format: Option<Spanned<String>>,
     pub(super) stream: Option<Spanned<String>>,
+    pub(super) docker: Option<Spanned<Value>>,
+    pub(super) docker_label: Option<Spanned<Value>>,
     pub(super) max_tracked: Option<Spanned<i64>>,
     pub(super) max_bans_per_minute: Option<Spanned<i64>>,
     pub(super) on_ban: Option<Spanned<RawAction>>,
@@ -311,6 +315,9 @@ fn global(source: &Source, raw: &RawConfig, base: &Path) -> Result<Global, Confi
     if let Some(dir) = &raw.fail2ban_dir {
         global.fail2ban_dir = base.join(dir);
     }
+    if let Some(dir) = &raw.docker_root {
+        global.docker_root = base.join(dir);
+    }
     if let Some(socket) = &raw.socket {
         global.socket = base.join(socket);
     }
@@ -426,7 +433,8 @@ impl<'a> JailCtx<'a> {
             Some(s) => self.duration(&s, true)?,
             None => BanTime::For(defaults::BANTIME),
         };
-        let logpath = self.logpath(base, enabled && journal.is_none())?;
+        let docker = self.docker(global, journal.is_some())?;
+        let logpath = self.logpath(base, enabled && journal.is_none() && docker.is_none())?;
         let (log_format, stream) = self.container(journal.is_some())?;
         Ok(Jail {
             name: self.name.to_owned(),
@@ -447,6 +455,7 @@ impl<'a> JailCtx<'a> {
             missing_log: self.missing_log()?,
             log_format,
             stream,
+            docker,
             journal,
             fleet: global.fleet.is_some()
                 && self
@@ -911,6 +920,68 @@ impl<'a> JailCtx<'a> {
                 ),
             )),
         }
+    }
+
+    /// `docker` and `docker_label`: Docker containers whose json-file logs the jail
+    /// reads, picked by name or label.
+    fn docker(
+        &self,
+        global: &Global,
+        journal: bool,
+    ) -> Result<Option<DockerSelector>, ConfigError> {
+        let names = self.pick("docker", |j| j.docker.as_ref());
+        let labels = self.pick("docker_label", |j| j.docker_label.as_ref());
+        if names.is_none() && labels.is_none() {
+            return Ok(None);
+        }
+        if journal && let Some(s) = names.as_ref().or(labels.as_ref()) {
+            return Err(self.error(
+                s.value.span(),
+                &s.key,
+                "a journal jail reads the journal, not containers' log files: remove it, or \
+                 drop `backend = \"systemd\"`",
+            ));
+        }
+        let list = |setting: &Option<Setting<'_, Spanned<Value>>>, what: &str| {
+            let Some(s) = setting else {
+                return Ok(Vec::new());
+            };
+            let mut items = Vec::new();
+            for item in strings(s.value.get_ref()) {
+                match item.map(str::trim) {
+                    Some(text) if !text.is_empty() && !text.contains(char::is_whitespace) => {
+                        items.push(text.to_owned());
+                    }
+                    _ => {
+                        return Err(self.error(
+                            s.value.span(),
+                            &s.key,
+                            format!("expected {what}, or a list of them"),
+                        ));
+                    }
+                }
+            }
+            Ok(items)
+        };
+        let names = list(&names, "a container's name, e.g. \"api\"")?
+            .into_iter()
+            .map(|name| name.trim_start_matches('/').to_owned())
+            .collect();
+        let labels = list(
+            &labels,
+            "a label, \"key=value\" or \"key\", e.g. \"ban-agent.jail=fastapi-auth\"",
+        )?
+        .into_iter()
+        .map(|label| match label.split_once('=') {
+            Some((key, value)) => (key.to_owned(), Some(value.to_owned())),
+            None => (label, None),
+        })
+        .collect();
+        Ok(Some(DockerSelector {
+            root: global.docker_root.clone(),
+            names,
+            labels,
+        }))
     }
 
     /// `log_format` and `stream`: how the files' lines are wrapped (a container

@@ -825,3 +825,35 @@ fn log_format_and_stream_are_read_and_checked() {
         "a journal jail reads the journal",
     );
 }
+
+#[test]
+fn docker_containers_are_picked_by_name_or_label_without_a_logpath() {
+    let text = "docker_root = \"/srv/docker\"\n[jail.api]\nfilter = \"uvicorn\"\n\
+                docker = [\"api\", \"/web\"]\ndocker_label = \"ban-agent.jail=api\"\n";
+    let config = parse(text).expect("valid");
+    let selector = config.jails[0].docker.clone().expect("a selector");
+    assert_eq!(selector.root, Path::new("/srv/docker"));
+    assert_eq!(selector.names, ["api", "web"]);
+    assert_eq!(
+        selector.labels,
+        [("ban-agent.jail".to_owned(), Some("api".to_owned()))]
+    );
+    assert!(config.jails[0].logpath.is_empty());
+    let config =
+        parse("[jail.api]\nfilter = \"uvicorn\"\ndocker_label = \"tier\"\n").expect("valid");
+    let selector = config.jails[0].docker.clone().expect("a selector");
+    assert_eq!(selector.root, Path::new("/var/lib/docker"));
+    assert_eq!(selector.labels, [("tier".to_owned(), None)]);
+    assert_error(
+        "[jail.api]\nfilter = \"uvicorn\"\ndocker = [\"my api\"]\n",
+        3,
+        "jail.api.docker",
+        "expected a container's name",
+    );
+    assert_error(
+        "[jail.api]\nbackend = \"systemd\"\nfilter = \"uvicorn\"\ndocker = \"api\"\n",
+        4,
+        "jail.api.docker",
+        "a journal jail reads the journal",
+    );
+}

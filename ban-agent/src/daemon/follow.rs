@@ -19,6 +19,7 @@ use crate::{
     tail::{
         self, Checkpoint, Follower, Start,
         container::{Fed, LogFormat, Unwrapper},
+        docker::DockerSelector,
         journal::{JournalReader, JournalSpec},
     },
     tracker::Decision,
@@ -173,6 +174,9 @@ pub(super) struct Places<'a> {
 /// The files and journals the jails follow.
 pub(super) struct Logs {
     files: BTreeMap<PathBuf, Log>,
+    /// When the jails' files were last looked for: a file made since (a new container's
+    /// log, a new file of a glob) is read from its start, whatever the jail's `start`.
+    last_scan: Option<std::time::SystemTime>,
     /// The journal of each jail that reads one.
     journals: BTreeMap<String, JournalLog>,
     metrics: Arc<Metrics>,
@@ -182,6 +186,7 @@ impl Logs {
     pub(super) fn new(metrics: Arc<Metrics>) -> Self {
         Self {
             files: BTreeMap::new(),
+            last_scan: None,
             journals: BTreeMap::new(),
             metrics,
         }
@@ -192,9 +197,15 @@ impl Logs {
     /// are, and those no jail reads any more are let go (their place saved).
     pub(super) fn open(&mut self, jails: &Jails, places: Places<'_>) {
         self.open_journals(jails, places.cursors);
+        let scan = std::time::SystemTime::now();
+        let since = self.last_scan.replace(scan);
         let mut wanted: BTreeMap<PathBuf, Vec<String>> = BTreeMap::new();
         for (name, run) in jails {
-            for path in tail::expand(&run.config.logpath) {
+            let containers = run.config.docker.iter().flat_map(DockerSelector::logs);
+            for path in tail::expand(&run.config.logpath)
+                .into_iter()
+                .chain(containers)
+            {
                 wanted.entry(path).or_default().push(name.clone());
             }
         }
@@ -211,11 +222,13 @@ impl Logs {
                 log.jails = names;
                 continue;
             }
-            // A file read by several jails starts at its head if any of them asks so.
+            // A file read by several jails starts at its head if any of them asks so, or
+            // when it was made since the last look.
             let head = names
                 .iter()
                 .filter_map(|name| jails.get(name))
-                .any(|run| run.config.start == Start::Head);
+                .any(|run| run.config.start == Start::Head)
+                || since.is_some_and(|since| made_since(&path, since));
             let start = if head { Start::Head } else { Start::Tail };
             let resume = positions.get(&path).cloned();
             let follower = Follower::new(path.clone(), start, tail::DEFAULT_MAX_LINE, resume);
@@ -431,6 +444,19 @@ impl Logs {
     }
 }
 
+/// Whether the file at `path` was made at `since` or later (with a second's slack: a file
+/// made while the last look was under way is new too).
+fn made_since(path: &std::path::Path, since: std::time::SystemTime) -> bool {
+    let Ok(meta) = std::fs::metadata(path) else {
+        return false;
+    };
+    let made = meta.created().or_else(|_| meta.modified());
+    let since = since
+        .checked_sub(std::time::Duration::from_secs(1))
+        .unwrap_or(since);
+    made.is_ok_and(|made| made >= since)
+}
+
 /// The format of `path`'s lines: the first that a jail reading it names, else told from
 /// its first line. Jails that name two differ: the first wins, and it is said.
 fn format_of(path: &std::path::Path, names: &[String], jails: &Jails) -> LogFormat {
@@ -461,7 +487,13 @@ pub(super) fn patterns(jails: &Jails) -> Vec<PathBuf> {
         .values()
         .flat_map(|run| {
             let journal = run.config.journal.iter().flat_map(JournalSpec::watched);
-            run.config.logpath.iter().cloned().chain(journal)
+            let containers = run.config.docker.iter().map(DockerSelector::pattern);
+            run.config
+                .logpath
+                .iter()
+                .cloned()
+                .chain(journal)
+                .chain(containers)
         })
         .collect();
     patterns.sort();

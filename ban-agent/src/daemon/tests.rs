@@ -1243,3 +1243,83 @@ fn a_proxys_address_is_spared_and_said_once_when_it_makes_most_failures() {
         "{said}"
     );
 }
+
+// A jail picks Docker containers by label: the one running when the agent starts, and one
+// started later, found when the agent expands its logs again (the daemon does it when a
+// watched folder's entries change).
+#[test]
+fn containers_picked_by_label_are_read_also_when_they_start_later() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let docker = dir.path().join("docker");
+    let container = |id: &str, jail: &str| -> std::path::PathBuf {
+        let folder = docker.join("containers").join(id);
+        std::fs::create_dir_all(&folder).expect("mkdir");
+        let log = folder.join(format!("{id}-json.log"));
+        std::fs::write(&log, b"").expect("the log");
+        let config = serde_json::json!({
+            "Name": format!("/{id}"),
+            "LogPath": log.display().to_string(),
+            "Config": {"Labels": {"ban-agent.jail": jail}},
+        });
+        std::fs::write(folder.join("config.v2.json"), config.to_string()).expect("config");
+        log
+    };
+    let fail = |log: &std::path::Path, host: &str, second: i64| {
+        let at = jiff::Timestamp::from_millisecond(T0 + second * 1000).expect("time");
+        let line = serde_json::json!({
+            "log": format!("INFO:     {host}:5000 - \"POST /login HTTP/1.1\" 401 Unauthorized\n"),
+            "stream": "stdout",
+            "time": at.to_string(),
+        });
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(log)
+            .expect("open");
+        writeln!(file, "{line}").expect("append");
+    };
+    let first = container("api1", "api");
+    let other = container("web1", "web");
+    // Lines of the first container before the agent starts are not read (`start` is
+    // "tail"); the later container's are, from its start.
+    fail(&first, "192.0.2.34", 0);
+    fail(&first, "192.0.2.34", 0);
+    let text = format!(
+        "state_dir = \"state\"\nignoreself = false\ndocker_root = \"{}\"\n\
+         [jail.api]\nfilter = \"uvicorn\"\ndocker_label = \"ban-agent.jail=api\"\n\
+         maxretry = 2\n",
+        docker.display()
+    );
+    let path = dir.path().join("ban-agent.toml");
+    std::fs::write(&path, &text).expect("write config");
+    let config = Config::parse(&path, &text).expect("valid config");
+    let kernel = FakeKernel::default();
+    let mut agent = start(config, &kernel, now(0));
+    // The daemon polls at once after starting: "tail" starts at the end found then.
+    agent.poll(now(0));
+    for s in 1..=2 {
+        fail(&first, "192.0.2.31", s);
+        fail(&other, "192.0.2.32", s);
+    }
+    agent.poll(now(3));
+    let later = container("api2", "api");
+    for s in 4..=5 {
+        fail(&later, "192.0.2.33", s);
+    }
+    agent.rescan_logs();
+    agent.poll(now(6));
+    let bans = kernel.bans.lock().expect("lock").clone();
+    assert!(bans.contains_key(&(0, net("192.0.2.31/32"))), "{bans:?}");
+    assert!(
+        bans.contains_key(&(0, net("192.0.2.33/32"))),
+        "the later container: {bans:?}"
+    );
+    assert!(
+        !bans.contains_key(&(0, net("192.0.2.32/32"))),
+        "another jail's container"
+    );
+    assert!(
+        !bans.contains_key(&(0, net("192.0.2.34/32"))),
+        "written before the start"
+    );
+}

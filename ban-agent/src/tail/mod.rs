@@ -24,6 +24,7 @@
 //! fallback.
 
 pub mod container;
+pub mod docker;
 pub mod journal;
 mod lines;
 mod watch;
