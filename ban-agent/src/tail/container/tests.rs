@@ -235,3 +235,52 @@ proptest! {
         prop_assert_eq!(&messages[0].0, &message);
     }
 }
+
+#[test]
+fn dockerds_escapes_are_read_as_go_writes_them() {
+    let mut u = Unwrapper::new(LogFormat::Docker, 1024);
+    let line = r#"{"log":"a \u003cb\u003e \"c\" \\ d \u00e9\ud83d\ude00 \t\n","stream":"stderr","time":"2026-12-06T17:00:01.000000001Z"}"#;
+    let (messages, fed) = unwrap_all(&mut u, &[line]);
+    assert_eq!(fed, [Fed::Message]);
+    assert_eq!(messages[0].0, "a <b> \"c\" \\ d é😀 \t");
+    assert_eq!(messages[0].1, Some(1_796_576_401_000));
+    // Another layout (attrs, from --log-opt labels) is read by serde_json.
+    let with_attrs = r#"{"log":"x\n","stream":"stdout","attrs":{"tier":"front"},"time":"2026-12-06T17:00:01.5Z"}"#;
+    let (messages, _) = unwrap_all(&mut u, &[with_attrs]);
+    assert_eq!(
+        messages[0],
+        (
+            "x".to_owned(),
+            Some(1_796_576_401_500),
+            Some(Stream::Stdout)
+        )
+    );
+    // A string cut short is not a line of the format.
+    let (_, fed) = unwrap_all(&mut u, &[r#"{"log":"unterminated\"#]);
+    assert_eq!(fed, [Fed::Malformed]);
+}
+
+#[test]
+fn times_in_one_second_are_read_from_their_fraction() {
+    let mut times = Times::default();
+    let read = |times: &mut Times, text: &str| times.read(text).expect(text);
+    let whole = |text: &str| {
+        text.parse::<jiff::Timestamp>()
+            .expect(text)
+            .as_millisecond()
+    };
+    for text in [
+        "2026-12-06T17:00:01.123456789Z",
+        "2026-12-06T17:00:01.9Z",
+        "2026-12-06T17:00:01.05Z",
+        "2026-12-06T17:00:01.999999999Z",
+        "2026-12-06T17:00:02.000000001Z",
+        "2026-12-06T17:00:02.5+01:00",
+        "2026-12-06T17:00:02.25+01:00",
+        "2026-12-06T17:00:02Z",
+        "2026-12-06T17:00:02.75Z",
+    ] {
+        assert_eq!(read(&mut times, text), whole(text), "{text}");
+    }
+    assert_eq!(times.read("yesterday"), None);
+}
