@@ -14,8 +14,9 @@ use anyhow::{Context as _, bail};
 use crate::{Workspace, run, setup};
 
 /// Every target, in the order they run.
-pub const TARGETS: [&str; 5] = [
+pub const TARGETS: [&str; 6] = [
     "filter_line",
+    "container_log",
     "fail2ban_filter",
     "config_toml",
     "control_request",
@@ -33,7 +34,8 @@ const LIBFUZZER_LIMITS: [&str; 4] = [
 
 #[derive(clap::Args)]
 pub struct FuzzArgs {
-    /// One target (filter_line, fail2ban_filter, config_toml, control_request, state_file);
+    /// One target (filter_line, container_log, fail2ban_filter, config_toml,
+    /// control_request, state_file);
     /// all when omitted.
     target: Option<String>,
     /// Seconds per target.
