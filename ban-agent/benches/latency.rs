@@ -1,7 +1,9 @@
 //! `cargo xtask bench latency` (root): detection latency, from the write of an address's
 //! maxretry-th failure line to its ban being effective, for ban-agent (the address in
 //! the kernel's ban map) and fail2ban (its server, pyinotify backend, an action that only
-//! records the time), on the same lines written at the same steady rate, in the same run.
+//! records the time), on the same lines written at the same steady rate, in the same run;
+//! and ban-agent on the same lines in a container's log, as Docker's json-file driver
+//! writes them.
 //! fail2ban comes from xtask (`BAN_AGENT_FAIL2BAN_SERVER`, `BAN_AGENT_FAIL2BAN_PYTHONPATH`).
 //! Writes `docs/benchmarks/latency.csv` (p50, p99, max per run), `latency_samples.csv`
 //! (every sample) and a table.
@@ -41,6 +43,8 @@ const SPACING: Duration = Duration::from_millis(2);
 const RELOADS: u8 = 30;
 /// The row of bans made right after a reload.
 const AFTER_RELOAD: &str = "ban-agent right after a reload";
+/// The row of the same lines in a container's log (Docker's json-file driver).
+const CONTAINER: &str = "ban-agent, a container's json-file log";
 const FAIL2BAN_FILTER: &str =
     include_str!("../../examples/fastapi-auth/fail2ban/filter.d/fastapi-auth.conf");
 
@@ -51,7 +55,9 @@ fn main() -> anyhow::Result<()> {
     for run in 1..=RUNS {
         let dir = tempfile::tempdir()?;
         eprintln!("latency: run {run}/{RUNS}: ban-agent");
-        runs.push(("ban-agent", run, ban_agent()?));
+        runs.push(("ban-agent", run, ban_agent(Wrapper::Plain)?));
+        eprintln!("latency: run {run}/{RUNS}: ban-agent on a container's log");
+        runs.push((CONTAINER, run, ban_agent(Wrapper::Docker)?));
         eprintln!("latency: run {run}/{RUNS}: ban-agent right after a reload");
         runs.push((AFTER_RELOAD, run, ban_agent_after_reload()?));
         match &peer {
@@ -76,9 +82,34 @@ fn now() -> f64 {
         .unwrap_or_default()
 }
 
+/// How the app's lines reach the log.
+#[derive(Clone, Copy)]
+enum Wrapper {
+    /// As the app writes them.
+    Plain,
+    /// As Docker's json-file driver writes a container's output.
+    Docker,
+}
+
+impl Wrapper {
+    fn wrap(self, line: String) -> String {
+        match self {
+            Self::Plain => line,
+            Self::Docker => {
+                let entry = serde_json::json!({
+                    "log": line,
+                    "stream": "stdout",
+                    "time": jiff::Timestamp::now().to_string(),
+                });
+                format!("{entry}\n")
+            }
+        }
+    }
+}
+
 /// Appends the failures (and as many successes of other clients) at the steady rate and
 /// returns, per attacker, the wall time just after its maxretry-th failure was written.
-fn write_attack(log: &Path) -> anyhow::Result<HashMap<IpAddr, f64>> {
+fn write_attack(log: &Path, wrapper: Wrapper) -> anyhow::Result<HashMap<IpAddr, f64>> {
     let mut file = OpenOptions::new()
         .append(true)
         .create(true)
@@ -95,7 +126,8 @@ fn write_attack(log: &Path) -> anyhow::Result<HashMap<IpAddr, f64>> {
                 std::thread::sleep(next.saturating_duration_since(std::time::Instant::now()));
                 next += SPACING;
                 // One write per line, as Python's logging does.
-                file.write_all(agent::login_line(&agent::now_stamp(), &host, status).as_bytes())?;
+                let line = agent::login_line(&agent::now_stamp(), &host, status);
+                file.write_all(wrapper.wrap(line).as_bytes())?;
                 if status == 401 && failure == MAXRETRY {
                     written.insert(attacker(i), now());
                 }
@@ -129,7 +161,7 @@ impl Drop for Process {
     }
 }
 
-fn ban_agent() -> anyhow::Result<Vec<f64>> {
+fn ban_agent(wrapper: Wrapper) -> anyhow::Result<Vec<f64>> {
     let agent = OneJail::new("bench-latency", MAXRETRY as u32);
     let _daemon = agent.start();
     let maps = ban_agent::datapath::Maps::open_pinned(&agent.pins.dir)?;
@@ -164,7 +196,7 @@ fn ban_agent() -> anyhow::Result<Vec<f64>> {
             Ok(seen)
         })
     };
-    let written = write_attack(&agent.log)?;
+    let written = write_attack(&agent.log, wrapper)?;
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while !poller.is_finished() && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
@@ -257,7 +289,7 @@ fn fail2ban(server: &Path, dir: &Path) -> anyhow::Result<Vec<f64>> {
     wait_until("fail2ban-server's socket", || socket.exists())?;
     // Its jail starts after the socket appears; give the watcher a moment.
     std::thread::sleep(Duration::from_secs(2));
-    let written = write_attack(&log)?;
+    let written = write_attack(&log, Wrapper::Plain)?;
     let mut effective = HashMap::new();
     wait_until("fail2ban ran every ban action", || {
         effective = std::fs::read_to_string(&bans)
@@ -326,7 +358,7 @@ fn report(runs: &[(&str, usize, Vec<f64>)]) -> anyhow::Result<()> {
     let mut table = String::from(
         "| tool | p50 ms | p99 ms | max ms | p99 vs. ban-agent |\n|---|---:|---:|---:|---:|\n",
     );
-    for tool in ["ban-agent", AFTER_RELOAD, "fail2ban"] {
+    for tool in ["ban-agent", CONTAINER, AFTER_RELOAD, "fail2ban"] {
         if let Some(row) = summary(tool) {
             let _ = writeln!(
                 table,
