@@ -5,7 +5,8 @@
 //! daemon answers (and its memory after it), and the database's size once the bans are
 //! lifted (`unban --all`) and their history pruned. The addresses are IPv6 from
 //! 2001:db8::/32, written as FastAPI failure lines to the log the daemon follows; no packet
-//! is sent. Median of `RUNS` runs (each a fresh daemon). Writes
+//! is sent. Last, the daemon's peak while a container's log (CRI) floods it with 1 GB of
+//! partial lines that never end (the joined message is cut at its limit). Median of `RUNS` runs (each a fresh daemon). Writes
 //! `docs/benchmarks/memory.csv`, `memory.md` and a table.
 
 use std::{
@@ -63,6 +64,8 @@ fn main() -> anyhow::Result<()> {
         tracked(run, &mut rows)?;
         eprintln!("memory: run {run}/{RUNS}: 1M bans");
         bans(run, &mut rows)?;
+        eprintln!("memory: run {run}/{RUNS}: 1 GB of partial lines in a container's log");
+        partials(run, &mut rows)?;
     }
     report(&rows)
 }
@@ -196,6 +199,39 @@ fn tracked(run: usize, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The row of the partial lines' flood.
+const PARTIALS: &str = "1 GB of partial lines in a container's log (peak)";
+
+/// A container's CRI log gets 1 GB of `P` lines (parts of one message that never ends),
+/// then a complete failure line; once the jail has counted that failure, the daemon has
+/// read the whole flood, and its peak resident memory is the row.
+fn partials(run: usize, rows: &mut Vec<Row>) -> anyhow::Result<()> {
+    const PART: usize = 1000;
+    const TOTAL: usize = 1 << 30;
+    let agent = Agent::start(5);
+    let time = jiff::Timestamp::now().to_string();
+    let part = format!("{time} stdout P {}\n", "p".repeat(PART));
+    let chunk = part.repeat((64 << 20) / part.len());
+    let mut log = OpenOptions::new().append(true).open(&agent.jail.log)?;
+    let mut written = 0;
+    while written < TOTAL {
+        log.write_all(chunk.as_bytes())
+            .context("append to the log")?;
+        written += chunk.len();
+    }
+    let line = agent::login_line(&agent::now_stamp(), address(0), 401);
+    write!(log, "{time} stdout F end\n{time} stdout F {line}").context("append")?;
+    agent.until("the failure after the flood", || {
+        Ok(agent.jail.failures_counted() >= 1)
+    })?;
+    let (_, _, peak_kib) = shared::proc_usage(agent.daemon.pid())?;
+    let mut row = agent.row(PARTIALS, run)?;
+    row.rss_kib = peak_kib;
+    rows.push(row);
+    agent.stop();
+    Ok(())
+}
+
 fn bans(run: usize, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     const BANS: u32 = 1_000_000;
     let agent = Agent::start(1);
@@ -301,6 +337,7 @@ fn report(rows: &[Row]) -> anyhow::Result<()> {
         ("1M bans", 1e6),
         ("1M bans after a restart", 1e6),
         ("1M bans lifted and history pruned", 0.0),
+        (PARTIALS, 0.0),
     ] {
         let rss = median(state, &live);
         let per = match rss {
