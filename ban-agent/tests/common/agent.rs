@@ -45,6 +45,19 @@ impl Daemon {
         Self::spawn(command, socket, log)
     }
 
+    /// Starts `ban-agent run` in `ns` with the test folder `dir`'s configuration
+    /// `ban-agent.toml`, socket `ctl.sock` and log `agent.log`.
+    pub fn start_in(ns: &Netns, dir: &Path) -> Self {
+        Self::start(
+            ns,
+            &[],
+            &dir.join("ban-agent.toml"),
+            &[],
+            &dir.join("ctl.sock"),
+            &dir.join("agent.log"),
+        )
+    }
+
     /// Spawns `command` (a `ban-agent run` command line), its stderr in `log`, and waits
     /// until it answers `ping` on `socket`.
     pub fn spawn(mut command: Command, socket: &Path, log: &Path) -> Self {

@@ -119,14 +119,7 @@ impl Scene {
         );
         std::fs::create_dir_all(self.path("containers")).expect("mkdir containers");
         std::fs::write(self.path("ban-agent.toml"), config).expect("write config");
-        Daemon::start(
-            &self.host,
-            &[],
-            &self.path("ban-agent.toml"),
-            &[],
-            &self.path("ctl.sock"),
-            &self.path("agent.log"),
-        )
+        Daemon::start_in(&self.host, self.dir.path())
     }
 
     fn cli(&self, args: &[&str]) -> String {

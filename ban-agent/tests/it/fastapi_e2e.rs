@@ -139,14 +139,7 @@ impl Scene {
     }
 
     fn start_agent(&self) -> Daemon {
-        Daemon::start(
-            &self.server,
-            &[],
-            &self.path("ban-agent.toml"),
-            &[],
-            &self.path("ctl.sock"),
-            &self.path("agent.log"),
-        )
+        Daemon::start_in(&self.server, self.dir.path())
     }
 
     fn cli(&self, args: &[&str]) -> String {
