@@ -44,7 +44,7 @@ const RELOADS: u8 = 30;
 /// The row of bans made right after a reload.
 const AFTER_RELOAD: &str = "ban-agent right after a reload";
 /// The row of the same lines in a container's log (Docker's json-file driver).
-const CONTAINER: &str = "ban-agent, a container's json-file log";
+const CONTAINER: &str = "ban-agent on a container's json-file log";
 const FAIL2BAN_FILTER: &str =
     include_str!("../../examples/fastapi-auth/fail2ban/filter.d/fastapi-auth.conf");
 

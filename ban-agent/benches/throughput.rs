@@ -48,7 +48,7 @@ const CHILD_ENV: &str = "BAN_AGENT_DETECT_CHILD";
 const RUNS: usize = 3;
 const PIPELINE: &str = "ban-agent pipeline (one thread)";
 const TEST_FILTER: &str = "ban-agent test-filter";
-const TEST_FILTER_DOCKER: &str = "ban-agent test-filter, Docker json-file log";
+const TEST_FILTER_DOCKER: &str = "ban-agent test-filter on a Docker json-file log";
 const DAEMON: &str = "ban-agent daemon";
 const FAIL2BAN: &str = "fail2ban-regex 1.0.2";
 /// The daemon gets this long to read the file.
