@@ -310,9 +310,9 @@ fn docker_layout<'a>(line: &'a str, times: &mut Times) -> Option<Part<'a>> {
     let rest = line.strip_prefix("{\"log\":\"")?;
     let (text, rest) = json_string(rest)?;
     let rest = rest.strip_prefix(",\"stream\":\"")?;
-    let (stream, rest) = rest.split_once('"')?;
+    let (stream, rest) = until_quote(rest)?;
     let rest = rest.strip_prefix(",\"time\":\"")?;
-    let (time, rest) = rest.split_once('"')?;
+    let (time, rest) = until_quote(rest)?;
     if rest.trim_end() != "}" {
         return None;
     }
@@ -322,6 +322,12 @@ fn docker_layout<'a>(line: &'a str, times: &mut Times) -> Option<Part<'a>> {
         text,
         stream: Stream::from_name(stream)?,
     })
+}
+
+/// `text` up to its first `"`, and what follows the quote.
+fn until_quote(text: &str) -> Option<(&str, &str)> {
+    let at = memchr::memchr(b'"', text.as_bytes())?;
+    Some((&text[..at], &text[at + 1..]))
 }
 
 /// The JSON string at the start of `text` (its opening quote taken off), unescaped, and
@@ -337,10 +343,7 @@ fn json_string(text: &str) -> Option<(Cow<'_, str>, &str)> {
             if !escaped {
                 return Some((Cow::Borrowed(raw), rest));
             }
-            // The string with its quotes is JSON: serde_json unescapes it.
-            let quoted = &text.get(..=found)?;
-            let unescaped: String = serde_json::from_str(&format!("\"{quoted}")).ok()?;
-            return Some((Cow::Owned(unescaped), rest));
+            return Some((Cow::Owned(unescape(raw)?), rest));
         }
         escaped = true;
         // A backslash escapes the next byte (`\"`, `\\`, `\uXXXX`'s `u`).
@@ -348,6 +351,57 @@ fn json_string(text: &str) -> Option<(Cow<'_, str>, &str)> {
         if at > bytes.len() {
             return None;
         }
+    }
+}
+
+/// A JSON string's content with its escapes replaced; `None` for an escape JSON does not
+/// have. Written here rather than through serde_json (which would need the string copied
+/// into a quoted one first): it runs on nearly every access line, whose request is quoted.
+fn unescape(raw: &str) -> Option<String> {
+    let mut out = String::with_capacity(raw.len());
+    let mut rest = raw;
+    while let Some(at) = memchr::memchr(b'\\', rest.as_bytes()) {
+        out.push_str(&rest[..at]);
+        let mut chars = rest[at + 1..].chars();
+        let replaced = match chars.next()? {
+            c @ ('"' | '\\' | '/') => c,
+            'b' => '\u{8}',
+            'f' => '\u{c}',
+            'n' => '\n',
+            'r' => '\r',
+            't' => '\t',
+            'u' => {
+                let (c, after) = unicode_escape(&rest[at + 2..])?;
+                out.push(c);
+                rest = after;
+                continue;
+            }
+            _ => return None,
+        };
+        out.push(replaced);
+        rest = chars.as_str();
+    }
+    out.push_str(rest);
+    Some(out)
+}
+
+/// The character of a `\uXXXX` escape (its 4 hex digits at the start of `text`), with
+/// the low half of a surrogate pair that follows; and the text after it. A lone surrogate
+/// is U+FFFD, as serde_json and Go read it.
+fn unicode_escape(text: &str) -> Option<(char, &str)> {
+    let hex = |text: &str| u32::from_str_radix(text.get(..4)?, 16).ok();
+    let high = hex(text)?;
+    let rest = &text[4..];
+    if !(0xD800..0xDC00).contains(&high) {
+        return Some((char::from_u32(high).unwrap_or('\u{fffd}'), rest));
+    }
+    let low = rest.strip_prefix("\\u").and_then(hex);
+    match low {
+        Some(low) if (0xDC00..0xE000).contains(&low) => {
+            let c = 0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00);
+            Some((char::from_u32(c).unwrap_or('\u{fffd}'), &rest[6..]))
+        }
+        _ => Some(('\u{fffd}', rest)),
     }
 }
 

@@ -284,3 +284,27 @@ fn times_in_one_second_are_read_from_their_fraction() {
     }
     assert_eq!(times.read("yesterday"), None);
 }
+
+proptest! {
+    /// Any string, as serde_json escapes it, is read back whole by the hand-written path.
+    #[test]
+    fn any_escaped_message_reads_back(message in "\\PC{0,80}", control in any::<char>()) {
+        let message = format!("{message}{control}\n");
+        let line = serde_json::json!({"log": message, "stream": "stdout", "time": "2026-12-06T17:00:01Z"})
+            .to_string();
+        let part = docker_layout(&line, &mut Times::default());
+        prop_assert!(part.is_some(), "{}", line);
+        let part = part.expect("checked");
+        prop_assert_eq!(part.text.as_ref(), message.as_str());
+    }
+}
+
+#[test]
+fn go_escapes_and_surrogates_are_read() {
+    assert_eq!(
+        unescape(r"a\u003cb\u003e \ud83d\ude00 \ud800x").as_deref(),
+        Some("a<b> 😀 \u{fffd}x")
+    );
+    assert_eq!(unescape(r"\q"), None);
+    assert_eq!(unescape(r"\u12"), None);
+}
