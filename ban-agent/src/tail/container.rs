@@ -292,7 +292,7 @@ fn docker<'a>(line: &'a str, times: &mut Times, unescaped: &'a mut String) -> Op
         return Some(part);
     }
     #[derive(serde::Deserialize)]
-    struct Line<'a> {
+    struct DockerLine<'a> {
         #[serde(borrow)]
         log: Cow<'a, str>,
         #[serde(borrow)]
@@ -300,7 +300,7 @@ fn docker<'a>(line: &'a str, times: &mut Times, unescaped: &'a mut String) -> Op
         #[serde(borrow, default)]
         time: Option<Cow<'a, str>>,
     }
-    let parsed: Line<'_> = serde_json::from_str(line).ok()?;
+    let parsed: DockerLine<'_> = serde_json::from_str(line).ok()?;
     let stream = Stream::from_name(&parsed.stream)?;
     Some(Part {
         last: parsed.log.ends_with('\n'),
