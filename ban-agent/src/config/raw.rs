@@ -922,6 +922,16 @@ impl<'a> JailCtx<'a> {
         }
     }
 
+    /// A key about log files, in a journal jail.
+    fn files_only(&self, span: Range<usize>, key: &str) -> ConfigError {
+        self.error(
+            span,
+            key,
+            "a journal jail reads the journal's entries, not files: remove it, or read the \
+             container's log files (`logpath`, `docker`) instead of `backend = \"systemd\"`",
+        )
+    }
+
     /// `docker` and `docker_label`: Docker containers whose json-file logs the jail
     /// reads, picked by name or label.
     fn docker(
@@ -935,12 +945,7 @@ impl<'a> JailCtx<'a> {
             return Ok(None);
         }
         if journal && let Some(s) = names.as_ref().or(labels.as_ref()) {
-            return Err(self.error(
-                s.value.span(),
-                &s.key,
-                "a journal jail reads the journal, not containers' log files: remove it, or \
-                 drop `backend = \"systemd\"`",
-            ));
+            return Err(self.files_only(s.value.span(), &s.key));
         }
         let list = |setting: &Option<Setting<'_, Spanned<Value>>>, what: &str| {
             let Some(s) = setting else {
@@ -990,12 +995,7 @@ impl<'a> JailCtx<'a> {
         let format = self.pick("log_format", |j| j.log_format.as_ref());
         let stream = self.pick("stream", |j| j.stream.as_ref());
         if journal && let Some(s) = format.as_ref().or(stream.as_ref()) {
-            return Err(self.error(
-                s.value.span(),
-                &s.key,
-                "a journal jail reads the journal's entries, not files: remove it, or read the \
-                 container's log files with `logpath` instead of `backend = \"systemd\"`",
-            ));
+            return Err(self.files_only(s.value.span(), &s.key));
         }
         let log_format = match &format {
             None => LogFormat::Auto,

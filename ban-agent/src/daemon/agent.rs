@@ -673,15 +673,11 @@ impl Agent {
         self.persist.tidy(&self.jails, now);
     }
 
-    /// Opens every file and journal the jails read now, where they were left.
-    pub(super) fn open_logs(&mut self) {
+    /// Opens every file and journal the jails read now, where they were left: the globs
+    /// and Docker selections are expanded again (the daemon calls it when a watched
+    /// folder's entries changed), new files are followed, removed ones let go.
+    pub fn open_logs(&mut self) {
         self.logs.open(&self.jails, self.persist.places());
-    }
-
-    /// Expands the jails' globs again (a watched folder's entries changed): new files
-    /// are followed, removed ones let go.
-    pub fn rescan_logs(&mut self) {
-        self.open_logs();
     }
 
     /// The files followed now.

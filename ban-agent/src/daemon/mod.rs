@@ -318,7 +318,7 @@ fn reloaded(agent: &mut Agent, inputs: &mut Inputs) {
     if inputs.wakeups.patterns() != agent.log_patterns() {
         inputs.wakeups = watch_logs(agent);
     } else {
-        rescan(agent, &mut inputs.wakeups, true);
+        watch_folders(agent, &mut inputs.wakeups);
     }
     agent.poll(Now::read());
 }
@@ -330,24 +330,31 @@ async fn until_boot(at: Option<u64>) {
 }
 
 /// Expands the globs again when a watched folder's entries changed (or, with `timer`,
-/// when inotify does not see every folder), and watches the folders that brings (until
-/// no new one comes: an entry made in a folder before its watch was set is not missed).
+/// when inotify does not see every folder), and watches the folders that brings.
 fn rescan(agent: &mut Agent, wakeups: &mut watch::Wakeups, timer: bool) {
     if !wakeups.entries_changed() && !timer {
         return;
     }
-    loop {
-        agent.rescan_logs();
-        let folders = watch::folders_to_watch(&agent.log_patterns(), &agent.followed_files());
-        if !wakeups.track(folders) {
-            break;
-        }
+    agent.open_logs();
+    watch_folders(agent, wakeups);
+}
+
+/// Watches the folders of the logs opened now; while that adds a folder, expands the
+/// globs once more, so that an entry made in a folder before its watch was set is not
+/// missed.
+fn watch_folders(agent: &mut Agent, wakeups: &mut watch::Wakeups) {
+    while wakeups.track(watch::folders_to_watch(
+        &agent.log_patterns(),
+        &agent.followed_files(),
+    )) {
+        agent.open_logs();
     }
 }
 
+/// Watches the logs the agent has just opened (at its start, or after a reload).
 fn watch_logs(agent: &mut Agent) -> watch::Wakeups {
     let mut wakeups = watch::watch(&agent.log_patterns(), WatchMode::Inotify { interval: TICK });
-    rescan(agent, &mut wakeups, true);
+    watch_folders(agent, &mut wakeups);
     if !wakeups.unwatched().is_empty() {
         warn!(
             folders = ?wakeups.unwatched(),

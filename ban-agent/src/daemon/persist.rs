@@ -27,7 +27,7 @@ use crate::{
 
 /// How much ban history the state keeps (for `bantime_increment`): what fail2ban's
 /// `dbpurgeage` is, but long enough for increments to mean something.
-pub(super) const KEEP: Keep = Keep {
+const KEEP: Keep = Keep {
     max_age: std::time::Duration::from_secs(30 * 24 * 3600),
     max_entries: 2_000_000,
 };

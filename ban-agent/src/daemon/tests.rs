@@ -97,25 +97,39 @@ fn config(dir: &Path, maxretry: u32, extra: &str) -> Config {
     Config::parse(&path, &text).expect("valid config")
 }
 
-fn failure(dir: &Path, host: &str, second: i64) {
-    use std::io::Write as _;
+/// The app's failure line for `host`, stamped `second` after `T0`, with its `\n`.
+fn failure_line(host: &str, second: i64) -> String {
     let at = jiff::Timestamp::from_millisecond(T0 + second * 1000).expect("time");
-    let line = format!(
+    format!(
         "{} - fastapi-auth - INFO - {host} - \"POST /login\" 401 - 0.0100s\n",
         at.strftime("%Y-%m-%d %H:%M:%S,000")
-    );
+    )
+}
+
+/// Appends `text` to the jail's log `auth.log` in `dir`.
+fn append(dir: &Path, text: &str) {
+    use std::io::Write as _;
     let mut file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(dir.join("auth.log"))
         .expect("open log");
-    file.write_all(line.as_bytes()).expect("append");
+    file.write_all(text.as_bytes()).expect("append");
+}
+
+fn failure(dir: &Path, host: &str, second: i64) {
+    append(dir, &failure_line(host, second));
 }
 
 fn start(config: Config, kernel: &FakeKernel, at: Now) -> Agent {
+    start_on(config, kernel, at, Vec::new())
+}
+
+/// [`start`] on a host whose addresses are `own`.
+fn start_on(config: Config, kernel: &FakeKernel, at: Now, own: Vec<std::net::IpAddr>) -> Agent {
     let store = Some(Store::open(&config.global.state_dir, at.wall).expect("state"));
     let setup = Setup {
-        own: Vec::new(),
+        own,
         zone: jiff::tz::TimeZone::UTC,
         metrics: Metrics::new(),
         events: None,
@@ -1148,20 +1162,10 @@ fn unban_all_lifts_every_ban_from_the_kernel_and_the_state() {
 /// `stream`, with the runtime's time `second` (the app's own line says `second - 3600`:
 /// the runtime's time is the one that counts).
 fn docker_failure(dir: &Path, host: &str, second: i64, stream: &str) {
-    use std::io::Write as _;
-    let at = |s: i64| jiff::Timestamp::from_millisecond(T0 + s * 1000).expect("time");
-    let message = format!(
-        "{} - fastapi-auth - INFO - {host} - \"POST /login\" 401 - 0.0100s\n",
-        at(second - 3600).strftime("%Y-%m-%d %H:%M:%S,000")
-    );
-    let line =
-        serde_json::json!({"log": message, "stream": stream, "time": at(second).to_string()});
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("auth.log"))
-        .expect("open log");
-    writeln!(file, "{line}").expect("append");
+    let at = jiff::Timestamp::from_millisecond(T0 + second * 1000).expect("time");
+    let message = failure_line(host, second - 3600);
+    let line = serde_json::json!({"log": message, "stream": stream, "time": at.to_string()});
+    append(dir, &format!("{line}\n"));
 }
 
 #[test]
@@ -1177,11 +1181,7 @@ fn a_containers_json_file_log_bans_by_the_runtimes_time_in_the_jails_stream() {
         docker_failure(dir.path(), "192.0.2.7", s, "stderr");
         docker_failure(dir.path(), "192.0.2.8", s, "stdout");
     }
-    std::fs::OpenOptions::new()
-        .append(true)
-        .open(dir.path().join("auth.log"))
-        .and_then(|mut file| std::io::Write::write_all(&mut file, b"not a docker line\n"))
-        .expect("append");
+    append(dir.path(), "not a docker line\n");
     assert_eq!(agent.poll(now(4)), 7);
     let bans = kernel.bans.lock().expect("lock").clone();
     assert!(
@@ -1208,15 +1208,8 @@ fn a_proxys_address_is_spared_and_said_once_when_it_makes_most_failures() {
     let kernel = FakeKernel::default();
     let mut config = config(dir.path(), 3, "");
     config.global.ignoreself = true;
-    let store = Some(Store::open(&config.global.state_dir, now(0).wall).expect("state"));
-    let setup = Setup {
-        own: vec!["192.0.2.129".parse().expect("address")],
-        zone: jiff::tz::TimeZone::UTC,
-        metrics: Metrics::new(),
-        events: None,
-    };
-    let mut agent =
-        Agent::start(config, Box::new(kernel.clone()), store, setup, now(0)).expect("starts");
+    let own = vec!["192.0.2.129".parse().expect("address")];
+    let mut agent = start_on(config, &kernel, now(0), own);
     failure(dir.path(), "192.0.2.44", 1);
     for s in 1..=40 {
         failure(dir.path(), "192.0.2.129", s);
@@ -1306,7 +1299,7 @@ fn containers_picked_by_label_are_read_also_when_they_start_later() {
     for s in 4..=5 {
         fail(&later, "192.0.2.33", s);
     }
-    agent.rescan_logs();
+    agent.open_logs();
     agent.poll(now(6));
     let bans = kernel.bans.lock().expect("lock").clone();
     assert!(bans.contains_key(&(0, net("192.0.2.31/32"))), "{bans:?}");

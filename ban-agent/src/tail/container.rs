@@ -207,19 +207,22 @@ impl Unwrapper {
             }
             self.format = detect(line);
         }
+        if matches!(self.format, LogFormat::Auto | LogFormat::Plain) {
+            self.stats.messages += 1;
+            sink(Message {
+                text: line,
+                time: None,
+                stream: None,
+            });
+            return Fed::Message;
+        }
+        // Taken out while the part may borrow it, and put back: no line allocates.
         let mut unescaped = std::mem::take(&mut self.unescaped);
         let part = match self.format {
-            LogFormat::Auto | LogFormat::Plain => {
-                self.stats.messages += 1;
-                sink(Message {
-                    text: line,
-                    time: None,
-                    stream: None,
-                });
-                return Fed::Message;
-            }
             LogFormat::Docker => docker(line, &mut self.times, &mut unescaped),
             LogFormat::Cri => cri(line, &mut self.times),
+            // Given whole above.
+            LogFormat::Auto | LogFormat::Plain => None,
         };
         let fed = match part {
             Some(part) => self.part(part, sink),
