@@ -241,11 +241,22 @@ fn serve(stream: std::net::TcpStream, peer: SocketAddr, log: &Path) {
     if reader.read_line(&mut request_line).is_err() {
         return;
     }
-    // The headers, up to the empty line (the body is not read: the answer does not
-    // depend on it).
+    // The headers, up to the empty line, then the body: read whole, though the answer
+    // does not depend on it, since closing a socket with unread bytes resets the
+    // connection, and the client may lose the answer.
     let mut header = String::new();
+    let mut length = 0;
     while reader.read_line(&mut header).is_ok_and(|n| n > 2) {
+        if let Some((name, value)) = header.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            length = value.trim().parse().unwrap_or(0);
+        }
         header.clear();
+    }
+    let mut body = vec![0; length];
+    if std::io::Read::read_exact(&mut reader, &mut body).is_err() {
+        return;
     }
     let mut words = request_line.split_whitespace();
     let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
