@@ -2,6 +2,11 @@
 //! (a bridge joining a server, an attacker and a client), the example app and ban-agent in
 //! the server, and the attack told step by step. Everything is removed at the end, also
 //! after Ctrl-C or a failure.
+//!
+//! With `--container`, the app runs in a Docker container on the server instead
+//! ([`container`]), and the agent reads the container's log.
+
+mod container;
 
 use std::{
     fs,
@@ -29,7 +34,15 @@ const PIN_DIR: &str = "/sys/fs/bpf/ban-agent-demo";
 const BAD: &str = r#"{"username": "alice", "password": "guess"}"#;
 const GOOD: &str = r#"{"username": "alice", "password": "correct horse battery staple"}"#;
 
-pub fn demo(ws: &Workspace) -> anyhow::Result<()> {
+#[derive(clap::Args)]
+pub struct DemoArgs {
+    /// Run the app in a Docker container (Debian's docker.io), its port published on the
+    /// server's, and read the container's log.
+    #[arg(long)]
+    pub container: bool,
+}
+
+pub fn demo(ws: &Workspace, args: &DemoArgs) -> anyhow::Result<()> {
     if !crate::is_root() {
         bail!(
             "cargo xtask demo creates network namespaces and attaches the datapath: run it as root \
@@ -41,15 +54,26 @@ pub fn demo(ws: &Workspace) -> anyhow::Result<()> {
     let flag = Arc::clone(&interrupted);
     ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed))
         .context("cannot handle Ctrl-C")?;
-    let story = Story {
+    let work = ws.root.join(if args.container {
+        "target/xtask-demo-container"
+    } else {
+        "target/xtask-demo"
+    });
+    let mut story = Story {
         ws,
         agent: ws.root.join("target/release/ban-agent"),
-        work: ws.root.join("target/xtask-demo"),
+        work,
         started: Instant::now(),
         interrupted,
+        docker: None,
     };
+    if args.container {
+        // A daemon an interrupted run left holds the namespace the scene replaces.
+        container::Docker::clean(&story.docker_root())?;
+    }
     let scene = Scene::build()?;
-    let result = match story.tell() {
+    let result = story.tell_where(args.container);
+    let result = match result {
         Err(_) if story.interrupted.load(Ordering::Relaxed) => {
             println!("\ninterrupted");
             Ok(())
@@ -60,6 +84,7 @@ pub fn demo(ws: &Workspace) -> anyhow::Result<()> {
     let _detached = Command::new(&story.agent)
         .args(["datapath", "detach", "--pin-dir", PIN_DIR])
         .output();
+    drop(story.docker.take());
     drop(scene);
     result
 }
@@ -155,6 +180,24 @@ struct Story<'a> {
     work: PathBuf,
     started: Instant,
     interrupted: Arc<AtomicBool>,
+    /// The daemon the app runs under, with `--container`.
+    docker: Option<container::Docker>,
+}
+
+/// The app as the story runs it; stopped on drop.
+enum RunningApp<'a> {
+    Process(App),
+    Container(container::Container<'a>),
+}
+
+impl RunningApp<'_> {
+    /// What the app printed, for a failure's message.
+    fn output(&self) -> String {
+        match self {
+            Self::Process(app) => app.output(),
+            Self::Container(container) => container.output(),
+        }
+    }
 }
 
 impl Story<'_> {
@@ -177,29 +220,53 @@ impl Story<'_> {
         Ok(())
     }
 
-    fn tell(&self) -> anyhow::Result<()> {
+    /// With `container`, builds the app's image and starts dockerd in the server first.
+    fn tell_where(&mut self, container: bool) -> anyhow::Result<()> {
+        let server = if container {
+            "a Docker host: the example app in a container (198.51.100.2:8000, published\n            \
+             on :8000 by Docker's DNAT), and ban-agent on eth0"
+        } else {
+            "the example app on :8000, and ban-agent on eth0 (tc: a veth)"
+        };
         println!(
             "\nban-agent demo: a FastAPI login brute-forced, and the attacker dropped in the kernel.\n\n\
              Network namespaces made for the demo, joined by a bridge:\n  \
-             server    {SERVER}   the example app on :8000, and ban-agent on eth0 (tc: a veth)\n  \
+             server    {SERVER}   {server}\n  \
              attacker  {ATTACKER}  guesses alice's password\n  \
              client    {CLIENT}  knows it\n"
         );
         fs::create_dir_all(&self.work)
             .with_context(|| format!("cannot create {}", self.work.display()))?;
+        if container {
+            self.say(
+                "the app's image: Debian with python3 (mmdebstrap) and the app's wheels (pip), \
+                 made once per requirements.txt",
+            );
+            let rootfs = container::app_rootfs(self.ws, &self.work)?;
+            self.check()?;
+            self.say(&format!(
+                "starting dockerd in the server (--bip 198.51.100.1/24 --userland-proxy=false, data root {})",
+                self.docker_root().display()
+            ));
+            let docker = container::Docker::start(
+                Scene::SERVER,
+                &self.docker_root(),
+                &self.work.join("dockerd.log"),
+            )?;
+            docker.import(&rootfs)?;
+            self.docker = Some(docker);
+        }
+        self.tell()
+    }
+
+    fn docker_root(&self) -> PathBuf {
+        self.work.join("docker")
+    }
+
+    fn tell(&self) -> anyhow::Result<()> {
         let access_log = self.work.join("access.log");
         let _truncated = fs::File::create(&access_log);
-        self.say("starting the example app (examples/fastapi-auth/app.py) in the server");
-        let _app = App::start(
-            self.ws,
-            |python| inside(Scene::SERVER, python),
-            &access_log,
-            &self.work.join("app.log"),
-            || {
-                self.curl(Scene::CLIENT, "GET", "/health", None)
-                    .is_ok_and(|code| code.is_some())
-            },
-        )?;
+        let app = self.start_app(&access_log)?;
         let agent = self.start_agent(&access_log)?;
         self.pause(500)?;
 
@@ -212,7 +279,7 @@ impl Story<'_> {
             self.login(Scene::ATTACKER, "attacker", BAD, &format!("guess {guess}"))?;
             fifth = Instant::now();
         }
-        let ban = self.wait_for_ban(&agent, fifth)?;
+        let ban = self.wait_for_ban(&agent, &app, fifth)?;
         self.say(&format!("ban-agent: {ban}"));
         self.pause(500)?;
         self.show(&["status", JAIL])?;
@@ -220,9 +287,14 @@ impl Story<'_> {
 
         self.say("attacker POST /login (guess 6) ...");
         match self.curl(Scene::ATTACKER, "POST", "/login", Some(BAD))? {
-            None => self.say(
-                "attacker gets no answer in 2 s: its SYNs are dropped at tc ingress, before netfilter and the TCP stack",
-            ),
+            None => self.say(&format!(
+                "attacker gets no answer in 2 s: its SYNs are dropped at tc ingress, before {}",
+                if self.docker.is_some() {
+                    "netfilter and Docker's DNAT (a ban in fail2ban's INPUT chain would not see them)"
+                } else {
+                    "netfilter and the TCP stack"
+                }
+            )),
             Some(code) => bail!("the attacker was answered ({code}) after its ban"),
         }
         self.show(&["stats"])?;
@@ -244,12 +316,58 @@ impl Story<'_> {
             Some(code) => self.say(&after_unban(code)),
             None => bail!("the attacker got no answer after its unban"),
         }
+        let test = if self.docker.is_some() {
+            "ban-agent/tests/it/containers.rs (with fail2ban's nftables ban beside it)"
+        } else {
+            "ban-agent/tests/it/fastapi_e2e.rs"
+        };
         println!(
             "\nThat is the whole product. Run the same on this machine's interface with \
-             `cargo xtask run`; the test of this scene is ban-agent/tests/fastapi_e2e.rs.\n"
+             `cargo xtask run`; the test of this scene is {test}.\n"
         );
         self.show(&["stop"])?;
+        drop(app);
         agent.finish()
+    }
+
+    /// The example app in the server: a process, or a container under the story's dockerd.
+    fn start_app(&self, access_log: &Path) -> anyhow::Result<RunningApp<'_>> {
+        let answers = || {
+            self.curl(Scene::CLIENT, "GET", "/health", None)
+                .is_ok_and(|code| code.is_some())
+        };
+        let Some(docker) = &self.docker else {
+            self.say("starting the example app (examples/fastapi-auth/app.py) in the server");
+            return App::start(
+                self.ws,
+                |python| inside(Scene::SERVER, python),
+                access_log,
+                &self.work.join("app.log"),
+                answers,
+            )
+            .map(RunningApp::Process);
+        };
+        self.say(&format!(
+            "$ docker run --detach --name {} --publish 8000:8000 ba-demo-app python3 /opt/app/app.py",
+            container::CONTAINER
+        ));
+        let app = docker.run_app()?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !answers() {
+            self.check()?;
+            if Instant::now() > deadline {
+                bail!(
+                    "the app's container did not answer on {SERVER}:8000 within 30 s:\n{}",
+                    app.output()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        self.say(&format!(
+            "the app answers through Docker's DNAT; its output goes to {}",
+            app.log_path()?
+        ));
+        Ok(RunningApp::Container(app))
     }
 
     fn start_agent(&self, access_log: &Path) -> anyhow::Result<Agent> {
@@ -258,19 +376,29 @@ impl Story<'_> {
         config.set("pin_dir", PIN_DIR);
         config.set("state_dir", self.work.join("state").display().to_string());
         config.set("socket", self.socket().display().to_string());
-        config.set_jail("logpath", access_log.display().to_string())?;
-        // The app creates its log at its start; the agent refuses a jail whose log is
-        // missing.
-        fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(access_log)
-            .with_context(|| format!("cannot create {}", access_log.display()))?;
+        let source = if let Some(docker) = &self.docker {
+            // The container's json-file log, found by the container's name; the app's
+            // failures are on its stderr.
+            config.remove_jail("logpath")?;
+            config.set_jail("docker", container::CONTAINER)?;
+            config.set("docker_root", docker.data_root().display().to_string());
+            format!("the log of container {}", container::CONTAINER)
+        } else {
+            config.set_jail("logpath", access_log.display().to_string())?;
+            // The app creates its log at its start; the agent refuses a jail whose log is
+            // missing.
+            fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(access_log)
+                .with_context(|| format!("cannot create {}", access_log.display()))?;
+            access_log.display().to_string()
+        };
         let path = self.work.join("ban-agent.toml");
         config.write(&path)?;
         let _stale = fs::remove_dir_all(self.work.join("state"));
         self.say(&format!(
-            "starting ban-agent run --config {} (jail {JAIL}: 5 failures in 10m ban for 1h, port 8000)",
+            "starting ban-agent run --config {} (jail {JAIL}: 5 failures in 10m ban for 1h, port 8000, read from {source})",
             path.display()
         ));
         let log = self.work.join("agent.log");
@@ -361,7 +489,12 @@ impl Story<'_> {
     }
 
     /// The agent's "ban" log line, and how long after the fifth failure it appeared.
-    fn wait_for_ban(&self, agent: &Agent, fifth: Instant) -> anyhow::Result<String> {
+    fn wait_for_ban(
+        &self,
+        agent: &Agent,
+        app: &RunningApp<'_>,
+        fifth: Instant,
+    ) -> anyhow::Result<String> {
         loop {
             if let Some(line) = agent.log().lines().find(|l| l.contains(" ban ")) {
                 let line = line.split_once(" ban ").map_or(line, |(_, rest)| rest);
@@ -371,7 +504,11 @@ impl Story<'_> {
                 ));
             }
             if fifth.elapsed() > Duration::from_secs(5) {
-                bail!("no ban within 5 s of the fifth failure:\n{}", agent.log());
+                bail!(
+                    "no ban within 5 s of the fifth failure. The agent said:\n{}\nThe app said:\n{}",
+                    agent.log(),
+                    app.output()
+                );
             }
             std::thread::sleep(Duration::from_millis(1));
         }

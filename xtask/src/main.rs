@@ -7,8 +7,10 @@ mod demo;
 mod dist;
 mod example;
 mod fuzz;
+mod image;
 mod install;
 mod report;
+mod rootfs;
 mod run;
 mod setup;
 mod test;
@@ -37,6 +39,10 @@ enum Task {
     Dist {
         #[arg(long)]
         check: bool,
+        /// Also the agent's OCI image, from the package (mmdebstrap, buildah; root):
+        /// target/dist/*.oci.tar and *.docker.tar, tagged ban-agent:VERSION.
+        #[arg(long)]
+        image: bool,
     },
     /// Build the agent (with its embedded XDP program) in release mode.
     Build,
@@ -44,7 +50,7 @@ enum Task {
     /// configuration, on the interface of the default route.
     Run(run::RunArgs),
     /// A FastAPI app brute-forced and the attacker banned, narrated, in namespaces (root).
-    Demo,
+    Demo(demo::DemoArgs),
     /// Check formatting and lints, run every test (privileged tests need root), then fuzz
     /// each target for a minute.
     Test,
@@ -153,16 +159,24 @@ fn main() -> anyhow::Result<()> {
             ensure_setup(&ws)?;
             run::run_agent(&ws, &args)
         }
-        Task::Demo => {
+        Task::Demo(args) => {
             ensure_setup(&ws)?;
-            demo::demo(&ws)
+            demo::demo(&ws, &args)
         }
-        Task::Dist { check } => {
+        Task::Dist { check, image } => {
             ensure_setup(&ws)?;
             let built = dist::dist(&ws)?;
             if check {
                 for line in dist::check(&ws, &built)? {
                     println!("package: {line}");
+                }
+            }
+            if image {
+                image::image(&ws, &built)?;
+                if check {
+                    for line in image::check(&ws, &built)? {
+                        println!("image: {line}");
+                    }
                 }
             }
             Ok(())

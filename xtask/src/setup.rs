@@ -20,7 +20,7 @@ const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
 /// Debian packages the tests, the demo and the benchmarks use, each with what proves it is
 /// there.
-const PACKAGES: [(Proof, &str); 15] = [
+const PACKAGES: [(Proof, &str); 18] = [
     // `cargo xtask dist`: the package's dependencies (dpkg-shlibdeps), and its check.
     (Proof::Command("dpkg-shlibdeps"), "dpkg-dev"),
     (Proof::Command("lintian"), "lintian"),
@@ -49,6 +49,13 @@ const PACKAGES: [(Proof, &str); 15] = [
     // Docker's DNAT of a published port, and fail2ban's nftables ban beside it, in the
     // containers test.
     (Proof::Command("nft"), "nftables"),
+    // The container demo (a phase of `cargo xtask test`): Docker's daemon, started by
+    // the demo in a namespace of its own (the package's service is not started: no init
+    // system runs here), and the root file system of the app's image.
+    (Proof::File("/usr/sbin/dockerd"), "docker.io"),
+    (Proof::Command("mmdebstrap"), "mmdebstrap"),
+    // `cargo xtask dist --image`: the agent's OCI image, from the Debian package.
+    (Proof::Command("buildah"), "buildah"),
     // Builds the Kubernetes manifests offline (`kubectl kustomize`) in their test.
     (Proof::Command("kubectl"), "kubernetes-client"),
     // The example app's virtual environment (examples/fastapi-auth/venv.sh).
@@ -296,8 +303,44 @@ pub fn install_packages(packages: &[(Proof, &'static str)]) -> anyhow::Result<()
     }
     eprintln!("setup: apt-get install {}", missing.join(" "));
     run(Command::new("apt-get").arg("update").arg("-q"))?;
+    let _no_services = NoServices::install()?;
     run(Command::new("apt-get")
         .args(["install", "-y", "-q", "--no-install-recommends"])
         .args(&missing)
         .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+/// A `policy-rc.d` that forbids starting services, for the time of an install, on a host
+/// that has none: the packages' services (redis-server, dockerd, containerd) would start
+/// on the host, in its network namespace, where the tests start their own in namespaces
+/// they make. A policy the host already has is left as it is.
+struct NoServices {
+    made: Option<&'static Path>,
+}
+
+impl NoServices {
+    const POLICY: &'static str = "/usr/sbin/policy-rc.d";
+
+    fn install() -> anyhow::Result<Self> {
+        let path = Path::new(Self::POLICY);
+        if path.exists() {
+            return Ok(Self { made: None });
+        }
+        fs::write(
+            path,
+            "#!/bin/sh\n# Written by cargo xtask setup for the time of an install.\nexit 101\n",
+        )
+        .with_context(|| format!("cannot write {}", path.display()))?;
+        fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .with_context(|| format!("cannot chmod {}", path.display()))?;
+        Ok(Self { made: Some(path) })
+    }
+}
+
+impl Drop for NoServices {
+    fn drop(&mut self) {
+        if let Some(path) = self.made {
+            let _removed = fs::remove_file(path);
+        }
+    }
 }

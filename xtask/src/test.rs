@@ -1,5 +1,5 @@
-//! `cargo xtask test`: set up, then formatting, lints, every test, the package's check and
-//! 30 s of fuzzing per target, each phase under a heading with its duration, and one verdict at the end:
+//! `cargo xtask test`: set up, then formatting, lints, every test, the package's check, the
+//! container demo and 30 s of fuzzing per target, each phase under a heading with its duration, and one verdict at the end:
 //! the fuzz targets', then `summary: N passed, N failed` for the tests.
 //!
 //! The build stays quiet: cargo replays the eBPF build's nested cargo lines (which aya-build
@@ -49,13 +49,26 @@ pub fn test(ws: &Workspace) -> anyhow::Result<()> {
         )
     });
     let tests = tests.and_then(|()| {
-        phase("package (cargo xtask dist --check)", || {
+        phase("package (cargo xtask dist --image --check)", || {
             let built = crate::dist::dist(ws)?;
             for line in crate::dist::check(ws, &built)? {
                 println!("package: {line}");
             }
+            if !crate::is_root() {
+                return skip_privileged("the agent's image (mmdebstrap and buildah need root)");
+            }
+            crate::image::image(ws, &built)?;
+            for line in crate::image::check(ws, &built)? {
+                println!("image: {line}");
+            }
             Ok(())
         })
+    });
+    let tests = tests.and_then(|()| {
+        phase(
+            "container demo (cargo xtask demo --container: the app under dockerd)",
+            || container_demo(ws),
+        )
     });
     let fuzzed = match tests {
         Ok(()) => phase("fuzz (30 s per target)", || {
@@ -75,6 +88,26 @@ pub fn test(ws: &Workspace) -> anyhow::Result<()> {
     );
     tests?;
     fuzzed.map(drop)
+}
+
+/// The demo with a real container runtime, as a test: it fails unless the attacker of the
+/// containerized app is banned from the container's log. It needs root (namespaces, dockerd);
+/// without root it is skipped, unless `BAN_AGENT_REQUIRE_PRIVILEGED=1`.
+fn container_demo(ws: &Workspace) -> anyhow::Result<()> {
+    if !crate::is_root() {
+        return skip_privileged("the container demo (network namespaces and dockerd need root)");
+    }
+    crate::demo::demo(ws, &crate::demo::DemoArgs { container: true })
+}
+
+/// Says that `what` is skipped without root; an error instead with
+/// `BAN_AGENT_REQUIRE_PRIVILEGED=1`, as for the privileged tests.
+fn skip_privileged(what: &str) -> anyhow::Result<()> {
+    if std::env::var_os("BAN_AGENT_REQUIRE_PRIVILEGED").is_some_and(|value| value == "1") {
+        bail!("{what}: not root, and BAN_AGENT_REQUIRE_PRIVILEGED=1 forbids skipping it");
+    }
+    println!("skipped: {what}");
+    Ok(())
 }
 
 /// Runs `work` under a heading, and says how long it took.
