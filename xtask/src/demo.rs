@@ -184,18 +184,26 @@ struct Story<'a> {
     docker: Option<container::Docker>,
 }
 
-/// The app as the story runs it; stopped on drop.
-enum RunningApp<'a> {
-    Process(App),
-    Container(container::Container<'a>),
+/// The app and the agent as the story runs them; stopped on drop.
+enum Running<'a> {
+    /// Processes in the server's namespace.
+    Processes { app: App, agent: Agent },
+    /// The services of deploy/compose/compose.yaml under the story's dockerd.
+    Compose(container::Project<'a>),
 }
 
-impl RunningApp<'_> {
-    /// What the app printed, for a failure's message.
-    fn output(&self) -> String {
+impl Running<'_> {
+    fn agent_log(&self) -> String {
         match self {
-            Self::Process(app) => app.output(),
-            Self::Container(container) => container.output(),
+            Self::Processes { agent, .. } => agent.log(),
+            Self::Compose(project) => project.log("ban-agent"),
+        }
+    }
+
+    fn app_output(&self) -> String {
+        match self {
+            Self::Processes { app, .. } => app.output(),
+            Self::Compose(project) => project.log("api"),
         }
     }
 }
@@ -223,8 +231,9 @@ impl Story<'_> {
     /// With `container`, builds the app's image and starts dockerd in the server first.
     fn tell_where(&mut self, container: bool) -> anyhow::Result<()> {
         let server = if container {
-            "a Docker host: the example app in a container (198.51.100.2:8000, published\n            \
-             on :8000 by Docker's DNAT), and ban-agent on eth0"
+            "a Docker host, whose Compose project (deploy/compose) runs the example app\n            \
+             in a container (198.51.100.2:8000, published on :8000 by Docker's DNAT)\n            \
+             and ban-agent in another, on the server's eth0"
         } else {
             "the example app on :8000, and ban-agent on eth0 (tc: a veth)"
         };
@@ -244,6 +253,12 @@ impl Story<'_> {
             );
             let rootfs = container::app_rootfs(self.ws, &self.work)?;
             self.check()?;
+            self.say(
+                "the agent's image: the Debian package in a Debian root (cargo xtask dist --image), \
+                 made again when the agent changed",
+            );
+            let agent = crate::image::docker_archive(self.ws)?;
+            self.check()?;
             self.say(&format!(
                 "starting dockerd in the server (--bip 198.51.100.1/24 --userland-proxy=false, data root {})",
                 self.docker_root().display()
@@ -254,6 +269,8 @@ impl Story<'_> {
                 &self.work.join("dockerd.log"),
             )?;
             docker.import(&rootfs)?;
+            self.say(&format!("$ docker load --input {}", agent.display()));
+            docker.load(&agent)?;
             self.docker = Some(docker);
         }
         self.tell()
@@ -264,10 +281,16 @@ impl Story<'_> {
     }
 
     fn tell(&self) -> anyhow::Result<()> {
-        let access_log = self.work.join("access.log");
-        let _truncated = fs::File::create(&access_log);
-        let app = self.start_app(&access_log)?;
-        let agent = self.start_agent(&access_log)?;
+        let running = match &self.docker {
+            None => {
+                let access_log = self.work.join("access.log");
+                let _truncated = fs::File::create(&access_log);
+                let app = self.start_app(&access_log)?;
+                let agent = self.start_agent(&access_log)?;
+                Running::Processes { app, agent }
+            }
+            Some(docker) => Running::Compose(self.start_compose(docker)?),
+        };
         self.pause(500)?;
 
         self.login(Scene::CLIENT, "client  ", GOOD, "right password")?;
@@ -279,7 +302,7 @@ impl Story<'_> {
             self.login(Scene::ATTACKER, "attacker", BAD, &format!("guess {guess}"))?;
             fifth = Instant::now();
         }
-        let ban = self.wait_for_ban(&agent, &app, fifth)?;
+        let ban = self.wait_for_ban(&running, fifth)?;
         self.say(&format!("ban-agent: {ban}"));
         self.pause(500)?;
         self.show(&["status", JAIL])?;
@@ -325,49 +348,89 @@ impl Story<'_> {
             "\nThat is the whole product. Run the same on this machine's interface with \
              `cargo xtask run`; the test of this scene is {test}.\n"
         );
-        self.show(&["stop"])?;
-        drop(app);
-        agent.finish()
+        match running {
+            Running::Processes { app, agent } => {
+                self.show(&["stop"])?;
+                drop(app);
+                agent.finish()
+            }
+            Running::Compose(project) => {
+                self.say("$ docker-compose down");
+                project.down()
+            }
+        }
     }
 
-    /// The example app in the server: a process, or a container under the story's dockerd.
-    fn start_app(&self, access_log: &Path) -> anyhow::Result<RunningApp<'_>> {
-        let answers = || {
-            self.curl(Scene::CLIENT, "GET", "/health", None)
-                .is_ok_and(|code| code.is_some())
-        };
-        let Some(docker) = &self.docker else {
-            self.say("starting the example app (examples/fastapi-auth/app.py) in the server");
-            return App::start(
-                self.ws,
-                |python| inside(Scene::SERVER, python),
-                access_log,
-                &self.work.join("app.log"),
-                answers,
-            )
-            .map(RunningApp::Process);
-        };
-        self.say(&format!(
-            "$ docker run --detach --name {} --publish 8000:8000 ba-demo-app python3 /opt/app/app.py",
-            container::CONTAINER
-        ));
-        let app = docker.run_app()?;
+    /// The example app, a process in the server.
+    fn start_app(&self, access_log: &Path) -> anyhow::Result<App> {
+        self.say("starting the example app (examples/fastapi-auth/app.py) in the server");
+        App::start(
+            self.ws,
+            |python| inside(Scene::SERVER, python),
+            access_log,
+            &self.work.join("app.log"),
+            || self.app_answers(),
+        )
+    }
+
+    fn app_answers(&self) -> bool {
+        self.curl(Scene::CLIENT, "GET", "/health", None)
+            .is_ok_and(|code| code.is_some())
+    }
+
+    /// The app and the agent as Compose services (deploy/compose/compose.yaml as it is),
+    /// under the story's dockerd: the app's port published on the server's, the agent in
+    /// the server's network, reading the app's container log.
+    fn start_compose<'d>(
+        &self,
+        docker: &'d container::Docker,
+    ) -> anyhow::Result<container::Project<'d>> {
+        let compose = self.ws.root.join("deploy/compose");
+        let mut config = Config::read(&compose.join("ban-agent.toml"))?;
+        config.set("pin_dir", PIN_DIR);
+        let path = self.work.join("ban-agent.toml");
+        config.write(&path)?;
+        let state = self.work.join("state");
+        let _stale = fs::remove_dir_all(&state);
+        let run = self.work.join("run");
+        for dir in [&state, &run] {
+            fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        self.say("$ docker-compose --file deploy/compose/compose.yaml up --detach");
+        let project = container::Project::up(
+            docker,
+            &compose.join("compose.yaml"),
+            vec![
+                ("APP_IMAGE", container::APP_IMAGE.to_owned()),
+                ("BAN_AGENT_CONFIG", path.display().to_string()),
+                ("DOCKER_ROOT", docker.data_root().display().to_string()),
+                ("BAN_AGENT_STATE", state.display().to_string()),
+                ("BAN_AGENT_RUN", run.display().to_string()),
+            ],
+        )?;
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !answers() {
+        while !self.app_answers() || !self.cli(&["ping"]).is_ok_and(|out| out.status.success()) {
             self.check()?;
             if Instant::now() > deadline {
                 bail!(
-                    "the app's container did not answer on {SERVER}:8000 within 30 s:\n{}",
-                    app.output()
+                    "the services did not answer within 30 s. The app said:\n{}\nThe agent said:\n{}",
+                    project.log("api"),
+                    project.log("ban-agent")
                 );
             }
             std::thread::sleep(Duration::from_millis(200));
         }
         self.say(&format!(
-            "the app answers through Docker's DNAT; its output goes to {}",
-            app.log_path()?
+            "api answers through Docker's DNAT, its output in {}",
+            project.log_path("api")?.display()
         ));
-        Ok(RunningApp::Container(app))
+        self.say(
+            "ban-agent runs in the server's network (its container: network_mode host), \
+             jail fastapi-auth reading the containers labelled com.docker.compose.service=api",
+        );
+        // Found now, so that the wait for the ban reads the agent's log and nothing else.
+        project.log_path("ban-agent")?;
+        Ok(project)
     }
 
     fn start_agent(&self, access_log: &Path) -> anyhow::Result<Agent> {
@@ -376,29 +439,19 @@ impl Story<'_> {
         config.set("pin_dir", PIN_DIR);
         config.set("state_dir", self.work.join("state").display().to_string());
         config.set("socket", self.socket().display().to_string());
-        let source = if let Some(docker) = &self.docker {
-            // The container's json-file log, found by the container's name; the app's
-            // failures are on its stderr.
-            config.remove_jail("logpath")?;
-            config.set_jail("docker", container::CONTAINER)?;
-            config.set("docker_root", docker.data_root().display().to_string());
-            format!("the log of container {}", container::CONTAINER)
-        } else {
-            config.set_jail("logpath", access_log.display().to_string())?;
-            // The app creates its log at its start; the agent refuses a jail whose log is
-            // missing.
-            fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(access_log)
-                .with_context(|| format!("cannot create {}", access_log.display()))?;
-            access_log.display().to_string()
-        };
+        config.set_jail("logpath", access_log.display().to_string())?;
+        // The app creates its log at its start; the agent refuses a jail whose log is
+        // missing.
+        fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(access_log)
+            .with_context(|| format!("cannot create {}", access_log.display()))?;
         let path = self.work.join("ban-agent.toml");
         config.write(&path)?;
         let _stale = fs::remove_dir_all(self.work.join("state"));
         self.say(&format!(
-            "starting ban-agent run --config {} (jail {JAIL}: 5 failures in 10m ban for 1h, port 8000, read from {source})",
+            "starting ban-agent run --config {} (jail {JAIL}: 5 failures in 10m ban for 1h, port 8000)",
             path.display()
         ));
         let log = self.work.join("agent.log");
@@ -425,7 +478,12 @@ impl Story<'_> {
     }
 
     fn socket(&self) -> PathBuf {
-        self.work.join("ctl.sock")
+        if self.docker.is_some() {
+            // The agent's container's /run/ban-agent (compose.yaml's BAN_AGENT_RUN).
+            self.work.join("run/ban-agent.sock")
+        } else {
+            self.work.join("ctl.sock")
+        }
     }
 
     fn cli(&self, args: &[&str]) -> anyhow::Result<Output> {
@@ -489,14 +547,9 @@ impl Story<'_> {
     }
 
     /// The agent's "ban" log line, and how long after the fifth failure it appeared.
-    fn wait_for_ban(
-        &self,
-        agent: &Agent,
-        app: &RunningApp<'_>,
-        fifth: Instant,
-    ) -> anyhow::Result<String> {
+    fn wait_for_ban(&self, running: &Running<'_>, fifth: Instant) -> anyhow::Result<String> {
         loop {
-            if let Some(line) = agent.log().lines().find(|l| l.contains(" ban ")) {
+            if let Some(line) = running.agent_log().lines().find(|l| l.contains(" ban ")) {
                 let line = line.split_once(" ban ").map_or(line, |(_, rest)| rest);
                 return Ok(format!(
                     "ban {line}\n         (in the kernel map within {:.1} ms of curl returning the fifth 401)",
@@ -506,8 +559,8 @@ impl Story<'_> {
             if fifth.elapsed() > Duration::from_secs(5) {
                 bail!(
                     "no ban within 5 s of the fifth failure. The agent said:\n{}\nThe app said:\n{}",
-                    agent.log(),
-                    app.output()
+                    running.agent_log(),
+                    running.app_output()
                 );
             }
             std::thread::sleep(Duration::from_millis(1));

@@ -104,11 +104,9 @@ exit 0
 pub fn dist(ws: &Workspace) -> anyhow::Result<Dist> {
     run(&mut ws.cargo(&["build", "--release", "--package", "ban-agent"]))?;
     let version = workspace_version(ws)?;
-    let arch = output(Command::new("dpkg").arg("--print-architecture"))?
-        .trim()
-        .to_owned();
+    let arch = arch()?;
     let out = ws.root.join("target/dist");
-    let name = format!("ban-agent_{version}_{arch}");
+    let name = stem(ws)?;
     let stage = out.join(&name);
     if stage.exists() {
         fs::remove_dir_all(&stage).with_context(|| format!("cannot empty {}", stage.display()))?;
@@ -144,6 +142,18 @@ pub fn dist(ws: &Workspace) -> anyhow::Result<Dist> {
         tarball,
         version,
     })
+}
+
+/// The package's architecture, Debian's name for this host's.
+fn arch() -> anyhow::Result<String> {
+    Ok(output(Command::new("dpkg").arg("--print-architecture"))?
+        .trim()
+        .to_owned())
+}
+
+/// The package's file name without `.deb`: `ban-agent_VERSION_ARCH`.
+pub fn stem(ws: &Workspace) -> anyhow::Result<String> {
+    Ok(format!("ban-agent_{}_{}", workspace_version(ws)?, arch()?))
 }
 
 fn workspace_version(ws: &Workspace) -> anyhow::Result<String> {

@@ -81,17 +81,6 @@ impl Config {
         Ok(())
     }
 
-    /// Removes a key of the example's jail.
-    pub fn remove_jail(&mut self, key: &str) -> anyhow::Result<()> {
-        self.table
-            .get_mut("jail")
-            .and_then(|jails| jails.get_mut(JAIL))
-            .and_then(toml::Value::as_table_mut)
-            .with_context(|| format!("{} has no [jail.{JAIL}]", self.source.display()))?
-            .remove(key);
-        Ok(())
-    }
-
     /// Writes the configuration (0600, as the agent's own may hold hook secrets).
     pub fn write(&self, path: &Path) -> anyhow::Result<()> {
         if let Some(parent) = path.parent() {

@@ -26,6 +26,33 @@ pub struct Image {
     pub docker: PathBuf,
 }
 
+impl Image {
+    /// Where [`image`] puts the archives.
+    fn of(ws: &Workspace) -> anyhow::Result<Self> {
+        let stem = crate::dist::stem(ws)?;
+        let out = ws.root.join("target/dist");
+        Ok(Self {
+            oci: out.join(format!("{stem}.oci.tar")),
+            docker: out.join(format!("{stem}.docker.tar")),
+        })
+    }
+}
+
+/// The agent's image for `docker load`, made (package and image) unless an archive newer
+/// than the release binary is there.
+pub fn docker_archive(ws: &Workspace) -> anyhow::Result<PathBuf> {
+    let image = Image::of(ws)?;
+    let modified = |path: &Path| fs::metadata(path).and_then(|meta| meta.modified()).ok();
+    let binary = ws.root.join("target/release/ban-agent");
+    match (modified(&image.docker), modified(&binary)) {
+        (Some(archive), Some(binary)) if archive > binary => Ok(image.docker),
+        _ => {
+            let dist = crate::dist::dist(ws)?;
+            Ok(self::image(ws, &dist)?.docker)
+        }
+    }
+}
+
 pub fn image(ws: &Workspace, dist: &Dist) -> anyhow::Result<Image> {
     let work = ws.root.join("target/dist/image");
     let rootfs = work.join("rootfs.tar");
@@ -52,17 +79,7 @@ pub fn image(ws: &Workspace, dist: &Dist) -> anyhow::Result<Image> {
     let _removed = buildah.output(&["rm", container]);
     built?;
 
-    let stem = dist
-        .deb
-        .file_stem()
-        .context("the package has no file name")?
-        .to_string_lossy()
-        .into_owned();
-    let out = ws.root.join("target/dist");
-    let image = Image {
-        oci: out.join(format!("{stem}.oci.tar")),
-        docker: out.join(format!("{stem}.docker.tar")),
-    };
+    let image = Image::of(ws)?;
     for (transport, path) in [
         ("oci-archive", &image.oci),
         ("docker-archive", &image.docker),

@@ -20,7 +20,7 @@ const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
 /// Debian packages the tests, the demo and the benchmarks use, each with what proves it is
 /// there.
-const PACKAGES: [(Proof, &str); 18] = [
+const PACKAGES: [(Proof, &str); 19] = [
     // `cargo xtask dist`: the package's dependencies (dpkg-shlibdeps), and its check.
     (Proof::Command("dpkg-shlibdeps"), "dpkg-dev"),
     (Proof::Command("lintian"), "lintian"),
@@ -50,9 +50,11 @@ const PACKAGES: [(Proof, &str); 18] = [
     // containers test.
     (Proof::Command("nft"), "nftables"),
     // The container demo (a phase of `cargo xtask test`): Docker's daemon, started by
-    // the demo in a namespace of its own (the package's service is not started: no init
-    // system runs here), and the root file system of the app's image.
+    // the demo in a namespace of its own (the package's service is not started: see
+    // NoServices), Compose (Debian's is v1, `docker-compose`) for deploy/compose, and
+    // the root file system of the app's image.
     (Proof::File("/usr/sbin/dockerd"), "docker.io"),
+    (Proof::Command("docker-compose"), "docker-compose"),
     (Proof::Command("mmdebstrap"), "mmdebstrap"),
     // `cargo xtask dist --image`: the agent's OCI image, from the Debian package.
     (Proof::Command("buildah"), "buildah"),

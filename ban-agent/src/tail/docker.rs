@@ -58,13 +58,18 @@ impl DockerSelector {
         logs
     }
 
+    /// The json-file log beside `config`. `LogPath` names it as dockerd sees it, on the
+    /// host; the file is looked for in the container's folder under this root instead, so
+    /// that an agent that sees the data root elsewhere (its own container, with the host's
+    /// data root mounted at /var/lib/docker) finds it.
     fn log_of(&self, config: &Path) -> Option<PathBuf> {
         let text = std::fs::read(config).ok()?;
         let container: Container = serde_json::from_slice(&text).ok()?;
         if !self.selects(&container) || !container.log_path.ends_with("-json.log") {
             return None;
         }
-        Some(PathBuf::from(container.log_path))
+        let name = Path::new(&container.log_path).file_name()?;
+        Some(config.parent()?.join(name))
     }
 
     fn selects(&self, container: &Container) -> bool {
@@ -86,12 +91,13 @@ impl DockerSelector {
 mod tests {
     use super::*;
 
-    /// A container as dockerd leaves it under `root`.
+    /// A container as dockerd leaves it under `root`, whose path on the host is
+    /// `/var/lib/docker` (where the test's root is mounted, as in the agent's container).
     fn container(root: &Path, id: &str, name: &str, labels: &[(&str, &str)], driver: &str) {
         let folder = root.join("containers").join(id);
         std::fs::create_dir_all(&folder).expect("mkdir");
         let log = match driver {
-            "json-file" => folder.join(format!("{id}-json.log")).display().to_string(),
+            "json-file" => format!("/var/lib/docker/containers/{id}/{id}-json.log"),
             _ => String::new(),
         };
         let labels: serde_json::Map<String, serde_json::Value> = labels
@@ -109,7 +115,7 @@ mod tests {
     }
 
     #[test]
-    fn containers_are_picked_by_name_or_by_every_label() {
+    fn containers_are_picked_by_name_or_by_every_label_and_their_logs_found_under_the_root() {
         let dir = tempfile::tempdir().expect("temp dir");
         let root = dir.path();
         container(

@@ -28,10 +28,9 @@ const DOCKERD: &str = "/usr/sbin/dockerd";
 const EXEC_ROOT: &str = "/run/ba-demo-docker";
 /// The bridge's address in the server: its containers get the next ones.
 const BRIDGE: &str = "198.51.100.1/24";
-const IMAGE: &str = "ba-demo-app:latest";
+pub const APP_IMAGE: &str = "ba-demo-app:latest";
 /// The containers' cgroup, under each controller: the demo's own, removed at the end.
 const CGROUP: &str = "ba-demo-docker";
-pub const CONTAINER: &str = "ba-demo-api";
 
 /// A `dockerd` in a network namespace; stopped, its folders removed, on drop.
 pub struct Docker {
@@ -58,6 +57,16 @@ impl Docker {
             }
         }
         remove_cgroups();
+        // What dockerd and containerd make in fixed places whatever their roots: removed
+        // when empty (a Docker of the host's own keeps its files there, and its folders).
+        for dir in [
+            "/run/docker/plugins",
+            "/run/docker",
+            "/run/containerd/s",
+            "/run/containerd",
+        ] {
+            let _removed = fs::remove_dir(dir);
+        }
         Ok(())
     }
 
@@ -134,13 +143,16 @@ impl Docker {
         let stdin = tar.stdout.take().context("tar has no stdout")?;
         let imported = self
             .client()
+            .args(["import", "--message", "cargo xtask demo --container"])
+            // What examples/fastapi-auth/Dockerfile sets.
+            .args(["--change", "ENV PYTHONPATH=/opt/app/site"])
             .args([
-                "import",
-                "--message",
-                "cargo xtask demo --container",
-                "-",
-                IMAGE,
+                "--change",
+                "ENV ACCESS_LOG=/var/log/fastapi-auth/access.log PORT=8000",
             ])
+            .args(["--change", "WORKDIR /opt/app"])
+            .args(["--change", r#"CMD ["python3", "app.py"]"#])
+            .args(["-", APP_IMAGE])
             .stdin(stdin)
             .stdout(Stdio::null())
             .output()
@@ -156,25 +168,17 @@ impl Docker {
         Ok(())
     }
 
-    /// The app in a container, its port 8000 published on the host's 8000.
-    pub fn run_app(&self) -> anyhow::Result<Container<'_>> {
-        let _stale = self.client().args(["rm", "-f", CONTAINER]).output();
-        output(self.client().args([
-            "run",
-            "--detach",
-            "--name",
-            CONTAINER,
-            "--publish",
-            "8000:8000",
-            "--env",
-            "PYTHONPATH=/opt/app/site",
-            "--env",
-            "ACCESS_LOG=/var/log/fastapi-auth/access.log",
-            IMAGE,
-            "python3",
-            "/opt/app/app.py",
-        ]))?;
-        Ok(Container { docker: self })
+    /// `docker load` of an image archive.
+    pub fn load(&self, archive: &Path) -> anyhow::Result<()> {
+        output(
+            self.client()
+                .arg("load")
+                .arg("--quiet")
+                .arg("--input")
+                .arg(archive),
+        )
+        .map(drop)
+        .with_context(|| format!("docker load of {} failed", archive.display()))
     }
 }
 
@@ -194,43 +198,98 @@ impl Drop for Docker {
     }
 }
 
-/// The app's container; removed on drop.
-pub struct Container<'a> {
+/// A Compose project under a [`Docker`]: `docker-compose up`, and `down` on drop.
+pub struct Project<'a> {
     docker: &'a Docker,
+    file: PathBuf,
+    settings: Vec<(&'static str, String)>,
+    up: bool,
+    /// Each service's log, once found (the log is polled).
+    logs: std::cell::RefCell<std::collections::BTreeMap<String, PathBuf>>,
 }
 
-impl Container<'_> {
-    /// The json-file log Docker writes the container's output to.
-    pub fn log_path(&self) -> anyhow::Result<String> {
-        let path =
-            output(
-                self.docker
-                    .client()
-                    .args(["inspect", "--format", "{{.LogPath}}", CONTAINER]),
-            )?;
-        Ok(path.trim().to_owned())
+impl<'a> Project<'a> {
+    const NAME: &'static str = "ba-demo";
+
+    /// `docker-compose up --detach` of `file`, with `settings` in its environment (the
+    /// `${...}` of the file). Images are not built nor pulled: they are loaded already.
+    pub fn up(
+        docker: &'a Docker,
+        file: &Path,
+        settings: Vec<(&'static str, String)>,
+    ) -> anyhow::Result<Self> {
+        let project = Self {
+            docker,
+            file: file.to_owned(),
+            settings,
+            // A partial `up` is taken down too.
+            up: true,
+            logs: std::cell::RefCell::default(),
+        };
+        output(project.compose().args(["up", "--detach", "--no-build"]))
+            .with_context(|| format!("docker-compose up of {} failed", file.display()))?;
+        Ok(project)
     }
 
-    /// The container's output so far, for a failure's message.
-    pub fn output(&self) -> String {
-        self.docker
-            .client()
-            .args(["logs", CONTAINER])
-            .output()
-            .map(|out| {
-                format!(
-                    "{}{}",
-                    String::from_utf8_lossy(&out.stdout),
-                    String::from_utf8_lossy(&out.stderr)
-                )
-            })
+    fn compose(&self) -> Command {
+        let mut command = Command::new("docker-compose");
+        command
+            .env("DOCKER_HOST", format!("unix://{EXEC_ROOT}/docker.sock"))
+            .envs(self.settings.iter().map(|(key, value)| (key, value)))
+            .args(["--project-name", Self::NAME, "--file"])
+            .arg(&self.file);
+        command
+    }
+
+    /// The json-file log of `service`'s container.
+    pub fn log_path(&self, service: &str) -> anyhow::Result<PathBuf> {
+        if let Some(path) = self.logs.borrow().get(service) {
+            return Ok(path.clone());
+        }
+        let id = output(self.compose().args(["ps", "--quiet", service]))?;
+        let id = id.trim();
+        if id.is_empty() {
+            bail!("Compose has no container for service {service}");
+        }
+        let path = output(
+            self.docker
+                .client()
+                .args(["inspect", "--format", "{{.LogPath}}", id]),
+        )?;
+        let path = PathBuf::from(path.trim());
+        self.logs
+            .borrow_mut()
+            .insert(service.to_owned(), path.clone());
+        Ok(path)
+    }
+
+    /// What `service` wrote so far, from its json-file log (read directly: it is polled).
+    pub fn log(&self, service: &str) -> String {
+        let Ok(path) = self.log_path(service) else {
+            return String::new();
+        };
+        fs::read_to_string(path)
             .unwrap_or_default()
+            .lines()
+            .filter_map(|line| {
+                let value: serde_json::Value = serde_json::from_str(line).ok()?;
+                value.get("log")?.as_str().map(str::to_owned)
+            })
+            .collect()
+    }
+
+    /// `docker-compose down`: the containers stopped and removed.
+    pub fn down(mut self) -> anyhow::Result<()> {
+        self.up = false;
+        output(self.compose().args(["down", "--timeout", "5"])).map(drop)
     }
 }
 
-impl Drop for Container<'_> {
+impl Drop for Project<'_> {
     fn drop(&mut self) {
-        let _removed = self.docker.client().args(["rm", "-f", CONTAINER]).output();
+        if self.up {
+            let _down = self.compose().args(["down", "--timeout", "5"]).output();
+        }
     }
 }
 
