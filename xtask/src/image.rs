@@ -156,6 +156,8 @@ pub fn check(ws: &Workspace, dist: &Dist) -> anyhow::Result<Vec<String>> {
 struct Buildah {
     root: PathBuf,
     runroot: PathBuf,
+    /// Its blob cache goes to /var/lib/containers/cache whatever `--root` says.
+    _made: crate::MadeOnHost,
 }
 
 impl Buildah {
@@ -163,6 +165,7 @@ impl Buildah {
         let buildah = Self {
             root: work.join("storage"),
             runroot: work.join("run"),
+            _made: crate::MadeOnHost::watch(&["/var/lib/containers"]),
         };
         fs::create_dir_all(&buildah.root)
             .with_context(|| format!("cannot create {}", buildah.root.display()))?;

@@ -262,3 +262,34 @@ pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
 }
+
+/// Host paths a tool writes whatever its options (dockerd's `/etc/docker/key.json`,
+/// buildah's blob cache under `/var/lib/containers`): those absent when this is made are
+/// removed when it is dropped, so a run leaves the host as it found it.
+pub struct MadeOnHost {
+    absent: Vec<&'static Path>,
+}
+
+impl MadeOnHost {
+    pub fn watch(paths: &[&'static str]) -> Self {
+        Self {
+            absent: paths
+                .iter()
+                .map(|path| Path::new(*path))
+                .filter(|path| !path.exists())
+                .collect(),
+        }
+    }
+}
+
+impl Drop for MadeOnHost {
+    fn drop(&mut self) {
+        for path in &self.absent {
+            let _removed = if path.is_dir() {
+                std::fs::remove_dir_all(path)
+            } else {
+                std::fs::remove_file(path)
+            };
+        }
+    }
+}

@@ -37,6 +37,9 @@ pub struct Docker {
     child: Child,
     data_root: PathBuf,
     log: PathBuf,
+    /// dockerd 20.10 writes its trust key in /etc/docker (the package's folder), with no
+    /// option to move it.
+    _made: crate::MadeOnHost,
 }
 
 impl Docker {
@@ -73,6 +76,7 @@ impl Docker {
     /// Starts `dockerd` inside namespace `ns` and waits until it answers.
     pub fn start(ns: &str, data_root: &Path, log: &Path) -> anyhow::Result<Self> {
         Self::clean(data_root)?;
+        let made = crate::MadeOnHost::watch(&["/etc/docker/key.json"]);
         fs::create_dir_all(data_root)
             .with_context(|| format!("cannot create {}", data_root.display()))?;
         let file =
@@ -97,6 +101,7 @@ impl Docker {
             child,
             data_root: data_root.to_owned(),
             log: log.to_owned(),
+            _made: made,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         while !docker
