@@ -138,9 +138,21 @@ impl Detector {
     }
 
     fn detection(&mut self, line: &str, now: UnixMs, known: Option<UnixMs>) -> Detection {
+        let outcome = self.judge(line, now, known);
+        self.decide(line, outcome, now, known)
+    }
+
+    /// What the filter's `outcome` for `line` amounts to: counted, spared, a ban...
+    fn decide(
+        &mut self,
+        line: &str,
+        outcome: Outcome,
+        now: UnixMs,
+        known: Option<UnixMs>,
+    ) -> Detection {
         self.stats.lines += 1;
         self.last_format = None;
-        let (target, regex, time) = match self.judge(line, now, known) {
+        let (target, regex, time) = match outcome {
             Outcome::Missed => {
                 self.stats.missed += 1;
                 return Detection::Missed;
@@ -253,8 +265,23 @@ impl Detector {
             JailFilter::Simple(filter) if filter.reads_json(line) => {
                 filter.json_time(line).map(|at| (at, DateFormat::Field))
             }
-            // A filter without a `time` group finds none, at no cost: the whole line.
-            JailFilter::Simple(filter) => self.dates.read(filter.find_time(line).unwrap_or(line)),
+            // The line is judged once: the time is then read where the failregex that
+            // matched put its `time` group, as the daemon reads it, or in the whole line.
+            JailFilter::Simple(_) => {
+                let outcome = self.judge(line, fallback, None);
+                let text = match (&self.filter, &self.scratch, outcome) {
+                    (
+                        JailFilter::Simple(filter),
+                        Some(scratch),
+                        Outcome::Failure { regex, .. } | Outcome::Ignored { regex },
+                    ) => filter.time_text(scratch, regex, line),
+                    _ => None,
+                };
+                let time = self.dates.read(text.unwrap_or(line));
+                let now = time.map_or(fallback, |(at, _)| at);
+                let detection = self.decide(line, outcome, now, None);
+                return (detection, time.map(|(_, format)| format));
+            }
             JailFilter::Full(matcher) => matcher
                 .date_of(line, fallback)
                 .map(|at| (at, DateFormat::Template)),

@@ -537,6 +537,17 @@ mod json {
         std::io::Write::flush(&mut out).context("writing to standard output")
     }
 
+    /// The `time` group of failregex `regex` in a line it matched (as the daemon reads it).
+    fn time_text<'l>(
+        filter: &crate::filter::Filter,
+        regex: usize,
+        line: &'l str,
+    ) -> Option<&'l str> {
+        let mut scratch = filter.scratch();
+        filter.check_with(&mut scratch, line);
+        filter.time_text(&scratch, regex, line)
+    }
+
     fn judge(
         filter: &mut JailFilter,
         dates: &mut DateReader,
@@ -557,7 +568,7 @@ mod json {
                     Some(show(&target)),
                     None,
                     dates
-                        .read(filter.find_time(line).unwrap_or(line))
+                        .read(time_text(filter, regex, line).unwrap_or(line))
                         .map(|(at, _)| at),
                     Some(regex),
                     Some(1),

@@ -16,6 +16,7 @@ use ipnet::IpNet;
 use json::{JsonOutcome, JsonRules, JsonSpec};
 pub use prefilter::{Candidates, LiteralGate, Prefilter};
 use regex::{Regex, RegexSet};
+use regex_automata::{Input, PatternSet, meta};
 pub use tags::Tag;
 use thiserror::Error;
 
@@ -110,9 +111,13 @@ pub enum Outcome {
     Malformed,
 }
 
-/// Capture room for [`Filter::check_with`].
+/// Room for [`Filter::check_with`], reused across lines: each failregex's capture
+/// positions, and which failregexes matched.
 #[derive(Clone, Debug)]
-pub struct Scratch(Vec<regex::CaptureLocations>);
+pub struct Scratch {
+    captures: Vec<regex::CaptureLocations>,
+    matched: Option<PatternSet>,
+}
 
 /// A compiled filter.
 #[derive(Clone, Debug)]
@@ -121,7 +126,7 @@ pub struct Filter {
     patterns: Vec<String>,
     prefilter: Option<Prefilter>,
     /// All failregexes in one automaton; only when there are several.
-    set: Option<RegexSet>,
+    set: Option<meta::Regex>,
     regexes: Vec<Failregex>,
     ignore: Option<RegexSet>,
     /// Rules for JSON lines; their failures are numbered after the failregexes.
@@ -192,10 +197,14 @@ impl Filter {
             expanded.push(pattern);
         }
         let set = if expanded.len() > 1 {
-            Some(
-                RegexSet::new(&expanded)
-                    .map_err(|e| regex_error("failregex", 0, &expanded[0], &e))?,
-            )
+            // Each compiled alone above, so a failure here is the set's size.
+            let set = meta::Regex::new_many(&expanded).map_err(|e| FilterError::Regex {
+                kind: "failregex",
+                index: 0,
+                regex: expanded.join(" | "),
+                message: e.to_string(),
+            })?;
+            Some(set)
         } else {
             None
         };
@@ -255,12 +264,17 @@ impl Filter {
     /// Room for the capture positions of each failregex, reused across lines by
     /// [`Filter::check_with`] so that judging a line allocates nothing.
     pub fn scratch(&self) -> Scratch {
-        Scratch(
-            self.regexes
+        Scratch {
+            captures: self
+                .regexes
                 .iter()
                 .map(|failregex| failregex.regex.capture_locations())
                 .collect(),
-        )
+            matched: self
+                .set
+                .as_ref()
+                .map(|set| PatternSet::new(set.pattern_len())),
+        }
     }
 
     /// [`Filter::check`] with reused capture room (made by this filter's `scratch`).
@@ -290,11 +304,11 @@ impl Filter {
         if self.prefilter.as_ref().is_some_and(|p| !p.may_match(line)) {
             return Outcome::Missed;
         }
-        let Some(regex) = self.first_match(line) else {
+        let Some(regex) = self.first_match(scratch, line) else {
             return Outcome::Missed;
         };
         let failregex = &self.regexes[regex];
-        let Some(locations) = scratch.0.get_mut(regex) else {
+        let Some(locations) = scratch.captures.get_mut(regex) else {
             return Outcome::Missed;
         };
         let host = failregex
@@ -315,25 +329,23 @@ impl Filter {
     /// last judged a failure with `scratch`.
     pub fn time_text<'l>(&self, scratch: &Scratch, regex: usize, line: &'l str) -> Option<&'l str> {
         let group = self.regexes.get(regex)?.time_group?;
-        let (start, end) = scratch.0.get(regex)?.get(group)?;
+        let (start, end) = scratch.captures.get(regex)?.get(group)?;
         line.get(start..end)
     }
 
-    /// The text of the `time` group of the first failregex that matches `line` and has one.
-    pub fn find_time<'l>(&self, line: &'l str) -> Option<&'l str> {
-        self.regexes.iter().find_map(|failregex| {
-            let group = failregex.time_group?;
-            let found = failregex.regex.captures(line)?.get(group)?;
-            Some(&line[found.start()..found.end()])
-        })
-    }
-
-    fn first_match(&self, line: &str) -> Option<usize> {
-        match &self.set {
-            Some(set) => set.matches(line).into_iter().next(),
+    /// The first failregex that matches `line`, found in one scan of them all.
+    fn first_match(&self, scratch: &mut Scratch, line: &str) -> Option<usize> {
+        let Some(set) = &self.set else {
             // One failregex: the captures search that follows fails as fast as a set scan.
-            None => Some(0),
-        }
+            return Some(0);
+        };
+        // A scratch made by this filter has the room; another one gets it now.
+        let matched = scratch
+            .matched
+            .get_or_insert_with(|| PatternSet::new(set.pattern_len()));
+        matched.clear();
+        set.which_overlapping_matches(&Input::new(line), matched);
+        matched.iter().next().map(|pattern| pattern.as_usize())
     }
 }
 
