@@ -78,12 +78,7 @@ impl Hit {
     /// or an `<F-ID>` alone has none (the agent never resolves names).
     pub fn target(&self) -> Option<ipnet::IpNet> {
         let (address, cidr) = self.address.as_ref()?;
-        let ip = crate::filter::canonical(address.parse().ok()?);
-        let net = ipnet::IpNet::from(ip);
-        Some(match cidr {
-            Some(len) => ipnet::IpNet::new(ip, *len).ok()?.trunc(),
-            None => net,
-        })
+        crate::filter::address::target(address, crate::filter::Tag::Addr, *cidr)
     }
 }
 

@@ -206,7 +206,9 @@ impl JsonRules {
             .host
             .iter()
             .find_map(|&slot| value[slot].as_ref()?.as_str().filter(|s| !s.is_empty()));
-        let Some(target) = host.and_then(|text| super::parse_target(text.trim(), Tag::Addr)) else {
+        let Some(target) =
+            host.and_then(|text| super::address::target(text.trim(), Tag::Addr, None))
+        else {
             return JsonOutcome::Missed;
         };
         if self.ignore.iter().any(|rule| rule.holds(&value)) {

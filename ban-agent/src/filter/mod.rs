@@ -3,6 +3,7 @@
 //! prefilter, then a regex set), and the time of the line. Pure: `&str` in, [`Outcome`]
 //! out.
 
+pub mod address;
 pub mod date;
 pub mod json;
 pub mod options;
@@ -10,7 +11,7 @@ mod pick;
 mod prefilter;
 mod tags;
 
-use std::{collections::BTreeMap, net::IpAddr};
+use std::collections::BTreeMap;
 
 use ipnet::IpNet;
 use json::{JsonOutcome, JsonRules, JsonSpec};
@@ -316,7 +317,7 @@ impl Filter {
             .captures_read(locations, line)
             .and_then(|_| locations.get(failregex.host_group))
             .map(|(start, end)| &line[start..end]);
-        let Some(target) = host.and_then(|host| parse_target(host, failregex.tag)) else {
+        let Some(target) = host.and_then(|host| address::target(host, failregex.tag, None)) else {
             return Outcome::Missed;
         };
         if self.ignore.as_ref().is_some_and(|set| set.is_match(line)) {
@@ -355,31 +356,6 @@ fn regex_error(kind: &'static str, index: usize, regex: &str, error: &regex::Err
         index,
         regex: regex.to_owned(),
         message: error.to_string(),
-    }
-}
-
-/// The captured text as an address of the tag's kind; `None` if it is not one.
-fn parse_target(text: &str, tag: Tag) -> Option<IpNet> {
-    match tag {
-        Tag::Cidr => text.parse::<IpNet>().ok().map(|net| net.trunc()),
-        _ => {
-            let addr: IpAddr = text.parse().ok()?;
-            let fits = match tag {
-                Tag::Ip4 => addr.is_ipv4(),
-                Tag::Ip6 => addr.is_ipv6(),
-                _ => true,
-            };
-            fits.then(|| IpNet::from(canonical(addr)))
-        }
-    }
-}
-
-/// An IPv4-mapped IPv6 address (`::ffff:192.0.2.7`, as dual-stack servers log IPv4
-/// clients) is the IPv4 address: that is what the packets carry.
-pub fn canonical(addr: IpAddr) -> IpAddr {
-    match addr {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, IpAddr::V4),
-        v4 => v4,
     }
 }
 
