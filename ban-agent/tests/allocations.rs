@@ -17,7 +17,7 @@ use std::{
 
 use ban_agent::{
     detect::Detector,
-    filter::{Filter, FilterSpec, builtin, date::DateReader},
+    filter::{BUILTIN, Filter, FilterSpec, date::DateReader},
     ignore::IgnoreList,
     tracker::Rules,
 };
@@ -83,15 +83,8 @@ fn sample(name: &str) -> Vec<(String, bool)> {
 fn a_text_line_no_failregex_matches_allocates_nothing() {
     let t0 = 1_795_521_600_000; // 2026-11-24T12:00:00Z
     let mut report = Vec::new();
-    for name in [
-        "fastapi-auth",
-        "uvicorn",
-        "gunicorn",
-        "nginx",
-        "caddy",
-        "traefik",
-    ] {
-        let spec: FilterSpec = toml::from_str(builtin(name).expect("built in")).expect("parses");
+    for (name, text) in BUILTIN {
+        let spec: FilterSpec = toml::from_str(text).expect("parses");
         let mut detector = Detector::new(
             Filter::compile(&spec).expect("compiles"),
             DateReader::new(jiff::tz::TimeZone::UTC),
