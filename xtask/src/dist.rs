@@ -106,7 +106,7 @@ pub fn dist(ws: &Workspace) -> anyhow::Result<Dist> {
     let version = workspace_version(ws)?;
     let arch = arch()?;
     let out = ws.root.join("target/dist");
-    let name = stem(ws)?;
+    let name = stem_of(&version, &arch);
     let stage = out.join(&name);
     if stage.exists() {
         fs::remove_dir_all(&stage).with_context(|| format!("cannot empty {}", stage.display()))?;
@@ -153,7 +153,11 @@ fn arch() -> anyhow::Result<String> {
 
 /// The package's file name without `.deb`: `ban-agent_VERSION_ARCH`.
 pub fn stem(ws: &Workspace) -> anyhow::Result<String> {
-    Ok(format!("ban-agent_{}_{}", workspace_version(ws)?, arch()?))
+    Ok(stem_of(&workspace_version(ws)?, &arch()?))
+}
+
+fn stem_of(version: &str, arch: &str) -> String {
+    format!("ban-agent_{version}_{arch}")
 }
 
 fn workspace_version(ws: &Workspace) -> anyhow::Result<String> {

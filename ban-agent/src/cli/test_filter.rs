@@ -537,17 +537,6 @@ mod json {
         std::io::Write::flush(&mut out).context("writing to standard output")
     }
 
-    /// The `time` group of failregex `regex` in a line it matched (as the daemon reads it).
-    fn time_text<'l>(
-        filter: &crate::filter::Filter,
-        regex: usize,
-        line: &'l str,
-    ) -> Option<&'l str> {
-        let mut scratch = filter.scratch();
-        filter.check_with(&mut scratch, line);
-        filter.time_text(&scratch, regex, line)
-    }
-
     fn judge(
         filter: &mut JailFilter,
         dates: &mut DateReader,
@@ -563,27 +552,31 @@ mod json {
         };
         let mut extra = serde_json::Map::new();
         let (host, user, at, regex, attempts) = match filter {
-            JailFilter::Simple(filter) => match filter.check(line) {
-                Outcome::Failure { target, regex } => (
-                    Some(show(&target)),
-                    None,
-                    dates
-                        .read(time_text(filter, regex, line).unwrap_or(line))
-                        .map(|(at, _)| at),
-                    Some(regex),
-                    Some(1),
-                ),
-                Outcome::Dated {
-                    target,
-                    regex,
-                    time,
-                } => (Some(show(&target)), None, time, Some(regex), Some(1)),
-                Outcome::Malformed => {
-                    extra.insert("malformed".into(), true.into());
-                    (None, None, None, None, None)
+            JailFilter::Simple(filter) => {
+                let mut scratch = filter.scratch();
+                match filter.check_with(&mut scratch, line) {
+                    // The time where the failregex that matched has it, as the daemon reads it.
+                    Outcome::Failure { target, regex } => (
+                        Some(show(&target)),
+                        None,
+                        dates
+                            .read(filter.time_text(&scratch, regex, line).unwrap_or(line))
+                            .map(|(at, _)| at),
+                        Some(regex),
+                        Some(1),
+                    ),
+                    Outcome::Dated {
+                        target,
+                        regex,
+                        time,
+                    } => (Some(show(&target)), None, time, Some(regex), Some(1)),
+                    Outcome::Malformed => {
+                        extra.insert("malformed".into(), true.into());
+                        (None, None, None, None, None)
+                    }
+                    _ => (None, None, None, None, None),
                 }
-                _ => (None, None, None, None, None),
-            },
+            }
             JailFilter::Full(matcher) => {
                 let hits = if journal {
                     matcher.dated_line(line, now)
