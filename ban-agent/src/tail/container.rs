@@ -174,6 +174,8 @@ struct Part<'a> {
     time: Option<UnixMs>,
     /// The last part of its message (Docker: it ends in `\n`; CRI: `F`).
     last: bool,
+    /// It holds an ESC: it may have ANSI escapes to take out.
+    ansi: bool,
 }
 
 impl Unwrapper {
@@ -252,15 +254,17 @@ impl Unwrapper {
             joining.text.push_str(&part.text);
             return Fed::Partial;
         }
-        let whole: Cow<'_, str> = if joining.text.is_empty() {
-            part.text
+        let (whole, ansi): (Cow<'_, str>, bool) = if joining.text.is_empty() {
+            (part.text, part.ansi)
         } else {
             joining.text.push_str(&part.text);
-            Cow::Owned(std::mem::take(&mut joining.text))
+            let whole = std::mem::take(&mut joining.text);
+            let ansi = has_esc(&whole);
+            (Cow::Owned(whole), ansi)
         };
         let text = whole.strip_suffix('\n').unwrap_or(&whole);
         let text = text.strip_suffix('\r').unwrap_or(text);
-        let text = if text.contains('\u{1b}') {
+        let text = if ansi {
             strip_ansi(text, &mut self.clean);
             self.clean.as_str()
         } else {
@@ -307,6 +311,7 @@ fn docker<'a>(line: &'a str, times: &mut Times, unescaped: &'a mut String) -> Op
     let stream = Stream::from_name(&parsed.stream)?;
     Some(Part {
         last: parsed.log.ends_with('\n'),
+        ansi: has_esc(&parsed.log),
         time: parsed.time.as_deref().and_then(|text| times.read(text)),
         text: parsed.log,
         stream,
@@ -323,83 +328,105 @@ fn docker_layout<'a>(
     unescaped: &'a mut String,
 ) -> Option<Part<'a>> {
     let rest = line.strip_prefix("{\"log\":\"")?;
-    let (text, rest) = json_string(rest, unescaped)?;
+    let JsonString { text, rest, ansi } = json_string(rest, unescaped)?;
     let rest = rest.strip_prefix(",\"stream\":\"")?;
-    let (stream, rest) = until_quote(rest)?;
-    let rest = rest.strip_prefix(",\"time\":\"")?;
-    let (time, rest) = until_quote(rest)?;
-    if rest.trim_end() != "}" {
-        return None;
-    }
+    let (stream, rest) = if let Some(rest) = rest.strip_prefix("stdout\"") {
+        (Stream::Stdout, rest)
+    } else {
+        (Stream::Stderr, rest.strip_prefix("stderr\"")?)
+    };
+    let time = rest
+        .strip_prefix(",\"time\":\"")?
+        .trim_end()
+        .strip_suffix("\"}")?;
+    // Not a time (more keys after it, another layout): serde_json reads the line.
+    let time = times.read(time)?;
     Some(Part {
         last: text.ends_with('\n'),
-        time: times.read(time),
+        ansi,
+        time: Some(time),
         text: Cow::Borrowed(text),
-        stream: Stream::from_name(stream)?,
+        stream,
     })
 }
 
-/// `text` up to its first `"`, and what follows the quote.
-fn until_quote(text: &str) -> Option<(&str, &str)> {
-    let at = memchr::memchr(b'"', text.as_bytes())?;
-    Some((&text[..at], &text[at + 1..]))
+/// A JSON string read by [`json_string`].
+struct JsonString<'a> {
+    text: &'a str,
+    /// What follows its closing quote.
+    rest: &'a str,
+    /// It holds an ESC (as `\u001b`, as Go writes it, or raw): it may have ANSI escapes.
+    ansi: bool,
 }
 
-/// The JSON string at the start of `text` (its opening quote taken off), unescaped, and
-/// what follows its closing quote. Without a backslash in it, the string is `text`'s;
-/// with, it is written into `unescaped`.
-fn json_string<'a>(text: &'a str, unescaped: &'a mut String) -> Option<(&'a str, &'a str)> {
+/// The JSON string at the start of `text` (its opening quote taken off), unescaped, in one
+/// pass: without a backslash in it, the string is `text`'s own; with, it is written into
+/// `unescaped` while it is read. `None` for a string without its end or with an escape
+/// JSON does not have. Written here rather than through serde_json (which would need the
+/// string copied into a quoted one first): it runs on nearly every access line, whose
+/// request is quoted.
+fn json_string<'a>(text: &'a str, unescaped: &'a mut String) -> Option<JsonString<'a>> {
     let bytes = text.as_bytes();
     let mut at = 0;
-    let mut escaped = false;
+    // Where the text not yet copied into `unescaped` starts, once there is a backslash.
+    let mut copied_to = None;
+    let mut ansi = false;
     loop {
-        let found = at + memchr::memchr2(b'"', b'\\', &bytes[at..])?;
-        if bytes[found] == b'"' {
-            let (raw, rest) = (&text[..found], &text[found + 1..]);
-            if !escaped {
-                return Some((raw, rest));
+        let found = at + memchr::memchr3(b'"', b'\\', 0x1b, &bytes[at..])?;
+        match bytes[found] {
+            b'"' => {
+                let rest = &text[found + 1..];
+                let Some(from) = copied_to else {
+                    return Some(JsonString {
+                        text: &text[..found],
+                        rest,
+                        ansi,
+                    });
+                };
+                unescaped.push_str(&text[from..found]);
+                return Some(JsonString {
+                    text: unescaped.as_str(),
+                    rest,
+                    ansi,
+                });
             }
-            unescape(raw, unescaped)?;
-            return Some((unescaped.as_str(), rest));
-        }
-        escaped = true;
-        // A backslash escapes the next byte (`\"`, `\\`, `\uXXXX`'s `u`).
-        at = found + 2;
-        if at > bytes.len() {
-            return None;
+            0x1b => {
+                ansi = true;
+                at = found + 1;
+            }
+            _ => {
+                let from = copied_to.unwrap_or_else(|| {
+                    unescaped.clear();
+                    0
+                });
+                unescaped.push_str(&text[from..found]);
+                let (c, after) = escape(&text[found + 1..])?;
+                ansi |= c == '\u{1b}';
+                unescaped.push(c);
+                at = text.len() - after.len();
+                copied_to = Some(at);
+            }
         }
     }
 }
 
-/// A JSON string's content with its escapes replaced, into `out`; `None` for an escape
-/// JSON does not have. Written here rather than through serde_json (which would need the string copied
-/// into a quoted one first): it runs on nearly every access line, whose request is quoted.
-fn unescape(raw: &str, out: &mut String) -> Option<()> {
-    out.clear();
-    let mut rest = raw;
-    while let Some(at) = memchr::memchr(b'\\', rest.as_bytes()) {
-        out.push_str(&rest[..at]);
-        let mut chars = rest[at + 1..].chars();
-        let replaced = match chars.next()? {
-            c @ ('"' | '\\' | '/') => c,
-            'b' => '\u{8}',
-            'f' => '\u{c}',
-            'n' => '\n',
-            'r' => '\r',
-            't' => '\t',
-            'u' => {
-                let (c, after) = unicode_escape(&rest[at + 2..])?;
-                out.push(c);
-                rest = after;
-                continue;
-            }
-            _ => return None,
-        };
-        out.push(replaced);
-        rest = chars.as_str();
-    }
-    out.push_str(rest);
-    Some(())
+/// The character of the JSON escape at the start of `text` (what follows its backslash)
+/// and the text after it; `None` for an escape JSON does not have.
+fn escape(text: &str) -> Option<(char, &str)> {
+    // Every escape JSON has is one ASCII letter: `text[1..]` is on a character boundary.
+    let c = match text.as_bytes().first()? {
+        b'"' => '"',
+        b'\\' => '\\',
+        b'/' => '/',
+        b'b' => '\u{8}',
+        b'f' => '\u{c}',
+        b'n' => '\n',
+        b'r' => '\r',
+        b't' => '\t',
+        b'u' => return unicode_escape(&text[1..]),
+        _ => return None,
+    };
+    Some((c, &text[1..]))
 }
 
 /// The character of a `\uXXXX` escape (its 4 hex digits at the start of `text`), with
@@ -434,8 +461,10 @@ fn cri<'a>(line: &'a str, times: &mut Times) -> Option<Part<'a>> {
         "P" => false,
         _ => return None,
     };
+    let text = fields.next().unwrap_or("");
     Some(Part {
-        text: Cow::Borrowed(fields.next().unwrap_or("")),
+        ansi: has_esc(text),
+        text: Cow::Borrowed(text),
         stream,
         time: Some(at),
         last,
@@ -450,7 +479,8 @@ fn cri<'a>(line: &'a str, times: &mut Times) -> Option<Part<'a>> {
 struct Times {
     /// `YYYY-MM-DDTHH:MM:SS` and the zone after the fraction (`Z`, `+00:00`) of the last
     /// time parsed whole, and that second in milliseconds.
-    second: String,
+    /// (A fixed-size array: comparing it is a few loads, where a `str`'s prefix is a call.)
+    second: Option<[u8; 19]>,
     zone: String,
     at: UnixMs,
 }
@@ -463,7 +493,7 @@ impl Times {
         let at = text.parse::<jiff::Timestamp>().ok()?.as_millisecond();
         // Remember the second, when the time is in the usual shape.
         if let Some((second, fraction_and_zone)) = text.split_once('.')
-            && second.len() == 19
+            && let Ok(second) = <[u8; 19]>::try_from(second.as_bytes())
         {
             let digits = fraction_and_zone
                 .bytes()
@@ -472,8 +502,9 @@ impl Times {
             let fraction: i64 = fraction_and_zone[..digits.min(3)]
                 .parse::<i64>()
                 .map_or(0, |ms| ms * 10_i64.pow(3 - digits.min(3) as u32));
-            self.second = second.to_owned();
-            self.zone = fraction_and_zone[digits..].to_owned();
+            self.second = Some(second);
+            self.zone.clear();
+            self.zone.push_str(&fraction_and_zone[digits..]);
             self.at = at - fraction;
         }
         Some(at)
@@ -481,18 +512,35 @@ impl Times {
 
     /// The time of `text` when it is in the second last parsed whole.
     fn same_second(&self, text: &str) -> Option<UnixMs> {
-        let rest = text.strip_prefix(self.second.as_str())?.strip_prefix('.')?;
-        if self.second.is_empty() {
+        let second = self.second.as_ref()?;
+        if text.as_bytes().get(..19)? != second {
             return None;
         }
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 || rest[digits..] != *self.zone {
+        // The 19 bytes matched ASCII ones: a character boundary.
+        let rest = text[19..].strip_prefix('.')?;
+        // The fraction's digits, its first three read as milliseconds on the way.
+        let (mut digits, mut ms) = (0, 0);
+        for b in rest.bytes() {
+            if !b.is_ascii_digit() {
+                break;
+            }
+            if digits < 3 {
+                ms = ms * 10 + i64::from(b - b'0');
+            }
+            digits += 1;
+        }
+        if digits == 0 || !rest.as_bytes()[digits..].iter().eq(self.zone.as_bytes()) {
             return None;
         }
         let ms_digits = digits.min(3);
-        let ms: i64 = rest[..ms_digits].parse().ok()?;
         Some(self.at + ms * 10_i64.pow(3 - ms_digits as u32))
     }
+}
+
+/// Whether `text` holds an ESC, the start of every ANSI escape (memchr's search: `str`'s
+/// own `contains` does not use the vector unit).
+fn has_esc(text: &str) -> bool {
+    memchr::memchr(0x1b, text.as_bytes()).is_some()
 }
 
 /// `text` without its ANSI escape sequences, into `out`: CSI (`ESC [ ... final`), OSC
