@@ -129,7 +129,7 @@ fn main() -> anyhow::Result<()> {
     }
     // The site's log as a container's: the same messages in Docker's json-file wrapper.
     let docker = dir.path().join("auth-0-json.log");
-    wrap_as_docker(&logs[0].1, &docker)?;
+    wrap_as_docker(&logs[0].1, logs[0].2.lines, &docker)?;
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     if !root {
@@ -220,16 +220,20 @@ fn pipeline(log: &Path, run: usize) -> anyhow::Result<Measured> {
 }
 
 /// Writes each line of `plain` into `wrapped` as Docker's json-file driver writes a
-/// container's output.
-fn wrap_as_docker(plain: &Path, wrapped: &Path) -> anyhow::Result<()> {
+/// container's output: each line with its own time in nanoseconds, 1 ms after the last
+/// (the generator's spacing), ending now.
+fn wrap_as_docker(plain: &Path, lines: u64, wrapped: &Path) -> anyhow::Result<()> {
     use std::io::{BufRead as _, Write as _};
     let input = std::io::BufReader::new(std::fs::File::open(plain).context("open the log")?);
     let mut out = std::io::BufWriter::new(std::fs::File::create(wrapped).context("create")?);
-    let time = Timestamp::now().to_string();
-    for line in input.lines() {
+    let start = Timestamp::now().as_nanosecond() - i128::from(lines) * 1_000_000;
+    for (n, line) in input.lines().enumerate() {
         let line = line.context("read the log")?;
-        let entry =
-            serde_json::json!({"log": format!("{line}\n"), "stream": "stdout", "time": time});
+        // A few nanoseconds of jitter, as a real write has: no two times alike.
+        let n = n as i128;
+        let time = Timestamp::from_nanosecond(start + n * 1_000_000 + n * 7_919 % 1_000_000)
+            .context("a time")?;
+        let entry = serde_json::json!({"log": format!("{line}\n"), "stream": "stdout", "time": time.to_string()});
         writeln!(out, "{entry}").context("write the wrapped log")?;
     }
     out.flush().context("write the wrapped log")?;
