@@ -400,33 +400,34 @@ fn json_string<'a>(text: &'a str, unescaped: &'a mut String) -> Option<JsonStrin
                     0
                 });
                 unescaped.push_str(&text[from..found]);
-                let (c, after) = escape(&text[found + 1..])?;
-                ansi |= c == '\u{1b}';
-                unescaped.push(c);
-                at = text.len() - after.len();
+                let letter = *bytes.get(found + 1)?;
+                at = if letter == b'u' {
+                    let (c, after) = unicode_escape(&text[found + 2..])?;
+                    ansi |= c == '\u{1b}';
+                    unescaped.push(c);
+                    text.len() - after.len()
+                } else {
+                    unescaped.push(char::from(escaped_byte(letter)?));
+                    found + 2
+                };
                 copied_to = Some(at);
             }
         }
     }
 }
 
-/// The character of the JSON escape at the start of `text` (what follows its backslash)
-/// and the text after it; `None` for an escape JSON does not have.
-fn escape(text: &str) -> Option<(char, &str)> {
-    // Every escape JSON has is one ASCII letter: `text[1..]` is on a character boundary.
-    let c = match text.as_bytes().first()? {
-        b'"' => '"',
-        b'\\' => '\\',
-        b'/' => '/',
-        b'b' => '\u{8}',
-        b'f' => '\u{c}',
-        b'n' => '\n',
-        b'r' => '\r',
-        b't' => '\t',
-        b'u' => return unicode_escape(&text[1..]),
-        _ => return None,
-    };
-    Some((c, &text[1..]))
+/// The byte a one-letter JSON escape stands for (`n` of `\n`); `None` for a letter JSON
+/// does not have (`u` is read by [`unicode_escape`]).
+fn escaped_byte(letter: u8) -> Option<u8> {
+    match letter {
+        b'"' | b'\\' | b'/' => Some(letter),
+        b'b' => Some(0x08),
+        b'f' => Some(0x0c),
+        b'n' => Some(b'\n'),
+        b'r' => Some(b'\r'),
+        b't' => Some(b'\t'),
+        _ => None,
+    }
 }
 
 /// The character of a `\uXXXX` escape (its 4 hex digits at the start of `text`), with
