@@ -51,6 +51,8 @@ const TEST_FILTER: &str = "ban-agent test-filter";
 const TEST_FILTER_DOCKER: &str = "ban-agent test-filter on a Docker json-file log";
 const DAEMON: &str = "ban-agent daemon";
 const FAIL2BAN: &str = "fail2ban-regex 1.0.2";
+/// `cargo xtask bench` installs this version; the benchmark checks it.
+const FAIL2BAN_RS: &str = "fail2ban-rs 1.5.4 dry-run";
 /// The daemon gets this long to read the file.
 const DAEMON_CAP: Duration = Duration::from_secs(60);
 
@@ -139,6 +141,11 @@ fn main() -> anyhow::Result<()> {
     if fail2ban.is_none() {
         eprintln!("throughput: BAN_AGENT_FAIL2BAN_REGEX unset: no fail2ban-regex comparison");
     }
+    let fail2ban_rs = std::env::var_os("BAN_AGENT_FAIL2BAN_RS");
+    match &fail2ban_rs {
+        Some(binary) => check_fail2ban_rs(Path::new(binary))?,
+        None => eprintln!("throughput: BAN_AGENT_FAIL2BAN_RS unset: no fail2ban-rs comparison"),
+    }
     let mut runs = Vec::new();
     for run in 1..=RUNS {
         for (name, log, summary) in &logs {
@@ -153,6 +160,14 @@ fn main() -> anyhow::Result<()> {
             if let Some(script) = &fail2ban {
                 eprintln!("throughput: fail2ban-regex (about 15 s)");
                 measured.push(fail2ban_regex(Path::new(script), log, dir.path(), run)?);
+            }
+            if let Some(binary) = &fail2ban_rs {
+                measured.push(fail2ban_rs_dry_run(
+                    Path::new(binary),
+                    log,
+                    dir.path(),
+                    run,
+                )?);
             }
             for mut m in measured {
                 if m.failures != summary.failures {
@@ -315,6 +330,91 @@ fn fail2ban_regex(script: &Path, log: &Path, dir: &Path, run: usize) -> anyhow::
     Ok(Measured::of(FAIL2BAN, run, lines, matched, &measured))
 }
 
+/// fail2ban-rs's jail equivalent to the shipped filter, in its configuration's terms: its
+/// patterns are matched against the whole line (it does not cut the date off first, so
+/// the pattern starts with the date's two words), and it reads the date with its
+/// `iso8601` parser. The state and socket paths are the run's own; `dry-run` bans
+/// nothing and opens neither.
+const FAIL2BAN_RS_CONFIG: &str = r#"[global]
+state_file = "DIR/fail2ban-rs.state"
+socket_path = "DIR/fail2ban-rs.sock"
+
+[jail.fastapi-auth]
+enabled = true
+log_path = "LOG"
+date_format = "iso8601"
+filter = ['^\S+ \S+ - fastapi-auth - [A-Z]+ - <HOST> - "[A-Z]+ (?:/login" 401|/register" 400) - \d+\.\d+s$']
+port = ["8000"]
+max_retry = 5
+find_time = "10m"
+ban_time = "1h"
+"#;
+
+/// The binary `cargo xtask bench` installed is the version this benchmark names.
+fn check_fail2ban_rs(binary: &Path) -> anyhow::Result<()> {
+    let out = Command::new(binary)
+        .arg("--version")
+        .output()
+        .with_context(|| format!("cannot run {} --version", binary.display()))?;
+    let version = String::from_utf8_lossy(&out.stdout);
+    let expected = FAIL2BAN_RS.trim_end_matches(" dry-run");
+    if version.trim() != expected {
+        bail!(
+            "{} --version says {:?}, the benchmark measures {expected}: change FAIL2BAN_RS_VERSION \
+             in xtask/src/bench.rs and FAIL2BAN_RS here together",
+            binary.display(),
+            version.trim()
+        );
+    }
+    Ok(())
+}
+
+/// `fail2ban-rs dry-run LOG`, as a user tries a jail on a log; its summary gives the
+/// lines read and the failures matched.
+fn fail2ban_rs_dry_run(
+    binary: &Path,
+    log: &Path,
+    dir: &Path,
+    run: usize,
+) -> anyhow::Result<Measured> {
+    let config = dir.join("fail2ban-rs.toml");
+    let text = FAIL2BAN_RS_CONFIG
+        .replace("DIR", &dir.to_string_lossy())
+        .replace("LOG", &log.to_string_lossy());
+    std::fs::write(&config, text).context("write fail2ban-rs's configuration")?;
+    // It prints every address after its summary (700k on the botnet log): the summary is
+    // in the first lines.
+    let measured = shared::measured_keeping(
+        Command::new(binary)
+            .arg("--config")
+            .arg(&config)
+            .arg("dry-run")
+            .arg(log)
+            .args(["--jail", "fastapi-auth"]),
+        30,
+    )?;
+    // "  Lines:    1000000" and, in the jail's summary, "  Matches:    150204".
+    let field = |name: &str| {
+        measured
+            .stdout
+            .lines()
+            .find_map(|line| line.trim().strip_prefix(name)?.trim().parse::<u64>().ok())
+            .with_context(|| {
+                format!(
+                    "no {name} line in fail2ban-rs's dry run:\n{}",
+                    measured
+                        .stdout
+                        .lines()
+                        .take(20)
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                )
+            })
+    };
+    let (lines, matches) = (field("Lines:")?, field("Matches:")?);
+    Ok(Measured::of(FAIL2BAN_RS, run, lines, matches, &measured))
+}
+
 fn report(runs: &[Measured]) -> anyhow::Result<()> {
     let mut csv = String::from("log,tool,run,lines,failures_found,seconds,cpu_seconds,peak_mb\n");
     for m in runs {
@@ -351,7 +451,14 @@ fn report(runs: &[Measured]) -> anyhow::Result<()> {
             ))
         };
         let peer = summary(FAIL2BAN);
-        for tool in [PIPELINE, TEST_FILTER, TEST_FILTER_DOCKER, DAEMON, FAIL2BAN] {
+        for tool in [
+            PIPELINE,
+            TEST_FILTER,
+            TEST_FILTER_DOCKER,
+            DAEMON,
+            FAIL2BAN_RS,
+            FAIL2BAN,
+        ] {
             let Some((rate, cpu, peak, failures)) = summary(tool) else {
                 continue;
             };
@@ -373,15 +480,22 @@ fn report(runs: &[Measured]) -> anyhow::Result<()> {
             );
         }
     }
-    let rate = |tool: &str| {
+    notes(runs, &mut table);
+    shared::publish("throughput", &csv, &table)
+}
+
+/// The lines under the table: the cost of unwrapping, and the ratios to fail2ban-rs.
+fn notes(runs: &[Measured], table: &mut String) {
+    let rate = |tool: &str, log: &str| {
         shared::median(
             runs.iter()
-                .filter(|m| m.tool == tool && m.log == LOGS[0].0)
+                .filter(|m| m.tool == tool && m.log == log)
                 .map(|m| m.lines as f64 / m.seconds)
                 .collect(),
         )
     };
-    let (plain, wrapped) = (rate(TEST_FILTER), rate(TEST_FILTER_DOCKER));
+    let site = LOGS[0].0;
+    let (plain, wrapped) = (rate(TEST_FILTER, site), rate(TEST_FILTER_DOCKER, site));
     let _ = writeln!(
         table,
         "\nUnwrapping Docker's json-file wrapper costs {:.0}% of test-filter's lines per second \
@@ -390,5 +504,23 @@ fn report(runs: &[Measured]) -> anyhow::Result<()> {
         plain / 1e6,
         wrapped / 1e6
     );
-    shared::publish("throughput", &csv, &table)
+    if runs.iter().any(|m| m.tool == FAIL2BAN_RS) {
+        for (log, _) in LOGS {
+            let peer = rate(FAIL2BAN_RS, log);
+            let daemon = rate(DAEMON, log);
+            let daemon = if daemon.is_nan() {
+                String::from("not measured (not root)")
+            } else {
+                format!("{:.2}", daemon / peer)
+            };
+            let _ = writeln!(
+                table,
+                "\nAgainst fail2ban-rs's dry run on the {log} log ({:.2}M lines/s): test-filter \
+                 {:.2} times its lines per second, the daemon {daemon} (target, issue 31: at \
+                 least 2).",
+                peer / 1e6,
+                rate(TEST_FILTER, log) / peer,
+            );
+        }
+    }
 }

@@ -30,7 +30,7 @@ pub fn xdp(ws: &Workspace) -> anyhow::Result<()> {
 }
 
 /// Log throughput, CPU and peak memory: the pipeline, test-filter and the daemon (when
-/// root), against fail2ban-regex.
+/// root), against fail2ban-regex and fail2ban-rs's dry run.
 pub fn throughput(ws: &Workspace) -> anyhow::Result<()> {
     let mut cmd = cargo_bench(ws, "throughput", false)?;
     match fail2ban(ws) {
@@ -40,7 +40,37 @@ pub fn throughput(ws: &Workspace) -> anyhow::Result<()> {
         }
         Err(error) => eprintln!("bench throughput: no fail2ban-regex to compare with: {error:#}"),
     }
+    match fail2ban_rs(ws) {
+        Ok(binary) => {
+            cmd.env("BAN_AGENT_FAIL2BAN_RS", binary);
+        }
+        Err(error) => eprintln!("bench throughput: no fail2ban-rs to compare with: {error:#}"),
+    }
     run(&mut cmd)
+}
+
+/// The version of fail2ban-rs measured (the benchmark checks its `--version`).
+const FAIL2BAN_RS_VERSION: &str = "1.5.4";
+
+/// fail2ban-rs, the Rust rewrite of fail2ban on crates.io, built once into the tools
+/// folder with `cargo install --locked` at a pinned version: a benchmark peer, never run
+/// as a service.
+fn fail2ban_rs(ws: &Workspace) -> anyhow::Result<PathBuf> {
+    let root = ws.tools.join(format!("fail2ban-rs-{FAIL2BAN_RS_VERSION}"));
+    let binary = root.join("bin/fail2ban-rs");
+    if !binary.is_file() {
+        let root_arg = root.to_string_lossy();
+        run(&mut ws.cargo(&[
+            "install",
+            "--locked",
+            "--version",
+            FAIL2BAN_RS_VERSION,
+            "--root",
+            &root_arg,
+            "fail2ban-rs",
+        ]))?;
+    }
+    Ok(binary)
 }
 
 /// Detection latency, ban-agent against fail2ban's server (root).

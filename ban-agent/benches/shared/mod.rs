@@ -69,6 +69,15 @@ pub struct Run {
 /// Runs `cmd` to its end, failing when it fails; its stdout, wall and CPU seconds and peak
 /// resident memory, from wait4's rusage (which std's `Child` does not expose).
 pub fn measured(cmd: &mut Command) -> anyhow::Result<Run> {
+    measured_keeping(cmd, usize::MAX)
+}
+
+/// [`measured`], keeping only the first `lines` lines of stdout (the rest is read and
+/// dropped): a peer that prints a line per address must not grow this process, whose
+/// resident memory a child forked later would start with (Linux carries the peak over
+/// `exec`).
+pub fn measured_keeping(cmd: &mut Command, lines: usize) -> anyhow::Result<Run> {
+    use std::io::BufRead as _;
     let start = Instant::now();
     let mut child = cmd
         .stdout(Stdio::piped())
@@ -76,8 +85,17 @@ pub fn measured(cmd: &mut Command) -> anyhow::Result<Run> {
         .spawn()
         .with_context(|| format!("cannot start {cmd:?}"))?;
     let mut stdout = String::new();
-    if let Some(mut pipe) = child.stdout.take() {
-        std::io::Read::read_to_string(&mut pipe, &mut stdout).context("read child output")?;
+    if let Some(pipe) = child.stdout.take() {
+        let mut pipe = std::io::BufReader::new(pipe);
+        let mut line = String::new();
+        let mut kept = 0;
+        while pipe.read_line(&mut line).context("read child output")? > 0 {
+            if kept < lines {
+                stdout.push_str(&line);
+                kept += 1;
+            }
+            line.clear();
+        }
     }
     let mut status = 0;
     // SAFETY: an all-zero rusage is valid; wait4 fills it for our own child.
