@@ -517,24 +517,20 @@ impl Times {
         if text.as_bytes().get(..19)? != second {
             return None;
         }
-        // The 19 bytes matched ASCII ones: a character boundary.
-        let rest = text[19..].strip_prefix('.')?;
-        // The fraction's digits, its first three read as milliseconds on the way.
-        let (mut digits, mut ms) = (0, 0);
-        for b in rest.bytes() {
-            if !b.is_ascii_digit() {
-                break;
-            }
-            if digits < 3 {
-                ms = ms * 10 + i64::from(b - b'0');
-            }
-            digits += 1;
-        }
-        if digits == 0 || !rest.as_bytes()[digits..].iter().eq(self.zone.as_bytes()) {
+        // The fraction's digits, then the zone of that second. Without a branch per
+        // digit: their number varies from line to line (Go trims trailing zeros).
+        let rest = text.as_bytes()[19..].strip_prefix(b".")?;
+        let digits = rest.len().checked_sub(self.zone.len())?;
+        let (fraction, zone) = rest.split_at(digits);
+        let all_digits = fraction.iter().fold(true, |all, b| all & b.is_ascii_digit());
+        if digits == 0 || !all_digits || !zone.iter().eq(self.zone.as_bytes()) {
             return None;
         }
-        let ms_digits = digits.min(3);
-        Some(self.at + ms * 10_i64.pow(3 - ms_digits as u32))
+        let ms = fraction
+            .iter()
+            .take(3)
+            .fold(0, |ms, b| ms * 10 + i64::from(b - b'0'));
+        Some(self.at + ms * 10_i64.pow(3 - digits.min(3) as u32))
     }
 }
 
