@@ -522,7 +522,9 @@ impl Times {
         let rest = text.as_bytes()[19..].strip_prefix(b".")?;
         let digits = rest.len().checked_sub(self.zone.len())?;
         let (fraction, zone) = rest.split_at(digits);
-        let all_digits = fraction.iter().fold(true, |all, b| all & b.is_ascii_digit());
+        let all_digits = fraction
+            .iter()
+            .fold(true, |all, b| all & b.is_ascii_digit());
         if digits == 0 || !all_digits || !zone.iter().eq(self.zone.as_bytes()) {
             return None;
         }
