@@ -168,6 +168,16 @@ fn ansi_colours_are_taken_out_of_a_containers_messages() {
         messages[0].0,
         "INFO:     192.0.2.7:51234 - \"POST /login HTTP/1.1\" 401 Unauthorized"
     );
+    // Raw in CRI's lines, and in a message joined from its parts.
+    let mut u = Unwrapper::new(LogFormat::Cri, 1024);
+    let (messages, _) = unwrap_all(
+        &mut u,
+        &[
+            "2026-12-06T17:00:01Z stdout P \u{1b}[32mIN",
+            "2026-12-06T17:00:01Z stdout F FO\u{1b}[0m: ok",
+        ],
+    );
+    assert_eq!(messages[0].0, "INFO: ok");
     let mut out = String::new();
     strip_ansi(
         "a\u{1b}]0;title\u{7}b\u{1b}]8;;x\u{1b}\\c\u{1b}=d",
