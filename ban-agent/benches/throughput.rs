@@ -481,7 +481,7 @@ fn report(runs: &[Measured], splits: &[(&str, f64)]) -> anyhow::Result<()> {
                 .collect();
             let first = of.first()?;
             Some((
-                shared::median(of.iter().map(|m| m.lines as f64 / m.seconds).collect()),
+                median_rate(runs, tool, log),
                 shared::median(of.iter().map(|m| m.cpu_seconds).collect()),
                 of.iter().map(|m| m.peak_kib).max().unwrap_or(0) as f64 / 1024.0,
                 first.failures,
@@ -521,17 +521,20 @@ fn report(runs: &[Measured], splits: &[(&str, f64)]) -> anyhow::Result<()> {
     shared::publish("throughput", &csv, &table)
 }
 
+/// The median lines per second of `tool` on `log`.
+fn median_rate(runs: &[Measured], tool: &str, log: &str) -> f64 {
+    shared::median(
+        runs.iter()
+            .filter(|m| m.tool == tool && m.log == log)
+            .map(|m| m.lines as f64 / m.seconds)
+            .collect(),
+    )
+}
+
 /// The lines under the table: the cost of unwrapping, the ratios to fail2ban-rs, and the
 /// pipeline against the memchr line split.
 fn notes(runs: &[Measured], splits: &[(&str, f64)], table: &mut String) {
-    let rate = |tool: &str, log: &str| {
-        shared::median(
-            runs.iter()
-                .filter(|m| m.tool == tool && m.log == log)
-                .map(|m| m.lines as f64 / m.seconds)
-                .collect(),
-        )
-    };
+    let rate = |tool, log| median_rate(runs, tool, log);
     let site = LOGS[0].0;
     let (plain, wrapped) = (rate(TEST_FILTER, site), rate(TEST_FILTER_DOCKER, site));
     // Each pair's cost (the two ran back to back, on the same machine's mood), then their

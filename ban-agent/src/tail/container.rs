@@ -500,9 +500,7 @@ impl Times {
                 .bytes()
                 .take_while(u8::is_ascii_digit)
                 .count();
-            let fraction: i64 = fraction_and_zone[..digits.min(3)]
-                .parse::<i64>()
-                .map_or(0, |ms| ms * 10_i64.pow(3 - digits.min(3) as u32));
+            let fraction = millis(&fraction_and_zone.as_bytes()[..digits]);
             self.second = Some(second);
             self.zone.clear();
             self.zone.push_str(&fraction_and_zone[digits..]);
@@ -528,12 +526,18 @@ impl Times {
         if digits == 0 || !all_digits || !zone.iter().eq(self.zone.as_bytes()) {
             return None;
         }
-        let ms = fraction
-            .iter()
-            .take(3)
-            .fold(0, |ms, b| ms * 10 + i64::from(b - b'0'));
-        Some(self.at + ms * 10_i64.pow(3 - digits.min(3) as u32))
+        Some(self.at + millis(fraction))
     }
+}
+
+/// The milliseconds of a second's fraction, from its digits (`5` is 500, `05` 50,
+/// `123456789` 123).
+fn millis(digits: &[u8]) -> UnixMs {
+    let read = digits.len().min(3);
+    let ms = digits[..read]
+        .iter()
+        .fold(0, |ms, b| ms * 10 + i64::from(b - b'0'));
+    ms * 10_i64.pow(3 - read as u32)
 }
 
 /// Whether `text` holds an ESC, the start of every ANSI escape (memchr's search: `str`'s
