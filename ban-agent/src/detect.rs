@@ -9,9 +9,9 @@ use jiff::tz::TimeZone;
 
 use crate::{
     clock::UnixMs,
-    config::{Jail, JailFilter},
+    config::Jail,
     filter::{
-        Outcome, Scratch,
+        Filter, Outcome, Scratch,
         date::{DateFormat, DatePattern, DateReader},
     },
     ignore::{IgnoreList, Spared},
@@ -79,9 +79,9 @@ impl DetectStats {
 
 /// One jail's detection state.
 pub struct Detector {
-    filter: JailFilter,
-    /// Capture room of a simple filter.
-    scratch: Option<Scratch>,
+    filter: Filter,
+    /// Capture room of the filter, reused line after line.
+    scratch: Scratch,
     dates: DateReader,
     ignore: IgnoreList,
     tracker: Tracker,
@@ -91,18 +91,9 @@ pub struct Detector {
 }
 
 impl Detector {
-    pub fn new(
-        filter: impl Into<JailFilter>,
-        dates: DateReader,
-        ignore: IgnoreList,
-        rules: Rules,
-    ) -> Self {
-        let filter = filter.into();
+    pub fn new(filter: Filter, dates: DateReader, ignore: IgnoreList, rules: Rules) -> Self {
         Self {
-            scratch: match &filter {
-                JailFilter::Simple(filter) => Some(filter.scratch()),
-                JailFilter::Full(_) => None,
-            },
+            scratch: filter.scratch(),
             filter,
             dates,
             ignore,
@@ -115,9 +106,7 @@ impl Detector {
     /// The detector of a configured jail; `own` are the host's addresses (`ignoreself`).
     pub fn for_jail(jail: &Jail, own: Vec<IpAddr>, zone: TimeZone) -> Self {
         let mut filter = jail.filter.clone();
-        if let JailFilter::Full(matcher) = &mut filter {
-            matcher.set_zone(zone.clone());
-        }
+        filter.set_zone(&zone);
         Self::new(
             filter,
             DateReader::with_pattern(jail.datepattern.clone(), zone),
@@ -173,24 +162,21 @@ impl Detector {
                 target,
                 regex,
                 time,
-            } => (target, regex, Some(time)),
+                format,
+            } => (target, regex, Some(time.map(|at| (at, format)))),
         };
         if let Some(why) = self.ignore.spares(&target) {
             self.stats.spared += 1;
             self.stats.spared_by[why.index()] += 1;
             return Detection::Spared { target, why, regex };
         }
-        let time = match (&self.filter, time) {
-            _ if known.is_some() => known.map(|at| (at, DateFormat::Journal)),
-            (JailFilter::Simple(filter), None) => {
-                let text = self
-                    .scratch
-                    .as_ref()
-                    .and_then(|scratch| filter.time_text(scratch, regex, line));
+        let time = match (known, time) {
+            (Some(at), _) => Some((at, DateFormat::Journal)),
+            (None, None) => {
+                let text = self.filter.time_text(&self.scratch, regex, line);
                 self.dates.read(text.unwrap_or(line))
             }
-            (JailFilter::Simple(_), Some(time)) => time.map(|at| (at, DateFormat::Field)),
-            (JailFilter::Full(_), time) => time.flatten().map(|at| (at, DateFormat::Template)),
+            (None, Some(dated)) => dated,
         };
         let at = match time {
             Some((at, format)) => {
@@ -226,30 +212,9 @@ impl Detector {
         }
     }
 
-    /// What the filter makes of a line; a full filter also gives the line's time.
+    /// What the filter makes of a line; fail2ban's model also gives the line's time.
     fn judge(&mut self, line: &str, now: UnixMs, known: Option<UnixMs>) -> Outcome {
-        match (&mut self.filter, &mut self.scratch) {
-            (JailFilter::Simple(filter), Some(scratch)) => filter.check_with(scratch, line),
-            (JailFilter::Simple(filter), None) => filter.check(line),
-            (JailFilter::Full(matcher), _) => {
-                let hits = match known {
-                    Some(time) => matcher.dated_line(line, time),
-                    None => matcher.line(line, now),
-                };
-                let failure = hits
-                    .iter()
-                    .filter(|hit| !hit.nofail)
-                    .find_map(|hit| Some((hit.target()?, hit.regex, hit.time)));
-                match failure {
-                    Some((target, regex, time)) => Outcome::Dated {
-                        target,
-                        regex,
-                        time,
-                    },
-                    None => Outcome::Missed,
-                }
-            }
-        }
+        self.filter.judge(&mut self.scratch, line, now, known)
     }
 
     /// The date format of the last line judged a failure, if its time came from it.
@@ -261,33 +226,23 @@ impl Detector {
     /// log); a line without a time is taken as read at `fallback`. Returns the detection and
     /// the format the time was found in.
     pub fn replay(&mut self, line: &str, fallback: UnixMs) -> (Detection, Option<DateFormat>) {
-        let time = match &mut self.filter {
-            JailFilter::Simple(filter) if filter.reads_json(line) => {
-                filter.json_time(line).map(|at| (at, DateFormat::Field))
+        if let Some(time) = self.filter.own_time(line, fallback) {
+            let now = time.map_or(fallback, |(at, _)| at);
+            return (self.line(line, now), time.map(|(_, format)| format));
+        }
+        // The line is judged once: the time is then read where the failregex that
+        // matched put its `time` group, as the daemon reads it, or in the whole line.
+        let outcome = self.judge(line, fallback, None);
+        let text = match outcome {
+            Outcome::Failure { regex, .. } | Outcome::Ignored { regex } => {
+                self.filter.time_text(&self.scratch, regex, line)
             }
-            // The line is judged once: the time is then read where the failregex that
-            // matched put its `time` group, as the daemon reads it, or in the whole line.
-            JailFilter::Simple(_) => {
-                let outcome = self.judge(line, fallback, None);
-                let text = match (&self.filter, &self.scratch, outcome) {
-                    (
-                        JailFilter::Simple(filter),
-                        Some(scratch),
-                        Outcome::Failure { regex, .. } | Outcome::Ignored { regex },
-                    ) => filter.time_text(scratch, regex, line),
-                    _ => None,
-                };
-                let time = self.dates.read(text.unwrap_or(line));
-                let now = time.map_or(fallback, |(at, _)| at);
-                let detection = self.decide(line, outcome, now, None);
-                return (detection, time.map(|(_, format)| format));
-            }
-            JailFilter::Full(matcher) => matcher
-                .date_of(line, fallback)
-                .map(|at| (at, DateFormat::Template)),
+            _ => None,
         };
+        let time = self.dates.read(text.unwrap_or(line));
         let now = time.map_or(fallback, |(at, _)| at);
-        (self.line(line, now), time.map(|(_, format)| format))
+        let detection = self.decide(line, outcome, now, None);
+        (detection, time.map(|(_, format)| format))
     }
 
     /// Judges a message whose time came with it (a container runtime's), as if read
@@ -314,16 +269,13 @@ impl Detector {
         &mut self.tracker
     }
 
-    pub fn filter(&self) -> &JailFilter {
+    pub fn filter(&self) -> &Filter {
         &self.filter
     }
 
     /// Lines a backtracking regex gave up on (its step limit), judged as not matching.
     pub fn overruns(&self) -> u64 {
-        match &self.filter {
-            JailFilter::Simple(_) => 0,
-            JailFilter::Full(matcher) => matcher.overruns,
-        }
+        self.filter.overruns()
     }
 
     /// Replaces who is spared (`ban-agent set JAIL addignoreip`).

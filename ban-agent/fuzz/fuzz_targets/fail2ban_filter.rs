@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use ban_agent::fail2ban::{FilterRef, Matcher, definition, ini};
+use ban_agent::fail2ban::{FilterRef, definition, ini};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -23,15 +23,17 @@ fuzz_target!(|data: &[u8]| {
     let Ok(definition) = definition::resolve(&parsed, &reference) else {
         return;
     };
-    let Ok(mut matcher) = Matcher::new(&definition, jiff::tz::TimeZone::UTC, 2026) else {
+    let Ok(mut filter) = definition.compile(jiff::tz::TimeZone::UTC, 2026) else {
         return;
     };
+    let mut scratch = filter.scratch();
     let mut seen = String::new();
     for (n, line) in log.lines().enumerate() {
         seen.push_str(line);
         seen.push('\n');
         let now = 1_795_521_600_000 + i64::try_from(n).unwrap_or(0) * 1000;
-        for hit in matcher.line(line, now) {
+        filter.judge(&mut scratch, line, now, None);
+        for hit in filter.hits().unwrap_or_default() {
             if let Some((address, _)) = &hit.address {
                 assert!(
                     seen.contains(address.as_str()),

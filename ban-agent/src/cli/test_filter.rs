@@ -16,7 +16,6 @@ use ipnet::IpNet;
 use jiff::tz::TimeZone;
 
 use crate::{
-    config::JailFilter,
     config::{self, Config},
     datapath::show,
     detect::{DetectStats, Detection, Detector},
@@ -193,7 +192,7 @@ fn read_log(log: &Path, sink: &mut dyn FnMut(&str)) -> anyhow::Result<TailStats>
 }
 
 /// The filter --filter, --regex or --jail names, with the time zone of --timezone.
-fn filter_of(args: &Args, zone: &TimeZone) -> anyhow::Result<(JailFilter, String)> {
+fn filter_of(args: &Args, zone: &TimeZone) -> anyhow::Result<(Filter, String)> {
     let (filter, description) = match &args.filter {
         Some(name) => {
             let dirs = config::FilterDirs {
@@ -209,22 +208,18 @@ fn filter_of(args: &Args, zone: &TimeZone) -> anyhow::Result<(JailFilter, String
                 ..FilterSpec::default()
             };
             let filter = Filter::compile(&spec).context("in --regex / --ignore-regex")?;
-            (filter.into(), "--regex".to_owned())
+            (filter, "--regex".to_owned())
         }
     };
     Ok((with_zone(filter, zone, args.all_regexes), description))
 }
 
-/// A full filter reads dates in `zone`.
-fn with_zone(filter: JailFilter, zone: &TimeZone, all_regexes: bool) -> JailFilter {
-    match filter {
-        JailFilter::Full(mut matcher) => {
-            matcher.set_zone(zone.clone());
-            matcher.check_all = all_regexes;
-            JailFilter::Full(matcher)
-        }
-        simple => simple,
-    }
+/// A filter of fail2ban's model reads dates in `zone`; `--all-regexes` is fail2ban's
+/// `checkAllRegex`.
+fn with_zone(mut filter: Filter, zone: &TimeZone, all_regexes: bool) -> Filter {
+    filter.set_zone(zone);
+    filter.set_check_all(all_regexes);
+    filter
 }
 
 fn subject(args: &Args) -> anyhow::Result<Subject> {
@@ -449,7 +444,7 @@ impl Report {
             let _ = writeln!(
                 out,
                 "       {overruns} on which a regex gave up after {} backtracking steps (judged as not matching)",
-                crate::fail2ban::regex::BACKTRACK_LIMIT
+                filter::pattern::BACKTRACK_LIMIT
             );
         }
         if read.invalid_utf8 + read.too_long > 0 {
@@ -505,7 +500,7 @@ impl Report {
 /// `--json`: one object per line, for tools (and `cargo xtask conformance`).
 mod json {
     use super::*;
-    use crate::filter::{Outcome, date::DateReader};
+    use crate::filter::{Hit, Outcome, Scratch, date::DateReader};
 
     pub fn run(args: &Args) -> anyhow::Result<()> {
         let zone = args.timezone.clone().unwrap_or_else(TimeZone::system);
@@ -514,13 +509,18 @@ mod json {
             .now
             .unwrap_or_else(|| jiff::Timestamp::now().as_millisecond());
         let mut dates = DateReader::new(zone);
+        let mut scratch = filter.scratch();
         let mut out = std::io::BufWriter::new(std::io::stdout().lock());
         let mut number = 0u64;
         let mut failed = None;
         let mut sink = |line: &str| {
             number += 1;
-            let object = judge(&mut filter, &mut dates, line, now, args.journal_lines);
-            let mut object = object;
+            let mut object = judge(
+                (&mut filter, &mut scratch, &mut dates),
+                line,
+                now,
+                args.journal_lines,
+            );
             object.insert("line".into(), number.into());
             if failed.is_none()
                 && let Err(error) = serde_json::to_writer(&mut out, &object)
@@ -537,9 +537,10 @@ mod json {
         std::io::Write::flush(&mut out).context("writing to standard output")
     }
 
+    /// A line's object. Our filters give the address, regex and time; fail2ban's model
+    /// also says what it found in its own terms (host names, ids, users, lines).
     fn judge(
-        filter: &mut JailFilter,
-        dates: &mut DateReader,
+        (filter, scratch, dates): (&mut Filter, &mut Scratch, &mut DateReader),
         line: &str,
         now: i64,
         journal: bool,
@@ -551,62 +552,33 @@ mod json {
                 .map_or(Value::Null, |t| Value::String(t.to_string()))
         };
         let mut extra = serde_json::Map::new();
-        let (host, user, at, regex, attempts) = match filter {
-            JailFilter::Simple(filter) => {
-                let mut scratch = filter.scratch();
-                match filter.check_with(&mut scratch, line) {
-                    // The time where the failregex that matched has it, as the daemon reads it.
-                    Outcome::Failure { target, regex } => (
-                        Some(show(&target)),
-                        None,
-                        dates
-                            .read(filter.time_text(&scratch, regex, line).unwrap_or(line))
-                            .map(|(at, _)| at),
-                        Some(regex),
-                        Some(1),
-                    ),
-                    Outcome::Dated {
-                        target,
-                        regex,
-                        time,
-                    } => (Some(show(&target)), None, time, Some(regex), Some(1)),
-                    Outcome::Malformed => {
-                        extra.insert("malformed".into(), true.into());
-                        (None, None, None, None, None)
-                    }
-                    _ => (None, None, None, None, None),
-                }
+        let outcome = filter.judge(scratch, line, now, journal.then_some(now));
+        let (host, user, at, regex, attempts) = match (filter.hits(), outcome) {
+            (Some(hits), _) => model_hit(hits, &mut extra),
+            // The time where the failregex that matched has it, as the daemon reads it.
+            (None, Outcome::Failure { target, regex }) => (
+                Some(show(&target)),
+                None,
+                dates
+                    .read(filter.time_text(scratch, regex, line).unwrap_or(line))
+                    .map(|(at, _)| at),
+                Some(regex),
+                Some(1),
+            ),
+            (
+                None,
+                Outcome::Dated {
+                    target,
+                    regex,
+                    time,
+                    ..
+                },
+            ) => (Some(show(&target)), None, time, Some(regex), Some(1)),
+            (None, Outcome::Malformed) => {
+                extra.insert("malformed".into(), true.into());
+                (None, None, None, None, None)
             }
-            JailFilter::Full(matcher) => {
-                let hits = if journal {
-                    matcher.dated_line(line, now)
-                } else {
-                    matcher.line(line, now)
-                };
-                let failures = hits.iter().filter(|h| !h.nofail && h.id.is_some());
-                extra.insert("failures".into(), failures.clone().count().into());
-                match failures.clone().next() {
-                    Some(hit) => {
-                        extra.insert("users".into(), hit.users.clone().into());
-                        extra.insert(
-                            "dns".into(),
-                            hit.dns.clone().map_or(Value::Null, Value::String),
-                        );
-                        if let Some((address, _)) = &hit.address {
-                            let family = if address.contains(':') { "ip6" } else { "ip4" };
-                            extra.insert(family.into(), Value::String(address.clone()));
-                        }
-                        (
-                            hit.id.clone(),
-                            hit.user.clone(),
-                            hit.time,
-                            Some(hit.regex),
-                            Some(hit.attempts),
-                        )
-                    }
-                    None => (None, None, None, None, None),
-                }
-            }
+            (None, Outcome::Missed | Outcome::Ignored { .. }) => (None, None, None, None, None),
         };
         object.insert("match".into(), Value::Bool(host.is_some()));
         object.insert("host".into(), host.map_or(Value::Null, Value::String));
@@ -620,6 +592,45 @@ mod json {
         object.extend(extra);
         object
     }
+
+    /// The line's first failure with an id, as fail2ban's model found it; its host
+    /// names, users and address family go into `extra`.
+    fn model_hit(
+        hits: &[Hit],
+        extra: &mut serde_json::Map<String, serde_json::Value>,
+    ) -> JudgedLine {
+        use serde_json::Value;
+        let failures = hits.iter().filter(|h| !h.nofail && h.id.is_some());
+        extra.insert("failures".into(), failures.clone().count().into());
+        let Some(hit) = failures.clone().next() else {
+            return (None, None, None, None, None);
+        };
+        extra.insert("users".into(), hit.users.clone().into());
+        extra.insert(
+            "dns".into(),
+            hit.dns.clone().map_or(Value::Null, Value::String),
+        );
+        if let Some((address, _)) = &hit.address {
+            let family = if address.contains(':') { "ip6" } else { "ip4" };
+            extra.insert(family.into(), Value::String(address.clone()));
+        }
+        (
+            hit.id.clone(),
+            hit.user.clone(),
+            hit.time,
+            Some(hit.regex),
+            Some(hit.attempts),
+        )
+    }
+
+    /// Host, user, time, regex and lines of a judged line.
+    type JudgedLine = (
+        Option<String>,
+        Option<String>,
+        Option<i64>,
+        Option<usize>,
+        Option<usize>,
+    );
 }
 
 fn describe(why: Spared) -> &'static str {

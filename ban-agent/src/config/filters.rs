@@ -10,7 +10,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{
-    ConfigError, Global, JailFilter,
+    ConfigError, Global,
     error::Source,
     raw::{JailCtx, Setting},
 };
@@ -41,7 +41,7 @@ impl JailCtx<'_> {
         &self,
         global: &Global,
         journal: bool,
-    ) -> Result<(JailFilter, String), ConfigError> {
+    ) -> Result<(Filter, String), ConfigError> {
         let named = self.pick("filter", |j| j.filter.as_ref());
         let inline = self.pick("failregex", |j| j.failregex.as_ref());
         match (named, inline) {
@@ -57,7 +57,7 @@ impl JailCtx<'_> {
             (Some(named), None) => {
                 let (filter, origin) = self.named_filter(&named, global)?;
                 let text = named.value.get_ref();
-                if !journal || !matches!(filter, JailFilter::Full(_)) || text.contains("logtype=") {
+                if !journal || !filter.is_model() || text.contains("logtype=") {
                     return Ok((filter, origin));
                 }
                 let with_logtype = match text.strip_suffix(']') {
@@ -82,8 +82,7 @@ impl JailCtx<'_> {
                     json: None,
                 };
                 let key_prefix = inline.key.trim_end_matches("failregex").to_owned();
-                compile(self.source, &raw, &key_prefix, &[])
-                    .map(|f| (f.into(), "inline".to_owned()))
+                compile(self.source, &raw, &key_prefix, &[]).map(|f| (f, "inline".to_owned()))
             }
             (None, None) => Err(self.error(
                 self.span.clone(),
@@ -98,7 +97,7 @@ impl JailCtx<'_> {
         &self,
         named: &Setting<Spanned<String>>,
         global: &Global,
-    ) -> Result<(JailFilter, String), ConfigError> {
+    ) -> Result<(Filter, String), ConfigError> {
         let base = self.source.path.parent().unwrap_or(Path::new("."));
         let dirs = FilterDirs {
             toml: &global.filter_dir,
@@ -151,20 +150,20 @@ pub struct FilterDirs<'a> {
 pub fn fail2ban_filter(
     dir: &Path,
     reference: &FilterRef,
-) -> Result<(JailFilter, String), FindFilterError> {
+) -> Result<(Filter, String), FindFilterError> {
     let definition = fail2ban::definition::read(dir, reference)?;
     // Every file the filter was read from is one whose regexes decide bans.
     for file in &definition.files {
         crate::trust::check_file(file)?;
     }
     let year = jiff::Zoned::now().year();
-    let matcher = fail2ban::Matcher::new(&definition, jiff::tz::TimeZone::system(), year)?;
+    let filter = definition.compile(jiff::tz::TimeZone::system(), year)?;
     let origin = format!(
         "fail2ban {} ({})",
         definition.name,
         definition.file.display()
     );
-    Ok((JailFilter::Full(Box::new(matcher)), origin))
+    Ok((filter, origin))
 }
 
 /// The filter `name` names, with its options (`nginx[login_path=/api/login]`): a
@@ -177,7 +176,7 @@ pub fn find_filter(
     name: &str,
     base: &Path,
     dirs: &FilterDirs<'_>,
-) -> Result<(JailFilter, String), FindFilterError> {
+) -> Result<(Filter, String), FindFilterError> {
     let fail2ban_dir = dirs.fail2ban.join("filter.d");
     let reference = FilterRef::parse(name)?;
     if reference.name.ends_with(".conf") || reference.name.ends_with(".local") {
@@ -207,12 +206,12 @@ pub fn find_filter(
                 source,
             })?;
         let filter = parse_filter(&file, &text, bare, &reference.options)?;
-        return Ok((filter.into(), file.display().to_string()));
+        return Ok((filter, file.display().to_string()));
     }
     if let Some(text) = filter::builtin(bare) {
         let origin = format!("(built-in filter {bare})");
         let filter = parse_filter(Path::new(&origin), text, bare, &reference.options)?;
-        return Ok((filter.into(), format!("built-in {bare}")));
+        return Ok((filter, format!("built-in {bare}")));
     }
     let fail2ban = fail2ban_dir.join(format!("{bare}.conf"));
     if fail2ban.is_file() || !reference.options.is_empty() {
@@ -277,9 +276,10 @@ fn compile(
                 (&raw.ignoreregex, *index)
             }
             FilterError::Regex { index, .. } => (&raw.failregex, *index),
-            FilterError::Empty | FilterError::Option(_) | FilterError::Json(_) => {
-                (&raw.failregex, 0)
-            }
+            FilterError::Empty
+            | FilterError::DatePattern { .. }
+            | FilterError::Option(_)
+            | FilterError::Json(_) => (&raw.failregex, 0),
         };
         let kind = if std::ptr::eq(list, &raw.ignoreregex) {
             "ignoreregex"

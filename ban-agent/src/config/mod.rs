@@ -106,7 +106,7 @@ pub struct Jail {
     pub enabled: bool,
     /// Files or glob patterns, absolute (relative ones are taken from the config's folder).
     pub logpath: Vec<PathBuf>,
-    pub filter: JailFilter,
+    pub filter: Filter,
     /// Where the filter came from, for messages: `built-in fastapi-auth`, a path, `inline`.
     pub filter_origin: String,
     pub rules: Rules,
@@ -144,53 +144,6 @@ impl Jail {
     /// so equal texts are the same jail (a difference that is not one only rebuilds it).
     pub fn same_as(&self, other: &Jail) -> bool {
         format!("{self:?}") == format!("{other:?}")
-    }
-}
-
-/// A jail's filter as the detector runs it: ours, or fail2ban's model. (It lives here,
-/// beside the jail it belongs to, so that `filter/` never names `fail2ban/`, which is
-/// built on it; one engine for both is the plan of issue 31.)
-#[derive(Clone, Debug)]
-pub enum JailFilter {
-    /// failregex/ignoreregex on one line, scanned once (literal prefilter, regex set);
-    /// the time is read by the jail's `datepattern`.
-    Simple(Filter),
-    /// fail2ban's whole model: `prefregex`, multi-line buffers, connection ids, its date
-    /// templates, Python's regex dialect. fail2ban's filter files compile to it.
-    Full(Box<crate::fail2ban::Matcher>),
-}
-
-impl JailFilter {
-    /// The failregexes as written, in order.
-    pub fn patterns(&self) -> &[String] {
-        match self {
-            Self::Simple(filter) => filter.patterns(),
-            Self::Full(matcher) => matcher.patterns(),
-        }
-    }
-
-    /// Number of failregexes.
-    pub fn len(&self) -> usize {
-        self.patterns().len()
-    }
-
-    /// The filter's own `journalmatch` (fail2ban filters), for a journal jail that sets
-    /// none.
-    pub fn journalmatch(&self) -> &[String] {
-        match self {
-            Self::Simple(_) => &[],
-            Self::Full(matcher) => matcher.journalmatch(),
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.patterns().is_empty()
-    }
-}
-
-impl From<Filter> for JailFilter {
-    fn from(filter: Filter) -> Self {
-        Self::Simple(filter)
     }
 }
 

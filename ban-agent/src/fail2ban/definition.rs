@@ -4,11 +4,15 @@
 
 use std::path::{Path, PathBuf};
 
+use jiff::tz::TimeZone;
+
 use super::{
     Fail2banError,
     ini::Ini,
     interpolate::{Absent, Vars, substitute_tags},
+    regex::to_rust,
 };
+use crate::filter::{Filter, FilterError, ModelSpec, Source};
 
 /// The options of `[Definition]` a filter is made of (fail2ban's `FilterReader._configOpts`).
 const OPTIONS: [&str; 7] = [
@@ -234,6 +238,64 @@ pub fn resolve(ini: &Ini, reference: &FilterRef) -> Result<Definition, Fail2banE
 }
 
 impl Definition {
+    /// The filter as the engine takes it: its regexes in Rust's syntax, tags expanded
+    /// (`<HOST>` also takes host names unless the filter sets `usedns = no`).
+    pub fn spec(&self) -> ModelSpec {
+        let use_dns = self.usedns.as_deref().map(str::trim) != Some("no");
+        let source = |written: &String| Source {
+            written: written.clone(),
+            rust: to_rust(written, use_dns),
+        };
+        ModelSpec {
+            prefregex: self.prefregex.as_ref().map(source),
+            failregex: self.failregex.iter().map(source).collect(),
+            ignoreregex: self.ignoreregex.iter().map(source).collect(),
+            maxlines: self.maxlines,
+            datepattern: self.datepattern.clone(),
+            journalmatch: self.journalmatch.clone(),
+        }
+    }
+
+    /// Compiles the filter; `zone` is the log's time zone, `year` this year. A problem
+    /// is said with the file and line of the option that has it.
+    pub fn compile(&self, zone: TimeZone, year: i16) -> Result<Filter, Fail2banError> {
+        Filter::compile_model(&self.spec(), zone, year).map_err(|error| match error {
+            FilterError::Regex {
+                kind,
+                index,
+                regex,
+                message,
+            } => Fail2banError::Regex {
+                at: self.at(kind),
+                key: kind.to_owned(),
+                index,
+                regex,
+                problem: message,
+            },
+            FilterError::Tag {
+                index,
+                regex,
+                problem,
+            } => Fail2banError::Regex {
+                at: self.at("failregex"),
+                key: "failregex".to_owned(),
+                index,
+                regex,
+                problem: problem.to_owned(),
+            },
+            FilterError::DatePattern { pattern, problem } => Fail2banError::DatePattern {
+                at: self.at("datepattern"),
+                pattern,
+                problem,
+            },
+            FilterError::Empty | FilterError::Option(_) | FilterError::Json(_) => {
+                Fail2banError::NoFailregex {
+                    at: self.at("failregex"),
+                }
+            }
+        })
+    }
+
     /// Where `key` was written (`file:line`), or the filter's file.
     pub fn at(&self, key: &str) -> String {
         self.locations
@@ -318,5 +380,85 @@ mod tests {
             ddos.failregex,
             vec!["^J: bad <HOST>$".to_owned(), "^ddos <HOST>".to_owned()]
         );
+    }
+
+    // fail2ban's model at work on regexes of its dialect.
+    use crate::filter::multiline::Matcher;
+
+    const NOW: i64 = 1_124_013_600_000;
+
+    fn matcher(failregex: &[&str], prefregex: Option<&str>, maxlines: usize) -> Matcher {
+        let definition = Definition {
+            prefregex: prefregex.map(str::to_owned),
+            failregex: failregex.iter().map(|s| (*s).to_owned()).collect(),
+            maxlines,
+            ..Definition::default()
+        };
+        Matcher::new(&definition.spec(), TimeZone::UTC, 2026).expect("compiles")
+    }
+
+    #[test]
+    fn the_date_is_cut_before_matching() {
+        let mut m = matcher(
+            &[r"^ host sshd: Failed for <F-USER>\S+</F-USER> from <HOST>$"],
+            None,
+            1,
+        );
+        let hits = m.line(
+            "2005-08-14 10:00:00 host sshd: Failed for root from 192.0.2.1",
+            NOW,
+        );
+        assert_eq!(hits.len(), 1);
+        assert_eq!(hits[0].id.as_deref(), Some("192.0.2.1"));
+        assert_eq!(hits[0].user.as_deref(), Some("root"));
+        assert_eq!(hits[0].time, Some(NOW));
+    }
+
+    #[test]
+    fn prefregex_content_is_what_failregexes_see() {
+        let mut m = matcher(
+            &[r"^Failed from <HOST>$"],
+            Some(r"^\S+ sshd\[\d+\]: <F-CONTENT>.+</F-CONTENT>$"),
+            1,
+        );
+        assert_eq!(m.line("host sshd[1]: Failed from 192.0.2.9", NOW).len(), 1);
+        assert!(
+            m.line("host other[1]: Failed from 192.0.2.9", NOW)
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_connection_id_carries_the_address_to_a_later_line() {
+        let mut m = matcher(
+            &[
+                r"^Connection from <HOST>",
+                r"^<F-NOFAIL>Accepted</F-NOFAIL>",
+                r"^Failed password for <F-USER>\S+</F-USER>",
+            ],
+            Some(r"^sshd\[<F-MLFID>\d+</F-MLFID>\]: <F-CONTENT>.+</F-CONTENT>$"),
+            1,
+        );
+        // Seen with the address, as fail2ban's test suite does (check_all).
+        m.check_all = true;
+        let first = m.line("sshd[7]: Connection from 192.0.2.4", NOW);
+        assert_eq!(first.len(), 1);
+        let failed = m.line("sshd[7]: Failed password for bob", NOW);
+        assert_eq!(failed.len(), 1);
+        assert_eq!(failed[0].id.as_deref(), Some("192.0.2.4"));
+        assert_eq!(failed[0].user.as_deref(), Some("bob"));
+        assert!(!failed[0].nofail);
+    }
+
+    #[test]
+    fn a_regex_without_an_address_is_refused() {
+        let definition = Definition {
+            failregex: vec!["^no address$".into()],
+            ..Definition::default()
+        };
+        let error = definition
+            .compile(TimeZone::UTC, 2026)
+            .expect_err("refused");
+        assert!(error.to_string().contains("<HOST>"), "{error}");
     }
 }

@@ -1,25 +1,22 @@
 //! fail2ban's own files, read as fail2ban reads them: filter `.conf` files with their
 //! includes, overlays and interpolation ([`definition`]), Python's regex dialect and
-//! fail2ban's tags ([`regex`]), its date templates ([`dates`]), and the line-by-line
-//! matching of `prefregex`, `failregex` and multi-line buffers ([`matcher`]).
+//! fail2ban's tags translated to Rust's ([`regex`]), jails ([`jails`]). A filter read
+//! here is a [`crate::filter::Filter`] like any other: this module runs no lines.
 //!
 //! fail2ban's readers (`client/configparserinc.py`, `client/configreader.py`,
 //! `server/failregex.py`, `server/filter.py`, `server/datedetector.py`) are the
 //! specification; this is our own reading of them, tested against fail2ban's annotated
 //! sample logs by `cargo xtask conformance`.
 
-pub mod dates;
 pub mod definition;
 pub mod ini;
 pub mod interpolate;
 pub mod jails;
-pub mod matcher;
 pub mod regex;
 
 use std::path::PathBuf;
 
 pub use definition::{Definition, FilterRef};
-pub use matcher::{Hit, Matcher};
 
 /// Where fail2ban keeps its filters on every distribution.
 pub const FILTER_DIR: &str = "/etc/fail2ban/filter.d";
@@ -81,6 +78,4 @@ pub enum Fail2banError {
         regex: String,
         problem: String,
     },
-    #[error("datepattern {pattern:?}: {problem}")]
-    Date { pattern: String, problem: String },
 }

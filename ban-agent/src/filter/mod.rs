@@ -1,20 +1,28 @@
-//! Turns log lines into failures: failregex/ignoreregex with fail2ban's address tags,
-//! compiled so that a line is scanned once whatever the number of regexes (a literal
-//! prefilter, then a regex set), and the time of the line. Pure: `&str` in, [`Outcome`]
-//! out.
+//! Turns log lines into failures: the one engine of every filter, ours (TOML) or
+//! fail2ban's (`.conf`, read by `fail2ban/` into a [`ModelSpec`]). failregex/ignoreregex
+//! with fail2ban's address tags, compiled so that a line is scanned once whatever the
+//! number of regexes (a literal prefilter, then a regex set), and the time of the line;
+//! fail2ban's model (`prefregex`, multi-line buffers, connection ids, its date templates)
+//! for the filters that need it ([`multiline`]). `&str` in, [`Outcome`] out.
 
 pub mod address;
 pub mod date;
 pub mod json;
+pub mod multiline;
 pub mod options;
+pub mod pattern;
 mod pick;
 mod prefilter;
 mod tags;
+pub mod templates;
 
 use std::collections::BTreeMap;
 
+use date::DateFormat;
 use ipnet::IpNet;
+use jiff::tz::TimeZone;
 use json::{JsonOutcome, JsonRules, JsonSpec};
+pub use multiline::{Hit, ModelSpec, Source};
 pub use prefilter::{Candidates, LiteralGate, Prefilter};
 use regex::{Regex, RegexSet};
 use regex_automata::{Input, PatternSet, meta};
@@ -87,6 +95,8 @@ pub enum FilterError {
     },
     #[error("the filter has no failregex (nor `[json]` rules): it would never match")]
     Empty,
+    #[error("datepattern {pattern:?}: {problem}")]
+    DatePattern { pattern: String, problem: String },
     #[error(transparent)]
     Option(#[from] options::OptionError),
     #[error(transparent)]
@@ -98,11 +108,13 @@ pub enum FilterError {
 pub enum Outcome {
     /// A failure of this address (a host route) or network (`<CIDR>`), by failregex `regex`.
     Failure { target: IpNet, regex: usize },
-    /// A failure found with the line's time (a full filter reads it itself).
+    /// A failure found with the line's time, read by the filter itself: a JSON field,
+    /// or fail2ban's date templates (`None`: the line has no date).
     Dated {
         target: IpNet,
         regex: usize,
         time: Option<i64>,
+        format: DateFormat,
     },
     /// A failregex matched, and so did an ignoreregex.
     Ignored { regex: usize },
@@ -132,6 +144,9 @@ pub struct Filter {
     ignore: Option<RegexSet>,
     /// Rules for JSON lines; their failures are numbered after the failregexes.
     json: Option<Box<JsonRules>>,
+    /// fail2ban's model, for a filter read from its files: it judges every line, with
+    /// state (buffers, connections), in place of the rules above.
+    model: Option<Box<multiline::Matcher>>,
 }
 
 /// One compiled failregex.
@@ -229,7 +244,94 @@ impl Filter {
             regexes,
             ignore,
             json,
+            model: None,
         })
+    }
+
+    /// Compiles a filter of fail2ban's model; `zone` is the log's time zone (fail2ban's
+    /// `logtimezone`), `year` this year (it bounds the strict year field `%ExY`).
+    pub fn compile_model(spec: &ModelSpec, zone: TimeZone, year: i16) -> Result<Self, FilterError> {
+        let model = multiline::Matcher::new(spec, zone, year)?;
+        Ok(Self {
+            patterns: model.patterns().to_vec(),
+            prefilter: None,
+            set: None,
+            regexes: Vec::new(),
+            ignore: None,
+            json: None,
+            model: Some(Box::new(model)),
+        })
+    }
+
+    /// The filter's own `journalmatch` (fail2ban's filters), for a journal jail that sets
+    /// none.
+    pub fn journalmatch(&self) -> &[String] {
+        self.model
+            .as_ref()
+            .map_or(&[], |model| model.journalmatch())
+    }
+
+    /// Whether the filter is of fail2ban's model (read from its files).
+    pub fn is_model(&self) -> bool {
+        self.model.is_some()
+    }
+
+    /// Reads dates written without a zone in `zone` (fail2ban's `logtimezone`); our
+    /// filters leave dates to the jail's `datepattern`.
+    pub fn set_zone(&mut self, zone: &TimeZone) {
+        if let Some(model) = &mut self.model {
+            model.set_zone(zone.clone());
+        }
+    }
+
+    /// fail2ban's `checkAllRegex` (its test suite's mode): every failregex is tried, and
+    /// lines that only name a connection are reported. Our filters take the first match.
+    pub fn set_check_all(&mut self, on: bool) {
+        if let Some(model) = &mut self.model {
+            model.check_all = on;
+        }
+    }
+
+    /// Lines a backtracking regex gave up on (its step limit), judged as not matching.
+    pub fn overruns(&self) -> u64 {
+        self.model.as_ref().map_or(0, |model| model.overruns)
+    }
+
+    /// Judges `line` read at `now` (ms), or a journal entry whose time `known` came with
+    /// it. Our filters judge each line alone ([`Filter::check_with`]); fail2ban's model
+    /// keeps what earlier lines said.
+    pub fn judge(
+        &mut self,
+        scratch: &mut Scratch,
+        line: &str,
+        now: i64,
+        known: Option<i64>,
+    ) -> Outcome {
+        match &mut self.model {
+            Some(model) => model.judge(line, now, known),
+            None => self.check_with(scratch, line),
+        }
+    }
+
+    /// What the line [`Filter::judge`] last judged amounted to in fail2ban's terms (ids,
+    /// users, lines of a failure), for a filter of its model; `None` for ours.
+    pub fn hits(&self) -> Option<&[Hit]> {
+        self.model.as_ref().map(|model| model.hits())
+    }
+
+    /// The time of `line` as the filter itself reads it, without judging the line:
+    /// `Some` for a filter of fail2ban's model (its templates; `Some(None)`: no date) and
+    /// for a JSON line with a time field; `None` when the jail's date reader is to read it.
+    pub fn own_time(&mut self, line: &str, fallback: i64) -> Option<Option<(i64, DateFormat)>> {
+        if let Some(model) = &mut self.model {
+            return Some(
+                model
+                    .date_of(line, fallback)
+                    .map(|at| (at, DateFormat::Template)),
+            );
+        }
+        self.reads_json(line)
+            .then(|| self.json_time(line).map(|at| (at, DateFormat::Field)))
     }
 
     /// The failregexes with their options in place, then the JSON rules in words.
@@ -257,7 +359,8 @@ impl Filter {
         json.time(line)
     }
 
-    /// Judges one line (without its line terminator).
+    /// Judges one line (without its line terminator) by the filter's own rules alone; a
+    /// filter of fail2ban's model keeps state and judges with [`Filter::judge`].
     pub fn check(&self, line: &str) -> Outcome {
         self.check_with(&mut self.scratch(), line)
     }
@@ -294,6 +397,7 @@ impl Filter {
                     target,
                     regex: rule(r),
                     time,
+                    format: DateFormat::Field,
                 },
             };
         }

@@ -1,9 +1,10 @@
-//! A fail2ban filter at work, line by line, as fail2ban's `Filter.processLine` and
-//! `findFailure` work: the date is found and cut out, lines join a buffer of `maxlines`,
-//! `prefregex` selects the lines and its `<F-CONTENT>` is what the failregexes see,
-//! `ignoreregex` vetoes, and `<F-MLFID>` ties the lines of one connection together
-//! (`<F-NOFAIL>`, `<F-MLFFORGET>`, `<F-MLFGAINED>`), so that a failure reported over
-//! several lines (sshd, sendmail) is one failure with its host and user.
+//! fail2ban's model of a filter at work, line by line, as fail2ban's
+//! `Filter.processLine` and `findFailure` work: the date is found and cut out, lines join
+//! a buffer of `maxlines`, `prefregex` selects the lines and its `<F-CONTENT>` is what the
+//! failregexes see, `ignoreregex` vetoes, and `<F-MLFID>` ties the lines of one
+//! connection together (`<F-NOFAIL>`, `<F-MLFFORGET>`, `<F-MLFGAINED>`), so that a
+//! failure reported over several lines (sshd, sendmail) is one failure with its host and
+//! user. `fail2ban/` reads the files into a [`ModelSpec`]; this runs it.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -11,10 +12,32 @@ use hashlink::LinkedHashMap;
 use jiff::tz::TimeZone;
 
 use super::{
-    Definition, Fail2banError,
-    dates::DateDetector,
-    regex::{Overrun, Pattern, Spans, expand_tags},
+    FilterError, LiteralGate, Outcome,
+    date::DateFormat,
+    pattern::{BACKTRACK_LIMIT, Overrun, Pattern, Spans},
+    templates::DateDetector,
 };
+
+/// A filter in fail2ban's model, as `fail2ban/` reads it from its files.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ModelSpec {
+    pub prefregex: Option<Source>,
+    pub failregex: Vec<Source>,
+    pub ignoreregex: Vec<Source>,
+    pub maxlines: usize,
+    /// One date pattern per line, as written; `None`: fail2ban's default templates.
+    pub datepattern: Option<String>,
+    /// `journalctl`-style matches, one per line.
+    pub journalmatch: Vec<String>,
+}
+
+/// A regex of a [`ModelSpec`]: as written in the filter (for messages), and in Rust's
+/// syntax with its tags expanded (what is compiled).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Source {
+    pub written: String,
+    pub rust: String,
+}
 
 /// Connections remembered by `<F-MLFID>` (fail2ban keeps 100 for 5 minutes).
 const MLFID_CAPACITY: usize = 1000;
@@ -78,7 +101,7 @@ impl Hit {
     /// or an `<F-ID>` alone has none (the agent never resolves names).
     pub fn target(&self) -> Option<ipnet::IpNet> {
         let (address, cidr) = self.address.as_ref()?;
-        crate::filter::address::target(address, crate::filter::Tag::Addr, *cidr)
+        super::address::target(address, super::Tag::Addr, *cidr)
     }
 }
 
@@ -93,7 +116,7 @@ pub struct Matcher {
     failregex: Vec<Pattern>,
     /// Literals every match of each failregex contains (of its gate), found in one
     /// scan: a regex is only run on a buffer that has one of its own.
-    gate: crate::filter::LiteralGate,
+    gate: LiteralGate,
     ignoreregex: Vec<Pattern>,
     maxlines: usize,
     dates: DateDetector,
@@ -108,78 +131,64 @@ pub struct Matcher {
     pub overruns: u64,
     /// The last line [`Matcher::date_of`] looked at, and what it found, for the
     /// [`Matcher::line`] that follows it.
-    memo: Option<(String, Option<super::dates::Found>)>,
+    memo: Option<(String, Option<super::templates::Found>)>,
+    /// What the last line judged by [`Matcher::judge`] amounted to.
+    hits: Vec<Hit>,
 }
 
 impl Matcher {
-    /// Compiles `definition`; `zone` is the log's time zone, `year` this year.
-    pub fn new(definition: &Definition, zone: TimeZone, year: i16) -> Result<Self, Fail2banError> {
-        let use_dns = definition.usedns.as_deref().map(str::trim) != Some("no");
-        let compile = |key: &str, index: usize, regex: &str| {
-            Pattern::compile(&expand_tags(regex, use_dns)).map_err(|problem| Fail2banError::Regex {
-                at: definition.at(key),
-                key: key.to_owned(),
+    /// Compiles `spec`; `zone` is the log's time zone, `year` this year.
+    pub fn new(spec: &ModelSpec, zone: TimeZone, year: i16) -> Result<Self, FilterError> {
+        let compile = |kind: &'static str, index: usize, source: &Source| {
+            Pattern::compile(&source.rust).map_err(|message| FilterError::Regex {
+                kind,
                 index,
-                regex: regex.to_owned(),
-                problem,
+                regex: source.written.clone(),
+                message,
             })
         };
-        let prefregex = definition
+        let prefregex = spec
             .prefregex
-            .as_deref()
+            .as_ref()
             .map(|r| compile("prefregex", 0, r))
             .transpose()?;
-        let failregex = definition
+        let failregex = spec
             .failregex
             .iter()
             .enumerate()
             .map(|(i, r)| compile("failregex", i, r))
             .collect::<Result<Vec<_>, _>>()?;
         if failregex.is_empty() {
-            return Err(Fail2banError::NoFailregex {
-                at: definition.at("failregex"),
-            });
+            return Err(FilterError::Empty);
         }
         let ids = ["ip4", "ip6", "dns", "fid", "mlfid"];
         let has_id = |p: &Pattern| ids.iter().any(|id| p.group(id).is_some());
         let prefix_has_id = prefregex.as_ref().is_some_and(has_id);
         if let Some(index) = failregex.iter().position(|p| !has_id(p) && !prefix_has_id) {
-            return Err(Fail2banError::Regex {
-                at: definition.at("failregex"),
-                key: "failregex".into(),
+            return Err(FilterError::Tag {
                 index,
-                regex: definition.failregex[index].clone(),
+                regex: spec.failregex[index].written.clone(),
                 problem: "no address or id: a failregex needs <HOST>, <ADDR>, <IP4>, <IP6>, \
-                          <CIDR>, <SUBNET>, <F-ID> or <F-MLFID>"
-                    .into(),
+                          <CIDR>, <SUBNET>, <F-ID> or <F-MLFID>",
             });
         }
-        let ignoreregex = definition
+        let ignoreregex = spec
             .ignoreregex
             .iter()
             .enumerate()
             .map(|(i, r)| compile("ignoreregex", i, r))
             .collect::<Result<Vec<_>, _>>()?;
         let gate_patterns: Vec<&str> = failregex.iter().map(Pattern::gate).collect();
-        let gate = crate::filter::LiteralGate::new(&gate_patterns);
+        let gate = LiteralGate::new(&gate_patterns);
         Ok(Self {
-            patterns: definition.failregex.clone(),
-            journalmatch: definition.journalmatch.clone(),
+            patterns: spec.failregex.iter().map(|r| r.written.clone()).collect(),
+            journalmatch: spec.journalmatch.clone(),
             prefregex,
             gate,
             failregex,
             ignoreregex,
-            maxlines: definition.maxlines,
-            dates: DateDetector::new(definition.datepattern.as_deref(), year).map_err(
-                |e| match e {
-                    Fail2banError::Date { pattern, problem } => Fail2banError::DatePattern {
-                        at: definition.at("datepattern"),
-                        pattern,
-                        problem,
-                    },
-                    other => other,
-                },
-            )?,
+            maxlines: spec.maxlines,
+            dates: DateDetector::new(spec.datepattern.as_deref(), year)?,
             zone,
             check_all: false,
             buffer: Vec::new(),
@@ -187,6 +196,7 @@ impl Matcher {
             connections: LinkedHashMap::new(),
             overruns: 0,
             memo: None,
+            hits: Vec::new(),
         })
     }
 
@@ -221,6 +231,36 @@ impl Matcher {
             .chain(&self.ignoreregex);
         let (fast, total) = all.fold((0, 0), |(f, t), p| (f + usize::from(p.is_fast()), t + 1));
         (fast, total)
+    }
+
+    /// Judges `line`, read at `now` or, with `known`, a journal entry of that time: the
+    /// first failure that has an address, with the time its line's date gives. What the
+    /// line amounted to in fail2ban's terms stays in [`Matcher::hits`].
+    pub fn judge(&mut self, line: &str, now: i64, known: Option<i64>) -> Outcome {
+        self.hits = match known {
+            Some(time) => self.dated_line(line, time),
+            None => self.line(line, now),
+        };
+        let failure = self
+            .hits
+            .iter()
+            .filter(|hit| !hit.nofail)
+            .find_map(|hit| Some((hit.target()?, hit.regex, hit.time)));
+        match failure {
+            Some((target, regex, time)) => Outcome::Dated {
+                target,
+                regex,
+                time,
+                format: DateFormat::Template,
+            },
+            None => Outcome::Missed,
+        }
+    }
+
+    /// The hits of the line [`Matcher::judge`] last judged: failures, lines that only
+    /// name a connection, failures of a host name or an id.
+    pub fn hits(&self) -> &[Hit] {
+        &self.hits
     }
 
     /// Judges a log line read at `now` (ms); its date is taken from the line.
@@ -284,7 +324,7 @@ impl Matcher {
                     tracing::warn!(
                         "a regex gave up on a line after {} backtracking steps: the line is \
                          treated as not matching (counted in overruns; logged once)",
-                        super::regex::BACKTRACK_LIMIT
+                        BACKTRACK_LIMIT
                     );
                 }
                 None
@@ -640,84 +680,4 @@ fn split_lines(
     }
     unmatched.extend_from_slice(&original[last..]);
     (matched, unmatched)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const NOW: i64 = 1_124_013_600_000;
-
-    fn matcher(failregex: &[&str], prefregex: Option<&str>, maxlines: usize) -> Matcher {
-        let definition = Definition {
-            prefregex: prefregex.map(str::to_owned),
-            failregex: failregex.iter().map(|s| (*s).to_owned()).collect(),
-            maxlines,
-            ..Definition::default()
-        };
-        Matcher::new(&definition, TimeZone::UTC, 2026).expect("compiles")
-    }
-
-    #[test]
-    fn the_date_is_cut_before_matching() {
-        let mut m = matcher(
-            &[r"^ host sshd: Failed for <F-USER>\S+</F-USER> from <HOST>$"],
-            None,
-            1,
-        );
-        let hits = m.line(
-            "2005-08-14 10:00:00 host sshd: Failed for root from 192.0.2.1",
-            NOW,
-        );
-        assert_eq!(hits.len(), 1);
-        assert_eq!(hits[0].id.as_deref(), Some("192.0.2.1"));
-        assert_eq!(hits[0].user.as_deref(), Some("root"));
-        assert_eq!(hits[0].time, Some(NOW));
-    }
-
-    #[test]
-    fn prefregex_content_is_what_failregexes_see() {
-        let mut m = matcher(
-            &[r"^Failed from <HOST>$"],
-            Some(r"^\S+ sshd\[\d+\]: <F-CONTENT>.+</F-CONTENT>$"),
-            1,
-        );
-        assert_eq!(m.line("host sshd[1]: Failed from 192.0.2.9", NOW).len(), 1);
-        assert!(
-            m.line("host other[1]: Failed from 192.0.2.9", NOW)
-                .is_empty()
-        );
-    }
-
-    #[test]
-    fn a_connection_id_carries_the_address_to_a_later_line() {
-        let mut m = matcher(
-            &[
-                r"^Connection from <HOST>",
-                r"^<F-NOFAIL>Accepted</F-NOFAIL>",
-                r"^Failed password for <F-USER>\S+</F-USER>",
-            ],
-            Some(r"^sshd\[<F-MLFID>\d+</F-MLFID>\]: <F-CONTENT>.+</F-CONTENT>$"),
-            1,
-        );
-        // Seen with the address, as fail2ban's test suite does (check_all).
-        m.check_all = true;
-        let first = m.line("sshd[7]: Connection from 192.0.2.4", NOW);
-        assert_eq!(first.len(), 1);
-        let failed = m.line("sshd[7]: Failed password for bob", NOW);
-        assert_eq!(failed.len(), 1);
-        assert_eq!(failed[0].id.as_deref(), Some("192.0.2.4"));
-        assert_eq!(failed[0].user.as_deref(), Some("bob"));
-        assert!(!failed[0].nofail);
-    }
-
-    #[test]
-    fn a_regex_without_an_address_is_refused() {
-        let definition = Definition {
-            failregex: vec!["^no address$".into()],
-            ..Definition::default()
-        };
-        let error = Matcher::new(&definition, TimeZone::UTC, 2026).expect_err("refused");
-        assert!(error.to_string().contains("<HOST>"), "{error}");
-    }
 }

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use jiff::{Timestamp, tz::TimeZone};
 use regex::Regex;
 
-use super::Fail2banError;
+use super::FilterError;
 
 /// fail2ban's default templates (`DateDetectorCache.DEFAULT_TEMPLATES`), in its order.
 const DEFAULTS: [&str; 17] = [
@@ -151,7 +151,7 @@ impl Clone for DateDetector {
 impl DateDetector {
     /// The templates of `datepattern` (one pattern per line), or fail2ban's defaults.
     /// `year`: this year, which bounds the strict year field `%ExY`.
-    pub fn new(datepattern: Option<&str>, year: i16) -> Result<Self, Fail2banError> {
+    pub fn new(datepattern: Option<&str>, year: i16) -> Result<Self, FilterError> {
         let year_digit = char::from(b'0' + ((year + 3).rem_euclid(100) / 10) as u8);
         let build = Builder { year_digit };
         let Some(patterns) = datepattern else {
@@ -270,7 +270,7 @@ static DEFAULT_TEMPLATES: std::sync::Mutex<Option<(char, Vec<Template>)>> =
     std::sync::Mutex::new(None);
 
 impl Builder {
-    fn cached_defaults(&self) -> Result<Vec<Template>, Fail2banError> {
+    fn cached_defaults(&self) -> Result<Vec<Template>, FilterError> {
         let mut cache = DEFAULT_TEMPLATES
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -286,7 +286,7 @@ impl Builder {
 
     /// The default templates; each unanchored one also gets a line-start twin, tried
     /// first. `pre`: a `{DATE}` pattern to embed them in.
-    fn defaults(&self, pre: Option<&str>) -> Result<Vec<Template>, Fail2banError> {
+    fn defaults(&self, pre: Option<&str>) -> Result<Vec<Template>, FilterError> {
         let mut anchored = Vec::new();
         let mut plain = Vec::new();
         for pattern in DEFAULTS {
@@ -308,8 +308,8 @@ impl Builder {
         Ok(anchored)
     }
 
-    fn template(&self, pattern: &str, wrap: Wrap) -> Result<Template, Fail2banError> {
-        let fail = |problem: String| Fail2banError::Date {
+    fn template(&self, pattern: &str, wrap: Wrap) -> Result<Template, FilterError> {
+        let fail = |problem: String| FilterError::DatePattern {
             pattern: pattern.to_owned(),
             problem,
         };
@@ -545,8 +545,7 @@ fn fields_time(c: &regex::Captures<'_>, now: i64, zone: &TimeZone) -> Option<i64
         .or_else(|| c.name("Z"))
         .and_then(|m| zone_offset_minutes(m.as_str()));
     let to_ms = |year: i32| -> Option<i64> {
-        let civil =
-            crate::filter::date::civil_time(year, month, day, hour, minute, second.min(59))?;
+        let civil = super::date::civil_time(year, month, day, hour, minute, second.min(59))?;
         let ts = match offset {
             Some(minutes) => {
                 let utc = civil.to_zoned(TimeZone::UTC).ok()?.timestamp();
