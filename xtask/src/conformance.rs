@@ -21,6 +21,8 @@ use serde_json::Value;
 
 use crate::Workspace;
 
+mod lines;
+
 /// fail2ban's test "now" (`tests/utils.py`: TEST_NOW), Sun Aug 14 12:00:00 CEST 2005.
 const TEST_NOW: i64 = 1_124_013_600;
 /// fail2ban's test time zone (`tests/utils.py`).
@@ -99,6 +101,14 @@ struct Outcome {
     speed: Option<(f64, f64)>,
 }
 
+/// The test logs on which `test-filter`'s `Lines:` and fail2ban-regex's differ.
+fn lines_differ(compared: &[lines::Compared]) -> Vec<&lines::Compared> {
+    compared
+        .iter()
+        .filter(|(_, ours, theirs)| ours != theirs)
+        .collect()
+}
+
 pub fn conformance(ws: &Workspace, args: &ConformanceArgs) -> anyhow::Result<()> {
     let fail2ban = crate::bench::fail2ban(ws)?;
     let package = fail2ban
@@ -114,30 +124,15 @@ pub fn conformance(ws: &Workspace, args: &ConformanceArgs) -> anyhow::Result<()>
     std::fs::create_dir_all(&scratch)
         .with_context(|| format!("cannot create {}", scratch.display()))?;
     let test_config = test_config_tree(&package, &config, &scratch)?;
-    let mut filters: Vec<(String, PathBuf)> = Vec::new();
-    for (dir, only_zzz) in [(config.clone(), false), (test_config, true)] {
-        let filter_dir = dir.join("filter.d");
-        let entries = std::fs::read_dir(&filter_dir)
-            .with_context(|| format!("cannot list {}", filter_dir.display()))?;
-        for entry in entries.filter_map(Result::ok) {
-            let file = entry.file_name().to_string_lossy().into_owned();
-            let Some(name) = file.strip_suffix(".conf") else {
-                continue;
-            };
-            if name == "common" || name.starts_with('.') || (only_zzz && !name.starts_with("zzz-"))
-            {
-                continue;
-            }
-            filters.push((name.to_owned(), dir.clone()));
-        }
-    }
-    filters.sort();
+    let mut filters = filters(&config, &test_config)?;
     filters.retain(|(name, _)| args.filters.is_empty() || args.filters.contains(name));
     let mut outcomes = Vec::new();
+    let mut jobs = Vec::new();
     for (name, dir) in &filters {
         if !logs.join(name).is_file() {
             continue;
         }
+        jobs.push((name.clone(), dir.clone()));
         let runs = runs(&logs, name)?;
         let conf = std::fs::read_to_string(dir.join("filter.d").join(format!("{name}.conf")))
             .unwrap_or_default();
@@ -160,7 +155,13 @@ pub fn conformance(ws: &Workspace, args: &ConformanceArgs) -> anyhow::Result<()>
     }
     // The seed's own filter, in both forms: fail2ban's file and our TOML.
     outcomes.push(fastapi(ws, &agent, &scratch)?);
-    let (report, missed) = report(&outcomes, args.speed, &package);
+    let compared = lines::compare_all(&agent, &fail2ban, &jobs, &logs)?;
+    eprintln!(
+        "conformance: Lines: the same as fail2ban-regex's on {} of {} test logs",
+        compared.len() - lines_differ(&compared).len(),
+        compared.len()
+    );
+    let (report, missed) = report(&outcomes, &compared, args.speed, &package);
     let out = args
         .out
         .clone()
@@ -174,6 +175,30 @@ pub fn conformance(ws: &Workspace, args: &ConformanceArgs) -> anyhow::Result<()>
         bail!("{} conformance target(s) missed", missed.len());
     }
     Ok(())
+}
+
+/// fail2ban's filters, and its test filters (`zzz-*`), by name, with the configuration
+/// folder each is in.
+fn filters(config: &Path, test_config: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
+    let mut filters = Vec::new();
+    for (dir, only_zzz) in [(config, false), (test_config, true)] {
+        let filter_dir = dir.join("filter.d");
+        let entries = std::fs::read_dir(&filter_dir)
+            .with_context(|| format!("cannot list {}", filter_dir.display()))?;
+        for entry in entries.filter_map(Result::ok) {
+            let file = entry.file_name().to_string_lossy().into_owned();
+            let Some(name) = file.strip_suffix(".conf") else {
+                continue;
+            };
+            if name == "common" || name.starts_with('.') || (only_zzz && !name.starts_with("zzz-"))
+            {
+                continue;
+            }
+            filters.push((name.to_owned(), dir.to_owned()));
+        }
+    }
+    filters.sort();
+    Ok(filters)
 }
 
 /// fail2ban's test filters (`tests/config/filter.d/zzz-*.conf`) include `common.conf`
@@ -455,7 +480,7 @@ fn judge_run(
         .arg(&input)
         .args(["--filter", &reference, "--fail2ban-dir"])
         .arg(dir)
-        .args(["--json", "--all-regexes", "--now", &TEST_NOW.to_string()])
+        .args(["--json", "--now", &TEST_NOW.to_string()])
         .args(["--timezone", TEST_TZ]);
     if run.journal {
         command.arg("--journal-lines");
@@ -737,16 +762,30 @@ log with no line of its own (it only pulls others in with `addFILE`). The headli
 failures, is `cargo xtask bench throughput` (docs/BENCHMARKS.md).";
 
 /// The report, and the targets missed.
-fn report(outcomes: &[Outcome], speed: bool, package: &Path) -> (String, Vec<String>) {
+fn report(
+    outcomes: &[Outcome],
+    compared: &[lines::Compared],
+    speed: bool,
+    package: &Path,
+) -> (String, Vec<String>) {
     let totals = Totals::of(outcomes);
-    let missed = missed_targets(outcomes, speed, &totals);
+    let mut missed = missed_targets(outcomes, speed, &totals);
+    let differ = lines_differ(compared);
+    if !differ.is_empty() {
+        missed.push(format!(
+            "Lines: differs from fail2ban-regex's on {} of {} test logs (target none; see \
+             Lines)",
+            differ.len(),
+            compared.len()
+        ));
+    }
     let mut out = String::new();
     let _ = writeln!(
         out,
         "# fail2ban conformance\n\n\
          Every annotated line of fail2ban's own filter tests (`tests/files/logs/*`, with their \
          `# failJSON:` and `# filterOptions:` comments), from the Debian package's files \
-         (`{}`), judged by `ban-agent test-filter --json --all-regexes` with fail2ban's test \
+         (`{}`), judged by `ban-agent test-filter --json` (every failregex tried, as fail2ban's tests do) with fail2ban's test \
          \"now\" ({TEST_NOW}) and time zone (`{TEST_TZ}`), and compared as fail2ban's \
          `samplestestcase.py` compares them: match, host, user(s), attempts, time.\n\n\
          Made by `cargo xtask conformance{}`; the lines are named by file and number, not \
@@ -760,7 +799,34 @@ fn report(outcomes: &[Outcome], speed: bool, package: &Path) -> (String, Vec<Str
         let _ = writeln!(out, "\n## Speed\n\n{SPEED_NOTE}");
     }
     write_disagreements(&mut out, outcomes);
+    write_lines(&mut out, compared);
     (out, missed)
+}
+
+/// `test-filter`'s `Lines:` against fail2ban-regex's, log by log where they differ.
+fn write_lines(out: &mut String, compared: &[lines::Compared]) {
+    let differ = lines_differ(compared);
+    let _ = writeln!(
+        out,
+        "\n## Lines\n\n\
+         The `Lines:` summary (matched, ignored, missed) of `ban-agent test-filter LOG \
+         --filter FILTER` and of `fail2ban-regex --raw LOG FILTER` on each filter's test log \
+         as it is (comments included, which both skip), with the filter's default options. \
+         `--raw` leaves host names unresolved, as the agent does: resolved, a name counts \
+         matched or missed as the machine's network answers. The same on {} of {} logs.\n",
+        compared.len() - differ.len(),
+        compared.len()
+    );
+    if differ.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "| log | test-filter | fail2ban-regex --raw |\n|---|---|---|"
+    );
+    for (name, ours, theirs) in differ {
+        let _ = writeln!(out, "| {name} | {ours:?} | {theirs:?} |");
+    }
 }
 
 /// Lines and agreements of the single-line and the multi-line filters.

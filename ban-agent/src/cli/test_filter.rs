@@ -19,7 +19,7 @@ use crate::{
     config::{self, Config},
     datapath::show,
     detect::{DetectStats, Detection, Detector},
-    filter::{self, Filter, FilterSpec, date::DateFormat},
+    filter::{self, Filter, FilterSpec, LineCount, LineKind, date::DateFormat},
     ignore::{self, IgnoreList, Spared},
     tail::{
         self, TailStats,
@@ -70,11 +70,12 @@ pub struct Args {
     /// a POSIX TZ string (default: the system's).
     #[arg(long, value_name = "ZONE", value_parser = parse_zone)]
     timezone: Option<TimeZone>,
-    /// Try every failregex on each line, as fail2ban's filter tests do, and report the
-    /// first failure, not the first match (a fail2ban filter's no-failure lines no longer
-    /// hide a later failregex).
+    /// A fail2ban filter: let the first failregex that matches decide, as the daemon
+    /// does (fail2ban-regex's --no-check-all). By default every failregex is tried on each
+    /// line and the first failure counts, as fail2ban-regex and fail2ban's filter tests
+    /// do, so that the `Lines:` summary is fail2ban-regex's.
     #[arg(long)]
-    all_regexes: bool,
+    no_check_all: bool,
     /// With --json: the lines are journal messages (`journalctl -o cat`), timed --now;
     /// no date is looked for in them, as fail2ban reads the journal.
     #[arg(long, requires = "json")]
@@ -211,14 +212,15 @@ fn filter_of(args: &Args, zone: &TimeZone) -> anyhow::Result<(Filter, String)> {
             (filter, "--regex".to_owned())
         }
     };
-    Ok((with_zone(filter, zone, args.all_regexes), description))
+    Ok((with_zone(filter, zone, !args.no_check_all), description))
 }
 
-/// A filter of fail2ban's model reads dates in `zone`; `--all-regexes` is fail2ban's
-/// `checkAllRegex`.
-fn with_zone(mut filter: Filter, zone: &TimeZone, all_regexes: bool) -> Filter {
+/// A filter of fail2ban's model reads dates in `zone`; `check_all` is fail2ban's
+/// `checkAllRegex` (`--no-check-all` turns it off).
+fn with_zone(mut filter: Filter, zone: &TimeZone, check_all: bool) -> Filter {
     filter.set_zone(zone);
-    filter.set_check_all(all_regexes);
+    filter.set_check_all(check_all);
+    filter.keep_count(true);
     filter
 }
 
@@ -246,7 +248,7 @@ fn subject(args: &Args) -> anyhow::Result<Subject> {
         };
         let mut jail = jail.clone();
         jail.rules = override_rules(jail.rules);
-        jail.filter = with_zone(jail.filter, &zone, args.all_regexes);
+        jail.filter = with_zone(jail.filter, &zone, !args.no_check_all);
         return Ok(Subject {
             regexes: jail.filter.patterns().to_vec(),
             description: format!("jail {name} (filter {})", jail.filter_origin),
@@ -290,6 +292,55 @@ struct Report {
     missed_left_out: u64,
     /// The log's format as read, and what unwrapping it met.
     container: (LogFormat, UnwrapStats),
+    /// The lines as fail2ban-regex counts them.
+    lines: LineTally,
+}
+
+/// Lines as fail2ban-regex's `Lines:` counts them: a line is ignored when an
+/// ignoreregex or a `<F-NOFAIL>` regex matched it, matched when a failure was found in it
+/// (an address's, or a host name's or an id's), else missed; the earlier lines a
+/// multi-line failure takes with it move from missed to matched. Comments and empty
+/// lines are skipped (not judged), as fail2ban-regex skips them.
+#[derive(Clone, Copy, Debug, Default)]
+struct LineTally {
+    matched: i64,
+    ignored: i64,
+    missed: i64,
+    /// Matched lines whose failures name hosts, not addresses (never counted against
+    /// anyone; fail2ban-regex resolves them).
+    host_names: u64,
+    skipped: u64,
+}
+
+impl LineTally {
+    fn add(&mut self, count: LineCount) {
+        match count.kind {
+            LineKind::Matched => self.matched += 1,
+            LineKind::Ignored => self.ignored += 1,
+            LineKind::Missed => self.missed += 1,
+        }
+        let consumed = i64::try_from(count.consumed).unwrap_or(i64::MAX);
+        self.matched = self.matched.saturating_add(consumed);
+        self.missed = self.missed.saturating_sub(consumed);
+        self.host_names += u64::from(count.host_names);
+    }
+}
+
+/// How fail2ban-regex counts a line our filter judged (fail2ban's model says it itself).
+fn count_of(detection: &Detection) -> LineCount {
+    let kind = match detection {
+        Detection::Missed | Detection::Malformed => LineKind::Missed,
+        Detection::Ignored { .. } => LineKind::Ignored,
+        Detection::Spared { .. }
+        | Detection::Stale { .. }
+        | Detection::Counted { .. }
+        | Detection::Ban { .. } => LineKind::Matched,
+    };
+    LineCount {
+        kind,
+        consumed: 0,
+        host_names: false,
+    }
 }
 
 impl Report {
@@ -304,15 +355,26 @@ impl Report {
             missed: max_missed.map(|max| (max, Vec::new())),
             missed_left_out: 0,
             container: (LogFormat::Plain, UnwrapStats::default()),
+            lines: LineTally::default(),
         }
     }
 
     /// One message of the app; `time`: the container runtime's, when it gave one.
     fn message(&mut self, line: &str, time: Option<i64>, fallback: i64) {
+        if line.is_empty() || line.starts_with('#') {
+            self.lines.skipped += 1;
+            return;
+        }
         let (detection, format) = match time {
             Some(time) => self.detector.replay_dated(line, time),
             None => self.detector.replay(line, fallback),
         };
+        let count = self
+            .detector
+            .filter()
+            .count()
+            .unwrap_or_else(|| count_of(&detection));
+        self.lines.add(count);
         match format {
             Some(format) => *self.formats.entry(format).or_default() += 1,
             None => self.no_time += 1,
@@ -358,7 +420,6 @@ impl Report {
         read: &TailStats,
         top: usize,
     ) -> String {
-        let stats: DetectStats = self.detector.stats();
         let rules = self.detector.tracker().rules();
         let mut out = String::new();
         let _ = writeln!(out, "Testing {description}");
@@ -370,13 +431,11 @@ impl Report {
             rules.prefix_v4,
             rules.prefix_v6
         );
+        let lines = &self.lines;
         let _ = writeln!(
             out,
             "Lines: {} read, {} matched, {} ignored, {} missed",
-            read.lines,
-            stats.failures(),
-            stats.ignored,
-            stats.missed
+            read.lines, lines.matched, lines.ignored, lines.missed
         );
         self.render_line_notes(&mut out, read);
         let _ = writeln!(out, "\nFailregex hits:");
@@ -412,6 +471,22 @@ impl Report {
     /// The notes under "Lines:": what was not judged as it was read, and why.
     fn render_line_notes(&self, out: &mut String, read: &TailStats) {
         let stats: DetectStats = self.detector.stats();
+        if self.lines.skipped > 0 {
+            let _ = writeln!(
+                out,
+                "       {} empty or comment (#) lines skipped, as fail2ban-regex skips them",
+                self.lines.skipped
+            );
+        }
+        if self.lines.host_names > 0 {
+            let _ = writeln!(
+                out,
+                "       {} matched by a host name, not an address: never counted against \
+                 anyone, as the agent does no DNS (fail2ban-regex counts a name it cannot \
+                 resolve as missed)",
+                self.lines.host_names
+            );
+        }
         if stats.malformed > 0 {
             let _ = writeln!(
                 out,

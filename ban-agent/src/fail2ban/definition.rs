@@ -451,6 +451,51 @@ mod tests {
     }
 
     #[test]
+    fn lines_are_counted_as_fail2ban_regex_counts_them() {
+        use crate::filter::{LineCount, LineKind};
+        let definition = Definition {
+            failregex: vec![
+                r"^begin$\n^failed from <HOST>$".into(),
+                r"^<F-NOFAIL>probe</F-NOFAIL> from <HOST>$".into(),
+                r"^named <HOST>$".into(),
+            ],
+            ignoreregex: vec![r"from 192\.0\.2\.99$".into()],
+            maxlines: 2,
+            ..Definition::default()
+        };
+        let mut m = Matcher::new(&definition.spec(), TimeZone::UTC, 2026).expect("compiles");
+        m.check_all = true;
+        m.keep_count(true);
+        let mut count = |line: &str| {
+            m.judge(line, NOW, None);
+            m.count()
+        };
+        let of = |kind, consumed, host_names| LineCount {
+            kind,
+            consumed,
+            host_names,
+        };
+        assert_eq!(count("begin"), of(LineKind::Missed, 0, false));
+        // The failure takes the buffered "begin" with it: counted matched from now on.
+        assert_eq!(
+            count("failed from 192.0.2.1"),
+            of(LineKind::Matched, 1, false)
+        );
+        assert_eq!(
+            count("probe from 192.0.2.2"),
+            of(LineKind::Ignored, 0, false)
+        );
+        assert_eq!(count("begin"), of(LineKind::Missed, 0, false));
+        // Vetoed by the ignoreregex, the failure still takes its lines out of the buffer,
+        // and fail2ban-regex counts the buffered one matched.
+        assert_eq!(
+            count("failed from 192.0.2.99"),
+            of(LineKind::Ignored, 1, false)
+        );
+        assert_eq!(count("named example.org"), of(LineKind::Matched, 0, true));
+    }
+
+    #[test]
     fn a_regex_without_an_address_is_refused() {
         let definition = Definition {
             failregex: vec!["^no address$".into()],

@@ -22,7 +22,7 @@ use date::DateFormat;
 use ipnet::IpNet;
 use jiff::tz::TimeZone;
 use json::{JsonOutcome, JsonRules, JsonSpec};
-pub use multiline::{Hit, ModelSpec, Source};
+pub use multiline::{Hit, LineCount, LineKind, ModelSpec, Source};
 pub use prefilter::{Candidates, LiteralGate, Prefilter};
 use regex::{Regex, RegexSet};
 use regex_automata::{Input, PatternSet, meta};
@@ -290,6 +290,20 @@ impl Filter {
         if let Some(model) = &mut self.model {
             model.check_all = on;
         }
+    }
+
+    /// Keeps, for a filter of fail2ban's model, what fail2ban-regex's `Lines:` counts of
+    /// each line ([`Filter::count`]).
+    pub fn keep_count(&mut self, on: bool) {
+        if let Some(model) = &mut self.model {
+            model.keep_count(on);
+        }
+    }
+
+    /// How fail2ban-regex counts the line [`Filter::judge`] last judged, for a filter of
+    /// its model (kept by [`Filter::keep_count`]); `None` for ours, whose outcome says it.
+    pub fn count(&self) -> Option<LineCount> {
+        self.model.as_ref().map(|model| model.count())
     }
 
     /// Lines a backtracking regex gave up on (its step limit), judged as not matching.

@@ -134,6 +134,42 @@ pub struct Matcher {
     memo: Option<(String, Option<super::templates::Found>)>,
     /// What the last line judged by [`Matcher::judge`] amounted to.
     hits: Vec<Hit>,
+    /// What fail2ban-regex's `Lines:` would count of the last line.
+    tally: Tally,
+}
+
+/// What fail2ban-regex's `Lines:` summary counts of a line: kept only when asked (it
+/// copies the buffer of a multi-line filter at each line).
+#[derive(Clone, Copy, Debug, Default)]
+struct Tally {
+    on: bool,
+    /// An ignoreregex matched.
+    ignored: bool,
+    /// Earlier lines of the buffer a failure took with it.
+    consumed: usize,
+}
+
+/// A line as fail2ban-regex's `Lines:` summary counts it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LineKind {
+    /// A failure, of an address or not (a host name, an id, a connection's line that
+    /// waits for its address).
+    Matched,
+    /// A `<F-NOFAIL>` line, or a failure an ignoreregex vetoed.
+    Ignored,
+    Missed,
+}
+
+/// How fail2ban-regex counts a line: its kind, and the earlier lines (counted missed
+/// then) a multi-line failure took with it, which count as matched from now on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LineCount {
+    pub kind: LineKind,
+    pub consumed: usize,
+    /// Matched, but only by host names (`<HOST>` with `usedns`), never resolved here:
+    /// nothing is counted against anyone. fail2ban-regex resolves them, and counts the
+    /// line missed when it cannot.
+    pub host_names: bool,
 }
 
 impl Matcher {
@@ -197,6 +233,7 @@ impl Matcher {
             overruns: 0,
             memo: None,
             hits: Vec::new(),
+            tally: Tally::default(),
         })
     }
 
@@ -261,6 +298,31 @@ impl Matcher {
     /// name a connection, failures of a host name or an id.
     pub fn hits(&self) -> &[Hit] {
         &self.hits
+    }
+
+    /// Keeps what fail2ban-regex's `Lines:` would count of each line, for
+    /// [`Matcher::count`].
+    pub fn keep_count(&mut self, on: bool) {
+        self.tally.on = on;
+    }
+
+    /// How fail2ban-regex counts the line [`Matcher::judge`] last judged.
+    pub fn count(&self) -> LineCount {
+        let ignored = self.tally.ignored || self.hits.iter().any(|hit| hit.nofail);
+        let failures = || self.hits.iter().filter(|hit| !hit.nofail);
+        let kind = if ignored {
+            LineKind::Ignored
+        } else if failures().next().is_some() {
+            LineKind::Matched
+        } else {
+            LineKind::Missed
+        };
+        LineCount {
+            kind,
+            consumed: self.tally.consumed,
+            host_names: kind == LineKind::Matched
+                && failures().all(|hit| hit.address.is_none() && hit.dns.is_some()),
+        }
     }
 
     /// Judges a log line read at `now` (ms); its date is taken from the line.
@@ -333,7 +395,10 @@ impl Matcher {
     }
 
     fn ignored(&mut self, buf: &str) -> bool {
-        (0..self.ignoreregex.len()).any(|i| self.search(i, Which::Ignore, buf).is_some())
+        let ignored =
+            (0..self.ignoreregex.len()).any(|i| self.search(i, Which::Ignore, buf).is_some());
+        self.tally.ignored |= ignored;
+        ignored
     }
 
     /// The lines a failregex runs on (`maxlines` of them), unless ignoreregex rules the
@@ -377,8 +442,25 @@ impl Matcher {
         })
     }
 
-    /// fail2ban's `findFailure`.
+    /// fail2ban's `findFailure`, with what fail2ban-regex counts of the line when asked.
     fn find(&mut self, line: Line, date: Option<i64>, now: i64) -> Vec<Hit> {
+        self.tally.ignored = false;
+        self.tally.consumed = 0;
+        let before = (self.tally.on && self.maxlines > 1).then(|| self.buffer.clone());
+        let hits = self.find_failures(line, date, now);
+        if let Some(before) = before {
+            // fail2ban-regex: the earlier lines a failure took out of the buffer were
+            // counted missed, and are matched now (the oldest goes anyway when full).
+            let full = usize::from(before.len() >= self.maxlines);
+            self.tally.consumed = before[full.min(before.len())..]
+                .iter()
+                .filter(|line| !self.buffer.contains(line))
+                .count();
+        }
+        hits
+    }
+
+    fn find_failures(&mut self, line: Line, date: Option<i64>, now: i64) -> Vec<Hit> {
         let mut hits = Vec::new();
         let Some(Prepared {
             original,

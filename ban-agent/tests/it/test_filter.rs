@@ -356,6 +356,60 @@ fn json_lines_of_a_fail2ban_filter_with_options() {
     assert_eq!(strict[1]["regex"], 1);
 }
 
+/// With a fail2ban filter, `Lines:` counts as fail2ban-regex does: comments and empty
+/// lines skipped, `<F-NOFAIL>` and ignoreregex lines ignored, a failure of a host name
+/// matched (and said, since it is never counted against anyone).
+#[test]
+fn lines_are_counted_as_fail2ban_regex_counts_them() {
+    let dir = fail2ban_dir();
+    std::fs::write(
+        dir.path().join("filter.d/probe.conf"),
+        [
+            "[INCLUDES]",
+            "before = common.conf",
+            "[Definition]",
+            "prefregex = ^%(__prefix)s <F-CONTENT>.+</F-CONTENT>$",
+            "failregex = ^Failed password for \\S+ from <HOST>$",
+            "            ^<F-NOFAIL>Accepted</F-NOFAIL> password for \\S+ from <HOST>$",
+            "ignoreregex = from 192\\.0\\.2\\.99$",
+        ]
+        .join("\n"),
+    )
+    .expect("filter");
+    let log = "# a comment, as in fail2ban's test logs\n\
+               Nov 30 11:59:00 web1 authd[7]: Failed password for root from 192.0.2.7\n\
+               \n\
+               Nov 30 11:59:01 web1 authd[7]: Accepted password for bob from 192.0.2.8\n\
+               Nov 30 11:59:02 web1 authd[7]: Failed password for root from 192.0.2.99\n\
+               Nov 30 11:59:03 web1 authd[7]: Failed password for root from example.org\n\
+               Nov 30 11:59:04 web1 authd[7]: Something else\n";
+    let out = stdout(&ban_agent(
+        &[
+            "test-filter",
+            "-",
+            "--filter",
+            "probe",
+            "--fail2ban-dir",
+            dir.path().to_str().expect("utf-8 path"),
+            "--timezone",
+            "UTC",
+        ],
+        Some(log.as_bytes()),
+    ));
+    assert!(
+        out.contains("Lines: 7 read, 2 matched, 2 ignored, 1 missed"),
+        "{out}"
+    );
+    assert!(
+        out.contains("2 empty or comment (#) lines skipped"),
+        "{out}"
+    );
+    assert!(
+        out.contains("1 matched by a host name, not an address"),
+        "{out}"
+    );
+}
+
 /// A broken fail2ban filter is refused with the file, line, key and regex.
 #[test]
 fn a_broken_fail2ban_regex_names_file_line_and_key() {

@@ -1,0 +1,156 @@
+//! The `Lines:` summaries of `ban-agent test-filter` and `fail2ban-regex` on each test
+//! log of fail2ban's corpus, which use the same definitions and so must print the same
+//! counts. fail2ban-regex runs with `--raw`: it then leaves host names unresolved, as the
+//! agent always does (resolved, a name that resolves would count matched and one that
+//! does not missed, which depends on the machine's network).
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    sync::Mutex,
+};
+
+use anyhow::{Context as _, bail};
+
+use super::{TEST_NOW, TEST_TZ};
+use crate::bench::Fail2ban;
+
+/// Lines matched, ignored, missed.
+pub(super) type Counts = [i64; 3];
+
+/// One test log's summaries: ours, then fail2ban-regex's.
+pub(super) type Compared = (String, Counts, Counts);
+
+/// A filter to compare on its test log: its name and its configuration folder.
+pub(super) type Job = (String, PathBuf);
+
+/// Both tools' summaries of every job's log, two jobs at a time (fail2ban-regex spends
+/// most of its time starting Python).
+pub(super) fn compare_all(
+    agent: &Path,
+    fail2ban: &Fail2ban,
+    jobs: &[Job],
+    logs: &Path,
+) -> anyhow::Result<Vec<Compared>> {
+    let next = Mutex::new(0usize);
+    let results = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..2)
+            .map(|_| {
+                scope.spawn(|| -> anyhow::Result<()> {
+                    loop {
+                        let index = {
+                            let mut next = next.lock().unwrap_or_else(|e| e.into_inner());
+                            let index = *next;
+                            *next += 1;
+                            index
+                        };
+                        let Some((name, dir)) = jobs.get(index) else {
+                            return Ok(());
+                        };
+                        let log = logs.join(name);
+                        let filter = dir.join("filter.d").join(format!("{name}.conf"));
+                        let compared = (
+                            name.clone(),
+                            ours(agent, dir, &filter, &log)?,
+                            theirs(fail2ban, &filter, &log)?,
+                        );
+                        results
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(compared);
+                    }
+                })
+            })
+            .collect();
+        for worker in workers {
+            match worker.join() {
+                Ok(result) => result?,
+                Err(_) => bail!("a thread comparing Lines: summaries panicked"),
+            }
+        }
+        Ok(())
+    })?;
+    let mut results = results.into_inner().unwrap_or_else(|e| e.into_inner());
+    results.sort();
+    Ok(results)
+}
+
+fn ours(agent: &Path, dir: &Path, filter: &Path, log: &Path) -> anyhow::Result<Counts> {
+    let output = Command::new(agent)
+        .arg("test-filter")
+        .arg(log)
+        .arg("--filter")
+        .arg(filter)
+        .arg("--fail2ban-dir")
+        .arg(dir)
+        .args(["--now", &TEST_NOW.to_string(), "--timezone", TEST_TZ])
+        .output()
+        .context("cannot run ban-agent test-filter")?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    parse(&text).with_context(|| {
+        format!(
+            "ban-agent test-filter {} printed no Lines: summary: {}",
+            log.display(),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
+
+fn theirs(fail2ban: &Fail2ban, filter: &Path, log: &Path) -> anyhow::Result<Counts> {
+    let output = Command::new("python3")
+        .arg(&fail2ban.regex)
+        .arg("--raw")
+        .arg(log)
+        .arg(filter)
+        .env("PYTHONPATH", &fail2ban.pythonpath)
+        .env("TZ", TEST_TZ)
+        .output()
+        .context("cannot run fail2ban-regex")?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    parse(&text).with_context(|| {
+        format!(
+            "fail2ban-regex {} printed no Lines: summary: {}",
+            log.display(),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
+
+/// The counts of a `Lines:` summary, ours (`Lines: 399 read, 68 matched, 42 ignored, 38
+/// missed`) or fail2ban-regex's (`Lines: 148 lines, 42 ignored, 68 matched, 38 missed`).
+fn parse(text: &str) -> Option<Counts> {
+    let line = text.lines().find_map(|l| l.strip_prefix("Lines: "))?;
+    let count = |word: &str| number_before(line, word);
+    Some([count("matched")?, count("ignored")?, count("missed")?])
+}
+
+/// The number written before `word` in a list like `3 matched, 4 missed`.
+fn number_before(line: &str, word: &str) -> Option<i64> {
+    line.split(',')
+        .map(str::trim)
+        .find_map(|part| part.strip_suffix(word))
+        .and_then(|number| number.trim().parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_summaries_are_read() {
+        assert_eq!(
+            parse("x\nLines: 399 read, 68 matched, 42 ignored, 38 missed\n"),
+            Some([68, 42, 38])
+        );
+        assert_eq!(
+            parse("Lines: 148 lines, 42 ignored, 64 matched, 42 missed\n"),
+            Some([64, 42, 42])
+        );
+        assert_eq!(
+            parse("Lines: 3 read, -1 matched, 0 ignored, 4 missed"),
+            Some([-1, 0, 4])
+        );
+        assert_eq!(parse("no summary"), None);
+    }
+}
