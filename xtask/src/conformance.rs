@@ -21,7 +21,51 @@ use serde_json::Value;
 
 use crate::Workspace;
 
+mod differential;
 mod lines;
+
+/// A filter to run on its test log: its name and its configuration folder.
+type Job = (String, PathBuf);
+
+/// `work` on every job, two at a time (fail2ban-regex spends most of its time starting
+/// Python), the results in the jobs' order.
+fn two_at_a_time<T: Send>(
+    jobs: &[Job],
+    work: impl Fn(&Job) -> anyhow::Result<T> + Sync,
+) -> anyhow::Result<Vec<T>> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let done = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..2)
+            .map(|_| {
+                scope.spawn(|| -> anyhow::Result<()> {
+                    loop {
+                        let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(job) = jobs.get(index) else {
+                            return Ok(());
+                        };
+                        let result = work(job)?;
+                        done.lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .push((index, result));
+                    }
+                })
+            })
+            .collect();
+        for worker in workers {
+            match worker.join() {
+                Ok(result) => result?,
+                Err(_) => bail!("a worker thread panicked"),
+            }
+        }
+        Ok(())
+    })?;
+    let mut done = done
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    done.sort_by_key(|(index, _)| *index);
+    Ok(done.into_iter().map(|(_, result)| result).collect())
+}
 
 /// fail2ban's test "now" (`tests/utils.py`: TEST_NOW), Sun Aug 14 12:00:00 CEST 2005.
 const TEST_NOW: i64 = 1_124_013_600;
@@ -161,7 +205,17 @@ pub fn conformance(ws: &Workspace, args: &ConformanceArgs) -> anyhow::Result<()>
         compared.len() - lines_differ(&compared).len(),
         compared.len()
     );
-    let (report, missed) = report(&outcomes, &compared, args.speed, &package);
+    let streams = differential::run_all(&agent, &fail2ban, &jobs, &logs, &scratch)?;
+    eprintln!(
+        "conformance: differential: the same failures as fail2ban's on {} of {} streams",
+        streams.iter().filter(|s| s.difference.is_none()).count(),
+        streams.len()
+    );
+    let checks = Checks {
+        lines: &compared,
+        streams: &streams,
+    };
+    let (report, missed) = report(&outcomes, &checks, args.speed, &package);
     let out = args
         .out
         .clone()
@@ -762,21 +816,39 @@ log with no line of its own (it only pulls others in with `addFILE`). The headli
 failures, is `cargo xtask bench throughput` (docs/BENCHMARKS.md).";
 
 /// The report, and the targets missed.
+/// What is checked against fail2ban itself rather than against the annotations.
+struct Checks<'a> {
+    lines: &'a [lines::Compared],
+    streams: &'a [differential::Stream],
+}
+
 fn report(
     outcomes: &[Outcome],
-    compared: &[lines::Compared],
+    checks: &Checks<'_>,
     speed: bool,
     package: &Path,
 ) -> (String, Vec<String>) {
     let totals = Totals::of(outcomes);
     let mut missed = missed_targets(outcomes, speed, &totals);
-    let differ = lines_differ(compared);
+    let differ = lines_differ(checks.lines);
     if !differ.is_empty() {
         missed.push(format!(
             "Lines: differs from fail2ban-regex's on {} of {} test logs (target none; see \
              Lines)",
             differ.len(),
-            compared.len()
+            checks.lines.len()
+        ));
+    }
+    let parted = checks
+        .streams
+        .iter()
+        .filter(|s| s.difference.is_some())
+        .count();
+    if parted > 0 {
+        missed.push(format!(
+            "differential: failures differ from fail2ban's on {parted} of {} streams \
+             (target none; see Differential run)",
+            checks.streams.len()
         ));
     }
     let mut out = String::new();
@@ -799,8 +871,34 @@ fn report(
         let _ = writeln!(out, "\n## Speed\n\n{SPEED_NOTE}");
     }
     write_disagreements(&mut out, outcomes);
-    write_lines(&mut out, compared);
+    write_lines(&mut out, checks.lines);
+    write_differential(&mut out, checks.streams);
     (out, missed)
+}
+
+/// The differential run: where ours and fail2ban's failures part, stream by stream.
+fn write_differential(out: &mut String, streams: &[differential::Stream]) {
+    let parted: Vec<_> = streams.iter().filter(|s| s.difference.is_some()).collect();
+    let failures: usize = streams.iter().map(|s| s.failures).sum();
+    let _ = writeln!(
+        out,
+        "\n## Differential run\n\n\
+         fail2ban's own `Filter` (`fail2ban-regex --raw --out '<fid>\\t<time>'`, the first \
+         failregex deciding, as the daemon runs it) and ours (`ban-agent test-filter --json \
+         --no-check-all`) over each filter's test log as one stream, and over it shuffled \
+         with the next filter's log (a fixed seed): the failures each reports, in order, who \
+         and when. The same on {} of {} streams ({failures} failures from fail2ban).\n",
+        streams.len() - parted.len(),
+        streams.len()
+    );
+    for stream in parted {
+        let _ = writeln!(
+            out,
+            "- {}: {}",
+            stream.name,
+            stream.difference.as_deref().unwrap_or_default()
+        );
+    }
 }
 
 /// `test-filter`'s `Lines:` against fail2ban-regex's, log by log where they differ.

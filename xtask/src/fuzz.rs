@@ -1,6 +1,6 @@
 //! `cargo xtask fuzz`: the cargo-fuzz targets of `ban-agent/fuzz`, each for a bounded time
 //! over its committed seeds (`ban-agent/fuzz/seeds/TARGET`). `cargo xtask test` builds every
-//! target in one cargo run (the agent and its eBPF object once), then runs each for 30 s;
+//! target in one cargo run (the agent and its eBPF object once), then runs each for 20 s;
 //! longer runs are `cargo xtask fuzz --seconds 3600 [TARGET]`.
 //!
 //! What a run finds goes to `target/fuzz-corpus/TARGET` (kept between runs, never

@@ -1,5 +1,5 @@
 //! `cargo xtask test`: set up, then formatting, lints, every test, the package's check, the
-//! container demo and 30 s of fuzzing per target, each phase under a heading with its duration, and one verdict at the end:
+//! container demo and 20 s of fuzzing per target, each phase under a heading with its duration, and one verdict at the end:
 //! the fuzz targets', then `summary: N passed, N failed` for the tests.
 //!
 //! The build stays quiet: cargo replays the eBPF build's nested cargo lines (which aya-build
@@ -71,8 +71,8 @@ pub fn test(ws: &Workspace) -> anyhow::Result<()> {
         )
     });
     let fuzzed = match tests {
-        Ok(()) => phase("fuzz (30 s per target)", || {
-            fuzz::fuzz_quietly(ws, &fuzz::FuzzArgs::every_target(30))
+        Ok(()) => phase("fuzz (20 s per target)", || {
+            fuzz::fuzz_quietly(ws, &fuzz::FuzzArgs::every_target(20))
         }),
         Err(_) => Ok(Vec::new()),
     };

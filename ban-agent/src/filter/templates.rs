@@ -545,6 +545,10 @@ fn fields_time(c: &regex::Captures<'_>, now: i64, zone: &TimeZone) -> Option<i64
         .or_else(|| c.name("Z"))
         .and_then(|m| zone_offset_minutes(m.as_str()));
     let to_ms = |year: i32| -> Option<i64> {
+        // Python's dates start at year 1: fail2ban finds no time in `0000-12-30`.
+        if year < 1 {
+            return None;
+        }
         let civil = super::date::civil_time(year, month, day, hour, minute, second.min(59))?;
         let ts = match offset {
             Some(minutes) => {
@@ -723,6 +727,17 @@ mod tests {
         // The whole pattern is the date, as in fail2ban: the prefix is cut with it.
         assert_eq!(text, "<34>1 2005-08-14T11:00:00Z");
         assert!(find(Some("{NONE}"), "2005-08-14 11:00:00 x").is_none());
+    }
+
+    /// Found by the differential run against fail2ban: year 0 is no date to Python, so
+    /// the date text is cut from the line but gives no time.
+    #[test]
+    fn year_zero_is_found_but_gives_no_time() {
+        let detector = DateDetector::new(Some("^%Y-%m-%d %H:%M:%S"), 2026).expect("template");
+        let found = detector
+            .find("0000-12-30 00:00:00 x", NOW, &zone())
+            .expect("the date text is found");
+        assert_eq!((found.start, found.end, found.time), (0, 19, None));
     }
 
     #[test]

@@ -4,15 +4,11 @@
 //! agent always does (resolved, a name that resolves would count matched and one that
 //! does not missed, which depends on the machine's network).
 
-use std::{
-    path::{Path, PathBuf},
-    process::Command,
-    sync::Mutex,
-};
+use std::{path::Path, process::Command};
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 
-use super::{TEST_NOW, TEST_TZ};
+use super::{Job, TEST_NOW, TEST_TZ};
 use crate::bench::Fail2ban;
 
 /// Lines matched, ignored, missed.
@@ -21,59 +17,22 @@ pub(super) type Counts = [i64; 3];
 /// One test log's summaries: ours, then fail2ban-regex's.
 pub(super) type Compared = (String, Counts, Counts);
 
-/// A filter to compare on its test log: its name and its configuration folder.
-pub(super) type Job = (String, PathBuf);
-
-/// Both tools' summaries of every job's log, two jobs at a time (fail2ban-regex spends
-/// most of its time starting Python).
+/// Both tools' summaries of every job's log.
 pub(super) fn compare_all(
     agent: &Path,
     fail2ban: &Fail2ban,
     jobs: &[Job],
     logs: &Path,
 ) -> anyhow::Result<Vec<Compared>> {
-    let next = Mutex::new(0usize);
-    let results = Mutex::new(Vec::new());
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..2)
-            .map(|_| {
-                scope.spawn(|| -> anyhow::Result<()> {
-                    loop {
-                        let index = {
-                            let mut next = next.lock().unwrap_or_else(|e| e.into_inner());
-                            let index = *next;
-                            *next += 1;
-                            index
-                        };
-                        let Some((name, dir)) = jobs.get(index) else {
-                            return Ok(());
-                        };
-                        let log = logs.join(name);
-                        let filter = dir.join("filter.d").join(format!("{name}.conf"));
-                        let compared = (
-                            name.clone(),
-                            ours(agent, dir, &filter, &log)?,
-                            theirs(fail2ban, &filter, &log)?,
-                        );
-                        results
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .push(compared);
-                    }
-                })
-            })
-            .collect();
-        for worker in workers {
-            match worker.join() {
-                Ok(result) => result?,
-                Err(_) => bail!("a thread comparing Lines: summaries panicked"),
-            }
-        }
-        Ok(())
-    })?;
-    let mut results = results.into_inner().unwrap_or_else(|e| e.into_inner());
-    results.sort();
-    Ok(results)
+    super::two_at_a_time(jobs, |(name, dir)| {
+        let log = logs.join(name);
+        let filter = dir.join("filter.d").join(format!("{name}.conf"));
+        Ok((
+            name.clone(),
+            ours(agent, dir, &filter, &log)?,
+            theirs(fail2ban, &filter, &log)?,
+        ))
+    })
 }
 
 fn ours(agent: &Path, dir: &Path, filter: &Path, log: &Path) -> anyhow::Result<Counts> {
