@@ -9,6 +9,7 @@ pub mod address;
 pub mod date;
 pub mod json;
 pub mod multiline;
+mod onepass;
 pub mod options;
 pub mod pattern;
 mod pick;
@@ -125,11 +126,14 @@ pub enum Outcome {
 }
 
 /// Room for [`Filter::check_with`], reused across lines: each failregex's capture
-/// positions, and which failregexes matched.
+/// positions (and its one-pass twin's), which failregexes matched, and where the last
+/// failure's `time` group is.
 #[derive(Clone, Debug)]
 pub struct Scratch {
     captures: Vec<regex::CaptureLocations>,
+    one_pass: Vec<Option<onepass::Room>>,
     matched: Option<PatternSet>,
+    time: Option<(usize, (usize, usize))>,
 }
 
 /// A compiled filter.
@@ -159,6 +163,8 @@ struct Failregex {
     /// Index of a group named `time`: where the line's time is, when text a client
     /// controls may come before it (nginx's `$remote_user` holds any `[...]`).
     time_group: Option<usize>,
+    /// The same regex read in one scan, when it can be ([`onepass`]).
+    one_pass: Option<onepass::OnePass>,
 }
 
 impl Filter {
@@ -209,6 +215,7 @@ impl Filter {
                 tag,
                 host_group,
                 time_group,
+                one_pass: onepass::OnePass::new(regex),
             });
             expanded.push(pattern);
         }
@@ -388,10 +395,16 @@ impl Filter {
                 .iter()
                 .map(|failregex| failregex.regex.capture_locations())
                 .collect(),
+            one_pass: self
+                .regexes
+                .iter()
+                .map(|failregex| failregex.one_pass.as_ref().map(onepass::OnePass::room))
+                .collect(),
             matched: self
                 .set
                 .as_ref()
                 .map(|set| PatternSet::new(set.pattern_len())),
+            time: None,
         }
     }
 
@@ -427,14 +440,20 @@ impl Filter {
             return Outcome::Missed;
         };
         let failregex = &self.regexes[regex];
-        let Some(locations) = scratch.captures.get_mut(regex) else {
-            return Outcome::Missed;
+        scratch.time = None;
+        let one_pass = match (&failregex.one_pass, scratch.one_pass.get_mut(regex)) {
+            (Some(one_pass), Some(Some(room))) => one_pass.find(room, line),
+            _ => onepass::Found::Unsure,
         };
-        let host = failregex
-            .regex
-            .captures_read(locations, line)
-            .and_then(|_| locations.get(failregex.host_group))
-            .map(|(start, end)| &line[start..end]);
+        let host = match one_pass {
+            onepass::Found::No => return Outcome::Missed,
+            onepass::Found::Host { host, time } => {
+                scratch.time = time.map(|time| (regex, time));
+                Some(host)
+            }
+            onepass::Found::Unsure => Self::captures(failregex, scratch, regex, line),
+        };
+        let host = host.map(|(start, end)| &line[start..end]);
         let Some(target) = host.and_then(|host| address::target(host, failregex.tag, None)) else {
             return Outcome::Missed;
         };
@@ -444,12 +463,28 @@ impl Filter {
         Outcome::Failure { target, regex }
     }
 
+    /// The exact regex's captures: the address's span; the `time` group's goes to
+    /// `scratch`.
+    fn captures(
+        failregex: &Failregex,
+        scratch: &mut Scratch,
+        regex: usize,
+        line: &str,
+    ) -> Option<(usize, usize)> {
+        let locations = scratch.captures.get_mut(regex)?;
+        failregex.regex.captures_read(locations, line)?;
+        scratch.time = failregex
+            .time_group
+            .and_then(|group| locations.get(group))
+            .map(|time| (regex, time));
+        locations.get(failregex.host_group)
+    }
+
     /// The text of the `time` group of failregex `regex` in the line [`Filter::check_with`]
     /// last judged a failure with `scratch`.
     pub fn time_text<'l>(&self, scratch: &Scratch, regex: usize, line: &'l str) -> Option<&'l str> {
-        let group = self.regexes.get(regex)?.time_group?;
-        let (start, end) = scratch.captures.get(regex)?.get(group)?;
-        line.get(start..end)
+        let (judged, (start, end)) = scratch.time?;
+        (judged == regex).then(|| line.get(start..end)).flatten()
     }
 
     /// The first failregex that matches `line`, found in one scan of them all.
@@ -465,6 +500,24 @@ impl Filter {
         matched.clear();
         set.which_overlapping_matches(&Input::new(line), matched);
         matched.iter().next().map(|pattern| pattern.as_usize())
+    }
+}
+
+#[cfg(test)]
+impl Filter {
+    /// The same filter without one-pass twins: every failure's captures by the exact
+    /// regex, to compare with.
+    fn exact_only(&self) -> Self {
+        let mut exact = self.clone();
+        for failregex in &mut exact.regexes {
+            failregex.one_pass = None;
+        }
+        exact
+    }
+
+    /// How many failregexes have a one-pass twin.
+    fn one_pass_len(&self) -> usize {
+        self.regexes.iter().filter(|r| r.one_pass.is_some()).count()
     }
 }
 

@@ -31,6 +31,36 @@ const TAGS: [(&str, Tag); 5] = [
 /// Replaces the single address tag of `regex` with a `host` capture group.
 /// `Err` names the problem: no tag, or more than one.
 pub fn expand(regex: &str) -> Result<(String, Tag), &'static str> {
+    expand_with(regex, |tag| match tag {
+        Tag::Addr => format!(r"\[?(?P<host>{IP4}|{IP6})\]?"),
+        Tag::Ip4 => format!("(?P<host>{IP4})"),
+        Tag::Ip6 => format!(r"\[?(?P<host>{IP6})\]?"),
+        Tag::Cidr => format!(r"(?P<host>(?:{IP4}|{IP6})/[0-9]{{1,3}})"),
+    })
+}
+
+/// [`expand`] with the address loosened to the run of characters an address of the tag
+/// is written with (`[0-9A-Fa-f:.]+`): a regex whose parse is then decided byte by byte
+/// (one-pass) gives its captures in one scan. Returned with the exact address, anchored
+/// at the start: its first match in what the run took must be all of it. `None` for
+/// `<CIDR>`.
+pub fn relaxed(regex: &str) -> Option<(String, String)> {
+    let (relaxed, tag) = expand_with(regex, |tag| match tag {
+        Tag::Addr | Tag::Ip6 => r"\[?(?P<host>[0-9A-Fa-f:.]+)\]?".to_owned(),
+        Tag::Ip4 | Tag::Cidr => "(?P<host>[0-9.]+)".to_owned(),
+    })
+    .ok()?;
+    let host = match tag {
+        Tag::Addr => format!("^(?:{IP4}|{IP6})"),
+        Tag::Ip4 => format!("^(?:{IP4})"),
+        Tag::Ip6 => format!("^(?:{IP6})"),
+        Tag::Cidr => return None,
+    };
+    Some((relaxed, host))
+}
+
+/// `regex` with its single address tag replaced by what `group` makes of the tag.
+fn expand_with(regex: &str, group: impl Fn(Tag) -> String) -> Result<(String, Tag), &'static str> {
     let mut found: Option<(usize, &str, Tag)> = None;
     for (name, tag) in TAGS {
         let mut from = 0;
@@ -47,12 +77,7 @@ pub fn expand(regex: &str) -> Result<(String, Tag), &'static str> {
             "no address tag: a failregex needs one of <HOST>, <ADDR>, <IP4>, <IP6>, <CIDR>",
         );
     };
-    let pattern = match tag {
-        Tag::Addr => format!(r"\[?(?P<host>{IP4}|{IP6})\]?"),
-        Tag::Ip4 => format!("(?P<host>{IP4})"),
-        Tag::Ip6 => format!(r"\[?(?P<host>{IP6})\]?"),
-        Tag::Cidr => format!(r"(?P<host>(?:{IP4}|{IP6})/[0-9]{{1,3}})"),
-    };
+    let pattern = group(tag);
     Ok((
         format!("{}{pattern}{}", &regex[..at], &regex[at + name.len()..]),
         tag,

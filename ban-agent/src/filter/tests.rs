@@ -193,6 +193,44 @@ fn ignoreregex_vetoes_and_the_matching_regex_is_reported() {
     assert_eq!(filter.check("all good"), Outcome::Missed);
 }
 
+/// What addresses are written with, and what comes next to them.
+const ADDRESS_PARTS: [&str; 20] = [
+    "192.0.2.7",
+    "2001:db8::7",
+    "::ffff:",
+    "1.2.3.4",
+    ":",
+    "::",
+    ".",
+    "[",
+    "]",
+    "0",
+    "1",
+    "ff",
+    "dead:beef",
+    "99",
+    "999.",
+    "1:2:3:4:5:6:7",
+    ":8080",
+    "a",
+    " ",
+    "-",
+];
+
+fn builtin_filter(name: &str) -> Filter {
+    let spec: FilterSpec = toml::from_str(builtin(name).expect("built in")).expect("parses");
+    Filter::compile(&spec).expect("compiles")
+}
+
+/// The seed's filter is read in one scan. uvicorn's `<HOST>:\d+` is not one-pass (an
+/// IPv6 address holds colons too), nor is nginx's `.*?`.
+#[test]
+fn the_fastapi_auth_filter_is_read_in_one_scan() {
+    for (name, one_pass) in [("fastapi-auth", 1), ("uvicorn", 0), ("nginx", 0)] {
+        assert_eq!(builtin_filter(name).one_pass_len(), one_pass, "{name}");
+    }
+}
+
 proptest! {
     /// Whatever a client puts in the path (anything but a line break, which the app must
     /// escape), the shipped filter yields the client's own address or nothing.
@@ -232,6 +270,43 @@ proptest! {
                 Filter::compile(&spec).expect("compiles").check(&line)
             {
                 prop_assert_eq!(target.addr().to_string(), client, "{}: {}", name, line);
+            }
+        }
+    }
+
+    /// The one-pass scan decides every line as the exact regex does, with the same
+    /// address and time: on the built-in filters' sample lines with their address
+    /// replaced by anything address-like, and on regexes whose address ends the match.
+    #[test]
+    fn one_pass_scans_judge_as_the_exact_regexes(
+        sample in any::<prop::sample::Index>(),
+        address in prop::collection::vec(prop::sample::select(ADDRESS_PARTS.to_vec()), 1..5),
+        tail in "[ -~]{0,6}",
+    ) {
+        let address = address.concat();
+        let mut lines = Vec::new();
+        for (name, samples) in SAMPLES {
+            let all = annotated(name, samples);
+            let (_, line, expected) = &all[sample.index(all.len())];
+            let Expected::Host(host) = expected else { continue };
+            let line = line.replacen(&host.addr().to_string(), &address, 1);
+            lines.push((builtin_filter(name), line));
+        }
+        for regex in ["^from <HOST>", "^from <HOST>(?: .*)?$", "^from <ADDR>:\\d+ x$", "^from <IP4>\\S*", "^from <IP6>( |$)"] {
+            let spec = FilterSpec { failregex: vec![regex.to_owned()], ..FilterSpec::default() };
+            let filter = Filter::compile(&spec).expect("compiles");
+            lines.push((filter, format!("from {address}{tail}")));
+        }
+        for (filter, line) in lines {
+            let exact = filter.exact_only();
+            let (mut fast_room, mut exact_room) = (filter.scratch(), exact.scratch());
+            let fast = filter.check_with(&mut fast_room, &line);
+            prop_assert_eq!(fast, exact.check_with(&mut exact_room, &line), "{}", line);
+            if let Outcome::Failure { regex, .. } = fast {
+                prop_assert_eq!(
+                    filter.time_text(&fast_room, regex, &line),
+                    exact.time_text(&exact_room, regex, &line)
+                );
             }
         }
     }
