@@ -1,9 +1,10 @@
-//! Turns log lines into failures: the one engine of every filter, ours (TOML) or
+//! Turns log lines into failures: one [`Filter`] for every filter, ours (TOML) or
 //! fail2ban's (`.conf`, read by `fail2ban/` into a [`ModelSpec`]). failregex/ignoreregex
 //! with fail2ban's address tags, compiled so that a line is scanned once whatever the
 //! number of regexes (a literal prefilter, then a regex set), and the time of the line;
 //! fail2ban's model (`prefregex`, multi-line buffers, connection ids, its date templates)
-//! for the filters that need it ([`multiline`]). `&str` in, [`Outcome`] out.
+//! for the filters read from its files ([`multiline`], which still runs its own regexes).
+//! `&str` in, [`Outcome`] out.
 
 pub mod address;
 pub mod date;
