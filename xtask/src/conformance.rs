@@ -27,6 +27,40 @@ mod lines;
 /// A filter to run on its test log: its name and its configuration folder.
 type Job = (String, PathBuf);
 
+/// `fail2ban-regex LOG FILTER` with `args` before them, in the test time zone.
+fn fail2ban_regex(
+    fail2ban: &crate::bench::Fail2ban,
+    args: &[&str],
+    log: &Path,
+    filter: &Path,
+) -> Command {
+    let mut command = Command::new("python3");
+    command
+        .arg(&fail2ban.regex)
+        .args(args)
+        .arg(log)
+        .arg(filter)
+        .env("PYTHONPATH", &fail2ban.pythonpath)
+        .env("TZ", TEST_TZ);
+    command
+}
+
+/// `ban-agent test-filter LOG --filter FILTER` (a fail2ban filter of `dir`), read in the
+/// test time zone, with `args` after.
+fn test_filter(agent: &Path, (log, filter, dir): (&Path, &Path, &Path), args: &[&str]) -> Command {
+    let mut command = Command::new(agent);
+    command
+        .arg("test-filter")
+        .arg(log)
+        .arg("--filter")
+        .arg(filter)
+        .arg("--fail2ban-dir")
+        .arg(dir)
+        .args(["--timezone", TEST_TZ])
+        .args(args);
+    command
+}
+
 /// `work` on every job, two at a time (fail2ban-regex spends most of its time starting
 /// Python), the results in the jobs' order.
 fn two_at_a_time<T: Send>(
@@ -783,23 +817,12 @@ fn speed(
         }
         Ok(SPEED_LINES as f64 / started.elapsed().as_secs_f64())
     };
-    let ours = timed(
-        Command::new(agent)
-            .arg("test-filter")
-            .arg(&input)
-            .arg("--filter")
-            .arg(&filter_file)
-            .args(["--now", &TEST_NOW.to_string(), "--timezone", TEST_TZ]),
-    )?;
-    let theirs = timed(
-        Command::new("python3")
-            .arg(&fail2ban.regex)
-            .arg(&input)
-            .arg(&filter_file)
-            .env("PYTHONPATH", &fail2ban.pythonpath)
-            .env("TZ", TEST_TZ),
-    )
-    .unwrap_or(0.0);
+    let ours = timed(&mut test_filter(
+        agent,
+        (&input, &filter_file, dir),
+        &["--now", &TEST_NOW.to_string()],
+    ))?;
+    let theirs = timed(&mut fail2ban_regex(fail2ban, &[], &input, &filter_file)).unwrap_or(0.0);
     Ok((ours, theirs))
 }
 

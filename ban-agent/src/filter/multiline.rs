@@ -188,12 +188,13 @@ impl Matcher {
             .as_ref()
             .map(|r| compile("prefregex", 0, r))
             .transpose()?;
-        let failregex = spec
-            .failregex
-            .iter()
-            .enumerate()
-            .map(|(i, r)| compile("failregex", i, r))
-            .collect::<Result<Vec<_>, _>>()?;
+        let compile_all = |kind: &'static str, list: &[Source]| {
+            list.iter()
+                .enumerate()
+                .map(|(i, r)| compile(kind, i, r))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let failregex = compile_all("failregex", &spec.failregex)?;
         if failregex.is_empty() {
             return Err(FilterError::Empty);
         }
@@ -208,12 +209,7 @@ impl Matcher {
                           <CIDR>, <SUBNET>, <F-ID> or <F-MLFID>",
             });
         }
-        let ignoreregex = spec
-            .ignoreregex
-            .iter()
-            .enumerate()
-            .map(|(i, r)| compile("ignoreregex", i, r))
-            .collect::<Result<Vec<_>, _>>()?;
+        let ignoreregex = compile_all("ignoreregex", &spec.ignoreregex)?;
         let gate_patterns: Vec<&str> = failregex.iter().map(Pattern::gate).collect();
         let gate = LiteralGate::new(&gate_patterns);
         Ok(Self {

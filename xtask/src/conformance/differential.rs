@@ -13,7 +13,7 @@ use std::{path::Path, process::Command};
 use anyhow::Context as _;
 use serde_json::Value;
 
-use super::{Job, TEST_TZ};
+use super::Job;
 use crate::bench::Fail2ban;
 
 /// One failure: who, and when (epoch seconds; `None` when ours found no date).
@@ -93,22 +93,28 @@ fn compare(
 }
 
 fn theirs(fail2ban: &Fail2ban, filter: &Path, stream: &Path) -> anyhow::Result<Vec<Failure>> {
-    let output = Command::new("python3")
-        .arg(&fail2ban.regex)
-        .args(["--raw", "--out", "<fid>\t<time>"])
-        .arg(stream)
-        .arg(filter)
-        .env("PYTHONPATH", &fail2ban.pythonpath)
-        .env("TZ", TEST_TZ)
+    let mut command = super::fail2ban_regex(
+        fail2ban,
+        &["--raw", "--out", "<fid>\t<time>"],
+        stream,
+        filter,
+    );
+    let output = succeeded(&mut command, "fail2ban-regex --out", stream)?;
+    Ok(parse_theirs(&output))
+}
+
+/// What `command` printed, when it succeeded.
+fn succeeded(command: &mut Command, what: &str, stream: &Path) -> anyhow::Result<String> {
+    let output = command
         .output()
-        .context("cannot run fail2ban-regex")?;
+        .with_context(|| format!("cannot run {what}"))?;
     anyhow::ensure!(
         output.status.success(),
-        "fail2ban-regex --out on {} failed: {}",
+        "{what} on {} failed: {}",
         stream.display(),
         String::from_utf8_lossy(&output.stderr)
     );
-    Ok(parse_theirs(&String::from_utf8_lossy(&output.stdout)))
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 /// fail2ban-regex's `--out '<fid>\t<time>'`: one failure a line.
@@ -128,24 +134,14 @@ fn ours(
     stream: &Path,
     now: i64,
 ) -> anyhow::Result<Vec<Failure>> {
-    let output = Command::new(agent)
-        .arg("test-filter")
-        .arg(stream)
-        .arg("--filter")
-        .arg(filter)
-        .arg("--fail2ban-dir")
-        .arg(dir)
-        .args(["--json", "--no-check-all", "--now", &now.to_string()])
-        .args(["--timezone", TEST_TZ])
-        .output()
-        .context("cannot run ban-agent test-filter")?;
-    anyhow::ensure!(
-        output.status.success(),
-        "ban-agent test-filter --json on {} failed: {}",
-        stream.display(),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    parse_ours(&String::from_utf8_lossy(&output.stdout))
+    let now = now.to_string();
+    let args = ["--json", "--no-check-all", "--now", &now];
+    let mut command = super::test_filter(agent, (stream, filter, dir), &args);
+    parse_ours(&succeeded(
+        &mut command,
+        "ban-agent test-filter --json",
+        stream,
+    )?)
 }
 
 /// test-filter's `--json` lines: the failures among them.

@@ -4,11 +4,11 @@
 //! agent always does (resolved, a name that resolves would count matched and one that
 //! does not missed, which depends on the machine's network).
 
-use std::{path::Path, process::Command};
+use std::path::Path;
 
 use anyhow::Context as _;
 
-use super::{Job, TEST_NOW, TEST_TZ};
+use super::{Job, TEST_NOW};
 use crate::bench::Fail2ban;
 
 /// Lines matched, ignored, missed.
@@ -36,40 +36,24 @@ pub(super) fn compare_all(
 }
 
 fn ours(agent: &Path, dir: &Path, filter: &Path, log: &Path) -> anyhow::Result<Counts> {
-    let output = Command::new(agent)
-        .arg("test-filter")
-        .arg(log)
-        .arg("--filter")
-        .arg(filter)
-        .arg("--fail2ban-dir")
-        .arg(dir)
-        .args(["--now", &TEST_NOW.to_string(), "--timezone", TEST_TZ])
+    let output = super::test_filter(agent, (log, filter, dir), &["--now", &TEST_NOW.to_string()])
         .output()
         .context("cannot run ban-agent test-filter")?;
-    let text = String::from_utf8_lossy(&output.stdout);
-    parse(&text).with_context(|| {
-        format!(
-            "ban-agent test-filter {} printed no Lines: summary: {}",
-            log.display(),
-            String::from_utf8_lossy(&output.stderr)
-        )
-    })
+    summary("ban-agent test-filter", log, &output)
 }
 
 fn theirs(fail2ban: &Fail2ban, filter: &Path, log: &Path) -> anyhow::Result<Counts> {
-    let output = Command::new("python3")
-        .arg(&fail2ban.regex)
-        .arg("--raw")
-        .arg(log)
-        .arg(filter)
-        .env("PYTHONPATH", &fail2ban.pythonpath)
-        .env("TZ", TEST_TZ)
+    let output = super::fail2ban_regex(fail2ban, &["--raw"], log, filter)
         .output()
         .context("cannot run fail2ban-regex")?;
-    let text = String::from_utf8_lossy(&output.stdout);
-    parse(&text).with_context(|| {
+    summary("fail2ban-regex", log, &output)
+}
+
+/// The `Lines:` counts `tool` printed for `log`.
+fn summary(tool: &str, log: &Path, output: &std::process::Output) -> anyhow::Result<Counts> {
+    parse(&String::from_utf8_lossy(&output.stdout)).with_context(|| {
         format!(
-            "fail2ban-regex {} printed no Lines: summary: {}",
+            "{tool} {} printed no Lines: summary: {}",
             log.display(),
             String::from_utf8_lossy(&output.stderr)
         )
