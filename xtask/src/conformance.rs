@@ -61,11 +61,11 @@ fn test_filter(agent: &Path, (log, filter, dir): (&Path, &Path, &Path), args: &[
     command
 }
 
-/// `work` on every job, two at a time (fail2ban-regex spends most of its time starting
-/// Python), the results in the jobs' order.
+/// `work` on every job (with its index), two at a time (fail2ban-regex spends most of its
+/// time starting Python), the results in the jobs' order.
 fn two_at_a_time<T: Send>(
     jobs: &[Job],
-    work: impl Fn(&Job) -> anyhow::Result<T> + Sync,
+    work: impl Fn(usize, &Job) -> anyhow::Result<T> + Sync,
 ) -> anyhow::Result<Vec<T>> {
     let next = std::sync::atomic::AtomicUsize::new(0);
     let done = std::sync::Mutex::new(Vec::new());
@@ -78,7 +78,7 @@ fn two_at_a_time<T: Send>(
                         let Some(job) = jobs.get(index) else {
                             return Ok(());
                         };
-                        let result = work(job)?;
+                        let result = work(index, job)?;
                         done.lock()
                             .unwrap_or_else(std::sync::PoisonError::into_inner)
                             .push((index, result));

@@ -212,15 +212,17 @@ fn filter_of(args: &Args, zone: &TimeZone) -> anyhow::Result<(Filter, String)> {
             (filter, "--regex".to_owned())
         }
     };
-    Ok((with_zone(filter, zone, !args.no_check_all), description))
+    Ok((as_fail2ban_regex(filter, zone, args), description))
 }
 
-/// A filter of fail2ban's model reads dates in `zone`; `check_all` is fail2ban's
-/// `checkAllRegex` (`--no-check-all` turns it off).
-fn with_zone(mut filter: Filter, zone: &TimeZone, check_all: bool) -> Filter {
+/// A filter of fail2ban's model run as fail2ban-regex runs it: dates without a zone
+/// read in `zone`, every failregex tried (fail2ban's `checkAllRegex`, which
+/// `--no-check-all` turns off), and, for the report's `Lines:`, what fail2ban-regex
+/// counts of each line kept (not for `--json`, which prints no summary).
+fn as_fail2ban_regex(mut filter: Filter, zone: &TimeZone, args: &Args) -> Filter {
     filter.set_zone(zone);
-    filter.set_check_all(check_all);
-    filter.keep_count(true);
+    filter.set_check_all(!args.no_check_all);
+    filter.keep_count(!args.json);
     filter
 }
 
@@ -248,7 +250,7 @@ fn subject(args: &Args) -> anyhow::Result<Subject> {
         };
         let mut jail = jail.clone();
         jail.rules = override_rules(jail.rules);
-        jail.filter = with_zone(jail.filter, &zone, !args.no_check_all);
+        jail.filter = as_fail2ban_regex(jail.filter, &zone, args);
         return Ok(Subject {
             regexes: jail.filter.patterns().to_vec(),
             description: format!("jail {name} (filter {})", jail.filter_origin),

@@ -255,17 +255,6 @@ impl Matcher {
         found.and_then(|f| f.time)
     }
 
-    /// How many of the regexes run on the linear-time engine, of how many.
-    pub fn fast_regexes(&self) -> (usize, usize) {
-        let all = self
-            .prefregex
-            .iter()
-            .chain(&self.failregex)
-            .chain(&self.ignoreregex);
-        let (fast, total) = all.fold((0, 0), |(f, t), p| (f + usize::from(p.is_fast()), t + 1));
-        (fast, total)
-    }
-
     /// Judges `line`, read at `now` or, with `known`, a journal entry of that time: the
     /// first failure that has an address, with the time its line's date gives. What the
     /// line amounted to in fail2ban's terms stays in [`Matcher::hits`].

@@ -64,10 +64,12 @@ impl OnePass {
             return None;
         }
         let dfa = DFA::new(&relaxed).ok()?;
-        let groups = dfa.get_nfa().group_info().clone();
+        let groups = dfa.get_nfa().group_info();
+        let host = groups.to_index(PatternID::ZERO, "host")?;
+        let time = groups.to_index(PatternID::ZERO, "time");
         Some(Self {
-            host: groups.to_index(PatternID::ZERO, "host")?,
-            time: groups.to_index(PatternID::ZERO, "time"),
+            host,
+            time,
             exact: regex::Regex::new(&exact).ok()?,
             dfa,
         })

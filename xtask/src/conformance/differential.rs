@@ -39,8 +39,7 @@ pub(super) fn run_all(
 ) -> anyhow::Result<Vec<Stream>> {
     let dir = scratch.join("differential");
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let streams = super::two_at_a_time(jobs, |job| {
-        let index = jobs.iter().position(|j| j == job).unwrap_or(0);
+    let streams = super::two_at_a_time(jobs, |index, job| {
         let neighbour = &jobs[(index + 1) % jobs.len()].0;
         let own = lines_of(&logs.join(&job.0))?;
         let mut mixed = own.clone();

@@ -24,7 +24,7 @@ pub(super) fn compare_all(
     jobs: &[Job],
     logs: &Path,
 ) -> anyhow::Result<Vec<Compared>> {
-    super::two_at_a_time(jobs, |(name, dir)| {
+    super::two_at_a_time(jobs, |_, (name, dir)| {
         let log = logs.join(name);
         let filter = dir.join("filter.d").join(format!("{name}.conf"));
         Ok((
