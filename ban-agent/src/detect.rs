@@ -77,6 +77,23 @@ impl DetectStats {
     }
 }
 
+/// Where a replayed line's time came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LineTime {
+    /// Read in this format.
+    In(DateFormat),
+    /// The line has none: it was taken as read at the replay's fallback time.
+    Absent,
+    /// Not looked for: a JSON line with none of the failure rules' words, not parsed.
+    NotRead,
+}
+
+impl From<Option<(UnixMs, DateFormat)>> for LineTime {
+    fn from(time: Option<(UnixMs, DateFormat)>) -> Self {
+        time.map_or(Self::Absent, |(_, format)| Self::In(format))
+    }
+}
+
 /// One jail's detection state.
 pub struct Detector {
     filter: Filter,
@@ -224,11 +241,20 @@ impl Detector {
 
     /// Judges a line as if read at the time written in it (`test-filter` replaying a
     /// log); a line without a time is taken as read at `fallback`. Returns the detection and
-    /// the format the time was found in.
-    pub fn replay(&mut self, line: &str, fallback: UnixMs) -> (Detection, Option<DateFormat>) {
+    /// where its time was found.
+    pub fn replay(&mut self, line: &str, fallback: UnixMs) -> (Detection, LineTime) {
         if let Some(time) = self.filter.own_time(line, fallback) {
             let now = time.map_or(fallback, |(at, _)| at);
-            return (self.line(line, now), time.map(|(_, format)| format));
+            return (self.line(line, now), LineTime::from(time));
+        }
+        // A JSON line is parsed once, for its judgement and its time, or not at all.
+        if let Some((outcome, time)) = self.filter.judge_json(line) {
+            let now = time.flatten().unwrap_or(fallback);
+            let detection = self.decide(line, outcome, now, None);
+            let time = time.map_or(LineTime::NotRead, |at| {
+                LineTime::from(at.map(|at| (at, DateFormat::Field)))
+            });
+            return (detection, time);
         }
         // The line is judged once: the time is then read where the failregex that
         // matched put its `time` group, as the daemon reads it, or in the whole line.
@@ -242,14 +268,14 @@ impl Detector {
         let time = self.dates.read(text.unwrap_or(line));
         let now = time.map_or(fallback, |(at, _)| at);
         let detection = self.decide(line, outcome, now, None);
-        (detection, time.map(|(_, format)| format))
+        (detection, LineTime::from(time))
     }
 
     /// Judges a message whose time came with it (a container runtime's), as if read
     /// then.
-    pub fn replay_dated(&mut self, line: &str, time: UnixMs) -> (Detection, Option<DateFormat>) {
+    pub fn replay_dated(&mut self, line: &str, time: UnixMs) -> (Detection, LineTime) {
         let detection = self.detection(line, time, Some(time));
-        (detection, Some(DateFormat::Runtime))
+        (detection, LineTime::In(DateFormat::Runtime))
     }
 
     pub fn stats(&self) -> DetectStats {
@@ -456,7 +482,7 @@ mod tests {
             Detection::Counted { .. }
         ));
         assert_eq!(nginx.last_format(), Some(DateFormat::CommonLog));
-        assert_eq!(nginx.replay(line, 0).1, Some(DateFormat::CommonLog));
+        assert_eq!(nginx.replay(line, 0).1, LineTime::In(DateFormat::CommonLog));
         let mut uvicorn = detector("uvicorn");
         let line = "INFO:     192.0.2.7:1 - \"POST /login?t=[01/Jan/2000:00:00:00%20+0000] HTTP/1.1\" 401 Unauthorized";
         assert!(matches!(uvicorn.line(line, t0), Detection::Counted { .. }));
@@ -468,8 +494,15 @@ mod tests {
             Detection::Counted { .. }
         ));
         assert_eq!(caddy.last_format(), Some(DateFormat::Field));
-        assert_eq!(caddy.replay(line, 0).1, Some(DateFormat::Field));
-        assert!(matches!(caddy.line("{\"ts\":", t0), Detection::Malformed));
+        assert_eq!(caddy.replay(line, 0).1, LineTime::In(DateFormat::Field));
+        let cut = &line[..line.len() - 1];
+        assert!(matches!(caddy.line(cut, t0), Detection::Malformed));
         assert_eq!(caddy.stats().malformed, 1);
+        // A line with no failure rule's words is not parsed, and its time not read.
+        let success = line.replace("401", "200");
+        assert_eq!(
+            caddy.replay(&success, 0),
+            (Detection::Missed, LineTime::NotRead)
+        );
     }
 }

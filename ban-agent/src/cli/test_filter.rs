@@ -18,7 +18,7 @@ use jiff::tz::TimeZone;
 use crate::{
     config::{self, Config},
     datapath::show,
-    detect::{DetectStats, Detection, Detector},
+    detect::{DetectStats, Detection, Detector, LineTime},
     filter::{self, Filter, FilterSpec, LineCount, LineKind, date::DateFormat},
     ignore::{self, IgnoreList, Spared},
     tail::{
@@ -288,6 +288,8 @@ struct Report {
     hits: Vec<u64>,
     formats: BTreeMap<DateFormat, u64>,
     no_time: u64,
+    /// JSON lines not parsed (none of the failure rules' words in them).
+    not_read: u64,
     targets: HashMap<IpNet, AddressTally>,
     banned: u64,
     missed: Option<(usize, Vec<String>)>,
@@ -352,6 +354,7 @@ impl Report {
             detector,
             formats: BTreeMap::new(),
             no_time: 0,
+            not_read: 0,
             targets: HashMap::new(),
             banned: 0,
             missed: max_missed.map(|max| (max, Vec::new())),
@@ -378,8 +381,9 @@ impl Report {
             .unwrap_or_else(|| count_of(&detection));
         self.lines.add(count);
         match format {
-            Some(format) => *self.formats.entry(format).or_default() += 1,
-            None => self.no_time += 1,
+            LineTime::In(format) => *self.formats.entry(format).or_default() += 1,
+            LineTime::Absent => self.no_time += 1,
+            LineTime::NotRead => self.not_read += 1,
         }
         let (target, regex, spared, banned) = match detection {
             Detection::Missed | Detection::Malformed => {
@@ -453,6 +457,13 @@ impl Report {
             "  {:>10}  without a time (taken as read now)",
             self.no_time
         );
+        if self.not_read > 0 {
+            let _ = writeln!(
+                out,
+                "  {:>10}  not read: JSON lines without the words a failure rule needs, not parsed",
+                self.not_read
+            );
+        }
         self.render_targets(&mut out, top);
         if let Some((_, lines)) = &self.missed {
             let _ = writeln!(out, "\nMissed lines:");

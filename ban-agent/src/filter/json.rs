@@ -10,10 +10,20 @@
 //! status = 401
 //! "request.uri" = '^%(login_path)s(?:\?.*)?$'          # a string is a regex
 //! ```
+//!
+//! Most lines of an access log are not failures, and parsing a line is most of what it
+//! costs. So each failure rule also gives the words a failure line must hold (a gate): the
+//! digits of an integer it equals, and for a regex, the longest run of letters, digits and
+//! `-_.:` in each literal every match starts with (`login` of `^/login`). A line with
+//! none of a rule's words for one of its conditions cannot meet that rule, and a line no
+//! rule can meet is not parsed. Those characters are the ones JSON writers never escape
+//! (`/` may be written `\/`, and Go's encoder writes `<>&` as `\u003c`...), so a failure
+//! is never skipped for how its line was escaped.
 
 use std::collections::BTreeMap;
 
 use ipnet::IpNet;
+use memchr::memmem;
 use regex::Regex;
 use serde_json::Value;
 
@@ -76,6 +86,19 @@ struct Rule {
     conditions: Vec<(Slot, Test)>,
 }
 
+/// The words a line must hold to meet one failure rule: for each condition that gives
+/// some, one of them.
+#[derive(Clone, Debug)]
+struct Words(Vec<Vec<memmem::Finder<'static>>>);
+
+impl Words {
+    fn in_line(&self, line: &[u8]) -> bool {
+        self.0
+            .iter()
+            .all(|any| any.iter().any(|word| word.find(line).is_some()))
+    }
+}
+
 /// The compiled `[json]` rules of a filter.
 #[derive(Clone, Debug)]
 pub struct JsonRules {
@@ -85,18 +108,26 @@ pub struct JsonRules {
     time: Option<Slot>,
     failure: Vec<Rule>,
     ignore: Vec<Rule>,
+    /// Per failure rule, the words its lines hold; `None` when a rule gives none (every
+    /// line is then parsed).
+    gate: Option<Vec<Words>>,
     /// Each failure rule in words, for reports.
     described: Vec<String>,
 }
 
-/// What a JSON line amounts to.
+/// What a JSON line amounts to; `time` is its time field, when it has one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum JsonOutcome {
+    /// Not parsed: no failure rule's words are in it, so it cannot be a failure.
+    Skipped,
     /// Not a JSON object.
     Malformed,
-    Missed,
+    Missed {
+        time: Option<i64>,
+    },
     Ignored {
         rule: usize,
+        time: Option<i64>,
     },
     Failure {
         target: IpNet,
@@ -174,6 +205,11 @@ impl JsonRules {
         };
         let failure = rules("failure", &spec.failure)?;
         let ignore = rules("ignore", &spec.ignore)?;
+        let gate = spec
+            .failure
+            .iter()
+            .map(|rule| rule_words(rule, options))
+            .collect();
         let described = spec
             .failure
             .iter()
@@ -185,6 +221,7 @@ impl JsonRules {
             picker,
             failure,
             ignore,
+            gate,
             described,
         })
     }
@@ -196,11 +233,17 @@ impl JsonRules {
 
     /// Judges a line that starts with `{`.
     pub fn check(&self, line: &str) -> JsonOutcome {
+        if let Some(gate) = &self.gate
+            && !gate.iter().any(|words| words.in_line(line.as_bytes()))
+        {
+            return JsonOutcome::Skipped;
+        }
         let Ok(value) = self.picker.pick(line) else {
             return JsonOutcome::Malformed;
         };
+        let time = self.time_of(&value);
         let Some(rule) = self.failure.iter().position(|rule| rule.holds(&value)) else {
-            return JsonOutcome::Missed;
+            return JsonOutcome::Missed { time };
         };
         let host = self
             .host
@@ -209,21 +252,12 @@ impl JsonRules {
         let Some(target) =
             host.and_then(|text| super::address::target(text.trim(), Tag::Addr, None))
         else {
-            return JsonOutcome::Missed;
+            return JsonOutcome::Missed { time };
         };
         if self.ignore.iter().any(|rule| rule.holds(&value)) {
-            return JsonOutcome::Ignored { rule };
+            return JsonOutcome::Ignored { rule, time };
         }
-        JsonOutcome::Failure {
-            target,
-            rule,
-            time: self.time_of(&value),
-        }
-    }
-
-    /// The time field of a line, in milliseconds since the epoch.
-    pub fn time(&self, line: &str) -> Option<i64> {
-        self.time_of(&self.picker.pick(line).ok()?)
+        JsonOutcome::Failure { target, rule, time }
     }
 
     fn time_of(&self, value: &[Option<Value>]) -> Option<i64> {
@@ -244,6 +278,55 @@ impl JsonRules {
 fn seconds_to_ms(seconds: f64) -> Option<i64> {
     // Beyond ±10^11 s (year 5138) is no log's time.
     (seconds.is_finite() && seconds.abs() < 1e11).then(|| (seconds * 1000.0).round() as i64)
+}
+
+/// The words a line that meets `rule` holds (see the module's documentation); `None` when
+/// no condition gives any.
+fn rule_words(
+    rule: &BTreeMap<String, Condition>,
+    options: &BTreeMap<String, String>,
+) -> Option<Words> {
+    let words: Vec<Vec<memmem::Finder<'static>>> = rule
+        .values()
+        .filter_map(|condition| match condition {
+            // A number is written in digits; a text of one may add a sign or zeros.
+            Condition::Equals(n) => Some(vec![n.unsigned_abs().to_string()]),
+            Condition::Matches(text) => regex_words(&options::substitute(text, options).ok()?),
+        })
+        .map(|any| {
+            any.iter()
+                .map(|word| memmem::Finder::new(word.as_bytes()).into_owned())
+                .collect()
+        })
+        .collect();
+    (!words.is_empty()).then_some(Words(words))
+}
+
+/// For a regex over a field's text: per literal that every match starts with, its
+/// longest run of characters no JSON writer escapes; `None` when there are no such
+/// literals or a run would be shorter than 3 bytes.
+fn regex_words(pattern: &str) -> Option<Vec<String>> {
+    use regex_syntax::hir::literal::{ExtractKind, Extractor};
+    let hir = regex_syntax::parse(pattern).ok()?;
+    let mut extractor = Extractor::new();
+    extractor.kind(ExtractKind::Prefix).limit_class(2);
+    let seq = extractor.extract(&hir);
+    let literals = seq.literals()?;
+    let plain = |b: &u8| b.is_ascii_alphanumeric() || b"-_.:".contains(b);
+    let mut words: Vec<String> = literals
+        .iter()
+        .map(|literal| {
+            literal
+                .as_bytes()
+                .split(|b| !plain(b))
+                .max_by_key(|run| run.len())
+                .map(|run| String::from_utf8_lossy(run).into_owned())
+                .unwrap_or_default()
+        })
+        .collect();
+    words.sort_unstable();
+    words.dedup();
+    (!words.is_empty() && words.iter().all(|word| word.len() >= 3)).then_some(words)
 }
 
 fn compile_rule(
@@ -355,6 +438,12 @@ mod tests {
                 time: Some(1_795_521_600_500),
             }
         );
+        let success = line.replace("401", "200");
+        assert_eq!(
+            rules.check(&success),
+            JsonOutcome::Skipped,
+            "without 401 the line cannot be a failure: not parsed"
+        );
         let fallback =
             r#"{"request":{"remote_ip":"::ffff:192.0.2.1","uri":"/login"},"status":"401"}"#;
         assert!(matches!(
@@ -366,16 +455,69 @@ mod tests {
     #[test]
     fn other_lines_miss_are_ignored_or_are_malformed() {
         let rules = rules(SPEC);
-        let ok = r#"{"request":{"client_ip":"192.0.2.1","uri":"/login"},"status":200}"#;
-        assert_eq!(rules.check(ok), JsonOutcome::Missed);
+        let missed = JsonOutcome::Missed { time: None };
+        let ok = r#"{"request":{"client_ip":"192.0.2.1","uri":"/login"},"status":200,"n":401}"#;
+        assert_eq!(rules.check(ok), missed);
         let other_path = r#"{"request":{"client_ip":"192.0.2.1","uri":"/loginx"},"status":401}"#;
-        assert_eq!(rules.check(other_path), JsonOutcome::Missed);
+        assert_eq!(rules.check(other_path), missed);
         let no_address = r#"{"request":{"client_ip":"example.com","uri":"/login"},"status":401}"#;
-        assert_eq!(rules.check(no_address), JsonOutcome::Missed);
-        let internal = r#"{"request":{"client_ip":"192.0.2.1","uri":"/login","host":"internal.x"},"status":401}"#;
-        assert_eq!(rules.check(internal), JsonOutcome::Ignored { rule: 0 });
-        assert_eq!(rules.check(r#"{"status":401"#), JsonOutcome::Malformed);
-        assert_eq!(rules.check("[1, 2]"), JsonOutcome::Malformed);
+        assert_eq!(rules.check(no_address), missed);
+        let internal = r#"{"ts":"2026-11-24T12:00:00Z","request":{"client_ip":"192.0.2.1","uri":"/login","host":"internal.x"},"status":401}"#;
+        assert_eq!(
+            rules.check(internal),
+            JsonOutcome::Ignored {
+                rule: 0,
+                time: Some(1_795_521_600_000)
+            }
+        );
+        assert_eq!(
+            rules.check(r#"{"status":401,"uri":"/login""#),
+            JsonOutcome::Malformed
+        );
+        assert_eq!(rules.check("[401, \"/login\"]"), JsonOutcome::Malformed);
+        assert_eq!(
+            rules.check(r#"{"status":401"#),
+            JsonOutcome::Skipped,
+            "no `login`: whatever it is, not a failure"
+        );
+    }
+
+    /// The gate looks for words JSON writers never escape: a failure written with `/` as
+    /// `\/` or `\u002f`, or with its status as a text, is still found.
+    #[test]
+    fn no_failure_is_skipped_for_how_its_line_is_escaped() {
+        let rules = rules(SPEC);
+        for line in [
+            r#"{"request":{"client_ip":"192.0.2.1","uri":"\/login"},"status":401}"#,
+            r#"{"request":{"client_ip":"192.0.2.1","uri":"\u002flogin"},"status":401}"#,
+            r#"{"request":{"client_ip":"192.0.2.1","uri":"/login"},"status":"0401"}"#,
+        ] {
+            assert!(
+                matches!(rules.check(line), JsonOutcome::Failure { .. }),
+                "{line}"
+            );
+        }
+        assert_eq!(
+            regex_words(r"^(?:/login|/api/v1/sign-in)(?:\?.*)?$"),
+            Some(vec!["login".to_owned(), "sign-in".to_owned()])
+        );
+        assert_eq!(regex_words(r"^/a/b"), None, "too short to look for");
+        assert_eq!(regex_words(r"\d+"), None, "no literal");
+        let any_path: JsonSpec = toml::from_str(
+            r#"
+            host = "ip"
+            [[failure]]
+            uri = '.*'
+            [[failure]]
+            status = 401
+        "#,
+        )
+        .expect("spec parses");
+        let rules = JsonRules::compile(&any_path, &BTreeMap::new()).expect("compiles");
+        assert!(
+            rules.gate.is_none(),
+            "a rule without words: every line is parsed"
+        );
     }
 
     #[test]

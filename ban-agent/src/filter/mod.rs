@@ -342,18 +342,16 @@ impl Filter {
     }
 
     /// The time of `line` as the filter itself reads it, without judging the line:
-    /// `Some` for a filter of fail2ban's model (its templates; `Some(None)`: no date) and
-    /// for a JSON line with a time field; `None` when the jail's date reader is to read it.
+    /// `Some` for a filter of fail2ban's model (its templates; `Some(None)`: no date);
+    /// `None` when the jail's date reader is to read it (a JSON line's time comes with
+    /// its judgement, [`Filter::judge_json`]).
     pub fn own_time(&mut self, line: &str, fallback: i64) -> Option<Option<(i64, DateFormat)>> {
-        if let Some(model) = &mut self.model {
-            return Some(
-                model
-                    .date_of(line, fallback)
-                    .map(|at| (at, DateFormat::Template)),
-            );
-        }
-        self.reads_json(line)
-            .then(|| self.json_time(line).map(|at| (at, DateFormat::Field)))
+        let model = self.model.as_mut()?;
+        Some(
+            model
+                .date_of(line, fallback)
+                .map(|at| (at, DateFormat::Template)),
+        )
     }
 
     /// The failregexes with their options in place, then the JSON rules in words.
@@ -375,10 +373,33 @@ impl Filter {
         self.json.is_some() && line.trim_start().starts_with('{')
     }
 
-    /// The time field of a JSON line, when the filter reads JSON and has one.
-    pub fn json_time(&self, line: &str) -> Option<i64> {
+    /// For a line the filter's JSON rules judge (it starts with `{`): the outcome, and the
+    /// line's time field as read (`None`: the line was not parsed, as no failure rule's
+    /// words are in it; `Some(None)`: it has none).
+    pub fn judge_json(&self, line: &str) -> Option<(Outcome, Option<Option<i64>>)> {
         let json = self.json.as_ref().filter(|_| self.reads_json(line))?;
-        json.time(line)
+        let rule = |rule: usize| self.regexes.len() + rule;
+        Some(match json.check(line) {
+            JsonOutcome::Skipped => (Outcome::Missed, None),
+            JsonOutcome::Malformed => (Outcome::Malformed, None),
+            JsonOutcome::Missed { time } => (Outcome::Missed, Some(time)),
+            JsonOutcome::Ignored { rule: r, time } => {
+                (Outcome::Ignored { regex: rule(r) }, Some(time))
+            }
+            JsonOutcome::Failure {
+                target,
+                rule: r,
+                time,
+            } => (
+                Outcome::Dated {
+                    target,
+                    regex: rule(r),
+                    time,
+                    format: DateFormat::Field,
+                },
+                Some(time),
+            ),
+        })
     }
 
     /// Judges one line (without its line terminator) by the filter's own rules alone; a
@@ -411,23 +432,8 @@ impl Filter {
 
     /// [`Filter::check`] with reused capture room (made by this filter's `scratch`).
     pub fn check_with(&self, scratch: &mut Scratch, line: &str) -> Outcome {
-        if let Some(json) = self.json.as_ref().filter(|_| self.reads_json(line)) {
-            let rule = |rule: usize| self.regexes.len() + rule;
-            return match json.check(line) {
-                JsonOutcome::Malformed => Outcome::Malformed,
-                JsonOutcome::Missed => Outcome::Missed,
-                JsonOutcome::Ignored { rule: r } => Outcome::Ignored { regex: rule(r) },
-                JsonOutcome::Failure {
-                    target,
-                    rule: r,
-                    time,
-                } => Outcome::Dated {
-                    target,
-                    regex: rule(r),
-                    time,
-                    format: DateFormat::Field,
-                },
-            };
+        if let Some((outcome, _)) = self.judge_json(line) {
+            return outcome;
         }
         if self.regexes.is_empty() {
             return Outcome::Missed;
