@@ -2,15 +2,17 @@
 //! cannot match any of them, before a regex engine looks at the line.
 //!
 //! Each failregex is a concatenation; every match of it contains a match of each part, and
-//! so one of the literals a part must start with (regex-syntax's literal extractor tells
-//! which). Per regex we keep one such set of literals, and the prefilter passes a line
-//! that contains any literal of any regex's set. A regex with no usable set disables the
-//! prefilter, since it could match a line with none of the literals.
+//! so one of the literals a part must start with, and one of those the regex up to the end
+//! of a part must end with (regex-syntax's literal extractor tells which). Per regex we
+//! keep one such set of literals, and the prefilter passes a line that contains any
+//! literal of any regex's set. A regex with no usable set disables the prefilter, since it
+//! could match a line with none of the literals.
 //!
-//! Which part to take is a heuristic: log lines repeat a fixed prefix (time, logger name,
-//! level) and carry what tells a failure from a success later on, so the rightmost part
-//! with literals of at least [`MIN_LITERAL`] bytes is taken. A poor choice costs speed,
-//! never correctness: the regexes still decide.
+//! Which set to take is a heuristic: log lines repeat a fixed prefix (time, logger name,
+//! level) and carry what tells a failure from a success later on, so the rightmost set
+//! with literals of at least [`MIN_LITERAL`] bytes is taken: the end of a part (` 401"`
+//! after an alternation of paths) is right of its start (the paths). A poor choice costs
+//! speed, never correctness: the regexes still decide.
 
 use regex_syntax::hir::{
     Hir, HirKind,
@@ -55,32 +57,47 @@ impl Prefilter {
     }
 }
 
-/// The literals that every match of `hir` contains one of, taken at the rightmost part of
-/// its concatenation where the literals that start the rest of it are all at least
-/// [`MIN_LITERAL`] bytes long.
+/// The literals that every match of `hir` contains one of, taken at the rightmost place in
+/// its concatenation where they are all at least [`MIN_LITERAL`] bytes long: the end of
+/// a part (the literals the regex up to it ends with) or the start of one (those the rest
+/// starts with).
 fn required_literals(hir: &Hir) -> Option<Vec<Vec<u8>>> {
-    part_literals(hir).pop()
+    let parts = concatenation(hir);
+    let mut extractor = Extractor::new();
+    extractor.kind(ExtractKind::Suffix).limit_class(2);
+    let starts = part_literals(hir);
+    (0..parts.len()).rev().find_map(|end| {
+        long_literals(&extractor.extract(&Hir::concat(parts[..=end].to_vec())))
+            .or_else(|| starts.get(end).cloned().flatten())
+    })
+}
+
+/// The parts of `hir`'s concatenation (itself, when it is not one).
+fn concatenation(hir: &Hir) -> &[Hir] {
+    match hir.kind() {
+        HirKind::Concat(parts) => parts.as_slice(),
+        _ => std::slice::from_ref(hir),
+    }
+}
+
+/// The literals of `seq`, when it has some and all are at least [`MIN_LITERAL`] bytes.
+fn long_literals(seq: &regex_syntax::hir::literal::Seq) -> Option<Vec<Vec<u8>>> {
+    let literals = seq.literals()?;
+    let long_enough =
+        !literals.is_empty() && literals.iter().all(|l| l.as_bytes().len() >= MIN_LITERAL);
+    long_enough.then(|| literals.iter().map(|l| l.as_bytes().to_vec()).collect())
 }
 
 /// For each part of `hir`'s concatenation, left to right, the literals that start the
 /// rest of it, when there are some and all are at least [`MIN_LITERAL`] bytes long.
-fn part_literals(hir: &Hir) -> Vec<Vec<Vec<u8>>> {
-    let parts = match hir.kind() {
-        HirKind::Concat(parts) => parts.as_slice(),
-        _ => std::slice::from_ref(hir),
-    };
+fn part_literals(hir: &Hir) -> Vec<Option<Vec<Vec<u8>>>> {
+    let parts = concatenation(hir);
     let mut extractor = Extractor::new();
     // Expand the case pairs of `(?i)`, not classes such as `\d`, whose ten literals
     // (" - 0" ... " - 9") would look selective and reject nothing.
     extractor.kind(ExtractKind::Prefix).limit_class(2);
     (0..parts.len())
-        .filter_map(|start| {
-            let seq = extractor.extract(&Hir::concat(parts[start..].to_vec()));
-            let literals = seq.literals()?;
-            let long_enough =
-                !literals.is_empty() && literals.iter().all(|l| l.as_bytes().len() >= MIN_LITERAL);
-            long_enough.then(|| literals.iter().map(|l| l.as_bytes().to_vec()).collect())
-        })
+        .map(|start| long_literals(&extractor.extract(&Hir::concat(parts[start..].to_vec()))))
         .collect()
 }
 
@@ -142,7 +159,11 @@ pub struct Candidates(Option<regex::bytes::SetMatches>);
 /// leftmost part.
 fn selective_literals(hir: &Hir) -> Option<Vec<Vec<u8>>> {
     let shortest = |set: &Vec<Vec<u8>>| set.iter().map(Vec::len).min().unwrap_or(0);
-    part_literals(hir).into_iter().rev().max_by_key(shortest)
+    part_literals(hir)
+        .into_iter()
+        .flatten()
+        .rev()
+        .max_by_key(shortest)
 }
 
 /// A byte string as a regex that matches exactly it (bytes outside ASCII as `\xNN`).
