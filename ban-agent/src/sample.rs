@@ -1,6 +1,8 @@
-//! Generates FastAPI auth logs as the app writes them, for the detection benchmark, the
-//! `test-filter` tests and demos: the mix of requests is fixed by a seed, and the numbers
-//! that matter (lines, failure lines, clients) are returned so they can be checked.
+//! Generates FastAPI auth logs as the app writes them, or as what serves it writes its
+//! access log (uvicorn, gunicorn, nginx, Caddy, Traefik: one [`Format`] per built-in
+//! filter), for the detection benchmarks, the `test-filter` tests and demos: the mix of
+//! requests is fixed by a seed, and the numbers that matter (lines, failure lines,
+//! clients) are returned so they can be checked.
 
 use std::io::{self, Write};
 
@@ -24,6 +26,54 @@ pub struct SampleSpec {
     pub end: UnixMs,
     pub spacing_ms: i64,
     pub seed: u64,
+    /// Who writes the log, and so its lines' format.
+    pub format: Format,
+}
+
+/// The format of a generated log's lines: the writer's, as the built-in filter of the
+/// same name reads it ([`Format::builtin`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Format {
+    /// The seed app's middleware through Python's logging:
+    /// `2026-11-24 12:00:00,001 - fastapi-auth - INFO - 203.0.113.7 - "POST /login" 401 - 0.0087s`
+    #[default]
+    FastApi,
+    /// uvicorn's access log (no time): `INFO:     203.0.113.7:51234 - "POST /login HTTP/1.1" 401 Unauthorized`
+    Uvicorn,
+    /// gunicorn's default `access_log_format`:
+    /// `203.0.113.7 - - [24/Nov/2026:12:00:00 +0000] "POST /login HTTP/1.1" 401 31 "-" "curl/8.5.0"`
+    Gunicorn,
+    /// nginx's `combined` format (the same fields as gunicorn's, a user agent of a browser's length).
+    Nginx,
+    /// Caddy's JSON access log, one object per line.
+    Caddy,
+    /// Traefik's `common` access log: combined, then the request count, router, backend
+    /// and duration.
+    Traefik,
+}
+
+impl Format {
+    /// Every format, in the order of the built-in filters.
+    pub const ALL: [Self; 6] = [
+        Self::FastApi,
+        Self::Uvicorn,
+        Self::Gunicorn,
+        Self::Nginx,
+        Self::Caddy,
+        Self::Traefik,
+    ];
+
+    /// The built-in filter that reads this format (`filter = "NAME"`).
+    pub fn builtin(self) -> &'static str {
+        match self {
+            Self::FastApi => "fastapi-auth",
+            Self::Uvicorn => "uvicorn",
+            Self::Gunicorn => "gunicorn",
+            Self::Nginx => "nginx",
+            Self::Caddy => "caddy",
+            Self::Traefik => "traefik",
+        }
+    }
 }
 
 impl SampleSpec {
@@ -38,6 +88,7 @@ impl SampleSpec {
             end,
             spacing_ms: 1,
             seed: 0x00ba_da55,
+            format: Format::FastApi,
         }
     }
 
@@ -54,6 +105,7 @@ impl SampleSpec {
             end,
             spacing_ms: 1,
             seed: 0x0b07_0e75,
+            format: Format::FastApi,
         }
     }
 }
@@ -119,7 +171,7 @@ pub fn write_log(
             micros: rng.below(90_000),
         };
         line.clear();
-        request.format(zone, &mut line);
+        request.write(spec.format, zone, &mut line);
         out.write_all(line.as_bytes())?;
         summary.lines += 1;
         summary.failures += u64::from(failure);
@@ -142,18 +194,83 @@ struct LoggedRequest {
 }
 
 impl LoggedRequest {
-    /// The line the app writes for it, with its `\n`.
-    fn format(&self, zone: &TimeZone, line: &mut String) {
+    /// The line `format`'s writer writes for it, with its `\n`.
+    fn write(&self, format: Format, zone: &TimeZone, line: &mut String) {
         use std::fmt::Write as _;
         let time = Timestamp::from_millisecond(self.at)
             .unwrap_or(Timestamp::UNIX_EPOCH)
             .to_zoned(zone.clone());
-        let civil = time.datetime();
-        let _ = write!(
-            line,
-            "{} - fastapi-auth - INFO - ",
-            civil.strftime("%Y-%m-%d %H:%M:%S,%3f")
-        );
+        // An ephemeral port, always five digits (so that uvicorn's `ADDRESS:PORT` of an
+        // IPv6 client ends in a group no address has).
+        let port = 32_768 + self.micros % 28_000;
+        let (method, path, status) = (self.method, self.path, self.status);
+        let bytes = 20 + self.micros % 60;
+        let _ = match format {
+            Format::FastApi => {
+                let _ = write!(
+                    line,
+                    "{} - fastapi-auth - INFO - ",
+                    time.strftime("%Y-%m-%d %H:%M:%S,%3f")
+                );
+                self.address(line);
+                writeln!(
+                    line,
+                    " - \"{method} {path}\" {status} - 0.{:04}s",
+                    self.micros % 10_000
+                )
+            }
+            Format::Uvicorn => {
+                line.push_str("INFO:     ");
+                self.address(line);
+                writeln!(
+                    line,
+                    ":{port} - \"{method} {path} HTTP/1.1\" {status} {}",
+                    reason(status)
+                )
+            }
+            Format::Gunicorn | Format::Nginx | Format::Traefik => {
+                self.address(line);
+                let _ = write!(
+                    line,
+                    " - - [{}] \"{method} {path} HTTP/1.1\" {status} {bytes} \"-\" ",
+                    time.strftime("%d/%b/%Y:%H:%M:%S %z")
+                );
+                match format {
+                    Format::Gunicorn => writeln!(line, "\"python-httpx/0.27.0\""),
+                    Format::Traefik => writeln!(
+                        line,
+                        "\"curl/8.5.0\" {} \"login@docker\" \"http://198.51.100.10:8000\" {}ms",
+                        self.client % 100_000 + 1,
+                        self.micros / 1_000
+                    ),
+                    _ => writeln!(
+                        line,
+                        "\"Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0\""
+                    ),
+                }
+            }
+            Format::Caddy => {
+                let _ = write!(
+                    line,
+                    r#"{{"level":"info","ts":{}.{:03},"logger":"http.log.access.log0","msg":"handled request","request":{{"remote_ip":""#,
+                    self.at.div_euclid(1_000),
+                    self.at.rem_euclid(1_000)
+                );
+                self.address(line);
+                let _ = write!(line, r#"","remote_port":"{port}","client_ip":""#);
+                self.address(line);
+                writeln!(
+                    line,
+                    r#"","proto":"HTTP/1.1","method":"{method}","host":"example.com","uri":"{path}","headers":{{"User-Agent":["curl/8.5.0"],"Accept":["*/*"]}}}},"bytes_read":0,"user_id":"","duration":0.{:06},"size":{bytes},"status":{status},"resp_headers":{{"Server":["Caddy"],"Content-Type":["application/json"]}}}}"#,
+                    self.micros
+                )
+            }
+        };
+    }
+
+    /// The client's address, as every format writes it (IPv6 without brackets).
+    fn address(&self, line: &mut String) {
+        use std::fmt::Write as _;
         if self.ipv6 {
             let _ = write!(
                 line,
@@ -171,14 +288,19 @@ impl LoggedRequest {
                 self.client & 0xff
             );
         }
-        let _ = writeln!(
-            line,
-            " - \"{} {}\" {} - 0.{:04}s",
-            self.method,
-            self.path,
-            self.status,
-            self.micros % 10_000
-        );
+    }
+}
+
+/// The reason phrase uvicorn writes after a status.
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        201 => "Created",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        409 => "Conflict",
+        422 => "Unprocessable Entity",
+        _ => "",
     }
 }
 
@@ -227,6 +349,45 @@ mod tests {
         }
         assert_eq!(detector.stats().failures(), summary.failures);
         assert!(detector.stats().bans > 0, "the attackers get banned");
+    }
+
+    /// Each format's log, read by the built-in filter of its name, gives exactly the
+    /// failures written: the generator writes what the filters' annotated samples hold.
+    #[test]
+    fn each_built_in_filter_finds_exactly_the_failures_written_in_its_format() {
+        for format in Format::ALL {
+            let spec = SampleSpec {
+                lines: 5_000,
+                clients: 1_000,
+                attackers: 20,
+                format,
+                ..SampleSpec::benchmark(1_795_521_600_000)
+            };
+            let mut log = Vec::new();
+            let summary = write_log(&spec, &TimeZone::UTC, &mut log).expect("write");
+            assert!(summary.ipv6_lines > 0, "{format:?}");
+            let text = crate::filter::builtin(format.builtin()).expect("built in");
+            let filter_spec: crate::filter::FilterSpec = toml::from_str(text).expect("parses");
+            let filter = crate::filter::Filter::compile(&filter_spec).expect("compiles");
+            let mut detector = detect::Detector::new(
+                filter,
+                crate::filter::date::DateReader::with_pattern(
+                    crate::filter::date::DatePattern::Auto,
+                    TimeZone::UTC,
+                ),
+                crate::ignore::IgnoreList::default(),
+                Rules::default(),
+            );
+            let text = String::from_utf8(log).expect("utf-8");
+            for line in text.lines() {
+                detector.line(line, spec.end);
+            }
+            assert_eq!(detector.stats().failures(), summary.failures, "{format:?}");
+            assert!(
+                detector.stats().bans > 0,
+                "{format:?}: the attackers get banned"
+            );
+        }
     }
 
     #[test]

@@ -49,6 +49,20 @@ pub fn throughput(ws: &Workspace) -> anyhow::Result<()> {
     run(&mut cmd)
 }
 
+/// Each built-in filter on a log of its format, against fail2ban-regex with the
+/// equivalent filter.
+pub fn filters(ws: &Workspace) -> anyhow::Result<()> {
+    let mut cmd = cargo_bench(ws, "filters", false)?;
+    match fail2ban(ws) {
+        Ok(peer) => {
+            cmd.env("BAN_AGENT_FAIL2BAN_REGEX", &peer.regex)
+                .env("BAN_AGENT_FAIL2BAN_PYTHONPATH", &peer.pythonpath);
+        }
+        Err(error) => eprintln!("bench filters: no fail2ban-regex to compare with: {error:#}"),
+    }
+    run(&mut cmd)
+}
+
 /// The version of fail2ban-rs measured (the benchmark checks its `--version`).
 const FAIL2BAN_RS_VERSION: &str = "1.5.4";
 
