@@ -341,24 +341,27 @@ fn compile_rule(
     }
     let mut conditions = Vec::with_capacity(rule.len());
     for (field, condition) in rule {
-        let test = match condition {
-            Condition::Equals(n) => Test::Equals(*n),
-            Condition::Matches(text) => {
-                let pattern =
-                    options::substitute(text, options).map_err(|source| JsonError::Option {
-                        kind,
-                        index,
-                        field: field.clone(),
-                        source,
-                    })?;
-                Test::Matches(Regex::new(&pattern).map_err(|e| JsonError::Regex {
-                    kind,
-                    index,
-                    field: field.clone(),
-                    message: e.to_string(),
-                })?)
-            }
-        };
+        let test =
+            match condition {
+                Condition::Equals(n) => Test::Equals(*n),
+                Condition::Matches(text) => {
+                    let pattern =
+                        options::substitute(text, options).map_err(|source| JsonError::Option {
+                            kind,
+                            index,
+                            field: field.clone(),
+                            source,
+                        })?;
+                    Test::Matches(Regex::new(&super::ascii::perl_classes(&pattern)).map_err(
+                        |e| JsonError::Regex {
+                            kind,
+                            index,
+                            field: field.clone(),
+                            message: e.to_string(),
+                        },
+                    )?)
+                }
+            };
         conditions.push((picker.want(field), test));
     }
     Ok(Rule { conditions })

@@ -7,6 +7,7 @@
 //! `&str` in, [`Outcome`] out.
 
 pub mod address;
+mod ascii;
 pub mod date;
 pub mod json;
 pub mod multiline;
@@ -197,7 +198,8 @@ impl Filter {
         let mut expanded = Vec::with_capacity(failregex.len());
         let mut regexes = Vec::with_capacity(failregex.len());
         for (index, regex) in failregex.iter().enumerate() {
-            let (pattern, tag) = tags::expand(regex).map_err(|problem| FilterError::Tag {
+            let ascii = ascii::perl_classes(regex);
+            let (pattern, tag) = tags::expand(&ascii).map_err(|problem| FilterError::Tag {
                 index,
                 regex: regex.clone(),
                 problem,
@@ -216,7 +218,7 @@ impl Filter {
                 tag,
                 host_group,
                 time_group,
-                one_pass: onepass::OnePass::new(regex),
+                one_pass: onepass::OnePass::new(&ascii),
             });
             expanded.push(pattern);
         }
@@ -235,11 +237,13 @@ impl Filter {
         let ignore = if ignoreregex.is_empty() {
             None
         } else {
+            let ascii: Vec<String> = ignoreregex.iter().map(|r| ascii::perl_classes(r)).collect();
             for (index, regex) in ignoreregex.iter().enumerate() {
-                Regex::new(regex).map_err(|e| regex_error("ignoreregex", index, regex, &e))?;
+                Regex::new(&ascii[index])
+                    .map_err(|e| regex_error("ignoreregex", index, regex, &e))?;
             }
             Some(
-                RegexSet::new(&ignoreregex)
+                RegexSet::new(&ascii)
                     .map_err(|e| regex_error("ignoreregex", 0, &ignoreregex[0], &e))?,
             )
         };
