@@ -77,6 +77,93 @@ impl DetectStats {
     }
 }
 
+/// A line judged by a filter that keeps no state between lines, with its time read:
+/// everything of [`Detector::replay`] but the detector's own state, which
+/// [`Detector::settle`] then applies in the log's order.
+#[derive(Clone, Copy, Debug)]
+pub struct Judged {
+    outcome: Outcome,
+    /// The time the line is judged at: its own, else the replay's fallback.
+    now: UnixMs,
+    /// The time that came with the message (a container runtime's).
+    known: Option<UnixMs>,
+    /// The time read in the line, when it was looked for.
+    read: Option<Option<(UnixMs, DateFormat)>>,
+    line_time: LineTime,
+}
+
+/// Judges lines for a [`Detector`] on another thread (`test-filter` replaying a file on
+/// two cores): the detector's filter, capture room and date reader, cloned.
+#[derive(Clone, Debug)]
+pub struct Judge {
+    filter: Filter,
+    scratch: Scratch,
+    dates: DateReader,
+}
+
+impl Judge {
+    /// Judges `line`; `known` is the time that came with it (a container runtime's), and
+    /// a line with none of its own counts at `fallback`.
+    pub fn judge(&mut self, line: &str, known: Option<UnixMs>, fallback: UnixMs) -> Judged {
+        judge_line(
+            &self.filter,
+            &mut self.scratch,
+            &mut self.dates,
+            line,
+            known,
+            fallback,
+        )
+    }
+}
+
+/// The stateless half of a replay: the filter's outcome for `line`, and its time, read
+/// once: where the failregex that matched put its `time` group, as the daemon reads it,
+/// or in the whole line; a JSON line's from its field, if it was parsed at all.
+fn judge_line(
+    filter: &Filter,
+    scratch: &mut Scratch,
+    dates: &mut DateReader,
+    line: &str,
+    known: Option<UnixMs>,
+    fallback: UnixMs,
+) -> Judged {
+    if let Some(at) = known {
+        return Judged {
+            outcome: filter.check_with(scratch, line),
+            now: at,
+            known,
+            read: None,
+            line_time: LineTime::In(DateFormat::Runtime),
+        };
+    }
+    if let Some((outcome, time)) = filter.judge_json(line) {
+        return Judged {
+            outcome,
+            now: time.flatten().unwrap_or(fallback),
+            known: None,
+            read: None,
+            line_time: time.map_or(LineTime::NotRead, |at| {
+                LineTime::from(at.map(|at| (at, DateFormat::Field)))
+            }),
+        };
+    }
+    let outcome = filter.check_with(scratch, line);
+    let text = match outcome {
+        Outcome::Failure { regex, .. } | Outcome::Ignored { regex } => {
+            filter.time_text(scratch, regex, line)
+        }
+        _ => None,
+    };
+    let time = dates.read(text.unwrap_or(line));
+    Judged {
+        outcome,
+        now: time.map_or(fallback, |(at, _)| at),
+        known: None,
+        read: Some(time),
+        line_time: LineTime::from(time),
+    }
+}
+
 /// Where a replayed line's time came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LineTime {
@@ -145,16 +232,19 @@ impl Detector {
 
     fn detection(&mut self, line: &str, now: UnixMs, known: Option<UnixMs>) -> Detection {
         let outcome = self.judge(line, now, known);
-        self.decide(line, outcome, now, known)
+        self.decide(line, outcome, now, known, None)
     }
 
     /// What the filter's `outcome` for `line` amounts to: counted, spared, a ban...
+    /// `read`: the line's time, when it was already read from it (a replay); else a
+    /// failure's time is read here.
     fn decide(
         &mut self,
         line: &str,
         outcome: Outcome,
         now: UnixMs,
         known: Option<UnixMs>,
+        read: Option<Option<(UnixMs, DateFormat)>>,
     ) -> Detection {
         self.stats.lines += 1;
         self.last_format = None;
@@ -189,10 +279,10 @@ impl Detector {
         }
         let time = match (known, time) {
             (Some(at), _) => Some((at, DateFormat::Journal)),
-            (None, None) => {
+            (None, None) => read.unwrap_or_else(|| {
                 let text = self.filter.time_text(&self.scratch, regex, line);
                 self.dates.read(text.unwrap_or(line))
-            }
+            }),
             (None, Some(dated)) => dated,
         };
         let at = match time {
@@ -247,28 +337,40 @@ impl Detector {
             let now = time.map_or(fallback, |(at, _)| at);
             return (self.line(line, now), LineTime::from(time));
         }
-        // A JSON line is parsed once, for its judgement and its time, or not at all.
-        if let Some((outcome, time)) = self.filter.judge_json(line) {
-            let now = time.flatten().unwrap_or(fallback);
-            let detection = self.decide(line, outcome, now, None);
-            let time = time.map_or(LineTime::NotRead, |at| {
-                LineTime::from(at.map(|at| (at, DateFormat::Field)))
-            });
-            return (detection, time);
-        }
-        // The line is judged once: the time is then read where the failregex that
-        // matched put its `time` group, as the daemon reads it, or in the whole line.
-        let outcome = self.judge(line, fallback, None);
-        let text = match outcome {
-            Outcome::Failure { regex, .. } | Outcome::Ignored { regex } => {
-                self.filter.time_text(&self.scratch, regex, line)
-            }
-            _ => None,
-        };
-        let time = self.dates.read(text.unwrap_or(line));
-        let now = time.map_or(fallback, |(at, _)| at);
-        let detection = self.decide(line, outcome, now, None);
-        (detection, LineTime::from(time))
+        let judged = judge_line(
+            &self.filter,
+            &mut self.scratch,
+            &mut self.dates,
+            line,
+            None,
+            fallback,
+        );
+        self.settle(line, judged)
+    }
+
+    /// A judge of lines for this detector that can run on another thread, as
+    /// [`Detector::replay`] judges them; `None` for a filter of fail2ban's model, which
+    /// keeps state from line to line (buffers, connections) and so judges in order.
+    pub fn judge_alone(&self) -> Option<Judge> {
+        (!self.filter.is_model()).then(|| Judge {
+            scratch: self.filter.scratch(),
+            filter: self.filter.clone(),
+            dates: self.dates.clone(),
+        })
+    }
+
+    /// What a line a [`Judge`] judged amounts to, as [`Detector::replay`] (or, for a
+    /// message with its own time, [`Detector::replay_dated`]) would have it; lines are
+    /// settled in the log's order.
+    pub fn settle(&mut self, line: &str, judged: Judged) -> (Detection, LineTime) {
+        let Judged {
+            outcome,
+            now,
+            known,
+            read,
+            line_time,
+        } = judged;
+        (self.decide(line, outcome, now, known, read), line_time)
     }
 
     /// Judges a message whose time came with it (a container runtime's), as if read

@@ -18,7 +18,7 @@ use jiff::tz::TimeZone;
 use crate::{
     config::{self, Config},
     datapath::show,
-    detect::{DetectStats, Detection, Detector, LineTime},
+    detect::{DetectStats, Detection, Detector, Judge, Judged, LineTime},
     filter::{self, Filter, FilterSpec, LineCount, LineKind, date::DateFormat},
     ignore::{self, IgnoreList, Spared},
     tail::{
@@ -156,13 +156,24 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let format = args.log_format.unwrap_or(subject.log_format);
     let mut unwrap = Unwrapper::new(format, tail::DEFAULT_MAX_LINE);
     let streams = subject.streams;
-    let tail_stats = read_log(&args.log, &mut |line: &str| {
-        unwrap.line(line, &mut |message| {
-            if streams.admits(message.stream) {
-                report.message(message.text, message.time, fallback);
-            }
-        });
-    })?;
+    let tail_stats = match report.detector.judge_alone() {
+        Some(judge) => judged_on_two_cores(judge, &mut report, fallback, &mut |sink| {
+            read_log(&args.log, &mut |line: &str| {
+                unwrap.line(line, &mut |message| {
+                    if streams.admits(message.stream) {
+                        sink(message.text, message.time);
+                    }
+                });
+            })
+        })?,
+        None => read_log(&args.log, &mut |line: &str| {
+            unwrap.line(line, &mut |message| {
+                if streams.admits(message.stream) {
+                    report.message(message.text, message.time, fallback);
+                }
+            });
+        })?,
+    };
     report.container = (unwrap.format(), unwrap.stats());
     let shown = report.render(
         &subject.description,
@@ -172,6 +183,111 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     );
     print!("{shown}");
     Ok(())
+}
+
+/// A line the report skips, as fail2ban-regex does: empty, or a comment.
+fn skipped(line: &str) -> bool {
+    line.is_empty() || line.starts_with('#')
+}
+
+/// Where a reader puts each message, with the time its runtime gave it.
+type MessageSink<'a> = dyn FnMut(&str, Option<i64>) + 'a;
+
+/// Messages handed to the judging thread at a time.
+const BATCH: usize = 4096;
+
+/// Messages back to back in one text, each with the time its runtime gave it: a batch
+/// costs two allocations, not one per line, and its buffers are reused.
+#[derive(Default)]
+struct Batch {
+    text: String,
+    messages: Vec<(std::ops::Range<usize>, Option<i64>)>,
+}
+
+impl Batch {
+    fn push(&mut self, message: &str, time: Option<i64>) {
+        let start = self.text.len();
+        self.text.push_str(message);
+        self.messages.push((start..self.text.len(), time));
+    }
+
+    fn lines(&self) -> impl Iterator<Item = (&str, Option<i64>)> {
+        self.messages
+            .iter()
+            .map(|(range, time)| (self.text.get(range.clone()).unwrap_or_default(), *time))
+    }
+
+    fn clear(&mut self) {
+        self.text.clear();
+        self.messages.clear();
+    }
+}
+
+/// Replays what `read` gives its sink (each message and its runtime's time) on both
+/// cores: a thread judges batches of messages (the filter's regexes and the times, most
+/// of a line's cost) while this one reads the next and settles the judged ones in the
+/// log's order (the counts per address, the report), so every failure of an address is
+/// counted in the order of the log, and the report is the one-thread replay's.
+fn judged_on_two_cores(
+    mut judge: Judge,
+    report: &mut Report,
+    fallback: i64,
+    read: &mut dyn FnMut(&mut MessageSink<'_>) -> anyhow::Result<TailStats>,
+) -> anyhow::Result<TailStats> {
+    use std::sync::mpsc;
+    std::thread::scope(|scope| {
+        // At most two batches wait to be judged; judged ones wait for this thread, which
+        // takes all there are before it hands over the next batch.
+        let (to_judge, judging) = mpsc::sync_channel::<Batch>(2);
+        let (to_settle, settling) = mpsc::channel::<(Batch, Vec<Option<Judged>>)>();
+        scope.spawn(move || {
+            for batch in judging {
+                let judged = batch
+                    .lines()
+                    .map(|(line, time)| (!skipped(line)).then(|| judge.judge(line, time, fallback)))
+                    .collect();
+                if to_settle.send((batch, judged)).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut spare: Vec<Batch> = Vec::new();
+        let mut batch = Batch::default();
+        let mut failed_handover = false;
+        let stats = read(&mut |message, time| {
+            batch.push(message, time);
+            if batch.messages.len() < BATCH {
+                return;
+            }
+            while let Ok(done) = settling.try_recv() {
+                settle_batch(report, &mut spare, done);
+            }
+            let next = spare.pop().unwrap_or_default();
+            failed_handover |= to_judge.send(std::mem::replace(&mut batch, next)).is_err();
+        });
+        failed_handover |= to_judge.send(batch).is_err();
+        drop(to_judge);
+        for done in settling {
+            settle_batch(report, &mut spare, done);
+        }
+        if failed_handover {
+            bail!("the judging thread stopped: the report would be incomplete");
+        }
+        stats
+    })
+}
+
+/// Settles a judged batch in its order, and keeps its buffers for the next one.
+fn settle_batch(
+    report: &mut Report,
+    spare: &mut Vec<Batch>,
+    (mut batch, judged): (Batch, Vec<Option<Judged>>),
+) {
+    for ((line, _), judged) in batch.lines().zip(judged) {
+        report.settle(line, judged);
+    }
+    batch.clear();
+    spare.push(batch);
 }
 
 fn read(reader: impl Read, sink: &mut dyn FnMut(&str)) -> std::io::Result<TailStats> {
@@ -366,7 +482,7 @@ impl Report {
 
     /// One message of the app; `time`: the container runtime's, when it gave one.
     fn message(&mut self, line: &str, time: Option<i64>, fallback: i64) {
-        if line.is_empty() || line.starts_with('#') {
+        if skipped(line) {
             self.lines.skipped += 1;
             return;
         }
@@ -374,6 +490,21 @@ impl Report {
             Some(time) => self.detector.replay_dated(line, time),
             None => self.detector.replay(line, fallback),
         };
+        self.record(line, detection, format);
+    }
+
+    /// One message judged on the judging thread ([`judged_on_two_cores`]).
+    fn settle(&mut self, line: &str, judged: Option<Judged>) {
+        match judged {
+            Some(judged) => {
+                let (detection, format) = self.detector.settle(line, judged);
+                self.record(line, detection, format);
+            }
+            None => self.lines.skipped += 1,
+        }
+    }
+
+    fn record(&mut self, line: &str, detection: Detection, format: LineTime) {
         let count = self
             .detector
             .filter()
@@ -726,5 +857,67 @@ fn describe(why: Spared) -> &'static str {
         Spared::Reserved => "loopback or unspecified",
         Spared::OwnAddress => "this host's address",
         Spared::IgnoreIp => "ignoreip",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        filter::date::{DatePattern, DateReader},
+        ignore::IgnoreList,
+        sample::{Format, SampleSpec, write_log},
+    };
+
+    /// Replaying on two cores gives the report of one, line for line: every built-in
+    /// filter over a log of its format (more than a few batches, attackers banned), with
+    /// comments and blank lines among the messages.
+    #[test]
+    fn two_cores_report_what_one_does() {
+        let end = 1_795_521_600_000;
+        for format in Format::ALL {
+            let spec = SampleSpec {
+                lines: 3 * BATCH as u64 + 17,
+                clients: 2_000,
+                attackers: 40,
+                format,
+                ..SampleSpec::benchmark(end)
+            };
+            let mut log = Vec::new();
+            write_log(&spec, &TimeZone::UTC, &mut log).expect("write");
+            let mut text = String::from_utf8(log).expect("utf-8");
+            text.insert_str(0, "# a comment\n\n");
+            let report = || {
+                let name = format.builtin();
+                let spec: FilterSpec =
+                    toml::from_str(filter::builtin(name).expect("built in")).expect("parses");
+                let detector = Detector::new(
+                    Filter::compile(&spec).expect("compiles"),
+                    DateReader::with_pattern(DatePattern::Auto, TimeZone::UTC),
+                    IgnoreList::default(),
+                    Rules::default(),
+                );
+                Report::new(detector, Some(5))
+            };
+            let mut one = report();
+            for (n, line) in text.lines().enumerate() {
+                // Some messages carry their runtime's time, as a container's do.
+                let time = (n % 7 == 0).then_some(end - 1_000);
+                one.message(line, time, end);
+            }
+            let mut two = report();
+            let judge = two.detector.judge_alone().expect("no state between lines");
+            judged_on_two_cores(judge, &mut two, end, &mut |sink| {
+                for (n, line) in text.lines().enumerate() {
+                    sink(line, (n % 7 == 0).then_some(end - 1_000));
+                }
+                Ok(TailStats::default())
+            })
+            .expect("replayed");
+            let stats = TailStats::default();
+            let shown = |r: &Report| r.render("filter", &[], &stats, 10);
+            assert!(one.banned > 0, "{format:?}: the attackers are banned");
+            assert_eq!(shown(&one), shown(&two), "{format:?}");
+        }
     }
 }

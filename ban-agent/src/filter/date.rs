@@ -57,6 +57,7 @@ impl DateFormat {
 
 /// Reads times from lines; remembers the local zone's offset per hour, since consecutive
 /// lines of a log share it.
+#[derive(Clone, Debug)]
 pub struct DateReader {
     pattern: DatePattern,
     zone: TimeZone,
