@@ -157,15 +157,18 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let mut unwrap = Unwrapper::new(format, tail::DEFAULT_MAX_LINE);
     let streams = subject.streams;
     let tail_stats = match report.detector.judge_alone() {
-        Some(judge) => judged_on_two_cores(judge, &mut report, fallback, &mut |sink| {
-            read_log(&args.log, &mut |line: &str| {
-                unwrap.line(line, &mut |message| {
-                    if streams.admits(message.stream) {
-                        sink(message.text, message.time);
-                    }
-                });
-            })
-        })?,
+        Some(judge) => {
+            let judging = Judging {
+                judge,
+                unwrap,
+                streams,
+                fallback,
+            };
+            let (stats, unwrapped) =
+                judged_on_two_cores(judging, &mut report, &mut |sink| read_log(&args.log, sink))?;
+            unwrap = unwrapped;
+            stats
+        }
         None => read_log(&args.log, &mut |line: &str| {
             unwrap.line(line, &mut |message| {
                 if streams.admits(message.stream) {
@@ -190,14 +193,11 @@ fn skipped(line: &str) -> bool {
     line.is_empty() || line.starts_with('#')
 }
 
-/// Where a reader puts each message, with the time its runtime gave it.
-type MessageSink<'a> = dyn FnMut(&str, Option<i64>) + 'a;
-
-/// Messages handed to the judging thread at a time.
+/// Lines handed to the judging thread at a time.
 const BATCH: usize = 4096;
 
-/// Messages back to back in one text, each with the time its runtime gave it: a batch
-/// costs two allocations, not one per line, and its buffers are reused.
+/// Lines or messages back to back in one text, each with the time its runtime gave it: a
+/// batch costs two allocations, not one per line, and its buffers are reused.
 #[derive(Default)]
 struct Batch {
     text: String,
@@ -223,39 +223,80 @@ impl Batch {
     }
 }
 
-/// Replays what `read` gives its sink (each message and its runtime's time) on both
-/// cores: a thread judges batches of messages (the filter's regexes and the times, most
-/// of a line's cost) while this one reads the next and settles the judged ones in the
-/// log's order (the counts per address, the report), so every failure of an address is
-/// counted in the order of the log, and the report is the one-thread replay's.
-fn judged_on_two_cores(
-    mut judge: Judge,
-    report: &mut Report,
+/// What the judging thread owns: the container log's unwrapping (a message split over
+/// several lines is joined in order) and the judge of the messages it admits.
+struct Judging {
+    judge: Judge,
+    unwrap: Unwrapper,
+    streams: Streams,
     fallback: i64,
-    read: &mut dyn FnMut(&mut MessageSink<'_>) -> anyhow::Result<TailStats>,
-) -> anyhow::Result<TailStats> {
+}
+
+impl Judging {
+    /// The messages of a batch of lines, and what each amounts to (`None`: skipped).
+    fn batch(&mut self, lines: &Batch) -> (Batch, Vec<Option<Judged>>) {
+        let Self {
+            judge,
+            unwrap,
+            streams,
+            fallback,
+        } = self;
+        let mut messages = Batch::default();
+        let mut judged = Vec::with_capacity(lines.messages.len());
+        for (line, _) in lines.lines() {
+            unwrap.line(line, &mut |message| {
+                if streams.admits(message.stream) {
+                    messages.push(message.text, message.time);
+                    judged.push(
+                        (!skipped(message.text))
+                            .then(|| judge.judge(message.text, message.time, *fallback)),
+                    );
+                }
+            });
+        }
+        (messages, judged)
+    }
+}
+
+/// Where a reader puts each line it reads.
+type LineSink<'a> = dyn FnMut(&str) + 'a;
+
+/// What a judged batch brings back: the batch of lines (for reuse), its messages, and
+/// what each amounts to.
+type Done = (Batch, Batch, Vec<Option<Judged>>);
+
+/// Replays the lines `read` gives its sink on both cores: a thread unwraps and judges
+/// batches of lines (the filter's regexes and the times, most of a line's cost) while this
+/// one reads the next and settles the judged ones in the log's order (the counts per
+/// address, the report), so every failure of an address is counted in the order of the
+/// log, and the report is the one-thread replay's. Gives back the unwrapping, with its
+/// counts.
+fn judged_on_two_cores(
+    judging: Judging,
+    report: &mut Report,
+    read: &mut dyn FnMut(&mut LineSink<'_>) -> anyhow::Result<TailStats>,
+) -> anyhow::Result<(TailStats, Unwrapper)> {
     use std::sync::mpsc;
     std::thread::scope(|scope| {
         // At most two batches wait to be judged; judged ones wait for this thread, which
         // takes all there are before it hands over the next batch.
-        let (to_judge, judging) = mpsc::sync_channel::<Batch>(2);
-        let (to_settle, settling) = mpsc::channel::<(Batch, Vec<Option<Judged>>)>();
-        scope.spawn(move || {
-            for batch in judging {
-                let judged = batch
-                    .lines()
-                    .map(|(line, time)| (!skipped(line)).then(|| judge.judge(line, time, fallback)))
-                    .collect();
-                if to_settle.send((batch, judged)).is_err() {
+        let (to_judge, queue) = mpsc::sync_channel::<Batch>(2);
+        let (to_settle, settling) = mpsc::channel::<Done>();
+        let worker = scope.spawn(move || {
+            let mut judging = judging;
+            for lines in queue {
+                let (messages, judged) = judging.batch(&lines);
+                if to_settle.send((lines, messages, judged)).is_err() {
                     break;
                 }
             }
+            judging.unwrap
         });
         let mut spare: Vec<Batch> = Vec::new();
         let mut batch = Batch::default();
         let mut failed_handover = false;
-        let stats = read(&mut |message, time| {
-            batch.push(message, time);
+        let stats = read(&mut |line| {
+            batch.push(line, None);
             if batch.messages.len() < BATCH {
                 return;
             }
@@ -270,24 +311,24 @@ fn judged_on_two_cores(
         for done in settling {
             settle_batch(report, &mut spare, done);
         }
+        let unwrap = match worker.join() {
+            Ok(unwrap) => unwrap,
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
         if failed_handover {
             bail!("the judging thread stopped: the report would be incomplete");
         }
-        stats
+        Ok((stats?, unwrap))
     })
 }
 
-/// Settles a judged batch in its order, and keeps its buffers for the next one.
-fn settle_batch(
-    report: &mut Report,
-    spare: &mut Vec<Batch>,
-    (mut batch, judged): (Batch, Vec<Option<Judged>>),
-) {
-    for ((line, _), judged) in batch.lines().zip(judged) {
-        report.settle(line, judged);
+/// Settles a judged batch in its order, and keeps the batch of lines for the next one.
+fn settle_batch(report: &mut Report, spare: &mut Vec<Batch>, (mut lines, messages, judged): Done) {
+    for ((message, _), judged) in messages.lines().zip(judged) {
+        report.settle(message, judged);
     }
-    batch.clear();
-    spare.push(batch);
+    lines.clear();
+    spare.push(lines);
 }
 
 fn read(reader: impl Read, sink: &mut dyn FnMut(&str)) -> std::io::Result<TailStats> {
@@ -871,7 +912,8 @@ mod tests {
 
     /// Replaying on two cores gives the report of one, line for line: every built-in
     /// filter over a log of its format (more than a few batches, attackers banned), with
-    /// comments and blank lines among the messages.
+    /// comments and blank lines among the messages, plain and as a Docker json-file log
+    /// (each message with its runtime's time).
     #[test]
     fn two_cores_report_what_one_does() {
         let end = 1_795_521_600_000;
@@ -885,39 +927,58 @@ mod tests {
             };
             let mut log = Vec::new();
             write_log(&spec, &TimeZone::UTC, &mut log).expect("write");
-            let mut text = String::from_utf8(log).expect("utf-8");
-            text.insert_str(0, "# a comment\n\n");
-            let report = || {
-                let name = format.builtin();
-                let spec: FilterSpec =
-                    toml::from_str(filter::builtin(name).expect("built in")).expect("parses");
-                let detector = Detector::new(
-                    Filter::compile(&spec).expect("compiles"),
-                    DateReader::with_pattern(DatePattern::Auto, TimeZone::UTC),
-                    IgnoreList::default(),
-                    Rules::default(),
-                );
-                Report::new(detector, Some(5))
-            };
-            let mut one = report();
-            for (n, line) in text.lines().enumerate() {
-                // Some messages carry their runtime's time, as a container's do.
-                let time = (n % 7 == 0).then_some(end - 1_000);
-                one.message(line, time, end);
-            }
-            let mut two = report();
-            let judge = two.detector.judge_alone().expect("no state between lines");
-            judged_on_two_cores(judge, &mut two, end, &mut |sink| {
-                for (n, line) in text.lines().enumerate() {
-                    sink(line, (n % 7 == 0).then_some(end - 1_000));
+            let text = String::from_utf8(log).expect("utf-8");
+            let plain = format!("# a comment\n\n{text}");
+            let docker: String = text
+                .lines()
+                .enumerate()
+                .map(|(n, line)| {
+                    let time = jiff::Timestamp::from_millisecond(end - 60_000 + n as i64)
+                        .expect("a time");
+                    let entry = serde_json::json!({"log": format!("{line}\n"), "stream": "stdout", "time": time.to_string()});
+                    format!("{entry}\n")
+                })
+                .collect();
+            for log in [plain, docker] {
+                let report = || {
+                    let name = format.builtin();
+                    let spec: FilterSpec =
+                        toml::from_str(filter::builtin(name).expect("built in")).expect("parses");
+                    let detector = Detector::new(
+                        Filter::compile(&spec).expect("compiles"),
+                        DateReader::with_pattern(DatePattern::Auto, TimeZone::UTC),
+                        IgnoreList::default(),
+                        Rules::default(),
+                    );
+                    Report::new(detector, Some(5))
+                };
+                let unwrapper = || Unwrapper::new(LogFormat::Auto, tail::DEFAULT_MAX_LINE);
+                let mut one = report();
+                let mut unwrap = unwrapper();
+                for line in log.lines() {
+                    unwrap.line(line, &mut |message| {
+                        one.message(message.text, message.time, end);
+                    });
                 }
-                Ok(TailStats::default())
-            })
-            .expect("replayed");
-            let stats = TailStats::default();
-            let shown = |r: &Report| r.render("filter", &[], &stats, 10);
-            assert!(one.banned > 0, "{format:?}: the attackers are banned");
-            assert_eq!(shown(&one), shown(&two), "{format:?}");
+                one.container = (unwrap.format(), unwrap.stats());
+                let mut two = report();
+                let judging = Judging {
+                    judge: two.detector.judge_alone().expect("no state between lines"),
+                    unwrap: unwrapper(),
+                    streams: Streams::Both,
+                    fallback: end,
+                };
+                let (_, unwrap) = judged_on_two_cores(judging, &mut two, &mut |sink| {
+                    log.lines().for_each(&mut *sink);
+                    Ok(TailStats::default())
+                })
+                .expect("replayed");
+                two.container = (unwrap.format(), unwrap.stats());
+                let stats = TailStats::default();
+                let shown = |r: &Report| r.render("filter", &[], &stats, 10);
+                assert!(one.banned > 0, "{format:?}: the attackers are banned");
+                assert_eq!(shown(&one), shown(&two), "{format:?}");
+            }
         }
     }
 }
