@@ -233,37 +233,45 @@ struct Judging {
 }
 
 impl Judging {
-    /// The messages of a batch of lines, and what each amounts to (`None`: skipped).
-    fn batch(&mut self, lines: &Batch) -> (Batch, Vec<Option<Judged>>) {
+    /// The messages of a batch of lines (`None`: a plain log's, which are its lines), and
+    /// what each amounts to (`None`: skipped).
+    fn batch(&mut self, lines: &Batch) -> (Option<Batch>, Vec<Option<Judged>>) {
         let Self {
             judge,
             unwrap,
             streams,
             fallback,
         } = self;
-        let mut messages = Batch::default();
         let mut judged = Vec::with_capacity(lines.messages.len());
+        let mut judge_one = |text: &str, time| {
+            judged.push((!skipped(text)).then(|| judge.judge(text, time, *fallback)));
+        };
+        // Once a log is known to be plain, each line is its own message: not copied.
+        if unwrap.format() == LogFormat::Plain {
+            for (line, _) in lines.lines() {
+                unwrap.line(line, &mut |message| judge_one(message.text, message.time));
+            }
+            return (None, judged);
+        }
+        let mut messages = Batch::default();
         for (line, _) in lines.lines() {
             unwrap.line(line, &mut |message| {
                 if streams.admits(message.stream) {
                     messages.push(message.text, message.time);
-                    judged.push(
-                        (!skipped(message.text))
-                            .then(|| judge.judge(message.text, message.time, *fallback)),
-                    );
+                    judge_one(message.text, message.time);
                 }
             });
         }
-        (messages, judged)
+        (Some(messages), judged)
     }
 }
 
 /// Where a reader puts each line it reads.
 type LineSink<'a> = dyn FnMut(&str) + 'a;
 
-/// What a judged batch brings back: the batch of lines (for reuse), its messages, and
-/// what each amounts to.
-type Done = (Batch, Batch, Vec<Option<Judged>>);
+/// What a judged batch brings back: the batch of lines (for reuse), its messages when
+/// they are not its lines, and what each amounts to.
+type Done = (Batch, Option<Batch>, Vec<Option<Judged>>);
 
 /// Replays the lines `read` gives its sink on both cores: a thread unwraps and judges
 /// batches of lines (the filter's regexes and the times, most of a line's cost) while this
@@ -324,7 +332,7 @@ fn judged_on_two_cores(
 
 /// Settles a judged batch in its order, and keeps the batch of lines for the next one.
 fn settle_batch(report: &mut Report, spare: &mut Vec<Batch>, (mut lines, messages, judged): Done) {
-    for ((message, _), judged) in messages.lines().zip(judged) {
+    for ((message, _), judged) in messages.as_ref().unwrap_or(&lines).lines().zip(judged) {
         report.settle(message, judged);
     }
     lines.clear();
