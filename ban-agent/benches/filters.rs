@@ -22,6 +22,7 @@ use jiff::{Timestamp, tz::TimeZone};
 #[allow(dead_code, reason = "a benchmark uses a part of the tests' helpers")]
 mod common;
 mod shared;
+use shared::Measured;
 
 const RUNS: usize = 3;
 const TEST_FILTER: &str = "ban-agent test-filter";
@@ -77,15 +78,6 @@ datepattern = ^[^\[]*\[({DATE})
 "#,
     ),
 ];
-
-struct Measured {
-    filter: &'static str,
-    tool: &'static str,
-    run: usize,
-    lines: u64,
-    failures: u64,
-    process: shared::Run,
-}
 
 fn main() -> anyhow::Result<()> {
     if std::env::args().any(|a| a == "--list") {
@@ -146,7 +138,7 @@ fn check(m: &Measured, summary: &SampleSummary) -> anyhow::Result<()> {
             m.tool,
             m.lines,
             m.failures,
-            m.filter,
+            m.group,
             summary.lines,
             summary.failures
         );
@@ -164,14 +156,13 @@ fn test_filter(name: &'static str, log: &Path, run: usize) -> anyhow::Result<Mea
     // "Lines: 1000000 read, 150204 matched, 0 ignored, 849796 missed"
     let [lines, matched, ..] = common::report::lines_row(&process.stdout)
         .with_context(|| format!("no Lines row in test-filter's report:\n{}", process.stdout))?;
-    Ok(Measured {
-        filter: name,
-        tool: TEST_FILTER,
+    Ok(Measured::of(
+        name,
+        TEST_FILTER,
         run,
-        lines,
-        failures: matched,
-        process,
-    })
+        (lines, matched),
+        &process,
+    ))
 }
 
 fn fail2ban_regex(
@@ -195,86 +186,33 @@ fn fail2ban_regex(
                 process.stdout
             )
         })?;
-    Ok(Measured {
-        filter: name,
-        tool: FAIL2BAN,
+    Ok(Measured::of(
+        name,
+        FAIL2BAN,
         run,
-        lines,
-        failures: matched,
-        process,
-    })
+        (lines, matched),
+        &process,
+    ))
 }
 
 fn report(runs: &[Measured]) -> anyhow::Result<()> {
-    let mut csv =
-        String::from("filter,tool,run,lines,failures_found,seconds,cpu_seconds,peak_mb\n");
-    for m in runs {
-        let _ = writeln!(
-            csv,
-            "{},{},{},{},{},{:.3},{:.3},{:.1}",
-            m.filter,
-            m.tool,
-            m.run,
-            m.lines,
-            m.failures,
-            m.process.seconds,
-            m.process.cpu_seconds,
-            m.process.peak_kib as f64 / 1024.0
-        );
-    }
-    let mut table = String::from(
-        "| filter | tool | lines/s | CPU s | peak MB | failures found | speed vs. fail2ban-regex | CPU vs. fail2ban-regex | memory vs. fail2ban-regex |\n\
-         |---|---|---:|---:|---:|---:|---:|---:|---:|\n",
-    );
-    let mut verdicts = Vec::new();
-    for (format, _) in FORMATS {
-        let filter = format.builtin();
-        // Per tool: median lines/s, median CPU seconds, highest peak MB, failures.
-        let summary = |tool: &str| -> Option<(f64, f64, f64, u64)> {
-            let of: Vec<&Measured> = runs
-                .iter()
-                .filter(|m| m.tool == tool && m.filter == filter)
-                .collect();
-            let first = of.first()?;
-            Some((
-                shared::median(
-                    of.iter()
-                        .map(|m| m.lines as f64 / m.process.seconds)
-                        .collect(),
-                ),
-                shared::median(of.iter().map(|m| m.process.cpu_seconds).collect()),
-                of.iter().map(|m| m.process.peak_kib).max().unwrap_or(0) as f64 / 1024.0,
-                first.failures,
-            ))
-        };
-        let peer = summary(FAIL2BAN);
-        for tool in [TEST_FILTER, FAIL2BAN] {
-            let Some((rate, cpu, peak, failures)) = summary(tool) else {
-                continue;
-            };
-            let ratios = peer.map_or_else(
-                || String::from(" | | "),
-                |(p_rate, p_cpu, p_peak, _)| {
-                    format!(
-                        "{:.1} | {:.3} | {:.2}",
-                        rate / p_rate,
-                        cpu / p_cpu,
-                        peak / p_peak
-                    )
-                },
-            );
-            let _ = writeln!(
-                table,
-                "| {filter} | {tool} | {:.2}M | {cpu:.2} | {peak:.0} | {failures} | {ratios} |",
-                rate / 1e6
-            );
-        }
-        if let (Some((ours, ..)), Some((theirs, ..))) = (summary(TEST_FILTER), peer) {
-            let ratio = ours / theirs;
+    let csv = shared::runs_csv("filter", runs);
+    let filters = FORMATS.map(|(format, _)| format.builtin());
+    let mut table =
+        shared::runs_table("filter", &filters, &[TEST_FILTER, FAIL2BAN], FAIL2BAN, runs);
+    let verdicts: Vec<String> = filters
+        .iter()
+        .filter(|filter| {
+            runs.iter()
+                .any(|m| m.tool == FAIL2BAN && m.group == **filter)
+        })
+        .map(|filter| {
+            let ratio = shared::median_rate(runs, TEST_FILTER, filter)
+                / shared::median_rate(runs, FAIL2BAN, filter);
             let verdict = if ratio >= TARGET { "met" } else { "not met" };
-            verdicts.push(format!("{filter} {ratio:.0}× ({verdict})"));
-        }
-    }
+            format!("{filter} {ratio:.0}× ({verdict})")
+        })
+        .collect();
     if !verdicts.is_empty() {
         let _ = writeln!(
             table,

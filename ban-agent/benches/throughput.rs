@@ -42,6 +42,7 @@ use jiff::{Timestamp, tz::TimeZone};
 mod common;
 mod shared;
 use common::agent::{AGENT, OneJail};
+use shared::Measured;
 
 /// Set in the child processes: the log to run the pipeline over.
 const CHILD_ENV: &str = "BAN_AGENT_DETECT_CHILD";
@@ -70,39 +71,6 @@ const LOGS: [(&str, Spec); 2] = [
     ("site: 300k clients", SampleSpec::benchmark),
     ("botnet: 1M addresses", SampleSpec::botnet),
 ];
-
-struct Measured {
-    log: &'static str,
-    tool: &'static str,
-    run: usize,
-    lines: u64,
-    failures: u64,
-    seconds: f64,
-    cpu_seconds: f64,
-    peak_kib: u64,
-}
-
-impl Measured {
-    /// A tool's process, which found `failures` in `lines`, as it ran.
-    fn of(
-        tool: &'static str,
-        run: usize,
-        lines: u64,
-        failures: u64,
-        process: &shared::Run,
-    ) -> Self {
-        Self {
-            log: "",
-            tool,
-            run,
-            lines,
-            failures,
-            seconds: process.seconds,
-            cpu_seconds: process.cpu_seconds,
-            peak_kib: process.peak_kib,
-        }
-    }
-}
 
 fn main() -> anyhow::Result<()> {
     if let Some(log) = std::env::var_os(CHILD_ENV) {
@@ -171,7 +139,7 @@ fn main() -> anyhow::Result<()> {
                         summary.failures
                     );
                 }
-                m.log = name;
+                m.group = name;
                 runs.push(m);
             }
         }
@@ -259,7 +227,7 @@ fn pipeline(log: &Path, run: usize) -> anyhow::Result<Measured> {
         bail!("unexpected child output {out:?}");
     };
     Ok(Measured {
-        log: "",
+        group: "",
         tool: PIPELINE,
         run,
         lines: lines as u64,
@@ -301,7 +269,7 @@ fn test_filter(log: &Path, tool: &'static str, run: usize) -> anyhow::Result<Mea
     // "Lines: 1000000 read, 150204 matched, 0 ignored, 849796 missed"
     let [lines, matched, ..] = common::report::lines_row(&measured.stdout)
         .with_context(|| format!("no Lines row in test-filter's report:\n{}", measured.stdout))?;
-    Ok(Measured::of(tool, run, lines, matched, &measured))
+    Ok(Measured::of("", tool, run, (lines, matched), &measured))
 }
 
 /// The release daemon follows an empty log; the generated file (`lines` long) is renamed
@@ -332,7 +300,7 @@ fn daemon(generated: &Path, lines: u64, failures: u64, run: usize) -> anyhow::Re
     common::agent::cli(&agent.socket, &["stop", "--detach"]);
     daemon.wait();
     Ok(Measured {
-        log: "",
+        group: "",
         tool: DAEMON,
         run,
         lines,
@@ -363,7 +331,7 @@ fn fail2ban_regex(script: &Path, log: &Path, dir: &Path, run: usize) -> anyhow::
                 measured.stdout
             )
         })?;
-    Ok(Measured::of(FAIL2BAN, run, lines, matched, &measured))
+    Ok(Measured::of("", FAIL2BAN, run, (lines, matched), &measured))
 }
 
 /// fail2ban-rs's jail equivalent to the shipped filter, in its configuration's terms: its
@@ -448,100 +416,47 @@ fn fail2ban_rs_dry_run(
             })
     };
     let (lines, matches) = (field("Lines:")?, field("Matches:")?);
-    Ok(Measured::of(FAIL2BAN_RS, run, lines, matches, &measured))
+    Ok(Measured::of(
+        "",
+        FAIL2BAN_RS,
+        run,
+        (lines, matches),
+        &measured,
+    ))
 }
 
 /// `splits`: the memchr line split's lines per second, per log and run.
 fn report(runs: &[Measured], splits: &[(&str, f64)]) -> anyhow::Result<()> {
-    let mut csv = String::from("log,tool,run,lines,failures_found,seconds,cpu_seconds,peak_mb\n");
-    for m in runs {
-        let _ = writeln!(
-            csv,
-            "{},{},{},{},{},{:.3},{:.3},{:.1}",
-            m.log,
-            m.tool,
-            m.run,
-            m.lines,
-            m.failures,
-            m.seconds,
-            m.cpu_seconds,
-            m.peak_kib as f64 / 1024.0
-        );
-    }
-    let mut table = String::from(
-        "| log | tool | lines/s | CPU s | peak MB | failures found | speed vs. fail2ban-regex | CPU vs. fail2ban-regex | memory vs. fail2ban-regex |\n\
-         |---|---|---:|---:|---:|---:|---:|---:|---:|\n",
-    );
-    for (log, _) in LOGS {
-        // Per tool: median lines/s, median CPU seconds, highest peak.
-        let summary = |tool: &str| -> Option<(f64, f64, f64, u64)> {
-            let of: Vec<&Measured> = runs
-                .iter()
-                .filter(|m| m.tool == tool && m.log == log)
-                .collect();
-            let first = of.first()?;
-            Some((
-                median_rate(runs, tool, log),
-                shared::median(of.iter().map(|m| m.cpu_seconds).collect()),
-                of.iter().map(|m| m.peak_kib).max().unwrap_or(0) as f64 / 1024.0,
-                first.failures,
-            ))
-        };
-        let peer = summary(FAIL2BAN);
-        for tool in [
+    let csv = shared::runs_csv("log", runs);
+    let mut table = shared::runs_table(
+        "log",
+        &LOGS.map(|(log, _)| log),
+        &[
             PIPELINE,
             TEST_FILTER,
             TEST_FILTER_DOCKER,
             DAEMON,
             FAIL2BAN_RS,
             FAIL2BAN,
-        ] {
-            let Some((rate, cpu, peak, failures)) = summary(tool) else {
-                continue;
-            };
-            let ratios = peer.map_or_else(
-                || String::from(" | | "),
-                |(p_rate, p_cpu, p_peak, _)| {
-                    format!(
-                        "{:.1} | {:.3} | {:.2}",
-                        rate / p_rate,
-                        cpu / p_cpu,
-                        peak / p_peak
-                    )
-                },
-            );
-            let _ = writeln!(
-                table,
-                "| {log} | {tool} | {:.2}M | {cpu:.2} | {peak:.0} | {failures} | {ratios} |",
-                rate / 1e6
-            );
-        }
-    }
+        ],
+        FAIL2BAN,
+        runs,
+    );
     notes(runs, splits, &mut table);
     shared::publish("throughput", &csv, &table)
-}
-
-/// The median lines per second of `tool` on `log`.
-fn median_rate(runs: &[Measured], tool: &str, log: &str) -> f64 {
-    shared::median(
-        runs.iter()
-            .filter(|m| m.tool == tool && m.log == log)
-            .map(|m| m.lines as f64 / m.seconds)
-            .collect(),
-    )
 }
 
 /// The lines under the table: the cost of unwrapping, the ratios to fail2ban-rs, and the
 /// pipeline against the memchr line split.
 fn notes(runs: &[Measured], splits: &[(&str, f64)], table: &mut String) {
-    let rate = |tool, log| median_rate(runs, tool, log);
+    let rate = |tool, log| shared::median_rate(runs, tool, log);
     let site = LOGS[0].0;
     let (plain, wrapped) = (rate(TEST_FILTER, site), rate(TEST_FILTER_DOCKER, site));
     // Each pair's cost (the two ran back to back, on the same machine's mood), then their
     // median.
     let seconds = |tool: &'static str| {
         runs.iter()
-            .filter(move |m| m.tool == tool && m.log == site)
+            .filter(move |m| m.tool == tool && m.group == site)
             .map(|m| m.seconds)
     };
     let costs: Vec<f64> = seconds(TEST_FILTER)

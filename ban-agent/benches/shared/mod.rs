@@ -160,3 +160,127 @@ pub fn proc_usage(pid: u32) -> anyhow::Result<(f64, u64, u64)> {
     };
     Ok(((utime + stime) / hz, kib("VmRSS:"), kib("VmHWM:")))
 }
+
+/// One run of one tool over one input (a log, a filter's log): what the throughput
+/// benchmarks measure and tabulate.
+pub struct Measured {
+    /// The input: the table's first column.
+    pub group: &'static str,
+    pub tool: &'static str,
+    pub run: usize,
+    pub lines: u64,
+    pub failures: u64,
+    pub seconds: f64,
+    pub cpu_seconds: f64,
+    pub peak_kib: u64,
+}
+
+impl Measured {
+    /// A tool's process, which found `failures` in `lines` of `group`, as it ran.
+    pub fn of(
+        group: &'static str,
+        tool: &'static str,
+        run: usize,
+        (lines, failures): (u64, u64),
+        process: &Run,
+    ) -> Self {
+        Self {
+            group,
+            tool,
+            run,
+            lines,
+            failures,
+            seconds: process.seconds,
+            cpu_seconds: process.cpu_seconds,
+            peak_kib: process.peak_kib,
+        }
+    }
+}
+
+/// Every run as CSV, its first column named `group_column`.
+pub fn runs_csv(group_column: &str, runs: &[Measured]) -> String {
+    use std::fmt::Write as _;
+    let mut csv =
+        format!("{group_column},tool,run,lines,failures_found,seconds,cpu_seconds,peak_mb\n");
+    for m in runs {
+        let _ = writeln!(
+            csv,
+            "{},{},{},{},{},{:.3},{:.3},{:.1}",
+            m.group,
+            m.tool,
+            m.run,
+            m.lines,
+            m.failures,
+            m.seconds,
+            m.cpu_seconds,
+            m.peak_kib as f64 / 1024.0
+        );
+    }
+    csv
+}
+
+/// The median lines per second of `tool` on `group`.
+pub fn median_rate(runs: &[Measured], tool: &str, group: &str) -> f64 {
+    median(
+        runs.iter()
+            .filter(|m| m.tool == tool && m.group == group)
+            .map(|m| m.lines as f64 / m.seconds)
+            .collect(),
+    )
+}
+
+/// Per group, a row for each of `tools` measured on it: median lines per second and CPU
+/// seconds, highest peak memory, failures found, and each as a ratio to `peer`'s.
+pub fn runs_table(
+    group_column: &str,
+    groups: &[&str],
+    tools: &[&str],
+    peer: &str,
+    runs: &[Measured],
+) -> String {
+    use std::fmt::Write as _;
+    let mut table = format!(
+        "| {group_column} | tool | lines/s | CPU s | peak MB | failures found | speed vs. {peer} | CPU vs. {peer} | memory vs. {peer} |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|\n",
+        peer = peer.split(' ').next().unwrap_or(peer),
+    );
+    for &group in groups {
+        // Per tool: median lines/s, median CPU seconds, highest peak MB, failures.
+        let summary = |tool: &str| -> Option<(f64, f64, f64, u64)> {
+            let of: Vec<&Measured> = runs
+                .iter()
+                .filter(|m| m.tool == tool && m.group == group)
+                .collect();
+            let first = of.first()?;
+            Some((
+                median_rate(runs, tool, group),
+                median(of.iter().map(|m| m.cpu_seconds).collect()),
+                of.iter().map(|m| m.peak_kib).max().unwrap_or(0) as f64 / 1024.0,
+                first.failures,
+            ))
+        };
+        let of_peer = summary(peer);
+        for &tool in tools {
+            let Some((rate, cpu, peak, failures)) = summary(tool) else {
+                continue;
+            };
+            let ratios = of_peer.map_or_else(
+                || String::from(" | | "),
+                |(p_rate, p_cpu, p_peak, _)| {
+                    format!(
+                        "{:.1} | {:.3} | {:.2}",
+                        rate / p_rate,
+                        cpu / p_cpu,
+                        peak / p_peak
+                    )
+                },
+            );
+            let _ = writeln!(
+                table,
+                "| {group} | {tool} | {:.2}M | {cpu:.2} | {peak:.0} | {failures} | {ratios} |",
+                rate / 1e6
+            );
+        }
+    }
+    table
+}
