@@ -15,8 +15,8 @@
 use std::{fmt::Write as _, path::Path, process::Command};
 
 use anyhow::{Context as _, bail};
-use ban_agent::sample::{Format, SampleSpec, SampleSummary, write_log};
-use jiff::{Timestamp, tz::TimeZone};
+use ban_agent::sample::{Format, SampleSpec, SampleSummary};
+use jiff::Timestamp;
 // The test-filter tests' `Lines:` row reader and the agent binary's path.
 #[path = "../tests/common/mod.rs"]
 #[allow(dead_code, reason = "a benchmark uses a part of the tests' helpers")]
@@ -97,12 +97,7 @@ fn main() -> anyhow::Result<()> {
             format,
             ..SampleSpec::benchmark(now)
         };
-        let file = std::fs::File::create(&log).context("create the log")?;
-        let summary = write_log(
-            &spec,
-            &TimeZone::system(),
-            &mut std::io::BufWriter::new(file),
-        )?;
+        let summary = shared::write_sample(&spec, &log)?;
         eprintln!(
             "filters: {name}: {} lines ({} MB), {} failures",
             summary.lines,
@@ -153,9 +148,7 @@ fn test_filter(name: &'static str, log: &Path, run: usize) -> anyhow::Result<Mea
             .arg(log)
             .args(["--filter", name]),
     )?;
-    // "Lines: 1000000 read, 150204 matched, 0 ignored, 849796 missed"
-    let [lines, matched, ..] = common::report::lines_row(&process.stdout)
-        .with_context(|| format!("no Lines row in test-filter's report:\n{}", process.stdout))?;
+    let (lines, matched) = common::report::read_and_matched("test-filter", &process.stdout)?;
     Ok(Measured::of(
         name,
         TEST_FILTER,
@@ -172,27 +165,9 @@ fn fail2ban_regex(
     conf: &Path,
     run: usize,
 ) -> anyhow::Result<Measured> {
-    let mut cmd = Command::new("python3");
-    cmd.arg(script).arg("--print-no-missed").arg(log).arg(conf);
-    if let Some(path) = std::env::var_os("BAN_AGENT_FAIL2BAN_PYTHONPATH") {
-        cmd.env("PYTHONPATH", path);
-    }
-    let process = shared::measured(&mut cmd)?;
-    // "Lines: 1000000 lines, 0 ignored, 150000 matched, 850000 missed"
-    let [lines, _ignored, matched, _missed] = common::report::lines_row(&process.stdout)
-        .with_context(|| {
-            format!(
-                "no Lines row in fail2ban-regex's output:\n{}",
-                process.stdout
-            )
-        })?;
-    Ok(Measured::of(
-        name,
-        FAIL2BAN,
-        run,
-        (lines, matched),
-        &process,
-    ))
+    let process = shared::measured(&mut common::report::fail2ban_regex(script, log, conf))?;
+    let found = common::report::read_and_matched("fail2ban-regex", &process.stdout)?;
+    Ok(Measured::of(name, FAIL2BAN, run, found, &process))
 }
 
 fn report(runs: &[Measured]) -> anyhow::Result<()> {

@@ -29,7 +29,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use ban_agent::{
     detect,
-    sample::{SampleSpec, SampleSummary, write_log},
+    sample::{SampleSpec, SampleSummary},
     tail::Start,
     tail::{DEFAULT_MAX_LINE, Follower},
     tracker::Rules,
@@ -172,12 +172,7 @@ fn generate(dir: &Path) -> anyhow::Result<Vec<(&'static str, PathBuf, SampleSumm
     for (index, (name, spec)) in LOGS.into_iter().enumerate() {
         let log = dir.join(format!("auth-{index}.log"));
         let spec = spec(Timestamp::now().as_millisecond());
-        let file = std::fs::File::create(&log).context("create log")?;
-        let summary = write_log(
-            &spec,
-            &TimeZone::system(),
-            &mut std::io::BufWriter::new(file),
-        )?;
+        let summary = shared::write_sample(&spec, &log)?;
         eprintln!(
             "throughput: {name}: {} lines ({} MB), {} failures, {} IPv6 lines",
             summary.lines,
@@ -266,9 +261,7 @@ fn test_filter(log: &Path, tool: &'static str, run: usize) -> anyhow::Result<Mea
             .arg(log)
             .args(["--filter", "fastapi-auth"]),
     )?;
-    // "Lines: 1000000 read, 150204 matched, 0 ignored, 849796 missed"
-    let [lines, matched, ..] = common::report::lines_row(&measured.stdout)
-        .with_context(|| format!("no Lines row in test-filter's report:\n{}", measured.stdout))?;
+    let (lines, matched) = common::report::read_and_matched("test-filter", &measured.stdout)?;
     Ok(Measured::of("", tool, run, (lines, matched), &measured))
 }
 
@@ -314,24 +307,9 @@ fn daemon(generated: &Path, lines: u64, failures: u64, run: usize) -> anyhow::Re
 fn fail2ban_regex(script: &Path, log: &Path, dir: &Path, run: usize) -> anyhow::Result<Measured> {
     let filter = dir.join("fastapi-auth.conf");
     std::fs::write(&filter, FAIL2BAN_FILTER).context("write fail2ban filter")?;
-    let mut cmd = Command::new("python3");
-    cmd.arg(script)
-        .arg("--print-no-missed")
-        .arg(log)
-        .arg(&filter);
-    if let Some(path) = std::env::var_os("BAN_AGENT_FAIL2BAN_PYTHONPATH") {
-        cmd.env("PYTHONPATH", path);
-    }
-    let measured = shared::measured(&mut cmd)?;
-    // "Lines: 1000000 lines, 0 ignored, 150000 matched, 850000 missed"
-    let [lines, _ignored, matched, _missed] = common::report::lines_row(&measured.stdout)
-        .with_context(|| {
-            format!(
-                "no Lines row in fail2ban-regex output:\n{}",
-                measured.stdout
-            )
-        })?;
-    Ok(Measured::of("", FAIL2BAN, run, (lines, matched), &measured))
+    let measured = shared::measured(&mut common::report::fail2ban_regex(script, log, &filter))?;
+    let found = common::report::read_and_matched("fail2ban-regex", &measured.stdout)?;
+    Ok(Measured::of("", FAIL2BAN, run, found, &measured))
 }
 
 /// fail2ban-rs's jail equivalent to the shipped filter, in its configuration's terms: its

@@ -33,13 +33,7 @@ pub fn xdp(ws: &Workspace) -> anyhow::Result<()> {
 /// root), against fail2ban-regex and fail2ban-rs's dry run.
 pub fn throughput(ws: &Workspace) -> anyhow::Result<()> {
     let mut cmd = cargo_bench(ws, "throughput", false)?;
-    match fail2ban(ws) {
-        Ok(peer) => {
-            cmd.env("BAN_AGENT_FAIL2BAN_REGEX", &peer.regex)
-                .env("BAN_AGENT_FAIL2BAN_PYTHONPATH", &peer.pythonpath);
-        }
-        Err(error) => eprintln!("bench throughput: no fail2ban-regex to compare with: {error:#}"),
-    }
+    with_fail2ban_regex(ws, &mut cmd, "throughput");
     match fail2ban_rs(ws) {
         Ok(binary) => {
             cmd.env("BAN_AGENT_FAIL2BAN_RS", binary);
@@ -49,17 +43,23 @@ pub fn throughput(ws: &Workspace) -> anyhow::Result<()> {
     run(&mut cmd)
 }
 
-/// Each built-in filter on a log of its format, against fail2ban-regex with the
-/// equivalent filter.
-pub fn filters(ws: &Workspace) -> anyhow::Result<()> {
-    let mut cmd = cargo_bench(ws, "filters", false)?;
+/// Points benchmark `name`'s `cmd` at fail2ban-regex, the detection peer; without it, the
+/// benchmark measures ban-agent alone.
+fn with_fail2ban_regex(ws: &Workspace, cmd: &mut Command, name: &str) {
     match fail2ban(ws) {
         Ok(peer) => {
             cmd.env("BAN_AGENT_FAIL2BAN_REGEX", &peer.regex)
                 .env("BAN_AGENT_FAIL2BAN_PYTHONPATH", &peer.pythonpath);
         }
-        Err(error) => eprintln!("bench filters: no fail2ban-regex to compare with: {error:#}"),
+        Err(error) => eprintln!("bench {name}: no fail2ban-regex to compare with: {error:#}"),
     }
+}
+
+/// Each built-in filter on a log of its format, against fail2ban-regex with the
+/// equivalent filter.
+pub fn filters(ws: &Workspace) -> anyhow::Result<()> {
+    let mut cmd = cargo_bench(ws, "filters", false)?;
+    with_fail2ban_regex(ws, &mut cmd, "filters");
     run(&mut cmd)
 }
 

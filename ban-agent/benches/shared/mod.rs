@@ -284,3 +284,19 @@ pub fn runs_table(
     }
     table
 }
+
+/// Writes the generated log `spec` describes to `path`, times in this machine's zone.
+pub fn write_sample(
+    spec: &ban_agent::sample::SampleSpec,
+    path: &std::path::Path,
+) -> anyhow::Result<ban_agent::sample::SampleSummary> {
+    let file =
+        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let summary = ban_agent::sample::write_log(
+        spec,
+        &jiff::tz::TimeZone::system(),
+        &mut std::io::BufWriter::new(file),
+    )
+    .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(summary)
+}
