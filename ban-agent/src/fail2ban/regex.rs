@@ -1,99 +1,9 @@
-//! fail2ban regexes in Rust's syntax: its tags (`<HOST>`, `<ADDR>`, `<F-USER>…</F-USER>`,
-//! `<SKIPLINES>`) expanded as `failregex.py` expands them, and Python `re` syntax
-//! translated where Rust's differs. The result is what [`crate::filter`] compiles
+//! fail2ban regexes in Rust's syntax: Python `re` syntax translated where Rust's
+//! differs, its tags expanded by the one tag table ([`crate::filter::tags`], fail2ban's
+//! dialect). The result is what [`crate::filter`] compiles
 //! ([`crate::filter::pattern::Pattern`]).
 
-const IP4: &str = r"(?:\d{1,3}\.){3}\d{1,3}";
-/// fail2ban's IPv6 expression; its last alternative is `(?<=:):`, a lookbehind that
-/// always holds there (every repetition before it ends in `:`), so it is written `:`
-/// and `<HOST>` stays on the fast path.
-const IP6: &str = r"(?:[0-9a-fA-F]{1,4}::?|::){1,7}(?:[0-9a-fA-F]{1,4}|:)";
-
-/// What a tag expands to; `None`: not a tag of fail2ban's (left as written).
-fn host_tag(name: &str, use_dns: bool) -> Option<String> {
-    let ip4 = format!(r"(?:::f{{4,6}}:)?(?P<ip4>{IP4})");
-    let ip6 = format!(r"(?P<ip6>{IP6})");
-    let dns = r"(?P<dns>[\w\-.^_]*\w)";
-    let addr = format!(r"\[?(?:{ip4}|{ip6})\]?");
-    let cidr = r"(?P<cidr>\d+)";
-    Some(match name {
-        "HOST" if use_dns => format!("(?:{addr}|{dns})"),
-        "HOST" | "ADDR" | "F-ADDR/" => addr,
-        "IP4" | "F-IP4/" => ip4,
-        "IP6" | "F-IP6/" => ip6,
-        "DNS" | "F-DNS/" => dns.to_owned(),
-        "CIDR" | "F-CIDR/" => cidr.to_owned(),
-        "SUBNET" | "F-SUBNET/" => format!(r"\[?(?:{ip4}|{ip6})(?:/{cidr})?\]?"),
-        "F-ID/" => r"(?P<fid>\S+)".to_owned(),
-        "F-PORT/" => r"(?P<fport>\w+)".to_owned(),
-        _ => return None,
-    })
-}
-
-/// The group name of `<F-NAME>`: lower case, `id` and `port` renamed as fail2ban does.
-fn group_name(tag: &str) -> String {
-    match tag.to_lowercase().as_str() {
-        "id" => "fid".to_owned(),
-        "port" => "fport".to_owned(),
-        other => other.replace('-', "_"),
-    }
-}
-
-/// Expands fail2ban's tags in `regex` (`Regex._resolveHostTag`). `use_dns`: whether
-/// `<HOST>` also takes host names (fail2ban's default); the agent never resolves them.
-pub fn expand_tags(regex: &str, use_dns: bool) -> String {
-    let mut out = String::with_capacity(regex.len() * 2);
-    let mut open: Vec<String> = Vec::new();
-    let mut skiplines = 0;
-    let mut rest = regex;
-    while let Some(start) = rest.find('<') {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 1..];
-        let end = after.find('>');
-        let name = end.map(|e| &after[..e]).filter(|n| {
-            let inner = n.strip_prefix('/').unwrap_or(n);
-            let inner = inner.strip_suffix('/').unwrap_or(inner);
-            !inner.is_empty()
-                && inner
-                    .chars()
-                    .all(|c| c.is_alphanumeric() || c == '_' || c == '-')
-        });
-        let Some(name) = name else {
-            out.push('<');
-            rest = after;
-            continue;
-        };
-        let tag_len = name.len() + 2;
-        if name == "SKIPLINES" {
-            out.push_str(&format!(r"\n(?P<skiplines{skiplines}>(?:(?:.*\n)*?))"));
-            skiplines += 1;
-        } else if let Some(expansion) = host_tag(name, use_dns) {
-            out.push_str(&expansion);
-        } else if let Some(custom) = name.strip_prefix("F-").filter(|n| custom_name(n)) {
-            open.push(custom.to_owned());
-            out.push_str(&format!("(?P<{}>", group_name(custom)));
-        } else if let Some(custom) = name.strip_prefix("/F-").filter(|n| custom_name(n)) {
-            if open.iter().any(|o| o == custom) {
-                out.push(')');
-            } else {
-                out.push_str(&rest[start..start + tag_len]);
-            }
-        } else {
-            out.push_str(&rest[start..start + tag_len]);
-        }
-        rest = &rest[start + tag_len..];
-    }
-    out.push_str(rest);
-    out
-}
-
-/// `F-` names fail2ban accepts: upper case, digits, `_` and `-`.
-fn custom_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_' || c == '-')
-}
+use crate::filter::tags::expand_fail2ban;
 
 /// Rewrites Python `re` syntax where Rust's regex syntax reads it otherwise: `\<` and
 /// `\>` (literal in Python, word boundaries in Rust), `\Z`, `{,n}`, braces that are not
@@ -174,7 +84,7 @@ pub fn translate(python: &str) -> String {
 
 /// `regex` (fail2ban's dialect, after interpolation) in Rust's syntax, its tags expanded.
 pub fn to_rust(regex: &str, use_dns: bool) -> String {
-    translate(&expand_tags(regex, use_dns))
+    translate(&expand_fail2ban(regex, use_dns))
 }
 
 /// A Python repetition at the start of `chars` (`{m}`, `{m,}`, `{m,n}`, `{,n}`): its
@@ -235,17 +145,6 @@ mod tests {
                 .expect("compiles")
                 .is_fast()
         );
-    }
-
-    #[test]
-    fn custom_tags_become_groups() {
-        let expanded = expand_tags(
-            "^<F-USER>\\S+</F-USER> <F-ID/> <F-ALT_USER1>y</F-ALT_USER1>",
-            false,
-        );
-        assert_eq!(expanded, r"^(?P<user>\S+) (?P<fid>\S+) (?P<alt_user1>y)");
-        assert_eq!(expand_tags("</F-USER>", false), "</F-USER>");
-        assert_eq!(expand_tags("a <b c", false), "a <b c");
     }
 
     #[test]

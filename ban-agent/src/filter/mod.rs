@@ -16,7 +16,7 @@ pub mod options;
 pub mod pattern;
 mod pick;
 mod prefilter;
-mod tags;
+pub mod tags;
 pub mod templates;
 
 use std::collections::BTreeMap;
