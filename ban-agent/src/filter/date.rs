@@ -124,20 +124,16 @@ impl DateReader {
     }
 
     fn iso(&mut self, b: &[u8]) -> Option<UnixMs> {
-        if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || (b[10] != b' ' && b[10] != b'T') {
-            return None;
-        }
-        if b[13] != b':' || b[16] != b':' {
-            return None;
-        }
-        let year = digits(&b[0..4])?;
-        let (month, day) = (digits(&b[5..7])?, digits(&b[8..10])?);
-        let (hour, minute, second) = (
-            digits(&b[11..13])?,
-            digits(&b[14..16])?,
-            digits(&b[17..19])?,
-        );
-        let mut rest = &b[19..];
+        let Stamp {
+            year,
+            month,
+            day,
+            hour,
+            minute,
+            second,
+            ..
+        } = stamp(b)?;
+        let mut rest = &b[STAMP_LEN..];
         let mut millis = 0;
         if let [b',' | b'.', tail @ ..] = rest {
             let n = tail.iter().take_while(|c| c.is_ascii_digit()).count();
@@ -177,6 +173,43 @@ impl DateReader {
         self.cached = Some((key, offset));
         Some(offset)
     }
+}
+
+/// The fields of `YYYY-MM-DD?HH:MM:SS` at the start of a line, as written (ASCII
+/// digits, not checked against their ranges), and the byte between date and time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stamp {
+    pub year: i64,
+    pub month: i64,
+    pub day: i64,
+    pub hour: i64,
+    pub minute: i64,
+    pub second: i64,
+    pub between: u8,
+}
+
+/// The length of [`Stamp`]'s text.
+pub const STAMP_LEN: usize = 19;
+
+/// An ISO 8601 date and time at the start of `b` (`T` or a space between them): the one
+/// scan both dialects' readers start with, ours and fail2ban's templates
+/// ([`super::templates`]), before any regex.
+pub fn stamp(b: &[u8]) -> Option<Stamp> {
+    if b.len() < STAMP_LEN || b[4] != b'-' || b[7] != b'-' || (b[10] != b' ' && b[10] != b'T') {
+        return None;
+    }
+    if b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    Some(Stamp {
+        year: digits(&b[0..4])?,
+        month: digits(&b[5..7])?,
+        day: digits(&b[8..10])?,
+        hour: digits(&b[11..13])?,
+        minute: digits(&b[14..16])?,
+        second: digits(&b[17..19])?,
+        between: b[10],
+    })
 }
 
 /// `Z`, `+hh:mm`, `+hhmm` or `+hh` right after the time; `None` when there is none.

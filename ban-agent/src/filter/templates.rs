@@ -114,6 +114,9 @@ struct Template {
     anchored: bool,
     /// Groups that hold the date text, the first that took part wins.
     date_groups: Vec<usize>,
+    /// The template is an ISO 8601 date (`%Y-%m-%d %H:%M:%S…`): read without the regex
+    /// when a line starts with it.
+    iso: Option<IsoShape>,
 }
 
 /// A date found in a line.
@@ -194,7 +197,20 @@ impl DateDetector {
         if self.none {
             return None;
         }
-        if let Some(template) = self.templates.get(self.last.load(Ordering::Relaxed))
+        // The first template decides a line it matches at the start unless the last
+        // line's template is another (tried first, as fail2ban does).
+        let last = self.last.load(Ordering::Relaxed);
+        if (last == 0 || last == usize::MAX)
+            && let Some(first) = self.templates.first()
+            && let Some(shape) = first.iso
+            && let Some(found) = shape.read(line, zone)
+        {
+            if first.anchored {
+                self.last.store(0, Ordering::Relaxed);
+            }
+            return Some(found);
+        }
+        if let Some(template) = self.templates.get(last)
             && let Some(captures) = template.regex.captures(line)
             && let Some(span) = template.date_groups.iter().find_map(|&g| captures.get(g))
         {
@@ -246,6 +262,171 @@ fn found(
         start: span.start(),
         end: span.end(),
         time,
+    }
+}
+
+/// What an ISO 8601 template writes after the seconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fraction {
+    /// Nothing (`%S` ends the date).
+    Absent,
+    /// This separator and `%f` (`,%f`, `.%f`).
+    Required(u8),
+    /// `(?:[.,]%f)?`.
+    Optional,
+}
+
+/// An ISO 8601 template as fail2ban writes its first default
+/// (`%ExY(?P<_sep>[-/.])%m(?P=_sep)%d(?:T|  ?)%H:%M:%S(?:[.,]%f)?(?:\s*%z)?`), or as a
+/// `datepattern` for Python's logging (`^%Y-%m-%d %H:%M:%S,%f`): read with
+/// [`date::stamp`](super::date::stamp) when a line starts with it, and given to the
+/// regex whenever the scan cannot be sure to find what the regex would.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct IsoShape {
+    /// `%ExY`: the years `2000` to `20{digit}9`; `None`: `%Y`, any four digits.
+    strict_year: Option<u8>,
+    /// The bytes allowed between date and time.
+    between: &'static [u8],
+    fraction: Fraction,
+    /// `(?:\s*%z)?`: an optional zone after the time.
+    zone: bool,
+}
+
+impl IsoShape {
+    /// The shape of a template's pattern (without its `^`), when it is one.
+    fn of(body: &str, year_digit: char) -> Option<Self> {
+        let mut rest = body.strip_prefix("{^LN-BEG}").unwrap_or(body);
+        let mut eat = |text: &str| match rest.strip_prefix(text) {
+            Some(after) => {
+                rest = after;
+                true
+            }
+            None => false,
+        };
+        let strict_year = if eat("%ExY") {
+            Some(u8::try_from(year_digit).ok()?.checked_sub(b'0')?)
+        } else if eat("%Y") {
+            None
+        } else {
+            return None;
+        };
+        let class = eat("(?P<_sep>[-/.])");
+        if !(class || eat("-")) || !eat("%m") {
+            return None;
+        }
+        if !(if class { eat("(?P=_sep)") } else { eat("-") }) || !eat("%d") {
+            return None;
+        }
+        let between: &'static [u8] = if eat("(?:T|  ?)") {
+            b"T "
+        } else if eat(" ") {
+            b" "
+        } else if eat("T") {
+            b"T"
+        } else {
+            return None;
+        };
+        if !eat("%H:%M:%S") {
+            return None;
+        }
+        let fraction = if eat("(?:[.,]%f)?") {
+            Fraction::Optional
+        } else if eat(",%f") {
+            Fraction::Required(b',')
+        } else if eat(".%f") {
+            Fraction::Required(b'.')
+        } else {
+            Fraction::Absent
+        };
+        let zone = eat(r"(?:\s*%z)?");
+        rest.is_empty().then_some(Self {
+            strict_year,
+            between,
+            fraction,
+            zone,
+        })
+    }
+
+    /// The date at the start of `line`, exactly as the template's regex would find it
+    /// there; `None` when unsure (the regex decides). Every field must be written in
+    /// two digits and in its range, the date must end where the regex's would (no zone
+    /// after it, which is left to the regex, and no word character), else `None`.
+    fn read(self, line: &str, zone: &TimeZone) -> Option<Found> {
+        let b = line.as_bytes();
+        let s = super::date::stamp(b)?;
+        let year_ok = match self.strict_year {
+            Some(digit) => (2000..=2009 + 10 * i64::from(digit)).contains(&s.year),
+            None => true,
+        };
+        let in_range = (1..=12).contains(&s.month)
+            && (1..=31).contains(&s.day)
+            && s.hour <= 23
+            && s.minute <= 59
+            && s.second <= 59;
+        if !year_ok || !in_range || !self.between.contains(&s.between) {
+            return None;
+        }
+        let mut end = super::date::STAMP_LEN;
+        let digits_after = |at: usize| {
+            b.get(at + 1..).map_or(0, |tail| {
+                tail.iter().take_while(|c| c.is_ascii_digit()).count()
+            })
+        };
+        match self.fraction {
+            Fraction::Absent => {}
+            Fraction::Required(sep) => {
+                let n = digits_after(end);
+                if b.get(end) != Some(&sep) || !(1..=6).contains(&n) {
+                    return None;
+                }
+                end += 1 + n;
+            }
+            Fraction::Optional => {
+                if matches!(b.get(end), Some(b'.' | b',')) {
+                    match digits_after(end) {
+                        0 => {}
+                        n @ 1..=6 => end += 1 + n,
+                        _ => return None,
+                    }
+                }
+            }
+        }
+        if self.zone {
+            let spaces = b[end..]
+                .iter()
+                .take_while(|c| c.is_ascii_whitespace())
+                .count();
+            let after = &b[end + spaces..];
+            let zone_ahead = match after {
+                [b'Z' | b'U' | b'G', ..] => true,
+                [b'+' | b'-', b'0' | b'1', digit, ..] => digit.is_ascii_digit(),
+                [next, ..] => !next.is_ascii(),
+                [] => false,
+            };
+            if zone_ahead {
+                return None;
+            }
+        }
+        // The regex ends at a word's end: the next character is no word character.
+        if let Some(&next) = b.get(end)
+            && (next.is_ascii_alphanumeric() || next == b'_' || !next.is_ascii())
+        {
+            return None;
+        }
+        let field = |value: i64| i32::try_from(value).ok();
+        let fields = [
+            field(s.year)?,
+            field(s.month)?,
+            field(s.day)?,
+            field(s.hour)?,
+            field(s.minute)?,
+            field(s.second)?,
+        ];
+        Some(Found {
+            start: 0,
+            end,
+            time: civil_ms(fields, None, zone),
+        })
     }
 }
 
@@ -360,6 +541,12 @@ impl Builder {
                 (TimeForm::Fields, expanded.0, vec![1])
             }
         };
+        let iso = match (kind, wrap) {
+            (TimeForm::Fields, Wrap::Word | Wrap::LineStart) => {
+                IsoShape::of(body.strip_prefix('^').unwrap_or(body), self.year_digit)
+            }
+            _ => None,
+        };
         let (regex, anchored) = bound(&regex_body, wrap, kind);
         // Month and day names are matched in any case, as fail2ban does.
         let regex = if alpha { format!("(?i){regex}") } else { regex };
@@ -369,6 +556,7 @@ impl Builder {
             kind,
             anchored,
             date_groups,
+            iso,
         })
     }
 
@@ -544,25 +732,7 @@ fn fields_time(c: &regex::Captures<'_>, now: i64, zone: &TimeZone) -> Option<i64
         .name("z")
         .or_else(|| c.name("Z"))
         .and_then(|m| zone_offset_minutes(m.as_str()));
-    let to_ms = |year: i32| -> Option<i64> {
-        // Python's dates start at year 1: fail2ban finds no time in `0000-12-30`.
-        if year < 1 {
-            return None;
-        }
-        let civil = super::date::civil_time(year, month, day, hour, minute, second.min(59))?;
-        let ts = match offset {
-            Some(minutes) => {
-                let utc = civil.to_zoned(TimeZone::UTC).ok()?.timestamp();
-                utc.as_millisecond() - i64::from(minutes) * 60_000
-            }
-            None => civil
-                .to_zoned(zone.clone())
-                .ok()?
-                .timestamp()
-                .as_millisecond(),
-        };
-        Some(ts + i64::from(second.max(59) - 59) * 1000)
-    };
+    let to_ms = |year: i32| civil_ms([year, month, day, hour, minute, second], offset, zone);
     let mut time = to_ms(y)?;
     if assume_today && time > now {
         time -= 86_400_000;
@@ -571,6 +741,30 @@ fn fields_time(c: &regex::Captures<'_>, now: i64, zone: &TimeZone) -> Option<i64
         time = to_ms(y - 1)?;
     }
     Some(time)
+}
+
+/// The time of `[year, month, day, hour, minute, second]` as fail2ban's templates read
+/// it: at `offset` minutes east of UTC, else in `zone`; a leap second (`:60`, `:61`) is
+/// the seconds after `:59`.
+fn civil_ms(fields: [i32; 6], offset: Option<i32>, zone: &TimeZone) -> Option<i64> {
+    let [year, month, day, hour, minute, second] = fields;
+    // Python's dates start at year 1: fail2ban finds no time in `0000-12-30`.
+    if year < 1 {
+        return None;
+    }
+    let civil = super::date::civil_time(year, month, day, hour, minute, second.min(59))?;
+    let ts = match offset {
+        Some(minutes) => {
+            let utc = civil.to_zoned(TimeZone::UTC).ok()?.timestamp();
+            utc.as_millisecond() - i64::from(minutes) * 60_000
+        }
+        None => civil
+            .to_zoned(zone.clone())
+            .ok()?
+            .timestamp()
+            .as_millisecond(),
+    };
+    Some(ts + i64::from(second.max(59) - 59) * 1000)
 }
 
 /// Minutes east of UTC of a zone written in a log: `Z`, `UTC`, `GMT`, `+0100`, `-05:00`,
@@ -753,6 +947,123 @@ mod tests {
         for pattern in ["%Ex\u{a7}H:%M", "%\u{e9}", "%Ex"] {
             let error = DateDetector::new(Some(pattern), 2026).expect_err("refused");
             assert!(error.to_string().contains('%'), "{pattern}: {error}");
+        }
+    }
+
+    /// The ISO scan finds what the regexes find, on ISO lines bent every way the scan
+    /// must notice (fractions, zones, fields out of range, word characters after).
+    mod iso {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn slow(detector: &DateDetector) -> DateDetector {
+            let mut slow = detector.clone();
+            for template in &mut slow.templates {
+                template.iso = None;
+            }
+            slow
+        }
+
+        fn line() -> impl Strategy<Value = String> {
+            let year = prop_oneof![
+                Just("2026"),
+                Just("2005"),
+                Just("1999"),
+                Just("0000"),
+                Just("2039")
+            ];
+            let two = prop_oneof![
+                Just("00"),
+                Just("01"),
+                Just("09"),
+                Just("12"),
+                Just("13"),
+                Just("23"),
+                Just("24"),
+                Just("30"),
+                Just("31"),
+                Just("59"),
+                Just("60"),
+                Just("61")
+            ];
+            let between = prop_oneof![Just(" "), Just("T"), Just("  ")];
+            let fraction = prop_oneof![
+                Just(""),
+                Just(",001"),
+                Just(".5"),
+                Just(",123456"),
+                Just(",1234567"),
+                Just(","),
+                Just(".x")
+            ];
+            let zone = prop_oneof![
+                Just(""),
+                Just("Z"),
+                Just(" UTC"),
+                Just("+0100"),
+                Just(" -05:00"),
+                Just(" - app"),
+                Just(" +1"),
+                Just("\u{a0}+0100"),
+                Just("GMTx")
+            ];
+            let tail = prop_oneof![
+                Just(""),
+                Just(" x"),
+                Just("x"),
+                Just("_"),
+                Just("é"),
+                Just("1"),
+                Just(":")
+            ];
+            (
+                year,
+                two.clone(),
+                two.clone(),
+                between,
+                two.clone(),
+                two.clone(),
+                two,
+                fraction,
+                zone,
+                tail,
+            )
+                .prop_map(|(y, mo, d, t, h, mi, s, f, z, tail)| {
+                    format!("{y}-{mo}-{d}{t}{h}:{mi}:{s}{f}{z}{tail}")
+                })
+        }
+
+        proptest! {
+            #[test]
+            fn the_scan_finds_what_the_regex_finds(lines in prop::collection::vec(line(), 1..6)) {
+                for pattern in [None, Some("^%Y-%m-%d %H:%M:%S,%f"), Some("%Y-%m-%dT%H:%M:%S")] {
+                    let fast = DateDetector::new(pattern, 2026).expect("templates");
+                    prop_assert!(fast.templates[0].iso.is_some(), "{pattern:?}");
+                    let slow = slow(&fast);
+                    for line in &lines {
+                        prop_assert_eq!(
+                            fast.find(line, NOW, &zone()),
+                            slow.find(line, NOW, &zone()),
+                            "{:?} {:?}", pattern, line
+                        );
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn python_logging_lines_are_scanned() {
+            let detector = DateDetector::new(Some("^%Y-%m-%d %H:%M:%S,%f"), 2026).expect("ok");
+            let line = "2005-08-14 11:59:59,123 - app - INFO - 192.0.2.1 - x";
+            let found = detector.templates[0].iso.expect("iso").read(line, &zone());
+            assert_eq!(
+                found,
+                Some(Found {
+                    start: 0,
+                    end: 23,
+                    time: Some(local("2005-08-14T11:59:59"))
+                })
+            );
         }
     }
 }
