@@ -101,37 +101,52 @@ fn part_literals(hir: &Hir) -> Vec<Option<Vec<Vec<u8>>>> {
         .collect()
 }
 
-/// Which regexes of a list can match a text, from their literals, in one scan: per
-/// regex, the part of its concatenation whose literals are longest (the most selective:
-/// `Failed ` rather than ` from `), all of them searched together. A regex with no such
-/// literals is always a candidate.
+/// Which regexes of a list can match a text, from their literals, in one scan. Each
+/// regex gets two sets of literals its every match contains one of, and may match only a
+/// text that holds one of each: the part of its concatenation whose literals are longest
+/// (the most selective: `Failed ` rather than ` from `), and the rightmost set the
+/// [`Prefilter`] takes (` 401"` after a prefix every line repeats). All are searched
+/// together. A regex with no such literals is always a candidate.
 #[derive(Clone, Debug)]
 pub struct LiteralGate {
     set: Option<regex::bytes::RegexSet>,
-    /// For each regex, its index in `set`; `None`: always a candidate.
-    slots: Vec<Option<usize>>,
+    /// For each regex, the indexes in `set` of the literal sets it needs; none: always
+    /// a candidate.
+    slots: Vec<Vec<usize>>,
 }
 
 impl LiteralGate {
     pub fn new(patterns: &[&str]) -> Self {
-        let mut alternations = Vec::new();
+        let mut alternations: Vec<String> = Vec::new();
         let mut slots = Vec::new();
         for pattern in patterns {
-            let literals = regex_syntax::parse(pattern)
-                .ok()
-                .and_then(|hir| selective_literals(&hir));
-            slots.push(literals.map(|literals| {
+            let hir = regex_syntax::parse(pattern).ok();
+            let needed = hir.iter().flat_map(|hir| {
+                let selective = selective_literals(hir);
+                let rightmost = required_literals(hir).filter(|r| Some(r) != selective.as_ref());
+                selective.into_iter().chain(rightmost)
+            });
+            let mut own = Vec::new();
+            for literals in needed {
                 let escaped: Vec<String> = literals.iter().map(|l| escape_bytes(l)).collect();
-                alternations.push(escaped.join("|"));
-                alternations.len() - 1
-            }));
+                let alternation = escaped.join("|");
+                let slot = match alternations.iter().position(|a| *a == alternation) {
+                    Some(slot) => slot,
+                    None => {
+                        alternations.push(alternation);
+                        alternations.len() - 1
+                    }
+                };
+                own.push(slot);
+            }
+            slots.push(own);
         }
         let set = regex::bytes::RegexSetBuilder::new(&alternations)
             .unicode(false)
             .build()
             .ok();
         if set.is_none() {
-            slots.iter_mut().for_each(|slot| *slot = None);
+            slots.iter_mut().for_each(Vec::clear);
         }
         Self { set, slots }
     }
@@ -143,8 +158,8 @@ impl LiteralGate {
 
     /// Whether regex `index` may match, given `candidates` of the same text.
     pub fn may_match(&self, candidates: &Candidates, index: usize) -> bool {
-        match (self.slots.get(index).copied().flatten(), &candidates.0) {
-            (Some(slot), Some(found)) => found.matched(slot),
+        match (self.slots.get(index), &candidates.0) {
+            (Some(slots), Some(found)) => slots.iter().all(|&slot| found.matched(slot)),
             _ => true,
         }
     }
@@ -242,6 +257,24 @@ mod tests {
         );
         assert!(gate.may_match(&found, 1));
         assert!(gate.may_match(&found, 2), "no literal: always tried");
+    }
+
+    #[test]
+    fn a_gate_needs_the_selective_literals_and_the_rightmost_ones() {
+        let gate = LiteralGate::new(&[
+            r#"^ - fastapi-auth - [A-Z]+ - (?P<ip4>\S+) - "[A-Z]+ (?:/login" 401|/register" 400)$"#,
+        ]);
+        let passes = |text: &str| gate.may_match(&gate.candidates(text), 0);
+        assert!(passes(
+            r#" - fastapi-auth - INFO - 192.0.2.1 - "POST /login" 401"#
+        ));
+        assert!(
+            !passes(r#" - fastapi-auth - INFO - 192.0.2.1 - "POST /login" 200"#),
+            "the prefix every line repeats is not enough"
+        );
+        assert!(!passes(
+            r#" - other-app - INFO - 192.0.2.1 - "POST /login" 401"#
+        ));
     }
 
     #[test]
