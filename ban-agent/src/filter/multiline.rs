@@ -398,12 +398,21 @@ impl Matcher {
         } else {
             self.buffer = vec![line];
         }
-        let original = self.buffer.clone();
         let mut buf = Some(joined(&self.buffer));
-        if !self.ignoreregex.is_empty()
-            && self.ignoreregex.len() + 2 < self.failregex.len()
-            && buf.as_deref().is_some_and(|b| self.ignored(b))
+        let ignore_first =
+            !self.ignoreregex.is_empty() && self.ignoreregex.len() + 2 < self.failregex.len();
+        // A failregex runs on a part of the line (prefregex's content), which holds its
+        // literals only if the line does: a line without any regex's is done with before
+        // prefregex runs, unless earlier lines wait in the buffer or ignoreregex would
+        // count the line as ignored first.
+        if self.maxlines <= 1
+            && !ignore_first
+            && buf.as_deref().is_some_and(|b| !self.gate.any_may_match(b))
         {
+            return None;
+        }
+        let original = self.buffer.clone();
+        if ignore_first && buf.as_deref().is_some_and(|b| self.ignored(b)) {
             return None;
         }
         let mut pre_groups = BTreeMap::new();
@@ -651,8 +660,6 @@ fn hit(regex: usize, fail: &Fail, time: Option<i64>) -> Hit {
     }
 }
 
-/// The buffer as the regexes see it: each line without its date, one per line, with a
-/// final newline as fail2ban writes it.
 /// What [`Matcher::prepare`] leaves for the failregexes.
 struct Prepared {
     original: Vec<Line>,
@@ -660,6 +667,8 @@ struct Prepared {
     text: Option<String>,
 }
 
+/// The buffer as the regexes see it: each line without its date, one per line, with a
+/// final newline as fail2ban writes it.
 fn joined(lines: &[Line]) -> String {
     let mut out = String::new();
     for line in lines {

@@ -156,6 +156,21 @@ impl LiteralGate {
         Candidates(self.set.as_ref().map(|set| set.matches(text.as_bytes())))
     }
 
+    /// Whether some regex may match `text` (one scan; `true` when one of them has no
+    /// literals).
+    pub fn any_may_match(&self, text: &str) -> bool {
+        let Some(set) = &self.set else {
+            return true;
+        };
+        if self.slots.iter().any(Vec::is_empty) {
+            return true;
+        }
+        let found = set.matches(text.as_bytes());
+        self.slots
+            .iter()
+            .any(|slots| slots.iter().all(|&slot| found.matched(slot)))
+    }
+
     /// Whether regex `index` may match, given `candidates` of the same text.
     pub fn may_match(&self, candidates: &Candidates, index: usize) -> bool {
         match (self.slots.get(index), &candidates.0) {
@@ -257,6 +272,13 @@ mod tests {
         );
         assert!(gate.may_match(&found, 1));
         assert!(gate.may_match(&found, 2), "no literal: always tried");
+        assert!(
+            gate.any_may_match("nothing of theirs"),
+            "the third has no literal"
+        );
+        let gate = LiteralGate::new(&[r"^Failed \S+ from (?P<ip4>\S+)$"]);
+        assert!(!gate.any_may_match("Accepted password from 192.0.2.1"));
+        assert!(gate.any_may_match("Failed password from 192.0.2.1"));
     }
 
     #[test]

@@ -114,9 +114,9 @@ struct Template {
     anchored: bool,
     /// Groups that hold the date text, the first that took part wins.
     date_groups: Vec<usize>,
-    /// The template is an ISO 8601 date (`%Y-%m-%d %H:%M:%S…`): read without the regex
-    /// when a line starts with it.
-    iso: Option<IsoShape>,
+    /// A date this template's regex finds at a line's start that a scan reads without
+    /// it (see [`DateDetector::scan`]).
+    scan: Option<Scan>,
 }
 
 /// A date found in a line.
@@ -197,16 +197,10 @@ impl DateDetector {
         if self.none {
             return None;
         }
-        // The first template decides a line it matches at the start unless the last
-        // line's template is another (tried first, as fail2ban does).
         let last = self.last.load(Ordering::Relaxed);
-        if (last == 0 || last == usize::MAX)
-            && let Some(first) = self.templates.first()
-            && let Some(shape) = first.iso
-            && let Some(found) = shape.read(line, zone)
-        {
-            if first.anchored {
-                self.last.store(0, Ordering::Relaxed);
+        if let Some((index, found)) = self.scan(line, last, now, zone) {
+            if self.templates[index].anchored {
+                self.last.store(index, Ordering::Relaxed);
             }
             return Some(found);
         }
@@ -239,6 +233,113 @@ impl DateDetector {
         let span = template.date_groups.iter().find_map(|&g| captures.get(g))?;
         Some(found(template, &captures, span, now, zone))
     }
+}
+
+impl DateDetector {
+    /// The date at the start of `line` read without a regex, and the template whose
+    /// regex would have found it, when that template is the one to decide the line:
+    /// - the first template, when it is ISO 8601 (fail2ban's first default, or a
+    ///   `datepattern` such as `^%Y-%m-%d %H:%M:%S,%f`) and no other was the last line's;
+    /// - fail2ban's second default (syslog's `Aug 14 11:59:59`), when it is second
+    ///   behind an anchored ISO template (which cannot match a line that starts with a
+    ///   letter) and the last line's was one of the two.
+    ///
+    /// `None` whenever unsure: the regexes decide, as they always did.
+    fn scan(&self, line: &str, last: usize, now: i64, zone: &TimeZone) -> Option<(usize, Found)> {
+        let first = self.templates.first()?;
+        let fresh = |upto: usize| last <= upto || last == usize::MAX;
+        let Some(Scan::Iso(iso)) = first.scan else {
+            return None;
+        };
+        if fresh(0)
+            && let Some(found) = iso.read(line, now, zone)
+        {
+            return Some((0, found));
+        }
+        let starts_with_letter = line.as_bytes().first().is_some_and(u8::is_ascii_alphabetic);
+        let second = self.templates.get(1)?;
+        if first.anchored && second.scan == Some(Scan::Syslog) && starts_with_letter && fresh(1) {
+            return syslog(line, now, zone).map(|found| (1, found));
+        }
+        None
+    }
+}
+
+/// The dates a template's regex finds that a scan reads without it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Scan {
+    Iso(IsoShape),
+    /// fail2ban's second default template at a line's start (its `{^LN-BEG}` twin).
+    Syslog,
+}
+
+/// The date of fail2ban's second default template, `(?:%a )?%b %d %k:%M:%S(?:\.%f)?(?:
+/// %ExY)?`, at the start of `line` (`Aug 14 11:59:59`, `Aug  4 01:02:03.5`), exactly as
+/// its regex would find it there; `None` when unsure (a weekday first, a one-digit day
+/// or hour, a year or a word character after the time, a field out of range).
+fn syslog(line: &str, now: i64, zone: &TimeZone) -> Option<Found> {
+    let b = line.as_bytes();
+    if b.len() < 15 {
+        return None;
+    }
+    let name = [
+        b[0].to_ascii_lowercase(),
+        b[1].to_ascii_lowercase(),
+        b[2].to_ascii_lowercase(),
+    ];
+    if b[3] != b' ' || b[6] != b' ' {
+        return None;
+    }
+    // A weekday first (`Mon Aug 14`) is no month: the regexes decide.
+    let month = MONTHS.iter().position(|m| m.as_bytes()[..3] == name)?;
+    let digit = |at: usize, most: u8| {
+        (b'0'..=most)
+            .contains(&b[at])
+            .then(|| i32::from(b[at] - b'0'))
+    };
+    let day = match b[4] {
+        b' ' => digit(5, b'9').filter(|&d| d > 0)?,
+        _ => Some(digit(4, b'3')? * 10 + digit(5, b'9')?).filter(|d| (1..=31).contains(d))?,
+    };
+    if b[9] != b':' || b[12] != b':' {
+        return None;
+    }
+    let hour = digit(7, b'2')? * 10 + digit(8, b'9')?;
+    let minute = digit(10, b'5')? * 10 + digit(11, b'9')?;
+    let second = digit(13, b'5')? * 10 + digit(14, b'9')?;
+    let mut end = 15;
+    if b.get(end) == Some(&b'.') {
+        let n = b[end + 1..]
+            .iter()
+            .take_while(|c| c.is_ascii_digit())
+            .count();
+        match n {
+            0 => {}
+            1..=6 => end += 1 + n,
+            _ => return None,
+        }
+    }
+    match b.get(end..) {
+        Some([b' ', b'2', b'0', ..]) => return None,
+        Some([next, ..]) if next.is_ascii_alphanumeric() || *next == b'_' || !next.is_ascii() => {
+            return None;
+        }
+        _ => {}
+    }
+    let fields = Fields {
+        year: None,
+        month: Some(i32::try_from(month).ok()? + 1),
+        day: Some(day),
+        hour,
+        minute,
+        second,
+        offset: None,
+    };
+    Some(Found {
+        start: 0,
+        end,
+        time: fields.time(now, zone),
+    })
 }
 
 fn found(
@@ -351,7 +452,7 @@ impl IsoShape {
     /// there; `None` when unsure (the regex decides). Every field must be written in
     /// two digits and in its range, the date must end where the regex's would (no zone
     /// after it, which is left to the regex, and no word character), else `None`.
-    fn read(self, line: &str, zone: &TimeZone) -> Option<Found> {
+    fn read(self, line: &str, now: i64, zone: &TimeZone) -> Option<Found> {
         let b = line.as_bytes();
         let s = super::date::stamp(b)?;
         let year_ok = match self.strict_year {
@@ -414,18 +515,19 @@ impl IsoShape {
             return None;
         }
         let field = |value: i64| i32::try_from(value).ok();
-        let fields = [
-            field(s.year)?,
-            field(s.month)?,
-            field(s.day)?,
-            field(s.hour)?,
-            field(s.minute)?,
-            field(s.second)?,
-        ];
+        let fields = Fields {
+            year: Some(field(s.year)?),
+            month: Some(field(s.month)?),
+            day: Some(field(s.day)?),
+            hour: field(s.hour)?,
+            minute: field(s.minute)?,
+            second: field(s.second)?,
+            offset: None,
+        };
         Some(Found {
             start: 0,
             end,
-            time: civil_ms(fields, None, zone),
+            time: fields.time(now, zone),
         })
     }
 }
@@ -541,9 +643,10 @@ impl Builder {
                 (TimeForm::Fields, expanded.0, vec![1])
             }
         };
-        let iso = match (kind, wrap) {
+        let scan = match (kind, wrap) {
+            (TimeForm::Fields, Wrap::LineStart) if body == DEFAULTS[1] => Some(Scan::Syslog),
             (TimeForm::Fields, Wrap::Word | Wrap::LineStart) => {
-                IsoShape::of(body.strip_prefix('^').unwrap_or(body), self.year_digit)
+                IsoShape::of(body.strip_prefix('^').unwrap_or(body), self.year_digit).map(Scan::Iso)
             }
             _ => None,
         };
@@ -556,7 +659,7 @@ impl Builder {
             kind,
             anchored,
             date_groups,
-            iso,
+            scan,
         })
     }
 
@@ -698,10 +801,7 @@ fn fields_time(c: &regex::Captures<'_>, now: i64, zone: &TimeZone) -> Option<i64
             .and_then(|m| m.as_str().trim().parse::<i32>().ok())
     };
     let text = |name: &str| c.name(name).map(|m| m.as_str().to_lowercase());
-    let now_zoned = Timestamp::from_millisecond(now)
-        .ok()?
-        .to_zoned(zone.clone());
-    let mut year = num("Y").or_else(|| num("y").map(|y| if y <= 2000 { y + 2000 } else { y }));
+    let year = num("Y").or_else(|| num("y").map(|y| if y <= 2000 { y + 2000 } else { y }));
     let month = num("m").or_else(|| {
         let name = text("B").or_else(|| text("b"))?;
         MONTHS
@@ -720,27 +820,67 @@ fn fields_time(c: &regex::Captures<'_>, now: i64, zone: &TimeZone) -> Option<i64
         None => num("H").unwrap_or(0),
     };
     let (minute, second) = (num("M").unwrap_or(0), num("S").unwrap_or(0));
-    let assume_year = year.is_none();
-    let year_now = i32::from(now_zoned.year());
-    let y = *year.get_or_insert(year_now);
-    let assume_today = month.is_none() && day.is_none();
-    let (month, day) = match (month, day) {
-        (Some(m), Some(d)) => (m, d),
-        _ => (i32::from(now_zoned.month()), i32::from(now_zoned.day())),
-    };
     let offset = c
         .name("z")
         .or_else(|| c.name("Z"))
         .and_then(|m| zone_offset_minutes(m.as_str()));
-    let to_ms = |year: i32| civil_ms([year, month, day, hour, minute, second], offset, zone);
-    let mut time = to_ms(y)?;
-    if assume_today && time > now {
-        time -= 86_400_000;
+    Fields {
+        year,
+        month,
+        day,
+        hour,
+        minute,
+        second,
+        offset,
     }
-    if assume_year && time > now + 86_400_000 {
-        time = to_ms(y - 1)?;
+    .time(now, zone)
+}
+
+/// The fields of a date as a template read them, before they are completed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Fields {
+    year: Option<i32>,
+    month: Option<i32>,
+    day: Option<i32>,
+    hour: i32,
+    minute: i32,
+    second: i32,
+    /// Minutes east of UTC, when the date has a zone.
+    offset: Option<i32>,
+}
+
+impl Fields {
+    /// The time, completed as fail2ban completes it (see [`fields_time`]).
+    fn time(self, now: i64, zone: &TimeZone) -> Option<i64> {
+        let now_zoned = Timestamp::from_millisecond(now)
+            .ok()?
+            .to_zoned(zone.clone());
+        let Self {
+            year,
+            month,
+            day,
+            hour,
+            minute,
+            second,
+            offset,
+        } = self;
+        let assume_year = year.is_none();
+        let y = year.unwrap_or_else(|| i32::from(now_zoned.year()));
+        let assume_today = month.is_none() && day.is_none();
+        let (month, day) = match (month, day) {
+            (Some(m), Some(d)) => (m, d),
+            _ => (i32::from(now_zoned.month()), i32::from(now_zoned.day())),
+        };
+        let to_ms = |year: i32| civil_ms([year, month, day, hour, minute, second], offset, zone);
+        let mut time = to_ms(y)?;
+        if assume_today && time > now {
+            time -= 86_400_000;
+        }
+        if assume_year && time > now + 86_400_000 {
+            time = to_ms(y - 1)?;
+        }
+        Some(time)
     }
-    Some(time)
 }
 
 /// The time of `[year, month, day, hour, minute, second]` as fail2ban's templates read
@@ -959,7 +1099,7 @@ mod tests {
         fn slow(detector: &DateDetector) -> DateDetector {
             let mut slow = detector.clone();
             for template in &mut slow.templates {
-                template.iso = None;
+                template.scan = None;
             }
             slow
         }
@@ -1033,12 +1173,72 @@ mod tests {
                 })
         }
 
+        fn syslog_line() -> impl Strategy<Value = String> {
+            let month = prop_oneof![
+                Just("Aug"),
+                Just("dec"),
+                Just("JAN"),
+                Just("Mon"),
+                Just("Foo")
+            ];
+            let day = prop_oneof![
+                Just("14"),
+                Just(" 4"),
+                Just("04"),
+                Just("4"),
+                Just("00"),
+                Just("31"),
+                Just("32")
+            ];
+            let time = prop_oneof![
+                Just("11:59:59"),
+                Just("23:00:00"),
+                Just("25:00:00"),
+                Just("35:00:00"),
+                Just(" 1:02:03"),
+                Just("12:60:00"),
+                Just("12:00:61"),
+                Just("12:00:1")
+            ];
+            let fraction = prop_oneof![Just(""), Just(".5"), Just(".1234567"), Just(".")];
+            let tail = prop_oneof![
+                Just(" host sshd[1]: x"),
+                Just(" 2005 host"),
+                Just(" 20"),
+                Just("x"),
+                Just(""),
+                Just("é"),
+                Just(":")
+            ];
+            (month, day, time, fraction, tail)
+                .prop_map(|(m, d, t, f, tail)| format!("{m} {d} {t}{f}{tail}"))
+        }
+
         proptest! {
+            #[test]
+            fn the_syslog_scan_finds_what_the_regexes_find(
+                lines in prop::collection::vec(prop_oneof![syslog_line(), line()], 1..8),
+                now in prop_oneof![Just(NOW), Just(1_735_689_599_000_i64)],
+            ) {
+                for pattern in [None, Some("{^LN-BEG}")] {
+                    let fast = DateDetector::new(pattern, 2026).expect("templates");
+                    prop_assert_eq!(fast.templates[1].scan, Some(Scan::Syslog));
+                    let slow = slow(&fast);
+                    for line in &lines {
+                        prop_assert_eq!(
+                            fast.find(line, now, &zone()),
+                            slow.find(line, now, &zone()),
+                            "{:?} {:?}", pattern, line
+                        );
+                    }
+                }
+            }
+
             #[test]
             fn the_scan_finds_what_the_regex_finds(lines in prop::collection::vec(line(), 1..6)) {
                 for pattern in [None, Some("^%Y-%m-%d %H:%M:%S,%f"), Some("%Y-%m-%dT%H:%M:%S")] {
                     let fast = DateDetector::new(pattern, 2026).expect("templates");
-                    prop_assert!(fast.templates[0].iso.is_some(), "{pattern:?}");
+                    prop_assert!(fast.templates[0].scan.is_some(), "{pattern:?}");
                     let slow = slow(&fast);
                     for line in &lines {
                         prop_assert_eq!(
@@ -1055,7 +1255,10 @@ mod tests {
         fn python_logging_lines_are_scanned() {
             let detector = DateDetector::new(Some("^%Y-%m-%d %H:%M:%S,%f"), 2026).expect("ok");
             let line = "2005-08-14 11:59:59,123 - app - INFO - 192.0.2.1 - x";
-            let found = detector.templates[0].iso.expect("iso").read(line, &zone());
+            let Some(Scan::Iso(iso)) = detector.templates[0].scan else {
+                panic!("an ISO template");
+            };
+            let found = iso.read(line, NOW, &zone());
             assert_eq!(
                 found,
                 Some(Found {
