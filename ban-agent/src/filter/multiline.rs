@@ -12,7 +12,7 @@ use hashlink::LinkedHashMap;
 use jiff::tz::TimeZone;
 
 use super::{
-    FilterError, LiteralGate, Outcome,
+    Candidates, FilterError, LiteralGate, Outcome,
     date::DateFormat,
     pattern::{BACKTRACK_LIMIT, Overrun, Pattern, Spans},
     templates::DateDetector,
@@ -405,11 +405,18 @@ impl Matcher {
         // literals only if the line does: a line without any regex's is done with before
         // prefregex runs, unless earlier lines wait in the buffer or ignoreregex would
         // count the line as ignored first.
+        // The same candidates then stand for the content's: a literal of the content is
+        // one of the line, so a regex that is no candidate for the line is none for it.
+        let mut candidates = None;
         if self.maxlines <= 1
             && !ignore_first
-            && buf.as_deref().is_some_and(|b| !self.gate.any_may_match(b))
+            && let Some(b) = buf.as_deref()
         {
-            return None;
+            let found = self.gate.candidates(b);
+            if !self.gate.any_may_match(&found) {
+                return None;
+            }
+            candidates = Some(found);
         }
         let original = self.buffer.clone();
         if ignore_first && buf.as_deref().is_some_and(|b| self.ignored(b)) {
@@ -433,6 +440,7 @@ impl Matcher {
             original,
             pre_groups,
             text: buf,
+            candidates,
         })
     }
 
@@ -460,12 +468,13 @@ impl Matcher {
             original,
             pre_groups,
             text: buf,
+            candidates,
         }) = self.prepare(line)
         else {
             return hits;
         };
         let mut text = buf.unwrap_or_else(|| joined(&self.buffer));
-        let mut candidates = self.gate.candidates(&text);
+        let mut candidates = candidates.unwrap_or_else(|| self.gate.candidates(&text));
         let mut stale = false;
         for index in 0..self.failregex.len() {
             if stale {
@@ -665,6 +674,8 @@ struct Prepared {
     original: Vec<Line>,
     pre_groups: BTreeMap<String, String>,
     text: Option<String>,
+    /// The gate's candidates, when already found in the line.
+    candidates: Option<Candidates>,
 }
 
 /// The buffer as the regexes see it: each line without its date, one per line, with a
