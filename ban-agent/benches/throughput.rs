@@ -52,6 +52,9 @@ const UNWRAP_PAIRS: usize = 5;
 const PIPELINE: &str = "ban-agent pipeline (one thread)";
 const TEST_FILTER: &str = "ban-agent test-filter";
 const TEST_FILTER_DOCKER: &str = "ban-agent test-filter on a Docker json-file log";
+/// `test-filter` with fail2ban's filter, the one fail2ban-regex runs: what a user who
+/// keeps their `.conf` gets.
+const TEST_FILTER_CONF: &str = "ban-agent test-filter with the fail2ban filter (.conf)";
 const DAEMON: &str = "ban-agent daemon";
 const FAIL2BAN: &str = "fail2ban-regex 1.0.2";
 /// `cargo xtask bench` installs this version; the benchmark checks it.
@@ -115,6 +118,7 @@ fn main() -> anyhow::Result<()> {
             } else {
                 measured.push(test_filter(log, TEST_FILTER, run)?);
             }
+            measured.push(test_filter_conf(log, dir.path(), run)?);
             if root {
                 measured.push(daemon(log, summary.lines, summary.failures, run)?);
             }
@@ -265,6 +269,26 @@ fn test_filter(log: &Path, tool: &'static str, run: usize) -> anyhow::Result<Mea
     Ok(Measured::of("", tool, run, (lines, matched), &measured))
 }
 
+fn test_filter_conf(log: &Path, dir: &Path, run: usize) -> anyhow::Result<Measured> {
+    let filter = fail2ban_filter(dir)?;
+    let measured = shared::measured(
+        Command::new(AGENT)
+            .arg("test-filter")
+            .arg(log)
+            .arg("--filter")
+            .arg(&filter),
+    )?;
+    let found = common::report::read_and_matched("test-filter", &measured.stdout)?;
+    Ok(Measured::of("", TEST_FILTER_CONF, run, found, &measured))
+}
+
+/// [`FAIL2BAN_FILTER`], written into `dir`.
+fn fail2ban_filter(dir: &Path) -> anyhow::Result<PathBuf> {
+    let filter = dir.join("fastapi-auth.conf");
+    std::fs::write(&filter, FAIL2BAN_FILTER).context("write fail2ban filter")?;
+    Ok(filter)
+}
+
 /// The release daemon follows an empty log; the generated file (`lines` long) is renamed
 /// onto it, and the time runs until the jail has counted `failures`.
 fn daemon(generated: &Path, lines: u64, failures: u64, run: usize) -> anyhow::Result<Measured> {
@@ -305,8 +329,7 @@ fn daemon(generated: &Path, lines: u64, failures: u64, run: usize) -> anyhow::Re
 }
 
 fn fail2ban_regex(script: &Path, log: &Path, dir: &Path, run: usize) -> anyhow::Result<Measured> {
-    let filter = dir.join("fastapi-auth.conf");
-    std::fs::write(&filter, FAIL2BAN_FILTER).context("write fail2ban filter")?;
+    let filter = fail2ban_filter(dir)?;
     let measured = shared::measured(&mut common::report::fail2ban_regex(script, log, &filter))?;
     let found = common::report::read_and_matched("fail2ban-regex", &measured.stdout)?;
     Ok(Measured::of("", FAIL2BAN, run, found, &measured))
@@ -413,6 +436,7 @@ fn report(runs: &[Measured], splits: &[(&str, f64)]) -> anyhow::Result<()> {
             PIPELINE,
             TEST_FILTER,
             TEST_FILTER_DOCKER,
+            TEST_FILTER_CONF,
             DAEMON,
             FAIL2BAN_RS,
             FAIL2BAN,
