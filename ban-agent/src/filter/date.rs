@@ -132,7 +132,7 @@ impl DateReader {
             minute,
             second,
             ..
-        } = stamp(b)?;
+        } = stamp(b, b"-")?;
         let mut rest = &b[STAMP_LEN..];
         let mut millis = 0;
         if let [b',' | b'.', tail @ ..] = rest {
@@ -191,11 +191,16 @@ pub struct Stamp {
 /// The length of [`Stamp`]'s text.
 pub const STAMP_LEN: usize = 19;
 
-/// An ISO 8601 date and time at the start of `b` (`T` or a space between them): the one
-/// scan both dialects' readers start with, ours and fail2ban's templates
-/// ([`super::templates`]), before any regex.
-pub fn stamp(b: &[u8]) -> Option<Stamp> {
-    if b.len() < STAMP_LEN || b[4] != b'-' || b[7] != b'-' || (b[10] != b' ' && b[10] != b'T') {
+/// An ISO 8601 date and time at the start of `b` (`T` or a space between them), its
+/// date's parts separated by one of `separators` (ours: `-`): the one scan both
+/// dialects' readers start with, ours and fail2ban's templates ([`super::templates`]),
+/// before any regex.
+pub fn stamp(b: &[u8], separators: &[u8]) -> Option<Stamp> {
+    if b.len() < STAMP_LEN
+        || !separators.contains(&b[4])
+        || !separators.contains(&b[7])
+        || (b[10] != b' ' && b[10] != b'T')
+    {
         return None;
     }
     if b[13] != b':' || b[16] != b':' {

@@ -386,6 +386,9 @@ enum Fraction {
 struct IsoShape {
     /// `%ExY`: the years `2000` to `20{digit}9`; `None`: `%Y`, any four digits.
     strict_year: Option<u8>,
+    /// The bytes allowed between year, month and day (`-`, or fail2ban's `[-/.]`, each
+    /// place on its own: the back-reference is read as "either separator").
+    separators: &'static [u8],
     /// The bytes allowed between date and time.
     between: &'static [u8],
     fraction: Fraction,
@@ -440,8 +443,10 @@ impl IsoShape {
             Fraction::Absent
         };
         let zone = eat(r"(?:\s*%z)?");
+        let separators: &'static [u8] = if class { b"-/." } else { b"-" };
         rest.is_empty().then_some(Self {
             strict_year,
+            separators,
             between,
             fraction,
             zone,
@@ -454,7 +459,7 @@ impl IsoShape {
     /// after it, which is left to the regex, and no word character), else `None`.
     fn read(self, line: &str, now: i64, zone: &TimeZone) -> Option<Found> {
         let b = line.as_bytes();
-        let s = super::date::stamp(b)?;
+        let s = super::date::stamp(b, self.separators)?;
         let year_ok = match self.strict_year {
             Some(digit) => (2000..=2009 + 10 * i64::from(digit)).contains(&s.year),
             None => true,
@@ -1156,8 +1161,15 @@ mod tests {
                 Just("1"),
                 Just(":")
             ];
+            let separators = prop_oneof![
+                Just(("-", "-")),
+                Just(("/", "/")),
+                Just((".", "/")),
+                Just(("_", "-"))
+            ];
             (
                 year,
+                separators,
                 two.clone(),
                 two.clone(),
                 between,
@@ -1168,8 +1180,8 @@ mod tests {
                 zone,
                 tail,
             )
-                .prop_map(|(y, mo, d, t, h, mi, s, f, z, tail)| {
-                    format!("{y}-{mo}-{d}{t}{h}:{mi}:{s}{f}{z}{tail}")
+                .prop_map(|(y, (s1, s2), mo, d, t, h, mi, s, f, z, tail)| {
+                    format!("{y}{s1}{mo}{s2}{d}{t}{h}:{mi}:{s}{f}{z}{tail}")
                 })
         }
 
