@@ -1,6 +1,8 @@
 //! What judging a line costs in allocations, counted by a global allocator, for every
 //! built-in filter over its annotated sample log: a text line that no failregex matches
-//! costs none, judged live or replayed (`test-filter`).
+//! costs none, judged live or replayed (`test-filter`). The same holds for a fail2ban
+//! filter of one-line buffers (the seed's own `.conf`, through fail2ban's model) on a line
+//! without any of its failregexes' literals.
 //!
 //! Not yet held, and printed by the test for the record (issue 31): a failure costs 0 to
 //! 2 (the tracker's per-address room, which grows now and then; a date with an offset),
@@ -17,6 +19,7 @@ use std::{
 
 use ban_agent::{
     detect::{Detector, LineTime},
+    fail2ban::{FilterRef, definition},
     filter::{BUILTIN, Filter, FilterSpec, date::DateReader},
     ignore::IgnoreList,
     tracker::Rules,
@@ -126,6 +129,51 @@ fn a_text_line_no_failregex_matches_allocates_nothing() {
     assert!(
         report.iter().all(|line| line.starts_with("ok")),
         "a line that is no failure allocated:\n{}",
+        report.join("\n")
+    );
+}
+
+#[test]
+fn a_fail2ban_filter_allocates_nothing_for_a_line_without_its_literals() {
+    let t0 = 1_795_521_600_000; // 2026-11-24T12:00:00Z
+    let conf = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/fastapi-auth/fail2ban/filter.d/fastapi-auth.conf");
+    let reference = FilterRef::parse(&conf.display().to_string()).expect("a reference");
+    let filter = definition::read(Path::new("/nonexistent"), &reference)
+        .expect("the seed's filter reads")
+        .compile(jiff::tz::TimeZone::UTC, 2026)
+        .expect("compiles");
+    let mut detector = Detector::new(
+        filter,
+        DateReader::new(jiff::tz::TimeZone::UTC),
+        IgnoreList::default(),
+        Rules::default(),
+    );
+    let lines = sample("fastapi-auth");
+    for (line, _) in &lines {
+        detector.line(line, t0);
+    }
+    let mut report = Vec::new();
+    let mut quiet = 0;
+    for (line, fails) in &lines {
+        let (live, _) = allocations_in(|| detector.line(line, t0));
+        // A line with the failregex's literals (a 401 on /register, say) goes on to the
+        // regex, which may copy it; the others must not allocate.
+        let literals = line.contains(" - fastapi-auth - ")
+            && (line.contains("/login\" 401") || line.contains("/register\" 400"));
+        quiet += usize::from(!literals);
+        let held = *fails || literals || live == 0;
+        report.push(format!(
+            "{} ({}): {live}: {line}",
+            if held { "ok" } else { "TOO MANY" },
+            if *fails { "failure" } else { "no failure" }
+        ));
+    }
+    eprintln!("allocations per line (fail2ban's model):\n{}", report.join("\n"));
+    assert!(quiet > 0, "no line of the sample was without the literals");
+    assert!(
+        report.iter().all(|line| line.starts_with("ok")),
+        "a line without the failregex's literals allocated:\n{}",
         report.join("\n")
     );
 }

@@ -129,9 +129,16 @@ pub struct Matcher {
     connections: LinkedHashMap<String, (i64, Fail)>,
     /// Searches that gave up (backtrack limit), counted for metrics and logged once.
     pub overruns: u64,
-    /// The last line [`Matcher::date_of`] looked at, and what it found, for the
-    /// [`Matcher::line`] that follows it.
-    memo: Option<(String, Option<super::templates::Found>)>,
+    /// What [`Matcher::date_of`] found in the last line it looked at (`memo_text`), for
+    /// the [`Matcher::line`] that follows it.
+    memo: Option<Option<super::templates::Found>>,
+    memo_text: String,
+    /// The gate's room, and whether it holds the candidates of the line being judged
+    /// (found before its text was copied, see [`Matcher::line`]).
+    found: Candidates,
+    gated: bool,
+    /// Room for a line's text as the regexes would see it, reused.
+    scratch: String,
     /// What the last line judged by [`Matcher::judge`] amounted to.
     hits: Vec<Hit>,
     /// What fail2ban-regex's `Lines:` would count of the last line.
@@ -212,6 +219,7 @@ impl Matcher {
         let ignoreregex = compile_all("ignoreregex", &spec.ignoreregex)?;
         let gate_patterns: Vec<&str> = failregex.iter().map(Pattern::gate).collect();
         let gate = LiteralGate::new(&gate_patterns);
+        let found = gate.room();
         Ok(Self {
             patterns: spec.failregex.iter().map(|r| r.written.clone()).collect(),
             journalmatch: spec.journalmatch.clone(),
@@ -228,6 +236,10 @@ impl Matcher {
             connections: LinkedHashMap::new(),
             overruns: 0,
             memo: None,
+            memo_text: String::new(),
+            found,
+            gated: false,
+            scratch: String::new(),
             hits: Vec::new(),
             tally: Tally::default(),
         })
@@ -251,7 +263,9 @@ impl Matcher {
     /// The time written in `line`, if any (ms), without judging it.
     pub fn date_of(&mut self, line: &str, now: i64) -> Option<i64> {
         let found = self.dates.find(line, now, &self.zone);
-        self.memo = Some((line.to_owned(), found));
+        self.memo_text.clear();
+        self.memo_text.push_str(line);
+        self.memo = Some(found);
         found.and_then(|f| f.time)
     }
 
@@ -314,25 +328,49 @@ impl Matcher {
     pub fn line(&mut self, text: &str, now: i64) -> Vec<Hit> {
         let mut date = None;
         let found = match self.memo.take() {
-            Some((memo, found)) if memo == text => found,
+            Some(found) if self.memo_text == text => found,
             _ => self.dates.find(text, now, &self.zone),
         };
-        let line = match found {
-            Some(found) if found.end > found.start => {
-                date = found.time;
-                if let Some(time) = date {
-                    self.last_date = Some((time, text[found.start..found.end].to_owned()));
-                }
-                Line {
-                    before: text[..found.start].to_owned(),
-                    date: text[found.start..found.end].to_owned(),
-                    after: text[found.end..].to_owned(),
+        let span = found.filter(|found| found.end > found.start);
+        if let Some(found) = span {
+            date = found.time;
+            if let Some(time) = date {
+                let written = &text[found.start..found.end];
+                match &mut self.last_date {
+                    Some((last, last_text)) => {
+                        *last = time;
+                        last_text.clear();
+                        last_text.push_str(written);
+                    }
+                    None => self.last_date = Some((time, written.to_owned())),
                 }
             }
-            _ => Line {
-                after: text.to_owned(),
-                ..Line::default()
-            },
+        }
+        let (before, after) = match span {
+            Some(found) => (&text[..found.start], &text[found.end..]),
+            None => ("", text),
+        };
+        if self.gated_alone() {
+            // A failregex runs on the line (or a part of it, prefregex's content), which
+            // holds its literals only if the line does: a line without any failregex's
+            // is done with here, before its text is copied.
+            self.scratch.clear();
+            self.scratch.push_str(before);
+            self.scratch.push_str(after);
+            self.scratch.push('\n');
+            self.gate.scan(&self.scratch, &mut self.found);
+            if !self.gate.any_may_match(&self.found) {
+                self.tally.ignored = false;
+                self.tally.consumed = 0;
+                self.buffer.clear();
+                return Vec::new();
+            }
+            self.gated = true;
+        }
+        let line = Line {
+            before: before.to_owned(),
+            date: span.map_or_else(String::new, |f| text[f.start..f.end].to_owned()),
+            after: after.to_owned(),
         };
         let line = match (&date, &self.last_date) {
             (None, Some((last, last_text))) if *last > now - LAST_DATE_MS => {
@@ -345,6 +383,16 @@ impl Matcher {
             _ => line,
         };
         self.find(line, date, now)
+    }
+
+    /// Whether a line is gated alone, before prefregex: a one-line buffer, and no
+    /// ignoreregex to count the line as ignored first (`prepare`). The gate's candidates
+    /// for the line then stand for prefregex's content too: a literal of the content is
+    /// one of the line, so a regex that is no candidate for the line is none for it.
+    fn gated_alone(&self) -> bool {
+        let ignore_first =
+            !self.ignoreregex.is_empty() && self.ignoreregex.len() + 2 < self.failregex.len();
+        self.maxlines <= 1 && !ignore_first
     }
 
     /// Judges a line whose time is known (a journal entry): no date is searched.
@@ -399,26 +447,9 @@ impl Matcher {
             self.buffer = vec![line];
         }
         let mut buf = Some(joined(&self.buffer));
+        let original = self.buffer.clone();
         let ignore_first =
             !self.ignoreregex.is_empty() && self.ignoreregex.len() + 2 < self.failregex.len();
-        // A failregex runs on a part of the line (prefregex's content), which holds its
-        // literals only if the line does: a line without any regex's is done with before
-        // prefregex runs, unless earlier lines wait in the buffer or ignoreregex would
-        // count the line as ignored first.
-        // The same candidates then stand for the content's: a literal of the content is
-        // one of the line, so a regex that is no candidate for the line is none for it.
-        let mut candidates = None;
-        if self.maxlines <= 1
-            && !ignore_first
-            && let Some(b) = buf.as_deref()
-        {
-            let found = self.gate.candidates(b);
-            if !self.gate.any_may_match(&found) {
-                return None;
-            }
-            candidates = Some(found);
-        }
-        let original = self.buffer.clone();
         if ignore_first && buf.as_deref().is_some_and(|b| self.ignored(b)) {
             return None;
         }
@@ -440,7 +471,6 @@ impl Matcher {
             original,
             pre_groups,
             text: buf,
-            candidates,
         })
     }
 
@@ -464,25 +494,23 @@ impl Matcher {
 
     fn find_failures(&mut self, line: Line, date: Option<i64>, now: i64) -> Vec<Hit> {
         let mut hits = Vec::new();
+        let gated = std::mem::take(&mut self.gated);
         let Some(Prepared {
             original,
             pre_groups,
             text: buf,
-            candidates,
         }) = self.prepare(line)
         else {
             return hits;
         };
-        let mut text = buf.unwrap_or_else(|| joined(&self.buffer));
-        let mut candidates = candidates.unwrap_or_else(|| self.gate.candidates(&text));
+        let mut text = self.gated_text(buf, gated);
         let mut stale = false;
         for index in 0..self.failregex.len() {
             if stale {
-                text = joined(&self.buffer);
-                candidates = self.gate.candidates(&text);
+                text = self.gated_text(None, false);
                 stale = false;
             }
-            if !self.gate.may_match(&candidates, index) {
+            if !self.gate.may_match(&self.found, index) {
                 continue;
             }
             let Some(found) = self.search(index, Which::Fail, &text) else {
@@ -544,6 +572,16 @@ impl Matcher {
             }
         }
         hits
+    }
+
+    /// The text the failregexes run on (`buf`, else the buffer), with the gate's
+    /// candidates for it in `found` (already there when `gated`).
+    fn gated_text(&mut self, buf: Option<String>, gated: bool) -> String {
+        let text = buf.unwrap_or_else(|| joined(&self.buffer));
+        if !gated {
+            self.gate.scan(&text, &mut self.found);
+        }
+        text
     }
 
     /// fail2ban's `_mergeFailure`: folds a line of connection `id` into what earlier
@@ -674,8 +712,6 @@ struct Prepared {
     original: Vec<Line>,
     pre_groups: BTreeMap<String, String>,
     text: Option<String>,
-    /// The gate's candidates, when already found in the line.
-    candidates: Option<Candidates>,
 }
 
 /// The buffer as the regexes see it: each line without its date, one per line, with a

@@ -14,6 +14,7 @@
 //! after an alternation of paths) is right of its start (the paths). A poor choice costs
 //! speed, never correctness: the regexes still decide.
 
+use regex_automata::{Input, MatchKind, PatternID, PatternSet, meta, util::syntax};
 use regex_syntax::hir::{
     Hir, HirKind,
     literal::{ExtractKind, Extractor},
@@ -109,7 +110,8 @@ fn part_literals(hir: &Hir) -> Vec<Option<Vec<Vec<u8>>>> {
 /// together. A regex with no such literals is always a candidate.
 #[derive(Clone, Debug)]
 pub struct LiteralGate {
-    set: Option<regex::bytes::RegexSet>,
+    /// Every literal set, as byte patterns whose every match is reported.
+    set: Option<meta::Regex>,
     /// For each regex, the indexes in `set` of the literal sets it needs; none: always
     /// a candidate.
     slots: Vec<Vec<usize>>,
@@ -141,9 +143,10 @@ impl LiteralGate {
             }
             slots.push(own);
         }
-        let set = regex::bytes::RegexSetBuilder::new(&alternations)
-            .unicode(false)
-            .build()
+        let set = meta::Builder::new()
+            .configure(meta::Config::new().match_kind(MatchKind::All))
+            .syntax(syntax::Config::new().unicode(false).utf8(false))
+            .build_many(&alternations)
             .ok();
         if set.is_none() {
             slots.iter_mut().for_each(Vec::clear);
@@ -151,9 +154,31 @@ impl LiteralGate {
         Self { set, slots }
     }
 
-    /// The regexes that may match `text`.
+    /// Room for [`LiteralGate::scan`], reused from text to text.
+    pub fn room(&self) -> Candidates {
+        Candidates(
+            self.set
+                .as_ref()
+                .map(|set| PatternSet::new(set.pattern_len())),
+        )
+    }
+
+    /// Finds which regexes may match `text`, into `found` (this gate's [`room`]): one
+    /// scan, no allocation.
+    ///
+    /// [`room`]: LiteralGate::room
+    pub fn scan(&self, text: &str, found: &mut Candidates) {
+        if let (Some(set), Some(patterns)) = (&self.set, &mut found.0) {
+            patterns.clear();
+            set.which_overlapping_matches(&Input::new(text.as_bytes()), patterns);
+        }
+    }
+
+    /// The regexes that may match `text`, in room of their own.
     pub fn candidates(&self, text: &str) -> Candidates {
-        Candidates(self.set.as_ref().map(|set| set.matches(text.as_bytes())))
+        let mut found = self.room();
+        self.scan(text, &mut found);
+        found
     }
 
     /// Whether some regex may match, given `candidates` of a text (`true` when one of
@@ -165,15 +190,17 @@ impl LiteralGate {
     /// Whether regex `index` may match, given `candidates` of the same text.
     pub fn may_match(&self, candidates: &Candidates, index: usize) -> bool {
         match (self.slots.get(index), &candidates.0) {
-            (Some(slots), Some(found)) => slots.iter().all(|&slot| found.matched(slot)),
+            (Some(slots), Some(found)) => slots
+                .iter()
+                .all(|&slot| found.contains(PatternID::must(slot))),
             _ => true,
         }
     }
 }
 
-/// What [`LiteralGate::candidates`] found in one text.
+/// What [`LiteralGate::scan`] found in one text: which literal sets it holds.
 #[derive(Clone, Debug)]
-pub struct Candidates(Option<regex::bytes::SetMatches>);
+pub struct Candidates(Option<PatternSet>);
 
 /// The literals that every match of `hir` contains one of, from the part of its
 /// concatenation whose literals are longest (by the shortest of them); ties go to the
