@@ -516,10 +516,10 @@ impl Matcher {
             let Some(found) = self.search(index, Which::Fail, &text) else {
                 continue;
             };
-            let names = self.failregex[index].names().to_vec();
-            let mut fail_groups = groups(&names, &found, &text);
+            let names = self.failregex[index].names();
+            let mut fail_groups = groups(names, &found, &text);
             alternatives(&mut fail_groups);
-            let (matched, unmatched) = split_lines(&original, &text, &found, &names);
+            let (matched, unmatched) = split_lines(&original, &text, &found, names);
             if !self.ignoreregex.is_empty() {
                 let scope = if self.maxlines > 1 {
                     joined(&matched)
