@@ -306,18 +306,12 @@ fn rule_words(
 /// longest run of characters no JSON writer escapes; `None` when there are no such
 /// literals or a run would be shorter than 3 bytes.
 fn regex_words(pattern: &str) -> Option<Vec<String>> {
-    use regex_syntax::hir::literal::{ExtractKind, Extractor};
-    let hir = regex_syntax::parse(pattern).ok()?;
-    let mut extractor = Extractor::new();
-    extractor.kind(ExtractKind::Prefix).limit_class(2);
-    let seq = extractor.extract(&hir);
-    let literals = seq.literals()?;
+    let literals = super::prefilter::starting_literals(pattern)?;
     let plain = |b: &u8| b.is_ascii_alphanumeric() || b"-_.:".contains(b);
     let mut words: Vec<String> = literals
         .iter()
         .map(|literal| {
             literal
-                .as_bytes()
                 .split(|b| !plain(b))
                 .max_by_key(|run| run.len())
                 .map(|run| String::from_utf8_lossy(run).into_owned())

@@ -64,13 +64,30 @@ impl Prefilter {
 /// starts with).
 fn required_literals(hir: &Hir) -> Option<Vec<Vec<u8>>> {
     let parts = concatenation(hir);
-    let mut extractor = Extractor::new();
-    extractor.kind(ExtractKind::Suffix).limit_class(2);
+    let extractor = extractor(ExtractKind::Suffix);
     let starts = part_literals(hir);
     (0..parts.len()).rev().find_map(|end| {
         long_literals(&extractor.extract(&Hir::concat(parts[..=end].to_vec())))
             .or_else(|| starts.get(end).cloned().flatten())
     })
+}
+
+/// The literal extractor of every gate: it expands the case pairs of `(?i)`, not classes
+/// such as `\d`, whose ten literals (" - 0" ... " - 9") would look selective and reject
+/// nothing.
+fn extractor(kind: ExtractKind) -> Extractor {
+    let mut extractor = Extractor::new();
+    extractor.kind(kind).limit_class(2);
+    extractor
+}
+
+/// The literals every match of `pattern` starts with (one of them), when it has a finite
+/// set of them: what the JSON rules' words are taken from ([`super::json`]).
+pub(super) fn starting_literals(pattern: &str) -> Option<Vec<Vec<u8>>> {
+    let hir = regex_syntax::parse(pattern).ok()?;
+    let seq = extractor(ExtractKind::Prefix).extract(&hir);
+    seq.literals()
+        .map(|literals| literals.iter().map(|l| l.as_bytes().to_vec()).collect())
 }
 
 /// The parts of `hir`'s concatenation (itself, when it is not one).
@@ -93,10 +110,7 @@ fn long_literals(seq: &regex_syntax::hir::literal::Seq) -> Option<Vec<Vec<u8>>> 
 /// rest of it, when there are some and all are at least [`MIN_LITERAL`] bytes long.
 fn part_literals(hir: &Hir) -> Vec<Option<Vec<Vec<u8>>>> {
     let parts = concatenation(hir);
-    let mut extractor = Extractor::new();
-    // Expand the case pairs of `(?i)`, not classes such as `\d`, whose ten literals
-    // (" - 0" ... " - 9") would look selective and reject nothing.
-    extractor.kind(ExtractKind::Prefix).limit_class(2);
+    let extractor = extractor(ExtractKind::Prefix);
     (0..parts.len())
         .map(|start| long_literals(&extractor.extract(&Hir::concat(parts[start..].to_vec()))))
         .collect()
