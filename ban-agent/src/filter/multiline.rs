@@ -390,9 +390,13 @@ impl Matcher {
     /// for the line then stand for prefregex's content too: a literal of the content is
     /// one of the line, so a regex that is no candidate for the line is none for it.
     fn gated_alone(&self) -> bool {
-        let ignore_first =
-            !self.ignoreregex.is_empty() && self.ignoreregex.len() + 2 < self.failregex.len();
-        self.maxlines <= 1 && !ignore_first
+        self.maxlines <= 1 && !self.ignore_first()
+    }
+
+    /// Whether ignoreregex rules the whole buffer out before the failregexes run, as
+    /// fail2ban does when there are more than two failregexes for each ignoreregex.
+    fn ignore_first(&self) -> bool {
+        !self.ignoreregex.is_empty() && self.ignoreregex.len() + 2 < self.failregex.len()
     }
 
     /// Judges a line whose time is known (a journal entry): no date is searched.
@@ -447,26 +451,32 @@ impl Matcher {
             self.buffer = vec![line];
         }
         let mut buf = Some(joined(&self.buffer));
-        let original = self.buffer.clone();
-        let ignore_first =
-            !self.ignoreregex.is_empty() && self.ignoreregex.len() + 2 < self.failregex.len();
-        if ignore_first && buf.as_deref().is_some_and(|b| self.ignored(b)) {
+        if self.ignore_first() && buf.as_deref().is_some_and(|b| self.ignored(b)) {
             return None;
         }
         let mut pre_groups = BTreeMap::new();
+        let mut content = None;
         if self.prefregex.is_some() {
-            let text = buf.clone().unwrap_or_default();
-            let found = self.search(0, Which::Pref, &text)?;
+            let text = buf.as_deref().unwrap_or_default();
+            let found = self.search(0, Which::Pref, text)?;
             let pattern = self.prefregex.as_ref().map(Pattern::names).unwrap_or(&[]);
-            pre_groups = groups(pattern, &found, &text);
-            if let Some(content) = pre_groups.remove("content").filter(|c| !c.is_empty()) {
-                self.buffer = vec![Line {
+            pre_groups = groups(pattern, &found, text);
+            content = pre_groups.remove("content").filter(|c| !c.is_empty());
+        }
+        // The lines as they came: the buffer itself when it is replaced (by prefregex's
+        // content) or when it is only this line (the failregexes read it from `buf`).
+        let original = match content {
+            Some(content) => {
+                buf = None;
+                let content = vec![Line {
                     after: content,
                     ..Line::default()
                 }];
-                buf = None;
+                std::mem::replace(&mut self.buffer, content)
             }
-        }
+            None if self.maxlines <= 1 => std::mem::take(&mut self.buffer),
+            None => self.buffer.clone(),
+        };
         Some(Prepared {
             original,
             pre_groups,
@@ -717,7 +727,11 @@ struct Prepared {
 /// The buffer as the regexes see it: each line without its date, one per line, with a
 /// final newline as fail2ban writes it.
 fn joined(lines: &[Line]) -> String {
-    let mut out = String::new();
+    let length = lines
+        .iter()
+        .map(|line| line.before.len() + line.after.len() + 1)
+        .sum();
+    let mut out = String::with_capacity(length);
     for line in lines {
         out.push_str(&line.before);
         out.push_str(&line.after);
