@@ -188,13 +188,6 @@ impl LiteralGate {
         }
     }
 
-    /// The regexes that may match `text`, in room of their own.
-    pub fn candidates(&self, text: &str) -> Candidates {
-        let mut found = self.room();
-        self.scan(text, &mut found);
-        found
-    }
-
     /// Whether some regex may match, given `candidates` of a text (`true` when one of
     /// them has no literals).
     pub fn any_may_match(&self, candidates: &Candidates) -> bool {
@@ -209,6 +202,16 @@ impl LiteralGate {
                 .all(|&slot| found.contains(PatternID::must(slot))),
             _ => true,
         }
+    }
+}
+
+#[cfg(test)]
+impl LiteralGate {
+    /// The regexes that may match `text`, in room of their own.
+    fn candidates(&self, text: &str) -> Candidates {
+        let mut found = self.room();
+        self.scan(text, &mut found);
+        found
     }
 }
 

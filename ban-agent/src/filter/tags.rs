@@ -49,25 +49,25 @@ enum Meaning {
     Port,
 }
 
-/// The one table: each tag's name, what it stands for, and whether our dialect knows it
-/// (the self-closing `<F-…/>` forms, `<DNS>`, `<SUBNET>`, `<F-ID/>` and `<F-PORT/>` are
-/// fail2ban's only).
-const TAGS: [(&str, Meaning, bool); 15] = [
-    ("HOST", Meaning::Host, true),
-    ("ADDR", Meaning::Addr, true),
-    ("IP4", Meaning::Ip4, true),
-    ("IP6", Meaning::Ip6, true),
-    ("CIDR", Meaning::Cidr, true),
-    ("DNS", Meaning::Dns, false),
-    ("SUBNET", Meaning::Subnet, false),
-    ("F-ADDR/", Meaning::Addr, false),
-    ("F-IP4/", Meaning::Ip4, false),
-    ("F-IP6/", Meaning::Ip6, false),
-    ("F-DNS/", Meaning::Dns, false),
-    ("F-CIDR/", Meaning::Cidr, false),
-    ("F-SUBNET/", Meaning::Subnet, false),
-    ("F-ID/", Meaning::Id, false),
-    ("F-PORT/", Meaning::Port, false),
+/// The one table: each tag's name, what it stands for in fail2ban's dialect, and in ours
+/// (`None`: not a tag of ours; the self-closing `<F-…/>` forms, `<DNS>`, `<SUBNET>`,
+/// `<F-ID/>` and `<F-PORT/>` are fail2ban's only).
+const TAGS: [(&str, Meaning, Option<Tag>); 15] = [
+    ("HOST", Meaning::Host, Some(Tag::Addr)),
+    ("ADDR", Meaning::Addr, Some(Tag::Addr)),
+    ("IP4", Meaning::Ip4, Some(Tag::Ip4)),
+    ("IP6", Meaning::Ip6, Some(Tag::Ip6)),
+    ("CIDR", Meaning::Cidr, Some(Tag::Cidr)),
+    ("DNS", Meaning::Dns, None),
+    ("SUBNET", Meaning::Subnet, None),
+    ("F-ADDR/", Meaning::Addr, None),
+    ("F-IP4/", Meaning::Ip4, None),
+    ("F-IP6/", Meaning::Ip6, None),
+    ("F-DNS/", Meaning::Dns, None),
+    ("F-CIDR/", Meaning::Cidr, None),
+    ("F-SUBNET/", Meaning::Subnet, None),
+    ("F-ID/", Meaning::Id, None),
+    ("F-PORT/", Meaning::Port, None),
 ];
 
 /// fail2ban's IPv6 expression; its last alternative is `(?<=:):`, a lookbehind that
@@ -97,17 +97,6 @@ fn our_address(tag: Tag) -> String {
         Tag::Ip6 => format!("{MAPPED}{ip4}|{IP6}"),
         Tag::Cidr => format!("(?:{ip4}|{IP6})/[0-9]{{1,3}}"),
     }
-}
-
-/// Our tag of `meaning`; `None`: not one of ours.
-fn our_tag(meaning: Meaning) -> Option<Tag> {
-    Some(match meaning {
-        Meaning::Host | Meaning::Addr => Tag::Addr,
-        Meaning::Ip4 => Tag::Ip4,
-        Meaning::Ip6 => Tag::Ip6,
-        Meaning::Cidr => Tag::Cidr,
-        _ => return None,
-    })
 }
 
 /// Our `host` group for `tag`; `relaxed`: the run of address characters instead of the
@@ -177,8 +166,7 @@ fn walk(regex: &str, dialect: Dialect, relaxed: bool) -> Expanded {
             .find(|(tag, ..)| *tag == name)
             .map(|&(_, meaning, ours)| (meaning, ours));
         match (dialect, meaning) {
-            (Dialect::Ours, Some((meaning, true))) => {
-                let tag = our_tag(meaning).expect("the table's tags of ours are ours");
+            (Dialect::Ours, Some((_, Some(tag)))) => {
                 match our_group(tag, relaxed) {
                     Some(group) => out.push_str(&group),
                     None => out.push_str(written),

@@ -397,9 +397,9 @@ struct IsoShape {
 }
 
 impl IsoShape {
-    /// The shape of a template's pattern (without its `^`), when it is one.
+    /// The shape of a template's pattern (without its `^` or `{^LN-BEG}`), when it is one.
     fn of(body: &str, year_digit: char) -> Option<Self> {
-        let mut rest = body.strip_prefix("{^LN-BEG}").unwrap_or(body);
+        let mut rest = body;
         let mut eat = |text: &str| match rest.strip_prefix(text) {
             Some(after) => {
                 rest = after;
