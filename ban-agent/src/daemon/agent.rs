@@ -115,6 +115,18 @@ pub struct Agent {
     kernel_seen: BTreeMap<u32, (u64, u64)>,
     /// The hook of each attached interface, for `status`, `stats` and the metrics.
     hooks: Vec<InterfaceHook>,
+    /// Bans of the last batch read, whose commit the state's writer thread is making:
+    /// each goes into the kernel once it is written ([`Agent::land`]).
+    landing: Vec<Landing>,
+}
+
+/// A ban decided from the log, waiting for its commit to be written.
+struct Landing {
+    jail: String,
+    target: IpNet,
+    plan: Planned,
+    /// When it was decided.
+    at: Now,
 }
 
 impl Agent {
@@ -145,6 +157,7 @@ impl Agent {
             setup,
             kernel_seen: BTreeMap::new(),
             hooks: Vec::new(),
+            landing: Vec::new(),
         };
         for jail in jails.into_iter().filter(|jail| jail.enabled) {
             agent.add_jail(jail)?;
@@ -352,27 +365,61 @@ impl Agent {
     }
 
     /// Reads what was appended to every log, judges each line in each jail that reads it,
-    /// and bans at once. Returns the number of lines read.
+    /// and bans. Returns the number of lines read.
+    ///
+    /// Every ban of a batch is staged, then committed with the failures and the log
+    /// positions after it in one transaction, then put in the kernel (see
+    /// [`Agent::plan_ban`]). The commit is written by the state's writer thread: when the
+    /// logs are read to their end the agent waits for it and bans at once; when they have
+    /// more (a flood, a backlog), it reads the next batch meanwhile and bans after that
+    /// batch is read, before it judges that batch's decisions.
     pub fn poll(&mut self, now: Now) -> u64 {
         let sharing = FleetSide::sharing(self.fleet.as_ref(), &self.bans);
         let (read, decisions) = self.logs.poll(&mut self.jails, sharing, now);
-        // Every ban of the batch is staged, then committed with the failures and the log
-        // positions after it, then put in the kernel (see `Agent::plan_ban`).
-        let mut planned = Vec::with_capacity(decisions.len());
+        self.land();
         for (jail, decision) in decisions {
             if let Some(plan) = self.plan_decision(&jail, &decision, now) {
-                planned.push((jail, decision.target, plan));
+                let target = decision.target;
+                self.landing.push(Landing {
+                    jail,
+                    target,
+                    plan,
+                    at: now,
+                });
             }
         }
-        if planned.is_empty() {
+        if self.landing.is_empty() {
             self.commit_soon();
-        } else {
-            self.commit();
+        } else if !self.persist.commit_on_writer(&self.logs, &mut self.jails) || !self.reading() {
+            self.land();
         }
-        for (jail, target, plan) in planned {
-            match self.apply_ban(&jail, target, plan, "failures", now) {
+        read
+    }
+
+    /// [`Agent::land`] if the writer thread is done with the commit, without waiting.
+    pub(super) fn land_written(&mut self) {
+        if !self.landing.is_empty() && self.persist.writer_done() {
+            self.land();
+        }
+    }
+
+    /// Puts in the kernel the bans whose commit the writer thread was making, once it is
+    /// written (waiting for it). Everything that changes the bans in force calls it first.
+    pub(super) fn land(&mut self) {
+        if self.landing.is_empty() {
+            return;
+        }
+        self.persist.settle_writer();
+        for Landing {
+            jail,
+            target,
+            plan,
+            at,
+        } in std::mem::take(&mut self.landing)
+        {
+            match self.apply_ban(&jail, target, plan, "failures", at) {
                 Ok(BanOutcome::Already { .. }) => {}
-                Ok(_) => self.publish_ban(&jail, target, false, now),
+                Ok(_) => self.publish_ban(&jail, target, false, at),
                 Err(e) => {
                     if e.map_full() {
                         self.refused(&jail, Refusal::MapFull);
@@ -381,7 +428,6 @@ impl Agent {
                 }
             }
         }
-        read
     }
 
     /// The ban a decision from the log makes, staged; `None` when the jail's cap on bans
@@ -696,8 +742,10 @@ impl Agent {
         follow::patterns(&self.jails)
     }
 
-    /// Commits what changed and waits until it is written (see [`Persist::commit`]).
+    /// Commits what changed and waits until it is written (see [`Persist::commit`]);
+    /// the bans of the last batch go into the kernel first ([`Agent::land`]).
     pub fn commit(&mut self) {
+        self.land();
         self.persist.commit(&self.logs, &mut self.jails);
     }
 
@@ -764,6 +812,7 @@ impl Agent {
     /// Applies what the fleet's task read: each entry passes the fleet's rails, and what
     /// passes is carried out as a ban from the log or an operator's unban is.
     pub fn apply_fleet(&mut self, incoming: Incoming, now: Now) {
+        self.land();
         for entry in incoming.entries {
             let entry = match entry {
                 Ok(entry) => entry,
@@ -839,6 +888,7 @@ impl Agent {
     /// next ban's end ([`Agent::next_end`]), so the unban is said when the kernel stops
     /// dropping, not up to a tick later.
     pub fn lift_ended(&mut self, now: Now) {
+        self.land();
         let ended = self.bans.ended(now.boot);
         if ended.is_empty() {
             return;

@@ -303,19 +303,11 @@ impl Persist {
     /// lines read, no ban): handed to the state's writer thread while the agent reads on.
     /// When the writer is still busy, the changes stay staged for the next commit.
     pub(super) fn commit_soon(&mut self, logs: &Logs, jails: &mut Jails) {
-        let Some(store) = &mut self.store else {
+        if self.store.is_none() {
             self.commit(logs, jails);
             return;
-        };
-        match store.written() {
-            Some(Ok(())) => self.saved(),
-            Some(Err(failed)) => {
-                let (e, older) = *failed;
-                self.not_saved(&e, older);
-            }
-            None => {}
         }
-        if self.store.as_ref().is_some_and(Store::busy) {
+        if !self.writer_done() {
             return;
         }
         let Some(changes) = self.gather(logs, jails) else {
@@ -329,8 +321,52 @@ impl Persist {
         }
     }
 
+    /// Like [`Persist::commit`] (one transaction with the bans staged), but written by the
+    /// state's writer thread while the agent reads on; the writer's last batch is waited
+    /// for first, so that this one is written after it. [`Persist::settle_writer`] waits
+    /// until it is written. `false` when it was committed here instead (no writer: a dry
+    /// run, no state, or its thread cannot start).
+    pub(super) fn commit_on_writer(&mut self, logs: &Logs, jails: &mut Jails) -> bool {
+        self.settle_writer();
+        if self.store.is_none() {
+            self.commit(logs, jails);
+            return false;
+        }
+        let Some(changes) = self.gather(logs, jails) else {
+            return false;
+        };
+        let Some(store) = &mut self.store else {
+            return false;
+        };
+        match store.commit_later(changes) {
+            Ok(()) => true,
+            Err(changes) => {
+                self.pending.absorb(*changes);
+                self.commit(logs, jails);
+                false
+            }
+        }
+    }
+
+    /// Whether the writer thread is done with its batch (what became of it is taken in);
+    /// never waits.
+    pub(super) fn writer_done(&mut self) -> bool {
+        let Some(store) = &mut self.store else {
+            return true;
+        };
+        match store.written() {
+            Some(Ok(())) => self.saved(),
+            Some(Err(failed)) => {
+                let (e, older) = *failed;
+                self.not_saved(&e, older);
+            }
+            None => {}
+        }
+        !self.store.as_ref().is_some_and(Store::busy)
+    }
+
     /// Waits for the writer thread's batch, so that what comes next is written after it.
-    fn settle_writer(&mut self) {
+    pub(super) fn settle_writer(&mut self) {
         let Some(store) = &mut self.store else { return };
         if !store.busy() {
             return;

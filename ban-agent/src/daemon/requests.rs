@@ -41,6 +41,23 @@ pub enum After {
 impl Agent {
     /// Answers one request. Errors become [`Reply::Error`] with a message for the operator.
     pub fn handle(&mut self, request: Request, now: Now) -> (Reply, After) {
+        // A request that changes bans or the configuration works on the bans of the last
+        // batch read too, once their commit is written; one that only reads answers with
+        // the bans in force and those whose commit is written (a flood read on is not
+        // held up by `status` every few milliseconds).
+        let reads_only = matches!(
+            request,
+            Request::Ping
+                | Request::Status { .. }
+                | Request::Banned { .. }
+                | Request::Get { .. }
+                | Request::Stats
+        );
+        if reads_only {
+            self.land_written();
+        } else {
+            self.land();
+        }
         let mut after = After::Continue;
         let result = match request {
             Request::Ping => Ok(Reply::Pong),
@@ -404,6 +421,7 @@ impl Agent {
     /// that is gone or disabled has its bans lifted. With `only`, the other jails keep
     /// running as they are and global settings are not applied.
     pub fn reload(&mut self, only: Option<&str>, now: Now) -> anyhow::Result<String> {
+        self.land();
         let fresh = Config::load(self.config_path())?;
         // As at the start: a jail whose log is not there is refused (the configuration
         // in force stays), unless it says it may appear later.

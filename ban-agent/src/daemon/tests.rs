@@ -1083,6 +1083,75 @@ fn a_ban_is_saved_with_its_log_position_before_the_kernel_holds_it() {
     assert!(!metric_line(&agent, "ban_agent_bans_total").ends_with(" 1"));
 }
 
+// A log longer than a poll's budget (a flood, a backlog) is read on while the writer thread
+// commits the last batch's bans, and those bans go into the kernel once written: after the
+// next batch is read, or before a request that changes bans. Without the wait in
+// `Agent::land`, the witness finds the ban unsaved when the kernel gets it; without `land`
+// at the start of `handle`, the unban finds no ban, which lands after it; with the commit
+// made on the agent's thread, the kernel holds the ban before the next batch is read.
+#[test]
+fn a_flood_is_read_on_while_its_bans_are_committed_and_they_land_once_written() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config_of = || config(dir.path(), 5, "");
+    let kernel = FakeKernel::default();
+    let witness = Witness {
+        kernel: kernel.clone(),
+        state_dir: config_of().global.state_dir.clone(),
+        saved_first: Arc::default(),
+    };
+    let setup = Setup {
+        own: Vec::new(),
+        zone: jiff::tz::TimeZone::UTC,
+        metrics: Metrics::new(),
+        events: None,
+    };
+    let store = Some(Store::open(&config_of().global.state_dir, now(0).wall).expect("state"));
+    let mut agent =
+        Agent::start(config_of(), Box::new(witness.clone()), store, setup, now(0)).expect("starts");
+    let mut log = String::new();
+    for s in 1..=5 {
+        log.push_str(&failure_line("192.0.2.7", s));
+    }
+    // More than a poll's budget (4 MiB) of lines that are no failure.
+    let success = failure_line("192.0.2.9", 6).replace(" 401 ", " 200 ");
+    while log.len() < (5 << 20) {
+        log.push_str(&success);
+    }
+    append(dir.path(), &log);
+    let banned = |kernel: &FakeKernel| kernel.bans.lock().expect("lock").len();
+
+    agent.poll(now(6));
+    assert!(agent.reading(), "the log is longer than one poll's budget");
+    assert_eq!(banned(&kernel), 0, "the ban waits for its commit");
+    // An unban works on it: it lands first.
+    let (reply, _) = agent.handle(
+        Request::Unban {
+            target: "192.0.2.7/32".parse().expect("net"),
+            jail: Some("auth".to_owned()),
+            local: true,
+        },
+        now(6),
+    );
+    assert!(matches!(reply, Reply::Done { .. }), "unban: {reply:?}");
+    assert_eq!(*witness.saved_first.lock().expect("lock"), [true]);
+    assert_eq!(banned(&kernel), 0, "landed, then lifted");
+
+    // The same with the next batch read: the flood's second ban lands after it.
+    let mut more = String::new();
+    for s in 7..=11 {
+        more.push_str(&failure_line("192.0.2.8", s));
+    }
+    while more.len() < (5 << 20) {
+        more.push_str(&success);
+    }
+    append(dir.path(), &more);
+    agent.poll(now(11));
+    assert_eq!(banned(&kernel), 0, "the second ban waits for its commit");
+    agent.poll(now(12));
+    assert_eq!(banned(&kernel), 1, "and lands once the next batch is read");
+    assert_eq!(*witness.saved_first.lock().expect("lock"), [true, true]);
+}
+
 // A ban the kernel refuses (a full map) is not left in the state, where a restart would
 // put it in force.
 #[test]
