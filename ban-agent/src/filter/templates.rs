@@ -8,7 +8,10 @@
 //! them in their fixed order and take an anchored match at once, else the leftmost match
 //! (ties to the first template), which is what fail2ban decides for a log's first line.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{
+    OnceLock,
+    atomic::{AtomicUsize, Ordering},
+};
 
 use jiff::{Timestamp, tz::TimeZone};
 use regex::Regex;
@@ -108,7 +111,11 @@ enum TimeForm {
 /// One compiled template.
 #[derive(Clone, Debug)]
 struct Template {
-    regex: Regex,
+    /// The regex's text, compiled when first needed ([`Template::regex`]): most lines'
+    /// dates are read by a scan, and most of fail2ban's 30 default templates never run,
+    /// while compiling them all was a quarter of a filter's start.
+    source: String,
+    compiled: OnceLock<Regex>,
     kind: TimeForm,
     /// Anchored at the line's start (or end): taken at once when it matches.
     anchored: bool,
@@ -117,6 +124,17 @@ struct Template {
     /// A date this template's regex finds at a line's start that a scan reads without
     /// it (see [`DateDetector::scan`]).
     scan: Option<Scan>,
+}
+
+impl Template {
+    fn regex(&self) -> &Regex {
+        self.compiled.get_or_init(|| {
+            // A template of a filter's own `datepattern` is compiled when it is made (its
+            // errors are the filter's); only fail2ban's defaults come here uncompiled, and
+            // `filter::templates::tests` compiles every one of them.
+            Regex::new(&self.source).expect("fail2ban's default date templates compile")
+        })
+    }
 }
 
 /// A date found in a line.
@@ -156,7 +174,10 @@ impl DateDetector {
     /// `year`: this year, which bounds the strict year field `%ExY`.
     pub fn new(datepattern: Option<&str>, year: i16) -> Result<Self, FilterError> {
         let year_digit = char::from(b'0' + ((year + 3).rem_euclid(100) / 10) as u8);
-        let build = Builder { year_digit };
+        let build = Builder {
+            year_digit,
+            lazy: false,
+        };
         let Some(patterns) = datepattern else {
             return Ok(Self {
                 templates: build.cached_defaults()?,
@@ -205,14 +226,14 @@ impl DateDetector {
             return Some(found);
         }
         if let Some(template) = self.templates.get(last)
-            && let Some(captures) = template.regex.captures(line)
+            && let Some(captures) = template.regex().captures(line)
             && let Some(span) = template.date_groups.iter().find_map(|&g| captures.get(g))
         {
             return Some(found(template, &captures, span, now, zone));
         }
         let mut best: Option<(usize, usize, &Template, regex::Captures<'_>)> = None;
         for (index, template) in self.templates.iter().enumerate() {
-            let Some(captures) = template.regex.captures(line) else {
+            let Some(captures) = template.regex().captures(line) else {
                 continue;
             };
             let Some(span) = template.date_groups.iter().find_map(|&g| captures.get(g)) else {
@@ -548,8 +569,13 @@ enum Wrap {
     Unbounded,
 }
 
+#[derive(Clone, Copy)]
 struct Builder {
     year_digit: char,
+    /// Leave each template's regex to be compiled when first needed: fail2ban's
+    /// defaults, known to compile. A filter's own patterns are compiled at once, so that
+    /// their errors are said when the filter is read.
+    lazy: bool,
 }
 
 /// fail2ban's default templates, compiled once per process and year digit: every
@@ -567,7 +593,11 @@ impl Builder {
         {
             return Ok(templates.clone());
         }
-        let templates = self.defaults(None)?;
+        let templates = Self {
+            lazy: true,
+            ..*self
+        }
+        .defaults(None)?;
         *cache = Some((self.year_digit, templates.clone()));
         Ok(templates)
     }
@@ -658,9 +688,13 @@ impl Builder {
         let (regex, anchored) = bound(&regex_body, wrap, kind);
         // Month and day names are matched in any case, as fail2ban does.
         let regex = if alpha { format!("(?i){regex}") } else { regex };
-        let regex = Regex::new(&regex).map_err(|e| fail(e.to_string()))?;
+        let compiled = OnceLock::new();
+        if !self.lazy {
+            let _set = compiled.set(Regex::new(&regex).map_err(|e| fail(e.to_string()))?);
+        }
         Ok(Template {
-            regex,
+            source: regex,
+            compiled,
             kind,
             anchored,
             date_groups,
@@ -1077,6 +1111,42 @@ mod tests {
             .find("0000-12-30 00:00:00 x", NOW, &zone())
             .expect("the date text is found");
         assert_eq!((found.start, found.end, found.time), (0, 19, None));
+    }
+
+    // fail2ban's default templates are compiled when a line first needs them
+    // (`Template::regex`, which would panic): each of them compiles, for every year digit.
+    #[test]
+    fn every_default_template_compiles() {
+        for year_digit in '0'..='9' {
+            let build = Builder {
+                year_digit,
+                lazy: true,
+            };
+            let defaults = build.defaults(None).expect("the defaults");
+            assert_eq!(defaults.len(), 30);
+            for template in &defaults {
+                assert!(template.compiled.get().is_none(), "left to compile");
+                if let Err(e) = Regex::new(&template.source) {
+                    panic!("{}: {e}", template.source);
+                }
+            }
+        }
+    }
+
+    // A filter's own datepattern is compiled when the filter is read: its error is said
+    // then, not at the first line that needs it.
+    #[test]
+    fn a_datepattern_is_compiled_at_once() {
+        let detector = DateDetector::new(Some("%Y-%m-%d %H:%M:%S"), 2026).expect("compiles");
+        assert!(
+            detector
+                .templates
+                .iter()
+                .all(|t| t.compiled.get().is_some())
+        );
+        let error = DateDetector::new(Some("%Y-%m-%d (unclosed %H:%M:%S"), 2026)
+            .expect_err("a regex error");
+        assert!(error.to_string().contains("unclosed"), "{error}");
     }
 
     #[test]
