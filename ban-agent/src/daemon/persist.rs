@@ -355,7 +355,7 @@ impl Persist {
             return true;
         };
         match store.written() {
-            Some(Ok(())) => self.saved(),
+            Some(Ok(took)) => self.written_by_writer(took),
             Some(Err(failed)) => {
                 let (e, older) = *failed;
                 self.not_saved(&e, older);
@@ -372,7 +372,7 @@ impl Persist {
             return;
         }
         match store.settle() {
-            Ok(()) => self.saved(),
+            Ok(took) => self.written_by_writer(took),
             Err(failed) => {
                 let (e, older) = *failed;
                 self.not_saved(&e, older);
@@ -417,6 +417,14 @@ impl Persist {
         self.state.positions.extend(changes.positions.clone());
         self.state.cursors.extend(changes.cursors.clone());
         (!changes.is_empty()).then_some(changes)
+    }
+
+    /// The writer thread's commit went through, in `took` (`None`: there was none).
+    fn written_by_writer(&mut self, took: Option<std::time::Duration>) {
+        if let Some(took) = took {
+            self.metrics.state_commit.observe(took.as_secs_f64());
+        }
+        self.saved();
     }
 
     /// A commit went through.

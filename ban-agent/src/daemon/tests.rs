@@ -1088,7 +1088,8 @@ fn a_ban_is_saved_with_its_log_position_before_the_kernel_holds_it() {
 // next batch is read, or before a request that changes bans. Without the wait in
 // `Agent::land`, the witness finds the ban unsaved when the kernel gets it; without `land`
 // at the start of `handle`, the unban finds no ban, which lands after it; with the commit
-// made on the agent's thread, the kernel holds the ban before the next batch is read.
+// made on the agent's thread, the kernel holds the ban before the next batch is read;
+// without `written_by_writer`, the writer's commits are not in the commit histogram.
 #[test]
 fn a_flood_is_read_on_while_its_bans_are_committed_and_they_land_once_written() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -1145,11 +1146,20 @@ fn a_flood_is_read_on_while_its_bans_are_committed_and_they_land_once_written() 
         more.push_str(&success);
     }
     append(dir.path(), &more);
+    let commits = |agent: &Agent| {
+        metric_line(agent, "ban_agent_state_commit_seconds_count")
+            .rsplit(' ')
+            .next()
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let timed = commits(&agent);
     agent.poll(now(11));
     assert_eq!(banned(&kernel), 0, "the second ban waits for its commit");
     agent.poll(now(12));
     assert_eq!(banned(&kernel), 1, "and lands once the next batch is read");
     assert_eq!(*witness.saved_first.lock().expect("lock"), [true, true]);
+    assert_eq!(commits(&agent), timed + 1, "the writer's commit is timed");
 }
 
 // A ban the kernel refuses (a full map) is not left in the state, where a restart would

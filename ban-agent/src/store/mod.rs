@@ -232,8 +232,9 @@ impl StoreError {
     }
 }
 
-/// What the writer thread made of changes handed to it: on failure, the changes back.
-pub type Written = Result<(), Box<(StoreError, Changes)>>;
+/// What the writer thread made of changes handed to it: how long their commit took
+/// (`None`: nothing was waiting), or on failure the changes back.
+pub type Written = Result<Option<Duration>, Box<(StoreError, Changes)>>;
 
 /// The state database of a state directory.
 pub struct Store {
@@ -242,9 +243,10 @@ pub struct Store {
     writer: Option<Writer>,
 }
 
-/// A second connection on a thread of its own, which commits the changes that need not
-/// wait (failures counted and log positions) while the agent reads on: SQLite's work then
-/// takes the other core, not the agent's. One batch at a time; the agent's own commits
+/// A second connection on a thread of its own, which commits changes while the agent reads
+/// on (a batch's failures and log positions, and the bans it made, which the agent puts in
+/// the kernel once they are written): SQLite's work then takes the other core, not the
+/// agent's. One batch at a time; the agent's own commits
 /// wait for it first, so transactions are written in the order they were made.
 struct Writer {
     changes: std::sync::mpsc::SyncSender<Changes>,
@@ -265,8 +267,11 @@ impl Writer {
                     Ok(c)
                 });
                 for changes in inbox {
+                    let began = std::time::Instant::now();
                     let written = match &connection {
-                        Ok(c) => commit_on(c, &changes, None).map_err(|e| sql("write", &path, e)),
+                        Ok(c) => commit_on(c, &changes, None)
+                            .map(|()| Some(began.elapsed()))
+                            .map_err(|e| sql("write", &path, e)),
                         Err(e) => Err(StoreError::Corrupt {
                             path: path.clone(),
                             message: e.to_string(),
@@ -686,7 +691,7 @@ impl Store {
     /// Waits until the writer is done with what it was handed, and says how it went.
     pub fn settle(&mut self) -> Written {
         let Some(writer) = self.writer.as_mut().filter(|writer| writer.busy) else {
-            return Ok(());
+            return Ok(None);
         };
         writer.busy = false;
         match writer.done.recv() {
@@ -695,7 +700,7 @@ impl Store {
             // writes its positions and failures again from what it holds.
             Err(_) => {
                 self.writer = None;
-                Ok(())
+                Ok(None)
             }
         }
     }
