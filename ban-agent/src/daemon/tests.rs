@@ -127,6 +127,16 @@ fn start(config: Config, kernel: &FakeKernel, at: Now) -> Agent {
 
 /// [`start`] on a host whose addresses are `own`.
 fn start_on(config: Config, kernel: &FakeKernel, at: Now, own: Vec<std::net::IpAddr>) -> Agent {
+    start_with(config, Box::new(kernel.clone()), at, own)
+}
+
+/// [`start_on`] any kernel.
+fn start_with(
+    config: Config,
+    kernel: Box<dyn Kernel>,
+    at: Now,
+    own: Vec<std::net::IpAddr>,
+) -> Agent {
     let store = Some(Store::open(&config.global.state_dir, at.wall).expect("state"));
     let setup = Setup {
         own,
@@ -134,7 +144,7 @@ fn start_on(config: Config, kernel: &FakeKernel, at: Now, own: Vec<std::net::IpA
         metrics: Metrics::new(),
         events: None,
     };
-    Agent::start(config, Box::new(kernel.clone()), store, setup, at).expect("agent starts")
+    Agent::start(config, kernel, store, setup, at).expect("agent starts")
 }
 
 fn net(text: &str) -> IpNet {
@@ -993,6 +1003,17 @@ struct Witness {
     saved_first: Arc<Mutex<Vec<bool>>>,
 }
 
+impl Witness {
+    /// A witness of `kernel` for the state of `config`.
+    fn of(kernel: &FakeKernel, config: &Config) -> Self {
+        Self {
+            kernel: kernel.clone(),
+            state_dir: config.global.state_dir.clone(),
+            saved_first: Arc::default(),
+        }
+    }
+}
+
 impl Kernel for Witness {
     fn ban(&mut self, jail: u32, target: IpNet, expiry: Expiry) -> Result<(), DatapathError> {
         let saved = Store::inspect(&self.state_dir)
@@ -1033,26 +1054,8 @@ fn a_ban_is_saved_with_its_log_position_before_the_kernel_holds_it() {
     let dir = tempfile::tempdir().expect("temp dir");
     let config_of = || config(dir.path(), 5, "");
     let kernel = FakeKernel::default();
-    let witness = Witness {
-        kernel: kernel.clone(),
-        state_dir: config_of().global.state_dir.clone(),
-        saved_first: Arc::default(),
-    };
-    let setup = || Setup {
-        own: Vec::new(),
-        zone: jiff::tz::TimeZone::UTC,
-        metrics: Metrics::new(),
-        events: None,
-    };
-    let store = || Some(Store::open(&config_of().global.state_dir, now(0).wall).expect("state"));
-    let mut agent = Agent::start(
-        config_of(),
-        Box::new(witness.clone()),
-        store(),
-        setup(),
-        now(0),
-    )
-    .expect("starts");
+    let witness = Witness::of(&kernel, &config_of());
+    let mut agent = start_with(config_of(), Box::new(witness.clone()), now(0), Vec::new());
     for s in 1..=5 {
         failure(dir.path(), "192.0.2.7", s);
     }
@@ -1063,14 +1066,7 @@ fn a_ban_is_saved_with_its_log_position_before_the_kernel_holds_it() {
 
     // Back long after the 10 min ban ended (the kernel dropped it by then: its expiry
     // has passed on the boot clock).
-    let mut agent = Agent::start(
-        config_of(),
-        Box::new(kernel.clone()),
-        store(),
-        setup(),
-        now(700),
-    )
-    .expect("starts");
+    let mut agent = start(config_of(), &kernel, now(700));
     assert!(
         metric_line(&agent, "ban_agent_unbans_total").ends_with(" 1"),
         "the ban that ended while the agent was away is said ended at start"
@@ -1095,20 +1091,8 @@ fn a_flood_is_read_on_while_its_bans_are_committed_and_they_land_once_written() 
     let dir = tempfile::tempdir().expect("temp dir");
     let config_of = || config(dir.path(), 5, "");
     let kernel = FakeKernel::default();
-    let witness = Witness {
-        kernel: kernel.clone(),
-        state_dir: config_of().global.state_dir.clone(),
-        saved_first: Arc::default(),
-    };
-    let setup = Setup {
-        own: Vec::new(),
-        zone: jiff::tz::TimeZone::UTC,
-        metrics: Metrics::new(),
-        events: None,
-    };
-    let store = Some(Store::open(&config_of().global.state_dir, now(0).wall).expect("state"));
-    let mut agent =
-        Agent::start(config_of(), Box::new(witness.clone()), store, setup, now(0)).expect("starts");
+    let witness = Witness::of(&kernel, &config_of());
+    let mut agent = start_with(config_of(), Box::new(witness.clone()), now(0), Vec::new());
     let mut log = String::new();
     for s in 1..=5 {
         log.push_str(&failure_line("192.0.2.7", s));
