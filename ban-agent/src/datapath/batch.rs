@@ -1,7 +1,7 @@
-//! Reading a whole hash map in a few system calls (`BPF_MAP_LOOKUP_BATCH`, Linux >= 5.6)
-//! instead of two per entry, as aya's iterator does (next key, then value): a restart
-//! with a million bans in the maps spent about 2 of its 3.6 seconds listing them that
-//! way. aya 0.16 has no batch operations, so this is written here, as the agent's one
+//! Reading a whole map in a few system calls (`BPF_MAP_LOOKUP_BATCH`, Linux >= 5.6)
+//! instead of one or two per entry, as aya's iterator and `get` do: a restart with a
+//! million bans in the maps spent about 2 of its 3.6 seconds listing them that way, and
+//! reading the 131k port slots of `jail_ports` one by one was most of every start. aya 0.16 has no batch operations, so this is written here, as the agent's one
 //! raw `bpf(2)` call; a kernel without it gets the iterator.
 
 use std::{
@@ -34,14 +34,15 @@ struct BatchAttr {
     flags: u64,
 }
 
-/// Every entry of the hash map `map`, or `None` when the kernel has no batch lookup
-/// for it (the caller iterates instead).
+/// Every entry of the hash or array map `map`, or `None` when the kernel has no batch
+/// lookup for it (the caller iterates instead).
 pub(super) fn entries<K: Pod, V: Pod>(map: &MapData) -> io::Result<Option<Vec<(K, V)>>> {
     let fd = map.fd().as_fd().as_raw_fd();
     let (key_size, value_size) = (size_of::<K>(), size_of::<V>());
     let mut keys = vec![0u8; CHUNK * key_size];
     let mut values = vec![0u8; CHUNK * value_size];
-    // The position between calls: a bucket index for hash maps (4 bytes); room for 8.
+    // The position between calls: a bucket index for hash maps, an index for arrays (4
+    // bytes); room for 8.
     let (mut position, mut next) = ([0u8; 8], [0u8; 8]);
     let mut out = Vec::new();
     let mut first = true;

@@ -29,6 +29,7 @@ use aya::{
         SchedClassifier, Xdp,
         links::{FdLink, PinnedLink},
     },
+    sys::SyscallError,
 };
 use ban_common::{
     Ban, BanKeyV4, BanKeyV6, JAIL_PORTS_LEN, JailCounters, MAX_JAILS, PortJails, PrefixV4,
@@ -399,11 +400,7 @@ impl Maps {
         select: impl Fn(u32, &PortJails) -> bool,
         jails: impl Fn(u32, &PortJails) -> u64,
     ) -> Result<(), DatapathError> {
-        for slot in 0..JAIL_PORTS_LEN {
-            let current = self
-                .jail_ports
-                .get(&slot, 0)
-                .map_err(|e| DatapathError::map("read", maps::JAIL_PORTS, e))?;
+        for (slot, current) in (0..).zip(self.slots()?) {
             if !select(slot, &current) {
                 continue;
             }
@@ -425,15 +422,39 @@ impl Maps {
 
     /// The jails that protect at least one destination (a mask of jail bits).
     pub fn protected_jails(&self) -> Result<u64, DatapathError> {
-        let mut mask = 0u64;
-        for slot in 0..JAIL_PORTS_LEN {
-            let value = self
-                .jail_ports
-                .get(&slot, 0)
-                .map_err(|e| DatapathError::map("read", maps::JAIL_PORTS, e))?;
-            mask |= value.jails;
+        Ok(self.slots()?.iter().fold(0, |mask, slot| mask | slot.jails))
+    }
+
+    /// Every slot of `jail_ports`, in order: read in a few batch calls where the kernel
+    /// has them, else a slot at a time (131k system calls, which were most of the agent's
+    /// start).
+    fn slots(&self) -> Result<Vec<PortJails>, DatapathError> {
+        let batched =
+            batch::entries::<u32, PortJails>(self.jail_ports.map()).map_err(|io_error| {
+                let call = "bpf_map_lookup_batch";
+                DatapathError::map(
+                    "read",
+                    maps::JAIL_PORTS,
+                    SyscallError { call, io_error }.into(),
+                )
+            })?;
+        let len = JAIL_PORTS_LEN as usize;
+        if let Some(entries) = batched.filter(|entries| entries.len() == len) {
+            let mut slots = vec![PortJails::default(); len];
+            for (slot, value) in entries {
+                if let Some(place) = slots.get_mut(slot as usize) {
+                    *place = value;
+                }
+            }
+            return Ok(slots);
         }
-        Ok(mask)
+        (0..JAIL_PORTS_LEN)
+            .map(|slot| {
+                self.jail_ports
+                    .get(&slot, 0)
+                    .map_err(|e| DatapathError::map("read", maps::JAIL_PORTS, e))
+            })
+            .collect()
     }
 
     /// Packets and bytes dropped and passed per jail, summed over CPUs; jails with no

@@ -55,6 +55,37 @@ fn ipv4_bans_apply_to_their_jails_ports_only() {
     );
 }
 
+// Declaring the jails again rewrites only the port slots that change, as read from the map
+// (in batches where the kernel can): a port no jail protects any more stops dropping, and
+// `protected_jails` (`ban-agent ban`'s check) reads every slot. Without the slots read
+// right, the old port keeps dropping or the jail 1 bit stays protected.
+#[test]
+fn declaring_the_jails_again_moves_their_ports() {
+    let Some(mut test) = setup("declaring_the_jails_again_moves_their_ports") else {
+        return;
+    };
+    let dp = &mut test.dp;
+    assert_eq!(dp.maps().protected_jails().expect("read the slots"), 0b111);
+    dp.maps()
+        .set_jails(&[JailPorts {
+            jail: 0,
+            ports: Some(vec![PROTECTED + 1]),
+            protocol: Protocol::Tcp,
+        }])
+        .expect("jails");
+    assert_eq!(verdict(dp, &Frame::v4(BANNED, L4::Tcp(PROTECTED))), PASS);
+    assert_eq!(
+        verdict(dp, &Frame::v4(BANNED, L4::Tcp(PROTECTED + 1))),
+        DROP
+    );
+    assert_eq!(
+        verdict(dp, &Frame::v4(ALL_PORTS_BANNED, L4::Tcp(22))),
+        PASS,
+        "jail 1 protects nothing now"
+    );
+    assert_eq!(dp.maps().protected_jails().expect("read the slots"), 0b1);
+}
+
 #[test]
 fn an_expired_ban_stops_dropping_and_unban_lifts_at_once() {
     let Some(mut test) = setup("an_expired_ban_stops_dropping_and_unban_lifts_at_once") else {
