@@ -303,21 +303,8 @@ impl Persist {
     /// lines read, no ban): handed to the state's writer thread while the agent reads on.
     /// When the writer is still busy, the changes stay staged for the next commit.
     pub(super) fn commit_soon(&mut self, logs: &Logs, jails: &mut Jails) {
-        if self.store.is_none() {
-            self.commit(logs, jails);
-            return;
-        }
-        if !self.writer_done() {
-            return;
-        }
-        let Some(changes) = self.gather(logs, jails) else {
-            return;
-        };
-        let Some(store) = &mut self.store else { return };
-        if let Err(changes) = store.commit_later(changes) {
-            // No writer: commit here.
-            self.pending.absorb(*changes);
-            self.commit(logs, jails);
+        if self.writer_done() {
+            self.hand_over(logs, jails);
         }
     }
 
@@ -328,6 +315,12 @@ impl Persist {
     /// run, no state, or its thread cannot start).
     pub(super) fn commit_on_writer(&mut self, logs: &Logs, jails: &mut Jails) -> bool {
         self.settle_writer();
+        self.hand_over(logs, jails)
+    }
+
+    /// Hands what changed to the idle writer thread; `false` when it was committed here
+    /// instead (no state, or no writer) or nothing changed.
+    fn hand_over(&mut self, logs: &Logs, jails: &mut Jails) -> bool {
         if self.store.is_none() {
             self.commit(logs, jails);
             return false;
@@ -341,6 +334,7 @@ impl Persist {
         match store.commit_later(changes) {
             Ok(()) => true,
             Err(changes) => {
+                // No writer: commit here.
                 self.pending.absorb(*changes);
                 self.commit(logs, jails);
                 false
