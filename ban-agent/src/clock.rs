@@ -44,6 +44,18 @@ pub fn wall_text(ms: UnixMs) -> String {
         .unwrap_or_else(|_| ms.to_string())
 }
 
+/// A wall-clock time in the system's time zone, as fail2ban-client shows a ban's start
+/// and end (`2026-12-07 14:00:00`).
+pub fn local_text(ms: UnixMs) -> String {
+    jiff::Timestamp::from_millisecond(ms)
+        .map(|t| {
+            t.to_zoned(jiff::tz::TimeZone::system())
+                .strftime("%Y-%m-%d %H:%M:%S")
+                .to_string()
+        })
+        .unwrap_or_else(|_| ms.to_string())
+}
+
 /// Nanoseconds of `CLOCK_BOOTTIME`: time since boot, suspend included.
 pub fn boot_ns() -> u64 {
     let mut ts = libc::timespec {

@@ -7,10 +7,14 @@ use clap::{Parser, Subcommand};
 use ipnet::IpNet;
 
 mod by_hand;
+mod fail2ban_shape;
 mod generate;
 mod import;
+mod personality;
 mod test_filter;
 mod verbs;
+
+pub use personality::Personality;
 
 use crate::{
     clock,
@@ -20,9 +24,14 @@ use crate::{
 /// Bans brute-forcing clients at packet level: failures in a log become XDP drops.
 #[derive(Debug, Parser)]
 #[command(name = "ban-agent", version, about, long_about = None)]
+#[command(arg_required_else_help = true, args_conflicts_with_subcommands = true)]
 pub struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    /// Check the configuration and exit, as `fail2ban-client -t` (`ban-agent check
+    /// --offline` on the default configuration file).
+    #[arg(short = 't', long = "test")]
+    test: bool,
     /// The daemon's control socket, given before the verb (`ban-agent --socket PATH
     /// status`); each verb and `run` also take `--socket`.
     #[arg(long, env = "BAN_AGENT_SOCKET", value_name = "PATH")]
@@ -188,10 +197,48 @@ enum DatapathCommand {
     },
 }
 
+/// The program: `args` as the binary got them, its name first. Run as `fail2ban-client`
+/// or `fail2ban-regex`, it takes those tools' command lines ([`Personality`]).
+pub fn main(args: Vec<std::ffi::OsString>) -> std::process::ExitCode {
+    let personality = Personality::of(args.first());
+    let rest = args.get(1..).unwrap_or_default();
+    let result = match personality {
+        Personality::BanAgent => Cli::parse_from(&args).run(),
+        Personality::Fail2banClient => personality::fail2ban_client(rest),
+        Personality::Fail2banRegex => personality::fail2ban_regex(rest),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            // A command line clap refused prints its own usage, as under our name (and
+            // `--help` after a command is no failure).
+            if let Some(usage) = error.downcast_ref::<clap::Error>() {
+                let _printed = usage.print();
+                if usage.exit_code() == 0 {
+                    return std::process::ExitCode::SUCCESS;
+                }
+            } else {
+                eprintln!("{}: {}", personality.name(), crate::error_text(&error));
+            }
+            // fail2ban-client's and fail2ban-regex's code for a failed command.
+            match personality {
+                Personality::BanAgent => std::process::ExitCode::FAILURE,
+                _ => std::process::ExitCode::from(255),
+            }
+        }
+    }
+}
+
 impl Cli {
     /// Runs the command.
     pub fn run(self) -> anyhow::Result<()> {
-        match self.command {
+        let Some(command) = self.command else {
+            // `-t`: clap asks for a command or an option otherwise.
+            check(std::path::Path::new(crate::config::DEFAULT_PATH), true)?;
+            println!("OK: configuration test is successful");
+            return Ok(());
+        };
+        match command {
             Command::Run {
                 config,
                 dry_run,
@@ -209,7 +256,7 @@ impl Cli {
             Command::Check { config, offline } => check(&config, offline),
             Command::Verb(verb) => {
                 init_logging(None);
-                verbs::run(verb, self.socket)
+                verbs::run(verb, self.socket, verbs::Style::Ours)
             }
             Command::Datapath(command) => {
                 init_logging(None);
@@ -217,7 +264,7 @@ impl Cli {
             }
             Command::TestFilter(args) => {
                 init_logging(None);
-                test_filter::run(&args)
+                test_filter::run(&args.resolved()?)
             }
             Command::ImportFail2ban { dir, output } => import::run(&dir, output.as_deref()),
             Command::Generate { dir } => generate::run(&dir),

@@ -30,6 +30,8 @@ use crate::{
 
 pub const EXAMPLES: &str = "Examples:
   ban-agent test-filter /var/log/app/auth.log --filter fastapi-auth
+  ban-agent test-filter /var/log/app/auth.log fastapi-auth        (fail2ban-regex's order)
+  ban-agent test-filter auth.log '^.* - <HOST> - \"POST /login\" 401'   (a failregex)
   ban-agent test-filter /var/log/nginx/access.log --filter 'nginx[login_path=/api/login]'
   ban-agent test-filter /var/log/auth.log --filter sshd
   ban-agent test-filter /var/log/auth.log --filter 'sshd[mode=aggressive]' --json
@@ -39,10 +41,18 @@ pub const EXAMPLES: &str = "Examples:
   ban-agent test-filter auth.log --filter ./my-filter.toml --print-missed";
 
 #[derive(Debug, clap::Args)]
-#[command(group(clap::ArgGroup::new("source").required(true).args(["jail", "filter", "regex"])))]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["jail", "filter", "regex", "filter_or_regex"])))]
 pub struct Args {
     /// Log file to read, or `-` for standard input.
     log: PathBuf,
+    /// The filter, after the log as fail2ban-regex takes it: a failregex (as --regex)
+    /// when it holds an address tag (<HOST>, <ADDR>, <IP4>, <IP6>, <CIDR>) and is no
+    /// file, else a filter (as --filter).
+    #[arg(value_name = "FILTER", conflicts_with_all = ["filter", "regex", "jail"])]
+    filter_or_regex: Option<String>,
+    /// With a failregex as FILTER: an ignoreregex (fail2ban-regex's third argument).
+    #[arg(value_name = "IGNOREREGEX", requires = "filter_or_regex")]
+    ignoreregex: Option<String>,
     /// Test this jail of the configuration: its filter, ignoreip, maxretry and findtime.
     #[arg(long, value_name = "NAME")]
     jail: Option<String>,
@@ -106,6 +116,31 @@ pub struct Args {
     /// k8s-file). Default: the jail's `log_format`, else auto.
     #[arg(long, value_name = "FORMAT", value_parser = parse_log_format)]
     log_format: Option<LogFormat>,
+}
+
+impl Args {
+    /// The positional FILTER and IGNOREREGEX (fail2ban-regex's order) put where the
+    /// options would have put them.
+    pub fn resolved(mut self) -> anyhow::Result<Self> {
+        let Some(given) = self.filter_or_regex.take() else {
+            return Ok(self);
+        };
+        let tagged = ["<HOST>", "<ADDR>", "<IP4>", "<IP6>", "<CIDR>"]
+            .iter()
+            .any(|tag| given.contains(tag));
+        if tagged && !Path::new(&given).is_file() {
+            self.regex.push(given);
+            self.ignore_regex.extend(self.ignoreregex.take());
+        } else if let Some(ignore) = self.ignoreregex.take() {
+            bail!(
+                "an IGNOREREGEX ({ignore:?}) goes with a failregex as FILTER; {given:?} is a \
+                 filter: put the ignoreregex in the filter's own ignoreregex"
+            );
+        } else {
+            self.filter = Some(given);
+        }
+        Ok(self)
+    }
 }
 
 /// `--log-format`.

@@ -7,8 +7,9 @@ use std::{collections::BTreeMap, path::PathBuf};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-/// Bumped on any change that an older peer would misread.
-pub const VERSION: u32 = 1;
+/// Bumped on any change that an older peer would misread (2: fail2ban-client's `banip`,
+/// `unbanip` and counted replies, settings with their raw values).
+pub const VERSION: u32 = 2;
 
 /// Longest request line the daemon accepts, in bytes (any local user may connect).
 pub const MAX_LINE: usize = 1 << 20;
@@ -50,11 +51,29 @@ pub enum Request {
         #[serde(default)]
         local: bool,
     },
-    /// Lift every ban.
+    /// Lift every ban; the reply counts them.
     UnbanAll,
-    /// Which jails ban `target` (every ban when `None`).
+    /// fail2ban-client's `set JAIL banip IP...`: ban each for the jail's bantime, in the
+    /// whole fleet; the reply counts the new bans. Nothing is banned when one of them may
+    /// not be (loopback, this host's, `ignoreip`).
+    BanIp {
+        jail: String,
+        targets: Vec<IpNet>,
+    },
+    /// fail2ban-client's `set JAIL unbanip [--report-absent] IP...` (one jail) and
+    /// `unban IP...` (every jail): lift each target's bans, and those inside a network
+    /// given; the reply counts them. A target not banned is skipped, or, with
+    /// `report_absent`, named in an error once the others are lifted.
+    UnbanIp {
+        jail: Option<String>,
+        targets: Vec<IpNet>,
+        report_absent: bool,
+    },
+    /// Which jails ban `target` (every ban when `None`), in `jail` or in all of them.
     Banned {
         target: Option<IpNet>,
+        #[serde(default)]
+        jail: Option<String>,
     },
     Get {
         jail: String,
@@ -103,6 +122,18 @@ pub enum JailKey {
     Bantime,
     Ignoreip,
     Logpath,
+    Maxlines,
+    Actions,
+}
+
+/// A setting's value as fail2ban's server returns it, for fail2ban-client's layout.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Setting {
+    /// A count, or a duration in seconds (-1: permanent).
+    Number(i64),
+    /// Addresses, files or action names.
+    List(Vec<String>),
 }
 
 /// A ban as reported.
@@ -116,6 +147,9 @@ pub struct BanInfo {
     pub expires_at: Option<i64>,
     /// Failures that led to it (0 for a ban by hand).
     pub failures: u32,
+    /// Wall-clock start, Unix milliseconds.
+    #[serde(default)]
+    pub banned_at: Option<i64>,
 }
 
 /// One jail's status, as `fail2ban-client status JAIL` shows it.
@@ -233,8 +267,16 @@ pub enum Reply {
     Bans {
         bans: Vec<BanInfo>,
     },
-    Value {
-        value: String,
+    /// A jail's setting: `shown` as ban-agent says it (durations as `10m`), `value` as
+    /// fail2ban's server returns it.
+    Setting {
+        shown: String,
+        value: Setting,
+    },
+    /// Bans made or lifted: how many (what fail2ban-client prints), and what happened.
+    Count {
+        count: u64,
+        message: String,
     },
     Stats {
         jails: BTreeMap<String, JailStats>,
@@ -343,7 +385,19 @@ mod tests {
                 local: false,
             },
             Request::UnbanAll,
-            Request::Banned { target: None },
+            Request::BanIp {
+                jail: "auth".into(),
+                targets: vec![net("192.0.2.7/32"), net("198.51.100.0/24")],
+            },
+            Request::UnbanIp {
+                jail: None,
+                targets: vec![net("192.0.2.7/32")],
+                report_absent: true,
+            },
+            Request::Banned {
+                target: None,
+                jail: Some("auth".into()),
+            },
             Request::Get {
                 jail: "auth".into(),
                 key: JailKey::Ignoreip,
@@ -368,6 +422,7 @@ mod tests {
                 seconds_left: None,
                 expires_at: None,
                 failures: 0,
+                banned_at: Some(1_795_518_000_000),
             }],
         };
         assert_eq!(decode::<Reply>(encode(&reply).trim_end()), Ok(reply));
@@ -384,7 +439,7 @@ mod tests {
                 force: false,
                 local: false,
             }),
-            "{\"version\":1,\"command\":\"ban\",\"jail\":\"auth\",\"target\":\"192.0.2.7/32\",\"seconds\":null,\"permanent\":false,\"force\":false,\"local\":false}\n"
+            "{\"version\":2,\"command\":\"ban\",\"jail\":\"auth\",\"target\":\"192.0.2.7/32\",\"seconds\":null,\"permanent\":false,\"force\":false,\"local\":false}\n"
         );
     }
 
@@ -407,6 +462,7 @@ mod tests {
                 seconds_left: Some(600),
                 expires_at: Some(1_795_521_600_000),
                 failures: 5,
+                banned_at: Some(1_795_518_000_000),
             })
             .collect();
         let line = encode(&Reply::Bans { bans });
@@ -424,11 +480,11 @@ mod tests {
     #[test]
     fn other_versions_and_garbage_are_refused_with_a_reason() {
         assert_eq!(
-            decode::<Request>(r#"{"version":2,"command":"ping"}"#),
-            Err(ProtocolError::Version { theirs: 2 })
+            decode::<Request>(r#"{"version":1,"command":"ping"}"#),
+            Err(ProtocolError::Version { theirs: 1 })
         );
         assert!(matches!(
-            decode::<Request>(r#"{"version":1,"command":"format_disk"}"#),
+            decode::<Request>(r#"{"version":2,"command":"format_disk"}"#),
             Err(ProtocolError::Malformed(_))
         ));
         assert!(matches!(

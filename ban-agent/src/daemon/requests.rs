@@ -9,7 +9,7 @@ use super::agent::{Agent, BanOutcome};
 use crate::clock::{Now, wall_text};
 use crate::{
     config::{Config, Jail},
-    control::protocol::{BanInfo, JailKey, JailStats, JailStatus, Reply, Request, SetKey},
+    control::protocol::{BanInfo, JailKey, JailStats, JailStatus, Reply, Request, SetKey, Setting},
     datapath,
     ignore::Spared,
     tracker::BanTime,
@@ -84,16 +84,21 @@ impl Agent {
                     local,
                 };
                 self.operator_ban(&jail, target, how, now)
+                    .map(|(_, message)| Reply::Done { message })
             }
+            Request::BanIp { jail, targets } => self.ban_ip(&jail, targets, now),
+            Request::UnbanIp {
+                jail,
+                targets,
+                report_absent,
+            } => self.unban_ip(jail.as_deref(), &targets, report_absent, now),
             Request::Unban {
                 target,
                 jail,
                 local,
             } => self.operator_unban(target, jail.as_deref(), local, now),
             Request::UnbanAll => self.unban_all(now),
-            Request::Banned { target } => Ok(Reply::Bans {
-                bans: self.banned(target, now),
-            }),
+            Request::Banned { target, jail } => self.banned(target, jail.as_deref(), now),
             Request::Get { jail, key } => self.get(&jail, key),
             Request::AddIgnoreIp { jail, target } => self.set_ignoreip(&jail, target, true),
             Request::DelIgnoreIp { jail, target } => self.set_ignoreip(&jail, target, false),
@@ -107,16 +112,8 @@ impl Agent {
             }
             Request::Stop { detach } => {
                 after = After::Stop { detach };
-                let message = match (self.kernel().writes(), detach) {
-                    (false, _) => "stopping; a dry run attached nothing and banned nothing",
-                    (true, true) => {
-                        "stopping; the datapath is detached and every ban lifted (they are \
-                         restored at the next start)"
-                    }
-                    (true, false) => "stopping; the datapath stays attached and bans stay in force",
-                };
                 Ok(Reply::Done {
-                    message: message.to_owned(),
+                    message: self.stop_message(detach).to_owned(),
                 })
             }
             Request::Stats => self.stats(),
@@ -125,6 +122,18 @@ impl Agent {
             message: crate::error_text(&e),
         });
         (reply, after)
+    }
+
+    /// What `stop` leaves behind.
+    fn stop_message(&self, detach: bool) -> &'static str {
+        match (self.kernel().writes(), detach) {
+            (false, _) => "stopping; a dry run attached nothing and banned nothing",
+            (true, true) => {
+                "stopping; the datapath is detached and every ban lifted (they are restored \
+                 at the next start)"
+            }
+            (true, false) => "stopping; the datapath stays attached and bans stay in force",
+        }
     }
 
     fn status(&self, jail: &str, now: Now) -> anyhow::Result<JailStatus> {
@@ -154,7 +163,7 @@ impl Agent {
         target: IpNet,
         how: How,
         now: Now,
-    ) -> anyhow::Result<Reply> {
+    ) -> anyhow::Result<(BanOutcome, String)> {
         let How {
             seconds,
             permanent,
@@ -213,7 +222,120 @@ impl Agent {
         } else {
             message
         };
-        Ok(Reply::Done { message })
+        Ok((outcome, message))
+    }
+
+    /// fail2ban-client's `set JAIL banip IP...`: each for the jail's bantime, in the whole
+    /// fleet; counts the new bans (one in force already is lengthened to end a bantime from
+    /// now, never shortened, and not counted, as fail2ban does).
+    fn ban_ip(&mut self, jail: &str, targets: Vec<IpNet>, now: Now) -> anyhow::Result<Reply> {
+        let run = self.jail(jail)?;
+        let ignore = self.ignore_list(run.config.ignoreip.clone());
+        let refused: Vec<String> = targets
+            .iter()
+            .filter_map(|target| {
+                let why = ignore.spares(&target.trunc())?;
+                Some(format!("{} ({why})", datapath::show(target)))
+            })
+            .collect();
+        if !refused.is_empty() {
+            bail!(
+                "nothing banned in {jail}: {} may not be banned; `ban-agent ban {jail} ADDR \
+                 --force` bans inside ignoreip",
+                refused.join(", ")
+            );
+        }
+        let how = How {
+            seconds: None,
+            permanent: false,
+            force: false,
+            local: false,
+        };
+        let mut count = 0;
+        let mut messages = Vec::with_capacity(targets.len());
+        for target in targets {
+            let (outcome, message) = self.operator_ban(jail, target, how, now)?;
+            count += u64::from(outcome == BanOutcome::New);
+            messages.push(message);
+        }
+        Ok(Reply::Count {
+            count,
+            message: messages.join("\n"),
+        })
+    }
+
+    /// fail2ban-client's `set JAIL unbanip IP...` (`jail`) and `unban IP...` (every
+    /// jail): lifts each target's bans, or, for a network banned in no jail by itself, the
+    /// bans inside it. Counts them; a target not banned is passed over, or with
+    /// `report_absent` named in an error once the others are lifted.
+    fn unban_ip(
+        &mut self,
+        jail: Option<&str>,
+        targets: &[IpNet],
+        report_absent: bool,
+        now: Now,
+    ) -> anyhow::Result<Reply> {
+        if let Some(jail) = jail {
+            self.jail(jail)?;
+        }
+        let mut count = 0;
+        let mut messages = Vec::new();
+        let mut absent = Vec::new();
+        for target in targets {
+            let target = target.trunc();
+            let in_scope = |name: &str| jail.is_none_or(|j| j == name);
+            let mut found: Vec<(String, IpNet)> = self
+                .bans()
+                .iter()
+                .filter(|&(name, t, _)| t == target && in_scope(name))
+                .map(|(name, t, _)| (name.to_owned(), t))
+                .collect();
+            if found.is_empty() {
+                found = self
+                    .bans()
+                    .iter()
+                    .filter(|&(name, t, _)| target.contains(&t) && in_scope(name))
+                    .map(|(name, t, _)| (name.to_owned(), t))
+                    .collect();
+            }
+            if found.is_empty() {
+                absent.push(datapath::show(&target));
+                continue;
+            }
+            for (name, t) in found {
+                if self.lift(&name, t, "operator", now)? {
+                    count += 1;
+                    let fleet = self.shares(&name);
+                    if fleet {
+                        self.publish_unban(&name, t, now);
+                    }
+                    messages.push(format!(
+                        "{} unbanned in {name}{}",
+                        datapath::show(&t),
+                        if fleet { "; sent to the fleet" } else { "" }
+                    ));
+                }
+            }
+        }
+        if report_absent && !absent.is_empty() {
+            bail!(
+                "not banned{}: {}{}; `ban-agent banned` lists the bans",
+                jail.map(|j| format!(" in {j}")).unwrap_or_default(),
+                absent.join(", "),
+                if count > 0 {
+                    format!(" (the other {count} lifted)")
+                } else {
+                    String::new()
+                }
+            );
+        }
+        if !absent.is_empty() {
+            messages.push(format!("not banned: {}", absent.join(", ")));
+        }
+        Ok(Reply::Count {
+            count,
+            message: messages.join("\n"),
+        })
     }
 
     fn operator_unban(
@@ -278,15 +400,22 @@ impl Agent {
             .map(|(jail, target, _)| (jail.to_owned(), target))
             .collect();
         let lifted = self.lift_each(&all, "operator", now)?;
-        Ok(Reply::Done {
+        Ok(Reply::Count {
+            count: lifted as u64,
             message: format!("{} lifted", crate::plural(lifted as u64, "ban", "bans")),
         })
     }
 
-    fn banned(&self, target: Option<IpNet>, now: Now) -> Vec<BanInfo> {
+    /// The bans that hold `target` or lie inside it (all when `None`), in `jail` or in
+    /// every jail, by jail and target.
+    fn banned(&self, target: Option<IpNet>, jail: Option<&str>, now: Now) -> anyhow::Result<Reply> {
+        if let Some(jail) = jail {
+            self.jail(jail)?;
+        }
         let mut bans: Vec<BanInfo> = self
             .bans()
             .iter()
+            .filter(|(name, _, _)| jail.is_none_or(|j| j == *name))
             .filter(|(_, t, _)| target.is_none_or(|asked| t.contains(&asked) || asked.contains(t)))
             .map(|(jail, t, ban)| BanInfo {
                 jail: jail.to_owned(),
@@ -294,22 +423,56 @@ impl Agent {
                 seconds_left: ban.expiry.remaining(now.boot).map(|d| d.as_secs()),
                 expires_at: ban.expires_at,
                 failures: ban.failures,
+                banned_at: Some(ban.banned_at),
             })
             .collect();
         bans.sort_unstable_by(|a, b| (&a.jail, a.target).cmp(&(&b.jail, b.target)));
-        bans
+        Ok(Reply::Bans { bans })
     }
 
+    /// A jail's setting as applied, as ban-agent shows it and as fail2ban's server gives
+    /// it (durations in seconds, -1 for permanent).
     fn get(&self, jail: &str, key: JailKey) -> anyhow::Result<Reply> {
-        let config = &self.jail(jail)?.config;
-        let value = match key {
-            JailKey::Maxretry => config.rules.maxretry.to_string(),
-            JailKey::Findtime => crate::duration::show(config.rules.findtime),
-            JailKey::Bantime => applied_bantime(config),
-            JailKey::Ignoreip => lines(config.ignoreip.iter().map(datapath::show)),
-            JailKey::Logpath => lines(config.logpath.iter().map(|p| p.display().to_string())),
+        let run = self.jail(jail)?;
+        let config = &run.config;
+        let seconds = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+        let (shown, value) = match key {
+            JailKey::Maxretry => (
+                config.rules.maxretry.to_string(),
+                Setting::Number(i64::from(config.rules.maxretry)),
+            ),
+            JailKey::Findtime => (
+                crate::duration::show(config.rules.findtime),
+                Setting::Number(seconds(config.rules.findtime)),
+            ),
+            JailKey::Bantime => (
+                applied_bantime(config),
+                Setting::Number(match config.bantime {
+                    BanTime::For(d) => seconds(d),
+                    BanTime::Permanent => -1,
+                }),
+            ),
+            JailKey::Ignoreip => {
+                let list: Vec<String> = config.ignoreip.iter().map(datapath::show).collect();
+                (list.join("\n"), Setting::List(list))
+            }
+            JailKey::Logpath => (
+                lines(config.logpath.iter().map(|p| p.display().to_string())),
+                Setting::List(self.files_of(jail)),
+            ),
+            JailKey::Maxlines => {
+                let maxlines = run.detector.filter().maxlines();
+                (
+                    maxlines.to_string(),
+                    Setting::Number(i64::try_from(maxlines).unwrap_or(i64::MAX)),
+                )
+            }
+            JailKey::Actions => {
+                let list = actions(config);
+                (list.join("\n"), Setting::List(list))
+            }
         };
-        Ok(Reply::Value { value })
+        Ok(Reply::Setting { shown, value })
     }
 
     /// `set JAIL bantime|findtime|maxretry VALUE`: in force until the next reload, as
@@ -505,6 +668,25 @@ impl Agent {
 
 fn lines(items: impl Iterator<Item = String>) -> String {
     items.collect::<Vec<_>>().join("\n")
+}
+
+/// What a jail does on a ban, named as fail2ban names its actions: `kernel` (the drop in
+/// the datapath), then the `on_ban`/`on_unban` hooks by kind.
+fn actions(config: &Jail) -> Vec<String> {
+    let mut names = vec!["kernel".to_owned()];
+    for hook in [&config.on_ban, &config.on_unban].into_iter().flatten() {
+        let kinds = [
+            ("command", hook.command.is_some()),
+            ("webhook", hook.webhook.is_some()),
+            ("email", hook.email.is_some()),
+        ];
+        for (kind, present) in kinds {
+            if present && !names.iter().any(|name| name == kind) {
+                names.push(kind.to_owned());
+            }
+        }
+    }
+    names
 }
 
 /// The length of a first ban as the jail applies it, and, when `bantime_increment` makes

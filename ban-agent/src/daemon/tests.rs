@@ -291,7 +291,7 @@ fn reload_applies_a_new_maxretry_keeps_bans_and_lifts_those_of_a_removed_jail() 
     );
     assert!(matches!(
         ask(&mut agent, Request::Get { jail: "auth".into(), key: crate::control::protocol::JailKey::Maxretry }, now(3)),
-        Reply::Value { value } if value == "3"
+        Reply::Setting { shown, .. } if shown == "3"
     ));
     failure(dir.path(), "192.0.2.7", 4);
     agent.poll(now(4));
@@ -398,6 +398,7 @@ fn operators_cannot_ban_what_is_spared_and_are_told_which_network_holds_an_addre
         &mut agent,
         Request::Banned {
             target: Some(net("192.0.2.7/32")),
+            jail: None,
         },
         now(1),
     ) else {
@@ -406,9 +407,138 @@ fn operators_cannot_ban_what_is_spared_and_are_told_which_network_holds_an_addre
     assert_eq!((bans.len(), bans[0].seconds_left), (1, Some(59)));
     assert!(matches!(
         ask(&mut agent, Request::UnbanAll, now(2)),
-        Reply::Done { .. }
+        Reply::Count { .. }
     ));
     assert!(kernel.bans.lock().expect("lock").is_empty());
+}
+
+/// fail2ban-client's `set JAIL banip|unbanip` and `unban IP...`: counted, all or nothing
+/// for a spared address, a network lifting what lies inside it, an absent address passed
+/// over unless asked; and `get`'s raw values.
+#[test]
+fn banip_and_unbanip_count_what_they_do_as_fail2ban_client_does() {
+    use crate::control::protocol::{JailKey, Setting};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kernel = FakeKernel::default();
+    let mut agent = start(config(dir.path(), 3, ""), &kernel, now(0));
+    let count = |reply: Reply| match reply {
+        Reply::Count { count, .. } => count,
+        other => panic!("{other:?}"),
+    };
+    let refused = |reply: Reply| match reply {
+        Reply::Error { message } => message,
+        other => panic!("{other:?}"),
+    };
+    let ban_ip = |targets: &[&str]| Request::BanIp {
+        jail: "auth".into(),
+        targets: targets.iter().map(|t| net(t)).collect(),
+    };
+    let unban_ip = |jail: Option<&str>, targets: &[&str], report_absent| Request::UnbanIp {
+        jail: jail.map(str::to_owned),
+        targets: targets.iter().map(|t| net(t)).collect(),
+        report_absent,
+    };
+    let in_kernel = || kernel.bans.lock().expect("lock").len();
+
+    assert_eq!(
+        count(ask(
+            &mut agent,
+            ban_ip(&["192.0.2.7/32", "192.0.2.8/32"]),
+            now(1)
+        )),
+        2
+    );
+    // One in force already is not counted again.
+    assert_eq!(
+        count(ask(
+            &mut agent,
+            ban_ip(&["192.0.2.7/32", "192.0.2.9/32"]),
+            now(2)
+        )),
+        1
+    );
+    assert_eq!(in_kernel(), 3);
+    // One the jail may not ban (its ignoreip): none of them is banned.
+    let message = refused(ask(
+        &mut agent,
+        ban_ip(&["192.0.2.10/32", "198.51.100.4/32"]),
+        now(3),
+    ));
+    assert!(
+        message.contains("nothing banned in auth: 198.51.100.4"),
+        "{message}"
+    );
+    assert_eq!(in_kernel(), 3);
+
+    // A network lifts the bans inside it; an address not banned is passed over.
+    assert_eq!(
+        count(ask(
+            &mut agent,
+            unban_ip(Some("auth"), &["192.0.2.8/31"], false),
+            now(4)
+        )),
+        2
+    );
+    assert_eq!(
+        count(ask(
+            &mut agent,
+            unban_ip(None, &["192.0.2.200/32"], false),
+            now(4)
+        )),
+        0
+    );
+    assert_eq!(in_kernel(), 1);
+    // Asked to, it names the absent ones once the others are lifted.
+    let message = refused(ask(
+        &mut agent,
+        unban_ip(Some("auth"), &["192.0.2.7/32", "192.0.2.200/32"], true),
+        now(5),
+    ));
+    assert!(
+        message.contains("not banned in auth: 192.0.2.200 (the other 1 lifted)"),
+        "{message}"
+    );
+    assert_eq!(in_kernel(), 0);
+    assert!(
+        refused(ask(
+            &mut agent,
+            unban_ip(Some("nope"), &["192.0.2.7/32"], false),
+            now(5)
+        ))
+        .contains("nope")
+    );
+    let banned_in = |jail: &str| Request::Banned {
+        target: None,
+        jail: Some(jail.into()),
+    };
+    assert!(
+        matches!(ask(&mut agent, banned_in("auth"), now(5)), Reply::Bans { bans } if bans.is_empty())
+    );
+    assert!(refused(ask(&mut agent, banned_in("nope"), now(5))).contains("nope"));
+
+    let get = |agent: &mut Agent, key| match ask(
+        agent,
+        Request::Get {
+            jail: "auth".into(),
+            key,
+        },
+        now(6),
+    ) {
+        Reply::Setting { value, .. } => value,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(get(&mut agent, JailKey::Bantime), Setting::Number(600));
+    assert_eq!(get(&mut agent, JailKey::Findtime), Setting::Number(600));
+    assert_eq!(get(&mut agent, JailKey::Maxretry), Setting::Number(3));
+    assert_eq!(get(&mut agent, JailKey::Maxlines), Setting::Number(1));
+    assert_eq!(
+        get(&mut agent, JailKey::Actions),
+        Setting::List(vec!["kernel".into()])
+    );
+    assert_eq!(
+        get(&mut agent, JailKey::Ignoreip),
+        Setting::List(vec!["198.51.100.0/24".into()])
+    );
 }
 
 #[test]
@@ -694,7 +824,7 @@ fn get_and_status_show_the_bantime_actually_applied() {
         },
         now(1),
     ) {
-        Reply::Value { value } => value,
+        Reply::Setting { shown, .. } => shown,
         other => panic!("{other:?}"),
     };
     let mut agent = start(config(dir.path(), 3, ""), &kernel, now(0));
@@ -749,7 +879,7 @@ fn set_changes_maxretry_bantime_and_findtime_until_the_next_reload() {
         },
         now(1),
     ) {
-        Reply::Value { value } => value,
+        Reply::Setting { shown, .. } => shown,
         other => panic!("{other:?}"),
     };
     let Reply::Done { message } = set(&mut agent, SetKey::Maxretry, "2") else {
@@ -1208,9 +1338,10 @@ fn unban_all_lifts_every_ban_from_the_kernel_and_the_state() {
     }
     agent.poll(now(1));
     assert_eq!(kernel.bans.lock().expect("lock").len(), 20);
-    let Reply::Done { message } = ask(&mut agent, Request::UnbanAll, now(2)) else {
-        panic!("done");
+    let Reply::Count { count, message } = ask(&mut agent, Request::UnbanAll, now(2)) else {
+        panic!("counted");
     };
+    assert_eq!(count, 20);
     assert!(message.contains("20 bans lifted"), "{message}");
     assert!(kernel.bans.lock().expect("lock").is_empty());
     let saved = Store::inspect(&state_dir)

@@ -283,6 +283,11 @@ impl Filter {
             .map_or(&[], |model| model.journalmatch())
     }
 
+    /// How many lines a failure may span (fail2ban's `maxlines`; 1 for ours).
+    pub fn maxlines(&self) -> usize {
+        self.model.as_ref().map_or(1, |model| model.maxlines())
+    }
+
     /// Whether the filter is of fail2ban's model (read from its files).
     pub fn is_model(&self) -> bool {
         self.model.is_some()

@@ -250,6 +250,11 @@ impl Matcher {
         self.zone = zone;
     }
 
+    /// How many lines the buffer keeps (`maxlines`).
+    pub fn maxlines(&self) -> usize {
+        self.maxlines
+    }
+
     /// The filter's `journalmatch` lines.
     pub fn journalmatch(&self) -> &[String] {
         &self.journalmatch
