@@ -157,6 +157,8 @@ pub fn matcher(ws: &Workspace) -> anyhow::Result<()> {
 
 /// fail2ban's scripts and the PYTHONPATH they need.
 pub(crate) struct Fail2ban {
+    /// Where the packages are unpacked (`usr/bin`, `usr/lib/python3/dist-packages`).
+    pub(crate) root: PathBuf,
     pub(crate) regex: PathBuf,
     server: PathBuf,
     pub(crate) pythonpath: PathBuf,
@@ -180,6 +182,7 @@ pub(crate) fn fail2ban(ws: &Workspace) -> anyhow::Result<Fail2ban> {
         regex: root.join("usr/bin/fail2ban-regex"),
         server: root.join("usr/bin/fail2ban-server"),
         pythonpath,
+        root,
     })
 }
 

@@ -33,9 +33,15 @@ pub fn test(ws: &Workspace) -> anyhow::Result<()> {
     phase("lints (cargo clippy -D warnings)", || {
         quiet(&mut ws.cargo(&["clippy", "--all-targets", "--", "-D", "warnings"])).map(drop)
     })?;
+    // fail2ban's client and server, which the fail2ban-client test runs beside ours.
+    let fail2ban = phase("fail2ban, unpacked as a peer (not installed)", || {
+        crate::bench::fail2ban(ws)
+    })?;
     let mut counts = Counts::default();
     let tests = phase("tests (cargo test)", || {
-        let (ok, output) = quiet(&mut ws.cargo(&["test"]))?;
+        let mut cargo = ws.cargo(&["test"]);
+        cargo.env("BAN_AGENT_FAIL2BAN_ROOT", &fail2ban.root);
+        let (ok, output) = quiet(&mut cargo)?;
         counts = count(&output);
         if !ok {
             bail!("some tests failed");

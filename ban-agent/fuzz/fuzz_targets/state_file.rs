@@ -64,7 +64,13 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let _ = agent.poll(now);
-    if let (Reply::Bans { bans }, _) = agent.handle(Request::Banned { target: None }, now) {
+    if let (Reply::Bans { bans }, _) = agent.handle(
+        Request::Banned {
+            target: None,
+            jail: None,
+        },
+        now,
+    ) {
         for ban in bans {
             let addr = ban.target.addr();
             assert!(

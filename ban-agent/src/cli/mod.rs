@@ -24,7 +24,7 @@ use crate::{
 /// Bans brute-forcing clients at packet level: failures in a log become XDP drops.
 #[derive(Debug, Parser)]
 #[command(name = "ban-agent", version, about, long_about = None)]
-#[command(arg_required_else_help = true, args_conflicts_with_subcommands = true)]
+#[command(arg_required_else_help = true)]
 pub struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -232,10 +232,12 @@ pub fn main(args: Vec<std::ffi::OsString>) -> std::process::ExitCode {
 impl Cli {
     /// Runs the command.
     pub fn run(self) -> anyhow::Result<()> {
-        let Some(command) = self.command else {
-            // `-t`: clap asks for a command or an option otherwise.
+        // `-t`, as fail2ban-client's: the check, then the command if one is given.
+        if self.test {
             check(std::path::Path::new(crate::config::DEFAULT_PATH), true)?;
             println!("OK: configuration test is successful");
+        }
+        let Some(command) = self.command else {
             return Ok(());
         };
         match command {

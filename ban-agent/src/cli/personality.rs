@@ -66,7 +66,7 @@ Commands (as fail2ban-client's, answered in its shapes):
   get JAIL bantime|findtime|maxretry|maxlines|ignoreip|logpath|actions
 
 ban-agent's daemon is started by its service (`systemctl start ban-agent`) or by
-`ban-agent run`, not by `fail2ban-client start`. See ban-agent(8).";
+`ban-agent run`, not by `fail2ban-client start`. See `man ban-agent`.";
 
 const REGEX_USAGE: &str = "\
 Usage: fail2ban-regex [OPTIONS] <LOG> <FILTER> [<IGNOREREGEX>]
