@@ -108,6 +108,50 @@ struct PinDir {
     pin_dir: PathBuf,
 }
 
+/// Where a listing finds the names of the daemon's jails.
+#[derive(Debug, clap::Args)]
+struct JailNames {
+    /// The daemon's configuration, whose `state_dir` names its jails (the kernel knows
+    /// them by number); without it, or without a saved state, they are numbers.
+    #[arg(long, short, default_value = crate::config::DEFAULT_PATH, value_name = "FILE")]
+    config: PathBuf,
+}
+
+impl JailNames {
+    /// Each jail index's name, as the daemon's state keeps them; none (with a warning when
+    /// the configuration or the state cannot be read) when there is no daemon's state.
+    fn read(&self) -> std::collections::BTreeMap<u32, String> {
+        if !self.config.exists() {
+            return std::collections::BTreeMap::new();
+        }
+        let ids = crate::config::Config::load(&self.config)
+            .map_err(anyhow::Error::from)
+            .and_then(|config| {
+                let store = crate::store::Store::inspect(&config.global.state_dir)?;
+                Ok(match store {
+                    Some(store) => store.jail_ids()?,
+                    None => std::collections::BTreeMap::new(),
+                })
+            });
+        match ids {
+            Ok(ids) => ids.into_iter().map(|(name, id)| (id, name)).collect(),
+            Err(e) => {
+                eprintln!(
+                    "warning: jails are shown by number: {} ({})",
+                    crate::error_text(&e),
+                    self.config.display()
+                );
+                std::collections::BTreeMap::new()
+            }
+        }
+    }
+
+    /// A jail's name, else its number.
+    fn of(names: &std::collections::BTreeMap<u32, String>, id: u32) -> String {
+        names.get(&id).cloned().unwrap_or_else(|| id.to_string())
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum DatapathCommand {
     /// Load the programs, attach one to each interface (XDP or tc, as --mode says) and pin
@@ -175,18 +219,23 @@ enum DatapathCommand {
         #[command(flatten)]
         pin: PinDir,
     },
-    /// List the bans in the kernel maps with the time each has left.
+    /// List the bans in the kernel maps with the time each has left, by jail (named as
+    /// the daemon's state names them, else by number).
     #[command(after_help = "Examples:\n  ban-agent datapath list\n  \
                             ban-agent datapath list --pin-dir /sys/fs/bpf/other")]
     List {
         #[command(flatten)]
         pin: PinDir,
+        #[command(flatten)]
+        names: JailNames,
     },
     /// Packets and bytes dropped and passed per jail.
     #[command(after_help = "Example:\n  ban-agent datapath counters")]
     Counters {
         #[command(flatten)]
         pin: PinDir,
+        #[command(flatten)]
+        names: JailNames,
     },
     /// Detach the program (XDP or tc) from every interface and remove every pin: lifts
     /// all bans (a running daemon restores them at its next start).
@@ -329,27 +378,36 @@ fn run_datapath(command: DatapathCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        DatapathCommand::List { pin } => {
+        DatapathCommand::List { pin, names } => {
+            let maps = Maps::open_pinned(&pin.pin_dir)?;
+            let names = names.read();
             let now = clock::boot_ns();
-            for ban in Maps::open_pinned(&pin.pin_dir)?.list()? {
+            for ban in maps.list()? {
                 let left = match ban.expiry.remaining(now) {
                     None => "permanent".to_owned(),
                     Some(Duration::ZERO) => "expired".to_owned(),
                     Some(left) => crate::duration::show(round_secs(left)),
                 };
-                println!("jail {:<3} {:<43} {left}", ban.jail, ban.target);
+                let jail = JailNames::of(&names, ban.jail);
+                println!("{jail:<20} {:<43} {left}", ban.target);
             }
             Ok(())
         }
-        DatapathCommand::Counters { pin } => {
+        DatapathCommand::Counters { pin, names } => {
+            let maps = Maps::open_pinned(&pin.pin_dir)?;
+            let names = names.read();
             println!(
-                "{:<5} {:>14} {:>16} {:>14} {:>16}",
+                "{:<20} {:>14} {:>16} {:>14} {:>16}",
                 "jail", "dropped_pkts", "dropped_bytes", "passed_pkts", "passed_bytes"
             );
-            for (jail, c) in Maps::open_pinned(&pin.pin_dir)?.counters()? {
+            for (jail, c) in maps.counters()? {
                 println!(
-                    "{jail:<5} {:>14} {:>16} {:>14} {:>16}",
-                    c.dropped_packets, c.dropped_bytes, c.passed_packets, c.passed_bytes
+                    "{:<20} {:>14} {:>16} {:>14} {:>16}",
+                    JailNames::of(&names, jail),
+                    c.dropped_packets,
+                    c.dropped_bytes,
+                    c.passed_packets,
+                    c.passed_bytes
                 );
             }
             Ok(())

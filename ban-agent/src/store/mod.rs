@@ -422,7 +422,7 @@ impl Store {
             ..State::default()
         };
         self.load_rotated(&mut state.positions)?;
-        state.jail_ids = self.pairs("SELECT name, id FROM jails")?;
+        state.jail_ids = self.jail_ids()?;
         state.cursors = self.pairs("SELECT jail, cursor FROM cursors")?;
         state.fleet_id = c
             .query_row("SELECT value FROM meta WHERE key = 'fleet_id'", [], |row| {
@@ -431,6 +431,11 @@ impl Store {
             .optional()
             .map_err(read)?;
         Ok(state)
+    }
+
+    /// The kernel's jail index of each jail name (what [`State::jail_ids`] loads), alone.
+    pub fn jail_ids(&self) -> Result<BTreeMap<String, u32>, StoreError> {
+        self.pairs("SELECT name, id FROM jails")
     }
 
     fn load_bans(&self) -> Result<Vec<SavedBan>, StoreError> {

@@ -162,6 +162,20 @@ fn failures_ban_in_the_kernel_and_the_verbs_metrics_and_stats_agree() {
         !connects(&scene.attacker, "192.0.2.1:8000"),
         "banned, yet connected"
     );
+    // The kernel's view names the jail as the daemon's state does.
+    let list = common::sh(
+        std::process::Command::new(agent::AGENT)
+            .args(["datapath", "list", "--pin-dir"])
+            .arg(&scene.pins.dir)
+            .arg("--config")
+            .arg(scene.path("ban-agent.toml")),
+    );
+    let list = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        list.lines()
+            .any(|line| line.starts_with("auth ") && line.contains("192.0.2.2/32")),
+        "{list}"
+    );
     assert!(
         daemon
             .log()
