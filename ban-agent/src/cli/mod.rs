@@ -81,9 +81,10 @@ enum Command {
     #[command(after_help = test_filter::EXAMPLES)]
     TestFilter(test_filter::Args),
     /// Write a ban-agent configuration for fail2ban's enabled jails (jail.conf,
-    /// jail.local, jail.d/), their filters read in place; lists what it leaves out.
+    /// jail.local, jail.d/), their filters read in place; lists what it leaves out. With
+    /// --bans, carry fail2ban's bans in force over instead.
     #[command(
-        after_help = "Examples:\n  ban-agent import-fail2ban > /etc/ban-agent/ban-agent.toml\n  ban-agent import-fail2ban /etc/fail2ban --output ban-agent.toml && ban-agent check --config ban-agent.toml"
+        after_help = "Examples:\n  ban-agent import-fail2ban > /etc/ban-agent/ban-agent.toml\n  ban-agent import-fail2ban /etc/fail2ban --output ban-agent.toml && ban-agent check --config ban-agent.toml\n  ban-agent import-fail2ban --bans                  # from /var/lib/fail2ban/fail2ban.sqlite3\n  ban-agent import-fail2ban --bans ./fail2ban.sqlite3 --config ./ban-agent.toml"
     )]
     ImportFail2ban {
         /// fail2ban's configuration folder.
@@ -92,6 +93,21 @@ enum Command {
         /// Write the configuration here instead of standard output.
         #[arg(long, short, value_name = "FILE")]
         output: Option<PathBuf>,
+        /// Carry fail2ban's bans over from its database: each ban in force is banned in
+        /// the jail of the same name until it ends there, and each address's count of bans
+        /// joins the history `bantime_increment` reads. To the running daemon; when none
+        /// runs, into the configuration's state, for its next start.
+        #[arg(
+            long,
+            value_name = "DB",
+            num_args = 0..=1,
+            default_missing_value = crate::fail2ban::bans::DEFAULT_DB,
+            conflicts_with = "output"
+        )]
+        bans: Option<PathBuf>,
+        /// With --bans: ban-agent's configuration (its jails, socket and state_dir).
+        #[arg(long, short, default_value = crate::config::DEFAULT_PATH, value_name = "FILE")]
+        config: PathBuf,
     },
     /// Write the manual pages and shell completions under DIR (for packagers).
     #[command(hide = true)]
@@ -317,7 +333,12 @@ impl Cli {
                 init_logging(None);
                 test_filter::run(&args.resolved()?)
             }
-            Command::ImportFail2ban { dir, output } => import::run(&dir, output.as_deref()),
+            Command::ImportFail2ban {
+                bans: Some(db),
+                config,
+                ..
+            } => import::bans(&db, &config, self.socket),
+            Command::ImportFail2ban { dir, output, .. } => import::run(&dir, output.as_deref()),
             Command::Generate { dir } => generate::run(&dir),
         }
     }

@@ -7,6 +7,8 @@ use std::{collections::BTreeMap, path::PathBuf};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use crate::fail2ban::bans::CarriedBan;
+
 /// Bumped on any change that an older peer would misread (2: fail2ban-client's `banip`,
 /// `unbanip` and counted replies, settings with their raw values).
 pub const VERSION: u32 = 2;
@@ -68,6 +70,12 @@ pub enum Request {
         jail: Option<String>,
         targets: Vec<IpNet>,
         report_absent: bool,
+    },
+    /// Bans carried over from fail2ban's database: each in force is banned until it ends
+    /// there, and each address's count of bans joins the history; the reply counts the
+    /// bans made.
+    CarryBans {
+        bans: Vec<CarriedBan>,
     },
     /// Which jails ban `target` (every ban when `None`), in `jail` or in all of them.
     Banned {

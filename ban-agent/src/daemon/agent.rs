@@ -744,6 +744,12 @@ impl Agent {
 
     /// Commits what changed and waits until it is written (see [`Persist::commit`]);
     /// the bans of the last batch go into the kernel first ([`Agent::land`]).
+    /// Counts `bans` bans of `target` in `jail` made elsewhere (fail2ban's), for
+    /// `bantime_increment`; committed with the next commit.
+    pub(super) fn count_earlier_bans(&mut self, jail: &str, target: IpNet, bans: u32, at: UnixMs) {
+        self.persist.count_bans(jail, target, bans, at);
+    }
+
     pub fn commit(&mut self) {
         self.land();
         self.persist.commit(&self.logs, &mut self.jails);

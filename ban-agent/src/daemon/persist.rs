@@ -154,6 +154,11 @@ impl Persist {
         self.pending.count_ban(jail, target, at);
     }
 
+    /// Counts `bans` bans of `target` made elsewhere (fail2ban's), to commit.
+    pub(super) fn count_bans(&mut self, jail: &str, target: IpNet, bans: u32, at: UnixMs) {
+        self.pending.count_bans(jail, target, bans, at);
+    }
+
     /// Failures saved before the restart go back into their jails' windows (those of
     /// targets banned now excepted: their failures were spent on the ban).
     pub(super) fn restore_failures(

@@ -11,6 +11,7 @@ use crate::{
     config::{Config, Jail},
     control::protocol::{BanInfo, JailKey, JailStats, JailStatus, Reply, Request, SetKey, Setting},
     datapath,
+    fail2ban::bans::CarriedBan,
     ignore::Spared,
     tracker::BanTime,
 };
@@ -99,6 +100,7 @@ impl Agent {
             } => self.operator_unban(target, jail.as_deref(), local, now),
             Request::UnbanAll => self.unban_all(now),
             Request::Banned { target, jail } => self.banned(target, jail.as_deref(), now),
+            Request::CarryBans { bans } => self.carry_bans(bans, now),
             Request::Get { jail, key } => self.get(&jail, key),
             Request::AddIgnoreIp { jail, target } => self.set_ignoreip(&jail, target, true),
             Request::DelIgnoreIp { jail, target } => self.set_ignoreip(&jail, target, false),
@@ -404,6 +406,58 @@ impl Agent {
             count: lifted as u64,
             message: format!("{} lifted", crate::plural(lifted as u64, "ban", "bans")),
         })
+    }
+
+    /// Bans carried over from fail2ban's database: each in force is banned here until it
+    /// ends there (through the same rails as any ban: a jail that does not run here, or an
+    /// address the jail may not ban, is passed over and said), and each address's count of
+    /// bans joins the history `bantime_increment` reads. Counts the bans made.
+    fn carry_bans(&mut self, bans: Vec<CarriedBan>, now: Now) -> anyhow::Result<Reply> {
+        let mut count = 0;
+        let mut counted = false;
+        let mut passed_over = Vec::new();
+        for ban in bans {
+            let shown = datapath::show(&ban.target);
+            let Ok(run) = self.jail(&ban.jail) else {
+                passed_over.push(format!("{shown} in {}: no such jail runs here", ban.jail));
+                continue;
+            };
+            if let Some(why) = self
+                .ignore_list(run.config.ignoreip.clone())
+                .spares(&ban.target)
+            {
+                passed_over.push(format!("{shown} in {}: {why}", ban.jail));
+                continue;
+            }
+            // The ban in force is counted when it is made here.
+            let in_force = ban.in_force(now.wall);
+            let earlier = ban.bans.saturating_sub(u32::from(in_force));
+            if earlier > 0 {
+                self.count_earlier_bans(&ban.jail, ban.target, earlier, ban.banned_at);
+                counted = true;
+            }
+            let length = match ban.expires_at {
+                _ if !in_force => continue,
+                None => BanTime::Permanent,
+                Some(end) => BanTime::For(Duration::from_millis(
+                    u64::try_from(end - now.wall).unwrap_or(0).max(1000),
+                )),
+            };
+            if self.ban(&ban.jail, ban.target, length, 0, "fail2ban", now)? == BanOutcome::New {
+                count += 1;
+            }
+        }
+        if counted {
+            self.commit();
+        }
+        let mut message = format!(
+            "{} carried over from fail2ban",
+            crate::plural(count, "ban", "bans")
+        );
+        if !passed_over.is_empty() {
+            message.push_str(&format!("; passed over: {}", passed_over.join("; ")));
+        }
+        Ok(Reply::Count { count, message })
     }
 
     /// The bans that hold `target` or lie inside it (all when `None`), in `jail` or in

@@ -541,6 +541,79 @@ fn banip_and_unbanip_count_what_they_do_as_fail2ban_client_does() {
     );
 }
 
+/// fail2ban's bans carried over: one in force is banned until it ends there and its
+/// earlier bans join the history; an ended one brings only its count; a jail not running
+/// here and an address the jail spares are passed over.
+#[test]
+fn bans_carried_from_fail2ban_end_when_they_end_there_with_their_counts() {
+    use crate::fail2ban::bans::CarriedBan;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kernel = FakeKernel::default();
+    let config = config(dir.path(), 3, "");
+    let state_dir = config.global.state_dir.clone();
+    let mut agent = start(config, &kernel, now(0));
+    let carried = |jail: &str, target: &str, expires_at: Option<i64>, bans| CarriedBan {
+        jail: jail.into(),
+        target: net(target),
+        banned_at: T0 - 60_000,
+        expires_at,
+        bans,
+    };
+    let reply = ask(
+        &mut agent,
+        Request::CarryBans {
+            bans: vec![
+                carried("auth", "192.0.2.7/32", Some(T0 + 120_000), 3),
+                carried("auth", "192.0.2.8/32", Some(T0 - 1_000), 2),
+                carried("auth", "2001:db8::/64", None, 1),
+                carried("sshd", "192.0.2.9/32", None, 1),
+                carried("auth", "198.51.100.7/32", None, 1),
+            ],
+        },
+        now(0),
+    );
+    let Reply::Count { count, message } = reply else {
+        panic!("{reply:?}");
+    };
+    assert_eq!(count, 2, "{message}");
+    assert!(
+        message.contains("192.0.2.9 in sshd: no such jail runs here"),
+        "{message}"
+    );
+    assert!(message.contains("198.51.100.7 in auth"), "{message}");
+    let in_kernel: Vec<(IpNet, Expiry)> = kernel
+        .bans
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|(&(_, target), &expiry)| (target, expiry))
+        .collect();
+    assert_eq!(
+        in_kernel,
+        [
+            (
+                net("192.0.2.7/32"),
+                Expiry::after(now(0).boot, std::time::Duration::from_secs(120))
+            ),
+            (net("2001:db8::/64"), Expiry::Never),
+        ]
+    );
+    agent.commit();
+    let history = Store::inspect(&state_dir)
+        .expect("state")
+        .expect("a state")
+        .history("auth")
+        .expect("history");
+    assert_eq!(
+        history.into_iter().collect::<Vec<_>>(),
+        [
+            (net("192.0.2.7/32"), 3),
+            (net("192.0.2.8/32"), 2),
+            (net("2001:db8::/64"), 1)
+        ]
+    );
+}
+
 #[test]
 fn addignoreip_spares_an_address_from_then_on() {
     let dir = tempfile::tempdir().expect("temp dir");

@@ -8,6 +8,7 @@
 //! specification; this is our own reading of them, tested against fail2ban's annotated
 //! sample logs by `cargo xtask conformance`.
 
+pub mod bans;
 pub mod definition;
 pub mod ini;
 pub mod interpolate;

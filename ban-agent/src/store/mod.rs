@@ -168,12 +168,17 @@ impl Changes {
 
     /// One more ban of `target` in `jail` at `at`.
     pub fn count_ban(&mut self, jail: &str, target: IpNet, at: UnixMs) {
+        self.count_bans(jail, target, 1, at);
+    }
+
+    /// `bans` more bans of `target` in `jail`, the last at `at`.
+    pub fn count_bans(&mut self, jail: &str, target: IpNet, bans: u32, at: UnixMs) {
         let entry = self
             .history
             .entry((jail.to_owned(), target))
             .or_insert((0, at));
-        entry.0 = entry.0.saturating_add(1);
-        entry.1 = at;
+        entry.0 = entry.0.saturating_add(bans);
+        entry.1 = entry.1.max(at);
     }
 }
 

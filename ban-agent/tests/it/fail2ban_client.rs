@@ -53,7 +53,7 @@ impl Fail2ban {
             "fail2ban.conf",
             format!(
                 "[Definition]\nloglevel = WARNING\nlogtarget = {0}/fail2ban.log\n\
-                 socket = {1}\npidfile = {0}/fail2ban.pid\ndbfile = :memory:\n",
+                 socket = {1}\npidfile = {0}/fail2ban.pid\ndbfile = {0}/fail2ban.sqlite3\n",
                 dir.display(),
                 socket.display()
             ),
@@ -346,4 +346,123 @@ fn fail2ban_regexs_command_line_runs_test_filter() {
         .expect("run");
     assert_eq!(refused.status.code(), Some(255));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--out"));
+}
+
+/// `import-fail2ban --bans`: the bans in force of a database the real fail2ban wrote,
+/// into the state when no daemon runs, else to the daemon; with their counts, never what
+/// the jail spares.
+#[test]
+fn fail2bans_bans_in_force_are_carried_over_with_their_counts() {
+    let root = match fail2ban_root() {
+        Ok(root) => root,
+        Err(why) => {
+            let required = std::env::var("BAN_AGENT_REQUIRE_PRIVILEGED").is_ok_and(|v| v == "1");
+            assert!(
+                !required,
+                "{why}, and BAN_AGENT_REQUIRE_PRIVILEGED=1 forbids skipping"
+            );
+            eprintln!("SKIPPED fail2bans_bans_in_force_are_carried_over_with_their_counts: {why}");
+            return;
+        }
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = dir.path().join("auth.log");
+    std::fs::write(&log, "").expect("the log");
+    let fail2ban = Fail2ban::start(root, dir.path(), &log);
+    let run = |words: &[&str]| said(&fail2ban.run(words));
+    assert_eq!(
+        run(&["set", "auth", "banip", "192.0.2.7"]),
+        ("1".to_owned(), true)
+    );
+    run(&["set", "auth", "bantime", "-1"]);
+    assert_eq!(
+        run(&["set", "auth", "banip", "192.0.2.10"]),
+        ("1".to_owned(), true)
+    );
+    // fail2ban bans by hand inside ignoreip; ban-agent's jail spares it.
+    assert_eq!(
+        run(&["set", "auth", "banip", "198.51.100.7"]),
+        ("1".to_owned(), true)
+    );
+    assert_eq!(run(&["stop"]), ("Shutdown successful".to_owned(), true));
+    let db = dir.path().join("fail2ban.sqlite3");
+    drop(fail2ban);
+
+    let import = |config: &Path| {
+        let out = Command::new(AGENT)
+            .args(["import-fail2ban", "--bans"])
+            .arg(&db)
+            .arg("--config")
+            .arg(config)
+            .output()
+            .expect("run import-fail2ban");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+
+    // No daemon: into the state, for its next start.
+    let idle = dir.path().join("idle");
+    std::fs::create_dir(&idle).expect("folder");
+    let said = import(&our_config(&idle, &log));
+    assert!(said.contains("2 bans saved"), "{said}");
+    assert!(
+        said.contains("passed over: 198.51.100.7 in auth: it is in"),
+        "{said}"
+    );
+    let store = ban_agent::store::Store::inspect(&idle.join("state"))
+        .expect("the state")
+        .expect("a state");
+    let state = store.load().expect("load");
+    let bans: Vec<(String, Option<i64>, String)> = state
+        .bans
+        .iter()
+        .map(|ban| {
+            (
+                ban.target.to_string(),
+                ban.expires_at.map(|end| end - ban.banned_at),
+                ban.origin.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        bans,
+        [
+            ("192.0.2.10/32".to_owned(), None, "fail2ban".to_owned()),
+            (
+                "192.0.2.7/32".to_owned(),
+                Some(3_600_000),
+                "fail2ban".to_owned()
+            ),
+        ]
+    );
+    let history = store.history("auth").expect("history");
+    assert_eq!(
+        history.values().copied().collect::<Vec<_>>(),
+        [1, 1],
+        "{history:?}"
+    );
+    assert!(import(&idle.join("ban-agent.toml")).contains("0 bans saved"));
+
+    // A running daemon takes them at once.
+    let running = dir.path().join("running");
+    std::fs::create_dir(&running).expect("folder");
+    let config = our_config(&running, &log);
+    let socket = running.join("ctl.sock");
+    let mut command = Command::new(AGENT);
+    command.args(["run", "--dry-run", "--config"]).arg(&config);
+    let daemon = Daemon::spawn(command, &socket, &running.join("agent.log"));
+    let said = import(&config);
+    assert!(said.contains("2 bans carried over from fail2ban"), "{said}");
+    assert_eq!(
+        cli(&socket, &["get", "auth", "banip"]).trim_end(),
+        "192.0.2.7 192.0.2.10",
+        "{}",
+        daemon.log()
+    );
+    cli(&socket, &["stop"]);
+    daemon.wait();
 }
