@@ -398,6 +398,107 @@ mod tests {
         }
     }
 
+    /// Every metric the shipped Grafana dashboard and Prometheus rules (and the rules'
+    /// tests) name is one the agent exports, under that name.
+    #[test]
+    fn the_dashboard_and_the_alerts_name_only_metrics_the_agent_exports() {
+        // A family is exported once it has a member: one each.
+        let m = Metrics::new();
+        let jail = Metrics::jail("auth");
+        let file = FileLabel {
+            file: "auth.log".into(),
+        };
+        m.lines_read.get_or_create(&file).inc();
+        m.lag_bytes.get_or_create(&file).set(0);
+        for family in [&m.failures, &m.malformed_lines, &m.bans, &m.unbans] {
+            family.get_or_create(&jail).inc();
+        }
+        for family in [&m.dropped_packets, &m.dropped_bytes] {
+            family.get_or_create(&jail).inc();
+        }
+        m.banned.get_or_create(&jail).set(1);
+        m.bans_refused
+            .get_or_create(&RefusalLabel {
+                jail: "auth".into(),
+                reason: "rate_cap".into(),
+            })
+            .inc();
+        m.map_fill
+            .get_or_create(&MapLabel {
+                map: "ban_v4".into(),
+            })
+            .set(0.5);
+        m.interface_hook
+            .get_or_create(&HookLabel {
+                interface: "eth0".into(),
+                hook: "tc".into(),
+            })
+            .set(1);
+        m.fleet_refused
+            .get_or_create(&ReasonLabel {
+                reason: "spared".into(),
+            })
+            .inc();
+        let mut exported = std::collections::BTreeSet::new();
+        for line in m.encode().lines() {
+            let mut words = line.split(' ').skip(2);
+            let (Some(name), Some(kind)) = (words.next(), words.next()) else {
+                continue;
+            };
+            if !line.starts_with("# TYPE ") {
+                continue;
+            }
+            let samples: &[&str] = match kind {
+                "counter" => &["_total"],
+                "histogram" => &["_bucket", "_count", "_sum"],
+                _ => &[""],
+            };
+            for suffix in samples {
+                exported.insert(format!("{name}{suffix}"));
+            }
+        }
+        let files = [
+            (
+                "deploy/grafana/ban-agent.json",
+                include_str!("../../deploy/grafana/ban-agent.json"),
+            ),
+            (
+                "deploy/prometheus/ban-agent-rules.yml",
+                include_str!("../../deploy/prometheus/ban-agent-rules.yml"),
+            ),
+            (
+                "deploy/prometheus/ban-agent-rules.test.yml",
+                include_str!("../../deploy/prometheus/ban-agent-rules.test.yml"),
+            ),
+        ];
+        let mut named = 0;
+        for (file, text) in files {
+            let mut rest = text;
+            while let Some(at) = rest.find("ban_agent_") {
+                let name: String = rest[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+                    .collect();
+                assert!(
+                    exported.contains(&name),
+                    "{file} names {name}, which the agent does not export; it exports {exported:?}"
+                );
+                named += 1;
+                rest = &rest[at + name.len()..];
+            }
+        }
+        assert!(named > 30, "{named} names found");
+        let dashboard: serde_json::Value = serde_json::from_str(files[0].1).expect("JSON");
+        let panels = dashboard["panels"].as_array().expect("panels");
+        for panel in panels {
+            let targets = panel["targets"].as_array().expect("targets");
+            assert!(
+                !targets.is_empty() && targets.iter().all(|t| t["expr"].is_string()),
+                "{panel}"
+            );
+        }
+    }
+
     #[test]
     fn counters_and_gauges_are_encoded_with_their_labels() {
         let m = Metrics::new();

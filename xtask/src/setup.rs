@@ -20,7 +20,7 @@ const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
 /// Debian packages the tests, the demo and the benchmarks use, each with what proves it is
 /// there.
-const PACKAGES: [(Proof, &str); 19] = [
+const PACKAGES: [(Proof, &str); 20] = [
     // `cargo xtask dist`: the package's dependencies (dpkg-shlibdeps), and its check.
     (Proof::Command("dpkg-shlibdeps"), "dpkg-dev"),
     (Proof::Command("lintian"), "lintian"),
@@ -60,6 +60,9 @@ const PACKAGES: [(Proof, &str); 19] = [
     (Proof::Command("buildah"), "buildah"),
     // Builds the Kubernetes manifests offline (`kubectl kustomize`) in their test.
     (Proof::Command("kubectl"), "kubernetes-client"),
+    // Checks and tests the alerting rules in deploy/prometheus (`promtool`); the
+    // package's server is not started (see NoServices).
+    (Proof::Command("promtool"), "prometheus"),
     // The example app's virtual environment (examples/fastapi-auth/venv.sh).
     (
         Proof::Runs("python3", &["-c", "import ensurepip"]),

@@ -18,6 +18,7 @@ mod fleet;
 mod fleet_engine;
 mod journal;
 mod kernel_log;
+mod monitoring;
 mod namespace;
 mod test_filter;
 mod xdp_property;
