@@ -228,7 +228,14 @@ fn stage_generated(binary: &Path, stage: &Path) -> anyhow::Result<()> {
             .context("a page name is not UTF-8")?
             .to_owned();
         let gz = gzip(&read(&entry)?)?;
-        put(stage, &format!("usr/share/man/man8/{page}.gz"), &gz, 0o644)?;
+        // `ban-agent.toml.5` in section 5, the verbs' pages in 8.
+        let section = page.rsplit('.').next().unwrap_or("8");
+        put(
+            stage,
+            &format!("usr/share/man/man{section}/{page}.gz"),
+            &gz,
+            0o644,
+        )?;
     }
     let completions = generated.join("completions");
     for (file, to) in [
@@ -445,6 +452,7 @@ fn install(root: &Path, dist: &Dist) -> anyhow::Result<Vec<String>> {
         "./etc/ban-agent/ban-agent.toml",
         "./usr/share/man/man8/ban-agent.8.gz",
         "./usr/share/man/man8/ban-agent-test-filter.8.gz",
+        "./usr/share/man/man5/ban-agent.toml.5.gz",
         "./usr/share/bash-completion/completions/ban-agent",
         "./usr/share/zsh/vendor-completions/_ban-agent",
         "./usr/share/fish/vendor_completions.d/ban-agent.fish",

@@ -9,7 +9,8 @@ use clap::CommandFactory as _;
 
 use super::Cli;
 
-/// Writes `DIR/man/ban-agent.8` and a page per subcommand (`ban-agent-run.8`, ...), and
+/// Writes `DIR/man/ban-agent.8`, a page per subcommand (`ban-agent-run.8`, ...) and
+/// `ban-agent.toml.5` ([`super::man`]), and
 /// `DIR/completions/{ban-agent.bash,_ban-agent,ban-agent.fish}`.
 pub fn run(dir: &Path) -> anyhow::Result<()> {
     let man = dir.join("man");
@@ -18,9 +19,11 @@ pub fn run(dir: &Path) -> anyhow::Result<()> {
         fs::create_dir_all(folder)
             .with_context(|| format!("cannot create {}", folder.display()))?;
     }
-    let mut command = Cli::command();
+    let mut command = Cli::command().disable_help_subcommand(true);
     command.build();
-    write_pages(&command, "ban-agent", &man)?;
+    for page in super::man::write(&command, &man)? {
+        println!("{}", page.display());
+    }
     for shell in [
         clap_complete::Shell::Bash,
         clap_complete::Shell::Zsh,
@@ -72,30 +75,6 @@ fn mend_bash(script: &str, hidden: &[String]) -> String {
         }
     }
     mended
-}
-
-/// The page of `command` (section 8: a daemon and its administration), then one per
-/// visible subcommand, named as man(1) finds them: `man ban-agent-test-filter`.
-fn write_pages(command: &clap::Command, name: &str, dir: &Path) -> anyhow::Result<()> {
-    let page = command
-        .clone()
-        .name(name.to_owned())
-        .display_name(name.to_owned());
-    let mut text = Vec::new();
-    clap_mangen::Man::new(page)
-        .section("8")
-        .render(&mut text)
-        .with_context(|| format!("cannot render the page of {name}"))?;
-    let path = dir.join(format!("{name}.8"));
-    fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
-    println!("{}", path.display());
-    for sub in command.get_subcommands().filter(|sub| !sub.is_hide_set()) {
-        if sub.get_name() == "help" {
-            continue;
-        }
-        write_pages(sub, &format!("{name}-{}", sub.get_name()), dir)?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

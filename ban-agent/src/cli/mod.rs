@@ -10,6 +10,7 @@ mod by_hand;
 mod fail2ban_shape;
 mod generate;
 mod import;
+mod man;
 mod personality;
 mod test_filter;
 mod verbs;
@@ -24,7 +25,10 @@ use crate::{
 /// Bans brute-forcing clients at packet level: failures in a log become XDP drops.
 #[derive(Debug, Parser)]
 #[command(name = "ban-agent", version, about, long_about = None)]
-#[command(arg_required_else_help = true)]
+#[command(
+    arg_required_else_help = true,
+    after_help = "Examples:\n  ban-agent run --config /etc/ban-agent/ban-agent.toml\n  ban-agent status fastapi-auth\n  ban-agent set fastapi-auth unbanip 192.0.2.7\n  ban-agent test-filter /var/log/fastapi/access.log fastapi-auth\n  ban-agent -t"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -74,7 +78,10 @@ enum Command {
     #[command(flatten)]
     Verb(verbs::Verb),
     /// Work on the kernel datapath directly, without a running daemon.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  ban-agent datapath list\n  ban-agent datapath attach --interface eth0 --protect 0:tcp:8000\n  ban-agent datapath counters"
+    )]
     Datapath(DatapathCommand),
     /// Run a filter over a log, like fail2ban-regex: lines matched, ignored and missed,
     /// hits per regex, date formats, the top addresses and who would be banned.

@@ -171,6 +171,7 @@ pub enum Verb {
         conn: Conn,
     },
     /// This ban-agent's version (fail2ban-client's `version`).
+    #[command(after_help = "Example:\n  ban-agent version")]
     Version,
     /// Packets and bytes dropped (and passed) per jail, from the kernel counters, and the
     /// hook of each interface.
