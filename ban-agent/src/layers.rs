@@ -12,7 +12,7 @@ use std::{
 /// are below all of them.
 const LAYERS: [&[&str]; 8] = [
     &["clock"],
-    &["duration", "trust", "ignore", "metrics"],
+    &["duration", "trust", "ignore", "metrics", "logging"],
     &["filter", "tail", "tracker", "store", "datapath"],
     &["fail2ban", "config"],
     &["detect", "sample"],

@@ -24,6 +24,7 @@ pub mod fleet;
 pub mod ignore;
 #[cfg(test)]
 mod layers;
+pub mod logging;
 pub mod metrics;
 pub mod sample;
 pub mod store;

@@ -239,8 +239,7 @@ fn figures(data: &Data) -> anyhow::Result<Figures> {
         rss: data.median("memory", &[("state", "1M tracked addresses")], "rss_mb")?,
         one_stream: vs_none("legit_mbit_s")?,
         four_streams: vs_none("legit_mbit_s_4_streams")?,
-        drop_ratio: at_1m(auto, "flood_drops_per_s")?
-            / at_1m("nftables set", "flood_drops_per_s")?,
+        drop_ratio: at_1m(auto, "flood_drops_per_s")? / at_1m("nftables set", "flood_drops_per_s")?,
         softirq: at_1m(auto, "flood_softirq_ns_per_drop")?,
         set_softirq: at_1m("nftables set", "flood_softirq_ns_per_drop")?,
     })

@@ -319,7 +319,10 @@ impl Cli {
                 socket,
             } => {
                 let loaded = crate::config::Config::load(&config)?;
-                init_logging(loaded.global.log_level.as_deref());
+                crate::logging::init(
+                    loaded.global.log_level.as_deref(),
+                    &loaded.global.log_target,
+                )?;
                 let options = crate::daemon::Options {
                     config,
                     dry_run,
@@ -351,23 +354,10 @@ impl Cli {
     }
 }
 
-/// Logs to stderr; level from `RUST_LOG`, else `level` (the configuration's `log_level`),
-/// else `info`. Under systemd (`JOURNAL_STREAM` set) lines carry no timestamp nor colour:
-/// journald adds its own.
+/// Logs to standard error ([`crate::logging`]): the verbs' and tools' logging.
 pub fn init_logging(level: Option<&str>) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .ok()
-        .or_else(|| level.and_then(|l| tracing_subscriber::EnvFilter::try_new(l).ok()))
-        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    let _already_set = if std::env::var_os("JOURNAL_STREAM").is_some() {
-        builder.without_time().with_ansi(false).try_init()
-    } else {
-        builder.try_init()
-    };
+    // Standard error is always there: this cannot fail.
+    let _stderr = crate::logging::init(level, &crate::logging::LogTarget::Stderr);
 }
 
 fn run_datapath(command: DatapathCommand) -> anyhow::Result<()> {

@@ -95,6 +95,8 @@ pub struct Global {
     /// Log level (a `tracing` filter such as `info` or `ban_agent=debug`) when `RUST_LOG`
     /// is not set.
     pub log_level: Option<String>,
+    /// Where log lines go (fail2ban's `logtarget`): standard error, the journal, a file.
+    pub log_target: crate::logging::LogTarget,
     /// Several hosts sharing failures and bans (`[fleet]`); `None`: this host alone.
     pub fleet: Option<Fleet>,
 }
@@ -348,6 +350,7 @@ impl Default for Global {
             socket: PathBuf::from(DEFAULT_SOCKET),
             socket_group: None,
             log_level: None,
+            log_target: crate::logging::LogTarget::Stderr,
             fleet: None,
         }
     }

@@ -48,6 +48,7 @@ struct RawConfig {
     socket: Option<String>,
     socket_group: Option<Spanned<Value>>,
     log_level: Option<Spanned<String>>,
+    log_target: Option<Spanned<String>>,
     fleet: Option<Spanned<super::fleet::RawFleet>>,
     #[serde(default)]
     defaults: RawJail,
@@ -337,6 +338,10 @@ fn global(source: &Source, raw: &RawConfig, base: &Path) -> Result<Global, Confi
             )
         })?;
         global.log_level = Some(level.get_ref().clone());
+    }
+    if let Some(target) = &raw.log_target {
+        global.log_target = crate::logging::LogTarget::parse(target.get_ref(), base)
+            .map_err(|why| source.error(target.span(), "log_target", why))?;
     }
     if let Some(fleet) = &raw.fleet {
         global.fleet = Some(super::fleet::fleet(source, fleet, base)?);

@@ -218,6 +218,7 @@ async fn run_loop(agent: &mut Agent, inputs: &mut Inputs) -> anyhow::Result<bool
     let mut hangup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
     let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut user1 = signal(SignalKind::user_defined1()).context("cannot handle SIGUSR1")?;
     agent.poll(Now::read());
     let detach = loop {
         let next_end = agent.next_end();
@@ -253,6 +254,11 @@ async fn run_loop(agent: &mut Agent, inputs: &mut Inputs) -> anyhow::Result<bool
                 let timer = !inputs.wakeups.watches_all();
                 rescan(agent, &mut inputs.wakeups, timer);
                 agent.sweep(Now::read());
+                match crate::logging::reopen_if_rotated() {
+                    Ok(true) => info!("the log file was moved or removed: opened it again"),
+                    Ok(false) => {}
+                    Err(e) => warn!("the log file cannot be opened again: {e}"),
+                }
                 if let Some(detach) = guarded(agent, inputs.guard.as_mut()) {
                     break detach;
                 }
@@ -267,6 +273,10 @@ async fn run_loop(agent: &mut Agent, inputs: &mut Inputs) -> anyhow::Result<bool
                 }
                 reloaded(agent, inputs);
             }
+            _ = user1.recv() => match crate::logging::reopen() {
+                Ok(()) => info!("SIGUSR1: the log file was opened again"),
+                Err(e) => warn!("SIGUSR1: the log file cannot be opened again: {e}"),
+            },
             _ = terminate.recv() => break false,
             _ = interrupt.recv() => break false,
         }

@@ -18,6 +18,7 @@ mod fleet;
 mod fleet_engine;
 mod journal;
 mod kernel_log;
+mod log_target;
 mod monitoring;
 mod namespace;
 mod test_filter;
