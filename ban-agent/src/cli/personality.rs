@@ -98,19 +98,17 @@ struct ClientLine {
 /// (`-h`, `-V`).
 fn client_line(args: &[OsString]) -> anyhow::Result<Option<ClientLine>> {
     let mut line = ClientLine::default();
-    let mut args = args.iter().map(|arg| arg.to_string_lossy().into_owned());
-    while let Some(arg) = args.next() {
-        if !line.words.is_empty() || !arg.starts_with('-') || arg == "-" {
-            line.words.push(arg);
-            continue;
-        }
-        let (flag, inline) = split_flag(&arg);
-        let mut value = |name: &str| -> anyhow::Result<String> {
-            match inline.clone().or_else(|| args.next()) {
-                Some(value) => Ok(value),
-                None => bail!("{name} needs a value"),
+    let mut args = Args::new(args);
+    // Options come before the command; everything after its first word is the command's.
+    while let Some(token) = args.next(!line.words.is_empty()) {
+        let (flag, inline) = match token {
+            Token::Word(word) => {
+                line.words.push(word);
+                continue;
             }
+            Token::Flag(flag, inline) => (flag, inline),
         };
+        let mut value = |name: &str| args.value(name, inline.clone());
         match flag.as_str() {
             "-h" | "--help" => {
                 println!("{CLIENT_USAGE}");
@@ -137,11 +135,49 @@ fn client_line(args: &[OsString]) -> anyhow::Result<Option<ClientLine>> {
     Ok(Some(line))
 }
 
-/// `--name=value` as the name and its value; any other argument as it is.
-fn split_flag(arg: &str) -> (String, Option<String>) {
-    match arg.split_once('=') {
-        Some((flag, value)) if flag.starts_with("--") => (flag.to_owned(), Some(value.to_owned())),
-        _ => (arg.to_owned(), None),
+/// A command line read as getopt reads it: words, and options with their values
+/// (`-s VALUE`, `--socket VALUE`, `--socket=VALUE`).
+struct Args {
+    args: std::vec::IntoIter<String>,
+}
+
+enum Token {
+    Word(String),
+    /// An option, with the value written after its `=`.
+    Flag(String, Option<String>),
+}
+
+impl Args {
+    fn new(args: &[OsString]) -> Self {
+        let args: Vec<String> = args
+            .iter()
+            .map(|arg| arg.to_string_lossy().into_owned())
+            .collect();
+        Self {
+            args: args.into_iter(),
+        }
+    }
+
+    /// The next argument; with `words_only`, as a word even if it starts with `-`.
+    fn next(&mut self, words_only: bool) -> Option<Token> {
+        let arg = self.args.next()?;
+        if words_only || !arg.starts_with('-') || arg == "-" {
+            return Some(Token::Word(arg));
+        }
+        Some(match arg.split_once('=') {
+            Some((flag, value)) if flag.starts_with("--") => {
+                Token::Flag(flag.to_owned(), Some(value.to_owned()))
+            }
+            _ => Token::Flag(arg, None),
+        })
+    }
+
+    /// The value of option `name`: the one after its `=`, else the next argument.
+    fn value(&mut self, name: &str, inline: Option<String>) -> anyhow::Result<String> {
+        match inline.or_else(|| self.args.next()) {
+            Some(value) => Ok(value),
+            None => bail!("{name} needs a value"),
+        }
     }
 }
 
@@ -210,19 +246,16 @@ pub fn fail2ban_client(args: &[OsString]) -> anyhow::Result<()> {
 pub fn fail2ban_regex(args: &[OsString]) -> anyhow::Result<()> {
     let mut argv: Vec<String> = vec!["fail2ban-regex".into(), "test-filter".into()];
     let mut positional = Vec::new();
-    let mut args = args.iter().map(|arg| arg.to_string_lossy().into_owned());
-    while let Some(arg) = args.next() {
-        if !arg.starts_with('-') || arg == "-" {
-            positional.push(arg);
-            continue;
-        }
-        let (flag, inline) = split_flag(&arg);
-        let mut value = |name: &str| -> anyhow::Result<String> {
-            match inline.clone().or_else(|| args.next()) {
-                Some(value) => Ok(value),
-                None => bail!("{name} needs a value"),
+    let mut args = Args::new(args);
+    while let Some(token) = args.next(false) {
+        let (flag, inline) = match token {
+            Token::Word(word) => {
+                positional.push(word);
+                continue;
             }
+            Token::Flag(flag, inline) => (flag, inline),
         };
+        let mut value = |name: &str| args.value(name, inline.clone());
         match flag.as_str() {
             "-h" | "--help" => {
                 println!("{REGEX_USAGE}");

@@ -41,6 +41,18 @@ pub fn privileged(test: &str) -> Option<MutexGuard<'static, ()>> {
     )
 }
 
+/// Skips `test` for `why` (a peer tool missing), with a message; fails instead when
+/// `BAN_AGENT_REQUIRE_PRIVILEGED=1` (as in CI), where every peer is installed.
+#[allow(dead_code, reason = "the benchmarks include this file")]
+pub fn skip(test: &str, why: &str) {
+    let required = std::env::var("BAN_AGENT_REQUIRE_PRIVILEGED").is_ok_and(|v| v == "1");
+    assert!(
+        !required,
+        "{test}: {why}, and BAN_AGENT_REQUIRE_PRIVILEGED=1 forbids skipping"
+    );
+    eprintln!("SKIPPED {test}: {why}");
+}
+
 /// Creates the app's log at `path` if it is not there yet, as an app does at its start
 /// (the agent refuses a jail whose log is missing); what it holds is kept.
 pub fn app_log(path: &std::path::Path) {
