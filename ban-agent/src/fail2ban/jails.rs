@@ -105,10 +105,12 @@ impl Imported {
 }
 
 /// Reads fail2ban's jails in `dir` (`/etc/fail2ban`). `services` resolves port names
-/// (`ssh`, `http`), as `/etc/services` does.
+/// (`ssh`, `http`), as `/etc/services` does; `host` is this host's name (fail2ban's
+/// `<fq-hostname>`).
 pub fn import(
     dir: &Path,
     services: &dyn Fn(&str) -> Option<u16>,
+    host: &str,
 ) -> Result<Imported, Fail2banError> {
     let ini = Ini::read_stack(&dir.join("jail"))?;
     let mut config = Table::new();
@@ -127,6 +129,7 @@ pub fn import(
             ini: &ini,
             name,
             dir,
+            host,
             notes: Vec::new(),
         };
         let (table, jail_notes) = jail.read(services)?;
@@ -148,6 +151,8 @@ struct JailReader<'a> {
     ini: &'a Ini,
     name: &'a str,
     dir: &'a Path,
+    /// This host's name, for fail2ban's `<fq-hostname>` in mail addresses.
+    host: &'a str,
     notes: Vec<Note>,
 }
 
@@ -289,6 +294,7 @@ impl JailReader<'_> {
         }
         self.increment(&mut table)?;
         self.ignore(&mut table)?;
+        self.actions(&mut table)?;
         self.unmapped()?;
         Ok(table)
     }
@@ -456,20 +462,147 @@ impl JailReader<'_> {
                 format!("{usedns}: host names in logs are never resolved (fail2ban's `no`)"),
             );
         }
-        if let Some(action) = self.get("action")?
-            && self.raw("action").as_deref() != Some("%(action_)s")
-        {
-            let mail = action.contains("mail") || action.contains("whois");
-            let why = if mail {
-                "ban-agent bans in the kernel itself; for the mail of this action, set \
-                 on_ban.email (to, from, smtp, log_lines)"
-            } else {
-                "ban-agent bans in the kernel itself: banaction and action are not needed"
+        Ok(())
+    }
+
+    /// `action`: a firewall's action is the kernel ban; fail2ban's mail actions become
+    /// `on_ban.email`, their `dest` and `sender` carried (with the log lines of the
+    /// `-lines` and `-matches` ones); any other is noted.
+    fn actions(&mut self, table: &mut Table) -> Result<(), Fail2banError> {
+        let Some(value) = self.get("action")? else {
+            return Ok(());
+        };
+        let mut email: Option<Table> = None;
+        let mut others = Vec::new();
+        for text in split_actions(&value) {
+            let reference = FilterRef::parse(&text)?;
+            let name = reference.name.trim_end_matches(".conf");
+            let name = name.rsplit('/').next().unwrap_or(name).to_owned();
+            if FIREWALL_ACTIONS
+                .iter()
+                .any(|prefix| name.starts_with(prefix))
+            {
+                continue;
+            }
+            let Some(log_lines) = mail_log_lines(&name) else {
+                others.push(name);
+                continue;
             };
-            self.note("action", why);
+            let option = |key: &str| {
+                reference
+                    .options
+                    .iter()
+                    .find(|(k, _)| k == key)
+                    .map(|(_, v)| v.trim().to_owned())
+            };
+            let to: Vec<Value> = option("dest")
+                .unwrap_or_else(|| "root".to_owned())
+                .split([',', ' '])
+                .filter(|address| !address.is_empty())
+                .map(|address| Value::String(mailbox(address, "localhost", self.host)))
+                .collect();
+            let sender = option("sender").unwrap_or_else(|| "fail2ban".to_owned());
+            let mut mail = Table::new();
+            mail.insert("to".into(), Value::Array(to));
+            mail.insert(
+                "from".into(),
+                Value::String(mailbox(&sender, self.host, self.host)),
+            );
+            mail.insert("log_lines".into(), Value::Integer(log_lines));
+            if let Some(host) = option("host").filter(|_| name == "smtp.py") {
+                mail.insert("smtp".into(), Value::String(host));
+            }
+            if email.replace(mail).is_some() {
+                self.note(
+                    "action",
+                    "two mail actions: the last one's settings are kept",
+                );
+            }
+        }
+        if let Some(email) = email {
+            let mut on_ban = Table::new();
+            on_ban.insert("email".into(), Value::Table(email));
+            table.insert("on_ban".into(), Value::Table(on_ban));
+        }
+        if !others.is_empty() {
+            self.note(
+                "action",
+                format!(
+                    "{}: ban-agent does not run fail2ban's command actions (the kernel ban \
+                     replaces a firewall's, on_ban.email a mail's); on_ban's command or webhook \
+                     can do what these did",
+                    others.join(", ")
+                ),
+            );
         }
         Ok(())
     }
+}
+
+/// fail2ban's actions that ban in a firewall, by the start of their name: ban-agent's
+/// kernel ban takes their place.
+const FIREWALL_ACTIONS: [&str; 7] = [
+    "iptables",
+    "ip6tables",
+    "nftables",
+    "firewallcmd",
+    "ufw",
+    "shorewall",
+    "route",
+];
+
+/// For fail2ban's mail actions, the log lines their mails carry (the `-lines` and
+/// `-matches` ones carry the failing lines; ban-agent's mail takes the lines of the logs
+/// that hold the address); `None` for an action that is no mail.
+fn mail_log_lines(name: &str) -> Option<i64> {
+    let lines = name.ends_with("-lines") || name.contains("matches");
+    let mail = name == "smtp.py"
+        || ["mail", "sendmail"]
+            .iter()
+            .any(|family| name == *family || name.starts_with(&format!("{family}-")));
+    mail.then_some(if lines { 20 } else { 0 })
+}
+
+/// A mail address as fail2ban's mail actions complete it: `<fq-hostname>` is this host's
+/// name, and a bare user (`root`, as sendmail delivers locally) gets `@domain`.
+fn mailbox(text: &str, domain: &str, host: &str) -> String {
+    let text = text
+        .trim_matches(['"', '\''])
+        .replace("<fq-hostname>", host);
+    if text.contains('@') {
+        text
+    } else {
+        format!("{text}@{domain}")
+    }
+}
+
+/// A jail's `action` value: one action a line, or several on a line separated by blanks
+/// outside their `[...]` options (fail2ban's `splitWithOptions`).
+fn split_actions(value: &str) -> Vec<String> {
+    let mut actions = Vec::new();
+    let mut current = String::new();
+    let mut depth = 0usize;
+    let mut quote: Option<char> = None;
+    for c in value.chars() {
+        match (c, quote) {
+            ('"' | '\'', None) if depth > 0 => quote = Some(c),
+            (q, Some(open)) if q == open => quote = None,
+            ('[', None) => depth += 1,
+            (']', None) => depth = depth.saturating_sub(1),
+            (c, None) if c.is_whitespace() && depth == 0 => {
+                if !current.is_empty() {
+                    actions.push(std::mem::take(&mut current));
+                }
+                continue;
+            }
+            _ => {}
+        }
+        current.push(c);
+    }
+    if !current.is_empty() {
+        actions.push(current);
+    }
+    actions
 }
 
 /// fail2ban's booleans.
@@ -543,7 +676,7 @@ mod tests {
             "filter.d/sshd.conf",
             "[Definition]\nfailregex = ^x <HOST>$\n",
         );
-        let imported = import(dir.path(), &services).expect("imports");
+        let imported = import(dir.path(), &services, "host.example.org").expect("imports");
         assert_eq!(imported.jails, vec!["sshd".to_owned()]);
         let sshd = imported.config["jail"]["sshd"].as_table().expect("table");
         let filter = sshd["filter"].as_str().expect("filter");
@@ -564,10 +697,86 @@ mod tests {
             "{all}"
         );
         assert!(all.contains("\"localhost\""), "{all}");
-        assert!(all.contains("on_ban.email"), "{all}");
+        // `mail-whois` is carried into on_ban.email, fail2ban's defaults completed.
+        assert!(!all.contains("action"), "{all}");
+        let email = sshd["on_ban"]["email"].as_table().expect("email");
+        assert_eq!(email["to"][0].as_str(), Some("root@localhost"));
+        assert_eq!(email["from"].as_str(), Some("fail2ban@host.example.org"));
+        assert_eq!(email["log_lines"].as_integer(), Some(0));
         let text = imported.to_toml(dir.path());
         let parsed: Table = text.parse().expect("the output is TOML");
         assert!(parsed.contains_key("jail"));
+    }
+
+    /// The seed's kind of jail: a firewall action (the kernel ban), a mail action whose
+    /// addresses are carried, and another action noted.
+    #[test]
+    fn mail_actions_become_on_ban_email_and_firewall_ones_the_kernel_ban() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("filter.d")).expect("mkdir");
+        std::fs::write(
+            dir.path().join("filter.d/fastapi-auth.conf"),
+            "[Definition]\nfailregex = ^<HOST> failed$\n",
+        )
+        .expect("write");
+        std::fs::write(
+            dir.path().join("jail.conf"),
+            "[fastapi-auth]\nenabled = true\nfilter = fastapi-auth\nlogpath = /var/log/a.log\nport = 8000\n\
+             action = iptables-multiport[name=fastapi, port=\"8000\", protocol=tcp]\n\
+             \x20        sendmail-whois-lines[dest=\"admin@example.com, ops@example.com\", sender=ban@example.com] abuseipdb[abuseipdb_apikey=K]\n",
+        )
+        .expect("write");
+        let imported = import(dir.path(), &services, "web1").expect("imports");
+        let notes: Vec<String> = imported.notes.iter().map(|n| n.to_string()).collect();
+        let jail = imported.config["jail"]
+            .get("fastapi-auth")
+            .and_then(Value::as_table)
+            .unwrap_or_else(|| panic!("no jail: {notes:?}"));
+        let email = jail["on_ban"]["email"].as_table().expect("email");
+        let to: Vec<&str> = email["to"]
+            .as_array()
+            .expect("to")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert_eq!(to, ["admin@example.com", "ops@example.com"]);
+        assert_eq!(email["from"].as_str(), Some("ban@example.com"));
+        assert_eq!(email["log_lines"].as_integer(), Some(20));
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(
+            notes[0].contains("abuseipdb") && !notes[0].contains("iptables"),
+            "{notes:?}"
+        );
+        // What it writes is a configuration ban-agent reads.
+        let text = imported.to_toml(dir.path());
+        let path = dir.path().join("ban-agent.toml");
+        std::fs::write(&path, &text).expect("write");
+        let config = crate::config::Config::parse(&path, &text).expect("valid");
+        let jail = config.jail("fastapi-auth").expect("the jail");
+        let email = jail
+            .on_ban
+            .as_ref()
+            .and_then(|hook| hook.email.as_ref())
+            .expect("email");
+        assert_eq!(email.from, "ban@example.com");
+    }
+
+    #[test]
+    fn actions_split_as_fail2ban_splits_them() {
+        assert_eq!(
+            split_actions("a[x=\"1 2\", y=3] b\n  c[z='] ['] d"),
+            ["a[x=\"1 2\", y=3]", "b", "c[z='] [']", "d"]
+        );
+        assert_eq!(mail_log_lines("sendmail-whois"), Some(0));
+        assert_eq!(mail_log_lines("mail-whois-lines"), Some(20));
+        assert_eq!(mail_log_lines("sendmail-whois-ipjailmatches"), Some(20));
+        assert_eq!(mail_log_lines("smtp.py"), Some(0));
+        assert_eq!(mail_log_lines("mailgun"), None);
+        assert_eq!(mailbox("root", "localhost", "h"), "root@localhost");
+        assert_eq!(
+            mailbox("fail2ban@<fq-hostname>", "h", "web1"),
+            "fail2ban@web1"
+        );
     }
 
     #[test]
