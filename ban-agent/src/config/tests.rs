@@ -857,3 +857,34 @@ fn docker_containers_are_picked_by_name_or_label_without_a_logpath() {
         "a journal jail reads the journal",
     );
 }
+
+/// What `import-fail2ban` writes for a jail with a firewall and a mail action is a
+/// configuration this reader takes, the mail's addresses carried.
+#[test]
+fn an_imported_jails_mail_action_is_read_as_its_email() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir_all(dir.path().join("filter.d")).expect("mkdir");
+    std::fs::write(
+        dir.path().join("filter.d/auth.conf"),
+        "[Definition]\nfailregex = ^<HOST> failed$\n",
+    )
+    .expect("write");
+    std::fs::write(
+        dir.path().join("jail.conf"),
+        "[auth]\nenabled = true\nfilter = auth\nlogpath = /var/log/a.log\nport = 8000\n\
+         action = iptables-multiport[port=8000]\n  sendmail-whois[dest=admin@example.com]\n",
+    )
+    .expect("write");
+    let imported = crate::fail2ban::jails::import(dir.path(), &|_| None, "web1").expect("imports");
+    let text = imported.to_toml(dir.path());
+    let path = dir.path().join("ban-agent.toml");
+    let config = Config::parse(&path, &text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let email = config
+        .jail("auth")
+        .and_then(|jail| jail.on_ban.as_ref())
+        .and_then(|hook| hook.email.as_ref())
+        .expect("the mail action's email");
+    assert_eq!(email.to, ["admin@example.com"]);
+    assert_eq!(email.from, "fail2ban@web1");
+    assert_eq!(email.log_lines, 0);
+}
