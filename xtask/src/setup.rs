@@ -20,7 +20,7 @@ const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
 /// Debian packages the tests, the demo and the benchmarks use, each with what proves it is
 /// there.
-const PACKAGES: [(Proof, &str); 20] = [
+const PACKAGES: [(Proof, &str); 21] = [
     // `cargo xtask dist`: the package's dependencies (dpkg-shlibdeps), and its check.
     (Proof::Command("dpkg-shlibdeps"), "dpkg-dev"),
     (Proof::Command("lintian"), "lintian"),
@@ -28,6 +28,8 @@ const PACKAGES: [(Proof, &str); 20] = [
     (Proof::Command("ip"), "iproute2"),
     (Proof::Command("nsenter"), "util-linux"),
     (Proof::Command("curl"), "curl"),
+    // The certificate of the HTTPS server fail2ban's abuseipdb action is sent to in its test.
+    (Proof::Command("openssl"), "openssl"),
     (Proof::Command("python3"), "python3"),
     // libsystemd's sd-journal, which the agent links for journal jails.
     (

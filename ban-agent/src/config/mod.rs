@@ -137,6 +137,9 @@ pub struct Jail {
     pub on_ban: Option<Action>,
     /// Run when a ban of this jail ends (expiry, `unban`, jail removed).
     pub on_unban: Option<Action>,
+    /// fail2ban's actions (`action = ...`): a firewall's is the kernel ban; the others'
+    /// commands run on start, ban, unban and stop.
+    pub actions: Vec<crate::fail2ban::action::Fail2banAction>,
 }
 
 impl Jail {

@@ -89,6 +89,8 @@ pub(super) struct RawJail {
     pub(super) max_bans_per_minute: Option<Spanned<i64>>,
     pub(super) on_ban: Option<Spanned<RawAction>>,
     pub(super) on_unban: Option<Spanned<RawAction>>,
+    /// fail2ban's actions: `"sendmail-whois[dest=ops@example.org]"`, or a list of them.
+    pub(super) action: Option<Spanned<Value>>,
     pub(super) fleet: Option<bool>,
 }
 
@@ -441,7 +443,10 @@ impl<'a> JailCtx<'a> {
         let docker = self.docker(global, journal.is_some())?;
         let logpath = self.logpath(base, enabled && journal.is_none() && docker.is_none())?;
         let (log_format, stream) = self.container(journal.is_some())?;
+        let ports = self.ports()?;
+        let protocol = self.protocol()?;
         Ok(Jail {
+            actions: self.actions(global, &ports, protocol)?,
             name: self.name.to_owned(),
             enabled,
             on_ban: self.hook("on_ban", base, &logpath, |j| j.on_ban.as_ref())?,
@@ -452,8 +457,8 @@ impl<'a> JailCtx<'a> {
             rules: self.rules()?,
             bantime,
             increment: self.increment()?,
-            ports: self.ports()?,
-            protocol: self.protocol()?,
+            ports,
+            protocol,
             ignoreip: self.ignoreip()?,
             datepattern: self.datepattern(),
             start: self.start()?,
@@ -511,6 +516,67 @@ impl<'a> JailCtx<'a> {
             }
             spec
         }))
+    }
+
+    /// `action`: fail2ban's actions, read from `fail2ban_dir`'s `action.d` for this jail
+    /// (its name, ports and protocol given to them, as fail2ban's jails give them).
+    fn actions(
+        &self,
+        global: &Global,
+        ports: &Ports,
+        protocol: Protocol,
+    ) -> Result<Vec<crate::fail2ban::action::Fail2banAction>, ConfigError> {
+        let Some(s) = self.pick("action", |j| j.action.as_ref()) else {
+            return Ok(Vec::new());
+        };
+        let expected = "expected fail2ban's actions: \"sendmail-whois[dest=ops@example.org]\", \
+                        or a list of them";
+        let texts: Vec<String> = match s.value.get_ref() {
+            Value::String(text) => crate::fail2ban::jails::split_actions(text),
+            Value::Array(items) => items
+                .iter()
+                .map(|item| item.as_str().map(str::to_owned))
+                .collect::<Option<Vec<String>>>()
+                .ok_or_else(|| self.error(s.value.span(), &s.key, expected))?,
+            _ => return Err(self.error(s.value.span(), &s.key, expected)),
+        };
+        let port = match ports {
+            Ports::All => "0:65535".to_owned(),
+            Ports::List(list) => list
+                .iter()
+                .map(u16::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+        };
+        let protocol = match protocol {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::All => "all",
+        };
+        let vars: crate::fail2ban::interpolate::Vars = [
+            ("name", self.name),
+            ("port", port.as_str()),
+            ("protocol", protocol),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let dir = global.fail2ban_dir.join("action.d");
+        let mut actions = Vec::with_capacity(texts.len());
+        for text in texts {
+            let at = |e: &dyn std::fmt::Display| {
+                self.error(s.value.span(), &s.key, format!("{text:?}: {e}"))
+            };
+            let reference = crate::fail2ban::FilterRef::parse(&text).map_err(|e| at(&e))?;
+            let action =
+                crate::fail2ban::action::read(&dir, &reference, &vars).map_err(|e| at(&e))?;
+            // Its commands run as the agent: its files must be root's (or the agent's).
+            for file in &action.files {
+                crate::trust::check_file(file).map_err(|e| at(&e))?;
+            }
+            actions.push(action);
+        }
+        Ok(actions)
     }
 
     fn hook(

@@ -219,6 +219,17 @@ impl Agent {
     pub(super) fn replace_jail(&mut self, jail: Jail) -> anyhow::Result<()> {
         let name = jail.name.clone();
         let old = self.jails.remove(&name);
+        // fail2ban's actions that changed end and start again, as a jail's do in fail2ban.
+        if let Some(events) = &self.setup.events
+            && old
+                .as_ref()
+                .is_none_or(|old| old.config.actions != jail.actions)
+        {
+            if let Some(old) = &old {
+                events.fail2ban_jail(&old.config, crate::events::actions::Step::Stop);
+            }
+            events.fail2ban_jail(&jail, crate::events::actions::Step::Start);
+        }
         self.add_jail(jail)?;
         if let (Some(mut old), Some(new)) = (old, self.jails.get_mut(&name)) {
             new.total_banned = old.total_banned;
@@ -280,6 +291,9 @@ impl Agent {
 
     /// Removes jail `name` (its bans lifted before): its kernel id is freed.
     pub(super) fn remove_jail(&mut self, name: &str) {
+        if let (Some(run), Some(events)) = (self.jails.get(name), &self.setup.events) {
+            events.fail2ban_jail(&run.config, crate::events::actions::Step::Stop);
+        }
         self.jails.remove(name);
         self.persist.drop_jail(name);
     }
@@ -703,8 +717,26 @@ impl Agent {
 
     fn emit(&self, event: Event, action: Option<&crate::config::Action>) {
         if let Some(events) = &self.setup.events {
+            if let Some(run) = self.jails.get(event.jail.as_str()) {
+                events.fail2ban(&run.config, &event);
+            }
             events.emit(event, action);
         }
+    }
+
+    /// Queues each jail's fail2ban actions' `actionstart` (the daemon starts) or
+    /// `actionstop` (it stops).
+    pub fn fail2ban_actions(&self, step: crate::events::actions::Step) {
+        if let Some(events) = &self.setup.events {
+            for run in self.jails.values() {
+                events.fail2ban_jail(&run.config, step);
+            }
+        }
+    }
+
+    /// The actions' queue, to wait for at a stop.
+    pub fn events(&self) -> Option<&crate::events::Events> {
+        self.setup.events.as_ref()
     }
 
     /// Once a second: lifts the bans that ended, refreshes the metrics and commits what changed (the positions of logs read since);

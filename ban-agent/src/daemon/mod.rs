@@ -50,6 +50,8 @@ use crate::{
 /// How often the agent sweeps expired bans, refreshes metrics and saves its state; also
 /// the polling interval of logs that inotify cannot watch.
 const TICK: Duration = Duration::from_secs(1);
+/// How long the stop waits for fail2ban's actions (their `actionstop` among them).
+const FAIL2BAN_STOP: Duration = Duration::from_secs(30);
 
 /// `ban-agent run` options.
 #[derive(Clone, Debug)]
@@ -128,9 +130,21 @@ async fn serve_on(
         guard: (!options.dry_run).then(|| guard::Guard::new(&agent)),
         wakeups: watch_logs(&mut agent),
     };
+    agent.fail2ban_actions(crate::events::actions::Step::Start);
     let detach = run_loop(&mut agent, &mut inputs).await?;
     agent.poll(Now::read());
     agent.commit();
+    // fail2ban's actions end as fail2ban ends them: `actionstop`, after the commands
+    // queued before it.
+    agent.fail2ban_actions(crate::events::actions::Step::Stop);
+    if let Some(events) = agent.events()
+        && !events.flush(FAIL2BAN_STOP).await
+    {
+        warn!(
+            "fail2ban's actions were still running {}s after the stop: left",
+            FAIL2BAN_STOP.as_secs()
+        );
+    }
     // Replies already sent to their connections (the one to `stop` among them) are
     // written before the runtime, and every task with it, ends.
     // Requests still queued are answered "the daemon is stopping".

@@ -725,9 +725,22 @@ fn lines(items: impl Iterator<Item = String>) -> String {
 }
 
 /// What a jail does on a ban, named as fail2ban names its actions: `kernel` (the drop in
-/// the datapath), then the `on_ban`/`on_unban` hooks by kind.
+/// the datapath), fail2ban's command actions by name, then the `on_ban`/`on_unban` hooks
+/// by kind.
 fn actions(config: &Jail) -> Vec<String> {
     let mut names = vec!["kernel".to_owned()];
+    names.extend(
+        config
+            .actions
+            .iter()
+            .filter(|action| {
+                matches!(
+                    action.kind,
+                    crate::fail2ban::action::ActionKind::Commands(_)
+                )
+            })
+            .map(|action| action.name.clone()),
+    );
     for hook in [&config.on_ban, &config.on_unban].into_iter().flatten() {
         let kinds = [
             ("command", hook.command.is_some()),

@@ -299,18 +299,31 @@ fn address_of(ip: &str) -> String {
 /// For each of `addresses`, the last `email.log_lines` lines of the jail's logs (their
 /// last [`LOG_TAIL`] bytes) that hold it as a whole word.
 fn log_lines(email: &Email, addresses: &[String]) -> BTreeMap<String, Vec<String>> {
+    if email.log_lines == 0 {
+        return BTreeMap::new();
+    }
+    lines_holding(&email.logpath, addresses, email.log_lines)
+}
+
+/// For each of `addresses`, the last `max` lines of the files `logpath` names (globs too;
+/// their last [`LOG_TAIL`] bytes) that hold it as a whole word.
+pub(super) fn lines_holding(
+    logpath: &[PathBuf],
+    addresses: &[String],
+    max: usize,
+) -> BTreeMap<String, Vec<String>> {
     let mut found: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    if email.log_lines == 0 || addresses.is_empty() {
+    if addresses.is_empty() {
         return found;
     }
-    for path in files(&email.logpath) {
+    for path in files(logpath) {
         let Some(tail) = tail(&path) else { continue };
         for line in tail.lines() {
             for address in addresses {
                 if holds(line, address) {
                     let lines = found.entry(address.clone()).or_default();
                     lines.push(line.chars().take(500).collect());
-                    if lines.len() > email.log_lines {
+                    if lines.len() > max {
                         lines.remove(0);
                     }
                 }

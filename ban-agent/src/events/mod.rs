@@ -17,6 +17,7 @@ use crate::{
     metrics::Metrics,
 };
 
+pub mod actions;
 pub mod mail;
 
 /// Events waiting for their actions at most.
@@ -50,11 +51,14 @@ pub struct Event {
     pub at: UnixMs,
 }
 
-/// The sending end of the action queue, and of the mail queue.
+/// The sending end of the action queue, of the mail queue and of fail2ban's actions'.
 #[derive(Clone)]
 pub struct Events {
     queue: mpsc::Sender<(Event, Action)>,
     mail: mpsc::Sender<(Event, Email, Duration)>,
+    fail2ban: actions::Runner,
+    /// This host's name, fail2ban's `<fq-hostname>`.
+    host: String,
     metrics: Arc<Metrics>,
 }
 
@@ -65,10 +69,95 @@ impl Events {
         tokio::spawn(work(receive, Arc::clone(&metrics)));
         let (mail, mails) = mpsc::channel(QUEUE);
         tokio::spawn(mail::work(mails, Arc::clone(&metrics)));
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|name| name.trim().to_owned())
+            .unwrap_or_else(|_| "localhost".to_owned());
         Self {
             queue,
             mail,
+            fail2ban: actions::Runner::spawn(Arc::clone(&metrics)),
+            host,
             metrics,
+        }
+    }
+
+    /// Queues the commands of `jail`'s fail2ban actions for `event`: `actionban` or
+    /// `actionunban`, with the ban's tags. Never waits.
+    pub fn fail2ban(&self, jail: &crate::config::Jail, event: &Event) {
+        let step = match event.event {
+            Kind::Ban => actions::Step::Ban,
+            Kind::Unban => actions::Step::Unban,
+        };
+        let address = event.ip.split('/').next().unwrap_or(&event.ip).to_owned();
+        let mut tags = self.jail_tags(jail);
+        let seconds = event.at.div_euclid(1000);
+        for (tag, value) in [
+            ("ip", event.ip.clone()),
+            ("ip-rev", actions::ip_rev(&address)),
+            ("failures", event.failures.to_string()),
+            ("bantime", bantime_text(event)),
+            ("time", seconds.to_string()),
+            ("restored", "0".to_owned()),
+            (
+                "family",
+                if address.contains(':') {
+                    "inet6"
+                } else {
+                    "inet4"
+                }
+                .to_owned(),
+            ),
+        ] {
+            tags.values.insert(tag.to_owned(), value);
+        }
+        tags.address = Some(address);
+        self.queue_fail2ban(jail, step, &tags);
+    }
+
+    /// Queues `actionstart` (the daemon starts) or `actionstop` (it stops) of `jail`'s
+    /// fail2ban actions.
+    pub fn fail2ban_jail(&self, jail: &crate::config::Jail, step: actions::Step) {
+        let tags = self.jail_tags(jail);
+        self.queue_fail2ban(jail, step, &tags);
+    }
+
+    /// Waits, at most `timeout`, for the fail2ban actions' commands queued so far.
+    pub async fn flush(&self, timeout: Duration) -> bool {
+        self.fail2ban.flush(timeout).await
+    }
+
+    fn queue_fail2ban(
+        &self,
+        jail: &crate::config::Jail,
+        step: actions::Step,
+        tags: &actions::Tags,
+    ) {
+        for action in &jail.actions {
+            let crate::fail2ban::action::ActionKind::Commands(commands) = &action.kind else {
+                continue;
+            };
+            if let Some(job) = actions::job(&action.name, &jail.name, commands, step, tags) {
+                self.fail2ban.push(job, &self.metrics);
+            }
+        }
+    }
+
+    /// The tags every command of a jail's actions gets.
+    fn jail_tags(&self, jail: &crate::config::Jail) -> actions::Tags {
+        let short = self.host.split('.').next().unwrap_or(&self.host).to_owned();
+        let values = [
+            ("name", jail.name.clone()),
+            ("fq-hostname", self.host.clone()),
+            ("sh-hostname", short),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        actions::Tags {
+            values,
+            logpath: jail.logpath.clone(),
+            address: None,
+            max_matches: usize::try_from(jail.rules.maxretry).unwrap_or(usize::MAX),
         }
     }
 

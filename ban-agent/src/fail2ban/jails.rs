@@ -478,14 +478,11 @@ impl JailReader<'_> {
             let reference = FilterRef::parse(&text)?;
             let name = reference.name.trim_end_matches(".conf");
             let name = name.rsplit('/').next().unwrap_or(name).to_owned();
-            if FIREWALL_ACTIONS
-                .iter()
-                .any(|prefix| name.starts_with(prefix))
-            {
+            if super::action::is_firewall(&name) {
                 continue;
             }
             let Some(log_lines) = mail_log_lines(&name) else {
-                others.push(name);
+                others.push(text);
                 continue;
             };
             let option = |key: &str| {
@@ -524,32 +521,14 @@ impl JailReader<'_> {
             on_ban.insert("email".into(), Value::Table(email));
             table.insert("on_ban".into(), Value::Table(on_ban));
         }
+        // The other actions run as fail2ban runs them, read in place from action.d.
         if !others.is_empty() {
-            self.note(
-                "action",
-                format!(
-                    "{}: ban-agent does not run fail2ban's command actions (the kernel ban \
-                     replaces a firewall's, on_ban.email a mail's); on_ban's command or webhook \
-                     can do what these did",
-                    others.join(", ")
-                ),
-            );
+            let list = others.into_iter().map(Value::String).collect();
+            table.insert("action".into(), Value::Array(list));
         }
         Ok(())
     }
 }
-
-/// fail2ban's actions that ban in a firewall, by the start of their name: ban-agent's
-/// kernel ban takes their place.
-const FIREWALL_ACTIONS: [&str; 7] = [
-    "iptables",
-    "ip6tables",
-    "nftables",
-    "firewallcmd",
-    "ufw",
-    "shorewall",
-    "route",
-];
 
 /// For fail2ban's mail actions, the log lines their mails carry (the `-lines` and
 /// `-matches` ones carry the failing lines; ban-agent's mail takes the lines of the logs
@@ -578,7 +557,7 @@ fn mailbox(text: &str, domain: &str, host: &str) -> String {
 
 /// A jail's `action` value: one action a line, or several on a line separated by blanks
 /// outside their `[...]` options (fail2ban's `splitWithOptions`).
-fn split_actions(value: &str) -> Vec<String> {
+pub fn split_actions(value: &str) -> Vec<String> {
     let mut actions = Vec::new();
     let mut current = String::new();
     let mut depth = 0usize;
@@ -709,7 +688,7 @@ mod tests {
     }
 
     /// The seed's kind of jail: a firewall action (the kernel ban), a mail action whose
-    /// addresses are carried, and another action noted.
+    /// addresses are carried, and another action carried as it is.
     #[test]
     fn mail_actions_become_on_ban_email_and_firewall_ones_the_kernel_ban() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -742,10 +721,11 @@ mod tests {
         assert_eq!(to, ["admin@example.com", "ops@example.com"]);
         assert_eq!(email["from"].as_str(), Some("ban@example.com"));
         assert_eq!(email["log_lines"].as_integer(), Some(20));
-        assert_eq!(notes.len(), 1, "{notes:?}");
-        assert!(
-            notes[0].contains("abuseipdb") && !notes[0].contains("iptables"),
-            "{notes:?}"
+        assert!(notes.is_empty(), "{notes:?}");
+        // The other command action runs as fail2ban runs it.
+        assert_eq!(
+            jail["action"].as_array().expect("action")[0].as_str(),
+            Some("abuseipdb[abuseipdb_apikey=K]")
         );
         // The written configuration is read back in config's tests.
     }

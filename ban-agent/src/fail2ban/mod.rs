@@ -8,6 +8,7 @@
 //! specification; this is our own reading of them, tested against fail2ban's annotated
 //! sample logs by `cargo xtask conformance`.
 
+pub mod action;
 pub mod bans;
 pub mod definition;
 pub mod ini;
@@ -30,6 +31,16 @@ pub enum Fail2banError {
         tried.display()
     )]
     Missing { tried: PathBuf },
+    #[error(
+        "no action {name:?}: {} does not exist (fail2ban's actions are in its action.d)",
+        tried.display()
+    )]
+    MissingAction { name: String, tried: PathBuf },
+    #[error(
+        "{name}: a Python action, which fail2ban runs inside its server; ban-agent runs \
+         .conf actions (for smtp.py's mail, set on_ban.email)"
+    )]
+    PythonAction { name: String },
     #[error("cannot read {}: {source}", file.display())]
     Unreadable {
         file: PathBuf,

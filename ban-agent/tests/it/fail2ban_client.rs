@@ -17,7 +17,7 @@ use crate::common::agent::{AGENT, Daemon, cli};
 /// Where `cargo xtask test` unpacked fail2ban (`BAN_AGENT_FAIL2BAN_ROOT`), else the
 /// workspace's `.tools/fail2ban`; `None` when it is not there (`test` is skipped, or fails
 /// in CI).
-fn fail2ban_root(test: &str) -> Option<PathBuf> {
+pub(crate) fn fail2ban_root(test: &str) -> Option<PathBuf> {
     let root = std::env::var_os("BAN_AGENT_FAIL2BAN_ROOT").map_or_else(
         || Path::new(env!("CARGO_MANIFEST_DIR")).join("../.tools/fail2ban"),
         PathBuf::from,

@@ -11,6 +11,7 @@ mod common;
 
 mod containers;
 mod daemon_run;
+mod fail2ban_actions;
 mod fail2ban_client;
 mod fastapi_e2e;
 mod faults;
