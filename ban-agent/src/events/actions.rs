@@ -236,7 +236,7 @@ async fn work(mut receive: mpsc::Receiver<Job>, metrics: std::sync::Arc<Metrics>
 
 /// Runs one command now, waiting for it (at most its timeout).
 pub async fn run(job: &Job) -> Result<(), String> {
-    let mut child = tokio::process::Command::new("/bin/sh")
+    let child = tokio::process::Command::new("/bin/sh")
         .arg("-c")
         .arg(&job.script)
         .envs(job.env.iter().map(|(k, v)| (k, v)))
@@ -246,27 +246,7 @@ pub async fn run(job: &Job) -> Result<(), String> {
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| format!("cannot start /bin/sh: {e}"))?;
-    let stderr = child.stderr.take();
-    let status = tokio::time::timeout(job.timeout, child.wait())
-        .await
-        .map_err(|_| {
-            format!(
-                "still running after {}: killed; raise the action's `timeout`",
-                crate::duration::show(job.timeout)
-            )
-        })?
-        .map_err(|e| format!("cannot wait for it: {e}"))?;
-    if status.success() {
-        return Ok(());
-    }
-    let mut message = String::new();
-    if let Some(mut stderr) = stderr {
-        use tokio::io::AsyncReadExt as _;
-        let mut bytes = Vec::new();
-        let _partial = (&mut stderr).take(2048).read_to_end(&mut bytes).await;
-        message = String::from_utf8_lossy(&bytes).trim().to_owned();
-    }
-    Err(format!("{status}: {message}"))
+    super::finish(child, job.timeout, "the action's `timeout`").await
 }
 
 /// `192.0.2.7` as fail2ban's `<ip-rev>` writes it: `7.2.0.192.` (the PTR name's start).

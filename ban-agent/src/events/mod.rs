@@ -245,7 +245,7 @@ async fn run_command(command: &[String], event: &Event, timeout: Duration) -> Re
     let Some((program, args)) = command.split_first() else {
         return Err("empty command".to_owned());
     };
-    let mut child = tokio::process::Command::new(program)
+    let child = tokio::process::Command::new(program)
         .args(args.iter().map(|a| substitute(a, event)))
         .env(
             "BAN_AGENT_EVENT",
@@ -262,13 +262,29 @@ async fn run_command(command: &[String], event: &Event, timeout: Duration) -> Re
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| format!("cannot start it: {e}; check the path in `command`"))?;
+    finish(child, timeout, "`timeout`").await?;
+    debug!(ip = %event.ip, "hook command done");
+    Ok(())
+}
+
+/// Waits for `child` at most `timeout` (then kills it: raise `setting`); a failure says
+/// its exit status and the start of its stderr.
+async fn finish(
+    mut child: tokio::process::Child,
+    timeout: Duration,
+    setting: &str,
+) -> Result<(), String> {
     let stderr = child.stderr.take();
     let status = tokio::time::timeout(timeout, child.wait())
         .await
-        .map_err(|_| format!("still running after {timeout:?}: killed; raise `timeout`"))?
+        .map_err(|_| {
+            format!(
+                "still running after {}: killed; raise {setting}",
+                crate::duration::show(timeout)
+            )
+        })?
         .map_err(|e| format!("cannot wait for it: {e}"))?;
     if status.success() {
-        debug!(ip = %event.ip, "hook command done");
         return Ok(());
     }
     let mut message = String::new();
