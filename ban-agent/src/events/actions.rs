@@ -47,11 +47,24 @@ impl Step {
 pub struct Job {
     /// `actionban of sendmail-whois in fastapi-auth`, for messages.
     pub what: String,
-    pub script: String,
-    pub env: Vec<(String, String)>,
+    pub command: Command,
     pub timeout: Duration,
-    /// Told once the jobs queued before it are done (a flush; its script is empty).
+    /// Told once the jobs queued before it are done (a flush; its command is empty).
     pub done: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+/// A command, as queued: its tags are put in by the worker, off the ban path (`<matches>`
+/// reads the jail's logs).
+#[derive(Debug)]
+pub enum Command {
+    Template {
+        template: String,
+        tags: Tags,
+    },
+    Ready {
+        script: String,
+        env: Vec<(String, String)>,
+    },
 }
 
 /// A ban's (or a jail's) tags and their values; `matches` and its kin are looked up in
@@ -78,11 +91,12 @@ pub fn job(action: &str, jail: &str, commands: &Commands, step: Step, tags: &Tag
     if template.trim().is_empty() {
         return None;
     }
-    let (script, env) = fill(template, tags);
     Some(Job {
         what: format!("{} of {action} in {jail}", step.name()),
-        script,
-        env,
+        command: Command::Template {
+            template: template.clone(),
+            tags: tags.clone(),
+        },
         timeout: commands.timeout,
         done: None,
     })
@@ -181,8 +195,10 @@ impl Runner {
         let (done, finished) = tokio::sync::oneshot::channel();
         let marker = Job {
             what: "flush".to_owned(),
-            script: String::new(),
-            env: Vec::new(),
+            command: Command::Ready {
+                script: String::new(),
+                env: Vec::new(),
+            },
             timeout,
             done: Some(done),
         };
@@ -218,6 +234,16 @@ async fn work(mut receive: mpsc::Receiver<Job>, metrics: std::sync::Arc<Metrics>
             let _waiting = done.send(());
             continue;
         }
+        // The tags go in here, the logs read for `<matches>` on the blocking pool.
+        if let Command::Template { template, tags } = job.command {
+            let filled = tokio::task::spawn_blocking(move || fill(&template, &tags)).await;
+            let Ok((script, env)) = filled else {
+                metrics.hook_failures.inc();
+                warn!("{}: its tags could not be put in", job.what);
+                continue;
+            };
+            job.command = Command::Ready { script, env };
+        }
         match run(&job).await {
             Ok(()) => debug!("{} done", job.what),
             Err(why) => {
@@ -234,12 +260,15 @@ async fn work(mut receive: mpsc::Receiver<Job>, metrics: std::sync::Arc<Metrics>
     }
 }
 
-/// Runs one command now, waiting for it (at most its timeout).
+/// Runs one command now (its tags put in), waiting for it (at most its timeout).
 pub async fn run(job: &Job) -> Result<(), String> {
+    let Command::Ready { script, env } = &job.command else {
+        return Err("its tags were not put in".to_owned());
+    };
     let child = tokio::process::Command::new("/bin/sh")
         .arg("-c")
-        .arg(&job.script)
-        .envs(job.env.iter().map(|(k, v)| (k, v)))
+        .arg(script)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
@@ -315,8 +344,7 @@ mod tests {
         );
         let job = Job {
             what: "test".into(),
-            script,
-            env,
+            command: Command::Ready { script, env },
             timeout: Duration::from_secs(5),
             done: None,
         };
@@ -337,8 +365,10 @@ mod tests {
             .expect("runtime");
         let job = |script: &str, timeout| Job {
             what: "test".into(),
-            script: script.into(),
-            env: Vec::new(),
+            command: Command::Ready {
+                script: script.into(),
+                env: Vec::new(),
+            },
             timeout,
             done: None,
         };
