@@ -513,6 +513,9 @@ fn check(path: &std::path::Path, offline: bool) -> anyhow::Result<()> {
             }
         );
     }
+    for line in check_actions(&config) {
+        println!("{line}");
+    }
     let jails: Vec<&str> = config.enabled().map(|jail| jail.name.as_str()).collect();
     let interfaces: Vec<String> = config
         .global
@@ -533,6 +536,38 @@ fn check(path: &std::path::Path, offline: bool) -> anyhow::Result<()> {
         }
     );
     Ok(())
+}
+
+/// A line per jail with fail2ban actions: which run, and which the kernel ban replaces.
+fn check_actions(config: &crate::config::Config) -> Vec<String> {
+    config
+        .enabled()
+        .filter(|jail| !jail.actions.is_empty())
+        .map(|jail| {
+            let (kernel, run): (Vec<_>, Vec<_>) = jail
+                .actions
+                .iter()
+                .partition(|action| action.kind == crate::fail2ban::action::ActionKind::Kernel);
+            let names = |actions: &[&crate::fail2ban::action::Fail2banAction]| {
+                actions
+                    .iter()
+                    .map(|action| action.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let mut line = format!("actions ({}):", jail.name);
+            if !run.is_empty() {
+                line.push_str(&format!(" {} run (fail2ban's action.d)", names(&run)));
+            }
+            if !kernel.is_empty() {
+                if !run.is_empty() {
+                    line.push(';');
+                }
+                line.push_str(&format!(" {}: the kernel ban does it", names(&kernel)));
+            }
+            line
+        })
+        .collect()
 }
 
 /// Asks each mail setting's server, once per server, whether mail can go that way; a

@@ -157,13 +157,28 @@ fn fail2bans_stock_actions_mail_and_report_a_ban_and_a_log_line_runs_nothing() {
              fail2ban_dir = \"{}\"\n\
              [jail.auth]\nlogpath = \"auth.log\"\nfilter = \"fastapi-auth\"\nstart = \"head\"\n\
              maxretry = 2\nbantime = \"1h\"\nports = [8000]\n\
-             action = ['sendmail-whois[dest=ops@example.org, sender=ban@example.org, \
+             action = ['iptables-multiport', \
+             'sendmail-whois[dest=ops@example.org, sender=ban@example.org, \
              mailcmd=\"sendmail -f <sender> <dest>\"]', \
              'abuseipdb[abuseipdb_apikey=KEY-1, abuseipdb_category=18]']\n",
             root.join("etc/fail2ban").display()
         ),
     )
     .expect("the configuration");
+    // `check` says which run and which the kernel ban replaces.
+    let checked = crate::common::sh(
+        Command::new(AGENT)
+            .args(["check", "--offline", "--config"])
+            .arg(&config),
+    );
+    let checked = String::from_utf8_lossy(&checked.stdout);
+    assert!(
+        checked.contains(
+            "actions (auth): sendmail-whois, abuseipdb run (fail2ban's action.d); \
+             iptables-multiport: the kernel ban does it"
+        ),
+        "{checked}"
+    );
     let socket = d.join("ctl.sock");
     let path = format!(
         "{}:{}",

@@ -42,6 +42,15 @@ struct Fail2ban {
 }
 
 impl Fail2ban {
+    /// A folder of the test's with an empty log, and fail2ban started on it.
+    fn in_folder(root: PathBuf) -> (tempfile::TempDir, PathBuf, Self) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = dir.path().join("auth.log");
+        std::fs::write(&log, "").expect("the log");
+        let fail2ban = Self::start(root, dir.path(), &log);
+        (dir, log, fail2ban)
+    }
+
     fn start(root: PathBuf, dir: &Path, log: &Path) -> Self {
         let conf = dir.join("fail2ban");
         for sub in ["filter.d", "action.d"] {
@@ -166,10 +175,7 @@ fn fail2ban_clients_command_lines_print_what_fail2ban_prints() {
     else {
         return;
     };
-    let dir = tempfile::tempdir().expect("temp dir");
-    let log = dir.path().join("auth.log");
-    std::fs::write(&log, "").expect("the log");
-    let fail2ban = Fail2ban::start(root, dir.path(), &log);
+    let (dir, log, fail2ban) = Fail2ban::in_folder(root);
     let socket = dir.path().join("ctl.sock");
     let mut command = Command::new(AGENT);
     command
@@ -366,10 +372,7 @@ fn fail2bans_bans_in_force_are_carried_over_with_their_counts() {
     else {
         return;
     };
-    let dir = tempfile::tempdir().expect("temp dir");
-    let log = dir.path().join("auth.log");
-    std::fs::write(&log, "").expect("the log");
-    let fail2ban = Fail2ban::start(root, dir.path(), &log);
+    let (dir, log, fail2ban) = Fail2ban::in_folder(root);
     let run = |words: &[&str]| said(&fail2ban.run(words));
     assert_eq!(
         run(&["set", "auth", "banip", "192.0.2.7"]),
