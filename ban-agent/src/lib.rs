@@ -32,6 +32,14 @@ pub mod tail;
 pub mod tracker;
 pub mod trust;
 
+/// This host's name, as the kernel has it (the fleet's default name, fail2ban's
+/// `<fq-hostname>`).
+pub fn host_name() -> Option<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    let name = name.trim();
+    (!name.is_empty()).then(|| name.to_owned())
+}
+
 /// `1 address`, `2 addresses`: a count with its noun.
 pub fn plural(count: u64, one: &str, many: &str) -> String {
     format!("{count} {}", if count == 1 { one } else { many })

@@ -31,9 +31,7 @@ pub fn run(dir: &Path, output: Option<&Path>) -> anyhow::Result<()> {
     let services_text = std::fs::read_to_string("/etc/services").unwrap_or_default();
     let tcp = crate::fail2ban::jails::services_from(&services_text, "all");
     // fail2ban's `<fq-hostname>`, in its mail actions' addresses.
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|name| name.trim().to_owned())
-        .unwrap_or_else(|_| "localhost".to_owned());
+    let host = crate::host_name().unwrap_or_else(|| "localhost".to_owned());
     let imported = crate::fail2ban::jails::import(&dir, &|name| tcp.get(name).copied(), &host)
         .with_context(|| format!("importing fail2ban's jails from {}", dir.display()))?;
     let text = imported.to_toml(&dir);

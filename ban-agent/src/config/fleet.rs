@@ -100,7 +100,7 @@ pub(super) fn fleet(
     })?;
     let name = match &raw.name {
         Some(name) => word(source, name, "fleet.name")?,
-        None => host_name().ok_or_else(|| {
+        None => crate::host_name().ok_or_else(|| {
             source.error(
                 raw.url.span(),
                 "fleet.name",
@@ -262,13 +262,6 @@ fn endpoint(url: &str) -> Result<Endpoint, String> {
         }
         other => Err(format!("{other}:// is not an engine's scheme")),
     }
-}
-
-/// This host's name, as the kernel has it.
-fn host_name() -> Option<String> {
-    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
-    let name = name.trim();
-    (!name.is_empty()).then(|| name.to_owned())
 }
 
 impl Endpoint {

@@ -69,9 +69,7 @@ impl Events {
         tokio::spawn(work(receive, Arc::clone(&metrics)));
         let (mail, mails) = mpsc::channel(QUEUE);
         tokio::spawn(mail::work(mails, Arc::clone(&metrics)));
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|name| name.trim().to_owned())
-            .unwrap_or_else(|_| "localhost".to_owned());
+        let host = crate::host_name().unwrap_or_else(|| "localhost".to_owned());
         Self {
             queue,
             mail,
@@ -84,6 +82,14 @@ impl Events {
     /// Queues the commands of `jail`'s fail2ban actions for `event`: `actionban` or
     /// `actionunban`, with the ban's tags. Never waits.
     pub fn fail2ban(&self, jail: &crate::config::Jail, event: &Event) {
+        // Most jails have none: a ban then costs nothing here.
+        if jail
+            .actions
+            .iter()
+            .all(|action| action.kind == crate::fail2ban::action::ActionKind::Kernel)
+        {
+            return;
+        }
         let step = match event.event {
             Kind::Ban => actions::Step::Ban,
             Kind::Unban => actions::Step::Unban,
