@@ -16,7 +16,7 @@ const LAYERS: [&[&str]; 8] = [
     &["filter", "tail", "tracker", "store", "datapath"],
     &["fail2ban", "config"],
     &["detect", "sample"],
-    &["fleet", "events", "control"],
+    &["fleet", "crowdsec", "events", "control"],
     &["daemon"],
     &["cli"],
 ];
@@ -25,7 +25,7 @@ const LAYERS: [&[&str]; 8] = [
 /// above them, and its tests beside).
 const DAEMON_LAYERS: [&[&str]; 7] = [
     &["log_once", "kernel", "table", "jails"],
-    &["fleet"],
+    &["fleet", "crowdsec"],
     &["follow"],
     &["persist"],
     &["restore"],

@@ -92,6 +92,12 @@ pub struct Metrics {
     pub fleet_refused: Family<ReasonLabel, Counter>,
     pub fleet_round_trip: Seconds,
     pub fleet_propagation: Seconds,
+    pub crowdsec_connected: Gauge,
+    pub crowdsec_pulls: Counter,
+    pub crowdsec_pull_errors: Counter,
+    pub crowdsec_pull: Seconds,
+    pub crowdsec_applied: Counter,
+    pub crowdsec_refused: Family<ReasonLabel, Counter>,
     pub state_bytes: Gauge,
     pub state_commit: Seconds,
 }
@@ -126,6 +132,7 @@ impl Metrics {
         m.register_detection(prefixed);
         m.register_kernel(prefixed);
         m.register_fleet(prefixed);
+        m.register_crowdsec(prefixed);
         m.register_state(prefixed);
         m.registry = registry;
         Arc::new(m)
@@ -235,6 +242,42 @@ impl Metrics {
             "From the decision on one host to the ban in this host's kernel maps (clocks of \
              both hosts)",
             self.fleet_propagation.0.clone(),
+        );
+    }
+
+    fn register_crowdsec(&self, prefixed: &mut Registry) {
+        prefixed.register(
+            "crowdsec_connected",
+            "1 while CrowdSec's Local API answers the decision stream",
+            self.crowdsec_connected.clone(),
+        );
+        prefixed.register(
+            "crowdsec_pulls",
+            "Reads of CrowdSec's decision stream answered",
+            self.crowdsec_pulls.clone(),
+        );
+        prefixed.register(
+            "crowdsec_pull_errors",
+            "Reads of CrowdSec's decision stream that failed (no answer, refused key, \
+             unreadable answer)",
+            self.crowdsec_pull_errors.clone(),
+        );
+        prefixed.register(
+            "crowdsec_pull_seconds",
+            "Time of one read of CrowdSec's decision stream",
+            self.crowdsec_pull.0.clone(),
+        );
+        prefixed.register(
+            "crowdsec_applied",
+            "CrowdSec's decisions applied here (bans made or lengthened, bans lifted)",
+            self.crowdsec_applied.clone(),
+        );
+        prefixed.register(
+            "crowdsec_refused",
+            "CrowdSec's decisions not applied, per reason (spared: loopback, unspecified, \
+             this host's or ignoreip; rate_cap; map_full; type: not a ban; scope; \
+             unreadable)",
+            self.crowdsec_refused.clone(),
         );
     }
 

@@ -186,6 +186,27 @@ pub(crate) fn fail2ban(ws: &Workspace) -> anyhow::Result<Fail2ban> {
     })
 }
 
+/// CrowdSec's Local API, `cscli` and its firewall bouncer from the distribution's
+/// packages, unpacked into the tools folder, not installed: the `crowdsec` package's
+/// setup registers with CrowdSec's central API, which these machines cannot reach, and
+/// its services must not start on the machine (the tests and the benchmark start their
+/// own, each in a namespace, with a configuration of its own). Returns the root.
+pub(crate) fn crowdsec(ws: &Workspace) -> anyhow::Result<PathBuf> {
+    let root = ws.tools.join("crowdsec");
+    for (package, proof) in [
+        ("crowdsec", root.join("usr/bin/cscli")),
+        (
+            "crowdsec-firewall-bouncer",
+            root.join("usr/bin/crowdsec-firewall-bouncer"),
+        ),
+    ] {
+        if !proof.is_file() {
+            unpack(ws, package, &root)?;
+        }
+    }
+    Ok(root)
+}
+
 /// `apt-get download PACKAGE` and `dpkg -x` it into `root`.
 fn unpack(ws: &Workspace, package: &str, root: &Path) -> anyhow::Result<()> {
     let download = ws.tools.join(format!("{package}-deb"));

@@ -37,10 +37,15 @@ pub fn test(ws: &Workspace) -> anyhow::Result<()> {
     let fail2ban = phase("fail2ban, unpacked as a peer (not installed)", || {
         crate::bench::fail2ban(ws)
     })?;
+    // CrowdSec's Local API and firewall bouncer, which the CrowdSec test runs.
+    let crowdsec = phase("crowdsec, unpacked as a peer (not installed)", || {
+        crate::bench::crowdsec(ws)
+    })?;
     let mut counts = Counts::default();
     let tests = phase("tests (cargo test)", || {
         let mut cargo = ws.cargo(&["test"]);
         cargo.env("BAN_AGENT_FAIL2BAN_ROOT", &fail2ban.root);
+        cargo.env("BAN_AGENT_CROWDSEC_ROOT", &crowdsec);
         let (ok, output) = quiet(&mut cargo)?;
         counts = count(&output);
         if !ok {

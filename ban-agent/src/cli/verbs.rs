@@ -670,6 +670,7 @@ fn print(out: &mut String, reply: &Reply) {
             currently_banned,
             interfaces,
             fleet,
+            crowdsec,
             state,
         } => {
             put!(out, "Status");
@@ -685,6 +686,9 @@ fn print(out: &mut String, reply: &Reply) {
             }
             if let Some(fleet) = fleet {
                 print_fleet(out, fleet);
+            }
+            if let Some(crowdsec) = crowdsec {
+                print_crowdsec(out, crowdsec);
             }
             print_hooks(out, interfaces);
         }
@@ -811,6 +815,35 @@ fn print_fleet(out: &mut String, f: &crate::control::protocol::FleetStatus) {
         out,
         "|  `- Signed bans:\t{}",
         if f.signed { "yes (key_file)" } else { "no" }
+    );
+}
+
+/// CrowdSec's decision stream, as a branch of `status`.
+fn print_crowdsec(out: &mut String, c: &crate::control::protocol::CrowdSecStatus) {
+    put!(
+        out,
+        "|- CrowdSec:\t{} every {}, into the jail {}",
+        c.url,
+        crate::duration::show(Duration::from_millis(c.interval_ms)),
+        c.jail
+    );
+    let state = match (&c.last_error, c.connected) {
+        (Some(error), _) => format!("NOT answering ({error}): the bans in force stay"),
+        (None, true) => "answering".to_owned(),
+        (None, false) => "not read yet".to_owned(),
+    };
+    put!(out, "|  |- Local API:\t{state}");
+    put!(
+        out,
+        "|  |- Last read:\t{}",
+        c.last_pull.map_or_else(|| "-".to_owned(), wall_text)
+    );
+    put!(out, "|  |- Decisions in force:\t{}", c.decisions);
+    put!(
+        out,
+        "|  `- Applied / refused:\t{} / {}",
+        c.applied,
+        c.refused
     );
 }
 

@@ -134,8 +134,13 @@ pub(super) fn fleet(
     })
 }
 
-/// A duration of `[fleet]`: seconds, or text with a unit; never zero.
-fn duration(source: &Source, value: &Spanned<Value>, key: &str) -> Result<Duration, ConfigError> {
+/// A duration of `[fleet]` or `[crowdsec]`: seconds, or text with a unit (`ms` too);
+/// never zero.
+pub(super) fn duration(
+    source: &Source,
+    value: &Spanned<Value>,
+    key: &str,
+) -> Result<Duration, ConfigError> {
     let fail = |what: String| {
         source.error(
             value.span(),
@@ -145,6 +150,16 @@ fn duration(source: &Source, value: &Spanned<Value>, key: &str) -> Result<Durati
     };
     match value.get_ref() {
         Value::Integer(n) if *n > 0 => Ok(Duration::from_secs(n.unsigned_abs())),
+        // Milliseconds, which bans and windows never need, are for the intervals here.
+        Value::String(text)
+            if let Some(ms) = text.trim().strip_suffix("ms")
+                && let Ok(ms) = ms.trim().parse::<u64>() =>
+        {
+            match ms {
+                0 => Err(fail("zero".to_owned())),
+                ms => Ok(Duration::from_millis(ms)),
+            }
+        }
         Value::String(text) => crate::duration::parse(text.trim())
             .map_err(|e| fail(e.to_string()))
             .and_then(|d| {
@@ -205,7 +220,11 @@ fn is_zero(value: &Value) -> bool {
 }
 
 /// A name or prefix: it goes into keys, so no spaces, colons or control characters.
-fn word(source: &Source, value: &Spanned<String>, key: &str) -> Result<String, ConfigError> {
+pub(super) fn word(
+    source: &Source,
+    value: &Spanned<String>,
+    key: &str,
+) -> Result<String, ConfigError> {
     let text = value.get_ref();
     let fine = !text.is_empty()
         && text.len() <= 64

@@ -21,6 +21,7 @@
 //! Reading files is limited to the configuration itself and named filter files; globs in
 //! `logpath` are checked here and expanded by the follower.
 
+mod crowdsec;
 mod error;
 mod filters;
 mod fleet;
@@ -35,6 +36,7 @@ use std::{
 
 use ipnet::IpNet;
 
+pub use crowdsec::{CrowdSec, Scope};
 pub use error::ConfigError;
 pub use filters::{FilterDirs, FindFilterError, fail2ban_filter, find_filter, parse_filter};
 pub use fleet::{Endpoint, Fleet};
@@ -99,6 +101,8 @@ pub struct Global {
     pub log_target: crate::logging::LogTarget,
     /// Several hosts sharing failures and bans (`[fleet]`); `None`: this host alone.
     pub fleet: Option<Fleet>,
+    /// CrowdSec's decisions enforced here (`[crowdsec]`); `None`: none.
+    pub crowdsec: Option<CrowdSec>,
 }
 
 /// One jail: which logs, which filter, how many failures, which ban.
@@ -140,6 +144,9 @@ pub struct Jail {
     /// fail2ban's actions (`action = ...`): a firewall's is the kernel ban; the others'
     /// commands run on start, ban, unban and stop.
     pub actions: Vec<crate::fail2ban::action::Fail2banAction>,
+    /// Its bans are CrowdSec's decisions (the jail `[crowdsec]` names): it reads no log,
+    /// and its filter matches nothing.
+    pub crowdsec: bool,
 }
 
 impl Jail {
@@ -355,6 +362,7 @@ impl Default for Global {
             log_level: None,
             log_target: crate::logging::LogTarget::Stderr,
             fleet: None,
+            crowdsec: None,
         }
     }
 }

@@ -50,6 +50,7 @@ struct RawConfig {
     log_level: Option<Spanned<String>>,
     log_target: Option<Spanned<String>>,
     fleet: Option<Spanned<super::fleet::RawFleet>>,
+    crowdsec: Option<Spanned<super::crowdsec::RawCrowdSec>>,
     #[serde(default)]
     defaults: RawJail,
     #[serde(default)]
@@ -180,28 +181,48 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     let raw: RawConfig = toml::from_str(text).map_err(|e| source.toml_error(&e))?;
     let base = path.parent().unwrap_or(Path::new("."));
     let global = global(&source, &raw, base)?;
-    if raw.jail.len() > ban_common::MAX_JAILS as usize {
+    // CrowdSec's jail, when `[jail.NAME]` does not set it up.
+    let crowdsec_jail = global
+        .crowdsec
+        .as_ref()
+        .map(|crowdsec| crowdsec.jail.as_str())
+        .filter(|name| !raw.jail.contains_key(*name));
+    let count = raw.jail.len() + usize::from(crowdsec_jail.is_some());
+    if count > ban_common::MAX_JAILS as usize {
         return Err(source.error(
             0..0,
             "jail",
             format!(
-                "{} jails, at most {} are supported; merge jails that watch the same log",
-                raw.jail.len(),
+                "{count} jails, at most {} are supported; merge jails that watch the same log",
                 ban_common::MAX_JAILS
             ),
         ));
     }
-    let mut jails = Vec::with_capacity(raw.jail.len());
-    for (name, table) in &raw.jail {
+    let mut jails = Vec::with_capacity(count);
+    let no_table = RawJail::default();
+    let tables = raw
+        .jail
+        .iter()
+        .map(|(name, table)| (name.as_str(), table.span(), table.get_ref()))
+        .chain(crowdsec_jail.map(|name| {
+            let span = raw.crowdsec.as_ref().map_or(0..0, Spanned::span);
+            (name, span, &no_table)
+        }));
+    for (name, span, table) in tables {
         let ctx = JailCtx {
             source: &source,
             name,
-            span: table.span(),
-            jail: table.get_ref(),
+            span,
+            jail: table,
             defaults: &raw.defaults,
         };
-        jails.push(ctx.jail(&global, base)?);
+        let crowdsec = global.crowdsec.as_ref().filter(|c| c.jail == name);
+        jails.push(match crowdsec {
+            Some(crowdsec) => ctx.crowdsec_jail(&global, crowdsec, base)?,
+            None => ctx.jail(&global, base)?,
+        });
     }
+    jails.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(Config {
         path: path.to_owned(),
         global,
@@ -306,23 +327,17 @@ fn global(source: &Source, raw: &RawConfig, base: &Path) -> Result<Global, Confi
     if let Some(ignoreself) = raw.ignoreself {
         global.ignoreself = ignoreself;
     }
-    if let Some(dir) = &raw.state_dir {
-        global.state_dir = base.join(dir);
-    }
-    if let Some(dir) = &raw.pin_dir {
-        global.pin_dir = base.join(dir);
-    }
-    if let Some(dir) = &raw.filter_dir {
-        global.filter_dir = base.join(dir);
-    }
-    if let Some(dir) = &raw.fail2ban_dir {
-        global.fail2ban_dir = base.join(dir);
-    }
-    if let Some(dir) = &raw.docker_root {
-        global.docker_root = base.join(dir);
-    }
-    if let Some(socket) = &raw.socket {
-        global.socket = base.join(socket);
+    for (path, setting) in [
+        (&mut global.state_dir, &raw.state_dir),
+        (&mut global.pin_dir, &raw.pin_dir),
+        (&mut global.filter_dir, &raw.filter_dir),
+        (&mut global.fail2ban_dir, &raw.fail2ban_dir),
+        (&mut global.docker_root, &raw.docker_root),
+        (&mut global.socket, &raw.socket),
+    ] {
+        if let Some(text) = setting {
+            *path = base.join(text);
+        }
     }
     if let Some(group) = &raw.socket_group {
         global.socket_group = Some(socket_group(source, group)?);
@@ -345,9 +360,12 @@ fn global(source: &Source, raw: &RawConfig, base: &Path) -> Result<Global, Confi
         global.log_target = crate::logging::LogTarget::parse(target.get_ref(), base)
             .map_err(|why| source.error(target.span(), "log_target", why))?;
     }
-    if let Some(fleet) = &raw.fleet {
-        global.fleet = Some(super::fleet::fleet(source, fleet, base)?);
-    }
+    global.fleet = (raw.fleet.as_ref())
+        .map(|fleet| super::fleet::fleet(source, fleet, base))
+        .transpose()?;
+    global.crowdsec = (raw.crowdsec.as_ref())
+        .map(|crowdsec| super::crowdsec::crowdsec(source, crowdsec, base))
+        .transpose()?;
     if let Some(mode) = &raw.mode {
         global.mode = AttachMode::parse(mode.get_ref())
             .ok_or_else(|| mode_error(source, mode.span(), "mode", mode.get_ref()))?;
@@ -471,7 +489,144 @@ impl<'a> JailCtx<'a> {
                 && self
                     .pick("fleet", |j| j.fleet.as_ref())
                     .is_none_or(|s| *s.value),
+            crowdsec: false,
         })
+    }
+
+    /// The jail of CrowdSec's bans (`[crowdsec]`'s `jail`): it reads no log, so the keys
+    /// about logs and failures are refused in its own table (and not taken from
+    /// `[defaults]`); it bans every port and protocol, with no cap on bans per minute,
+    /// unless its own table says otherwise, as CrowdSec's firewall bouncer does.
+    fn crowdsec_jail(
+        &self,
+        global: &Global,
+        crowdsec: &super::CrowdSec,
+        base: &Path,
+    ) -> Result<Jail, ConfigError> {
+        self.no_log_keys()?;
+        let enabled = self
+            .pick("enabled", |j| j.enabled.as_ref())
+            .is_none_or(|s| *s.value);
+        let bantime = match self.pick("bantime", |j| j.bantime.as_ref()) {
+            Some(s) => self.duration(&s, true)?,
+            None => BanTime::For(defaults::BANTIME),
+        };
+        let own = |field| Setting {
+            value: field,
+            key: format!("jail.{}", self.name),
+        };
+        let ports = match &self.jail.ports {
+            Some(_) => self.ports()?,
+            None => Ports::All,
+        };
+        let protocol = match &self.jail.protocol {
+            Some(_) => self.protocol()?,
+            None => Protocol::All,
+        };
+        let max_bans_per_minute = match &self.jail.max_bans_per_minute {
+            Some(max) => self.integer(&own(max), 0, i64::from(u32::MAX), "bans (0: no cap)")?,
+            None => 0,
+        };
+        Ok(Jail {
+            actions: self.actions(global, &ports, protocol)?,
+            name: self.name.to_owned(),
+            enabled,
+            on_ban: self.hook("on_ban", base, &[], |j| j.on_ban.as_ref())?,
+            on_unban: self.hook("on_unban", base, &[], |j| j.on_unban.as_ref())?,
+            logpath: Vec::new(),
+            filter: crate::filter::Filter::none(),
+            filter_origin: format!("CrowdSec's decisions ({})", crowdsec.url),
+            rules: Rules {
+                max_bans_per_minute,
+                ..Rules::default()
+            },
+            bantime,
+            increment: None,
+            ports,
+            protocol,
+            ignoreip: self.ignoreip()?,
+            datepattern: DatePattern::Auto,
+            start: Start::Tail,
+            missing_log: MissingLog::Wait,
+            log_format: LogFormat::Auto,
+            stream: Streams::Both,
+            docker: None,
+            journal: None,
+            fleet: false,
+            crowdsec: true,
+        })
+    }
+
+    /// The keys about logs and failures, refused in the CrowdSec jail's own table.
+    fn no_log_keys(&self) -> Result<(), ConfigError> {
+        let j = self.jail;
+        let log_keys: [(&str, Option<Range<usize>>); 18] = [
+            ("logpath", j.logpath.as_ref().map(Spanned::span)),
+            ("filter", j.filter.as_ref().map(Spanned::span)),
+            (
+                "failregex",
+                j.failregex
+                    .as_ref()
+                    .and_then(|l| l.first())
+                    .map(Spanned::span),
+            ),
+            (
+                "ignoreregex",
+                j.ignoreregex
+                    .as_ref()
+                    .and_then(|l| l.first())
+                    .map(Spanned::span),
+            ),
+            ("maxretry", j.maxretry.as_ref().map(Spanned::span)),
+            ("findtime", j.findtime.as_ref().map(Spanned::span)),
+            ("ban_prefix_v4", j.ban_prefix_v4.as_ref().map(Spanned::span)),
+            ("ban_prefix_v6", j.ban_prefix_v6.as_ref().map(Spanned::span)),
+            (
+                "bantime_increment",
+                j.bantime_increment.as_ref().map(Spanned::span),
+            ),
+            ("datepattern", j.datepattern.as_ref().map(Spanned::span)),
+            ("backend", j.backend.as_ref().map(Spanned::span)),
+            (
+                "journalmatch",
+                j.journalmatch
+                    .as_ref()
+                    .and_then(|l| l.first())
+                    .map(Spanned::span),
+            ),
+            ("start", j.start.as_ref().map(Spanned::span)),
+            ("missing_log", j.missing_log.as_ref().map(Spanned::span)),
+            ("log_format", j.log_format.as_ref().map(Spanned::span)),
+            (
+                "docker",
+                j.docker
+                    .as_ref()
+                    .or(j.docker_label.as_ref())
+                    .map(Spanned::span),
+            ),
+            ("max_tracked", j.max_tracked.as_ref().map(Spanned::span)),
+            ("stream", j.stream.as_ref().map(Spanned::span)),
+        ];
+        if let Some((key, Some(span))) = log_keys.into_iter().find(|(_, span)| span.is_some()) {
+            return Err(self.error(
+                span,
+                &format!("jail.{}.{key}", self.name),
+                format!(
+                    "the jail {} holds CrowdSec's decisions (`[crowdsec]`) and reads no log: \
+                     remove `{key}`, or give `[crowdsec]` another `jail`",
+                    self.name
+                ),
+            ));
+        }
+        if self.jail.fleet == Some(true) {
+            return Err(self.error(
+                self.span.clone(),
+                &format!("jail.{}.fleet", self.name),
+                "every host reads CrowdSec's decisions itself: its jail is not shared with \
+                 the fleet; remove `fleet`",
+            ));
+        }
+        Ok(())
     }
 
     /// `backend = "systemd"` (fail2ban's, with `[journalpath=DIR]` or

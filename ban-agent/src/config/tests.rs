@@ -888,3 +888,87 @@ fn an_imported_jails_mail_action_is_read_as_its_email() {
     assert_eq!(email.from, "fail2ban@web1");
     assert_eq!(email.log_lines, 0);
 }
+
+#[test]
+fn crowdsec_gets_a_jail_of_its_own_that_reads_no_log() {
+    let config = parse(&format!(
+        "{MINIMAL}\n[defaults]\nports = [8000]\nmax_bans_per_minute = 10\n\
+         ignoreip = [\"192.0.2.7\"]\n\
+         [crowdsec]\napi_key_file = \"crowdsec.key\"\norigins = [\"cscli\", \"CAPI\"]\n"
+    ))
+    .expect("valid");
+    let crowdsec = config.global.crowdsec.as_ref().expect("[crowdsec]");
+    assert_eq!(crowdsec.url, "http://127.0.0.1:8080/");
+    assert_eq!(
+        crowdsec.api_key_file,
+        Path::new("/etc/ban-agent/crowdsec.key")
+    );
+    assert_eq!(crowdsec.interval, Duration::from_secs(1));
+    assert_eq!(crowdsec.scopes, [Scope::Ip, Scope::Range]);
+    assert_eq!(crowdsec.origins, ["cscli", "CAPI"]);
+    let names: Vec<&str> = config.jails.iter().map(|j| j.name.as_str()).collect();
+    assert_eq!(names, ["auth", "crowdsec"]);
+    let jail = config.jail("crowdsec").expect("the CrowdSec jail");
+    assert!(jail.crowdsec && jail.enabled && jail.logpath.is_empty());
+    // Every port and protocol and no cap, as CrowdSec's firewall bouncer bans, whatever
+    // [defaults] says for the log jails; ignoreip is inherited.
+    assert_eq!(jail.ports, Ports::All);
+    assert_eq!(jail.protocol, crate::datapath::Protocol::All);
+    assert_eq!(jail.rules.max_bans_per_minute, 0);
+    assert_eq!(
+        jail.ignoreip,
+        ["192.0.2.7/32".parse::<IpNet>().expect("net")]
+    );
+    assert!(config.missing_logs().iter().all(|m| m.jail == "auth"));
+
+    // Its own table sets what a ban does, not what a log would.
+    let own = parse(&format!(
+        "{MINIMAL}\n[crowdsec]\napi_key_file = \"k\"\njail = \"cs\"\ninterval = \"250ms\"\n\
+         [jail.cs]\nports = [443]\nmax_bans_per_minute = 100\n"
+    ))
+    .expect("valid");
+    let jail = own.jail("cs").expect("the CrowdSec jail");
+    assert_eq!(jail.ports, Ports::List(vec![443]));
+    assert_eq!(jail.rules.max_bans_per_minute, 100);
+    assert_eq!(
+        own.global.crowdsec.as_ref().map(|c| c.interval),
+        Some(Duration::from_millis(250))
+    );
+}
+
+#[test]
+fn crowdsec_errors_say_what_to_write() {
+    assert_error(
+        &format!("{MINIMAL}\n[crowdsec]\nurl = \"127.0.0.1:8080\"\n"),
+        7,
+        "crowdsec.url",
+        "not an http:// or https:// URL",
+    );
+    assert_error(
+        &format!("{MINIMAL}\n[crowdsec]\nurl = \"http://127.0.0.1:8080\"\n"),
+        6,
+        "crowdsec.api_key_file",
+        "cscli bouncers add",
+    );
+    assert_error(
+        &format!("{MINIMAL}\n[crowdsec]\napi_key_file = \"k\"\nscopes = [\"country\"]\n"),
+        8,
+        "crowdsec.scopes",
+        "\"ip\" and/or \"range\"",
+    );
+    assert_error(
+        &format!("{MINIMAL}\n[crowdsec]\napi_key_file = \"k\"\ninterval = \"10ms\"\n"),
+        8,
+        "crowdsec.interval",
+        "100ms to 1h",
+    );
+    assert_error(
+        &format!(
+            "{MINIMAL}\n[crowdsec]\napi_key_file = \"k\"\n[jail.crowdsec]\n\
+             logpath = \"/var/log/x.log\"\n"
+        ),
+        9,
+        "jail.crowdsec.logpath",
+        "reads no log",
+    );
+}

@@ -250,6 +250,26 @@ pub struct FleetStatus {
     pub signed: bool,
 }
 
+/// CrowdSec's decision stream as this host reads it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CrowdSecStatus {
+    /// The Local API.
+    pub url: String,
+    /// The jail of its bans.
+    pub jail: String,
+    pub interval_ms: u64,
+    pub connected: bool,
+    /// When the last answer came (ms since the epoch).
+    pub last_pull: Option<i64>,
+    pub last_error: Option<String>,
+    pub pulls: u64,
+    pub errors: u64,
+    /// Bans in force that a decision holds.
+    pub decisions: u64,
+    pub applied: u64,
+    pub refused: u64,
+}
+
 /// What the daemon answers.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "reply", rename_all = "snake_case", deny_unknown_fields)]
@@ -267,6 +287,9 @@ pub enum Reply {
         /// The fleet, when this host is part of one.
         #[serde(default)]
         fleet: Option<FleetStatus>,
+        /// CrowdSec's decision stream, when `[crowdsec]` is set.
+        #[serde(default)]
+        crowdsec: Option<Box<CrowdSecStatus>>,
         /// The state database; none in a dry run.
         #[serde(default)]
         state: Option<StateStatus>,

@@ -16,6 +16,7 @@ use jiff::tz::TimeZone;
 use tracing::{error, info, warn};
 
 use super::{
+    crowdsec::{CrowdSecSide, Step},
     fleet::{Apply, FleetSide},
     follow::{self, Logs},
     jails::{JailRun, Jails},
@@ -27,7 +28,7 @@ use super::{
 use crate::{
     clock::{Expiry, Now, UnixMs, wall_text},
     config::{Config, Global, Jail, Ports},
-    control::protocol::{FleetStatus, InterfaceHook, StateStatus},
+    control::protocol::{CrowdSecStatus, FleetStatus, InterfaceHook, StateStatus},
     datapath::{self, JailPorts},
     detect::Detector,
     events::{Event, Events, Kind},
@@ -110,6 +111,8 @@ pub struct Agent {
     persist: Persist,
     /// The fleet, when this host is part of one.
     fleet: Option<FleetSide>,
+    /// CrowdSec's decisions, when `[crowdsec]` is set.
+    crowdsec: Option<CrowdSecSide>,
     setup: Setup,
     /// Last kernel counters seen per jail id (dropped packets, bytes), for the metrics.
     kernel_seen: BTreeMap<u32, (u64, u64)>,
@@ -154,6 +157,7 @@ impl Agent {
             logs: Logs::new(Arc::clone(&setup.metrics)),
             persist,
             fleet: None,
+            crowdsec: None,
             setup,
             kernel_seen: BTreeMap::new(),
             hooks: Vec::new(),
@@ -652,6 +656,9 @@ impl Agent {
             let Some(ban) = self.bans.remove(jail, *target) else {
                 continue;
             };
+            if let Some(crowdsec) = self.crowdsec.as_mut().filter(|c| c.jail() == jail) {
+                crowdsec.ended(*target);
+            }
             early |= ban.expires_at.is_none_or(|end| end > now.wall);
             self.persist.stage_lift(jail, *target);
             lifted.push((jail, *target, ban));
@@ -919,6 +926,79 @@ impl Agent {
         };
         if let Some(fleet) = &mut self.fleet {
             fleet.applied(made_at, now);
+        }
+    }
+
+    /// Reads CrowdSec's decisions through `link` (its thread already runs) into the jail
+    /// `jail`.
+    pub fn set_crowdsec(
+        &mut self,
+        link: crate::crowdsec::Link,
+        jail: String,
+        max_bantime: Option<std::time::Duration>,
+    ) {
+        let metrics = Arc::clone(&self.setup.metrics);
+        self.crowdsec = Some(CrowdSecSide::new(link, jail, max_bantime, metrics));
+    }
+
+    /// What `status` shows of CrowdSec's decision stream.
+    pub(super) fn crowdsec_status(&self) -> Option<Box<CrowdSecStatus>> {
+        self.crowdsec.as_ref().map(|side| Box::new(side.status()))
+    }
+
+    /// After a reload: the whole set of decisions is read again, through the jail as it
+    /// is now (its `ignoreip` may spare a banned address, or the jail may be back).
+    pub(super) fn crowdsec_reloaded(&self) {
+        if let Some(crowdsec) = &self.crowdsec {
+            crowdsec.resync();
+        }
+    }
+
+    /// Applies a read of CrowdSec's decision stream: each decision passes the rails, and
+    /// what passes is carried out as a ban from the log or an operator's unban is.
+    pub fn apply_crowdsec(&mut self, pull: crate::crowdsec::Pull, now: Now) {
+        self.land();
+        let Some(crowdsec) = &mut self.crowdsec else {
+            return;
+        };
+        let steps = crowdsec.judge(pull, &mut self.jails, &self.bans, &self.setup.own, now);
+        let jail = crowdsec.jail().to_owned();
+        for step in steps {
+            let done = match step {
+                Step::Lift { target, reason } => match self.lift(&jail, target, &reason, now) {
+                    Ok(lifted) => lifted,
+                    Err(e) => {
+                        warn!(jail, ip = %datapath::show(&target), "cannot lift a ban: {e}");
+                        false
+                    }
+                },
+                Step::Ban {
+                    target,
+                    length,
+                    reason,
+                } => match self.ban(&jail, target, length, 0, &reason, now) {
+                    Ok(BanOutcome::New | BanOutcome::Extended) => true,
+                    Ok(BanOutcome::Already { .. }) => false,
+                    Err(e) => {
+                        let shown = datapath::show(&target);
+                        let (why, detail) = if e.map_full() {
+                            ("map_full", format!("ban of {shown}: {e}"))
+                        } else {
+                            (
+                                "kernel",
+                                format!("ban of {shown}: the kernel refused it: {e}"),
+                            )
+                        };
+                        if let Some(crowdsec) = &mut self.crowdsec {
+                            crowdsec.not_applied(target, why, &detail);
+                        }
+                        false
+                    }
+                },
+            };
+            if let (true, Some(crowdsec)) = (done, &mut self.crowdsec) {
+                crowdsec.applied();
+            }
         }
     }
 

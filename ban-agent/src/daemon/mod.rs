@@ -7,6 +7,7 @@
 //! same wake-up that read it.
 
 mod agent;
+mod crowdsec;
 mod fleet;
 mod follow;
 mod guard;
@@ -40,6 +41,7 @@ use crate::{
         protocol::InterfaceHook,
         server::{self, Call},
     },
+    crowdsec::Pull,
     datapath::{self, Maps},
     events::Events,
     fleet::task::Incoming,
@@ -105,9 +107,16 @@ async fn serve_on(
     };
     let pin_dir = config.global.pin_dir.clone();
     let fleet_config = config.global.fleet.clone();
+    let crowdsec_config = config.global.crowdsec.clone();
     let mut agent = start_agent(config, options.dry_run, &metrics)?;
     let (fleet_entries, _no_fleet) =
         join_fleet(&mut agent, fleet_config.as_ref(), options.dry_run, &metrics)?;
+    let (decisions, _no_crowdsec) = read_crowdsec(
+        &mut agent,
+        crowdsec_config.as_ref(),
+        options.dry_run,
+        &metrics,
+    )?;
     let (calls, requests) = mpsc::channel::<Call>(64);
     let (shutdown, stopping) = tokio::sync::watch::channel(false);
     let control = tokio::spawn(server::serve(listener, calls, stopping, access));
@@ -125,6 +134,7 @@ async fn serve_on(
     );
     let mut inputs = Inputs {
         fleet_entries,
+        decisions,
         requests,
         // The datapath is guarded only when there is one (not in a dry run).
         guard: (!options.dry_run).then(|| guard::Guard::new(&agent)),
@@ -217,9 +227,35 @@ fn join_fleet(
     Ok((entries, None))
 }
 
+/// Starts reading CrowdSec's decisions, after the agent, whose jail takes them. Without
+/// `[crowdsec]` (or in a dry run, which must not take the decisions meant for the agent
+/// that runs) they never come: the sender is kept, unused.
+fn read_crowdsec(
+    agent: &mut Agent,
+    crowdsec: Option<&crate::config::CrowdSec>,
+    dry_run: bool,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<(mpsc::Receiver<Pull>, Option<mpsc::Sender<Pull>>)> {
+    let crowdsec = crowdsec.filter(|_| {
+        if dry_run {
+            info!("dry run: CrowdSec's decisions are left unread");
+        }
+        !dry_run
+    });
+    let Some(crowdsec) = crowdsec else {
+        let (keep, decisions) = mpsc::channel(1);
+        return Ok((decisions, Some(keep)));
+    };
+    let (link, decisions) = crate::crowdsec::spawn(crowdsec, Arc::clone(metrics))
+        .with_context(|| format!("[crowdsec] in {}", agent.config_path().display()))?;
+    agent.set_crowdsec(link, crowdsec.jail.clone(), crowdsec.max_bantime);
+    Ok((decisions, None))
+}
+
 /// What the run loop waits on besides signals and time.
 struct Inputs {
     fleet_entries: mpsc::Receiver<Incoming>,
+    decisions: mpsc::Receiver<Pull>,
     requests: mpsc::Receiver<Call>,
     guard: Option<guard::Guard>,
     wakeups: watch::Wakeups,
@@ -248,6 +284,9 @@ async fn run_loop(agent: &mut Agent, inputs: &mut Inputs) -> anyhow::Result<bool
             }
             Some(incoming) = inputs.fleet_entries.recv() => {
                 agent.apply_fleet(incoming, Now::read());
+            }
+            Some(pull) = inputs.decisions.recv() => {
+                agent.apply_crowdsec(pull, Now::read());
             }
             Some(call) = inputs.requests.recv() => {
                 // Lines already written count before the answer, even if their inotify

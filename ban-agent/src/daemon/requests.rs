@@ -67,6 +67,7 @@ impl Agent {
                 currently_banned: self.bans().len() as u64,
                 interfaces: self.hooks().to_vec(),
                 fleet: self.fleet_status(),
+                crowdsec: self.crowdsec_status(),
                 state: self.state_status(),
             }),
             Request::Status { jail: Some(jail) } => self.status(&jail, now).map(Reply::Jail),
@@ -692,17 +693,13 @@ impl Agent {
             changed.push(name);
         }
         if only.is_none() {
-            if fresh.global.fleet != self.global().fleet {
-                tracing::warn!(
-                    "[fleet] changed in {}: the fleet's settings take effect at the next start \
-                     (`ban-agent stop` and start again; bans stay in force)",
-                    self.config_path().display()
-                );
-            }
+            self.warn_if_at_next_start(&fresh.global);
             self.set_global(fresh.global);
         }
         self.publish_ports()?;
         self.open_logs();
+        // The decisions are read whole again, through the jail as it is now.
+        self.crowdsec_reloaded();
         tracing::info!(reloaded = ?changed, removed = ?gone, "configuration reloaded");
         Ok(format!(
             "reloaded {}{}",
@@ -717,6 +714,26 @@ impl Agent {
                 format!("; removed {} (their bans lifted)", gone.join(", "))
             }
         ))
+    }
+}
+
+impl Agent {
+    /// Says which changed settings a reload does not apply: the fleet's and CrowdSec's
+    /// connections are made at the start.
+    fn warn_if_at_next_start(&self, fresh: &crate::config::Global) {
+        let now = self.global();
+        for (table, changed) in [
+            ("fleet", fresh.fleet != now.fleet),
+            ("crowdsec", fresh.crowdsec != now.crowdsec),
+        ] {
+            if changed {
+                tracing::warn!(
+                    "[{table}] changed in {}: its settings take effect at the next start \
+                     (`ban-agent stop` and start again; bans stay in force)",
+                    self.config_path().display()
+                );
+            }
+        }
     }
 }
 

@@ -1583,3 +1583,128 @@ fn containers_picked_by_label_are_read_also_when_they_start_later() {
         "written before the start"
     );
 }
+
+#[test]
+fn crowdsec_decisions_pass_the_rails_and_a_deletion_lifts_only_the_ban_it_made() {
+    use crate::crowdsec::{Decision, Pull};
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("crowdsec.key"), "0123abcd\n").expect("key");
+    // A Local API that is not there: the bouncer's thread retries in the background, the
+    // agent applies what it is handed.
+    let config = config(
+        dir.path(),
+        5,
+        "[crowdsec]\nurl = \"http://127.0.0.1:1/\"\napi_key_file = \"crowdsec.key\"\n\
+         max_bantime = \"1h\"\n\
+         [jail.crowdsec]\nignoreip = [\"198.51.100.7\"]\nmax_bans_per_minute = 4\n",
+    );
+    let crowdsec = config.global.crowdsec.clone().expect("[crowdsec]");
+    let kernel = FakeKernel::default();
+    let mut agent = start_on(
+        config,
+        &kernel,
+        now(0),
+        vec!["192.0.2.1".parse().expect("address")],
+    );
+    let metrics = Metrics::new();
+    let (link, _pulls) = crate::crowdsec::spawn(&crowdsec, Arc::clone(&metrics)).expect("link");
+    agent.set_crowdsec(link, crowdsec.jail.clone(), crowdsec.max_bantime);
+    let id = agent.jail("crowdsec").expect("the CrowdSec jail").id;
+    let decision = |id: i64, target: &str, left: Option<u64>| Decision {
+        id,
+        target: net(target),
+        origin: "cscli".to_owned(),
+        scenario: "manual".to_owned(),
+        left: left.map(std::time::Duration::from_secs),
+    };
+    let held = |target: &str| -> Option<Expiry> {
+        kernel
+            .bans
+            .lock()
+            .expect("lock")
+            .get(&(id, net(target)))
+            .copied()
+    };
+
+    // The whole set: capped at max_bantime; ignoreip and the host's own address refused.
+    let pull = Pull {
+        startup: true,
+        new: vec![
+            decision(1, "203.0.113.5/32", Some(7200)),
+            decision(2, "198.51.100.7/32", Some(600)),
+            decision(3, "192.0.2.0/24", Some(600)),
+            decision(4, "203.0.113.128/25", Some(600)),
+        ],
+        ..Pull::default()
+    };
+    agent.apply_crowdsec(pull, now(0));
+    assert_eq!(
+        held("203.0.113.5/32"),
+        Some(Expiry::At(now(3600).boot)),
+        "capped at max_bantime"
+    );
+    assert!(held("203.0.113.128/25").is_some());
+    assert_eq!(held("198.51.100.7/32"), None, "ignoreip");
+    assert_eq!(held("192.0.2.0/24"), None, "holds the host's address");
+    assert!(
+        metric_line(
+            &agent,
+            "ban_agent_crowdsec_refused_total{reason=\"spared\"}"
+        )
+        .ends_with(" 2")
+    );
+
+    // A shorter decision for the same address changes nothing; a deletion of a decision
+    // that did not make the ban (said again by the API, or another's) lifts nothing.
+    let pull = Pull {
+        new: vec![decision(5, "203.0.113.5/32", Some(60))],
+        deleted: vec![decision(9, "203.0.113.5/32", None)],
+        ..Pull::default()
+    };
+    agent.apply_crowdsec(pull, now(10));
+    assert_eq!(held("203.0.113.5/32"), Some(Expiry::At(now(3600).boot)));
+    // The deletion of the decision that made it lifts it.
+    let pull = Pull {
+        deleted: vec![decision(1, "203.0.113.5/32", None)],
+        ..Pull::default()
+    };
+    agent.apply_crowdsec(pull, now(20));
+    assert_eq!(held("203.0.113.5/32"), None);
+
+    // The jail's cap on bans per minute holds for decisions too (2 of 4 made this minute).
+    let pull = Pull {
+        new: (10..14)
+            .map(|n| decision(n, &format!("203.0.113.{n}/32"), Some(600)))
+            .collect(),
+        ..Pull::default()
+    };
+    agent.apply_crowdsec(pull, now(30));
+    let made = (10..14)
+        .filter(|n| held(&format!("203.0.113.{n}/32")).is_some())
+        .count();
+    assert_eq!(made, 2, "4 per minute, 2 made before in this minute");
+    assert!(
+        metric_line(
+            &agent,
+            "ban_agent_crowdsec_refused_total{reason=\"rate_cap\"}"
+        )
+        .ends_with(" 2")
+    );
+
+    // A full read (the API back after an outage) lifts what no decision holds any more.
+    let pull = Pull {
+        startup: true,
+        new: vec![decision(10, "203.0.113.10/32", Some(600))],
+        ..Pull::default()
+    };
+    agent.apply_crowdsec(pull, now(40));
+    let left: Vec<IpNet> = kernel
+        .bans
+        .lock()
+        .expect("lock")
+        .keys()
+        .filter(|(jail, _)| *jail == id)
+        .map(|(_, target)| *target)
+        .collect();
+    assert_eq!(left, [net("203.0.113.10/32")]);
+}

@@ -170,6 +170,20 @@ struct Failregex {
 }
 
 impl Filter {
+    /// A filter that finds no failure in any line: a jail whose bans come from elsewhere
+    /// (CrowdSec's decisions) reads no log.
+    pub fn none() -> Self {
+        Self {
+            patterns: Vec::new(),
+            prefilter: None,
+            set: None,
+            regexes: Vec::new(),
+            ignore: None,
+            json: None,
+            model: None,
+        }
+    }
+
     pub fn compile(spec: &FilterSpec) -> Result<Self, FilterError> {
         Self::compile_with(spec, &[])
     }

@@ -3,6 +3,7 @@
 //! is removed on drop, also when the test fails.
 
 pub mod agent;
+pub mod crowdsec;
 pub mod net;
 pub mod packet;
 pub mod redis;

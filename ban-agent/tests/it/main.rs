@@ -10,6 +10,7 @@
 mod common;
 
 mod containers;
+mod crowdsec;
 mod daemon_run;
 mod fail2ban_actions;
 mod fail2ban_client;
