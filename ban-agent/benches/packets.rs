@@ -10,6 +10,8 @@
 //! - ban-agent as `mode = "auto"` attaches it on a veth: tc ingress;
 //! - ban-agent forced to native XDP (`mode = "xdp"`), and to generic XDP;
 //! - an nftables set, looked up from a prerouting chain at raw priority;
+//! - crowdsec-firewall-bouncer's nftables set, as its 0.0.25 makes it (`bench crowdsec`
+//!   runs it): a set with timeouts, looked up from an input chain at filter priority;
 //! - an ipset (hash:ip), matched from iptables' raw table;
 //! - iptables one rule per address (`-s ADDR -j DROP`), in the raw table, the earliest
 //!   place iptables can drop (fail2ban's default action puts them later, in `filter`).
@@ -89,16 +91,18 @@ enum Tool {
     NoFilter,
     Agent(AttachMode),
     Nftables,
+    CrowdsecNft,
     Ipset,
     Iptables,
 }
 
-const TOOLS: [Tool; 7] = [
+const TOOLS: [Tool; 8] = [
     Tool::NoFilter,
     Tool::Agent(AttachMode::Auto),
     Tool::Agent(AttachMode::Xdp),
     Tool::Agent(AttachMode::XdpGeneric),
     Tool::Nftables,
+    Tool::CrowdsecNft,
     Tool::Ipset,
     Tool::Iptables,
 ];
@@ -112,6 +116,7 @@ impl Tool {
             Self::Agent(AttachMode::Xdp) => "ban-agent xdp (native)",
             Self::Agent(AttachMode::XdpGeneric) => "ban-agent xdp-generic",
             Self::Nftables => "nftables set",
+            Self::CrowdsecNft => "crowdsec-firewall-bouncer's nftables set",
             Self::Ipset => "ipset",
             Self::Iptables => "iptables rule per address",
         }
@@ -125,6 +130,7 @@ impl Tool {
             Self::Agent(AttachMode::Xdp) => "xdp",
             Self::Agent(AttachMode::XdpGeneric) => "gen",
             Self::Nftables => "nft",
+            Self::CrowdsecNft => "csn",
             Self::Ipset => "ips",
             Self::Iptables => "ipt",
         }
@@ -294,6 +300,21 @@ impl Filter {
                 in_ns(srv, "nft", &format!("-f {}", conf.display()))?;
                 Filter::Firewall
             }
+            Tool::CrowdsecNft => {
+                // The bouncer's own table, chain and set (read from a running
+                // crowdsec-firewall-bouncer 0.0.25), with a named counter for the flood.
+                let conf = tmp.join("crowdsec.nft");
+                std::fs::write(
+                    &conf,
+                    "table ip6 crowdsec6 {\n  counter flood { }\n  \
+                     set crowdsec6-blacklists { type ipv6_addr; flags timeout; }\n  \
+                     chain crowdsec6-chain {\n    \
+                     type filter hook input priority filter; policy accept;\n    \
+                     ip6 saddr @crowdsec6-blacklists counter name flood drop\n  }\n}\n",
+                )?;
+                in_ns(srv, "nft", &format!("-f {}", conf.display()))?;
+                Filter::Firewall
+            }
             Tool::Ipset => {
                 in_ns(
                     srv,
@@ -383,6 +404,16 @@ impl Scene {
                         );
                         ("nft", "-f", text)
                     }
+                    Tool::CrowdsecNft => {
+                        let addresses: Vec<String> = (from..to)
+                            .map(|i| format!("{} timeout 1h", banned(i)))
+                            .collect();
+                        let text = format!(
+                            "add element ip6 crowdsec6 crowdsec6-blacklists {{ {} }}\n",
+                            addresses.join(",\n")
+                        );
+                        ("nft", "-f", text)
+                    }
                     _ => {
                         let mut text = String::new();
                         for i in from..to {
@@ -441,6 +472,11 @@ impl Scene {
             // its named counter (which prints the count) takes milliseconds.
             Filter::Firewall if self.tool == Tool::Nftables => {
                 let out = in_ns(&self.srv, "nft", "reset counter inet bench flood")?;
+                self.nft_dropped += number_after(&out, "packets ")?;
+                Ok(self.nft_dropped)
+            }
+            Filter::Firewall if self.tool == Tool::CrowdsecNft => {
+                let out = in_ns(&self.srv, "nft", "reset counter ip6 crowdsec6 flood")?;
                 self.nft_dropped += number_after(&out, "packets ")?;
                 Ok(self.nft_dropped)
             }

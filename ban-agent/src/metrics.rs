@@ -477,11 +477,13 @@ mod tests {
                 hook: "tc".into(),
             })
             .set(1);
-        m.fleet_refused
-            .get_or_create(&ReasonLabel {
-                reason: "spared".into(),
-            })
-            .inc();
+        for family in [&m.fleet_refused, &m.crowdsec_refused] {
+            family
+                .get_or_create(&ReasonLabel {
+                    reason: "spared".into(),
+                })
+                .inc();
+        }
         let mut exported = std::collections::BTreeSet::new();
         for line in m.encode().lines() {
             let mut words = line.split(' ').skip(2);

@@ -120,6 +120,15 @@ pub fn fleet(ws: &Workspace) -> anyhow::Result<()> {
     run(&mut cargo_bench(ws, "fleet", true)?)
 }
 
+/// CrowdSec decision -> kernel, ban-agent's bouncer mode beside Debian's firewall bouncer,
+/// on CrowdSec's Local API (both unpacked from Debian's packages, see [`crowdsec`]).
+pub fn crowdsec_bench(ws: &Workspace) -> anyhow::Result<()> {
+    let root = crowdsec(ws)?;
+    let mut cmd = cargo_bench(ws, "crowdsec", true)?;
+    cmd.env("BAN_AGENT_CROWDSEC_ROOT", root);
+    run(&mut cmd)
+}
+
 /// The filter alone (criterion); the medians go to `docs/benchmarks/matcher.csv`.
 pub fn matcher(ws: &Workspace) -> anyhow::Result<()> {
     run(&mut cargo_bench(ws, "matcher", false)?)?;

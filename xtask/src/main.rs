@@ -89,6 +89,8 @@ enum Bench {
     Memory,
     /// Several agents on one redis-server: ban propagation, the engine's load under a flood, catch-up of 10k bans (root).
     Fleet,
+    /// CrowdSec decision -> kernel: ban-agent's bouncer mode vs. crowdsec-firewall-bouncer on one Local API (root).
+    Crowdsec,
     /// Only write docs/BENCHMARKS.md, its plots and the README's figures from the CSV files.
     Report,
 }
@@ -215,6 +217,7 @@ impl Bench {
             Some(Self::Packets) => bench::packets(ws),
             Some(Self::Memory) => bench::memory(ws),
             Some(Self::Fleet) => bench::fleet(ws),
+            Some(Self::Crowdsec) => bench::crowdsec_bench(ws),
             Some(Self::Report) => Ok(()),
             None => {
                 let started = std::time::Instant::now();
@@ -225,6 +228,7 @@ impl Bench {
                 bench::packets(ws)?;
                 bench::memory(ws)?;
                 bench::fleet(ws)?;
+                bench::crowdsec_bench(ws)?;
                 bench::xdp(ws)?;
                 bench::matcher(ws)?;
                 println!(

@@ -111,6 +111,10 @@ pub fn setup(ws: &Workspace) -> anyhow::Result<()> {
     install_bpf_linker(ws)?;
     install_cargo_fuzz(ws)?;
     install_packages(&PACKAGES)?;
+    // The peers the tests run beside ours, from Debian's packages, unpacked (not
+    // installed: no service of theirs starts on the machine).
+    crate::bench::fail2ban(ws)?;
+    crate::bench::crowdsec(ws)?;
     Ok(())
 }
 
@@ -120,6 +124,11 @@ pub fn is_complete(ws: &Workspace) -> bool {
         && linker_stamp_matches(ws)
         && cargo_fuzz_installed(ws)
         && missing_packages(&PACKAGES).is_empty()
+        && ws.tools.join("fail2ban/usr/bin/fail2ban-server").is_file()
+        && ws
+            .tools
+            .join("crowdsec/usr/bin/crowdsec-firewall-bouncer")
+            .is_file()
 }
 
 fn nightly_installed(ws: &Workspace) -> bool {

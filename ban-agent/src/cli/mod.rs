@@ -513,6 +513,9 @@ fn check(path: &std::path::Path, offline: bool) -> anyhow::Result<()> {
             }
         );
     }
+    if let Some(crowdsec) = &config.global.crowdsec {
+        println!("{}", check_crowdsec(crowdsec, offline, path)?);
+    }
     for line in check_actions(&config) {
         println!("{line}");
     }
@@ -536,6 +539,35 @@ fn check(path: &std::path::Path, offline: bool) -> anyhow::Result<()> {
         }
     );
     Ok(())
+}
+
+/// The key file `[crowdsec]` names must be readable (an error when not); unless
+/// `offline`, the Local API is asked whether it takes the key (a warning when not: the
+/// daemon starts without it and retries).
+fn check_crowdsec(
+    crowdsec: &crate::config::CrowdSec,
+    offline: bool,
+    path: &std::path::Path,
+) -> anyhow::Result<String> {
+    crate::crowdsec::task::api_key(&crowdsec.api_key_file)
+        .with_context(|| format!("[crowdsec] in {}", path.display()))?;
+    let into = format!(
+        "{} every {}, into the jail {}",
+        crowdsec.url,
+        crate::duration::show(crowdsec.interval),
+        crowdsec.jail
+    );
+    Ok(if offline {
+        format!("crowdsec: {into} (the Local API is not contacted)")
+    } else {
+        match crate::crowdsec::task::probe(crowdsec, MAIL_PROBE_TIMEOUT) {
+            Ok(()) => format!("crowdsec: {into}; the Local API answers to the key"),
+            Err(why) => format!(
+                "warning: crowdsec: {why}; the daemon starts without it and tries again \
+                 every second (`check --offline` skips this)"
+            ),
+        }
+    })
 }
 
 /// A line per jail with fail2ban actions: which run, and which the kernel ban replaces.

@@ -443,6 +443,13 @@ fn subject(args: &Args) -> anyhow::Result<Subject> {
                 names.join(", ")
             );
         };
+        if jail.crowdsec {
+            bail!(
+                "the jail {name} of {} holds CrowdSec's decisions and reads no log: test \
+                 another jail, or a filter with --filter",
+                args.config.display()
+            );
+        }
         let own = if config.global.ignoreself {
             ignore::own_addresses().context("listing this host's addresses for ignoreself")?
         } else {

@@ -96,6 +96,38 @@ pub fn api_key(path: &Path) -> anyhow::Result<String> {
     Ok(key)
 }
 
+/// Asks the Local API once whether it answers to the key (a plain decision query, which
+/// leaves the stream's state alone), for `check`.
+pub fn probe(config: &CrowdSec, timeout: Duration) -> Result<(), String> {
+    let key = api_key(&config.api_key_file).map_err(|e| format!("{e:#}"))?;
+    let http: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let response = http
+        .get(format!("{}v1/decisions?ip=127.0.0.1", config.url))
+        .header("X-Api-Key", &key)
+        .call()
+        .map_err(|e| {
+            format!(
+                "cannot reach CrowdSec's Local API at {}: {e}: is it running (`cscli lapi \
+                 status`), and is `url` its `api.server.listen_uri`?",
+                config.url
+            )
+        })?;
+    match response.status().as_u16() {
+        200 => Ok(()),
+        401 | 403 => Err(format!(
+            "the Local API at {} refuses the key in {}: make one with `cscli bouncers add \
+             ban-agent -o raw`",
+            config.url,
+            config.api_key_file.display()
+        )),
+        status => Err(format!("the Local API at {} answers {status}", config.url)),
+    }
+}
+
 /// Starts the bouncer's thread. Only the key file can fail here: an API out of reach is
 /// retried while the agent runs.
 pub fn spawn(

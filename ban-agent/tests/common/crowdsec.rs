@@ -148,6 +148,17 @@ impl Lapi {
         format!("http://{LISTEN}/")
     }
 
+    /// The password of the machine `cscli` uses (`test`), to post alerts as a watcher.
+    #[allow(dead_code, reason = "the CrowdSec benchmark's")]
+    pub fn machine_password(&self) -> String {
+        let credentials = self.dir.path().join("etc/local_api_credentials.yaml");
+        let text = std::fs::read_to_string(&credentials).expect("the machine's credentials");
+        text.lines()
+            .find_map(|line| line.strip_prefix("password:"))
+            .map(|password| password.trim().to_owned())
+            .expect("a password in the machine's credentials")
+    }
+
     /// A new bouncer's API key, written to `file` (mode 0600) as the agent reads it.
     pub fn bouncer_key(&self, name: &str, file: &Path) -> String {
         let out = self.cscli_ok(&["bouncers", "add", name, "-o", "raw"]);

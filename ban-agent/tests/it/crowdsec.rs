@@ -128,6 +128,19 @@ fn crowdsec_decisions_are_enforced_in_the_kernel_and_lifted_when_deleted() {
     let to_host = format!("{HOST}:8000");
     let to_host6 = "[2001:db8::1]:8000";
     assert!(connects(&client, &to_host), "the client reaches the app");
+    // `check` reads the key and asks the API whether it takes it.
+    let check = host
+        .command(common::agent::AGENT)
+        .args(["check", "--config"])
+        .arg(dir.path().join("ban-agent.toml"))
+        .output()
+        .expect("ban-agent check");
+    let said = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        check.status.success() && said.contains("the Local API answers to the key"),
+        "{said}{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
     let daemon = agent.start();
     eventually(&daemon, "the agent reads the stream", || {
         agent.crowdsec()["connected"] == true
