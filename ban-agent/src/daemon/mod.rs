@@ -218,8 +218,7 @@ fn join_fleet(
         !dry_run
     });
     let Some(fleet) = fleet else {
-        let (keep, entries) = mpsc::channel(1);
-        return Ok((entries, Some(keep)));
+        return Ok(never());
     };
     let (link, entries) = crate::fleet::spawn(fleet, agent.fleet_resume(), Arc::clone(metrics))
         .with_context(|| format!("[fleet] in {}", agent.config_path().display()))?;
@@ -243,13 +242,19 @@ fn read_crowdsec(
         !dry_run
     });
     let Some(crowdsec) = crowdsec else {
-        let (keep, decisions) = mpsc::channel(1);
-        return Ok((decisions, Some(keep)));
+        return Ok(never());
     };
     let (link, decisions) = crate::crowdsec::spawn(crowdsec, Arc::clone(metrics))
         .with_context(|| format!("[crowdsec] in {}", agent.config_path().display()))?;
     agent.set_crowdsec(link, crowdsec.jail.clone(), crowdsec.max_bantime);
     Ok((decisions, None))
+}
+
+/// A channel for a part that is off: nothing ever comes, as its sender is kept, unused
+/// (dropping it would end the wait at once).
+fn never<T>() -> (mpsc::Receiver<T>, Option<mpsc::Sender<T>>) {
+    let (keep, nothing) = mpsc::channel(1);
+    (nothing, Some(keep))
 }
 
 /// What the run loop waits on besides signals and time.
