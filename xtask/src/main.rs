@@ -2,6 +2,7 @@
 //! benchmark. Every command runs `setup` first when something is missing.
 
 mod bench;
+mod chaos;
 mod conformance;
 mod demo;
 mod dist;
@@ -61,6 +62,9 @@ enum Task {
     Install(install::Layout),
     /// Run fail2ban's own filter tests through test-filter; write docs/conformance.md.
     Conformance(conformance::ConformanceArgs),
+    /// Faults all at once under load, the invariants checked (root): kill -9, SIGTERM,
+    /// reload, logrotate, a full disk, the interface down, bpffs unmounted, operators.
+    Chaos(chaos::ChaosArgs),
     /// Run benchmarks and write CSV under docs/benchmarks/ (xdp needs root).
     Bench {
         /// Which benchmark; all when omitted.
@@ -186,6 +190,10 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Task::Test => test::test(&ws),
+        Task::Chaos(args) => {
+            ensure_setup(&ws)?;
+            chaos::chaos(&ws, &args)
+        }
         Task::Conformance(args) => {
             ensure_setup(&ws)?;
             conformance::conformance(&ws, &args)

@@ -947,7 +947,8 @@ impl Agent {
     }
 
     /// After a reload: the whole set of decisions is read again, through the jail as it
-    /// is now (its `ignoreip` may spare a banned address, or the jail may be back).
+    /// is now (a jail disabled and enabled again gets the decisions in force; as for the
+    /// log's bans, a changed `ignoreip` spares new bans, it lifts none).
     pub(super) fn crowdsec_reloaded(&self) {
         if let Some(crowdsec) = &self.crowdsec {
             crowdsec.resync();

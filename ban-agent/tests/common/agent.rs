@@ -82,6 +82,12 @@ impl Daemon {
         self.child.id()
     }
 
+    /// Whether the process has exited (and is reaped), whatever its status.
+    #[allow(dead_code, reason = "the chaos run's (it includes this file)")]
+    pub fn exited(&mut self) -> bool {
+        self.child.try_wait().ok().flatten().is_some()
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
