@@ -392,9 +392,15 @@ fn main() -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(50));
     }
     stop.store(true, Ordering::Relaxed);
-    generator
+    let lines = generator
         .join()
         .map_err(|_| anyhow::anyhow!("the generator panicked"))??;
+    let load = format!(
+        "{lines} lines written in {:.0} s ({:.0} a second), {} faults",
+        started.elapsed().as_secs_f64(),
+        lines as f64 / started.elapsed().as_secs_f64(),
+        history.faults.len()
+    );
     // What was written last is read and banned, then the kernel and the table compared.
     std::thread::sleep(Duration::from_secs(3));
     let settled = Instant::now();
@@ -414,13 +420,13 @@ fn main() -> anyhow::Result<()> {
     let observed = watched
         .lock()
         .map_err(|_| anyhow::anyhow!("observed poisoned"))?;
-    let mut verdict = judge(&truth, &observed, &history, settled);
+    let mut verdict = judge(&truth, &observed, &history, (started, settled));
     verdict.check_final(final_table, &observed, settled);
     verdict.integrity = integrity(&host.state.join("state.db")).err();
     verdict.panics = logs.lines().filter(|l| l.contains("panicked")).count();
     host.daemon = None;
     drop(host);
-    let report = verdict.report(&history);
+    let report = format!("{load}\n\n{}", verdict.report(&history));
     println!("{report}");
     std::fs::write(out.join("report.md"), &report)?;
     if let Some(e) = failure {
@@ -522,8 +528,9 @@ fn generate(
     stop: &AtomicBool,
     truth: &Mutex<Truth>,
     pause: &Mutex<()>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<u64> {
     let mut rng = Rng(plan.seed);
+    let mut written = 0u64;
     let mut attackers = attackers(&mut rng);
     {
         let mut truth = truth.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
@@ -565,9 +572,11 @@ fn generate(
             };
             line(style, ip, status, &mut batches[jail]);
         }
+        written += lines;
         let now = Instant::now();
         for a in attackers.iter_mut().filter(|a| a.next <= now) {
             line(JAILS[a.jail].3, a.ip, 401, &mut batches[a.jail]);
+            written += 1;
             failed.push((a.ip, now));
             a.sent += 1;
             a.next = if a.slow {
@@ -602,7 +611,7 @@ fn generate(
         drop(_paused);
         std::thread::sleep(Duration::from_millis(10).saturating_sub(tick.elapsed()));
     }
-    Ok(())
+    Ok(written)
 }
 
 /// Reads the kernel's ban maps every [`WATCH`] until `stop`, a while after it (the last
@@ -610,9 +619,11 @@ fn generate(
 fn watch(maps: &Maps, stop: &AtomicBool, observed: &Mutex<Observed>) -> anyhow::Result<()> {
     let mut stopped_at: Option<Instant> = None;
     loop {
+        let records = maps.list()?;
+        // Read after the maps: a ban is never seen before it was made (a ban made while
+        // the maps were read is seen then or next time).
         let now = Instant::now();
         let boot = boot_ns();
-        let records = maps.list()?;
         let present: HashMap<IpAddr, Expiry> = records
             .iter()
             .map(|r| (r.target.addr(), r.expiry))
@@ -962,7 +973,12 @@ fn first(list: &[String]) -> String {
 }
 
 /// Judges what the watcher saw against what the generator wrote and the nemesis did.
-fn judge(truth: &Truth, observed: &Observed, history: &History, settled: Instant) -> Verdict {
+fn judge(
+    truth: &Truth,
+    observed: &Observed,
+    history: &History,
+    (started, settled): (Instant, Instant),
+) -> Verdict {
     let mut verdict = Verdict::default();
     let up_after = |t: Instant| -> Instant {
         history
@@ -1001,8 +1017,8 @@ fn judge(truth: &Truth, observed: &Observed, history: &History, settled: Instant
                 .any(|w| *w[MAXRETRY - 1] - *w[0] <= FINDTIME);
             if !earned {
                 verdict.unearned.push(format!(
-                    "{ip} banned at {:?} with {} failures since its last ban",
-                    s.first,
+                    "{ip} banned at {:.1} s with {} failures since its last ban",
+                    (s.first - started).as_secs_f64(),
                     counted.len()
                 ));
             }

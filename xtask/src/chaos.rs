@@ -19,6 +19,18 @@ pub struct ChaosArgs {
     rate: u64,
 }
 
+impl ChaosArgs {
+    /// The run `cargo xtask test` makes: two minutes, a fixed seed (the same schedule on
+    /// every CI run; a run with the clock's seed is one command away).
+    pub fn ci() -> Self {
+        Self {
+            minutes: 2.0,
+            seed: Some(1),
+            rate: 2_000,
+        }
+    }
+}
+
 pub fn chaos(ws: &Workspace, args: &ChaosArgs) -> anyhow::Result<()> {
     if !is_root() {
         anyhow::bail!(
