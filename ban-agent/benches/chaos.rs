@@ -424,6 +424,7 @@ fn main() -> anyhow::Result<()> {
     verdict.check_final(final_table, &observed, settled);
     verdict.integrity = integrity(&host.state.join("state.db")).err();
     verdict.panics = logs.lines().filter(|l| l.contains("panicked")).count();
+    verdict.soak = soak_verdict(&soak);
     host.daemon = None;
     drop(host);
     let report = format!("{load}\n\n{}", verdict.report(&history));
@@ -828,6 +829,54 @@ fn sample(host: &Host, observed: &Mutex<Observed>, started: Instant, out: &mut S
     );
 }
 
+/// The soak's samples of the last 40 minutes (runs of 30 minutes or more), fitted with a
+/// line: resident memory may not grow by more than 5% of its mean (or 1 MB) over the
+/// window, nor the descriptors by more than 2.
+fn soak_verdict(csv: &str) -> Option<Result<String, String>> {
+    let rows: Vec<[f64; 3]> = csv
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let v: Vec<f64> = line.split(',').filter_map(|x| x.parse().ok()).collect();
+            (v.len() == 5).then(|| [v[0], v[1], v[2]])
+        })
+        .collect();
+    let last = rows.last()?[0];
+    if last < 30.0 * 60.0 {
+        return None;
+    }
+    let from = (last - 40.0 * 60.0).max(last / 3.0);
+    let window: Vec<&[f64; 3]> = rows.iter().filter(|r| r[0] >= from).collect();
+    let n = window.len() as f64;
+    let fit = |column: usize| -> (f64, f64) {
+        let mean_t = window.iter().map(|r| r[0]).sum::<f64>() / n;
+        let mean = window.iter().map(|r| r[column]).sum::<f64>() / n;
+        let cov: f64 = window
+            .iter()
+            .map(|r| (r[0] - mean_t) * (r[column] - mean))
+            .sum();
+        let var: f64 = window.iter().map(|r| (r[0] - mean_t).powi(2)).sum();
+        let slope = if var > 0.0 { cov / var } else { 0.0 };
+        (slope * (last - from), mean)
+    };
+    let (rss_growth, rss_mean) = fit(1);
+    let (fd_growth, fd_mean) = fit(2);
+    let figures = format!(
+        "over the last {:.0} min: resident memory {:.1} MB on average, {:+.2} MB by the \
+         fit; descriptors {:.1}, {:+.2}",
+        (last - from) / 60.0,
+        rss_mean / 1024.0,
+        rss_growth / 1024.0,
+        fd_mean,
+        fd_growth
+    );
+    if rss_growth > (rss_mean * 0.05).max(1024.0) || fd_growth > 2.0 {
+        Some(Err(format!("grows: {figures}")))
+    } else {
+        Some(Ok(figures))
+    }
+}
+
 fn integrity(db: &Path) -> Result<(), String> {
     let conn =
         rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
@@ -855,6 +904,9 @@ struct Verdict {
     /// `PRAGMA integrity_check`'s answer when it is not `ok` (or why it could not run).
     integrity: Option<String>,
     panics: usize,
+    /// The soak's trend over its last 40 minutes: `Ok(figures)` when flat, `Err(what
+    /// grows)`; `None` for a run too short to judge.
+    soak: Option<Result<String, String>>,
     /// The slowest earned ban (from its line, or from the agent's return).
     slowest: Duration,
 }
@@ -867,6 +919,7 @@ impl Verdict {
             && self.mismatches.is_empty()
             && self.integrity.is_none()
             && self.panics == 0
+            && !matches!(self.soak, Some(Err(_)))
     }
 
     fn check_final(
@@ -958,6 +1011,17 @@ impl Verdict {
             "no panic in any log",
             self.panics == 0,
             format!("{} panics", self.panics),
+        );
+        let (flat, figures) = match &self.soak {
+            Some(Ok(figures)) => (true, figures.clone()),
+            Some(Err(what)) => (false, what.clone()),
+            None => (true, "not judged: a run under 30 minutes".to_owned()),
+        };
+        row(
+            &mut out,
+            "resident memory and descriptors flat over the last 40 minutes",
+            flat,
+            figures,
         );
         let _ = writeln!(out, "\nNemesis ({} faults):", history.faults.len());
         for (at, fault) in &history.faults {
