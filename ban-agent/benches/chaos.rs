@@ -56,6 +56,7 @@ use common::{
     agent::{AGENT, Daemon, cli_output},
     veth,
 };
+use shared::Rng;
 
 const MAXRETRY: usize = 5;
 const FINDTIME: Duration = Duration::from_secs(60);
@@ -111,28 +112,6 @@ fn plan() -> anyhow::Result<Plan> {
         }
     }
     Ok(plan)
-}
-
-/// A small deterministic generator: the same seed, the same run.
-#[derive(Clone)]
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        self.0 >> 33
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-
-    fn millis(&mut self, from: u64, to: u64) -> Duration {
-        Duration::from_millis(from + self.below(to - from))
-    }
 }
 
 /// What the generator wrote, by address: every failure line's moment (the ground truth).

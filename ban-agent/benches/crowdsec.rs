@@ -161,9 +161,9 @@ fn post_and_watch(
     let targets: Vec<String> = (0..DECISIONS)
         .map(|i| format!("192.0.2.{}", 10 + i))
         .collect();
-    let mut rng = Lcg(0x5eed_c0ff_ee11);
+    let mut rng = shared::Rng(0x5eed_c0ff_ee11);
     let gaps: Vec<Duration> = (0..DECISIONS)
-        .map(|_| Duration::from_millis(GAP_MS.0 + rng.next() % (GAP_MS.1 - GAP_MS.0)))
+        .map(|_| rng.millis(GAP_MS.0, GAP_MS.1))
         .collect();
     // The poster runs in the API's namespace; it sends when each decision was committed.
     let (sent_tx, sent_rx) = std::sync::mpsc::channel::<(usize, Instant)>();
@@ -449,18 +449,5 @@ impl Api {
             .send_json(&alert)
             .with_context(|| format!("POST /v1/alerts for {value}"))?;
         Ok(())
-    }
-}
-
-/// A small deterministic generator (the same moments every run).
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        self.0 >> 33
     }
 }

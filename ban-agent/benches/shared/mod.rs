@@ -300,3 +300,26 @@ pub fn write_sample(
     .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(summary)
 }
+
+/// A small deterministic generator: the same seed, the same run (a benchmark's moments, a
+/// chaos run's load and schedule).
+#[derive(Clone)]
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        self.0 >> 33
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+
+    pub fn millis(&mut self, from: u64, to: u64) -> std::time::Duration {
+        std::time::Duration::from_millis(from + self.below(to - from))
+    }
+}
