@@ -24,19 +24,6 @@ pub struct ChaosArgs {
     publish: bool,
 }
 
-impl ChaosArgs {
-    /// The run `cargo xtask test` makes: two minutes, a fixed seed (the same schedule on
-    /// every CI run; a run with the clock's seed is one command away).
-    pub fn ci() -> Self {
-        Self {
-            minutes: 2.0,
-            seed: Some(1),
-            rate: 2_000,
-            publish: false,
-        }
-    }
-}
-
 pub fn chaos(ws: &Workspace, args: &ChaosArgs) -> anyhow::Result<()> {
     if !is_root() {
         anyhow::bail!(
