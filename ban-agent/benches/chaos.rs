@@ -604,8 +604,14 @@ fn watch(maps: &Maps, stop: &AtomicBool, observed: &Mutex<Observed>) -> anyhow::
         // the maps were read is seen then or next time).
         let now = Instant::now();
         let boot = boot_ns();
+        // A ban in force is one the kernel enforces: an entry past its expiry (the agent
+        // removes it at its end, or at its next start) is not one.
         let present: HashMap<IpAddr, Expiry> = records
             .iter()
+            .filter(|r| match r.expiry {
+                Expiry::At(end) => end > boot,
+                Expiry::Never => true,
+            })
             .map(|r| (r.target.addr(), r.expiry))
             .collect();
         {
