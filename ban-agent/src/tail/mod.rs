@@ -386,6 +386,18 @@ impl Follower {
     /// Reads what the rotated files gained; lets go of those idle for `rotated_idle`.
     fn read_rotated(&mut self, sink: &mut dyn FnMut(&str), budget: &mut u64) -> io::Result<()> {
         let now = Instant::now();
+        // A rotated file rewritten in place since (`cp app.log app.log.1` over it, as a
+        // copytruncate made by hand does) holds another file's lines now, read already
+        // from the path: it is let go unread.
+        let mut kept = Vec::with_capacity(self.rotated.len());
+        for rotated in std::mem::take(&mut self.rotated) {
+            if rewritten(&rotated.open)? {
+                self.retire(rotated);
+            } else {
+                kept.push(rotated);
+            }
+        }
+        self.rotated = kept;
         for rotated in &mut self.rotated {
             let before = rotated.open.offset;
             if !read_file(
@@ -765,6 +777,15 @@ fn fingerprint(file: &File) -> io::Result<Option<u64>> {
         (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
     });
     Ok(Some(hash))
+}
+
+/// Whether `open` is no longer the file it was read from: shorter than what was read of
+/// it, or with another first line.
+fn rewritten(open: &OpenFile) -> io::Result<bool> {
+    if open.file.metadata()?.len() < open.offset {
+        return Ok(true);
+    }
+    Ok(open.fingerprint.is_some() && fingerprint(&open.file)? != open.fingerprint)
 }
 
 fn ends_with_newline(file: &File, len: u64) -> io::Result<bool> {

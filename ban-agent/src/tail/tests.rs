@@ -521,6 +521,28 @@ fn a_rotated_file_is_followed_while_its_writer_keeps_writing() {
     assert!(poll(&mut f).is_empty());
 }
 
+/// A rotated file still followed, then rewritten in place with the path's lines (`cp
+/// auth.log auth.log.1` over it, then the path truncated: a copytruncate made by hand) is
+/// let go: its lines now are the path's, read already. Found by the chaos run (seed 2026,
+/// the copy over the file a rename had rotated, still followed after restarts): every
+/// attacker of the last minute banned again.
+#[test]
+fn a_rotated_file_rewritten_in_place_is_not_read_again() {
+    let (log, mut f, read) = TestLog::read_from_head(b"a\n");
+    assert_eq!(read, ["a"]);
+    std::fs::rename(&log.path, log.sibling("auth.log.1")).expect("rename");
+    log.append(b"b\nc\nd\n");
+    assert_eq!(poll(&mut f), ["b", "c", "d"]);
+    assert_eq!(f.rotated(), 1);
+    // Into the same inode: std::fs::copy opens an existing target with O_TRUNC, as cp does.
+    std::fs::copy(&log.path, log.sibling("auth.log.1")).expect("copy");
+    log.truncate();
+    log.append(b"e\n");
+    assert_eq!(poll(&mut f), ["e"], "nothing of the copy read");
+    assert_eq!(f.rotated(), 0, "the rewritten file is let go");
+    assert_eq!(f.stats().lines, 5);
+}
+
 /// However often the path is rotated under writers that never reopen, at most
 /// `MAX_ROTATED` old files are followed: the oldest is let go first.
 #[test]
