@@ -301,6 +301,7 @@ impl Sharing<'_> {
                 BanTime::Permanent => None,
             },
             at: now.wall,
+            sent: now.wall,
         });
     }
 }

@@ -158,6 +158,7 @@ impl Engine {
                     findtime,
                     bantime,
                     at,
+                    ..
                 } => {
                     pipe.cmd("EVALSHA")
                         .arg(self.count.get_hash())

@@ -184,7 +184,11 @@ pub enum Outgoing {
         findtime: Duration,
         /// `None`: a permanent ban.
         bantime: Option<Duration>,
+        /// When the failures happened (their bucket in the window).
         at: i64,
+        /// When they are sent: a ban they make fleet-wide begins then (failures that
+        /// waited in the outbox, through an outage, make a ban as long as any other).
+        sent: i64,
     },
     /// A ban decided here; `force` (an operator's) replaces a ban in force.
     Ban {
@@ -213,10 +217,11 @@ impl Outgoing {
                 maxretry,
                 bantime,
                 at,
+                sent,
                 ..
             } => (
                 Op::Ban {
-                    expires: bantime.map(|d| at.saturating_add(crate::clock::ms(d))),
+                    expires: bantime.map(|d| sent.saturating_add(crate::clock::ms(d))),
                 },
                 jail,
                 target,
@@ -314,9 +319,14 @@ impl Outbox {
         let mut merged: std::collections::HashMap<(String, IpNet), usize> =
             std::collections::HashMap::new();
         while batch.len() < max {
-            let Some(item) = queue.pop_front() else { break };
+            let Some(mut item) = queue.pop_front() else {
+                break;
+            };
             if !item.current(now) {
                 continue;
+            }
+            if let Outgoing::Failures { sent, .. } = &mut item {
+                *sent = now;
             }
             if let Some((jail, target)) = item.key()
                 && let Some(&at) = merged.get(&(jail.to_owned(), target))
@@ -401,6 +411,7 @@ mod tests {
             findtime: Duration::from_secs(600),
             bantime: Some(Duration::from_secs(3600)),
             at,
+            sent: at,
         }
     }
 
@@ -438,6 +449,28 @@ mod tests {
         assert!(outbox.is_empty());
     }
 
+    /// Failures that waited in the outbox (an engine out of reach, a partition) and make
+    /// a fleet-wide ban when they arrive make one that begins then: from their own time it
+    /// would have ended before it was made, and its key would have kept later bans of the
+    /// address from the stream. Found by the chaos run (a host partitioned for 30 s).
+    #[test]
+    fn failures_sent_late_make_a_ban_from_when_they_are_sent() {
+        let outbox = Outbox::new(100);
+        outbox.push(fail("192.0.2.1/32", 1_000));
+        let batch = outbox.take(10, 31_000);
+        let Outgoing::Failures { at, .. } = &batch[0] else {
+            panic!("{batch:?}")
+        };
+        assert_eq!(*at, 1_000, "counted in the window where they happened");
+        assert_eq!(
+            batch[0].entry("web-1").op,
+            Op::Ban {
+                expires: Some(31_000 + 3_600_000)
+            },
+            "a ban of bantime from the moment it is made"
+        );
+    }
+
     #[test]
     fn a_full_outbox_drops_new_failures_but_makes_room_for_bans() {
         let outbox = Outbox::new(2);
@@ -457,7 +490,11 @@ mod tests {
         outbox.put_back(batch);
         assert_eq!((outbox.len(), outbox.dropped()), (2, 3));
         let again = outbox.take(2, 2);
-        assert_eq!(again, vec![ban("192.0.2.9/32", 1), fail("192.0.2.5/32", 1)]);
+        let mut failure = fail("192.0.2.5/32", 1);
+        if let Outgoing::Failures { sent, .. } = &mut failure {
+            *sent = 2;
+        }
+        assert_eq!(again, vec![ban("192.0.2.9/32", 1), failure]);
     }
 
     #[test]

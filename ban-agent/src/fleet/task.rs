@@ -9,7 +9,7 @@ use std::{
 
 use anyhow::Context as _;
 use tokio::sync::mpsc;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::{Engine, EngineAccess, Entry, FleetError, Outbox, Signer, Unreadable, id_before};
 use crate::{config::Fleet, metrics::Metrics};
@@ -316,6 +316,9 @@ impl Run {
         let started = Instant::now();
         match writer.send(&batch, &signed).await {
             Ok(sent) => {
+                for (item, reply) in batch.iter().zip(&sent) {
+                    debug!(entry = ?item, reply = ?reply, "sent to the fleet's engine");
+                }
                 self.metrics
                     .fleet_round_trip
                     .observe(started.elapsed().as_secs_f64());

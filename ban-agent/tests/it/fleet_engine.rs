@@ -22,6 +22,7 @@ fn failures(target: &str, failures: u32, at: i64) -> Outgoing {
         findtime: Duration::from_secs(600),
         bantime: Some(Duration::from_secs(3600)),
         at,
+        sent: at,
     }
 }
 
