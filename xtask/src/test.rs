@@ -81,6 +81,12 @@ pub fn test(ws: &Workspace) -> anyhow::Result<()> {
             || container_demo(ws),
         )
     });
+    let tests = tests.and_then(|()| {
+        phase(
+            "chaos (cargo xtask chaos --minutes 2 --seed 1: one host and a fleet of three, faults under load)",
+            || chaos(ws),
+        )
+    });
     let fuzzed = match tests {
         Ok(()) => phase("fuzz (20 s per target)", || {
             fuzz::fuzz_quietly(ws, &fuzz::FuzzArgs::every_target(20))
@@ -99,6 +105,16 @@ pub fn test(ws: &Workspace) -> anyhow::Result<()> {
     );
     tests?;
     fuzzed.map(drop)
+}
+
+/// The short chaos run: faults under load on one host and on a fleet of three, every
+/// invariant checked. It needs root; without root it is skipped, unless
+/// `BAN_AGENT_REQUIRE_PRIVILEGED=1`.
+fn chaos(ws: &Workspace) -> anyhow::Result<()> {
+    if !crate::is_root() {
+        return skip_privileged("the chaos run (namespaces, mounts and BPF need root)");
+    }
+    crate::chaos::chaos(ws, &crate::chaos::ChaosArgs::ci())
 }
 
 /// The demo with a real container runtime, as a test: it fails unless the attacker of the

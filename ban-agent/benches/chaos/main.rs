@@ -47,9 +47,12 @@ use ban_agent::{
 };
 use ipnet::IpNet;
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../../tests/common/mod.rs"]
 #[allow(dead_code, reason = "the chaos run uses a part of the tests' helpers")]
 mod common;
+mod fleet;
+mod relay;
+#[path = "../shared/mod.rs"]
 mod shared;
 use common::{
     Netns,
@@ -333,6 +336,8 @@ fn main() -> anyhow::Result<()> {
     let mut host = Host::new(dir.path())?;
     host.start();
     let maps = Maps::open_pinned(&host.bpffs.join("pins"))?;
+    let fleet = fleet::Fleet::start(plan.seed)?;
+    let fleet_pid = fleet.pid();
     let started = Instant::now();
     let end = started + Duration::from_secs_f64(plan.minutes * 60.0);
     let stop = Arc::new(AtomicBool::new(false));
@@ -350,15 +355,20 @@ fn main() -> anyhow::Result<()> {
         let (stop, observed) = (Arc::clone(&stop), Arc::clone(&observed));
         std::thread::spawn(move || watch(&maps, &stop, &observed))
     };
+    let fleet = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || fleet.run(plan.seed, &stop))
+    };
     let mut history = History::default();
     let mut rng = Rng(plan.seed ^ 0x006e_656d_6573_6973);
-    let mut soak = String::from("seconds,rss_kib,fds,state_bytes,map_entries\n");
+    let mut soak =
+        String::from("seconds,rss_kib,fds,state_bytes,map_entries,fleet_rss_kib,fleet_fds\n");
     let mut next_sample = started;
     let mut next_fault = started + rng.millis(4_000, 10_000);
     let mut failure = None;
     while Instant::now() < end {
         if Instant::now() >= next_sample {
-            sample(&host, &observed, started, &mut soak);
+            sample(&host, fleet_pid, &observed, started, &mut soak);
             next_sample += Duration::from_secs(10);
         }
         if Instant::now() >= next_fault {
@@ -374,6 +384,10 @@ fn main() -> anyhow::Result<()> {
     let lines = generator
         .join()
         .map_err(|_| anyhow::anyhow!("the generator panicked"))??;
+    let fleet = fleet
+        .join()
+        .map_err(|_| anyhow::anyhow!("the fleet's run panicked"))?
+        .map_err(|e| e.context(format!("the fleet's run (seed {})", plan.seed)))?;
     let load = format!(
         "{lines} lines written in {:.0} s ({:.0} a second), {} faults",
         started.elapsed().as_secs_f64(),
@@ -383,7 +397,7 @@ fn main() -> anyhow::Result<()> {
     // What was written last is read and banned, then the kernel and the table compared.
     std::thread::sleep(Duration::from_secs(3));
     let settled = Instant::now();
-    let final_table = host.table();
+    let final_difference = differences(&host);
     let watched = Arc::clone(&observed);
     watcher
         .join()
@@ -400,19 +414,28 @@ fn main() -> anyhow::Result<()> {
         .lock()
         .map_err(|_| anyhow::anyhow!("observed poisoned"))?;
     let mut verdict = judge(&truth, &observed, &history, (started, settled));
-    verdict.check_final(final_table, &observed, settled);
+    verdict
+        .mismatches
+        .extend(history.mismatches.iter().cloned());
+    if let Some(difference) = final_difference {
+        verdict.mismatches.push(format!("at the end: {difference}"));
+    }
     verdict.integrity = integrity(&host.state.join("state.db")).err();
     verdict.panics = logs.lines().filter(|l| l.contains("panicked")).count();
     verdict.soak = soak_verdict(&soak);
     host.daemon = None;
     drop(host);
-    let report = format!("{load}\n\n{}", verdict.report(&history));
+    let report = format!("{load}\n\n{}\n{}", verdict.report(&history), fleet.report);
     println!("{report}");
     std::fs::write(out.join("report.md"), &report)?;
+    std::fs::write(
+        out.join("timelines.txt"),
+        timelines(&verdict, &truth, &observed, &history, started),
+    )?;
     if let Some(e) = failure {
         bail!("the nemesis failed: {e:#} (seed {})", plan.seed);
     }
-    if !verdict.holds() {
+    if !verdict.holds() || !fleet.holds {
         bail!(
             "invariants broken (seed {}): replay with cargo xtask chaos --minutes {} --seed {} --rate {}",
             plan.seed,
@@ -760,34 +783,64 @@ fn nemesis(
 /// After a restart: once the agent has caught up, its table must equal the kernel's.
 fn recovered(host: &Host, history: &mut History, fault: &str) {
     std::thread::sleep(Duration::from_millis(1_500));
-    let table = host.table();
-    let kernel: Option<BTreeSet<IpNet>> = Maps::open_pinned(&host.bpffs.join("pins"))
-        .and_then(|maps| maps.list())
-        .ok()
-        .map(|records| records.iter().map(|r| r.target).collect());
-    match (table, kernel) {
-        (Ok(table), Some(kernel)) => {
-            // Bans that ended between the two reads differ by a moment: compare what both
-            // hold and what only one does that ends later than now.
-            let only: Vec<&IpNet> = table.symmetric_difference(&kernel).collect();
-            if only.len() > 2 {
-                history.mismatches.push(format!(
-                    "after {fault}: {} bans differ between the agent's table and the kernel: {:?}",
-                    only.len(),
-                    only.iter().take(5).collect::<Vec<_>>()
-                ));
-            }
-        }
-        (table, kernel) => history.mismatches.push(format!(
-            "after {fault}: cannot compare ({:?}, {})",
-            table.err(),
-            kernel.is_some()
-        )),
+    if let Some(difference) = differences(host) {
+        history
+            .mismatches
+            .push(format!("after {fault}: {difference}"));
     }
 }
 
-fn sample(host: &Host, observed: &Mutex<Observed>, started: Instant, out: &mut String) {
-    let Some(pid) = host.pid() else { return };
+/// The agent's table against the kernel's maps, read before and after it: what the table
+/// holds and the kernel did at neither read, or what the kernel held at both and the table
+/// not, leaving out the bans that end within a second; `None` when they agree.
+fn differences(host: &Host) -> Option<String> {
+    let kernel = || -> anyhow::Result<Vec<ban_agent::datapath::BanRecord>> {
+        Ok(Maps::open_pinned(&host.bpffs.join("pins")).and_then(|maps| maps.list())?)
+    };
+    let (before, table, after) = match (kernel(), host.table(), kernel()) {
+        (Ok(before), Ok(table), Ok(after)) => (before, table, after),
+        (before, table, after) => {
+            return Some(format!(
+                "cannot compare: {:?} {:?} {:?}",
+                before.err(),
+                table.err(),
+                after.err()
+            ));
+        }
+    };
+    let soon = boot_ns() + 1_000_000_000;
+    let held = |records: &[ban_agent::datapath::BanRecord]| -> BTreeSet<IpNet> {
+        records
+            .iter()
+            .filter(|r| !matches!(r.expiry, Expiry::At(end) if end <= soon))
+            .map(|r| r.target)
+            .collect()
+    };
+    let any = |records: &[ban_agent::datapath::BanRecord]| -> BTreeSet<IpNet> {
+        records.iter().map(|r| r.target).collect()
+    };
+    let (held_before, held_after) = (held(&before), held(&after));
+    let (any_before, any_after) = (any(&before), any(&after));
+    let only_table: Vec<&IpNet> = table
+        .iter()
+        .filter(|t| !any_before.contains(*t) && !any_after.contains(*t))
+        .collect();
+    let only_kernel: Vec<&IpNet> = held_before
+        .intersection(&held_after)
+        .filter(|t| !table.contains(*t))
+        .collect();
+    (!only_table.is_empty() || !only_kernel.is_empty()).then(|| {
+        format!(
+            "the agent's table and the kernel differ: only in the table {:?}, only in the \
+             kernel {:?}",
+            only_table.iter().take(5).collect::<Vec<_>>(),
+            only_kernel.iter().take(5).collect::<Vec<_>>()
+        )
+    })
+}
+
+/// A process' resident memory (KiB) and open descriptors.
+fn usage(pid: u32) -> (u64, usize) {
     let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
@@ -797,6 +850,19 @@ fn sample(host: &Host, observed: &Mutex<Observed>, started: Instant, out: &mut S
         })
         .unwrap_or(0);
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count);
+    (rss, fds)
+}
+
+fn sample(
+    host: &Host,
+    fleet_pid: u32,
+    observed: &Mutex<Observed>,
+    started: Instant,
+    out: &mut String,
+) {
+    let Some(pid) = host.pid() else { return };
+    let (rss, fds) = usage(pid);
+    let (fleet_rss, fleet_fds) = usage(fleet_pid);
     let state = ["state.db", "state.db-wal"]
         .iter()
         .filter_map(|f| std::fs::metadata(host.state.join(f)).ok())
@@ -809,29 +875,30 @@ fn sample(host: &Host, observed: &Mutex<Observed>, started: Instant, out: &mut S
     });
     let _ = writeln!(
         out,
-        "{},{rss},{fds},{state},{entries}",
+        "{},{rss},{fds},{state},{entries},{fleet_rss},{fleet_fds}",
         started.elapsed().as_secs()
     );
 }
 
-/// The soak's samples of the last 40 minutes (runs of 30 minutes or more), fitted with a
-/// line: resident memory may not grow by more than 5% of its mean (or 1 MB) over the
-/// window, nor the descriptors by more than 2.
+/// The soak's samples of the last 40 minutes (runs of 30 minutes or more), each series
+/// fitted with a line whose rise over the window may not pass its limit: the fleet
+/// agent's (alive the whole run) and the restarted agent's resident memory 5% of its mean
+/// or 1 MB, their descriptors 2 (3 for the restarted one: a rotated log is held a moment),
+/// the state file 10% or 1 MB, the bans in the kernel 10% or 10.
 fn soak_verdict(csv: &str) -> Option<Result<String, String>> {
-    let rows: Vec<[f64; 3]> = csv
+    const COLUMNS: usize = 7;
+    let rows: Vec<Vec<f64>> = csv
         .lines()
         .skip(1)
-        .filter_map(|line| {
-            let v: Vec<f64> = line.split(',').filter_map(|x| x.parse().ok()).collect();
-            (v.len() == 5).then(|| [v[0], v[1], v[2]])
-        })
+        .map(|line| line.split(',').filter_map(|x| x.parse().ok()).collect())
+        .filter(|v: &Vec<f64>| v.len() == COLUMNS)
         .collect();
     let last = rows.last()?[0];
     if last < 30.0 * 60.0 {
         return None;
     }
     let from = (last - 40.0 * 60.0).max(last / 3.0);
-    let window: Vec<&[f64; 3]> = rows.iter().filter(|r| r[0] >= from).collect();
+    let window: Vec<&Vec<f64>> = rows.iter().filter(|r| r[0] >= from).collect();
     let n = window.len() as f64;
     let fit = |column: usize| -> (f64, f64) {
         let mean_t = window.iter().map(|r| r[0]).sum::<f64>() / n;
@@ -844,22 +911,54 @@ fn soak_verdict(csv: &str) -> Option<Result<String, String>> {
         let slope = if var > 0.0 { cov / var } else { 0.0 };
         (slope * (last - from), mean)
     };
-    let (rss_growth, rss_mean) = fit(1);
-    let (fd_growth, fd_mean) = fit(2);
-    let figures = format!(
-        "over the last {:.0} min: resident memory {:.1} MB on average, {:+.2} MB by the \
-         fit; descriptors {:.1}, {:+.2}",
-        (last - from) / 60.0,
-        rss_mean / 1024.0,
-        rss_growth / 1024.0,
-        fd_mean,
-        fd_growth
-    );
-    if rss_growth > (rss_mean * 0.05).max(1024.0) || fd_growth > 2.0 {
-        Some(Err(format!("grows: {figures}")))
-    } else {
-        Some(Ok(figures))
+    /// A column, what it is, its unit's size and name, its limit from its mean.
+    type Series = (usize, &'static str, f64, &'static str, fn(f64) -> f64);
+    let series: [Series; 6] = [
+        (5, "fleet agent's memory", 1024.0, "MB", |m| {
+            (m * 0.05).max(1024.0)
+        }),
+        (6, "fleet agent's descriptors", 1.0, "", |_| 2.0),
+        (1, "restarted agent's memory", 1024.0, "MB", |m| {
+            (m * 0.05).max(1024.0)
+        }),
+        (2, "restarted agent's descriptors", 1.0, "", |_| 3.0),
+        (3, "state file", 1_048_576.0, "MB", |m| {
+            (m * 0.1).max(1_048_576.0)
+        }),
+        (4, "bans in the kernel", 1.0, "", |m| (m * 0.1).max(10.0)),
+    ];
+    let mut figures = Vec::new();
+    let mut grows = Vec::new();
+    for (column, what, unit, name, limit) in series {
+        let (growth, mean) = fit(column);
+        let text = format!(
+            "{what} {:.1}{name} on average, {:+.2}{name} by the fit",
+            mean / unit,
+            growth / unit
+        );
+        if growth > limit(mean) {
+            grows.push(text.clone());
+        }
+        figures.push(text);
     }
+    let figures = format!(
+        "over the last {:.0} min: {}",
+        (last - from) / 60.0,
+        figures.join("; ")
+    );
+    if grows.is_empty() {
+        Some(Ok(figures))
+    } else {
+        Some(Err(format!("grows: {}; {figures}", grows.join("; "))))
+    }
+}
+
+/// Writes `bytes` to `path`, readable by its owner only (as the agent wants its secrets).
+fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::write(path, bytes)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(())
 }
 
 fn integrity(db: &Path) -> Result<(), String> {
@@ -894,6 +993,8 @@ struct Verdict {
     soak: Option<Result<String, String>>,
     /// The slowest earned ban (from its line, or from the agent's return).
     slowest: Duration,
+    /// The addresses of the findings, for their timelines.
+    suspects: BTreeSet<IpAddr>,
 }
 
 impl Verdict {
@@ -905,35 +1006,6 @@ impl Verdict {
             && self.integrity.is_none()
             && self.panics == 0
             && !matches!(self.soak, Some(Err(_)))
-    }
-
-    fn check_final(
-        &mut self,
-        table: anyhow::Result<BTreeSet<IpNet>>,
-        observed: &Observed,
-        at: Instant,
-    ) {
-        let kernel: BTreeSet<IpNet> = observed
-            .iter()
-            .filter(|(_, seen)| {
-                seen.last()
-                    .is_some_and(|s| s.first <= at && s.gone.is_none_or(|gone| gone > at))
-            })
-            .map(|(ip, _)| IpNet::from(*ip))
-            .collect();
-        match table {
-            Ok(table) => {
-                let only: Vec<&IpNet> = table.symmetric_difference(&kernel).collect();
-                if only.len() > 2 {
-                    self.mismatches.push(format!(
-                        "at the end: {} bans differ between the agent's table and the kernel: {:?}",
-                        only.len(),
-                        only.iter().take(5).collect::<Vec<_>>()
-                    ));
-                }
-            }
-            Err(e) => self.mismatches.push(format!("at the end: no table: {e:#}")),
-        }
     }
 
     fn report(&self, history: &History) -> String {
@@ -973,17 +1045,12 @@ impl Verdict {
                 first(&self.wrong_length)
             ),
         );
-        let mismatches: Vec<String> = history
-            .mismatches
-            .iter()
-            .chain(&self.mismatches)
-            .cloned()
-            .collect();
+        let mismatches = &self.mismatches;
         row(
             &mut out,
             "the kernel's bans equal the agent's table after each recovery and at the end",
             mismatches.is_empty(),
-            format!("{} differences{}", mismatches.len(), first(&mismatches)),
+            format!("{} differences{}", mismatches.len(), first(mismatches)),
         );
         row(
             &mut out,
@@ -1004,7 +1071,7 @@ impl Verdict {
         };
         row(
             &mut out,
-            "resident memory and descriptors flat over the last 40 minutes",
+            "memory, descriptors, state and bans in the kernel flat over the last 40 minutes",
             flat,
             figures,
         );
@@ -1014,6 +1081,66 @@ impl Verdict {
         }
         out
     }
+}
+
+/// For each address of a finding (the first 20): its failures, the kernel's bans of it and
+/// what the operator did to it, in time from the start, for the one who reads a failed run.
+fn timelines(
+    verdict: &Verdict,
+    truth: &Truth,
+    observed: &Observed,
+    history: &History,
+    started: Instant,
+) -> String {
+    let at = |t: Instant| t.saturating_duration_since(started).as_secs_f64();
+    let mut out = String::new();
+    for ip in verdict.suspects.iter().take(20) {
+        let mut events: Vec<(f64, String)> = Vec::new();
+        for t in truth.failures.get(ip).map_or(&[][..], Vec::as_slice) {
+            events.push((at(*t), "failure".to_owned()));
+        }
+        for s in observed.get(ip).map_or(&[][..], Vec::as_slice) {
+            let length = match s.expiry {
+                Expiry::At(end) => format!(
+                    "{:.3} s",
+                    Duration::from_nanos(end.saturating_sub(s.first_boot)).as_secs_f64()
+                ),
+                Expiry::Never => "forever".to_owned(),
+            };
+            events.push((
+                at(s.first),
+                format!(
+                    "in the kernel, expiry {length} after, last seen {:.3}, gone {}",
+                    at(s.last),
+                    s.gone
+                        .map_or_else(|| "-".to_owned(), |g| format!("{:.3}", at(g)))
+                ),
+            ));
+        }
+        for (unbanned, t) in &history.operator_unbans {
+            if unbanned == ip {
+                events.push((at(*t), "operator unban".to_owned()));
+            }
+        }
+        for (t, fault) in &history.faults {
+            events.push((t.as_secs_f64(), format!("  (nemesis: {fault})")));
+        }
+        events.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let _ = writeln!(out, "{ip}:");
+        let mine: Vec<f64> = events
+            .iter()
+            .filter(|(_, e)| !e.starts_with("  "))
+            .map(|(t, _)| *t)
+            .collect();
+        for (t, event) in events {
+            // The nemesis only near this address' own events.
+            if event.starts_with("  ") && !mine.iter().any(|m| (m - t).abs() < 30.0) {
+                continue;
+            }
+            let _ = writeln!(out, "  {t:>9.3} {event}");
+        }
+    }
+    out
 }
 
 fn first(list: &[String]) -> String {
@@ -1065,6 +1192,7 @@ fn judge(
                 .windows(MAXRETRY)
                 .any(|w| *w[MAXRETRY - 1] - *w[0] <= FINDTIME);
             if !earned {
+                verdict.suspects.insert(*ip);
                 verdict.unearned.push(format!(
                     "{ip} banned at {:.1} s with {} failures since its last ban",
                     (s.first - started).as_secs_f64(),
@@ -1078,6 +1206,7 @@ fn judge(
                     unbanned == ip && *at >= s.first && s.gone.is_some_and(|g| g >= *at)
                 });
                 if length > BANTIME + DEADLINE {
+                    verdict.suspects.insert(*ip);
                     verdict
                         .wrong_length
                         .push(format!("{ip}: a ban of {length:?}"));
@@ -1086,6 +1215,7 @@ fn judge(
                     && !lifted_by_operator
                     && gone + DEADLINE < s.first + length.min(BANTIME) - WATCH * 4
                 {
+                    verdict.suspects.insert(*ip);
                     verdict.wrong_length.push(format!(
                         "{ip}: gone {:?} after it was seen, of {length:?}",
                         gone - s.first
@@ -1127,6 +1257,7 @@ fn judge(
                     after = Some(s.first.max(earned_at));
                 }
                 Some(s) => {
+                    verdict.suspects.insert(*ip);
                     verdict.late.push(format!(
                         "{ip}: in the kernel {:?} after its {MAXRETRY}th failure",
                         s.first - earned_at
@@ -1134,6 +1265,7 @@ fn judge(
                     after = Some(s.first);
                 }
                 None => {
+                    verdict.suspects.insert(*ip);
                     verdict
                         .late
                         .push(format!("{ip}: never banned after its {MAXRETRY}th failure"));
