@@ -147,6 +147,9 @@ struct Seen {
     /// The boot clock when first seen, for the expiry.
     first_boot: u64,
     expiry: Expiry,
+    /// The boot clock when the expiry was first seen as it is now (a ban extended while
+    /// in force has a later one).
+    expiry_boot: u64,
     last: Instant,
     gone: Option<Instant>,
 }
@@ -644,12 +647,16 @@ fn watch(maps: &Maps, stop: &AtomicBool, observed: &Mutex<Observed>) -> anyhow::
                 match seen.last_mut() {
                     Some(last) if last.gone.is_none() => {
                         last.last = now;
-                        last.expiry = *expiry;
+                        if last.expiry != *expiry {
+                            last.expiry = *expiry;
+                            last.expiry_boot = boot;
+                        }
                     }
                     _ => seen.push(Seen {
                         first: now,
                         first_boot: boot,
                         expiry: *expiry,
+                        expiry_boot: boot,
                         last: now,
                         gone: None,
                     }),
