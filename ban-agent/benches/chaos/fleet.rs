@@ -35,13 +35,13 @@ use anyhow::{Context as _, bail};
 use ban_agent::{clock::Expiry, datapath::Maps};
 
 use crate::{
-    DEADLINE, FINDTIME, MAXRETRY, Observed, WATCH,
+    DEADLINE, FINDTIME, MAXRETRY, Observed, Style, WATCH,
     common::{
         Netns, Pins,
         agent::{AGENT, Daemon, cli_output},
         veth,
     },
-    relay,
+    line, relay,
     shared::Rng,
     watch,
 };
@@ -336,10 +336,11 @@ struct Truth {
 
 /// The fleet's part of a run: started beside the one host's, stopped with it.
 pub struct Fleet {
-    engine: Arc<Mutex<Engine>>,
+    /// Only the nemesis uses it (a lock for `&self`).
+    engine: Mutex<Engine>,
     members: Arc<Vec<Member>>,
     observed: Vec<Arc<Mutex<Observed>>>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 /// The fleet's verdict, for the report.
@@ -359,10 +360,10 @@ impl Fleet {
             members.push(Member::start(n, &engine.ns, dir.path(), &key, seed)?);
         }
         Ok(Self {
-            engine: Arc::new(Mutex::new(engine)),
+            engine: Mutex::new(engine),
             members: Arc::new(members),
             observed: (0..HOSTS).map(|_| Arc::default()).collect(),
-            _dir: dir,
+            dir,
         })
     }
 
@@ -446,7 +447,7 @@ impl Fleet {
             std::fs::write(out.join(format!("fleet-h{n}.log")), log)?;
         }
         for log in ["sentinel.log", "redis-0.log", "redis-1.log"] {
-            let _ = std::fs::copy(self._dir.path().join(log), out.join(format!("fleet-{log}")));
+            let _ = std::fs::copy(self.dir.path().join(log), out.join(format!("fleet-{log}")));
         }
         let settled = Instant::now();
         Ok(judge(
@@ -600,13 +601,14 @@ fn generate(
     while !stop.load(Ordering::Relaxed) {
         let tick = Instant::now();
         for _ in 0..RATE / 100 {
-            let (ip, status) = if rng.below(10) == 0 {
-                (format!("198.51.100.{}", 192 + rng.below(32)), 401)
+            let (last, status) = if rng.below(10) == 0 {
+                (192 + rng.below(32), 401)
             } else {
-                (format!("198.51.100.{}", 128 + rng.below(64)), 200)
+                (128 + rng.below(64), 200)
             };
+            let ip = IpAddr::from([198, 51, 100, last as u8]);
             let host = rng.below(members.len() as u64) as usize;
-            line(&ip, status, &mut batches[host]);
+            line(Style::Middleware, ip, status, &mut batches[host]);
             written += 1;
         }
         let mut failed = Vec::new();
@@ -615,7 +617,7 @@ fn generate(
                 continue;
             }
             let host = rng.below(members.len() as u64) as usize;
-            line(&ip.to_string(), 401, &mut batches[host]);
+            line(Style::Middleware, *ip, 401, &mut batches[host]);
             written += 1;
             failed.push((*ip, tick));
             *sent += 1;
@@ -644,15 +646,6 @@ fn generate(
         std::thread::sleep(Duration::from_millis(10).saturating_sub(tick.elapsed()));
     }
     Ok(written)
-}
-
-fn line(ip: &str, status: u16, out: &mut String) {
-    let path = if status == 200 { "/items" } else { "/login" };
-    let _ = writeln!(
-        out,
-        "{} - fastapi-auth - INFO - {ip} - \"POST {path}\" {status} - 0.0100s",
-        crate::common::agent::now_stamp()
-    );
 }
 
 /// The largest outbox each agent reported, and the failures it dropped when full, read
