@@ -41,7 +41,7 @@ use crate::{
         agent::{AGENT, Daemon, cli_output},
         veth,
     },
-    line, relay,
+    earned, line, relay,
     shared::Rng,
     watch,
 };
@@ -725,14 +725,7 @@ fn judge(
                 if a == 0 {
                     bans += 1;
                     let failures = truth.failures.get(ip).map_or(&[][..], Vec::as_slice);
-                    let counted: Vec<&Instant> = failures
-                        .iter()
-                        .filter(|t| since.is_none_or(|b| **t > b) && **t <= s.first)
-                        .collect();
-                    if !counted
-                        .windows(MAXRETRY)
-                        .any(|w| *w[MAXRETRY - 1] - *w[0] <= FINDTIME)
-                    {
+                    if !earned(failures, since, s.first) {
                         sooner += 1;
                     }
                     since = Some(s.first);

@@ -1155,6 +1155,18 @@ fn first(list: &[String]) -> String {
         .map_or_else(String::new, |f| format!("; first: {f}"))
 }
 
+/// Whether `failures` (in time order) hold maxretry within findtime after `since` (the
+/// last ban's start) and by `until` (a ban's first sight): what earns a ban.
+fn earned(failures: &[Instant], since: Option<Instant>, until: Instant) -> bool {
+    let counted: Vec<&Instant> = failures
+        .iter()
+        .filter(|t| since.is_none_or(|b| **t > b) && **t <= until)
+        .collect();
+    counted
+        .windows(MAXRETRY)
+        .any(|w| *w[MAXRETRY - 1] - *w[0] <= FINDTIME)
+}
+
 /// Judges what the watcher saw against what the generator wrote and the nemesis did.
 fn judge(
     truth: &Truth,
@@ -1191,19 +1203,16 @@ fn judge(
         // previous ban began and before it appeared.
         let mut since: Option<Instant> = None;
         for s in seen {
-            let counted: Vec<&Instant> = failures
-                .iter()
-                .filter(|t| since.is_none_or(|b| **t > b) && **t <= s.first)
-                .collect();
-            let earned = counted
-                .windows(MAXRETRY)
-                .any(|w| *w[MAXRETRY - 1] - *w[0] <= FINDTIME);
-            if !earned {
+            if !earned(failures, since, s.first) {
+                let counted = failures
+                    .iter()
+                    .filter(|t| since.is_none_or(|b| **t > b) && **t <= s.first)
+                    .count();
                 verdict.suspects.insert(*ip);
                 verdict.unearned.push(format!(
                     "{ip} banned at {:.1} s with {} failures since its last ban",
                     (s.first - started).as_secs_f64(),
-                    counted.len()
+                    counted
                 ));
             }
             // Its length: the kernel's expiry against its first sight plus bantime.
