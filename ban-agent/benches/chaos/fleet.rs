@@ -347,6 +347,8 @@ pub struct Fleet {
 pub struct Verdict {
     pub holds: bool,
     pub report: String,
+    /// Every broken check, one a line (the report names only the first of each kind).
+    pub findings: String,
 }
 
 impl Fleet {
@@ -852,5 +854,14 @@ fn judge(
     for (at, fault) in &history.faults {
         let _ = writeln!(report, "- {:>7.1} s {fault}", at.as_secs_f64());
     }
-    Verdict { holds, report }
+    let findings = [&late, &too_long, &over, &unearned]
+        .into_iter()
+        .flatten()
+        .map(|f| format!("{f}\n"))
+        .collect();
+    Verdict {
+        holds,
+        report,
+        findings,
+    }
 }

@@ -435,6 +435,7 @@ fn main() -> anyhow::Result<()> {
         out.join("timelines.txt"),
         timelines(&verdict, &truth, &observed, &history, started),
     )?;
+    std::fs::write(out.join("fleet-findings.txt"), &fleet.findings)?;
     if let Some(e) = failure {
         bail!("the nemesis failed: {e:#} (seed {})", plan.seed);
     }
