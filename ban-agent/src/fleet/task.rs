@@ -336,3 +336,54 @@ impl Run {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Endpoint;
+
+    /// Found by the hour-long chaos run: with waits of up to 2 s between attempts, a ban
+    /// made during a partition reached the other hosts 2.2 s after the heal. An engine that
+    /// takes each connection and hangs up at once stands for one that is gone.
+    #[tokio::test]
+    async fn an_engine_out_of_reach_is_tried_again_at_least_every_half_second() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a port on the loopback");
+        let port = listener.local_addr().expect("its address").port();
+        let attempts = tokio::spawn(async move {
+            let mut at = Vec::new();
+            let until = tokio::time::Instant::now() + Duration::from_secs(3);
+            while let Ok(Ok((stream, _))) = tokio::time::timeout_at(until, listener.accept()).await
+            {
+                at.push(Instant::now());
+                drop(stream);
+            }
+            at
+        });
+        let config = Fleet {
+            endpoint: Endpoint::Url(format!("redis://127.0.0.1:{port}")),
+            username: None,
+            password_file: None,
+            name: "h1".into(),
+            prefix: "ba:".into(),
+            key_file: None,
+            ca_file: None,
+            batch: Duration::ZERO,
+            outbox: 100,
+            max_bantime: None,
+        };
+        let (link, _incoming) = spawn(&config, None, Metrics::new()).expect("the task starts");
+        let at = attempts.await.expect("the listener");
+        drop(link);
+        let gaps: Vec<Duration> = at.windows(2).map(|w| w[1] - w[0]).collect();
+        assert!(at.len() >= 6, "{} attempts in 3 s: {gaps:?}", at.len());
+        let longest = gaps.iter().max().copied().unwrap_or_default();
+        // Half a second of waiting and one attempt's time: a heal is seen well within the
+        // fleet's 2 s.
+        assert!(
+            longest < Duration::from_millis(800),
+            "waited {longest:?} between two attempts: {gaps:?}"
+        );
+    }
+}
