@@ -10,7 +10,7 @@
 //! jail that no decision holds any more.
 
 use std::{
-    collections::{BTreeSet, HashMap, HashSet},
+    collections::{HashMap, HashSet},
     net::IpAddr,
     sync::Arc,
     time::Duration,
@@ -19,14 +19,14 @@ use std::{
 use ipnet::IpNet;
 use tracing::{debug, info, warn};
 
-use super::{jails::Jails, table::Bans};
+use super::{jails::Jails, log_once::Refusals, table::Bans};
 use crate::{
     clock::Now,
     control::protocol::CrowdSecStatus,
     crowdsec::{Decision, Link, Pull},
     datapath,
     ignore::IgnoreList,
-    metrics::{Metrics, ReasonLabel},
+    metrics::Metrics,
     tracker::{Admit, BanTime},
 };
 
@@ -40,9 +40,7 @@ pub(super) struct CrowdSecSide {
     /// The decision (its id) behind each ban it made that is still in force.
     held: HashMap<IpNet, i64>,
     applied: u64,
-    refused: u64,
-    /// Reasons of refusal already said (each is said once; the metrics count them all).
-    said: BTreeSet<&'static str>,
+    refused: Refusals,
 }
 
 /// What a read of the stream asks of the jail, once it passed the rails.
@@ -73,8 +71,7 @@ impl CrowdSecSide {
             max_bantime,
             held: HashMap::new(),
             applied: 0,
-            refused: 0,
-            said: BTreeSet::new(),
+            refused: Refusals::default(),
         }
     }
 
@@ -193,14 +190,7 @@ impl CrowdSecSide {
 
     /// Counts a refused decision, and says the first of each reason.
     fn refuse(&mut self, reason: &'static str, detail: &str) {
-        self.metrics
-            .crowdsec_refused
-            .get_or_create(&ReasonLabel {
-                reason: reason.to_owned(),
-            })
-            .inc();
-        self.refused += 1;
-        if self.said.insert(reason) {
+        if self.refused.count(&self.metrics.crowdsec_refused, reason) {
             let rest = "further ones for this reason are counted in \
                         ban_agent_crowdsec_refused_total, not logged";
             match reason {
@@ -230,7 +220,7 @@ impl CrowdSecSide {
             errors: status.errors,
             decisions: self.held.len() as u64,
             applied: self.applied,
-            refused: self.refused,
+            refused: self.refused.total(),
         }
     }
 }

@@ -3,13 +3,14 @@
 //! fleet's stream says passes the same rails as a ban from the log, and whatever fails
 //! them is refused, counted and said once. The agent carries out what passes.
 
-use std::{collections::BTreeSet, net::IpAddr, sync::Arc, time::Duration};
+use std::{net::IpAddr, sync::Arc, time::Duration};
 
 use ipnet::IpNet;
 use tracing::{debug, info, warn};
 
 use super::{
     jails::{JailRun, Jails},
+    log_once::Refusals,
     table::{ActiveBan, Bans},
 };
 use crate::{
@@ -27,9 +28,7 @@ pub(super) struct FleetSide {
     link: Link,
     metrics: Arc<Metrics>,
     applied: u64,
-    refused: u64,
-    /// Reasons of refusal already said (each is said once; the metrics count them all).
-    said: BTreeSet<&'static str>,
+    refused: Refusals,
 }
 
 /// What an entry of the fleet's stream asks of this host, once it passed the rails: the
@@ -59,8 +58,7 @@ impl FleetSide {
             link,
             metrics,
             applied: 0,
-            refused: 0,
-            said: BTreeSet::new(),
+            refused: Refusals::default(),
         }
     }
 
@@ -215,14 +213,7 @@ impl FleetSide {
 
     /// Counts a refused entry, and says the first of each reason.
     pub(super) fn refuse(&mut self, reason: &'static str, detail: &str) {
-        self.metrics
-            .fleet_refused
-            .get_or_create(&crate::metrics::ReasonLabel {
-                reason: reason.to_owned(),
-            })
-            .inc();
-        self.refused += 1;
-        if self.said.insert(reason) {
+        if self.refused.count(&self.metrics.fleet_refused, reason) {
             warn!(
                 reason,
                 "refused an entry of the fleet's stream: {detail} (further refusals for this \
@@ -250,7 +241,7 @@ impl FleetSide {
             last_error: status.last_error,
             published: status.published,
             applied: self.applied,
-            refused: self.refused,
+            refused: self.refused.total(),
             signed: self.link.signer.signs(),
         }
     }
