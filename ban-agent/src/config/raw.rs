@@ -442,10 +442,22 @@ impl<'a> JailCtx<'a> {
         self.source.error(span, key, message)
     }
 
+    /// `enabled`, true unless set.
+    fn enabled(&self) -> bool {
+        self.pick("enabled", |j| j.enabled.as_ref())
+            .is_none_or(|s| *s.value)
+    }
+
+    /// `bantime`, [`defaults::BANTIME`] unless set.
+    fn bantime(&self) -> Result<BanTime, ConfigError> {
+        match self.pick("bantime", |j| j.bantime.as_ref()) {
+            Some(s) => self.duration(&s, true),
+            None => Ok(BanTime::For(defaults::BANTIME)),
+        }
+    }
+
     fn jail(&self, global: &Global, base: &Path) -> Result<Jail, ConfigError> {
-        let enabled = self
-            .pick("enabled", |j| j.enabled.as_ref())
-            .is_none_or(|s| *s.value);
+        let enabled = self.enabled();
         let journal = self.journal(base)?;
         let (filter, filter_origin) = self.filter(global, journal.is_some())?;
         let journal = journal.map(|mut spec| {
@@ -454,10 +466,7 @@ impl<'a> JailCtx<'a> {
             }
             spec
         });
-        let bantime = match self.pick("bantime", |j| j.bantime.as_ref()) {
-            Some(s) => self.duration(&s, true)?,
-            None => BanTime::For(defaults::BANTIME),
-        };
+        let bantime = self.bantime()?;
         let docker = self.docker(global, journal.is_some())?;
         let logpath = self.logpath(base, enabled && journal.is_none() && docker.is_none())?;
         let (log_format, stream) = self.container(journal.is_some())?;
@@ -504,13 +513,8 @@ impl<'a> JailCtx<'a> {
         base: &Path,
     ) -> Result<Jail, ConfigError> {
         self.no_log_keys()?;
-        let enabled = self
-            .pick("enabled", |j| j.enabled.as_ref())
-            .is_none_or(|s| *s.value);
-        let bantime = match self.pick("bantime", |j| j.bantime.as_ref()) {
-            Some(s) => self.duration(&s, true)?,
-            None => BanTime::For(defaults::BANTIME),
-        };
+        let enabled = self.enabled();
+        let bantime = self.bantime()?;
         let own = |field| Setting {
             value: field,
             key: format!("jail.{}", self.name),
