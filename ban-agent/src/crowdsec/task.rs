@@ -109,23 +109,31 @@ pub fn probe(config: &CrowdSec, timeout: Duration) -> Result<(), String> {
         .get(format!("{}v1/decisions?ip=127.0.0.1", config.url))
         .header("X-Api-Key", &key)
         .call()
-        .map_err(|e| {
-            format!(
-                "cannot reach CrowdSec's Local API at {}: {e}: is it running (`cscli lapi \
-                 status`), and is `url` its `api.server.listen_uri`?",
-                config.url
-            )
-        })?;
+        .map_err(|e| unreachable(config, &e))?;
     match response.status().as_u16() {
         200 => Ok(()),
-        401 | 403 => Err(format!(
-            "the Local API at {} refuses the key in {}: make one with `cscli bouncers add \
-             ban-agent -o raw`",
-            config.url,
-            config.api_key_file.display()
-        )),
+        status @ (401 | 403) => Err(refused_key(config, status)),
         status => Err(format!("the Local API at {} answers {status}", config.url)),
     }
+}
+
+/// The Local API did not answer.
+fn unreachable(config: &CrowdSec, e: &ureq::Error) -> String {
+    format!(
+        "cannot reach CrowdSec's Local API at {}: {e}: is it running (`cscli lapi status`), \
+         and is `url` in [crowdsec] its `api.server.listen_uri`?",
+        config.url
+    )
+}
+
+/// The Local API answered `status` (401 or 403) to the key.
+fn refused_key(config: &CrowdSec, status: u16) -> String {
+    format!(
+        "CrowdSec's Local API at {} refused the key in {} ({status}): is it a bouncer's key \
+         (`cscli bouncers list`)? Make one with `cscli bouncers add ban-agent -o raw`",
+        config.url,
+        config.api_key_file.display()
+    )
 }
 
 /// Starts the bouncer's thread. Only the key file can fail here: an API out of reach is
@@ -243,13 +251,7 @@ impl Poller {
             .get(&url)
             .header("X-Api-Key", &self.key)
             .call()
-            .map_err(|e| {
-                format!(
-                    "cannot reach CrowdSec's Local API at {}: {e}: is it running (`cscli lapi \
-                     status`), and is `url` in [crowdsec] its `api.server.listen_uri`?",
-                    self.config.url
-                )
-            })?;
+            .map_err(|e| unreachable(&self.config, &e))?;
         let status = response.status().as_u16();
         let body = response
             .body_mut()
@@ -263,13 +265,7 @@ impl Poller {
         match status {
             200 => read_stream(&body, startup, &self.config.scopes)
                 .map_err(|why| format!("the Local API at {} answered {why}", self.config.url)),
-            401 | 403 => Err(format!(
-                "CrowdSec's Local API at {} refused the key in {} ({status}): is it a \
-                 bouncer's key (`cscli bouncers list`)? Make one with `cscli bouncers add \
-                 ban-agent -o raw`",
-                self.config.url,
-                self.config.api_key_file.display()
-            )),
+            401 | 403 => Err(refused_key(&self.config, status)),
             _ => {
                 let start: String = body.chars().take(200).collect();
                 Err(format!(
