@@ -7,7 +7,9 @@
 //!   curlrc sends `api.abuseipdb.com:443` there, trusting the test's certificate): the
 //!   request it makes;
 //! - a log line whose text tries a command substitution, which reaches abuseipdb's
-//!   comment as text and runs nothing.
+//!   comment as text and runs nothing;
+//! - a reload: one that changes no action runs none, one that changes an action stops
+//!   the old actions and starts the new ones.
 
 use std::{
     path::{Path, PathBuf},
@@ -96,7 +98,8 @@ fn certificate(dir: &Path) -> (PathBuf, PathBuf) {
 }
 
 #[test]
-fn fail2bans_stock_actions_mail_and_report_a_ban_and_a_log_line_runs_nothing() {
+fn fail2bans_stock_actions_mail_and_report_a_ban_start_again_at_a_reload_and_a_log_line_runs_nothing()
+ {
     let Some(root) =
         crate::fail2ban_client::fail2ban_root("fail2bans_stock_actions_mail_and_report_a_ban")
     else {
@@ -150,21 +153,25 @@ fn fail2bans_stock_actions_mail_and_report_a_ban_and_a_log_line_runs_nothing() {
     let pwned = d.join("pwned");
     std::fs::write(&log, "").expect("the log");
     let config = d.join("ban-agent.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "socket = \"ctl.sock\"\nstate_dir = \"state\"\nignoreself = false\n\
-             fail2ban_dir = \"{}\"\n\
-             [jail.auth]\nlogpath = \"auth.log\"\nfilter = \"fastapi-auth\"\nstart = \"head\"\n\
-             maxretry = 2\nbantime = \"1h\"\nports = [8000]\n\
-             action = ['iptables-multiport', \
-             'sendmail-whois[dest=ops@example.org, sender=ban@example.org, \
-             mailcmd=\"sendmail -f <sender> <dest>\"]', \
-             'abuseipdb[abuseipdb_apikey=KEY-1, abuseipdb_category=18]']\n",
-            root.join("etc/fail2ban").display()
-        ),
-    )
-    .expect("the configuration");
+    // The configuration, its mail sent to `dest`.
+    let configure = |dest: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "socket = \"ctl.sock\"\nstate_dir = \"state\"\nignoreself = false\n\
+                 fail2ban_dir = \"{}\"\n\
+                 [jail.auth]\nlogpath = \"auth.log\"\nfilter = \"fastapi-auth\"\nstart = \"head\"\n\
+                 maxretry = 2\nbantime = \"1h\"\nports = [8000]\n\
+                 action = ['iptables-multiport', \
+                 'sendmail-whois[dest={dest}, sender=ban@example.org, \
+                 mailcmd=\"sendmail -f <sender> <dest>\"]', \
+                 'abuseipdb[abuseipdb_apikey=KEY-1, abuseipdb_category=18]']\n",
+                root.join("etc/fail2ban").display()
+            ),
+        )
+        .expect("the configuration");
+    };
+    configure("ops@example.org");
     // `check` says which run and which the kernel ban replaces.
     let checked = crate::common::sh(
         Command::new(AGENT)
@@ -266,15 +273,43 @@ fn fail2bans_stock_actions_mail_and_report_a_ban_and_a_log_line_runs_nothing() {
     assert!(comment.contains("$(touch "), "{comment}");
     assert!(!pwned.exists(), "a log line ran a command");
 
-    // `get JAIL actions` names them; the stop sends sendmail-whois's last mail.
+    // `get JAIL actions` names them.
     let actions = cli(&socket, &["get", "auth", "actions"]);
     assert_eq!(actions.trim(), "kernel\nsendmail-whois\nabuseipdb");
+
+    // A reload that changes no action runs none; one that changes an action stops the
+    // old ones and starts the new ones, as fail2ban's reload of a jail does.
+    cli(&socket, &["reload"]);
+    configure("oncall@example.org");
+    cli(&socket, &["reload"]);
+    let stopped = wait_for(&d.join("mails/mail.2"), &daemon);
+    assert!(
+        stopped.starts_with("args: -f ban@example.org ops@example.org\n")
+            && stopped.contains(&format!("Subject: [Fail2Ban] auth: stopped on {host}\n")),
+        "{stopped}"
+    );
+    let started = wait_for(&d.join("mails/mail.3"), &daemon);
+    assert!(
+        started.starts_with("args: -f ban@example.org oncall@example.org\n")
+            && started.contains(&format!("Subject: [Fail2Ban] auth: started on {host}\n")),
+        "{started}"
+    );
+
+    // The stop sends the new action's last mail.
     cli(&socket, &["stop"]);
     daemon.wait();
-    let stopped = std::fs::read_to_string(d.join("mails/mail.2")).expect("the stop's mail");
+    let stopped = std::fs::read_to_string(d.join("mails/mail.4")).expect("the stop's mail");
     assert!(
-        stopped.contains(&format!("Subject: [Fail2Ban] auth: stopped on {host}\n")),
+        stopped.starts_with("args: -f ban@example.org oncall@example.org\n")
+            && stopped.contains(&format!("Subject: [Fail2Ban] auth: stopped on {host}\n")),
         "{stopped}"
+    );
+    let mails = std::fs::read_dir(d.join("mails"))
+        .expect("the mails")
+        .count();
+    assert_eq!(
+        mails, 5,
+        "five mails: started, banned, stopped, started, stopped"
     );
 }
 
