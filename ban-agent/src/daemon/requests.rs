@@ -286,20 +286,9 @@ impl Agent {
         let mut absent = Vec::new();
         for target in targets {
             let target = target.trunc();
-            let in_scope = |name: &str| jail.is_none_or(|j| j == name);
-            let mut found: Vec<(String, IpNet)> = self
-                .bans()
-                .iter()
-                .filter(|&(name, t, _)| t == target && in_scope(name))
-                .map(|(name, t, _)| (name.to_owned(), t))
-                .collect();
+            let mut found = self.bans_where(jail, |t| t == target);
             if found.is_empty() {
-                found = self
-                    .bans()
-                    .iter()
-                    .filter(|&(name, t, _)| target.contains(&t) && in_scope(name))
-                    .map(|(name, t, _)| (name.to_owned(), t))
-                    .collect();
+                found = self.bans_where(jail, |t| target.contains(&t));
             }
             if found.is_empty() {
                 absent.push(datapath::show(&target));
@@ -341,6 +330,20 @@ impl Agent {
         })
     }
 
+    /// The bans in `jail` (every jail when `None`) whose target passes `which`, by jail
+    /// and target.
+    fn bans_where(
+        &self,
+        jail: Option<&str>,
+        which: impl Fn(IpNet) -> bool,
+    ) -> Vec<(String, IpNet)> {
+        self.bans()
+            .iter()
+            .filter(|&(name, t, _)| which(t) && jail.is_none_or(|j| j == name))
+            .map(|(name, t, _)| (name.to_owned(), t))
+            .collect()
+    }
+
     fn operator_unban(
         &mut self,
         target: IpNet,
@@ -353,17 +356,15 @@ impl Agent {
         }
         let target = target.trunc();
         let jails: Vec<String> = self
-            .bans()
-            .iter()
-            .filter(|&(name, t, _)| t == target && jail.is_none_or(|j| j == name))
-            .map(|(name, _, _)| name.to_owned())
+            .bans_where(jail, |t| t == target)
+            .into_iter()
+            .map(|(name, _)| name)
             .collect();
         if jails.is_empty() {
             let covering: Vec<String> = self
-                .bans()
-                .iter()
-                .filter(|&(name, t, _)| t.contains(&target) && jail.is_none_or(|j| j == name))
-                .map(|(name, t, _)| format!("{t} in {name}"))
+                .bans_where(jail, |t| t.contains(&target))
+                .into_iter()
+                .map(|(name, t)| format!("{t} in {name}"))
                 .collect();
             if covering.is_empty() {
                 bail!(
@@ -397,11 +398,7 @@ impl Agent {
     }
 
     fn unban_all(&mut self, now: Now) -> anyhow::Result<Reply> {
-        let all: Vec<(String, IpNet)> = self
-            .bans()
-            .iter()
-            .map(|(jail, target, _)| (jail.to_owned(), target))
-            .collect();
+        let all = self.bans_where(None, |_| true);
         let lifted = self.lift_each(&all, "operator", now)?;
         Ok(Reply::Count {
             count: lifted as u64,
