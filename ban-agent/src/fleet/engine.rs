@@ -43,6 +43,11 @@ pub enum FleetError {
     Engine(#[from] redis::RedisError),
     #[error("the fleet's engine answered {what}: {detail}")]
     Reply { what: &'static str, detail: String },
+    #[error(
+        "the Sentinels name another primary, {to}, than the one this host uses, {from} (a \
+         failover): moving to it"
+    )]
+    Moved { from: String, to: String },
 }
 
 /// How to reach the engine.
@@ -88,6 +93,8 @@ pub enum Sent {
 #[derive(Clone)]
 pub struct Engine {
     conn: MultiplexedConnection,
+    /// Where the connection goes (the primary the Sentinels named, or the URL's server).
+    addr: redis::ConnectionAddr,
     count: redis::Script,
     publish: redis::Script,
     prefix: String,
@@ -95,6 +102,28 @@ pub struct Engine {
 }
 
 impl Engine {
+    /// Whether the Sentinels now name another primary than this connection's: after a
+    /// failover, the old primary, when it runs, takes writes (and loses them) until the
+    /// Sentinels turn it into a replica, some 10 s later. `Ok(())` when they name this
+    /// one, or when the engine is not reached through Sentinels.
+    pub async fn still_primary(&self, access: &EngineAccess) -> Result<(), FleetError> {
+        if !matches!(access.endpoint, Endpoint::Sentinel { .. }) {
+            return Ok(());
+        }
+        let named = client(access).await.map_err(|source| FleetError::Connect {
+            url: access.endpoint.shown(),
+            source,
+        })?;
+        let named = named.get_connection_info().addr();
+        if *named == self.addr {
+            return Ok(());
+        }
+        Err(FleetError::Moved {
+            from: self.addr.to_string(),
+            to: named.to_string(),
+        })
+    }
+
     /// Connects (a blocking read on this connection waits up to `block` more than a
     /// command) and loads the scripts.
     pub async fn connect(access: &EngineAccess, block: Duration) -> Result<Self, FleetError> {
@@ -104,6 +133,7 @@ impl Engine {
             source,
         };
         let client = client(access).await.map_err(connect)?;
+        let addr = client.get_connection_info().addr().clone();
         let config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(Some(RESPONSE_TIMEOUT + block));
@@ -122,6 +152,7 @@ impl Engine {
         }
         Ok(Self {
             conn,
+            addr,
             count,
             publish,
             prefix: access.prefix.clone(),

@@ -177,6 +177,11 @@ impl Run {
         loop {
             let error = match self.session().await {
                 Ok(()) => return,
+                // A failover: the new primary is there already.
+                Err(moved @ FleetError::Moved { .. }) => {
+                    info!(engine = %self.access.endpoint.shown(), "{moved}");
+                    continue;
+                }
                 Err(e) => e.to_string(),
             };
             let was = std::mem::replace(&mut self.status().connected, false);
@@ -298,6 +303,14 @@ impl Run {
                 .heartbeat(crate::clock::Now::read().wall, ALIVE)
                 .await?;
             let (_, newest) = engine.ends().await?;
+            // Writes to a primary the Sentinels no longer name are lost when it is turned
+            // into a replica: move to the new one now. Sentinels out of reach are no
+            // reason to leave a primary that answers.
+            match engine.still_primary(&self.access).await {
+                Err(moved @ FleetError::Moved { .. }) => return Err(moved),
+                Err(e) => debug!("cannot ask the Sentinels for the primary: {e}"),
+                Ok(()) => {}
+            }
             let mut status = self.status();
             status.peers = peers;
             status.newest = newest;

@@ -279,11 +279,12 @@ fn the_documented_acl_lets_the_agents_do_their_work_and_nothing_else() {
     });
 }
 
-/// Redis Sentinel: the agent asks the sentinel for the primary and counts there. Both
-/// servers listen on the loopback of a namespace of the test's own.
+/// Redis Sentinel: the agent asks the sentinel for the primary and counts there; once the
+/// sentinel names another primary, the connection says it has moved. The servers listen
+/// on the loopback of a namespace of the test's own.
 #[test]
-fn a_sentinel_names_the_primary_the_agent_uses() {
-    let test = "a_sentinel_names_the_primary_the_agent_uses";
+fn a_sentinel_names_the_primary_the_agent_uses_and_a_failover_moves_it() {
+    let test = "a_sentinel_names_the_primary_the_agent_uses_and_a_failover_moves_it";
     let Some(_serial) = common::privileged(test) else {
         return;
     };
@@ -332,8 +333,22 @@ fn a_sentinel_names_the_primary_the_agent_uses() {
             }
         }
     }
-    let _servers = Kill(vec![primary, sentinel]);
-    let sent = ns.run(|| {
+    // A second primary, for the Sentinel to name after a "failover".
+    let other = spawn(
+        ns.command(common::redis::REDIS)
+            .args([
+                "--port",
+                "6391",
+                "--bind",
+                "127.0.0.1",
+                "--requirepass",
+                PASSWORD,
+            ])
+            .args(["--save", "", "--appendonly", "no", "--dir"])
+            .arg(dir.path()),
+    );
+    let _servers = Kill(vec![primary, sentinel, other]);
+    let (sent, before, after) = ns.run(|| {
         runtime().block_on(async {
             let access = EngineAccess {
                 endpoint: ban_agent::config::Endpoint::Sentinel {
@@ -350,16 +365,49 @@ fn a_sentinel_names_the_primary_the_agent_uses() {
             };
             // Both servers take a moment to listen.
             let mut engine = connect_when_up(&access, "no primary through the sentinel").await;
-            send(
+            let sent = send(
                 &mut engine,
                 &Signer::default(),
                 "web1",
                 &[failures("192.0.2.44/32", 5, NOW)],
             )
-            .await
+            .await;
+            let before = engine.still_primary(&access).await;
+            // The Sentinel now names the other server, as after a failover whose old
+            // primary still runs and takes writes.
+            let sentinel = redis::Client::open("redis://127.0.0.1:26379").expect("sentinel");
+            let mut sentinel = sentinel
+                .get_multiplexed_async_connection()
+                .await
+                .expect("reach the sentinel");
+            for args in [
+                &["REMOVE", "primary"][..],
+                &["MONITOR", "primary", "127.0.0.1", "6391", "1"],
+                &["SET", "primary", "auth-pass", PASSWORD],
+            ] {
+                let () = redis::cmd("SENTINEL")
+                    .arg(args)
+                    .query_async(&mut sentinel)
+                    .await
+                    .unwrap_or_else(|e| panic!("SENTINEL {args:?}: {e}"));
+            }
+            let after = engine.still_primary(&access).await;
+            (sent, before, after)
         })
     });
     assert!(matches!(sent[0], Sent::Appended { .. }), "{sent:?}");
+    assert!(before.is_ok(), "{before:?}");
+    // The agent's heartbeat leaves the old primary on this error.
+    match after {
+        Err(e @ ban_agent::fleet::FleetError::Moved { .. }) => {
+            let said = e.to_string();
+            assert!(
+                said.contains("127.0.0.1:6391") && said.contains("127.0.0.1:6390"),
+                "{said}"
+            );
+        }
+        other => panic!("the Sentinel names 127.0.0.1:6391: {other:?}"),
+    }
 }
 
 /// TLS (`rediss://`) to a server whose certificate a private CA signed (`ca_file`), on the
