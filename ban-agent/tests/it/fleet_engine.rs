@@ -306,19 +306,23 @@ fn a_sentinel_names_the_primary_the_agent_uses_and_a_failover_moves_it() {
             .spawn()
             .expect("start redis-server")
     };
-    let primary = spawn(
-        ns.command(common::redis::REDIS)
-            .args([
-                "--port",
-                "6390",
-                "--bind",
-                "127.0.0.1",
-                "--requirepass",
-                PASSWORD,
-            ])
-            .args(["--save", "", "--appendonly", "no", "--dir"])
-            .arg(dir.path()),
-    );
+    // A primary on `port` of the namespace's loopback.
+    let server = |port: &str| {
+        spawn(
+            ns.command(common::redis::REDIS)
+                .args([
+                    "--port",
+                    port,
+                    "--bind",
+                    "127.0.0.1",
+                    "--requirepass",
+                    PASSWORD,
+                ])
+                .args(["--save", "", "--appendonly", "no", "--dir"])
+                .arg(dir.path()),
+        )
+    };
+    let primary = server("6390");
     let sentinel = spawn(
         ns.command(common::redis::REDIS)
             .arg(&conf)
@@ -334,19 +338,7 @@ fn a_sentinel_names_the_primary_the_agent_uses_and_a_failover_moves_it() {
         }
     }
     // A second primary, for the Sentinel to name after a "failover".
-    let other = spawn(
-        ns.command(common::redis::REDIS)
-            .args([
-                "--port",
-                "6391",
-                "--bind",
-                "127.0.0.1",
-                "--requirepass",
-                PASSWORD,
-            ])
-            .args(["--save", "", "--appendonly", "no", "--dir"])
-            .arg(dir.path()),
-    );
+    let other = server("6391");
     let _servers = Kill(vec![primary, sentinel, other]);
     let (sent, before, after) = ns.run(|| {
         runtime().block_on(async {
