@@ -286,9 +286,9 @@ impl Agent {
         let mut absent = Vec::new();
         for target in targets {
             let target = target.trunc();
-            let mut found = self.bans_where(jail, |t| t == target);
+            let mut found = self.bans().matching(jail, |t| t == target);
             if found.is_empty() {
-                found = self.bans_where(jail, |t| target.contains(&t));
+                found = self.bans().matching(jail, |t| target.contains(&t));
             }
             if found.is_empty() {
                 absent.push(datapath::show(&target));
@@ -330,20 +330,6 @@ impl Agent {
         })
     }
 
-    /// The bans in `jail` (every jail when `None`) whose target passes `which`, by jail
-    /// and target.
-    fn bans_where(
-        &self,
-        jail: Option<&str>,
-        which: impl Fn(IpNet) -> bool,
-    ) -> Vec<(String, IpNet)> {
-        self.bans()
-            .iter()
-            .filter(|&(name, t, _)| which(t) && jail.is_none_or(|j| j == name))
-            .map(|(name, t, _)| (name.to_owned(), t))
-            .collect()
-    }
-
     fn operator_unban(
         &mut self,
         target: IpNet,
@@ -356,13 +342,15 @@ impl Agent {
         }
         let target = target.trunc();
         let jails: Vec<String> = self
-            .bans_where(jail, |t| t == target)
+            .bans()
+            .matching(jail, |t| t == target)
             .into_iter()
             .map(|(name, _)| name)
             .collect();
         if jails.is_empty() {
             let covering: Vec<String> = self
-                .bans_where(jail, |t| t.contains(&target))
+                .bans()
+                .matching(jail, |t| t.contains(&target))
                 .into_iter()
                 .map(|(name, t)| format!("{t} in {name}"))
                 .collect();
@@ -398,7 +386,7 @@ impl Agent {
     }
 
     fn unban_all(&mut self, now: Now) -> anyhow::Result<Reply> {
-        let all = self.bans_where(None, |_| true);
+        let all = self.bans().matching(None, |_| true);
         let lifted = self.lift_each(&all, "operator", now)?;
         Ok(Reply::Count {
             count: lifted as u64,

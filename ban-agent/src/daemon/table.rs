@@ -316,6 +316,19 @@ impl Bans {
         targets
     }
 
+    /// The bans in `jail` (every jail when `None`) whose target passes `which`, by jail
+    /// and target.
+    pub fn matching(
+        &self,
+        jail: Option<&str>,
+        which: impl Fn(IpNet) -> bool,
+    ) -> Vec<(String, IpNet)> {
+        self.iter()
+            .filter(|&(name, t, _)| which(t) && jail.is_none_or(|j| j == name))
+            .map(|(name, t, _)| (name.to_owned(), t))
+            .collect()
+    }
+
     /// Every ban in force: jail, target, ban; in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, IpNet, ActiveBan)> + '_ {
         self.nodes
